@@ -1,0 +1,374 @@
+//! The gateway's configuration: typed, loaded once from a TOML file, with
+//! `${VAR}` / `${VAR:-default}` interpolation, unknown keys refused, and every
+//! error naming the file and the key.
+//!
+//! Layout:
+//! - [`interpolate`]: environment interpolation over parsed string values.
+//! - [`secret`]: secrets by reference (`{ env = ... }`, `{ file = ... }`).
+//! - `error`: [`ConfigError`].
+
+mod error;
+pub mod interpolate;
+pub mod secret;
+
+pub use error::ConfigError;
+pub use secret::SecretRef;
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub postgres: Option<PostgresListenerConfig>,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where state lives: the audit database, keys. Relative paths are taken
+    /// from the config file's directory.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresListenerConfig {
+    pub listen: SocketAddr,
+    /// TLS on the client side. Without it, clients connect in cleartext.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Where a token may travel as a cleartext password (no TLS).
+    #[serde(default)]
+    pub cleartext_password: CleartextPassword,
+    /// Entries kept in the statement classification cache.
+    #[serde(default = "default_statement_cache", deserialize_with = "number")]
+    pub statement_cache: usize,
+}
+
+fn default_statement_cache() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CleartextPassword {
+    /// Only from loopback clients.
+    #[default]
+    Loopback,
+    /// From anywhere (behind a TLS-terminating load balancer, say).
+    Always,
+    /// Never: clients must use TLS.
+    Never,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The development issuer: `portcullis dev token` mints tokens it signs.
+    #[serde(default)]
+    pub dev: Option<DevIssuerConfig>,
+    #[serde(default)]
+    pub oidc: Vec<OidcConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevIssuerConfig {
+    #[serde(default = "default_dev_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+}
+
+fn default_dev_issuer() -> String {
+    "portcullis-dev".to_string()
+}
+
+fn default_audience() -> String {
+    "portcullis".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The exact `iss` value of the provider's tokens.
+    pub issuer: String,
+    /// Accepted `aud` values; usually the client id.
+    pub audience: Vec<String>,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// The claim that names the user (default: `email`, then `sub`).
+    #[serde(default)]
+    pub user_claim: Option<String>,
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    /// For `portcullis login`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    #[serde(default = "default_leeway", deserialize_with = "number")]
+    pub leeway_seconds: u64,
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_string()
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub engine: PolicyEngineKind,
+    /// Directory holding `*.cedar` policies (and optionally a schema).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyEngineKind {
+    #[default]
+    Cedar,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long an append waits for a locked store before the statement is refused.
+    #[serde(default = "default_busy_timeout", deserialize_with = "number")]
+    pub busy_timeout_ms: u64,
+    #[serde(default = "default_checkpoint_every", deserialize_with = "number")]
+    pub checkpoint_every: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            busy_timeout_ms: default_busy_timeout(),
+            checkpoint_every: default_checkpoint_every(),
+        }
+    }
+}
+
+fn default_busy_timeout() -> u64 {
+    5_000
+}
+
+fn default_checkpoint_every() -> u64 {
+    1_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The name users connect to (`dbname=` for PostgreSQL) and policies see.
+    pub name: String,
+    pub kind: TargetKindConfig,
+    pub host: String,
+    #[serde(deserialize_with = "number")]
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: SecretRef,
+    #[serde(default)]
+    pub tls: TargetTls,
+    /// PEM CA bundle for `tls = "verify-full"`; the system roots otherwise.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKindConfig {
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetTls {
+    /// No TLS to the target.
+    #[default]
+    Disable,
+    /// TLS, certificate verified against the CA and the host name.
+    VerifyFull,
+}
+
+/// Accepts a number, or a string holding one (what `${VAR}` gives).
+fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr + TryFrom<i64>,
+    <T as std::str::FromStr>::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString {
+        Number(i64),
+        String(String),
+    }
+    match NumberOrString::deserialize(deserializer)? {
+        NumberOrString::Number(n) => T::try_from(n)
+            .map_err(|_| serde::de::Error::custom(format!("{n} is out of range"))),
+        NumberOrString::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a valid number: {e}"))),
+    }
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, file, &interpolate::ProcessEnv)
+    }
+
+    /// Parses a config held in memory; `file` is used for errors and to
+    /// resolve relative paths.
+    pub fn parse(text: &str, file: &Path, env: &dyn interpolate::Env) -> Result<Config, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        interpolate::interpolate_value(&mut value, &mut Vec::new(), file, env)?;
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        join(&mut self.gateway.data_dir);
+        join(&mut self.policy.dir);
+        if let Some(tls) = self.postgres.as_mut().and_then(|pg| pg.tls.as_mut()) {
+            join(&mut tls.cert);
+            join(&mut tls.key);
+        }
+        for target in &mut self.targets {
+            if let Some(ca) = target.ca_file.as_mut() {
+                join(ca);
+            }
+            if let SecretRef::File(p) = &mut target.password {
+                join(p);
+            }
+        }
+        for oidc in &mut self.identity.oidc {
+            if let Some(SecretRef::File(p)) = oidc.client_secret.as_mut() {
+                join(p);
+            }
+        }
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+        };
+        let mut names = std::collections::HashSet::new();
+        for (idx, target) in self.targets.iter().enumerate() {
+            if target.name.is_empty() {
+                return Err(invalid(format!("targets[{idx}].name"), "must not be empty".into()));
+            }
+            if !names.insert(target.name.as_str()) {
+                return Err(invalid(
+                    format!("targets[{idx}].name"),
+                    format!("target `{}` is defined twice", target.name),
+                ));
+            }
+        }
+        for (idx, oidc) in self.identity.oidc.iter().enumerate() {
+            if oidc.audience.is_empty() {
+                return Err(invalid(
+                    format!("identity.oidc[{idx}].audience"),
+                    "give at least one accepted audience".into(),
+                ));
+            }
+        }
+        if self.identity.dev.is_none() && self.identity.oidc.is_empty() {
+            return Err(invalid(
+                "identity".into(),
+                "no identity source: configure [[identity.oidc]] or enable [identity.dev]".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves a target's secret, with the file and key in the error.
+    pub fn target_password(&self, file: &Path, idx: usize) -> Result<String, ConfigError> {
+        let target = self.targets.get(idx).ok_or_else(|| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: format!("targets[{idx}]"),
+            message: "no such target".into(),
+        })?;
+        target.password.resolve().map_err(|message| ConfigError::Secret {
+            file: file.to_path_buf(),
+            key: format!("targets[{idx}].password"),
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+//! The vocabulary every other Portcullis crate speaks: who is asking
+//! ([`Principal`]), what they ask for ([`Action`], [`StatementInfo`]), on what
+//! ([`Target`]), and what the gateway answers ([`Decision`]).
+//!
+//! This crate is pure: no sockets, files, clocks or configuration.
+//!
+//! Layout:
+//! - [`ids`]: newtypes for identifiers, so the compiler keeps them apart.
+//! - [`statement`]: what a parsed SQL statement does, as the policy sees it.
+//! - [`decision`]: the outcome of a policy evaluation.
+
+pub mod decision;
+pub mod ids;
+pub mod statement;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub use decision::{Decision, Effect};
+pub use ids::SessionId;
+pub use statement::{StatementInfo, StatementKind};
+
+/// An authenticated identity, as established from a verified token.
+///
+/// The id is the token's `email` claim when present, its `sub` otherwise. It is
+/// never the name a client typed into its connection string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Principal {
+    /// `User::"<id>"` in the policy model.
+    pub id: String,
+    /// The `sub` claim.
+    pub subject: String,
+    pub email: Option<String>,
+    /// `Group::"<name>"` for each entry of the token's groups claim.
+    pub groups: Vec<String>,
+    /// The `iss` claim of the token that established this identity.
+    pub issuer: String,
+    /// When the token stops being valid, in seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// The kind of system a target is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    Postgres,
+    Ssh,
+    Http,
+    Kubernetes,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Postgres => "postgres",
+            TargetKind::Ssh => "ssh",
+            TargetKind::Http => "http",
+            TargetKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// A system behind the gateway, as the policy sees it (never its credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `Target::"<name>"` in the policy model.
+    pub name: String,
+    pub kind: TargetKind,
+    /// Free-form labels such as `env = "prod"`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a principal asks to do on a target.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Open a session.
+    Connect,
+    /// Run one SQL statement.
+    Query(StatementInfo),
+}
+
+impl Action {
+    /// The action's name in the policy model (`Action::"<name>"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Connect => "connect",
+            Action::Query(_) => "query",
+        }
+    }
+}
+
+/// Everything a policy engine needs to decide one action.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub principal: &'a Principal,
+    pub target: &'a Target,
+    pub action: &'a Action,
+    pub client_addr: Option<IpAddr>,
+}

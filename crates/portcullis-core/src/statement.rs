@@ -1,0 +1,87 @@
+//! What one SQL statement does, as the policy sees it.
+
+use std::fmt;
+
+/// The effect of a statement, classified by what it really does rather than
+/// by its first keyword: a data-modifying CTE is a write, `EXPLAIN ANALYZE` of
+/// a `DELETE` is a delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    /// Creates, alters or drops schema objects (tables, databases, ...).
+    Ddl,
+    /// Changes privileges or identities: GRANT, REVOKE, roles, `SET ROLE`,
+    /// `SET SESSION AUTHORIZATION`.
+    Dcl,
+    Copy,
+    /// Runs code whose effect cannot be seen from the statement: `CALL`, or
+    /// a `SELECT` of a function not known to be read-only.
+    Call,
+    Set,
+    Transaction,
+    /// VACUUM, ANALYZE, CHECKPOINT, LISTEN, NOTIFY, DISCARD, ...
+    Utility,
+    /// Anything else, including `DO` blocks: nothing can be proven about it.
+    Other,
+}
+
+impl StatementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Select => "select",
+            StatementKind::Insert => "insert",
+            StatementKind::Update => "update",
+            StatementKind::Delete => "delete",
+            StatementKind::Merge => "merge",
+            StatementKind::Ddl => "ddl",
+            StatementKind::Dcl => "dcl",
+            StatementKind::Copy => "copy",
+            StatementKind::Call => "call",
+            StatementKind::Set => "set",
+            StatementKind::Transaction => "transaction",
+            StatementKind::Utility => "utility",
+            StatementKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for StatementKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One classified SQL statement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StatementInfo {
+    /// The strongest effect of the statement (a CTE that deletes makes the
+    /// whole statement a `Delete`).
+    pub kind: StatementKind,
+    /// Every effect found anywhere in the statement, `kind` included, sorted.
+    pub kinds: Vec<StatementKind>,
+    /// The PostgreSQL command, upper case: `SELECT`, `DROP DATABASE`,
+    /// `ALTER SYSTEM`, `CREATE ROLE`, `COPY FROM PROGRAM`, `DO`, ...
+    pub command: String,
+    /// Relations the statement touches, as written (`schema.table` when
+    /// qualified), sorted and without duplicates.
+    pub tables: Vec<String>,
+    /// Functions the statement calls, as written, sorted and without duplicates.
+    pub functions: Vec<String>,
+    /// False when any UPDATE or DELETE in the statement has no WHERE clause;
+    /// true otherwise (including statements with no UPDATE or DELETE).
+    pub has_where: bool,
+    /// Whether the statement can change data or state on the target.
+    pub writes: bool,
+    /// The statement's own text, without the statements around it.
+    pub text: String,
+    /// For `PREPARE name AS ...`, the name; `kind` and the other fields then
+    /// describe the prepared statement.
+    pub prepares: Option<String>,
+    /// For `EXECUTE name`, the name: the caller resolves it to what was
+    /// prepared under that name.
+    pub executes: Option<String>,
+}
