@@ -1,0 +1,380 @@
+//! The Cedar engine: policies from a directory, validated against the
+//! gateway's schema, evaluated per request.
+
+use crate::error::PolicyError;
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
+    RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use portcullis_core::{Action, Decision, Effect, Principal, Request, StatementInfo, Target};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The schema every policy is validated against.
+pub const SCHEMA: &str = include_str!("portcullis.cedarschema");
+
+/// A loaded, validated policy version. Immutable: a new version is a new
+/// value, swapped in whole.
+pub struct CedarPolicies {
+    policies: PolicySet,
+    schema: Schema,
+    authorizer: Authorizer,
+    /// `sha256:<12 hex>` of the files' names and contents.
+    version: String,
+    /// Policy id to the name people see (the `@id` annotation, or `file#n`).
+    names: HashMap<PolicyId, String>,
+}
+
+impl std::fmt::Debug for CedarPolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CedarPolicies").field("version", &self.version).finish()
+    }
+}
+
+struct SourceFile {
+    path: PathBuf,
+    text: String,
+}
+
+impl CedarPolicies {
+    /// Loads every `*.cedar` file of `dir` (sorted by name), validates them
+    /// strictly against [`SCHEMA`], and refuses the whole directory on the
+    /// first problem.
+    pub fn load_dir(dir: &Path) -> Result<CedarPolicies, PolicyError> {
+        let mut paths = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|source| PolicyError::ReadDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?
+                .path();
+            if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        if paths.is_empty() {
+            return Err(PolicyError::Empty {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
+                file: path.clone(),
+                source,
+            })?;
+            files.push(SourceFile { path, text });
+        }
+        CedarPolicies::from_files(files)
+    }
+
+    /// Loads policies held in memory, one `(name, text)` per file.
+    pub fn from_sources(sources: &[(&str, &str)]) -> Result<CedarPolicies, PolicyError> {
+        let files = sources
+            .iter()
+            .map(|(name, text)| SourceFile {
+                path: PathBuf::from(name),
+                text: text.to_string(),
+            })
+            .collect();
+        CedarPolicies::from_files(files)
+    }
+
+    fn from_files(files: Vec<SourceFile>) -> Result<CedarPolicies, PolicyError> {
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(SCHEMA).map_err(|e| PolicyError::Schema(e.to_string()))?;
+        let mut policies = PolicySet::new();
+        let mut names = HashMap::new();
+        let mut origin: HashMap<PolicyId, usize> = HashMap::new();
+        let mut hasher = Sha256::new();
+        for (file_idx, file) in files.iter().enumerate() {
+            let file_name = file
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            hasher.update(file_name.as_bytes());
+            hasher.update([0]);
+            hasher.update(file.text.as_bytes());
+            hasher.update([0]);
+            let parsed = PolicySet::from_str(&file.text).map_err(|e| PolicyError::Invalid {
+                location: locate(&file.path, &file.text, &e),
+                message: first_line(&e.to_string()),
+            })?;
+            let mut in_file: Vec<&Policy> = parsed.policies().collect();
+            // INVARIANT: the parser names a file's policies policy0, policy1, ...
+            // in order of appearance; sorting by that number keeps `file#n` stable.
+            in_file.sort_by_key(|p| {
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
+            });
+            for (n, policy) in in_file.into_iter().enumerate() {
+                let name = match policy.annotation("id") {
+                    Some(id) => id.to_string(),
+                    None => format!("{file_name}#{n}"),
+                };
+                let id = PolicyId::new(name.clone());
+                if names.contains_key(&id) {
+                    return Err(PolicyError::Invalid {
+                        location: file.path.display().to_string(),
+                        message: format!("policy id `{name}` is used twice"),
+                    });
+                }
+                policies
+                    .add(policy.new_id(id.clone()))
+                    .map_err(|e| PolicyError::Invalid {
+                        location: file.path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                names.insert(id.clone(), name);
+                origin.insert(id, file_idx);
+            }
+        }
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if let Some(err) = validation.validation_errors().next() {
+            let location = origin
+                .get(err.policy_id())
+                .and_then(|idx| files.get(*idx))
+                .map(|file| locate(&file.path, &file.text, err))
+                .unwrap_or_else(|| err.policy_id().to_string());
+            return Err(PolicyError::Invalid {
+                location,
+                message: first_line(&err.to_string()),
+            });
+        }
+        let digest = hex::encode(hasher.finalize());
+        Ok(CedarPolicies {
+            policies,
+            schema,
+            authorizer: Authorizer::new(),
+            version: format!("sha256:{}", digest.get(..12).unwrap_or(&digest)),
+            names,
+        })
+    }
+
+    /// The version that decides: a content hash of the policy files.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Number of policies loaded.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Decides one request. Never fails: a request that cannot be built or a
+    /// policy that errors while evaluating gives a denial that says why.
+    pub fn decide(&self, request: &Request<'_>) -> Decision {
+        match self.try_decide(request) {
+            Ok(decision) => decision,
+            Err(message) => Decision {
+                effect: Effect::Deny,
+                policies: Vec::new(),
+                reason: message.clone(),
+                errors: vec![message],
+                policy_version: self.version.clone(),
+            },
+        }
+    }
+
+    fn try_decide(&self, request: &Request<'_>) -> Result<Decision, String> {
+        let principal_uid = user_uid(request.principal)?;
+        let target_uid = entity_uid("Target", &request.target.name)?;
+        let action_uid = entity_uid("Action", request.action.name())?;
+        let entities = self.entities(request.principal, principal_uid.clone(), request.target, target_uid.clone())?;
+        let context = self.context(request)?;
+        let cedar_request = cedar_policy::Request::new(
+            principal_uid,
+            action_uid,
+            target_uid,
+            context,
+            Some(&self.schema),
+        )
+        .map_err(|e| format!("the request does not match the policy schema: {e}"))?;
+        let response = self.authorizer.is_authorized(&cedar_request, &self.policies, &entities);
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| self.name_of(id))
+            .collect();
+        policies.sort();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                    format!("policy `{}`: {}", self.name_of(e.policy_id()), e.inner())
+                }
+            })
+            .collect();
+        let action = request.action.name();
+        let (effect, reason) = match response.decision() {
+            // Fail closed: a policy that could not be evaluated might have
+            // been a `forbid`, so an error turns an allow into a deny.
+            cedar_policy::Decision::Allow if !errors.is_empty() => (
+                Effect::Deny,
+                format!("a policy could not be evaluated: {}", errors.join("; ")),
+            ),
+            cedar_policy::Decision::Allow => (Effect::Allow, String::new()),
+            cedar_policy::Decision::Deny if policies.is_empty() => (
+                Effect::Deny,
+                format!(
+                    "no policy permits `{action}` on target `{}` for `{}`",
+                    request.target.name, request.principal.id
+                ),
+            ),
+            cedar_policy::Decision::Deny => {
+                let reasons: Vec<String> = response
+                    .diagnostics()
+                    .reason()
+                    .filter_map(|id| self.policies.policy(id))
+                    .filter_map(|p| p.annotation("reason").map(str::to_string))
+                    .collect();
+                let reason = if reasons.is_empty() {
+                    format!("`{action}` is forbidden")
+                } else {
+                    reasons.join("; ")
+                };
+                (Effect::Deny, reason)
+            }
+        };
+        Ok(Decision {
+            effect,
+            policies,
+            reason,
+            errors,
+            policy_version: self.version.clone(),
+        })
+    }
+
+    fn name_of(&self, id: &PolicyId) -> String {
+        self.names.get(id).cloned().unwrap_or_else(|| id.to_string())
+    }
+
+    fn entities(
+        &self,
+        principal: &Principal,
+        principal_uid: EntityUid,
+        target: &Target,
+        target_uid: EntityUid,
+    ) -> Result<Entities, String> {
+        let groups = principal
+            .groups
+            .iter()
+            .map(|g| entity_uid("Group", g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut attrs = vec![
+            ("subject".to_string(), RestrictedExpression::new_string(principal.subject.clone())),
+            ("issuer".to_string(), RestrictedExpression::new_string(principal.issuer.clone())),
+        ];
+        if let Some(email) = &principal.email {
+            attrs.push(("email".to_string(), RestrictedExpression::new_string(email.clone())));
+        }
+        let user = Entity::new(principal_uid, attrs.into_iter().collect(), groups.iter().cloned().collect())
+            .map_err(|e| e.to_string())?;
+        let target_entity = Entity::new_with_tags(
+            target_uid,
+            [(
+                "kind".to_string(),
+                RestrictedExpression::new_string(target.kind.as_str().to_string()),
+            )],
+            [],
+            target
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
+        )
+        .map_err(|e| e.to_string())?;
+        let group_entities = groups.into_iter().map(Entity::with_uid);
+        Entities::from_entities(
+            [user, target_entity].into_iter().chain(group_entities),
+            Some(&self.schema),
+        )
+        .map_err(|e| format!("the request's entities do not match the policy schema: {e}"))
+    }
+
+    fn context(&self, request: &Request<'_>) -> Result<Context, String> {
+        let ip = request
+            .client_addr
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "0.0.0.0".to_string());
+        let mut pairs = vec![("client_ip".to_string(), RestrictedExpression::new_ip(ip))];
+        if let Action::Query(statement) = request.action {
+            pairs.push(("statement".to_string(), statement_record(statement)?));
+        }
+        Context::from_pairs(pairs).map_err(|e| e.to_string())
+    }
+}
+
+fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, String> {
+    let strings = |items: &[String]| {
+        RestrictedExpression::new_set(items.iter().map(|s| RestrictedExpression::new_string(s.clone())))
+    };
+    RestrictedExpression::new_record([
+        ("kind".to_string(), RestrictedExpression::new_string(statement.kind.as_str().to_string())),
+        (
+            "kinds".to_string(),
+            RestrictedExpression::new_set(
+                statement
+                    .kinds
+                    .iter()
+                    .map(|k| RestrictedExpression::new_string(k.as_str().to_string())),
+            ),
+        ),
+        ("command".to_string(), RestrictedExpression::new_string(statement.command.clone())),
+        ("tables".to_string(), strings(&statement.tables)),
+        ("functions".to_string(), strings(&statement.functions)),
+        ("has_where".to_string(), RestrictedExpression::new_bool(statement.has_where)),
+        ("writes".to_string(), RestrictedExpression::new_bool(statement.writes)),
+        ("text".to_string(), RestrictedExpression::new_string(statement.text.clone())),
+    ])
+    .map_err(|e| e.to_string())
+}
+
+fn user_uid(principal: &Principal) -> Result<EntityUid, String> {
+    entity_uid("User", &principal.id)
+}
+
+fn entity_uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
+    let type_name = cedar_policy::EntityTypeName::from_str(type_name).map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(
+        type_name,
+        cedar_policy::EntityId::new(id),
+    ))
+}
+
+/// `file:line:column` of the first labelled span of a diagnostic.
+fn locate(path: &Path, text: &str, diagnostic: &dyn miette::Diagnostic) -> String {
+    let offset = diagnostic
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| label.offset());
+    match offset {
+        Some(offset) => {
+            let before = text.get(..offset).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("{}:{line}:{column}", path.display())
+        }
+        None => path.display().to_string(),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).to_string()
+}

@@ -1,0 +1,21 @@
+//! Policy engines. Policies are code kept in Git; this crate loads them,
+//! validates them against the schema the gateway ships, and decides requests.
+//! A decision is data: the effect, the policies that determined it, a reason
+//! for people, any evaluation errors, and the policy version.
+//!
+//! Layout:
+//! - [`cedar`]: the Cedar engine and its schema (`portcullis.cedarschema`).
+//! - `error`: [`PolicyError`].
+//!
+//! Architecture Invariant: this crate knows nothing of sockets, protocols or
+//! the audit log. Protocol crates never call it directly: they go through the
+//! Gate.
+
+pub mod cedar;
+mod error;
+
+pub use cedar::{CedarPolicies, SCHEMA};
+pub use error::PolicyError;
+
+#[cfg(test)]
+mod tests;

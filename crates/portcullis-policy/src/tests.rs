@@ -1,0 +1,145 @@
+use super::*;
+use portcullis_core::{Action, Principal, Request, StatementInfo, StatementKind, Target, TargetKind};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn quickstart() -> CedarPolicies {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies");
+    CedarPolicies::load_dir(&dir).unwrap()
+}
+
+fn principal(id: &str, groups: &[&str]) -> Principal {
+    Principal {
+        id: id.into(),
+        subject: id.into(),
+        email: Some(id.into()),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        issuer: "test".into(),
+        expires_at: u64::MAX,
+    }
+}
+
+fn demo() -> Target {
+    Target {
+        name: "demo".into(),
+        kind: TargetKind::Postgres,
+        labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
+    }
+}
+
+fn statement(kind: StatementKind, command: &str, has_where: bool) -> StatementInfo {
+    StatementInfo {
+        kind,
+        kinds: vec![kind],
+        command: command.into(),
+        tables: vec!["t".into()],
+        functions: vec![],
+        has_where,
+        writes: kind != StatementKind::Select,
+        text: "...".into(),
+        prepares: None,
+        executes: None,
+    }
+}
+
+fn decide(policies: &CedarPolicies, p: &Principal, action: Action) -> portcullis_core::Decision {
+    let target = demo();
+    policies.decide(&Request {
+        principal: p,
+        target: &target,
+        action: &action,
+        client_addr: "127.0.0.1".parse().ok(),
+    })
+}
+
+#[test]
+fn connect_is_for_eng_and_dba_only() {
+    let policies = quickstart();
+    let allowed = decide(&policies, &principal("alice@example.com", &["eng"]), Action::Connect);
+    assert!(allowed.is_allowed(), "{allowed:?}");
+    assert_eq!(allowed.policies, vec!["eng-connect"]);
+    let denied = decide(&policies, &principal("mallory@example.com", &["sales"]), Action::Connect);
+    assert!(!denied.is_allowed());
+    assert!(denied.policies.is_empty());
+    assert!(denied.reason.contains("no policy permits `connect`"), "{}", denied.reason);
+    assert!(denied.policy_version.starts_with("sha256:"));
+}
+
+#[test]
+fn guardrails_name_the_policy_and_the_reason() {
+    let policies = quickstart();
+    let dba = principal("dba@example.com", &["eng", "dba"]);
+    let cases = [
+        (statement(StatementKind::Delete, "DELETE", false), Some("no-unbounded-writes")),
+        (statement(StatementKind::Delete, "DELETE", true), None),
+        (statement(StatementKind::Ddl, "DROP DATABASE", true), Some("no-drop-database")),
+        (statement(StatementKind::Ddl, "CREATE TABLE", true), None),
+        (statement(StatementKind::Copy, "COPY FROM PROGRAM", true), Some("no-copy-program")),
+        (statement(StatementKind::Copy, "COPY TO STDOUT", true), None),
+        (statement(StatementKind::Ddl, "ALTER SYSTEM", true), Some("no-alter-system")),
+        (statement(StatementKind::Dcl, "CREATE ROLE", true), Some("no-role-changes")),
+        (statement(StatementKind::Dcl, "GRANT", true), None),
+    ];
+    for (statement, forbidden_by) in cases {
+        let command = statement.command.clone();
+        let decision = decide(&policies, &dba, Action::Query(statement));
+        match forbidden_by {
+            Some(id) => {
+                assert!(!decision.is_allowed(), "{command} should be denied");
+                assert_eq!(decision.policies, vec![id.to_string()], "{command}");
+                assert!(!decision.reason.is_empty());
+            }
+            None => assert!(decision.is_allowed(), "{command}: {decision:?}"),
+        }
+    }
+}
+
+#[test]
+fn eng_cannot_run_ddl_or_opaque_code() {
+    let policies = quickstart();
+    let alice = principal("alice@example.com", &["eng"]);
+    for kind in [StatementKind::Ddl, StatementKind::Dcl, StatementKind::Other] {
+        let decision = decide(&policies, &alice, Action::Query(statement(kind, "X", true)));
+        assert!(!decision.is_allowed(), "{kind}");
+    }
+    let select = decide(&policies, &alice, Action::Query(statement(StatementKind::Select, "SELECT", true)));
+    assert!(select.is_allowed());
+}
+
+#[test]
+fn labels_are_tags() {
+    let policies = CedarPolicies::from_sources(&[(
+        "tags.cedar",
+        r#"permit (principal, action == Action::"connect", resource)
+           when { resource.hasTag("env") && resource.getTag("env") == "dev" };"#,
+    )])
+    .unwrap();
+    assert!(decide(&policies, &principal("a", &[]), Action::Connect).is_allowed());
+}
+
+#[test]
+fn invalid_policies_give_file_line_and_column() {
+    let err = CedarPolicies::from_sources(&[("bad.cedar", "permit (principal, action, resource)\nwhen { context.nope == 1 };")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("bad.cedar:2:"), "{err}");
+    let err = CedarPolicies::from_sources(&[("syntax.cedar", "permit (principal,\n action resource);")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("syntax.cedar:2:"), "{err}");
+}
+
+#[test]
+fn evaluation_error_fails_closed() {
+    // An overflow errors at run time: an erroring forbid must not be skipped
+    // into an allow.
+    let policies = CedarPolicies::from_sources(&[(
+        "p.cedar",
+        r#"permit (principal, action == Action::"connect", resource);
+           forbid (principal, action == Action::"connect", resource) when { 9223372036854775807 + 1 > 0 };"#,
+    )])
+    .unwrap();
+    let decision = decide(&policies, &principal("a", &[]), Action::Connect);
+    assert!(!decision.is_allowed(), "{decision:?}");
+    assert!(!decision.errors.is_empty());
+}
