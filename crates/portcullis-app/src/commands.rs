@@ -1,0 +1,240 @@
+//! What the CLI's subcommands do, apart from `serve`. Each returns the text
+//! to print or an error; the binary prints and sets the exit status.
+
+use anyhow::{anyhow, bail, Context, Result};
+use portcullis_config::Config;
+use portcullis_identity::{LoginClient, TokenCache};
+use std::path::Path;
+use std::time::Duration;
+
+/// `portcullis audit verify`: checks the whole chain and the checkpoints.
+pub fn audit_verify(config: &Config) -> Result<String> {
+    let data_dir = &config.gateway.data_dir;
+    let key = portcullis_audit::load_verifying_key(data_dir)?;
+    let path = crate::audit_path(data_dir);
+    if !path.exists() {
+        bail!("no audit log at `{}`", path.display());
+    }
+    let report = portcullis_audit::verify(&path, &key)?;
+    Ok(format!(
+        "audit log intact: {} entries, {} signed checkpoints, last entry {}, last checkpoint at entry {}, {} entries after it\n",
+        report.entries_checked,
+        report.checkpoints_checked,
+        report.last_seq,
+        report.last_checkpoint_seq.map_or("none".to_string(), |s| s.to_string()),
+        report.entries_after_last_checkpoint,
+    ))
+}
+
+/// `portcullis audit tail`: the last `n` entries, as text or JSON lines.
+pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
+    let path = crate::audit_path(&config.gateway.data_dir);
+    let entries = portcullis_audit::tail(&path, n)?;
+    let mut out = String::new();
+    for entry in entries {
+        if json {
+            let line = serde_json::json!({
+                "seq": entry.seq,
+                "time_ms": entry.time_ms,
+                "hash": entry.hash,
+                "entry": entry.body,
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+            continue;
+        }
+        let body = &entry.body;
+        let field = |name: &str| body.get(name).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let decision = body
+            .pointer("/decision/effect")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let policies = body
+            .pointer("/decision/policies")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let what = body
+            .pointer("/statement/text")
+            .or_else(|| body.get("text"))
+            .or_else(|| body.get("outcome"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .replace('\n', " ");
+        out.push_str(&format!(
+            "{:>6} {} {:<17} {} {} {} {}{} {}\n",
+            entry.seq,
+            format_time(entry.time_ms),
+            field("event"),
+            field("session"),
+            field("principal"),
+            field("target"),
+            decision,
+            if policies.is_empty() { String::new() } else { format!(" [{policies}]") },
+            what,
+        ));
+    }
+    Ok(out)
+}
+
+/// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn format_time(time_ms: u64) -> String {
+    let secs = time_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        time_ms % 1000
+    )
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| anyhow!("`{text}` is not a duration (write 90s, 15m, 1h or 7d)"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => bail!("`{text}` is not a duration (write 90s, 15m, 1h or 7d)"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+/// `portcullis dev token`: a token from the dev issuer.
+pub fn dev_token(config: &Config, user: &str, groups: &[String], ttl: Duration) -> Result<String> {
+    let Some(issuer) = crate::dev_issuer(config)? else {
+        bail!("the dev issuer is not enabled in this config (add an [identity.dev] section)");
+    };
+    Ok(issuer.issue(user, groups, ttl)?)
+}
+
+fn login_client_settings(config: &Config, file: &Path, issuer: Option<&str>) -> Result<portcullis_identity::OidcIssuerSettings> {
+    let settings = crate::oidc_settings(config, file)?;
+    let with_client: Vec<_> = settings.into_iter().filter(|s| s.client_id.is_some()).collect();
+    match issuer {
+        Some(wanted) => with_client
+            .into_iter()
+            .find(|s| s.issuer == wanted)
+            .ok_or_else(|| anyhow!("no [[identity.oidc]] issuer `{wanted}` with a client_id in the config")),
+        None => match <[_; 1]>::try_from(with_client) {
+            Ok([one]) => Ok(one),
+            Err(v) if v.is_empty() => Err(anyhow!(
+                "no [[identity.oidc]] issuer with a client_id in the config: `portcullis login` needs one"
+            )),
+            Err(_) => Err(anyhow!("several issuers have a client_id: choose one with --issuer")),
+        },
+    }
+}
+
+/// `portcullis login`: the authorization code flow through a browser, or
+/// the device flow, and the token cached for later.
+pub async fn login(config: &Config, file: &Path, issuer: Option<&str>, device: bool) -> Result<String> {
+    crate::tls::install_crypto_provider();
+    let settings = login_client_settings(config, file, issuer)?;
+    let client = LoginClient::discover(&settings).await?;
+    let tokens = if device {
+        client
+            .device(
+                |code| {
+                    eprintln!(
+                        "To log in, open {} and enter the code {}",
+                        code.verification_uri, code.user_code
+                    );
+                    if let Some(complete) = &code.verification_uri_complete {
+                        eprintln!("(or open {complete})");
+                    }
+                },
+                Duration::from_secs(600),
+            )
+            .await?
+    } else {
+        client
+            .authorization_code(
+                |url| {
+                    eprintln!("Opening the browser to log in. If it does not open, visit:\n\n  {url}\n");
+                    let _ = std::process::Command::new("xdg-open")
+                        .arg(url)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn();
+                },
+                Duration::from_secs(300),
+            )
+            .await?
+    };
+    let cache = TokenCache::in_config_dir()?;
+    cache.store(client.issuer(), &tokens)?;
+    Ok(format!(
+        "logged in to {}; token cached in {}\n",
+        client.issuer(),
+        cache.path().display()
+    ))
+}
+
+/// `portcullis connect TARGET`: starts psql with the cached token in its
+/// environment (never on its command line).
+pub async fn connect(config: &Config, file: &Path, target: &str, issuer: Option<&str>) -> Result<std::process::Command> {
+    crate::tls::install_crypto_provider();
+    if !config.targets.iter().any(|t| t.name == target) {
+        bail!("no target `{target}` in the config");
+    }
+    let Some(pg) = &config.postgres else {
+        bail!("the config has no [postgres] listener");
+    };
+    let settings = login_client_settings(config, file, issuer)?;
+    let client = LoginClient::discover(&settings).await?;
+    let cache = TokenCache::in_config_dir()?;
+    let tokens = cache
+        .get_fresh(&client, Duration::from_secs(30))
+        .await?
+        .context("no valid cached token: run `portcullis login` first")?;
+    let mut command = std::process::Command::new("psql");
+    command
+        .env("PGHOST", pg.listen.ip().to_string())
+        .env("PGPORT", pg.listen.port().to_string())
+        .env("PGDATABASE", target)
+        .env("PGPASSWORD", &tokens.id_token)
+        .env("PGAPPNAME", "portcullis-connect");
+    if pg.tls.is_some() {
+        command.env("PGSSLMODE", "require");
+    }
+    Ok(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(1_795_523_045_123), "2026-11-23T08:24:05.123Z");
+    }
+}

@@ -1,0 +1,234 @@
+//! Wiring: builds the gateway's services from a [`Config`] and starts its
+//! listeners. Shared by the `portcullis` binary and the end-to-end tests, so
+//! the tests run the real thing in-process.
+//!
+//! Layout:
+//! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/api/v1/status`).
+//! - [`commands`]: what the CLI's subcommands do.
+//! - [`tls`]: TLS configuration from PEM files.
+
+pub mod admin;
+pub mod commands;
+pub mod tls;
+
+use anyhow::{bail, Context, Result};
+use portcullis_audit::{AuditLog, AuditOptions};
+use portcullis_config::{CleartextPassword, Config, TargetTls};
+use portcullis_core::{Target, TargetKind};
+use portcullis_gate::Gate;
+use portcullis_identity::{DevIssuer, DevIssuerSettings, OidcIssuerSettings, Verifier};
+use portcullis_pg::{CleartextPolicy, PgService, PgTarget, TargetAddr};
+use portcullis_policy::CedarPolicies;
+use portcullis_sql::Classifier;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// The audit database inside the data directory.
+pub fn audit_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("audit.db")
+}
+
+/// The dev issuer's key inside the data directory.
+pub fn dev_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("dev-issuer.key")
+}
+
+/// A started gateway. Dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    pub pg_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub gate: Gate,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops the listeners and closes the audit log with a final checkpoint.
+    pub async fn shutdown(self) -> Result<()> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.gate.audit().shutdown().await.context("closing the audit log")?;
+        Ok(())
+    }
+}
+
+/// The dev issuer for this config, when enabled.
+pub fn dev_issuer(config: &Config) -> Result<Option<DevIssuer>> {
+    let Some(dev) = &config.identity.dev else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&config.gateway.data_dir).with_context(|| {
+        format!("cannot create data directory `{}`", config.gateway.data_dir.display())
+    })?;
+    let issuer = DevIssuer::load_or_create(DevIssuerSettings {
+        issuer: dev.issuer.clone(),
+        audience: dev.audience.clone(),
+        key_path: dev_key_path(&config.gateway.data_dir),
+    })?;
+    Ok(Some(issuer))
+}
+
+/// The OIDC issuers of a config, secrets resolved.
+pub fn oidc_settings(config: &Config, file: &Path) -> Result<Vec<OidcIssuerSettings>> {
+    config
+        .identity
+        .oidc
+        .iter()
+        .enumerate()
+        .map(|(idx, oidc)| {
+            let client_secret = match &oidc.client_secret {
+                None => None,
+                Some(secret) => Some(secret.resolve().map_err(|message| {
+                    anyhow::anyhow!(
+                        "{}: `identity.oidc[{idx}].client_secret`: cannot read secret: {message}",
+                        file.display()
+                    )
+                })?),
+            };
+            let mut settings = OidcIssuerSettings::new(oidc.issuer.clone(), oidc.audience.clone());
+            settings.groups_claim = oidc.groups_claim.clone();
+            settings.user_claim = oidc.user_claim.clone();
+            settings.discovery_url = oidc.discovery_url.clone();
+            settings.client_id = oidc.client_id.clone();
+            settings.client_secret = client_secret;
+            settings.leeway = Duration::from_secs(oidc.leeway_seconds);
+            Ok(settings)
+        })
+        .collect()
+}
+
+fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>>> {
+    let mut targets = HashMap::new();
+    for (idx, target) in config.targets.iter().enumerate() {
+        let password = config.target_password(file, idx)?;
+        let tls = match target.tls {
+            TargetTls::Disable => None,
+            TargetTls::VerifyFull => {
+                let Some(ca) = &target.ca_file else {
+                    bail!(
+                        "{}: `targets[{idx}].ca_file`: tls = \"verify-full\" needs a CA file",
+                        file.display()
+                    );
+                };
+                let name = rustls_pki_types::ServerName::try_from(target.host.clone()).with_context(|| {
+                    format!("{}: `targets[{idx}].host`: not a valid TLS server name", file.display())
+                })?;
+                Some((tls::client_config(ca)?, name))
+            }
+        };
+        let pg_target = PgTarget {
+            target: Target {
+                name: target.name.clone(),
+                kind: TargetKind::Postgres,
+                labels: target.labels.clone(),
+            },
+            addr: TargetAddr {
+                host: target.host.clone(),
+                port: target.port,
+            },
+            database: target.database.clone(),
+            user: target.user.clone(),
+            password,
+            tls,
+        };
+        targets.insert(target.name.clone(), Arc::new(pg_target));
+    }
+    Ok(targets)
+}
+
+/// Builds every service and starts the listeners. `file` is the config's
+/// path, for errors.
+pub async fn start(config: Config, file: &Path) -> Result<Running> {
+    tls::install_crypto_provider();
+    let data_dir = &config.gateway.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
+
+    let policies = CedarPolicies::load_dir(&config.policy.dir)
+        .with_context(|| "no valid policy: the gateway refuses to serve without one".to_string())?;
+    info!(version = policies.version(), policies = policies.len(), "policy loaded");
+
+    let key = portcullis_audit::load_or_create_signing_key(data_dir)?;
+    let audit = AuditLog::open(
+        &audit_path(data_dir),
+        key,
+        AuditOptions {
+            busy_timeout: Duration::from_millis(config.audit.busy_timeout_ms),
+            checkpoint_every: config.audit.checkpoint_every,
+            ..AuditOptions::default()
+        },
+    )?;
+    let gate = Gate::new(policies, audit, 100_000);
+
+    let dev = dev_issuer(&config)?;
+    if let Some(dev) = &dev {
+        warn!(
+            issuer = dev.issuer(),
+            "the dev issuer is enabled: anyone who can run `portcullis dev token` with this data directory can mint tokens; disable [identity.dev] in production"
+        );
+    }
+    let verifier = Verifier::new(oidc_settings(&config, file)?, dev)?;
+    {
+        let verifier = verifier.clone();
+        tokio::spawn(async move { verifier.warm_up().await });
+    }
+
+    let mut tasks = Vec::new();
+    let mut pg_addr = None;
+    if let Some(pg) = &config.postgres {
+        let acceptor = match &pg.tls {
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(&files.cert, &files.key)?)),
+            None => None,
+        };
+        let cleartext = match pg.cleartext_password {
+            CleartextPassword::Loopback => CleartextPolicy::Loopback,
+            CleartextPassword::Always => CleartextPolicy::Always,
+            CleartextPassword::Never => CleartextPolicy::Never,
+        };
+        let service = Arc::new(PgService::new(
+            targets(&config, file)?,
+            verifier.clone(),
+            gate.clone(),
+            Arc::new(Classifier::new(pg.statement_cache)),
+            acceptor,
+            cleartext,
+        ));
+        let listener = tokio::net::TcpListener::bind(pg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (postgres.listen)", pg.listen))?;
+        let addr = listener.local_addr()?;
+        info!(%addr, tls = pg.tls.is_some(), "postgres listener ready");
+        pg_addr = Some(addr);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = service.serve(listener).await {
+                tracing::error!(error = %e, "postgres listener failed");
+            }
+        }));
+    }
+    let mut admin_addr = None;
+    if let Some(admin) = &config.admin {
+        let listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin.listen)", admin.listen))?;
+        let addr = listener.local_addr()?;
+        info!(%addr, "admin listener ready");
+        admin_addr = Some(addr);
+        let router = admin::router(gate.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        }));
+    }
+    Ok(Running {
+        pg_addr,
+        admin_addr,
+        gate,
+        tasks,
+    })
+}

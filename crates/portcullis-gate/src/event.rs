@@ -1,0 +1,101 @@
+//! The audit entries the Gate writes. Their field names are part of the
+//! audit format: keep them stable.
+
+use portcullis_core::{Decision, StatementInfo};
+use serde::Serialize;
+
+/// Who and where, repeated in every entry of a session so that each entry
+/// stands on its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionFields {
+    pub session: String,
+    pub principal: String,
+    pub groups: Vec<String>,
+    pub issuer: String,
+    /// The user name the client typed; kept for the record, never trusted.
+    pub client_user: String,
+    pub client_addr: String,
+    pub target: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DecisionFields<'a> {
+    pub effect: &'static str,
+    pub policies: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub reason: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub errors: &'a [String],
+    pub policy_version: &'a str,
+}
+
+impl<'a> From<&'a Decision> for DecisionFields<'a> {
+    fn from(d: &'a Decision) -> Self {
+        DecisionFields {
+            effect: d.effect.as_str(),
+            policies: &d.policies,
+            reason: &d.reason,
+            errors: &d.errors,
+            policy_version: &d.policy_version,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatementFields<'a> {
+    pub kind: &'static str,
+    pub command: &'a str,
+    pub tables: &'a [String],
+    pub text: &'a str,
+}
+
+impl<'a> From<&'a StatementInfo> for StatementFields<'a> {
+    fn from(s: &'a StatementInfo) -> Self {
+        StatementFields {
+            kind: s.kind.as_str(),
+            command: &s.command,
+            tables: &s.tables,
+            text: &s.text,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "event")]
+pub enum AuditEvent<'a> {
+    /// A `connect` decision: the session starts, or is refused.
+    #[serde(rename = "session.connect")]
+    Connect {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        decision: DecisionFields<'a>,
+    },
+    /// One statement, before it is forwarded (or instead of it, when refused).
+    #[serde(rename = "statement")]
+    Statement {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        /// `query` (simple protocol), `parse` or `execute` (extended protocol).
+        phase: &'a str,
+        statement: StatementFields<'a>,
+        decision: DecisionFields<'a>,
+    },
+    /// A statement refused before any policy could see it (it did not parse).
+    #[serde(rename = "statement.refused")]
+    Refused {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        phase: &'a str,
+        text: &'a str,
+        reason: &'a str,
+    },
+    #[serde(rename = "session.end")]
+    End {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        outcome: &'a str,
+        statements: u64,
+        denied: u64,
+        duration_ms: u64,
+    },
+}

@@ -1,0 +1,260 @@
+//! The Gate: the single enforcement point. A protocol adapter describes each
+//! action (a connect, a statement) and asks the Gate; the Gate asks the policy,
+//! writes the audit entry, and only then answers. The adapter enforces the
+//! answer and decides nothing itself.
+//!
+//! Layout:
+//! - [`event`]: the audit entries the Gate writes.
+//! - `error`: [`GateError`].
+//!
+//! Architecture Invariant: an `Ok` answer that allows an action is returned
+//! only after its audit entry is durable. When the entry cannot be written the
+//! answer is an error, and the adapter refuses the action.
+//!
+//! Architecture Invariant: protocol crates depend on this crate, never on a
+//! policy engine.
+
+mod error;
+pub mod event;
+
+pub use error::GateError;
+pub use event::SessionFields;
+
+use event::{AuditEvent, DecisionFields, StatementFields};
+use portcullis_audit::AuditLog;
+use portcullis_core::{Action, Decision, Principal, Request, SessionId, StatementInfo, Target};
+use portcullis_policy::CedarPolicies;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// Cheap to clone; shared by every session.
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<GateInner>,
+}
+
+struct GateInner {
+    policies: RwLock<Arc<CedarPolicies>>,
+    audit: AuditLog,
+    /// Decisions by input. Cleared when the policy changes.
+    decisions: quick_cache::sync::Cache<DecisionKey, Decision>,
+}
+
+/// Everything a decision depends on. The statement is identified by its text
+/// (plus what it prepares), which determines its classification.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    principal: Arc<str>,
+    target: Arc<str>,
+    client_ip: Option<std::net::IpAddr>,
+    action: &'static str,
+    statement: Option<String>,
+}
+
+/// One thing to decide and audit.
+pub enum Check<'a> {
+    /// A classified statement; `phase` says where in the protocol it was seen
+    /// (`query`, `parse`, `execute`).
+    Statement { phase: &'a str, statement: &'a StatementInfo },
+    /// A statement refused before any policy could see it (it did not parse,
+    /// or the protocol does not allow it); the decision is a denial.
+    Refused { phase: &'a str, text: &'a str, reason: &'a str },
+}
+
+/// One session as the Gate sees it.
+pub struct Session {
+    pub id: SessionId,
+    pub principal: Principal,
+    pub target: Target,
+    pub client_addr: SocketAddr,
+    fields: SessionFields,
+    cache_principal: Arc<str>,
+    cache_target: Arc<str>,
+    started: Instant,
+    statements: u64,
+    denied: u64,
+}
+
+impl Session {
+    pub fn new(
+        id: SessionId,
+        principal: Principal,
+        target: Target,
+        client_addr: SocketAddr,
+        client_user: &str,
+    ) -> Session {
+        let fields = SessionFields {
+            session: id.to_string(),
+            principal: principal.id.clone(),
+            groups: principal.groups.clone(),
+            issuer: principal.issuer.clone(),
+            client_user: client_user.to_string(),
+            client_addr: client_addr.to_string(),
+            target: target.name.clone(),
+        };
+        let mut groups = principal.groups.clone();
+        groups.sort();
+        let cache_principal: Arc<str> =
+            format!("{}\0{}\0{}", principal.issuer, principal.id, groups.join("\0")).into();
+        let cache_target: Arc<str> = target.name.as_str().into();
+        Session {
+            id,
+            principal,
+            target,
+            client_addr,
+            fields,
+            cache_principal,
+            cache_target,
+            started: Instant::now(),
+            statements: 0,
+            denied: 0,
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(policies: CedarPolicies, audit: AuditLog, decision_cache: usize) -> Gate {
+        Gate {
+            inner: Arc::new(GateInner {
+                policies: RwLock::new(Arc::new(policies)),
+                audit,
+                decisions: quick_cache::sync::Cache::new(decision_cache.max(1)),
+            }),
+        }
+    }
+
+    /// The policy version enforced now.
+    pub fn policy_version(&self) -> String {
+        self.policies().version().to_string()
+    }
+
+    /// Replaces the enforced policy with a new, already validated version.
+    pub fn replace_policies(&self, policies: CedarPolicies) {
+        let policies = Arc::new(policies);
+        match self.inner.policies.write() {
+            Ok(mut guard) => *guard = policies,
+            Err(poisoned) => *poisoned.into_inner() = policies,
+        }
+        self.inner.decisions.clear();
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    fn policies(&self) -> Arc<CedarPolicies> {
+        match self.inner.policies.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn decide(&self, session: &Session, action: &Action) -> Decision {
+        let key = DecisionKey {
+            principal: session.cache_principal.clone(),
+            target: session.cache_target.clone(),
+            client_ip: Some(session.client_addr.ip()),
+            action: action.name(),
+            statement: match action {
+                Action::Connect => None,
+                Action::Query(s) => Some(s.text.clone()),
+            },
+        };
+        if let Some(decision) = self.inner.decisions.get(&key) {
+            return decision;
+        }
+        let decision = self.policies().decide(&Request {
+            principal: &session.principal,
+            target: &session.target,
+            action,
+            client_addr: Some(session.client_addr.ip()),
+        });
+        // Decisions with evaluation errors are not cached: the next request
+        // evaluates again.
+        if decision.errors.is_empty() {
+            self.inner.decisions.insert(key, decision.clone());
+        }
+        decision
+    }
+
+    /// May this principal open this session? The decision is audited either way.
+    pub async fn connect(&self, session: &Session) -> Result<Decision, GateError> {
+        let decision = self.decide(session, &Action::Connect);
+        self.inner
+            .audit
+            .append(&AuditEvent::Connect {
+                session: &session.fields,
+                decision: DecisionFields::from(&decision),
+            })
+            .await?;
+        Ok(decision)
+    }
+
+    /// Decides a batch of statements seen together (one read from the
+    /// client), in order, and writes their audit entries in one group. Returns
+    /// only once every entry is durable; an error means none may go ahead.
+    pub async fn check(&self, session: &mut Session, checks: &[Check<'_>]) -> Result<Vec<Decision>, GateError> {
+        let mut decisions = Vec::with_capacity(checks.len());
+        for check in checks {
+            let decision = match check {
+                Check::Statement { statement, .. } => {
+                    self.decide(session, &Action::Query((*statement).clone()))
+                }
+                Check::Refused { reason, .. } => Decision {
+                    effect: portcullis_core::Effect::Deny,
+                    policies: Vec::new(),
+                    reason: reason.to_string(),
+                    errors: Vec::new(),
+                    policy_version: self.policy_version(),
+                },
+            };
+            session.statements += 1;
+            if !decision.is_allowed() {
+                session.denied += 1;
+            }
+            decisions.push(decision);
+        }
+        let events: Vec<AuditEvent<'_>> = checks
+            .iter()
+            .zip(&decisions)
+            .map(|(check, decision)| match check {
+                Check::Statement { phase, statement } => AuditEvent::Statement {
+                    session: &session.fields,
+                    phase,
+                    statement: StatementFields::from(*statement),
+                    decision: DecisionFields::from(decision),
+                },
+                Check::Refused { phase, text, reason } => AuditEvent::Refused {
+                    session: &session.fields,
+                    phase,
+                    text,
+                    reason,
+                },
+            })
+            .collect();
+        let appends = events.iter().map(|event| self.inner.audit.append(event));
+        for result in futures_util::future::join_all(appends).await {
+            result?;
+        }
+        Ok(decisions)
+    }
+
+    /// Records the end of a session. Best effort: the session is over anyway.
+    pub async fn end(&self, session: &Session, outcome: &str) {
+        let result = self
+            .inner
+            .audit
+            .append(&AuditEvent::End {
+                session: &session.fields,
+                outcome,
+                statements: session.statements,
+                denied: session.denied,
+                duration_ms: u64::try_from(session.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(session = %session.id, error = %e, "could not audit the end of a session");
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Logs in for real against `oidc-provider` (tests/oidc/provider.mjs, run with
+//! Node), and verifies what it issues.
+//!
+//! An in-test "browser" (reqwest, a small cookie jar, no automatic redirects)
+//! walks the provider's development login pages the way a person would: the
+//! login form, the consent form, the device code form.
+//!
+//! Needs `npm ci --prefix tests/oidc` once (the project's test script does it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use portcullis_identity::{
+    DeviceCode, IdentityError, LoginClient, OidcIssuerSettings, TokenCache, Tokens, Verifier,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+const CLIENT_ID: &str = "portcullis";
+const CLIENT_SECRET: &str = "portcullis-test-secret";
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The provider process; killed when dropped, whatever the test did.
+struct OidcProvider {
+    child: Child,
+    issuer: String,
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl OidcProvider {
+    async fn start() -> OidcProvider {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc");
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "the test OpenID provider is not installed: run `npm ci --prefix tests/oidc` at the repository root"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("node")
+            .arg("provider.mjs")
+            .arg(port.to_string())
+            .arg("--exit-on-stdin-close")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start `node` (Node.js 20 or later is needed)");
+
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.trim() == "ready" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if ready != Ok(true) {
+            let _ = child.start_kill();
+            let mut errors = String::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), stderr.read_to_string(&mut errors))
+                    .await;
+            panic!("the OpenID provider did not start on port {port}:\n{errors}");
+        }
+        // Keep draining both pipes so the provider never blocks on a full one.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            let _ = stderr.read_to_end(&mut sink).await;
+        });
+
+        OidcProvider {
+            child,
+            issuer: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn settings(&self) -> OidcIssuerSettings {
+        let mut settings = OidcIssuerSettings::new(self.issuer.clone(), vec![CLIENT_ID.to_owned()]);
+        settings.client_id = Some(CLIENT_ID.to_owned());
+        settings.client_secret = Some(CLIENT_SECRET.to_owned());
+        settings
+    }
+
+    fn verifier(&self) -> Verifier {
+        Verifier::new(vec![self.settings()], None).unwrap()
+    }
+
+    async fn login_client(&self) -> LoginClient {
+        LoginClient::discover(&self.settings()).await.unwrap()
+    }
+}
+
+/// What the browser saw after a request.
+struct Page {
+    url: url::Url,
+    status: u16,
+    location: Option<url::Url>,
+    body: String,
+}
+
+/// A minimal browser: keeps cookies, follows nothing by itself.
+struct Browser {
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    async fn get(&mut self, url: &url::Url) -> Page {
+        let request = self.http.get(url.clone());
+        self.send(url, request).await
+    }
+
+    async fn post(&mut self, url: &url::Url, form: &[(&str, &str)]) -> Page {
+        let request = self.http.post(url.clone()).form(form);
+        self.send(url, request).await
+    }
+
+    async fn send(&mut self, url: &url::Url, mut request: reqwest::RequestBuilder) -> Page {
+        if !self.cookies.is_empty() {
+            let header: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            request = request.header("cookie", header.join("; "));
+        }
+        let response = request.send().await.unwrap();
+        for set_cookie in response.headers().get_all("set-cookie") {
+            let set_cookie = set_cookie.to_str().unwrap();
+            let pair = set_cookie.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            let expired = set_cookie
+                .to_ascii_lowercase()
+                .contains("expires=thu, 01 jan 1970");
+            if value.is_empty() || expired {
+                self.cookies.remove(name.trim());
+            } else {
+                self.cookies
+                    .insert(name.trim().to_owned(), value.to_owned());
+            }
+        }
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|location| url.join(location.to_str().unwrap()).unwrap());
+        let body = response.text().await.unwrap();
+        Page {
+            url: url.clone(),
+            status,
+            location,
+            body,
+        }
+    }
+
+    /// Follows redirects and answers the provider's login and consent pages
+    /// as `login`, until a page that is neither (the loopback callback, the
+    /// device flow's success page).
+    async fn sign_in_from(&mut self, mut page: Page, login: &str) -> Page {
+        for _ in 0..20 {
+            if let Some(next) = page.location.clone() {
+                assert!(
+                    (300..400).contains(&page.status),
+                    "unexpected status {} at {}",
+                    page.status,
+                    page.url
+                );
+                page = self.get(&next).await;
+                continue;
+            }
+            assert_eq!(page.status, 200, "at {}: {}", page.url, page.body);
+            if page.body.contains(r#"name="prompt" value="login""#) {
+                let url = page.url.clone();
+                page = self
+                    .post(
+                        &url,
+                        &[("prompt", "login"), ("login", login), ("password", "x")],
+                    )
+                    .await;
+            } else if page.body.contains(r#"name="prompt" value="consent""#) {
+                let url = page.url.clone();
+                page = self.post(&url, &[("prompt", "consent")]).await;
+            } else {
+                return page;
+            }
+        }
+        panic!("the login did not finish within 20 pages");
+    }
+}
+
+/// The value of a hidden form field, read from the HTML.
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no `{name}` field in:\n{html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_owned()
+}
+
+/// Runs the authorization code flow through `LoginClient`, with the browser
+/// signing in as `login`.
+async fn log_in_with_browser(client: &LoginClient, login: &'static str) -> Tokens {
+    let (url_sender, url_receiver) = oneshot::channel::<String>();
+    let browser = tokio::spawn(async move {
+        let url = url_receiver.await.unwrap();
+        let mut browser = Browser::new();
+        let first = browser.get(&url::Url::parse(&url).unwrap()).await;
+        browser.sign_in_from(first, login).await
+    });
+    let tokens = client
+        .authorization_code(
+            move |url| {
+                url_sender.send(url.to_owned()).unwrap();
+            },
+            LOGIN_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let last_page = browser.await.unwrap();
+    assert_eq!(last_page.url.path(), "/callback");
+    assert!(
+        last_page
+            .body
+            .contains("login complete, you can close this window"),
+        "{}",
+        last_page.body
+    );
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_code_with_pkce_then_refresh() {
+    let provider = OidcProvider::start().await;
+    let client = provider.login_client().await;
+    let tokens = log_in_with_browser(&client, "alice@example.com").await;
+
+    let verifier = provider.verifier();
+    verifier.warm_up().await;
+    let principal = verifier.verify(&tokens.id_token).await.unwrap();
+    assert_eq!(principal.id, "alice@example.com");
+    assert_eq!(principal.subject, "alice@example.com");
+    assert_eq!(principal.groups, vec!["eng"]);
+    assert_eq!(principal.issuer, provider.issuer);
+    assert_eq!(principal.expires_at, tokens.expires_at);
+
+    // (b) refresh: a new ID token that verifies too.
+    let refresh_token = tokens.refresh_token.clone().expect("a refresh token");
+    let refreshed = client.refresh(&refresh_token).await.unwrap();
+    assert!(refreshed.refresh_token.is_some());
+    let principal = verifier.verify(&refreshed.id_token).await.unwrap();
+    assert_eq!(principal.id, "alice@example.com");
+    assert_eq!(principal.groups, vec!["eng"]);
+
+    // The token cache refreshes an expired entry by itself.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = TokenCache::new(dir.path().join("portcullis/tokens.json"));
+    let stale = Tokens {
+        expires_at: 0,
+        ..refreshed.clone()
+    };
+    cache.store(client.issuer(), &stale).unwrap();
+    let fresh = cache
+        .get_fresh(&client, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("refreshed tokens");
+    assert!(fresh.expires_at > 0);
+    verifier.verify(&fresh.id_token).await.unwrap();
+    assert_eq!(cache.get(client.issuer()).unwrap(), Some(fresh));
+
+    // A refresh token the provider does not know is refused, and forgotten.
+    let bogus = Tokens {
+        refresh_token: Some("not-a-refresh-token".to_owned()),
+        ..stale
+    };
+    cache.store(client.issuer(), &bogus).unwrap();
+    assert_eq!(
+        cache
+            .get_fresh(&client, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(cache.get(client.issuer()).unwrap(), None);
+    let error = client.refresh("not-a-refresh-token").await.unwrap_err();
+    assert!(
+        matches!(error, IdentityError::TokenEndpoint { ref error, .. } if error == "invalid_grant"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_authorization_grant() {
+    let provider = OidcProvider::start().await;
+    let client = provider.login_client().await;
+
+    let (code_sender, code_receiver) = oneshot::channel::<DeviceCode>();
+    let browser = tokio::spawn(async move {
+        let code = code_receiver.await.unwrap();
+        let mut browser = Browser::new();
+        let verification = url::Url::parse(&code.verification_uri).unwrap();
+        let form = browser.get(&verification).await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        let xsrf = hidden_field(&form.body, "xsrf");
+        let confirm = browser
+            .post(
+                &verification,
+                &[("xsrf", &xsrf), ("user_code", &code.user_code)],
+            )
+            .await;
+        assert_eq!(confirm.status, 200, "{}", confirm.body);
+        let xsrf = hidden_field(&confirm.body, "xsrf");
+        let after_confirm = browser
+            .post(
+                &verification,
+                &[
+                    ("xsrf", &xsrf),
+                    ("user_code", &code.user_code),
+                    ("confirm", "yes"),
+                ],
+            )
+            .await;
+        browser.sign_in_from(after_confirm, "dba@example.com").await
+    });
+
+    let tokens = client
+        .device(
+            move |code| {
+                assert!(!code.user_code.is_empty());
+                code_sender.send(code.clone()).unwrap();
+            },
+            LOGIN_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let success = browser.await.unwrap();
+    assert!(success.body.contains("Sign-in Success"), "{}", success.body);
+
+    let principal = provider.verifier().verify(&tokens.id_token).await.unwrap();
+    assert_eq!(principal.id, "dba@example.com");
+    assert_eq!(principal.groups, vec!["eng", "dba"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_flow_reports_a_refusal() {
+    let provider = OidcProvider::start().await;
+    let client = provider.login_client().await;
+    let (code_sender, code_receiver) = oneshot::channel::<DeviceCode>();
+    let browser = tokio::spawn(async move {
+        let code = code_receiver.await.unwrap();
+        let mut browser = Browser::new();
+        let verification = url::Url::parse(&code.verification_uri).unwrap();
+        let form = browser.get(&verification).await;
+        let xsrf = hidden_field(&form.body, "xsrf");
+        let confirm = browser
+            .post(
+                &verification,
+                &[("xsrf", &xsrf), ("user_code", &code.user_code)],
+            )
+            .await;
+        let xsrf = hidden_field(&confirm.body, "xsrf");
+        browser
+            .post(
+                &verification,
+                &[
+                    ("xsrf", &xsrf),
+                    ("user_code", &code.user_code),
+                    ("abort", "yes"),
+                ],
+            )
+            .await
+    });
+    let error = client
+        .device(
+            move |code| code_sender.send(code.clone()).unwrap(),
+            LOGIN_TIMEOUT,
+        )
+        .await
+        .unwrap_err();
+    browser.await.unwrap();
+    assert!(
+        error
+            .to_string()
+            .starts_with("the identity provider refused the login: `access_denied`"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refused_by_other_audiences_and_issuers() {
+    let provider = OidcProvider::start().await;
+    let client = provider.login_client().await;
+    let tokens = log_in_with_browser(&client, "bob").await;
+    let principal = provider.verifier().verify(&tokens.id_token).await.unwrap();
+    assert_eq!(principal.id, "bob@example.com");
+    assert_eq!(principal.subject, "bob");
+    assert!(principal.groups.is_empty());
+
+    let other_audience =
+        OidcIssuerSettings::new(provider.issuer.clone(), vec!["another-app".to_owned()]);
+    let verifier = Verifier::new(vec![other_audience], None).unwrap();
+    let error = verifier.verify(&tokens.id_token).await.unwrap_err();
+    assert!(
+        matches!(error, IdentityError::WrongAudience { .. }),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(&tokens.id_token));
+
+    let other_issuer =
+        OidcIssuerSettings::new("http://127.0.0.1:9/other", vec![CLIENT_ID.to_owned()]);
+    let verifier = Verifier::new(vec![other_issuer], None).unwrap();
+    let error = verifier.verify(&tokens.id_token).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("unknown token issuer `{}`", provider.issuer)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_without_the_callback_times_out() {
+    let provider = OidcProvider::start().await;
+    let client = provider.login_client().await;
+    let error = client
+        .authorization_code(|_url| {}, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, IdentityError::LoginTimeout { .. }),
+        "{error}"
+    );
+}

@@ -1,0 +1,91 @@
+//! Decoding the few messages the gateway inspects. Each function takes a
+//! message body (after tag and length) and gives `None` when it is malformed.
+
+use super::frame::{take_cstr, take_i16, take_i32};
+
+/// Client `Q`: the query string.
+pub fn query(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    take_cstr(&mut rest)
+}
+
+/// Client `P`.
+pub struct Parse<'a> {
+    pub statement: &'a str,
+    pub query: &'a str,
+}
+
+pub fn parse(body: &[u8]) -> Option<Parse<'_>> {
+    let mut rest = body;
+    let statement = take_cstr(&mut rest)?;
+    let query = take_cstr(&mut rest)?;
+    Some(Parse { statement, query })
+}
+
+/// Client `B`: the portal and the statement it binds.
+pub struct Bind<'a> {
+    pub portal: &'a str,
+    pub statement: &'a str,
+}
+
+pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
+    let mut rest = body;
+    let portal = take_cstr(&mut rest)?;
+    let statement = take_cstr(&mut rest)?;
+    Some(Bind { portal, statement })
+}
+
+/// Client `E`: the portal to execute.
+pub fn execute(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    let portal = take_cstr(&mut rest)?;
+    take_i32(&mut rest)?;
+    Some(portal)
+}
+
+/// Client `C`: what to close (`S` statement or `P` portal) and its name.
+pub fn close(body: &[u8]) -> Option<(u8, &str)> {
+    let (&kind, mut rest) = body.split_first()?;
+    Some((kind, take_cstr(&mut rest)?))
+}
+
+/// Client `p`: a password (here, a token).
+pub fn password(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    take_cstr(&mut rest)
+}
+
+/// Target `R`: the authentication request code and what follows it.
+pub fn authentication(body: &[u8]) -> Option<(i32, &[u8])> {
+    let mut rest = body;
+    let code = take_i32(&mut rest)?;
+    Some((code, rest))
+}
+
+/// Target `K`: process id and secret key.
+pub fn backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
+    let mut rest = body;
+    Some((take_i32(&mut rest)?, take_i32(&mut rest)?))
+}
+
+/// Target `E` / `N`: the fields of an error or notice, `(code, value)`.
+pub fn error_fields(body: &[u8]) -> Option<Vec<(u8, &str)>> {
+    let mut fields = Vec::new();
+    let mut rest = body;
+    loop {
+        let (&code, after) = rest.split_first()?;
+        if code == 0 {
+            return Some(fields);
+        }
+        rest = after;
+        fields.push((code, take_cstr(&mut rest)?));
+    }
+}
+
+/// Skips a parameter-type list; used to check that a Parse is well formed.
+pub fn parse_param_count(body: &[u8]) -> Option<i16> {
+    let mut rest = body;
+    take_cstr(&mut rest)?;
+    take_cstr(&mut rest)?;
+    take_i16(&mut rest)
+}

@@ -1,0 +1,267 @@
+//! The PostgreSQL wire proxy. Clients (psql, drivers, pgbench) connect with a
+//! token as their password and a target's name as their database; the
+//! gateway verifies the token, asks the Gate, logs in to the target with its
+//! own credentials, and relays the session with every statement decided.
+//!
+//! Layout:
+//! - [`codec`]: the wire protocol, one module per concern.
+//! - [`client`]: the client side of the startup (TLS, startup packet, password).
+//! - [`server`]: the target side (connect, TLS, authentication).
+//! - [`session`]: the relay, where each statement meets the Gate.
+//! - [`cancel`]: cancel requests, mapped per session.
+//! - `error`: [`PgError`] and the side it came from.
+//!
+//! Architecture Invariant: this crate decides nothing. It describes each
+//! connect and statement to the Gate and enforces the answer.
+
+pub mod cancel;
+pub mod client;
+pub mod codec;
+mod error;
+pub mod server;
+pub mod session;
+pub mod stream;
+
+pub use error::{PgError, Side};
+pub use server::{PgTarget, TargetAddr};
+
+use cancel::{CancelRegistry, TargetCancelKey};
+use client::Hello;
+use portcullis_core::SessionId;
+use portcullis_gate::{Gate, Session};
+use portcullis_identity::Verifier;
+use portcullis_sql::Classifier;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn, Instrument};
+
+/// Where a token may be sent without TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleartextPolicy {
+    Loopback,
+    Always,
+    Never,
+}
+
+/// Startup parameters passed on to the target. Others (`options` above
+/// all, which could set `role`) are dropped.
+const PASSED_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "extra_float_digits",
+];
+
+pub struct PgService {
+    pub targets: HashMap<String, Arc<PgTarget>>,
+    pub verifier: Verifier,
+    pub gate: Gate,
+    pub classifier: Arc<Classifier>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub cleartext: CleartextPolicy,
+    pub cancels: CancelRegistry,
+    next_session: AtomicU64,
+}
+
+impl PgService {
+    pub fn new(
+        targets: HashMap<String, Arc<PgTarget>>,
+        verifier: Verifier,
+        gate: Gate,
+        classifier: Arc<Classifier>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        cleartext: CleartextPolicy,
+    ) -> PgService {
+        PgService {
+            targets,
+            verifier,
+            gate,
+            classifier,
+            tls,
+            cleartext,
+            cancels: CancelRegistry::default(),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Accepts connections until the listener fails or the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (tcp, peer) = listener.accept().await?;
+            let _ = tcp.set_nodelay(true);
+            let service = self.clone();
+            tokio::spawn(async move { service.handle(tcp, peer).await });
+        }
+    }
+
+    async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        let hello = match client::accept(tcp, self.tls.as_ref()).await {
+            Ok(hello) => hello,
+            Err(e) => {
+                info!(%peer, error = %e, "connection ended before startup");
+                return;
+            }
+        };
+        match hello {
+            Hello::Cancel { pid, secret } => self.cancel(pid, secret, peer).await,
+            Hello::Session(startup) => {
+                let number = self.next_session.fetch_add(1, Ordering::Relaxed);
+                let id = SessionId::new(format!("pg-{:08x}-{number}", rand::random::<u32>()));
+                let span = tracing::info_span!("session", session = %id, %peer);
+                self.session(id, startup, peer).instrument(span).await
+            }
+        }
+    }
+
+    async fn cancel(&self, pid: i32, secret: i32, peer: SocketAddr) {
+        match self.cancels.lookup(pid, secret) {
+            Some(key) => {
+                if let Err(e) = cancel::cancel_on_target(&key).await {
+                    warn!(%peer, error = %e, "could not forward a cancel request");
+                }
+            }
+            None => warn!(%peer, pid, "cancel request with an unknown key ignored"),
+        }
+    }
+
+    async fn session(&self, id: SessionId, mut startup: client::ClientStartup, peer: SocketAddr) {
+        let cleartext_ok = startup.tls
+            || match self.cleartext {
+                CleartextPolicy::Always => true,
+                CleartextPolicy::Loopback => peer.ip().is_loopback(),
+                CleartextPolicy::Never => false,
+            };
+        if !cleartext_ok {
+            client::refuse(
+                &mut startup.stream,
+                "28000",
+                "the gateway accepts tokens only over TLS from this address",
+                Some("connect with sslmode=require"),
+            )
+            .await;
+            return;
+        }
+        let client_user = startup.param("user").unwrap_or_default().to_string();
+        let target_name = startup
+            .param("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&client_user)
+            .to_string();
+        if startup.param("replication").is_some_and(|r| r != "false" && r != "0") {
+            client::refuse(&mut startup.stream, "42501", "replication connections are not allowed through the gateway", None).await;
+            return;
+        }
+        let token = match client::read_password(&mut startup.stream).await {
+            Ok(token) => token,
+            Err(e) => {
+                info!(error = %e, "client left before authenticating");
+                return;
+            }
+        };
+        let principal = match self.verifier.verify(token.trim()).await {
+            Ok(principal) => principal,
+            Err(e) => {
+                info!(error = %e, client_user, "authentication failed");
+                client::refuse(
+                    &mut startup.stream,
+                    "28P01",
+                    &format!("authentication failed: {e}"),
+                    Some("give a token from `portcullis login` or `portcullis dev token` as the password"),
+                )
+                .await;
+                return;
+            }
+        };
+        let Some(target) = self.targets.get(&target_name).cloned() else {
+            client::refuse(
+                &mut startup.stream,
+                "3D000",
+                &format!("unknown target `{target_name}`"),
+                Some("the database name is the target's name"),
+            )
+            .await;
+            return;
+        };
+        let session = Session::new(id.clone(), principal, target.target.clone(), peer, &client_user);
+        let decision = match self.gate.connect(&session).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                client::refuse(&mut startup.stream, "58000", &e.to_string(), None).await;
+                return;
+            }
+        };
+        if !decision.is_allowed() {
+            let by = match decision.policies.as_slice() {
+                [] => String::new(),
+                policies => format!(" by policy `{}`", policies.join("`, `")),
+            };
+            info!(principal = %session.principal.id, target = %target_name, "connect denied");
+            client::refuse(
+                &mut startup.stream,
+                "28000",
+                &format!("access to target `{target_name}` denied{by}: {}", decision.reason),
+                None,
+            )
+            .await;
+            self.gate.end(&session, "connect denied").await;
+            return;
+        }
+        let params: Vec<(&str, &str)> = startup
+            .params
+            .iter()
+            .filter(|(name, _)| PASSED_PARAMETERS.contains(&name.as_str()))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let connection = match target.connect(&params).await {
+            Ok(connection) => connection,
+            Err(e) => {
+                warn!(error = %e, "cannot open the target session");
+                let (code, text) = match &e {
+                    PgError::TargetRefused { code, message, .. } => {
+                        (code.clone(), format!("target `{target_name}` refused the session: {message}"))
+                    }
+                    other => (other.sqlstate().to_string(), format!("cannot reach target `{target_name}`: {other}")),
+                };
+                client::refuse(&mut startup.stream, &code, &text, None).await;
+                self.gate.end(&session, &format!("target unavailable: {e}")).await;
+                return;
+            }
+        };
+        let Some(registration) = self.cancels.register(TargetCancelKey {
+            addr: target.addr.clone(),
+            pid: connection.pid,
+            secret: connection.secret,
+        }) else {
+            client::refuse(&mut startup.stream, "XX000", "internal error: cancel registry unavailable", None).await;
+            return;
+        };
+        let mut out = bytes::BytesMut::new();
+        codec::build::authentication_ok(&mut out);
+        for status in &connection.parameter_status {
+            out.extend_from_slice(&status.raw);
+        }
+        codec::build::backend_key_data(&mut out, registration.pid, registration.secret);
+        codec::build::ready_for_query(&mut out, b'I');
+        if let Err(e) = startup.stream.write_all(&out).await {
+            info!(error = %e, "client left during startup");
+            self.gate.end(&session, "client disconnected").await;
+            return;
+        }
+        info!(principal = %session.principal.id, target = %target_name, "session started");
+        let relay = session::Relay {
+            gate: self.gate.clone(),
+            classifier: self.classifier.clone(),
+            session,
+        };
+        let (session, ending) = relay.run(startup.stream, connection.stream, connection.leftover).await;
+        drop(registration);
+        info!(outcome = %ending.describe(), "session ended");
+        self.gate.end(&session, &ending.describe()).await;
+    }
+}

@@ -1,0 +1,200 @@
+//! The target side: connecting to the real PostgreSQL with the gateway's own
+//! credentials, which never leave this module's caller.
+
+use crate::codec::{build, frame::split_frame, message, Frame};
+use crate::error::PgError;
+use crate::stream::BoxStream;
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+/// How to reach and log in to one PostgreSQL target.
+pub struct PgTarget {
+    pub target: portcullis_core::Target,
+    pub addr: TargetAddr,
+    pub database: String,
+    pub user: String,
+    /// Held in memory only; never logged, audited or sent to a client.
+    pub password: String,
+    /// TLS to the target, with the name its certificate must carry.
+    pub tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("target", &self.target.name)
+            .field("addr", &self.addr)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A logged-in connection to a target, ready for queries.
+pub struct TargetConnection {
+    pub stream: BoxStream,
+    /// ParameterStatus messages, raw, to pass on to the client.
+    pub parameter_status: Vec<Frame>,
+    pub pid: i32,
+    pub secret: i32,
+    /// Bytes already read past the first ReadyForQuery.
+    pub leftover: BytesMut,
+}
+
+impl PgTarget {
+    fn io(&self, source: std::io::Error) -> PgError {
+        PgError::TargetIo {
+            target: self.target.name.clone(),
+            source,
+        }
+    }
+
+    fn protocol(&self, message: impl Into<String>) -> PgError {
+        PgError::TargetProtocol {
+            target: self.target.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Connects, negotiates TLS when configured, starts up with the client's
+    /// allowed parameters, and authenticates with the gateway's credentials.
+    pub async fn connect(&self, client_params: &[(&str, &str)]) -> Result<TargetConnection, PgError> {
+        let tcp = tokio::net::TcpStream::connect((self.addr.host.as_str(), self.addr.port))
+            .await
+            .map_err(|e| self.io(e))?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: BoxStream = match &self.tls {
+            None => Box::new(tcp),
+            Some((config, name)) => {
+                let mut tcp = tcp;
+                let mut out = BytesMut::new();
+                build::ssl_request(&mut out);
+                tcp.write_all(&out).await.map_err(|e| self.io(e))?;
+                let answer = tcp.read_u8().await.map_err(|e| self.io(e))?;
+                if answer != b'S' {
+                    return Err(self.protocol("the target does not accept TLS, and the config requires it"));
+                }
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                Box::new(connector.connect(name.clone(), tcp).await.map_err(|e| self.io(e))?)
+            }
+        };
+        let mut params: Vec<(&str, &str)> = vec![("user", &self.user), ("database", &self.database)];
+        params.extend_from_slice(client_params);
+        let mut out = BytesMut::new();
+        build::startup(&mut out, &params);
+        stream.write_all(&out).await.map_err(|e| self.io(e))?;
+
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut scram: Option<ScramSha256> = None;
+        let mut parameter_status = Vec::new();
+        let mut key = None;
+        loop {
+            let frame = self.read_frame(&mut stream, &mut buf).await?;
+            match frame.tag {
+                b'R' => {
+                    let (code, rest) = message::authentication(frame.body())
+                        .ok_or_else(|| self.protocol("malformed authentication request"))?;
+                    let mut out = BytesMut::new();
+                    match code {
+                        0 => continue,
+                        3 => build::password(&mut out, &self.password),
+                        5 => {
+                            let salt: [u8; 4] = rest
+                                .get(..4)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| self.protocol("malformed md5 salt"))?;
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                self.user.as_bytes(),
+                                self.password.as_bytes(),
+                                salt,
+                            );
+                            build::password(&mut out, &hash);
+                        }
+                        10 => {
+                            let offers_scram = rest
+                                .split(|b| *b == 0)
+                                .any(|m| m == SCRAM_SHA_256.as_bytes());
+                            if !offers_scram {
+                                return Err(self.protocol("the target offers no SASL mechanism the gateway supports (SCRAM-SHA-256)"));
+                            }
+                            let client = ScramSha256::new(self.password.as_bytes(), ChannelBinding::unsupported());
+                            build::sasl_initial_response(&mut out, SCRAM_SHA_256, client.message());
+                            scram = Some(client);
+                        }
+                        11 => {
+                            let client = scram
+                                .as_mut()
+                                .ok_or_else(|| self.protocol("unexpected SASL continue"))?;
+                            client.update(rest).map_err(|e| self.protocol(format!("SCRAM: {e}")))?;
+                            build::sasl_response(&mut out, client.message());
+                        }
+                        12 => {
+                            let mut client = scram
+                                .take()
+                                .ok_or_else(|| self.protocol("unexpected SASL final"))?;
+                            client
+                                .finish(rest)
+                                .map_err(|e| self.protocol(format!("SCRAM server signature: {e}")))?;
+                            continue;
+                        }
+                        other => {
+                            return Err(self.protocol(format!(
+                                "the target asks for authentication method {other}, which the gateway does not support"
+                            )))
+                        }
+                    }
+                    stream.write_all(&out).await.map_err(|e| self.io(e))?;
+                }
+                b'S' => parameter_status.push(frame),
+                b'K' => {
+                    key = message::backend_key_data(frame.body());
+                }
+                b'N' | b'v' => {}
+                b'E' => {
+                    let fields = message::error_fields(frame.body()).unwrap_or_default();
+                    let field = |c: u8| fields.iter().find(|(f, _)| *f == c).map(|(_, v)| v.to_string());
+                    return Err(PgError::TargetRefused {
+                        target: self.target.name.clone(),
+                        code: field(b'C').unwrap_or_else(|| "08006".into()),
+                        message: field(b'M').unwrap_or_else(|| "unknown error".into()),
+                    });
+                }
+                b'Z' => {
+                    let (pid, secret) = key.ok_or_else(|| self.protocol("no BackendKeyData before ReadyForQuery"))?;
+                    return Ok(TargetConnection {
+                        stream,
+                        parameter_status,
+                        pid,
+                        secret,
+                        leftover: buf,
+                    });
+                }
+                other => {
+                    return Err(self.protocol(format!(
+                        "unexpected message `{}` during startup",
+                        char::from(other)
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn read_frame(&self, stream: &mut BoxStream, buf: &mut BytesMut) -> Result<Frame, PgError> {
+        loop {
+            if let Some(frame) = split_frame(buf).map_err(|e| self.protocol(e.to_string()))? {
+                return Ok(frame);
+            }
+            if stream.read_buf(buf).await.map_err(|e| self.io(e))? == 0 {
+                return Err(self.protocol("the target closed the connection during startup"));
+            }
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! One client session after login: the relay between the client side and
+//! the target side, with every statement decided by the Gate before any of
+//! its bytes reach the target.
+//!
+//! Refusals travel through the target. A refused message is replaced by a
+//! "poison" statement that fails on the target at parse analysis, naming an
+//! identifier only this session knows (`pcx_<nonce>_<n>`). The target then
+//! does what PostgreSQL does after any error (abort the transaction, skip to
+//! Sync), and the target side swaps that error for the gateway's own. So the
+//! client's session goes on exactly as after any other error, in order, even
+//! when it pipelines, and the transaction state stays true.
+
+use crate::codec::{build, frame::split_frame, message, Frame};
+use crate::error::PgError;
+use crate::stream::BoxStream;
+use bytes::{Buf, Bytes, BytesMut};
+use portcullis_core::StatementInfo;
+use portcullis_gate::{Check, Gate, Session};
+use portcullis_sql::Classifier;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+/// What both directions of a session share.
+struct Shared {
+    /// Random per session; makes the poison identifiers unguessable.
+    nonce: String,
+    /// Poison number to the ErrorResponse the client gets instead.
+    denials: Mutex<HashMap<u64, Bytes>>,
+    pending: AtomicUsize,
+}
+
+/// How a session ended, for the audit log.
+#[derive(Debug)]
+pub enum Ending {
+    ClientTerminated,
+    ClientDisconnected,
+    TargetClosed,
+    Error(PgError),
+}
+
+impl Ending {
+    pub fn describe(&self) -> String {
+        match self {
+            Ending::ClientTerminated => "client terminated".into(),
+            Ending::ClientDisconnected => "client disconnected".into(),
+            Ending::TargetClosed => "target closed the connection".into(),
+            Ending::Error(e) => format!("error: {e}"),
+        }
+    }
+}
+
+/// The message a statement is refused with, and how.
+enum PoisonKind<'a> {
+    /// Replaces a simple-protocol Query.
+    Query,
+    /// Replaces a Parse of this statement name.
+    Parse(&'a str),
+    /// Replaces an Execute.
+    Execute,
+}
+
+/// One client message, planned before the Gate is asked.
+enum Planned {
+    Forward(Bytes),
+    /// Statements to check; the message goes ahead only if all are allowed.
+    Gated {
+        raw: Bytes,
+        phase: &'static str,
+        statements: Vec<StatementInfo>,
+        poison: Poison,
+    },
+    /// Refused without a policy decision.
+    Refused {
+        phase: &'static str,
+        text: String,
+        reason: String,
+        code: &'static str,
+        poison: Poison,
+    },
+    Terminate(Bytes),
+}
+
+enum Poison {
+    Query,
+    Parse(String),
+    Execute,
+}
+
+impl Poison {
+    fn kind(&self) -> PoisonKind<'_> {
+        match self {
+            Poison::Query => PoisonKind::Query,
+            Poison::Parse(name) => PoisonKind::Parse(name),
+            Poison::Execute => PoisonKind::Execute,
+        }
+    }
+}
+
+/// Per-session protocol state the gateway needs to resolve what an Execute
+/// or an SQL `EXECUTE` runs.
+#[derive(Default)]
+struct Prepared {
+    /// Statement name (protocol Parse or SQL PREPARE) to what it is.
+    statements: HashMap<String, StatementInfo>,
+    /// Portal name to the statement it was bound from.
+    portals: HashMap<String, Option<StatementInfo>>,
+}
+
+pub struct Relay {
+    pub gate: Gate,
+    pub classifier: Arc<Classifier>,
+    pub session: Session,
+}
+
+impl Relay {
+    /// Runs the session until either side ends it.
+    pub async fn run(mut self, client: BoxStream, target: BoxStream, target_leftover: BytesMut) -> (Session, Ending) {
+        let shared = Arc::new(Shared {
+            nonce: format!("{:016x}", rand::random::<u64>()),
+            denials: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+        });
+        let (client_read, client_write) = tokio::io::split(client);
+        let (target_read, target_write) = tokio::io::split(target);
+        let mut to_client = tokio::spawn(target_to_client(
+            target_read,
+            client_write,
+            target_leftover,
+            shared.clone(),
+        ));
+        let ending = tokio::select! {
+            ending = self.client_to_target(client_read, target_write, &shared) => {
+                // Let the target's last answers (to a Terminate, say) reach the client.
+                if matches!(ending, Ending::ClientTerminated) {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await;
+                }
+                to_client.abort();
+                ending
+            }
+            joined = &mut to_client => match joined {
+                Ok(ending) => ending,
+                Err(e) => Ending::Error(PgError::Internal(format!("session task failed: {e}"))),
+            },
+        };
+        (self.session, ending)
+    }
+
+    async fn client_to_target(
+        &mut self,
+        mut client: ReadHalf<BoxStream>,
+        mut target: WriteHalf<BoxStream>,
+        shared: &Shared,
+    ) -> Ending {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut prepared = Prepared::default();
+        let mut poison_seq: u64 = 0;
+        loop {
+            match client.read_buf(&mut buf).await {
+                Ok(0) => return Ending::ClientDisconnected,
+                Ok(_) => {}
+                Err(e) => return Ending::Error(PgError::ClientIo(e)),
+            }
+            let mut plan = Vec::new();
+            loop {
+                match split_frame(&mut buf) {
+                    Ok(Some(frame)) => {
+                        let terminate = frame.tag == b'X';
+                        plan.push(self.plan(frame, &mut prepared));
+                        if terminate {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Ending::Error(PgError::ClientProtocol(e.to_string())),
+                }
+            }
+            if plan.is_empty() {
+                continue;
+            }
+            let (out, terminated) = self.enforce(plan, shared, &mut poison_seq).await;
+            if let Err(e) = target.write_all(&out).await {
+                return Ending::Error(PgError::TargetIo {
+                    target: self.session.target.name.clone(),
+                    source: e,
+                });
+            }
+            if terminated {
+                let _ = target.shutdown().await;
+                return Ending::ClientTerminated;
+            }
+        }
+    }
+
+    /// Reads one client message and says what it needs, updating what the
+    /// session knows of prepared statements and portals as it goes.
+    fn plan(&self, frame: Frame, prepared: &mut Prepared) -> Planned {
+        match frame.tag {
+            b'Q' => {
+                let Some(sql) = message::query(frame.body()) else {
+                    return malformed("query", Poison::Query);
+                };
+                match self.statements(sql, prepared) {
+                    Ok(statements) if statements.is_empty() => Planned::Forward(frame.raw),
+                    Ok(statements) => Planned::Gated {
+                        raw: frame.raw,
+                        phase: "query",
+                        statements,
+                        poison: Poison::Query,
+                    },
+                    Err((reason, code)) => Planned::Refused {
+                        phase: "query",
+                        text: sql.to_string(),
+                        reason,
+                        code,
+                        poison: Poison::Query,
+                    },
+                }
+            }
+            b'P' => {
+                let Some(parse) = message::parse(frame.body()) else {
+                    return malformed("parse", Poison::Parse(String::new()));
+                };
+                let name = parse.statement.to_string();
+                match self.statements(parse.query, prepared) {
+                    Ok(statements) if statements.is_empty() => Planned::Forward(frame.raw),
+                    Ok(statements) if statements.len() > 1 => Planned::Refused {
+                        phase: "parse",
+                        text: parse.query.to_string(),
+                        reason: "cannot insert multiple commands into a prepared statement".into(),
+                        code: "42601",
+                        poison: Poison::Parse(name),
+                    },
+                    Ok(mut statements) => {
+                        if let Some(statement) = statements.first() {
+                            prepared.statements.insert(name.clone(), statement.clone());
+                        }
+                        statements.truncate(1);
+                        Planned::Gated {
+                            raw: frame.raw,
+                            phase: "parse",
+                            statements,
+                            poison: Poison::Parse(name),
+                        }
+                    }
+                    Err((reason, code)) => Planned::Refused {
+                        phase: "parse",
+                        text: parse.query.to_string(),
+                        reason,
+                        code,
+                        poison: Poison::Parse(name),
+                    },
+                }
+            }
+            b'B' => {
+                if let Some(bind) = message::bind(frame.body()) {
+                    let statement = prepared.statements.get(bind.statement).cloned();
+                    prepared.portals.insert(bind.portal.to_string(), statement);
+                }
+                Planned::Forward(frame.raw)
+            }
+            b'E' => {
+                let Some(portal) = message::execute(frame.body()) else {
+                    return malformed("execute", Poison::Execute);
+                };
+                match prepared.portals.get(portal) {
+                    Some(Some(statement)) => Planned::Gated {
+                        raw: frame.raw,
+                        phase: "execute",
+                        statements: vec![statement.clone()],
+                        poison: Poison::Execute,
+                    },
+                    // A portal the gateway did not see bound is a cursor
+                    // opened by an SQL DECLARE, whose query was decided when
+                    // it was declared, or one that does not exist.
+                    _ => Planned::Forward(frame.raw),
+                }
+            }
+            b'C' => {
+                if let Some((kind, name)) = message::close(frame.body()) {
+                    match kind {
+                        b'S' => prepared.statements.remove(name),
+                        b'P' => prepared.portals.remove(name).flatten(),
+                        _ => None,
+                    };
+                }
+                Planned::Forward(frame.raw)
+            }
+            b'S' | b'H' | b'D' | b'd' | b'c' | b'f' => Planned::Forward(frame.raw),
+            b'X' => Planned::Terminate(frame.raw),
+            b'F' => Planned::Refused {
+                phase: "function-call",
+                text: String::new(),
+                reason: "fast-path function calls are not allowed through the gateway (call the function in a query)".into(),
+                code: "42501",
+                poison: Poison::Execute,
+            },
+            other => Planned::Refused {
+                phase: "protocol",
+                text: String::new(),
+                reason: format!("unexpected message type `{}`", char::from(other)),
+                code: "08P01",
+                poison: Poison::Execute,
+            },
+        }
+    }
+
+    /// Classifies a query text and resolves SQL `EXECUTE`s. An error is a
+    /// refusal: a reason and its SQLSTATE.
+    fn statements(&self, sql: &str, prepared: &mut Prepared) -> Result<Vec<StatementInfo>, (String, &'static str)> {
+        let classified = self
+            .classifier
+            .classify(sql)
+            .map_err(|e| (format!("the gateway refuses what it cannot parse: {e}"), "42601"))?;
+        let mut statements = Vec::with_capacity(classified.len());
+        for statement in classified.iter() {
+            if let Some(name) = &statement.prepares {
+                prepared.statements.insert(name.clone(), statement.clone());
+            }
+            match &statement.executes {
+                Some(name) => match prepared.statements.get(name) {
+                    Some(target) => statements.push(target.clone()),
+                    None => {
+                        return Err((
+                            format!("prepared statement `{name}` was not prepared through the gateway, so it cannot be checked"),
+                            "26000",
+                        ))
+                    }
+                },
+                None => statements.push(statement.clone()),
+            }
+        }
+        Ok(statements)
+    }
+
+    /// Asks the Gate about every planned message, then builds the bytes for
+    /// the target: allowed messages as they came, refused ones poisoned.
+    async fn enforce(&mut self, plan: Vec<Planned>, shared: &Shared, poison_seq: &mut u64) -> (BytesMut, bool) {
+        let mut checks = Vec::new();
+        for item in &plan {
+            match item {
+                Planned::Gated { phase, statements, .. } => {
+                    checks.extend(statements.iter().map(|statement| Check::Statement { phase, statement }))
+                }
+                Planned::Refused { phase, text, reason, .. } => checks.push(Check::Refused { phase, text, reason }),
+                Planned::Forward(_) | Planned::Terminate(_) => {}
+            }
+        }
+        let decisions = if checks.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.gate.check(&mut self.session, &checks).await
+        };
+        drop(checks);
+        let mut out = BytesMut::new();
+        let mut terminated = false;
+        let mut next_decision = 0usize;
+        for item in plan {
+            match item {
+                Planned::Forward(raw) => out.extend_from_slice(&raw),
+                Planned::Terminate(raw) => {
+                    out.extend_from_slice(&raw);
+                    terminated = true;
+                    break;
+                }
+                Planned::Refused { reason, code, poison, .. } => {
+                    next_decision += 1;
+                    let error = error_bytes(code, &format!("refused: {reason}"), None, None);
+                    poison_into(&mut out, shared, poison_seq, poison.kind(), error);
+                }
+                Planned::Gated { raw, statements, poison, .. } => {
+                    let range = next_decision..next_decision + statements.len();
+                    next_decision = range.end;
+                    let refusal = match &decisions {
+                        Err(e) => Some(error_bytes("58000", &e.to_string(), None, None)),
+                        Ok(decisions) => decisions
+                            .get(range.clone())
+                            .unwrap_or(&[])
+                            .iter()
+                            .enumerate()
+                            .find(|(_, d)| !d.is_allowed())
+                            .map(|(idx, d)| denial_bytes(d, idx, statements.len()))
+                            .or_else(|| {
+                                // INVARIANT: one decision per statement; a
+                                // short answer is treated as a refusal.
+                                (decisions.len() < range.end)
+                                    .then(|| error_bytes("XX000", "internal error: missing decision", None, None))
+                            }),
+                    };
+                    match refusal {
+                        None => out.extend_from_slice(&raw),
+                        Some(error) => poison_into(&mut out, shared, poison_seq, poison.kind(), error),
+                    }
+                }
+            }
+        }
+        (out, terminated)
+    }
+}
+
+fn malformed(phase: &'static str, poison: Poison) -> Planned {
+    Planned::Refused {
+        phase,
+        text: String::new(),
+        reason: "malformed message".into(),
+        code: "08P01",
+        poison,
+    }
+}
+
+fn denial_bytes(decision: &portcullis_core::Decision, idx: usize, of: usize) -> Bytes {
+    let which = if of > 1 {
+        format!(" (statement {} of {of}; none was run)", idx + 1)
+    } else {
+        String::new()
+    };
+    let text = match decision.policies.as_slice() {
+        [] => format!("denied{which}: {}", decision.reason),
+        policies => {
+            let names: Vec<String> = policies.iter().map(|p| format!("`{p}`")).collect();
+            format!("denied by policy {}{which}: {}", names.join(", "), decision.reason)
+        }
+    };
+    let detail = format!("policy version {}", decision.policy_version);
+    error_bytes("42501", &text, Some(&detail), None)
+}
+
+fn error_bytes(code: &str, text: &str, detail: Option<&str>, hint: Option<&str>) -> Bytes {
+    let mut out = BytesMut::new();
+    build::error_response(&mut out, "ERROR", code, text, detail, hint);
+    out.freeze()
+}
+
+/// Writes a poison message in place of a refused one and remembers what the
+/// client should see when the target rejects it.
+fn poison_into(out: &mut BytesMut, shared: &Shared, seq: &mut u64, kind: PoisonKind<'_>, error: Bytes) {
+    *seq += 1;
+    let marker = format!("pcx_{}_{}", shared.nonce, seq);
+    let sql = format!("SELECT \"{marker}\"");
+    match kind {
+        PoisonKind::Query => build::query(out, &sql),
+        PoisonKind::Parse(name) => build::parse(out, name, &sql),
+        PoisonKind::Execute => build::parse(out, &marker, &sql),
+    }
+    if let Ok(mut denials) = shared.denials.lock() {
+        denials.insert(*seq, error);
+        shared.pending.store(denials.len(), Ordering::Release);
+    }
+}
+
+/// The target side of the relay: forwards everything to the client, swapping
+/// the target's errors for poison statements with the gateway's refusals.
+async fn target_to_client(
+    mut target: ReadHalf<BoxStream>,
+    mut client: WriteHalf<BoxStream>,
+    mut buf: BytesMut,
+    shared: Arc<Shared>,
+) -> Ending {
+    let prefix = format!("pcx_{}_", shared.nonce);
+    loop {
+        // Walk complete frames; forward runs of them in one write, except
+        // where an error answers a poison statement.
+        let mut pos = 0usize;
+        let mut run_start = 0usize;
+        while let Some(header) = buf.get(pos..pos + 5) {
+            let tag = header[0];
+            let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            if len < 4 {
+                return Ending::Error(PgError::TargetProtocol {
+                    target: String::new(),
+                    message: format!("invalid message length {len}"),
+                });
+            }
+            let end = pos + 1 + len as usize;
+            if end > buf.len() {
+                break;
+            }
+            if tag == b'E' && shared.pending.load(Ordering::Acquire) > 0 {
+                if let Some(replacement) = buf.get(pos..end).and_then(|raw| replacement_for(raw, &prefix, &shared)) {
+                    if let Some(run) = buf.get(run_start..pos) {
+                        if let Err(e) = client.write_all(run).await {
+                            return Ending::Error(PgError::ClientIo(e));
+                        }
+                    }
+                    if let Err(e) = client.write_all(&replacement).await {
+                        return Ending::Error(PgError::ClientIo(e));
+                    }
+                    run_start = end;
+                }
+            }
+            pos = end;
+        }
+        if let Some(run) = buf.get(run_start..pos) {
+            if !run.is_empty() {
+                if let Err(e) = client.write_all(run).await {
+                    return Ending::Error(PgError::ClientIo(e));
+                }
+            }
+        }
+        buf.advance(pos);
+        match target.read_buf(&mut buf).await {
+            Ok(0) => {
+                let _ = client.shutdown().await;
+                return Ending::TargetClosed;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Ending::Error(PgError::TargetIo {
+                    target: String::new(),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+/// The gateway's refusal for a target error that answers a poison statement.
+fn replacement_for(raw: &[u8], prefix: &str, shared: &Shared) -> Option<Bytes> {
+    let at = memchr::memmem::find(raw, prefix.as_bytes())?;
+    let digits: String = raw
+        .get(at + prefix.len()..)?
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|b| char::from(*b))
+        .collect();
+    let seq: u64 = digits.parse().ok()?;
+    let mut denials = shared.denials.lock().ok()?;
+    let replacement = denials.remove(&seq)?;
+    shared.pending.store(denials.len(), Ordering::Release);
+    Some(replacement)
+}

@@ -1,0 +1,221 @@
+//! Splits a query string into statements and classifies each one.
+
+use std::collections::BTreeSet;
+use std::panic::{self, AssertUnwindSafe};
+
+use pg_query::protobuf::{self, RawStmt};
+use pg_query::NodeEnum;
+use portcullis_core::{StatementInfo, StatementKind};
+
+use crate::command::{command_of, Command};
+use crate::error::ClassifyError;
+use crate::functions::{function_effect, FunctionEffect};
+use crate::tree::to_tree;
+use crate::walk::{collect, Facts};
+
+/// Classifies every statement of `sql`, in order. Empty and comment-only
+/// input has no statement.
+pub(crate) fn classify_query(sql: &str) -> Result<Vec<StatementInfo>, ClassifyError> {
+    let parsed = parse(sql)?;
+    parsed
+        .protobuf
+        .stmts
+        .iter()
+        .map(|raw| classify_raw(sql, raw))
+        .collect()
+}
+
+fn parse(sql: &str) -> Result<pg_query::ParseResult, ClassifyError> {
+    // After parsing, pg_query summarises the tree with code that indexes and
+    // casts without checks. The grammar never produces a tree that trips it,
+    // but should one appear, the query is refused rather than the session
+    // brought down.
+    let parsed = panic::catch_unwind(AssertUnwindSafe(|| pg_query::parse(sql, 0)))
+        .map_err(|_| ClassifyError::internal("the parser panicked"))?;
+    Ok(parsed?)
+}
+
+fn classify_raw(sql: &str, raw: &RawStmt) -> Result<StatementInfo, ClassifyError> {
+    let text = statement_text(sql, raw)?;
+    let node = raw
+        .stmt
+        .as_deref()
+        .and_then(|stmt| stmt.node.as_ref())
+        .ok_or_else(|| ClassifyError::internal("the parser returned an empty statement"))?;
+    Ok(analyse(node)?.into_info(text))
+}
+
+/// The text of one statement: PostgreSQL's own location and length (a
+/// length of 0 means "to the end"), without surrounding whitespace.
+fn statement_text(sql: &str, raw: &RawStmt) -> Result<String, ClassifyError> {
+    let out_of_bounds = || ClassifyError::internal("statement location outside the query");
+    let start = usize::try_from(raw.stmt_location).map_err(|_| out_of_bounds())?;
+    let end = match usize::try_from(raw.stmt_len).map_err(|_| out_of_bounds())? {
+        0 => sql.len(),
+        len => start.checked_add(len).ok_or_else(out_of_bounds)?,
+    };
+    let text = sql.get(start..end).ok_or_else(out_of_bounds)?;
+    Ok(text.trim().to_owned())
+}
+
+/// One statement, analysed but not yet summarised.
+#[derive(Debug)]
+struct Analysis {
+    command: Command,
+    facts: Facts,
+    prepares: Option<String>,
+}
+
+fn inner(query: Option<&protobuf::Node>) -> Result<&NodeEnum, ClassifyError> {
+    query
+        .and_then(|query| query.node.as_ref())
+        .ok_or_else(|| ClassifyError::internal("a statement without its inner statement"))
+}
+
+fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
+    let tree_facts = |node: &NodeEnum| -> Result<Facts, ClassifyError> {
+        let tree = to_tree(node).map_err(|error| ClassifyError::internal(error.to_string()))?;
+        Ok(collect(&tree))
+    };
+    let mut analysis = match node {
+        // EXPLAIN ANALYZE runs the statement: it is that statement.
+        NodeEnum::ExplainStmt(explain) if explain_analyzes(explain) => {
+            return analyse(inner(explain.query.as_deref())?);
+        }
+        // Plain EXPLAIN only plans. Planning may still evaluate stable and
+        // immutable functions with constant arguments, so the functions keep
+        // their effect; the inner statement's own effects do not apply.
+        NodeEnum::ExplainStmt(explain) => {
+            let query = inner(explain.query.as_deref())?;
+            let mut facts = tree_facts(query)?;
+            facts.kinds.clear();
+            Analysis {
+                command: command_of(node),
+                facts,
+                prepares: None,
+            }
+        }
+        NodeEnum::PrepareStmt(prepare) => Analysis {
+            prepares: Some(prepare.name.clone()),
+            ..analyse(inner(prepare.query.as_deref())?)?
+        },
+        // A cursor runs its query as it is fetched: DECLARE reads (or writes)
+        // exactly what its query does. psql's FETCH_COUNT sends every SELECT
+        // this way, so it must not escape the policies on SELECT.
+        NodeEnum::DeclareCursorStmt(declare) => {
+            let mut analysis = analyse(inner(declare.query.as_deref())?)?;
+            analysis.command.name = "DECLARE CURSOR".to_owned();
+            analysis
+        }
+        _ => Analysis {
+            command: command_of(node),
+            facts: tree_facts(node)?,
+            prepares: None,
+        },
+    };
+    analysis
+        .facts
+        .tables
+        .extend(analysis.command.named_relations.drain(..));
+    Ok(analysis)
+}
+
+/// Whether EXPLAIN runs its statement. Any `analyze` option that is not
+/// clearly false counts, so an option PostgreSQL would reject errs on the
+/// side of the stronger classification.
+fn explain_analyzes(explain: &protobuf::ExplainStmt) -> bool {
+    explain.options.iter().any(|option| {
+        let Some(NodeEnum::DefElem(option)) = option.node.as_ref() else {
+            return false;
+        };
+        if !option.defname.eq_ignore_ascii_case("analyze") {
+            return false;
+        }
+        match option.arg.as_deref().and_then(|arg| arg.node.as_ref()) {
+            Some(NodeEnum::String(value)) => {
+                !(value.sval.eq_ignore_ascii_case("false")
+                    || value.sval.eq_ignore_ascii_case("off"))
+            }
+            Some(NodeEnum::Integer(value)) => value.ival != 0,
+            Some(NodeEnum::Boolean(value)) => value.boolval,
+            _ => true,
+        }
+    })
+}
+
+impl Analysis {
+    fn into_info(self, text: String) -> StatementInfo {
+        let Analysis {
+            command,
+            facts,
+            prepares,
+        } = self;
+        let mut kinds: BTreeSet<StatementKind> = facts.kinds;
+        kinds.insert(command.kind);
+        for function in &facts.functions {
+            match function_effect(function) {
+                FunctionEffect::ReadOnly => {}
+                FunctionEffect::Privilege => {
+                    kinds.insert(StatementKind::Dcl);
+                }
+                FunctionEffect::Unknown => {
+                    kinds.insert(StatementKind::Call);
+                }
+            }
+        }
+        let kind = kinds
+            .iter()
+            .copied()
+            .max_by_key(|kind| strength(*kind))
+            .unwrap_or(command.kind);
+        let writes = command.writes || kinds.iter().any(|kind| kind_writes(*kind));
+        StatementInfo {
+            kind,
+            kinds: kinds.into_iter().collect(),
+            command: command.name,
+            tables: facts.tables.into_iter().collect(),
+            functions: facts.functions.into_iter().collect(),
+            has_where: facts.has_where && !command.deletes_all_rows,
+            writes,
+            text,
+            prepares,
+            executes: facts.executes,
+        }
+    }
+}
+
+/// How strongly an effect characterises a statement: the strongest effect
+/// found is the statement's `kind`.
+fn strength(kind: StatementKind) -> u8 {
+    use StatementKind as K;
+    match kind {
+        K::Dcl => 12,
+        K::Ddl => 11,
+        K::Other => 10,
+        K::Call => 9,
+        K::Copy => 8,
+        K::Delete => 7,
+        K::Update => 6,
+        K::Merge => 5,
+        K::Insert => 4,
+        K::Set => 3,
+        K::Utility => 2,
+        K::Transaction => 1,
+        K::Select => 0,
+    }
+}
+
+/// Whether an effect found anywhere in a statement makes it a write. COPY,
+/// SET and the utilities write or not depending on the command, which
+/// `command_of` decides.
+fn kind_writes(kind: StatementKind) -> bool {
+    use StatementKind as K;
+    match kind {
+        K::Insert | K::Update | K::Delete | K::Merge | K::Ddl | K::Dcl | K::Call | K::Other => true,
+        K::Select | K::Copy | K::Set | K::Transaction | K::Utility => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod tests;

@@ -1,0 +1,334 @@
+//! What a statement does anywhere in its tree: the data-modifying statements
+//! hidden in CTEs and subqueries, the relations it touches and the functions
+//! it calls.
+//!
+//! The walk visits every node of the generic tree (see `tree.rs`), so nothing
+//! depends on a list of node types that could miss one. Only the node types
+//! that carry an effect are named here.
+
+use std::collections::BTreeSet;
+
+use pg_query::protobuf::{AlterTableType, CmdType, OnConflictAction};
+use portcullis_core::StatementKind;
+
+use crate::functions::normalise_name;
+use crate::tree::{Struct, Value};
+
+/// Effects and names found in one statement tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Facts {
+    /// Effects found in the tree: `Select` for a SELECT that reads a FROM
+    /// clause, `Insert`/`Update`/`Delete`/`Merge` for data-modifying
+    /// statements (and the actions of `MERGE` and `ON CONFLICT DO UPDATE`),
+    /// `Ddl` for `SELECT ... INTO`, `Dcl` for row-level-security and owner
+    /// changes in `ALTER TABLE` and for a SET of `role` or
+    /// `session_authorization` nested in another statement. Function effects
+    /// are not included.
+    pub kinds: BTreeSet<StatementKind>,
+    /// False when any UPDATE or DELETE in the tree has no WHERE clause.
+    pub has_where: bool,
+    pub tables: BTreeSet<String>,
+    /// Normalised function names (see `functions::normalise_name`).
+    pub functions: BTreeSet<String>,
+    /// The prepared statement an `EXECUTE` in the tree runs (`EXPLAIN
+    /// EXECUTE`, `CREATE TABLE ... AS EXECUTE`).
+    pub executes: Option<String>,
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Facts {
+            kinds: BTreeSet::new(),
+            has_where: true,
+            tables: BTreeSet::new(),
+            functions: BTreeSet::new(),
+            executes: None,
+        }
+    }
+}
+
+/// Collects the facts of `tree`.
+pub(crate) fn collect(tree: &Value) -> Facts {
+    let mut walker = Walker {
+        facts: Facts::default(),
+        scope: Vec::new(),
+    };
+    walker.visit(tree, "");
+    walker.facts
+}
+
+/// Fields whose range variables may name a CTE rather than a relation. A
+/// range variable elsewhere (the target of INSERT, UPDATE, DELETE, MERGE,
+/// `SELECT INTO`, COPY, DDL) always names a relation, even when a CTE of the
+/// same name is in scope.
+const CTE_REFERENCE_FIELDS: &[&str] = &[
+    "from_clause",
+    "larg",
+    "rarg",
+    "source_relation",
+    "using_clause",
+];
+
+struct Walker<'tree> {
+    facts: Facts,
+    /// Names of the CTEs visible at the current node, innermost last.
+    scope: Vec<&'tree str>,
+}
+
+impl<'tree> Walker<'tree> {
+    /// Visits `value`, reached through the struct field `field` (lists and
+    /// collapsed `Node` wrappers keep the field of their parent).
+    fn visit(&mut self, value: &'tree Value, field: &'static str) {
+        match value {
+            Value::List(items) => {
+                for item in items {
+                    self.visit(item, field);
+                }
+            }
+            Value::Struct(node) => self.visit_struct(node, field),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
+        }
+    }
+
+    fn visit_struct(&mut self, node: &'tree Struct, field: &'static str) {
+        self.record(node, field);
+        match node.get("with_clause") {
+            Some(Value::Struct(with)) => self.visit_with_scope(node, with),
+            _ => self.visit_fields(node),
+        }
+    }
+
+    fn visit_fields(&mut self, node: &'tree Struct) {
+        for (field, value) in &node.fields {
+            self.visit(value, field);
+        }
+    }
+
+    /// Visits a statement with a WITH clause: each CTE sees the CTEs before
+    /// it (all of them when `WITH RECURSIVE`), the rest of the statement sees
+    /// them all.
+    fn visit_with_scope(&mut self, node: &'tree Struct, with: &'tree Struct) {
+        let outer_len = self.scope.len();
+        let recursive = matches!(with.get("recursive"), Some(Value::Bool(true)));
+        let ctes = with.list("ctes");
+        let names: Vec<&'tree str> = ctes
+            .iter()
+            .filter_map(|cte| match cte {
+                Value::Struct(cte) => Some(cte.str("ctename")),
+                _ => None,
+            })
+            .collect();
+        if recursive {
+            self.scope.extend(names.iter().copied());
+        }
+        for (cte_idx, cte) in ctes.iter().enumerate() {
+            if !recursive {
+                self.scope.truncate(outer_len);
+                self.scope.extend(names.iter().take(cte_idx).copied());
+            }
+            self.visit(cte, "ctes");
+        }
+        self.scope.truncate(outer_len);
+        self.scope.extend(names.iter().copied());
+        for (field, value) in &node.fields {
+            if *field != "with_clause" {
+                self.visit(value, field);
+            }
+        }
+        self.scope.truncate(outer_len);
+    }
+
+    /// Records the effect or name carried by one node.
+    fn record(&mut self, node: &'tree Struct, field: &'static str) {
+        match node.name {
+            "RangeVar" => self.record_range_var(node, field),
+            "FuncCall" => {
+                let parts = node.list("funcname").iter().map(|part| match part {
+                    Value::Struct(string) if string.name == "String" => string.str("sval"),
+                    // Never produced by the grammar; an unreadable name is
+                    // not in any allowlist, so it counts as an unknown call.
+                    _ => "?",
+                });
+                self.facts.functions.insert(normalise_name(parts));
+            }
+            "SelectStmt" => {
+                if node.has("into_clause") {
+                    self.facts.kinds.insert(StatementKind::Ddl);
+                }
+                if !node.list("from_clause").is_empty() {
+                    self.facts.kinds.insert(StatementKind::Select);
+                }
+            }
+            "InsertStmt" => {
+                self.facts.kinds.insert(StatementKind::Insert);
+            }
+            "UpdateStmt" => self.record_modification(node, StatementKind::Update),
+            "DeleteStmt" => self.record_modification(node, StatementKind::Delete),
+            "MergeStmt" => {
+                self.facts.kinds.insert(StatementKind::Merge);
+            }
+            "MergeWhenClause" => {
+                let command = node.int("command_type");
+                let kind = [
+                    (CmdType::CmdInsert, StatementKind::Insert),
+                    (CmdType::CmdUpdate, StatementKind::Update),
+                    (CmdType::CmdDelete, StatementKind::Delete),
+                ]
+                .into_iter()
+                .find(|(cmd, _)| Some(*cmd as i64) == command);
+                if let Some((_, kind)) = kind {
+                    self.facts.kinds.insert(kind);
+                }
+            }
+            "OnConflictClause"
+                if node.int("action") == Some(OnConflictAction::OnconflictUpdate as i64) =>
+            {
+                self.facts.kinds.insert(StatementKind::Update);
+            }
+            "ExecuteStmt" => self.facts.executes = Some(node.str("name").to_owned()),
+            // SET inside ALTER DATABASE ... SET, ALTER FUNCTION ... SET or
+            // CREATE FUNCTION ... SET changes the role of later sessions or
+            // calls.
+            "VariableSetStmt" => {
+                let variable = node.str("name").to_ascii_lowercase();
+                if variable == "role" || variable == "session_authorization" {
+                    self.facts.kinds.insert(StatementKind::Dcl);
+                }
+            }
+            "AlterTableCmd" => {
+                let privilege_changes = [
+                    AlterTableType::AtChangeOwner,
+                    AlterTableType::AtEnableRowSecurity,
+                    AlterTableType::AtDisableRowSecurity,
+                    AlterTableType::AtForceRowSecurity,
+                    AlterTableType::AtNoForceRowSecurity,
+                ];
+                let subtype = node.int("subtype");
+                if privilege_changes
+                    .iter()
+                    .any(|change| Some(*change as i64) == subtype)
+                {
+                    self.facts.kinds.insert(StatementKind::Dcl);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn record_modification(&mut self, node: &Struct, kind: StatementKind) {
+        self.facts.kinds.insert(kind);
+        // `WHERE CURRENT OF cursor` is a where clause too (a CurrentOfExpr).
+        if !node.has("where_clause") {
+            self.facts.has_where = false;
+        }
+    }
+
+    fn record_range_var(&mut self, node: &Struct, field: &'static str) {
+        let catalog = node.str("catalogname");
+        let schema = node.str("schemaname");
+        let relation = node.str("relname");
+        let unqualified = catalog.is_empty() && schema.is_empty();
+        if unqualified && CTE_REFERENCE_FIELDS.contains(&field) && self.scope.contains(&relation) {
+            return;
+        }
+        let name = [catalog, schema, relation]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(".");
+        self.facts.tables.insert(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::to_tree;
+
+    fn facts(sql: &str) -> Facts {
+        let parsed = pg_query::parse(sql, 0).unwrap();
+        let node = parsed.protobuf.stmts[0]
+            .stmt
+            .as_ref()
+            .unwrap()
+            .node
+            .as_ref()
+            .unwrap();
+        collect(&to_tree(node).unwrap())
+    }
+
+    fn tables(sql: &str) -> Vec<String> {
+        facts(sql).tables.into_iter().collect()
+    }
+
+    #[test]
+    fn cte_scoping_never_hides_a_relation() {
+        let cases: &[(&str, &[&str])] = &[
+            ("with d as (select 1) select * from d", &[]),
+            (
+                "with d as (select * from t) select * from d join u on true",
+                &["t", "u"],
+            ),
+            // The DML target is always a relation, whatever CTE shares its name.
+            ("with t as (select 1) delete from t", &["t"]),
+            ("with t as (select 1) insert into t select * from t", &["t"]),
+            ("with t as (select 1) update t set a = 1 from t x", &["t"]),
+            // A qualified name is never a CTE.
+            ("with t as (select 1) select * from public.t", &["public.t"]),
+            // A CTE defined in a subquery is not visible outside it.
+            (
+                "select * from s, (with s as (select 1) select * from s) x",
+                &["s"],
+            ),
+            // Without RECURSIVE a CTE does not see itself or later CTEs.
+            (
+                "with a as (select * from b), b as (select 1) select * from a",
+                &["b"],
+            ),
+            ("with f as (select * from f) select * from f", &["f"]),
+            (
+                "with recursive f as (select 1 union all select * from f) select * from f",
+                &[],
+            ),
+            ("select * from cat.sch.rel", &["cat.sch.rel"]),
+        ];
+        for (sql, expected) in cases {
+            assert_eq!(tables(sql), *expected, "{sql}");
+        }
+    }
+
+    #[test]
+    fn finds_effects_where_pg_query_nodes_does_not_look() {
+        let cases: &[(&str, &str)] = &[
+            ("values (nextval('s'))", "nextval"),
+            (
+                "select array[pg_terminate_backend(1)]",
+                "pg_terminate_backend",
+            ),
+            (
+                "insert into t values (1) returning lo_unlink(1)",
+                "lo_unlink",
+            ),
+            ("select 1 limit f()", "f"),
+            ("select count(*) filter (where g()) from t", "g"),
+            ("select row_number() over (order by h()) from t", "h"),
+            (
+                "merge into t using s on t.a = s.a when matched then update set b = m()",
+                "m",
+            ),
+            ("select (x).y from (select k() as x) z", "k"),
+        ];
+        for (sql, function) in cases {
+            assert!(facts(sql).functions.contains(*function), "{sql}");
+        }
+    }
+
+    #[test]
+    fn has_where() {
+        assert!(facts("delete from t where a = 1").has_where);
+        assert!(facts("delete from t where current of c").has_where);
+        assert!(!facts("delete from t").has_where);
+        assert!(!facts("with d as (update t set a = 1) select 1 from t where a = 1").has_where);
+        assert!(facts("insert into t values (1) on conflict (a) do update set b = 2").has_where);
+    }
+}

@@ -1,0 +1,169 @@
+//! The `portcullis` command: argument parsing only. What each subcommand
+//! does lives in `portcullis-app`.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use portcullis_app::commands;
+use portcullis_config::{Config, LogFormat};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "An access gateway that enforces policy on every connection and every statement")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Development helpers.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+    /// Log in with the company's identity provider and cache the token.
+    Login {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Which [[identity.oidc]] issuer, when several have a client_id.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Use the device flow (for machines without a browser).
+        #[arg(long)]
+        device: bool,
+    },
+    /// Start psql on a target with the cached token.
+    Connect {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The target's name.
+        target: String,
+        /// Extra arguments for psql, after `--`.
+        #[arg(last = true)]
+        psql_args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain and the signed checkpoints.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the last entries.
+    Tail {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Print a token signed by the dev issuer.
+    Token {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The user (an email address).
+        #[arg(long)]
+        user: String,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        groups: Vec<String>,
+        /// How long the token is valid: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config: path } => {
+            let config = load(&path)?;
+            init_logging(config.gateway.log_format);
+            let running = portcullis_app::start(config, &path).await?;
+            wait_for_signal().await?;
+            tracing::info!("shutting down");
+            running.shutdown().await?;
+        }
+        Command::Audit { command: AuditCommand::Verify { config } } => {
+            let config = load(&config)?;
+            print!("{}", commands::audit_verify(&config)?);
+        }
+        Command::Audit { command: AuditCommand::Tail { config, n, json } } => {
+            let config = load(&config)?;
+            print!("{}", commands::audit_tail(&config, n, json)?);
+        }
+        Command::Dev { command: DevCommand::Token { config, user, groups, ttl } } => {
+            let config = load(&config)?;
+            let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
+            let ttl = commands::parse_duration(&ttl)?;
+            println!("{}", commands::dev_token(&config, &user, &groups, ttl)?);
+        }
+        Command::Login { config: path, issuer, device } => {
+            let config = load(&path)?;
+            eprint!("{}", commands::login(&config, &path, issuer.as_deref(), device).await?);
+        }
+        Command::Connect { config: path, issuer, target, psql_args } => {
+            let config = load(&path)?;
+            let mut command = commands::connect(&config, &path, &target, issuer.as_deref()).await?;
+            command.args(psql_args);
+            let status = command.status().context("cannot start psql (is it installed?)")?;
+            return Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

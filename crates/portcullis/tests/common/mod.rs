@@ -1,0 +1,246 @@
+//! The end-to-end harness: a real PostgreSQL (started by `scripts/test.sh`),
+//! the real gateway started in-process from a real config file, and real
+//! clients (`psql`, `pgbench`, `tokio-postgres`, the `portcullis` binary).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use portcullis_app::Running;
+use portcullis_config::Config;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+    })
+}
+
+/// A database of its own for one test, owned by a login role of its own.
+pub struct TestDb {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub password: String,
+}
+
+async fn superuser() -> tokio_postgres::Client {
+    let conn = format!(
+        "host={} port={} user={} password={} dbname=postgres",
+        env("PORTCULLIS_TEST_PG_HOST"),
+        env("PORTCULLIS_TEST_PG_PORT"),
+        env("PORTCULLIS_TEST_PG_SUPERUSER"),
+        env("PORTCULLIS_TEST_PG_SUPERPASSWORD"),
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+impl TestDb {
+    /// Creates (or recreates) database `name` with owner `name_app`, and runs `seed` in it.
+    pub async fn create(name: &str, seed: &str) -> TestDb {
+        let admin = superuser().await;
+        let user = format!("{name}_app");
+        let password = format!("pw-{name}-{}", std::process::id());
+        admin.batch_execute(&format!("drop database if exists {name} with (force)")).await.unwrap();
+        admin.batch_execute(&format!("drop role if exists {user}")).await.unwrap();
+        admin
+            .batch_execute(&format!("create role {user} login password '{password}'"))
+            .await
+            .unwrap();
+        admin.batch_execute(&format!("create database {name} owner {user}")).await.unwrap();
+        let db = TestDb {
+            host: env("PORTCULLIS_TEST_PG_HOST"),
+            port: env("PORTCULLIS_TEST_PG_PORT").parse().unwrap(),
+            name: name.to_string(),
+            user,
+            password,
+        };
+        db.direct().await.batch_execute(seed).await.unwrap();
+        db
+    }
+
+    /// A client straight to the database, bypassing the gateway.
+    pub async fn direct(&self) -> tokio_postgres::Client {
+        let conn = format!(
+            "host={} port={} user={} password={} dbname={}",
+            self.host, self.port, self.user, self.password, self.name
+        );
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+pub const SEED: &str = include_str!("../../../../examples/quickstart/seed.sql");
+
+pub fn quickstart_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies")
+}
+
+pub struct Gateway {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub pg_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    pub db: TestDb,
+}
+
+pub struct Options {
+    pub policies: PathBuf,
+    pub extra: String,
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policies: quickstart_policies(),
+            extra: String::new(),
+            busy_timeout_ms: 5000,
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, db: &TestDb, options: &Options) -> PathBuf {
+    let password_file = dir.join("target-password");
+    std::fs::write(&password_file, format!("{}\n", db.password)).unwrap();
+    let text = format!(
+        r#"
+[gateway]
+data_dir = "data"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[postgres]
+listen = "127.0.0.1:0"
+
+[identity.dev]
+
+[policy]
+dir = "{policies}"
+
+[audit]
+busy_timeout_ms = {busy}
+
+[[targets]]
+name = "demo"
+kind = "postgres"
+host = "{host}"
+port = {port}
+database = "{database}"
+user = "{user}"
+password = {{ file = "target-password" }}
+labels = {{ env = "test" }}
+{extra}
+"#,
+        policies = options.policies.display(),
+        busy = options.busy_timeout_ms,
+        host = db.host,
+        port = db.port,
+        database = db.name,
+        user = db.user,
+        extra = options.extra,
+    );
+    let path = dir.join("portcullis.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Gateway {
+    pub async fn start(db: TestDb) -> Gateway {
+        Gateway::start_with(db, Options::default()).await
+    }
+
+    pub async fn start_with(db: TestDb, options: Options) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write_config(dir.path(), &db, &options);
+        let config = Config::load(&config_path).unwrap();
+        let running = portcullis_app::start(config.clone(), &config_path).await.unwrap();
+        Gateway {
+            pg_addr: running.pg_addr.unwrap(),
+            admin_addr: running.admin_addr.unwrap(),
+            running: Some(running),
+            dir,
+            config_path,
+            config,
+            db,
+        }
+    }
+
+    pub fn token(&self, user: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        portcullis_app::commands::dev_token(&self.config, user, &groups, Duration::from_secs(600)).unwrap()
+    }
+
+    pub fn conn_string(&self, token: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=demo user=someone password='{token}'",
+            self.pg_addr.port()
+        )
+    }
+
+    pub async fn connect(&self, token: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(&self.conn_string(token), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Runs psql through the gateway; the token goes in the environment.
+    pub fn psql(&self, token: &str, args: &[&str]) -> Output {
+        Command::new("psql")
+            .args(["-X", "-h", "127.0.0.1", "-p", &self.pg_addr.port().to_string(), "-U", "alice", "-d", "demo"])
+            .args(args)
+            .env("PGPASSWORD", token)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql runs")
+    }
+
+    pub fn audit_db(&self) -> PathBuf {
+        portcullis_app::audit_path(&self.config.gateway.data_dir)
+    }
+
+    /// Runs the real binary with `args`, plus `--config` for this gateway.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("portcullis runs")
+    }
+
+    /// Stops the gateway; the returned directory keeps its data until dropped.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.unwrap();
+        }
+        self.dir
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The SQLSTATE of a tokio-postgres error, or a panic with the error.
+pub fn sqlstate(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.code().code().to_string(),
+        None => panic!("not a database error: {error:?}"),
+    }
+}
+
+pub fn db_message(error: &tokio_postgres::Error) -> String {
+    error.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| format!("{error:?}"))
+}

@@ -1,0 +1,229 @@
+//! Attempts to get around the gateway: bad tokens, someone else's cancel
+//! key, a tampered or unwritable audit log, credentials leaking.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// The claims of a dev token, to forge variants of it.
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_valid_tokens_get_in_and_only_for_permitted_groups() {
+    let gw = Gateway::start(TestDb::create("e2e_tokens", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    assert!(gw.connect(&alice).await.is_ok());
+
+    // A forged token: same claims, signed with another dev issuer's key.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = portcullis_identity::DevIssuer::load_or_create(portcullis_identity::DevIssuerSettings {
+        issuer: "portcullis-dev".into(),
+        audience: "portcullis".into(),
+        key_path: other_dir.path().join("k"),
+    })
+    .unwrap();
+    let forged = other.issue("alice@example.com", &["eng".to_string(), "dba".to_string()], Duration::from_secs(600)).unwrap();
+    // An `alg: none` token with alice's claims.
+    let claims = claims_of(&alice);
+    let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    // A token whose payload was changed to add a group.
+    let mut escalated = claims.clone();
+    escalated["groups"] = serde_json::json!(["eng", "dba"]);
+    let parts: Vec<&str> = alice.split('.').collect();
+    let tampered = format!("{}.{}.{}", parts[0], b64(escalated.to_string().as_bytes()), parts[2]);
+    for (name, token) in [
+        ("forged", forged),
+        ("alg none", none),
+        ("tampered", tampered),
+        ("garbage", "not-a-token".to_string()),
+        ("empty", String::new()),
+    ] {
+        let err = gw.connect(&token).await.err().unwrap_or_else(|| panic!("{name} got in"));
+        assert_eq!(sqlstate(&err), "28P01", "{name}: {}", db_message(&err));
+        assert!(db_message(&err).starts_with("authentication failed"), "{name}: {}", db_message(&err));
+    }
+    // A token whose expiry was moved back (the verifier's expiry checks
+    // themselves are tested in portcullis-identity with validly signed tokens).
+    let mut old = claims.clone();
+    old["exp"] = serde_json::json!(1_000_000_000u64);
+    old["iat"] = serde_json::json!(999_999_000u64);
+    old["nbf"] = serde_json::json!(999_999_000u64);
+    let old_token = format!("{}.{}.{}", parts[0], b64(old.to_string().as_bytes()), parts[2]);
+    let err = gw.connect(&old_token).await.err().unwrap();
+    assert_eq!(sqlstate(&err), "28P01");
+
+    // A valid token for a group without a `connect` permit.
+    let mallory = gw.token("mallory@example.com", &["sales"]);
+    let err = gw.connect(&mallory).await.err().unwrap();
+    assert_eq!(sqlstate(&err), "28000");
+    assert!(db_message(&err).contains("access to target `demo` denied"), "{}", db_message(&err));
+
+    // An unknown target.
+    let conn = format!("host=127.0.0.1 port={} dbname=nope user=x password={alice}", gw.pg_addr.port());
+    let err = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.err().unwrap();
+    assert_eq!(sqlstate(&err), "3D000");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_is_the_tokens_and_credentials_never_leak() {
+    let gw = Gateway::start(TestDb::create("e2e_identity", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    // The client says it is `postgres`; the gateway knows it is alice.
+    let conn = format!("host=127.0.0.1 port={} dbname=demo user=postgres password={alice}", gw.pg_addr.port());
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let who: String = client.query_one("select current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(who, gw.db.user, "the target session runs as the gateway's role");
+    // Errors the target raises do not carry the gateway's password.
+    let err = client.batch_execute("select * from pg_authid").await.unwrap_err();
+    assert!(!db_message(&err).contains(&gw.db.password));
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let password = gw.db.password.clone();
+    let audit_db = gw.audit_db();
+    let tail = gw.cli(&["audit", "tail", "-n", "50", "--json"]);
+    let lines = stdout(&tail);
+    assert!(tail.status.success(), "{}", stderr(&tail));
+    let connect = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["entry"]["event"] == "session.connect")
+        .expect("a connect entry");
+    assert_eq!(connect["entry"]["principal"], "alice@example.com");
+    assert_eq!(connect["entry"]["client_user"], "postgres");
+    let _dir = gw.stop().await;
+    let bytes = std::fs::read(&audit_db).unwrap();
+    let needle = password.as_bytes();
+    assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the target password is in the audit store");
+    assert!(!lines.contains(&password));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cancels_its_own_query_and_no_one_elses() {
+    let gw = Gateway::start(TestDb::create("e2e_cancel", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let victim = gw.connect(&alice).await.unwrap();
+    let attacker = gw.connect(&alice).await.unwrap();
+    let victim_pid: i32 = victim.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+
+    // The victim runs a slow query.
+    let slow = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = victim.batch_execute("select pg_sleep(3)").await;
+        (result, started.elapsed(), victim)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The attacker cancels with its own key, and with the victim's real
+    // backend pid (which SQL can reveal) and guessed secrets.
+    attacker.cancel_token().cancel_query(tokio_postgres::NoTls).await.unwrap();
+    for secret in [0, 1, -1, victim_pid] {
+        let mut stream = tokio::net::TcpStream::connect(gw.pg_addr).await.unwrap();
+        let mut out = bytes::BytesMut::new();
+        portcullis_pg::codec::build::cancel_request(&mut out, victim_pid, secret);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &out).await.unwrap();
+    }
+    let (result, elapsed, victim) = slow.await.unwrap();
+    assert!(result.is_ok(), "the victim's query was cancelled: {result:?}");
+    assert!(elapsed >= Duration::from_millis(2900), "{elapsed:?}");
+
+    // Its own cancel works.
+    let token = victim.cancel_token();
+    let slow = tokio::spawn(async move { victim.batch_execute("select pg_sleep(10)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = slow.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&err), "57014");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_audit_lock", SEED).await,
+        Options {
+            busy_timeout_ms: 300,
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    client.batch_execute("insert into orders (customer_id, total_cents) values (1, 7)").await.unwrap();
+
+    // Another process holds the audit store's write lock: nothing may run.
+    let locker = rusqlite::Connection::open(gw.audit_db()).unwrap();
+    locker.execute_batch("begin exclusive").unwrap();
+    let err = client
+        .batch_execute("insert into orders (customer_id, total_cents) values (1, 8)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "58000", "{}", db_message(&err));
+    assert!(db_message(&err).contains("audit log is unavailable"), "{}", db_message(&err));
+    let err = client.query_one("select 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "58000");
+    locker.execute_batch("rollback").unwrap();
+    drop(locker);
+
+    // Back to normal, and the refused insert never reached the target.
+    client.batch_execute("insert into orders (customer_id, total_cents) values (1, 9)").await.unwrap();
+    let totals: Vec<i32> = gw
+        .db
+        .direct()
+        .await
+        .query("select total_cents from orders where total_cents < 10 order by 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(totals, vec![7, 9]);
+    drop(client);
+    let config_path = gw.config_path.clone();
+    let audit_db = gw.audit_db();
+    let _dir = gw.stop().await;
+
+    let verify = |label: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["audit", "verify", "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
+    };
+    let ok = verify("intact");
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(stdout(&ok).contains("audit log intact"));
+
+    // Tampering, each on a copy of the intact store.
+    let intact = std::fs::read(&audit_db).unwrap();
+    let tamper = |sql: &str| -> String {
+        std::fs::write(&audit_db, &intact).unwrap();
+        let _ = std::fs::remove_file(audit_db.with_extension("db-wal"));
+        let conn = rusqlite::Connection::open(&audit_db).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let out = verify(sql);
+        assert!(!out.status.success(), "tampering not detected: {sql}");
+        stderr(&out)
+    };
+    let changed = tamper("update audit_entries set body = replace(body, 'values (1, 9)', 'values (1, 1)') where body like '%values (1, 9)%'");
+    assert!(changed.contains("changed"), "{changed}");
+    let removed = tamper("delete from audit_entries where seq = 3");
+    assert!(removed.contains("entry 3"), "{removed}");
+    let reordered = tamper(
+        "update audit_entries set body = (select body from audit_entries where seq = 3) where seq = 2;",
+    );
+    assert!(reordered.contains("entry 2"), "{reordered}");
+}

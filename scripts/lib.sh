@@ -1,0 +1,57 @@
+# Shared shell helpers for the quickstart, the tests and the benchmarks.
+# Sourced, not run. Everything here works as root on a fresh Debian machine.
+
+# Installs what the project needs to build and to run its tests, once.
+ensure_packages() {
+  local missing=()
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || missing+=(postgresql-contrib)
+  command -v clang >/dev/null || missing+=(clang)
+  [ -e /usr/lib/llvm-*/lib/libclang.so ] 2>/dev/null || dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+  command -v node >/dev/null || missing+=(nodejs npm)
+  command -v cc >/dev/null || missing+=(build-essential)
+  [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # The packaged cluster is not used; stop it if the package started one.
+  command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+    pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+  done
+  return 0
+}
+
+pg_bin() {
+  ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1
+}
+
+# pg_start PORT: a throwaway cluster under a temp dir, as the postgres user,
+# with a superuser `postgres` (password `postgrespw`) and SCRAM on TCP.
+# Sets PG_DIR; stop it with pg_stop.
+pg_start() {
+  local port=$1 bin
+  bin=$(pg_bin)
+  PG_DIR=$(mktemp -d /tmp/portcullis-pg.XXXXXX)
+  chown postgres:postgres "$PG_DIR"
+  echo postgrespw > "$PG_DIR.pw"
+  chown postgres "$PG_DIR.pw"
+  su postgres -c "$bin/initdb -D $PG_DIR -U postgres --pwfile=$PG_DIR.pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8" >/dev/null
+  rm -f "$PG_DIR.pw"
+  su postgres -c "$bin/pg_ctl -D $PG_DIR -l $PG_DIR/server.log -w -t 30 start -o '-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200'" >/dev/null
+}
+
+pg_stop() {
+  if [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR" ]; then
+    su postgres -c "$(pg_bin)/pg_ctl -D $PG_DIR -m fast -w stop" >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}
+
+# A free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

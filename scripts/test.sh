@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine, as root: installs what
+# the tests need, starts a throwaway PostgreSQL, runs the tests, stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
+PORT=$(free_port)
+trap pg_stop EXIT
+pg_start "$PORT"
+
+export PORTCULLIS_TEST_PG_HOST=127.0.0.1
+export PORTCULLIS_TEST_PG_PORT=$PORT
+export PORTCULLIS_TEST_PG_SUPERUSER=postgres
+export PORTCULLIS_TEST_PG_SUPERPASSWORD=postgrespw
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
