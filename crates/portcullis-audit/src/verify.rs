@@ -1,0 +1,719 @@
+//! Verification of a whole store: `portcullis audit verify`.
+//!
+//! One pass over the entries in seq order, one row in memory at a time,
+//! merged with a second pass over the checkpoints in seq order. Both read
+//! inside one read transaction, so a gateway appending meanwhile does not
+//! disturb the snapshot. The first problem found is the one reported.
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use rusqlite::types::ValueRef;
+use rusqlite::Row;
+
+use crate::chain::{self, EntryHash, GENESIS_HASH};
+use crate::error::VerifyError;
+use crate::store;
+
+/// What a successful verification checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub entries_checked: u64,
+    pub checkpoints_checked: u64,
+    /// The last entry's seq; 0 for an empty log.
+    pub last_seq: u64,
+    /// The last checkpoint's seq; `None` when there is no checkpoint.
+    pub last_checkpoint_seq: Option<u64>,
+    /// Entries that no checkpoint covers yet. Removing them from the end
+    /// would not be detected.
+    pub entries_after_last_checkpoint: u64,
+}
+
+struct CheckpointRow {
+    seq: u64,
+    hash: EntryHash,
+    time_ms: u64,
+    signature: [u8; 64],
+    key_id: String,
+}
+
+/// Checks every entry's link and hash and every checkpoint's key, signature
+/// and position in the chain, against `key`. A pure read of the file: it
+/// neither creates nor changes it.
+pub fn verify(path: &Path, key: &VerifyingKey) -> Result<VerifyReport, VerifyError> {
+    let read_error = |source| VerifyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = store::open_for_reading(path).map_err(|source| VerifyError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let expected_key_id = chain::key_id(key);
+    let snapshot = conn.transaction().map_err(read_error)?;
+    let mut entry_statement = snapshot
+        .prepare("SELECT seq, time_ms, body, prev_hash, hash FROM audit_entries ORDER BY seq")
+        .map_err(read_error)?;
+    let mut checkpoint_statement = snapshot
+        .prepare("SELECT seq, hash, time_ms, signature, key_id FROM audit_checkpoints ORDER BY seq")
+        .map_err(read_error)?;
+    let mut entries = entry_statement.query([]).map_err(read_error)?;
+    let mut checkpoints = checkpoint_statement.query([]).map_err(read_error)?;
+
+    let mut next_checkpoint = match checkpoints.next().map_err(read_error)? {
+        Some(row) => Some(read_checkpoint(row)?),
+        None => None,
+    };
+    let mut report = VerifyReport {
+        entries_checked: 0,
+        checkpoints_checked: 0,
+        last_seq: 0,
+        last_checkpoint_seq: None,
+        entries_after_last_checkpoint: 0,
+    };
+    let mut prev_hash = GENESIS_HASH;
+    while let Some(row) = entries.next().map_err(read_error)? {
+        let seq = report.last_seq + 1;
+        let hash = check_entry(row, seq, &prev_hash)?;
+        // INVARIANT: checkpoints are read in seq order and every seq below
+        // this one was checked, so a pending checkpoint is at `seq` or later.
+        if let Some(checkpoint) = next_checkpoint.take_if(|checkpoint| checkpoint.seq == seq) {
+            check_checkpoint(&checkpoint, &hash, key, &expected_key_id)?;
+            report.checkpoints_checked += 1;
+            report.last_checkpoint_seq = Some(seq);
+            next_checkpoint = match checkpoints.next().map_err(read_error)? {
+                Some(row) => Some(read_checkpoint(row)?),
+                None => None,
+            };
+        }
+        prev_hash = hash;
+        report.entries_checked += 1;
+        report.last_seq = seq;
+    }
+    if let Some(checkpoint) = next_checkpoint {
+        return Err(VerifyError::CheckpointBeyondEnd {
+            seq: checkpoint.seq,
+            last_seq: report.last_seq,
+        });
+    }
+    report.entries_after_last_checkpoint =
+        report.last_seq - report.last_checkpoint_seq.unwrap_or(0);
+    Ok(report)
+}
+
+/// Checks the entry expected at `seq`; returns its hash.
+fn check_entry(row: &Row<'_>, seq: u64, prev_hash: &EntryHash) -> Result<EntryHash, VerifyError> {
+    let stored_seq = integer(row, 0).map_err(|detail| VerifyError::MalformedEntry {
+        seq: i64::try_from(seq).unwrap_or(i64::MAX),
+        detail,
+    })?;
+    let malformed = |detail: String| VerifyError::MalformedEntry {
+        seq: stored_seq,
+        detail,
+    };
+    // Rows come in ascending seq order, so anything but `seq` here is
+    // larger (an entry is missing) or not positive (the first row).
+    match u64::try_from(stored_seq) {
+        Ok(found) if found == seq => {}
+        Ok(found) if found > seq && seq == 1 => {
+            return Err(VerifyError::StartMissing { first: found });
+        }
+        Ok(found) if found > seq => {
+            return Err(VerifyError::Gap {
+                missing: seq,
+                before: seq - 1,
+                after: found,
+            });
+        }
+        _ => return Err(malformed("sequence numbers start at 1".to_owned())),
+    }
+    let time_ms = u64::try_from(integer(row, 1).map_err(malformed)?)
+        .map_err(|_| malformed("its time is negative".to_owned()))?;
+    let body = match row.get_ref(2) {
+        Ok(ValueRef::Text(body)) => body,
+        _ => return Err(malformed("its body is not text".to_owned())),
+    };
+    let stored_prev_hash = hash_column(row, 3, "prev_hash").map_err(malformed)?;
+    let stored_hash = hash_column(row, 4, "hash").map_err(malformed)?;
+    if stored_prev_hash != *prev_hash {
+        return Err(if seq == 1 {
+            VerifyError::BadStart
+        } else {
+            VerifyError::BrokenLink {
+                seq,
+                previous: seq - 1,
+            }
+        });
+    }
+    let hash = chain::entry_hash(prev_hash, seq, time_ms, body);
+    if hash != stored_hash {
+        return Err(VerifyError::Changed { seq });
+    }
+    Ok(hash)
+}
+
+fn read_checkpoint(row: &Row<'_>) -> Result<CheckpointRow, VerifyError> {
+    let stored_seq =
+        integer(row, 0).map_err(|detail| VerifyError::MalformedCheckpoint { seq: 0, detail })?;
+    let malformed = |detail: String| VerifyError::MalformedCheckpoint {
+        seq: stored_seq,
+        detail,
+    };
+    let seq = u64::try_from(stored_seq)
+        .ok()
+        .filter(|seq| *seq >= 1)
+        .ok_or_else(|| malformed("sequence numbers start at 1".to_owned()))?;
+    let hash = hash_column(row, 1, "hash").map_err(malformed)?;
+    let time_ms = u64::try_from(integer(row, 2).map_err(malformed)?)
+        .map_err(|_| malformed("its time is negative".to_owned()))?;
+    let signature = text(row, 3, "signature")
+        .and_then(|signature| {
+            chain::decode_signature(signature)
+                .ok_or_else(|| "its signature is not 128 hex digits".to_owned())
+        })
+        .map_err(malformed)?;
+    let key_id = text(row, 4, "key_id").map_err(malformed)?.to_owned();
+    Ok(CheckpointRow {
+        seq,
+        hash,
+        time_ms,
+        signature,
+        key_id,
+    })
+}
+
+/// Checks a checkpoint against the expected key and the chain's hash at its
+/// seq. The signature is checked before the hash, so that a mismatch with a
+/// genuine checkpoint says the entries were rewritten.
+fn check_checkpoint(
+    checkpoint: &CheckpointRow,
+    chain_hash: &EntryHash,
+    key: &VerifyingKey,
+    expected_key_id: &str,
+) -> Result<(), VerifyError> {
+    if checkpoint.key_id != expected_key_id {
+        return Err(VerifyError::CheckpointKey {
+            seq: checkpoint.seq,
+            key_id: checkpoint.key_id.clone(),
+            expected_key_id: expected_key_id.to_owned(),
+        });
+    }
+    if !chain::checkpoint_signature_is_valid(
+        key,
+        checkpoint.seq,
+        &checkpoint.hash,
+        checkpoint.time_ms,
+        &checkpoint.signature,
+    ) {
+        return Err(VerifyError::CheckpointSignature {
+            seq: checkpoint.seq,
+        });
+    }
+    if checkpoint.hash != *chain_hash {
+        return Err(VerifyError::CheckpointMismatch {
+            seq: checkpoint.seq,
+        });
+    }
+    Ok(())
+}
+
+fn integer(row: &Row<'_>, index: usize) -> Result<i64, String> {
+    match row.get_ref(index) {
+        Ok(ValueRef::Integer(value)) => Ok(value),
+        _ => Err(format!("column {} is not an integer", index + 1)),
+    }
+}
+
+fn text<'row>(row: &'row Row<'_>, index: usize, name: &str) -> Result<&'row str, String> {
+    match row.get_ref(index) {
+        Ok(ValueRef::Text(bytes)) => {
+            std::str::from_utf8(bytes).map_err(|_| format!("its {name} is not valid text"))
+        }
+        _ => Err(format!("its {name} is not text")),
+    }
+}
+
+fn hash_column(row: &Row<'_>, index: usize, name: &str) -> Result<EntryHash, String> {
+    chain::decode_hash(text(row, index, name)?)
+        .ok_or_else(|| format!("its {name} is not 64 hex digits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{store_path, test_key, write_sealed_store};
+    use ed25519_dalek::SigningKey;
+    use rusqlite::{params, Connection};
+
+    /// A store of 30 entries with checkpoints at 10, 20 and 30, and a raw
+    /// connection on it to tamper with.
+    async fn sealed_store() -> (tempfile::TempDir, std::path::PathBuf, SigningKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let key = test_key(21);
+        write_sealed_store(&path, &key, 30, 10).await;
+        (dir, path, key)
+    }
+
+    fn check(path: &Path, key: &SigningKey) -> Result<VerifyReport, VerifyError> {
+        verify(path, &key.verifying_key())
+    }
+
+    fn entry(conn: &Connection, seq: u64) -> (u64, String, EntryHash) {
+        conn.query_row(
+            "SELECT time_ms, body, prev_hash FROM audit_entries WHERE seq = ?1",
+            [seq],
+            |row| {
+                let prev: String = row.get(2)?;
+                Ok((row.get(0)?, row.get(1)?, chain::decode_hash(&prev).unwrap()))
+            },
+        )
+        .unwrap()
+    }
+
+    /// What a forger with the hash formula does: rewrites entry `seq` with
+    /// `body`, and recomputes its hash and the next `n_links` links.
+    fn forge_from(conn: &Connection, seq: u64, body: &str, n_links: u64) {
+        let (time_ms, _, mut prev) = entry(conn, seq);
+        let mut hash = chain::entry_hash(&prev, seq, time_ms, body.as_bytes());
+        conn.execute(
+            "UPDATE audit_entries SET body = ?1, hash = ?2 WHERE seq = ?3",
+            params![body, hex::encode(hash), seq],
+        )
+        .unwrap();
+        for next in seq + 1..=seq + n_links {
+            prev = hash;
+            let (time_ms, body, _) = entry(conn, next);
+            conn.execute(
+                "UPDATE audit_entries SET prev_hash = ?1 WHERE seq = ?2",
+                params![hex::encode(prev), next],
+            )
+            .unwrap();
+            hash = chain::entry_hash(&prev, next, time_ms, body.as_bytes());
+            if next < seq + n_links {
+                conn.execute(
+                    "UPDATE audit_entries SET hash = ?1 WHERE seq = ?2",
+                    params![hex::encode(hash), next],
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    /// Replaces checkpoint `seq`'s signature with one made by `key`, and its
+    /// key id with `key_id`.
+    fn resign_checkpoint(conn: &Connection, seq: u64, key: &SigningKey, key_id: &str) {
+        let (hash, time_ms): (String, u64) = conn
+            .query_row(
+                "SELECT hash, time_ms FROM audit_checkpoints WHERE seq = ?1",
+                [seq],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        let hash = chain::decode_hash(&hash).unwrap();
+        let signature = chain::sign_checkpoint(key, seq, &hash, time_ms);
+        conn.execute(
+            "UPDATE audit_checkpoints SET signature = ?1, key_id = ?2 WHERE seq = ?3",
+            params![hex::encode(signature), key_id, seq],
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_intact_store_verifies() {
+        let (_dir, path, key) = sealed_store().await;
+        let report = check(&path, &key).unwrap();
+        assert_eq!(
+            report,
+            VerifyReport {
+                entries_checked: 30,
+                checkpoints_checked: 3,
+                last_seq: 30,
+                last_checkpoint_seq: Some(30),
+                entries_after_last_checkpoint: 0,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_body_names_its_entry() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE audit_entries SET body = ?1 WHERE seq = 12",
+            [r#"{"n":12,"action":"query","text":"select 1"}"#],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::Changed { seq: 12 }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "entry 12 was changed: its hash does not match its content"
+        );
+        assert_eq!(error.seq(), Some(12));
+    }
+
+    #[tokio::test]
+    async fn a_changed_hash_column_names_its_entry() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE audit_entries SET hash = ?1 WHERE seq = 30",
+            ["00".repeat(32)],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::Changed { seq: 30 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_middle_entry_is_named_as_a_gap() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM audit_entries WHERE seq = 12", [])
+            .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                VerifyError::Gap {
+                    missing: 12,
+                    before: 11,
+                    after: 13
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "entry 12 is missing (entries jump from 11 to 13)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_first_entry_is_named() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM audit_entries WHERE seq = 1", [])
+            .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::StartMissing { first: 2 }),
+            "{error:?}"
+        );
+        assert_eq!(error.seq(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn swapped_bodies_name_the_first_of_the_two() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        let (_, body_12, _) = entry(&conn, 12);
+        let (_, body_17, _) = entry(&conn, 17);
+        conn.execute(
+            "UPDATE audit_entries SET body = ?1 WHERE seq = 12",
+            [&body_17],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE audit_entries SET body = ?1 WHERE seq = 17",
+            [&body_12],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::Changed { seq: 12 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_and_renumbered_entry_breaks_the_link() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM audit_entries WHERE seq = 12", [])
+            .unwrap();
+        conn.execute("UPDATE audit_entries SET seq = seq - 1 WHERE seq > 12", [])
+            .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                VerifyError::BrokenLink {
+                    seq: 12,
+                    previous: 11
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "entry 12 does not follow entry 11: prev_hash mismatch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forger_recomputing_one_hash_is_caught_at_the_next_entry() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        forge_from(
+            &conn,
+            12,
+            r#"{"n":12,"action":"query","text":"select 0"}"#,
+            1,
+        );
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::Changed { seq: 13 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forger_recomputing_the_whole_chain_is_caught_by_the_checkpoint() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        forge_from(
+            &conn,
+            12,
+            r#"{"n":12,"action":"query","text":"select 0"}"#,
+            18,
+        );
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::CheckpointMismatch { seq: 20 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_the_end_of_the_log_is_caught_by_its_checkpoint() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM audit_entries WHERE seq > 25", [])
+            .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                VerifyError::CheckpointBeyondEnd {
+                    seq: 30,
+                    last_seq: 25
+                }
+            ),
+            "{error:?}"
+        );
+
+        conn.execute("DELETE FROM audit_entries WHERE seq >= 20", [])
+            .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                VerifyError::CheckpointBeyondEnd {
+                    seq: 20,
+                    last_seq: 19
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_altered_checkpoint_signature_is_caught() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        let signature: String = conn
+            .query_row(
+                "SELECT signature FROM audit_checkpoints WHERE seq = 10",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let flipped = if signature.starts_with('0') { "1" } else { "0" };
+        let forged = format!("{flipped}{}", signature.get(1..).unwrap());
+        conn.execute(
+            "UPDATE audit_checkpoints SET signature = ?1 WHERE seq = 10",
+            [forged],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::CheckpointSignature { seq: 10 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_moved_to_another_time_is_caught() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE audit_checkpoints SET time_ms = time_ms + 1 WHERE seq = 20",
+            [],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::CheckpointSignature { seq: 20 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_signed_with_another_key_is_caught() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        let forger = test_key(99);
+        // Under the forger's own key id.
+        resign_checkpoint(&conn, 10, &forger, &chain::key_id(&forger.verifying_key()));
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::CheckpointKey { seq: 10, .. }),
+            "{error:?}"
+        );
+
+        // Under the genuine key id.
+        resign_checkpoint(&conn, 10, &forger, &chain::key_id(&key.verifying_key()));
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::CheckpointSignature { seq: 10 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn verifying_against_another_key_fails_at_the_first_checkpoint() {
+        let (_dir, path, _key) = sealed_store().await;
+        let error = check(&path, &test_key(98)).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::CheckpointKey { seq: 10, .. }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forged_checkpoint_over_a_forged_chain_is_caught() {
+        // The forger rewrites the chain from entry 12 and then signs new
+        // checkpoints with their own key, keeping the genuine key id.
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        forge_from(
+            &conn,
+            12,
+            r#"{"n":12,"action":"query","text":"select 0"}"#,
+            18,
+        );
+        let forger = test_key(97);
+        for seq in [20, 30] {
+            let (hash, time_ms): (String, u64) = conn
+                .query_row(
+                    "SELECT hash, ?1 FROM audit_entries WHERE seq = ?2",
+                    params![1_700_000_000_000u64, seq],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .unwrap();
+            let hash = chain::decode_hash(&hash).unwrap();
+            let signature = chain::sign_checkpoint(&forger, seq, &hash, time_ms);
+            conn.execute(
+                "UPDATE audit_checkpoints SET hash = ?1, time_ms = ?2, signature = ?3 WHERE seq = ?4",
+                params![hex::encode(hash), time_ms, hex::encode(signature), seq],
+            )
+            .unwrap();
+        }
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::CheckpointSignature { seq: 20 }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_first_link_is_caught() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        let (time_ms, body, _) = entry(&conn, 1);
+        let prev = [1u8; 32];
+        let hash = chain::entry_hash(&prev, 1, time_ms, body.as_bytes());
+        conn.execute(
+            "UPDATE audit_entries SET prev_hash = ?1, hash = ?2 WHERE seq = 1",
+            params![hex::encode(prev), hex::encode(hash)],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(matches!(error, VerifyError::BadStart), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn malformed_rows_are_named() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE audit_entries SET body = CAST(body AS BLOB) WHERE seq = 4",
+            [],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::MalformedEntry { seq: 4, .. }),
+            "{error:?}"
+        );
+
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE audit_entries SET prev_hash = 'zz' WHERE seq = 5",
+            [],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::MalformedEntry { seq: 5, .. }),
+            "{error:?}"
+        );
+
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE audit_checkpoints SET signature = 'abc' WHERE seq = 10",
+            [],
+        )
+        .unwrap();
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::MalformedCheckpoint { seq: 10, .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_store_is_an_error_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.db");
+        let error = check(&path, &test_key(1)).unwrap_err();
+        assert!(matches!(error, VerifyError::Open { .. }), "{error:?}");
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn entries_after_the_last_checkpoint_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let key = test_key(22);
+        write_sealed_store(&path, &key, 15, 10).await;
+        // Remove the final checkpoint that shutdown wrote at 15.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM audit_checkpoints WHERE seq = 15", [])
+            .unwrap();
+        let report = check(&path, &key).unwrap();
+        assert_eq!(report.last_seq, 15);
+        assert_eq!(report.last_checkpoint_seq, Some(10));
+        assert_eq!(report.entries_after_last_checkpoint, 5);
+    }
+}
