@@ -41,13 +41,27 @@ pg_start() {
   chown postgres "$PG_DIR.pw"
   su postgres -c "$bin/initdb -D $PG_DIR -U postgres --pwfile=$PG_DIR.pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8" >/dev/null
   rm -f "$PG_DIR.pw"
-  su postgres -c "$bin/pg_ctl -D $PG_DIR -l $PG_DIR/server.log -w -t 30 start -o '-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200'" >/dev/null
+  # A test CA and a server certificate it signs for 127.0.0.1, so TLS to the
+  # target can be verified for real; PG_CA (the CA) is readable by anyone.
+  PG_CA="$PG_DIR.ca.pem"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=portcullis-test-ca -keyout "$PG_DIR.ca.key" -out "$PG_CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$PG_DIR/server.key" -out "$PG_DIR.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > "$PG_DIR.ext"
+  openssl x509 -req -in "$PG_DIR.csr" -CA "$PG_CA" -CAkey "$PG_DIR.ca.key" -CAcreateserial \
+    -days 2 -extfile "$PG_DIR.ext" -out "$PG_DIR/server.crt" 2>/dev/null
+  rm -f "$PG_DIR.csr" "$PG_DIR.ext" "$PG_DIR.ca.key" "$PG_DIR.ca.srl"
+  chown postgres:postgres "$PG_DIR/server.key" "$PG_DIR/server.crt"
+  chmod 600 "$PG_DIR/server.key"
+  chmod 644 "$PG_CA"
+  su postgres -c "$bin/pg_ctl -D $PG_DIR -l $PG_DIR/server.log -w -t 30 start -o '-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c ssl=on'" >/dev/null
 }
 
 pg_stop() {
   if [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR" ]; then
     su postgres -c "$(pg_bin)/pg_ctl -D $PG_DIR -m fast -w stop" >/dev/null 2>&1 || true
-    rm -rf "$PG_DIR"
+    rm -rf "$PG_DIR" "$PG_DIR.ca.pem"
   fi
 }
 

@@ -16,6 +16,7 @@ export PORTCULLIS_TEST_PG_HOST=127.0.0.1
 export PORTCULLIS_TEST_PG_PORT=$PORT
 export PORTCULLIS_TEST_PG_SUPERUSER=postgres
 export PORTCULLIS_TEST_PG_SUPERPASSWORD=postgrespw
+export PORTCULLIS_TEST_PG_CA=$PG_CA
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

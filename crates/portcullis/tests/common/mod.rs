@@ -92,7 +92,12 @@ pub struct Gateway {
 
 pub struct Options {
     pub policies: PathBuf,
+    /// Appended at the end of the config.
     pub extra: String,
+    /// Added to the `[postgres]` section.
+    pub postgres_extra: String,
+    /// Added to the `[[targets]]` entry.
+    pub target_extra: String,
     pub busy_timeout_ms: u64,
 }
 
@@ -101,6 +106,8 @@ impl Default for Options {
         Options {
             policies: quickstart_policies(),
             extra: String::new(),
+            postgres_extra: String::new(),
+            target_extra: String::new(),
             busy_timeout_ms: 5000,
         }
     }
@@ -119,6 +126,7 @@ listen = "127.0.0.1:0"
 
 [postgres]
 listen = "127.0.0.1:0"
+{postgres_extra}
 
 [identity.dev]
 
@@ -137,6 +145,7 @@ database = "{database}"
 user = "{user}"
 password = {{ file = "target-password" }}
 labels = {{ env = "test" }}
+{target_extra}
 {extra}
 "#,
         policies = options.policies.display(),
@@ -146,6 +155,8 @@ labels = {{ env = "test" }}
         database = db.name,
         user = db.user,
         extra = options.extra,
+        postgres_extra = options.postgres_extra,
+        target_extra = options.target_extra,
     );
     let path = dir.join("portcullis.toml");
     std::fs::write(&path, text).unwrap();
