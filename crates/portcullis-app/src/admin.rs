@@ -21,7 +21,10 @@ async fn readyz(State(gate): State<Gate>) -> impl IntoResponse {
     if gate.audit().is_running() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the audit log is not running\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the audit log is not running\n",
+        )
     }
 }
 

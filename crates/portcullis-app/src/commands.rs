@@ -44,7 +44,12 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
             continue;
         }
         let body = &entry.body;
-        let field = |name: &str| body.get(name).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let field = |name: &str| {
+            body.get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or("-")
+                .to_string()
+        };
         let decision = body
             .pointer("/decision/effect")
             .and_then(|v| v.as_str())
@@ -52,7 +57,12 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
         let policies = body
             .pointer("/decision/policies")
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(","))
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default();
         let what = body
             .pointer("/statement/text")
@@ -70,7 +80,11 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
             field("principal"),
             field("target"),
             decision,
-            if policies.is_empty() { String::new() } else { format!(" [{policies}]") },
+            if policies.is_empty() {
+                String::new()
+            } else {
+                format!(" [{policies}]")
+            },
             what,
         ));
     }
@@ -103,7 +117,9 @@ fn format_time(time_ms: u64) -> String {
 /// Parses `90s`, `15m`, `1h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
@@ -126,9 +142,16 @@ pub fn dev_token(config: &Config, user: &str, groups: &[String], ttl: Duration) 
     Ok(issuer.issue(user, groups, ttl)?)
 }
 
-fn login_client_settings(config: &Config, file: &Path, issuer: Option<&str>) -> Result<portcullis_identity::OidcIssuerSettings> {
+fn login_client_settings(
+    config: &Config,
+    file: &Path,
+    issuer: Option<&str>,
+) -> Result<portcullis_identity::OidcIssuerSettings> {
     let settings = crate::oidc_settings(config, file)?;
-    let with_client: Vec<_> = settings.into_iter().filter(|s| s.client_id.is_some()).collect();
+    let with_client: Vec<_> = settings
+        .into_iter()
+        .filter(|s| s.client_id.is_some())
+        .collect();
     match issuer {
         Some(wanted) => with_client
             .into_iter()
@@ -146,7 +169,12 @@ fn login_client_settings(config: &Config, file: &Path, issuer: Option<&str>) -> 
 
 /// `portcullis login`: the authorization code flow through a browser, or
 /// the device flow, and the token cached for later.
-pub async fn login(config: &Config, file: &Path, issuer: Option<&str>, device: bool) -> Result<String> {
+pub async fn login(
+    config: &Config,
+    file: &Path,
+    issuer: Option<&str>,
+    device: bool,
+) -> Result<String> {
     crate::tls::install_crypto_provider();
     let settings = login_client_settings(config, file, issuer)?;
     let client = LoginClient::discover(&settings).await?;
@@ -169,7 +197,9 @@ pub async fn login(config: &Config, file: &Path, issuer: Option<&str>, device: b
         client
             .authorization_code(
                 |url| {
-                    eprintln!("Opening the browser to log in. If it does not open, visit:\n\n  {url}\n");
+                    eprintln!(
+                        "Opening the browser to log in. If it does not open, visit:\n\n  {url}\n"
+                    );
                     let _ = std::process::Command::new("xdg-open")
                         .arg(url)
                         .stdout(std::process::Stdio::null())
@@ -191,7 +221,12 @@ pub async fn login(config: &Config, file: &Path, issuer: Option<&str>, device: b
 
 /// `portcullis connect TARGET`: starts psql with the cached token in its
 /// environment (never on its command line).
-pub async fn connect(config: &Config, file: &Path, target: &str, issuer: Option<&str>) -> Result<std::process::Command> {
+pub async fn connect(
+    config: &Config,
+    file: &Path,
+    target: &str,
+    issuer: Option<&str>,
+) -> Result<std::process::Command> {
     crate::tls::install_crypto_provider();
     if !config.targets.iter().any(|t| t.name == target) {
         bail!("no target `{target}` in the config");

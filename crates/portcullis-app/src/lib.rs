@@ -52,7 +52,11 @@ impl Running {
         for task in &self.tasks {
             task.abort();
         }
-        self.gate.audit().shutdown().await.context("closing the audit log")?;
+        self.gate
+            .audit()
+            .shutdown()
+            .await
+            .context("closing the audit log")?;
         Ok(())
     }
 }
@@ -63,7 +67,10 @@ pub fn dev_issuer(config: &Config) -> Result<Option<DevIssuer>> {
         return Ok(None);
     };
     std::fs::create_dir_all(&config.gateway.data_dir).with_context(|| {
-        format!("cannot create data directory `{}`", config.gateway.data_dir.display())
+        format!(
+            "cannot create data directory `{}`",
+            config.gateway.data_dir.display()
+        )
     })?;
     let issuer = DevIssuer::load_or_create(DevIssuerSettings {
         issuer: dev.issuer.clone(),
@@ -115,9 +122,13 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
                         file.display()
                     );
                 };
-                let name = rustls_pki_types::ServerName::try_from(target.host.clone()).with_context(|| {
-                    format!("{}: `targets[{idx}].host`: not a valid TLS server name", file.display())
-                })?;
+                let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+                    .with_context(|| {
+                        format!(
+                            "{}: `targets[{idx}].host`: not a valid TLS server name",
+                            file.display()
+                        )
+                    })?;
                 Some((tls::client_config(ca)?, name))
             }
         };
@@ -151,7 +162,11 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
 
     let policies = CedarPolicies::load_dir(&config.policy.dir)
         .with_context(|| "no valid policy: the gateway refuses to serve without one".to_string())?;
-    info!(version = policies.version(), policies = policies.len(), "policy loaded");
+    info!(
+        version = policies.version(),
+        policies = policies.len(),
+        "policy loaded"
+    );
 
     let key = portcullis_audit::load_or_create_signing_key(data_dir)?;
     let audit = AuditLog::open(
@@ -182,7 +197,10 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     let mut pg_addr = None;
     if let Some(pg) = &config.postgres {
         let acceptor = match &pg.tls {
-            Some(files) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(&files.cert, &files.key)?)),
+            Some(files) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+                &files.cert,
+                &files.key,
+            )?)),
             None => None,
         };
         let cleartext = match pg.cleartext_password {

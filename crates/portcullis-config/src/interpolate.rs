@@ -52,7 +52,12 @@ pub(crate) fn interpolate_value(
     Ok(())
 }
 
-fn interpolate_str(input: &str, key: &str, file: &Path, env: &dyn Env) -> Result<String, ConfigError> {
+fn interpolate_str(
+    input: &str,
+    key: &str,
+    file: &Path,
+    env: &dyn Env,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {

@@ -252,8 +252,9 @@ where
         String(String),
     }
     match NumberOrString::deserialize(deserializer)? {
-        NumberOrString::Number(n) => T::try_from(n)
-            .map_err(|_| serde::de::Error::custom(format!("{n} is out of range"))),
+        NumberOrString::Number(n) => {
+            T::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
+        }
         NumberOrString::String(s) => s
             .trim()
             .parse()
@@ -273,7 +274,11 @@ impl Config {
 
     /// Parses a config held in memory; `file` is used for errors and to
     /// resolve relative paths.
-    pub fn parse(text: &str, file: &Path, env: &dyn interpolate::Env) -> Result<Config, ConfigError> {
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        env: &dyn interpolate::Env,
+    ) -> Result<Config, ConfigError> {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -329,7 +334,10 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (idx, target) in self.targets.iter().enumerate() {
             if target.name.is_empty() {
-                return Err(invalid(format!("targets[{idx}].name"), "must not be empty".into()));
+                return Err(invalid(
+                    format!("targets[{idx}].name"),
+                    "must not be empty".into(),
+                ));
             }
             if !names.insert(target.name.as_str()) {
                 return Err(invalid(
@@ -362,11 +370,14 @@ impl Config {
             key: format!("targets[{idx}]"),
             message: "no such target".into(),
         })?;
-        target.password.resolve().map_err(|message| ConfigError::Secret {
-            file: file.to_path_buf(),
-            key: format!("targets[{idx}].password"),
-            message,
-        })
+        target
+            .password
+            .resolve()
+            .map_err(|message| ConfigError::Secret {
+                file: file.to_path_buf(),
+                key: format!("targets[{idx}].password"),
+                message,
+            })
     }
 }
 

@@ -32,7 +32,10 @@ labels = { env = "dev" }
 "#;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
-    let env = MapEnv(HashMap::from([("PGHOST", "127.0.0.1"), ("PGPORT", "55432")]));
+    let env = MapEnv(HashMap::from([
+        ("PGHOST", "127.0.0.1"),
+        ("PGPORT", "55432"),
+    ]));
     Config::parse(text, Path::new("/etc/portcullis/portcullis.toml"), &env)
 }
 
@@ -51,9 +54,12 @@ fn parses_interpolates_and_resolves_paths() {
 
 #[test]
 fn unknown_key_names_file_and_key() {
-    let err = parse(&BASE.replace("[identity.dev]", "[identity.dev]\nissuer = \"x\"\ncolour = 1"))
-        .unwrap_err()
-        .to_string();
+    let err = parse(&BASE.replace(
+        "[identity.dev]",
+        "[identity.dev]\nissuer = \"x\"\ncolour = 1",
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("/etc/portcullis/portcullis.toml"), "{err}");
     assert!(err.contains("identity.dev"), "{err}");
     assert!(err.contains("colour"), "{err}");
@@ -61,7 +67,9 @@ fn unknown_key_names_file_and_key() {
 
 #[test]
 fn bad_value_names_the_key() {
-    let err = parse(&BASE.replace("\"${PGPORT:-5432}\"", "\"fifty\"")).unwrap_err().to_string();
+    let err = parse(&BASE.replace("\"${PGPORT:-5432}\"", "\"fifty\""))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("targets[0].port"), "{err}");
     assert!(err.contains("fifty"), "{err}");
 }
@@ -79,22 +87,38 @@ fn inline_secret_is_refused() {
 #[test]
 fn missing_env_names_the_variable() {
     let env = MapEnv(HashMap::new());
-    let err = Config::parse(BASE, Path::new("p.toml"), &env).unwrap_err().to_string();
-    assert!(err.contains("p.toml") && err.contains("targets[0].host") && err.contains("PGHOST"), "{err}");
+    let err = Config::parse(BASE, Path::new("p.toml"), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("p.toml") && err.contains("targets[0].host") && err.contains("PGHOST"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_secret_is_an_error_naming_the_key() {
     let config = parse(&BASE.replace("PGPASSWORD", "PORTCULLIS_TEST_UNSET_SECRET")).unwrap();
-    let err = config.target_password(Path::new("p.toml"), 0).unwrap_err().to_string();
-    assert!(err.contains("targets[0].password") && err.contains("PORTCULLIS_TEST_UNSET_SECRET"), "{err}");
+    let err = config
+        .target_password(Path::new("p.toml"), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("targets[0].password") && err.contains("PORTCULLIS_TEST_UNSET_SECRET"),
+        "{err}"
+    );
 }
 
 #[test]
 fn duplicate_targets_and_no_identity_are_refused() {
     let twice = format!("{BASE}\n{}", &BASE[BASE.find("[[targets]]").unwrap()..]);
-    assert!(parse(&twice).unwrap_err().to_string().contains("defined twice"));
-    let err = parse(&BASE.replace("[identity.dev]", "")).unwrap_err().to_string();
+    assert!(parse(&twice)
+        .unwrap_err()
+        .to_string()
+        .contains("defined twice"));
+    let err = parse(&BASE.replace("[identity.dev]", ""))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no identity source"), "{err}");
 }
 

@@ -56,10 +56,17 @@ struct DecisionKey {
 pub enum Check<'a> {
     /// A classified statement; `phase` says where in the protocol it was seen
     /// (`query`, `parse`, `execute`).
-    Statement { phase: &'a str, statement: &'a StatementInfo },
+    Statement {
+        phase: &'a str,
+        statement: &'a StatementInfo,
+    },
     /// A statement refused before any policy could see it (it did not parse,
     /// or the protocol does not allow it); the decision is a denial.
-    Refused { phase: &'a str, text: &'a str, reason: &'a str },
+    Refused {
+        phase: &'a str,
+        text: &'a str,
+        reason: &'a str,
+    },
 }
 
 /// One session as the Gate sees it.
@@ -95,8 +102,13 @@ impl Session {
         };
         let mut groups = principal.groups.clone();
         groups.sort();
-        let cache_principal: Arc<str> =
-            format!("{}\0{}\0{}", principal.issuer, principal.id, groups.join("\0")).into();
+        let cache_principal: Arc<str> = format!(
+            "{}\0{}\0{}",
+            principal.issuer,
+            principal.id,
+            groups.join("\0")
+        )
+        .into();
         let cache_target: Arc<str> = target.name.as_str().into();
         Session {
             id,
@@ -194,7 +206,11 @@ impl Gate {
     /// Decides a batch of statements seen together (one read from the
     /// client), in order, and writes their audit entries in one group. Returns
     /// only once every entry is durable; an error means none may go ahead.
-    pub async fn check(&self, session: &mut Session, checks: &[Check<'_>]) -> Result<Vec<Decision>, GateError> {
+    pub async fn check(
+        &self,
+        session: &mut Session,
+        checks: &[Check<'_>],
+    ) -> Result<Vec<Decision>, GateError> {
         let mut decisions = Vec::with_capacity(checks.len());
         for check in checks {
             let decision = match check {
@@ -225,7 +241,11 @@ impl Gate {
                     statement: StatementFields::from(*statement),
                     decision: DecisionFields::from(decision),
                 },
-                Check::Refused { phase, text, reason } => AuditEvent::Refused {
+                Check::Refused {
+                    phase,
+                    text,
+                    reason,
+                } => AuditEvent::Refused {
                     session: &session.fields,
                     phase,
                     text,
@@ -250,7 +270,8 @@ impl Gate {
                 outcome,
                 statements: session.statements,
                 denied: session.denied,
-                duration_ms: u64::try_from(session.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                duration_ms: u64::try_from(session.started.elapsed().as_millis())
+                    .unwrap_or(u64::MAX),
             })
             .await;
         if let Err(e) = result {

@@ -9,16 +9,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use portcullis_identity::{
     DeviceCode, IdentityError, LoginClient, OidcIssuerSettings, TokenCache, Tokens, Verifier,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 mod support;

@@ -76,7 +76,8 @@ impl CancelRegistry {
 
 /// Sends a cancel request to the target. Best effort, as in PostgreSQL.
 pub async fn cancel_on_target(key: &TargetCancelKey) -> std::io::Result<()> {
-    let mut stream = tokio::net::TcpStream::connect((key.addr.host.as_str(), key.addr.port)).await?;
+    let mut stream =
+        tokio::net::TcpStream::connect((key.addr.host.as_str(), key.addr.port)).await?;
     let mut out = BytesMut::new();
     crate::codec::build::cancel_request(&mut out, key.pid, key.secret);
     stream.write_all(&out).await?;
@@ -106,7 +107,10 @@ mod tests {
         assert!(registry.lookup(a.pid, a.secret).is_some());
         assert!(registry.lookup(a.pid, b.secret).is_none() || a.secret == b.secret);
         assert!(registry.lookup(a.pid, a.secret.wrapping_add(1)).is_none());
-        assert!(registry.lookup(42, 7).is_none(), "the target's own key must not work");
+        assert!(
+            registry.lookup(42, 7).is_none(),
+            "the target's own key must not work"
+        );
         let pid = a.pid;
         drop(a);
         assert!(registry.lookup(pid, 0).is_none());

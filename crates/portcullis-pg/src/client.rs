@@ -25,7 +25,10 @@ pub struct ClientStartup {
 
 impl ClientStartup {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -38,7 +41,10 @@ fn startup_error(e: StartupError) -> PgError {
 
 /// Reads the startup sequence, upgrading to TLS when the client asks and
 /// the gateway has a certificate.
-pub async fn accept(mut tcp: TcpStream, tls: Option<&tokio_rustls::TlsAcceptor>) -> Result<Hello, PgError> {
+pub async fn accept(
+    mut tcp: TcpStream,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) -> Result<Hello, PgError> {
     loop {
         match read_startup(&mut tcp).await.map_err(startup_error)? {
             StartupPacket::SslRequest => match tls {
@@ -50,7 +56,9 @@ pub async fn accept(mut tcp: TcpStream, tls: Option<&tokio_rustls::TlsAcceptor>)
                             startup(Box::new(stream), version, params, true).await
                         }
                         StartupPacket::Cancel { pid, secret } => Ok(Hello::Cancel { pid, secret }),
-                        _ => Err(PgError::ClientProtocol("unexpected request inside TLS".into())),
+                        _ => Err(PgError::ClientProtocol(
+                            "unexpected request inside TLS".into(),
+                        )),
                     };
                 }
                 None => tcp.write_all(b"N").await.map_err(PgError::ClientIo)?,
@@ -82,8 +90,15 @@ async fn startup(
         build::negotiate_protocol_version(&mut out, 0, &unrecognized);
         stream.write_all(&out).await.map_err(PgError::ClientIo)?;
     }
-    let params = params.into_iter().filter(|(name, _)| !name.starts_with("_pq_.")).collect();
-    Ok(Hello::Session(ClientStartup { stream, params, tls }))
+    let params = params
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("_pq_."))
+        .collect();
+    Ok(Hello::Session(ClientStartup {
+        stream,
+        params,
+        tls,
+    }))
 }
 
 /// Asks the client for its password (the token) and reads it.
@@ -93,7 +108,9 @@ pub async fn read_password(stream: &mut BoxStream) -> Result<String, PgError> {
     stream.write_all(&out).await.map_err(PgError::ClientIo)?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if let Some(frame) = split_frame(&mut buf).map_err(|e| PgError::ClientProtocol(e.to_string()))? {
+        if let Some(frame) =
+            split_frame(&mut buf).map_err(|e| PgError::ClientProtocol(e.to_string()))?
+        {
             if frame.tag != b'p' {
                 return Err(PgError::ClientProtocol(format!(
                     "expected a password message, got `{}`",

@@ -38,7 +38,9 @@ impl PgError {
     pub fn side(&self) -> Side {
         match self {
             PgError::ClientIo(_) | PgError::ClientProtocol(_) => Side::Client,
-            PgError::TargetIo { .. } | PgError::TargetProtocol { .. } | PgError::TargetRefused { .. } => Side::Target,
+            PgError::TargetIo { .. }
+            | PgError::TargetProtocol { .. }
+            | PgError::TargetRefused { .. } => Side::Target,
             PgError::Internal(_) => Side::Internal,
         }
     }
@@ -47,7 +49,9 @@ impl PgError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             PgError::ClientIo(_) | PgError::ClientProtocol(_) => "08P01",
-            PgError::TargetIo { .. } | PgError::TargetProtocol { .. } | PgError::TargetRefused { .. } => "08006",
+            PgError::TargetIo { .. }
+            | PgError::TargetProtocol { .. }
+            | PgError::TargetRefused { .. } => "08006",
             PgError::Internal(_) => "XX000",
         }
     }

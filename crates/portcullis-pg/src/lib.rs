@@ -153,8 +153,17 @@ impl PgService {
             .filter(|d| !d.is_empty())
             .unwrap_or(&client_user)
             .to_string();
-        if startup.param("replication").is_some_and(|r| r != "false" && r != "0") {
-            client::refuse(&mut startup.stream, "42501", "replication connections are not allowed through the gateway", None).await;
+        if startup
+            .param("replication")
+            .is_some_and(|r| r != "false" && r != "0")
+        {
+            client::refuse(
+                &mut startup.stream,
+                "42501",
+                "replication connections are not allowed through the gateway",
+                None,
+            )
+            .await;
             return;
         }
         let token = match client::read_password(&mut startup.stream).await {
@@ -188,7 +197,13 @@ impl PgService {
             .await;
             return;
         };
-        let session = Session::new(id.clone(), principal, target.target.clone(), peer, &client_user);
+        let session = Session::new(
+            id.clone(),
+            principal,
+            target.target.clone(),
+            peer,
+            &client_user,
+        );
         let decision = match self.gate.connect(&session).await {
             Ok(decision) => decision,
             Err(e) => {
@@ -205,7 +220,10 @@ impl PgService {
             client::refuse(
                 &mut startup.stream,
                 "28000",
-                &format!("access to target `{target_name}` denied{by}: {}", decision.reason),
+                &format!(
+                    "access to target `{target_name}` denied{by}: {}",
+                    decision.reason
+                ),
                 None,
             )
             .await;
@@ -223,13 +241,19 @@ impl PgService {
             Err(e) => {
                 warn!(error = %e, "cannot open the target session");
                 let (code, text) = match &e {
-                    PgError::TargetRefused { code, message, .. } => {
-                        (code.clone(), format!("target `{target_name}` refused the session: {message}"))
-                    }
-                    other => (other.sqlstate().to_string(), format!("cannot reach target `{target_name}`: {other}")),
+                    PgError::TargetRefused { code, message, .. } => (
+                        code.clone(),
+                        format!("target `{target_name}` refused the session: {message}"),
+                    ),
+                    other => (
+                        other.sqlstate().to_string(),
+                        format!("cannot reach target `{target_name}`: {other}"),
+                    ),
                 };
                 client::refuse(&mut startup.stream, &code, &text, None).await;
-                self.gate.end(&session, &format!("target unavailable: {e}")).await;
+                self.gate
+                    .end(&session, &format!("target unavailable: {e}"))
+                    .await;
                 return;
             }
         };
@@ -238,7 +262,13 @@ impl PgService {
             pid: connection.pid,
             secret: connection.secret,
         }) else {
-            client::refuse(&mut startup.stream, "XX000", "internal error: cancel registry unavailable", None).await;
+            client::refuse(
+                &mut startup.stream,
+                "XX000",
+                "internal error: cancel registry unavailable",
+                None,
+            )
+            .await;
             return;
         };
         let mut out = bytes::BytesMut::new();
@@ -259,7 +289,9 @@ impl PgService {
             classifier: self.classifier.clone(),
             session,
         };
-        let (session, ending) = relay.run(startup.stream, connection.stream, connection.leftover).await;
+        let (session, ending) = relay
+            .run(startup.stream, connection.stream, connection.leftover)
+            .await;
         drop(registration);
         info!(outcome = %ending.describe(), "session ended");
         self.gate.end(&session, &ending.describe()).await;

@@ -24,7 +24,10 @@ pub struct PgTarget {
     /// Held in memory only; never logged, audited or sent to a client.
     pub password: String,
     /// TLS to the target, with the name its certificate must carry.
-    pub tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -66,7 +69,10 @@ impl PgTarget {
 
     /// Connects, negotiates TLS when configured, starts up with the client's
     /// allowed parameters, and authenticates with the gateway's credentials.
-    pub async fn connect(&self, client_params: &[(&str, &str)]) -> Result<TargetConnection, PgError> {
+    pub async fn connect(
+        &self,
+        client_params: &[(&str, &str)],
+    ) -> Result<TargetConnection, PgError> {
         let tcp = tokio::net::TcpStream::connect((self.addr.host.as_str(), self.addr.port))
             .await
             .map_err(|e| self.io(e))?;
@@ -80,13 +86,21 @@ impl PgTarget {
                 tcp.write_all(&out).await.map_err(|e| self.io(e))?;
                 let answer = tcp.read_u8().await.map_err(|e| self.io(e))?;
                 if answer != b'S' {
-                    return Err(self.protocol("the target does not accept TLS, and the config requires it"));
+                    return Err(
+                        self.protocol("the target does not accept TLS, and the config requires it")
+                    );
                 }
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
-                Box::new(connector.connect(name.clone(), tcp).await.map_err(|e| self.io(e))?)
+                Box::new(
+                    connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|e| self.io(e))?,
+                )
             }
         };
-        let mut params: Vec<(&str, &str)> = vec![("user", &self.user), ("database", &self.database)];
+        let mut params: Vec<(&str, &str)> =
+            vec![("user", &self.user), ("database", &self.database)];
         params.extend_from_slice(client_params);
         let mut out = BytesMut::new();
         build::startup(&mut out, &params);
@@ -160,7 +174,12 @@ impl PgTarget {
                 b'N' | b'v' => {}
                 b'E' => {
                     let fields = message::error_fields(frame.body()).unwrap_or_default();
-                    let field = |c: u8| fields.iter().find(|(f, _)| *f == c).map(|(_, v)| v.to_string());
+                    let field = |c: u8| {
+                        fields
+                            .iter()
+                            .find(|(f, _)| *f == c)
+                            .map(|(_, v)| v.to_string())
+                    };
                     return Err(PgError::TargetRefused {
                         target: self.target.name.clone(),
                         code: field(b'C').unwrap_or_else(|| "08006".into()),
@@ -168,7 +187,8 @@ impl PgTarget {
                     });
                 }
                 b'Z' => {
-                    let (pid, secret) = key.ok_or_else(|| self.protocol("no BackendKeyData before ReadyForQuery"))?;
+                    let (pid, secret) =
+                        key.ok_or_else(|| self.protocol("no BackendKeyData before ReadyForQuery"))?;
                     return Ok(TargetConnection {
                         stream,
                         parameter_status,
@@ -187,7 +207,11 @@ impl PgTarget {
         }
     }
 
-    async fn read_frame(&self, stream: &mut BoxStream, buf: &mut BytesMut) -> Result<Frame, PgError> {
+    async fn read_frame(
+        &self,
+        stream: &mut BoxStream,
+        buf: &mut BytesMut,
+    ) -> Result<Frame, PgError> {
         loop {
             if let Some(frame) = split_frame(buf).map_err(|e| self.protocol(e.to_string()))? {
                 return Ok(frame);

@@ -116,7 +116,12 @@ pub struct Relay {
 
 impl Relay {
     /// Runs the session until either side ends it.
-    pub async fn run(mut self, client: BoxStream, target: BoxStream, target_leftover: BytesMut) -> (Session, Ending) {
+    pub async fn run(
+        mut self,
+        client: BoxStream,
+        target: BoxStream,
+        target_leftover: BytesMut,
+    ) -> (Session, Ending) {
         let shared = Arc::new(Shared {
             nonce: format!("{:016x}", rand::random::<u64>()),
             denials: Mutex::new(HashMap::new()),
@@ -308,11 +313,17 @@ impl Relay {
 
     /// Classifies a query text and resolves SQL `EXECUTE`s. An error is a
     /// refusal: a reason and its SQLSTATE.
-    fn statements(&self, sql: &str, prepared: &mut Prepared) -> Result<Vec<StatementInfo>, (String, &'static str)> {
-        let classified = self
-            .classifier
-            .classify(sql)
-            .map_err(|e| (format!("the gateway refuses what it cannot parse: {e}"), "42601"))?;
+    fn statements(
+        &self,
+        sql: &str,
+        prepared: &mut Prepared,
+    ) -> Result<Vec<StatementInfo>, (String, &'static str)> {
+        let classified = self.classifier.classify(sql).map_err(|e| {
+            (
+                format!("the gateway refuses what it cannot parse: {e}"),
+                "42601",
+            )
+        })?;
         let mut statements = Vec::with_capacity(classified.len());
         for statement in classified.iter() {
             if let Some(name) = &statement.prepares {
@@ -336,14 +347,32 @@ impl Relay {
 
     /// Asks the Gate about every planned message, then builds the bytes for
     /// the target: allowed messages as they came, refused ones poisoned.
-    async fn enforce(&mut self, plan: Vec<Planned>, shared: &Shared, poison_seq: &mut u64) -> (BytesMut, bool) {
+    async fn enforce(
+        &mut self,
+        plan: Vec<Planned>,
+        shared: &Shared,
+        poison_seq: &mut u64,
+    ) -> (BytesMut, bool) {
         let mut checks = Vec::new();
         for item in &plan {
             match item {
-                Planned::Gated { phase, statements, .. } => {
-                    checks.extend(statements.iter().map(|statement| Check::Statement { phase, statement }))
-                }
-                Planned::Refused { phase, text, reason, .. } => checks.push(Check::Refused { phase, text, reason }),
+                Planned::Gated {
+                    phase, statements, ..
+                } => checks.extend(
+                    statements
+                        .iter()
+                        .map(|statement| Check::Statement { phase, statement }),
+                ),
+                Planned::Refused {
+                    phase,
+                    text,
+                    reason,
+                    ..
+                } => checks.push(Check::Refused {
+                    phase,
+                    text,
+                    reason,
+                }),
                 Planned::Forward(_) | Planned::Terminate(_) => {}
             }
         }
@@ -364,12 +393,22 @@ impl Relay {
                     terminated = true;
                     break;
                 }
-                Planned::Refused { reason, code, poison, .. } => {
+                Planned::Refused {
+                    reason,
+                    code,
+                    poison,
+                    ..
+                } => {
                     next_decision += 1;
                     let error = error_bytes(code, &format!("refused: {reason}"), None, None);
                     poison_into(&mut out, shared, poison_seq, poison.kind(), error);
                 }
-                Planned::Gated { raw, statements, poison, .. } => {
+                Planned::Gated {
+                    raw,
+                    statements,
+                    poison,
+                    ..
+                } => {
                     let range = next_decision..next_decision + statements.len();
                     next_decision = range.end;
                     let refusal = match &decisions {
@@ -384,13 +423,21 @@ impl Relay {
                             .or_else(|| {
                                 // INVARIANT: one decision per statement; a
                                 // short answer is treated as a refusal.
-                                (decisions.len() < range.end)
-                                    .then(|| error_bytes("XX000", "internal error: missing decision", None, None))
+                                (decisions.len() < range.end).then(|| {
+                                    error_bytes(
+                                        "XX000",
+                                        "internal error: missing decision",
+                                        None,
+                                        None,
+                                    )
+                                })
                             }),
                     };
                     match refusal {
                         None => out.extend_from_slice(&raw),
-                        Some(error) => poison_into(&mut out, shared, poison_seq, poison.kind(), error),
+                        Some(error) => {
+                            poison_into(&mut out, shared, poison_seq, poison.kind(), error)
+                        }
                     }
                 }
             }
@@ -419,7 +466,11 @@ fn denial_bytes(decision: &portcullis_core::Decision, idx: usize, of: usize) -> 
         [] => format!("denied{which}: {}", decision.reason),
         policies => {
             let names: Vec<String> = policies.iter().map(|p| format!("`{p}`")).collect();
-            format!("denied by policy {}{which}: {}", names.join(", "), decision.reason)
+            format!(
+                "denied by policy {}{which}: {}",
+                names.join(", "),
+                decision.reason
+            )
         }
     };
     let detail = format!("policy version {}", decision.policy_version);
@@ -434,7 +485,13 @@ fn error_bytes(code: &str, text: &str, detail: Option<&str>, hint: Option<&str>)
 
 /// Writes a poison message in place of a refused one and remembers what the
 /// client should see when the target rejects it.
-fn poison_into(out: &mut BytesMut, shared: &Shared, seq: &mut u64, kind: PoisonKind<'_>, error: Bytes) {
+fn poison_into(
+    out: &mut BytesMut,
+    shared: &Shared,
+    seq: &mut u64,
+    kind: PoisonKind<'_>,
+    error: Bytes,
+) {
     *seq += 1;
     let marker = format!("pcx_{}_{}", shared.nonce, seq);
     let sql = format!("SELECT \"{marker}\"");
@@ -477,7 +534,10 @@ async fn target_to_client(
                 break;
             }
             if tag == b'E' && shared.pending.load(Ordering::Acquire) > 0 {
-                if let Some(replacement) = buf.get(pos..end).and_then(|raw| replacement_for(raw, &prefix, &shared)) {
+                if let Some(replacement) = buf
+                    .get(pos..end)
+                    .and_then(|raw| replacement_for(raw, &prefix, &shared))
+                {
                     if let Some(run) = buf.get(run_start..pos) {
                         if let Err(e) = client.write_all(run).await {
                             return Ending::Error(PgError::ClientIo(e));

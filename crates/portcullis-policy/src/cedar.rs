@@ -29,7 +29,9 @@ pub struct CedarPolicies {
 
 impl std::fmt::Debug for CedarPolicies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CedarPolicies").field("version", &self.version).finish()
+        f.debug_struct("CedarPolicies")
+            .field("version", &self.version)
+            .finish()
     }
 }
 
@@ -196,7 +198,12 @@ impl CedarPolicies {
         let principal_uid = user_uid(request.principal)?;
         let target_uid = entity_uid("Target", &request.target.name)?;
         let action_uid = entity_uid("Action", request.action.name())?;
-        let entities = self.entities(request.principal, principal_uid.clone(), request.target, target_uid.clone())?;
+        let entities = self.entities(
+            request.principal,
+            principal_uid.clone(),
+            request.target,
+            target_uid.clone(),
+        )?;
         let context = self.context(request)?;
         let cedar_request = cedar_policy::Request::new(
             principal_uid,
@@ -206,7 +213,9 @@ impl CedarPolicies {
             Some(&self.schema),
         )
         .map_err(|e| format!("the request does not match the policy schema: {e}"))?;
-        let response = self.authorizer.is_authorized(&cedar_request, &self.policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, &self.policies, &entities);
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -263,7 +272,10 @@ impl CedarPolicies {
     }
 
     fn name_of(&self, id: &PolicyId) -> String {
-        self.names.get(id).cloned().unwrap_or_else(|| id.to_string())
+        self.names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
     }
 
     fn entities(
@@ -279,14 +291,27 @@ impl CedarPolicies {
             .map(|g| entity_uid("Group", g))
             .collect::<Result<Vec<_>, _>>()?;
         let mut attrs = vec![
-            ("subject".to_string(), RestrictedExpression::new_string(principal.subject.clone())),
-            ("issuer".to_string(), RestrictedExpression::new_string(principal.issuer.clone())),
+            (
+                "subject".to_string(),
+                RestrictedExpression::new_string(principal.subject.clone()),
+            ),
+            (
+                "issuer".to_string(),
+                RestrictedExpression::new_string(principal.issuer.clone()),
+            ),
         ];
         if let Some(email) = &principal.email {
-            attrs.push(("email".to_string(), RestrictedExpression::new_string(email.clone())));
+            attrs.push((
+                "email".to_string(),
+                RestrictedExpression::new_string(email.clone()),
+            ));
         }
-        let user = Entity::new(principal_uid, attrs.into_iter().collect(), groups.iter().cloned().collect())
-            .map_err(|e| e.to_string())?;
+        let user = Entity::new(
+            principal_uid,
+            attrs.into_iter().collect(),
+            groups.iter().cloned().collect(),
+        )
+        .map_err(|e| e.to_string())?;
         let target_entity = Entity::new_with_tags(
             target_uid,
             [(
@@ -323,10 +348,17 @@ impl CedarPolicies {
 
 fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, String> {
     let strings = |items: &[String]| {
-        RestrictedExpression::new_set(items.iter().map(|s| RestrictedExpression::new_string(s.clone())))
+        RestrictedExpression::new_set(
+            items
+                .iter()
+                .map(|s| RestrictedExpression::new_string(s.clone())),
+        )
     };
     RestrictedExpression::new_record([
-        ("kind".to_string(), RestrictedExpression::new_string(statement.kind.as_str().to_string())),
+        (
+            "kind".to_string(),
+            RestrictedExpression::new_string(statement.kind.as_str().to_string()),
+        ),
         (
             "kinds".to_string(),
             RestrictedExpression::new_set(
@@ -336,12 +368,24 @@ fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, S
                     .map(|k| RestrictedExpression::new_string(k.as_str().to_string())),
             ),
         ),
-        ("command".to_string(), RestrictedExpression::new_string(statement.command.clone())),
+        (
+            "command".to_string(),
+            RestrictedExpression::new_string(statement.command.clone()),
+        ),
         ("tables".to_string(), strings(&statement.tables)),
         ("functions".to_string(), strings(&statement.functions)),
-        ("has_where".to_string(), RestrictedExpression::new_bool(statement.has_where)),
-        ("writes".to_string(), RestrictedExpression::new_bool(statement.writes)),
-        ("text".to_string(), RestrictedExpression::new_string(statement.text.clone())),
+        (
+            "has_where".to_string(),
+            RestrictedExpression::new_bool(statement.has_where),
+        ),
+        (
+            "writes".to_string(),
+            RestrictedExpression::new_bool(statement.writes),
+        ),
+        (
+            "text".to_string(),
+            RestrictedExpression::new_string(statement.text.clone()),
+        ),
     ])
     .map_err(|e| e.to_string())
 }

@@ -1,5 +1,7 @@
 use super::*;
-use portcullis_core::{Action, Principal, Request, StatementInfo, StatementKind, Target, TargetKind};
+use portcullis_core::{
+    Action, Principal, Request, StatementInfo, StatementKind, Target, TargetKind,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -55,13 +57,25 @@ fn decide(policies: &CedarPolicies, p: &Principal, action: Action) -> portcullis
 #[test]
 fn connect_is_for_eng_and_dba_only() {
     let policies = quickstart();
-    let allowed = decide(&policies, &principal("alice@example.com", &["eng"]), Action::Connect);
+    let allowed = decide(
+        &policies,
+        &principal("alice@example.com", &["eng"]),
+        Action::Connect,
+    );
     assert!(allowed.is_allowed(), "{allowed:?}");
     assert_eq!(allowed.policies, vec!["eng-connect"]);
-    let denied = decide(&policies, &principal("mallory@example.com", &["sales"]), Action::Connect);
+    let denied = decide(
+        &policies,
+        &principal("mallory@example.com", &["sales"]),
+        Action::Connect,
+    );
     assert!(!denied.is_allowed());
     assert!(denied.policies.is_empty());
-    assert!(denied.reason.contains("no policy permits `connect`"), "{}", denied.reason);
+    assert!(
+        denied.reason.contains("no policy permits `connect`"),
+        "{}",
+        denied.reason
+    );
     assert!(denied.policy_version.starts_with("sha256:"));
 }
 
@@ -70,14 +84,29 @@ fn guardrails_name_the_policy_and_the_reason() {
     let policies = quickstart();
     let dba = principal("dba@example.com", &["eng", "dba"]);
     let cases = [
-        (statement(StatementKind::Delete, "DELETE", false), Some("no-unbounded-writes")),
+        (
+            statement(StatementKind::Delete, "DELETE", false),
+            Some("no-unbounded-writes"),
+        ),
         (statement(StatementKind::Delete, "DELETE", true), None),
-        (statement(StatementKind::Ddl, "DROP DATABASE", true), Some("no-drop-database")),
+        (
+            statement(StatementKind::Ddl, "DROP DATABASE", true),
+            Some("no-drop-database"),
+        ),
         (statement(StatementKind::Ddl, "CREATE TABLE", true), None),
-        (statement(StatementKind::Copy, "COPY FROM PROGRAM", true), Some("no-copy-program")),
+        (
+            statement(StatementKind::Copy, "COPY FROM PROGRAM", true),
+            Some("no-copy-program"),
+        ),
         (statement(StatementKind::Copy, "COPY TO STDOUT", true), None),
-        (statement(StatementKind::Ddl, "ALTER SYSTEM", true), Some("no-alter-system")),
-        (statement(StatementKind::Dcl, "CREATE ROLE", true), Some("no-role-changes")),
+        (
+            statement(StatementKind::Ddl, "ALTER SYSTEM", true),
+            Some("no-alter-system"),
+        ),
+        (
+            statement(StatementKind::Dcl, "CREATE ROLE", true),
+            Some("no-role-changes"),
+        ),
         (statement(StatementKind::Dcl, "GRANT", true), None),
     ];
     for (statement, forbidden_by) in cases {
@@ -102,7 +131,11 @@ fn eng_cannot_run_ddl_or_opaque_code() {
         let decision = decide(&policies, &alice, Action::Query(statement(kind, "X", true)));
         assert!(!decision.is_allowed(), "{kind}");
     }
-    let select = decide(&policies, &alice, Action::Query(statement(StatementKind::Select, "SELECT", true)));
+    let select = decide(
+        &policies,
+        &alice,
+        Action::Query(statement(StatementKind::Select, "SELECT", true)),
+    );
     assert!(select.is_allowed());
 }
 
@@ -119,13 +152,17 @@ fn labels_are_tags() {
 
 #[test]
 fn invalid_policies_give_file_line_and_column() {
-    let err = CedarPolicies::from_sources(&[("bad.cedar", "permit (principal, action, resource)\nwhen { context.nope == 1 };")])
-        .unwrap_err()
-        .to_string();
+    let err = CedarPolicies::from_sources(&[(
+        "bad.cedar",
+        "permit (principal, action, resource)\nwhen { context.nope == 1 };",
+    )])
+    .unwrap_err()
+    .to_string();
     assert!(err.starts_with("bad.cedar:2:"), "{err}");
-    let err = CedarPolicies::from_sources(&[("syntax.cedar", "permit (principal,\n action resource);")])
-        .unwrap_err()
-        .to_string();
+    let err =
+        CedarPolicies::from_sources(&[("syntax.cedar", "permit (principal,\n action resource);")])
+            .unwrap_err()
+            .to_string();
     assert!(err.starts_with("syntax.cedar:2:"), "{err}");
 }
 

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "An access gateway that enforces policy on every connection and every statement")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An access gateway that enforces policy on every connection and every statement"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,9 @@ fn load(path: &Path) -> Result<Config> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -118,30 +124,61 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             tracing::info!("shutting down");
             running.shutdown().await?;
         }
-        Command::Audit { command: AuditCommand::Verify { config } } => {
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => {
             let config = load(&config)?;
             print!("{}", commands::audit_verify(&config)?);
         }
-        Command::Audit { command: AuditCommand::Tail { config, n, json } } => {
+        Command::Audit {
+            command: AuditCommand::Tail { config, n, json },
+        } => {
             let config = load(&config)?;
             print!("{}", commands::audit_tail(&config, n, json)?);
         }
-        Command::Dev { command: DevCommand::Token { config, user, groups, ttl } } => {
+        Command::Dev {
+            command:
+                DevCommand::Token {
+                    config,
+                    user,
+                    groups,
+                    ttl,
+                },
+        } => {
             let config = load(&config)?;
             let groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
             let ttl = commands::parse_duration(&ttl)?;
             println!("{}", commands::dev_token(&config, &user, &groups, ttl)?);
         }
-        Command::Login { config: path, issuer, device } => {
+        Command::Login {
+            config: path,
+            issuer,
+            device,
+        } => {
             let config = load(&path)?;
-            eprint!("{}", commands::login(&config, &path, issuer.as_deref(), device).await?);
+            eprint!(
+                "{}",
+                commands::login(&config, &path, issuer.as_deref(), device).await?
+            );
         }
-        Command::Connect { config: path, issuer, target, psql_args } => {
+        Command::Connect {
+            config: path,
+            issuer,
+            target,
+            psql_args,
+        } => {
             let config = load(&path)?;
             let mut command = commands::connect(&config, &path, &target, issuer.as_deref()).await?;
             command.args(psql_args);
-            let status = command.status().context("cannot start psql (is it installed?)")?;
-            return Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)));
+            let status = command
+                .status()
+                .context("cannot start psql (is it installed?)")?;
+            return Ok(ExitCode::from(
+                status
+                    .code()
+                    .and_then(|c| u8::try_from(c).ok())
+                    .unwrap_or(1),
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)

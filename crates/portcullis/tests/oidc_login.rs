@@ -2,6 +2,8 @@
 //! (authorization code + PKCE through the browser), then `portcullis connect`
 //! starts psql through the gateway with the cached token.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 #[path = "../../portcullis-identity/tests/support/mod.rs"]
 mod oidc;
@@ -44,7 +46,11 @@ async fn login_then_connect_through_the_gateway() {
         .unwrap();
     let mut lines = BufReader::new(login.stderr.take().unwrap()).lines();
     let url = loop {
-        let line = lines.next_line().await.unwrap().expect("login printed no address");
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("login printed no address");
         if let Some(url) = line.trim().strip_prefix("http") {
             break format!("http{url}");
         }
@@ -69,7 +75,18 @@ async fn login_then_connect_through_the_gateway() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["connect", "--config"])
         .arg(&gw.config_path)
-        .args(["demo", "--", "-p", &port, "-X", "-tA", "-c", "create table made_by_dba (x int)", "-c", "select count(*) from customers"])
+        .args([
+            "demo",
+            "--",
+            "-p",
+            &port,
+            "-X",
+            "-tA",
+            "-c",
+            "create table made_by_dba (x int)",
+            "-c",
+            "select count(*) from customers",
+        ])
         .env("XDG_CONFIG_HOME", home.path())
         .output()
         .unwrap();
@@ -78,8 +95,10 @@ async fn login_then_connect_through_the_gateway() {
 
     // The audit log knows who it was, from the provider's token.
     let tail = gw.cli(&["audit", "tail", "-n", "20", "--json"]);
-    let entries: Vec<serde_json::Value> =
-        stdout(&tail).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<serde_json::Value> = stdout(&tail)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let ddl = entries
         .iter()
         .find(|e| e["entry"]["statement"]["command"] == "CREATE TABLE")

@@ -1,6 +1,8 @@
 //! Attempts to get around the gateway: bad tokens, someone else's cancel
 //! key, a tampered or unwritable audit log, credentials leaking.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use base64::Engine;
@@ -14,7 +16,9 @@ fn b64(data: &[u8]) -> String {
 /// The claims of a dev token, to forge variants of it.
 fn claims_of(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -26,21 +30,37 @@ async fn only_valid_tokens_get_in_and_only_for_permitted_groups() {
 
     // A forged token: same claims, signed with another dev issuer's key.
     let other_dir = tempfile::tempdir().unwrap();
-    let other = portcullis_identity::DevIssuer::load_or_create(portcullis_identity::DevIssuerSettings {
-        issuer: "portcullis-dev".into(),
-        audience: "portcullis".into(),
-        key_path: other_dir.path().join("k"),
-    })
-    .unwrap();
-    let forged = other.issue("alice@example.com", &["eng".to_string(), "dba".to_string()], Duration::from_secs(600)).unwrap();
+    let other =
+        portcullis_identity::DevIssuer::load_or_create(portcullis_identity::DevIssuerSettings {
+            issuer: "portcullis-dev".into(),
+            audience: "portcullis".into(),
+            key_path: other_dir.path().join("k"),
+        })
+        .unwrap();
+    let forged = other
+        .issue(
+            "alice@example.com",
+            &["eng".to_string(), "dba".to_string()],
+            Duration::from_secs(600),
+        )
+        .unwrap();
     // An `alg: none` token with alice's claims.
     let claims = claims_of(&alice);
-    let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
     // A token whose payload was changed to add a group.
     let mut escalated = claims.clone();
     escalated["groups"] = serde_json::json!(["eng", "dba"]);
     let parts: Vec<&str> = alice.split('.').collect();
-    let tampered = format!("{}.{}.{}", parts[0], b64(escalated.to_string().as_bytes()), parts[2]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(escalated.to_string().as_bytes()),
+        parts[2]
+    );
     for (name, token) in [
         ("forged", forged),
         ("alg none", none),
@@ -48,9 +68,17 @@ async fn only_valid_tokens_get_in_and_only_for_permitted_groups() {
         ("garbage", "not-a-token".to_string()),
         ("empty", String::new()),
     ] {
-        let err = gw.connect(&token).await.err().unwrap_or_else(|| panic!("{name} got in"));
+        let err = gw
+            .connect(&token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name} got in"));
         assert_eq!(sqlstate(&err), "28P01", "{name}: {}", db_message(&err));
-        assert!(db_message(&err).starts_with("authentication failed"), "{name}: {}", db_message(&err));
+        assert!(
+            db_message(&err).starts_with("authentication failed"),
+            "{name}: {}",
+            db_message(&err)
+        );
     }
     // A token whose expiry was moved back (the verifier's expiry checks
     // themselves are tested in portcullis-identity with validly signed tokens).
@@ -58,7 +86,12 @@ async fn only_valid_tokens_get_in_and_only_for_permitted_groups() {
     old["exp"] = serde_json::json!(1_000_000_000u64);
     old["iat"] = serde_json::json!(999_999_000u64);
     old["nbf"] = serde_json::json!(999_999_000u64);
-    let old_token = format!("{}.{}.{}", parts[0], b64(old.to_string().as_bytes()), parts[2]);
+    let old_token = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(old.to_string().as_bytes()),
+        parts[2]
+    );
     let err = gw.connect(&old_token).await.err().unwrap();
     assert_eq!(sqlstate(&err), "28P01");
 
@@ -66,11 +99,21 @@ async fn only_valid_tokens_get_in_and_only_for_permitted_groups() {
     let mallory = gw.token("mallory@example.com", &["sales"]);
     let err = gw.connect(&mallory).await.err().unwrap();
     assert_eq!(sqlstate(&err), "28000");
-    assert!(db_message(&err).contains("access to target `demo` denied"), "{}", db_message(&err));
+    assert!(
+        db_message(&err).contains("access to target `demo` denied"),
+        "{}",
+        db_message(&err)
+    );
 
     // An unknown target.
-    let conn = format!("host=127.0.0.1 port={} dbname=nope user=x password={alice}", gw.pg_addr.port());
-    let err = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.err().unwrap();
+    let conn = format!(
+        "host=127.0.0.1 port={} dbname=nope user=x password={alice}",
+        gw.pg_addr.port()
+    );
+    let err = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(sqlstate(&err), "3D000");
     gw.stop().await;
 }
@@ -80,13 +123,28 @@ async fn identity_is_the_tokens_and_credentials_never_leak() {
     let gw = Gateway::start(TestDb::create("e2e_identity", SEED).await).await;
     let alice = gw.token("alice@example.com", &["eng"]);
     // The client says it is `postgres`; the gateway knows it is alice.
-    let conn = format!("host=127.0.0.1 port={} dbname=demo user=postgres password={alice}", gw.pg_addr.port());
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+    let conn = format!(
+        "host=127.0.0.1 port={} dbname=demo user=postgres password={alice}",
+        gw.pg_addr.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
-    let who: String = client.query_one("select current_user::text", &[]).await.unwrap().get(0);
-    assert_eq!(who, gw.db.user, "the target session runs as the gateway's role");
+    let who: String = client
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        who, gw.db.user,
+        "the target session runs as the gateway's role"
+    );
     // Errors the target raises do not carry the gateway's password.
-    let err = client.batch_execute("select * from pg_authid").await.unwrap_err();
+    let err = client
+        .batch_execute("select * from pg_authid")
+        .await
+        .unwrap_err();
     assert!(!db_message(&err).contains(&gw.db.password));
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -105,7 +163,10 @@ async fn identity_is_the_tokens_and_credentials_never_leak() {
     let _dir = gw.stop().await;
     let bytes = std::fs::read(&audit_db).unwrap();
     let needle = password.as_bytes();
-    assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the target password is in the audit store");
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the target password is in the audit store"
+    );
     assert!(!lines.contains(&password));
 }
 
@@ -115,7 +176,11 @@ async fn a_client_cancels_its_own_query_and_no_one_elses() {
     let alice = gw.token("alice@example.com", &["eng"]);
     let victim = gw.connect(&alice).await.unwrap();
     let attacker = gw.connect(&alice).await.unwrap();
-    let victim_pid: i32 = victim.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+    let victim_pid: i32 = victim
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
 
     // The victim runs a slow query.
     let slow = tokio::spawn(async move {
@@ -126,15 +191,24 @@ async fn a_client_cancels_its_own_query_and_no_one_elses() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The attacker cancels with its own key, and with the victim's real
     // backend pid (which SQL can reveal) and guessed secrets.
-    attacker.cancel_token().cancel_query(tokio_postgres::NoTls).await.unwrap();
+    attacker
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
     for secret in [0, 1, -1, victim_pid] {
         let mut stream = tokio::net::TcpStream::connect(gw.pg_addr).await.unwrap();
         let mut out = bytes::BytesMut::new();
         portcullis_pg::codec::build::cancel_request(&mut out, victim_pid, secret);
-        tokio::io::AsyncWriteExt::write_all(&mut stream, &out).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &out)
+            .await
+            .unwrap();
     }
     let (result, elapsed, victim) = slow.await.unwrap();
-    assert!(result.is_ok(), "the victim's query was cancelled: {result:?}");
+    assert!(
+        result.is_ok(),
+        "the victim's query was cancelled: {result:?}"
+    );
     assert!(elapsed >= Duration::from_millis(2900), "{elapsed:?}");
 
     // Its own cancel works.
@@ -161,7 +235,10 @@ async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
     .await;
     let alice = gw.token("alice@example.com", &["eng"]);
     let client = gw.connect(&alice).await.unwrap();
-    client.batch_execute("insert into orders (customer_id, total_cents) values (1, 7)").await.unwrap();
+    client
+        .batch_execute("insert into orders (customer_id, total_cents) values (1, 7)")
+        .await
+        .unwrap();
 
     // Another process holds the audit store's write lock: nothing may run.
     let locker = rusqlite::Connection::open(gw.audit_db()).unwrap();
@@ -171,19 +248,29 @@ async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "58000", "{}", db_message(&err));
-    assert!(db_message(&err).contains("audit log is unavailable"), "{}", db_message(&err));
+    assert!(
+        db_message(&err).contains("audit log is unavailable"),
+        "{}",
+        db_message(&err)
+    );
     let err = client.query_one("select 1", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "58000");
     locker.execute_batch("rollback").unwrap();
     drop(locker);
 
     // Back to normal, and the refused insert never reached the target.
-    client.batch_execute("insert into orders (customer_id, total_cents) values (1, 9)").await.unwrap();
+    client
+        .batch_execute("insert into orders (customer_id, total_cents) values (1, 9)")
+        .await
+        .unwrap();
     let totals: Vec<i32> = gw
         .db
         .direct()
         .await
-        .query("select total_cents from orders where total_cents < 10 order by 1", &[])
+        .query(
+            "select total_cents from orders where total_cents < 10 order by 1",
+            &[],
+        )
         .await
         .unwrap()
         .iter()

@@ -1,6 +1,8 @@
 //! Statements through the gateway with real clients: what runs, what is
 //! refused, and that a refused statement leaves the session as any error would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;
@@ -22,12 +24,25 @@ async fn psql_runs_allowed_statements_and_names_the_policy_that_blocks() {
     );
     let (o, e) = (stdout(&out), stderr(&out));
     assert!(o.contains("Jane Doe"), "stdout: {o}\nstderr: {e}");
-    assert!(e.contains("denied by policy `no-unbounded-writes`"), "stderr: {e}");
-    assert!(e.contains("UPDATE and DELETE need a WHERE clause"), "stderr: {e}");
+    assert!(
+        e.contains("denied by policy `no-unbounded-writes`"),
+        "stderr: {e}"
+    );
+    assert!(
+        e.contains("UPDATE and DELETE need a WHERE clause"),
+        "stderr: {e}"
+    );
     // The session went on after the refusal, and nothing was deleted.
-    assert!(o.contains("n_orders") && o.contains("     4"), "stdout: {o}");
+    assert!(
+        o.contains("n_orders") && o.contains("     4"),
+        "stdout: {o}"
+    );
     let direct = gw.db.direct().await;
-    let n: i64 = direct.query_one("select count(*) from orders", &[]).await.unwrap().get(0);
+    let n: i64 = direct
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4);
     gw.stop().await;
 }
@@ -39,7 +54,10 @@ async fn hidden_writes_are_found_and_refused() {
     let client = gw.connect(&alice).await.unwrap();
     let attacks = [
         // A delete without WHERE hidden in a CTE of a select.
-        ("with d as (delete from orders returning *) select count(*) from d", "42501"),
+        (
+            "with d as (delete from orders returning *) select count(*) from d",
+            "42501",
+        ),
         // A second statement after a comment, and after a string with a semicolon.
         ("select 1; -- harmless\n delete from orders", "42501"),
         ("select 'a;b'; delete from orders", "42501"),
@@ -62,11 +80,17 @@ async fn hidden_writes_are_found_and_refused() {
     }
     // PREPARE of a write without WHERE is refused, and so is an EXECUTE of
     // it; an EXECUTE of a name the gateway never saw prepared is refused too.
-    let err = client.batch_execute("prepare p as delete from orders").await.unwrap_err();
+    let err = client
+        .batch_execute("prepare p as delete from orders")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     let err = client.batch_execute("execute p").await.unwrap_err();
     assert_eq!(sqlstate(&err), "42501", "{}", db_message(&err));
-    let err = client.batch_execute("execute never_prepared").await.unwrap_err();
+    let err = client
+        .batch_execute("execute never_prepared")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "26000", "{}", db_message(&err));
     // Allowed prepared statements work.
     client
@@ -75,13 +99,23 @@ async fn hidden_writes_are_found_and_refused() {
         .unwrap();
     let rows = client.simple_query("execute q(1000)").await.unwrap();
     assert!(!rows.is_empty());
-    let n: i64 = gw.db.direct().await.query_one("select count(*) from orders", &[]).await.unwrap().get(0);
+    let n: i64 = gw
+        .db
+        .direct()
+        .await
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4, "nothing was deleted");
     let tables: i64 = gw
         .db
         .direct()
         .await
-        .query_one("select count(*) from pg_tables where tablename in ('orders', 't')", &[])
+        .query_one(
+            "select count(*) from pg_tables where tablename in ('orders', 't')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -105,7 +139,11 @@ async fn extended_protocol_prepared_binary_and_transactions() {
         let totals: Vec<i64> = rows.iter().map(|r| r.get(2)).collect();
         assert_eq!(totals, vec![1299, 4500, 15000]);
     }
-    let bytes: Vec<u8> = client.query_one("select $1::bytea", &[&vec![0u8, 1, 2, 255]]).await.unwrap().get(0);
+    let bytes: Vec<u8> = client
+        .query_one("select $1::bytea", &[&vec![0u8, 1, 2, 255]])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(bytes, vec![0, 1, 2, 255]);
 
     // A refused statement in the extended protocol: 42501, and the
@@ -113,28 +151,54 @@ async fn extended_protocol_prepared_binary_and_transactions() {
     let err = client.prepare("delete from orders").await.unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     assert!(db_message(&err).contains("no-unbounded-writes"));
-    let n: i64 = client.query_one("select count(*) from orders", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4);
 
     // Inside a transaction a refusal aborts the transaction, as any error
     // would: the earlier insert is rolled back at COMMIT.
     let tx = client.transaction().await.unwrap();
-    tx.execute("insert into orders (customer_id, total_cents) values (1, 1)", &[]).await.unwrap();
-    let err = tx.batch_execute("update orders set total_cents = 0").await.unwrap_err();
+    tx.execute(
+        "insert into orders (customer_id, total_cents) values (1, 1)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = tx
+        .batch_execute("update orders set total_cents = 0")
+        .await
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     let err = tx.query_one("select 1", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "25P02", "the transaction is aborted");
     drop(tx);
-    let n: i64 = client.query_one("select count(*) from orders", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4, "the insert was rolled back");
 
     // Several statements in one simple query: one refused means none runs.
     let err = client
-        .batch_execute("insert into orders (customer_id, total_cents) values (1, 2); delete from orders")
+        .batch_execute(
+            "insert into orders (customer_id, total_cents) values (1, 2); delete from orders",
+        )
         .await
         .unwrap_err();
-    assert!(db_message(&err).contains("statement 2 of 2"), "{}", db_message(&err));
-    let n: i64 = client.query_one("select count(*) from orders", &[]).await.unwrap().get(0);
+    assert!(
+        db_message(&err).contains("statement 2 of 2"),
+        "{}",
+        db_message(&err)
+    );
+    let n: i64 = client
+        .query_one("select count(*) from orders", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4);
     gw.stop().await;
 }
@@ -144,8 +208,14 @@ async fn dba_runs_ddl_but_guardrails_hold_for_everyone() {
     let gw = Gateway::start(TestDb::create("e2e_dba", SEED).await).await;
     let dana = gw.token("dana@example.com", &["eng", "dba"]);
     let client = gw.connect(&dana).await.unwrap();
-    client.batch_execute("create table audit_me (x int)").await.unwrap();
-    client.batch_execute("grant select on audit_me to public").await.unwrap();
+    client
+        .batch_execute("create table audit_me (x int)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("grant select on audit_me to public")
+        .await
+        .unwrap();
     for (sql, policy) in [
         ("drop database postgres", "no-drop-database"),
         ("copy orders to program 'cat > /tmp/x'", "no-copy-program"),
@@ -158,7 +228,11 @@ async fn dba_runs_ddl_but_guardrails_hold_for_everyone() {
     ] {
         let err = client.batch_execute(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&err), "42501", "{sql}");
-        assert!(db_message(&err).contains(policy), "{sql}: {}", db_message(&err));
+        assert!(
+            db_message(&err).contains(policy),
+            "{sql}: {}",
+            db_message(&err)
+        );
     }
     gw.stop().await;
 }
@@ -173,7 +247,10 @@ async fn copy_both_ways_and_notifications() {
         &alice,
         &[
             "-c",
-            &format!("\\copy orders (customer_id, total_cents) from '{}' csv", csv.display()),
+            &format!(
+                "\\copy orders (customer_id, total_cents) from '{}' csv",
+                csv.display()
+            ),
             "-c",
             "copy (select total_cents from orders order by total_cents) to stdout",
             "-c",
@@ -186,7 +263,10 @@ async fn copy_both_ways_and_notifications() {
     assert!(out.status.success(), "stdout: {o}\nstderr: {e}");
     assert!(o.contains("COPY 2"), "{o}");
     assert!(o.contains("111\n222\n999\n1299"), "{o}");
-    assert!(o.contains("Asynchronous notification \"jobs\" with payload \"hello\""), "{o}");
+    assert!(
+        o.contains("Asynchronous notification \"jobs\" with payload \"hello\""),
+        "{o}"
+    );
     gw.stop().await;
 }
 
@@ -194,7 +274,19 @@ async fn copy_both_ways_and_notifications() {
 async fn pgbench_runs_in_every_query_mode() {
     let db = TestDb::create("e2e_pgbench", "").await;
     let init = std::process::Command::new("pgbench")
-        .args(["-i", "-q", "-s", "1", "-h", &db.host, "-p", &db.port.to_string(), "-U", &db.user, &db.name])
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            &db.host,
+            "-p",
+            &db.port.to_string(),
+            "-U",
+            &db.user,
+            &db.name,
+        ])
         .env("PGPASSWORD", &db.password)
         .output()
         .unwrap();
@@ -206,13 +298,28 @@ async fn pgbench_runs_in_every_query_mode() {
             let out = std::process::Command::new("pgbench")
                 .args(["-n", "-c", "4", "-j", "2", "-t", "50", "-M", mode])
                 .args(script)
-                .args(["-h", "127.0.0.1", "-p", &gw.pg_addr.port().to_string(), "-U", "alice", "demo"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &gw.pg_addr.port().to_string(),
+                    "-U",
+                    "alice",
+                    "demo",
+                ])
                 .env("PGPASSWORD", &alice)
                 .output()
                 .unwrap();
             let o = stdout(&out);
-            assert!(out.status.success(), "pgbench -M {mode} {script:?}: {o}\n{}", stderr(&out));
-            assert!(o.contains("number of transactions actually processed: 200/200"), "{o}");
+            assert!(
+                out.status.success(),
+                "pgbench -M {mode} {script:?}: {o}\n{}",
+                stderr(&out)
+            );
+            assert!(
+                o.contains("number of transactions actually processed: 200/200"),
+                "{o}"
+            );
             assert!(o.contains("number of failed transactions: 0"), "{o}");
         }
     }

@@ -1,6 +1,8 @@
 //! TLS on both sides: clients reach the gateway over TLS (and only over TLS
 //! when the config says so); the gateway reaches the target over verified TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;
@@ -10,8 +12,23 @@ use std::process::Command;
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("gw.crt"), dir.join("gw.key"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -56,7 +73,11 @@ async fn clients_use_tls_and_tokens_never_travel_in_cleartext_when_refused() {
     assert!(stdout(&tls).contains("42"), "{}", stdout(&tls));
     let plain = psql("disable");
     assert!(!plain.status.success());
-    assert!(stderr(&plain).contains("only over TLS"), "{}", stderr(&plain));
+    assert!(
+        stderr(&plain).contains("only over TLS"),
+        "{}",
+        stderr(&plain)
+    );
     gw.stop().await;
 }
 
@@ -74,7 +95,10 @@ async fn the_gateway_reaches_the_target_over_verified_tls() {
     let alice = gw.token("alice@example.com", &["eng"]);
     let client = gw.connect(&alice).await.unwrap();
     let ssl: bool = client
-        .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+        .query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -88,13 +112,22 @@ async fn the_gateway_reaches_the_target_over_verified_tls() {
     let gw = Gateway::start_with(
         db,
         Options {
-            target_extra: format!("tls = \"verify-full\"\nca_file = \"{}\"", other_ca.display()),
+            target_extra: format!(
+                "tls = \"verify-full\"\nca_file = \"{}\"",
+                other_ca.display()
+            ),
             ..Options::default()
         },
     )
     .await;
-    let err = gw.connect(&alice_token(&gw)).await.err().expect("an unverified target is refused");
-    assert!(db_message(&err).contains("cannot reach target `demo`"), "{}", db_message(&err));
+    let Err(err) = gw.connect(&alice_token(&gw)).await else {
+        panic!("an unverified target must be refused");
+    };
+    assert!(
+        db_message(&err).contains("cannot reach target `demo`"),
+        "{}",
+        db_message(&err)
+    );
     gw.stop().await;
 }
 

@@ -221,4 +221,3 @@ pub fn hidden_field(html: &str, name: &str) -> String {
     let end = html[start..].find('"').unwrap() + start;
     html[start..end].to_owned()
 }
-

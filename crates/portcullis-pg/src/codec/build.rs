@@ -39,7 +39,14 @@ pub fn ready_for_query(out: &mut BytesMut, status: u8) {
 }
 
 /// An ErrorResponse (`severity` ERROR or FATAL) or, with `tag` `N`, a notice.
-pub fn error_response(out: &mut BytesMut, severity: &str, code: &str, message_text: &str, detail: Option<&str>, hint: Option<&str>) {
+pub fn error_response(
+    out: &mut BytesMut,
+    severity: &str,
+    code: &str,
+    message_text: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) {
     notice_or_error(out, b'E', severity, code, message_text, detail, hint);
 }
 
@@ -53,7 +60,12 @@ pub fn notice_or_error(
     hint: Option<&str>,
 ) {
     message(out, tag, |b| {
-        for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message_text)] {
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', message_text),
+        ] {
             b.put_u8(field);
             cstr(b, value);
         }

@@ -17,8 +17,14 @@ const MAX_STARTUP_LEN: usize = 10_000;
 pub enum StartupPacket {
     SslRequest,
     GssEncRequest,
-    Cancel { pid: i32, secret: i32 },
-    Startup { version: i32, params: Vec<(String, String)> },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
+    Startup {
+        version: i32,
+        params: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +39,9 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
 }
 
-pub async fn read_startup<R: AsyncRead + Unpin>(reader: &mut R) -> Result<StartupPacket, StartupError> {
+pub async fn read_startup<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<StartupPacket, StartupError> {
     let len = reader.read_i32().await?;
     if len < 8 || len as usize > MAX_STARTUP_LEN {
         return Err(StartupError::BadLength(len));
@@ -82,14 +90,23 @@ mod tests {
             parse_startup(&body).unwrap(),
             StartupPacket::Startup {
                 version: PROTOCOL_3_0,
-                params: vec![("user".into(), "alice".into()), ("database".into(), "demo".into())]
+                params: vec![
+                    ("user".into(), "alice".into()),
+                    ("database".into(), "demo".into())
+                ]
             }
         );
-        assert_eq!(parse_startup(&SSL_REQUEST.to_be_bytes()).unwrap(), StartupPacket::SslRequest);
+        assert_eq!(
+            parse_startup(&SSL_REQUEST.to_be_bytes()).unwrap(),
+            StartupPacket::SslRequest
+        );
         let mut cancel = CANCEL_REQUEST.to_be_bytes().to_vec();
         cancel.extend_from_slice(&7i32.to_be_bytes());
         cancel.extend_from_slice(&9i32.to_be_bytes());
-        assert_eq!(parse_startup(&cancel).unwrap(), StartupPacket::Cancel { pid: 7, secret: 9 });
+        assert_eq!(
+            parse_startup(&cancel).unwrap(),
+            StartupPacket::Cancel { pid: 7, secret: 9 }
+        );
     }
 
     #[test]
@@ -98,7 +115,7 @@ mod tests {
         body.extend_from_slice(b"user\0alice");
         assert!(parse_startup(&body).is_err());
         assert!(parse_startup(&CANCEL_REQUEST.to_be_bytes()).is_err());
-        assert!(parse_startup(&(2 << 16).to_be_bytes()).is_err());
+        assert!(parse_startup(&(2i32 << 16).to_be_bytes()).is_err());
         assert!(parse_startup(&[1, 2]).is_err());
     }
 }

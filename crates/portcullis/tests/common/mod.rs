@@ -33,7 +33,9 @@ async fn superuser() -> tokio_postgres::Client {
         env("PORTCULLIS_TEST_PG_SUPERUSER"),
         env("PORTCULLIS_TEST_PG_SUPERPASSWORD"),
     );
-    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     client
 }
@@ -44,13 +46,22 @@ impl TestDb {
         let admin = superuser().await;
         let user = format!("{name}_app");
         let password = format!("pw-{name}-{}", std::process::id());
-        admin.batch_execute(&format!("drop database if exists {name} with (force)")).await.unwrap();
-        admin.batch_execute(&format!("drop role if exists {user}")).await.unwrap();
+        admin
+            .batch_execute(&format!("drop database if exists {name} with (force)"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("drop role if exists {user}"))
+            .await
+            .unwrap();
         admin
             .batch_execute(&format!("create role {user} login password '{password}'"))
             .await
             .unwrap();
-        admin.batch_execute(&format!("create database {name} owner {user}")).await.unwrap();
+        admin
+            .batch_execute(&format!("create database {name} owner {user}"))
+            .await
+            .unwrap();
         let db = TestDb {
             host: env("PORTCULLIS_TEST_PG_HOST"),
             port: env("PORTCULLIS_TEST_PG_PORT").parse().unwrap(),
@@ -68,7 +79,9 @@ impl TestDb {
             "host={} port={} user={} password={} dbname={}",
             self.host, self.port, self.user, self.password, self.name
         );
-        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(connection);
         client
     }
@@ -172,7 +185,9 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = write_config(dir.path(), &db, &options);
         let config = Config::load(&config_path).unwrap();
-        let running = portcullis_app::start(config.clone(), &config_path).await.unwrap();
+        let running = portcullis_app::start(config.clone(), &config_path)
+            .await
+            .unwrap();
         Gateway {
             pg_addr: running.pg_addr.unwrap(),
             admin_addr: running.admin_addr.unwrap(),
@@ -186,7 +201,8 @@ impl Gateway {
 
     pub fn token(&self, user: &str, groups: &[&str]) -> String {
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        portcullis_app::commands::dev_token(&self.config, user, &groups, Duration::from_secs(600)).unwrap()
+        portcullis_app::commands::dev_token(&self.config, user, &groups, Duration::from_secs(600))
+            .unwrap()
     }
 
     pub fn conn_string(&self, token: &str) -> String {
@@ -196,8 +212,12 @@ impl Gateway {
         )
     }
 
-    pub async fn connect(&self, token: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(&self.conn_string(token), tokio_postgres::NoTls).await?;
+    pub async fn connect(
+        &self,
+        token: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conn_string(token), tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
     }
@@ -205,7 +225,17 @@ impl Gateway {
     /// Runs psql through the gateway; the token goes in the environment.
     pub fn psql(&self, token: &str, args: &[&str]) -> Output {
         Command::new("psql")
-            .args(["-X", "-h", "127.0.0.1", "-p", &self.pg_addr.port().to_string(), "-U", "alice", "-d", "demo"])
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg_addr.port().to_string(),
+                "-U",
+                "alice",
+                "-d",
+                "demo",
+            ])
             .args(args)
             .env("PGPASSWORD", token)
             .env("PGCONNECT_TIMEOUT", "10")
@@ -253,5 +283,8 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> String {
 }
 
 pub fn db_message(error: &tokio_postgres::Error) -> String {
-    error.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| format!("{error:?}"))
+    error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| format!("{error:?}"))
 }
