@@ -41,6 +41,9 @@ pg_start() {
   chown postgres "$PG_DIR.pw"
   su postgres -c "$bin/initdb -D $PG_DIR -U postgres --pwfile=$PG_DIR.pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8" >/dev/null
   rm -f "$PG_DIR.pw"
+  # The roles portcullis_md5 and portcullis_password log in with those
+  # methods, so the gateway's support for them is tested against the real server.
+  sed -i '/^# TYPE/a host all portcullis_md5 127.0.0.1/32 md5\nhost all portcullis_password 127.0.0.1/32 password' "$PG_DIR/pg_hba.conf"
   # A test CA and a server certificate it signs for 127.0.0.1, so TLS to the
   # target can be verified for real; PG_CA (the CA) is readable by anyone.
   PG_CA="$PG_DIR.ca.pem"

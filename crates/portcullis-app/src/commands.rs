@@ -270,6 +270,7 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_time(1_795_523_045_123), "2026-11-23T08:24:05.123Z");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_time(1_795_523_045_123), "2026-11-24T12:24:05.123Z");
     }
 }

@@ -134,6 +134,7 @@ impl Relay {
             client_write,
             target_leftover,
             shared.clone(),
+            self.session.target.name.clone(),
         ));
         let ending = tokio::select! {
             ending = self.client_to_target(client_read, target_write, &shared) => {
@@ -513,6 +514,7 @@ async fn target_to_client(
     mut client: WriteHalf<BoxStream>,
     mut buf: BytesMut,
     shared: Arc<Shared>,
+    target_name: String,
 ) -> Ending {
     let prefix = format!("pcx_{}_", shared.nonce);
     loop {
@@ -525,7 +527,7 @@ async fn target_to_client(
             let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
             if len < 4 {
                 return Ending::Error(PgError::TargetProtocol {
-                    target: String::new(),
+                    target: target_name,
                     message: format!("invalid message length {len}"),
                 });
             }
@@ -567,7 +569,7 @@ async fn target_to_client(
             Ok(_) => {}
             Err(e) => {
                 return Ending::Error(PgError::TargetIo {
-                    target: String::new(),
+                    target: target_name,
                     source: e,
                 })
             }

@@ -43,8 +43,15 @@ async fn superuser() -> tokio_postgres::Client {
 impl TestDb {
     /// Creates (or recreates) database `name` with owner `name_app`, and runs `seed` in it.
     pub async fn create(name: &str, seed: &str) -> TestDb {
+        TestDb::create_as(name, &format!("{name}_app"), "scram-sha-256", seed).await
+    }
+
+    /// Like [`TestDb::create`], with the owner role's name and how its
+    /// password is stored (`scram-sha-256` or `md5`). The test cluster logs
+    /// in `portcullis_md5` with md5 and `portcullis_password` with a cleartext password.
+    pub async fn create_as(name: &str, user: &str, encryption: &str, seed: &str) -> TestDb {
         let admin = superuser().await;
-        let user = format!("{name}_app");
+        let user = user.to_string();
         let password = format!("pw-{name}-{}", std::process::id());
         admin
             .batch_execute(&format!("drop database if exists {name} with (force)"))
@@ -55,7 +62,9 @@ impl TestDb {
             .await
             .unwrap();
         admin
-            .batch_execute(&format!("create role {user} login password '{password}'"))
+            .batch_execute(&format!(
+                "set password_encryption = '{encryption}'; create role {user} login password '{password}'"
+            ))
             .await
             .unwrap();
         admin
