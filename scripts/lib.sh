@@ -20,7 +20,7 @@ ensure_packages() {
   fi
   # The packaged cluster is not used; stop it if the package started one.
   command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
-    pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+    pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
   done
   return 0
 }

@@ -186,6 +186,7 @@ impl AuditLog {
             max_batch,
             counters: Arc::clone(&counters),
             last_checkpoint_at: Instant::now(),
+            unsigned_entries: false,
         };
         std::thread::Builder::new()
             .name("portcullis-audit-writer".to_owned())

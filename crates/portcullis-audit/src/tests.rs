@@ -404,3 +404,30 @@ async fn verify_and_tail_read_a_store_the_gateway_is_writing() {
     assert_eq!(log.append(&json!({"live": true})).await.unwrap(), 11);
     log.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_writer_signs_its_last_entries_within_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(&dir);
+    let key = test_key(9);
+    let options = AuditOptions {
+        checkpoint_every: 1000,
+        checkpoint_interval: Duration::from_millis(200),
+        ..AuditOptions::default()
+    };
+    let log = AuditLog::open(&path, key.clone(), options).unwrap();
+    // The first batch is signed at once (the interval has passed since
+    // start-up is not guaranteed), so look at the ones after it.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for n in 0..3 {
+        log.append(&json!({ "n": n })).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    log.append(&json!({ "n": 3 })).await.unwrap();
+    // No more appends: the writer must sign entry 4 on its own.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let report = verify(&path, &key.verifying_key()).unwrap();
+    assert_eq!(report.last_seq, 4);
+    assert_eq!(report.last_checkpoint_seq, Some(4), "{report:?}");
+    log.shutdown().await.unwrap();
+}

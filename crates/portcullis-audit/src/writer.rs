@@ -57,6 +57,8 @@ pub(crate) struct Writer {
     pub(crate) counters: Arc<Counters>,
     /// When this writer last wrote a checkpoint (or started).
     pub(crate) last_checkpoint_at: Instant,
+    /// Whether entries were committed after the last checkpoint.
+    pub(crate) unsigned_entries: bool,
 }
 
 /// Tells the handles that the writer is gone when the thread ends, however
@@ -79,9 +81,35 @@ impl Writer {
     ) {
         let stopped = StoppedOnDrop(stopped);
         let mut batch: Vec<PendingAppend> = Vec::with_capacity(self.max_batch);
+        // A small clock of the thread's own, so that an idle writer still
+        // signs its last entries within `checkpoint_interval`.
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok();
         loop {
-            // Not inside a tokio runtime: this is a plain thread.
-            let Some(first) = requests.blocking_recv() else {
+            let received = match (&clock, self.unsigned_entries) {
+                (Some(clock), true) => {
+                    let wait = self
+                        .checkpoint_interval
+                        .saturating_sub(self.last_checkpoint_at.elapsed());
+                    clock.block_on(async { tokio::time::timeout(wait, requests.recv()).await })
+                }
+                // Not inside a tokio runtime: this is a plain thread.
+                _ => Ok(requests.blocking_recv()),
+            };
+            let Ok(received) = received else {
+                if let Err(error) = self.write_final_checkpoint() {
+                    tracing::error!(
+                        error = %error.to_audit_error(&self.path),
+                        "cannot write an audit checkpoint"
+                    );
+                }
+                // Retried only when new entries arrive, not in a tight loop.
+                self.unsigned_entries = false;
+                continue;
+            };
+            let Some(first) = received else {
                 // Every handle is gone: seal what was written.
                 if let Err(error) = self.write_final_checkpoint() {
                     tracing::error!(
@@ -195,6 +223,8 @@ impl Writer {
         tx.commit()?;
         if due {
             self.checkpoint_written();
+        } else {
+            self.unsigned_entries = true;
         }
         Ok(first_seq)
     }
@@ -217,6 +247,7 @@ impl Writer {
 
     fn checkpoint_written(&mut self) {
         self.last_checkpoint_at = Instant::now();
+        self.unsigned_entries = false;
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
     }
 }
