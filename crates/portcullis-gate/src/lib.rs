@@ -41,15 +41,28 @@ struct GateInner {
     decisions: quick_cache::sync::Cache<DecisionKey, Decision>,
 }
 
-/// Everything a decision depends on. The statement is identified by its text
-/// (plus what it prepares), which determines its classification.
+/// Everything a decision depends on: the policy version, every attribute of
+/// the principal and the target the policy can see, the client address, the
+/// action, and the statement (identified by its text, which determines its
+/// classification).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct DecisionKey {
-    principal: Arc<str>,
+    policy_version: Arc<str>,
+    principal: Arc<PrincipalKey>,
     target: Arc<str>,
-    client_ip: Option<std::net::IpAddr>,
+    client_ip: std::net::IpAddr,
     action: &'static str,
     statement: Option<String>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct PrincipalKey {
+    id: String,
+    subject: String,
+    email: Option<String>,
+    issuer: String,
+    /// Sorted, so that the order in the token does not matter.
+    groups: Vec<String>,
 }
 
 /// One thing to decide and audit.
@@ -76,7 +89,7 @@ pub struct Session {
     pub target: Target,
     pub client_addr: SocketAddr,
     fields: SessionFields,
-    cache_principal: Arc<str>,
+    cache_principal: Arc<PrincipalKey>,
     cache_target: Arc<str>,
     started: Instant,
     statements: u64,
@@ -102,13 +115,13 @@ impl Session {
         };
         let mut groups = principal.groups.clone();
         groups.sort();
-        let cache_principal: Arc<str> = format!(
-            "{}\0{}\0{}",
-            principal.issuer,
-            principal.id,
-            groups.join("\0")
-        )
-        .into();
+        let cache_principal = Arc::new(PrincipalKey {
+            id: principal.id.clone(),
+            subject: principal.subject.clone(),
+            email: principal.email.clone(),
+            issuer: principal.issuer.clone(),
+            groups,
+        });
         let cache_target: Arc<str> = target.name.as_str().into();
         Session {
             id,
@@ -163,10 +176,15 @@ impl Gate {
     }
 
     fn decide(&self, session: &Session, action: &Action) -> Decision {
+        // INVARIANT: the policy is read once, and its version is part of the
+        // key: a decision made under an old policy can never be found under
+        // a new one, even if it is inserted after the swap.
+        let policies = self.policies();
         let key = DecisionKey {
+            policy_version: policies.version().into(),
             principal: session.cache_principal.clone(),
             target: session.cache_target.clone(),
-            client_ip: Some(session.client_addr.ip()),
+            client_ip: session.client_addr.ip(),
             action: action.name(),
             statement: match action {
                 Action::Connect => None,
@@ -176,7 +194,7 @@ impl Gate {
         if let Some(decision) = self.inner.decisions.get(&key) {
             return decision;
         }
-        let decision = self.policies().decide(&Request {
+        let decision = policies.decide(&Request {
             principal: &session.principal,
             target: &session.target,
             action,
@@ -277,5 +295,66 @@ impl Gate {
         if let Err(e) = result {
             tracing::error!(session = %session.id, error = %e, "could not audit the end of a session");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_core::{Target, TargetKind};
+
+    fn principal(id: &str, groups: &[&str]) -> Principal {
+        Principal {
+            id: id.into(),
+            subject: id.into(),
+            email: None,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            issuer: "test".into(),
+            expires_at: u64::MAX,
+        }
+    }
+
+    fn session(p: Principal) -> Session {
+        let target = Target {
+            name: "demo".into(),
+            kind: TargetKind::Postgres,
+            labels: Default::default(),
+        };
+        Session::new(
+            SessionId::new("s"),
+            p,
+            target,
+            "127.0.0.1:1".parse().unwrap(),
+            "u",
+        )
+    }
+
+    fn gate(dir: &tempfile::TempDir, policy: &str) -> Gate {
+        let policies = CedarPolicies::from_sources(&[("p.cedar", policy)]).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let audit = AuditLog::open(&dir.path().join("a.db"), key, Default::default()).unwrap();
+        Gate::new(policies, audit, 100)
+    }
+
+    #[tokio::test]
+    async fn cached_decisions_never_cross_principals_or_policy_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(
+            &dir,
+            r#"permit (principal == User::"v", action == Action::"connect", resource);"#,
+        );
+        // Under a key that joined fields with a separator, these two collide.
+        let member = session(principal("v", &["a", "b"]));
+        let outsider = session(principal("v\0a", &["b"]));
+        assert!(gate.connect(&member).await.unwrap().is_allowed());
+        assert!(!gate.connect(&outsider).await.unwrap().is_allowed());
+
+        // A new policy version decides anew, whatever is cached.
+        gate.replace_policies(
+            CedarPolicies::from_sources(&[("p.cedar", r#"forbid (principal, action, resource);"#)])
+                .unwrap(),
+        );
+        assert!(!gate.connect(&member).await.unwrap().is_allowed());
+        gate.audit().shutdown().await.unwrap();
     }
 }

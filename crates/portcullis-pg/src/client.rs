@@ -101,6 +101,8 @@ async fn startup(
     }))
 }
 
+const MAX_PASSWORD_MESSAGE: i32 = 64 * 1024;
+
 /// Asks the client for its password (the token) and reads it.
 pub async fn read_password(stream: &mut BoxStream) -> Result<String, PgError> {
     let mut out = BytesMut::new();
@@ -108,6 +110,16 @@ pub async fn read_password(stream: &mut BoxStream) -> Result<String, PgError> {
     stream.write_all(&out).await.map_err(PgError::ClientIo)?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
+        // Before authentication a client may not make the gateway buffer
+        // much: a token is a few kilobytes.
+        if let Some(len) = buf.get(1..5) {
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            if !(4..=MAX_PASSWORD_MESSAGE).contains(&len) {
+                return Err(PgError::ClientProtocol(format!(
+                    "password message of {len} bytes refused"
+                )));
+            }
+        }
         if let Some(frame) =
             split_frame(&mut buf).map_err(|e| PgError::ClientProtocol(e.to_string()))?
         {
@@ -120,9 +132,6 @@ pub async fn read_password(stream: &mut BoxStream) -> Result<String, PgError> {
             return message::password(frame.body())
                 .map(str::to_string)
                 .ok_or_else(|| PgError::ClientProtocol("malformed password message".into()));
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(PgError::ClientProtocol("password message too long".into()));
         }
         if stream.read_buf(&mut buf).await.map_err(PgError::ClientIo)? == 0 {
             return Err(PgError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));

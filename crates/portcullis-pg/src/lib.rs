@@ -47,11 +47,29 @@ pub enum CleartextPolicy {
     Never,
 }
 
+/// The gateway parses SQL as UTF-8 with standard-conforming strings, so the
+/// target session must read it the same way: these are set at its startup,
+/// checked once it is up, watched while it runs, and statements that would
+/// change them are refused.
+pub const PINNED_PARAMETERS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
+];
+
+/// Client encodings the gateway accepts: they read SQL as UTF-8 does.
+fn utf8_compatible(encoding: &str) -> bool {
+    let normalised: String = encoding
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(normalised.as_str(), "utf8" | "unicode" | "sqlascii")
+}
+
 /// Startup parameters passed on to the target. Others (`options` above
 /// all, which could set `role`) are dropped.
 const PASSED_PARAMETERS: &[&str] = &[
     "application_name",
-    "client_encoding",
     "DateStyle",
     "IntervalStyle",
     "TimeZone",
@@ -166,6 +184,20 @@ impl PgService {
             .await;
             return;
         }
+        if let Some(encoding) = startup
+            .param("client_encoding")
+            .filter(|e| !utf8_compatible(e))
+            .map(str::to_string)
+        {
+            client::refuse(
+                &mut startup.stream,
+                "22023",
+                &format!("client encoding `{encoding}` is not supported: the gateway speaks UTF8"),
+                Some("connect with client_encoding=UTF8 (PGCLIENTENCODING=UTF8)"),
+            )
+            .await;
+            return;
+        }
         let token = match client::read_password(&mut startup.stream).await {
             Ok(token) => token,
             Err(e) => {
@@ -230,12 +262,13 @@ impl PgService {
             self.gate.end(&session, "connect denied").await;
             return;
         }
-        let params: Vec<(&str, &str)> = startup
+        let mut params: Vec<(&str, &str)> = startup
             .params
             .iter()
             .filter(|(name, _)| PASSED_PARAMETERS.contains(&name.as_str()))
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
+        params.extend_from_slice(PINNED_PARAMETERS);
         let connection = match target.connect(&params).await {
             Ok(connection) => connection,
             Err(e) => {
@@ -257,6 +290,24 @@ impl PgService {
                 return;
             }
         };
+        if let Some((name, expected)) = PINNED_PARAMETERS
+            .iter()
+            .find(|(name, value)| connection.parameter(name) != Some(*value))
+        {
+            warn!(
+                parameter = name,
+                "the target session does not have the pinned setting"
+            );
+            client::refuse(
+                &mut startup.stream,
+                "XX000",
+                &format!("target `{target_name}` did not accept `{name} = {expected}`, which the gateway needs to read SQL as the target does"),
+                None,
+            )
+            .await;
+            self.gate.end(&session, "target settings not pinned").await;
+            return;
+        }
         let Some(registration) = self.cancels.register(TargetCancelKey {
             addr: target.addr.clone(),
             pid: connection.pid,

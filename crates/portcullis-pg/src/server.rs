@@ -52,6 +52,17 @@ pub struct TargetConnection {
     pub leftover: BytesMut,
 }
 
+impl TargetConnection {
+    /// The value of a ParameterStatus the target reported at startup.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameter_status
+            .iter()
+            .filter_map(|frame| crate::codec::message::parameter_status(frame.body()))
+            .find(|(n, _)| *n == name)
+            .map(|(_, value)| value)
+    }
+}
+
 impl PgTarget {
     fn io(&self, source: std::io::Error) -> PgError {
         PgError::TargetIo {
@@ -118,6 +129,11 @@ impl PgTarget {
                         .ok_or_else(|| self.protocol("malformed authentication request"))?;
                     let mut out = BytesMut::new();
                     match code {
+                        // A target that says "ok" in the middle of SCRAM has
+                        // not proved it knows the password: it may be an impostor.
+                        0 if scram.is_some() => {
+                            return Err(self.protocol("the target ended SCRAM authentication without its server signature"))
+                        }
                         0 => continue,
                         3 => build::password(&mut out, &self.password),
                         5 => {

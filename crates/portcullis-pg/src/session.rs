@@ -13,11 +13,12 @@
 use crate::codec::{build, frame::split_frame, message, Frame};
 use crate::error::PgError;
 use crate::stream::BoxStream;
+use crate::PINNED_PARAMETERS;
 use bytes::{Buf, Bytes, BytesMut};
 use portcullis_core::StatementInfo;
 use portcullis_gate::{Check, Gate, Session};
 use portcullis_sql::Classifier;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -29,6 +30,10 @@ struct Shared {
     /// Poison number to the ErrorResponse the client gets instead.
     denials: Mutex<HashMap<u64, Bytes>>,
     pending: AtomicUsize,
+    /// For each cycle sent to the target (a Query, a Sync, a FunctionCall),
+    /// the last poison number issued before its end. When the cycle's
+    /// ReadyForQuery arrives, its poisons have all been answered or skipped.
+    cycles: Mutex<VecDeque<u64>>,
 }
 
 /// How a session ended, for the audit log.
@@ -126,6 +131,7 @@ impl Relay {
             nonce: format!("{:016x}", rand::random::<u64>()),
             denials: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
+            cycles: Mutex::new(VecDeque::new()),
         });
         let (client_read, client_write) = tokio::io::split(client);
         let (target_read, target_write) = tokio::io::split(target);
@@ -215,13 +221,7 @@ impl Relay {
                         statements,
                         poison: Poison::Query,
                     },
-                    Err((reason, code)) => Planned::Refused {
-                        phase: "query",
-                        text: sql.to_string(),
-                        reason,
-                        code,
-                        poison: Poison::Query,
-                    },
+                    Err((reason, code)) => refused("query", sql, reason, code, Poison::Query),
                 }
             }
             b'P' => {
@@ -229,17 +229,25 @@ impl Relay {
                     return malformed("parse", Poison::Parse(String::new()));
                 };
                 let name = parse.statement.to_string();
+                let poison = || Poison::Parse(name.clone());
+                if name.len() > MAX_NAME_LEN {
+                    return refused("parse", parse.query, long_name(&name), "42622", poison());
+                }
                 match self.statements(parse.query, prepared) {
                     Ok(statements) if statements.is_empty() => Planned::Forward(frame.raw),
-                    Ok(statements) if statements.len() > 1 => Planned::Refused {
-                        phase: "parse",
-                        text: parse.query.to_string(),
-                        reason: "cannot insert multiple commands into a prepared statement".into(),
-                        code: "42601",
-                        poison: Poison::Parse(name),
-                    },
+                    Ok(statements) if statements.len() > 1 => refused(
+                        "parse",
+                        parse.query,
+                        "cannot insert multiple commands into a prepared statement".into(),
+                        "42601",
+                        poison(),
+                    ),
                     Ok(mut statements) => {
-                        if let Some(statement) = statements.first() {
+                        // The target refuses to re-Parse an existing named
+                        // statement, so what it runs under that name stays
+                        // the first one; only the unnamed one is replaced.
+                        let exists = !name.is_empty() && prepared.statements.contains_key(&name);
+                        if let (false, Some(statement)) = (exists, statements.first()) {
                             prepared.statements.insert(name.clone(), statement.clone());
                         }
                         statements.truncate(1);
@@ -247,23 +255,22 @@ impl Relay {
                             raw: frame.raw,
                             phase: "parse",
                             statements,
-                            poison: Poison::Parse(name),
+                            poison: poison(),
                         }
                     }
-                    Err((reason, code)) => Planned::Refused {
-                        phase: "parse",
-                        text: parse.query.to_string(),
-                        reason,
-                        code,
-                        poison: Poison::Parse(name),
-                    },
+                    Err((reason, code)) => refused("parse", parse.query, reason, code, poison()),
                 }
             }
             b'B' => {
-                if let Some(bind) = message::bind(frame.body()) {
-                    let statement = prepared.statements.get(bind.statement).cloned();
-                    prepared.portals.insert(bind.portal.to_string(), statement);
+                let Some(bind) = message::bind(frame.body()) else {
+                    return malformed("bind", Poison::Execute);
+                };
+                if bind.portal.len() > MAX_NAME_LEN || bind.statement.len() > MAX_NAME_LEN {
+                    let name = if bind.portal.len() > MAX_NAME_LEN { bind.portal } else { bind.statement };
+                    return refused("bind", "", long_name(name), "42622", Poison::Execute);
                 }
+                let statement = prepared.statements.get(bind.statement).cloned();
+                prepared.portals.insert(bind.portal.to_string(), statement);
                 Planned::Forward(frame.raw)
             }
             b'E' => {
@@ -277,10 +284,19 @@ impl Relay {
                         statements: vec![statement.clone()],
                         poison: Poison::Execute,
                     },
+                    // Bound from a statement the gateway does not know: it
+                    // cannot say what would run.
+                    Some(None) => refused(
+                        "execute",
+                        "",
+                        format!("portal `{portal}` was bound from a statement the gateway did not see prepared, so it cannot be checked"),
+                        "26000",
+                        Poison::Execute,
+                    ),
                     // A portal the gateway did not see bound is a cursor
                     // opened by an SQL DECLARE, whose query was decided when
                     // it was declared, or one that does not exist.
-                    _ => Planned::Forward(frame.raw),
+                    None => Planned::Forward(frame.raw),
                 }
             }
             b'C' => {
@@ -295,20 +311,22 @@ impl Relay {
             }
             b'S' | b'H' | b'D' | b'd' | b'c' | b'f' => Planned::Forward(frame.raw),
             b'X' => Planned::Terminate(frame.raw),
-            b'F' => Planned::Refused {
-                phase: "function-call",
-                text: String::new(),
-                reason: "fast-path function calls are not allowed through the gateway (call the function in a query)".into(),
-                code: "42501",
-                poison: Poison::Execute,
-            },
-            other => Planned::Refused {
-                phase: "protocol",
-                text: String::new(),
-                reason: format!("unexpected message type `{}`", char::from(other)),
-                code: "08P01",
-                poison: Poison::Execute,
-            },
+            // A fast-path call is its own cycle, answered by ReadyForQuery
+            // like a Query: refuse it the same way.
+            b'F' => refused(
+                "function-call",
+                "",
+                "fast-path function calls are not allowed through the gateway (call the function in a query)".into(),
+                "42501",
+                Poison::Query,
+            ),
+            other => refused(
+                "protocol",
+                "",
+                format!("unexpected message type `{}`", char::from(other)),
+                "08P01",
+                Poison::Query,
+            ),
         }
     }
 
@@ -327,6 +345,21 @@ impl Relay {
         })?;
         let mut statements = Vec::with_capacity(classified.len());
         for statement in classified.iter() {
+            if let Some(setting) = statement
+                .settings
+                .iter()
+                .find(|s| s.as_str() == "*" || PINNED_PARAMETERS.iter().any(|(name, _)| name == s))
+            {
+                let what = if setting == "*" {
+                    "settings it cannot name".to_string()
+                } else {
+                    format!("`{setting}`")
+                };
+                return Err((
+                    format!("a statement that changes {what} is refused: the gateway reads SQL as UTF8 with standard_conforming_strings on, and the target must too"),
+                    "0A000",
+                ));
+            }
             if let Some(name) = &statement.prepares {
                 prepared.statements.insert(name.clone(), statement.clone());
             }
@@ -387,6 +420,13 @@ impl Relay {
         let mut terminated = false;
         let mut next_decision = 0usize;
         for item in plan {
+            let ends_cycle = match &item {
+                Planned::Forward(raw) => matches!(raw.first(), Some(b'S' | b'Q')),
+                Planned::Gated { poison, .. } | Planned::Refused { poison, .. } => {
+                    matches!(poison, Poison::Query)
+                }
+                Planned::Terminate(_) => false,
+            };
             match item {
                 Planned::Forward(raw) => out.extend_from_slice(&raw),
                 Planned::Terminate(raw) => {
@@ -442,8 +482,40 @@ impl Relay {
                     }
                 }
             }
+            if ends_cycle {
+                if let Ok(mut cycles) = shared.cycles.lock() {
+                    cycles.push_back(*poison_seq);
+                }
+            }
         }
         (out, terminated)
+    }
+}
+
+/// PostgreSQL's longest identifier (NAMEDATALEN - 1). Longer statement and
+/// portal names could be truncated into each other on the target.
+const MAX_NAME_LEN: usize = 63;
+
+fn long_name(name: &str) -> String {
+    format!(
+        "the name `{}...` is longer than {MAX_NAME_LEN} bytes",
+        name.get(..MAX_NAME_LEN).unwrap_or(name)
+    )
+}
+
+fn refused(
+    phase: &'static str,
+    text: &str,
+    reason: String,
+    code: &'static str,
+    poison: Poison,
+) -> Planned {
+    Planned::Refused {
+        phase,
+        text: text.to_string(),
+        reason,
+        code,
+        poison,
     }
 }
 
@@ -535,6 +607,26 @@ async fn target_to_client(
             if end > buf.len() {
                 break;
             }
+            match tag {
+                b'Z' => forget_answered_poisons(&shared),
+                b'S' => {
+                    if let Some(changed) = buf.get(pos + 5..end).and_then(unpinned_parameter) {
+                        let text = format!("the target's `{changed}` changed, so the gateway can no longer read this session's SQL as the target does; the session is ended");
+                        let mut out = BytesMut::new();
+                        build::error_response(&mut out, "FATAL", "08006", &text, None, None);
+                        if let Some(run) = buf.get(run_start..pos) {
+                            let _ = client.write_all(run).await;
+                        }
+                        let _ = client.write_all(&out).await;
+                        let _ = client.shutdown().await;
+                        return Ending::Error(PgError::TargetProtocol {
+                            target: target_name,
+                            message: text,
+                        });
+                    }
+                }
+                _ => {}
+            }
             if tag == b'E' && shared.pending.load(Ordering::Acquire) > 0 {
                 if let Some(replacement) = buf
                     .get(pos..end)
@@ -575,6 +667,36 @@ async fn target_to_client(
             }
         }
     }
+}
+
+/// Drops the refusals of poisons the target skipped (after an earlier error,
+/// or in an aborted transaction): their cycle is over.
+fn forget_answered_poisons(shared: &Shared) {
+    let Some(last) = shared
+        .cycles
+        .lock()
+        .ok()
+        .and_then(|mut cycles| cycles.pop_front())
+    else {
+        return;
+    };
+    if shared.pending.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    if let Ok(mut denials) = shared.denials.lock() {
+        denials.retain(|seq, _| *seq > last);
+        shared.pending.store(denials.len(), Ordering::Release);
+    }
+}
+
+/// The name of a pinned parameter that a ParameterStatus body reports with
+/// another value.
+fn unpinned_parameter(body: &[u8]) -> Option<String> {
+    let (name, value) = message::parameter_status(body)?;
+    PINNED_PARAMETERS
+        .iter()
+        .find(|(pinned, expected)| *pinned == name && *expected != value)
+        .map(|(pinned, _)| pinned.to_string())
 }
 
 /// The gateway's refusal for a target error that answers a poison statement.

@@ -382,6 +382,7 @@ fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, S
             "writes".to_string(),
             RestrictedExpression::new_bool(statement.writes),
         ),
+        ("settings".to_string(), strings(&statement.settings)),
         (
             "text".to_string(),
             RestrictedExpression::new_string(statement.text.clone()),

@@ -41,6 +41,7 @@ fn statement(kind: StatementKind, command: &str, has_where: bool) -> StatementIn
         text: "...".into(),
         prepares: None,
         executes: None,
+        settings: vec![],
     }
 }
 

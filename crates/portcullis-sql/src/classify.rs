@@ -180,6 +180,7 @@ impl Analysis {
             text,
             prepares,
             executes: facts.executes,
+            settings: facts.settings.into_iter().collect(),
         }
     }
 }

@@ -397,3 +397,38 @@ fn deep_nesting_is_an_error_not_a_crash() {
     let sql = format!("select {}1{}", "array[".repeat(1_000), "]".repeat(1_000));
     assert!(classify_query(&sql).is_err());
 }
+
+#[test]
+fn settings_a_statement_changes_are_named() {
+    let cases: &[(&str, &[&str])] = &[
+        ("set names 'sjis'", &["client_encoding"]),
+        ("set client_encoding to 'BIG5'", &["client_encoding"]),
+        (
+            "set local standard_conforming_strings = off",
+            &["standard_conforming_strings"],
+        ),
+        ("reset client_encoding", &["client_encoding"]),
+        ("reset all", &["*"]),
+        (
+            "select set_config('client_encoding', 'GBK', false)",
+            &["client_encoding"],
+        ),
+        (
+            "select pg_catalog.set_config('Search_Path', 'x', true)",
+            &["search_path"],
+        ),
+        (
+            "select set_config('client_' || 'encoding', 'GBK', false)",
+            &["*"],
+        ),
+        (
+            "alter role app set standard_conforming_strings = off",
+            &["standard_conforming_strings"],
+        ),
+        ("select 1", &[]),
+        ("show client_encoding", &[]),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(one(sql).settings, *expected, "{sql}");
+    }
+}

@@ -33,6 +33,11 @@ pub(crate) struct Facts {
     /// The prepared statement an `EXECUTE` in the tree runs (`EXPLAIN
     /// EXECUTE`, `CREATE TABLE ... AS EXECUTE`).
     pub executes: Option<String>,
+    /// Settings the statement sets or resets, lower case: the name of a SET
+    /// or RESET (also nested, as in `ALTER ROLE ... SET`), the first argument
+    /// of `set_config`; `*` for RESET ALL or a `set_config` whose setting is
+    /// not a literal.
+    pub settings: BTreeSet<String>,
 }
 
 impl Default for Facts {
@@ -43,6 +48,7 @@ impl Default for Facts {
             tables: BTreeSet::new(),
             functions: BTreeSet::new(),
             executes: None,
+            settings: BTreeSet::new(),
         }
     }
 }
@@ -149,7 +155,11 @@ impl<'tree> Walker<'tree> {
                     // not in any allowlist, so it counts as an unknown call.
                     _ => "?",
                 });
-                self.facts.functions.insert(normalise_name(parts));
+                let name = normalise_name(parts);
+                if name == "set_config" {
+                    self.facts.settings.insert(literal_setting(node));
+                }
+                self.facts.functions.insert(name);
             }
             "SelectStmt" => {
                 if node.has("into_clause") {
@@ -191,6 +201,11 @@ impl<'tree> Walker<'tree> {
             // calls.
             "VariableSetStmt" => {
                 let variable = node.str("name").to_ascii_lowercase();
+                self.facts.settings.insert(if variable.is_empty() {
+                    "*".to_owned()
+                } else {
+                    variable.clone()
+                });
                 if variable == "role" || variable == "session_authorization" {
                     self.facts.kinds.insert(StatementKind::Dcl);
                 }
@@ -237,6 +252,20 @@ impl<'tree> Walker<'tree> {
             .collect::<Vec<_>>()
             .join(".");
         self.facts.tables.insert(name);
+    }
+}
+
+/// The setting a `set_config` call names, when its first argument is a string
+/// literal; `*` otherwise (it could name any setting).
+fn literal_setting(call: &Struct) -> String {
+    match call.list("args").first() {
+        Some(Value::Struct(arg)) if arg.name == "AConst" => match arg.get("val") {
+            Some(Value::Struct(val)) if val.name == "String" => {
+                val.str("sval").to_ascii_lowercase()
+            }
+            _ => "*".to_owned(),
+        },
+        _ => "*".to_owned(),
     }
 }
 

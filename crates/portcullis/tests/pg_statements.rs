@@ -38,11 +38,7 @@ async fn psql_runs_allowed_statements_and_names_the_policy_that_blocks() {
         "stdout: {o}"
     );
     let direct = gw.db.direct().await;
-    let n: i64 = direct
-        .query_one("select count(*) from orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar_i64(&direct, "select count(*) from orders").await;
     assert_eq!(n, 4);
     gw.stop().await;
 }
@@ -71,6 +67,20 @@ async fn hidden_writes_are_found_and_refused() {
         ("set session authorization postgres", "42501"),
         ("select set_config('role', 'postgres', false)", "42501"),
         ("create table t (x int)", "42501"),
+        // Settings that would make the target read SQL differently from
+        // the gateway (a multi-byte encoding whose characters hide quotes,
+        // backslash escapes in plain strings).
+        ("set client_encoding to 'SJIS'", "0A000"),
+        ("set names 'big5'", "0A000"),
+        ("set standard_conforming_strings = off", "0A000"),
+        (
+            "select set_config('client_encoding', 'GBK', false)",
+            "0A000",
+        ),
+        (
+            "select set_config('client_' || 'encoding', 'GBK', false)",
+            "0A000",
+        ),
         // What the gateway cannot parse is refused, never passed on.
         ("selec 1", "42601"),
     ];
@@ -99,14 +109,7 @@ async fn hidden_writes_are_found_and_refused() {
         .unwrap();
     let rows = client.simple_query("execute q(1000)").await.unwrap();
     assert!(!rows.is_empty());
-    let n: i64 = gw
-        .db
-        .direct()
-        .await
-        .query_one("select count(*) from orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar_i64(&gw.db.direct().await, "select count(*) from orders").await;
     assert_eq!(n, 4, "nothing was deleted");
     let tables: i64 = gw
         .db
@@ -151,11 +154,7 @@ async fn extended_protocol_prepared_binary_and_transactions() {
     let err = client.prepare("delete from orders").await.unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     assert!(db_message(&err).contains("no-unbounded-writes"));
-    let n: i64 = client
-        .query_one("select count(*) from orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar_i64(&client, "select count(*) from orders").await;
     assert_eq!(n, 4);
 
     // Inside a transaction a refusal aborts the transaction, as any error
@@ -175,11 +174,7 @@ async fn extended_protocol_prepared_binary_and_transactions() {
     let err = tx.query_one("select 1", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "25P02", "the transaction is aborted");
     drop(tx);
-    let n: i64 = client
-        .query_one("select count(*) from orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar_i64(&client, "select count(*) from orders").await;
     assert_eq!(n, 4, "the insert was rolled back");
 
     // Several statements in one simple query: one refused means none runs.
@@ -194,11 +189,7 @@ async fn extended_protocol_prepared_binary_and_transactions() {
         "{}",
         db_message(&err)
     );
-    let n: i64 = client
-        .query_one("select count(*) from orders", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar_i64(&client, "select count(*) from orders").await;
     assert_eq!(n, 4);
     gw.stop().await;
 }
@@ -323,5 +314,76 @@ async fn pgbench_runs_in_every_query_mode() {
             assert!(o.contains("number of failed transactions: 0"), "{o}");
         }
     }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encodings_that_hide_quotes_and_fast_path_calls_are_refused() {
+    let gw = Gateway::start(TestDb::create("e2e_encoding", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    // In SJIS, the bytes of `Ã\` end a string literal early on the target
+    // while the gateway's UTF-8 parser sees one literal: refused at startup.
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.pg_addr.port().to_string(),
+            "-U",
+            "alice",
+            "-d",
+            "demo",
+        ])
+        .args(["-c", "select 1"])
+        .env("PGPASSWORD", &alice)
+        .env("PGCLIENTENCODING", "SJIS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("client encoding `SJIS` is not supported"),
+        "{}",
+        stderr(&out)
+    );
+    // psql's \lo_import uses fast-path function calls: refused, and the
+    // session is not left waiting.
+    let file = gw.dir.path().join("blob");
+    std::fs::write(&file, b"data").unwrap();
+    let out = std::process::Command::new("timeout")
+        .arg("20")
+        .arg("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.pg_addr.port().to_string(),
+            "-U",
+            "alice",
+            "-d",
+            "demo",
+        ])
+        .args([
+            "-c",
+            &format!("\\lo_import {}", file.display()),
+            "-c",
+            "select 'still here'",
+        ])
+        .env("PGPASSWORD", &alice)
+        .output()
+        .unwrap();
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(
+        e.contains("fast-path function calls are not allowed"),
+        "stdout: {o}\nstderr: {e}"
+    );
+    assert!(o.contains("still here"), "stdout: {o}\nstderr: {e}");
+    let n = scalar_i64(
+        &gw.db.direct().await,
+        "select count(*) from pg_largeobject_metadata",
+    )
+    .await;
+    assert_eq!(n, 0, "no large object was created");
     gw.stop().await;
 }

@@ -89,3 +89,9 @@ pub fn parse_param_count(body: &[u8]) -> Option<i16> {
     take_cstr(&mut rest)?;
     take_i16(&mut rest)
 }
+
+/// Target `S`: a parameter's name and value.
+pub fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
+    let mut rest = body;
+    Some((take_cstr(&mut rest)?, take_cstr(&mut rest)?))
+}

@@ -297,3 +297,8 @@ pub fn db_message(error: &tokio_postgres::Error) -> String {
         .map(|e| e.message().to_string())
         .unwrap_or_else(|| format!("{error:?}"))
 }
+
+/// The single `int8` a query returns.
+pub async fn scalar_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
