@@ -34,6 +34,10 @@ struct Shared {
     /// the last poison number issued before its end. When the cycle's
     /// ReadyForQuery arrives, its poisons have all been answered or skipped.
     cycles: Mutex<VecDeque<u64>>,
+    /// Set, then notified, to make the target side end the session with a
+    /// FATAL error that says why.
+    end_reason: Mutex<Option<String>>,
+    end: tokio::sync::Notify,
 }
 
 /// How a session ended, for the audit log.
@@ -42,6 +46,7 @@ pub enum Ending {
     ClientTerminated,
     ClientDisconnected,
     TargetClosed,
+    TokenExpired,
     Error(PgError),
 }
 
@@ -51,6 +56,7 @@ impl Ending {
             Ending::ClientTerminated => "client terminated".into(),
             Ending::ClientDisconnected => "client disconnected".into(),
             Ending::TargetClosed => "target closed the connection".into(),
+            Ending::TokenExpired => "token expired".into(),
             Ending::Error(e) => format!("error: {e}"),
         }
     }
@@ -132,7 +138,15 @@ impl Relay {
             denials: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
             cycles: Mutex::new(VecDeque::new()),
+            end_reason: Mutex::new(None),
+            end: tokio::sync::Notify::new(),
         });
+        let token_left = self
+            .session
+            .principal
+            .expires_at
+            .saturating_sub(unix_now())
+            .min(MAX_SESSION_SECONDS);
         let (client_read, client_write) = tokio::io::split(client);
         let (target_read, target_write) = tokio::io::split(target);
         let mut to_client = tokio::spawn(target_to_client(
@@ -155,6 +169,16 @@ impl Relay {
                 Ok(ending) => ending,
                 Err(e) => Ending::Error(PgError::Internal(format!("session task failed: {e}"))),
             },
+            // A session lives no longer than the token that opened it.
+            _ = tokio::time::sleep(std::time::Duration::from_secs(token_left)) => {
+                if let Ok(mut reason) = shared.end_reason.lock() {
+                    *reason = Some("the token of this session expired; log in again and reconnect".into());
+                }
+                shared.end.notify_one();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await;
+                to_client.abort();
+                Ending::TokenExpired
+            }
         };
         (self.session, ending)
     }
@@ -653,7 +677,23 @@ async fn target_to_client(
             }
         }
         buf.advance(pos);
-        match target.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            read = target.read_buf(&mut buf) => read,
+            _ = shared.end.notified() => {
+                let reason = shared
+                    .end_reason
+                    .lock()
+                    .ok()
+                    .and_then(|mut r| r.take())
+                    .unwrap_or_else(|| "the session was ended by the gateway".into());
+                let mut out = BytesMut::new();
+                build::error_response(&mut out, "FATAL", "57P01", &reason, None, None);
+                let _ = client.write_all(&out).await;
+                let _ = client.shutdown().await;
+                return Ending::TokenExpired;
+            }
+        };
+        match read {
             Ok(0) => {
                 let _ = client.shutdown().await;
                 return Ending::TargetClosed;
@@ -667,6 +707,15 @@ async fn target_to_client(
             }
         }
     }
+}
+
+/// Ten years: longer than any token, and far from overflowing a deadline.
+const MAX_SESSION_SECONDS: u64 = 10 * 365 * 86_400;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Drops the refusals of poisons the target skipped (after an earlier error,

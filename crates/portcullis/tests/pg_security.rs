@@ -314,3 +314,20 @@ async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
     );
     assert!(reordered.contains("entry 2"), "{reordered}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_token_expires() {
+    let gw = Gateway::start(TestDb::create("e2e_expiry", SEED).await).await;
+    let dev = portcullis_app::dev_issuer(&gw.config).unwrap().unwrap();
+    let short = dev
+        .issue("alice@example.com", &["eng".to_string()], Duration::from_secs(2))
+        .unwrap();
+    let client = gw.connect(&short).await.unwrap();
+    assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = client.query_one("select 1", &[]).await.unwrap_err();
+    let text = format!("{err:?}");
+    assert!(text.contains("expired") || client.is_closed(), "{text}");
+    assert!(client.is_closed());
+    gw.stop().await;
+}
