@@ -13,6 +13,7 @@ ensure_packages() {
   command -v cc >/dev/null || missing+=(build-essential)
   [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq
