@@ -31,6 +31,7 @@ async fn readyz(State(gate): State<Gate>) -> impl IntoResponse {
 async fn status(State(gate): State<Gate>) -> impl IntoResponse {
     Json(json!({
         "policy_version": gate.policy_version(),
+        "policy_error": gate.policy_error(),
         "audit_running": gate.audit().is_running(),
     }))
 }

@@ -26,6 +26,18 @@ pub fn audit_verify(config: &Config) -> Result<String> {
     ))
 }
 
+/// `portcullis policy validate DIR`: parses and validates a policy directory
+/// against the gateway's schema, without a running gateway.
+pub fn policy_validate(dir: &Path) -> Result<String> {
+    let policies = portcullis_policy::CedarPolicies::load_dir(dir)?;
+    Ok(format!(
+        "{}: {} policies valid, version {}\n",
+        dir.display(),
+        policies.len(),
+        policies.version()
+    ))
+}
+
 /// `portcullis audit tail`: the last `n` entries, as text or JSON lines.
 pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
     let path = crate::audit_path(&config.gateway.data_dir);

@@ -114,7 +114,21 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
     for (idx, target) in config.targets.iter().enumerate() {
         let password = config.target_password(file, idx)?;
         let tls = match target.tls {
-            TargetTls::Disable => None,
+            TargetTls::Disable => {
+                let loopback = target.host == "localhost"
+                    || target
+                        .host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if !loopback {
+                    warn!(
+                        target = %target.name,
+                        host = %target.host,
+                        "this target is reached without TLS: its login and its data cross the network in the clear; set tls = \"verify-full\" and ca_file"
+                    );
+                }
+                None
+            }
             TargetTls::VerifyFull => {
                 let Some(ca) = &target.ca_file else {
                     bail!(
@@ -150,6 +164,51 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
         targets.insert(target.name.clone(), Arc::new(pg_target));
     }
     Ok(targets)
+}
+
+/// Follows the policy directory: a new valid version replaces the enforced
+/// one (and live sessions re-check their `connect`); an invalid one never
+/// does, and the reason is logged and shown on the admin API until fixed.
+async fn reload_policies(gate: Gate, dir: PathBuf, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let load_dir = dir.clone();
+        let enforced = gate.policy_version();
+        let loaded =
+            tokio::task::spawn_blocking(move || match CedarPolicies::dir_version(&load_dir) {
+                Ok(version) if version == enforced => Ok(None),
+                Ok(_) => CedarPolicies::load_dir(&load_dir).map(Some),
+                Err(e) => Err(e),
+            })
+            .await;
+        match loaded {
+            Ok(Ok(None)) => gate.set_policy_error(None),
+            Ok(Ok(Some(policies))) => {
+                let version = policies.version().to_string();
+                match gate.replace_policies(policies).await {
+                    Ok(()) => info!(%version, "new policy version enforced"),
+                    Err(e) => {
+                        tracing::error!(%version, error = %e, "new policy version enforced, but not audited")
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                let message = e.to_string();
+                if gate.policy_error().as_deref() != Some(message.as_str()) {
+                    tracing::error!(
+                        error = %message,
+                        enforced = %gate.policy_version(),
+                        "the policy directory holds an invalid version: the last valid one stays enforced"
+                    );
+                }
+                gate.set_policy_error(Some(message));
+            }
+            Err(e) => tracing::error!(error = %e, "policy reload task failed"),
+        }
+    }
 }
 
 /// Builds every service and starts the listeners. `file` is the config's
@@ -194,6 +253,13 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     }
 
     let mut tasks = Vec::new();
+    if config.policy.reload_interval_seconds > 0 {
+        tasks.push(tokio::spawn(reload_policies(
+            gate.clone(),
+            config.policy.dir.clone(),
+            Duration::from_secs(config.policy.reload_interval_seconds),
+        )));
+    }
     let mut pg_addr = None;
     if let Some(pg) = &config.postgres {
         let acceptor = match &pg.tls {

@@ -163,8 +163,16 @@ fn default_leeway() -> u64 {
 pub struct PolicyConfig {
     #[serde(default)]
     pub engine: PolicyEngineKind,
-    /// Directory holding `*.cedar` policies (and optionally a schema).
+    /// Directory holding the `*.cedar` policies.
     pub dir: PathBuf,
+    /// How often the directory is checked for a new version; 0 turns
+    /// reloading off.
+    #[serde(default = "default_reload_interval", deserialize_with = "number")]
+    pub reload_interval_seconds: u64,
+}
+
+fn default_reload_interval() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

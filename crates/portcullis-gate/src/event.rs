@@ -89,6 +89,16 @@ pub enum AuditEvent<'a> {
         text: &'a str,
         reason: &'a str,
     },
+    /// A live session's `connect` decided again after a policy change.
+    #[serde(rename = "session.recheck")]
+    Recheck {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        decision: DecisionFields<'a>,
+    },
+    /// A new policy version is enforced from now on.
+    #[serde(rename = "policy.loaded")]
+    PolicyLoaded { previous: &'a str, version: &'a str },
     #[serde(rename = "session.end")]
     End {
         #[serde(flatten)]

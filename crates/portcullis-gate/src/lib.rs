@@ -36,6 +36,11 @@ pub struct Gate {
 
 struct GateInner {
     policies: RwLock<Arc<CedarPolicies>>,
+    /// Why the last attempt to load a new policy version failed, if it did.
+    policy_error: RwLock<Option<String>>,
+    /// Bumped on every policy change; live sessions watch it to re-check
+    /// their `connect`.
+    generation: tokio::sync::watch::Sender<u64>,
     audit: AuditLog,
     /// Decisions by input. Cleared when the policy changes.
     decisions: quick_cache::sync::Cache<DecisionKey, Decision>,
@@ -138,11 +143,32 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The same identity, target and client, for a task that re-checks the
+    /// session while it runs.
+    pub fn observer(&self) -> Session {
+        Session {
+            id: self.id.clone(),
+            principal: self.principal.clone(),
+            target: self.target.clone(),
+            client_addr: self.client_addr,
+            fields: self.fields.clone(),
+            cache_principal: self.cache_principal.clone(),
+            cache_target: self.cache_target.clone(),
+            started: self.started,
+            statements: 0,
+            denied: 0,
+        }
+    }
+}
+
 impl Gate {
     pub fn new(policies: CedarPolicies, audit: AuditLog, decision_cache: usize) -> Gate {
         Gate {
             inner: Arc::new(GateInner {
                 policies: RwLock::new(Arc::new(policies)),
+                policy_error: RwLock::new(None),
+                generation: tokio::sync::watch::Sender::new(0),
                 audit,
                 decisions: quick_cache::sync::Cache::new(decision_cache.max(1)),
             }),
@@ -154,14 +180,66 @@ impl Gate {
         self.policies().version().to_string()
     }
 
-    /// Replaces the enforced policy with a new, already validated version.
-    pub fn replace_policies(&self, policies: CedarPolicies) {
+    /// Replaces the enforced policy with a new, already validated version,
+    /// records the change in the audit log, and tells live sessions to
+    /// re-check their `connect`.
+    pub async fn replace_policies(&self, policies: CedarPolicies) -> Result<(), GateError> {
+        let previous = self.policy_version();
+        let version = policies.version().to_string();
         let policies = Arc::new(policies);
         match self.inner.policies.write() {
             Ok(mut guard) => *guard = policies,
             Err(poisoned) => *poisoned.into_inner() = policies,
         }
         self.inner.decisions.clear();
+        self.set_policy_error(None);
+        self.inner
+            .generation
+            .send_modify(|generation| *generation += 1);
+        self.inner
+            .audit
+            .append(&AuditEvent::PolicyLoaded {
+                previous: &previous,
+                version: &version,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Records that a new policy version could not be loaded; the last valid
+    /// one stays in force.
+    pub fn set_policy_error(&self, error: Option<String>) {
+        match self.inner.policy_error.write() {
+            Ok(mut guard) => *guard = error,
+            Err(poisoned) => *poisoned.into_inner() = error,
+        }
+    }
+
+    /// Why the newest policy version on disk is not enforced, if it is not.
+    pub fn policy_error(&self) -> Option<String> {
+        match self.inner.policy_error.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Changes whenever the enforced policy changes.
+    pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// Decides a live session's `connect` again, under the policy in force
+    /// now, and audits the answer.
+    pub async fn recheck(&self, session: &Session) -> Result<Decision, GateError> {
+        let decision = self.decide(session, &Action::Connect);
+        self.inner
+            .audit
+            .append(&AuditEvent::Recheck {
+                session: &session.fields,
+                decision: DecisionFields::from(&decision),
+            })
+            .await?;
+        Ok(decision)
     }
 
     pub fn audit(&self) -> &AuditLog {
@@ -353,7 +431,9 @@ mod tests {
         gate.replace_policies(
             CedarPolicies::from_sources(&[("p.cedar", r#"forbid (principal, action, resource);"#)])
                 .unwrap(),
-        );
+        )
+        .await
+        .unwrap();
         assert!(!gate.connect(&member).await.unwrap().is_allowed());
         gate.audit().shutdown().await.unwrap();
     }

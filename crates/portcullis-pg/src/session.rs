@@ -46,7 +46,8 @@ pub enum Ending {
     ClientTerminated,
     ClientDisconnected,
     TargetClosed,
-    TokenExpired,
+    /// The gateway ended the session (token expired, access revoked).
+    Ended(String),
     Error(PgError),
 }
 
@@ -56,7 +57,7 @@ impl Ending {
             Ending::ClientTerminated => "client terminated".into(),
             Ending::ClientDisconnected => "client disconnected".into(),
             Ending::TargetClosed => "target closed the connection".into(),
-            Ending::TokenExpired => "token expired".into(),
+            Ending::Ended(reason) => reason.clone(),
             Ending::Error(e) => format!("error: {e}"),
         }
     }
@@ -147,6 +148,11 @@ impl Relay {
             .expires_at
             .saturating_sub(unix_now())
             .min(MAX_SESSION_SECONDS);
+        let watcher = tokio::spawn(recheck_on_policy_change(
+            self.gate.clone(),
+            self.session.observer(),
+            shared.clone(),
+        ));
         let (client_read, client_write) = tokio::io::split(client);
         let (target_read, target_write) = tokio::io::split(target);
         let mut to_client = tokio::spawn(target_to_client(
@@ -171,15 +177,17 @@ impl Relay {
             },
             // A session lives no longer than the token that opened it.
             _ = tokio::time::sleep(std::time::Duration::from_secs(token_left)) => {
-                if let Ok(mut reason) = shared.end_reason.lock() {
-                    *reason = Some("the token of this session expired; log in again and reconnect".into());
+                shared.end_session("the token of this session expired; log in again and reconnect");
+                match tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
+                    Ok(Ok(ending)) => ending,
+                    _ => {
+                        to_client.abort();
+                        Ending::Ended("token expired".into())
+                    }
                 }
-                shared.end.notify_one();
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await;
-                to_client.abort();
-                Ending::TokenExpired
             }
         };
+        watcher.abort();
         (self.session, ending)
     }
 
@@ -690,7 +698,7 @@ async fn target_to_client(
                 build::error_response(&mut out, "FATAL", "57P01", &reason, None, None);
                 let _ = client.write_all(&out).await;
                 let _ = client.shutdown().await;
-                return Ending::TokenExpired;
+                return Ending::Ended(reason);
             }
         };
         match read {
@@ -706,6 +714,40 @@ async fn target_to_client(
                 })
             }
         }
+    }
+}
+
+impl Shared {
+    /// Makes the target side end the session with a FATAL error saying why.
+    fn end_session(&self, reason: &str) {
+        if let Ok(mut slot) = self.end_reason.lock() {
+            *slot = Some(reason.to_string());
+        }
+        self.end.notify_one();
+    }
+}
+
+/// Re-checks the session's `connect` on every policy change, and ends the
+/// session when it is no longer allowed (or cannot be checked).
+async fn recheck_on_policy_change(gate: Gate, session: Session, shared: Arc<Shared>) {
+    let mut changes = gate.policy_changes();
+    while changes.changed().await.is_ok() {
+        let reason = match gate.recheck(&session).await {
+            Ok(decision) if decision.is_allowed() => continue,
+            Ok(decision) => {
+                let by = match decision.policies.as_slice() {
+                    [] => String::new(),
+                    policies => format!(" by policy `{}`", policies.join("`, `")),
+                };
+                format!(
+                    "access to target `{}` was revoked{by} (policy version {}): {}",
+                    session.target.name, decision.policy_version, decision.reason
+                )
+            }
+            Err(e) => format!("the session is ended: {e}"),
+        };
+        shared.end_session(&reason);
+        return;
     }
 }
 

@@ -40,42 +40,73 @@ struct SourceFile {
     text: String,
 }
 
+/// Every `*.cedar` file of `dir`, sorted by name.
+fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
+    let mut paths = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry
+            .map_err(|source| PolicyError::ReadDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        return Err(PolicyError::Empty {
+            dir: dir.to_path_buf(),
+        });
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
+                file: path.clone(),
+                source,
+            })?;
+            Ok(SourceFile { path, text })
+        })
+        .collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `sha256:<12 hex>` over the files' names and contents.
+fn content_version(files: &[SourceFile]) -> String {
+    let mut hasher = Sha256::new();
+    for file in files {
+        hasher.update(file_name(&file.path).as_bytes());
+        hasher.update([0]);
+        hasher.update(file.text.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hex::encode(hasher.finalize());
+    format!("sha256:{}", digest.get(..12).unwrap_or(&digest))
+}
+
 impl CedarPolicies {
     /// Loads every `*.cedar` file of `dir` (sorted by name), validates them
     /// strictly against [`SCHEMA`], and refuses the whole directory on the
     /// first problem.
     pub fn load_dir(dir: &Path) -> Result<CedarPolicies, PolicyError> {
-        let mut paths = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-        for entry in entries {
-            let path = entry
-                .map_err(|source| PolicyError::ReadDir {
-                    dir: dir.to_path_buf(),
-                    source,
-                })?
-                .path();
-            if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
-                paths.push(path);
-            }
-        }
-        paths.sort();
-        if paths.is_empty() {
-            return Err(PolicyError::Empty {
-                dir: dir.to_path_buf(),
-            });
-        }
-        let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
-                file: path.clone(),
-                source,
-            })?;
-            files.push(SourceFile { path, text });
-        }
-        CedarPolicies::from_files(files)
+        CedarPolicies::from_files(read_dir(dir)?)
+    }
+
+    /// The version `load_dir` would give, without parsing: a cheap way to
+    /// see whether a directory changed.
+    pub fn dir_version(dir: &Path) -> Result<String, PolicyError> {
+        Ok(content_version(&read_dir(dir)?))
     }
 
     /// Loads policies held in memory, one `(name, text)` per file.
@@ -96,17 +127,8 @@ impl CedarPolicies {
         let mut policies = PolicySet::new();
         let mut names = HashMap::new();
         let mut origin: HashMap<PolicyId, usize> = HashMap::new();
-        let mut hasher = Sha256::new();
         for (file_idx, file) in files.iter().enumerate() {
-            let file_name = file
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            hasher.update(file_name.as_bytes());
-            hasher.update([0]);
-            hasher.update(file.text.as_bytes());
-            hasher.update([0]);
+            let file_name = file_name(&file.path);
             let parsed = PolicySet::from_str(&file.text).map_err(|e| PolicyError::Invalid {
                 location: locate(&file.path, &file.text, &e),
                 message: first_line(&e.to_string()),
@@ -155,12 +177,11 @@ impl CedarPolicies {
                 message: first_line(&err.to_string()),
             });
         }
-        let digest = hex::encode(hasher.finalize());
         Ok(CedarPolicies {
             policies,
             schema,
             authorizer: Authorizer::new(),
-            version: format!("sha256:{}", digest.get(..12).unwrap_or(&digest)),
+            version: content_version(&files),
             names,
         })
     }

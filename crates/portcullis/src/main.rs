@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -77,6 +82,16 @@ enum AuditCommand {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse and validate a policy directory against the gateway's schema;
+    /// errors are `file:line:column: message`, the exit status non-zero.
+    Validate {
+        /// The directory holding the `*.cedar` files.
+        dir: PathBuf,
     },
 }
 
@@ -135,6 +150,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = load(&config)?;
             print!("{}", commands::audit_tail(&config, n, json)?);
+        }
+        Command::Policy {
+            command: PolicyCommand::Validate { dir },
+        } => {
+            // CI reads `file:line:column: message` as it is, with no prefix.
+            match commands::policy_validate(&dir) {
+                Ok(report) => print!("{report}"),
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Dev {
             command:

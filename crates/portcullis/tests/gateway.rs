@@ -103,3 +103,123 @@ async fn notices_and_parameter_changes_reach_the_client() {
     assert!(stdout(&out).contains("renamed"), "{}", stdout(&out));
     gw.stop().await;
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+async fn status(gw: &Gateway) -> serde_json::Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", &format!("http://{}/api/v1/status", gw.admin_addr)])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn wait_for<F: Fn(&serde_json::Value) -> bool>(
+    gw: &Gateway,
+    what: &str,
+    done: F,
+) -> serde_json::Value {
+    for _ in 0..40 {
+        let s = status(gw).await;
+        if done(&s) {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("timed out waiting for {what}: {}", status(gw).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_and_revoked_sessions_end(
+) {
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir.path().join("policies");
+    copy_dir(&quickstart_policies(), &policies);
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_reload", SEED).await,
+        Options {
+            policies: policies.clone(),
+            extra: String::new(),
+            ..Options::default()
+        },
+    )
+    .await;
+    // The test config reloads every second.
+    let first = status(&gw).await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
+
+    // An invalid version: refused, reported, and the valid one stays.
+    std::fs::write(
+        policies.join("broken.cedar"),
+        "permit (principal, action, resource) when { nope };",
+    )
+    .unwrap();
+    let s = wait_for(&gw, "the reload error", |s| s["policy_error"].is_string()).await;
+    assert!(
+        s["policy_error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.cedar:1:"),
+        "{s}"
+    );
+    assert_eq!(s["policy_version"], first.as_str());
+    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "validate"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(!validate.status.success());
+    assert!(
+        stderr(&validate).starts_with(&format!("{}:1:", policies.join("broken.cedar").display())),
+        "{}",
+        stderr(&validate)
+    );
+    assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
+
+    // A valid version that takes `connect` away from eng: alice's live
+    // session is ended with a message that says why, and she cannot return.
+    std::fs::remove_file(policies.join("broken.cedar")).unwrap();
+    std::fs::write(
+        policies.join("access.cedar"),
+        "@id(\"dba-connect\")\npermit (principal in Group::\"dba\", action == Action::\"connect\", resource == Target::\"demo\");\n",
+    )
+    .unwrap();
+    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "validate"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(validate.status.success(), "{}", stderr(&validate));
+    let s = wait_for(&gw, "the new version", |s| {
+        s["policy_version"] != first.as_str()
+    })
+    .await;
+    assert!(s["policy_error"].is_null(), "{s}");
+    let mut ended = false;
+    for _ in 0..20 {
+        if client.is_closed() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the revoked session is still open");
+    let err = gw.connect(&alice).await.err().unwrap();
+    assert_eq!(sqlstate(&err), "28000");
+    let tail = gw.cli(&["audit", "tail", "-n", "10", "--json"]);
+    let text = stdout(&tail);
+    assert!(text.contains("\"policy.loaded\""), "{text}");
+    assert!(text.contains("\"session.recheck\""), "{text}");
+    gw.stop().await;
+}

@@ -320,7 +320,11 @@ async fn a_session_ends_when_its_token_expires() {
     let gw = Gateway::start(TestDb::create("e2e_expiry", SEED).await).await;
     let dev = portcullis_app::dev_issuer(&gw.config).unwrap().unwrap();
     let short = dev
-        .issue("alice@example.com", &["eng".to_string()], Duration::from_secs(2))
+        .issue(
+            "alice@example.com",
+            &["eng".to_string()],
+            Duration::from_secs(2),
+        )
         .unwrap();
     let client = gw.connect(&short).await.unwrap();
     assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);

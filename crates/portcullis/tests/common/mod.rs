@@ -154,6 +154,7 @@ listen = "127.0.0.1:0"
 
 [policy]
 dir = "{policies}"
+reload_interval_seconds = 1
 
 [audit]
 busy_timeout_ms = {busy}
