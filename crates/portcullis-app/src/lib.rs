@@ -5,10 +5,12 @@
 //! Layout:
 //! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/api/v1/status`).
 //! - [`commands`]: what the CLI's subcommands do.
+//! - [`policy_impact`]: a candidate policy evaluated on the recorded decisions.
 //! - [`tls`]: TLS configuration from PEM files.
 
 pub mod admin;
 pub mod commands;
+pub mod policy_impact;
 pub mod tls;
 
 use anyhow::{bail, Context, Result};

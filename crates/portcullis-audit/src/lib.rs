@@ -60,7 +60,7 @@ pub use error::{AuditError, VerifyError};
 pub use keys::{
     load_or_create_signing_key, load_verifying_key, SIGNING_KEY_FILE, VERIFYING_KEY_FILE,
 };
-pub use store::{tail, StoredEntry};
+pub use store::{scan_since, tail, StoredEntry};
 pub use verify::{verify, VerifyReport};
 
 use writer::{Counters, Request, Writer};

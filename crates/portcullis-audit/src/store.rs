@@ -221,6 +221,46 @@ pub struct StoredEntry {
 /// Reads the last `n` entries, oldest first. A pure read: it neither creates
 /// nor changes the file, and works while the gateway is writing.
 pub fn tail(path: &Path, n: usize) -> Result<Vec<StoredEntry>, AuditError> {
+    let limit = i64::try_from(n).unwrap_or(i64::MAX);
+    let mut entries = Vec::with_capacity(n.min(4096));
+    query_entries(
+        path,
+        "SELECT seq, time_ms, body, hash FROM audit_entries ORDER BY seq DESC LIMIT ?1",
+        limit,
+        |entry| entries.push(entry),
+    )?;
+    entries.reverse();
+    Ok(entries)
+}
+
+/// Visits every entry written at or after `since_ms` (unix milliseconds), in
+/// order, one at a time: a long log is streamed, not loaded. Returns how many
+/// entries were visited.
+pub fn scan_since(
+    path: &Path,
+    since_ms: u64,
+    mut visit: impl FnMut(StoredEntry),
+) -> Result<u64, AuditError> {
+    let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
+    let mut n_entries = 0;
+    query_entries(
+        path,
+        "SELECT seq, time_ms, body, hash FROM audit_entries WHERE time_ms >= ?1 ORDER BY seq",
+        since,
+        |entry| {
+            n_entries += 1;
+            visit(entry);
+        },
+    )?;
+    Ok(n_entries)
+}
+
+fn query_entries(
+    path: &Path,
+    sql: &str,
+    parameter: i64,
+    mut visit: impl FnMut(StoredEntry),
+) -> Result<(), AuditError> {
     let read_error = |source| AuditError::Read {
         path: path.to_owned(),
         source,
@@ -230,12 +270,8 @@ pub fn tail(path: &Path, n: usize) -> Result<Vec<StoredEntry>, AuditError> {
         detail,
     };
     let conn = open_for_reading(path).map_err(read_error)?;
-    let limit = i64::try_from(n).unwrap_or(i64::MAX);
-    let mut statement = conn
-        .prepare("SELECT seq, time_ms, body, hash FROM audit_entries ORDER BY seq DESC LIMIT ?1")
-        .map_err(read_error)?;
-    let mut rows = statement.query([limit]).map_err(read_error)?;
-    let mut entries = Vec::with_capacity(n.min(4096));
+    let mut statement = conn.prepare(sql).map_err(read_error)?;
+    let mut rows = statement.query([parameter]).map_err(read_error)?;
     while let Some(row) = rows.next().map_err(read_error)? {
         let seq: i64 = row.get(0).map_err(read_error)?;
         let time_ms: i64 = row.get(1).map_err(read_error)?;
@@ -247,13 +283,12 @@ pub fn tail(path: &Path, n: usize) -> Result<Vec<StoredEntry>, AuditError> {
             .map_err(|_| damaged(format!("entry {seq} has time {time_ms}")))?;
         let body =
             serde_json::from_str(&body).map_err(|source| AuditError::Body { seq, source })?;
-        entries.push(StoredEntry {
+        visit(StoredEntry {
             seq,
             time_ms,
             body,
             hash,
         });
     }
-    entries.reverse();
-    Ok(entries)
+    Ok(())
 }

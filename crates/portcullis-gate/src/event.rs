@@ -10,12 +10,19 @@ use serde::Serialize;
 pub struct SessionFields {
     pub session: String,
     pub principal: String,
+    /// With `email`, `issuer`, `groups` and the target's labels: everything
+    /// the policy saw, so that a decision can be evaluated again later
+    /// (`portcullis policy impact`).
+    pub subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     pub groups: Vec<String>,
     pub issuer: String,
     /// The user name the client typed; kept for the record, never trusted.
     pub client_user: String,
     pub client_addr: String,
     pub target: String,
+    pub target_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]

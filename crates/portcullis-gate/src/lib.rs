@@ -112,11 +112,14 @@ impl Session {
         let fields = SessionFields {
             session: id.to_string(),
             principal: principal.id.clone(),
+            subject: principal.subject.clone(),
+            email: principal.email.clone(),
             groups: principal.groups.clone(),
             issuer: principal.issuer.clone(),
             client_user: client_user.to_string(),
             client_addr: client_addr.to_string(),
             target: target.name.clone(),
+            target_labels: target.labels.clone(),
         };
         let mut groups = principal.groups.clone();
         groups.sort();

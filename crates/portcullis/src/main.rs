@@ -87,6 +87,18 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
+    /// Evaluate the decisions in the audit log again with candidate policies
+    /// and show what would change, by rule.
+    Impact {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The directory holding the candidate `*.cedar` files.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// How far back to look: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "7d")]
+        since: String,
+    },
     /// Parse and validate a policy directory against the gateway's schema;
     /// errors are `file:line:column: message`, the exit status non-zero.
     Validate {
@@ -150,6 +162,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = load(&config)?;
             print!("{}", commands::audit_tail(&config, n, json)?);
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::Impact {
+                    config,
+                    candidate,
+                    since,
+                },
+        } => {
+            let config = load(&config)?;
+            let since = commands::parse_duration(&since)?;
+            let report = portcullis_app::policy_impact::policy_impact(&config, &candidate, since)?;
+            print!("{}", report.render());
         }
         Command::Policy {
             command: PolicyCommand::Validate { dir },
