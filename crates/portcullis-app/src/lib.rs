@@ -6,11 +6,13 @@
 //! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/api/v1/status`).
 //! - [`commands`]: what the CLI's subcommands do.
 //! - [`policy_impact`]: a candidate policy evaluated on the recorded decisions.
+//! - [`policy_stale`]: rules that decided nothing for a while.
 //! - [`tls`]: TLS configuration from PEM files.
 
 pub mod admin;
 pub mod commands;
 pub mod policy_impact;
+pub mod policy_stale;
 pub mod tls;
 
 use anyhow::{bail, Context, Result};
@@ -45,7 +47,40 @@ pub struct Running {
     pub pg_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub gate: Gate,
+    state: Option<SharedState>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+type SharedState = Arc<std::sync::Mutex<portcullis_store::StateStore>>;
+
+/// The state database inside the data directory.
+pub fn state_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("state.db")
+}
+
+/// Writes the policy hits counted since the last flush. Statistics only: a
+/// failure is logged, never fatal.
+async fn flush_policy_hits(gate: &Gate, state: &SharedState) {
+    let hits = gate.take_policy_hits();
+    if hits.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    let day = portcullis_store::day_of(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    let written = tokio::task::spawn_blocking(move || match state.lock() {
+        Ok(mut store) => store.add_hits(&day, &hits).map_err(|e| e.to_string()),
+        Err(_) => Err("the state store lock is poisoned".to_string()),
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "policy hit counts not saved"),
+        Err(e) => warn!(error = %e, "policy hit counts not saved"),
+    }
 }
 
 impl Running {
@@ -53,6 +88,9 @@ impl Running {
     pub async fn shutdown(self) -> Result<()> {
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(state) = &self.state {
+            flush_policy_hits(&self.gate, state).await;
         }
         self.gate
             .audit()
@@ -255,6 +293,23 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     }
 
     let mut tasks = Vec::new();
+    let state = match portcullis_store::StateStore::open(&state_path(data_dir)) {
+        Ok(store) => Some(Arc::new(std::sync::Mutex::new(store))),
+        Err(e) => {
+            warn!(error = %e, "no state store: policy hit counts will not be kept");
+            None
+        }
+    };
+    if let Some(state) = state.clone() {
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                ticker.tick().await;
+                flush_policy_hits(&gate, &state).await;
+            }
+        }));
+    }
     if config.policy.reload_interval_seconds > 0 {
         tasks.push(tokio::spawn(reload_policies(
             gate.clone(),
@@ -315,6 +370,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         pg_addr,
         admin_addr,
         gate,
+        state,
         tasks,
     })
 }

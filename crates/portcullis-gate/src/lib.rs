@@ -42,6 +42,9 @@ struct GateInner {
     /// their `connect`.
     generation: tokio::sync::watch::Sender<u64>,
     audit: AuditLog,
+    /// How many decisions each policy determined since the last
+    /// `take_policy_hits`.
+    hits: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Decisions by input. Cleared when the policy changes.
     decisions: quick_cache::sync::Cache<DecisionKey, Decision>,
 }
@@ -171,6 +174,7 @@ impl Gate {
             inner: Arc::new(GateInner {
                 policies: RwLock::new(Arc::new(policies)),
                 policy_error: RwLock::new(None),
+                hits: std::sync::Mutex::new(std::collections::BTreeMap::new()),
                 generation: tokio::sync::watch::Sender::new(0),
                 audit,
                 decisions: quick_cache::sync::Cache::new(decision_cache.max(1)),
@@ -273,6 +277,7 @@ impl Gate {
             },
         };
         if let Some(decision) = self.inner.decisions.get(&key) {
+            self.count_hits(&decision);
             return decision;
         }
         let decision = policies.decide(&Request {
@@ -286,7 +291,30 @@ impl Gate {
         if decision.errors.is_empty() {
             self.inner.decisions.insert(key, decision.clone());
         }
+        self.count_hits(&decision);
         decision
+    }
+
+    fn count_hits(&self, decision: &Decision) {
+        if decision.policies.is_empty() {
+            return;
+        }
+        let mut hits = match self.inner.hits.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for policy in &decision.policies {
+            *hits.entry(policy.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// The policy hit counts since the last call, for the state store.
+    pub fn take_policy_hits(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut hits = match self.inner.hits.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::take(&mut *hits)
     }
 
     /// May this principal open this session? The decision is audited either way.

@@ -191,6 +191,13 @@ impl CedarPolicies {
         &self.version
     }
 
+    /// The names of every policy (their `@id`, or `file#n`), sorted.
+    pub fn policy_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.names.values().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Number of policies loaded.
     pub fn len(&self) -> usize {
         self.names.len()

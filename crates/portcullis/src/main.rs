@@ -87,6 +87,13 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
+    /// List the rules that decided nothing in the last days.
+    Stale {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
     /// Evaluate the decisions in the audit log again with candidate policies
     /// and show what would change, by rule.
     Impact {
@@ -162,6 +169,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = load(&config)?;
             print!("{}", commands::audit_tail(&config, n, json)?);
+        }
+        Command::Policy {
+            command: PolicyCommand::Stale { config, days },
+        } => {
+            let config = load(&config)?;
+            print!(
+                "{}",
+                portcullis_app::policy_stale::policy_stale(&config, days)?.render()
+            );
         }
         Command::Policy {
             command:

@@ -71,3 +71,49 @@ async fn impact_of_a_candidate_on_recorded_decisions() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_rules_after_a_known_set_of_decisions() {
+    let gw = Gateway::start(TestDb::create("e2e_stale", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    client.batch_execute("select 1").await.unwrap();
+    client
+        .batch_execute("delete from orders")
+        .await
+        .unwrap_err();
+    client.batch_execute("drop table orders").await.unwrap_err();
+    drop(client);
+    let config_path = gw.config_path.clone();
+    // Hit counts are saved at shutdown (and every 10 s while running).
+    let _dir = gw.stop().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "stale", "--days", "30", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    let report = stdout(&out);
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    // Hit: eng-connect, eng-read-write, no-unbounded-writes. `drop table`
+    // was denied by no policy (a default deny), which hits nothing.
+    assert!(
+        report.starts_with("6 of 9 rules decided nothing in the last 30 days"),
+        "{report}"
+    );
+    for stale in [
+        "dba-connect",
+        "dba-ddl-dcl",
+        "no-alter-system",
+        "no-copy-program",
+        "no-drop-database",
+        "no-role-changes",
+    ] {
+        assert!(
+            report.contains(&format!("  {stale:<32} never hit")),
+            "{stale}: {report}"
+        );
+    }
+    for hit in ["eng-connect", "eng-read-write", "no-unbounded-writes"] {
+        assert!(!report.contains(&format!("  {hit} ")), "{hit}: {report}");
+    }
+}
