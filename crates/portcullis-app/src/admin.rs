@@ -1,4 +1,5 @@
-//! The admin listener: health, readiness, and the enforced policy version.
+//! The admin listener: health, readiness, and the enforced policy version
+//! next to the newest version at the policy source.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,18 +8,53 @@ use axum::routing::get;
 use axum::{Json, Router};
 use portcullis_gate::Gate;
 use serde_json::json;
+use std::sync::{Arc, RwLock};
 
-pub fn router(gate: Gate) -> Router {
+/// The newest version seen at the policy source, valid or not; `None` when
+/// the source could not be read. Written by the reload task, read here.
+#[derive(Debug, Clone, Default)]
+pub struct SourceVersion(Arc<RwLock<Option<String>>>);
+
+impl SourceVersion {
+    pub fn new(version: Option<String>) -> SourceVersion {
+        SourceVersion(Arc::new(RwLock::new(version)))
+    }
+
+    pub fn set(&self, version: Option<String>) {
+        match self.0.write() {
+            Ok(mut guard) => *guard = version,
+            Err(poisoned) => *poisoned.into_inner() = version,
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    gate: Gate,
+    source_version: SourceVersion,
+}
+
+pub fn router(gate: Gate, source_version: SourceVersion) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
-        .with_state(gate)
+        .with_state(AdminState {
+            gate,
+            source_version,
+        })
 }
 
 /// Ready when the audit log can take entries: without it nothing may run.
-async fn readyz(State(gate): State<Gate>) -> impl IntoResponse {
-    if gate.audit().is_running() {
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.gate.audit().is_running() {
         (StatusCode::OK, "ready\n")
     } else {
         (
@@ -28,10 +64,19 @@ async fn readyz(State(gate): State<Gate>) -> impl IntoResponse {
     }
 }
 
-async fn status(State(gate): State<Gate>) -> impl IntoResponse {
+/// `drift` is true when the enforced version is not the source's newest,
+/// including when the source cannot be read (`source_version` is null): the
+/// gateway cannot show that it enforces what the source says.
+async fn status(State(state): State<AdminState>) -> impl IntoResponse {
+    let gate = &state.gate;
+    let enforced = gate.policy_version();
+    let source_version = state.source_version.get();
+    let drift = source_version.as_deref() != Some(enforced.as_str());
     Json(json!({
-        "policy_version": gate.policy_version(),
+        "policy_version": enforced,
         "policy_error": gate.policy_error(),
+        "source_version": source_version,
+        "drift": drift,
         "audit_running": gate.audit().is_running(),
     }))
 }

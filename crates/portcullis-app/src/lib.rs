@@ -5,24 +5,28 @@
 //! Layout:
 //! - [`admin`]: the admin listener (`/healthz`, `/readyz`, `/api/v1/status`).
 //! - [`commands`]: what the CLI's subcommands do.
+//! - [`policy_drift`]: the enforced policy version against the source's.
 //! - [`policy_impact`]: a candidate policy evaluated on the recorded decisions.
 //! - [`policy_stale`]: rules that decided nothing for a while.
+//! - [`policy_test`]: test cases kept beside the policies (`*.cases.toml`).
 //! - [`tls`]: TLS configuration from PEM files.
 
 pub mod admin;
 pub mod commands;
+pub mod policy_drift;
 pub mod policy_impact;
 pub mod policy_stale;
+pub mod policy_test;
 pub mod tls;
 
 use anyhow::{bail, Context, Result};
 use portcullis_audit::{AuditLog, AuditOptions};
-use portcullis_config::{CleartextPassword, Config, TargetTls};
+use portcullis_config::{CleartextPassword, Config, PolicySourceConfig, TargetTls};
 use portcullis_core::{Target, TargetKind};
 use portcullis_gate::Gate;
 use portcullis_identity::{DevIssuer, DevIssuerSettings, OidcIssuerSettings, Verifier};
 use portcullis_pg::{CleartextPolicy, PgService, PgTarget, TargetAddr};
-use portcullis_policy::CedarPolicies;
+use portcullis_policy::{CedarPolicies, PolicyError, PolicySource};
 use portcullis_sql::Classifier;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -206,47 +210,112 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
     Ok(targets)
 }
 
-/// Follows the policy directory: a new valid version replaces the enforced
-/// one (and live sessions re-check their `connect`); an invalid one never
-/// does, and the reason is logged and shown on the admin API until fixed.
-async fn reload_policies(gate: Gate, dir: PathBuf, every: Duration) {
+/// The policy source a config names.
+pub fn policy_source(config: &Config) -> PolicySource {
+    match &config.policy.source {
+        PolicySourceConfig::Dir(dir) => PolicySource::Directory(dir.clone()),
+        PolicySourceConfig::Git(git) => PolicySource::Git {
+            repo: git.repo.clone(),
+            reference: git.reference.clone(),
+            subdir: git.subdir.clone(),
+        },
+    }
+}
+
+/// What one look at the policy source found.
+enum Polled {
+    /// The source could not be read at all: its version is unknown.
+    Unreadable(PolicyError),
+    /// The version enforced now, or one already known to be invalid.
+    Unchanged(String),
+    /// A new valid version (boxed: it is large, and rare).
+    Loaded(Box<CedarPolicies>),
+    /// A new version that does not load, and why.
+    Invalid(String, PolicyError),
+}
+
+/// Follows the policy source (a directory, or a Git ref): a new valid
+/// version replaces the enforced one (and live sessions re-check their
+/// `connect`); an invalid one never does, and the reason is logged and shown
+/// on the admin API until fixed. `source_version` is kept up to date with
+/// the newest version seen, valid or not.
+async fn reload_policies(
+    gate: Gate,
+    source: PolicySource,
+    source_version: admin::SourceVersion,
+    every: Duration,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    // The newest version that did not load: not parsed again (nor logged
+    // again) until the source moves on.
+    let mut known_invalid: Option<String> = None;
     loop {
         ticker.tick().await;
-        let load_dir = dir.clone();
         let enforced = gate.policy_version();
-        let loaded =
-            tokio::task::spawn_blocking(move || match CedarPolicies::dir_version(&load_dir) {
-                Ok(version) if version == enforced => Ok(None),
-                Ok(_) => CedarPolicies::load_dir(&load_dir).map(Some),
-                Err(e) => Err(e),
-            })
-            .await;
-        match loaded {
-            Ok(Ok(None)) => gate.set_policy_error(None),
-            Ok(Ok(Some(policies))) => {
+        let poll_source = source.clone();
+        let skip = known_invalid.clone();
+        let polled = tokio::task::spawn_blocking(move || match poll_source.current_version() {
+            Err(e) => Polled::Unreadable(e),
+            Ok(version) if version == enforced || skip.as_ref() == Some(&version) => {
+                Polled::Unchanged(version)
+            }
+            Ok(version) => match poll_source.load() {
+                Ok(policies) => Polled::Loaded(Box::new(policies)),
+                Err(e) => Polled::Invalid(version, e),
+            },
+        })
+        .await;
+        let polled = match polled {
+            Ok(polled) => polled,
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload task failed");
+                continue;
+            }
+        };
+        let failure = match polled {
+            Polled::Unchanged(version) => {
+                if version == gate.policy_version() {
+                    known_invalid = None;
+                    gate.set_policy_error(None);
+                }
+                source_version.set(Some(version));
+                None
+            }
+            Polled::Loaded(policies) => {
                 let version = policies.version().to_string();
-                match gate.replace_policies(policies).await {
-                    Ok(()) => info!(%version, "new policy version enforced"),
+                known_invalid = None;
+                source_version.set(Some(version.clone()));
+                match gate.replace_policies(*policies).await {
+                    Ok(()) => info!(%version, %source, "new policy version enforced"),
                     Err(e) => {
                         tracing::error!(%version, error = %e, "new policy version enforced, but not audited")
                     }
                 }
+                None
             }
-            Ok(Err(e)) => {
-                let message = e.to_string();
-                if gate.policy_error().as_deref() != Some(message.as_str()) {
-                    tracing::error!(
-                        error = %message,
-                        enforced = %gate.policy_version(),
-                        "the policy directory holds an invalid version: the last valid one stays enforced"
-                    );
-                }
-                gate.set_policy_error(Some(message));
+            Polled::Invalid(version, e) => {
+                known_invalid = Some(version.clone());
+                source_version.set(Some(version));
+                Some(e.to_string())
             }
-            Err(e) => tracing::error!(error = %e, "policy reload task failed"),
+            Polled::Unreadable(e) => {
+                known_invalid = None;
+                source_version.set(None);
+                Some(e.to_string())
+            }
+        };
+        if let Some(message) = failure {
+            if gate.policy_error().as_deref() != Some(message.as_str()) {
+                tracing::error!(
+                    error = %message,
+                    enforced = %gate.policy_version(),
+                    %source,
+                    "the policy source holds no valid new version: the last valid one stays enforced"
+                );
+            }
+            gate.set_policy_error(Some(message));
         }
     }
 }
@@ -259,13 +328,17 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
 
-    let policies = CedarPolicies::load_dir(&config.policy.dir)
-        .with_context(|| "no valid policy: the gateway refuses to serve without one".to_string())?;
+    let source = policy_source(&config);
+    let policies = source.load().with_context(|| {
+        format!("no valid policy in the {source}: the gateway refuses to serve without one")
+    })?;
     info!(
         version = policies.version(),
         policies = policies.len(),
+        %source,
         "policy loaded"
     );
+    let source_version = admin::SourceVersion::new(Some(policies.version().to_string()));
 
     let key = portcullis_audit::load_or_create_signing_key(data_dir)?;
     let audit = AuditLog::open(
@@ -313,7 +386,8 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     if config.policy.reload_interval_seconds > 0 {
         tasks.push(tokio::spawn(reload_policies(
             gate.clone(),
-            config.policy.dir.clone(),
+            source.clone(),
+            source_version.clone(),
             Duration::from_secs(config.policy.reload_interval_seconds),
         )));
     }
@@ -359,7 +433,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         let addr = listener.local_addr()?;
         info!(%addr, "admin listener ready");
         admin_addr = Some(addr);
-        let router = admin::router(gate.clone());
+        let router = admin::router(gate.clone(), source_version.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "admin listener failed");

@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result};
 use portcullis_config::Config;
-use portcullis_policy::CedarPolicies;
 use portcullis_store::{day_of, StateStore};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,12 +43,10 @@ impl StaleReport {
 }
 
 pub fn policy_stale(config: &Config, days: u64) -> Result<StaleReport> {
-    let policies = CedarPolicies::load_dir(&config.policy.dir).with_context(|| {
-        format!(
-            "the policies in `{}` do not load",
-            config.policy.dir.display()
-        )
-    })?;
+    let source = crate::policy_source(config);
+    let policies = source
+        .load()
+        .with_context(|| format!("the policies in the {source} do not load"))?;
     let path = crate::state_path(&config.gateway.data_dir);
     anyhow::ensure!(
         path.exists(),

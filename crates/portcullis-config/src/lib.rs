@@ -159,20 +159,169 @@ fn default_leeway() -> u64 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawPolicyConfig")]
 pub struct PolicyConfig {
-    #[serde(default)]
     pub engine: PolicyEngineKind,
-    /// Directory holding the `*.cedar` policies.
-    pub dir: PathBuf,
-    /// How often the directory is checked for a new version; 0 turns
+    /// Where the policies come from: `dir = "..."` or `git = { ... }`.
+    pub source: PolicySourceConfig,
+    /// How often the source is checked for a new version; 0 turns
     /// reloading off.
-    #[serde(default = "default_reload_interval", deserialize_with = "number")]
     pub reload_interval_seconds: u64,
+}
+
+/// `[policy]` as written: exactly one of `dir` and `git`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicyConfig {
+    #[serde(default)]
+    engine: PolicyEngineKind,
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    git: Option<GitSourceConfig>,
+    #[serde(default = "default_reload_interval", deserialize_with = "number")]
+    reload_interval_seconds: u64,
+}
+
+impl TryFrom<RawPolicyConfig> for PolicyConfig {
+    type Error = String;
+
+    fn try_from(raw: RawPolicyConfig) -> Result<PolicyConfig, String> {
+        let source = match (raw.dir, raw.git) {
+            (Some(dir), None) => PolicySourceConfig::Dir(dir),
+            (None, Some(git)) => PolicySourceConfig::Git(git),
+            (Some(_), Some(_)) => {
+                return Err(
+                    "both `dir` and `git` are set: give exactly one policy source".to_string(),
+                )
+            }
+            (None, None) => {
+                return Err(
+                    "no policy source: give `dir = \"...\"` or `git = { repo = \"...\" }`"
+                        .to_string(),
+                )
+            }
+        };
+        Ok(PolicyConfig {
+            engine: raw.engine,
+            source,
+            reload_interval_seconds: raw.reload_interval_seconds,
+        })
+    }
 }
 
 fn default_reload_interval() -> u64 {
     5
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySourceConfig {
+    /// A directory holding the policy files.
+    Dir(PathBuf),
+    /// A commit of a Git repository.
+    Git(GitSourceConfig),
+}
+
+/// Policies read from a Git repository's commits, without a checkout.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GitSourceConfig {
+    /// A repository on this machine, bare or not: a path (relative paths are
+    /// taken from the config file's directory) or a `file://` URL. Keep it
+    /// up to date with `git fetch` or by pushing to it; remote URLs are not
+    /// fetched by the gateway.
+    #[serde(deserialize_with = "git_repo")]
+    pub repo: PathBuf,
+    /// The ref to follow: a branch (`main`), `HEAD`, a full ref name, a
+    /// remote-tracking branch (`origin/main`), a tag, or a full commit id.
+    /// Default `HEAD`: the repository's current branch (for a bare mirror,
+    /// the remote's default branch).
+    #[serde(
+        rename = "ref",
+        default = "default_git_ref",
+        deserialize_with = "git_ref"
+    )]
+    pub reference: String,
+    /// The directory inside the repository holding the policy files, with
+    /// `/` between components; empty (the default) is the repository's root.
+    #[serde(default, deserialize_with = "git_subdir")]
+    pub subdir: String,
+}
+
+fn default_git_ref() -> String {
+    "HEAD".to_string()
+}
+
+/// A local path, or a `file://` URL turned into one; remote URLs (a scheme
+/// other than `file`, or git's `host:path` form) are refused.
+fn git_repo<'de, D>(deserializer: D) -> Result<PathBuf, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    let remote = || {
+        serde::de::Error::custom(format!(
+            "`{text}` is a remote repository, which the gateway does not fetch: give a local clone's path or a `file://` URL, and keep it up to date with `git fetch`"
+        ))
+    };
+    if text.is_empty() {
+        return Err(serde::de::Error::custom("must not be empty"));
+    }
+    if text.starts_with("file:") {
+        return url::Url::parse(&text)
+            .ok()
+            .and_then(|url| url.to_file_path().ok())
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("`{text}` is not a `file://` URL of a local path"))
+            });
+    }
+    if text.contains("://") {
+        return Err(remote());
+    }
+    // git reads `host:path` (a colon before the first slash) as a remote over
+    // ssh; a local path like that is written `./host:path`.
+    let before_slash = text.split('/').next().unwrap_or_default();
+    if before_slash.contains(':') {
+        return Err(remote());
+    }
+    Ok(PathBuf::from(text))
+}
+
+fn git_ref<'de, D>(deserializer: D) -> Result<String, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Err(serde::de::Error::custom("must not be empty"));
+    }
+    Ok(text)
+}
+
+/// Normalized to components joined by `/`: `./policies/` is `policies`.
+fn git_subdir<'de, D>(deserializer: D) -> Result<String, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    if text.starts_with('/') {
+        return Err(serde::de::Error::custom(format!(
+            "`{text}` must be a path inside the repository, not an absolute path"
+        )));
+    }
+    let mut components = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(serde::de::Error::custom(format!(
+                    "`{text}` must be a path inside the repository, without `..`"
+                )))
+            }
+            part => components.push(part),
+        }
+    }
+    Ok(components.join("/"))
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -313,7 +462,10 @@ impl Config {
             }
         };
         join(&mut self.gateway.data_dir);
-        join(&mut self.policy.dir);
+        match &mut self.policy.source {
+            PolicySourceConfig::Dir(dir) => join(dir),
+            PolicySourceConfig::Git(git) => join(&mut git.repo),
+        }
         if let Some(tls) = self.postgres.as_mut().and_then(|pg| pg.tls.as_mut()) {
             join(&mut tls.cert);
             join(&mut tls.key);

@@ -47,7 +47,10 @@ fn parses_interpolates_and_resolves_paths() {
     assert_eq!(target.port, 55432);
     assert_eq!(target.password, SecretRef::Env("PGPASSWORD".into()));
     assert_eq!(config.gateway.data_dir, Path::new("/etc/portcullis/./data"));
-    assert_eq!(config.policy.dir, Path::new("/etc/portcullis/policies"));
+    assert_eq!(
+        config.policy.source,
+        PolicySourceConfig::Dir("/etc/portcullis/policies".into())
+    );
     assert_eq!(config.postgres.unwrap().listen.port(), 15432);
     assert_eq!(config.audit.busy_timeout_ms, 5000);
 }
@@ -126,4 +129,129 @@ fn duplicate_targets_and_no_identity_are_refused() {
 fn syntax_error_names_the_file() {
     let err = parse("[gateway\n").unwrap_err().to_string();
     assert!(err.starts_with("/etc/portcullis/portcullis.toml"), "{err}");
+}
+
+fn with_policy(section: &str) -> Result<Config, ConfigError> {
+    parse(&BASE.replace(
+        "[policy]\ndir = \"policies\"",
+        &format!("[policy]\n{section}"),
+    ))
+}
+
+#[test]
+fn git_policy_source_with_defaults() {
+    let config = with_policy("git = { repo = \"policy-repo\" }").unwrap();
+    assert_eq!(
+        config.policy.source,
+        PolicySourceConfig::Git(GitSourceConfig {
+            repo: "/etc/portcullis/policy-repo".into(),
+            reference: "HEAD".into(),
+            subdir: String::new(),
+        })
+    );
+    assert_eq!(config.policy.reload_interval_seconds, 5);
+}
+
+#[test]
+fn git_policy_source_with_ref_subdir_and_file_url() {
+    let config = with_policy(
+        "git = { repo = \"file:///srv/policies%20repo.git\", ref = \"refs/heads/main\", subdir = \"./gateway/policies/\" }",
+    )
+    .unwrap();
+    assert_eq!(
+        config.policy.source,
+        PolicySourceConfig::Git(GitSourceConfig {
+            repo: "/srv/policies repo.git".into(),
+            reference: "refs/heads/main".into(),
+            subdir: "gateway/policies".into(),
+        })
+    );
+    // The table form, with an absolute path kept as it is.
+    let config = with_policy("[policy.git]\nrepo = \"/srv/policies\"\nref = \"main\"").unwrap();
+    let PolicySourceConfig::Git(git) = config.policy.source else {
+        panic!("not a git source");
+    };
+    assert_eq!(git.repo, Path::new("/srv/policies"));
+    assert_eq!(git.reference, "main");
+}
+
+#[test]
+fn policy_source_must_be_exactly_one_of_dir_and_git() {
+    let both = with_policy("dir = \"policies\"\ngit = { repo = \"/srv/policies\" }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        both.starts_with("/etc/portcullis/portcullis.toml: `policy`:"),
+        "{both}"
+    );
+    assert!(both.contains("both `dir` and `git`"), "{both}");
+    let neither = with_policy("reload_interval_seconds = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        neither.starts_with("/etc/portcullis/portcullis.toml: `policy`:"),
+        "{neither}"
+    );
+    assert!(neither.contains("no policy source"), "{neither}");
+}
+
+#[test]
+fn git_policy_source_errors_name_the_key() {
+    let cases = [
+        (
+            "git = { repo = \"https://github.com/acme/policies.git\" }",
+            "policy.git.repo",
+            "remote repository",
+        ),
+        (
+            "git = { repo = \"git@github.com:acme/policies.git\" }",
+            "policy.git.repo",
+            "remote repository",
+        ),
+        (
+            "git = { repo = \"file://server/policies\" }",
+            "policy.git.repo",
+            "not a `file://` URL of a local path",
+        ),
+        (
+            "git = { repo = \"\" }",
+            "policy.git.repo",
+            "must not be empty",
+        ),
+        (
+            "git = { repo = \"/srv/p\", ref = \"\" }",
+            "policy.git.ref",
+            "must not be empty",
+        ),
+        (
+            "git = { repo = \"/srv/p\", subdir = \"../etc\" }",
+            "policy.git.subdir",
+            "without `..`",
+        ),
+        (
+            "git = { repo = \"/srv/p\", subdir = \"/etc\" }",
+            "policy.git.subdir",
+            "not an absolute path",
+        ),
+        (
+            "git = { repo = \"/srv/p\", branch = \"main\" }",
+            "policy.git",
+            "branch",
+        ),
+        ("dir = \"p\"\ncolour = 1", "policy", "colour"),
+    ];
+    for (section, key, message) in cases {
+        let err = with_policy(section).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("/etc/portcullis/portcullis.toml: `{key}")),
+            "{section}: {err}"
+        );
+        assert!(err.contains(message), "{section}: {err}");
+    }
+    // A local path with a colon is written so that git would read it as local.
+    let config = with_policy("git = { repo = \"./host:policies\" }").unwrap();
+    let PolicySourceConfig::Git(git) = config.policy.source else {
+        panic!("not a git source");
+    };
+    assert_eq!(git.repo, Path::new("/etc/portcullis/./host:policies"));
 }

@@ -21,7 +21,7 @@ pub struct CedarPolicies {
     policies: PolicySet,
     schema: Schema,
     authorizer: Authorizer,
-    /// `sha256:<12 hex>` of the files' names and contents.
+    /// `sha256:<12 hex>` of the files' names and contents, or a commit id.
     version: String,
     /// Policy id to the name people see (the `@id` annotation, or `file#n`).
     names: HashMap<PolicyId, String>,
@@ -35,13 +35,13 @@ impl std::fmt::Debug for CedarPolicies {
     }
 }
 
-struct SourceFile {
-    path: PathBuf,
-    text: String,
+pub(crate) struct SourceFile {
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
 }
 
-/// Every `*.cedar` file of `dir`, sorted by name.
-fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
+/// Every `*.<extension>` file of `dir`, sorted by name.
+pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, PolicyError> {
     let mut paths = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
         dir: dir.to_path_buf(),
@@ -54,7 +54,7 @@ fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
                 source,
             })?
             .path();
-        if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
+        if path.extension().is_some_and(|e| e == extension) && path.is_file() {
             paths.push(path);
         }
     }
@@ -62,6 +62,7 @@ fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
     if paths.is_empty() {
         return Err(PolicyError::Empty {
             dir: dir.to_path_buf(),
+            extension: extension.to_string(),
         });
     }
     paths
@@ -83,7 +84,7 @@ fn file_name(path: &Path) -> String {
 }
 
 /// `sha256:<12 hex>` over the files' names and contents.
-fn content_version(files: &[SourceFile]) -> String {
+pub(crate) fn content_version(files: &[SourceFile]) -> String {
     let mut hasher = Sha256::new();
     for file in files {
         hasher.update(file_name(&file.path).as_bytes());
@@ -100,13 +101,13 @@ impl CedarPolicies {
     /// strictly against [`SCHEMA`], and refuses the whole directory on the
     /// first problem.
     pub fn load_dir(dir: &Path) -> Result<CedarPolicies, PolicyError> {
-        CedarPolicies::from_files(read_dir(dir)?)
+        CedarPolicies::from_files(read_dir(dir, "cedar")?, "")
     }
 
     /// The version `load_dir` would give, without parsing: a cheap way to
     /// see whether a directory changed.
     pub fn dir_version(dir: &Path) -> Result<String, PolicyError> {
-        Ok(content_version(&read_dir(dir)?))
+        Ok(content_version(&read_dir(dir, "cedar")?))
     }
 
     /// Loads policies held in memory, one `(name, text)` per file.
@@ -118,10 +119,33 @@ impl CedarPolicies {
                 text: text.to_string(),
             })
             .collect();
-        CedarPolicies::from_files(files)
+        CedarPolicies::from_files(files, "")
     }
 
-    fn from_files(files: Vec<SourceFile>) -> Result<CedarPolicies, PolicyError> {
+    /// Loads files read from a Git commit: `(path in the repository, text)`.
+    /// Errors name a file `<commit_prefix><path>`; policies without an `@id`
+    /// are named `file#n` as for a directory.
+    pub(crate) fn from_commit_files(
+        files: Vec<(String, String)>,
+        commit_prefix: &str,
+    ) -> Result<CedarPolicies, PolicyError> {
+        let files = files
+            .into_iter()
+            .map(|(path, text)| SourceFile {
+                path: PathBuf::from(path),
+                text,
+            })
+            .collect();
+        CedarPolicies::from_files(files, commit_prefix)
+    }
+
+    /// `location_prefix` goes before each file's path in errors.
+    fn from_files(
+        files: Vec<SourceFile>,
+        location_prefix: &str,
+    ) -> Result<CedarPolicies, PolicyError> {
+        let shown =
+            |file: &SourceFile| PathBuf::from(format!("{location_prefix}{}", file.path.display()));
         let (schema, _warnings) =
             Schema::from_cedarschema_str(SCHEMA).map_err(|e| PolicyError::Schema(e.to_string()))?;
         let mut policies = PolicySet::new();
@@ -130,7 +154,7 @@ impl CedarPolicies {
         for (file_idx, file) in files.iter().enumerate() {
             let file_name = file_name(&file.path);
             let parsed = PolicySet::from_str(&file.text).map_err(|e| PolicyError::Invalid {
-                location: locate(&file.path, &file.text, &e),
+                location: locate(&shown(file), &file.text, &e),
                 message: first_line(&e.to_string()),
             })?;
             let mut in_file: Vec<&Policy> = parsed.policies().collect();
@@ -151,14 +175,14 @@ impl CedarPolicies {
                 let id = PolicyId::new(name.clone());
                 if names.contains_key(&id) {
                     return Err(PolicyError::Invalid {
-                        location: file.path.display().to_string(),
+                        location: shown(file).display().to_string(),
                         message: format!("policy id `{name}` is used twice"),
                     });
                 }
                 policies
                     .add(policy.new_id(id.clone()))
                     .map_err(|e| PolicyError::Invalid {
-                        location: file.path.display().to_string(),
+                        location: shown(file).display().to_string(),
                         message: e.to_string(),
                     })?;
                 names.insert(id.clone(), name);
@@ -170,7 +194,7 @@ impl CedarPolicies {
             let location = origin
                 .get(err.policy_id())
                 .and_then(|idx| files.get(*idx))
-                .map(|file| locate(&file.path, &file.text, err))
+                .map(|file| locate(&shown(file), &file.text, err))
                 .unwrap_or_else(|| err.policy_id().to_string());
             return Err(PolicyError::Invalid {
                 location,
@@ -186,9 +210,17 @@ impl CedarPolicies {
         })
     }
 
-    /// The version that decides: a content hash of the policy files.
+    /// The version that decides: a content hash of the policy files, or the
+    /// commit they were read from (see [`CedarPolicies::with_version`]).
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The same policies under another version name, such as the commit id
+    /// they were read from. Every decision carries this name, so it is what
+    /// audit entries record as the deciding version.
+    pub fn with_version(self, version: String) -> CedarPolicies {
+        CedarPolicies { version, ..self }
     }
 
     /// The names of every policy (their `@id`, or `file#n`), sorted.

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
-/// Why a policy directory could not be loaded. Positions are `file:line:column`.
+/// Why a policy source could not be read or loaded. Positions are
+/// `file:line:column`; a file read from Git is named `<commit 12 hex>:<path>`.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy directory `{}`: {source}", dir.display())]
@@ -13,10 +14,33 @@ pub enum PolicyError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error("no `*.cedar` policy files in `{}`", dir.display())]
-    Empty { dir: PathBuf },
+    #[error("no `*.{extension}` policy files in `{}`", dir.display())]
+    Empty { dir: PathBuf, extension: String },
     #[error("{location}: {message}")]
     Invalid { location: String, message: String },
     #[error("the built-in schema does not load: {0}")]
     Schema(String),
+    #[error("cannot read git repository `{}`: {message}", repo.display())]
+    GitRepository { repo: PathBuf, message: String },
+    #[error("cannot resolve ref `{reference}` in git repository `{}`: {message}", repo.display())]
+    GitRef {
+        repo: PathBuf,
+        reference: String,
+        message: String,
+    },
+    /// `location` is `<commit 12 hex>:<path>`, like the policy files' names.
+    #[error("cannot read `{location}` from git repository `{}`: {message}", repo.display())]
+    GitRead {
+        repo: PathBuf,
+        location: String,
+        message: String,
+    },
+    #[error("no directory `{subdir}` in commit `{commit}` of git repository `{}`", repo.display())]
+    GitNoSubdir {
+        repo: PathBuf,
+        commit: String,
+        subdir: String,
+    },
+    #[error("no `*.cedar` policy files in `{location}` of git repository `{}`", repo.display())]
+    GitEmpty { repo: PathBuf, location: String },
 }

@@ -5,6 +5,8 @@
 //!
 //! Layout:
 //! - [`cedar`]: the Cedar engine and its schema (`portcullis.cedarschema`).
+//! - [`source`]: where policies come from: a directory or a Git commit.
+//! - [`rego`]: the Rego engine (`regorus`), same input, same decision shape.
 //! - `error`: [`PolicyError`].
 //!
 //! Architecture Invariant: this crate knows nothing of sockets, protocols or
@@ -13,9 +15,13 @@
 
 pub mod cedar;
 mod error;
+pub mod rego;
+pub mod source;
 
 pub use cedar::{CedarPolicies, SCHEMA};
 pub use error::PolicyError;
+pub use rego::RegoPolicies;
+pub use source::PolicySource;
 
 #[cfg(test)]
 mod tests;

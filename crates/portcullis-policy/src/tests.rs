@@ -1,4 +1,5 @@
 use super::*;
+use crate::RegoPolicies;
 use portcullis_core::{
     Action, Principal, Request, StatementInfo, StatementKind, Target, TargetKind,
 };
@@ -180,4 +181,71 @@ fn evaluation_error_fails_closed() {
     let decision = decide(&policies, &principal("a", &[]), Action::Connect);
     assert!(!decision.is_allowed(), "{decision:?}");
     assert!(!decision.errors.is_empty());
+}
+
+fn quickstart_rego() -> RegoPolicies {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/rego");
+    RegoPolicies::load_dir(&dir).unwrap()
+}
+
+/// One table of cases, both engines: the same effect, the same deciding
+/// policies, the same reason.
+#[test]
+fn cedar_and_rego_agree_on_the_quickstart() {
+    let cedar = quickstart();
+    let rego = quickstart_rego();
+    assert_eq!(cedar.policy_names(), rego.policy_names());
+    let alice = principal("alice@example.com", &["eng"]);
+    let dana = principal("dana@example.com", &["eng", "dba"]);
+    let mallory = principal("mallory@example.com", &["sales"]);
+    let q = |kind, command: &str, has_where| Action::Query(statement(kind, command, has_where));
+    let cases = [
+        (&alice, Action::Connect),
+        (&dana, Action::Connect),
+        (&mallory, Action::Connect),
+        (&alice, q(StatementKind::Select, "SELECT", true)),
+        (&alice, q(StatementKind::Delete, "DELETE", false)),
+        (&alice, q(StatementKind::Delete, "DELETE", true)),
+        (&alice, q(StatementKind::Ddl, "CREATE TABLE", true)),
+        (&alice, q(StatementKind::Other, "DO", true)),
+        (&dana, q(StatementKind::Ddl, "CREATE TABLE", true)),
+        (&dana, q(StatementKind::Ddl, "DROP DATABASE", true)),
+        (&dana, q(StatementKind::Copy, "COPY TO PROGRAM", true)),
+        (&dana, q(StatementKind::Copy, "COPY TO STDOUT", true)),
+        (&dana, q(StatementKind::Ddl, "ALTER SYSTEM", true)),
+        (&dana, q(StatementKind::Dcl, "CREATE ROLE", true)),
+        (&dana, q(StatementKind::Dcl, "GRANT", true)),
+        (&mallory, q(StatementKind::Select, "SELECT", true)),
+    ];
+    let target = demo();
+    for (who, action) in cases {
+        let request = Request {
+            principal: who,
+            target: &target,
+            action: &action,
+            client_addr: "127.0.0.1".parse().ok(),
+        };
+        let (c, r) = (cedar.decide(&request), rego.decide(&request));
+        let case = format!("{} {:?}", who.id, action);
+        assert_eq!(c.effect, r.effect, "{case}");
+        assert_eq!(c.policies, r.policies, "{case}");
+        assert_eq!(c.reason, r.reason, "{case}");
+        assert!(r.errors.is_empty(), "{case}: {:?}", r.errors);
+    }
+}
+
+#[test]
+fn rego_errors_fail_closed_and_bad_files_are_refused() {
+    let err = RegoPolicies::from_sources(&[(
+        "bad.rego",
+        "package portcullis\npermit contains \"x\" if {",
+    )])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bad.rego"), "{err}");
+    // `permit` that is not a set cannot give a decision: refused at load.
+    let err = RegoPolicies::from_sources(&[("odd.rego", "package portcullis\npermit := 7\n")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set of rule ids"), "{err}");
 }

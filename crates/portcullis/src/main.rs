@@ -94,6 +94,16 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 30)]
         days: u64,
     },
+    /// Compare the policy version the running gateway enforces with the
+    /// source's (a Git ref's commit, or a directory's content hash); exit 0
+    /// in sync, 1 on drift, 2 when there is no answer.
+    Drift {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The Git ref to compare with (default: the configured one).
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+    },
     /// Evaluate the decisions in the audit log again with candidate policies
     /// and show what would change, by rule.
     Impact {
@@ -112,6 +122,23 @@ enum PolicyCommand {
         /// The directory holding the `*.cedar` files.
         dir: PathBuf,
     },
+    /// Run the test cases (`*.cases.toml`) kept beside the policies; exit 1
+    /// when a case fails, 2 when the cases or policies are invalid.
+    Test {
+        /// The directory holding the `*.cedar` and `*.cases.toml` files.
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: TestFormat,
+    },
+}
+
+/// How `policy test` prints its results.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TestFormat {
+    /// One line per case, the failures, and `N passed, M failed`.
+    Text,
+    /// JUnit XML, for CI systems.
+    Junit,
 }
 
 #[derive(Subcommand)]
@@ -193,6 +220,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", report.render());
         }
         Command::Policy {
+            command: PolicyCommand::Drift { config, reference },
+        } => {
+            // Exit 1 means drift, so anything that leaves the question
+            // unanswered (no config, no gateway, no source) is 2.
+            let report = match load(&config) {
+                Ok(config) => {
+                    portcullis_app::policy_drift::policy_drift(&config, reference.as_deref()).await
+                }
+                Err(e) => Err(e),
+            };
+            match report {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    return Ok(ExitCode::from(report.exit_code()));
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+        Command::Policy {
             command: PolicyCommand::Validate { dir },
         } => {
             // CI reads `file:line:column: message` as it is, with no prefix.
@@ -201,6 +250,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Err(e) => {
                     eprintln!("{e:#}");
                     return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { dir, format },
+        } => {
+            use portcullis_app::policy_test::{run, Format};
+            let format = match format {
+                TestFormat::Text => Format::Text,
+                TestFormat::Junit => Format::Junit,
+            };
+            // Exit 1 for a failing case, 2 when the cases cannot run; errors
+            // are `file:line: ...` with no prefix, like `policy validate`.
+            match run(&dir) {
+                Ok(results) => {
+                    print!("{}", results.render(format));
+                    if results.n_failed() > 0 {
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
                 }
             }
         }

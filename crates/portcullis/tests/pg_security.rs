@@ -170,6 +170,22 @@ async fn identity_is_the_tokens_and_credentials_never_leak() {
     assert!(!lines.contains(&password));
 }
 
+/// Waits until `query` runs on the target: a cancel sent before it starts
+/// would find nothing to cancel.
+async fn wait_until_running(gw: &Gateway, query: &str) {
+    let direct = gw.db.direct().await;
+    let running = format!(
+        "select count(*) from pg_stat_activity where state = 'active' and query = '{query}'"
+    );
+    for _ in 0..200 {
+        if scalar_i64(&direct, &running).await == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("`{query}` never started");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cancels_its_own_query_and_no_one_elses() {
     let gw = Gateway::start(TestDb::create("e2e_cancel", SEED).await).await;
@@ -188,7 +204,7 @@ async fn a_client_cancels_its_own_query_and_no_one_elses() {
         let result = victim.batch_execute("select pg_sleep(3)").await;
         (result, started.elapsed(), victim)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_running(&gw, "select pg_sleep(3)").await;
     // The attacker cancels with its own key, and with the victim's real
     // backend pid (which SQL can reveal) and guessed secrets.
     attacker
@@ -214,7 +230,7 @@ async fn a_client_cancels_its_own_query_and_no_one_elses() {
     // Its own cancel works.
     let token = victim.cancel_token();
     let slow = tokio::spawn(async move { victim.batch_execute("select pg_sleep(10)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_running(&gw, "select pg_sleep(10)").await;
     let started = Instant::now();
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let err = slow.await.unwrap().unwrap_err();

@@ -114,6 +114,9 @@ pub struct Gateway {
 
 pub struct Options {
     pub policies: PathBuf,
+    /// The `[policy]` source instead of `dir = <policies>`, such as
+    /// `git = { repo = "...", ref = "main" }`.
+    pub policy_source: Option<String>,
     /// Appended at the end of the config.
     pub extra: String,
     /// Added to the `[postgres]` section.
@@ -127,6 +130,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             policies: quickstart_policies(),
+            policy_source: None,
             extra: String::new(),
             postgres_extra: String::new(),
             target_extra: String::new(),
@@ -153,7 +157,7 @@ listen = "127.0.0.1:0"
 [identity.dev]
 
 [policy]
-dir = "{policies}"
+{policy_source}
 reload_interval_seconds = 1
 
 [audit]
@@ -171,7 +175,10 @@ labels = {{ env = "test" }}
 {target_extra}
 {extra}
 "#,
-        policies = options.policies.display(),
+        policy_source = options
+            .policy_source
+            .clone()
+            .unwrap_or_else(|| format!("dir = \"{}\"", options.policies.display())),
         busy = options.busy_timeout_ms,
         host = db.host,
         port = db.port,
@@ -265,6 +272,19 @@ impl Gateway {
             .arg(&self.config_path)
             .output()
             .expect("portcullis runs")
+    }
+
+    /// Writes the admin listener's real address into the config file (it
+    /// says port 0), for commands that ask the running gateway.
+    pub fn pin_admin_listen(&self) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let pinned = text.replacen(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"{}\"", self.admin_addr),
+            1,
+        );
+        assert_ne!(text, pinned, "no `[admin] listen` to pin");
+        std::fs::write(&self.config_path, pinned).unwrap();
     }
 
     /// Stops the gateway; the returned directory keeps its data until dropped.

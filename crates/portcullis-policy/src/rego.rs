@@ -1,0 +1,286 @@
+//! The Rego engine (`regorus`), for teams whose policies are already Rego.
+//!
+//! It sees the same input as the Cedar engine and gives the same decision
+//! shape. The convention (see `docs/rego.md`): in `package portcullis`, each
+//! rule adds its id to the set `permit` or `forbid` when it applies, and the
+//! object `reasons` maps ids to sentences for people. A forbid wins over a
+//! permit; what no rule permits is denied, as in Cedar.
+
+use crate::error::PolicyError;
+use portcullis_core::{Action, Decision, Effect, Request};
+use serde_json::{json, Value};
+use std::path::Path;
+
+pub struct RegoPolicies {
+    engine: regorus::Engine,
+    version: String,
+    names: Vec<String>,
+    /// Whether any source defines `permit` / `forbid`: a rule that no source
+    /// defines is an empty set, not an error.
+    defines: [bool; 2],
+}
+
+impl std::fmt::Debug for RegoPolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegoPolicies")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl RegoPolicies {
+    /// Loads every `*.rego` file of `dir`, sorted by name.
+    pub fn load_dir(dir: &Path) -> Result<RegoPolicies, PolicyError> {
+        let files = crate::cedar::read_dir(dir, "rego")?;
+        let version = crate::cedar::content_version(&files);
+        let sources: Vec<(String, &str)> = files
+            .iter()
+            .map(|f| (f.path.display().to_string(), f.text.as_str()))
+            .collect();
+        RegoPolicies::build(&sources, version)
+    }
+
+    /// Loads policies held in memory, one `(name, text)` per file.
+    pub fn from_sources(sources: &[(&str, &str)]) -> Result<RegoPolicies, PolicyError> {
+        let files: Vec<crate::cedar::SourceFile> = sources
+            .iter()
+            .map(|(name, text)| crate::cedar::SourceFile {
+                path: (*name).into(),
+                text: text.to_string(),
+            })
+            .collect();
+        let version = crate::cedar::content_version(&files);
+        let sources: Vec<(String, &str)> =
+            sources.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        RegoPolicies::build(&sources, version)
+    }
+
+    fn build(sources: &[(String, &str)], version: String) -> Result<RegoPolicies, PolicyError> {
+        let mut engine = regorus::Engine::new();
+        let mut names = Vec::new();
+        let mut defines = [false; 2];
+        for (name, text) in sources {
+            for (slot, rule) in ["permit", "forbid"].iter().enumerate() {
+                if text.lines().any(|line| defines_rule(line, rule)) {
+                    defines[slot] = true;
+                }
+            }
+            engine
+                .add_policy(name.clone(), text.to_string())
+                .map_err(|e| PolicyError::Invalid {
+                    location: name.clone(),
+                    message: first_line(&e.to_string()),
+                })?;
+            names.extend(rule_ids(text));
+        }
+        names.sort();
+        names.dedup();
+        let policies = RegoPolicies {
+            engine,
+            version,
+            names,
+            defines,
+        };
+        // Evaluate once: a policy that cannot produce a decision is refused
+        // at load, not at the first statement.
+        let probe = json!({
+            "principal": {"id": "probe", "subject": "probe", "groups": [], "issuer": "probe"},
+            "target": {"name": "probe", "kind": "postgres", "labels": {}},
+            "action": "connect",
+            "context": {"client_ip": "127.0.0.1"},
+        });
+        policies
+            .evaluate(probe)
+            .map_err(|message| PolicyError::Invalid {
+                location: "rego".into(),
+                message,
+            })?;
+        Ok(policies)
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The rule ids named in the sources (`permit contains "<id>"`,
+    /// `forbid contains "<id>"`), sorted.
+    pub fn policy_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// Decides one request; an evaluation error is a denial that says why.
+    pub fn decide(&self, request: &Request<'_>) -> Decision {
+        match self.evaluate(input(request)) {
+            Ok((forbid, permit, reasons)) => {
+                let action = request.action.name();
+                if !forbid.is_empty() {
+                    let because: Vec<String> = forbid
+                        .iter()
+                        .filter_map(|id| reasons.get(id).cloned())
+                        .collect();
+                    Decision {
+                        effect: Effect::Deny,
+                        reason: if because.is_empty() {
+                            format!("`{action}` is forbidden")
+                        } else {
+                            because.join("; ")
+                        },
+                        policies: forbid,
+                        errors: Vec::new(),
+                        policy_version: self.version.clone(),
+                    }
+                } else if !permit.is_empty() {
+                    Decision {
+                        effect: Effect::Allow,
+                        reason: String::new(),
+                        policies: permit,
+                        errors: Vec::new(),
+                        policy_version: self.version.clone(),
+                    }
+                } else {
+                    Decision {
+                        effect: Effect::Deny,
+                        reason: format!(
+                            "no policy permits `{action}` on target `{}` for `{}`",
+                            request.target.name, request.principal.id
+                        ),
+                        policies: Vec::new(),
+                        errors: Vec::new(),
+                        policy_version: self.version.clone(),
+                    }
+                }
+            }
+            Err(message) => Decision {
+                effect: Effect::Deny,
+                policies: Vec::new(),
+                reason: format!("the policy could not be evaluated: {message}"),
+                errors: vec![message],
+                policy_version: self.version.clone(),
+            },
+        }
+    }
+
+    /// `(forbid ids, permit ids, reasons)`, ids sorted.
+    #[allow(clippy::type_complexity)]
+    fn evaluate(
+        &self,
+        input: Value,
+    ) -> Result<
+        (
+            Vec<String>,
+            Vec<String>,
+            std::collections::BTreeMap<String, String>,
+        ),
+        String,
+    > {
+        let mut engine = self.engine.clone();
+        engine.set_input(regorus::Value::from(input));
+        let mut ids = |rule: &str, defined: bool| -> Result<Vec<String>, String> {
+            if !defined {
+                return Ok(Vec::new());
+            }
+            let value = engine
+                .eval_rule(format!("data.portcullis.{rule}"))
+                .map_err(|e| first_line(&e.to_string()))?;
+            let json = to_json(&value)?;
+            let mut ids: Vec<String> = match json {
+                Value::Array(items) => items
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                Value::Null => Vec::new(),
+                other => return Err(format!("`{rule}` must be a set of rule ids, found {other}")),
+            };
+            ids.sort();
+            Ok(ids)
+        };
+        let [defines_permit, defines_forbid] = self.defines;
+        let forbid = ids("forbid", defines_forbid)?;
+        let permit = ids("permit", defines_permit)?;
+        let reasons = engine
+            .eval_rule("data.portcullis.reasons".to_string())
+            .ok()
+            .and_then(|value| to_json(&value).ok())
+            .and_then(|json| json.as_object().cloned())
+            .map(|object| {
+                object
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((forbid, permit, reasons))
+    }
+}
+
+fn to_json(value: &regorus::Value) -> Result<Value, String> {
+    if *value == regorus::Value::Undefined {
+        return Ok(Value::Null);
+    }
+    let text = value.to_json_str().map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// The input document: the same facts the Cedar engine sees.
+pub fn input(request: &Request<'_>) -> Value {
+    let principal = request.principal;
+    let mut context = json!({
+        "client_ip": request.client_addr.map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+    });
+    if let Action::Query(statement) = request.action {
+        context["statement"] = json!({
+            "kind": statement.kind.as_str(),
+            "kinds": statement.kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "command": statement.command,
+            "tables": statement.tables,
+            "functions": statement.functions,
+            "has_where": statement.has_where,
+            "writes": statement.writes,
+            "settings": statement.settings,
+            "text": statement.text,
+        });
+    }
+    json!({
+        "principal": {
+            "id": principal.id,
+            "subject": principal.subject,
+            "email": principal.email,
+            "groups": principal.groups,
+            "issuer": principal.issuer,
+        },
+        "target": {
+            "name": request.target.name,
+            "kind": request.target.kind.as_str(),
+            "labels": request.target.labels,
+        },
+        "action": request.action.name(),
+        "context": context,
+    })
+}
+
+/// Whether a source line starts a definition of `rule`.
+fn defines_rule(line: &str, rule: &str) -> bool {
+    line.trim_start()
+        .strip_prefix(rule)
+        .is_some_and(|rest| rest.starts_with([' ', ':', '=', '[', '\t']) || rest.is_empty())
+}
+
+/// Rule ids written as `permit contains "<id>"` or `forbid contains "<id>"`.
+fn rule_ids(text: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        for head in ["permit contains \"", "forbid contains \""] {
+            if let Some(rest) = line.strip_prefix(head) {
+                if let Some(end) = rest.find('"') {
+                    ids.push(rest.get(..end).unwrap_or_default().to_string());
+                }
+            }
+        }
+    }
+    ids
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).to_string()
+}

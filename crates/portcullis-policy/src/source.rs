@@ -1,0 +1,522 @@
+//! Where policies come from: a directory, or a commit of a Git repository.
+//!
+//! A source answers two questions: which version it holds now (cheap, asked
+//! on every poll) and the validated policies of that version. A directory's
+//! version is a content hash of its `*.cedar` files; a Git source's version is
+//! the full id of the commit its ref points at, and its files are read from
+//! that commit's tree in the object database: no checkout, no worktree, no
+//! `git` process. What is in the worktree but not committed is never seen.
+
+use crate::cedar::CedarPolicies;
+use crate::error::PolicyError;
+use std::path::{Path, PathBuf};
+
+/// Characters of a commit id used to name files read from it.
+const SHORT_COMMIT: usize = 12;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// Every `*.cedar` file of a directory.
+    Directory(PathBuf),
+    /// Every `*.cedar` file of `subdir` (empty: the root) in the commit that
+    /// `reference` points at. `repo` is a local repository, bare or not;
+    /// `reference` is a ref name as `git` accepts it (`main`, `HEAD`,
+    /// `refs/heads/main`, `origin/main`, a tag) or a full commit id.
+    Git {
+        repo: PathBuf,
+        reference: String,
+        subdir: String,
+    },
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicySource::Directory(dir) => write!(f, "directory `{}`", dir.display()),
+            PolicySource::Git {
+                repo,
+                reference,
+                subdir,
+            } => {
+                write!(f, "git repository `{}` at `{reference}`", repo.display())?;
+                if !subdir.is_empty() {
+                    write!(f, ", directory `{subdir}`")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl PolicySource {
+    /// The version the source holds now, without parsing any policy: a
+    /// content hash for a directory, the full commit id for Git.
+    pub fn current_version(&self) -> Result<String, PolicyError> {
+        match self {
+            PolicySource::Directory(dir) => CedarPolicies::dir_version(dir),
+            PolicySource::Git {
+                repo, reference, ..
+            } => {
+                let repository = open(repo)?;
+                Ok(resolve(&repository, repo, reference)?.to_string())
+            }
+        }
+    }
+
+    /// Reads, parses and validates the version the source holds now. A Git
+    /// version is named by its commit id (see [`CedarPolicies::version`]).
+    pub fn load(&self) -> Result<CedarPolicies, PolicyError> {
+        match self {
+            PolicySource::Directory(dir) => CedarPolicies::load_dir(dir),
+            PolicySource::Git {
+                repo,
+                reference,
+                subdir,
+            } => {
+                let repository = open(repo)?;
+                let commit = resolve(&repository, repo, reference)?;
+                let files = read_commit(&repository, repo, commit, subdir)?;
+                let prefix = format!("{}:", commit.to_hex_with_len(SHORT_COMMIT));
+                Ok(CedarPolicies::from_commit_files(files, &prefix)?
+                    .with_version(commit.to_string()))
+            }
+        }
+    }
+}
+
+fn open(repo: &Path) -> Result<gix::Repository, PolicyError> {
+    // Isolated: the repository's own config only, not the environment's
+    // `GIT_*` variables or the user's and system's config, so the gateway
+    // reads the same commit whoever starts it.
+    gix::open_opts(repo, gix::open::Options::isolated()).map_err(|e| PolicyError::GitRepository {
+        repo: repo.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The commit `reference` points at, through any annotated tag.
+fn resolve(
+    repository: &gix::Repository,
+    repo: &Path,
+    reference: &str,
+) -> Result<gix::ObjectId, PolicyError> {
+    let ref_error = |message: String| PolicyError::GitRef {
+        repo: repo.to_path_buf(),
+        reference: reference.to_string(),
+        message,
+    };
+    let is_commit_id = reference.len() == repository.object_hash().len_in_hex()
+        && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_commit_id {
+        let id =
+            gix::ObjectId::from_hex(reference.as_bytes()).map_err(|e| ref_error(e.to_string()))?;
+        let object = repository
+            .try_find_object(id)
+            .map_err(|e| ref_error(e.to_string()))?
+            .ok_or_else(|| ref_error("no such commit".to_string()))?;
+        let commit = object
+            .peel_to_commit()
+            .map_err(|e| ref_error(e.to_string()))?;
+        return Ok(commit.id);
+    }
+    let found = repository
+        .try_find_reference(reference)
+        .map_err(|e| ref_error(e.to_string()))?;
+    let Some(mut found) = found else {
+        return Err(ref_error("no such branch, tag or ref".to_string()));
+    };
+    let commit = found
+        .peel_to_commit()
+        .map_err(|e| ref_error(e.to_string()))?;
+    Ok(commit.id)
+}
+
+/// The components of a sub-directory: `policies/`, `./policies` and
+/// `policies` are the same; the root is empty. `..` is refused (`None`).
+fn subdir_components(subdir: &str) -> Option<Vec<&str>> {
+    let mut components = Vec::new();
+    for part in subdir.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return None,
+            part => components.push(part),
+        }
+    }
+    Some(components)
+}
+
+/// `(path, text)` of every `*.cedar` file of `subdir` in `commit`, sorted by
+/// name; the path is the file's in the repository.
+fn read_commit(
+    repository: &gix::Repository,
+    repo: &Path,
+    commit: gix::ObjectId,
+    subdir: &str,
+) -> Result<Vec<(String, String)>, PolicyError> {
+    let short = commit.to_hex_with_len(SHORT_COMMIT).to_string();
+    let read_error = |path: &str, message: String| PolicyError::GitRead {
+        repo: repo.to_path_buf(),
+        location: format!("{short}:{path}"),
+        message,
+    };
+    let no_subdir = || PolicyError::GitNoSubdir {
+        repo: repo.to_path_buf(),
+        commit: short.clone(),
+        subdir: subdir.to_string(),
+    };
+    let mut tree = repository
+        .find_commit(commit)
+        .map_err(|e| read_error("", e.to_string()))?
+        .tree()
+        .map_err(|e| read_error("", e.to_string()))?;
+    let components = subdir_components(subdir).ok_or_else(no_subdir)?;
+    let prefix = components.join("/");
+    if !components.is_empty() {
+        let entry = tree
+            .lookup_entry(components.iter().copied())
+            .map_err(|e| read_error(&prefix, e.to_string()))?
+            .ok_or_else(no_subdir)?;
+        if !entry.mode().is_tree() {
+            return Err(no_subdir());
+        }
+        tree = entry
+            .object()
+            .map_err(|e| read_error(&prefix, e.to_string()))?
+            .try_into_tree()
+            .map_err(|e| read_error(&prefix, e.to_string()))?;
+    }
+    let path_of = |name: &str| {
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        }
+    };
+    let mut files = Vec::new();
+    for entry in tree.iter() {
+        let entry = entry.map_err(|e| read_error(&prefix, e.to_string()))?;
+        let raw_name: &[u8] = entry.filename();
+        if !raw_name.ends_with(b".cedar") {
+            continue;
+        }
+        let path = path_of(&String::from_utf8_lossy(raw_name));
+        let Ok(name) = std::str::from_utf8(raw_name) else {
+            return Err(read_error(&path, "the file name is not UTF-8".to_string()));
+        };
+        // The same files a directory source reads: `.cedar` alone is a
+        // hidden file without an extension, and directories are skipped.
+        if Path::new(name).extension().is_none_or(|e| e != "cedar") {
+            continue;
+        }
+        match entry.kind() {
+            gix::object::tree::EntryKind::Blob | gix::object::tree::EntryKind::BlobExecutable => {}
+            gix::object::tree::EntryKind::Tree | gix::object::tree::EntryKind::Commit => continue,
+            // Skipping it could silently drop a `forbid`; following it could
+            // read outside the commit. Neither is safe.
+            gix::object::tree::EntryKind::Link => {
+                return Err(read_error(
+                    &path,
+                    "a symbolic link: policy files in git must be regular files".to_string(),
+                ))
+            }
+        }
+        let mut blob = repository
+            .find_blob(entry.object_id())
+            .map_err(|e| read_error(&path, e.to_string()))?;
+        let text = String::from_utf8(blob.take_data())
+            .map_err(|_| read_error(&path, "the file is not UTF-8".to_string()))?;
+        files.push((path, text));
+    }
+    if files.is_empty() {
+        return Err(PolicyError::GitEmpty {
+            repo: repo.to_path_buf(),
+            location: format!("{short}:{prefix}"),
+        });
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use std::process::Command;
+
+    const PERMIT: &str =
+        "@id(\"eng-connects\")\npermit (principal in Group::\"eng\", action == Action::\"connect\", resource);\n";
+    const FORBID: &str =
+        "@id(\"no-drop\")\nforbid (principal, action == Action::\"query\", resource)\nwhen { context.statement.kind == \"ddl\" };\n";
+    /// `kindd` is not in the schema: parses, does not validate.
+    const INVALID: &str =
+        "permit (principal, action == Action::\"query\", resource)\nwhen { context.statement.kindd == \"select\" };\n";
+
+    /// A repository made with the `git` command line, as people make them;
+    /// the code under test never runs `git`.
+    struct Repo {
+        dir: tempfile::TempDir,
+    }
+
+    impl Repo {
+        fn new() -> Repo {
+            let repo = Repo {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            repo.git(&["init", "-q", "-b", "main"]);
+            repo
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        fn git(&self, args: &[&str]) -> String {
+            let out = Command::new("git")
+                .args([
+                    "-c",
+                    "commit.gpgsign=false",
+                    "-c",
+                    "core.hooksPath=/dev/null",
+                ])
+                .args(args)
+                .current_dir(self.path())
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "Policy Author")
+                .env("GIT_AUTHOR_EMAIL", "author@example.com")
+                .env("GIT_COMMITTER_NAME", "Policy Author")
+                .env("GIT_COMMITTER_EMAIL", "author@example.com")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        }
+
+        fn write(&self, path: &str, text: &str) {
+            let path = self.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+
+        /// Writes the files, commits everything, and returns the commit id.
+        fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+            for (path, text) in files {
+                self.write(path, text);
+            }
+            self.git(&["add", "-A"]);
+            self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+            self.git(&["rev-parse", "HEAD"])
+        }
+
+        fn source(&self, reference: &str, subdir: &str) -> PolicySource {
+            PolicySource::Git {
+                repo: self.path().to_path_buf(),
+                reference: reference.to_string(),
+                subdir: subdir.to_string(),
+            }
+        }
+    }
+
+    #[test]
+    fn git_version_is_the_commit_id_of_the_ref() {
+        let repo = Repo::new();
+        let first = repo.commit(&[("access.cedar", PERMIT)], "first");
+        let source = repo.source("main", "");
+        assert_eq!(first.len(), 40);
+        assert_eq!(source.current_version().unwrap(), first);
+        let policies = source.load().unwrap();
+        assert_eq!(policies.version(), first);
+        assert_eq!(policies.len(), 1);
+
+        let second = repo.commit(&[("guardrails.cedar", FORBID)], "second");
+        assert_ne!(first, second);
+        assert_eq!(source.current_version().unwrap(), second);
+        assert_eq!(source.load().unwrap().len(), 2);
+        // Other spellings of a ref, and a pinned commit.
+        assert_eq!(repo.source("HEAD", "").current_version().unwrap(), second);
+        assert_eq!(
+            repo.source("refs/heads/main", "")
+                .current_version()
+                .unwrap(),
+            second
+        );
+        let pinned = repo.source(&first, "");
+        assert_eq!(pinned.current_version().unwrap(), first);
+        assert_eq!(pinned.load().unwrap().len(), 1);
+        // An annotated tag is peeled to its commit.
+        repo.git(&["tag", "-a", "-m", "release", "v1", &first]);
+        assert_eq!(repo.source("v1", "").load().unwrap().version(), first);
+    }
+
+    #[test]
+    fn git_files_come_from_the_commit_not_the_worktree() {
+        let repo = Repo::new();
+        let commit = repo.commit(&[("access.cedar", PERMIT)], "first");
+        // Changed and added in the worktree, even staged: not committed.
+        repo.write("access.cedar", INVALID);
+        repo.write("extra.cedar", FORBID);
+        repo.git(&["add", "extra.cedar"]);
+        let source = repo.source("main", "");
+        assert_eq!(source.current_version().unwrap(), commit);
+        let policies = source.load().unwrap();
+        assert_eq!(policies.version(), commit);
+        assert_eq!(policies.len(), 1);
+    }
+
+    #[test]
+    fn git_subdir_is_respected() {
+        let repo = Repo::new();
+        repo.commit(
+            &[
+                ("policies/access.cedar", PERMIT),
+                ("policies/guardrails.cedar", FORBID),
+                ("policies/README.md", "not a policy"),
+                ("policies/nested/ignored.cedar", INVALID),
+                ("broken.cedar", INVALID),
+            ],
+            "layout",
+        );
+        for subdir in ["policies", "policies/", "./policies"] {
+            let policies = repo.source("main", subdir).load().unwrap();
+            assert_eq!(policies.len(), 2, "{subdir}");
+        }
+        // The root holds the invalid file; its error names commit and path.
+        let commit = repo.git(&["rev-parse", "HEAD"]);
+        let err = repo.source("main", "").load().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:broken.cedar:2:", &commit[..12])),
+            "{err}"
+        );
+        // A policy without an `@id` is named after its file, not the commit.
+        assert!(err.contains("policy `broken.cedar#0`"), "{err}");
+    }
+
+    #[test]
+    fn git_invalid_policy_names_commit_and_path() {
+        let repo = Repo::new();
+        let commit = repo.commit(
+            &[
+                ("policies/access.cedar", PERMIT),
+                ("policies/bad.cedar", INVALID),
+            ],
+            "bad",
+        );
+        let err = repo
+            .source("main", "policies")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}:policies/bad.cedar:2:", &commit[..12])),
+            "{err}"
+        );
+        assert!(err.contains("kindd"), "{err}");
+    }
+
+    #[test]
+    fn git_missing_ref_subdir_or_files_are_clear_errors() {
+        let repo = Repo::new();
+        let commit = repo.commit(&[("policies/README.md", "no policies yet")], "empty");
+        let short = &commit[..12];
+
+        let err = repo
+            .source("nope", "")
+            .current_version()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot resolve ref `nope`"), "{err}");
+        assert!(err.contains("no such branch, tag or ref"), "{err}");
+        let missing_commit = "0123456789abcdef0123456789abcdef01234567";
+        let err = repo
+            .source(missing_commit, "")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("cannot resolve ref `{missing_commit}`")),
+            "{err}"
+        );
+        assert!(err.ends_with("no such commit"), "{err}");
+
+        let err = repo.source("main", "rules").load().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("no directory `rules` in commit `{short}`")),
+            "{err}"
+        );
+        let err = repo
+            .source("main", "policies/README.md")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no directory `policies/README.md`"), "{err}");
+        let err = repo
+            .source("main", "../elsewhere")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no directory `../elsewhere`"), "{err}");
+
+        let err = repo
+            .source("main", "policies")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("no `*.cedar` policy files in `{short}:policies`")),
+            "{err}"
+        );
+
+        let not_a_repo = tempfile::tempdir().unwrap();
+        let err = PolicySource::Git {
+            repo: not_a_repo.path().to_path_buf(),
+            reference: "main".into(),
+            subdir: String::new(),
+        }
+        .current_version()
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("cannot read git repository"), "{err}");
+    }
+
+    #[test]
+    fn git_symbolic_link_policy_is_refused() {
+        let repo = Repo::new();
+        repo.write("shared/access.cedar", PERMIT);
+        std::os::unix::fs::symlink("shared/access.cedar", repo.path().join("access.cedar"))
+            .unwrap();
+        repo.commit(&[], "link");
+        let err = repo.source("main", "").load().unwrap_err().to_string();
+        assert!(err.contains("access.cedar"), "{err}");
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn git_bare_repository_is_read() {
+        let repo = Repo::new();
+        let commit = repo.commit(&[("access.cedar", PERMIT)], "first");
+        let bare = tempfile::tempdir().unwrap();
+        let bare_path = bare.path().join("policies.git");
+        repo.git(&["clone", "-q", "--bare", ".", bare_path.to_str().unwrap()]);
+        let source = PolicySource::Git {
+            repo: bare_path,
+            reference: "HEAD".into(),
+            subdir: String::new(),
+        };
+        assert_eq!(source.load().unwrap().version(), commit);
+    }
+
+    #[test]
+    fn directory_version_is_a_content_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("access.cedar"), PERMIT).unwrap();
+        let source = PolicySource::Directory(dir.path().to_path_buf());
+        let version = source.current_version().unwrap();
+        assert!(version.starts_with("sha256:"), "{version}");
+        assert_eq!(source.load().unwrap().version(), version);
+    }
+}

@@ -1,0 +1,198 @@
+//! `portcullis policy test` run as a user and a CI job run it: the real
+//! binary on the quickstart's policies and case file, and on copies with a
+//! wrong expectation and a malformed case file. No database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn quickstart_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies")
+}
+
+fn portcullis(args: &[&str], dir: &Path) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "test"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A temp dir with the quickstart's `.cedar` files (not its cases) and one
+/// case file.
+fn policies_with_cases(cases: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(quickstart_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("ci.cases.toml"), cases).unwrap();
+    dir
+}
+
+const ONE_WRONG: &str = r#"
+[defaults]
+target = { name = "demo" }
+
+[[case]]
+name = "engineers read"
+principal = { id = "alice@example.com", groups = ["eng"] }
+action = "query"
+statement = "select * from orders"
+expect = "allow"
+policy = "eng-read-write"
+
+[[case]]
+name = "engineers drop tables"
+principal = { id = "alice@example.com", groups = ["eng"] }
+action = "query"
+statement = "drop table orders"
+expect = "allow"
+
+[[case]]
+name = "deletes need a where clause"
+principal = { id = "dana@example.com", groups = ["eng", "dba"] }
+action = "query"
+statement = "with d as (delete from orders returning *) select * from d"
+expect = "deny"
+policy = "no-unbounded-writes"
+"#;
+
+#[test]
+fn quickstart_cases_pass() {
+    let out = portcullis(&[], &quickstart_policies());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("test quickstart.cases.toml::engineers read ... ok\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|line| line == "17 passed, 0 failed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+}
+
+#[test]
+fn a_wrong_expectation_fails_and_is_named() {
+    let dir = policies_with_cases(ONE_WRONG);
+    let out = portcullis(&[], dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("test ci.cases.toml::engineers drop tables ... FAILED\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("test ci.cases.toml::engineers read ... ok\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("---- ci.cases.toml::engineers drop tables ----\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("expected `allow`, got `deny`"), "{stdout}");
+    assert!(
+        stdout.contains("no policy permits `query` on target `demo`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|line| line == "2 passed, 1 failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn junit_reports_the_failure() {
+    let dir = policies_with_cases(ONE_WRONG);
+    let out = portcullis(&["--format", "junit"], dir.path());
+    let xml = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{xml}{}", text(&out.stderr));
+    assert!(xml.starts_with("<?xml "), "{xml}");
+    assert!(xml.contains("<testsuites "), "{xml}");
+    assert!(xml.contains("<testsuite name=\"ci.cases.toml\""), "{xml}");
+    assert!(xml.contains("tests=\"3\""), "{xml}");
+    assert!(xml.contains("failures=\"1\""), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 3, "{xml}");
+    assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+    assert!(
+        xml.contains("<testcase name=\"engineers drop tables\""),
+        "{xml}"
+    );
+    assert!(xml.trim_end().ends_with("</testsuites>"), "{xml}");
+}
+
+#[test]
+fn a_malformed_case_file_exits_2_naming_the_file() {
+    let dir = policies_with_cases(
+        r#"
+[[case]]
+name = "misspelt"
+principal = { id = "alice@example.com", groups = ["eng"] }
+target = { name = "demo" }
+action = "query"
+statment = "select 1"
+expect = "allow"
+"#,
+    );
+    let out = portcullis(&[], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}{stderr}", text(&out.stdout));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(
+        stderr.contains("ci.cases.toml:7:1: case 1 `misspelt`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `statment`"), "{stderr}");
+
+    // The same exit status in JUnit mode, where stdout stays empty.
+    let out = portcullis(&["--format", "junit"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_statement_that_does_not_parse_exits_2() {
+    let dir = policies_with_cases(
+        r#"
+[[case]]
+name = "typo"
+principal = { id = "alice@example.com", groups = ["eng"] }
+target = { name = "demo" }
+action = "query"
+statement = "selec * from orders"
+expect = "allow"
+"#,
+    );
+    let out = portcullis(&[], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ci.cases.toml:2: case 1 `typo`: `statement`: cannot parse the query"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_directory_without_case_files_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        quickstart_policies().join("access.cedar"),
+        dir.path().join("access.cedar"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.toml"), "not = \"cases\"\n").unwrap();
+    let out = portcullis(&[], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no `*.cases.toml` case files"), "{stderr}");
+}

@@ -1,0 +1,331 @@
+//! Policies followed from a Git repository: the gateway enforces the commit
+//! its branch points at, follows the branch while sessions stay open, keeps
+//! the last good commit when a bad one is pushed after it, and says so on the
+//! admin API and through `portcullis policy drift`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// A policy repository made with the `git` command line, the way a platform
+/// team makes one (the gateway itself never runs `git`).
+struct PolicyRepo {
+    dir: tempfile::TempDir,
+}
+
+impl PolicyRepo {
+    fn new() -> PolicyRepo {
+        let repo = PolicyRepo {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        // No user or system config: works on a fresh machine, and the
+        // author is fixed here.
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "commit.gpgsign=false",
+                "-c",
+                "core.hooksPath=/dev/null",
+            ])
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Platform Team")
+            .env("GIT_AUTHOR_EMAIL", "platform@example.com")
+            .env("GIT_COMMITTER_NAME", "Platform Team")
+            .env("GIT_COMMITTER_EMAIL", "platform@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn write(&self, path: &str, text: &str) {
+        let path = self.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn remove(&self, path: &str) {
+        std::fs::remove_file(self.path().join(path)).unwrap();
+    }
+
+    /// Commits everything in the worktree on `main`; returns the commit id.
+    fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "main"])
+    }
+}
+
+async fn status(gw: &Gateway) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args(["-sS", &format!("http://{}/api/v1/status", gw.admin_addr)])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn wait_for<F: Fn(&serde_json::Value) -> bool>(
+    gw: &Gateway,
+    what: &str,
+    done: F,
+) -> serde_json::Value {
+    for _ in 0..40 {
+        let s = status(gw).await;
+        if done(&s) {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("timed out waiting for {what}: {}", status(gw).await);
+}
+
+/// The audit entries of statements with this exact text, oldest first.
+fn audited_statements(gw: &Gateway, text: &str) -> Vec<serde_json::Value> {
+    let tail = gw.cli(&["audit", "tail", "-n", "20", "--json"]);
+    assert!(tail.status.success(), "{}", stderr(&tail));
+    stdout(&tail)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["entry"].clone())
+        .filter(|entry| entry["event"] == "statement" && entry["statement"]["text"] == text)
+        .collect()
+}
+
+const COUNT_ORDERS: &str = "select count(*) from orders";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_drift() {
+    let repo = PolicyRepo::new();
+    for entry in std::fs::read_dir(quickstart_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            repo.write(
+                &format!("policies/{name}"),
+                &std::fs::read_to_string(&path).unwrap(),
+            );
+        }
+    }
+    repo.write("README.md", "Access policies for the demo database.\n");
+    let first = repo.commit("quickstart policies");
+
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_policy_git", SEED).await,
+        Options {
+            policy_source: Some(format!(
+                "git = {{ repo = \"{}\", ref = \"main\", subdir = \"policies\" }}",
+                repo.path().display()
+            )),
+            ..Options::default()
+        },
+    )
+    .await;
+    gw.pin_admin_listen();
+
+    // The gateway enforces the branch's commit, named by its id.
+    let s = status(&gw).await;
+    assert_eq!(s["policy_version"], first.as_str(), "{s}");
+    assert_eq!(s["source_version"], first.as_str(), "{s}");
+    assert_eq!(s["drift"], false, "{s}");
+    assert!(s["policy_error"].is_null(), "{s}");
+    let drift = gw.cli(&["policy", "drift"]);
+    assert_eq!(drift.status.code(), Some(0), "{}", stderr(&drift));
+    assert!(stdout(&drift).contains(&first), "{}", stdout(&drift));
+    assert!(stdout(&drift).contains("in sync"), "{}", stdout(&drift));
+
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    assert_eq!(scalar_i64(&client, COUNT_ORDERS).await, 4);
+
+    // What is in the worktree but not committed is never enforced or read.
+    repo.write(
+        "policies/draft.cedar",
+        "permit (principal, action, resource) when { nope };",
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let s = status(&gw).await;
+    assert_eq!(s["policy_version"], first.as_str(), "{s}");
+    assert!(s["policy_error"].is_null(), "{s}");
+    repo.remove("policies/draft.cedar");
+
+    // The branch moves forward while alice's session is open: the new commit
+    // is enforced, her session goes on, and the new rule decides in it.
+    repo.write(
+        "policies/customers.cedar",
+        "@id(\"no-customer-data\")\n@reason(\"customer data is read through the support tool\")\nforbid (principal, action == Action::\"query\", resource)\nwhen { context.statement.tables.contains(\"customers\") };\n",
+    );
+    let second = repo.commit("customer data through the support tool only");
+    let s = wait_for(&gw, "the second commit", |s| {
+        s["policy_version"] == second.as_str()
+    })
+    .await;
+    assert_eq!(s["source_version"], second.as_str(), "{s}");
+    assert_eq!(s["drift"], false, "{s}");
+    assert!(!client.is_closed());
+    assert_eq!(scalar_i64(&client, COUNT_ORDERS).await, 4);
+    let err = client
+        .query("select count(*) from customers", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    assert!(
+        db_message(&err).contains("customer data is read through the support tool"),
+        "{}",
+        db_message(&err)
+    );
+    // Every audit entry names the commit that decided it.
+    let entries = audited_statements(&gw, COUNT_ORDERS);
+    let mut versions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["decision"]["policy_version"].as_str().unwrap())
+        .collect();
+    // The extended protocol audits a statement at `parse` and at `execute`.
+    versions.dedup();
+    assert_eq!(versions, [first.as_str(), second.as_str()], "{entries:?}");
+    let denied = audited_statements(&gw, "select count(*) from customers");
+    assert!(!denied.is_empty());
+    for entry in &denied {
+        assert_eq!(entry["decision"]["effect"], "deny", "{entry}");
+        assert_eq!(
+            entry["decision"]["policy_version"],
+            second.as_str(),
+            "{entry}"
+        );
+    }
+
+    // A bad commit pushed after the good one: refused, reported with the
+    // commit and the file, the good commit stays enforced, and that is drift.
+    repo.write(
+        "policies/broken.cedar",
+        "permit (principal, action == Action::\"query\", resource)\nwhen { context.statement.kindd == \"select\" };\n",
+    );
+    let bad = repo.commit("a typo");
+    let s = wait_for(&gw, "the bad commit's error", |s| {
+        s["policy_error"].is_string()
+    })
+    .await;
+    let error = s["policy_error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("{}:policies/broken.cedar:2:", &bad[..12])),
+        "{s}"
+    );
+    assert_eq!(s["policy_version"], second.as_str(), "{s}");
+    assert_eq!(s["source_version"], bad.as_str(), "{s}");
+    assert_eq!(s["drift"], true, "{s}");
+    assert_eq!(scalar_i64(&client, COUNT_ORDERS).await, 4);
+    assert_eq!(
+        audited_statements(&gw, COUNT_ORDERS).last().unwrap()["decision"]["policy_version"],
+        second.as_str()
+    );
+    let drift = gw.cli(&["policy", "drift"]);
+    let out = stdout(&drift);
+    assert_eq!(drift.status.code(), Some(1), "{out}{}", stderr(&drift));
+    assert!(out.contains(&format!("enforced: {second}")), "{out}");
+    assert!(out.contains(&format!("source:   {bad}")), "{out}");
+    assert!(out.contains("drift"), "{out}");
+    assert!(out.contains("policies/broken.cedar:2:"), "{out}");
+    // Against the good commit, the gateway is in sync.
+    let drift = gw.cli(&["policy", "drift", "--ref", &second]);
+    assert_eq!(
+        drift.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&drift),
+        stderr(&drift)
+    );
+
+    // A fixing commit clears the error and the drift.
+    repo.remove("policies/broken.cedar");
+    let fixed = repo.commit("fix the typo");
+    let s = wait_for(&gw, "the fixing commit", |s| {
+        s["policy_version"] == fixed.as_str()
+    })
+    .await;
+    assert!(s["policy_error"].is_null(), "{s}");
+    assert_eq!(s["source_version"], fixed.as_str(), "{s}");
+    assert_eq!(s["drift"], false, "{s}");
+    let drift = gw.cli(&["policy", "drift"]);
+    assert_eq!(
+        drift.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&drift),
+        stderr(&drift)
+    );
+    assert!(stdout(&drift).contains(&fixed), "{}", stdout(&drift));
+    assert_eq!(scalar_i64(&client, COUNT_ORDERS).await, 4);
+    assert_eq!(
+        audited_statements(&gw, COUNT_ORDERS).last().unwrap()["decision"]["policy_version"],
+        fixed.as_str()
+    );
+
+    // No gateway, no answer: exit 2 with a message that says so.
+    drop(client);
+    let config_path = gw.config_path.clone();
+    let _dir = gw.stop().await;
+    let drift = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "drift", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert_eq!(drift.status.code(), Some(2), "{}", stdout(&drift));
+    assert!(
+        stderr(&drift).contains("cannot reach the gateway's admin API"),
+        "{}",
+        stderr(&drift)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_refuses_to_start_without_a_valid_commit() {
+    let repo = PolicyRepo::new();
+    repo.write(
+        "policies/broken.cedar",
+        "permit (principal, action, resource) when { nope };\n",
+    );
+    let bad = repo.commit("broken from the start");
+    let db = TestDb::create("e2e_policy_git_bad", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(
+        dir.path(),
+        &db,
+        &Options {
+            policy_source: Some(format!(
+                "git = {{ repo = \"file://{}\", ref = \"main\", subdir = \"policies\" }}",
+                repo.path().display()
+            )),
+            ..Options::default()
+        },
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("refuses to serve"), "{err}");
+    assert!(
+        err.contains(&format!("{}:policies/broken.cedar:1:", &bad[..12])),
+        "{err}"
+    );
+}

@@ -1,0 +1,70 @@
+# The quickstart's policies in Rego: the same decisions as the Cedar files in
+# ../policies. Each rule adds its id to `permit` or `forbid`; a forbid wins;
+# what nothing permits is denied.
+package portcullis
+
+import rego.v1
+
+# Who may open a session to the demo database.
+permit contains "eng-connect" if {
+	input.action == "connect"
+	"eng" in input.principal.groups
+	input.target.name == "demo"
+}
+
+permit contains "dba-connect" if {
+	input.action == "connect"
+	"dba" in input.principal.groups
+	input.target.name == "demo"
+}
+
+# Engineers read and write data.
+permit contains "eng-read-write" if {
+	input.action == "query"
+	"eng" in input.principal.groups
+	input.target.name == "demo"
+	input.context.statement.kind in {"select", "insert", "update", "delete", "merge", "copy", "call", "set", "transaction", "utility"}
+}
+
+# DBAs may also change the schema and privileges.
+permit contains "dba-ddl-dcl" if {
+	input.action == "query"
+	"dba" in input.principal.groups
+	input.target.name == "demo"
+	input.context.statement.kind in {"ddl", "dcl"}
+}
+
+# Guardrails that hold for everyone.
+forbid contains "no-unbounded-writes" if {
+	input.action == "query"
+	not input.context.statement.has_where
+}
+
+forbid contains "no-drop-database" if {
+	input.action == "query"
+	input.context.statement.command == "DROP DATABASE"
+}
+
+forbid contains "no-copy-program" if {
+	input.action == "query"
+	startswith(input.context.statement.command, "COPY ")
+	endswith(input.context.statement.command, " PROGRAM")
+}
+
+forbid contains "no-alter-system" if {
+	input.action == "query"
+	input.context.statement.command == "ALTER SYSTEM"
+}
+
+forbid contains "no-role-changes" if {
+	input.action == "query"
+	input.context.statement.command in {"CREATE ROLE", "ALTER ROLE", "DROP ROLE"}
+}
+
+reasons := {
+	"no-unbounded-writes": "UPDATE and DELETE need a WHERE clause",
+	"no-drop-database": "DROP DATABASE is not allowed through the gateway",
+	"no-copy-program": "COPY ... PROGRAM runs commands on the database host",
+	"no-alter-system": "ALTER SYSTEM changes the server's configuration",
+	"no-role-changes": "creating or altering roles is not allowed through the gateway",
+}
