@@ -29,7 +29,7 @@ pub fn audit_verify(config: &Config) -> Result<String> {
 /// `portcullis policy validate DIR`: parses and validates a policy directory
 /// against the gateway's schema, without a running gateway.
 pub fn policy_validate(dir: &Path) -> Result<String> {
-    let policies = portcullis_policy::CedarPolicies::load_dir(dir)?;
+    let policies = portcullis_policy::Policies::load_dir_detected(dir)?;
     Ok(format!(
         "{}: {} policies valid, version {}\n",
         dir.display(),

@@ -21,12 +21,14 @@ pub mod tls;
 
 use anyhow::{bail, Context, Result};
 use portcullis_audit::{AuditLog, AuditOptions};
-use portcullis_config::{CleartextPassword, Config, PolicySourceConfig, TargetTls};
+use portcullis_config::{
+    CleartextPassword, Config, PolicyEngineKind, PolicySourceConfig, TargetTls,
+};
 use portcullis_core::{Target, TargetKind};
 use portcullis_gate::Gate;
 use portcullis_identity::{DevIssuer, DevIssuerSettings, OidcIssuerSettings, Verifier};
 use portcullis_pg::{CleartextPolicy, PgService, PgTarget, TargetAddr};
-use portcullis_policy::{CedarPolicies, PolicyError, PolicySource};
+use portcullis_policy::{Engine, Policies, PolicyError, PolicySource};
 use portcullis_sql::Classifier;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -222,6 +224,14 @@ pub fn policy_source(config: &Config) -> PolicySource {
     }
 }
 
+/// The policy engine a config names.
+pub fn policy_engine(config: &Config) -> Engine {
+    match config.policy.engine {
+        PolicyEngineKind::Cedar => Engine::Cedar,
+        PolicyEngineKind::Rego => Engine::Rego,
+    }
+}
+
 /// What one look at the policy source found.
 enum Polled {
     /// The source could not be read at all: its version is unknown.
@@ -229,7 +239,7 @@ enum Polled {
     /// The version enforced now, or one already known to be invalid.
     Unchanged(String),
     /// A new valid version (boxed: it is large, and rare).
-    Loaded(Box<CedarPolicies>),
+    Loaded(Box<Policies>),
     /// A new version that does not load, and why.
     Invalid(String, PolicyError),
 }
@@ -242,6 +252,7 @@ enum Polled {
 async fn reload_policies(
     gate: Gate,
     source: PolicySource,
+    engine: Engine,
     source_version: admin::SourceVersion,
     every: Duration,
 ) {
@@ -256,17 +267,18 @@ async fn reload_policies(
         let enforced = gate.policy_version();
         let poll_source = source.clone();
         let skip = known_invalid.clone();
-        let polled = tokio::task::spawn_blocking(move || match poll_source.current_version() {
-            Err(e) => Polled::Unreadable(e),
-            Ok(version) if version == enforced || skip.as_ref() == Some(&version) => {
-                Polled::Unchanged(version)
-            }
-            Ok(version) => match poll_source.load() {
-                Ok(policies) => Polled::Loaded(Box::new(policies)),
-                Err(e) => Polled::Invalid(version, e),
-            },
-        })
-        .await;
+        let polled =
+            tokio::task::spawn_blocking(move || match poll_source.current_version(engine) {
+                Err(e) => Polled::Unreadable(e),
+                Ok(version) if version == enforced || skip.as_ref() == Some(&version) => {
+                    Polled::Unchanged(version)
+                }
+                Ok(version) => match poll_source.load(engine) {
+                    Ok(policies) => Polled::Loaded(Box::new(policies)),
+                    Err(e) => Polled::Invalid(version, e),
+                },
+            })
+            .await;
         let polled = match polled {
             Ok(polled) => polled,
             Err(e) => {
@@ -329,7 +341,8 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
 
     let source = policy_source(&config);
-    let policies = source.load().with_context(|| {
+    let engine = policy_engine(&config);
+    let policies = source.load(engine).with_context(|| {
         format!("no valid policy in the {source}: the gateway refuses to serve without one")
     })?;
     info!(
@@ -387,6 +400,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         tasks.push(tokio::spawn(reload_policies(
             gate.clone(),
             source.clone(),
+            engine,
             source_version.clone(),
             Duration::from_secs(config.policy.reload_interval_seconds),
         )));

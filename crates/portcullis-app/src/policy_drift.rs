@@ -83,7 +83,8 @@ pub async fn policy_drift(config: &Config, reference: Option<&str>) -> Result<Dr
 
     let source_version = {
         let reading = source.clone();
-        tokio::task::spawn_blocking(move || reading.current_version())
+        let engine = crate::policy_engine(config);
+        tokio::task::spawn_blocking(move || reading.current_version(engine))
             .await
             .context("reading the policy source")?
             .with_context(|| format!("cannot read the {source}"))?

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use portcullis_config::Config;
 use portcullis_core::{Action, Decision, Principal, Request, Target, TargetKind};
-use portcullis_policy::CedarPolicies;
+use portcullis_policy::Policies;
 use portcullis_sql::Classifier;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -89,12 +89,13 @@ impl ImpactReport {
 /// Evaluates the decisions recorded since `since` ago with the policies in
 /// `candidate`, and reports the ones that would change.
 pub fn policy_impact(config: &Config, candidate: &Path, since: Duration) -> Result<ImpactReport> {
-    let policies = CedarPolicies::load_dir(candidate).with_context(|| {
-        format!(
-            "the candidate policies in `{}` do not load",
-            candidate.display()
-        )
-    })?;
+    let policies =
+        Policies::load_dir(candidate, crate::policy_engine(config)).with_context(|| {
+            format!(
+                "the candidate policies in `{}` do not load",
+                candidate.display()
+            )
+        })?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -145,7 +146,7 @@ enum Outcome {
     },
 }
 
-fn evaluate(body: &Value, policies: &CedarPolicies, classifier: &Classifier) -> Outcome {
+fn evaluate(body: &Value, policies: &Policies, classifier: &Classifier) -> Outcome {
     let event = body.get("event").and_then(Value::as_str).unwrap_or("");
     let is_statement = event == "statement";
     if !is_statement && event != "session.connect" && event != "session.recheck" {

@@ -45,7 +45,7 @@ impl StaleReport {
 pub fn policy_stale(config: &Config, days: u64) -> Result<StaleReport> {
     let source = crate::policy_source(config);
     let policies = source
-        .load()
+        .load(crate::policy_engine(config))
         .with_context(|| format!("the policies in the {source} do not load"))?;
     let path = crate::state_path(&config.gateway.data_dir);
     anyhow::ensure!(

@@ -13,7 +13,7 @@
 //! the policy directory is invalid), which is a [`PolicyTestError`].
 
 use portcullis_core::{Action, Decision, Effect, Principal, Request, Target, TargetKind};
-use portcullis_policy::{CedarPolicies, PolicyError};
+use portcullis_policy::{Policies, PolicyError};
 use portcullis_sql::Classifier;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -348,12 +348,12 @@ pub fn run(dir: &Path) -> Result<TestRun, PolicyTestError> {
     if !errors.is_empty() {
         return Err(PolicyTestError::CaseFiles(errors));
     }
-    let policies = CedarPolicies::load_dir(dir)?;
+    let policies = Policies::load_dir_detected(dir)?;
     Ok(run_cases(&policies, cases_by_file))
 }
 
 /// Decides every case with `policies`.
-pub fn run_cases(policies: &CedarPolicies, cases_by_file: Vec<(String, Vec<Case>)>) -> TestRun {
+pub fn run_cases(policies: &Policies, cases_by_file: Vec<(String, Vec<Case>)>) -> TestRun {
     let files = cases_by_file
         .into_iter()
         .map(|(file, cases)| {
@@ -371,7 +371,7 @@ pub fn run_cases(policies: &CedarPolicies, cases_by_file: Vec<(String, Vec<Case>
     }
 }
 
-fn decide(policies: &CedarPolicies, case: Case) -> CaseResult {
+fn decide(policies: &Policies, case: Case) -> CaseResult {
     let decision = match &case.refused_by_gateway {
         Some(reason) => Decision {
             effect: Effect::Deny,
@@ -814,7 +814,10 @@ client_ip = "127.0.0.1"
     }
 
     fn run_text(cases: &str) -> TestRun {
-        let policies = CedarPolicies::from_sources(&[("test.cedar", POLICIES)]).unwrap();
+        let policies: Policies =
+            portcullis_policy::CedarPolicies::from_sources(&[("test.cedar", POLICIES)])
+                .unwrap()
+                .into();
         let cases = parse(&format!("{HEADER}{cases}")).unwrap();
         run_cases(&policies, vec![("demo.cases.toml".to_string(), cases)])
     }

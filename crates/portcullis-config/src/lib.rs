@@ -327,8 +327,11 @@ where
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyEngineKind {
+    /// `*.cedar` files, validated against the gateway's schema.
     #[default]
     Cedar,
+    /// `*.rego` files, evaluated with regorus (see docs/rego.md).
+    Rego,
 }
 
 #[derive(Debug, Clone, Deserialize)]

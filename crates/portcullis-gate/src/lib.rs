@@ -23,7 +23,7 @@ pub use event::SessionFields;
 use event::{AuditEvent, DecisionFields, StatementFields};
 use portcullis_audit::AuditLog;
 use portcullis_core::{Action, Decision, Principal, Request, SessionId, StatementInfo, Target};
-use portcullis_policy::CedarPolicies;
+use portcullis_policy::Policies;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -35,7 +35,7 @@ pub struct Gate {
 }
 
 struct GateInner {
-    policies: RwLock<Arc<CedarPolicies>>,
+    policies: RwLock<Arc<Policies>>,
     /// Why the last attempt to load a new policy version failed, if it did.
     policy_error: RwLock<Option<String>>,
     /// Bumped on every policy change; live sessions watch it to re-check
@@ -169,10 +169,10 @@ impl Session {
 }
 
 impl Gate {
-    pub fn new(policies: CedarPolicies, audit: AuditLog, decision_cache: usize) -> Gate {
+    pub fn new(policies: impl Into<Policies>, audit: AuditLog, decision_cache: usize) -> Gate {
         Gate {
             inner: Arc::new(GateInner {
-                policies: RwLock::new(Arc::new(policies)),
+                policies: RwLock::new(Arc::new(policies.into())),
                 policy_error: RwLock::new(None),
                 hits: std::sync::Mutex::new(std::collections::BTreeMap::new()),
                 generation: tokio::sync::watch::Sender::new(0),
@@ -190,7 +190,8 @@ impl Gate {
     /// Replaces the enforced policy with a new, already validated version,
     /// records the change in the audit log, and tells live sessions to
     /// re-check their `connect`.
-    pub async fn replace_policies(&self, policies: CedarPolicies) -> Result<(), GateError> {
+    pub async fn replace_policies(&self, policies: impl Into<Policies>) -> Result<(), GateError> {
+        let policies: Policies = policies.into();
         let previous = self.policy_version();
         let version = policies.version().to_string();
         let policies = Arc::new(policies);
@@ -253,7 +254,7 @@ impl Gate {
         &self.inner.audit
     }
 
-    fn policies(&self) -> Arc<CedarPolicies> {
+    fn policies(&self) -> Arc<Policies> {
         match self.inner.policies.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -411,6 +412,7 @@ impl Gate {
 mod tests {
     use super::*;
     use portcullis_core::{Target, TargetKind};
+    use portcullis_policy::CedarPolicies;
 
     fn principal(id: &str, groups: &[&str]) -> Principal {
         Principal {

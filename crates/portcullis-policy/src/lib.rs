@@ -6,6 +6,7 @@
 //! Layout:
 //! - [`cedar`]: the Cedar engine and its schema (`portcullis.cedarschema`).
 //! - [`source`]: where policies come from: a directory or a Git commit.
+//! - [`engine`]: [`Policies`], either engine behind one type.
 //! - [`rego`]: the Rego engine (`regorus`), same input, same decision shape.
 //! - `error`: [`PolicyError`].
 //!
@@ -14,11 +15,13 @@
 //! Gate.
 
 pub mod cedar;
+pub mod engine;
 mod error;
 pub mod rego;
 pub mod source;
 
 pub use cedar::{CedarPolicies, SCHEMA};
+pub use engine::{Engine, Policies};
 pub use error::PolicyError;
 pub use rego::RegoPolicies;
 pub use source::PolicySource;

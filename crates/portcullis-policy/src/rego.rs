@@ -33,11 +33,7 @@ impl RegoPolicies {
     pub fn load_dir(dir: &Path) -> Result<RegoPolicies, PolicyError> {
         let files = crate::cedar::read_dir(dir, "rego")?;
         let version = crate::cedar::content_version(&files);
-        let sources: Vec<(String, &str)> = files
-            .iter()
-            .map(|f| (f.path.display().to_string(), f.text.as_str()))
-            .collect();
-        RegoPolicies::build(&sources, version)
+        RegoPolicies::from_files(files, version)
     }
 
     /// Loads policies held in memory, one `(name, text)` per file.
@@ -50,8 +46,17 @@ impl RegoPolicies {
             })
             .collect();
         let version = crate::cedar::content_version(&files);
-        let sources: Vec<(String, &str)> =
-            sources.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        RegoPolicies::from_files(files, version)
+    }
+
+    pub(crate) fn from_files(
+        files: Vec<crate::cedar::SourceFile>,
+        version: String,
+    ) -> Result<RegoPolicies, PolicyError> {
+        let sources: Vec<(String, &str)> = files
+            .iter()
+            .map(|f| (f.path.display().to_string(), f.text.as_str()))
+            .collect();
         RegoPolicies::build(&sources, version)
     }
 

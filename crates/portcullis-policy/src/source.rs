@@ -7,7 +7,7 @@
 //! that commit's tree in the object database: no checkout, no worktree, no
 //! `git` process. What is in the worktree but not committed is never seen.
 
-use crate::cedar::CedarPolicies;
+use crate::engine::{Engine, Policies};
 use crate::error::PolicyError;
 use std::path::{Path, PathBuf};
 
@@ -51,9 +51,9 @@ impl std::fmt::Display for PolicySource {
 impl PolicySource {
     /// The version the source holds now, without parsing any policy: a
     /// content hash for a directory, the full commit id for Git.
-    pub fn current_version(&self) -> Result<String, PolicyError> {
+    pub fn current_version(&self, engine: Engine) -> Result<String, PolicyError> {
         match self {
-            PolicySource::Directory(dir) => CedarPolicies::dir_version(dir),
+            PolicySource::Directory(dir) => Policies::dir_version(dir, engine),
             PolicySource::Git {
                 repo, reference, ..
             } => {
@@ -65,9 +65,9 @@ impl PolicySource {
 
     /// Reads, parses and validates the version the source holds now. A Git
     /// version is named by its commit id (see [`CedarPolicies::version`]).
-    pub fn load(&self) -> Result<CedarPolicies, PolicyError> {
+    pub fn load(&self, engine: Engine) -> Result<Policies, PolicyError> {
         match self {
-            PolicySource::Directory(dir) => CedarPolicies::load_dir(dir),
+            PolicySource::Directory(dir) => Policies::load_dir(dir, engine),
             PolicySource::Git {
                 repo,
                 reference,
@@ -75,10 +75,9 @@ impl PolicySource {
             } => {
                 let repository = open(repo)?;
                 let commit = resolve(&repository, repo, reference)?;
-                let files = read_commit(&repository, repo, commit, subdir)?;
+                let files = read_commit(&repository, repo, commit, subdir, engine.extension())?;
                 let prefix = format!("{}:", commit.to_hex_with_len(SHORT_COMMIT));
-                Ok(CedarPolicies::from_commit_files(files, &prefix)?
-                    .with_version(commit.to_string()))
+                Policies::from_commit_files(files, &prefix, commit.to_string(), engine)
             }
         }
     }
@@ -145,13 +144,14 @@ fn subdir_components(subdir: &str) -> Option<Vec<&str>> {
     Some(components)
 }
 
-/// `(path, text)` of every `*.cedar` file of `subdir` in `commit`, sorted by
+/// `(path, text)` of every `*.<extension>` file of `subdir` in `commit`, sorted by
 /// name; the path is the file's in the repository.
 fn read_commit(
     repository: &gix::Repository,
     repo: &Path,
     commit: gix::ObjectId,
     subdir: &str,
+    extension: &str,
 ) -> Result<Vec<(String, String)>, PolicyError> {
     let short = commit.to_hex_with_len(SHORT_COMMIT).to_string();
     let read_error = |path: &str, message: String| PolicyError::GitRead {
@@ -196,7 +196,7 @@ fn read_commit(
     for entry in tree.iter() {
         let entry = entry.map_err(|e| read_error(&prefix, e.to_string()))?;
         let raw_name: &[u8] = entry.filename();
-        if !raw_name.ends_with(b".cedar") {
+        if !raw_name.ends_with(format!(".{extension}").as_bytes()) {
             continue;
         }
         let path = path_of(&String::from_utf8_lossy(raw_name));
@@ -205,7 +205,7 @@ fn read_commit(
         };
         // The same files a directory source reads: `.cedar` alone is a
         // hidden file without an extension, and directories are skipped.
-        if Path::new(name).extension().is_none_or(|e| e != "cedar") {
+        if Path::new(name).extension().is_none_or(|e| e != extension) {
             continue;
         }
         match entry.kind() {
@@ -328,29 +328,37 @@ mod tests {
         let first = repo.commit(&[("access.cedar", PERMIT)], "first");
         let source = repo.source("main", "");
         assert_eq!(first.len(), 40);
-        assert_eq!(source.current_version().unwrap(), first);
-        let policies = source.load().unwrap();
+        assert_eq!(source.current_version(Engine::Cedar).unwrap(), first);
+        let policies = source.load(Engine::Cedar).unwrap();
         assert_eq!(policies.version(), first);
         assert_eq!(policies.len(), 1);
 
         let second = repo.commit(&[("guardrails.cedar", FORBID)], "second");
         assert_ne!(first, second);
-        assert_eq!(source.current_version().unwrap(), second);
-        assert_eq!(source.load().unwrap().len(), 2);
+        assert_eq!(source.current_version(Engine::Cedar).unwrap(), second);
+        assert_eq!(source.load(Engine::Cedar).unwrap().len(), 2);
         // Other spellings of a ref, and a pinned commit.
-        assert_eq!(repo.source("HEAD", "").current_version().unwrap(), second);
+        assert_eq!(
+            repo.source("HEAD", "")
+                .current_version(Engine::Cedar)
+                .unwrap(),
+            second
+        );
         assert_eq!(
             repo.source("refs/heads/main", "")
-                .current_version()
+                .current_version(Engine::Cedar)
                 .unwrap(),
             second
         );
         let pinned = repo.source(&first, "");
-        assert_eq!(pinned.current_version().unwrap(), first);
-        assert_eq!(pinned.load().unwrap().len(), 1);
+        assert_eq!(pinned.current_version(Engine::Cedar).unwrap(), first);
+        assert_eq!(pinned.load(Engine::Cedar).unwrap().len(), 1);
         // An annotated tag is peeled to its commit.
         repo.git(&["tag", "-a", "-m", "release", "v1", &first]);
-        assert_eq!(repo.source("v1", "").load().unwrap().version(), first);
+        assert_eq!(
+            repo.source("v1", "").load(Engine::Cedar).unwrap().version(),
+            first
+        );
     }
 
     #[test]
@@ -362,8 +370,8 @@ mod tests {
         repo.write("extra.cedar", FORBID);
         repo.git(&["add", "extra.cedar"]);
         let source = repo.source("main", "");
-        assert_eq!(source.current_version().unwrap(), commit);
-        let policies = source.load().unwrap();
+        assert_eq!(source.current_version(Engine::Cedar).unwrap(), commit);
+        let policies = source.load(Engine::Cedar).unwrap();
         assert_eq!(policies.version(), commit);
         assert_eq!(policies.len(), 1);
     }
@@ -382,12 +390,16 @@ mod tests {
             "layout",
         );
         for subdir in ["policies", "policies/", "./policies"] {
-            let policies = repo.source("main", subdir).load().unwrap();
+            let policies = repo.source("main", subdir).load(Engine::Cedar).unwrap();
             assert_eq!(policies.len(), 2, "{subdir}");
         }
         // The root holds the invalid file; its error names commit and path.
         let commit = repo.git(&["rev-parse", "HEAD"]);
-        let err = repo.source("main", "").load().unwrap_err().to_string();
+        let err = repo
+            .source("main", "")
+            .load(Engine::Cedar)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(&format!("{}:broken.cedar:2:", &commit[..12])),
             "{err}"
@@ -408,7 +420,7 @@ mod tests {
         );
         let err = repo
             .source("main", "policies")
-            .load()
+            .load(Engine::Cedar)
             .unwrap_err()
             .to_string();
         assert!(
@@ -426,7 +438,7 @@ mod tests {
 
         let err = repo
             .source("nope", "")
-            .current_version()
+            .current_version(Engine::Cedar)
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot resolve ref `nope`"), "{err}");
@@ -434,7 +446,7 @@ mod tests {
         let missing_commit = "0123456789abcdef0123456789abcdef01234567";
         let err = repo
             .source(missing_commit, "")
-            .load()
+            .load(Engine::Cedar)
             .unwrap_err()
             .to_string();
         assert!(
@@ -443,27 +455,31 @@ mod tests {
         );
         assert!(err.ends_with("no such commit"), "{err}");
 
-        let err = repo.source("main", "rules").load().unwrap_err().to_string();
+        let err = repo
+            .source("main", "rules")
+            .load(Engine::Cedar)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("no directory `rules` in commit `{short}`")),
             "{err}"
         );
         let err = repo
             .source("main", "policies/README.md")
-            .load()
+            .load(Engine::Cedar)
             .unwrap_err()
             .to_string();
         assert!(err.contains("no directory `policies/README.md`"), "{err}");
         let err = repo
             .source("main", "../elsewhere")
-            .load()
+            .load(Engine::Cedar)
             .unwrap_err()
             .to_string();
         assert!(err.contains("no directory `../elsewhere`"), "{err}");
 
         let err = repo
             .source("main", "policies")
-            .load()
+            .load(Engine::Cedar)
             .unwrap_err()
             .to_string();
         assert!(
@@ -477,7 +493,7 @@ mod tests {
             reference: "main".into(),
             subdir: String::new(),
         }
-        .current_version()
+        .current_version(Engine::Cedar)
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("cannot read git repository"), "{err}");
@@ -490,7 +506,11 @@ mod tests {
         std::os::unix::fs::symlink("shared/access.cedar", repo.path().join("access.cedar"))
             .unwrap();
         repo.commit(&[], "link");
-        let err = repo.source("main", "").load().unwrap_err().to_string();
+        let err = repo
+            .source("main", "")
+            .load(Engine::Cedar)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("access.cedar"), "{err}");
         assert!(err.contains("symbolic link"), "{err}");
     }
@@ -507,7 +527,7 @@ mod tests {
             reference: "HEAD".into(),
             subdir: String::new(),
         };
-        assert_eq!(source.load().unwrap().version(), commit);
+        assert_eq!(source.load(Engine::Cedar).unwrap().version(), commit);
     }
 
     #[test]
@@ -515,8 +535,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("access.cedar"), PERMIT).unwrap();
         let source = PolicySource::Directory(dir.path().to_path_buf());
-        let version = source.current_version().unwrap();
+        let version = source.current_version(Engine::Cedar).unwrap();
         assert!(version.starts_with("sha256:"), "{version}");
-        assert_eq!(source.load().unwrap().version(), version);
+        assert_eq!(source.load(Engine::Cedar).unwrap().version(), version);
     }
 }

@@ -223,3 +223,44 @@ async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_a
     assert!(text.contains("\"session.recheck\""), "{text}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rego_engine_enforces_the_quickstart_policies() {
+    let rego =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/rego");
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_rego", SEED).await,
+        Options {
+            policy_source: Some(format!("engine = \"rego\"\ndir = \"{}\"", rego.display())),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
+    let err = client
+        .batch_execute("with d as (delete from orders returning *) select 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    assert_eq!(
+        db_message(&err),
+        "denied by policy `no-unbounded-writes`: UPDATE and DELETE need a WHERE clause"
+    );
+    let err = client
+        .batch_execute("create table t (x int)")
+        .await
+        .unwrap_err();
+    assert!(
+        db_message(&err).contains("no policy permits `query`"),
+        "{}",
+        db_message(&err)
+    );
+    let mallory = gw.token("mallory@example.com", &["sales"]);
+    assert_eq!(
+        sqlstate(&gw.connect(&mallory).await.err().unwrap()),
+        "28000"
+    );
+    gw.stop().await;
+}

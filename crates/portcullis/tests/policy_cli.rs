@@ -196,3 +196,33 @@ fn a_directory_without_case_files_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no `*.cases.toml` case files"), "{stderr}");
 }
+
+/// The quickstart's case table passes against its Rego policies too: one
+/// table, both engines.
+#[test]
+fn the_same_cases_pass_with_the_rego_policies() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("rego/portcullis.rego"),
+        dir.path().join("portcullis.rego"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("policies/quickstart.cases.toml"),
+        dir.path().join("quickstart.cases.toml"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "test"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(" passed, 0 failed"), "{text}");
+}
