@@ -46,6 +46,7 @@ pub fn router(gate: Gate, source_version: SourceVersion) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics_text))
         .with_state(AdminState {
             gate,
             source_version,
@@ -67,6 +68,70 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 /// `drift` is true when the enforced version is not the source's newest,
 /// including when the source cannot be read (`source_version` is null): the
 /// gateway cannot show that it enforces what the source says.
+/// The process-wide Prometheus recorder. Installed once; every gateway in
+/// the process (one, outside tests) renders through it.
+fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Installs the metrics recorder, so that counters count from start-up.
+pub fn install_metrics() {
+    let _ = prometheus();
+}
+
+/// Prometheus text: decisions, sessions, audit, and the policy's state
+/// (version, drift, the reason a newer version is not enforced).
+async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    let gate = &state.gate;
+    let enforced = gate.policy_version();
+    let source_version = state.source_version.get();
+    let drift = source_version.as_deref() != Some(enforced.as_str());
+    metrics::gauge!("portcullis_policy_drift").set(if drift { 1.0 } else { 0.0 });
+    metrics::gauge!("portcullis_policy_error").set(if gate.policy_error().is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    {
+        // One series per version would pile up: the previous one goes to 0.
+        static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        if let Ok(mut last) = LAST.lock() {
+            if let Some(previous) = last.take().filter(|v| *v != enforced) {
+                metrics::gauge!("portcullis_policy_info", "version" => previous).set(0.0);
+            }
+            *last = Some(enforced.clone());
+        }
+        metrics::gauge!("portcullis_policy_info", "version" => enforced).set(1.0);
+    }
+    let audit = gate.audit().stats();
+    metrics::gauge!("portcullis_audit_entries").set(audit.entries as f64);
+    metrics::gauge!("portcullis_audit_commits").set(audit.commits as f64);
+    metrics::gauge!("portcullis_audit_failed_batches").set(audit.failed_batches as f64);
+    match prometheus() {
+        Some(handle) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            handle.render(),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            "metrics unavailable: another metrics recorder is installed\n".to_string(),
+        ),
+    }
+}
+
 async fn status(State(state): State<AdminState>) -> impl IntoResponse {
     let gate = &state.gate;
     let enforced = gate.policy_version();

@@ -336,6 +336,7 @@ async fn reload_policies(
 /// path, for errors.
 pub async fn start(config: Config, file: &Path) -> Result<Running> {
     tls::install_crypto_provider();
+    admin::install_metrics();
     let data_dir = &config.gateway.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;

@@ -297,6 +297,8 @@ impl Gate {
     }
 
     fn count_hits(&self, decision: &Decision) {
+        metrics::counter!("portcullis_decisions_total", "effect" => decision.effect.as_str())
+            .increment(1);
         if decision.policies.is_empty() {
             return;
         }

@@ -340,10 +340,13 @@ impl PgService {
             classifier: self.classifier.clone(),
             session,
         };
+        metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").increment(1.0);
+        metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);
         let (session, ending) = relay
             .run(startup.stream, connection.stream, connection.leftover)
             .await;
         drop(registration);
+        metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").decrement(1.0);
         info!(outcome = %ending.describe(), "session ended");
         self.gate.end(&session, &ending.describe()).await;
     }

@@ -56,6 +56,25 @@ async fn admin_listener_reports_health_readiness_and_policy_version() {
     assert!(get("/readyz").ends_with("200"));
     let status = get("/api/v1/status");
     assert!(status.contains("\"policy_version\":\"sha256:"), "{status}");
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    client.batch_execute("select 1").await.unwrap();
+    let metrics = get("/metrics");
+    assert!(metrics.ends_with("200"), "{metrics}");
+    assert!(metrics.contains("portcullis_policy_drift 0"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_policy_info{version=\"sha256:"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_decisions_total{effect=\"allow\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_sessions_active{protocol=\"postgres\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("portcullis_audit_entries "), "{metrics}");
     gw.stop().await;
 }
 
