@@ -232,6 +232,33 @@ pub fn policy_engine(config: &Config) -> Engine {
     }
 }
 
+/// Watches `dir` and sends on `changed` when anything in it changes. `None`
+/// (with a warning) when the system cannot watch it: polling still works.
+fn watch_directory(
+    dir: &Path,
+    changed: tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // Full means a reload is already due: nothing is lost.
+            let _ = changed.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            warn!(error = %e, "cannot watch the policy directory: changes are seen at the next poll");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+        warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory: changes are seen at the next poll");
+        return None;
+    }
+    Some(watcher)
+}
+
 /// What one look at the policy source found.
 enum Polled {
     /// The source could not be read at all: its version is unknown.
@@ -259,11 +286,25 @@ async fn reload_policies(
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    // A directory is also watched, so that a change is seen at once; the
+    // interval stays as the fallback (and is all a Git source has).
+    let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+    let _watcher = match &source {
+        PolicySource::Directory(dir) => watch_directory(dir, changed),
+        PolicySource::Git { .. } => None,
+    };
     // The newest version that did not load: not parsed again (nor logged
     // again) until the source moves on.
     let mut known_invalid: Option<String> = None;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Some(()) = changes.recv() => {
+                // Editors write a file in several steps: let them finish.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while changes.try_recv().is_ok() {}
+            }
+        }
         let enforced = gate.policy_version();
         let poll_source = source.clone();
         let skip = known_invalid.clone();

@@ -283,3 +283,34 @@ async fn the_rego_engine_enforces_the_quickstart_policies() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_directory_is_watched_not_only_polled() {
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir.path().join("policies");
+    copy_dir(&quickstart_policies(), &policies);
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_watch", SEED).await,
+        Options {
+            policies: policies.clone(),
+            // Polling alone would not see the change within this test.
+            reload_interval_seconds: 3600,
+            ..Options::default()
+        },
+    )
+    .await;
+    let first = status(&gw).await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        policies.join("extra.cedar"),
+        "@id(\"extra\")\nforbid (principal, action == Action::\"query\", resource) when { context.statement.tables.contains(\"secrets\") };\n",
+    )
+    .unwrap();
+    wait_for(&gw, "the watched change", |s| {
+        s["policy_version"] != first.as_str()
+    })
+    .await;
+    gw.stop().await;
+}

@@ -124,6 +124,8 @@ pub struct Options {
     /// Added to the `[[targets]]` entry.
     pub target_extra: String,
     pub busy_timeout_ms: u64,
+    /// How often the policy source is polled (a directory is also watched).
+    pub reload_interval_seconds: u64,
 }
 
 impl Default for Options {
@@ -135,6 +137,7 @@ impl Default for Options {
             postgres_extra: String::new(),
             target_extra: String::new(),
             busy_timeout_ms: 5000,
+            reload_interval_seconds: 1,
         }
     }
 }
@@ -158,7 +161,7 @@ listen = "127.0.0.1:0"
 
 [policy]
 {policy_source}
-reload_interval_seconds = 1
+reload_interval_seconds = {reload}
 
 [audit]
 busy_timeout_ms = {busy}
@@ -180,6 +183,7 @@ labels = {{ env = "test" }}
             .clone()
             .unwrap_or_else(|| format!("dir = \"{}\"", options.policies.display())),
         busy = options.busy_timeout_ms,
+        reload = options.reload_interval_seconds,
         host = db.host,
         port = db.port,
         database = db.name,
