@@ -131,29 +131,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-async fn status(gw: &Gateway) -> serde_json::Value {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", &format!("http://{}/api/v1/status", gw.admin_addr)])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn wait_for<F: Fn(&serde_json::Value) -> bool>(
-    gw: &Gateway,
-    what: &str,
-    done: F,
-) -> serde_json::Value {
-    for _ in 0..40 {
-        let s = status(gw).await;
-        if done(&s) {
-            return s;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    panic!("timed out waiting for {what}: {}", status(gw).await);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_and_revoked_sessions_end(
 ) {
@@ -170,7 +147,7 @@ async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_a
     )
     .await;
     // The test config reloads every second.
-    let first = status(&gw).await["policy_version"]
+    let first = gw.status().await["policy_version"]
         .as_str()
         .unwrap()
         .to_string();
@@ -184,7 +161,9 @@ async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_a
         "permit (principal, action, resource) when { nope };",
     )
     .unwrap();
-    let s = wait_for(&gw, "the reload error", |s| s["policy_error"].is_string()).await;
+    let s = gw
+        .wait_for("the reload error", |s| s["policy_error"].is_string())
+        .await;
     assert!(
         s["policy_error"]
             .as_str()
@@ -220,10 +199,9 @@ async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_a
         .output()
         .unwrap();
     assert!(validate.status.success(), "{}", stderr(&validate));
-    let s = wait_for(&gw, "the new version", |s| {
-        s["policy_version"] != first.as_str()
-    })
-    .await;
+    let s = gw
+        .wait_for("the new version", |s| s["policy_version"] != first.as_str())
+        .await;
     assert!(s["policy_error"].is_null(), "{s}");
     let mut ended = false;
     for _ in 0..20 {
@@ -299,7 +277,7 @@ async fn a_policy_directory_is_watched_not_only_polled() {
         },
     )
     .await;
-    let first = status(&gw).await["policy_version"]
+    let first = gw.status().await["policy_version"]
         .as_str()
         .unwrap()
         .to_string();
@@ -308,7 +286,7 @@ async fn a_policy_directory_is_watched_not_only_polled() {
         "@id(\"extra\")\nforbid (principal, action == Action::\"query\", resource) when { context.statement.tables.contains(\"secrets\") };\n",
     )
     .unwrap();
-    wait_for(&gw, "the watched change", |s| {
+    gw.wait_for("the watched change", |s| {
         s["policy_version"] != first.as_str()
     })
     .await;

@@ -76,29 +76,6 @@ impl PolicyRepo {
     }
 }
 
-async fn status(gw: &Gateway) -> serde_json::Value {
-    let out = Command::new("curl")
-        .args(["-sS", &format!("http://{}/api/v1/status", gw.admin_addr)])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn wait_for<F: Fn(&serde_json::Value) -> bool>(
-    gw: &Gateway,
-    what: &str,
-    done: F,
-) -> serde_json::Value {
-    for _ in 0..40 {
-        let s = status(gw).await;
-        if done(&s) {
-            return s;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    panic!("timed out waiting for {what}: {}", status(gw).await);
-}
-
 /// The audit entries of statements with this exact text, oldest first.
 fn audited_statements(gw: &Gateway, text: &str) -> Vec<serde_json::Value> {
     let tail = gw.cli(&["audit", "tail", "-n", "20", "--json"]);
@@ -142,7 +119,7 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
     gw.pin_admin_listen();
 
     // The gateway enforces the branch's commit, named by its id.
-    let s = status(&gw).await;
+    let s = gw.status().await;
     assert_eq!(s["policy_version"], first.as_str(), "{s}");
     assert_eq!(s["source_version"], first.as_str(), "{s}");
     assert_eq!(s["drift"], false, "{s}");
@@ -162,7 +139,7 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
         "permit (principal, action, resource) when { nope };",
     );
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let s = status(&gw).await;
+    let s = gw.status().await;
     assert_eq!(s["policy_version"], first.as_str(), "{s}");
     assert!(s["policy_error"].is_null(), "{s}");
     repo.remove("policies/draft.cedar");
@@ -174,10 +151,11 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
         "@id(\"no-customer-data\")\n@reason(\"customer data is read through the support tool\")\nforbid (principal, action == Action::\"query\", resource)\nwhen { context.statement.tables.contains(\"customers\") };\n",
     );
     let second = repo.commit("customer data through the support tool only");
-    let s = wait_for(&gw, "the second commit", |s| {
-        s["policy_version"] == second.as_str()
-    })
-    .await;
+    let s = gw
+        .wait_for("the second commit", |s| {
+            s["policy_version"] == second.as_str()
+        })
+        .await;
     assert_eq!(s["source_version"], second.as_str(), "{s}");
     assert_eq!(s["drift"], false, "{s}");
     assert!(!client.is_closed());
@@ -219,10 +197,9 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
         "permit (principal, action == Action::\"query\", resource)\nwhen { context.statement.kindd == \"select\" };\n",
     );
     let bad = repo.commit("a typo");
-    let s = wait_for(&gw, "the bad commit's error", |s| {
-        s["policy_error"].is_string()
-    })
-    .await;
+    let s = gw
+        .wait_for("the bad commit's error", |s| s["policy_error"].is_string())
+        .await;
     let error = s["policy_error"].as_str().unwrap();
     assert!(
         error.starts_with(&format!("{}:policies/broken.cedar:2:", &bad[..12])),
@@ -256,10 +233,11 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
     // A fixing commit clears the error and the drift.
     repo.remove("policies/broken.cedar");
     let fixed = repo.commit("fix the typo");
-    let s = wait_for(&gw, "the fixing commit", |s| {
-        s["policy_version"] == fixed.as_str()
-    })
-    .await;
+    let s = gw
+        .wait_for("the fixing commit", |s| {
+            s["policy_version"] == fixed.as_str()
+        })
+        .await;
     assert!(s["policy_error"].is_null(), "{s}");
     assert_eq!(s["source_version"], fixed.as_str(), "{s}");
     assert_eq!(s["drift"], false, "{s}");

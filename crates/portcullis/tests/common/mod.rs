@@ -291,6 +291,31 @@ impl Gateway {
         std::fs::write(&self.config_path, pinned).unwrap();
     }
 
+    /// What `/api/v1/status` says now.
+    pub async fn status(&self) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("http://{}/api/v1/status", self.admin_addr)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Polls `/api/v1/status` until `done` says yes (10 s at most).
+    pub async fn wait_for<F: Fn(&serde_json::Value) -> bool>(
+        &self,
+        what: &str,
+        done: F,
+    ) -> serde_json::Value {
+        for _ in 0..40 {
+            let status = self.status().await;
+            if done(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("timed out waiting for {what}: {}", self.status().await);
+    }
+
     /// Stops the gateway; the returned directory keeps its data until dropped.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(running) = self.running.take() {
