@@ -151,12 +151,21 @@ impl CedarPolicies {
         let mut policies = PolicySet::new();
         let mut names = HashMap::new();
         let mut origin: HashMap<PolicyId, usize> = HashMap::new();
+        // Every problem is reported, not only the first: a CI run shows all
+        // of them at once.
+        let mut problems = Vec::new();
         for (file_idx, file) in files.iter().enumerate() {
             let file_name = file_name(&file.path);
-            let parsed = PolicySet::from_str(&file.text).map_err(|e| PolicyError::Invalid {
-                location: locate(&shown(file), &file.text, &e),
-                message: first_line(&e.to_string()),
-            })?;
+            let parsed = match PolicySet::from_str(&file.text) {
+                Ok(parsed) => parsed,
+                Err(errors) => {
+                    problems.extend(errors.iter().map(|e| PolicyError::Invalid {
+                        location: locate(&shown(file), &file.text, e),
+                        message: first_line(&e.to_string()),
+                    }));
+                    continue;
+                }
+            };
             let mut in_file: Vec<&Policy> = parsed.policies().collect();
             // INVARIANT: the parser names a file's policies policy0, policy1, ...
             // in order of appearance; sorting by that number keeps `file#n` stable.
@@ -174,32 +183,41 @@ impl CedarPolicies {
                 };
                 let id = PolicyId::new(name.clone());
                 if names.contains_key(&id) {
-                    return Err(PolicyError::Invalid {
+                    problems.push(PolicyError::Invalid {
                         location: shown(file).display().to_string(),
                         message: format!("policy id `{name}` is used twice"),
                     });
+                    continue;
                 }
-                policies
-                    .add(policy.new_id(id.clone()))
-                    .map_err(|e| PolicyError::Invalid {
+                if let Err(e) = policies.add(policy.new_id(id.clone())) {
+                    problems.push(PolicyError::Invalid {
                         location: shown(file).display().to_string(),
                         message: e.to_string(),
-                    })?;
+                    });
+                    continue;
+                }
                 names.insert(id.clone(), name);
                 origin.insert(id, file_idx);
             }
         }
-        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
-        if let Some(err) = validation.validation_errors().next() {
-            let location = origin
-                .get(err.policy_id())
-                .and_then(|idx| files.get(*idx))
-                .map(|file| locate(&shown(file), &file.text, err))
-                .unwrap_or_else(|| err.policy_id().to_string());
-            return Err(PolicyError::Invalid {
-                location,
-                message: first_line(&err.to_string()),
-            });
+        if problems.is_empty() {
+            let validation =
+                Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+            problems.extend(validation.validation_errors().map(|err| {
+                let location = origin
+                    .get(err.policy_id())
+                    .and_then(|idx| files.get(*idx))
+                    .map(|file| locate(&shown(file), &file.text, err))
+                    .unwrap_or_else(|| err.policy_id().to_string());
+                PolicyError::Invalid {
+                    location,
+                    message: first_line(&err.to_string()),
+                }
+            }));
+        }
+        problems.sort_by_key(PolicyError::sort_key);
+        if let Some(error) = PolicyError::from_problems(problems) {
+            return Err(error);
         }
         Ok(CedarPolicies {
             policies,

@@ -18,6 +18,9 @@ pub enum PolicyError {
     Empty { dir: PathBuf, extension: String },
     #[error("{location}: {message}")]
     Invalid { location: String, message: String },
+    /// Several problems, one per line, in file order.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<PolicyError>),
     #[error("the built-in schema does not load: {0}")]
     Schema(String),
     #[error("cannot read git repository `{}`: {message}", repo.display())]
@@ -43,4 +46,34 @@ pub enum PolicyError {
     },
     #[error("no `*.cedar` policy files in `{location}` of git repository `{}`", repo.display())]
     GitEmpty { repo: PathBuf, location: String },
+}
+
+impl PolicyError {
+    /// `(file, line, column, message)` of an `Invalid`, to report problems
+    /// in the order of the files.
+    pub(crate) fn sort_key(&self) -> (String, u64, u64, String) {
+        match self {
+            PolicyError::Invalid { location, message } => {
+                let mut parts = location.rsplitn(3, ':');
+                let column = parts.next().and_then(|c| c.parse().ok());
+                let line = parts.next().and_then(|l| l.parse().ok());
+                match (parts.next(), line, column) {
+                    (Some(file), Some(line), Some(column)) => {
+                        (file.to_string(), line, column, message.clone())
+                    }
+                    _ => (location.clone(), 0, 0, message.clone()),
+                }
+            }
+            other => (String::new(), 0, 0, other.to_string()),
+        }
+    }
+
+    /// No error for no problems, the problem itself for one, `Several` for more.
+    pub(crate) fn from_problems(mut problems: Vec<PolicyError>) -> Option<PolicyError> {
+        match problems.len() {
+            0 => None,
+            1 => problems.pop(),
+            _ => Some(PolicyError::Several(problems)),
+        }
+    }
 }

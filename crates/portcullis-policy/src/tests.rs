@@ -249,3 +249,31 @@ fn rego_errors_fail_closed_and_bad_files_are_refused() {
         .to_string();
     assert!(err.contains("set of rule ids"), "{err}");
 }
+
+#[test]
+fn every_problem_is_reported_with_its_position() {
+    let err = CedarPolicies::from_sources(&[
+        ("a.cedar", "permit (principal, action, resource)\nwhen { context.nope == 1 };\nforbid (principal, action, resource) when { context.nada };"),
+        ("b.cedar", "permit (principal,\n action resource);"),
+    ])
+    .unwrap_err()
+    .to_string();
+    // Parse errors first (validation needs every file to parse).
+    assert!(err.lines().any(|l| l.starts_with("b.cedar:2:")), "{err}");
+    let err = CedarPolicies::from_sources(&[(
+        "a.cedar",
+        "permit (principal, action, resource)\nwhen { context.nope == 1 };\nforbid (principal, action, resource) when { context.nada };",
+    )])
+    .unwrap_err()
+    .to_string();
+    // Each problem on its own line, in the order of the file (the
+    // validator reports each once per action it applies to).
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 2, "{err}");
+    assert!(lines[0].starts_with("a.cedar:2:"), "{err}");
+    assert!(lines.last().unwrap().starts_with("a.cedar:3:"), "{err}");
+    assert!(
+        lines.iter().any(|l| l.contains("`nope`")) && lines.iter().any(|l| l.contains("`nada`")),
+        "{err}"
+    );
+}
