@@ -292,3 +292,100 @@ async fn a_policy_directory_is_watched_not_only_polled() {
     .await;
     gw.stop().await;
 }
+
+/// A person in psql sees, in psql, why the session ended when a policy
+/// change takes their access away; until then a reload does not disturb it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_psql_session_survives_a_reload_and_is_told_when_revoked() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir.path().join("policies");
+    copy_dir(&quickstart_policies(), &policies);
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_psql_reload", SEED).await,
+        Options {
+            policies: policies.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let mut psql = tokio::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-tA",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.pg_addr.port().to_string(),
+            "-U",
+            "alice",
+            "-d",
+            "demo",
+        ])
+        .env("PGPASSWORD", &alice)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = psql.stdin.take().unwrap();
+    let mut out = BufReader::new(psql.stdout.take().unwrap()).lines();
+    let mut err = BufReader::new(psql.stderr.take().unwrap()).lines();
+    async fn ask(stdin: &mut tokio::process::ChildStdin, sql: &str) {
+        stdin
+            .write_all(format!("{sql}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+    ask(&mut stdin, "select count(*) from orders;").await;
+    assert_eq!(out.next_line().await.unwrap().as_deref(), Some("4"));
+
+    // A new version that still lets eng in: the session goes on.
+    let first = gw.status().await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(policies.join("extra.cedar"), "@id(\"extra\")\nforbid (principal, action == Action::\"query\", resource) when { context.statement.tables.contains(\"secrets\") };\n").unwrap();
+    gw.wait_for("the first reload", |s| {
+        s["policy_version"] != first.as_str()
+    })
+    .await;
+    ask(&mut stdin, "select count(*) from customers;").await;
+    assert_eq!(out.next_line().await.unwrap().as_deref(), Some("3"));
+
+    // A version that takes `connect` away from eng: psql is told why.
+    let second = gw.status().await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        policies.join("access.cedar"),
+        "@id(\"dba-connect\")\npermit (principal in Group::\"dba\", action == Action::\"connect\", resource == Target::\"demo\");\n",
+    )
+    .unwrap();
+    gw.wait_for("the revoking reload", |s| {
+        s["policy_version"] != second.as_str()
+    })
+    .await;
+    // psql reads the FATAL error when it next talks to the server.
+    ask(&mut stdin, "select 1;").await;
+    drop(stdin);
+    let mut told = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Some(line) = tokio::time::timeout_at(deadline, err.next_line())
+        .await
+        .expect("psql said nothing")
+        .unwrap()
+    {
+        told.push_str(&format!("{line}\n"));
+    }
+    assert!(
+        told.contains("access to target `demo` was revoked"),
+        "{told}"
+    );
+    gw.stop().await;
+}
