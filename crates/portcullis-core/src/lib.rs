@@ -8,9 +8,11 @@
 //! - [`ids`]: newtypes for identifiers, so the compiler keeps them apart.
 //! - [`statement`]: what a parsed SQL statement does, as the policy sees it.
 //! - [`decision`]: the outcome of a policy evaluation.
+//! - [`lineage`]: where the values of a statement's result come from.
 
 pub mod decision;
 pub mod ids;
+pub mod lineage;
 pub mod statement;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,9 @@ use std::net::IpAddr;
 
 pub use decision::{Decision, Effect};
 pub use ids::SessionId;
+pub use lineage::{
+    ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
+};
 pub use statement::{StatementInfo, StatementKind};
 
 /// An authenticated identity, as established from a verified token.

@@ -89,4 +89,8 @@ pub struct StatementInfo {
     /// `set_config`; `*` for RESET ALL or a `set_config` whose setting is
     /// computed.
     pub settings: Vec<String>,
+    /// Where the values of the statement's result come from, for masking;
+    /// the default (no columns, no relations) for statements that return no
+    /// rows.
+    pub lineage: std::sync::Arc<crate::Lineage>,
 }

@@ -45,6 +45,7 @@ fn decide(c: &mut Criterion) {
         prepares: None,
         executes: None,
         settings: vec![],
+        lineage: Default::default(),
     });
     let client_addr = "127.0.0.1".parse().ok();
     for (name, action) in [("connect", Action::Connect), ("query", query)] {

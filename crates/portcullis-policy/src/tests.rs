@@ -43,6 +43,7 @@ fn statement(kind: StatementKind, command: &str, has_where: bool) -> StatementIn
         prepares: None,
         executes: None,
         settings: vec![],
+        lineage: Default::default(),
     }
 }
 

@@ -2,14 +2,16 @@
 
 use std::collections::BTreeSet;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 
 use pg_query::protobuf::{self, RawStmt};
 use pg_query::NodeEnum;
-use portcullis_core::{StatementInfo, StatementKind};
+use portcullis_core::{Lineage, StatementInfo, StatementKind};
 
 use crate::command::{command_of, Command};
 use crate::error::ClassifyError;
 use crate::functions::{function_effect, FunctionEffect};
+use crate::lineage::{explain_lineage, statement_lineage};
 use crate::tree::to_tree;
 use crate::walk::{collect, Facts};
 
@@ -64,6 +66,7 @@ struct Analysis {
     command: Command,
     facts: Facts,
     prepares: Option<String>,
+    lineage: Lineage,
 }
 
 fn inner(query: Option<&protobuf::Node>) -> Result<&NodeEnum, ClassifyError> {
@@ -73,26 +76,35 @@ fn inner(query: Option<&protobuf::Node>) -> Result<&NodeEnum, ClassifyError> {
 }
 
 fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
-    let tree_facts = |node: &NodeEnum| -> Result<Facts, ClassifyError> {
+    // The tree is built and walked once; the lineage reads the same tree and
+    // takes over the relations the walk found.
+    let tree_facts = |node: &NodeEnum| -> Result<(Facts, Lineage), ClassifyError> {
         let tree = to_tree(node).map_err(|error| ClassifyError::internal(error.to_string()))?;
-        Ok(collect(&tree))
+        let mut facts = collect(&tree);
+        let relations = std::mem::take(&mut facts.relations);
+        let lineage = statement_lineage(&tree, relations, facts.renames);
+        Ok((facts, lineage))
     };
     let mut analysis = match node {
-        // EXPLAIN ANALYZE runs the statement: it is that statement.
+        // EXPLAIN ANALYZE runs the statement: it is that statement. Its
+        // result is still a plan, not the statement's rows.
         NodeEnum::ExplainStmt(explain) if explain_analyzes(explain) => {
-            return analyse(inner(explain.query.as_deref())?);
+            let mut analysis = analyse(inner(explain.query.as_deref())?)?;
+            analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage.relations));
+            return Ok(analysis);
         }
         // Plain EXPLAIN only plans. Planning may still evaluate stable and
         // immutable functions with constant arguments, so the functions keep
         // their effect; the inner statement's own effects do not apply.
         NodeEnum::ExplainStmt(explain) => {
             let query = inner(explain.query.as_deref())?;
-            let mut facts = tree_facts(query)?;
+            let (mut facts, lineage) = tree_facts(query)?;
             facts.kinds.clear();
             Analysis {
                 command: command_of(node),
                 facts,
                 prepares: None,
+                lineage: explain_lineage(lineage.relations),
             }
         }
         NodeEnum::PrepareStmt(prepare) => Analysis {
@@ -107,11 +119,15 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             analysis.command.name = "DECLARE CURSOR".to_owned();
             analysis
         }
-        _ => Analysis {
-            command: command_of(node),
-            facts: tree_facts(node)?,
-            prepares: None,
-        },
+        _ => {
+            let (facts, lineage) = tree_facts(node)?;
+            Analysis {
+                command: command_of(node),
+                facts,
+                prepares: None,
+                lineage,
+            }
+        }
     };
     analysis
         .facts
@@ -149,6 +165,7 @@ impl Analysis {
             command,
             facts,
             prepares,
+            lineage,
         } = self;
         let mut kinds: BTreeSet<StatementKind> = facts.kinds;
         kinds.insert(command.kind);
@@ -181,6 +198,7 @@ impl Analysis {
             prepares,
             executes: facts.executes,
             settings: facts.settings.into_iter().collect(),
+            lineage: Arc::new(lineage),
         }
     }
 }

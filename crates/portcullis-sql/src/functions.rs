@@ -32,6 +32,42 @@ pub(crate) fn function_effect(name: &str) -> FunctionEffect {
     }
 }
 
+/// Whether calling `name` (as normalised by [`normalise_name`]) with
+/// `n_args` arguments runs SQL given as text, or reads a relation or cursor
+/// given by name: what it returns cannot be followed from the statement's
+/// text. Checked apart from the read-only list, so that a name added there
+/// for its lack of writes does not make its output look traceable.
+pub(crate) fn runs_query_text(name: &str, n_args: usize) -> bool {
+    QUERY_TEXT_FUNCTIONS.binary_search(&name).is_ok()
+        || QUERY_TEXT_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        // `ts_rewrite(query, select)` runs `select`; the three-argument form
+        // only substitutes.
+        || (name == "ts_rewrite" && n_args != 3)
+}
+
+/// Built-ins (and `xml2`'s `xpath_table`) that run a query given as text or
+/// read a relation or cursor given by name.
+// INVARIANT: sorted (byte order) and without duplicates, for `binary_search`;
+// a unit test checks it.
+const QUERY_TEXT_FUNCTIONS: &[&str] = &[
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "query_to_xml",
+    "query_to_xml_and_xmlschema",
+    "query_to_xmlschema",
+    "table_to_xml",
+    "table_to_xml_and_xmlschema",
+    "table_to_xmlschema",
+    "ts_stat",
+    "xpath_table",
+];
+
+/// Families of such functions: `schema_to_xml_and_xmlschema`,
+/// `database_to_xmlschema`, `dblink_get_result`, ...
+const QUERY_TEXT_PREFIXES: &[&str] = &["database_to_xml", "dblink", "schema_to_xml"];
+
 /// Joins the parts of a function name with `.` and drops a leading
 /// `pg_catalog.`, so `pg_catalog.pg_terminate_backend` is reported (and
 /// matched by policies) as `pg_terminate_backend`.
@@ -155,7 +191,11 @@ mod tests {
 
     #[test]
     fn lists_are_sorted_and_unique() {
-        for list in [READ_ONLY_FUNCTIONS, PRIVILEGE_FUNCTIONS] {
+        for list in [
+            READ_ONLY_FUNCTIONS,
+            PRIVILEGE_FUNCTIONS,
+            QUERY_TEXT_FUNCTIONS,
+        ] {
             for pair in list.windows(2) {
                 assert!(
                     pair[0] < pair[1],
@@ -180,6 +220,26 @@ mod tests {
         ];
         for (name, effect) in cases {
             assert_eq!(function_effect(name), effect, "{name}");
+        }
+    }
+
+    #[test]
+    fn functions_that_run_query_text() {
+        let cases = [
+            ("query_to_xml", 4, true),
+            ("cursor_to_xmlschema", 4, true),
+            ("schema_to_xml_and_xmlschema", 4, true),
+            ("database_to_xml", 3, true),
+            ("dblink", 2, true),
+            ("dblink_get_result", 1, true),
+            ("ts_stat", 1, true),
+            ("ts_rewrite", 2, true),
+            ("ts_rewrite", 3, false),
+            ("xpath", 2, false),
+            ("lower", 1, false),
+        ];
+        for (name, n_args, expected) in cases {
+            assert_eq!(runs_query_text(name, n_args), expected, "{name}/{n_args}");
         }
     }
 

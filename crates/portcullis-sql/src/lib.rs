@@ -7,7 +7,8 @@
 //! in its tree (a `DELETE` in a CTE, a writing function in a `SELECT`,
 //! `EXPLAIN ANALYZE` of an `UPDATE`), the relations and functions it
 //! touches, whether its UPDATEs and DELETEs have a WHERE clause, and whether
-//! it writes. Input the grammar rejects is an error, never a guess. The
+//! it writes, and its lineage: where each column of its result comes from,
+//! for masking. Input the grammar rejects is an error, never a guess. The
 //! crate is pure: no I/O, no catalog, so it judges functions by name and
 //! cannot see what views, triggers, rules or user-defined operators run.
 //!
@@ -21,6 +22,8 @@
 //! - `tree.rs`: a generic, complete view of pg_query's parse tree.
 //! - `walk.rs`: effects, relations and functions found anywhere in a
 //!   statement, with CTE scoping.
+//! - `lineage.rs`: where each output column of a statement's result comes
+//!   from, and what a `COPY ... TO STDOUT` sends, for masking.
 //! - `functions.rs`: the built-in functions known to be read-only, and those
 //!   that change privileges.
 //! - `error.rs`: [`ClassifyError`].
@@ -34,6 +37,7 @@ mod classify;
 mod command;
 mod error;
 mod functions;
+mod lineage;
 mod objects;
 mod tree;
 mod walk;

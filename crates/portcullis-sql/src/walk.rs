@@ -5,11 +5,16 @@
 //! The walk visits every node of the generic tree (see `tree.rs`), so nothing
 //! depends on a list of node types that could miss one. Only the node types
 //! that carry an effect are named here.
+//!
+//! The same walk gathers the statement-wide part of the lineage (see
+//! `lineage.rs`): the relations named, with their aliases, and whether
+//! anything may rename columns. Doing it here keeps one pass over the tree
+//! and one implementation of CTE scoping.
 
 use std::collections::BTreeSet;
 
-use pg_query::protobuf::{AlterTableType, CmdType, OnConflictAction};
-use portcullis_core::StatementKind;
+use pg_query::protobuf::{AlterTableType, CmdType, OnConflictAction, SetOperation};
+use portcullis_core::{RelationRef, StatementKind};
 
 use crate::functions::normalise_name;
 use crate::tree::{Struct, Value};
@@ -38,6 +43,14 @@ pub(crate) struct Facts {
     /// of `set_config`; `*` for RESET ALL or a `set_config` whose setting is
     /// not a literal.
     pub settings: BTreeSet<String>,
+    /// Every relation a range variable names, with its alias, CTE names
+    /// excepted; the `relations` of the statement's lineage.
+    pub relations: BTreeSet<RelationRef>,
+    /// Whether anything in the tree may give a column another name than
+    /// its relation's: a subquery, function, `VALUES`, `XMLTABLE` or
+    /// `JSON_TABLE` in FROM, a CTE, a set operation, a join that merges or
+    /// renames columns, or column aliases.
+    pub renames: bool,
 }
 
 impl Default for Facts {
@@ -49,6 +62,8 @@ impl Default for Facts {
             functions: BTreeSet::new(),
             executes: None,
             settings: BTreeSet::new(),
+            relations: BTreeSet::new(),
+            renames: false,
         }
     }
 }
@@ -162,6 +177,9 @@ impl<'tree> Walker<'tree> {
                 self.facts.functions.insert(name);
             }
             "SelectStmt" => {
+                if is_set_operation(node) {
+                    self.facts.renames = true;
+                }
                 if node.has("into_clause") {
                     self.facts.kinds.insert(StatementKind::Ddl);
                 }
@@ -210,6 +228,23 @@ impl<'tree> Walker<'tree> {
                     self.facts.kinds.insert(StatementKind::Dcl);
                 }
             }
+            "RangeSubselect" | "RangeFunction" | "RangeTableFunc" | "JsonTable"
+            | "CommonTableExpr" => {
+                self.facts.renames = true;
+            }
+            // `JOIN ... USING` and `NATURAL JOIN` merge two columns into one;
+            // an alias on a join renames the relations inside it.
+            "JoinExpr"
+                if matches!(node.get("is_natural"), Some(Value::Bool(true)))
+                    || !node.list("using_clause").is_empty()
+                    || node.has("alias") =>
+            {
+                self.facts.renames = true;
+            }
+            // `customers c(a, b)`: the columns answer to new names.
+            "Alias" if !node.list("colnames").is_empty() => {
+                self.facts.renames = true;
+            }
             "AlterTableCmd" => {
                 let privilege_changes = [
                     AlterTableType::AtChangeOwner,
@@ -252,7 +287,35 @@ impl<'tree> Walker<'tree> {
             .collect::<Vec<_>>()
             .join(".");
         self.facts.tables.insert(name);
+        self.facts.relations.insert(relation_ref(node));
     }
+}
+
+/// The lineage's name of the relation a `RangeVar` names. A catalog name is
+/// dropped: PostgreSQL only accepts the current database's.
+pub(crate) fn relation_ref(range_var: &Struct) -> RelationRef {
+    let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+    let alias = match range_var.get("alias") {
+        Some(Value::Struct(alias)) => non_empty(alias.str("aliasname")),
+        _ => None,
+    };
+    RelationRef {
+        schema: non_empty(range_var.str("schemaname")),
+        name: range_var.str("relname").to_owned(),
+        alias,
+    }
+}
+
+/// Whether a `SelectStmt` is a UNION, INTERSECT or EXCEPT of two others.
+pub(crate) fn is_set_operation(select: &Struct) -> bool {
+    let op = select.int("op");
+    [
+        SetOperation::SetopUnion,
+        SetOperation::SetopIntersect,
+        SetOperation::SetopExcept,
+    ]
+    .iter()
+    .any(|set_op| Some(*set_op as i64) == op)
 }
 
 /// The setting a `set_config` call names, when its first argument is a string

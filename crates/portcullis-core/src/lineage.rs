@@ -1,0 +1,101 @@
+//! Where the values of a statement's result come from, as far as the
+//! statement's text shows: what the masking needs to know about output
+//! columns that PostgreSQL's RowDescription does not tie to a table column
+//! (an expression, a column of a subquery, a `COPY`).
+//!
+//! The names here are as the parser gives them: unquoted, with the case the
+//! grammar folds to. Nothing here is resolved against a catalog.
+
+/// A relation named in a statement (a table, view or materialized view; the
+/// catalog says which).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelationRef {
+    pub schema: Option<String>,
+    pub name: String,
+    /// The alias it is given in this statement (`customers c`).
+    pub alias: Option<String>,
+}
+
+/// A column reference as written: `email`, `c.email`, `public.customers.email`,
+/// or a whole row (`c`, `c.*`, `customers`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ColumnRefName {
+    /// The qualifiers before the column: empty, `[alias]`, `[table]` or
+    /// `[schema, table]`.
+    pub qualifiers: Vec<String>,
+    /// The column name; `None` for `x.*` (a whole row).
+    pub column: Option<String>,
+}
+
+/// One output column of a statement's result.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutputColumn {
+    /// Every column reference anywhere in the column's expression, including
+    /// inside subqueries (`(select email from customers limit 1)`).
+    pub refs: Vec<ColumnRefName>,
+    /// True when the value cannot carry any source value: a constant, a
+    /// `count(...)`, a parameter. When true, `refs` may still list what the
+    /// expression names.
+    pub harmless: bool,
+    /// True when the value may come from somewhere the text does not show: a
+    /// call of a function that is not a known built-in (it can read any
+    /// table), a subquery whose own output cannot be followed.
+    pub opaque: bool,
+}
+
+/// How a `COPY ... TO` writes its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CopyFormat {
+    Text,
+    Csv,
+    Binary,
+}
+
+/// What a `COPY ... TO STDOUT` copies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CopyOut {
+    pub format: CopyFormat,
+    /// The `DELIMITER` option's byte (default tab for text, comma for CSV).
+    pub delimiter: u8,
+    /// The `HEADER` option (CSV): the first line holds column names.
+    pub header: bool,
+    /// The source.
+    pub source: CopySource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CopySource {
+    /// `COPY relation [(columns)] TO ...`; `columns` empty means all of them,
+    /// in the table's order.
+    Relation {
+        relation: RelationRef,
+        columns: Vec<String>,
+    },
+    /// `COPY (query) TO ...`: the query's lineage.
+    Query(Box<Lineage>),
+}
+
+/// The lineage of one statement's result.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Lineage {
+    /// One entry per output column, in order, when the statement's output
+    /// list can be matched to result columns position by position: `None`
+    /// when it has a `*` (its width is only known from the catalog), or the
+    /// statement returns no rows the text can describe.
+    pub columns: Option<Vec<OutputColumn>>,
+    /// Every relation named anywhere in the statement (subqueries, CTE
+    /// bodies, set operations), without CTE names; sorted, no duplicates.
+    pub relations: Vec<RelationRef>,
+    /// True when names in the output list may not be the names of the
+    /// relations' columns: a subquery or function in FROM, a CTE, a set
+    /// operation (UNION, ...), a VALUES list. Name-based tracking is then
+    /// not to be trusted.
+    pub renames: bool,
+    /// True when the statement returns rows whose origin its text does not
+    /// show at all: `FETCH` from a cursor, `CALL` with output parameters, a
+    /// statement that runs another (`EXECUTE` is resolved by the session,
+    /// not here).
+    pub opaque: bool,
+    /// For `COPY ... TO STDOUT`.
+    pub copy: Option<CopyOut>,
+}

@@ -1,0 +1,516 @@
+//! Where the values of a statement's result come from: the [`Lineage`] the
+//! masking follows for a column that RowDescription does not tie to a table
+//! column (an expression, a column of a subquery, a `COPY`).
+//!
+//! The statement-wide parts (the relations named, whether anything renames
+//! columns) are gathered by the walk in `walk.rs`, which already visits every
+//! node and scopes CTE names. This module adds what depends on the
+//! statement's shape: one [`OutputColumn`] per entry of the output list, and
+//! what a `COPY ... TO STDOUT` sends.
+//!
+//! Each output expression is scanned generically, like the walk, so a column
+//! reference or a function call in a node type nobody thought of is still
+//! seen. Where the text cannot show the origin of a value, the answer errs
+//! towards `opaque` and away from `harmless`: the masking covers an opaque
+//! value and lets a harmless one through.
+
+use std::collections::BTreeSet;
+
+use pg_query::protobuf::SubLinkType;
+use portcullis_core::{
+    ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
+};
+
+use crate::functions::{function_effect, normalise_name, runs_query_text, FunctionEffect};
+use crate::tree::{Struct, Value};
+use crate::walk::{collect, is_set_operation, relation_ref};
+
+/// The lineage of the statement `tree`, given the relations and the
+/// `renames` flag its walk found (see `walk::Facts`).
+pub(crate) fn statement_lineage(
+    tree: &Value,
+    relations: BTreeSet<RelationRef>,
+    renames: bool,
+) -> Lineage {
+    let mut lineage = Lineage {
+        relations: relations.into_iter().collect(),
+        renames,
+        ..Lineage::default()
+    };
+    let Value::Struct(statement) = tree else {
+        return lineage;
+    };
+    match statement.name {
+        // `SELECT ... INTO` creates a table and returns no rows.
+        "SelectStmt" if !statement.has("into_clause") => {
+            lineage.columns = select_columns(statement);
+        }
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+            let (columns, writes_read_values) = returning_columns(statement);
+            lineage.columns = columns;
+            lineage.renames |= writes_read_values;
+        }
+        "CopyStmt" => lineage.copy = copy_out(statement),
+        // A cursor's rows come from a query another statement declared, a
+        // procedure's output parameters from code the text does not show.
+        "FetchStmt" | "CallStmt" => lineage.opaque = true,
+        // The session resolves EXECUTE to what was prepared under its name.
+        "ExecuteStmt" => return Lineage::default(),
+        _ => {}
+    }
+    lineage
+}
+
+/// The lineage of an `EXPLAIN` (with or without ANALYZE): one column of
+/// plan text, which shows the statement's own text and estimates, never a
+/// value read from a table.
+pub(crate) fn explain_lineage(relations: Vec<RelationRef>) -> Lineage {
+    Lineage {
+        columns: Some(vec![OutputColumn {
+            refs: Vec::new(),
+            harmless: true,
+            opaque: false,
+        }]),
+        relations,
+        ..Lineage::default()
+    }
+}
+
+/// The lineage of a statement found inside another (`COPY (query) TO`), with
+/// its own walk: its relations are those of the inner statement only.
+fn inner_lineage(tree: &Value) -> Lineage {
+    let facts = collect(tree);
+    statement_lineage(tree, facts.relations, facts.renames)
+}
+
+/// The output columns of a SELECT, VALUES or set operation; `None` when an
+/// output entry is a `*`, whose width only the catalog knows.
+///
+/// A set operation has the columns of its leftmost SELECT, each carrying
+/// what the same position carries in every branch; a VALUES list, what the
+/// same position carries in every row.
+fn select_columns(select: &Struct) -> Option<Vec<OutputColumn>> {
+    let branches = set_branches(select);
+    let mut columns: Option<Vec<Scan>> = None;
+    for branch in &branches {
+        for row in output_rows(branch)? {
+            let scans = row.into_iter().map(scan_expression);
+            match columns.as_mut() {
+                None => columns = Some(scans.collect()),
+                // Branches of another width are an error in PostgreSQL; the
+                // positions past the first branch's width are not output.
+                Some(columns) => {
+                    for (column, scan) in columns.iter_mut().zip(scans) {
+                        column.merge(scan);
+                    }
+                }
+            }
+        }
+    }
+    // The WITH of a set operation is its own; a plain SELECT is its only
+    // branch.
+    let sources_opaque = (is_set_operation(select) && scan_opaque(select.get("with_clause")))
+        || branches.iter().any(|branch| {
+            scan_opaque(branch.get("with_clause")) || scan_opaque(branch.get("from_clause"))
+        });
+    Some(finish(columns.unwrap_or_default(), sources_opaque))
+}
+
+/// The SELECTs (or VALUES) a set operation combines, leftmost first; the
+/// statement itself when it is not a set operation. Iterative, so a long
+/// chain of UNIONs costs no stack.
+fn set_branches(select: &Struct) -> Vec<&Struct> {
+    let mut branches = Vec::new();
+    let mut pending = vec![select];
+    while let Some(node) = pending.pop() {
+        if !is_set_operation(node) {
+            branches.push(node);
+            continue;
+        }
+        // Pushed right first so that the left branch is taken first.
+        for arm in ["rarg", "larg"] {
+            if let Some(Value::Struct(arm)) = node.get(arm) {
+                pending.push(arm);
+            }
+        }
+    }
+    branches
+}
+
+/// The rows of expressions one SELECT outputs: its target list, or each row
+/// of its VALUES list; `None` when an entry is a `*`.
+fn output_rows(select: &Struct) -> Option<Vec<Vec<Option<&Value>>>> {
+    let values = select.list("values_lists");
+    let rows: Vec<Vec<Option<&Value>>> = if values.is_empty() {
+        vec![target_values(select.list("target_list"))]
+    } else {
+        values
+            .iter()
+            .map(|row| match row {
+                Value::Struct(row) => row.list("items").iter().map(Some).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let has_star = rows.iter().flatten().flatten().any(|value| is_star(value));
+    (!has_star).then_some(rows)
+}
+
+/// The expressions of a target or RETURNING list (`ResTarget`s).
+fn target_values(targets: &[Value]) -> Vec<Option<&Value>> {
+    targets
+        .iter()
+        .map(|target| match target {
+            Value::Struct(target) if target.name == "ResTarget" => target.get("val"),
+            other => Some(other),
+        })
+        .collect()
+}
+
+/// Whether an output entry expands to every column of something: `*`,
+/// `c.*`, `(c).*`, `(f()).*`.
+fn is_star(value: &Value) -> bool {
+    let Value::Struct(node) = value else {
+        return false;
+    };
+    let last = match node.name {
+        "ColumnRef" => node.list("fields").last(),
+        "AIndirection" => node.list("indirection").last(),
+        _ => None,
+    };
+    matches!(last, Some(Value::Struct(last)) if last.name == "AStar")
+}
+
+/// The RETURNING columns of INSERT, UPDATE, DELETE or MERGE (`None` without
+/// RETURNING or with a `*` in it), and whether the values the statement
+/// writes come from anything but constants and parameters.
+///
+/// A returned column holds the value just written, which may come from
+/// another table (`insert into t select email from customers returning
+/// x`): the references of every written value are added to each returned
+/// column, and the statement then renames.
+fn returning_columns(statement: &Struct) -> (Option<Vec<OutputColumn>>, bool) {
+    let returning = match statement.get("returning_clause") {
+        Some(Value::Struct(clause)) => clause.list("exprs"),
+        _ => &[],
+    };
+    if returning.is_empty() {
+        return (None, false);
+    }
+    let mut written = Scan::default();
+    let written_fields: &[&str] = match statement.name {
+        "InsertStmt" => &["select_stmt", "on_conflict_clause"],
+        "UpdateStmt" => &["target_list"],
+        "MergeStmt" => &["merge_when_clauses"],
+        _ => &[],
+    };
+    for field in written_fields {
+        if let Some(value) = statement.get(field) {
+            written.visit(value, false);
+        }
+    }
+    let values = target_values(returning);
+    if values.iter().flatten().any(|value| is_star(value)) {
+        return (None, written.exposed);
+    }
+    let columns = values
+        .into_iter()
+        .map(|value| {
+            let mut column = scan_expression(value);
+            if column.exposed {
+                column.refs.extend(written.refs.iter().cloned());
+                column.opaque |= written.opaque;
+            }
+            column
+        })
+        .collect();
+    let sources_opaque = [
+        "with_clause",
+        "from_clause",
+        "using_clause",
+        "source_relation",
+    ]
+    .iter()
+    .any(|field| scan_opaque(statement.get(field)));
+    (Some(finish(columns, sources_opaque)), written.exposed)
+}
+
+/// Turns scans into output columns. When a relation in FROM (a subquery, a
+/// function, a CTE) may produce values the text cannot follow, every column
+/// that references anything may hold one of them.
+fn finish(columns: Vec<Scan>, sources_opaque: bool) -> Vec<OutputColumn> {
+    columns
+        .into_iter()
+        .map(|mut column| {
+            column.refs.sort_unstable();
+            column.refs.dedup();
+            OutputColumn {
+                opaque: column.opaque || (sources_opaque && !column.refs.is_empty()),
+                harmless: !column.exposed,
+                refs: column.refs,
+            }
+        })
+        .collect()
+}
+
+fn scan_expression(value: Option<&Value>) -> Scan {
+    let mut scan = Scan::default();
+    if let Some(value) = value {
+        scan.visit(value, false);
+    }
+    scan
+}
+
+/// Whether anything under `value` may produce a value the text cannot
+/// follow (see [`Scan::opaque`]).
+fn scan_opaque(value: Option<&Value>) -> bool {
+    scan_expression(value).opaque
+}
+
+/// What one output expression (or anything else scanned) shows of its
+/// origin.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Every column reference under the expression, sub-selects included.
+    refs: Vec<ColumnRefName>,
+    /// A column reference, a sub-select or an opaque call outside any form
+    /// whose value cannot carry a source value (`count(...)`, `EXISTS`,
+    /// `IS [NOT] NULL`): the value may carry what it reads.
+    exposed: bool,
+    /// A call of a function that is not a known read-only built-in, or of a
+    /// built-in that runs SQL given as text, or a sub-select whose value is
+    /// a `*` output.
+    opaque: bool,
+}
+
+impl Scan {
+    fn merge(&mut self, other: Scan) {
+        self.refs.extend(other.refs);
+        self.exposed |= other.exposed;
+        self.opaque |= other.opaque;
+    }
+
+    /// Visits `value`; `harmless` is true under a form whose value cannot
+    /// carry a source value (a count, a test of existence or of nullness),
+    /// where references, sub-selects and calls do not expose.
+    fn visit(&mut self, value: &Value, harmless: bool) {
+        match value {
+            Value::List(items) => {
+                for item in items {
+                    self.visit(item, harmless);
+                }
+            }
+            Value::Struct(node) => self.visit_struct(node, harmless),
+            Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
+        }
+    }
+
+    fn visit_struct(&mut self, node: &Struct, harmless: bool) {
+        let harmless = match node.name {
+            "ColumnRef" => {
+                if let Some(reference) = column_ref_name(node) {
+                    self.refs.push(reference);
+                }
+                self.exposed |= !harmless;
+                // A column reference holds names only.
+                return;
+            }
+            "FuncCall" => {
+                let name = function_name(node);
+                // A count cannot carry what it counts, whatever it calls.
+                let harmless = harmless || name == "count";
+                if function_effect(&name) != FunctionEffect::ReadOnly
+                    || runs_query_text(&name, node.list("args").len())
+                {
+                    self.opaque = true;
+                    self.exposed |= !harmless;
+                }
+                harmless
+            }
+            "SubLink" => {
+                let kind = node.int("sub_link_type");
+                // EXISTS only tests that a row exists.
+                let harmless = harmless || kind == Some(SubLinkType::ExistsSublink as i64);
+                self.exposed |= !harmless;
+                if sub_link_carries_value(kind) && outputs_star(node.get("subselect")) {
+                    self.opaque = true;
+                }
+                harmless
+            }
+            // A test of nullness says nothing of the value.
+            "NullTest" => true,
+            _ => harmless,
+        };
+        for (_, value) in &node.fields {
+            self.visit(value, harmless);
+        }
+    }
+}
+
+/// A function's name as `walk.rs` records it (see
+/// `functions::normalise_name`).
+fn function_name(call: &Struct) -> String {
+    normalise_name(call.list("funcname").iter().map(|part| match part {
+        Value::Struct(string) if string.name == "String" => string.str("sval"),
+        // Never produced by the grammar; an unreadable name is in no list.
+        _ => "?",
+    }))
+}
+
+/// Whether a sub-select's output becomes the value (`(select ...)`,
+/// `array(select ...)`), rather than a boolean test of it (`EXISTS`, `IN`,
+/// `ANY`, `ALL`).
+fn sub_link_carries_value(kind: Option<i64>) -> bool {
+    let boolean = [
+        SubLinkType::ExistsSublink,
+        SubLinkType::AllSublink,
+        SubLinkType::AnySublink,
+        SubLinkType::RowcompareSublink,
+    ];
+    !boolean.iter().any(|boolean| Some(*boolean as i64) == kind)
+}
+
+/// Whether a sub-select outputs a `*` in any branch. Anything but a SELECT
+/// (which the grammar never puts there) counts as one: nothing is known of
+/// its output.
+fn outputs_star(subselect: Option<&Value>) -> bool {
+    match subselect {
+        Some(Value::Struct(select)) if select.name == "SelectStmt" => set_branches(select)
+            .into_iter()
+            .any(|branch| output_rows(branch).is_none()),
+        _ => true,
+    }
+}
+
+/// A column reference as written; `None` for an empty one, which the
+/// grammar never produces.
+fn column_ref_name(column_ref: &Struct) -> Option<ColumnRefName> {
+    let (last, qualifiers) = column_ref.list("fields").split_last()?;
+    // Only the last field can be a `*`; the grammar makes the others names.
+    let qualifiers = qualifiers
+        .iter()
+        .map(|part| string_node(Some(part)).unwrap_or("*").to_owned())
+        .collect();
+    Some(ColumnRefName {
+        qualifiers,
+        // A trailing `*` (an `A_Star`) names the whole row.
+        column: string_node(Some(last)).map(str::to_owned),
+    })
+}
+
+/// The text of a `String` node.
+fn string_node(value: Option<&Value>) -> Option<&str> {
+    match value {
+        Some(Value::Struct(node)) if node.name == "String" => Some(node.str("sval")),
+        _ => None,
+    }
+}
+
+/// What a `COPY ... TO STDOUT` sends; `None` for any other COPY, and for one
+/// whose stream the masking could not split into the right fields (see
+/// [`copy_options`]).
+fn copy_out(copy: &Struct) -> Option<CopyOut> {
+    let flag = |field: &str| matches!(copy.get(field), Some(Value::Bool(true)));
+    if flag("is_from") || flag("is_program") || !copy.str("filename").is_empty() {
+        return None;
+    }
+    let (format, delimiter, header) = copy_options(copy.list("options"))?;
+    let source = match (copy.get("relation"), copy.get("query")) {
+        (Some(Value::Struct(relation)), _) => CopySource::Relation {
+            relation: relation_ref(relation),
+            columns: copy
+                .list("attlist")
+                .iter()
+                .filter_map(|column| string_node(Some(column)).map(str::to_owned))
+                .collect(),
+        },
+        (_, Some(query @ Value::Struct(_))) => CopySource::Query(Box::new(inner_lineage(query))),
+        _ => return None,
+    };
+    Some(CopyOut {
+        format,
+        delimiter,
+        header,
+        source,
+    })
+}
+
+/// The format, delimiter and header of a COPY's options, as PostgreSQL
+/// reads them (`ProcessCopyOptions`); the legacy `CSV`, `BINARY` and
+/// `HEADER` keywords arrive as the same `DefElem`s.
+///
+/// `None` when the options change how the stream is split into fields in a
+/// way [`CopyOut`] cannot describe (a QUOTE or ESCAPE other than `"`, an
+/// ENCODING other than UTF-8, in which a byte of a multibyte character can
+/// look like a delimiter or an escape), or take a value PostgreSQL refuses.
+/// Without a `CopyOut` the masking refuses the COPY rather than misread it.
+fn copy_options(options: &[Value]) -> Option<(CopyFormat, u8, bool)> {
+    let mut format = CopyFormat::Text;
+    let mut delimiter = None;
+    let mut header = false;
+    for option in options {
+        let Value::Struct(option) = option else {
+            continue;
+        };
+        let arg = option.get("arg");
+        match option.str("defname") {
+            // PostgreSQL compares the format name case-sensitively.
+            "format" => {
+                format = match string_node(arg)? {
+                    "text" => CopyFormat::Text,
+                    "csv" => CopyFormat::Csv,
+                    "binary" => CopyFormat::Binary,
+                    _ => return None,
+                }
+            }
+            // PostgreSQL accepts a single one-byte character only.
+            "delimiter" => match string_node(arg)?.as_bytes() {
+                [byte] => delimiter = Some(*byte),
+                _ => return None,
+            },
+            "header" => header = header_choice(arg),
+            "quote" | "escape" if string_node(arg) != Some("\"") => return None,
+            "encoding" if !string_node(arg).is_some_and(is_utf8) => return None,
+            _ => {}
+        }
+    }
+    let delimiter = delimiter.unwrap_or(match format {
+        CopyFormat::Csv => b',',
+        CopyFormat::Text | CopyFormat::Binary => b'\t',
+    });
+    Some((format, delimiter, header))
+}
+
+/// The HEADER option as `defGetCopyHeaderChoice` reads it: no value, `1`,
+/// `true`, `on` or `match` mean a header line. A value PostgreSQL refuses
+/// counts as none: taking a first row of data for a header would send it
+/// unmasked, while taking a header for data only masks column names.
+fn header_choice(arg: Option<&Value>) -> bool {
+    match arg {
+        None | Some(Value::Null) => true,
+        Some(Value::Struct(value)) => match value.name {
+            "Boolean" => matches!(value.get("boolval"), Some(Value::Bool(true))),
+            "Integer" => value.int("ival") == Some(1),
+            "String" => ["true", "on", "match"]
+                .iter()
+                .any(|word| value.str("sval").eq_ignore_ascii_case(word)),
+            _ => false,
+        },
+        Some(_) => false,
+    }
+}
+
+/// Whether an encoding name is UTF-8 as PostgreSQL matches names: case and
+/// punctuation aside, `utf8` or its alias `unicode`.
+fn is_utf8(name: &str) -> bool {
+    let clean: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    clean == "utf8" || clean == "unicode"
+}
+
+#[cfg(test)]
+#[path = "lineage_tests.rs"]
+mod tests;

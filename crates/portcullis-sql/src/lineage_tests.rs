@@ -1,0 +1,463 @@
+//! Data-driven tests of the lineage `classify_query` gives each statement.
+
+use portcullis_core::{
+    ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
+};
+
+use crate::classify::classify_query;
+
+fn lineage(sql: &str) -> Lineage {
+    let statements = classify_query(sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
+    let [statement] = statements.as_slice() else {
+        panic!("{sql}: not one statement: {statements:#?}");
+    };
+    (*statement.lineage).clone()
+}
+
+/// A column reference written as SQL: `email`, `c.email`, `c.*`, `*`.
+fn column_ref(text: &str) -> ColumnRefName {
+    let mut parts: Vec<String> = text.split('.').map(str::to_owned).collect();
+    let last = parts.pop().unwrap();
+    ColumnRefName {
+        qualifiers: parts,
+        column: (last != "*").then_some(last),
+    }
+}
+
+/// A relation written as `[schema.]name[ alias]`.
+fn relation(text: &str) -> RelationRef {
+    let (name, alias) = match text.split_once(' ') {
+        Some((name, alias)) => (name, Some(alias.to_owned())),
+        None => (text, None),
+    };
+    let (schema, name) = match name.split_once('.') {
+        Some((schema, name)) => (Some(schema.to_owned()), name),
+        None => (None, name),
+    };
+    RelationRef {
+        schema,
+        name: name.to_owned(),
+        alias,
+    }
+}
+
+/// An output column: its references (sorted, as the lineage gives them)
+/// and flags, `h` for harmless and `o` for opaque.
+type Column = (&'static [&'static str], &'static str);
+
+/// `(sql, columns, relations, renames, opaque)`
+type Row = (
+    &'static str,
+    Option<&'static [Column]>,
+    &'static [&'static str],
+    bool,
+    bool,
+);
+
+const H: &str = "h";
+const O: &str = "o";
+const HO: &str = "ho";
+
+#[rustfmt::skip]
+const ROWS: &[Row] = &[
+    // Plain columns and expressions over them.
+    ("select email from customers", Some(&[(&["email"], "")]), &["customers"], false, false),
+    ("select upper(c.email) from customers c", Some(&[(&["c.email"], "")]), &["customers c"], false, false),
+    ("select left(card, 8), count(*) from customers group by 1", Some(&[(&["card"], ""), (&[], H)]), &["customers"], false, false),
+    ("select public.customers.email from public.customers", Some(&[(&["public.customers.email"], "")]), &["public.customers"], false, false),
+    ("select a.x, b.y from a join b on a.id = b.id", Some(&[(&["a.x"], ""), (&["b.y"], "")]), &["a", "b"], false, false),
+    ("select sum(amount) filter (where card is not null) from orders", Some(&[(&["amount", "card"], "")]), &["orders"], false, false),
+    ("select coalesce(email, name)::text || '!' from customers", Some(&[(&["email", "name"], "")]), &["customers"], false, false),
+    ("select from customers", Some(&[]), &["customers"], false, false),
+    // A whole row named without `*` is one column.
+    ("select row_to_json(c) from customers c", Some(&[(&["c"], "")]), &["customers c"], false, false),
+    ("select (c).email from customers c", Some(&[(&["c"], "")]), &["customers c"], false, false),
+    ("select row(c.*) from customers c", Some(&[(&["c.*"], "")]), &["customers c"], false, false),
+    // Values that cannot carry a source value.
+    ("select count(email) from customers", Some(&[(&["email"], H)]), &["customers"], false, false),
+    ("select pg_catalog.count(*) over (partition by email) from customers", Some(&[(&["email"], H)]), &["customers"], false, false),
+    ("select 1, now(), $1", Some(&[(&[], H), (&[], H), (&[], H)]), &[], false, false),
+    ("select current_user, 'a' || 'b', lower('X')", Some(&[(&[], H), (&[], H), (&[], H)]), &[], false, false),
+    ("select exists (select 1 from customers where email = 'x')", Some(&[(&["email"], H)]), &["customers"], false, false),
+    ("select not exists (select * from customers)", Some(&[(&["*"], H)]), &["customers"], false, false),
+    ("select email is null, email is not null from customers", Some(&[(&["email"], H), (&["email"], H)]), &["customers"], false, false),
+    ("select count(*)::text || ' rows' from customers", Some(&[(&[], H)]), &["customers"], false, false),
+    ("select case when email is null then 'none' else 'some' end from customers", Some(&[(&["email"], H)]), &["customers"], false, false),
+    ("select case when email is null then 'none' else email end from customers", Some(&[(&["email"], "")]), &["customers"], false, false),
+    ("select public.count(email) from customers", Some(&[(&["email"], O)]), &["customers"], false, false),
+    // `*` has the catalog's width.
+    ("select * from customers", None, &["customers"], false, false),
+    ("select c.* from customers c", None, &["customers c"], false, false),
+    ("select (c).* from customers c", None, &["customers c"], false, false),
+    ("select id, * from customers", None, &["customers"], false, false),
+    ("table customers", None, &["customers"], false, false),
+    // Sub-selects in the output.
+    ("select (select email from customers limit 1)", Some(&[(&["email"], "")]), &["customers"], false, false),
+    ("select (select count(*) from customers)", Some(&[(&[], "")]), &["customers"], false, false),
+    ("select (select * from customers limit 1)", Some(&[(&["*"], O)]), &["customers"], false, false),
+    ("select array(select c.* from customers c)", Some(&[(&["c.*"], O)]), &["customers c"], false, false),
+    ("select id in (select * from banned) from customers", Some(&[(&["*", "id"], "")]), &["banned", "customers"], false, false),
+    ("select (select email from customers where id = o.customer_id) from orders o", Some(&[(&["email", "id", "o.customer_id"], "")]), &["customers", "orders o"], false, false),
+    // Functions whose output cannot be followed.
+    ("select my_func(id) from customers", Some(&[(&["id"], O)]), &["customers"], false, false),
+    ("select s.f(1)", Some(&[(&[], O)]), &[], false, false),
+    ("select query_to_xml('select * from customers', true, true, '')", Some(&[(&[], O)]), &[], false, false),
+    ("select pg_catalog.table_to_xml('customers', true, true, '')", Some(&[(&[], O)]), &[], false, false),
+    ("select ts_rewrite('a'::tsquery, 'select t, s from aliases')", Some(&[(&[], O)]), &[], false, false),
+    ("select dblink('db', 'select email from customers')", Some(&[(&[], O)]), &[], false, false),
+    ("select upper((select my_func() limit 1))", Some(&[(&[], O)]), &[], false, false),
+    ("select count(my_func(id)) from customers", Some(&[(&["id"], HO)]), &["customers"], false, false),
+    ("select nextval('s')", Some(&[(&[], O)]), &[], false, false),
+    // Renames: subqueries, functions, VALUES in FROM, CTEs, set operations,
+    // merged join columns, column aliases.
+    ("select x from (select email as x from customers) s", Some(&[(&["x"], "")]), &["customers"], true, false),
+    ("with t as (select email from customers) select email from t", Some(&[(&["email"], "")]), &["customers"], true, false),
+    ("with t as (select email from customers) select t.email from t join t as u on true", Some(&[(&["t.email"], "")]), &["customers"], true, false),
+    ("select email from a union select name from b", Some(&[(&["email", "name"], "")]), &["a", "b"], true, false),
+    ("select 1 union all select email from customers", Some(&[(&["email"], "")]), &["customers"], true, false),
+    ("select count(*) from a union select count(*) from b", Some(&[(&[], H)]), &["a", "b"], true, false),
+    ("select x from a except (select y from b intersect select z from c)", Some(&[(&["x", "y", "z"], "")]), &["a", "b", "c"], true, false),
+    ("select x from a union select * from b", None, &["a", "b"], true, false),
+    ("select e from customers c(e)", Some(&[(&["e"], "")]), &["customers c"], true, false),
+    ("select id from a join b using (id)", Some(&[(&["id"], "")]), &["a", "b"], true, false),
+    ("select id from a natural join b", Some(&[(&["id"], "")]), &["a", "b"], true, false),
+    ("select j.id from (a join b on a.id = b.id) j", Some(&[(&["j.id"], "")]), &["a", "b"], true, false),
+    ("select v.a from (values (1), (2)) v(a)", Some(&[(&["v.a"], "")]), &[], true, false),
+    ("select g from generate_series(1, 3) g", Some(&[(&["g"], "")]), &[], true, false),
+    ("select x from my_srf() x", Some(&[(&["x"], O)]), &[], true, false),
+    ("select 1 from my_srf() x", Some(&[(&[], H)]), &[], true, false),
+    ("select s.x from (select my_func() as x) s", Some(&[(&["s.x"], O)]), &[], true, false),
+    ("with t as (select query_to_xml('x', true, true, '') as v) select v from t", Some(&[(&["v"], O)]), &[], true, false),
+    ("select c.email, l.n from customers c, lateral (select count(*) as n from orders o where o.c = c.id) l", Some(&[(&["c.email"], ""), (&["l.n"], "")]), &["customers c", "orders o"], true, false),
+    ("select email from customers where id in (select id from (select id from orders) o)", Some(&[(&["email"], "")]), &["customers", "orders"], true, false),
+    // A CTE name is not a relation, but a DML target always is.
+    ("with customers as (select 1 as email) select email from customers", Some(&[(&["email"], "")]), &[], true, false),
+    ("with t as (select 1) delete from t", None, &["t"], true, false),
+    // VALUES.
+    ("values (1, 'a'), (2, 'b')", Some(&[(&[], H), (&[], H)]), &[], false, false),
+    ("values (1), ((select email from customers limit 1))", Some(&[(&["email"], "")]), &["customers"], false, false),
+    // RETURNING.
+    ("insert into t values (1) returning email", Some(&[(&["email"], "")]), &["t"], false, false),
+    ("insert into t values ($1) returning id, 1", Some(&[(&["id"], ""), (&[], H)]), &["t"], false, false),
+    ("insert into t (x) select email from customers returning x", Some(&[(&["email", "x"], "")]), &["customers", "t"], true, false),
+    ("update customers set name = 'x' where id = 1 returning *", None, &["customers"], false, false),
+    ("update t set a = b where id = 1 returning upper(a)", Some(&[(&["a", "b"], "")]), &["t"], true, false),
+    ("update t set a = my_func() returning a", Some(&[(&["a"], O)]), &["t"], true, false),
+    ("update t set a = 1 from u where t.id = u.id returning u.secret", Some(&[(&["u.secret"], "")]), &["t", "u"], false, false),
+    ("delete from t returning id, email is null", Some(&[(&["id"], ""), (&["email"], H)]), &["t"], false, false),
+    ("delete from t using my_srf() f where t.id = f.id returning t.id", Some(&[(&["t.id"], O)]), &["t"], true, false),
+    ("merge into t using s on t.id = s.id when matched then update set a = s.b returning t.a", Some(&[(&["s.b", "t.a"], "")]), &["s", "t"], true, false),
+    ("with d as (delete from t returning *) select count(*) from d", Some(&[(&[], H)]), &["t"], true, false),
+    // No rows.
+    ("delete from t", None, &["t"], false, false),
+    ("insert into t select * from u", None, &["t", "u"], false, false),
+    ("update t set a = 1", None, &["t"], false, false),
+    ("create table n as select email from customers", None, &["customers", "n"], false, false),
+    ("select email into n from customers", None, &["customers", "n"], false, false),
+    ("create view v as select email from customers c", None, &["customers c", "v"], false, false),
+    ("set search_path = x", None, &[], false, false),
+    ("drop table customers", None, &[], false, false),
+    ("begin", None, &[], false, false),
+    // Rows whose origin the text does not show.
+    ("fetch 10 from c", None, &[], false, true),
+    ("fetch all in c", None, &[], false, true),
+    ("move 10 in c", None, &[], false, true),
+    ("call p(1)", None, &[], false, true),
+    ("execute p(1)", None, &[], false, false),
+    // EXPLAIN returns plan text.
+    ("explain select email from customers", Some(&[(&[], H)]), &["customers"], false, false),
+    ("explain analyze select my_func(email) from customers", Some(&[(&[], H)]), &["customers"], false, false),
+    ("explain (analyze, format json) delete from t", Some(&[(&[], H)]), &["t"], false, false),
+    ("explain execute p(1)", Some(&[(&[], H)]), &[], false, false),
+    // PREPARE and DECLARE describe their query.
+    ("prepare p as select email from customers", Some(&[(&["email"], "")]), &["customers"], false, false),
+    ("prepare p (int) as delete from t where id = $1 returning email", Some(&[(&["email"], "")]), &["t"], false, false),
+    ("declare c cursor for select upper(email) from customers", Some(&[(&["email"], "")]), &["customers"], false, false),
+];
+
+fn expected_lineage(row: &Row) -> Lineage {
+    let &(_, columns, relations, renames, opaque) = row;
+    let columns = columns.map(|columns| {
+        columns
+            .iter()
+            .map(|&(refs, flags)| OutputColumn {
+                refs: refs.iter().map(|text| column_ref(text)).collect(),
+                harmless: flags.contains('h'),
+                opaque: flags.contains('o'),
+            })
+            .collect()
+    });
+    let mut relations: Vec<RelationRef> = relations.iter().map(|text| relation(text)).collect();
+    relations.sort();
+    Lineage {
+        columns,
+        relations,
+        renames,
+        opaque,
+        copy: None,
+    }
+}
+
+#[test]
+fn lineage_table() {
+    let mut failures = Vec::new();
+    for row in ROWS {
+        let sql = row.0;
+        let expected = expected_lineage(row);
+        let actual = lineage(sql);
+        if actual != expected {
+            failures.push(format!(
+                "{sql}\n  expected {expected:?}\n  actual   {actual:?}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows differ:\n{}",
+        failures.len(),
+        ROWS.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn relations_keep_each_alias_and_are_sorted() {
+    let actual = lineage("select 1 from s.b x, a, s.b, a y where a.id in (select id from a)");
+    let expected: Vec<RelationRef> = ["a", "a y", "s.b", "s.b x"]
+        .iter()
+        .map(|text| relation(text))
+        .collect();
+    assert_eq!(actual.relations, expected);
+}
+
+#[test]
+fn every_statement_of_a_query_has_its_own_lineage() {
+    let statements = classify_query("select email from customers; fetch 1 from c").unwrap();
+    let lineages: Vec<(bool, usize)> = statements
+        .iter()
+        .map(|s| (s.lineage.opaque, s.lineage.relations.len()))
+        .collect();
+    assert_eq!(lineages, [(false, 1), (true, 0)]);
+}
+
+fn copy_out(sql: &str) -> Option<CopyOut> {
+    let lineage = lineage(sql);
+    assert_eq!(lineage.columns, None, "{sql}: a COPY has no result columns");
+    lineage.copy
+}
+
+fn copy_relation(name: &str, columns: &[&str]) -> CopySource {
+    CopySource::Relation {
+        relation: relation(name),
+        columns: columns.iter().map(|column| column.to_string()).collect(),
+    }
+}
+
+#[test]
+fn copy_to_stdout_options() {
+    use CopyFormat::{Binary, Csv, Text};
+    let cases: &[(&str, CopyFormat, u8, bool)] = &[
+        ("copy customers to stdout", Text, b'\t', false),
+        (
+            "copy customers (email, name) to stdout with (format csv, header)",
+            Csv,
+            b',',
+            true,
+        ),
+        (
+            "copy customers to stdout with (format csv, header true)",
+            Csv,
+            b',',
+            true,
+        ),
+        (
+            "copy customers to stdout with (format csv, header on)",
+            Csv,
+            b',',
+            true,
+        ),
+        (
+            "copy customers to stdout with (format csv, header 1)",
+            Csv,
+            b',',
+            true,
+        ),
+        (
+            "copy customers to stdout with (format csv, header match)",
+            Csv,
+            b',',
+            true,
+        ),
+        (
+            "copy customers to stdout with (format csv, header false)",
+            Csv,
+            b',',
+            false,
+        ),
+        (
+            "copy customers to stdout with (format csv, header 0)",
+            Csv,
+            b',',
+            false,
+        ),
+        (
+            "copy customers to stdout with (format csv, delimiter ';')",
+            Csv,
+            b';',
+            false,
+        ),
+        (
+            "copy customers to stdout with (format text, delimiter '|')",
+            Text,
+            b'|',
+            false,
+        ),
+        (
+            "copy customers to stdout with (format binary)",
+            Binary,
+            b'\t',
+            false,
+        ),
+        (
+            "copy customers to stdout with (format csv, quote '\"', escape '\"')",
+            Csv,
+            b',',
+            false,
+        ),
+        (
+            "copy customers to stdout with (encoding 'UTF-8')",
+            Text,
+            b'\t',
+            false,
+        ),
+        (
+            "copy customers to stdout with (null 'x', force_quote *)",
+            Text,
+            b'\t',
+            false,
+        ),
+        // The legacy keywords.
+        ("copy customers to stdout csv header", Csv, b',', true),
+        (
+            "copy customers to stdout with csv delimiter as ';'",
+            Csv,
+            b';',
+            false,
+        ),
+        ("copy binary customers to stdout", Binary, b'\t', false),
+        ("copy customers to stdout with binary", Binary, b'\t', false),
+        (
+            "copy customers to stdout using delimiters ','",
+            Text,
+            b',',
+            false,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for &(sql, format, delimiter, header) in cases {
+        let actual = copy_out(sql).map(|copy| (copy.format, copy.delimiter, copy.header));
+        let expected = Some((format, delimiter, header));
+        if actual != expected {
+            failures.push(format!(
+                "{sql}\n  expected {expected:?}\n  actual   {actual:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn copy_sources() {
+    let copy = copy_out("copy customers to stdout").unwrap();
+    assert_eq!(copy.source, copy_relation("customers", &[]));
+
+    let copy = copy_out("copy public.customers (email, name) to stdout").unwrap();
+    assert_eq!(
+        copy.source,
+        copy_relation("public.customers", &["email", "name"])
+    );
+
+    let copy = copy_out("copy (select email from customers) to stdout").unwrap();
+    let expected = Lineage {
+        columns: Some(vec![OutputColumn {
+            refs: vec![column_ref("email")],
+            harmless: false,
+            opaque: false,
+        }]),
+        relations: vec![relation("customers")],
+        ..Lineage::default()
+    };
+    assert_eq!(copy.source, CopySource::Query(Box::new(expected)));
+
+    let CopySource::Query(query) = copy_out("copy (select * from customers c) to stdout")
+        .unwrap()
+        .source
+    else {
+        panic!("not a query");
+    };
+    assert_eq!(
+        (query.columns, query.relations),
+        (None, vec![relation("customers c")])
+    );
+
+    let CopySource::Query(query) =
+        copy_out("copy (update t set a = 1 where id = 2 returning a, my_func(b)) to stdout")
+            .unwrap()
+            .source
+    else {
+        panic!("not a query");
+    };
+    let flags: Vec<(bool, bool)> = query
+        .columns
+        .unwrap()
+        .iter()
+        .map(|column| (column.harmless, column.opaque))
+        .collect();
+    assert_eq!(flags, [(false, false), (false, true)]);
+
+    // The COPY statement names the relations of its query.
+    let outer = lineage("copy (select email from customers c join orders o using (id)) to stdout");
+    assert_eq!(
+        outer.relations,
+        vec![relation("customers c"), relation("orders o")]
+    );
+    let Some(CopyOut {
+        source: CopySource::Query(query),
+        ..
+    }) = outer.copy
+    else {
+        panic!("not a query");
+    };
+    assert!(query.renames);
+}
+
+#[test]
+fn copy_is_described_only_when_it_sends_rows_to_the_client() {
+    for sql in [
+        "copy customers from stdin",
+        "copy customers from stdin with (format csv)",
+        "copy customers to '/tmp/customers'",
+        "copy customers to program 'cat'",
+        "copy (select 1) to '/tmp/one'",
+    ] {
+        assert_eq!(lineage(sql).copy, None, "{sql}");
+    }
+}
+
+#[test]
+fn copy_whose_stream_cannot_be_split_is_not_described() {
+    // Without a description the masking refuses the COPY rather than
+    // misread its fields.
+    for sql in [
+        "copy customers to stdout with (format csv, quote '''')",
+        "copy customers to stdout with (format csv, escape '\\')",
+        "copy customers to stdout with (encoding 'SJIS')",
+        "copy customers to stdout with (encoding 'latin1')",
+        // Values PostgreSQL refuses.
+        "copy customers to stdout with (delimiter 'ab')",
+        "copy customers to stdout with (format 'CSV')",
+        "copy customers to stdout with (format 'json')",
+    ] {
+        assert_eq!(lineage(sql).copy, None, "{sql}");
+    }
+}
