@@ -30,18 +30,19 @@ for _ in $(seq 50); do
 done
 
 ALICE=$("$BIN" dev token --config "$CONFIG" --user alice@example.com --groups eng --ttl 8h)
-DANA=$("$BIN" dev token --config "$CONFIG" --user dana@example.com --groups eng,dba --ttl 8h)
+DANA=$("$BIN" dev token --config "$CONFIG" --user dana@example.com --groups eng,dba,pii-readers --ttl 8h)
 cat <<MSG
 
 Portcullis is running in front of a throwaway PostgreSQL (data in $PORTCULLIS_DATA).
 
-As alice (group eng: reads and writes):
+As alice (group eng: reads and writes, sees personal data masked):
   psql "host=${LISTEN%:*} port=${LISTEN##*:} dbname=demo user=alice password=$ALICE"
 
-As dana (groups eng, dba: DDL and DCL too):
+As dana (groups eng, dba, pii-readers: DDL and DCL too, personal data in clear):
   psql "host=${LISTEN%:*} port=${LISTEN##*:} dbname=demo user=dana password=$DANA"
 
-Try:  select * from customers;   delete from orders;   drop table orders;
+Try:  select * from customers;   select upper(email) from customer_contacts;
+      delete from orders;   drop table orders;
 Then, in another terminal:
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit tail --config $CONFIG
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit verify --config $CONFIG

@@ -206,6 +206,7 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
             user: target.user.clone(),
             password,
             tls,
+            catalog: Default::default(),
         };
         targets.insert(target.name.clone(), Arc::new(pg_target));
     }
@@ -405,7 +406,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             ..AuditOptions::default()
         },
     )?;
-    let gate = Gate::new(policies, audit, 100_000);
+    let gate = Gate::new(policies, audit, 100_000, mask_key(data_dir)?);
 
     let dev = dev_issuer(&config)?;
     if let Some(dev) = &dev {
@@ -503,4 +504,36 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         state,
         tasks,
     })
+}
+
+/// The key of the `hash` masking strategy: 32 random bytes in
+/// `<data_dir>/mask.key` (hex, mode 0600), made on first start. Gateways that
+/// must hash alike share this file.
+fn mask_key(data_dir: &Path) -> anyhow::Result<portcullis_mask::HashKey> {
+    let path = data_dir.join("mask.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .with_context(|| {
+                    format!("`{}` is not a masking key (64 hex digits)", path.display())
+                })?;
+            Ok(portcullis_mask::HashKey::new(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes: [u8; 32] = rand::random();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("cannot create masking key `{}`", path.display()))?;
+            std::io::Write::write_all(&mut file, hex::encode(bytes).as_bytes())
+                .with_context(|| format!("cannot write masking key `{}`", path.display()))?;
+            Ok(portcullis_mask::HashKey::new(bytes))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read masking key `{}`", path.display())),
+    }
 }

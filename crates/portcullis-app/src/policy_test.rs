@@ -264,6 +264,9 @@ fn failure_details(result: &CaseResult) -> String {
     if let Action::Query(statement) = &case.action {
         let _ = writeln!(out, "  statement: {}", statement.text);
     }
+    if let Action::Unmask { rule } = &case.action {
+        let _ = writeln!(out, "  mask rule: {rule}");
+    }
     for failure in &result.failures {
         let _ = writeln!(out, "  failure:   {failure}");
     }
@@ -388,6 +391,13 @@ fn decide(policies: &Policies, case: Case) -> CaseResult {
         }),
     };
     let mut failures = Vec::new();
+    if let Action::Unmask { rule } = &case.action {
+        if !policies.masks().rules().iter().any(|r| &r.id == rule) {
+            failures.push(format!(
+                "no mask rule `{rule}` in the policy directory's `*masks.toml` files"
+            ));
+        }
+    }
     if decision.effect != case.expect {
         failures.push(format!(
             "expected `{}`, got `{}`",
@@ -473,6 +483,8 @@ struct RawCase {
     target: Option<RawTarget>,
     action: Option<String>,
     statement: Option<String>,
+    /// For `action = "unmask"`: the mask rule's id.
+    rule: Option<String>,
     client_ip: Option<String>,
     expect: String,
     policy: Option<String>,
@@ -653,7 +665,9 @@ fn build_case(
         other => return Err(format!("`expect` must be `allow` or `deny`, not `{other}`")),
     };
     if raw.mask.is_some() {
-        return Err("`mask` is not supported yet: results cannot be masked".to_string());
+        return Err(
+            "`mask` is not supported: test who sees a mask rule's values in clear with `action = \"unmask\"` and `rule = \"<rule id>\"`".to_string(),
+        );
     }
     let principal = raw
         .principal
@@ -686,7 +700,17 @@ fn build_case(
         .or_else(|| defaults.action.clone())
         .ok_or("no `action` (set it in the case or in `[defaults]`)")?;
     let mut refused_by_gateway = None;
+    if raw.rule.is_some() && action_name != "unmask" {
+        return Err("`rule` is only for `action = \"unmask\"`".to_string());
+    }
     let action = match (action_name.as_str(), raw.statement) {
+        ("unmask", Some(_)) => {
+            return Err("`statement` is only for `action = \"query\"`".to_string())
+        }
+        ("unmask", None) => match raw.rule {
+            Some(rule) => Action::Unmask { rule },
+            None => return Err("`action = \"unmask\"` needs a `rule` (a mask rule id)".to_string()),
+        },
         ("connect", None) => Action::Connect,
         ("connect", Some(_)) => {
             return Err("`statement` is only for `action = \"query\"`".to_string())
@@ -699,7 +723,7 @@ fn build_case(
         }
         (other, _) => {
             return Err(format!(
-                "`action` must be `connect` or `query`, not `{other}`"
+                "`action` must be `connect`, `query` or `unmask`, not `{other}`"
             ))
         }
     };
@@ -991,7 +1015,7 @@ expect = \"allow\"
     }
 
     #[test]
-    fn hold_and_mask_are_refused_for_now() {
+    fn hold_and_mask_are_refused() {
         let message = parse_err(&format!(
             "{HEADER}
 [[case]]
@@ -1015,7 +1039,7 @@ mask = [\"customers.email\"]
             "{message}"
         );
         assert!(
-            message.contains("case 2 `masked`: `mask` is not supported yet"),
+            message.contains("case 2 `masked`: `mask` is not supported: test who sees"),
             "{message}"
         );
     }

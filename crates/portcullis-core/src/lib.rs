@@ -81,6 +81,11 @@ pub enum Action {
     Connect,
     /// Run one SQL statement.
     Query(StatementInfo),
+    /// See the values a mask rule covers in clear.
+    Unmask {
+        /// The mask rule's id.
+        rule: String,
+    },
 }
 
 impl Action {
@@ -89,6 +94,7 @@ impl Action {
         match self {
             Action::Connect => "connect",
             Action::Query(_) => "query",
+            Action::Unmask { .. } => "unmask",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! audit format: keep them stable.
 
 use portcullis_core::{Decision, StatementInfo};
+use portcullis_mask::MaskCounts;
 use serde::Serialize;
 
 /// Who and where, repeated in every entry of a session so that each entry
@@ -106,6 +107,24 @@ pub enum AuditEvent<'a> {
     /// A new policy version is enforced from now on.
     #[serde(rename = "policy.loaded")]
     PolicyLoaded { previous: &'a str, version: &'a str },
+    /// The `unmask` decisions of a session: for each mask rule that applies
+    /// to its target, whether the principal sees its values in clear.
+    #[serde(rename = "session.masking")]
+    Masking {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        /// Rule id to the decision.
+        rules: std::collections::BTreeMap<&'a str, DecisionFields<'a>>,
+    },
+    /// Values masked in one statement's result, by rule and detector.
+    #[serde(rename = "statement.masked")]
+    Masked {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        /// The statement's text.
+        text: &'a str,
+        masked: &'a MaskCounts,
+    },
     #[serde(rename = "session.end")]
     End {
         #[serde(flatten)]
@@ -114,5 +133,8 @@ pub enum AuditEvent<'a> {
         statements: u64,
         denied: u64,
         duration_ms: u64,
+        /// Values masked in the whole session, by rule and detector.
+        #[serde(skip_serializing_if = "MaskCounts::is_empty")]
+        masked: &'a MaskCounts,
     },
 }

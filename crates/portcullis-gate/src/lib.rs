@@ -23,6 +23,7 @@ pub use event::SessionFields;
 use event::{AuditEvent, DecisionFields, StatementFields};
 use portcullis_audit::AuditLog;
 use portcullis_core::{Action, Decision, Principal, Request, SessionId, StatementInfo, Target};
+use portcullis_mask::{HashKey, MaskCounts, Masker};
 use portcullis_policy::Policies;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -47,6 +48,8 @@ struct GateInner {
     hits: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Decisions by input. Cleared when the policy changes.
     decisions: quick_cache::sync::Cache<DecisionKey, Decision>,
+    /// The key of the `hash` masking strategy.
+    mask_key: HashKey,
 }
 
 /// Everything a decision depends on: the policy version, every attribute of
@@ -169,7 +172,12 @@ impl Session {
 }
 
 impl Gate {
-    pub fn new(policies: impl Into<Policies>, audit: AuditLog, decision_cache: usize) -> Gate {
+    pub fn new(
+        policies: impl Into<Policies>,
+        audit: AuditLog,
+        decision_cache: usize,
+        mask_key: HashKey,
+    ) -> Gate {
         Gate {
             inner: Arc::new(GateInner {
                 policies: RwLock::new(Arc::new(policies.into())),
@@ -178,6 +186,7 @@ impl Gate {
                 generation: tokio::sync::watch::Sender::new(0),
                 audit,
                 decisions: quick_cache::sync::Cache::new(decision_cache.max(1)),
+                mask_key,
             }),
         }
     }
@@ -275,6 +284,7 @@ impl Gate {
             statement: match action {
                 Action::Connect => None,
                 Action::Query(s) => Some(s.text.clone()),
+                Action::Unmask { rule } => Some(rule.clone()),
             },
         };
         if let Some(decision) = self.inner.decisions.get(&key) {
@@ -390,8 +400,84 @@ impl Gate {
         Ok(decisions)
     }
 
+    /// The masking a session gets under the policy in force: the mask rules
+    /// that apply to its target, less those the principal may `unmask`.
+    /// Each `unmask` decision is audited (one entry for all of them) before
+    /// the answer; `None` when no rule is in force.
+    pub async fn masking(&self, session: &Session) -> Result<Option<Arc<Masker>>, GateError> {
+        let policies = self.policies();
+        let masks = policies.masks();
+        let applying: Vec<&str> = masks
+            .for_target(&session.target.name)
+            .map(|rule| rule.id.as_str())
+            .collect();
+        if applying.is_empty() {
+            return Ok(None);
+        }
+        let decisions: Vec<Decision> = applying
+            .iter()
+            .map(|rule| {
+                self.decide(
+                    session,
+                    &Action::Unmask {
+                        rule: rule.to_string(),
+                    },
+                )
+            })
+            .collect();
+        self.inner
+            .audit
+            .append(&AuditEvent::Masking {
+                session: &session.fields,
+                rules: applying
+                    .iter()
+                    .zip(&decisions)
+                    .map(|(rule, decision)| (*rule, DecisionFields::from(decision)))
+                    .collect(),
+            })
+            .await?;
+        let in_force: Vec<&str> = applying
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, decision)| !decision.is_allowed())
+            .map(|(rule, _)| *rule)
+            .collect();
+        if in_force.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(Masker::new(
+            masks,
+            &in_force,
+            self.inner.mask_key.clone(),
+        ))))
+    }
+
+    /// Records what was masked in one statement's result. Not awaited by the
+    /// result (the values are masked already); an entry that cannot be
+    /// written is logged.
+    pub fn masked(&self, session: &Session, text: &str, counts: &MaskCounts) {
+        let audit = self.inner.audit.clone();
+        let event = serde_json::to_value(AuditEvent::Masked {
+            session: &session.fields,
+            text,
+            masked: counts,
+        });
+        tokio::spawn(async move {
+            let result = match event {
+                Ok(event) => audit.append(&event).await.map(|_| ()),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not encode a masking audit entry");
+                    return;
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "could not audit the masking of a result");
+            }
+        });
+    }
+
     /// Records the end of a session. Best effort: the session is over anyway.
-    pub async fn end(&self, session: &Session, outcome: &str) {
+    pub async fn end(&self, session: &Session, outcome: &str, masked: &MaskCounts) {
         let result = self
             .inner
             .audit
@@ -402,6 +488,7 @@ impl Gate {
                 denied: session.denied,
                 duration_ms: u64::try_from(session.started.elapsed().as_millis())
                     .unwrap_or(u64::MAX),
+                masked,
             })
             .await;
         if let Err(e) = result {
@@ -446,7 +533,7 @@ mod tests {
         let policies = CedarPolicies::from_sources(&[("p.cedar", policy)]).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let audit = AuditLog::open(&dir.path().join("a.db"), key, Default::default()).unwrap();
-        Gate::new(policies, audit, 100)
+        Gate::new(policies, audit, 100, HashKey::new([9; 32]))
     }
 
     #[tokio::test]

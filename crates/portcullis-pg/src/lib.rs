@@ -15,9 +15,13 @@
 //! connect and statement to the Gate and enforces the answer.
 
 pub mod cancel;
+pub mod catalog;
 pub mod client;
 pub mod codec;
+mod copy_out;
 mod error;
+pub mod masking;
+mod results;
 pub mod server;
 pub mod session;
 pub mod stream;
@@ -259,9 +263,23 @@ impl PgService {
                 None,
             )
             .await;
-            self.gate.end(&session, "connect denied").await;
+            self.gate
+                .end(&session, "connect denied", &Default::default())
+                .await;
             return;
         }
+        // Which mask rules this principal sees in clear is decided before the
+        // session starts; a masking that cannot be decided refuses it.
+        let masking = match self.gate.masking(&session).await {
+            Ok(masking) => masking,
+            Err(e) => {
+                client::refuse(&mut startup.stream, "58000", &e.to_string(), None).await;
+                self.gate
+                    .end(&session, "masking unavailable", &Default::default())
+                    .await;
+                return;
+            }
+        };
         let mut params: Vec<(&str, &str)> = startup
             .params
             .iter()
@@ -285,7 +303,11 @@ impl PgService {
                 };
                 client::refuse(&mut startup.stream, &code, &text, None).await;
                 self.gate
-                    .end(&session, &format!("target unavailable: {e}"))
+                    .end(
+                        &session,
+                        &format!("target unavailable: {e}"),
+                        &Default::default(),
+                    )
                     .await;
                 return;
             }
@@ -305,7 +327,9 @@ impl PgService {
                 None,
             )
             .await;
-            self.gate.end(&session, "target settings not pinned").await;
+            self.gate
+                .end(&session, "target settings not pinned", &Default::default())
+                .await;
             return;
         }
         let Some(registration) = self.cancels.register(TargetCancelKey {
@@ -331,7 +355,9 @@ impl PgService {
         codec::build::ready_for_query(&mut out, b'I');
         if let Err(e) = startup.stream.write_all(&out).await {
             info!(error = %e, "client left during startup");
-            self.gate.end(&session, "client disconnected").await;
+            self.gate
+                .end(&session, "client disconnected", &Default::default())
+                .await;
             return;
         }
         info!(principal = %session.principal.id, target = %target_name, "session started");
@@ -339,15 +365,17 @@ impl PgService {
             gate: self.gate.clone(),
             classifier: self.classifier.clone(),
             session,
+            target: target.clone(),
+            masking,
         };
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").increment(1.0);
         metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);
-        let (session, ending) = relay
+        let (session, ending, masked) = relay
             .run(startup.stream, connection.stream, connection.leftover)
             .await;
         drop(registration);
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").decrement(1.0);
         info!(outcome = %ending.describe(), "session ended");
-        self.gate.end(&session, &ending.describe()).await;
+        self.gate.end(&session, &ending.describe(), &masked).await;
     }
 }

@@ -28,6 +28,8 @@ pub struct PgTarget {
         Arc<rustls::ClientConfig>,
         rustls_pki_types::ServerName<'static>,
     )>,
+    /// What masking needs of the target's catalog, read on demand.
+    pub catalog: crate::catalog::Catalog,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -236,5 +238,65 @@ impl PgTarget {
                 return Err(self.protocol("the target closed the connection during startup"));
             }
         }
+    }
+}
+
+impl TargetConnection {
+    /// Runs one simple-protocol query and returns its rows as text, for the
+    /// gateway's own catalog queries. Any error ends the query with `Err`.
+    pub async fn query_rows(
+        &mut self,
+        target: &PgTarget,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        let mut out = BytesMut::new();
+        build::query(&mut out, sql);
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(|e| target.io(e))?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = target
+                .read_frame(&mut self.stream, &mut self.leftover)
+                .await?;
+            match frame.tag {
+                b'D' => {
+                    let values = crate::codec::result::data_row(frame.body())
+                        .ok_or_else(|| target.protocol("malformed DataRow"))?;
+                    rows.push(
+                        values
+                            .into_iter()
+                            .map(|v| v.map(|bytes| String::from_utf8_lossy(bytes).into_owned()))
+                            .collect(),
+                    );
+                }
+                b'E' => {
+                    let fields = message::error_fields(frame.body()).unwrap_or_default();
+                    let text = fields
+                        .iter()
+                        .find(|(code, _)| *code == b'M')
+                        .map_or("unknown error", |(_, m)| *m)
+                        .to_string();
+                    error = Some(target.protocol(format!("catalog query failed: {text}")));
+                }
+                b'Z' => {
+                    return match error {
+                        Some(error) => Err(error),
+                        None => Ok(rows),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends the session politely.
+    pub async fn close(mut self) {
+        let mut out = BytesMut::new();
+        build::terminate(&mut out);
+        let _ = self.stream.write_all(&out).await;
+        let _ = self.stream.shutdown().await;
     }
 }

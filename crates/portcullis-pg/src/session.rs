@@ -10,13 +10,17 @@
 //! client's session goes on exactly as after any other error, in order, even
 //! when it pipelines, and the transaction state stays true.
 
-use crate::codec::{build, frame::split_frame, message, Frame};
+use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
+use crate::masking::{calls_functions, ResultSource};
+use crate::results::{Expect, FrameAction, ResultQueue, Results};
+use crate::server::PgTarget;
 use crate::stream::BoxStream;
 use crate::PINNED_PARAMETERS;
 use bytes::{Buf, Bytes, BytesMut};
-use portcullis_core::StatementInfo;
+use portcullis_core::{Lineage, StatementInfo};
 use portcullis_gate::{Check, Gate, Session};
+use portcullis_mask::{MaskCounts, Masker};
 use portcullis_sql::Classifier;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +42,9 @@ struct Shared {
     /// FATAL error that says why.
     end_reason: Mutex<Option<String>>,
     end: tokio::sync::Notify,
+    /// What each message sent to the target will be answered with, and the
+    /// session's masking.
+    results: Arc<ResultQueue>,
 }
 
 /// How a session ended, for the audit log.
@@ -124,6 +131,9 @@ pub struct Relay {
     pub gate: Gate,
     pub classifier: Arc<Classifier>,
     pub session: Session,
+    pub target: Arc<PgTarget>,
+    /// The mask rules in force for this session, if any.
+    pub masking: Option<Arc<Masker>>,
 }
 
 impl Relay {
@@ -133,7 +143,7 @@ impl Relay {
         client: BoxStream,
         target: BoxStream,
         target_leftover: BytesMut,
-    ) -> (Session, Ending) {
+    ) -> (Session, Ending, MaskCounts) {
         let shared = Arc::new(Shared {
             nonce: format!("{:016x}", rand::random::<u64>()),
             denials: Mutex::new(HashMap::new()),
@@ -141,6 +151,7 @@ impl Relay {
             cycles: Mutex::new(VecDeque::new()),
             end_reason: Mutex::new(None),
             end: tokio::sync::Notify::new(),
+            results: Arc::new(ResultQueue::new(self.masking.take())),
         });
         let token_left = self
             .session
@@ -155,40 +166,59 @@ impl Relay {
         ));
         let (client_read, client_write) = tokio::io::split(client);
         let (target_read, target_write) = tokio::io::split(target);
+        let results = Results::new(
+            shared.results.clone(),
+            self.gate.clone(),
+            self.session.observer(),
+            self.target.clone(),
+            self.classifier.clone(),
+        );
         let mut to_client = tokio::spawn(target_to_client(
             target_read,
             client_write,
             target_leftover,
             shared.clone(),
             self.session.target.name.clone(),
+            results,
         ));
-        let ending = tokio::select! {
+        let (ending, masked) = tokio::select! {
             ending = self.client_to_target(client_read, target_write, &shared) => {
-                // Let the target's last answers (to a Terminate, say) reach the client.
+                // Let the target's last answers (to a Terminate, say) reach
+                // the client, and its side tell what it masked.
                 if matches!(ending, Ending::ClientTerminated) {
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await;
+                    if let Ok(Ok((_, masked))) = tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
+                        watcher.abort();
+                        return (self.session, ending, masked);
+                    }
                 }
-                to_client.abort();
-                ending
+                shared.end_session("the client side ended");
+                let masked = match tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
+                    Ok(Ok((_, masked))) => masked,
+                    _ => {
+                        to_client.abort();
+                        MaskCounts::default()
+                    }
+                };
+                (ending, masked)
             }
             joined = &mut to_client => match joined {
-                Ok(ending) => ending,
-                Err(e) => Ending::Error(PgError::Internal(format!("session task failed: {e}"))),
+                Ok(done) => done,
+                Err(e) => (Ending::Error(PgError::Internal(format!("session task failed: {e}"))), MaskCounts::default()),
             },
             // A session lives no longer than the token that opened it.
             _ = tokio::time::sleep(std::time::Duration::from_secs(token_left)) => {
                 shared.end_session("the token of this session expired; log in again and reconnect");
                 match tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
-                    Ok(Ok(ending)) => ending,
+                    Ok(Ok(done)) => done,
                     _ => {
                         to_client.abort();
-                        Ending::Ended("token expired".into())
+                        (Ending::Ended("token expired".into()), MaskCounts::default())
                     }
                 }
             }
         };
         watcher.abort();
-        (self.session, ending)
+        (self.session, ending, masked)
     }
 
     async fn client_to_target(
@@ -451,6 +481,8 @@ impl Relay {
         let mut out = BytesMut::new();
         let mut terminated = false;
         let mut next_decision = 0usize;
+        let masker = shared.results.masker();
+        let mut expects = Vec::new();
         for item in plan {
             let ends_cycle = match &item {
                 Planned::Forward(raw) => matches!(raw.first(), Some(b'S' | b'Q')),
@@ -460,7 +492,30 @@ impl Relay {
                 Planned::Terminate(_) => false,
             };
             match item {
-                Planned::Forward(raw) => out.extend_from_slice(&raw),
+                Planned::Forward(raw) => {
+                    match raw.first() {
+                        Some(b'S') => expects.push(Expect::Sync),
+                        Some(b'D') => expects.push(Expect::Describe),
+                        Some(b'Q') => {
+                            expects.extend([Expect::Query(VecDeque::new()), Expect::Sync])
+                        }
+                        // A portal the gateway did not see bound: a cursor
+                        // opened by an SQL DECLARE. What it returns is
+                        // described by the target, not by its text.
+                        Some(b'E') => {
+                            let described = describe_portal(&mut out, &raw, masker.is_some());
+                            if described {
+                                expects.push(Expect::InjectedDescribe);
+                            }
+                            expects.push(Expect::Execute {
+                                source: opaque_source(),
+                                described,
+                            });
+                        }
+                        _ => {}
+                    }
+                    out.extend_from_slice(&raw)
+                }
                 Planned::Terminate(raw) => {
                     out.extend_from_slice(&raw);
                     terminated = true;
@@ -473,6 +528,9 @@ impl Relay {
                     ..
                 } => {
                     next_decision += 1;
+                    if matches!(poison, Poison::Query) {
+                        expects.extend([Expect::Query(VecDeque::new()), Expect::Sync]);
+                    }
                     let error = error_bytes(code, &format!("refused: {reason}"), None, None);
                     poison_into(&mut out, shared, poison_seq, poison.kind(), error);
                 }
@@ -506,9 +564,32 @@ impl Relay {
                                 })
                             }),
                     };
-                    match refusal {
-                        None => out.extend_from_slice(&raw),
-                        Some(error) => {
+                    match (refusal, &poison) {
+                        (None, Poison::Query) => {
+                            expects.extend([
+                                Expect::Query(statements.iter().map(source_of).collect()),
+                                Expect::Sync,
+                            ]);
+                            out.extend_from_slice(&raw);
+                        }
+                        (None, Poison::Execute) => {
+                            let described = describe_portal(&mut out, &raw, masker.is_some());
+                            if described {
+                                expects.push(Expect::InjectedDescribe);
+                            }
+                            if let Some(statement) = statements.first() {
+                                expects.push(Expect::Execute {
+                                    source: source_of(statement),
+                                    described,
+                                });
+                            }
+                            out.extend_from_slice(&raw);
+                        }
+                        (None, Poison::Parse(_)) => out.extend_from_slice(&raw),
+                        (Some(error), _) => {
+                            if matches!(poison, Poison::Query) {
+                                expects.extend([Expect::Query(VecDeque::new()), Expect::Sync]);
+                            }
                             poison_into(&mut out, shared, poison_seq, poison.kind(), error)
                         }
                     }
@@ -520,7 +601,47 @@ impl Relay {
                 }
             }
         }
+        // INVARIANT: pushed before the bytes are written, so the target side
+        // finds them when the answers arrive.
+        shared.results.push(expects);
         (out, terminated)
+    }
+}
+
+/// Writes a Describe of the portal an Execute runs, when masking is on, so
+/// that its rows can be tied to their columns. Says whether it did.
+fn describe_portal(out: &mut BytesMut, execute: &[u8], masking: bool) -> bool {
+    if !masking {
+        return false;
+    }
+    match execute.get(5..).and_then(message::execute) {
+        Some(portal) => {
+            result::write_describe_portal(out, portal);
+            true
+        }
+        None => false,
+    }
+}
+
+fn source_of(statement: &StatementInfo) -> ResultSource {
+    ResultSource {
+        lineage: statement.lineage.clone(),
+        calls_functions: calls_functions(statement),
+        writes: statement.writes,
+        text: statement.text.as_str().into(),
+    }
+}
+
+/// A result whose origin nothing shows.
+fn opaque_source() -> ResultSource {
+    ResultSource {
+        lineage: Arc::new(Lineage {
+            opaque: true,
+            ..Lineage::default()
+        }),
+        calls_functions: true,
+        writes: false,
+        text: "".into(),
     }
 }
 
@@ -612,20 +733,43 @@ fn poison_into(
 }
 
 /// The target side of the relay: forwards everything to the client, swapping
-/// the target's errors for poison statements with the gateway's refusals.
+/// the target's errors for poison statements with the gateway's refusals, and
+/// masking results.
 async fn target_to_client(
     mut target: ReadHalf<BoxStream>,
     mut client: WriteHalf<BoxStream>,
     mut buf: BytesMut,
     shared: Arc<Shared>,
     target_name: String,
+    mut results: Results,
+) -> (Ending, MaskCounts) {
+    let ending = relay_target(
+        &mut target,
+        &mut client,
+        &mut buf,
+        &shared,
+        target_name,
+        &mut results,
+    )
+    .await;
+    (ending, std::mem::take(&mut results.session_counts))
+}
+
+async fn relay_target(
+    target: &mut ReadHalf<BoxStream>,
+    client: &mut WriteHalf<BoxStream>,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    target_name: String,
+    results: &mut Results,
 ) -> Ending {
     let prefix = format!("pcx_{}_", shared.nonce);
     loop {
-        // Walk complete frames; forward runs of them in one write, except
-        // where an error answers a poison statement.
+        // Walk complete frames. Frames that go out as they came are written
+        // from the read buffer in runs; once one is replaced or dropped, the
+        // rest of this read is copied into `out`.
         let mut pos = 0usize;
-        let mut run_start = 0usize;
+        let mut out: Option<BytesMut> = None;
         while let Some(header) = buf.get(pos..pos + 5) {
             let tag = header[0];
             let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
@@ -639,54 +783,63 @@ async fn target_to_client(
             if end > buf.len() {
                 break;
             }
+            let raw = buf.get(pos..end).unwrap_or(&[]);
+            let body = raw.get(5..).unwrap_or(&[]);
             match tag {
-                b'Z' => forget_answered_poisons(&shared),
+                b'Z' => forget_answered_poisons(shared),
                 b'S' => {
-                    if let Some(changed) = buf.get(pos + 5..end).and_then(unpinned_parameter) {
+                    if let Some(changed) = unpinned_parameter(body) {
                         let text = format!("the target's `{changed}` changed, so the gateway can no longer read this session's SQL as the target does; the session is ended");
-                        let mut out = BytesMut::new();
-                        build::error_response(&mut out, "FATAL", "08006", &text, None, None);
-                        if let Some(run) = buf.get(run_start..pos) {
-                            let _ = client.write_all(run).await;
-                        }
-                        let _ = client.write_all(&out).await;
-                        let _ = client.shutdown().await;
-                        return Ending::Error(PgError::TargetProtocol {
-                            target: target_name,
-                            message: text,
-                        });
+                        return end_with(client, buf, pos, out, &text, "08006", target_name).await;
                     }
                 }
                 _ => {}
             }
-            if tag == b'E' && shared.pending.load(Ordering::Acquire) > 0 {
-                if let Some(replacement) = buf
-                    .get(pos..end)
-                    .and_then(|raw| replacement_for(raw, &prefix, &shared))
-                {
-                    if let Some(run) = buf.get(run_start..pos) {
-                        if let Err(e) = client.write_all(run).await {
-                            return Ending::Error(PgError::ClientIo(e));
-                        }
+            let action = match results.on_frame(tag, body).await {
+                Ok(action) => action,
+                Err(failure) => {
+                    let text =
+                        format!("the session is ended: {failure}; no unmasked value was sent");
+                    return end_with(client, buf, pos, out, &text, "XX000", target_name).await;
+                }
+            };
+            // The gateway's own refusal replaces the error of a poison.
+            let action = if tag == b'E' && shared.pending.load(Ordering::Acquire) > 0 {
+                match replacement_for(raw, &prefix, shared) {
+                    Some(replacement) => FrameAction::Replace(BytesMut::from(&replacement[..])),
+                    None => action,
+                }
+            } else {
+                action
+            };
+            match action {
+                FrameAction::Forward => {
+                    if let Some(out) = out.as_mut() {
+                        out.extend_from_slice(raw);
                     }
-                    if let Err(e) = client.write_all(&replacement).await {
-                        return Ending::Error(PgError::ClientIo(e));
-                    }
-                    run_start = end;
+                }
+                FrameAction::Replace(bytes) => {
+                    out.get_or_insert_with(|| BytesMut::from(buf.get(..pos).unwrap_or(&[])))
+                        .extend_from_slice(&bytes);
+                }
+                FrameAction::Drop => {
+                    out.get_or_insert_with(|| BytesMut::from(buf.get(..pos).unwrap_or(&[])));
                 }
             }
             pos = end;
         }
-        if let Some(run) = buf.get(run_start..pos) {
-            if !run.is_empty() {
-                if let Err(e) = client.write_all(run).await {
-                    return Ending::Error(PgError::ClientIo(e));
-                }
+        let written = match &out {
+            Some(out) => out.as_ref(),
+            None => buf.get(..pos).unwrap_or(&[]),
+        };
+        if !written.is_empty() {
+            if let Err(e) = client.write_all(written).await {
+                return Ending::Error(PgError::ClientIo(e));
             }
         }
         buf.advance(pos);
         let read = tokio::select! {
-            read = target.read_buf(&mut buf) => read,
+            read = target.read_buf(buf) => read,
             _ = shared.end.notified() => {
                 let reason = shared
                     .end_reason
@@ -717,6 +870,27 @@ async fn target_to_client(
     }
 }
 
+/// Sends what was decided of this read before `pos`, then a FATAL error,
+/// and ends the session.
+async fn end_with(
+    client: &mut WriteHalf<BoxStream>,
+    buf: &BytesMut,
+    pos: usize,
+    out: Option<BytesMut>,
+    text: &str,
+    code: &str,
+    target_name: String,
+) -> Ending {
+    let mut message = out.unwrap_or_else(|| BytesMut::from(buf.get(..pos).unwrap_or(&[])));
+    build::error_response(&mut message, "FATAL", code, text, None, None);
+    let _ = client.write_all(&message).await;
+    let _ = client.shutdown().await;
+    Ending::Error(PgError::TargetProtocol {
+        target: target_name,
+        message: text.to_string(),
+    })
+}
+
 impl Shared {
     /// Makes the target side end the session with a FATAL error saying why.
     fn end_session(&self, reason: &str) {
@@ -733,7 +907,13 @@ async fn recheck_on_policy_change(gate: Gate, session: Session, shared: Arc<Shar
     let mut changes = gate.policy_changes();
     while changes.changed().await.is_ok() {
         let reason = match gate.recheck(&session).await {
-            Ok(decision) if decision.is_allowed() => continue,
+            Ok(decision) if decision.is_allowed() => match gate.masking(&session).await {
+                Ok(masker) => {
+                    shared.results.set_masker(masker);
+                    continue;
+                }
+                Err(e) => format!("the session is ended: its masking cannot be decided: {e}"),
+            },
             Ok(decision) => {
                 let by = match decision.policies.as_slice() {
                     [] => String::new(),

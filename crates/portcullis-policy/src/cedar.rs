@@ -140,7 +140,7 @@ impl CedarPolicies {
     }
 
     /// `location_prefix` goes before each file's path in errors.
-    fn from_files(
+    pub(crate) fn from_files(
         files: Vec<SourceFile>,
         location_prefix: &str,
     ) -> Result<CedarPolicies, PolicyError> {
@@ -417,8 +417,17 @@ impl CedarPolicies {
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "0.0.0.0".to_string());
         let mut pairs = vec![("client_ip".to_string(), RestrictedExpression::new_ip(ip))];
-        if let Action::Query(statement) = request.action {
-            pairs.push(("statement".to_string(), statement_record(statement)?));
+        match request.action {
+            Action::Query(statement) => {
+                pairs.push(("statement".to_string(), statement_record(statement)?));
+            }
+            Action::Unmask { rule } => {
+                pairs.push((
+                    "rule".to_string(),
+                    RestrictedExpression::new_string(rule.clone()),
+                ));
+            }
+            Action::Connect => {}
         }
         Context::from_pairs(pairs).map_err(|e| e.to_string())
     }

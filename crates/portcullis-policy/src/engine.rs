@@ -4,6 +4,7 @@ use crate::cedar::{content_version, read_dir, CedarPolicies, SourceFile};
 use crate::error::PolicyError;
 use crate::rego::RegoPolicies;
 use portcullis_core::{Decision, Request};
+use portcullis_mask::MaskRules;
 use std::path::Path;
 
 /// Which language the policies are written in.
@@ -24,32 +25,65 @@ impl Engine {
     }
 }
 
-/// A loaded, validated policy version of either engine.
+/// A loaded, validated policy version: the rules of either engine, and the
+/// mask rules kept beside them (`*masks.toml`).
 #[derive(Debug)]
-pub enum Policies {
+pub struct Policies {
+    rules: Rules,
+    masks: MaskRules,
+}
+
+#[derive(Debug)]
+enum Rules {
     Cedar(CedarPolicies),
     Rego(RegoPolicies),
 }
 
 impl From<CedarPolicies> for Policies {
     fn from(policies: CedarPolicies) -> Self {
-        Policies::Cedar(policies)
+        Policies {
+            rules: Rules::Cedar(policies),
+            masks: MaskRules::default(),
+        }
     }
 }
 
 impl From<RegoPolicies> for Policies {
     fn from(policies: RegoPolicies) -> Self {
-        Policies::Rego(policies)
+        Policies {
+            rules: Rules::Rego(policies),
+            masks: MaskRules::default(),
+        }
     }
 }
 
+/// Whether a file name is a mask rules file: `masks.toml`, `pii.masks.toml`.
+pub(crate) fn is_mask_file(name: &str) -> bool {
+    name == MASK_FILE || name.ends_with(&format!(".{MASK_FILE}"))
+}
+
+/// The name mask rule files end with.
+pub const MASK_FILE: &str = "masks.toml";
+
 impl Policies {
-    /// Loads the `*.cedar` or `*.rego` files of `dir`.
+    /// Loads the `*.cedar` or `*.rego` files of `dir`, and its mask rules.
+    /// The version is a content hash of all of them.
     pub fn load_dir(dir: &Path, engine: Engine) -> Result<Policies, PolicyError> {
-        Ok(match engine {
-            Engine::Cedar => CedarPolicies::load_dir(dir)?.into(),
-            Engine::Rego => RegoPolicies::load_dir(dir)?.into(),
-        })
+        let rule_files = read_dir(dir, engine.extension())?;
+        let mask_files = read_mask_files(dir)?;
+        let version = dir_content_version(&rule_files, &mask_files);
+        let rules = match engine {
+            Engine::Cedar => CedarPolicies::from_files(rule_files, "")
+                .map(|p| Rules::Cedar(p.with_version(version))),
+            Engine::Rego => RegoPolicies::from_files(rule_files, version).map(Rules::Rego),
+        };
+        let masks = parse_masks(
+            mask_files
+                .into_iter()
+                .map(|f| (f.path.display().to_string(), f.text))
+                .collect(),
+        );
+        Policies::combine(rules, masks)
     }
 
     /// Loads `dir` with the engine its files are written for: Cedar when it
@@ -67,20 +101,24 @@ impl Policies {
 
     /// The version a directory holds for `engine`, without parsing.
     pub fn dir_version(dir: &Path, engine: Engine) -> Result<String, PolicyError> {
-        Ok(content_version(&read_dir(dir, engine.extension())?))
+        Ok(dir_content_version(
+            &read_dir(dir, engine.extension())?,
+            &read_mask_files(dir)?,
+        ))
     }
 
-    /// Policies read from a commit: `(path, text)` pairs, named by the commit.
+    /// Policies read from a commit: `(path, text)` pairs of rule files and of
+    /// mask rule files, named by the commit.
     pub(crate) fn from_commit_files(
         files: Vec<(String, String)>,
+        mask_files: Vec<(String, String)>,
         commit_prefix: &str,
         version: String,
         engine: Engine,
     ) -> Result<Policies, PolicyError> {
-        Ok(match engine {
-            Engine::Cedar => CedarPolicies::from_commit_files(files, commit_prefix)?
-                .with_version(version)
-                .into(),
+        let rules = match engine {
+            Engine::Cedar => CedarPolicies::from_commit_files(files, commit_prefix)
+                .map(|p| Rules::Cedar(p.with_version(version))),
             Engine::Rego => {
                 let files = files
                     .into_iter()
@@ -89,36 +127,75 @@ impl Policies {
                         text,
                     })
                     .collect();
-                RegoPolicies::from_files(files, version)?.into()
+                RegoPolicies::from_files(files, version).map(Rules::Rego)
             }
-        })
+        };
+        let masks = parse_masks(
+            mask_files
+                .into_iter()
+                .map(|(path, text)| (format!("{commit_prefix}{path}"), text))
+                .collect(),
+        );
+        Policies::combine(rules, masks)
     }
 
-    pub fn engine(&self) -> Engine {
-        match self {
-            Policies::Cedar(_) => Engine::Cedar,
-            Policies::Rego(_) => Engine::Rego,
+    /// Both halves, or every problem of both, in file order.
+    fn combine(
+        rules: Result<Rules, PolicyError>,
+        masks: Result<MaskRules, Vec<PolicyError>>,
+    ) -> Result<Policies, PolicyError> {
+        match (rules, masks) {
+            (Ok(rules), Ok(masks)) => Ok(Policies { rules, masks }),
+            (rules, masks) => {
+                let mut problems = Vec::new();
+                match rules.err() {
+                    Some(PolicyError::Several(several)) => problems.extend(several),
+                    Some(error) => problems.push(error),
+                    None => {}
+                }
+                problems.extend(masks.err().unwrap_or_default());
+                problems.sort_by_key(PolicyError::sort_key);
+                Err(PolicyError::from_problems(problems)
+                    .unwrap_or_else(|| PolicyError::Schema("no problem reported".into())))
+            }
         }
     }
 
+    /// The same rules with these mask rules.
+    pub fn with_masks(self, masks: MaskRules) -> Policies {
+        Policies { masks, ..self }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match &self.rules {
+            Rules::Cedar(_) => Engine::Cedar,
+            Rules::Rego(_) => Engine::Rego,
+        }
+    }
+
+    /// The mask rules of this version.
+    pub fn masks(&self) -> &MaskRules {
+        &self.masks
+    }
+
     pub fn decide(&self, request: &Request<'_>) -> Decision {
-        match self {
-            Policies::Cedar(p) => p.decide(request),
-            Policies::Rego(p) => p.decide(request),
+        match &self.rules {
+            Rules::Cedar(p) => p.decide(request),
+            Rules::Rego(p) => p.decide(request),
         }
     }
 
     pub fn version(&self) -> &str {
-        match self {
-            Policies::Cedar(p) => p.version(),
-            Policies::Rego(p) => p.version(),
+        match &self.rules {
+            Rules::Cedar(p) => p.version(),
+            Rules::Rego(p) => p.version(),
         }
     }
 
     pub fn policy_names(&self) -> Vec<String> {
-        match self {
-            Policies::Cedar(p) => p.policy_names(),
-            Policies::Rego(p) => p.policy_names(),
+        match &self.rules {
+            Rules::Cedar(p) => p.policy_names(),
+            Rules::Rego(p) => p.policy_names(),
         }
     }
 
@@ -129,4 +206,51 @@ impl Policies {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The mask rule files of `dir`, sorted by name; none is fine.
+fn read_mask_files(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
+    match read_dir(dir, "toml") {
+        Ok(files) => Ok(files
+            .into_iter()
+            .filter(|f| {
+                f.path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(is_mask_file)
+            })
+            .collect()),
+        Err(PolicyError::Empty { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The content version of a directory: its rule files, then its mask files.
+/// Without mask files it is the version the rule files alone give, so adding
+/// this did not change the version of existing policy directories.
+fn dir_content_version(rule_files: &[SourceFile], mask_files: &[SourceFile]) -> String {
+    if mask_files.is_empty() {
+        return content_version(rule_files);
+    }
+    let all: Vec<SourceFile> = rule_files
+        .iter()
+        .chain(mask_files)
+        .map(|f| SourceFile {
+            path: f.path.clone(),
+            text: f.text.clone(),
+        })
+        .collect();
+    content_version(&all)
+}
+
+fn parse_masks(files: Vec<(String, String)>) -> Result<MaskRules, Vec<PolicyError>> {
+    MaskRules::from_files(&files).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| PolicyError::Invalid {
+                location: e.location,
+                message: e.message,
+            })
+            .collect()
+    })
 }

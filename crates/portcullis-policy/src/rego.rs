@@ -232,6 +232,9 @@ pub fn input(request: &Request<'_>) -> Value {
     let mut context = json!({
         "client_ip": request.client_addr.map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
     });
+    if let Action::Unmask { rule } = request.action {
+        context["rule"] = json!(rule);
+    }
     if let Action::Query(statement) = request.action {
         context["statement"] = json!({
             "kind": statement.kind.as_str(),

@@ -7,7 +7,7 @@
 //! that commit's tree in the object database: no checkout, no worktree, no
 //! `git` process. What is in the worktree but not committed is never seen.
 
-use crate::engine::{Engine, Policies};
+use crate::engine::{is_mask_file, Engine, Policies};
 use crate::error::PolicyError;
 use std::path::{Path, PathBuf};
 
@@ -76,8 +76,9 @@ impl PolicySource {
                 let repository = open(repo)?;
                 let commit = resolve(&repository, repo, reference)?;
                 let files = read_commit(&repository, repo, commit, subdir, engine.extension())?;
+                let mask_files = read_commit_mask_files(&repository, repo, commit, subdir)?;
                 let prefix = format!("{}:", commit.to_hex_with_len(SHORT_COMMIT));
-                Policies::from_commit_files(files, &prefix, commit.to_string(), engine)
+                Policies::from_commit_files(files, mask_files, &prefix, commit.to_string(), engine)
             }
         }
     }
@@ -153,6 +154,39 @@ fn read_commit(
     subdir: &str,
     extension: &str,
 ) -> Result<Vec<(String, String)>, PolicyError> {
+    let files = read_commit_files(repository, repo, commit, subdir, &|name: &str| {
+        Path::new(name).extension().is_some_and(|e| e == extension)
+    })?;
+    if files.is_empty() {
+        let short = commit.to_hex_with_len(SHORT_COMMIT).to_string();
+        let prefix = subdir_components(subdir).unwrap_or_default().join("/");
+        return Err(PolicyError::GitEmpty {
+            repo: repo.to_path_buf(),
+            location: format!("{short}:{prefix}"),
+        });
+    }
+    Ok(files)
+}
+
+/// The mask rule files (`*masks.toml`) of `subdir` in `commit`; none is fine.
+fn read_commit_mask_files(
+    repository: &gix::Repository,
+    repo: &Path,
+    commit: gix::ObjectId,
+    subdir: &str,
+) -> Result<Vec<(String, String)>, PolicyError> {
+    read_commit_files(repository, repo, commit, subdir, &is_mask_file)
+}
+
+/// `(path, text)` of every regular file of `subdir` in `commit` whose name
+/// `wanted` accepts, sorted by name.
+fn read_commit_files(
+    repository: &gix::Repository,
+    repo: &Path,
+    commit: gix::ObjectId,
+    subdir: &str,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, PolicyError> {
     let short = commit.to_hex_with_len(SHORT_COMMIT).to_string();
     let read_error = |path: &str, message: String| PolicyError::GitRead {
         repo: repo.to_path_buf(),
@@ -196,18 +230,23 @@ fn read_commit(
     for entry in tree.iter() {
         let entry = entry.map_err(|e| read_error(&prefix, e.to_string()))?;
         let raw_name: &[u8] = entry.filename();
-        if !raw_name.ends_with(format!(".{extension}").as_bytes()) {
-            continue;
-        }
-        let path = path_of(&String::from_utf8_lossy(raw_name));
-        let Ok(name) = std::str::from_utf8(raw_name) else {
-            return Err(read_error(&path, "the file name is not UTF-8".to_string()));
-        };
         // The same files a directory source reads: `.cedar` alone is a
         // hidden file without an extension, and directories are skipped.
-        if Path::new(name).extension().is_none_or(|e| e != extension) {
+        let Ok(name) = std::str::from_utf8(raw_name) else {
+            // Skipping it could silently drop a `forbid`.
+            let lossy = String::from_utf8_lossy(raw_name);
+            if wanted(&lossy) {
+                return Err(read_error(
+                    &path_of(&lossy),
+                    "the file name is not UTF-8".to_string(),
+                ));
+            }
+            continue;
+        };
+        if !wanted(name) {
             continue;
         }
+        let path = path_of(name);
         match entry.kind() {
             gix::object::tree::EntryKind::Blob | gix::object::tree::EntryKind::BlobExecutable => {}
             gix::object::tree::EntryKind::Tree | gix::object::tree::EntryKind::Commit => continue,
@@ -226,12 +265,6 @@ fn read_commit(
         let text = String::from_utf8(blob.take_data())
             .map_err(|_| read_error(&path, "the file is not UTF-8".to_string()))?;
         files.push((path, text));
-    }
-    if files.is_empty() {
-        return Err(PolicyError::GitEmpty {
-            repo: repo.to_path_buf(),
-            location: format!("{short}:{prefix}"),
-        });
     }
     files.sort();
     Ok(files)

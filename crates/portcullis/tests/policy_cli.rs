@@ -76,7 +76,7 @@ fn quickstart_cases_pass() {
         "{stdout}"
     );
     assert!(
-        stdout.lines().any(|line| line == "17 passed, 0 failed"),
+        stdout.lines().any(|line| line == "20 passed, 0 failed"),
         "{stdout}"
     );
     assert!(!stdout.contains("FAILED"), "{stdout}");
@@ -213,6 +213,7 @@ fn the_same_cases_pass_with_the_rego_policies() {
         dir.path().join("quickstart.cases.toml"),
     )
     .unwrap();
+    std::fs::copy(root.join("rego/masks.toml"), dir.path().join("masks.toml")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["policy", "test"])
         .arg(dir.path())

@@ -68,3 +68,10 @@ reasons := {
 	"no-alter-system": "ALTER SYSTEM changes the server's configuration",
 	"no-role-changes": "creating or altering roles is not allowed through the gateway",
 }
+
+# Who sees masked values in clear (masks.toml). Everyone else gets them masked.
+permit contains "pii-readers-unmask" if {
+	input.action == "unmask"
+	"pii-readers" in input.principal.groups
+	input.target.name == "demo"
+}

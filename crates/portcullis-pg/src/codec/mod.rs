@@ -6,10 +6,13 @@
 //! - [`startup`]: the untagged messages a connection starts with.
 //! - [`message`]: decoding the few messages the gateway inspects.
 //! - [`build`]: encoding the messages the gateway writes itself.
+//! - [`result`]: the messages of a result (row description, rows, COPY
+//!   out, error fields), decoded and re-encoded for masking.
 
 pub mod build;
 pub mod frame;
 pub mod message;
+pub mod result;
 pub mod startup;
 
 pub use frame::{Frame, FrameError};

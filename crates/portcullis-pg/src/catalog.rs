@@ -1,0 +1,228 @@
+//! What masking needs to know of a target's catalog: each relation's schema,
+//! name, kind and columns by attribute number, the definition of each view
+//! (to follow its columns to the tables they read), and which user-defined
+//! types are text.
+//!
+//! A RowDescription names a column's table by OID and the column by number;
+//! mask rules name them by schema, table and column. The catalog is read with
+//! the gateway's own credentials on a connection of its own, once per target
+//! and again when it is older than [`MAX_AGE`] or misses a relation a result
+//! names (a table created since), at most once per [`MIN_REFRESH`].
+
+use crate::error::PgError;
+use crate::server::PgTarget;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// A snapshot older than this is read again before it is used.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// Missing relations trigger a new read at most this often.
+pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub name: String,
+    /// `pg_type.typname`: `text`, `varchar`, `int8`, `jsonb`, ...
+    pub type_name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// `pg_class.relkind`: `r` table, `p` partitioned table, `v` view, `m`
+    /// materialized view, `f` foreign table.
+    pub kind: u8,
+    /// By attribute number (index 0 is attnum 1); `None` for dropped columns.
+    pub columns: Vec<Option<Column>>,
+    /// For a view or materialized view, its definition (`pg_get_viewdef`).
+    pub definition: Option<String>,
+}
+
+impl Relation {
+    pub fn column(&self, attnum: i16) -> Option<&Column> {
+        let idx = usize::try_from(attnum).ok()?.checked_sub(1)?;
+        self.columns.get(idx)?.as_ref()
+    }
+
+    /// Views and materialized views: their values come from other relations.
+    pub fn is_view(&self) -> bool {
+        matches!(self.kind, b'v' | b'm')
+    }
+}
+
+/// One reading of the catalog.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub relations: HashMap<u32, Relation>,
+    /// Relation name to the OIDs of every relation of that name, any schema.
+    by_name: HashMap<String, Vec<u32>>,
+    /// User-defined types whose text form is a string (domains over text,
+    /// `citext`, enums).
+    pub text_types: HashSet<u32>,
+    loaded_at: Option<Instant>,
+}
+
+impl Snapshot {
+    /// Relations a name in a statement can mean: the one in `schema` when the
+    /// name is qualified, every relation of that name otherwise (the session's
+    /// `search_path` is not known, so each candidate counts).
+    pub fn named<'a>(&'a self, schema: Option<&'a str>, name: &str) -> Vec<&'a Relation> {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|oid| self.relations.get(oid))
+            .filter(|rel| schema.is_none_or(|s| s == rel.schema))
+            .collect()
+    }
+
+    fn is_fresh(&self) -> bool {
+        self.loaded_at.is_some_and(|at| at.elapsed() < MAX_AGE)
+    }
+
+    fn refreshed_recently(&self) -> bool {
+        self.loaded_at.is_some_and(|at| at.elapsed() < MIN_REFRESH)
+    }
+}
+
+/// The catalog of one target, shared by its sessions.
+#[derive(Default)]
+pub struct Catalog {
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// One reader at a time; the others wait for its result.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").finish_non_exhaustive()
+    }
+}
+
+/// Whether a relation name that the catalog does not hold is a system one,
+/// which the catalog leaves out on purpose and never needs reading again for.
+pub fn is_system_name(schema: Option<&str>, name: &str) -> bool {
+    matches!(schema, Some("pg_catalog" | "information_schema"))
+        || (schema.is_none() && name.starts_with("pg_"))
+}
+
+impl Catalog {
+    fn current(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The last snapshot read, however old (empty before the first read).
+    pub fn cached(&self) -> Arc<Snapshot> {
+        self.current()
+    }
+
+    /// A snapshot that is fresh and, unless it was read again less than
+    /// [`MIN_REFRESH`] ago, holds every relation `missing` says it lacks.
+    pub async fn snapshot(
+        &self,
+        target: &PgTarget,
+        missing: impl Fn(&Snapshot) -> bool,
+    ) -> Result<Arc<Snapshot>, PgError> {
+        let current = self.current();
+        if current.is_fresh() && (!missing(&current) || current.refreshed_recently()) {
+            return Ok(current);
+        }
+        let _loading = self.loading.lock().await;
+        // Another session may have read it while this one waited.
+        let current = self.current();
+        if current.is_fresh() && (!missing(&current) || current.refreshed_recently()) {
+            return Ok(current);
+        }
+        let loaded = Arc::new(load(target).await?);
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = loaded.clone(),
+            Err(poisoned) => *poisoned.into_inner() = loaded.clone(),
+        }
+        Ok(loaded)
+    }
+}
+
+const RELATIONS_SQL: &str =
+    "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, t.typname, \
+     CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 THEN pg_catalog.pg_get_viewdef(c.oid) END \
+     FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
+     LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid AND NOT a.attisdropped \
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+     AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' \
+     ORDER BY c.oid, a.attnum";
+
+const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
+     WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
+
+async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
+    let mut connection = target.connect(crate::PINNED_PARAMETERS).await?;
+    let result = async {
+        let relations = connection.query_rows(target, RELATIONS_SQL).await?;
+        let types = connection.query_rows(target, TEXT_TYPES_SQL).await?;
+        Ok::<_, PgError>((relations, types))
+    }
+    .await;
+    connection.close().await;
+    let (rows, types) = result?;
+    let bad_row = || PgError::TargetProtocol {
+        target: target.target.name.clone(),
+        message: "unexpected catalog row".into(),
+    };
+    let mut snapshot = Snapshot {
+        loaded_at: Some(Instant::now()),
+        ..Snapshot::default()
+    };
+    for row in rows {
+        let [Some(oid), Some(schema), Some(name), Some(kind), Some(attnum), Some(attname), type_name, definition] =
+            <[Option<String>; 8]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        let oid: u32 = oid.parse().map_err(|_| bad_row())?;
+        let attnum: usize = attnum.parse().map_err(|_| bad_row())?;
+        let relation = snapshot.relations.entry(oid).or_insert_with(|| Relation {
+            oid,
+            schema,
+            name,
+            kind: kind.bytes().next().unwrap_or(b'r'),
+            columns: Vec::new(),
+            definition: None,
+        });
+        if definition.is_some() {
+            relation.definition = definition;
+        }
+        if relation.columns.len() < attnum {
+            relation.columns.resize(attnum, None);
+        }
+        let slot = attnum
+            .checked_sub(1)
+            .and_then(|idx| relation.columns.get_mut(idx));
+        if let (Some(slot), Some(type_name)) = (slot, type_name) {
+            *slot = Some(Column {
+                name: attname,
+                type_name,
+            });
+        }
+    }
+    for relation in snapshot.relations.values() {
+        snapshot
+            .by_name
+            .entry(relation.name.clone())
+            .or_default()
+            .push(relation.oid);
+    }
+    snapshot.text_types = types
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten()?.parse().ok())
+        .collect();
+    Ok(snapshot)
+}

@@ -1,0 +1,591 @@
+//! Masking of results: which mask rule covers each column of a result, and
+//! the masking of each row before it reaches the client.
+//!
+//! A column that RowDescription ties to a table column is matched against the
+//! column rules by schema, table, column and type. A column of a view, or a
+//! computed column (`upper(email)`, a column of a subquery), is followed
+//! through the statement's lineage and, for views, through the view's own
+//! definition: it is covered as a whole when anything it is computed from is
+//! covered, and whenever that cannot be proven otherwise (a function the
+//! parser cannot see into, a rename through a subquery). Content rules scan
+//! every text value whatever its source.
+//!
+//! The Gate decided which rules are in force for the session (the `unmask`
+//! decisions); this module only applies them.
+
+use crate::catalog::{is_system_name, Relation, Snapshot};
+use crate::codec::result::{data_row, write_data_row, FieldDescription};
+use bytes::BytesMut;
+use portcullis_core::{ColumnRefName, Lineage, OutputColumn, RelationRef};
+use portcullis_mask::{ColumnMeta, ContentPlan, MaskCounts, Masked, Masker, RuleIdx};
+use portcullis_sql::Classifier;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// How deep views over views are followed before a column is taken as covered.
+const MAX_VIEW_DEPTH: usize = 8;
+
+/// Built-in type OIDs the masking treats specially.
+mod oid {
+    pub const BOOL: u32 = 16;
+    pub const CHAR: u32 = 18;
+    pub const NAME: u32 = 19;
+    pub const TEXT: u32 = 25;
+    pub const JSON: u32 = 114;
+    pub const XML: u32 = 142;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const UNKNOWN: u32 = 705;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIME: u32 = 1083;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const INTERVAL: u32 = 1186;
+    pub const TIMETZ: u32 = 1266;
+    pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
+}
+
+/// Where one result comes from.
+#[derive(Clone, Debug)]
+pub struct ResultSource {
+    pub lineage: Arc<Lineage>,
+    /// The statement calls a function that is not a known read-only
+    /// built-in: what it returns cannot be followed.
+    pub calls_functions: bool,
+    /// The statement writes (`INSERT ... RETURNING`, `UPDATE ... RETURNING`):
+    /// a returned table column may hold a value just copied from another.
+    pub writes: bool,
+    /// The statement's text, for the audit entry of what was masked.
+    pub text: Arc<str>,
+}
+
+/// What to do with one column's values.
+#[derive(Clone, Debug, Default)]
+pub struct ColumnPlan {
+    pub name: String,
+    /// The column rule that masks the whole value, and whether the value is
+    /// derived from the covered column rather than the column itself.
+    pub whole: Option<(RuleIdx, bool)>,
+    /// Content rules to run over the value, when it is text.
+    pub content: Option<ContentPlan>,
+    /// The value is JSON (`json`, or `jsonb`).
+    pub json: bool,
+    /// The value is binary `jsonb`: a version byte, then JSON text.
+    pub jsonb_binary: bool,
+    /// The value is binary and not text: a covered one is sent as NULL.
+    pub binary_opaque: bool,
+}
+
+impl ColumnPlan {
+    fn is_noop(&self) -> bool {
+        self.whole.is_none() && self.content.is_none()
+    }
+}
+
+/// What to do with each column of one result.
+#[derive(Clone, Debug, Default)]
+pub struct ResultPlan {
+    pub columns: Vec<ColumnPlan>,
+}
+
+impl ResultPlan {
+    pub fn is_noop(&self) -> bool {
+        self.columns.iter().all(ColumnPlan::is_noop)
+    }
+
+    /// Columns sent as NULL because they are covered and binary, for the
+    /// notice that says so.
+    pub fn nulled_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.whole.is_some() && c.binary_opaque)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
+/// A value that could not be masked: the session cannot go on.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MaskFailure(pub String);
+
+/// Decides which rules cover which column.
+pub struct Planner<'a> {
+    pub masker: &'a Masker,
+    pub snapshot: &'a Snapshot,
+    pub classifier: &'a Classifier,
+}
+
+impl Planner<'_> {
+    /// The plan of a result described by `fields`.
+    pub fn plan(&self, fields: &[FieldDescription], source: &ResultSource) -> ResultPlan {
+        let columns = fields
+            .iter()
+            .enumerate()
+            .map(|(idx, field)| self.column_plan(idx, field, source))
+            .collect();
+        ResultPlan { columns }
+    }
+
+    /// The plan of the `idx`-th column of a `COPY ... TO` of a relation, or
+    /// `None` when the relation is not known.
+    pub fn copy_relation_plan(
+        &self,
+        relation: &RelationRef,
+        columns: &[String],
+    ) -> Vec<ColumnPlan> {
+        let candidates = self
+            .snapshot
+            .named(relation.schema.as_deref(), &relation.name);
+        let Some(rel) = candidates.first() else {
+            // Not in the catalog: every value is taken as covered.
+            let whole = self.masker.any_column_rule().map(|rule| (rule, true));
+            let width = columns.len().max(1);
+            return (0..width)
+                .map(|_| ColumnPlan {
+                    whole,
+                    content: self.content(None),
+                    ..ColumnPlan::default()
+                })
+                .collect();
+        };
+        let attnums: Vec<i16> = if columns.is_empty() {
+            (1..=rel.columns.len())
+                .filter_map(|n| i16::try_from(n).ok())
+                .filter(|n| rel.column(*n).is_some())
+                .collect()
+        } else {
+            columns
+                .iter()
+                .map(|name| {
+                    (1..=rel.columns.len())
+                        .filter_map(|n| i16::try_from(n).ok())
+                        .find(|n| rel.column(*n).is_some_and(|c| &c.name == name))
+                        .unwrap_or(0)
+                })
+                .collect()
+        };
+        attnums
+            .into_iter()
+            .map(|attnum| {
+                // Every candidate of an unqualified name counts.
+                let whole = candidates
+                    .iter()
+                    .find_map(|rel| self.table_column_rule(rel, attnum, 0));
+                let meta = rel.column(attnum).map(|column| ColumnMeta {
+                    schema: &rel.schema,
+                    table: &rel.name,
+                    column: &column.name,
+                    type_name: &column.type_name,
+                });
+                ColumnPlan {
+                    name: meta.map(|m| m.column.to_string()).unwrap_or_default(),
+                    whole,
+                    content: self.content(meta.as_ref()),
+                    json: meta.is_some_and(|m| matches!(m.type_name, "json" | "jsonb")),
+                    ..ColumnPlan::default()
+                }
+            })
+            .collect()
+    }
+
+    /// The plan of the `idx`-th column of a `COPY (query) TO`.
+    pub fn copy_query_plan(&self, idx: usize, source: &ResultSource) -> ColumnPlan {
+        ColumnPlan {
+            whole: self
+                .derived_rule(idx, &source.lineage, source.calls_functions, 0)
+                .map(|rule| (rule, true)),
+            content: self.content(None),
+            ..ColumnPlan::default()
+        }
+    }
+
+    fn content(&self, column: Option<&ColumnMeta<'_>>) -> Option<ContentPlan> {
+        if !self.masker.has_content_rules() {
+            return None;
+        }
+        Some(self.masker.content_plan(column)).filter(|plan| !plan.is_empty())
+    }
+
+    fn column_plan(
+        &self,
+        idx: usize,
+        field: &FieldDescription,
+        source: &ResultSource,
+    ) -> ColumnPlan {
+        let relation = (field.table_oid != 0)
+            .then(|| self.snapshot.relations.get(&field.table_oid))
+            .flatten();
+        let (whole, meta) = match relation {
+            // A whole row of the table (`select c from customers c`).
+            Some(rel) if field.column_attnum == 0 => {
+                (self.relation_rule(rel, 0).map(|rule| (rule, true)), None)
+            }
+            Some(rel) => {
+                let meta = rel.column(field.column_attnum).map(|column| ColumnMeta {
+                    schema: &rel.schema,
+                    table: &rel.name,
+                    column: &column.name,
+                    type_name: &column.type_name,
+                });
+                let meta = if rel.is_view() { None } else { meta };
+                let rule = self
+                    .table_column_rule(rel, field.column_attnum, 0)
+                    .or_else(|| {
+                        // `update customers set name = email returning name`.
+                        source
+                            .writes
+                            .then(|| {
+                                self.derived_rule(idx, &source.lineage, source.calls_functions, 0)
+                            })
+                            .flatten()
+                            .map(|rule| (rule, true))
+                    });
+                (rule, meta)
+            }
+            // A column of the system catalogs (`pg_class`, `pg_stat_ssl`):
+            // no rule covers those.
+            None if is_system_oid(field.table_oid) => (None, None),
+            // A table column the catalog does not know even after reading it
+            // again: nothing proves it harmless.
+            None if field.table_oid != 0 => {
+                (self.masker.any_column_rule().map(|r| (r, true)), None)
+            }
+            None => (
+                self.derived_rule(idx, &source.lineage, source.calls_functions, 0)
+                    .map(|rule| (rule, true)),
+                None,
+            ),
+        };
+        let text_like = self.is_text_like(field.type_oid);
+        let json = matches!(field.type_oid, oid::JSON | oid::JSONB);
+        let binary = field.format == 1;
+        let scannable = if binary {
+            text_like
+        } else {
+            !matches!(
+                field.type_oid,
+                oid::BOOL
+                    | oid::DATE
+                    | oid::TIME
+                    | oid::TIMETZ
+                    | oid::TIMESTAMP
+                    | oid::TIMESTAMPTZ
+                    | oid::INTERVAL
+                    | oid::UUID
+                    | oid::FLOAT4
+                    | oid::FLOAT8
+            )
+        };
+        ColumnPlan {
+            name: field.name.clone(),
+            whole,
+            content: if scannable {
+                self.content(meta.as_ref())
+            } else {
+                None
+            },
+            json,
+            jsonb_binary: binary && field.type_oid == oid::JSONB,
+            binary_opaque: binary && !text_like,
+        }
+    }
+
+    fn is_text_like(&self, type_oid: u32) -> bool {
+        matches!(
+            type_oid,
+            oid::TEXT
+                | oid::VARCHAR
+                | oid::BPCHAR
+                | oid::NAME
+                | oid::CHAR
+                | oid::JSON
+                | oid::JSONB
+                | oid::XML
+                | oid::UNKNOWN
+        ) || self.snapshot.text_types.contains(&type_oid)
+    }
+
+    /// The rule covering column `attnum` of a table, or of a view (through
+    /// its definition; the value is then derived).
+    fn table_column_rule(
+        &self,
+        rel: &Relation,
+        attnum: i16,
+        depth: usize,
+    ) -> Option<(RuleIdx, bool)> {
+        if rel.is_view() {
+            return self
+                .view_column_rule(rel, attnum, depth)
+                .map(|rule| (rule, true));
+        }
+        let column = rel.column(attnum)?;
+        let meta = ColumnMeta {
+            schema: &rel.schema,
+            table: &rel.name,
+            column: &column.name,
+            type_name: &column.type_name,
+        };
+        self.masker.column_rule(&meta).map(|rule| (rule, false))
+    }
+
+    /// The rule that masks a value computed from column `attnum` of a
+    /// relation (see [`Masker::derived_rule`]).
+    fn derived_column_rule(&self, rel: &Relation, attnum: i16, depth: usize) -> Option<RuleIdx> {
+        if rel.is_view() {
+            return self.view_column_rule(rel, attnum, depth);
+        }
+        let column = rel.column(attnum)?;
+        self.masker.derived_rule(&ColumnMeta {
+            schema: &rel.schema,
+            table: &rel.name,
+            column: &column.name,
+            type_name: &column.type_name,
+        })
+    }
+
+    fn view_column_rule(&self, view: &Relation, attnum: i16, depth: usize) -> Option<RuleIdx> {
+        if depth >= MAX_VIEW_DEPTH {
+            return self.masker.any_column_rule();
+        }
+        let statement = view
+            .definition
+            .as_deref()
+            .and_then(|sql| self.classifier.classify(sql).ok())
+            .and_then(|statements| statements.first().cloned());
+        let Some(statement) = statement else {
+            // A view whose definition cannot be read or parsed proves nothing.
+            return self.masker.any_column_rule();
+        };
+        let calls = calls_functions(&statement);
+        let idx = usize::try_from(attnum).ok()?.checked_sub(1)?;
+        self.derived_rule(idx, &statement.lineage, calls, depth + 1)
+    }
+
+    /// The rule covering output column `idx` of a statement, followed
+    /// through its lineage.
+    fn derived_rule(
+        &self,
+        idx: usize,
+        lineage: &Lineage,
+        calls: bool,
+        depth: usize,
+    ) -> Option<RuleIdx> {
+        let column: Option<&OutputColumn> = lineage.columns.as_ref().and_then(|c| c.get(idx));
+        if column.is_some_and(|c| c.harmless) {
+            return None;
+        }
+        if lineage.opaque || calls || column.is_some_and(|c| c.opaque) {
+            return self.masker.any_column_rule();
+        }
+        match column {
+            Some(column) if !lineage.renames => column
+                .refs
+                .iter()
+                .find_map(|r| self.ref_rule(r, &lineage.relations, depth)),
+            _ => lineage
+                .relations
+                .iter()
+                .find_map(|r| self.relation_ref_rule(r, depth)),
+        }
+    }
+
+    /// The rule covering what one column reference can name.
+    fn ref_rule(
+        &self,
+        reference: &ColumnRefName,
+        relations: &[RelationRef],
+        depth: usize,
+    ) -> Option<RuleIdx> {
+        let qualifier = reference.qualifiers.last();
+        let schema = match reference.qualifiers.as_slice() {
+            [.., schema, _] => Some(schema.as_str()),
+            _ => None,
+        };
+        for relation in relations {
+            let named = match qualifier {
+                None => true,
+                Some(q) => match &relation.alias {
+                    Some(alias) => alias == q && schema.is_none(),
+                    None => {
+                        &relation.name == q
+                            && schema
+                                .is_none_or(|s| relation.schema.as_deref().is_none_or(|rs| rs == s))
+                    }
+                },
+            };
+            // A bare name that is a relation's name or alias is a whole row.
+            let whole_row = qualifier.is_none()
+                && reference.column.as_deref().is_some_and(|c| {
+                    relation.alias.as_deref() == Some(c)
+                        || (relation.alias.is_none() && relation.name == c)
+                });
+            if whole_row {
+                if let Some(rule) = self.relation_ref_rule(relation, depth) {
+                    return Some(rule);
+                }
+            }
+            if !named {
+                continue;
+            }
+            let candidates = self
+                .snapshot
+                .named(relation.schema.as_deref(), &relation.name);
+            if candidates.is_empty() {
+                if is_system_name(relation.schema.as_deref(), &relation.name) {
+                    continue;
+                }
+                return self.masker.any_column_rule();
+            }
+            for rel in candidates {
+                let rule = match reference.column.as_deref() {
+                    None => self.relation_rule(rel, depth),
+                    Some(name) => (1..=rel.columns.len())
+                        .filter_map(|n| i16::try_from(n).ok())
+                        .filter(|n| rel.column(*n).is_some_and(|c| c.name == name))
+                        .find_map(|n| self.derived_column_rule(rel, n, depth)),
+                };
+                if rule.is_some() {
+                    return rule;
+                }
+            }
+        }
+        None
+    }
+
+    /// The first rule covering any column of a relation a statement names.
+    fn relation_ref_rule(&self, relation: &RelationRef, depth: usize) -> Option<RuleIdx> {
+        let candidates = self
+            .snapshot
+            .named(relation.schema.as_deref(), &relation.name);
+        if candidates.is_empty() && !is_system_name(relation.schema.as_deref(), &relation.name) {
+            return self.masker.any_column_rule();
+        }
+        candidates
+            .into_iter()
+            .find_map(|rel| self.relation_rule(rel, depth))
+    }
+
+    fn relation_rule(&self, rel: &Relation, depth: usize) -> Option<RuleIdx> {
+        (1..=rel.columns.len())
+            .filter_map(|n| i16::try_from(n).ok())
+            .find_map(|n| self.derived_column_rule(rel, n, depth))
+    }
+}
+
+/// PostgreSQL's own objects have OIDs below `FirstNormalObjectId`; the
+/// catalog leaves them out.
+pub fn is_system_oid(oid: u32) -> bool {
+    oid != 0 && oid < 16384
+}
+
+/// Whether a statement calls a function whose result the parser cannot follow.
+pub fn calls_functions(statement: &portcullis_core::StatementInfo) -> bool {
+    statement.kinds.iter().any(|k| {
+        matches!(
+            k,
+            portcullis_core::StatementKind::Call | portcullis_core::StatementKind::Other
+        )
+    })
+}
+
+/// Masks one value under a column's plan. `Ok(None)`: send it as it is.
+pub fn mask_value<'v>(
+    masker: &Masker,
+    plan: &ColumnPlan,
+    value: &'v [u8],
+    counts: &mut MaskCounts,
+) -> Result<Option<Option<Cow<'v, [u8]>>>, MaskFailure> {
+    if let Some((rule, derived)) = plan.whole {
+        if plan.binary_opaque {
+            // A binary value of another type cannot carry a mask.
+            masker.mask_whole(rule, value, derived, counts);
+            return Ok(Some(None));
+        }
+        let text = if plan.jsonb_binary {
+            value.get(1..).unwrap_or(&[])
+        } else {
+            value
+        };
+        return Ok(Some(match masker.mask_whole(rule, text, derived, counts) {
+            Masked::Null => None,
+            Masked::Value(masked) if plan.json => {
+                // Keep JSON values JSON: the mask becomes a JSON string.
+                let quoted = serde_json::to_string(&String::from_utf8_lossy(&masked))
+                    .map_err(|e| MaskFailure(format!("cannot encode a masked JSON value: {e}")))?;
+                let mut out = Vec::with_capacity(quoted.len() + 1);
+                if plan.jsonb_binary {
+                    out.push(1);
+                }
+                out.extend_from_slice(quoted.as_bytes());
+                Some(Cow::Owned(out))
+            }
+            Masked::Value(masked) => Some(Cow::Owned(masked)),
+        }));
+    }
+    let Some(content) = &plan.content else {
+        return Ok(None);
+    };
+    let text = if plan.jsonb_binary {
+        value.get(1..).unwrap_or(&[])
+    } else {
+        value
+    };
+    let masked = masker
+        .mask_content(content, text, plan.json, counts)
+        .map_err(|e| {
+            MaskFailure(format!(
+                "a value of column `{}` cannot be masked: {e}",
+                plan.name
+            ))
+        })?;
+    Ok(masked.map(|mut masked| {
+        if plan.jsonb_binary {
+            masked.insert(0, 1);
+        }
+        Some(Cow::Owned(masked))
+    }))
+}
+
+/// Masks one DataRow body; `Ok(None)` when nothing changed.
+pub fn mask_row(
+    masker: &Masker,
+    plan: &ResultPlan,
+    body: &[u8],
+    counts: &mut MaskCounts,
+) -> Result<Option<BytesMut>, MaskFailure> {
+    let values =
+        data_row(body).ok_or_else(|| MaskFailure("malformed DataRow from the target".into()))?;
+    if values.len() != plan.columns.len() {
+        return Err(MaskFailure(format!(
+            "a row of {} values for a result of {} columns",
+            values.len(),
+            plan.columns.len()
+        )));
+    }
+    let mut changed: Vec<(usize, Option<Cow<'_, [u8]>>)> = Vec::new();
+    for (idx, (value, column)) in values.iter().zip(&plan.columns).enumerate() {
+        let Some(value) = value else { continue };
+        if column.is_noop() {
+            continue;
+        }
+        if let Some(new) = mask_value(masker, column, value, counts)? {
+            changed.push((idx, new));
+        }
+    }
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let mut out_values: Vec<Option<&[u8]>> = values.clone();
+    for (idx, new) in &changed {
+        if let Some(slot) = out_values.get_mut(*idx) {
+            *slot = new.as_deref();
+        }
+    }
+    let mut out = BytesMut::new();
+    write_data_row(&mut out, &out_values);
+    Ok(Some(out))
+}

@@ -1,0 +1,600 @@
+//! The target side's view of results: which statement each result answers,
+//! and the masking of its rows, COPY data, errors and notices.
+//!
+//! The client side records, in the order it sends them, what each message
+//! will be answered with ([`Expect`]); the target answers in that order, so
+//! the front of the queue says what a RowDescription, a DataRow or an error
+//! belongs to. After an error the target skips to the next Sync, and so does
+//! the queue.
+//!
+//! An Execute carries no RowDescription in its answer (a client that
+//! described the statement earlier already knows it), so when masking is on
+//! the gateway sends its own Describe of the portal right before the Execute
+//! and keeps the answer to itself.
+
+use crate::catalog::{is_system_name, Snapshot};
+use crate::codec::message;
+use crate::codec::result::{copy_out_response, row_description, write_fields, FieldDescription};
+use crate::copy_out::CopyPlan;
+use crate::masking::{is_system_oid, mask_row, MaskFailure, Planner, ResultPlan, ResultSource};
+use crate::server::PgTarget;
+use bytes::BytesMut;
+use portcullis_core::{CopyFormat, CopySource};
+use portcullis_gate::{Gate, Session};
+use portcullis_mask::{MaskCounts, Masker};
+use portcullis_sql::Classifier;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// What the target will answer a message with, as far as results go.
+#[derive(Debug)]
+pub enum Expect {
+    /// A simple Query: the statements whose results are still to come.
+    Query(VecDeque<ResultSource>),
+    /// A Describe the client sent: its answer goes to the client.
+    Describe,
+    /// A Describe the gateway added before an Execute: its answer is kept.
+    InjectedDescribe,
+    /// An Execute, and whether the gateway described its portal first.
+    Execute {
+        source: ResultSource,
+        described: bool,
+    },
+    /// A Sync (or the end of a Query): answered by ReadyForQuery.
+    Sync,
+}
+
+/// What both sides of a session share about results.
+#[derive(Default)]
+pub struct ResultQueue {
+    expects: Mutex<VecDeque<Expect>>,
+    masker: RwLock<Option<Arc<Masker>>>,
+}
+
+impl ResultQueue {
+    pub fn new(masker: Option<Arc<Masker>>) -> ResultQueue {
+        ResultQueue {
+            expects: Mutex::new(VecDeque::new()),
+            masker: RwLock::new(masker),
+        }
+    }
+
+    pub fn push(&self, expects: impl IntoIterator<Item = Expect>) {
+        match self.expects.lock() {
+            Ok(mut queue) => queue.extend(expects),
+            Err(poisoned) => poisoned.into_inner().extend(expects),
+        }
+    }
+
+    pub fn masker(&self) -> Option<Arc<Masker>> {
+        match self.masker.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The masking under a new policy version.
+    pub fn set_masker(&self, masker: Option<Arc<Masker>>) {
+        match self.masker.write() {
+            Ok(mut guard) => *guard = masker,
+            Err(poisoned) => *poisoned.into_inner() = masker,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut VecDeque<Expect>) -> T) -> T {
+        match self.expects.lock() {
+            Ok(mut queue) => f(&mut queue),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// What to do with one message from the target.
+pub enum FrameAction {
+    Forward,
+    Replace(BytesMut),
+    Drop,
+}
+
+enum Current {
+    None,
+    Rows {
+        plan: Option<ResultPlan>,
+        source: Option<ResultSource>,
+    },
+    Copy {
+        plan: CopyPlan,
+        source: Option<ResultSource>,
+    },
+}
+
+/// The target side's result state.
+pub struct Results {
+    pub queue: Arc<ResultQueue>,
+    pub gate: Gate,
+    pub session: Session,
+    pub target: Arc<PgTarget>,
+    pub classifier: Arc<Classifier>,
+    current: Current,
+    /// The answer to the gateway's own Describe, for the Execute after it.
+    described: Option<Vec<FieldDescription>>,
+    /// Masked in the result under way.
+    result_counts: MaskCounts,
+    /// Masked in the whole session.
+    pub session_counts: MaskCounts,
+}
+
+impl Results {
+    pub fn new(
+        queue: Arc<ResultQueue>,
+        gate: Gate,
+        session: Session,
+        target: Arc<PgTarget>,
+        classifier: Arc<Classifier>,
+    ) -> Results {
+        Results {
+            queue,
+            gate,
+            session,
+            target,
+            classifier,
+            current: Current::None,
+            described: None,
+            result_counts: MaskCounts::default(),
+            session_counts: MaskCounts::default(),
+        }
+    }
+
+    /// Looks at one message from the target; says what the client gets.
+    pub async fn on_frame(&mut self, tag: u8, body: &[u8]) -> Result<FrameAction, MaskFailure> {
+        match tag {
+            b'T' | b'n' => self.on_description(tag, body).await,
+            b'D' => self.on_data_row(body).await,
+            b'H' => self.on_copy_out(body).await,
+            b'd' => self.on_copy_data(body),
+            b'C' | b'I' | b's' => {
+                self.finish_result();
+                self.queue.with(|queue| match queue.front_mut() {
+                    Some(Expect::Query(statements)) => {
+                        statements.pop_front();
+                    }
+                    Some(Expect::Execute { .. }) => {
+                        queue.pop_front();
+                    }
+                    _ => {}
+                });
+                Ok(FrameAction::Forward)
+            }
+            b'E' => {
+                self.finish_result();
+                self.queue.with(|queue| match queue.front() {
+                    Some(Expect::Query(_)) => {
+                        queue.pop_front();
+                    }
+                    _ => {
+                        while queue.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
+                            queue.pop_front();
+                        }
+                    }
+                });
+                self.described = None;
+                Ok(self.mask_fields(tag, body))
+            }
+            b'N' => Ok(self.mask_fields(tag, body)),
+            b'A' => Ok(self.mask_notification(body)),
+            b'Z' => {
+                self.finish_result();
+                self.described = None;
+                self.queue.with(|queue| {
+                    while let Some(expect) = queue.pop_front() {
+                        if matches!(expect, Expect::Sync) {
+                            break;
+                        }
+                    }
+                });
+                Ok(FrameAction::Forward)
+            }
+            _ => Ok(FrameAction::Forward),
+        }
+    }
+
+    async fn on_description(&mut self, tag: u8, body: &[u8]) -> Result<FrameAction, MaskFailure> {
+        enum Front {
+            Client,
+            Injected,
+            Query(Option<ResultSource>),
+            Other,
+        }
+        let front = self.queue.with(|queue| match queue.front() {
+            Some(Expect::Describe) => {
+                queue.pop_front();
+                Front::Client
+            }
+            Some(Expect::InjectedDescribe) => {
+                queue.pop_front();
+                Front::Injected
+            }
+            Some(Expect::Query(statements)) => Front::Query(statements.front().cloned()),
+            _ => Front::Other,
+        });
+        let fields = || {
+            if tag == b'n' {
+                Ok(Vec::new())
+            } else {
+                row_description(body)
+                    .ok_or_else(|| MaskFailure("malformed RowDescription from the target".into()))
+            }
+        };
+        match front {
+            Front::Client | Front::Other => Ok(FrameAction::Forward),
+            Front::Injected => {
+                self.described = Some(fields()?);
+                Ok(FrameAction::Drop)
+            }
+            Front::Query(source) => {
+                self.finish_result();
+                let plan = match (self.queue.masker(), &source) {
+                    (Some(masker), Some(source)) if tag == b'T' => {
+                        Some(self.plan(&masker, &fields()?, source).await?)
+                    }
+                    (Some(_), None) if tag == b'T' => {
+                        return Err(MaskFailure(
+                            "a result the gateway cannot tie to a statement".into(),
+                        ))
+                    }
+                    _ => None,
+                };
+                let notice = plan.as_ref().and_then(nulled_notice);
+                self.current = Current::Rows { plan, source };
+                Ok(match notice {
+                    Some(notice) => {
+                        let mut out = BytesMut::from(body_frame(tag, body).as_slice());
+                        out.extend_from_slice(&notice);
+                        FrameAction::Replace(out)
+                    }
+                    None => FrameAction::Forward,
+                })
+            }
+        }
+    }
+
+    async fn on_data_row(&mut self, body: &[u8]) -> Result<FrameAction, MaskFailure> {
+        let mut notice = None;
+        if matches!(self.current, Current::None) {
+            // The first row of an Execute: its plan comes from the
+            // gateway's own Describe of the portal.
+            let (source, described) = self.queue.with(|queue| match queue.front() {
+                Some(Expect::Execute { source, described }) => (Some(source.clone()), *described),
+                _ => (None, false),
+            });
+            let plan = match self.queue.masker() {
+                None => None,
+                Some(masker) => {
+                    let (Some(source), true, Some(fields)) =
+                        (&source, described, self.described.take())
+                    else {
+                        return Err(MaskFailure(
+                            "rows the gateway cannot describe while masking is on".into(),
+                        ));
+                    };
+                    let plan = self.plan(&masker, &fields, source).await?;
+                    notice = nulled_notice(&plan);
+                    Some(plan)
+                }
+            };
+            self.current = Current::Rows { plan, source };
+        }
+        let Current::Rows {
+            plan: Some(plan), ..
+        } = &self.current
+        else {
+            return Ok(match notice {
+                Some(notice) => FrameAction::Replace(with_notice(notice, b'D', body, None)),
+                None => FrameAction::Forward,
+            });
+        };
+        let Some(masker) = self.queue.masker() else {
+            return Ok(FrameAction::Forward);
+        };
+        if plan.is_noop() {
+            return Ok(FrameAction::Forward);
+        }
+        let masked = mask_row(&masker, plan, body, &mut self.result_counts)?;
+        Ok(match (notice, masked) {
+            (None, None) => FrameAction::Forward,
+            (None, Some(row)) => FrameAction::Replace(row),
+            (Some(notice), row) => FrameAction::Replace(with_notice(notice, b'D', body, row)),
+        })
+    }
+
+    async fn on_copy_out(&mut self, body: &[u8]) -> Result<FrameAction, MaskFailure> {
+        let source = self.queue.with(|queue| match queue.front() {
+            Some(Expect::Query(statements)) => statements.front().cloned(),
+            Some(Expect::Execute { source, .. }) => Some(source.clone()),
+            _ => None,
+        });
+        let Some(masker) = self.queue.masker() else {
+            return Ok(FrameAction::Forward);
+        };
+        let copy = source.as_ref().and_then(|s| s.lineage.copy.clone());
+        let (Some(source), Some(copy)) = (source, copy) else {
+            return Err(MaskFailure(
+                "a COPY the gateway cannot tie to a statement".into(),
+            ));
+        };
+        let binary = copy_out_response(body) == Some(1);
+        let snapshot = self.snapshot(&source).await?;
+        let planner = Planner {
+            masker: &masker,
+            snapshot: &snapshot,
+            classifier: &self.classifier,
+        };
+        let columns = match &copy.source {
+            CopySource::Relation { relation, columns } => {
+                planner.copy_relation_plan(relation, columns)
+            }
+            CopySource::Query(lineage) => {
+                let width = lineage.columns.as_ref().map_or(1, Vec::len);
+                let query_source = ResultSource {
+                    lineage: Arc::new((**lineage).clone()),
+                    ..source.clone()
+                };
+                (0..width)
+                    .map(|idx| planner.copy_query_plan(idx, &query_source))
+                    .collect()
+            }
+        };
+        let plan = CopyPlan {
+            format: if binary {
+                CopyFormat::Binary
+            } else {
+                copy.format
+            },
+            delimiter: copy.delimiter,
+            header_pending: copy.header,
+            columns,
+        };
+        if plan.format == CopyFormat::Binary && !plan.is_noop() {
+            return Err(MaskFailure(
+                "binary COPY of masked columns is not supported; use the text or CSV format".into(),
+            ));
+        }
+        self.current = Current::Copy {
+            plan,
+            source: Some(source),
+        };
+        Ok(FrameAction::Forward)
+    }
+
+    fn on_copy_data(&mut self, body: &[u8]) -> Result<FrameAction, MaskFailure> {
+        let Current::Copy { plan, .. } = &mut self.current else {
+            return Ok(FrameAction::Forward);
+        };
+        let Some(masker) = self.queue.masker() else {
+            return Ok(FrameAction::Forward);
+        };
+        Ok(
+            match plan.mask_line(&masker, body, &mut self.result_counts)? {
+                None => FrameAction::Forward,
+                Some(line) => FrameAction::Replace(body_frame_owned(b'd', &line)),
+            },
+        )
+    }
+
+    async fn snapshot(&self, source: &ResultSource) -> Result<Arc<Snapshot>, MaskFailure> {
+        self.snapshot_for(&[], source).await
+    }
+
+    async fn snapshot_for(
+        &self,
+        fields: &[FieldDescription],
+        source: &ResultSource,
+    ) -> Result<Arc<Snapshot>, MaskFailure> {
+        let lineage = &source.lineage;
+        let missing = |snapshot: &Snapshot| {
+            fields.iter().any(|f| {
+                f.table_oid != 0
+                    && !is_system_oid(f.table_oid)
+                    && !snapshot.relations.contains_key(&f.table_oid)
+            }) || lineage.relations.iter().any(|r| {
+                !is_system_name(r.schema.as_deref(), &r.name)
+                    && snapshot.named(r.schema.as_deref(), &r.name).is_empty()
+            })
+        };
+        self.target
+            .catalog
+            .snapshot(&self.target, missing)
+            .await
+            .map_err(|e| {
+                MaskFailure(format!(
+                    "the target's catalog, which masking needs, cannot be read: {e}"
+                ))
+            })
+    }
+
+    async fn plan(
+        &self,
+        masker: &Masker,
+        fields: &[FieldDescription],
+        source: &ResultSource,
+    ) -> Result<ResultPlan, MaskFailure> {
+        let snapshot = self.snapshot_for(fields, source).await?;
+        let planner = Planner {
+            masker,
+            snapshot: &snapshot,
+            classifier: &self.classifier,
+        };
+        Ok(planner.plan(fields, source))
+    }
+
+    /// Ends the result under way: audits what it masked.
+    fn finish_result(&mut self) {
+        let current = std::mem::replace(&mut self.current, Current::None);
+        if self.result_counts.is_empty() {
+            return;
+        }
+        let text = match &current {
+            Current::Rows { source, .. } | Current::Copy { source, .. } => {
+                source.as_ref().map(|s| s.text.clone())
+            }
+            Current::None => None,
+        };
+        self.gate.masked(
+            &self.session,
+            text.as_deref().unwrap_or(""),
+            &self.result_counts,
+        );
+        metrics::counter!("portcullis_masked_values_total").increment(self.result_counts.total());
+        self.session_counts.add(&self.result_counts);
+        self.result_counts.clear();
+    }
+
+    /// Errors and notices: content detectors over their text fields, and
+    /// the DETAIL of an error about a table with masked columns withheld
+    /// (PostgreSQL puts row values there: `Key (email)=(...) already exists`).
+    fn mask_fields(&mut self, tag: u8, body: &[u8]) -> FrameAction {
+        let Some(masker) = self.queue.masker() else {
+            return FrameAction::Forward;
+        };
+        let Some(fields) = message::error_fields(body) else {
+            return FrameAction::Forward;
+        };
+        let table = fields
+            .iter()
+            .find(|(code, _)| *code == b't')
+            .map(|(_, v)| *v);
+        let schema = fields
+            .iter()
+            .find(|(code, _)| *code == b'n')
+            .map(|(_, v)| *v);
+        let withhold_detail = table.is_some_and(|table| {
+            masker.has_column_rules()
+                && table_has_masked_column(&masker, &self.target, schema, table)
+        });
+        let mut changed = false;
+        let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
+        for (code, value) in fields {
+            let value = match code {
+                b'D' if withhold_detail => {
+                    changed = true;
+                    "detail withheld: it may hold values of masked columns".to_string()
+                }
+                b'M' | b'D' | b'H' | b'W' | b'q' => {
+                    match masker.mask_message(value, &mut self.session_counts) {
+                        Some(masked) => {
+                            changed = true;
+                            masked
+                        }
+                        None => value.to_string(),
+                    }
+                }
+                _ => value.to_string(),
+            };
+            out_fields.push((code, value));
+        }
+        if !changed {
+            return FrameAction::Forward;
+        }
+        let borrowed: Vec<(u8, &str)> = out_fields.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        let mut out = BytesMut::new();
+        write_fields(&mut out, tag, &borrowed);
+        FrameAction::Replace(out)
+    }
+
+    /// A NOTIFY payload can carry any value: content detectors over it.
+    fn mask_notification(&mut self, body: &[u8]) -> FrameAction {
+        let Some(masker) = self.queue.masker() else {
+            return FrameAction::Forward;
+        };
+        let mut rest = body;
+        let (Some(pid), Some(channel), Some(payload)) = (
+            crate::codec::frame::take_i32(&mut rest),
+            crate::codec::frame::take_cstr(&mut rest),
+            crate::codec::frame::take_cstr(&mut rest),
+        ) else {
+            return FrameAction::Forward;
+        };
+        let Some(masked) = masker.mask_message(payload, &mut self.session_counts) else {
+            return FrameAction::Forward;
+        };
+        let mut payload_body = Vec::new();
+        payload_body.extend_from_slice(&pid.to_be_bytes());
+        payload_body.extend_from_slice(channel.as_bytes());
+        payload_body.push(0);
+        payload_body.extend_from_slice(masked.as_bytes());
+        payload_body.push(0);
+        FrameAction::Replace(body_frame_owned(b'A', &payload_body))
+    }
+}
+
+/// Whether a table named in an error has a column a rule in force covers.
+fn table_has_masked_column(
+    masker: &Masker,
+    target: &PgTarget,
+    schema: Option<&str>,
+    table: &str,
+) -> bool {
+    let snapshot = target.catalog.cached();
+    let candidates = snapshot.named(schema, table);
+    if candidates.is_empty() {
+        // Not known: the detail may hold anything.
+        return true;
+    }
+    candidates.iter().any(|rel| {
+        rel.columns.iter().flatten().any(|column| {
+            masker
+                .column_rule(&portcullis_mask::ColumnMeta {
+                    schema: &rel.schema,
+                    table: &rel.name,
+                    column: &column.name,
+                    type_name: &column.type_name,
+                })
+                .is_some()
+        })
+    })
+}
+
+/// A NoticeResponse saying which covered columns are sent as NULL.
+fn nulled_notice(plan: &ResultPlan) -> Option<BytesMut> {
+    let columns = plan.nulled_columns();
+    if columns.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
+    let mut out = BytesMut::new();
+    crate::codec::build::notice_or_error(
+        &mut out,
+        b'N',
+        "NOTICE",
+        "01000",
+        &format!(
+            "masked column {} is sent as NULL: a masked value cannot be sent in binary format",
+            names.join(", ")
+        ),
+        None,
+        Some("ask for the column in text format to see its masked value"),
+    );
+    Some(out)
+}
+
+/// A notice, then a message: the one given, or the original rebuilt.
+fn with_notice(notice: BytesMut, tag: u8, body: &[u8], replacement: Option<BytesMut>) -> BytesMut {
+    let mut out = notice;
+    match replacement {
+        Some(message) => out.extend_from_slice(&message),
+        None => out.extend_from_slice(&body_frame(tag, body)),
+    }
+    out
+}
+
+fn body_frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 5);
+    out.push(tag);
+    out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn body_frame_owned(tag: u8, body: &[u8]) -> BytesMut {
+    BytesMut::from(body_frame(tag, body).as_slice())
+}

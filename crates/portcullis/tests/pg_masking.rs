@@ -1,0 +1,466 @@
+//! Masking with real clients against real tables: column rules, content
+//! detectors, JSON, views and expressions, COPY, binary results, errors,
+//! unmask, and the audit of what was masked. Each test tries to get a covered
+//! value out in clear.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// Every covered value of the seed, in clear: none may reach `alice`.
+const SECRETS: &[&str] = &[
+    "jane@example.com",
+    "john@example.com",
+    "ada@example.com",
+    "jane.doe@gmail.com",
+    "4242 4242 4242 4242",
+    "5555 5555 5555 4444",
+    "4000 0566 5566 5556",
+    "123-45-6789",
+    "987-65-4321",
+    "111-22-3333",
+];
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(
+            !text.to_lowercase().contains(&secret.to_lowercase()),
+            "{what}: `{secret}` leaked in:\n{text}"
+        );
+    }
+}
+
+/// A directory with the quickstart's policies and mask rules, to change.
+fn copy_of_quickstart_policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(quickstart_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn alice(gw: &Gateway) -> String {
+    gw.token("alice@example.com", &["eng"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_sees_covered_columns_masked_and_pii_readers_see_them_in_clear() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_psql", SEED).await).await;
+    let out = gw.psql(&alice(&gw), &["-c", "select * from customers order by id"]);
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{e}");
+    assert_no_secret("select *", &o);
+    // Partial strategies keep what the rules say.
+    assert!(o.contains("j***@example.com"), "{o}");
+    assert!(o.contains("**** **** **** 4242"), "{o}");
+    // The national id is a keyed hash: stable, and not the value.
+    assert!(o.contains("h:"), "{o}");
+    // Free text: an email and a card number found by content, a number that
+    // fails the Luhn check left alone.
+    assert!(o.contains("4242 4242 4242 4241"), "{o}");
+    assert!(o.contains("prefers email; also reachable at"), "{o}");
+    // Inside JSON: the ssn key, and an email found by content.
+    assert!(o.contains("\"tier\": \"gold\""), "{o}");
+
+    let dana = gw.token("dana@example.com", &["eng", "pii-readers"]);
+    let out = gw.psql(
+        &dana,
+        &[
+            "-c",
+            "select email, card_number, national_id, notes from customers order by id",
+        ],
+    );
+    let o = stdout(&out);
+    assert!(o.contains("jane@example.com"), "{o}");
+    assert!(o.contains("4242 4242 4242 4242"), "{o}");
+    assert!(o.contains("123-45-6789"), "{o}");
+    assert!(o.contains("jane.doe@gmail.com"), "{o}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_values_are_stable_so_joins_and_group_bys_still_work() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_hash", SEED).await).await;
+    let client = gw.connect(&alice(&gw)).await.unwrap();
+    let first = client
+        .simple_query("select national_id from customers where id = 1")
+        .await
+        .unwrap();
+    let second = client
+        .simple_query("select national_id from customers where id = 1")
+        .await
+        .unwrap();
+    let value = |rows: &[tokio_postgres::SimpleQueryMessage]| {
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(value(&first), value(&second));
+    assert!(value(&first).starts_with("h:"), "{}", value(&first));
+    assert_ne!(value(&first), "123-45-6789");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_behind_expressions_views_and_subqueries_stay_masked() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_lineage", SEED).await).await;
+    let token = alice(&gw);
+    let attempts = [
+        "select upper(email) from customers",
+        "select left(card_number, 8) as prefix from customers",
+        "select email || '' from customers",
+        "select c.email::varchar(100) from customers c",
+        "select concat(name, ':', national_id) from customers",
+        "select email from customer_contacts",
+        "select upper(email) from customer_contacts",
+        "select x from (select email as x from customers) s",
+        "with t as (select national_id as n from customers) select n from t",
+        "select (select card_number from customers where id = 1)",
+        "select row_to_json(c) from customers c",
+        "select c from customers c",
+        "select customers::text from customers",
+        "select string_agg(email, ',') from customers",
+        "select json_agg(national_id) from customers",
+        "select email from customers union all select name from customers",
+        "select * from (values ((select national_id from customers limit 1))) v",
+        "select profile->>'ssn' from customers",
+        "select query_to_xml('select national_id from customers', true, true, '')",
+        "explain (verbose) select email from customers where email = 'x'",
+    ];
+    for sql in attempts {
+        let out = gw.psql(&token, &["-c", sql]);
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert_no_secret(sql, &format!("{o}{e}"));
+    }
+    // What cannot carry a value is not masked.
+    let out = gw.psql(
+        &token,
+        &["-At", "-c", "select count(email), count(*) from customers"],
+    );
+    assert_eq!(stdout(&out).trim(), "3|3", "{}", stderr(&out));
+    // Columns no rule covers come back as they are.
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select name, upper(name) from customers where id = 1",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "Jane Doe|JANE DOE", "{}", stderr(&out));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_text_and_binary_results_are_masked() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_binary", SEED).await).await;
+    let client = gw.connect(&alice(&gw)).await.unwrap();
+    // Extended protocol, binary results: a prepared statement whose Execute
+    // carries no row description of its own.
+    let statement = client
+        .prepare("select email, card_number, notes, national_id, name from customers where id = $1")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let row = client.query_one(&statement, &[&1i32]).await.unwrap();
+        let email: String = row.get(0);
+        let card: String = row.get(1);
+        let notes: String = row.get(2);
+        let national: String = row.get(3);
+        let name: String = row.get(4);
+        assert_eq!(email, "j***@example.com");
+        assert_eq!(card, "**** **** **** 4242");
+        assert_no_secret("binary notes", &notes);
+        assert!(national.starts_with("h:"), "{national}");
+        assert_eq!(name, "Jane Doe");
+    }
+    // Text results of the simple protocol.
+    let rows = client
+        .simple_query("select email, notes from customers order by id")
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    for message in rows {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            seen.push_str(row.get(0).unwrap_or(""));
+            seen.push_str(row.get(1).unwrap_or(""));
+        }
+    }
+    assert!(seen.contains("j***@example.com"), "{seen}");
+    assert_no_secret("simple query", &seen);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_out_is_masked_in_text_and_csv() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_copy", SEED).await).await;
+    let token = alice(&gw);
+    for sql in [
+        "copy customers to stdout",
+        "copy customers (email, notes) to stdout with (format csv, header)",
+        "copy (select email, upper(card_number) from customers) to stdout",
+        "copy (select * from customers) to stdout with csv",
+    ] {
+        let out = gw.psql(&token, &["-c", sql]);
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(out.status.success(), "{sql}: {e}");
+        assert_no_secret(sql, &o);
+        assert!(o.lines().count() >= 3, "{sql}: {o}");
+    }
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "copy customers (id, email) to stdout with (format csv)",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("1,j***@example.com"),
+        "{}",
+        stdout(&out)
+    );
+    // Binary COPY of covered columns cannot be masked: the session ends
+    // rather than send them.
+    let out = gw.psql(
+        &token,
+        &["-c", "copy customers to stdout with (format binary)"],
+    );
+    assert!(!stdout(&out).contains("jane@example.com"));
+    assert!(
+        stderr(&out).contains("binary COPY of masked columns"),
+        "{}",
+        stderr(&out)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_details_do_not_carry_masked_values() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_errors", SEED).await).await;
+    let token = alice(&gw);
+    // A unique violation's DETAIL holds the duplicate key.
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "insert into customers (name, email) values ('X', 'jane@example.com')",
+        ],
+    );
+    let e = stderr(&out);
+    assert!(e.contains("duplicate key"), "{e}");
+    assert_no_secret("unique violation", &e);
+    // A cast error quotes the value in its message.
+    let out = gw.psql(&token, &["-c", "select email::int from customers"]);
+    let e = stderr(&out);
+    assert!(e.contains("invalid input syntax"), "{e}");
+    assert_no_secret("cast error", &e);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn covered_binary_values_of_other_types_become_null_with_a_notice() {
+    // The quickstart's rules, plus one on an integer column.
+    let dir = copy_of_quickstart_policies();
+    let masks = dir.path().join("masks.toml");
+    let mut text = std::fs::read_to_string(&masks).unwrap();
+    text.push_str("\n[[rule]]\nid = \"order-totals\"\ncolumns = [\"orders.total_cents\"]\nstrategy = \"redact\"\n");
+    std::fs::write(&masks, text).unwrap();
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_mask_nulls", SEED).await,
+        Options {
+            policies: dir.path().to_path_buf(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (client, mut connection) =
+        tokio_postgres::connect(&gw.conn_string(&alice(&gw)), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (notices_tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut stream).await {
+            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                let _ = notices_tx.send(notice.message().to_string());
+            }
+        }
+    });
+    let row = client
+        .query_one(
+            "select total_cents, customer_id from orders where id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    let total: Option<i32> = row.get(0);
+    let customer: i32 = row.get(1);
+    assert_eq!(total, None);
+    assert_eq!(customer, 1);
+    let notice = tokio::time::timeout(Duration::from_secs(5), notices.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(notice.contains("`total_cents` is sent as NULL"), "{notice}");
+    // In text, the same value is redacted.
+    let out = gw.psql(
+        &alice(&gw),
+        &["-At", "-c", "select total_cents from orders where id = 1"],
+    );
+    assert_eq!(stdout(&out).trim(), "****", "{}", stderr(&out));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_counts_what_was_masked_and_records_unmask_decisions() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_audit", SEED).await).await;
+    let out = gw.psql(
+        &alice(&gw),
+        &["-c", "select email, notes from customers order by id"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tail = gw.cli(&["audit", "tail", "-n", "50", "--json"]);
+    let entries: Vec<serde_json::Value> = stdout(&tail)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let masking = entries
+        .iter()
+        .find(|v| v["entry"]["event"] == "session.masking")
+        .expect("a session.masking entry");
+    assert_eq!(
+        masking["entry"]["rules"]["customer-email"]["effect"],
+        "deny"
+    );
+    let masked = entries
+        .iter()
+        .find(|v| v["entry"]["event"] == "statement.masked")
+        .expect("a statement.masked entry");
+    assert_eq!(masked["entry"]["masked"]["customer-email"]["column"], 3);
+    assert!(
+        masked["entry"]["masked"]["pii-in-text"]["email"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        masked["entry"]["masked"]["pii-in-text"]["payment_card"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    let end = entries
+        .iter()
+        .find(|v| v["entry"]["event"] == "session.end")
+        .expect("a session.end entry");
+    assert_eq!(end["entry"]["masked"]["customer-email"]["column"], 3);
+    // Nothing masked was written to the audit log in clear.
+    assert_no_secret("audit tail", &stdout(&tail));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mask_rules_and_unmask_follow_the_policy_source_in_live_sessions() {
+    let dir = copy_of_quickstart_policies();
+    let policies = dir.path().to_path_buf();
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_mask_reload", SEED).await,
+        Options {
+            policies: policies.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = gw.connect(&alice(&gw)).await.unwrap();
+    let email = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let query = "select email from customers where id = 1";
+    assert_eq!(
+        email(client.simple_query(query).await.unwrap()),
+        "j***@example.com"
+    );
+    let first = gw.status().await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // An invalid rule file never replaces the rules in force, and says where.
+    let masks = policies.join("masks.toml");
+    let valid = std::fs::read_to_string(&masks).unwrap();
+    std::fs::write(
+        &masks,
+        format!("{valid}\n[[rule]]\nid = \"broken\"\ncolumns = [\"x\"]\nstrategy = \"scramble\"\n"),
+    )
+    .unwrap();
+    let s = gw
+        .wait_for("the reload error", |s| s["policy_error"].is_string())
+        .await;
+    assert!(
+        s["policy_error"].as_str().unwrap().contains("masks.toml:"),
+        "{s}"
+    );
+    assert_eq!(s["policy_version"], first.as_str());
+    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "validate"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(!validate.status.success());
+    assert!(
+        stderr(&validate).contains("masks.toml:"),
+        "{}",
+        stderr(&validate)
+    );
+    assert_eq!(
+        email(client.simple_query(query).await.unwrap()),
+        "j***@example.com"
+    );
+
+    // Engineers may unmask the emails now (the column rule, and the content
+    // rule that finds emails anywhere): the live session sees them.
+    std::fs::write(&masks, &valid).unwrap();
+    std::fs::write(
+        policies.join("unmask.cedar"),
+        "@id(\"eng-unmask-email\")\npermit (principal in Group::\"eng\", action == Action::\"unmask\", resource)\nwhen { [\"customer-email\", \"pii-in-text\"].contains(context.rule) };\n",
+    )
+    .unwrap();
+    gw.wait_for("the new version", |s| {
+        s["policy_version"] != first.as_str() && s["policy_error"].is_null()
+    })
+    .await;
+    let mut seen = String::new();
+    for _ in 0..40 {
+        seen = email(client.simple_query(query).await.unwrap());
+        if seen == "jane@example.com" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "jane@example.com");
+
+    // And taken back: masked again, in the same session.
+    std::fs::remove_file(policies.join("unmask.cedar")).unwrap();
+    for _ in 0..40 {
+        seen = email(client.simple_query(query).await.unwrap());
+        if seen == "j***@example.com" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "j***@example.com");
+    gw.stop().await;
+}
