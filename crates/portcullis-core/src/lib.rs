@@ -23,7 +23,7 @@ pub use ids::SessionId;
 pub use lineage::{
     ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
 };
-pub use statement::{StatementInfo, StatementKind};
+pub use statement::{SessionObjects, StatementInfo, StatementKind};
 
 /// An authenticated identity, as established from a verified token.
 ///
@@ -75,6 +75,9 @@ pub struct Target {
 }
 
 /// What a principal asks to do on a target.
+// Built for one decision and dropped; never stored in bulk, so boxing the
+// statement would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Open a session.

@@ -98,4 +98,9 @@ pub struct Lineage {
     pub opaque: bool,
     /// For `COPY ... TO STDOUT`.
     pub copy: Option<CopyOut>,
+    /// For INSERT, UPDATE and MERGE: where the values they store come from,
+    /// as one column (every reference in every written value). A value
+    /// copied from a masked column into another must not be stored where
+    /// it would be read back in clear.
+    pub written: Option<OutputColumn>,
 }

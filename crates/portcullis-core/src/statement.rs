@@ -89,8 +89,24 @@ pub struct StatementInfo {
     /// `set_config`; `*` for RESET ALL or a `set_config` whose setting is
     /// computed.
     pub settings: Vec<String>,
+    /// What the statement does to the session's prepared statements and
+    /// cursors, so that the gateway knows what a later `EXECUTE` or a
+    /// protocol Execute of a cursor runs.
+    pub objects: SessionObjects,
     /// Where the values of the statement's result come from, for masking;
     /// the default (no columns, no relations) for statements that return no
     /// rows.
     pub lineage: std::sync::Arc<crate::Lineage>,
+}
+
+/// Named things a statement makes or ends in the session. `*` stands for
+/// all of them (`DEALLOCATE ALL`, `CLOSE ALL`, `DISCARD ALL`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionObjects {
+    /// `DECLARE name CURSOR FOR ...`: the cursor (a portal) it opens.
+    pub declares: Option<String>,
+    /// `DEALLOCATE name`: the prepared statement it removes.
+    pub deallocates: Option<String>,
+    /// `CLOSE name`: the cursor it closes.
+    pub closes: Option<String>,
 }

@@ -88,7 +88,9 @@ impl fmt::Debug for Hasher {
 
 /// Masks a whole value. `derived`: the value is computed from a covered
 /// column (`left(card, 8)`), so what `partial` would keep may be the part it
-/// should hide: it redacts instead.
+/// should hide, and a hash of it would hash a value the user chose
+/// (`substr(national_id, n, 1)` for each digit, compared with the hashes of
+/// `'0'` to `'9'`): both redact instead.
 pub(crate) fn mask_value(
     strategy: Strategy,
     value: &[u8],
@@ -97,7 +99,7 @@ pub(crate) fn mask_value(
 ) -> Masked {
     match strategy {
         Strategy::Redact => Masked::Value(REDACTED.to_vec()),
-        Strategy::Partial { .. } if derived => Masked::Value(REDACTED.to_vec()),
+        Strategy::Partial { .. } | Strategy::Hash if derived => Masked::Value(REDACTED.to_vec()),
         Strategy::Partial { keep_last } => Masked::Value(partial(value, keep_last)),
         Strategy::Hash => Masked::Value(hasher.hash(value)),
         Strategy::Null => Masked::Null,
@@ -272,8 +274,9 @@ mod tests {
         assert_eq!(a.len(), 18);
         assert!(a.starts_with("h:"));
         assert!(a[2..].bytes().all(|b| b.is_ascii_hexdigit()));
-        // A derived value is still hashed: the hash reveals nothing.
-        assert_eq!(text(value(Strategy::Hash, "x", true)).len(), 18);
+        // A derived value is redacted: hashing values a user can shape
+        // would let them match hashes of their own guesses.
+        assert_eq!(text(value(Strategy::Hash, "x", true)), "****");
     }
 
     #[test]

@@ -86,7 +86,15 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("mask_columns_and_content", |b| {
         let mut counts = MaskCounts::default();
-        b.iter(|| black_box(mask_row(&masker, &plan, black_box(&body), &mut counts)))
+        b.iter(|| {
+            black_box(mask_row(
+                &masker,
+                &plan,
+                black_box(&body),
+                &mut counts,
+                &mut false,
+            ))
+        })
     });
     let content_only = ResultPlan {
         columns: plan
@@ -117,6 +125,7 @@ fn bench(c: &mut Criterion) {
                 &content_only,
                 black_box(&clean_body),
                 &mut counts,
+                &mut false,
             ))
         })
     });

@@ -102,6 +102,15 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
+/// Whether a statement names a relation the snapshot does not hold (and
+/// that is not a system one): the catalog is then read again.
+pub fn lacks_relations(snapshot: &Snapshot, relations: &[portcullis_core::RelationRef]) -> bool {
+    relations.iter().any(|r| {
+        !is_system_name(r.schema.as_deref(), &r.name)
+            && snapshot.named(r.schema.as_deref(), &r.name).is_empty()
+    })
+}
+
 /// Whether a relation name that the catalog does not hold is a system one,
 /// which the catalog leaves out on purpose and never needs reading again for.
 pub fn is_system_name(schema: Option<&str>, name: &str) -> bool {

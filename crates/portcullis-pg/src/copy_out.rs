@@ -58,7 +58,7 @@ impl CopyPlan {
             };
             match field {
                 None => out_fields.push(None),
-                Some(value) => match mask_value(masker, plan, &value, counts)? {
+                Some(value) => match mask_value(masker, plan, &value, counts, &mut false)? {
                     None => out_fields.push(Some(value)),
                     Some(new) => {
                         changed = true;

@@ -21,6 +21,7 @@ pub mod codec;
 mod copy_out;
 mod error;
 pub mod masking;
+mod prepared;
 mod results;
 pub mod server;
 pub mod session;

@@ -28,6 +28,11 @@ const MAX_VIEW_DEPTH: usize = 8;
 /// Built-in type OIDs the masking treats specially.
 mod oid {
     pub const BOOL: u32 = 16;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const OID: u32 = 26;
+    pub const NUMERIC: u32 = 1700;
     pub const CHAR: u32 = 18;
     pub const NAME: u32 = 19;
     pub const TEXT: u32 = 25;
@@ -247,8 +252,15 @@ impl Planner<'_> {
                 (rule, meta)
             }
             // A column of the system catalogs (`pg_class`, `pg_stat_ssl`):
-            // no rule covers those.
-            None if is_system_oid(field.table_oid) => (None, None),
+            // no rule covers those, but for the planner's statistics, which
+            // hold sampled values of every column.
+            None if is_system_oid(field.table_oid) => (
+                reads_statistics(&source.lineage)
+                    .then(|| self.masker.any_column_rule())
+                    .flatten()
+                    .map(|r| (r, true)),
+                None,
+            ),
             // A table column the catalog does not know even after reading it
             // again: nothing proves it harmless.
             None if field.table_oid != 0 => {
@@ -263,8 +275,29 @@ impl Planner<'_> {
         let text_like = self.is_text_like(field.type_oid);
         let json = matches!(field.type_oid, oid::JSON | oid::JSONB);
         let binary = field.format == 1;
+        // Text values are scanned whatever their type, but for types whose
+        // text cannot hold a finding; binary ones too (a `bytea`, an array
+        // or a record of text carries its text as bytes), but for fixed-size
+        // scalars.
         let scannable = if binary {
-            text_like
+            !matches!(
+                field.type_oid,
+                oid::BOOL
+                    | oid::INT2
+                    | oid::INT4
+                    | oid::INT8
+                    | oid::OID
+                    | oid::NUMERIC
+                    | oid::DATE
+                    | oid::TIME
+                    | oid::TIMETZ
+                    | oid::TIMESTAMP
+                    | oid::TIMESTAMPTZ
+                    | oid::INTERVAL
+                    | oid::UUID
+                    | oid::FLOAT4
+                    | oid::FLOAT8
+            )
         } else {
             !matches!(
                 field.type_oid,
@@ -374,11 +407,24 @@ impl Planner<'_> {
         calls: bool,
         depth: usize,
     ) -> Option<RuleIdx> {
-        let column: Option<&OutputColumn> = lineage.columns.as_ref().and_then(|c| c.get(idx));
+        let column = lineage.columns.as_ref().and_then(|c| c.get(idx));
+        self.output_rule(column, lineage, calls, depth)
+    }
+
+    /// The rule covering a value computed as `column` (`None`: not known)
+    /// in a statement of this lineage.
+    fn output_rule(
+        &self,
+        column: Option<&OutputColumn>,
+        lineage: &Lineage,
+        calls: bool,
+        depth: usize,
+    ) -> Option<RuleIdx> {
         if column.is_some_and(|c| c.harmless) {
             return None;
         }
-        if lineage.opaque || calls || column.is_some_and(|c| c.opaque) {
+        if lineage.opaque || calls || column.is_some_and(|c| c.opaque) || reads_statistics(lineage)
+        {
             return self.masker.any_column_rule();
         }
         match column {
@@ -386,11 +432,23 @@ impl Planner<'_> {
                 .refs
                 .iter()
                 .find_map(|r| self.ref_rule(r, &lineage.relations, depth)),
-            _ => lineage
-                .relations
-                .iter()
-                .find_map(|r| self.relation_ref_rule(r, depth)),
+            _ => self.relations_rule(lineage),
         }
+    }
+
+    /// The rule covering what a statement writes: a value copied from a
+    /// covered column into another would be read back from there in clear.
+    pub fn written_rule(&self, lineage: &Lineage, calls: bool) -> Option<RuleIdx> {
+        let written = lineage.written.as_ref()?;
+        self.output_rule(Some(written), lineage, calls, 0)
+    }
+
+    /// The first rule covering any column of any relation a statement names.
+    pub fn relations_rule(&self, lineage: &Lineage) -> Option<RuleIdx> {
+        lineage
+            .relations
+            .iter()
+            .find_map(|r| self.relation_ref_rule(r, 0))
     }
 
     /// The rule covering what one column reference can name.
@@ -476,6 +534,21 @@ impl Planner<'_> {
     }
 }
 
+/// Whether a statement reads the planner's statistics, whose columns
+/// (`most_common_vals`, `histogram_bounds`, ...) hold values of the tables'.
+fn reads_statistics(lineage: &Lineage) -> bool {
+    lineage.relations.iter().any(|r| {
+        matches!(
+            r.name.as_str(),
+            "pg_stats"
+                | "pg_stats_ext"
+                | "pg_stats_ext_exprs"
+                | "pg_statistic"
+                | "pg_statistic_ext_data"
+        )
+    })
+}
+
 /// PostgreSQL's own objects have OIDs below `FirstNormalObjectId`; the
 /// catalog leaves them out.
 pub fn is_system_oid(oid: u32) -> bool {
@@ -498,6 +571,7 @@ pub fn mask_value<'v>(
     plan: &ColumnPlan,
     value: &'v [u8],
     counts: &mut MaskCounts,
+    nulled: &mut bool,
 ) -> Result<Option<Option<Cow<'v, [u8]>>>, MaskFailure> {
     if let Some((rule, derived)) = plan.whole {
         if plan.binary_opaque {
@@ -529,6 +603,23 @@ pub fn mask_value<'v>(
     let Some(content) = &plan.content else {
         return Ok(None);
     };
+    if plan.binary_opaque {
+        // Text found inside a binary value (a `bytea`, an array, a record)
+        // cannot be masked in place: the value goes as NULL.
+        let found = masker
+            .mask_content(content, value, false, counts)
+            .map_err(|e| {
+                MaskFailure(format!(
+                    "a value of column `{}` cannot be masked: {e}",
+                    plan.name
+                ))
+            })?;
+        if found.is_some() {
+            *nulled = true;
+            return Ok(Some(None));
+        }
+        return Ok(None);
+    }
     let text = if plan.jsonb_binary {
         value.get(1..).unwrap_or(&[])
     } else {
@@ -551,11 +642,13 @@ pub fn mask_value<'v>(
 }
 
 /// Masks one DataRow body; `Ok(None)` when nothing changed.
+/// `nulled` is set when a binary value was sent as NULL for what it holds.
 pub fn mask_row(
     masker: &Masker,
     plan: &ResultPlan,
     body: &[u8],
     counts: &mut MaskCounts,
+    nulled: &mut bool,
 ) -> Result<Option<BytesMut>, MaskFailure> {
     let values =
         data_row(body).ok_or_else(|| MaskFailure("malformed DataRow from the target".into()))?;
@@ -572,7 +665,7 @@ pub fn mask_row(
         if column.is_noop() {
             continue;
         }
-        if let Some(new) = mask_value(masker, column, value, counts)? {
+        if let Some(new) = mask_value(masker, column, value, counts, nulled)? {
             changed.push((idx, new));
         }
     }

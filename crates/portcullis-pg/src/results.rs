@@ -12,11 +12,12 @@
 //! the gateway sends its own Describe of the portal right before the Execute
 //! and keeps the answer to itself.
 
-use crate::catalog::{is_system_name, Snapshot};
+use crate::catalog::{lacks_relations, Snapshot};
 use crate::codec::message;
 use crate::codec::result::{copy_out_response, row_description, write_fields, FieldDescription};
 use crate::copy_out::CopyPlan;
 use crate::masking::{is_system_oid, mask_row, MaskFailure, Planner, ResultPlan, ResultSource};
+use crate::prepared::{Prepared, Undo};
 use crate::server::PgTarget;
 use bytes::BytesMut;
 use portcullis_core::{CopyFormat, CopySource};
@@ -24,13 +25,16 @@ use portcullis_gate::{Gate, Session};
 use portcullis_mask::{MaskCounts, Masker};
 use portcullis_sql::Classifier;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// What the target will answer a message with, as far as results go.
 #[derive(Debug)]
 pub enum Expect {
     /// A simple Query: the statements whose results are still to come.
-    Query(VecDeque<ResultSource>),
+    Query(VecDeque<QueryStatement>),
+    /// A Parse or a Bind, answered by ParseComplete or BindComplete; what it
+    /// changed in [`Prepared`] is taken back if the target skips or refuses it.
+    Complete(Option<Undo>),
     /// A Describe the client sent: its answer goes to the client.
     Describe,
     /// A Describe the gateway added before an Execute: its answer is kept.
@@ -44,11 +48,20 @@ pub enum Expect {
     Sync,
 }
 
+/// One statement of a simple Query.
+#[derive(Debug)]
+pub struct QueryStatement {
+    pub source: ResultSource,
+    /// What it changes in [`Prepared`], taken back if it does not run.
+    pub undo: Vec<Undo>,
+}
+
 /// What both sides of a session share about results.
 #[derive(Default)]
 pub struct ResultQueue {
     expects: Mutex<VecDeque<Expect>>,
     masker: RwLock<Option<Arc<Masker>>>,
+    prepared: Mutex<Prepared>,
 }
 
 impl ResultQueue {
@@ -56,6 +69,32 @@ impl ResultQueue {
         ResultQueue {
             expects: Mutex::new(VecDeque::new()),
             masker: RwLock::new(masker),
+            prepared: Mutex::new(Prepared::default()),
+        }
+    }
+
+    /// The session's prepared statements and portals.
+    pub fn prepared(&self) -> MutexGuard<'_, Prepared> {
+        match self.prepared.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Takes back what the dropped expectations changed.
+    fn undo_dropped(&self, dropped: Vec<Expect>) {
+        let mut changes = Vec::new();
+        for expect in dropped {
+            match expect {
+                Expect::Complete(Some(undo)) => changes.push(undo),
+                Expect::Query(statements) => {
+                    changes.extend(statements.into_iter().flat_map(|s| s.undo))
+                }
+                _ => {}
+            }
+        }
+        if !changes.is_empty() {
+            self.prepared().undo(changes);
         }
     }
 
@@ -122,6 +161,9 @@ pub struct Results {
     result_counts: MaskCounts,
     /// Masked in the whole session.
     pub session_counts: MaskCounts,
+    /// The result under way has had its notice about binary values sent as
+    /// NULL for what they hold.
+    content_null_noticed: bool,
 }
 
 impl Results {
@@ -142,6 +184,7 @@ impl Results {
             described: None,
             result_counts: MaskCounts::default(),
             session_counts: MaskCounts::default(),
+            content_null_noticed: false,
         }
     }
 
@@ -152,6 +195,14 @@ impl Results {
             b'D' => self.on_data_row(body).await,
             b'H' => self.on_copy_out(body).await,
             b'd' => self.on_copy_data(body),
+            b'1' | b'2' => {
+                self.queue.with(|queue| {
+                    if matches!(queue.front(), Some(Expect::Complete(_))) {
+                        queue.pop_front();
+                    }
+                });
+                Ok(FrameAction::Forward)
+            }
             b'C' | b'I' | b's' => {
                 self.finish_result();
                 self.queue.with(|queue| match queue.front_mut() {
@@ -166,32 +217,47 @@ impl Results {
                 Ok(FrameAction::Forward)
             }
             b'E' => {
+                let action = self.mask_fields(tag, body);
                 self.finish_result();
-                self.queue.with(|queue| match queue.front() {
-                    Some(Expect::Query(_)) => {
-                        queue.pop_front();
-                    }
-                    _ => {
-                        while queue.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
-                            queue.pop_front();
+                // The target skips the rest of a Query, or everything up to
+                // the next Sync: nothing skipped took effect.
+                let dropped = self.queue.with(|queue| {
+                    let mut dropped = Vec::new();
+                    match queue.front() {
+                        Some(Expect::Query(_)) => dropped.extend(queue.pop_front()),
+                        _ => {
+                            while queue.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
+                                dropped.extend(queue.pop_front());
+                            }
                         }
                     }
+                    dropped
                 });
+                self.queue.undo_dropped(dropped);
                 self.described = None;
-                Ok(self.mask_fields(tag, body))
+                Ok(action)
             }
             b'N' => Ok(self.mask_fields(tag, body)),
             b'A' => Ok(self.mask_notification(body)),
             b'Z' => {
                 self.finish_result();
                 self.described = None;
-                self.queue.with(|queue| {
+                let dropped = self.queue.with(|queue| {
+                    let mut dropped = Vec::new();
                     while let Some(expect) = queue.pop_front() {
                         if matches!(expect, Expect::Sync) {
                             break;
                         }
+                        dropped.push(expect);
                     }
+                    dropped
                 });
+                self.queue.undo_dropped(dropped);
+                // Outside a transaction block no portal is left (cursors
+                // WITH HOLD aside, which the gateway then treats as unknown).
+                if body.first() == Some(&b'I') {
+                    self.queue.prepared().portals.clear();
+                }
                 Ok(FrameAction::Forward)
             }
             _ => Ok(FrameAction::Forward),
@@ -214,7 +280,9 @@ impl Results {
                 queue.pop_front();
                 Front::Injected
             }
-            Some(Expect::Query(statements)) => Front::Query(statements.front().cloned()),
+            Some(Expect::Query(statements)) => {
+                Front::Query(statements.front().map(|s| s.source.clone()))
+            }
             _ => Front::Other,
         });
         let fields = || {
@@ -299,7 +367,14 @@ impl Results {
         if plan.is_noop() {
             return Ok(FrameAction::Forward);
         }
-        let masked = mask_row(&masker, plan, body, &mut self.result_counts)?;
+        let mut nulled = false;
+        let masked = mask_row(&masker, plan, body, &mut self.result_counts, &mut nulled)?;
+        if nulled && !self.content_null_noticed {
+            self.content_null_noticed = true;
+            let mut both = notice.unwrap_or_default();
+            both.extend_from_slice(&content_nulled_notice());
+            notice = Some(both);
+        }
         Ok(match (notice, masked) {
             (None, None) => FrameAction::Forward,
             (None, Some(row)) => FrameAction::Replace(row),
@@ -309,7 +384,7 @@ impl Results {
 
     async fn on_copy_out(&mut self, body: &[u8]) -> Result<FrameAction, MaskFailure> {
         let source = self.queue.with(|queue| match queue.front() {
-            Some(Expect::Query(statements)) => statements.front().cloned(),
+            Some(Expect::Query(statements)) => statements.front().map(|s| s.source.clone()),
             Some(Expect::Execute { source, .. }) => Some(source.clone()),
             _ => None,
         });
@@ -396,10 +471,7 @@ impl Results {
                 f.table_oid != 0
                     && !is_system_oid(f.table_oid)
                     && !snapshot.relations.contains_key(&f.table_oid)
-            }) || lineage.relations.iter().any(|r| {
-                !is_system_name(r.schema.as_deref(), &r.name)
-                    && snapshot.named(r.schema.as_deref(), &r.name).is_empty()
-            })
+            }) || lacks_relations(snapshot, &lineage.relations)
         };
         self.target
             .catalog
@@ -429,6 +501,7 @@ impl Results {
 
     /// Ends the result under way: audits what it masked.
     fn finish_result(&mut self) {
+        self.content_null_noticed = false;
         let current = std::mem::replace(&mut self.current, Current::None);
         if self.result_counts.is_empty() {
             return;
@@ -471,10 +544,31 @@ impl Results {
             masker.has_column_rules()
                 && table_has_masked_column(&masker, &self.target, schema, table)
         });
+        // A data exception quotes the value that failed (`invalid input
+        // syntax for type integer: "123-45-6789"`) and may show it again in
+        // its detail and context: from a statement that reads covered data,
+        // the quoted values and the detail and context are withheld.
+        let data_exception = tag == b'E'
+            && fields
+                .iter()
+                .any(|(code, value)| *code == b'C' && value.starts_with("22"))
+            && masker.has_column_rules()
+            && self.current_statement_reads_covered(&masker);
         let mut changed = false;
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {
             let value = match code {
+                b'D' | b'W' if data_exception => {
+                    changed = true;
+                    "withheld: it may hold values of masked columns".to_string()
+                }
+                b'M' if data_exception => {
+                    changed = true;
+                    let redacted = redact_quoted(value);
+                    masker
+                        .mask_message(&redacted, &mut self.session_counts)
+                        .unwrap_or(redacted)
+                }
                 b'D' if withhold_detail => {
                     changed = true;
                     "detail withheld: it may hold values of masked columns".to_string()
@@ -499,6 +593,30 @@ impl Results {
         let mut out = BytesMut::new();
         write_fields(&mut out, tag, &borrowed);
         FrameAction::Replace(out)
+    }
+
+    /// Whether the statement the target answers now may read what a column
+    /// rule in force covers (judged on the catalog as last read).
+    fn current_statement_reads_covered(&self, masker: &Masker) -> bool {
+        let source = self.queue.with(|queue| match queue.front() {
+            Some(Expect::Query(statements)) => statements.front().map(|s| s.source.clone()),
+            Some(Expect::Execute { source, .. }) => Some(source.clone()),
+            _ => None,
+        });
+        let Some(source) = source else {
+            // Not known: it may.
+            return true;
+        };
+        if source.lineage.opaque || source.calls_functions {
+            return true;
+        }
+        let snapshot = self.target.catalog.cached();
+        let planner = Planner {
+            masker,
+            snapshot: &snapshot,
+            classifier: &self.classifier,
+        };
+        planner.relations_rule(&source.lineage).is_some()
     }
 
     /// A NOTIFY payload can carry any value: content detectors over it.
@@ -554,6 +672,25 @@ fn table_has_masked_column(
     })
 }
 
+/// A message with every double-quoted part replaced: `"123-45-6789"` is
+/// `"***"`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("***");
+            }
+            inside = !inside;
+            out.push(c);
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A NoticeResponse saying which covered columns are sent as NULL.
 fn nulled_notice(plan: &ResultPlan) -> Option<BytesMut> {
     let columns = plan.nulled_columns();
@@ -575,6 +712,22 @@ fn nulled_notice(plan: &ResultPlan) -> Option<BytesMut> {
         Some("ask for the column in text format to see its masked value"),
     );
     Some(out)
+}
+
+/// A NoticeResponse saying that binary values were sent as NULL because
+/// they hold text a content rule covers.
+fn content_nulled_notice() -> BytesMut {
+    let mut out = BytesMut::new();
+    crate::codec::build::notice_or_error(
+        &mut out,
+        b'N',
+        "NOTICE",
+        "01000",
+        "a binary value holding text a mask rule covers is sent as NULL",
+        None,
+        Some("ask for the column in text format to see it masked"),
+    );
+    out
 }
 
 /// A notice, then a message: the one given, or the original rebuilt.

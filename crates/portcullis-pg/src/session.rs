@@ -10,15 +10,17 @@
 //! client's session goes on exactly as after any other error, in order, even
 //! when it pipelines, and the transaction state stays true.
 
+use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
-use crate::masking::{calls_functions, ResultSource};
-use crate::results::{Expect, FrameAction, ResultQueue, Results};
+use crate::masking::{calls_functions, Planner, ResultSource};
+use crate::prepared::{Prepared, Undo};
+use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
 use crate::stream::BoxStream;
 use crate::PINNED_PARAMETERS;
 use bytes::{Buf, Bytes, BytesMut};
-use portcullis_core::{Lineage, StatementInfo};
+use portcullis_core::{Lineage, RelationRef, StatementInfo};
 use portcullis_gate::{Check, Gate, Session};
 use portcullis_mask::{MaskCounts, Masker};
 use portcullis_sql::Classifier;
@@ -82,12 +84,20 @@ enum PoisonKind<'a> {
 
 /// One client message, planned before the Gate is asked.
 enum Planned {
-    Forward(Bytes),
+    /// Goes as it came; `defines` is the Bind (or Parse of an empty query)
+    /// it is, answered by BindComplete (ParseComplete).
+    Forward {
+        raw: Bytes,
+        defines: Option<Undo>,
+    },
     /// Statements to check; the message goes ahead only if all are allowed.
+    /// `undo` takes back, per statement, what planning it changed in
+    /// [`Prepared`].
     Gated {
         raw: Bytes,
         phase: &'static str,
         statements: Vec<StatementInfo>,
+        undo: Vec<Vec<Undo>>,
         poison: Poison,
     },
     /// Refused without a policy decision.
@@ -115,16 +125,6 @@ impl Poison {
             Poison::Execute => PoisonKind::Execute,
         }
     }
-}
-
-/// Per-session protocol state the gateway needs to resolve what an Execute
-/// or an SQL `EXECUTE` runs.
-#[derive(Default)]
-struct Prepared {
-    /// Statement name (protocol Parse or SQL PREPARE) to what it is.
-    statements: HashMap<String, StatementInfo>,
-    /// Portal name to the statement it was bound from.
-    portals: HashMap<String, Option<StatementInfo>>,
 }
 
 pub struct Relay {
@@ -228,7 +228,6 @@ impl Relay {
         shared: &Shared,
     ) -> Ending {
         let mut buf = BytesMut::with_capacity(16 * 1024);
-        let mut prepared = Prepared::default();
         let mut poison_seq: u64 = 0;
         loop {
             match client.read_buf(&mut buf).await {
@@ -237,17 +236,20 @@ impl Relay {
                 Err(e) => return Ending::Error(PgError::ClientIo(e)),
             }
             let mut plan = Vec::new();
-            loop {
-                match split_frame(&mut buf) {
-                    Ok(Some(frame)) => {
-                        let terminate = frame.tag == b'X';
-                        plan.push(self.plan(frame, &mut prepared));
-                        if terminate {
-                            break;
+            {
+                let mut prepared = shared.results.prepared();
+                loop {
+                    match split_frame(&mut buf) {
+                        Ok(Some(frame)) => {
+                            let terminate = frame.tag == b'X';
+                            plan.push(self.plan(frame, &mut prepared));
+                            if terminate {
+                                break;
+                            }
                         }
+                        Ok(None) => break,
+                        Err(e) => return Ending::Error(PgError::ClientProtocol(e.to_string())),
                     }
-                    Ok(None) => break,
-                    Err(e) => return Ending::Error(PgError::ClientProtocol(e.to_string())),
                 }
             }
             if plan.is_empty() {
@@ -276,13 +278,19 @@ impl Relay {
                     return malformed("query", Poison::Query);
                 };
                 match self.statements(sql, prepared) {
-                    Ok(statements) if statements.is_empty() => Planned::Forward(frame.raw),
-                    Ok(statements) => Planned::Gated {
-                        raw: frame.raw,
-                        phase: "query",
-                        statements,
-                        poison: Poison::Query,
-                    },
+                    Ok(statements) if statements.is_empty() => forward(frame.raw),
+                    Ok(statements) => {
+                        // A statement's changes to prepared statements and
+                        // cursors, kept once the target runs it.
+                        let undo = statements.iter().map(|s| prepared.apply(s)).collect();
+                        Planned::Gated {
+                            raw: frame.raw,
+                            phase: "query",
+                            statements,
+                            undo,
+                            poison: Poison::Query,
+                        }
+                    }
                     Err((reason, code)) => refused("query", sql, reason, code, Poison::Query),
                 }
             }
@@ -296,7 +304,12 @@ impl Relay {
                     return refused("parse", parse.query, long_name(&name), "42622", poison());
                 }
                 match self.statements(parse.query, prepared) {
-                    Ok(statements) if statements.is_empty() => Planned::Forward(frame.raw),
+                    // An empty query: the name now runs nothing the
+                    // gateway can check.
+                    Ok(statements) if statements.is_empty() => Planned::Forward {
+                        raw: frame.raw,
+                        defines: Some(prepared.set_statement(&name, None)),
+                    },
                     Ok(statements) if statements.len() > 1 => refused(
                         "parse",
                         parse.query,
@@ -305,18 +318,16 @@ impl Relay {
                         poison(),
                     ),
                     Ok(mut statements) => {
-                        // The target refuses to re-Parse an existing named
-                        // statement, so what it runs under that name stays
-                        // the first one; only the unnamed one is replaced.
-                        let exists = !name.is_empty() && prepared.statements.contains_key(&name);
-                        if let (false, Some(statement)) = (exists, statements.first()) {
-                            prepared.statements.insert(name.clone(), statement.clone());
-                        }
+                        // Recorded now and taken back if the target refuses
+                        // it (a named statement that exists, a query that
+                        // fails analysis): see `prepared.rs`.
                         statements.truncate(1);
+                        let defined = prepared.set_statement(&name, statements.first().cloned());
                         Planned::Gated {
                             raw: frame.raw,
                             phase: "parse",
                             statements,
+                            undo: vec![vec![defined]],
                             poison: poison(),
                         }
                     }
@@ -332,8 +343,11 @@ impl Relay {
                     return refused("bind", "", long_name(name), "42622", Poison::Execute);
                 }
                 let statement = prepared.statements.get(bind.statement).cloned();
-                prepared.portals.insert(bind.portal.to_string(), statement);
-                Planned::Forward(frame.raw)
+                let defines = Some(prepared.set_portal(bind.portal, Some(statement)));
+                Planned::Forward {
+                    raw: frame.raw,
+                    defines,
+                }
             }
             b'E' => {
                 let Some(portal) = message::execute(frame.body()) else {
@@ -344,6 +358,7 @@ impl Relay {
                         raw: frame.raw,
                         phase: "execute",
                         statements: vec![statement.clone()],
+                        undo: Vec::new(),
                         poison: Poison::Execute,
                     },
                     // Bound from a statement the gateway does not know: it
@@ -358,20 +373,23 @@ impl Relay {
                     // A portal the gateway did not see bound is a cursor
                     // opened by an SQL DECLARE, whose query was decided when
                     // it was declared, or one that does not exist.
-                    None => Planned::Forward(frame.raw),
+                    None => forward(frame.raw),
                 }
             }
             b'C' => {
+                // Removed at once: should the target not close it, a later
+                // use is refused as unknown rather than judged by a stale
+                // statement.
                 if let Some((kind, name)) = message::close(frame.body()) {
                     match kind {
-                        b'S' => prepared.statements.remove(name),
-                        b'P' => prepared.portals.remove(name).flatten(),
-                        _ => None,
+                        b'S' => drop(prepared.set_statement(name, None)),
+                        b'P' => drop(prepared.set_portal(name, None)),
+                        _ => {}
                     };
                 }
-                Planned::Forward(frame.raw)
+                forward(frame.raw)
             }
-            b'S' | b'H' | b'D' | b'd' | b'c' | b'f' => Planned::Forward(frame.raw),
+            b'S' | b'H' | b'D' | b'd' | b'c' | b'f' => forward(frame.raw),
             b'X' => Planned::Terminate(frame.raw),
             // A fast-path call is its own cycle, answered by ReadyForQuery
             // like a Query: refuse it the same way.
@@ -397,7 +415,7 @@ impl Relay {
     fn statements(
         &self,
         sql: &str,
-        prepared: &mut Prepared,
+        prepared: &Prepared,
     ) -> Result<Vec<StatementInfo>, (String, &'static str)> {
         let classified = self.classifier.classify(sql).map_err(|e| {
             (
@@ -422,9 +440,6 @@ impl Relay {
                     "0A000",
                 ));
             }
-            if let Some(name) = &statement.prepares {
-                prepared.statements.insert(name.clone(), statement.clone());
-            }
             match &statement.executes {
                 Some(name) => match prepared.statements.get(name) {
                     Some(target) => statements.push(target.clone()),
@@ -441,6 +456,102 @@ impl Relay {
         Ok(statements)
     }
 
+    /// With masking on, refuses statements that would carry covered values
+    /// out another way than in a result, where they would not be masked:
+    /// storing them in another column (`update customers set name =
+    /// national_id`), or passing them to functions the gateway cannot
+    /// follow (`pg_notify`, `setval`, advisory locks).
+    async fn refuse_masked_leaks(&self, plan: Vec<Planned>, shared: &Shared) -> Vec<Planned> {
+        let Some(masker) = shared.results.masker() else {
+            return plan;
+        };
+        let suspicious = |statement: &StatementInfo| {
+            statement.lineage.written.is_some() || calls_functions(statement)
+        };
+        let relations: Vec<RelationRef> = plan
+            .iter()
+            .filter_map(|item| match item {
+                Planned::Gated { statements, .. } => Some(statements),
+                _ => None,
+            })
+            .flatten()
+            .filter(|s| suspicious(s))
+            .flat_map(|s| s.lineage.relations.iter().cloned())
+            .collect();
+        if !plan.iter().any(|item| {
+            matches!(item, Planned::Gated { statements, .. } if statements.iter().any(&suspicious))
+        }) {
+            return plan;
+        }
+        let snapshot = self
+            .target
+            .catalog
+            .snapshot(&self.target, |snapshot| {
+                lacks_relations(snapshot, &relations)
+            })
+            .await;
+        let planner = snapshot.as_ref().ok().map(|snapshot| Planner {
+            masker: &masker,
+            snapshot,
+            classifier: &self.classifier,
+        });
+        let leak = |statement: &StatementInfo| -> Option<String> {
+            if !suspicious(statement) {
+                return None;
+            }
+            let Some(planner) = &planner else {
+                return Some("the target's catalog, which masking needs, cannot be read".into());
+            };
+            let calls = calls_functions(statement);
+            if let Some(rule) = planner.written_rule(&statement.lineage, calls) {
+                return Some(format!(
+                    "the statement stores values computed from data that mask rule `{}` covers, where they would be read back unmasked",
+                    masker.rule_id(rule)
+                ));
+            }
+            let rule = calls
+                .then(|| planner.relations_rule(&statement.lineage))
+                .flatten()?;
+            Some(format!(
+                "the statement calls functions the gateway cannot follow over data that mask rule `{}` covers",
+                masker.rule_id(rule)
+            ))
+        };
+        plan.into_iter()
+            .map(|item| match item {
+                Planned::Gated {
+                    raw,
+                    phase,
+                    statements,
+                    undo,
+                    poison,
+                } => match statements.iter().find_map(&leak) {
+                    None => Planned::Gated {
+                        raw,
+                        phase,
+                        statements,
+                        undo,
+                        poison,
+                    },
+                    Some(reason) => {
+                        shared.results.prepared().undo(undo.into_iter().flatten());
+                        Planned::Refused {
+                            phase,
+                            text: statements
+                                .first()
+                                .map(|s| s.text.clone())
+                                .unwrap_or_default(),
+                            reason,
+                            code: "42501",
+                            poison,
+                        }
+                    }
+                },
+                other => other,
+            })
+            .collect()
+    }
+
     /// Asks the Gate about every planned message, then builds the bytes for
     /// the target: allowed messages as they came, refused ones poisoned.
     async fn enforce(
@@ -449,6 +560,7 @@ impl Relay {
         shared: &Shared,
         poison_seq: &mut u64,
     ) -> (BytesMut, bool) {
+        let plan = self.refuse_masked_leaks(plan, shared).await;
         let mut checks = Vec::new();
         for item in &plan {
             match item {
@@ -469,7 +581,7 @@ impl Relay {
                     text,
                     reason,
                 }),
-                Planned::Forward(_) | Planned::Terminate(_) => {}
+                Planned::Forward { .. } | Planned::Terminate(_) => {}
             }
         }
         let decisions = if checks.is_empty() {
@@ -485,15 +597,16 @@ impl Relay {
         let mut expects = Vec::new();
         for item in plan {
             let ends_cycle = match &item {
-                Planned::Forward(raw) => matches!(raw.first(), Some(b'S' | b'Q')),
+                Planned::Forward { raw, .. } => matches!(raw.first(), Some(b'S' | b'Q')),
                 Planned::Gated { poison, .. } | Planned::Refused { poison, .. } => {
                     matches!(poison, Poison::Query)
                 }
                 Planned::Terminate(_) => false,
             };
             match item {
-                Planned::Forward(raw) => {
+                Planned::Forward { raw, defines } => {
                     match raw.first() {
+                        Some(b'P' | b'B') => expects.push(Expect::Complete(defines)),
                         Some(b'S') => expects.push(Expect::Sync),
                         Some(b'D') => expects.push(Expect::Describe),
                         Some(b'Q') => {
@@ -537,6 +650,7 @@ impl Relay {
                 Planned::Gated {
                     raw,
                     statements,
+                    undo,
                     poison,
                     ..
                 } => {
@@ -566,10 +680,15 @@ impl Relay {
                     };
                     match (refusal, &poison) {
                         (None, Poison::Query) => {
-                            expects.extend([
-                                Expect::Query(statements.iter().map(source_of).collect()),
-                                Expect::Sync,
-                            ]);
+                            let mut undo = undo.into_iter();
+                            let statements = statements
+                                .iter()
+                                .map(|statement| QueryStatement {
+                                    source: source_of(statement),
+                                    undo: undo.next().unwrap_or_default(),
+                                })
+                                .collect();
+                            expects.extend([Expect::Query(statements), Expect::Sync]);
                             out.extend_from_slice(&raw);
                         }
                         (None, Poison::Execute) => {
@@ -585,8 +704,13 @@ impl Relay {
                             }
                             out.extend_from_slice(&raw);
                         }
-                        (None, Poison::Parse(_)) => out.extend_from_slice(&raw),
+                        (None, Poison::Parse(_)) => {
+                            expects.push(Expect::Complete(undo.into_iter().flatten().next()));
+                            out.extend_from_slice(&raw);
+                        }
                         (Some(error), _) => {
+                            // The target never sees it: nothing it defined exists.
+                            shared.results.prepared().undo(undo.into_iter().flatten());
                             if matches!(poison, Poison::Query) {
                                 expects.extend([Expect::Query(VecDeque::new()), Expect::Sync]);
                             }
@@ -654,6 +778,10 @@ fn long_name(name: &str) -> String {
         "the name `{}...` is longer than {MAX_NAME_LEN} bytes",
         name.get(..MAX_NAME_LEN).unwrap_or(name)
     )
+}
+
+fn forward(raw: Bytes) -> Planned {
+    Planned::Forward { raw, defines: None }
 }
 
 fn refused(

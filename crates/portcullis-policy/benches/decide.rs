@@ -46,6 +46,7 @@ fn decide(c: &mut Criterion) {
         executes: None,
         settings: vec![],
         lineage: Default::default(),
+        objects: Default::default(),
     });
     let client_addr = "127.0.0.1".parse().ok();
     for (name, action) in [("connect", Action::Connect), ("query", query)] {

@@ -44,6 +44,7 @@ fn statement(kind: StatementKind, command: &str, has_where: bool) -> StatementIn
         executes: None,
         settings: vec![],
         lineage: Default::default(),
+        objects: Default::default(),
     }
 }
 

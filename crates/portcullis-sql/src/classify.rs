@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pg_query::protobuf::{self, RawStmt};
 use pg_query::NodeEnum;
-use portcullis_core::{Lineage, StatementInfo, StatementKind};
+use portcullis_core::{Lineage, SessionObjects, StatementInfo, StatementKind};
 
 use crate::command::{command_of, Command};
 use crate::error::ClassifyError;
@@ -67,6 +67,7 @@ struct Analysis {
     facts: Facts,
     prepares: Option<String>,
     lineage: Lineage,
+    objects: SessionObjects,
 }
 
 fn inner(query: Option<&protobuf::Node>) -> Result<&NodeEnum, ClassifyError> {
@@ -105,6 +106,7 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
                 facts,
                 prepares: None,
                 lineage: explain_lineage(lineage.relations),
+                objects: SessionObjects::default(),
             }
         }
         NodeEnum::PrepareStmt(prepare) => Analysis {
@@ -117,6 +119,7 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
         NodeEnum::DeclareCursorStmt(declare) => {
             let mut analysis = analyse(inner(declare.query.as_deref())?)?;
             analysis.command.name = "DECLARE CURSOR".to_owned();
+            analysis.objects.declares = Some(declare.portalname.clone());
             analysis
         }
         _ => {
@@ -126,6 +129,7 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
                 facts,
                 prepares: None,
                 lineage,
+                objects: session_objects(node),
             }
         }
     };
@@ -134,6 +138,41 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
         .tables
         .extend(analysis.command.named_relations.drain(..));
     Ok(analysis)
+}
+
+/// The prepared statements and cursors a statement ends.
+fn session_objects(node: &NodeEnum) -> SessionObjects {
+    let all_or = |name: &str| {
+        if name.is_empty() {
+            "*".to_owned()
+        } else {
+            name.to_owned()
+        }
+    };
+    match node {
+        NodeEnum::DeallocateStmt(deallocate) => SessionObjects {
+            deallocates: Some(if deallocate.isall {
+                "*".to_owned()
+            } else {
+                all_or(&deallocate.name)
+            }),
+            ..SessionObjects::default()
+        },
+        NodeEnum::ClosePortalStmt(close) => SessionObjects {
+            closes: Some(all_or(&close.portalname)),
+            ..SessionObjects::default()
+        },
+        NodeEnum::DiscardStmt(discard)
+            if discard.target == protobuf::DiscardMode::DiscardAll as i32 =>
+        {
+            SessionObjects {
+                deallocates: Some("*".to_owned()),
+                closes: Some("*".to_owned()),
+                ..SessionObjects::default()
+            }
+        }
+        _ => SessionObjects::default(),
+    }
 }
 
 /// Whether EXPLAIN runs its statement. Any `analyze` option that is not
@@ -166,6 +205,7 @@ impl Analysis {
             facts,
             prepares,
             lineage,
+            objects,
         } = self;
         let mut kinds: BTreeSet<StatementKind> = facts.kinds;
         kinds.insert(command.kind);
@@ -196,6 +236,7 @@ impl Analysis {
             writes,
             text,
             prepares,
+            objects,
             executes: facts.executes,
             settings: facts.settings.into_iter().collect(),
             lineage: Arc::new(lineage),

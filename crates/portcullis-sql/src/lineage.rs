@@ -49,6 +49,7 @@ pub(crate) fn statement_lineage(
             let (columns, writes_read_values) = returning_columns(statement);
             lineage.columns = columns;
             lineage.renames |= writes_read_values;
+            lineage.written = written_values(statement);
         }
         "CopyStmt" => lineage.copy = copy_out(statement),
         // A cursor's rows come from a query another statement declared, a
@@ -197,18 +198,7 @@ fn returning_columns(statement: &Struct) -> (Option<Vec<OutputColumn>>, bool) {
     if returning.is_empty() {
         return (None, false);
     }
-    let mut written = Scan::default();
-    let written_fields: &[&str] = match statement.name {
-        "InsertStmt" => &["select_stmt", "on_conflict_clause"],
-        "UpdateStmt" => &["target_list"],
-        "MergeStmt" => &["merge_when_clauses"],
-        _ => &[],
-    };
-    for field in written_fields {
-        if let Some(value) = statement.get(field) {
-            written.visit(value, false);
-        }
-    }
+    let written = scan_written(statement);
     let values = target_values(returning);
     if values.iter().flatten().any(|value| is_star(value)) {
         return (None, written.exposed);
@@ -233,6 +223,35 @@ fn returning_columns(statement: &Struct) -> (Option<Vec<OutputColumn>>, bool) {
     .iter()
     .any(|field| scan_opaque(statement.get(field)));
     (Some(finish(columns, sources_opaque)), written.exposed)
+}
+
+/// Every value an INSERT, UPDATE or MERGE writes, scanned together.
+fn scan_written(statement: &Struct) -> Scan {
+    let mut written = Scan::default();
+    let written_fields: &[&str] = match statement.name {
+        "InsertStmt" => &["select_stmt", "on_conflict_clause"],
+        "UpdateStmt" => &["target_list"],
+        "MergeStmt" => &["merge_when_clauses"],
+        _ => &[],
+    };
+    for field in written_fields {
+        if let Some(value) = statement.get(field) {
+            written.visit(value, false);
+        }
+    }
+    written
+}
+
+/// Where the values a statement stores come from, as one column (see
+/// [`Lineage::written`]); `None` for a DELETE.
+fn written_values(statement: &Struct) -> Option<OutputColumn> {
+    if statement.name == "DeleteStmt" {
+        return None;
+    }
+    let sources_opaque = ["with_clause", "from_clause", "source_relation"]
+        .iter()
+        .any(|field| scan_opaque(statement.get(field)));
+    finish(vec![scan_written(statement)], sources_opaque).pop()
 }
 
 /// Turns scans into output columns. When a relation in FROM (a subquery, a

@@ -464,3 +464,178 @@ async fn mask_rules_and_unmask_follow_the_policy_source_in_live_sessions() {
     assert_eq!(seen, "j***@example.com");
     gw.stop().await;
 }
+
+/// Found in review: a prepared statement or portal the gateway believed in
+/// while the target ran another under the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_prepared_statements_and_portals_do_not_unmask() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_stale", SEED).await).await;
+    let token = alice(&gw);
+    // SQL: a second PREPARE of the same name is refused by the target, and
+    // a DEALLOCATE frees the name for another.
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "prepare p as select replace(email, '@', ' at ') em, national_id || '' nid from customers",
+            "-c",
+            "prepare p as select 1 em, 2 nid",
+            "-c",
+            "execute p",
+            "-c",
+            "prepare q as select 1",
+            "-c",
+            "deallocate q",
+            "-c",
+            "prepare q as select profile->>'ssn' from customers",
+            "-c",
+            "execute q",
+        ],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("already exists"), "{text}");
+    assert_no_secret("stale SQL prepared statements", &text);
+
+    let mut raw = RawClient::connect(&gw, &token).await;
+    // A Parse the target rejects, then one of the same name it accepts.
+    raw.send(&[raw::parse("s1", "select 'x'::int"), raw::sync()])
+        .await;
+    let first = raw.until_ready().await;
+    assert!(
+        first.iter().any(|(tag, _)| *tag == b'E'),
+        "{}",
+        raw_text(&first)
+    );
+    raw.send(&[
+        raw::parse(
+            "s1",
+            "select national_id || '' a, profile->>'ssn' b from customers",
+        ),
+        raw::bind("", "s1", 0),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    let rows = raw.until_ready().await;
+    assert!(
+        rows.iter().any(|(tag, _)| *tag == b'D'),
+        "{}",
+        raw_text(&rows)
+    );
+    assert_no_secret("a Parse after a refused one", &raw_text(&rows));
+    // A portal bound and ended with its transaction, then a cursor of the
+    // same name declared over covered data.
+    raw.send(&[
+        raw::parse("s2", "select 1, 2, 3"),
+        raw::bind("cur", "s2", 0),
+        raw::execute("cur"),
+        raw::sync(),
+    ])
+    .await;
+    raw.until_ready().await;
+    raw.send(&[raw::query(
+        "begin; declare cur cursor for select national_id || '', profile->>'ssn', replace(email, '@', ' at ') from customers",
+    )])
+    .await;
+    raw.until_ready().await;
+    raw.send(&[raw::execute("cur"), raw::sync()]).await;
+    let rows = raw.until_ready().await;
+    assert!(
+        rows.iter().any(|(tag, _)| *tag == b'D'),
+        "{}",
+        raw_text(&rows)
+    );
+    assert_no_secret("a cursor named like an ended portal", &raw_text(&rows));
+    gw.stop().await;
+}
+
+/// Found in review: covered values carried out another way than a result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn covered_values_cannot_be_stored_elsewhere_or_passed_to_side_channels() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_side", SEED).await).await;
+    let token = alice(&gw);
+    for sql in [
+        "update customers set name = national_id where id = 1",
+        "update customers set notes = replace(card_number, ' ', '.') where id = 2",
+        "insert into orders (customer_id, total_cents) select id, length(national_id) from customers",
+        "select pg_notify('c', national_id) from customers where id = 1",
+        "select setval('orders_id_seq', replace(national_id, '-', '')::bigint) from customers where id = 2",
+    ] {
+        let out = gw.psql(&token, &["-c", sql]);
+        let e = stderr(&out);
+        assert!(e.contains("mask rule"), "{sql}: {e}");
+    }
+    // Nothing was written.
+    let direct = gw.db.direct().await;
+    let row = direct
+        .query_one("select name, notes from customers where id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "Jane Doe");
+    assert_eq!(scalar_i64(&direct, "select count(*) from orders").await, 4);
+    // Writes of values that come from nothing covered go ahead.
+    let out = gw.psql(
+        &token,
+        &["-c", "update customers set name = upper(name) where id = 3"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Errors that quote the value that failed, and the statistics' samples.
+    for sql in [
+        "select national_id::int from customers",
+        "select (profile->>'ssn')::int from customers",
+        "select reverse(card_number)::int from customers",
+        "select (notes || '{')::jsonb from customers",
+    ] {
+        let out = gw.psql(&token, &["-c", sql]);
+        assert_no_secret(sql, &stderr(&out));
+        assert!(!stderr(&out).contains("2424"), "{sql}: {}", stderr(&out));
+    }
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "analyze customers",
+            "-c",
+            "select attname, most_common_vals, histogram_bounds from pg_stats where tablename = 'customers'",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_no_secret("pg_stats", &stdout(&out));
+
+    // Derived values are not hashed: a hash of a chosen part would be an
+    // oracle for the whole.
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select substr(national_id, 1, 1) from customers where id = 1",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "****", "{}", stderr(&out));
+    gw.stop().await;
+}
+
+/// Found in review: text inside binary values of other types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_inside_binary_values_is_not_sent() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_binary_text", SEED).await).await;
+    let mut raw = RawClient::connect(&gw, &alice(&gw)).await;
+    raw.send(&[
+        raw::parse(
+            "",
+            "select convert_to(notes, 'UTF8'), array[notes], row(notes, name) from customers where notes is not null",
+        ),
+        raw::bind("", "", 1),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    let messages = raw.until_ready().await;
+    let text = raw_text(&messages);
+    assert!(messages.iter().any(|(tag, _)| *tag == b'D'), "{text}");
+    assert_no_secret("binary bytea, array and record", &text);
+    assert!(text.contains("is sent as NULL"), "{text}");
+    gw.stop().await;
+}

@@ -88,15 +88,16 @@ async fn hidden_writes_are_found_and_refused() {
         let err = client.batch_execute(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&err), code, "{sql}: {}", db_message(&err));
     }
-    // PREPARE of a write without WHERE is refused, and so is an EXECUTE of
-    // it; an EXECUTE of a name the gateway never saw prepared is refused too.
+    // PREPARE of a write without WHERE is refused, so `p` does not exist
+    // and an EXECUTE of it is refused as unknown; an EXECUTE of a name the
+    // gateway never saw prepared is refused too.
     let err = client
         .batch_execute("prepare p as delete from orders")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
     let err = client.batch_execute("execute p").await.unwrap_err();
-    assert_eq!(sqlstate(&err), "42501", "{}", db_message(&err));
+    assert_eq!(sqlstate(&err), "26000", "{}", db_message(&err));
     let err = client
         .batch_execute("execute never_prepared")
         .await

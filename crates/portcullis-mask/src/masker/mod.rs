@@ -109,8 +109,16 @@ impl Masker {
             let json = ["json", "jsonb"]
                 .iter()
                 .any(|t| column.type_name.eq_ignore_ascii_case(t));
+            // A content rule that names its columns covers what is computed
+            // from them whole: `replace(notes, '@', ' at ')` defeats any
+            // detector. (One without columns scans every value, and cannot
+            // cover every computed value whole.)
             self.rules_in_force()
-                .find(|(_, rule)| json && !rule.json_keys.is_empty() && rule.covers_column(column))
+                .find(|(_, rule)| {
+                    rule.covers_column(column)
+                        && ((json && !rule.json_keys.is_empty())
+                            || (!rule.columns.is_empty() && !rule.detectors.is_empty()))
+                })
                 .map(|(idx, _)| idx)
         })
     }

@@ -352,3 +352,135 @@ pub fn db_message(error: &tokio_postgres::Error) -> String {
 pub async fn scalar_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
+
+/// A client that speaks the wire protocol message by message, for what
+/// `psql` and drivers never send (a Parse that the target refuses, then
+/// another of the same name; an Execute of a portal a transaction ended).
+pub struct RawClient {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+/// One message from the gateway: its tag and body.
+pub type RawMessage = (u8, Vec<u8>);
+
+impl RawClient {
+    /// Starts a session on `demo` with `token` as the password.
+    pub async fn connect(gw: &Gateway, token: &str) -> RawClient {
+        use tokio::io::AsyncWriteExt;
+        let stream = tokio::net::TcpStream::connect(gw.pg_addr).await.unwrap();
+        let mut client = RawClient {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        let mut out = bytes::BytesMut::new();
+        portcullis_pg::codec::build::startup(&mut out, &[("user", "alice"), ("database", "demo")]);
+        client.stream.write_all(&out).await.unwrap();
+        let auth = client.next().await;
+        assert_eq!(auth.0, b'R', "{auth:?}");
+        let mut out = bytes::BytesMut::new();
+        portcullis_pg::codec::build::password(&mut out, token);
+        client.stream.write_all(&out).await.unwrap();
+        let messages = client.until_ready().await;
+        assert!(messages.iter().all(|(tag, _)| *tag != b'E'), "{messages:?}");
+        client
+    }
+
+    /// Sends messages, each given as its tag and body.
+    pub async fn send(&mut self, messages: &[(u8, Vec<u8>)]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = Vec::new();
+        for (tag, body) in messages {
+            out.push(*tag);
+            out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+            out.extend_from_slice(body);
+        }
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    pub async fn next(&mut self) -> RawMessage {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if self.buf.len() > len {
+                    let frame = self.buf.split_to(len + 1);
+                    return (frame[0], frame[5..].to_vec());
+                }
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("the gateway answers")
+                    .unwrap();
+            assert!(n > 0, "the gateway closed the connection");
+        }
+    }
+
+    /// Every message up to and including the next ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<RawMessage> {
+        let mut messages = Vec::new();
+        loop {
+            let message = self.next().await;
+            let ready = message.0 == b'Z';
+            messages.push(message);
+            if ready {
+                return messages;
+            }
+        }
+    }
+}
+
+/// Message bodies of the extended protocol.
+pub mod raw {
+    fn cstr(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+    }
+
+    pub fn parse(name: &str, sql: &str) -> (u8, Vec<u8>) {
+        let mut body = Vec::new();
+        cstr(&mut body, name);
+        cstr(&mut body, sql);
+        body.extend_from_slice(&0i16.to_be_bytes());
+        (b'P', body)
+    }
+
+    /// A Bind of `statement` to `portal`, no parameters, every result column in `format`.
+    pub fn bind(portal: &str, statement: &str, format: i16) -> (u8, Vec<u8>) {
+        let mut body = Vec::new();
+        cstr(&mut body, portal);
+        cstr(&mut body, statement);
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&format.to_be_bytes());
+        (b'B', body)
+    }
+
+    pub fn execute(portal: &str) -> (u8, Vec<u8>) {
+        let mut body = Vec::new();
+        cstr(&mut body, portal);
+        body.extend_from_slice(&0i32.to_be_bytes());
+        (b'E', body)
+    }
+
+    pub fn sync() -> (u8, Vec<u8>) {
+        (b'S', Vec::new())
+    }
+
+    pub fn query(sql: &str) -> (u8, Vec<u8>) {
+        let mut body = Vec::new();
+        cstr(&mut body, sql);
+        (b'Q', body)
+    }
+}
+
+/// Everything the messages say, lossily as text, to search for a value.
+pub fn raw_text(messages: &[RawMessage]) -> String {
+    messages
+        .iter()
+        .map(|(tag, body)| format!("{}:{}\n", char::from(*tag), String::from_utf8_lossy(body)))
+        .collect()
+}
