@@ -14,6 +14,10 @@ ensure_packages() {
   [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
+  # git (with `git daemon` and `git http-backend`) serves policy repositories
+  # in the tests; python3 runs the CGI server in front of http-backend.
+  command -v git >/dev/null || missing+=(git)
+  command -v python3 >/dev/null || missing+=(python3)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq

@@ -22,7 +22,7 @@ pub mod tls;
 use anyhow::{bail, Context, Result};
 use portcullis_audit::{AuditLog, AuditOptions};
 use portcullis_config::{
-    CleartextPassword, Config, PolicyEngineKind, PolicySourceConfig, TargetTls,
+    CleartextPassword, Config, GitRepo, PolicyEngineKind, PolicySourceConfig, TargetTls,
 };
 use portcullis_core::{Target, TargetKind};
 use portcullis_gate::Gate;
@@ -217,12 +217,30 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
 pub fn policy_source(config: &Config) -> PolicySource {
     match &config.policy.source {
         PolicySourceConfig::Dir(dir) => PolicySource::Directory(dir.clone()),
-        PolicySourceConfig::Git(git) => PolicySource::Git {
-            repo: git.repo.clone(),
-            reference: git.reference.clone(),
-            subdir: git.subdir.clone(),
+        PolicySourceConfig::Git(git) => match &git.repo {
+            GitRepo::Local(repo) => PolicySource::Git {
+                repo: repo.clone(),
+                reference: git.reference.clone(),
+                subdir: git.subdir.clone(),
+            },
+            GitRepo::Remote(url) => PolicySource::Remote {
+                url: url.clone(),
+                mirror: policy_mirror_path(&config.gateway.data_dir, url),
+                reference: git.reference.clone(),
+                subdir: git.subdir.clone(),
+            },
         },
     }
+}
+
+/// Where the gateway keeps its mirror of a remote policy repository: one
+/// bare repository per URL under `<data_dir>/policy-mirrors/`.
+pub fn policy_mirror_path(data_dir: &Path, url: &str) -> PathBuf {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(url.as_bytes()));
+    data_dir
+        .join("policy-mirrors")
+        .join(format!("{}.git", digest.get(..16).unwrap_or(&digest)))
 }
 
 /// The policy engine a config names.
@@ -292,7 +310,7 @@ async fn reload_policies(
     let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
     let _watcher = match &source {
         PolicySource::Directory(dir) => watch_directory(dir, changed),
-        PolicySource::Git { .. } => None,
+        PolicySource::Git { .. } | PolicySource::Remote { .. } => None,
     };
     // The newest version that did not load: not parsed again (nor logged
     // again) until the source moves on.

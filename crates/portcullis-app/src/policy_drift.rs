@@ -70,6 +70,20 @@ pub async fn policy_drift(config: &Config, reference: Option<&str>) -> Result<Dr
             reference: reference.to_string(),
             subdir,
         },
+        (
+            PolicySource::Remote {
+                url,
+                mirror,
+                subdir,
+                ..
+            },
+            Some(reference),
+        ) => PolicySource::Remote {
+            url,
+            mirror,
+            reference: reference.to_string(),
+            subdir,
+        },
         (PolicySource::Directory(dir), Some(reference)) => bail!(
             "`--ref {reference}` needs a git policy source, and `[policy]` names the directory `{}`",
             dir.display()

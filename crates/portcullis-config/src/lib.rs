@@ -226,12 +226,12 @@ pub enum PolicySourceConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GitSourceConfig {
-    /// A repository on this machine, bare or not: a path (relative paths are
-    /// taken from the config file's directory) or a `file://` URL. Keep it
-    /// up to date with `git fetch` or by pushing to it; remote URLs are not
-    /// fetched by the gateway.
+    /// A repository on this machine (a path, relative to the config file's
+    /// directory, or a `file://` URL), or a remote one (`https://`,
+    /// `http://`, `git://`, `ssh://` or `user@host:path`) that the gateway
+    /// fetches into a mirror in its data directory.
     #[serde(deserialize_with = "git_repo")]
-    pub repo: PathBuf,
+    pub repo: GitRepo,
     /// The ref to follow: a branch (`main`), `HEAD`, a full ref name, a
     /// remote-tracking branch (`origin/main`), a tag, or a full commit id.
     /// Default `HEAD`: the repository's current branch (for a bare mirror,
@@ -252,18 +252,60 @@ fn default_git_ref() -> String {
     "HEAD".to_string()
 }
 
-/// A local path, or a `file://` URL turned into one; remote URLs (a scheme
-/// other than `file`, or git's `host:path` form) are refused.
-fn git_repo<'de, D>(deserializer: D) -> Result<PathBuf, D::Error>
+/// Where a Git policy source is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum GitRepo {
+    /// A repository on this machine, read in place.
+    Local(PathBuf),
+    /// A remote repository's URL, as written (credentials in it are never
+    /// shown: see [`GitRepo::shown`]).
+    Remote(String),
+}
+
+impl GitRepo {
+    /// The repository as it may be shown in logs and errors: a remote URL
+    /// without the user name and password it may carry.
+    pub fn shown(&self) -> String {
+        match self {
+            GitRepo::Local(path) => path.display().to_string(),
+            GitRepo::Remote(url) => redact_url(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for GitRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitRepo::Local(path) => f.debug_tuple("Local").field(path).finish(),
+            GitRepo::Remote(_) => f.debug_tuple("Remote").field(&self.shown()).finish(),
+        }
+    }
+}
+
+/// A URL without its credentials: `https://token@host/x` is
+/// `https://***@host/x`.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("***");
+            url.to_string()
+        }
+        Ok(_) => text.to_string(),
+        // `user@host:path`: the user is no secret, there is no password.
+        Err(_) => text.to_string(),
+    }
+}
+
+/// Schemes the gateway fetches from.
+const REMOTE_SCHEMES: &[&str] = &["https", "http", "git", "ssh"];
+
+/// A local path or a `file://` URL turned into one, or a remote URL.
+fn git_repo<'de, D>(deserializer: D) -> Result<GitRepo, D::Error>
 where
     D: Deserializer<'de>,
 {
     let text = String::deserialize(deserializer)?;
-    let remote = || {
-        serde::de::Error::custom(format!(
-            "`{text}` is a remote repository, which the gateway does not fetch: give a local clone's path or a `file://` URL, and keep it up to date with `git fetch`"
-        ))
-    };
     if text.is_empty() {
         return Err(serde::de::Error::custom("must not be empty"));
     }
@@ -271,20 +313,33 @@ where
         return url::Url::parse(&text)
             .ok()
             .and_then(|url| url.to_file_path().ok())
+            .map(GitRepo::Local)
             .ok_or_else(|| {
                 serde::de::Error::custom(format!("`{text}` is not a `file://` URL of a local path"))
             });
     }
-    if text.contains("://") {
-        return Err(remote());
+    if let Some((scheme, _)) = text.split_once("://") {
+        return match url::Url::parse(&text) {
+            Ok(url) if REMOTE_SCHEMES.contains(&scheme) && url.host_str().is_some() => {
+                Ok(GitRepo::Remote(text))
+            }
+            Ok(_) if REMOTE_SCHEMES.contains(&scheme) => Err(serde::de::Error::custom(format!(
+                "`{}` has no host",
+                redact_url(&text)
+            ))),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{}` is not a URL the gateway fetches from: use https://, http://, git://, ssh:// or file://",
+                redact_url(&text)
+            ))),
+        };
     }
     // git reads `host:path` (a colon before the first slash) as a remote over
     // ssh; a local path like that is written `./host:path`.
     let before_slash = text.split('/').next().unwrap_or_default();
     if before_slash.contains(':') {
-        return Err(remote());
+        return Ok(GitRepo::Remote(text));
     }
-    Ok(PathBuf::from(text))
+    Ok(GitRepo::Local(PathBuf::from(text)))
 }
 
 fn git_ref<'de, D>(deserializer: D) -> Result<String, D::Error>
@@ -467,7 +522,11 @@ impl Config {
         join(&mut self.gateway.data_dir);
         match &mut self.policy.source {
             PolicySourceConfig::Dir(dir) => join(dir),
-            PolicySourceConfig::Git(git) => join(&mut git.repo),
+            PolicySourceConfig::Git(git) => {
+                if let GitRepo::Local(repo) = &mut git.repo {
+                    join(repo)
+                }
+            }
         }
         if let Some(tls) = self.postgres.as_mut().and_then(|pg| pg.tls.as_mut()) {
             join(&mut tls.cert);

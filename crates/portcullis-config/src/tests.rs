@@ -144,7 +144,7 @@ fn git_policy_source_with_defaults() {
     assert_eq!(
         config.policy.source,
         PolicySourceConfig::Git(GitSourceConfig {
-            repo: "/etc/portcullis/policy-repo".into(),
+            repo: GitRepo::Local("/etc/portcullis/policy-repo".into()),
             reference: "HEAD".into(),
             subdir: String::new(),
         })
@@ -161,7 +161,7 @@ fn git_policy_source_with_ref_subdir_and_file_url() {
     assert_eq!(
         config.policy.source,
         PolicySourceConfig::Git(GitSourceConfig {
-            repo: "/srv/policies repo.git".into(),
+            repo: GitRepo::Local("/srv/policies repo.git".into()),
             reference: "refs/heads/main".into(),
             subdir: "gateway/policies".into(),
         })
@@ -171,8 +171,31 @@ fn git_policy_source_with_ref_subdir_and_file_url() {
     let PolicySourceConfig::Git(git) = config.policy.source else {
         panic!("not a git source");
     };
-    assert_eq!(git.repo, Path::new("/srv/policies"));
+    assert_eq!(git.repo, GitRepo::Local("/srv/policies".into()));
     assert_eq!(git.reference, "main");
+}
+
+#[test]
+fn remote_git_sources_are_kept_as_urls_and_never_shown_with_credentials() {
+    for url in [
+        "https://github.com/acme/policies.git",
+        "git://git.example.com/policies.git",
+        "ssh://git@example.com/acme/policies.git",
+        "git@github.com:acme/policies.git",
+    ] {
+        let config = with_policy(&format!("git = {{ repo = \"{url}\" }}")).unwrap();
+        let PolicySourceConfig::Git(git) = config.policy.source else {
+            panic!("not a git source");
+        };
+        assert_eq!(git.repo, GitRepo::Remote(url.to_string()));
+    }
+    let secret = GitRepo::Remote("https://x-access-token:s3cret@github.com/acme/p.git".into());
+    assert_eq!(secret.shown(), "https://***@github.com/acme/p.git");
+    assert!(!format!("{secret:?}").contains("s3cret"));
+    let err = with_policy("git = { repo = \"ftp://token:s3cret@example.com/p\" }")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cret"), "{err}");
 }
 
 #[test]
@@ -199,14 +222,9 @@ fn policy_source_must_be_exactly_one_of_dir_and_git() {
 fn git_policy_source_errors_name_the_key() {
     let cases = [
         (
-            "git = { repo = \"https://github.com/acme/policies.git\" }",
+            "git = { repo = \"ftp://token:secret@example.com/policies.git\" }",
             "policy.git.repo",
-            "remote repository",
-        ),
-        (
-            "git = { repo = \"git@github.com:acme/policies.git\" }",
-            "policy.git.repo",
-            "remote repository",
+            "not a URL the gateway fetches from",
         ),
         (
             "git = { repo = \"file://server/policies\" }",
@@ -253,5 +271,8 @@ fn git_policy_source_errors_name_the_key() {
     let PolicySourceConfig::Git(git) = config.policy.source else {
         panic!("not a git source");
     };
-    assert_eq!(git.repo, Path::new("/etc/portcullis/./host:policies"));
+    assert_eq!(
+        git.repo,
+        GitRepo::Local("/etc/portcullis/./host:policies".into())
+    );
 }

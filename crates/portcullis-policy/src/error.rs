@@ -46,6 +46,9 @@ pub enum PolicyError {
     },
     #[error("no `*.cedar` policy files in `{location}` of git repository `{}`", repo.display())]
     GitEmpty { repo: PathBuf, location: String },
+    /// `url` is shown without credentials.
+    #[error("cannot fetch from git repository `{url}`: {message}")]
+    GitFetch { url: String, message: String },
 }
 
 impl PolicyError {

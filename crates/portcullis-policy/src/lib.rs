@@ -6,6 +6,8 @@
 //! Layout:
 //! - [`cedar`]: the Cedar engine and its schema (`portcullis.cedarschema`).
 //! - [`source`]: where policies come from: a directory or a Git commit.
+//! - `remote.rs`: a remote Git repository, asked for its refs and fetched
+//!   into a mirror.
 //! - [`engine`]: [`Policies`], either engine behind one type.
 //! - [`rego`]: the Rego engine (`regorus`), same input, same decision shape.
 //! - `error`: [`PolicyError`].
@@ -18,6 +20,7 @@ pub mod cedar;
 pub mod engine;
 mod error;
 pub mod rego;
+mod remote;
 pub mod source;
 
 pub use cedar::{CedarPolicies, SCHEMA};

@@ -9,6 +9,7 @@
 
 use crate::engine::{is_mask_file, Engine, Policies};
 use crate::error::PolicyError;
+use crate::remote;
 use std::path::{Path, PathBuf};
 
 /// Characters of a commit id used to name files read from it.
@@ -27,6 +28,15 @@ pub enum PolicySource {
         reference: String,
         subdir: String,
     },
+    /// The same, from a remote repository (`url`, which may carry
+    /// credentials and is never shown), fetched into the bare repository
+    /// `mirror` when its ref moves.
+    Remote {
+        url: String,
+        mirror: PathBuf,
+        reference: String,
+        subdir: String,
+    },
 }
 
 impl std::fmt::Display for PolicySource {
@@ -39,6 +49,22 @@ impl std::fmt::Display for PolicySource {
                 subdir,
             } => {
                 write!(f, "git repository `{}` at `{reference}`", repo.display())?;
+                if !subdir.is_empty() {
+                    write!(f, ", directory `{subdir}`")?;
+                }
+                Ok(())
+            }
+            PolicySource::Remote {
+                url,
+                reference,
+                subdir,
+                ..
+            } => {
+                write!(
+                    f,
+                    "git repository `{}` at `{reference}`",
+                    remote::shown(url)
+                )?;
                 if !subdir.is_empty() {
                     write!(f, ", directory `{subdir}`")?;
                 }
@@ -60,6 +86,12 @@ impl PolicySource {
                 let repository = open(repo)?;
                 Ok(resolve(&repository, repo, reference)?.to_string())
             }
+            PolicySource::Remote {
+                url,
+                mirror,
+                reference,
+                ..
+            } => Ok(remote::remote_commit(url, mirror, reference)?.to_string()),
         }
     }
 
@@ -75,12 +107,53 @@ impl PolicySource {
             } => {
                 let repository = open(repo)?;
                 let commit = resolve(&repository, repo, reference)?;
-                let files = read_commit(&repository, repo, commit, subdir, engine.extension())?;
-                let mask_files = read_commit_mask_files(&repository, repo, commit, subdir)?;
-                let prefix = format!("{}:", commit.to_hex_with_len(SHORT_COMMIT));
-                Policies::from_commit_files(files, mask_files, &prefix, commit.to_string(), engine)
+                load_commit(&repository, repo, commit, subdir, engine)
+            }
+            PolicySource::Remote {
+                url,
+                mirror,
+                reference,
+                subdir,
+            } => {
+                let commit = remote::remote_commit(url, mirror, reference)?;
+                let repository = remote::fetch(url, mirror)?;
+                let shown = PathBuf::from(remote::shown(url));
+                load_commit(&repository, &shown, commit, subdir, engine)
             }
         }
+    }
+}
+
+/// The policies and mask rules of `subdir` in `commit`.
+fn load_commit(
+    repository: &gix::Repository,
+    repo: &Path,
+    commit: gix::ObjectId,
+    subdir: &str,
+    engine: Engine,
+) -> Result<Policies, PolicyError> {
+    let ref_error = |message: String| PolicyError::GitRef {
+        repo: repo.to_path_buf(),
+        reference: commit.to_string(),
+        message,
+    };
+    // A commit id named in the config must be a commit of this repository.
+    repository
+        .try_find_object(commit)
+        .map_err(|e| ref_error(e.to_string()))?
+        .ok_or_else(|| ref_error("no such commit".to_string()))?
+        .peel_to_commit()
+        .map_err(|e| ref_error(e.to_string()))?;
+    let files = read_commit(repository, repo, commit, subdir, engine.extension())?;
+    let mask_files = read_commit_mask_files(repository, repo, commit, subdir)?;
+    let prefix = format!("{}:", commit.to_hex_with_len(SHORT_COMMIT));
+    Policies::from_commit_files(files, mask_files, &prefix, commit.to_string(), engine)
+}
+
+impl PolicySource {
+    /// Whether reading the source needs the network.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, PolicySource::Remote { .. })
     }
 }
 

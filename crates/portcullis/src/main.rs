@@ -336,6 +336,9 @@ async fn wait_for_signal() -> Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every HTTPS client of any command (OIDC, a remote policy repository)
+    // uses the one crypto provider.
+    portcullis_app::tls::install_crypto_provider();
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -307,3 +307,246 @@ async fn gateway_refuses_to_start_without_a_valid_commit() {
         "{err}"
     );
 }
+
+/// A server on loopback, stopped when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port`.
+fn wait_listening(port: u16) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// `root/policies.git`, a bare repository that `repo` pushes to, served by
+/// `git daemon` (git://) and by `git http-backend` behind Python's CGI
+/// server (http://), as a Git host would serve it.
+struct GitHost {
+    root: tempfile::TempDir,
+    _daemon: Server,
+    _http: Server,
+    git_port: u16,
+    http_port: u16,
+}
+
+impl GitHost {
+    fn start(repo: &PolicyRepo) -> GitHost {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        // The CGI server runs its scripts as `nobody` when started as root.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bare = root.path().join("policies.git");
+        repo.git(&["clone", "-q", "--bare", ".", bare.to_str().unwrap()]);
+        let out = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(root.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let git_port = free_port();
+        let daemon = Server(
+            Command::new("git")
+                .args([
+                    "daemon",
+                    "--reuseaddr",
+                    "--export-all",
+                    "--listen=127.0.0.1",
+                ])
+                .arg(format!("--port={git_port}"))
+                .arg(format!("--base-path={}", root.path().display()))
+                .arg(root.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let cgi = root.path().join("cgi-bin");
+        std::fs::create_dir(&cgi).unwrap();
+        std::fs::write(
+            cgi.join("git"),
+            format!(
+                "#!/bin/sh\nexport GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*' GIT_PROJECT_ROOT={} GIT_HTTP_EXPORT_ALL=1\nexec git http-backend\n",
+                root.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(cgi.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let http_port = free_port();
+        let http = Server(
+            Command::new("python3")
+                .args(["-m", "http.server", "--cgi", "--bind", "127.0.0.1"])
+                .arg(http_port.to_string())
+                .current_dir(root.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(git_port);
+        wait_listening(http_port);
+        GitHost {
+            root,
+            _daemon: daemon,
+            _http: http,
+            git_port,
+            http_port,
+        }
+    }
+
+    fn push(&self, repo: &PolicyRepo) {
+        let bare = self.root.path().join("policies.git");
+        repo.git(&["push", "-q", "-f", bare.to_str().unwrap(), "main"]);
+        let out = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(self.root.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+}
+
+fn repo_with_quickstart_policies() -> PolicyRepo {
+    let repo = PolicyRepo::new();
+    for entry in std::fs::read_dir(quickstart_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".cedar") || name.ends_with("masks.toml") {
+            repo.write(
+                &format!("policies/{name}"),
+                &std::fs::read_to_string(&path).unwrap(),
+            );
+        }
+    }
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_fetches_remote_repositories_over_git_and_http() {
+    let repo = repo_with_quickstart_policies();
+    let first = repo.commit("quickstart policies");
+    let host = GitHost::start(&repo);
+    for url in [
+        format!("git://127.0.0.1:{}/policies.git", host.git_port),
+        format!(
+            "http://127.0.0.1:{}/cgi-bin/git/policies.git",
+            host.http_port
+        ),
+    ] {
+        let gw = Gateway::start_with(
+            TestDb::create("e2e_policy_remote", SEED).await,
+            Options {
+                policy_source: Some(format!(
+                    "git = {{ repo = \"{url}\", ref = \"main\", subdir = \"policies\" }}"
+                )),
+                ..Options::default()
+            },
+        )
+        .await;
+        gw.pin_admin_listen();
+        let s = gw.status().await;
+        assert_eq!(
+            s["policy_version"],
+            repo.git(&["rev-parse", "main"]).as_str(),
+            "{url}: {s}"
+        );
+        assert!(!s.to_string().contains("s3cret"), "{s}");
+        let alice = gw.token("alice@example.com", &["eng"]);
+        let client = gw.connect(&alice).await.unwrap();
+        assert_eq!(scalar_i64(&client, COUNT_ORDERS).await, 4);
+
+        // The branch moves on the host: the gateway fetches and enforces it.
+        repo.write(
+            "policies/customers.cedar",
+            "@id(\"no-customer-data\")\n@reason(\"customer data is read through the support tool\")\nforbid (principal, action == Action::\"query\", resource)\nwhen { context.statement.tables.contains(\"customers\") };\n",
+        );
+        let second = repo.commit("customer data through the support tool only");
+        host.push(&repo);
+        gw.wait_for("the pushed commit", |s| {
+            s["policy_version"] == second.as_str()
+        })
+        .await;
+        let err = client
+            .query("select count(*) from customers", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42501");
+        let drift = gw.cli(&["policy", "drift"]);
+        assert_eq!(
+            drift.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&drift),
+            stderr(&drift)
+        );
+        assert!(stdout(&drift).contains(&second), "{}", stdout(&drift));
+        assert!(!stdout(&drift).contains("s3cret"), "{}", stdout(&drift));
+
+        // Back to the first commit for the next round.
+        repo.remove("policies/customers.cedar");
+        repo.commit("revert");
+        host.push(&repo);
+        drop(client);
+        gw.stop().await;
+    }
+    let _ = first;
+
+    // Credentials over plain HTTP, and a host that cannot be reached: the
+    // gateway refuses to start, says why, and never shows the credentials.
+    let db = TestDb::create("e2e_policy_remote_down", "").await;
+    for (url, why) in [
+        (
+            format!(
+                "http://portcullis:s3cret-token@127.0.0.1:{}/cgi-bin/git/policies.git",
+                host.http_port
+            ),
+            "clear text",
+        ),
+        (
+            format!(
+                "https://portcullis:s3cret-token@127.0.0.1:{}/policies.git",
+                free_port()
+            ),
+            "cannot fetch",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write_config(
+            dir.path(),
+            &db,
+            &Options {
+                policy_source: Some(format!("git = {{ repo = \"{url}\", ref = \"main\" }}")),
+                ..Options::default()
+            },
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("refuses to serve"), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}
