@@ -51,6 +51,23 @@ mod oid {
     pub const TIMETZ: u32 = 1266;
     pub const UUID: u32 = 2950;
     pub const JSONB: u32 = 3802;
+
+    /// Types whose values cannot hold anything a detector finds.
+    pub const NOTHING_TO_FIND: &[u32] = &[
+        BOOL,
+        DATE,
+        TIME,
+        TIMETZ,
+        TIMESTAMP,
+        TIMESTAMPTZ,
+        INTERVAL,
+        UUID,
+        FLOAT4,
+        FLOAT8,
+    ];
+
+    /// Scalars whose binary form is not text (their text form is scanned).
+    pub const BINARY_NOT_TEXT: &[u32] = &[INT2, INT4, INT8, OID, NUMERIC];
 }
 
 /// Where one result comes from.
@@ -279,40 +296,9 @@ impl Planner<'_> {
         // text cannot hold a finding; binary ones too (a `bytea`, an array
         // or a record of text carries its text as bytes), but for fixed-size
         // scalars.
-        let scannable = if binary {
-            !matches!(
-                field.type_oid,
-                oid::BOOL
-                    | oid::INT2
-                    | oid::INT4
-                    | oid::INT8
-                    | oid::OID
-                    | oid::NUMERIC
-                    | oid::DATE
-                    | oid::TIME
-                    | oid::TIMETZ
-                    | oid::TIMESTAMP
-                    | oid::TIMESTAMPTZ
-                    | oid::INTERVAL
-                    | oid::UUID
-                    | oid::FLOAT4
-                    | oid::FLOAT8
-            )
-        } else {
-            !matches!(
-                field.type_oid,
-                oid::BOOL
-                    | oid::DATE
-                    | oid::TIME
-                    | oid::TIMETZ
-                    | oid::TIMESTAMP
-                    | oid::TIMESTAMPTZ
-                    | oid::INTERVAL
-                    | oid::UUID
-                    | oid::FLOAT4
-                    | oid::FLOAT8
-            )
-        };
+        let nothing_to_find = oid::NOTHING_TO_FIND.contains(&field.type_oid)
+            || (binary && oid::BINARY_NOT_TEXT.contains(&field.type_oid));
+        let scannable = !nothing_to_find;
         ColumnPlan {
             name: field.name.clone(),
             whole,

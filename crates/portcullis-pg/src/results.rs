@@ -698,34 +698,34 @@ fn nulled_notice(plan: &ResultPlan) -> Option<BytesMut> {
         return None;
     }
     let names: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
-    let mut out = BytesMut::new();
-    crate::codec::build::notice_or_error(
-        &mut out,
-        b'N',
-        "NOTICE",
-        "01000",
+    Some(notice(
         &format!(
             "masked column {} is sent as NULL: a masked value cannot be sent in binary format",
             names.join(", ")
         ),
-        None,
-        Some("ask for the column in text format to see its masked value"),
-    );
-    Some(out)
+        "ask for the column in text format to see its masked value",
+    ))
 }
 
 /// A NoticeResponse saying that binary values were sent as NULL because
 /// they hold text a content rule covers.
 fn content_nulled_notice() -> BytesMut {
+    notice(
+        "a binary value holding text a mask rule covers is sent as NULL",
+        "ask for the column in text format to see it masked",
+    )
+}
+
+fn notice(message: &str, hint: &str) -> BytesMut {
     let mut out = BytesMut::new();
     crate::codec::build::notice_or_error(
         &mut out,
         b'N',
         "NOTICE",
         "01000",
-        "a binary value holding text a mask rule covers is sent as NULL",
+        message,
         None,
-        Some("ask for the column in text format to see it masked"),
+        Some(hint),
     );
     out
 }

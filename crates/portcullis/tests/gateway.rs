@@ -26,14 +26,7 @@ async fn an_invalid_policy_stops_the_gateway_from_serving() {
             ..Options::default()
         },
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("refuses to serve"), "{err}");
+    let err = serve_refusal(&config_path);
     assert!(err.contains("broken.cedar:2:"), "{err}");
 }
 
@@ -172,11 +165,7 @@ async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_a
         "{s}"
     );
     assert_eq!(s["policy_version"], first.as_str());
-    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["policy", "validate"])
-        .arg(&policies)
-        .output()
-        .unwrap();
+    let validate = policy_validate(&policies);
     assert!(!validate.status.success());
     assert!(
         stderr(&validate).starts_with(&format!("{}:1:", policies.join("broken.cedar").display())),
@@ -193,11 +182,7 @@ async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_a
         "@id(\"dba-connect\")\npermit (principal in Group::\"dba\", action == Action::\"connect\", resource == Target::\"demo\");\n",
     )
     .unwrap();
-    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["policy", "validate"])
-        .arg(&policies)
-        .output()
-        .unwrap();
+    let validate = policy_validate(&policies);
     assert!(validate.status.success(), "{}", stderr(&validate));
     let s = gw
         .wait_for("the new version", |s| s["policy_version"] != first.as_str())

@@ -86,25 +86,11 @@ async fn psql_sees_covered_columns_masked_and_pii_readers_see_them_in_clear() {
 async fn hashed_values_are_stable_so_joins_and_group_bys_still_work() {
     let gw = Gateway::start(TestDb::create("e2e_mask_hash", SEED).await).await;
     let client = gw.connect(&alice(&gw)).await.unwrap();
-    let first = client
-        .simple_query("select national_id from customers where id = 1")
-        .await
-        .unwrap();
-    let second = client
-        .simple_query("select national_id from customers where id = 1")
-        .await
-        .unwrap();
-    let value = |rows: &[tokio_postgres::SimpleQueryMessage]| {
-        rows.iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
-            .unwrap()
-    };
-    assert_eq!(value(&first), value(&second));
-    assert!(value(&first).starts_with("h:"), "{}", value(&first));
-    assert_ne!(value(&first), "123-45-6789");
+    let first = first_text(&client, "select national_id from customers where id = 1").await;
+    let second = first_text(&client, "select national_id from customers where id = 1").await;
+    assert_eq!(first, second);
+    assert!(first.starts_with("h:"), "{first}");
+    assert_ne!(first, "123-45-6789");
     gw.stop().await;
 }
 
@@ -380,19 +366,8 @@ async fn mask_rules_and_unmask_follow_the_policy_source_in_live_sessions() {
     )
     .await;
     let client = gw.connect(&alice(&gw)).await.unwrap();
-    let email = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
-        rows.into_iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
-            .unwrap()
-    };
     let query = "select email from customers where id = 1";
-    assert_eq!(
-        email(client.simple_query(query).await.unwrap()),
-        "j***@example.com"
-    );
+    assert_eq!(first_text(&client, query).await, "j***@example.com");
     let first = gw.status().await["policy_version"]
         .as_str()
         .unwrap()
@@ -414,21 +389,14 @@ async fn mask_rules_and_unmask_follow_the_policy_source_in_live_sessions() {
         "{s}"
     );
     assert_eq!(s["policy_version"], first.as_str());
-    let validate = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["policy", "validate"])
-        .arg(&policies)
-        .output()
-        .unwrap();
+    let validate = policy_validate(&policies);
     assert!(!validate.status.success());
     assert!(
         stderr(&validate).contains("masks.toml:"),
         "{}",
         stderr(&validate)
     );
-    assert_eq!(
-        email(client.simple_query(query).await.unwrap()),
-        "j***@example.com"
-    );
+    assert_eq!(first_text(&client, query).await, "j***@example.com");
 
     // Engineers may unmask the emails now (the column rule, and the content
     // rule that finds emails anywhere): the live session sees them.
@@ -444,7 +412,7 @@ async fn mask_rules_and_unmask_follow_the_policy_source_in_live_sessions() {
     .await;
     let mut seen = String::new();
     for _ in 0..40 {
-        seen = email(client.simple_query(query).await.unwrap());
+        seen = first_text(&client, query).await;
         if seen == "jane@example.com" {
             break;
         }
@@ -455,7 +423,7 @@ async fn mask_rules_and_unmask_follow_the_policy_source_in_live_sessions() {
     // And taken back: masked again, in the same session.
     std::fs::remove_file(policies.join("unmask.cedar")).unwrap();
     for _ in 0..40 {
-        seen = email(client.simple_query(query).await.unwrap());
+        seen = first_text(&client, query).await;
         if seen == "j***@example.com" {
             break;
         }

@@ -89,6 +89,14 @@ fn audited_statements(gw: &Gateway, text: &str) -> Vec<serde_json::Value> {
 
 const COUNT_ORDERS: &str = "select count(*) from orders";
 
+/// `portcullis policy drift` says the gateway enforces `version`, in sync.
+fn assert_in_sync(gw: &Gateway, version: &str) {
+    let drift = gw.cli(&["policy", "drift"]);
+    let out = stdout(&drift);
+    assert_eq!(drift.status.code(), Some(0), "{out}{}", stderr(&drift));
+    assert!(out.contains(version), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_drift() {
     let repo = PolicyRepo::new();
@@ -241,15 +249,7 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
     assert!(s["policy_error"].is_null(), "{s}");
     assert_eq!(s["source_version"], fixed.as_str(), "{s}");
     assert_eq!(s["drift"], false, "{s}");
-    let drift = gw.cli(&["policy", "drift"]);
-    assert_eq!(
-        drift.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&drift),
-        stderr(&drift)
-    );
-    assert!(stdout(&drift).contains(&fixed), "{}", stdout(&drift));
+    assert_in_sync(&gw, &fixed);
     assert_eq!(scalar_i64(&client, COUNT_ORDERS).await, 4);
     assert_eq!(
         audited_statements(&gw, COUNT_ORDERS).last().unwrap()["decision"]["policy_version"],
@@ -294,14 +294,7 @@ async fn gateway_refuses_to_start_without_a_valid_commit() {
             ..Options::default()
         },
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("refuses to serve"), "{err}");
+    let err = serve_refusal(&config_path);
     assert!(
         err.contains(&format!("{}:policies/broken.cedar:1:", &bad[..12])),
         "{err}"
@@ -490,16 +483,7 @@ async fn gateway_fetches_remote_repositories_over_git_and_http() {
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err), "42501");
-        let drift = gw.cli(&["policy", "drift"]);
-        assert_eq!(
-            drift.status.code(),
-            Some(0),
-            "{}{}",
-            stdout(&drift),
-            stderr(&drift)
-        );
-        assert!(stdout(&drift).contains(&second), "{}", stdout(&drift));
-        assert!(!stdout(&drift).contains("s3cret"), "{}", stdout(&drift));
+        assert_in_sync(&gw, &second);
 
         // Back to the first commit for the next round.
         repo.remove("policies/customers.cedar");
@@ -538,14 +522,7 @@ async fn gateway_fetches_remote_repositories_over_git_and_http() {
                 ..Options::default()
             },
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = stderr(&out);
-        assert!(err.contains("refuses to serve"), "{err}");
+        let err = serve_refusal(&config_path);
         assert!(err.contains(why), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
     }

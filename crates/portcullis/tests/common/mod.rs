@@ -484,3 +484,39 @@ pub fn raw_text(messages: &[RawMessage]) -> String {
         .map(|(tag, body)| format!("{}:{}\n", char::from(*tag), String::from_utf8_lossy(body)))
         .collect()
 }
+
+/// The first column of the first row a simple query returns, as text.
+pub async fn first_text(client: &tokio_postgres::Client, sql: &str) -> String {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no row from `{sql}`"))
+}
+
+/// `portcullis serve --config FILE`, expected to refuse to start: its stderr.
+pub fn serve_refusal(config_path: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the gateway started");
+    let err = stderr(&out);
+    assert!(err.contains("refuses to serve"), "{err}");
+    err
+}
+
+/// `portcullis policy validate DIR`.
+pub fn policy_validate(dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "validate"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
