@@ -96,6 +96,28 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
+    let columns_only = ResultPlan {
+        columns: plan
+            .columns
+            .iter()
+            .map(|c| ColumnPlan {
+                content: None,
+                ..c.clone()
+            })
+            .collect(),
+    };
+    group.bench_function("mask_columns_only", |b| {
+        let mut counts = MaskCounts::default();
+        b.iter(|| {
+            black_box(mask_row(
+                &masker,
+                &columns_only,
+                black_box(&body),
+                &mut counts,
+                &mut false,
+            ))
+        })
+    });
     let content_only = ResultPlan {
         columns: plan
             .columns

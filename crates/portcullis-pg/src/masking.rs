@@ -520,8 +520,10 @@ impl Planner<'_> {
     }
 }
 
-/// Whether a statement reads the planner's statistics, whose columns
-/// (`most_common_vals`, `histogram_bounds`, ...) hold values of the tables'.
+/// Whether a statement reads system views that hold samples of the tables'
+/// values: the planner's statistics (`most_common_vals`, `histogram_bounds`),
+/// and other sessions' statements with their literals (`pg_stat_activity`:
+/// every session reaches the target as the same role).
 fn reads_statistics(lineage: &Lineage) -> bool {
     lineage.relations.iter().any(|r| {
         matches!(
@@ -531,6 +533,8 @@ fn reads_statistics(lineage: &Lineage) -> bool {
                 | "pg_stats_ext_exprs"
                 | "pg_statistic"
                 | "pg_statistic_ext_data"
+                | "pg_stat_activity"
+                | "pg_stat_statements"
         )
     })
 }
@@ -541,16 +545,20 @@ pub fn is_system_oid(oid: u32) -> bool {
     oid != 0 && oid < 16384
 }
 
-/// Whether a statement calls a function whose result the parser cannot follow.
+/// Whether a statement calls a function whose result the parser cannot
+/// follow: one not known to be read-only, one that runs SQL given as text
+/// (`query_to_xml`), or one that shows other sessions' statements.
 pub fn calls_functions(statement: &portcullis_core::StatementInfo) -> bool {
     statement.kinds.iter().any(|k| {
         matches!(
             k,
             portcullis_core::StatementKind::Call | portcullis_core::StatementKind::Other
         )
-    })
+    }) || statement
+        .functions
+        .iter()
+        .any(|f| portcullis_sql::runs_query_text_function(f) || f == "pg_stat_get_activity")
 }
-
 /// Masks one value under a column's plan. `Ok(None)`: send it as it is.
 pub fn mask_value<'v>(
     masker: &Masker,

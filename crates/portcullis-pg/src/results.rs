@@ -544,27 +544,25 @@ impl Results {
             masker.has_column_rules()
                 && table_has_masked_column(&masker, &self.target, schema, table)
         });
-        // A data exception quotes the value that failed (`invalid input
-        // syntax for type integer: "123-45-6789"`) and may show it again in
-        // its detail and context: from a statement that reads covered data,
-        // the quoted values and the detail and context are withheld.
-        let data_exception = tag == b'E'
-            && fields
-                .iter()
-                .any(|(code, value)| *code == b'C' && value.starts_with("22"))
+        // An error raised while running a statement that reads covered
+        // data may quote a value (`invalid input syntax for type integer:
+        // "123-45-6789"`, `relation "123-45-6789" does not exist`): its
+        // quoted part and what follows its colon are withheld, and so are
+        // its detail and context.
+        let reads_covered = tag == b'E'
             && masker.has_column_rules()
             && self.current_statement_reads_covered(&masker);
         let mut changed = false;
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {
             let value = match code {
-                b'D' | b'W' if data_exception => {
+                b'D' | b'W' if reads_covered => {
                     changed = true;
                     "withheld: it may hold values of masked columns".to_string()
                 }
-                b'M' if data_exception => {
+                b'M' | b'H' if reads_covered => {
                     changed = true;
-                    let redacted = redact_quoted(value);
+                    let redacted = redact_values(value);
                     masker
                         .mask_message(&redacted, &mut self.session_counts)
                         .unwrap_or(redacted)
@@ -672,21 +670,24 @@ fn table_has_masked_column(
     })
 }
 
-/// A message with every double-quoted part replaced: `"123-45-6789"` is
-/// `"***"`.
-fn redact_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        if c == '"' {
-            if inside {
-                out.push_str("***");
-            }
-            inside = !inside;
-            out.push(c);
-        } else if !inside {
-            out.push(c);
-        }
+/// A message without the values it may quote: from the first double quote
+/// to the last, and whatever follows the first `: `, become `***`.
+/// `invalid input syntax for type integer: "1-2"` is `invalid input syntax
+/// for type integer: ***`; `relation ""x" does not exist` is `relation "***"
+/// does not exist`.
+fn redact_values(text: &str) -> String {
+    let mut out = match (text.find('"'), text.rfind('"')) {
+        (Some(first), Some(last)) if first < last => format!(
+            "{}\"***\"{}",
+            text.get(..first).unwrap_or(""),
+            text.get(last + 1..).unwrap_or("")
+        ),
+        (Some(first), _) => format!("{}\"***", text.get(..first).unwrap_or("")),
+        _ => text.to_string(),
+    };
+    if let Some(colon) = out.find(": ") {
+        out.truncate(colon + 2);
+        out.push_str("***");
     }
     out
 }
@@ -750,4 +751,26 @@ fn body_frame(tag: u8, body: &[u8]) -> Vec<u8> {
 
 fn body_frame_owned(tag: u8, body: &[u8]) -> BytesMut {
     BytesMut::from(body_frame(tag, body).as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_values;
+
+    #[test]
+    fn quoted_values_and_what_follows_a_colon_are_withheld() {
+        assert_eq!(
+            redact_values("invalid input syntax for type integer: \"\"123-45-6789\""),
+            "invalid input syntax for type integer: ***"
+        );
+        assert_eq!(
+            redact_values("relation \"\"123-45-6789\" does not exist"),
+            "relation \"***\" does not exist"
+        );
+        assert_eq!(
+            redact_values("date field value out of range: 0-123-45"),
+            "date field value out of range: ***"
+        );
+        assert_eq!(redact_values("division by zero"), "division by zero");
+    }
 }

@@ -442,7 +442,11 @@ impl Relay {
             }
             match &statement.executes {
                 Some(name) => match prepared.statements.get(name) {
-                    Some(target) => statements.push(target.clone()),
+                    // What runs is the prepared statement with the EXECUTE's
+                    // own arguments, which are evaluated too.
+                    Some(target) => {
+                        statements.push(portcullis_sql::resolve_execute(target, statement))
+                    }
                     None => {
                         return Err((
                             format!("prepared statement `{name}` was not prepared through the gateway, so it cannot be checked"),
@@ -509,8 +513,17 @@ impl Relay {
                     masker.rule_id(rule)
                 ));
             }
+            // SQL run from text (`query_to_xml`) may read any table.
+            let reads_anything = statement
+                .functions
+                .iter()
+                .any(|f| portcullis_sql::runs_query_text_function(f));
             let rule = calls
-                .then(|| planner.relations_rule(&statement.lineage))
+                .then(|| {
+                    planner
+                        .relations_rule(&statement.lineage)
+                        .or_else(|| reads_anything.then(|| masker.any_column_rule()).flatten())
+                })
                 .flatten()?;
             Some(format!(
                 "the statement calls functions the gateway cannot follow over data that mask rule `{}` covers",
@@ -750,7 +763,10 @@ fn describe_portal(out: &mut BytesMut, execute: &[u8], masking: bool) -> bool {
 fn source_of(statement: &StatementInfo) -> ResultSource {
     ResultSource {
         lineage: statement.lineage.clone(),
-        calls_functions: calls_functions(statement),
+        // COMMIT runs deferred triggers and the queries of cursors WITH
+        // HOLD: what it reports may come from anywhere.
+        calls_functions: calls_functions(statement)
+            || statement.kind == portcullis_core::StatementKind::Transaction,
         writes: statement.writes,
         text: statement.text.as_str().into(),
     }

@@ -91,7 +91,10 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
         // result is still a plan, not the statement's rows.
         NodeEnum::ExplainStmt(explain) if explain_analyzes(explain) => {
             let mut analysis = analyse(inner(explain.query.as_deref())?)?;
+            // It stores what the statement stores.
+            let written = analysis.lineage.written.take();
             analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage.relations));
+            analysis.lineage.written = written;
             return Ok(analysis);
         }
         // Plain EXPLAIN only plans. Planning may still evaluate stable and
@@ -246,7 +249,7 @@ impl Analysis {
 
 /// How strongly an effect characterises a statement: the strongest effect
 /// found is the statement's `kind`.
-fn strength(kind: StatementKind) -> u8 {
+pub(crate) fn strength(kind: StatementKind) -> u8 {
     use StatementKind as K;
     match kind {
         K::Dcl => 12,
@@ -268,7 +271,7 @@ fn strength(kind: StatementKind) -> u8 {
 /// Whether an effect found anywhere in a statement makes it a write. COPY,
 /// SET and the utilities write or not depending on the command, which
 /// `command_of` decides.
-fn kind_writes(kind: StatementKind) -> bool {
+pub(crate) fn kind_writes(kind: StatementKind) -> bool {
     use StatementKind as K;
     match kind {
         K::Insert | K::Update | K::Delete | K::Merge | K::Ddl | K::Dcl | K::Call | K::Other => true,

@@ -47,6 +47,17 @@ pub(crate) fn runs_query_text(name: &str, n_args: usize) -> bool {
         || (name == "ts_rewrite" && n_args != 3)
 }
 
+/// Whether a function (a name from [`StatementInfo::functions`]) may run SQL
+/// given as text, or read a relation or cursor given by name: a statement
+/// calling it may read any table, whatever relations it names.
+///
+/// [`StatementInfo::functions`]: portcullis_core::StatementInfo::functions
+pub fn runs_query_text_function(name: &str) -> bool {
+    // `ts_rewrite` runs a query in one of its forms; the argument count is
+    // not known here, so it counts.
+    runs_query_text(name, 0)
+}
+
 /// Built-ins (and `xml2`'s `xpath_table`) that run a query given as text or
 /// read a relation or cursor given by name.
 // INVARIANT: sorted (byte order) and without duplicates, for `binary_search`;

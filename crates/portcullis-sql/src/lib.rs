@@ -26,6 +26,8 @@
 //!   from, and what a `COPY ... TO STDOUT` sends, for masking.
 //! - `functions.rs`: the built-in functions known to be read-only, and those
 //!   that change privileges.
+//! - `execute.rs`: [`resolve_execute`], what an SQL `EXECUTE` with its
+//!   arguments runs.
 //! - `error.rs`: [`ClassifyError`].
 
 // Tests may unwrap and panic; the library itself may not (the workspace lints
@@ -36,6 +38,7 @@ mod cache;
 mod classify;
 mod command;
 mod error;
+mod execute;
 mod functions;
 mod lineage;
 mod objects;
@@ -44,4 +47,6 @@ mod walk;
 
 pub use cache::{Classifier, MAX_CACHED_QUERY_LEN};
 pub use error::ClassifyError;
+pub use execute::resolve_execute;
+pub use functions::runs_query_text_function;
 pub use portcullis_core::{StatementInfo, StatementKind};

@@ -49,7 +49,6 @@ pub(crate) fn statement_lineage(
             let (columns, writes_read_values) = returning_columns(statement);
             lineage.columns = columns;
             lineage.renames |= writes_read_values;
-            lineage.written = written_values(statement);
         }
         "CopyStmt" => lineage.copy = copy_out(statement),
         // A cursor's rows come from a query another statement declared, a
@@ -59,7 +58,47 @@ pub(crate) fn statement_lineage(
         "ExecuteStmt" => return Lineage::default(),
         _ => {}
     }
+    // Writes anywhere: a data-modifying CTE, `COPY (UPDATE ... RETURNING)`,
+    // the statement itself.
+    lineage.written = written_anywhere(tree);
     lineage
+}
+
+/// Where the values stored by every INSERT, UPDATE and MERGE in `tree`
+/// come from, as one column; `None` when nothing in it stores values.
+pub(crate) fn written_anywhere(tree: &Value) -> Option<OutputColumn> {
+    let mut found = Vec::new();
+    find_writes(tree, &mut found);
+    let mut merged: Option<OutputColumn> = None;
+    for written in found.into_iter().filter_map(written_values) {
+        merged = Some(match merged {
+            None => written,
+            Some(mut all) => {
+                all.refs.extend(written.refs);
+                all.refs.sort_unstable();
+                all.refs.dedup();
+                all.harmless &= written.harmless;
+                all.opaque |= written.opaque;
+                all
+            }
+        });
+    }
+    merged
+}
+
+fn find_writes<'a>(value: &'a Value, found: &mut Vec<&'a Struct>) {
+    match value {
+        Value::List(items) => items.iter().for_each(|item| find_writes(item, found)),
+        Value::Struct(node) => {
+            if matches!(node.name, "InsertStmt" | "UpdateStmt" | "MergeStmt") {
+                found.push(node);
+            }
+            for (_, field) in &node.fields {
+                find_writes(field, found);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The lineage of an `EXPLAIN` (with or without ANALYZE): one column of

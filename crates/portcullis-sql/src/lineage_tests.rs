@@ -255,6 +255,19 @@ fn what_writes_store_comes_from() {
     );
     assert!(from("update t set a = my_func(b)").2);
     assert_eq!(written("delete from t where a = 1"), None);
+    // Writes hidden in another statement store values too.
+    for hidden in [
+        "with u as (update customers set name = national_id where id = 1 returning id) select id from u",
+        "copy (update customers set name = national_id returning id) to stdout",
+        "explain analyze update customers set name = national_id where id = 2",
+        "prepare w as with u as (update customers set name = national_id returning 1) select 1",
+    ] {
+        assert_eq!(
+            from(hidden).0,
+            vec!["national_id".to_string()],
+            "{hidden}"
+        );
+    }
     assert_eq!(written("select email from customers"), None);
 }
 

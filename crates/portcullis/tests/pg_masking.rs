@@ -607,3 +607,76 @@ async fn text_inside_binary_values_is_not_sent() {
     assert!(text.contains("is sent as NULL"), "{text}");
     gw.stop().await;
 }
+
+/// Found in the second review: what an EXECUTE's arguments run, writes
+/// hidden in other statements, SQL run from text, errors of every class,
+/// COMMIT, and other sessions' statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_review_ways_around_masking_are_closed() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_review2", SEED).await).await;
+    let token = alice(&gw);
+    // An EXECUTE's arguments are part of what runs: decided and masked.
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "prepare q(text) as select $1 as v",
+            "-c",
+            "execute q(query_to_xml('select national_id from customers where id = 1', false, false, '')::text)",
+            "-c",
+            "execute q(set_config('application_name', 'x', false))",
+        ],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_no_secret("EXECUTE arguments", &text);
+    assert!(text.contains("denied"), "{text}");
+    // Writes hidden in a CTE, under EXPLAIN ANALYZE, in a COPY; SQL from text
+    // passed to a side channel.
+    for sql in [
+        "with u as (update customers set name = national_id where id = 1 returning id) select id from u",
+        "explain analyze update customers set name = national_id where id = 2",
+        "copy (update customers set name = national_id where id = 3 returning id) to stdout",
+        "select pg_notify('c', query_to_xml('select national_id from customers', false, false, '')::text)",
+    ] {
+        let out = gw.psql(&token, &["-c", sql]);
+        assert!(stderr(&out).contains("mask rule"), "{sql}: {}", stderr(&out));
+    }
+    let direct = gw.db.direct().await;
+    let names = direct
+        .query("select name from customers order by id", &[])
+        .await
+        .unwrap();
+    let names: Vec<String> = names.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, ["Jane Doe", "John Roe", "Ada Poe"]);
+    // Errors of any class that quote the value, and errors at COMMIT.
+    for sql in [
+        "select national_id::regclass from customers where id = 1",
+        "select current_setting(national_id) from customers where id = 1",
+        "select make_date(0, substr(national_id, 1, 3)::int, 1) from customers where id = 1",
+        "select ('\"' || national_id)::int from customers where id = 1",
+        "begin; declare c cursor with hold for select national_id::int from customers; commit;",
+    ] {
+        let out = gw.psql(&token, &["-c", sql]);
+        let e = stderr(&out);
+        assert_no_secret(sql, &e);
+        assert!(!e.contains("123"), "{sql}: {e}");
+    }
+    // Another session's statement, with its literals, in pg_stat_activity.
+    let dana = gw
+        .connect(&gw.token("dana@example.com", &["eng", "pii-readers"]))
+        .await
+        .unwrap();
+    dana.simple_query("select '123-45-6789' as id")
+        .await
+        .unwrap();
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "select replace(query, '-', '_'), query from pg_stat_activity",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("123"), "{}", stdout(&out));
+    gw.stop().await;
+}
