@@ -14,6 +14,10 @@ pub struct CopyPlan {
     /// A header line still to be passed over.
     pub header_pending: bool,
     pub columns: Vec<ColumnPlan>,
+    /// The rows are in a form the gateway does not split (CSV with another
+    /// QUOTE or ESCAPE, another encoding) and hold no covered column: each
+    /// row is scanned whole by the content rules of `columns[0]`.
+    pub whole_rows: bool,
 }
 
 impl CopyPlan {
@@ -38,6 +42,19 @@ impl CopyPlan {
             return Ok(None);
         }
         let body = line.strip_suffix(b"\n").unwrap_or(line);
+        if self.whole_rows {
+            let Some(plan) = self.columns.first() else {
+                return Ok(None);
+            };
+            return Ok(match mask_value(masker, plan, body, counts, &mut false)? {
+                None => None,
+                Some(masked) => {
+                    let mut out = masked.map(|v| v.into_owned()).unwrap_or_default();
+                    out.push(b'\n');
+                    Some(out)
+                }
+            });
+        }
         let fields =
             match self.format {
                 CopyFormat::Text => split_text(body, self.delimiter),

@@ -429,6 +429,22 @@ impl Planner<'_> {
         self.output_rule(Some(written), lineage, calls, 0)
     }
 
+    /// Like [`Planner::relations_rule`], but a relation the catalog does not
+    /// know counts as covering nothing (it holds no data yet), and the
+    /// system views with samples count as covered: for judging what an
+    /// error may quote.
+    pub fn known_relations_rule(&self, lineage: &Lineage) -> Option<RuleIdx> {
+        if reads_statistics(lineage) {
+            return self.masker.any_column_rule();
+        }
+        lineage.relations.iter().find_map(|r| {
+            self.snapshot
+                .named(r.schema.as_deref(), &r.name)
+                .into_iter()
+                .find_map(|rel| self.relation_rule(rel, 0))
+        })
+    }
+
     /// The first rule covering any column of any relation a statement names.
     pub fn relations_rule(&self, lineage: &Lineage) -> Option<RuleIdx> {
         lineage
@@ -524,7 +540,7 @@ impl Planner<'_> {
 /// values: the planner's statistics (`most_common_vals`, `histogram_bounds`),
 /// and other sessions' statements with their literals (`pg_stat_activity`:
 /// every session reaches the target as the same role).
-fn reads_statistics(lineage: &Lineage) -> bool {
+pub fn reads_statistics(lineage: &Lineage) -> bool {
     lineage.relations.iter().any(|r| {
         matches!(
             r.name.as_str(),

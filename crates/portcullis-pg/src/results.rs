@@ -195,7 +195,7 @@ impl Results {
             b'D' => self.on_data_row(body).await,
             b'H' => self.on_copy_out(body).await,
             b'd' => self.on_copy_data(body),
-            b'1' | b'2' => {
+            b'1' | b'2' | b'3' => {
                 self.queue.with(|queue| {
                     if matches!(queue.front(), Some(Expect::Complete(_))) {
                         queue.pop_front();
@@ -391,11 +391,13 @@ impl Results {
         let Some(masker) = self.queue.masker() else {
             return Ok(FrameAction::Forward);
         };
-        let copy = source.as_ref().and_then(|s| s.lineage.copy.clone());
-        let (Some(source), Some(copy)) = (source, copy) else {
+        let Some(source) = source else {
             return Err(MaskFailure(
                 "a COPY the gateway cannot tie to a statement".into(),
             ));
+        };
+        let Some(copy) = source.lineage.copy.clone() else {
+            return self.copy_out_unsplit(&masker, body, source).await;
         };
         let binary = copy_out_response(body) == Some(1);
         let snapshot = self.snapshot(&source).await?;
@@ -428,6 +430,7 @@ impl Results {
             delimiter: copy.delimiter,
             header_pending: copy.header,
             columns,
+            whole_rows: false,
         };
         if plan.format == CopyFormat::Binary && !plan.is_noop() {
             return Err(MaskFailure(
@@ -436,6 +439,46 @@ impl Results {
         }
         self.current = Current::Copy {
             plan,
+            source: Some(source),
+        };
+        Ok(FrameAction::Forward)
+    }
+
+    /// A COPY in a form the gateway does not split: allowed only over
+    /// relations without covered columns, its rows scanned whole.
+    async fn copy_out_unsplit(
+        &mut self,
+        masker: &Masker,
+        body: &[u8],
+        source: ResultSource,
+    ) -> Result<FrameAction, MaskFailure> {
+        let snapshot = self.snapshot(&source).await?;
+        let planner = Planner {
+            masker,
+            snapshot: &snapshot,
+            classifier: &self.classifier,
+        };
+        let covered = source.lineage.opaque
+            || source.calls_functions
+            || copy_out_response(body) == Some(1)
+            || planner.relations_rule(&source.lineage).is_some();
+        if covered {
+            return Err(MaskFailure(
+                "this COPY's format (another QUOTE, ESCAPE or ENCODING, or binary) cannot be masked, and it reads masked columns; use the text or CSV format with the default quoting".into(),
+            ));
+        }
+        let content = Some(masker.content_plan(None)).filter(|plan| !plan.is_empty());
+        self.current = Current::Copy {
+            plan: CopyPlan {
+                format: CopyFormat::Text,
+                delimiter: b'\t',
+                header_pending: false,
+                columns: vec![crate::masking::ColumnPlan {
+                    content,
+                    ..Default::default()
+                }],
+                whole_rows: true,
+            },
             source: Some(source),
         };
         Ok(FrameAction::Forward)
@@ -596,14 +639,28 @@ impl Results {
     /// Whether the statement the target answers now may read what a column
     /// rule in force covers (judged on the catalog as last read).
     fn current_statement_reads_covered(&self, masker: &Masker) -> bool {
-        let source = self.queue.with(|queue| match queue.front() {
-            Some(Expect::Query(statements)) => statements.front().map(|s| s.source.clone()),
-            Some(Expect::Execute { source, .. }) => Some(source.clone()),
-            _ => None,
+        enum Front {
+            Statement(ResultSource),
+            /// A Parse, Bind, Close or Describe: its errors quote the
+            /// client's own text and parameters, not stored values.
+            ClientText,
+            Unknown,
+        }
+        let front = self.queue.with(|queue| match queue.front() {
+            Some(Expect::Query(statements)) => statements
+                .front()
+                .map_or(Front::Unknown, |s| Front::Statement(s.source.clone())),
+            Some(Expect::Execute { source, .. }) => Front::Statement(source.clone()),
+            Some(Expect::Complete(_) | Expect::Describe | Expect::InjectedDescribe) => {
+                Front::ClientText
+            }
+            Some(Expect::Sync) | None => Front::Unknown,
         });
-        let Some(source) = source else {
+        let source = match front {
+            Front::Statement(source) => source,
+            Front::ClientText => return false,
             // Not known: it may.
-            return true;
+            Front::Unknown => return true,
         };
         if source.lineage.opaque || source.calls_functions {
             return true;
@@ -614,7 +671,7 @@ impl Results {
             snapshot: &snapshot,
             classifier: &self.classifier,
         };
-        planner.relations_rule(&source.lineage).is_some()
+        planner.known_relations_rule(&source.lineage).is_some()
     }
 
     /// A NOTIFY payload can carry any value: content detectors over it.
@@ -689,7 +746,21 @@ fn redact_values(text: &str) -> String {
         out.truncate(colon + 2);
         out.push_str("***");
     }
-    out
+    // Numbers too: `index 123456789 out of valid range`.
+    let mut redacted = String::with_capacity(out.len());
+    let mut in_number = false;
+    for c in out.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                redacted.push_str("***");
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            redacted.push(c);
+        }
+    }
+    redacted
 }
 
 /// A NoticeResponse saying which covered columns are sent as NULL.
@@ -772,5 +843,9 @@ mod tests {
             "date field value out of range: ***"
         );
         assert_eq!(redact_values("division by zero"), "division by zero");
+        assert_eq!(
+            redact_values("index 123456789 out of valid range, 0..0"),
+            "index *** out of valid range, ***..***"
+        );
     }
 }

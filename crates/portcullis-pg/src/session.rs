@@ -13,7 +13,7 @@
 use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
-use crate::masking::{calls_functions, Planner, ResultSource};
+use crate::masking::{calls_functions, reads_statistics, Planner, ResultSource};
 use crate::prepared::{Prepared, Undo};
 use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
@@ -277,12 +277,11 @@ impl Relay {
                 let Some(sql) = message::query(frame.body()) else {
                     return malformed("query", Poison::Query);
                 };
-                match self.statements(sql, prepared) {
-                    Ok(statements) if statements.is_empty() => forward(frame.raw),
-                    Ok(statements) => {
+                match self.statements(sql, prepared, true) {
+                    Ok((statements, _)) if statements.is_empty() => forward(frame.raw),
+                    Ok((statements, undo)) => {
                         // A statement's changes to prepared statements and
-                        // cursors, kept once the target runs it.
-                        let undo = statements.iter().map(|s| prepared.apply(s)).collect();
+                        // cursors are kept once the target runs it.
                         Planned::Gated {
                             raw: frame.raw,
                             phase: "query",
@@ -303,21 +302,41 @@ impl Relay {
                 if name.len() > MAX_NAME_LEN {
                     return refused("parse", parse.query, long_name(&name), "42622", poison());
                 }
-                match self.statements(parse.query, prepared) {
+                match self.statements(parse.query, prepared, false) {
                     // An empty query: the name now runs nothing the
                     // gateway can check.
-                    Ok(statements) if statements.is_empty() => Planned::Forward {
+                    Ok((statements, _)) if statements.is_empty() => Planned::Forward {
                         raw: frame.raw,
                         defines: Some(prepared.set_statement(&name, None)),
                     },
-                    Ok(statements) if statements.len() > 1 => refused(
+                    Ok((statements, _)) if statements.len() > 1 => refused(
                         "parse",
                         parse.query,
                         "cannot insert multiple commands into a prepared statement".into(),
                         "42601",
                         poison(),
                     ),
-                    Ok(mut statements) => {
+                    // Statements that make or end prepared statements and
+                    // cursors, or run one, take effect when a portal of this
+                    // statement runs, which the gateway does not follow.
+                    Ok(_)
+                        if self.classifier.classify(parse.query).is_ok_and(|classified| {
+                            classified.iter().any(|s| {
+                                s.prepares.is_some()
+                                    || s.executes.is_some()
+                                    || s.objects != Default::default()
+                            })
+                        }) =>
+                    {
+                        refused(
+                            "parse",
+                            parse.query,
+                            "PREPARE, EXECUTE, DEALLOCATE, DECLARE, CLOSE and DISCARD are taken through a simple query only, not as a prepared statement".into(),
+                            "0A000",
+                            poison(),
+                        )
+                    }
+                    Ok((mut statements, _)) => {
                         // Recorded now and taken back if the target refuses
                         // it (a named statement that exists, a query that
                         // fails analysis): see `prepared.rs`.
@@ -380,14 +399,15 @@ impl Relay {
                 // Removed at once: should the target not close it, a later
                 // use is refused as unknown rather than judged by a stale
                 // statement.
-                if let Some((kind, name)) = message::close(frame.body()) {
-                    match kind {
-                        b'S' => drop(prepared.set_statement(name, None)),
-                        b'P' => drop(prepared.set_portal(name, None)),
-                        _ => {}
-                    };
+                let defines = message::close(frame.body()).and_then(|(kind, name)| match kind {
+                    b'S' => Some(prepared.set_statement(name, None)),
+                    b'P' => Some(prepared.set_portal(name, None)),
+                    _ => None,
+                });
+                Planned::Forward {
+                    raw: frame.raw,
+                    defines,
                 }
-                forward(frame.raw)
             }
             b'S' | b'H' | b'D' | b'd' | b'c' | b'f' => forward(frame.raw),
             b'X' => Planned::Terminate(frame.raw),
@@ -410,13 +430,18 @@ impl Relay {
         }
     }
 
-    /// Classifies a query text and resolves SQL `EXECUTE`s. An error is a
-    /// refusal: a reason and its SQLSTATE.
+    /// Classifies a query text and resolves SQL `EXECUTE`s, each against the
+    /// prepared statements as the statements before it in the same text
+    /// leave them (`deallocate r; prepare r as ...; execute r`). With
+    /// `apply`, each statement's changes to prepared statements and cursors
+    /// are made as it is read, and returned to be undone if it does not run.
+    /// An error is a refusal (a reason and its SQLSTATE), and undoes them.
     fn statements(
         &self,
         sql: &str,
-        prepared: &Prepared,
-    ) -> Result<Vec<StatementInfo>, (String, &'static str)> {
+        prepared: &mut Prepared,
+        apply: bool,
+    ) -> Result<(Vec<StatementInfo>, Vec<Vec<Undo>>), Refusal> {
         let classified = self.classifier.classify(sql).map_err(|e| {
             (
                 format!("the gateway refuses what it cannot parse: {e}"),
@@ -424,40 +449,22 @@ impl Relay {
             )
         })?;
         let mut statements = Vec::with_capacity(classified.len());
+        let mut undo: Vec<Vec<Undo>> = Vec::with_capacity(classified.len());
         for statement in classified.iter() {
-            if let Some(setting) = statement
-                .settings
-                .iter()
-                .find(|s| s.as_str() == "*" || PINNED_PARAMETERS.iter().any(|(name, _)| name == s))
-            {
-                let what = if setting == "*" {
-                    "settings it cannot name".to_string()
-                } else {
-                    format!("`{setting}`")
-                };
-                return Err((
-                    format!("a statement that changes {what} is refused: the gateway reads SQL as UTF8 with standard_conforming_strings on, and the target must too"),
-                    "0A000",
-                ));
+            match resolve(statement, prepared) {
+                Ok(resolved) => statements.push(resolved),
+                Err(refusal) => {
+                    prepared.undo(undo.into_iter().flatten());
+                    return Err(refusal);
+                }
             }
-            match &statement.executes {
-                Some(name) => match prepared.statements.get(name) {
-                    // What runs is the prepared statement with the EXECUTE's
-                    // own arguments, which are evaluated too.
-                    Some(target) => {
-                        statements.push(portcullis_sql::resolve_execute(target, statement))
-                    }
-                    None => {
-                        return Err((
-                            format!("prepared statement `{name}` was not prepared through the gateway, so it cannot be checked"),
-                            "26000",
-                        ))
-                    }
-                },
-                None => statements.push(statement.clone()),
-            }
+            undo.push(if apply {
+                prepared.apply(statement)
+            } else {
+                Vec::new()
+            });
         }
-        Ok(statements)
+        Ok((statements, undo))
     }
 
     /// With masking on, refuses statements that would carry covered values
@@ -520,9 +527,11 @@ impl Relay {
                 .any(|f| portcullis_sql::runs_query_text_function(f));
             let rule = calls
                 .then(|| {
-                    planner
-                        .relations_rule(&statement.lineage)
-                        .or_else(|| reads_anything.then(|| masker.any_column_rule()).flatten())
+                    planner.relations_rule(&statement.lineage).or_else(|| {
+                        (reads_anything || reads_statistics(&statement.lineage))
+                            .then(|| masker.any_column_rule())
+                            .flatten()
+                    })
                 })
                 .flatten()?;
             Some(format!(
@@ -619,7 +628,7 @@ impl Relay {
             match item {
                 Planned::Forward { raw, defines } => {
                     match raw.first() {
-                        Some(b'P' | b'B') => expects.push(Expect::Complete(defines)),
+                        Some(b'P' | b'B' | b'C') => expects.push(Expect::Complete(defines)),
                         Some(b'S') => expects.push(Expect::Sync),
                         Some(b'D') => expects.push(Expect::Describe),
                         Some(b'Q') => {
@@ -742,6 +751,44 @@ impl Relay {
         // finds them when the answers arrive.
         shared.results.push(expects);
         (out, terminated)
+    }
+}
+
+/// Why a message is refused, and its SQLSTATE.
+type Refusal = (String, &'static str);
+
+/// One classified statement as it will run: refused when it changes a pinned
+/// setting, an `EXECUTE` resolved to what it runs.
+fn resolve(
+    statement: &StatementInfo,
+    prepared: &Prepared,
+) -> Result<StatementInfo, (String, &'static str)> {
+    if let Some(setting) = statement
+        .settings
+        .iter()
+        .find(|s| s.as_str() == "*" || PINNED_PARAMETERS.iter().any(|(name, _)| name == s))
+    {
+        let what = if setting == "*" {
+            "settings it cannot name".to_string()
+        } else {
+            format!("`{setting}`")
+        };
+        return Err((
+            format!("a statement that changes {what} is refused: the gateway reads SQL as UTF8 with standard_conforming_strings on, and the target must too"),
+            "0A000",
+        ));
+    }
+    match &statement.executes {
+        // What runs is the prepared statement with the EXECUTE's own
+        // arguments, which are evaluated too.
+        Some(name) => match prepared.statements.get(name) {
+            Some(target) => Ok(portcullis_sql::resolve_execute(target, statement)),
+            None => Err((
+                format!("prepared statement `{name}` was not prepared through the gateway, so it cannot be checked"),
+                "26000",
+            )),
+        },
+        None => Ok(statement.clone()),
     }
 }
 

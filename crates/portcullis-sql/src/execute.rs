@@ -48,9 +48,20 @@ pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> Sta
     // Arguments that are more than constants and parameters may carry any
     // value into the results and what is written.
     let arguments_opaque = !execute.functions.is_empty() || !execute.tables.is_empty();
-    let lineage = if arguments_opaque {
+    let lineage = if execute.command.starts_with("EXPLAIN") {
+        // The result is a plan, whatever the statement returns; what it
+        // stores, under ANALYZE, is what the statement stores.
+        Arc::new(Lineage {
+            relations: prepared.lineage.relations.clone(),
+            written: prepared.lineage.written.clone(),
+            ..(*execute.lineage).clone()
+        })
+    } else if arguments_opaque {
+        // A parameter's value is the argument's: no output column of the
+        // prepared statement can be trusted to be what its text says.
         Arc::new(Lineage {
             opaque: true,
+            columns: None,
             written: prepared
                 .lineage
                 .written
@@ -110,6 +121,7 @@ mod tests {
             ),
         );
         assert!(sneaky.lineage.opaque);
+        assert!(sneaky.lineage.columns.is_none());
         assert!(
             sneaky.functions.contains(&"set_config".to_string()),
             "{sneaky:?}"
@@ -129,5 +141,8 @@ mod tests {
             ),
         );
         assert!(stored.lineage.written.as_ref().unwrap().opaque);
+
+        let explained = resolve_execute(&prepared, &one(&classifier, "explain execute q('x')"));
+        assert!(explained.lineage.columns.as_ref().unwrap()[0].harmless);
     }
 }

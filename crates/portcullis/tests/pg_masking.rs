@@ -680,3 +680,107 @@ async fn second_review_ways_around_masking_are_closed() {
     assert!(!stdout(&out).contains("123"), "{}", stdout(&out));
     gw.stop().await;
 }
+
+/// Found in the third review, and what it found broken for ordinary use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_review_leaks_are_closed_and_ordinary_use_works() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_review3", SEED).await).await;
+    let token = alice(&gw);
+    // A name redefined earlier in the same query string.
+    let out = gw.psql(
+        &token,
+        &["-c", "prepare r as select 'x'::text v; deallocate r; prepare r as select national_id || '' v from customers; execute r"],
+    );
+    assert_no_secret(
+        "redefined in one query",
+        &format!("{}{}", stdout(&out), stderr(&out)),
+    );
+    // Statistics and numbers in errors; an EXECUTE argument's value; the
+    // statistics passed to a side channel.
+    for sql in [
+        "analyze customers; select histogram_bounds::text::int from pg_stats where tablename = 'customers' and attname = 'national_id'",
+        "select get_byte('\\x00'::bytea, replace(national_id, '-', '')::int) from customers where id = 1",
+        "select pg_notify('c', histogram_bounds::text) from pg_stats where tablename = 'customers'",
+    ] {
+        let out = gw.psql(&token, &["-c", sql]);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert_no_secret(sql, &text);
+        assert!(!text.contains("123456789"), "{sql}: {text}");
+    }
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "prepare q(text) as select $1 as v",
+            "-c",
+            "execute q(pg_stat_get_backend_activity(1))",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "PREPARE\n****", "{}", stderr(&out));
+
+    let mut raw = RawClient::connect(&gw, &token).await;
+    // SQL PREPARE, EXECUTE and DEALLOCATE only through a simple query.
+    raw.send(&[raw::parse("s", "deallocate all"), raw::sync()])
+        .await;
+    let refused = raw.until_ready().await;
+    assert!(
+        raw_text(&refused).contains("simple query only"),
+        "{}",
+        raw_text(&refused)
+    );
+    // Errors about the client's own text are not redacted.
+    raw.send(&[raw::parse("", "select nosuchcol from orders"), raw::sync()])
+        .await;
+    let error = raw.until_ready().await;
+    assert!(
+        raw_text(&error).contains("nosuchcol"),
+        "{}",
+        raw_text(&error)
+    );
+    // A Close the target skips after an error does not forget the statement.
+    raw.send(&[raw::parse("s9", "select count(*) from orders"), raw::sync()])
+        .await;
+    raw.until_ready().await;
+    raw.send(&[
+        raw::parse("bad", "select 'x'::int"),
+        (b'C', b"Ss9\0".to_vec()),
+        raw::sync(),
+    ])
+    .await;
+    raw.until_ready().await;
+    raw.send(&[raw::bind("", "s9", 0), raw::execute(""), raw::sync()])
+        .await;
+    let rows = raw.until_ready().await;
+    assert!(
+        rows.iter().any(|(tag, _)| *tag == b'D'),
+        "{}",
+        raw_text(&rows)
+    );
+
+    // A COPY in a form the gateway does not split, over a table with no
+    // covered column, runs (its rows scanned whole).
+    let out = gw.psql(
+        &token,
+        &["-c", "copy orders to stdout with (format csv, quote '''')"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", stdout(&out));
+    // EXPLAIN EXECUTE shows a plan.
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "prepare e(int) as select email from customers where id = $1",
+            "-c",
+            "explain execute e(1)",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("Scan"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    gw.stop().await;
+}
