@@ -587,14 +587,14 @@ impl Results {
             masker.has_column_rules()
                 && table_has_masked_column(&masker, &self.target, schema, table)
         });
-        // An error raised while running a statement that reads covered
-        // data may quote a value (`invalid input syntax for type integer:
-        // "123-45-6789"`, `relation "123-45-6789" does not exist`): its
-        // quoted part and what follows its colon are withheld, and so are
-        // its detail and context.
-        let reads_covered = tag == b'E'
-            && masker.has_column_rules()
-            && self.current_statement_reads_covered(&masker);
+        // An error or a notice raised while running a statement that reads
+        // covered data may quote a value (`invalid input syntax for type
+        // integer: "123-45-6789"`, `relation "123-45-6789" does not exist`,
+        // the notice of `to_tsquery` on an input without lexemes): its
+        // quoted part, what follows its colon and its numbers are withheld,
+        // and so are its detail and context.
+        let reads_covered =
+            masker.has_column_rules() && self.current_statement_reads_covered(&masker);
         let mut changed = false;
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {

@@ -39,7 +39,9 @@ const ROWS: &[Row] = &[
     ("delete from t where current of c", K::Delete, "DELETE", true, true, &["t"]),
     ("delete from t using u where t.id = u.id", K::Delete, "DELETE", true, true, &["t", "u"]),
     ("merge into t using s on t.id = s.id when matched then do nothing", K::Merge, "MERGE", true, true, &["s", "t"]),
-    ("merge into t using s on t.id = s.id when matched then delete", K::Delete, "MERGE", true, true, &["s", "t"]),
+    // MERGE's ON is a join, not a row filter: without `WHEN MATCHED AND`,
+    // its DELETE or UPDATE is unbounded.
+    ("merge into t using s on t.id = s.id when matched then delete", K::Delete, "MERGE", false, true, &["s", "t"]),
     ("merge into t using s on t.id = s.id when not matched then insert values (1)", K::Merge, "MERGE", true, true, &["s", "t"]),
     // Data-modifying CTEs: the command stays SELECT, the kind is the effect.
     ("with d as (delete from t returning *) select * from d", K::Delete, "SELECT", false, true, &["t"]),
@@ -47,7 +49,7 @@ const ROWS: &[Row] = &[
     ("with u as (update t set a = 1 returning *) select * from u", K::Update, "SELECT", false, true, &["t"]),
     ("with i as (insert into t values (1) returning *) select * from i", K::Insert, "SELECT", true, true, &["t"]),
     ("with a as (select 1), d as (delete from t returning *) insert into log select * from d", K::Delete, "INSERT", false, true, &["log", "t"]),
-    ("with m as (merge into t using s on t.id = s.id when matched then delete returning *) select * from m", K::Delete, "SELECT", true, true, &["s", "t"]),
+    ("with m as (merge into t using s on t.id = s.id when matched then delete returning *) select * from m", K::Delete, "SELECT", false, true, &["s", "t"]),
     ("with t as (select 1) delete from t", K::Delete, "DELETE", false, true, &["t"]),
     // ... hidden in a CTE of a subquery.
     ("select * from (with d as (delete from t returning *) select * from d) x", K::Delete, "SELECT", false, true, &["t"]),

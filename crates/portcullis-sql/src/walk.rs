@@ -206,6 +206,12 @@ impl<'tree> Walker<'tree> {
                 .find(|(cmd, _)| Some(*cmd as i64) == command);
                 if let Some((_, kind)) = kind {
                     self.facts.kinds.insert(kind);
+                    // MERGE's ON is a join condition (`on true` joins every
+                    // row): an UPDATE or DELETE action is bounded only by
+                    // its own `WHEN MATCHED AND ...` condition.
+                    if kind != StatementKind::Insert && !node.has("condition") {
+                        self.facts.has_where = false;
+                    }
                 }
             }
             "OnConflictClause"
@@ -422,5 +428,18 @@ mod tests {
         assert!(!facts("delete from t").has_where);
         assert!(!facts("with d as (update t set a = 1) select 1 from t where a = 1").has_where);
         assert!(facts("insert into t values (1) on conflict (a) do update set b = 2").has_where);
+        assert!(!facts("merge into t using s on true when matched then delete").has_where);
+        assert!(
+            !facts("merge into t using s on t.id = s.id when matched then update set a = 1")
+                .has_where
+        );
+        assert!(
+            facts("merge into t using s on t.id = s.id when matched and s.gone then delete")
+                .has_where
+        );
+        assert!(
+            facts("merge into t using s on t.id = s.id when not matched then insert values (1)")
+                .has_where
+        );
     }
 }

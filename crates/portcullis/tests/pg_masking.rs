@@ -784,3 +784,36 @@ async fn third_review_leaks_are_closed_and_ordinary_use_works() {
     );
     gw.stop().await;
 }
+
+/// Found in the fourth review: notices quote values too, and MERGE's ON
+/// is no row filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_are_redacted_and_merge_needs_its_own_condition() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_review4", SEED).await).await;
+    let token = alice(&gw);
+    // Punctuation is no lexeme: to_tsquery's notice quotes the whole input,
+    // here the national id with its digits spelled as punctuation.
+    let out = gw.psql(
+        &token,
+        &["-c", "select numnode(to_tsquery('simple', translate(national_id, '0123456789', '#$%^,.;/?='))) from customers where id = 1"],
+    );
+    let e = stderr(&out);
+    assert!(e.contains("lexemes"), "{e}");
+    assert!(!e.contains("$%^"), "{e}");
+    // `on true` joins every row: an unbounded write.
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "merge into orders o using (select 1) s on true when matched then delete",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("no-unbounded-writes"),
+        "{}",
+        stderr(&out)
+    );
+    let direct = gw.db.direct().await;
+    assert_eq!(scalar_i64(&direct, "select count(*) from orders").await, 4);
+    gw.stop().await;
+}
