@@ -237,7 +237,11 @@ pub fn policy_source(config: &Config) -> PolicySource {
 /// bare repository per URL under `<data_dir>/policy-mirrors/`.
 pub fn policy_mirror_path(data_dir: &Path, url: &str) -> PathBuf {
     use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(url.as_bytes()));
+    // Named by the URL without its credentials: a rotated token keeps the
+    // mirror.
+    let digest = hex::encode(sha2::Sha256::digest(
+        portcullis_config::redact_url(url).as_bytes(),
+    ));
     data_dir
         .join("policy-mirrors")
         .join(format!("{}.git", digest.get(..16).unwrap_or(&digest)))

@@ -3,108 +3,156 @@
 //!
 //! The client side records each definition (Parse, Bind, SQL `PREPARE`,
 //! `DECLARE`) and each removal (Close, `DEALLOCATE`, `CLOSE`, `DISCARD ALL`)
-//! as it sends it, with an [`Undo`]. The target side keeps the change when
-//! the target confirms it and undoes it when the target skips or refuses
-//! it, so the map never holds a statement the target does not have under
-//! that name. Portals end with their transaction: a ReadyForQuery saying
-//! the session is idle clears them.
+//! as it sends it, as a pending [`Change`]. A name means what its newest
+//! pending change says, or else what the target confirmed. The target side
+//! confirms a change when the target does (ParseComplete, BindComplete,
+//! CloseComplete, the statement's CommandComplete) and drops it when the
+//! target skips or refuses it; so a refused definition never hides one made
+//! after it, and the map never holds a statement the target does not have.
+//! Portals end with their transaction: a ReadyForQuery saying the session is
+//! idle clears the confirmed ones.
 
 use portcullis_core::StatementInfo;
 use std::collections::HashMap;
 
-/// Statement name to what it runs; portal name to the statement it was
-/// bound from (`None`: bound from one the gateway does not know).
-#[derive(Default)]
-pub struct Prepared {
-    pub statements: HashMap<String, StatementInfo>,
-    pub portals: HashMap<String, Option<StatementInfo>>,
+/// One pending change, named by the number it was recorded under.
+#[derive(Debug)]
+pub struct Change(u64);
+
+#[derive(Debug)]
+enum Op {
+    /// Defines (`Some`) or removes (`None`) a prepared statement.
+    Statement(String, Option<StatementInfo>),
+    /// Binds (`Some`) or closes (`None`) a portal; a portal bound from a
+    /// statement the gateway does not know holds `Some(None)`.
+    Portal(String, Option<Option<StatementInfo>>),
+    AllStatements,
+    AllPortals,
 }
 
-/// How to take back one change to [`Prepared`].
-#[derive(Debug)]
-pub enum Undo {
-    Statement(String, Option<Box<StatementInfo>>),
-    Portal(String, Option<Option<Box<StatementInfo>>>),
-    AllStatements(HashMap<String, StatementInfo>),
-    AllPortals(HashMap<String, Option<StatementInfo>>),
+#[derive(Default)]
+pub struct Prepared {
+    statements: HashMap<String, StatementInfo>,
+    portals: HashMap<String, Option<StatementInfo>>,
+    /// Oldest first.
+    pending: Vec<(u64, Op)>,
+    next: u64,
 }
 
 impl Prepared {
+    fn record(&mut self, op: Op) -> Change {
+        self.next += 1;
+        self.pending.push((self.next, op));
+        Change(self.next)
+    }
+
+    /// What the statement `name` runs, as far as the gateway knows.
+    pub fn statement(&self, name: &str) -> Option<&StatementInfo> {
+        for (_, op) in self.pending.iter().rev() {
+            match op {
+                Op::Statement(n, value) if n == name => return value.as_ref(),
+                Op::AllStatements => return None,
+                _ => {}
+            }
+        }
+        self.statements.get(name)
+    }
+
+    /// What the portal `name` was bound from: `None`, no such portal;
+    /// `Some(None)`, a statement the gateway does not know.
+    pub fn portal(&self, name: &str) -> Option<Option<&StatementInfo>> {
+        for (_, op) in self.pending.iter().rev() {
+            match op {
+                Op::Portal(n, value) if n == name => return value.as_ref().map(Option::as_ref),
+                Op::AllPortals => return None,
+                _ => {}
+            }
+        }
+        self.portals.get(name).map(Option::as_ref)
+    }
+
     /// Defines (`Some`) or removes (`None`) a prepared statement.
-    pub fn set_statement(&mut self, name: &str, statement: Option<StatementInfo>) -> Undo {
-        let previous = match statement {
-            Some(statement) => self.statements.insert(name.to_string(), statement),
-            None => self.statements.remove(name),
-        };
-        Undo::Statement(name.to_string(), previous.map(Box::new))
+    pub fn set_statement(&mut self, name: &str, statement: Option<StatementInfo>) -> Change {
+        self.record(Op::Statement(name.to_string(), statement))
     }
 
     /// Binds (`Some`) or closes (`None`) a portal.
-    pub fn set_portal(&mut self, name: &str, statement: Option<Option<StatementInfo>>) -> Undo {
-        let previous = match statement {
-            Some(statement) => self.portals.insert(name.to_string(), statement),
-            None => self.portals.remove(name),
-        };
-        Undo::Portal(name.to_string(), previous.map(|p| p.map(Box::new)))
-    }
-
-    /// Removes a prepared statement, or all of them for `*`.
-    pub fn deallocate(&mut self, name: &str) -> Undo {
-        if name == "*" {
-            Undo::AllStatements(std::mem::take(&mut self.statements))
-        } else {
-            self.set_statement(name, None)
-        }
-    }
-
-    /// Closes a portal, or all of them for `*`.
-    pub fn close(&mut self, name: &str) -> Undo {
-        if name == "*" {
-            Undo::AllPortals(std::mem::take(&mut self.portals))
-        } else {
-            self.set_portal(name, None)
-        }
+    pub fn set_portal(&mut self, name: &str, statement: Option<Option<StatementInfo>>) -> Change {
+        self.record(Op::Portal(name.to_string(), statement))
     }
 
     /// The changes a classified statement of a simple Query makes.
-    pub fn apply(&mut self, statement: &StatementInfo) -> Vec<Undo> {
-        let mut undo = Vec::new();
+    pub fn apply(&mut self, statement: &StatementInfo) -> Vec<Change> {
+        let mut changes = Vec::new();
         if let Some(name) = &statement.prepares {
-            undo.push(self.set_statement(name, Some(statement.clone())));
+            changes.push(self.set_statement(name, Some(statement.clone())));
         }
         if let Some(name) = &statement.objects.declares {
-            undo.push(self.set_portal(name, Some(Some(statement.clone()))));
+            changes.push(self.set_portal(name, Some(Some(statement.clone()))));
         }
         if let Some(name) = &statement.objects.deallocates {
-            undo.push(self.deallocate(name));
+            changes.push(if name == "*" {
+                self.record(Op::AllStatements)
+            } else {
+                self.set_statement(name, None)
+            });
         }
         if let Some(name) = &statement.objects.closes {
-            undo.push(self.close(name));
+            changes.push(if name == "*" {
+                self.record(Op::AllPortals)
+            } else {
+                self.set_portal(name, None)
+            });
         }
-        undo
+        changes
     }
 
-    /// Takes back changes, newest first.
-    pub fn undo(&mut self, changes: impl IntoIterator<Item = Undo>) {
-        let mut changes: Vec<Undo> = changes.into_iter().collect();
-        while let Some(change) = changes.pop() {
-            match change {
-                Undo::Statement(name, Some(previous)) => {
-                    self.statements.insert(name, *previous);
+    /// The target did what these changes say.
+    pub fn confirm(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for Change(id) in changes {
+            let Some(at) = self.pending.iter().position(|(n, _)| *n == id) else {
+                continue;
+            };
+            let (_, op) = self.pending.remove(at);
+            match op {
+                Op::Statement(name, Some(statement)) => {
+                    self.statements.insert(name, statement);
                 }
-                Undo::Statement(name, None) => {
+                Op::Statement(name, None) => {
                     self.statements.remove(&name);
                 }
-                Undo::Portal(name, Some(previous)) => {
-                    self.portals.insert(name, previous.map(|p| *p));
+                Op::Portal(name, Some(statement)) => {
+                    self.portals.insert(name, statement);
                 }
-                Undo::Portal(name, None) => {
+                Op::Portal(name, None) => {
                     self.portals.remove(&name);
                 }
-                Undo::AllStatements(all) => self.statements = all,
-                Undo::AllPortals(all) => self.portals = all,
+                Op::AllStatements => self.statements.clear(),
+                Op::AllPortals => self.portals.clear(),
             }
         }
+    }
+
+    /// The target refused or skipped these changes.
+    pub fn undo(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for Change(id) in changes {
+            let Some(at) = self.pending.iter().position(|(n, _)| *n == id) else {
+                continue;
+            };
+            let (_, op) = self.pending.remove(at);
+            // PostgreSQL drops the unnamed statement before it parses a new
+            // one: after a failed Parse of it, there is none.
+            if let Op::Statement(name, _) = op {
+                if name.is_empty() {
+                    self.statements.remove("");
+                }
+            }
+        }
+    }
+
+    /// The transaction ended: its portals are gone.
+    pub fn end_transaction(&mut self) {
+        self.portals.clear();
     }
 }
 
@@ -118,44 +166,85 @@ mod tests {
         portcullis_sql::Classifier::new(0).classify(text).unwrap()[0].clone()
     }
 
+    fn text(prepared: &Prepared, name: &str) -> Option<String> {
+        prepared.statement(name).map(|s| s.text.clone())
+    }
+
     #[test]
     fn a_refused_definition_leaves_the_one_before() {
         let mut prepared = Prepared::default();
-        prepared.set_statement("s", Some(statement("select national_id from customers")));
+        let first =
+            prepared.set_statement("s", Some(statement("select national_id from customers")));
+        prepared.confirm([first]);
         // `PREPARE s AS select 1` while `s` exists: the target refuses it.
-        let undo = prepared.apply(&statement("prepare s as select 1"));
-        assert_eq!(prepared.statements["s"].text, "prepare s as select 1");
-        prepared.undo(undo);
+        let refused = prepared.apply(&statement("prepare s as select 1"));
+        assert_eq!(text(&prepared, "s").unwrap(), "prepare s as select 1");
+        prepared.undo(refused);
         assert_eq!(
-            prepared.statements["s"].text,
+            text(&prepared, "s").unwrap(),
             "select national_id from customers"
         );
     }
 
     #[test]
-    fn deallocate_and_discard_remove_and_can_be_taken_back() {
+    fn a_refused_change_never_hides_a_later_one() {
         let mut prepared = Prepared::default();
-        prepared.set_statement("a", Some(statement("select 1")));
-        prepared.set_portal("c", Some(None));
-        let undo = prepared.apply(&statement("deallocate a"));
-        assert!(prepared.statements.is_empty());
-        prepared.undo(undo);
-        assert!(prepared.statements.contains_key("a"));
-        let undo = prepared.apply(&statement("discard all"));
-        assert!(prepared.statements.is_empty() && prepared.portals.is_empty());
-        prepared.undo(undo);
-        assert!(prepared.statements.contains_key("a") && prepared.portals.contains_key("c"));
+        let first = prepared.set_statement("s", Some(statement("select 'x' as a")));
+        prepared.confirm([first]);
+        // Sent together: a PREPARE the target refuses, then a DEALLOCATE
+        // and a PREPARE it runs.
+        let refused = prepared.apply(&statement("prepare s as select 1"));
+        let deallocate = prepared.apply(&statement("deallocate s"));
+        let redefined = prepared.apply(&statement("prepare s as select email from customers"));
+        prepared.undo(refused);
+        prepared.confirm(deallocate);
+        assert_eq!(
+            text(&prepared, "s").unwrap(),
+            "prepare s as select email from customers"
+        );
+        prepared.confirm(redefined);
+        assert_eq!(
+            text(&prepared, "s").unwrap(),
+            "prepare s as select email from customers"
+        );
+    }
+
+    #[test]
+    fn a_failed_unnamed_parse_leaves_no_unnamed_statement() {
+        let mut prepared = Prepared::default();
+        let first = prepared.set_statement("", Some(statement("select 1")));
+        prepared.confirm([first]);
+        let failed = prepared.set_statement("", Some(statement("select 2")));
+        prepared.undo([failed]);
+        assert!(prepared.statement("").is_none());
+    }
+
+    #[test]
+    fn deallocate_all_and_discard_all_remove_everything_once_run() {
+        let mut prepared = Prepared::default();
+        let a = prepared.set_statement("a", Some(statement("select 1")));
+        let c = prepared.set_portal("c", Some(None));
+        prepared.confirm([a, c]);
+        let discard = prepared.apply(&statement("discard all"));
+        assert!(prepared.statement("a").is_none() && prepared.portal("c").is_none());
+        prepared.undo(discard);
+        assert!(prepared.statement("a").is_some() && prepared.portal("c").is_some());
+        let discard = prepared.apply(&statement("discard all"));
+        prepared.confirm(discard);
+        assert!(prepared.statement("a").is_none() && prepared.portal("c").is_none());
     }
 
     #[test]
     fn declare_binds_the_cursor_to_its_query() {
         let mut prepared = Prepared::default();
-        prepared.apply(&statement(
+        let declared = prepared.apply(&statement(
             "declare cur cursor for select email from customers",
         ));
-        let bound = prepared.portals["cur"].as_ref().unwrap();
+        prepared.confirm(declared);
+        let bound = prepared.portal("cur").unwrap().unwrap();
         assert_eq!(bound.lineage.relations[0].name, "customers");
-        prepared.apply(&statement("close cur"));
-        assert!(prepared.portals.is_empty());
+        let closed = prepared.apply(&statement("close cur"));
+        prepared.confirm(closed);
+        assert!(prepared.portal("cur").is_none());
     }
 }

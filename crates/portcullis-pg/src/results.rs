@@ -17,7 +17,7 @@ use crate::codec::message;
 use crate::codec::result::{copy_out_response, row_description, write_fields, FieldDescription};
 use crate::copy_out::CopyPlan;
 use crate::masking::{is_system_oid, mask_row, MaskFailure, Planner, ResultPlan, ResultSource};
-use crate::prepared::{Prepared, Undo};
+use crate::prepared::{Change, Prepared};
 use crate::server::PgTarget;
 use bytes::BytesMut;
 use portcullis_core::{CopyFormat, CopySource};
@@ -34,7 +34,7 @@ pub enum Expect {
     Query(VecDeque<QueryStatement>),
     /// A Parse or a Bind, answered by ParseComplete or BindComplete; what it
     /// changed in [`Prepared`] is taken back if the target skips or refuses it.
-    Complete(Option<Undo>),
+    Complete(Option<Change>),
     /// A Describe the client sent: its answer goes to the client.
     Describe,
     /// A Describe the gateway added before an Execute: its answer is kept.
@@ -44,8 +44,15 @@ pub enum Expect {
         source: ResultSource,
         described: bool,
     },
-    /// A Sync (or the end of a Query): answered by ReadyForQuery.
+    /// The client's Sync: answered by ReadyForQuery.
     Sync,
+    /// The end of a simple Query: its ReadyForQuery. A Query sent while the
+    /// target skips to a Sync after an extended-protocol error is skipped
+    /// too, and has none.
+    QueryEnd,
+    /// A refused Query or FunctionCall, sent as a poison Query: an error
+    /// and a ReadyForQuery.
+    QueryPoison,
 }
 
 /// One statement of a simple Query.
@@ -53,7 +60,7 @@ pub enum Expect {
 pub struct QueryStatement {
     pub source: ResultSource,
     /// What it changes in [`Prepared`], taken back if it does not run.
-    pub undo: Vec<Undo>,
+    pub undo: Vec<Change>,
 }
 
 /// What both sides of a session share about results.
@@ -196,24 +203,32 @@ impl Results {
             b'H' => self.on_copy_out(body).await,
             b'd' => self.on_copy_data(body),
             b'1' | b'2' | b'3' => {
-                self.queue.with(|queue| {
-                    if matches!(queue.front(), Some(Expect::Complete(_))) {
-                        queue.pop_front();
-                    }
+                // The Parse, Bind or Close did what it says.
+                let done = self.queue.with(|queue| match queue.front() {
+                    Some(Expect::Complete(_)) => match queue.pop_front() {
+                        Some(Expect::Complete(change)) => change,
+                        _ => None,
+                    },
+                    _ => None,
                 });
+                self.queue.prepared().confirm(done);
                 Ok(FrameAction::Forward)
             }
             b'C' | b'I' | b's' => {
                 self.finish_result();
-                self.queue.with(|queue| match queue.front_mut() {
+                let done = self.queue.with(|queue| match queue.front_mut() {
                     Some(Expect::Query(statements)) => {
-                        statements.pop_front();
+                        statements.pop_front().map(|s| s.undo).unwrap_or_default()
                     }
                     Some(Expect::Execute { .. }) => {
                         queue.pop_front();
+                        Vec::new()
                     }
-                    _ => {}
+                    _ => Vec::new(),
                 });
+                // The statement ran: what it did to prepared statements and
+                // cursors holds.
+                self.queue.prepared().confirm(done);
                 Ok(FrameAction::Forward)
             }
             b'E' => {
@@ -224,7 +239,15 @@ impl Results {
                 let dropped = self.queue.with(|queue| {
                     let mut dropped = Vec::new();
                     match queue.front() {
+                        // A simple Query stops at its error.
                         Some(Expect::Query(_)) => dropped.extend(queue.pop_front()),
+                        // The poison's error; its ReadyForQuery follows.
+                        Some(Expect::QueryPoison) => {
+                            queue.pop_front();
+                            queue.push_front(Expect::QueryEnd);
+                        }
+                        // The extended protocol skips everything, Queries
+                        // included, up to the client's Sync.
                         _ => {
                             while queue.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
                                 dropped.extend(queue.pop_front());
@@ -245,7 +268,7 @@ impl Results {
                 let dropped = self.queue.with(|queue| {
                     let mut dropped = Vec::new();
                     while let Some(expect) = queue.pop_front() {
-                        if matches!(expect, Expect::Sync) {
+                        if matches!(expect, Expect::Sync | Expect::QueryEnd) {
                             break;
                         }
                         dropped.push(expect);
@@ -256,7 +279,7 @@ impl Results {
                 // Outside a transaction block no portal is left (cursors
                 // WITH HOLD aside, which the gateway then treats as unknown).
                 if body.first() == Some(&b'I') {
-                    self.queue.prepared().portals.clear();
+                    self.queue.prepared().end_transaction();
                 }
                 Ok(FrameAction::Forward)
             }
@@ -573,7 +596,21 @@ impl Results {
             return FrameAction::Forward;
         };
         let Some(fields) = message::error_fields(body) else {
-            return FrameAction::Forward;
+            // Not UTF-8 (a SQL_ASCII database): it cannot be scanned, so it
+            // does not go out.
+            if tag == b'N' {
+                return FrameAction::Drop;
+            }
+            let mut out = BytesMut::new();
+            crate::codec::build::error_response(
+                &mut out,
+                "ERROR",
+                "XX000",
+                "an error the gateway cannot read (not UTF-8) was withheld, as it may hold masked values",
+                None,
+                None,
+            );
+            return FrameAction::Replace(out);
         };
         let table = fields
             .iter()
@@ -599,7 +636,7 @@ impl Results {
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {
             let value = match code {
-                b'D' | b'W' if reads_covered => {
+                b'D' | b'W' | b'q' if reads_covered => {
                     changed = true;
                     "withheld: it may hold values of masked columns".to_string()
                 }
@@ -654,7 +691,7 @@ impl Results {
             Some(Expect::Complete(_) | Expect::Describe | Expect::InjectedDescribe) => {
                 Front::ClientText
             }
-            Some(Expect::Sync) | None => Front::Unknown,
+            Some(Expect::Sync | Expect::QueryEnd | Expect::QueryPoison) | None => Front::Unknown,
         });
         let source = match front {
             Front::Statement(source) => source,
@@ -685,7 +722,8 @@ impl Results {
             crate::codec::frame::take_cstr(&mut rest),
             crate::codec::frame::take_cstr(&mut rest),
         ) else {
-            return FrameAction::Forward;
+            // Not UTF-8: it cannot be scanned, so it does not go out.
+            return FrameAction::Drop;
         };
         let Some(masked) = masker.mask_message(payload, &mut self.session_counts) else {
             return FrameAction::Forward;

@@ -14,7 +14,7 @@ use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
 use crate::masking::{calls_functions, reads_statistics, Planner, ResultSource};
-use crate::prepared::{Prepared, Undo};
+use crate::prepared::{Change, Prepared};
 use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
 use crate::stream::BoxStream;
@@ -88,7 +88,7 @@ enum Planned {
     /// it is, answered by BindComplete (ParseComplete).
     Forward {
         raw: Bytes,
-        defines: Option<Undo>,
+        defines: Option<Change>,
     },
     /// Statements to check; the message goes ahead only if all are allowed.
     /// `undo` takes back, per statement, what planning it changed in
@@ -97,7 +97,7 @@ enum Planned {
         raw: Bytes,
         phase: &'static str,
         statements: Vec<StatementInfo>,
-        undo: Vec<Vec<Undo>>,
+        undo: Vec<Vec<Change>>,
         poison: Poison,
     },
     /// Refused without a policy decision.
@@ -361,7 +361,7 @@ impl Relay {
                     let name = if bind.portal.len() > MAX_NAME_LEN { bind.portal } else { bind.statement };
                     return refused("bind", "", long_name(name), "42622", Poison::Execute);
                 }
-                let statement = prepared.statements.get(bind.statement).cloned();
+                let statement = prepared.statement(bind.statement).cloned();
                 let defines = Some(prepared.set_portal(bind.portal, Some(statement)));
                 Planned::Forward {
                     raw: frame.raw,
@@ -372,7 +372,7 @@ impl Relay {
                 let Some(portal) = message::execute(frame.body()) else {
                     return malformed("execute", Poison::Execute);
                 };
-                match prepared.portals.get(portal) {
+                match prepared.portal(portal) {
                     Some(Some(statement)) => Planned::Gated {
                         raw: frame.raw,
                         phase: "execute",
@@ -441,7 +441,7 @@ impl Relay {
         sql: &str,
         prepared: &mut Prepared,
         apply: bool,
-    ) -> Result<(Vec<StatementInfo>, Vec<Vec<Undo>>), Refusal> {
+    ) -> Result<(Vec<StatementInfo>, Vec<Vec<Change>>), Refusal> {
         let classified = self.classifier.classify(sql).map_err(|e| {
             (
                 format!("the gateway refuses what it cannot parse: {e}"),
@@ -449,7 +449,7 @@ impl Relay {
             )
         })?;
         let mut statements = Vec::with_capacity(classified.len());
-        let mut undo: Vec<Vec<Undo>> = Vec::with_capacity(classified.len());
+        let mut undo: Vec<Vec<Change>> = Vec::with_capacity(classified.len());
         for statement in classified.iter() {
             match resolve(statement, prepared) {
                 Ok(resolved) => statements.push(resolved),
@@ -514,6 +514,18 @@ impl Relay {
                 return Some("the target's catalog, which masking needs, cannot be read".into());
             };
             let calls = calls_functions(statement);
+            // A DO block or a procedure reads and writes what its code says,
+            // which the gateway cannot see.
+            if (statement
+                .kinds
+                .contains(&portcullis_core::StatementKind::Other)
+                || statement.command == "CALL")
+                && masker.has_column_rules()
+            {
+                return Some(
+                    "a DO block or a procedure can read masked columns where the gateway cannot see it; it is refused while masking applies".into(),
+                );
+            }
             if let Some(rule) = planner.written_rule(&statement.lineage, calls) {
                 return Some(format!(
                     "the statement stores values computed from data that mask rule `{}` covers, where they would be read back unmasked",
@@ -632,7 +644,7 @@ impl Relay {
                         Some(b'S') => expects.push(Expect::Sync),
                         Some(b'D') => expects.push(Expect::Describe),
                         Some(b'Q') => {
-                            expects.extend([Expect::Query(VecDeque::new()), Expect::Sync])
+                            expects.extend([Expect::Query(VecDeque::new()), Expect::QueryEnd])
                         }
                         // A portal the gateway did not see bound: a cursor
                         // opened by an SQL DECLARE. What it returns is
@@ -663,9 +675,7 @@ impl Relay {
                     ..
                 } => {
                     next_decision += 1;
-                    if matches!(poison, Poison::Query) {
-                        expects.extend([Expect::Query(VecDeque::new()), Expect::Sync]);
-                    }
+                    expects.push(poison_expect(&poison));
                     let error = error_bytes(code, &format!("refused: {reason}"), None, None);
                     poison_into(&mut out, shared, poison_seq, poison.kind(), error);
                 }
@@ -710,7 +720,7 @@ impl Relay {
                                     undo: undo.next().unwrap_or_default(),
                                 })
                                 .collect();
-                            expects.extend([Expect::Query(statements), Expect::Sync]);
+                            expects.extend([Expect::Query(statements), Expect::QueryEnd]);
                             out.extend_from_slice(&raw);
                         }
                         (None, Poison::Execute) => {
@@ -733,9 +743,7 @@ impl Relay {
                         (Some(error), _) => {
                             // The target never sees it: nothing it defined exists.
                             shared.results.prepared().undo(undo.into_iter().flatten());
-                            if matches!(poison, Poison::Query) {
-                                expects.extend([Expect::Query(VecDeque::new()), Expect::Sync]);
-                            }
+                            expects.push(poison_expect(&poison));
                             poison_into(&mut out, shared, poison_seq, poison.kind(), error)
                         }
                     }
@@ -781,7 +789,7 @@ fn resolve(
     match &statement.executes {
         // What runs is the prepared statement with the EXECUTE's own
         // arguments, which are evaluated too.
-        Some(name) => match prepared.statements.get(name) {
+        Some(name) => match prepared.statement(name) {
             Some(target) => Ok(portcullis_sql::resolve_execute(target, statement)),
             None => Err((
                 format!("prepared statement `{name}` was not prepared through the gateway, so it cannot be checked"),
@@ -789,6 +797,16 @@ fn resolve(
             )),
         },
         None => Ok(statement.clone()),
+    }
+}
+
+/// What a poison statement is answered with: in the simple protocol a
+/// Query's error and its ReadyForQuery; in the extended one an error, after
+/// which the target skips to the client's Sync.
+fn poison_expect(poison: &Poison) -> Expect {
+    match poison {
+        Poison::Query => Expect::QueryPoison,
+        Poison::Parse(_) | Poison::Execute => Expect::Complete(None),
     }
 }
 

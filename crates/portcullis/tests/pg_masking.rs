@@ -817,3 +817,60 @@ async fn notices_are_redacted_and_merge_needs_its_own_condition() {
     assert_eq!(scalar_i64(&direct, "select count(*) from orders").await, 4);
     gw.stop().await;
 }
+
+/// Found in code review: a refused change undone over a later one, and a
+/// Query the target skips after an extended-protocol error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_changes_and_skipped_queries_keep_the_gateway_in_step() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_in_step", SEED).await).await;
+    let mut raw = RawClient::connect(&gw, &alice(&gw)).await;
+    raw.send(&[raw::query("prepare s as select 'x' as a")])
+        .await;
+    raw.until_ready().await;
+    // In one write: a PREPARE the target refuses, then a DEALLOCATE and a
+    // PREPARE it runs.
+    raw.send(&[
+        raw::query("prepare s as select 1"),
+        raw::query("deallocate s; prepare s as select email || '' from customers"),
+    ])
+    .await;
+    raw.until_ready().await;
+    raw.until_ready().await;
+    raw.send(&[raw::query("execute s")]).await;
+    let rows = raw.until_ready().await;
+    assert!(
+        rows.iter().any(|(tag, _)| *tag == b'D'),
+        "{}",
+        raw_text(&rows)
+    );
+    assert_no_secret(
+        "a refused PREPARE undone over a later one",
+        &raw_text(&rows),
+    );
+
+    // A Query sent while the target skips to Sync is skipped too.
+    raw.send(&[
+        raw::parse("", "select * from nosuch"),
+        raw::query("select 1"),
+        raw::sync(),
+    ])
+    .await;
+    let skipped = raw.until_ready().await;
+    assert!(
+        skipped.iter().any(|(tag, _)| *tag == b'E'),
+        "{}",
+        raw_text(&skipped)
+    );
+    raw.send(&[raw::query("set application_name = 'a'")]).await;
+    raw.until_ready().await;
+    raw.send(&[raw::query("select email || '' from customers")])
+        .await;
+    let rows = raw.until_ready().await;
+    assert!(
+        rows.iter().any(|(tag, _)| *tag == b'D'),
+        "{}",
+        raw_text(&rows)
+    );
+    assert_no_secret("after a skipped Query", &raw_text(&rows));
+    gw.stop().await;
+}
