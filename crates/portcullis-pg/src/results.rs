@@ -112,6 +112,11 @@ impl ResultQueue {
         }
     }
 
+    /// How many answers the target still owes.
+    pub fn len(&self) -> usize {
+        self.with(|queue| queue.len())
+    }
+
     pub fn masker(&self) -> Option<Arc<Masker>> {
         match self.masker.read() {
             Ok(guard) => guard.clone(),

@@ -256,6 +256,13 @@ impl Relay {
                 continue;
             }
             let (out, terminated) = self.enforce(plan, shared, &mut poison_seq).await;
+            // While the target skips to a Sync it answers nothing, so a
+            // client that never sends one would grow the queue for ever.
+            if shared.results.len() > MAX_UNANSWERED {
+                return Ending::Error(PgError::ClientProtocol(format!(
+                    "more than {MAX_UNANSWERED} messages sent without their answers; send Sync"
+                )));
+            }
             if let Err(e) = target.write_all(&out).await {
                 return Ending::Error(PgError::TargetIo {
                     target: self.session.target.name.clone(),
@@ -849,6 +856,9 @@ fn opaque_source() -> ResultSource {
         text: "".into(),
     }
 }
+
+/// How many messages may wait for their answers from the target.
+const MAX_UNANSWERED: usize = 100_000;
 
 /// PostgreSQL's longest identifier (NAMEDATALEN - 1). Longer statement and
 /// portal names could be truncated into each other on the target.
