@@ -388,3 +388,30 @@ async fn client_encodings_that_hide_quotes_and_fast_path_calls_are_refused() {
     assert_eq!(n, 0, "no large object was created");
     gw.stop().await;
 }
+
+/// While the target skips to a Sync it answers nothing: a client that never
+/// sends one cannot make the gateway hold its messages for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_syncs_is_cut_off() {
+    let gw = Gateway::start(TestDb::create("e2e_never_sync", SEED).await).await;
+    let mut raw = RawClient::connect(&gw, &gw.token("alice@example.com", &["eng"])).await;
+    // An error: the target now skips everything up to a Sync.
+    raw.send(&[raw::parse("", "select * from nosuch")]).await;
+    let describe = (b'D', b"Sx\0".to_vec());
+    let batch: Vec<(u8, Vec<u8>)> = std::iter::repeat_n(describe, 10_000).collect();
+    let mut closed = false;
+    for _ in 0..12 {
+        let mut out = Vec::new();
+        for (tag, body) in &batch {
+            out.push(*tag);
+            out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+            out.extend_from_slice(body);
+        }
+        if raw.write_raw(&out).await.is_err() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed || raw.closed_within(std::time::Duration::from_secs(10)).await);
+    gw.stop().await;
+}

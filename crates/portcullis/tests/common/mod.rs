@@ -520,3 +520,26 @@ pub fn policy_validate(dir: &Path) -> Output {
         .output()
         .unwrap()
 }
+
+impl RawClient {
+    /// Writes bytes as they are; an error once the gateway has closed.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
+    /// Whether the gateway closed the connection within `wait`, reading and
+    /// dropping whatever it sends until then.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.buf.clear();
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
