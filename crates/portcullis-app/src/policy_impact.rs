@@ -178,6 +178,8 @@ fn evaluate(body: &Value, policies: &Policies, classifier: &Classifier) -> Outco
         target: &target,
         action: &action,
         client_addr: client_ip,
+        grant: None,
+        reason: None,
     });
     let change = match (recorded, decision.is_allowed()) {
         ("allow", false) => Change::AllowToDeny,

@@ -382,12 +382,15 @@ fn decide(policies: &Policies, case: Case) -> CaseResult {
             reason: reason.clone(),
             errors: Vec::new(),
             policy_version: policies.version().to_string(),
+            approval: None,
         },
         None => policies.decide(&Request {
             principal: &case.principal,
             target: &case.target,
             action: &case.action,
             client_addr: case.client_ip,
+            grant: None,
+            reason: None,
         }),
     };
     let mut failures = Vec::new();
@@ -657,12 +660,12 @@ fn build_case(
     let expect = match raw.expect.as_str() {
         "allow" => Effect::Allow,
         "deny" => Effect::Deny,
-        "hold" => {
-            return Err(
-                "`hold` is not supported yet: statements cannot be held for approval".to_string(),
-            )
+        "hold" => Effect::Hold,
+        other => {
+            return Err(format!(
+                "`expect` must be `allow`, `deny` or `hold`, not `{other}`"
+            ))
         }
-        other => return Err(format!("`expect` must be `allow` or `deny`, not `{other}`")),
     };
     if raw.mask.is_some() {
         return Err(
@@ -1015,16 +1018,9 @@ expect = \"allow\"
     }
 
     #[test]
-    fn hold_and_mask_are_refused() {
+    fn mask_is_refused() {
         let message = parse_err(&format!(
             "{HEADER}
-[[case]]
-name = \"held\"
-principal = {{ id = \"a\" }}
-action = \"query\"
-statement = \"drop table orders\"
-expect = \"hold\"
-
 [[case]]
 name = \"masked\"
 principal = {{ id = \"a\" }}
@@ -1035,11 +1031,7 @@ mask = [\"customers.email\"]
 "
         ));
         assert!(
-            message.contains("case 1 `held`: `hold` is not supported yet"),
-            "{message}"
-        );
-        assert!(
-            message.contains("case 2 `masked`: `mask` is not supported: test who sees"),
+            message.contains("case 1 `masked`: `mask` is not supported: test who sees"),
             "{message}"
         );
     }
@@ -1072,7 +1064,7 @@ expect = \"deny\"
         assert_eq!(
             lines,
             [
-                "demo.cases.toml:1: case 1 `a`: `expect` must be `allow` or `deny`, not `maybe`",
+                "demo.cases.toml:1: case 1 `a`: `expect` must be `allow`, `deny` or `hold`, not `maybe`",
                 "demo.cases.toml:7: case 2 `a`: another case in this file is named `a`",
                 "demo.cases.toml:13: case 3 `c`: `client_ip`: `localhost` is not an IP address",
             ]

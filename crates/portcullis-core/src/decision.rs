@@ -1,10 +1,13 @@
 //! The outcome of a policy evaluation: data, not control flow.
 
-/// Allow or deny.
+/// Allow, deny, or hold for a person's approval.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Effect {
     Allow,
     Deny,
+    /// Denied by policies that are all approvable (`@approval("group")`),
+    /// and allowed without them: the action waits for a reviewer.
+    Hold,
 }
 
 impl Effect {
@@ -12,6 +15,7 @@ impl Effect {
         match self {
             Effect::Allow => "allow",
             Effect::Deny => "deny",
+            Effect::Hold => "hold",
         }
     }
 }
@@ -30,6 +34,18 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// The policy version (commit id or content hash) that decided.
     pub policy_version: String,
+    /// Who may approve a held action; `Some` exactly when `effect` is
+    /// [`Effect::Hold`].
+    pub approval: Option<Approval>,
+}
+
+/// Who must approve a held action: at least one member of every group,
+/// and `min_approvals` approvals in all, never from the requester.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Approval {
+    /// Sorted, without duplicates.
+    pub groups: Vec<String>,
+    pub min_approvals: u32,
 }
 
 impl Decision {

@@ -18,7 +18,7 @@ pub mod statement;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-pub use decision::{Decision, Effect};
+pub use decision::{Approval, Decision, Effect};
 pub use ids::SessionId;
 pub use lineage::{
     ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
@@ -109,4 +109,19 @@ pub struct Request<'a> {
     pub target: &'a Target,
     pub action: &'a Action,
     pub client_addr: Option<IpAddr>,
+    /// The principal's approved access grant on this target, in force now.
+    pub grant: Option<&'a Grant>,
+    /// Why the user says they act (`SET portcullis.reason`, or the client's
+    /// `application_name`), when they said.
+    pub reason: Option<&'a str>,
+}
+
+/// An approved access request: the principal holds it on one target until
+/// `until` (Unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Grant {
+    /// The access request's id.
+    pub id: i64,
+    pub reason: String,
+    pub until: i64,
 }

@@ -55,6 +55,8 @@ fn decide(c: &mut Criterion) {
             target: &target,
             action: &action,
             client_addr,
+            grant: None,
+            reason: None,
         };
         c.bench_function(&format!("cedar/{name}"), |b| {
             b.iter(|| cedar.decide(black_box(&request)))

@@ -6,7 +6,9 @@ use cedar_policy::{
     Authorizer, Context, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
-use portcullis_core::{Action, Decision, Effect, Principal, Request, StatementInfo, Target};
+use portcullis_core::{
+    Action, Approval, Decision, Effect, Principal, Request, StatementInfo, Target,
+};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,19 @@ pub struct CedarPolicies {
     version: String,
     /// Policy id to the name people see (the `@id` annotation, or `file#n`).
     names: HashMap<PolicyId, String>,
+    /// The `forbid` policies marked `@approval("group")`: who may lift each.
+    approvable: HashMap<PolicyId, Approver>,
+    /// Every policy but the approvable forbids: what would be decided if a
+    /// reviewer lifted them.
+    without_approvable: PolicySet,
+}
+
+/// Who may lift one approvable `forbid`.
+#[derive(Clone, Debug)]
+struct Approver {
+    group: String,
+    /// `@approvals("N")`, 1 when absent.
+    min_approvals: u32,
 }
 
 impl std::fmt::Debug for CedarPolicies {
@@ -151,6 +166,7 @@ impl CedarPolicies {
         let mut policies = PolicySet::new();
         let mut names = HashMap::new();
         let mut origin: HashMap<PolicyId, usize> = HashMap::new();
+        let mut approvable = HashMap::new();
         // Every problem is reported, not only the first: a CI run shows all
         // of them at once.
         let mut problems = Vec::new();
@@ -189,6 +205,19 @@ impl CedarPolicies {
                     });
                     continue;
                 }
+                match approver(policy) {
+                    Ok(Some(approver)) => {
+                        approvable.insert(id.clone(), approver);
+                    }
+                    Ok(None) => {}
+                    Err(message) => {
+                        problems.push(PolicyError::Invalid {
+                            location: format!("{} (policy `{name}`)", shown(file).display()),
+                            message,
+                        });
+                        continue;
+                    }
+                }
                 if let Err(e) = policies.add(policy.new_id(id.clone())) {
                     problems.push(PolicyError::Invalid {
                         location: shown(file).display().to_string(),
@@ -219,12 +248,25 @@ impl CedarPolicies {
         if let Some(error) = PolicyError::from_problems(problems) {
             return Err(error);
         }
+        let mut without_approvable = PolicySet::new();
+        for policy in policies.policies() {
+            if !approvable.contains_key(policy.id()) {
+                without_approvable
+                    .add(policy.clone())
+                    .map_err(|e| PolicyError::Invalid {
+                        location: policy.id().to_string(),
+                        message: e.to_string(),
+                    })?;
+            }
+        }
         Ok(CedarPolicies {
             policies,
             schema,
             authorizer: Authorizer::new(),
             version: content_version(&files),
             names,
+            approvable,
+            without_approvable,
         })
     }
 
@@ -268,6 +310,7 @@ impl CedarPolicies {
                 reason: message.clone(),
                 errors: vec![message],
                 policy_version: self.version.clone(),
+                approval: None,
             },
         }
     }
@@ -294,6 +337,7 @@ impl CedarPolicies {
         let response = self
             .authorizer
             .is_authorized(&cedar_request, &self.policies, &entities);
+        let approval = self.approval(&response, &cedar_request, &entities);
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -337,15 +381,61 @@ impl CedarPolicies {
                 } else {
                     reasons.join("; ")
                 };
-                (Effect::Deny, reason)
+                let effect = if approval.is_some() {
+                    Effect::Hold
+                } else {
+                    Effect::Deny
+                };
+                (effect, reason)
             }
         };
         Ok(Decision {
+            approval: approval.filter(|_| effect == Effect::Hold),
             effect,
             policies,
             reason,
             errors,
             policy_version: self.version.clone(),
+        })
+    }
+
+    /// Who may approve a denial: only when every policy that denied is an
+    /// approvable `forbid`, and the request is allowed without them (a
+    /// reviewer lifts a forbid, never grants what no policy permits).
+    fn approval(
+        &self,
+        response: &cedar_policy::Response,
+        request: &cedar_policy::Request,
+        entities: &Entities,
+    ) -> Option<Approval> {
+        if response.decision() != cedar_policy::Decision::Deny
+            || response.diagnostics().errors().next().is_some()
+        {
+            return None;
+        }
+        let mut groups = Vec::new();
+        let mut min_approvals = 1;
+        for id in response.diagnostics().reason() {
+            let approver = self.approvable.get(id)?;
+            groups.push(approver.group.clone());
+            min_approvals = min_approvals.max(approver.min_approvals);
+        }
+        if groups.is_empty() {
+            return None;
+        }
+        let lifted = self
+            .authorizer
+            .is_authorized(request, &self.without_approvable, entities);
+        if lifted.decision() != cedar_policy::Decision::Allow
+            || lifted.diagnostics().errors().next().is_some()
+        {
+            return None;
+        }
+        groups.sort();
+        groups.dedup();
+        Some(Approval {
+            min_approvals: min_approvals.max(u32::try_from(groups.len()).unwrap_or(u32::MAX)),
+            groups,
         })
     }
 
@@ -417,6 +507,29 @@ impl CedarPolicies {
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "0.0.0.0".to_string());
         let mut pairs = vec![("client_ip".to_string(), RestrictedExpression::new_ip(ip))];
+        if let Some(grant) = request.grant {
+            pairs.push((
+                "grant".to_string(),
+                RestrictedExpression::new_record([
+                    ("id".to_string(), RestrictedExpression::new_long(grant.id)),
+                    (
+                        "reason".to_string(),
+                        RestrictedExpression::new_string(grant.reason.clone()),
+                    ),
+                    (
+                        "until".to_string(),
+                        RestrictedExpression::new_long(grant.until),
+                    ),
+                ])
+                .map_err(|e| e.to_string())?,
+            ));
+        }
+        if let Some(reason) = request.reason {
+            pairs.push((
+                "reason".to_string(),
+                RestrictedExpression::new_string(reason.to_string()),
+            ));
+        }
         match request.action {
             Action::Query(statement) => {
                 pairs.push(("statement".to_string(), statement_record(statement)?));
@@ -431,6 +544,42 @@ impl CedarPolicies {
         }
         Context::from_pairs(pairs).map_err(|e| e.to_string())
     }
+}
+
+/// The `@approval("group")` (and `@approvals("N")`) of a policy: only on a
+/// `forbid`, naming one group.
+fn approver(policy: &Policy) -> Result<Option<Approver>, String> {
+    let Some(group) = policy.annotation("approval") else {
+        if policy.annotation("approvals").is_some() {
+            return Err("`@approvals` needs `@approval(\"group\")` on the same policy".into());
+        }
+        return Ok(None);
+    };
+    if policy.effect() != cedar_policy::Effect::Forbid {
+        return Err(
+            "`@approval` marks a `forbid` that a reviewer may lift; it means nothing on a `permit`"
+                .into(),
+        );
+    }
+    let group = group.trim();
+    if group.is_empty() {
+        return Err("`@approval` must name the group whose members approve".into());
+    }
+    let min_approvals = match policy.annotation("approvals") {
+        None => 1,
+        Some(n) => match n.trim().parse::<u32>() {
+            Ok(n) if (1..=10).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "`@approvals(\"{n}\")` must be a number of approvals from 1 to 10"
+                ))
+            }
+        },
+    };
+    Ok(Some(Approver {
+        group: group.to_string(),
+        min_approvals,
+    }))
 }
 
 fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, String> {

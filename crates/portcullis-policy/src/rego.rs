@@ -7,8 +7,9 @@
 //! permit; what no rule permits is denied, as in Cedar.
 
 use crate::error::PolicyError;
-use portcullis_core::{Action, Decision, Effect, Request};
+use portcullis_core::{Action, Approval, Decision, Effect, Request};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub struct RegoPolicies {
@@ -116,15 +117,38 @@ impl RegoPolicies {
     /// Decides one request; an evaluation error is a denial that says why.
     pub fn decide(&self, request: &Request<'_>) -> Decision {
         match self.evaluate(input(request)) {
-            Ok((forbid, permit, reasons)) => {
+            Ok(Evaluated {
+                forbid,
+                permit,
+                reasons,
+                approvals,
+            }) => {
                 let action = request.action.name();
                 if !forbid.is_empty() {
                     let because: Vec<String> = forbid
                         .iter()
                         .filter_map(|id| reasons.get(id).cloned())
                         .collect();
+                    // Held when every forbid names its approving group and a
+                    // permit applies: a reviewer lifts forbids, never grants
+                    // what nothing permits.
+                    let groups: Option<Vec<String>> =
+                        forbid.iter().map(|id| approvals.get(id).cloned()).collect();
+                    let approval = groups.filter(|_| !permit.is_empty()).map(|mut groups| {
+                        groups.sort();
+                        groups.dedup();
+                        Approval {
+                            min_approvals: u32::try_from(groups.len()).unwrap_or(u32::MAX),
+                            groups,
+                        }
+                    });
                     Decision {
-                        effect: Effect::Deny,
+                        effect: if approval.is_some() {
+                            Effect::Hold
+                        } else {
+                            Effect::Deny
+                        },
+                        approval,
                         reason: if because.is_empty() {
                             format!("`{action}` is forbidden")
                         } else {
@@ -137,6 +161,7 @@ impl RegoPolicies {
                 } else if !permit.is_empty() {
                     Decision {
                         effect: Effect::Allow,
+                        approval: None,
                         reason: String::new(),
                         policies: permit,
                         errors: Vec::new(),
@@ -145,6 +170,7 @@ impl RegoPolicies {
                 } else {
                     Decision {
                         effect: Effect::Deny,
+                        approval: None,
                         reason: format!(
                             "no policy permits `{action}` on target `{}` for `{}`",
                             request.target.name, request.principal.id
@@ -157,6 +183,7 @@ impl RegoPolicies {
             }
             Err(message) => Decision {
                 effect: Effect::Deny,
+                approval: None,
                 policies: Vec::new(),
                 reason: format!("the policy could not be evaluated: {message}"),
                 errors: vec![message],
@@ -165,19 +192,7 @@ impl RegoPolicies {
         }
     }
 
-    /// `(forbid ids, permit ids, reasons)`, ids sorted.
-    #[allow(clippy::type_complexity)]
-    fn evaluate(
-        &self,
-        input: Value,
-    ) -> Result<
-        (
-            Vec<String>,
-            Vec<String>,
-            std::collections::BTreeMap<String, String>,
-        ),
-        String,
-    > {
+    fn evaluate(&self, input: Value) -> Result<Evaluated, String> {
         let mut engine = self.engine.clone();
         engine.set_input(regorus::Value::from(input));
         let mut ids = |rule: &str, defined: bool| -> Result<Vec<String>, String> {
@@ -202,20 +217,39 @@ impl RegoPolicies {
         let [defines_permit, defines_forbid] = self.defines;
         let forbid = ids("forbid", defines_forbid)?;
         let permit = ids("permit", defines_permit)?;
-        let reasons = engine
-            .eval_rule("data.portcullis.reasons".to_string())
-            .ok()
-            .and_then(|value| to_json(&value).ok())
-            .and_then(|json| json.as_object().cloned())
-            .map(|object| {
-                object
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok((forbid, permit, reasons))
+        let mut strings = |rule: &str| -> BTreeMap<String, String> {
+            engine
+                .eval_rule(format!("data.portcullis.{rule}"))
+                .ok()
+                .and_then(|value| to_json(&value).ok())
+                .and_then(|json| json.as_object().cloned())
+                .map(|object| {
+                    object
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let reasons = strings("reasons");
+        let approvals = strings("approvals");
+        Ok(Evaluated {
+            forbid,
+            permit,
+            reasons,
+            approvals,
+        })
     }
+}
+
+/// What one evaluation found; ids sorted.
+struct Evaluated {
+    forbid: Vec<String>,
+    permit: Vec<String>,
+    /// Rule id to a sentence for people.
+    reasons: BTreeMap<String, String>,
+    /// Forbid rule id to the group whose members may lift it.
+    approvals: BTreeMap<String, String>,
 }
 
 fn to_json(value: &regorus::Value) -> Result<Value, String> {
@@ -234,6 +268,12 @@ pub fn input(request: &Request<'_>) -> Value {
     });
     if let Action::Unmask { rule } = request.action {
         context["rule"] = json!(rule);
+    }
+    if let Some(grant) = request.grant {
+        context["grant"] = json!({"id": grant.id, "reason": grant.reason, "until": grant.until});
+    }
+    if let Some(reason) = request.reason {
+        context["reason"] = json!(reason);
     }
     if let Action::Query(statement) = request.action {
         context["statement"] = json!({

@@ -1,7 +1,7 @@
 use super::*;
 use crate::RegoPolicies;
 use portcullis_core::{
-    Action, Principal, Request, StatementInfo, StatementKind, Target, TargetKind,
+    Action, Effect, Principal, Request, StatementInfo, StatementKind, Target, TargetKind,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,6 +55,8 @@ fn decide(policies: &CedarPolicies, p: &Principal, action: Action) -> portcullis
         target: &target,
         action: &action,
         client_addr: "127.0.0.1".parse().ok(),
+        grant: None,
+        reason: None,
     })
 }
 
@@ -226,6 +228,8 @@ fn cedar_and_rego_agree_on_the_quickstart() {
             target: &target,
             action: &action,
             client_addr: "127.0.0.1".parse().ok(),
+            grant: None,
+            reason: None,
         };
         let (c, r) = (cedar.decide(&request), rego.decide(&request));
         let case = format!("{} {:?}", who.id, action);
@@ -278,4 +282,167 @@ fn every_problem_is_reported_with_its_position() {
         lines.iter().any(|l| l.contains("`nope`")) && lines.iter().any(|l| l.contains("`nada`")),
         "{err}"
     );
+}
+
+const APPROVABLE: &str = r#"
+permit (principal in Group::"eng", action == Action::"query", resource);
+@id("deletes-need-a-dba")
+@approval("dba")
+@reason("deletes need a DBA")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kind == "delete" };
+@id("two-for-ddl")
+@approval("dba")
+@approvals("2")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kind == "ddl" };
+@id("no-truncate")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.command == "TRUNCATE" };
+"#;
+
+#[test]
+fn an_approvable_forbid_holds_only_what_a_permit_allows() {
+    let policies = CedarPolicies::from_sources(&[("p.cedar", APPROVABLE)]).unwrap();
+    let eng = principal("alice", &["eng"]);
+    let held = decide(
+        &policies,
+        &eng,
+        Action::Query(statement(StatementKind::Delete, "DELETE", true)),
+    );
+    assert_eq!(held.effect, Effect::Hold);
+    assert_eq!(held.reason, "deletes need a DBA");
+    assert_eq!(
+        held.approval,
+        Some(portcullis_core::Approval {
+            groups: vec!["dba".into()],
+            min_approvals: 1
+        })
+    );
+    let ddl = decide(
+        &policies,
+        &eng,
+        Action::Query(statement(StatementKind::Ddl, "CREATE TABLE", true)),
+    );
+    assert_eq!(ddl.effect, Effect::Hold);
+    assert_eq!(ddl.approval.map(|a| a.min_approvals), Some(2));
+
+    // Nothing permits it: a reviewer cannot grant what no policy allows.
+    let outsider = principal("mallory", &["sales"]);
+    let denied = decide(
+        &policies,
+        &outsider,
+        Action::Query(statement(StatementKind::Delete, "DELETE", true)),
+    );
+    assert_eq!(denied.effect, Effect::Deny);
+    assert_eq!(denied.approval, None);
+
+    // A forbid that is not approvable decides, whatever else applies.
+    let truncate = decide(
+        &policies,
+        &eng,
+        Action::Query(statement(StatementKind::Delete, "TRUNCATE", false)),
+    );
+    assert_eq!(truncate.effect, Effect::Deny);
+    assert!(truncate.policies.contains(&"no-truncate".to_string()));
+}
+
+#[test]
+fn approval_annotations_are_checked_at_load() {
+    for (text, message) in [
+        (
+            r#"@approval("dba") permit (principal, action, resource);"#,
+            "it means nothing on a `permit`",
+        ),
+        (
+            r#"@approval("") forbid (principal, action, resource);"#,
+            "must name the group",
+        ),
+        (
+            r#"@approval("dba") @approvals("0") forbid (principal, action, resource);"#,
+            "from 1 to 10",
+        ),
+        (
+            r#"@approvals("2") forbid (principal, action, resource);"#,
+            "needs `@approval",
+        ),
+    ] {
+        let error = CedarPolicies::from_sources(&[("p.cedar", text)]).unwrap_err();
+        assert!(error.to_string().contains(message), "{text}: {error}");
+    }
+}
+
+#[test]
+fn rego_holds_like_cedar() {
+    let rego = RegoPolicies::from_sources(&[(
+        "p.rego",
+        r#"package portcullis
+import rego.v1
+permit contains "eng" if { "eng" in input.principal.groups }
+forbid contains "deletes-need-a-dba" if { input.context.statement.kind == "delete" }
+forbid contains "no-truncate" if { input.context.statement.command == "TRUNCATE" }
+approvals := {"deletes-need-a-dba": "dba"}
+"#,
+    )])
+    .unwrap();
+    let request = |p: &Principal, s: StatementInfo| {
+        let action = Action::Query(s);
+        let target = demo();
+        rego.decide(&Request {
+            principal: p,
+            target: &target,
+            action: &action,
+            client_addr: None,
+            grant: None,
+            reason: None,
+        })
+    };
+    let eng = principal("alice", &["eng"]);
+    let held = request(&eng, statement(StatementKind::Delete, "DELETE", true));
+    assert_eq!(held.effect, Effect::Hold);
+    assert_eq!(
+        held.approval.map(|a| a.groups),
+        Some(vec!["dba".to_string()])
+    );
+    let outsider = principal("mallory", &[]);
+    assert_eq!(
+        request(&outsider, statement(StatementKind::Delete, "DELETE", true)).effect,
+        Effect::Deny
+    );
+    assert_eq!(
+        request(&eng, statement(StatementKind::Delete, "TRUNCATE", false)).effect,
+        Effect::Deny
+    );
+}
+
+#[test]
+fn the_context_carries_a_grant_and_a_reason() {
+    let policies = CedarPolicies::from_sources(&[(
+        "p.cedar",
+        r#"permit (principal, action == Action::"connect", resource)
+when { context has grant && context.grant.until > 100 && context has reason && context.reason == "INC-1" };"#,
+    )])
+    .unwrap();
+    let p = principal("alice", &[]);
+    let target = demo();
+    let grant = portcullis_core::Grant {
+        id: 7,
+        reason: "INC-1".into(),
+        until: 200,
+    };
+    let decide_with = |grant: Option<&portcullis_core::Grant>, reason: Option<&str>| {
+        policies
+            .decide(&Request {
+                principal: &p,
+                target: &target,
+                action: &Action::Connect,
+                client_addr: None,
+                grant,
+                reason,
+            })
+            .effect
+    };
+    assert_eq!(decide_with(Some(&grant), Some("INC-1")), Effect::Allow);
+    assert_eq!(decide_with(None, Some("INC-1")), Effect::Deny);
+    assert_eq!(decide_with(Some(&grant), None), Effect::Deny);
 }
