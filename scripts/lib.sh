@@ -18,6 +18,9 @@ ensure_packages() {
   # in the tests; python3 runs the CGI server in front of http-backend.
   command -v git >/dev/null || missing+=(git)
   command -v python3 >/dev/null || missing+=(python3)
+  # Debian's Chromium (/usr/bin/chromium), driven by playwright-core in the
+  # web console's browser test (tests/console); nothing downloads a browser.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq

@@ -43,6 +43,9 @@ As dana (groups eng, dba, pii-readers: DDL and DCL too, personal data in clear):
 
 Try:  select * from customers;   select upper(email) from customer_contacts;
       delete from orders;   drop table orders;
+alice's "delete from orders" is held for a DBA: psql waits. Approve it as dana:
+  PORTCULLIS_TOKEN=$DANA $BIN requests --config $CONFIG
+  PORTCULLIS_TOKEN=$DANA $BIN approve 1 --config $CONFIG --comment "test data"
 Then, in another terminal:
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit tail --config $CONFIG
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit verify --config $CONFIG

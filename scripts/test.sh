@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 ensure_packages
 npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 
 PORT=$(free_port)
 trap pg_stop EXIT

@@ -53,7 +53,9 @@ const configuration = {
       // A native client may use any port on a loopback redirect URI
       // (RFC 8252 §7.3): the port is ignored when the URI is compared.
       application_type: 'native',
-      redirect_uris: ['http://127.0.0.1/callback'],
+      // `/callback`: the gateway's CLI login; `/auth/callback`: the web
+      // console's login (the browser end-to-end test in tests/console).
+      redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/auth/callback'],
       grant_types: [
         'authorization_code',
         'refresh_token',

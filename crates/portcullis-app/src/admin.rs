@@ -76,6 +76,15 @@ fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle
     HANDLE
         .get_or_init(|| {
             metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "portcullis_approval_latency_seconds".into(),
+                    ),
+                    &[
+                        5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 14400.0,
+                    ],
+                )
+                .ok()?
                 .install_recorder()
                 .ok()
         })

@@ -117,24 +117,16 @@ fn format_time(time_ms: u64) -> String {
     )
 }
 
-/// Parses `90s`, `15m`, `1h`, `7d`.
+/// Parses `90s`, `15m`, `1h`, `7d`, `1h30m`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| anyhow!("`{text}` is not a duration (write 90s, 15m, 1h or 7d)"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
-        _ => bail!("`{text}` is not a duration (write 90s, 15m, 1h or 7d)"),
+    let with_unit = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{text}s")
+    } else {
+        text.to_string()
     };
-    Ok(Duration::from_secs(seconds))
+    let seconds = portcullis_gate::approval::parse_duration(&with_unit).map_err(|e| anyhow!(e))?;
+    Ok(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
 }
 
 /// `portcullis dev token`: a token from the dev issuer.

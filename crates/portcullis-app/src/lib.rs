@@ -17,6 +17,7 @@ pub mod policy_drift;
 pub mod policy_impact;
 pub mod policy_stale;
 pub mod policy_test;
+pub mod requests_cli;
 pub mod tls;
 
 use anyhow::{bail, Context, Result};
@@ -153,6 +154,73 @@ pub fn oidc_settings(config: &Config, file: &Path) -> Result<Vec<OidcIssuerSetti
             Ok(settings)
         })
         .collect()
+}
+
+/// `[approvals]` as the workflow takes it.
+fn approval_settings(config: &Config, file: &Path) -> Result<portcullis_gate::approval::Settings> {
+    use portcullis_gate::approval::{parse_duration, Format, Settings, Sink};
+    let a = &config.approvals;
+    let seconds = |key: &str, text: &str| -> Result<Duration> {
+        let n = parse_duration(text)
+            .map_err(|e| anyhow::anyhow!("{}: `approvals.{key}`: {e}", file.display()))?;
+        Ok(Duration::from_secs(u64::try_from(n).unwrap_or(0)))
+    };
+    let mut notify = Vec::new();
+    for (idx, sink) in a.notify.iter().enumerate() {
+        let url = sink.url.resolve().map_err(|message| {
+            anyhow::anyhow!(
+                "{}: `approvals.notify[{idx}].url`: cannot read secret: {message}",
+                file.display()
+            )
+        })?;
+        notify.push(Sink {
+            url,
+            format: if sink.format == "slack" {
+                Format::Slack
+            } else {
+                Format::Json
+            },
+        });
+    }
+    let console_url = match (&config.console, &config.admin) {
+        (Some(console), _) => console.public_url.trim_end_matches('/').to_string(),
+        (None, Some(admin)) => format!("http://{}", admin.listen),
+        (None, None) => "(no console configured)".into(),
+    };
+    Ok(Settings {
+        expiry: seconds("expiry", &a.expiry)?,
+        console_url,
+        access_approvers: a.access_approvers.clone(),
+        access_min_approvals: a.access_min_approvals.max(1),
+        access_max: seconds("access_max", &a.access_max)?,
+        notify,
+        ..Settings::default()
+    })
+}
+
+/// `[console]`: the public URL and the OIDC client reviewers log in with.
+fn console_settings(
+    config: &Config,
+    file: &Path,
+) -> Result<Option<portcullis_web::ConsoleSettings>> {
+    let Some(console) = &config.console else {
+        return Ok(None);
+    };
+    let issuers = oidc_settings(config, file)?;
+    let chosen = match &console.issuer {
+        Some(issuer) => issuers.into_iter().find(|s| &s.issuer == issuer),
+        None => issuers.into_iter().find(|s| s.client_id.is_some()),
+    };
+    let Some(oidc) = chosen.filter(|s| s.client_id.is_some()) else {
+        anyhow::bail!(
+            "{}: `console`: reviewers log in through an `[[identity.oidc]]` issuer with a `client_id`; configure one (and `console.issuer` to pick it)",
+            file.display()
+        );
+    };
+    Ok(Some(portcullis_web::ConsoleSettings {
+        public_url: console.public_url.trim_end_matches('/').to_string(),
+        oidc,
+    }))
 }
 
 fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>>> {
@@ -428,7 +496,20 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             ..AuditOptions::default()
         },
     )?;
-    let gate = Gate::new(policies, audit, 100_000, mask_key(data_dir)?);
+    let approvals = portcullis_gate::Approvals::open(
+        &data_dir.join("approvals.db"),
+        audit.clone(),
+        approval_settings(&config, file)?,
+    )
+    .await
+    .context("cannot open the approval store")?;
+    let gate = Gate::new(
+        policies,
+        audit,
+        100_000,
+        mask_key(data_dir)?,
+        approvals.clone(),
+    );
 
     let dev = dev_issuer(&config)?;
     if let Some(dev) = &dev {
@@ -444,6 +525,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     }
 
     let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(approvals.clone().run_timers()));
     let state = match portcullis_store::StateStore::open(&state_path(data_dir)) {
         Ok(store) => Some(Arc::new(std::sync::Mutex::new(store))),
         Err(e) => {
@@ -512,7 +594,14 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         let addr = listener.local_addr()?;
         info!(%addr, "admin listener ready");
         admin_addr = Some(addr);
-        let router = admin::router(gate.clone(), source_version.clone());
+        let web = portcullis_web::Web {
+            approvals: approvals.clone(),
+            verifier: verifier.clone(),
+            targets: config.targets.iter().map(|t| t.name.clone()).collect(),
+            console: console_settings(&config, file)?,
+        };
+        let router =
+            admin::router(gate.clone(), source_version.clone()).merge(portcullis_web::router(web));
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "admin listener failed");

@@ -34,6 +34,82 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+}
+
+/// `[approvals]`: held statements and access requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// How long a request waits for reviewers (`15m`, `1h`).
+    #[serde(default = "default_expiry")]
+    pub expiry: String,
+    /// Groups whose members review access requests (`portcullis request`);
+    /// empty turns access requests off.
+    #[serde(default)]
+    pub access_approvers: Vec<String>,
+    #[serde(default = "default_one", deserialize_with = "number")]
+    pub access_min_approvals: u32,
+    /// The longest access window that may be asked for.
+    #[serde(default = "default_access_max")]
+    pub access_max: String,
+    /// Webhooks told of each request and decision.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            expiry: default_expiry(),
+            access_approvers: Vec::new(),
+            access_min_approvals: 1,
+            access_max: default_access_max(),
+            notify: Vec::new(),
+        }
+    }
+}
+
+fn default_expiry() -> String {
+    "15m".into()
+}
+
+fn default_access_max() -> String {
+    "12h".into()
+}
+
+fn default_one() -> u32 {
+    1
+}
+
+/// One webhook. Its URL is a secret (a Slack URL is a credential).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub url: SecretRef,
+    /// `json` (the request as JSON) or `slack` (an incoming-webhook message).
+    #[serde(default = "default_notify_format")]
+    pub format: String,
+}
+
+fn default_notify_format() -> String {
+    "json".into()
+}
+
+/// `[console]`: the web console, served on the admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The address people reach the console at; links in notices and
+    /// notifications use it, and the OIDC redirect is `<public_url>/auth/callback`.
+    pub public_url: String,
+    /// The `[[identity.oidc]]` issuer reviewers log in with; that entry
+    /// needs a `client_id`. Defaults to the first one that has one.
+    #[serde(default)]
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -545,6 +621,11 @@ impl Config {
                 join(p);
             }
         }
+        for notify in &mut self.approvals.notify {
+            if let SecretRef::File(p) = &mut notify.url {
+                join(p);
+            }
+        }
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
@@ -573,6 +654,30 @@ impl Config {
                 return Err(invalid(
                     format!("identity.oidc[{idx}].audience"),
                     "give at least one accepted audience".into(),
+                ));
+            }
+        }
+        for (idx, notify) in self.approvals.notify.iter().enumerate() {
+            if !matches!(notify.format.as_str(), "json" | "slack") {
+                return Err(invalid(
+                    format!("approvals.notify[{idx}].format"),
+                    format!("`{}` is not a format: use `json` or `slack`", notify.format),
+                ));
+            }
+        }
+        if let Some(console) = &self.console {
+            if self.admin.is_none() {
+                return Err(invalid(
+                    "console".into(),
+                    "the console is served on the admin listener: configure [admin] listen".into(),
+                ));
+            }
+            if !(console.public_url.starts_with("http://")
+                || console.public_url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "console.public_url".into(),
+                    format!("`{}` is not an http or https URL", console.public_url),
                 ));
             }
         }

@@ -35,6 +35,9 @@ pub struct DecisionFields<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub errors: &'a [String],
     pub policy_version: &'a str,
+    /// Who may approve a held action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<&'a portcullis_core::Approval>,
 }
 
 impl<'a> From<&'a Decision> for DecisionFields<'a> {
@@ -45,6 +48,7 @@ impl<'a> From<&'a Decision> for DecisionFields<'a> {
             reason: &d.reason,
             errors: &d.errors,
             policy_version: &d.policy_version,
+            approval: d.approval.as_ref(),
         }
     }
 }

@@ -21,6 +21,9 @@ pub use error::GateError;
 pub use event::SessionFields;
 
 use event::{AuditEvent, DecisionFields, StatementFields};
+pub use portcullis_approval as approval;
+use portcullis_approval::Subject;
+pub use portcullis_approval::{Approvals, Held};
 use portcullis_audit::AuditLog;
 use portcullis_core::{Action, Decision, Principal, Request, SessionId, StatementInfo, Target};
 use portcullis_mask::{HashKey, MaskCounts, Masker};
@@ -50,6 +53,8 @@ struct GateInner {
     decisions: quick_cache::sync::Cache<DecisionKey, Decision>,
     /// The key of the `hash` masking strategy.
     mask_key: HashKey,
+    /// Held statements and access grants.
+    approvals: Approvals,
 }
 
 /// Everything a decision depends on: the policy version, every attribute of
@@ -64,6 +69,10 @@ struct DecisionKey {
     client_ip: std::net::IpAddr,
     action: &'static str,
     statement: Option<String>,
+    /// The grant in force (its id), and the reason the user gave: both are
+    /// in the policy's context.
+    grant: Option<i64>,
+    reason: Option<Arc<str>>,
 }
 
 #[derive(PartialEq, Eq, Hash)]
@@ -105,6 +114,16 @@ pub struct Session {
     started: Instant,
     statements: u64,
     denied: u64,
+    /// Why the user says they act, from the client (`application_name`,
+    /// `SET portcullis.reason`); seen by policies and reviewers.
+    reason: Option<Arc<str>>,
+    /// `portcullis_decisions_total` for this target, by effect.
+    counters: Arc<[metrics::Counter; 3]>,
+}
+
+fn decision_counters(target: &str) -> Arc<[metrics::Counter; 3]> {
+    let counter = |effect: &'static str| metrics::counter!("portcullis_decisions_total", "effect" => effect, "target" => target.to_string());
+    Arc::new([counter("allow"), counter("deny"), counter("hold")])
 }
 
 impl Session {
@@ -137,6 +156,7 @@ impl Session {
             groups,
         });
         let cache_target: Arc<str> = target.name.as_str().into();
+        let counters = decision_counters(&target.name);
         Session {
             id,
             principal,
@@ -148,7 +168,19 @@ impl Session {
             started: Instant::now(),
             statements: 0,
             denied: 0,
+            reason: None,
+            counters,
         }
+    }
+
+    /// Records why the user says they act; empty clears it.
+    pub fn set_reason(&mut self, reason: &str) {
+        let reason = reason.trim();
+        self.reason = (!reason.is_empty()).then(|| reason.into());
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
     }
 }
 
@@ -167,6 +199,8 @@ impl Session {
             started: self.started,
             statements: 0,
             denied: 0,
+            reason: self.reason.clone(),
+            counters: self.counters.clone(),
         }
     }
 }
@@ -177,6 +211,7 @@ impl Gate {
         audit: AuditLog,
         decision_cache: usize,
         mask_key: HashKey,
+        approvals: Approvals,
     ) -> Gate {
         Gate {
             inner: Arc::new(GateInner {
@@ -187,8 +222,69 @@ impl Gate {
                 audit,
                 decisions: quick_cache::sync::Cache::new(decision_cache.max(1)),
                 mask_key,
+                approvals,
             }),
         }
+    }
+
+    pub fn approvals(&self) -> &Approvals {
+        &self.inner.approvals
+    }
+
+    /// Changes when an access grant starts or ends; live sessions decide
+    /// their `connect` again.
+    pub fn grant_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.approvals.grant_changes()
+    }
+
+    /// Holds a statement the policy made approvable: stores and audits its
+    /// request and notifies the reviewers. The caller tells the client and
+    /// waits on the answer. Fails closed: no request, no statement.
+    pub async fn hold(
+        &self,
+        session: &Session,
+        statement: &StatementInfo,
+        parameters: Vec<Option<String>>,
+        decision: &Decision,
+    ) -> Result<Held, GateError> {
+        let Some(approval) = decision.approval.clone() else {
+            return Err(GateError::Approval(
+                "internal error: a hold without approvers".into(),
+            ));
+        };
+        self.inner
+            .approvals
+            .hold(
+                &session.principal,
+                &session.target.name,
+                Subject::Statement {
+                    session: session.id.to_string(),
+                    client_addr: session.client_addr.to_string(),
+                    text: statement.text.clone(),
+                    parameters,
+                    policies: decision.policies.clone(),
+                    policy_reason: decision.reason.clone(),
+                    policy_version: decision.policy_version.clone(),
+                },
+                session.reason.as_deref().map(str::to_string),
+                approval,
+            )
+            .await
+            .map_err(|e| GateError::Approval(e.to_string()))
+    }
+
+    /// Records that an approved statement goes to the target; it goes only
+    /// once this entry is durable.
+    pub async fn approved_statement_runs(
+        &self,
+        session: &Session,
+        request: i64,
+    ) -> Result<(), GateError> {
+        self.inner
+            .approvals
+            .executed(request, &session.id.to_string())
+            .await
+            .map_err(|e| GateError::Approval(e.to_string()))
     }
 
     /// The policy version enforced now.
@@ -275,6 +371,10 @@ impl Gate {
         // key: a decision made under an old policy can never be found under
         // a new one, even if it is inserted after the swap.
         let policies = self.policies();
+        let grant = self
+            .inner
+            .approvals
+            .grant(&session.principal.id, &session.target.name);
         let key = DecisionKey {
             policy_version: policies.version().into(),
             principal: session.cache_principal.clone(),
@@ -286,9 +386,11 @@ impl Gate {
                 Action::Query(s) => Some(s.text.clone()),
                 Action::Unmask { rule } => Some(rule.clone()),
             },
+            grant: grant.as_ref().map(|g| g.id),
+            reason: session.reason.clone(),
         };
         if let Some(decision) = self.inner.decisions.get(&key) {
-            self.count_hits(&decision);
+            self.count_hits(session, &decision);
             return decision;
         }
         let decision = policies.decide(&Request {
@@ -296,19 +398,26 @@ impl Gate {
             target: &session.target,
             action,
             client_addr: Some(session.client_addr.ip()),
+            grant: grant.as_ref(),
+            reason: session.reason.as_deref(),
         });
         // Decisions with evaluation errors are not cached: the next request
         // evaluates again.
         if decision.errors.is_empty() {
             self.inner.decisions.insert(key, decision.clone());
         }
-        self.count_hits(&decision);
+        self.count_hits(session, &decision);
         decision
     }
 
-    fn count_hits(&self, decision: &Decision) {
-        metrics::counter!("portcullis_decisions_total", "effect" => decision.effect.as_str())
-            .increment(1);
+    fn count_hits(&self, session: &Session, decision: &Decision) {
+        let [allow, deny, hold] = &*session.counters;
+        match decision.effect {
+            portcullis_core::Effect::Allow => allow,
+            portcullis_core::Effect::Deny => deny,
+            portcullis_core::Effect::Hold => hold,
+        }
+        .increment(1);
         if decision.policies.is_empty() {
             return;
         }
@@ -363,10 +472,11 @@ impl Gate {
                     reason: reason.to_string(),
                     errors: Vec::new(),
                     policy_version: self.policy_version(),
+                    approval: None,
                 },
             };
             session.statements += 1;
-            if !decision.is_allowed() {
+            if decision.effect == portcullis_core::Effect::Deny {
                 session.denied += 1;
             }
             decisions.push(decision);
@@ -529,11 +639,18 @@ mod tests {
         )
     }
 
-    fn gate(dir: &tempfile::TempDir, policy: &str) -> Gate {
+    async fn gate(dir: &tempfile::TempDir, policy: &str) -> Gate {
         let policies = CedarPolicies::from_sources(&[("p.cedar", policy)]).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let audit = AuditLog::open(&dir.path().join("a.db"), key, Default::default()).unwrap();
-        Gate::new(policies, audit, 100, HashKey::new([9; 32]))
+        let approvals = Approvals::open(
+            &dir.path().join("approvals.db"),
+            audit.clone(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        Gate::new(policies, audit, 100, HashKey::new([9; 32]), approvals)
     }
 
     #[tokio::test]
@@ -542,7 +659,8 @@ mod tests {
         let gate = gate(
             &dir,
             r#"permit (principal == User::"v", action == Action::"connect", resource);"#,
-        );
+        )
+        .await;
         // Under a key that joined fields with a separator, these two collide.
         let member = session(principal("v", &["a", "b"]));
         let outsider = session(principal("v\0a", &["b"]));

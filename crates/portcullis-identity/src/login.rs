@@ -113,6 +113,25 @@ struct OAuthError {
     error_description: Option<String>,
 }
 
+/// One authorization request in flight: where the browser goes, and what
+/// finishes it. The secrets never leave the party that made it.
+#[derive(Clone)]
+pub struct AuthorizationRequest {
+    pub url: String,
+    /// Must come back unchanged with the code.
+    pub state: String,
+    nonce: String,
+    code_verifier: String,
+    redirect_uri: String,
+}
+
+impl std::fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationRequest")
+            .finish_non_exhaustive()
+    }
+}
+
 /// An OAuth client of one OpenID provider, ready to log a person in.
 #[derive(Clone)]
 pub struct LoginClient {
@@ -216,7 +235,25 @@ impl LoginClient {
             })?
             .port();
         let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+        let request = self.authorization_request(&redirect_uri)?;
 
+        open_url(&request.url);
+
+        let code = tokio::time::timeout(timeout, wait_for_callback(&listener, &request.state))
+            .await
+            .map_err(|_| IdentityError::LoginTimeout {
+                seconds: timeout.as_secs(),
+            })??;
+        drop(listener);
+        self.exchange_code(&code, &request).await
+    }
+
+    /// The first half of the authorization code flow with PKCE: the URL to
+    /// send the browser to, and the secrets to finish with.
+    pub fn authorization_request(
+        &self,
+        redirect_uri: &str,
+    ) -> Result<AuthorizationRequest, IdentityError> {
         let state = random_token();
         let nonce = random_token();
         let code_verifier = random_token();
@@ -233,7 +270,7 @@ impl LoginClient {
             query
                 .append_pair("response_type", "code")
                 .append_pair("client_id", &self.client_id)
-                .append_pair("redirect_uri", &redirect_uri)
+                .append_pair("redirect_uri", redirect_uri)
                 .append_pair("scope", &self.scopes)
                 .append_pair("state", &state)
                 .append_pair("nonce", &nonce)
@@ -243,28 +280,34 @@ impl LoginClient {
                 query.append_pair("prompt", prompt);
             }
         }
+        Ok(AuthorizationRequest {
+            url: url.into(),
+            state,
+            nonce,
+            code_verifier,
+            redirect_uri: redirect_uri.to_owned(),
+        })
+    }
 
-        open_url(url.as_str());
-
-        let code = tokio::time::timeout(timeout, wait_for_callback(&listener, &state))
-            .await
-            .map_err(|_| IdentityError::LoginTimeout {
-                seconds: timeout.as_secs(),
-            })??;
-        drop(listener);
-
+    /// The second half: trades the code the provider sent back for tokens,
+    /// and checks that the ID token answers this request (its nonce).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        request: &AuthorizationRequest,
+    ) -> Result<Tokens, IdentityError> {
         let response = self
             .token_request(&[
                 ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", &redirect_uri),
-                ("code_verifier", &code_verifier),
+                ("code", code),
+                ("redirect_uri", &request.redirect_uri),
+                ("code_verifier", &request.code_verifier),
             ])
             .await?
             .map_err(|error| self.token_endpoint_error(error))?;
         let tokens = self.tokens(response, None)?;
         let claims = insecure_claims(&tokens.id_token)?;
-        if claims.get("nonce").and_then(|value| value.as_str()) != Some(nonce.as_str()) {
+        if claims.get("nonce").and_then(|value| value.as_str()) != Some(request.nonce.as_str()) {
             return Err(IdentityError::NonceMismatch);
         }
         Ok(tokens)

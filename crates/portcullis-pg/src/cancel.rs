@@ -21,7 +21,15 @@ pub struct TargetCancelKey {
 
 #[derive(Clone, Default)]
 pub struct CancelRegistry {
-    sessions: Arc<Mutex<HashMap<i32, (i32, TargetCancelKey)>>>,
+    sessions: Arc<Mutex<HashMap<i32, Registered>>>,
+}
+
+struct Registered {
+    secret: i32,
+    key: TargetCancelKey,
+    /// Bumped on every cancel request for the session: a statement held for
+    /// approval, which the target has not seen, is cancelled through it.
+    signal: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Removes its session from the registry when dropped.
@@ -29,6 +37,7 @@ pub struct CancelRegistration {
     registry: CancelRegistry,
     pub pid: i32,
     pub secret: i32,
+    pub signal: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Drop for CancelRegistration {
@@ -51,23 +60,34 @@ impl CancelRegistry {
             }
         };
         let secret: i32 = rng.gen();
-        sessions.insert(pid, (secret, target));
+        let signal = Arc::new(tokio::sync::watch::Sender::new(0));
+        sessions.insert(
+            pid,
+            Registered {
+                secret,
+                key: target,
+                signal: signal.clone(),
+            },
+        );
         Some(CancelRegistration {
             registry: self.clone(),
             pid,
             secret,
+            signal,
         })
     }
 
     /// The target key for a client's cancel request, when the request's
-    /// secret matches the session's.
+    /// secret matches the session's; the session's held statement, if any,
+    /// is told too.
     pub fn lookup(&self, pid: i32, secret: i32) -> Option<TargetCancelKey> {
         let sessions = self.sessions.lock().ok()?;
-        let (expected, key) = sessions.get(&pid)?;
+        let registered = sessions.get(&pid)?;
         // Constant-time comparison: a timing difference must not help guess a secret.
-        let diff = (*expected ^ secret) as u32;
+        let diff = (registered.secret ^ secret) as u32;
         if diff == 0 {
-            Some(key.clone())
+            registered.signal.send_modify(|n| *n = n.wrapping_add(1));
+            Some(registered.key.clone())
         } else {
             None
         }

@@ -81,6 +81,25 @@ const PASSED_PARAMETERS: &[&str] = &[
     "extra_float_digits",
 ];
 
+/// `application_name`s that clients send by themselves: not a reason.
+const CLIENT_DEFAULT_NAMES: &[&str] = &[
+    "psql",
+    "pgbench",
+    "pg_dump",
+    "pg_dumpall",
+    "pg_restore",
+    "pg_basebackup",
+    "pg_isready",
+    "vacuumdb",
+    "reindexdb",
+    "clusterdb",
+    "createdb",
+    "dropdb",
+    "createuser",
+    "dropuser",
+    "portcullis-connect",
+];
+
 pub struct PgService {
     pub targets: HashMap<String, Arc<PgTarget>>,
     pub verifier: Verifier,
@@ -234,13 +253,22 @@ impl PgService {
             .await;
             return;
         };
-        let session = Session::new(
+        let mut session = Session::new(
             id.clone(),
             principal,
             target.target.clone(),
             peer,
             &client_user,
         );
+        if let Some(reason) = startup
+            .params
+            .iter()
+            .find(|(name, _)| name == "application_name")
+            .map(|(_, value)| value.as_str())
+            .filter(|value| !CLIENT_DEFAULT_NAMES.contains(value))
+        {
+            session.set_reason(reason);
+        }
         let decision = match self.gate.connect(&session).await {
             Ok(decision) => decision,
             Err(e) => {
@@ -368,6 +396,8 @@ impl PgService {
             session,
             target: target.clone(),
             masking,
+            cancels: registration.signal.clone(),
+            binds: std::collections::HashMap::new(),
         };
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").increment(1.0);
         metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);

@@ -47,6 +47,9 @@ struct Shared {
     /// What each message sent to the target will be answered with, and the
     /// session's masking.
     results: Arc<ResultQueue>,
+    /// Messages of the gateway's own for the client (the notice that a
+    /// statement is held), written by the target side between frames.
+    notices: tokio::sync::mpsc::UnboundedSender<Bytes>,
 }
 
 /// How a session ended, for the audit log.
@@ -99,6 +102,9 @@ enum Planned {
         statements: Vec<StatementInfo>,
         undo: Vec<Vec<Change>>,
         poison: Poison,
+        /// For an Execute, the parameters its portal was bound with, as
+        /// planned in order (`None` when the gateway cannot show them all).
+        parameters: Option<Vec<Option<String>>>,
     },
     /// Refused without a policy decision.
     Refused {
@@ -134,7 +140,20 @@ pub struct Relay {
     pub target: Arc<PgTarget>,
     /// The mask rules in force for this session, if any.
     pub masking: Option<Arc<Masker>>,
+    /// Bumped by each cancel request for this session.
+    pub cancels: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The parameters each portal was last bound with, for reviewers;
+    /// `None` when they cannot all be shown.
+    pub binds: HashMap<String, Option<Vec<Option<String>>>>,
 }
+
+/// How many portals' parameters are kept for reviewers, and how much of each.
+const MAX_BINDS_KEPT: usize = 64;
+const MAX_PARAMS_SHOWN: usize = 100;
+const MAX_PARAM_SHOWN_LEN: usize = 4096;
+/// While a statement is held, the client is read only to see it leave; it
+/// may send this much meanwhile.
+const MAX_BUFFERED_WHILE_HELD: usize = 1 << 20;
 
 impl Relay {
     /// Runs the session until either side ends it.
@@ -144,6 +163,7 @@ impl Relay {
         target: BoxStream,
         target_leftover: BytesMut,
     ) -> (Session, Ending, MaskCounts) {
+        let (notices_tx, notices_rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             nonce: format!("{:016x}", rand::random::<u64>()),
             denials: Mutex::new(HashMap::new()),
@@ -152,6 +172,7 @@ impl Relay {
             end_reason: Mutex::new(None),
             end: tokio::sync::Notify::new(),
             results: Arc::new(ResultQueue::new(self.masking.take())),
+            notices: notices_tx,
         });
         let token_left = self
             .session
@@ -180,6 +201,7 @@ impl Relay {
             shared.clone(),
             self.session.target.name.clone(),
             results,
+            notices_rx,
         ));
         let (ending, masked) = tokio::select! {
             ending = self.client_to_target(client_read, target_write, &shared) => {
@@ -230,10 +252,14 @@ impl Relay {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut poison_seq: u64 = 0;
         loop {
-            match client.read_buf(&mut buf).await {
-                Ok(0) => return Ending::ClientDisconnected,
-                Ok(_) => {}
-                Err(e) => return Ending::Error(PgError::ClientIo(e)),
+            // Bytes read while a statement was held may hold whole messages
+            // already: those go first.
+            if !has_complete_frame(&buf) {
+                match client.read_buf(&mut buf).await {
+                    Ok(0) => return Ending::ClientDisconnected,
+                    Ok(_) => {}
+                    Err(e) => return Ending::Error(PgError::ClientIo(e)),
+                }
             }
             let mut plan = Vec::new();
             {
@@ -255,7 +281,9 @@ impl Relay {
             if plan.is_empty() {
                 continue;
             }
-            let (out, terminated) = self.enforce(plan, shared, &mut poison_seq).await;
+            let (out, terminated) = self
+                .enforce(plan, shared, &mut poison_seq, &mut client, &mut buf)
+                .await;
             // While the target skips to a Sync it answers nothing, so a
             // client that never sends one would grow the queue for ever.
             if shared.results.len() > MAX_UNANSWERED {
@@ -278,7 +306,7 @@ impl Relay {
 
     /// Reads one client message and says what it needs, updating what the
     /// session knows of prepared statements and portals as it goes.
-    fn plan(&self, frame: Frame, prepared: &mut Prepared) -> Planned {
+    fn plan(&mut self, frame: Frame, prepared: &mut Prepared) -> Planned {
         match frame.tag {
             b'Q' => {
                 let Some(sql) = message::query(frame.body()) else {
@@ -295,6 +323,7 @@ impl Relay {
                             statements,
                             undo,
                             poison: Poison::Query,
+                            parameters: Some(Vec::new()),
                         }
                     }
                     Err((reason, code)) => refused("query", sql, reason, code, Poison::Query),
@@ -355,6 +384,7 @@ impl Relay {
                             statements,
                             undo: vec![vec![defined]],
                             poison: poison(),
+                            parameters: Some(Vec::new()),
                         }
                     }
                     Err((reason, code)) => refused("parse", parse.query, reason, code, poison()),
@@ -370,6 +400,12 @@ impl Relay {
                 }
                 let statement = prepared.statement(bind.statement).cloned();
                 let defines = Some(prepared.set_portal(bind.portal, Some(statement)));
+                if self.binds.len() >= MAX_BINDS_KEPT && !self.binds.contains_key(bind.portal) {
+                    self.binds.clear();
+                }
+                let parameters =
+                    message::bind_parameters(frame.body(), MAX_PARAMS_SHOWN, MAX_PARAM_SHOWN_LEN);
+                self.binds.insert(bind.portal.to_string(), parameters);
                 Planned::Forward {
                     raw: frame.raw,
                     defines,
@@ -379,6 +415,7 @@ impl Relay {
                 let Some(portal) = message::execute(frame.body()) else {
                     return malformed("execute", Poison::Execute);
                 };
+                let parameters = self.binds.get(portal).cloned().flatten();
                 match prepared.portal(portal) {
                     Some(Some(statement)) => Planned::Gated {
                         raw: frame.raw,
@@ -386,6 +423,7 @@ impl Relay {
                         statements: vec![statement.clone()],
                         undo: Vec::new(),
                         poison: Poison::Execute,
+                        parameters,
                     },
                     // Bound from a statement the gateway does not know: it
                     // cannot say what would run.
@@ -566,6 +604,7 @@ impl Relay {
                     statements,
                     undo,
                     poison,
+                    parameters,
                 } => match statements.iter().find_map(&leak) {
                     None => Planned::Gated {
                         raw,
@@ -573,6 +612,7 @@ impl Relay {
                         statements,
                         undo,
                         poison,
+                        parameters,
                     },
                     Some(reason) => {
                         shared.results.prepared().undo(undo.into_iter().flatten());
@@ -600,6 +640,8 @@ impl Relay {
         plan: Vec<Planned>,
         shared: &Shared,
         poison_seq: &mut u64,
+        client: &mut ReadHalf<BoxStream>,
+        buf: &mut BytesMut,
     ) -> (BytesMut, bool) {
         let plan = self.refuse_masked_leaks(plan, shared).await;
         let mut checks = Vec::new();
@@ -625,12 +667,19 @@ impl Relay {
                 Planned::Forward { .. } | Planned::Terminate(_) => {}
             }
         }
-        let decisions = if checks.is_empty() {
+        let mut decisions = if checks.is_empty() {
             Ok(Vec::new())
         } else {
             self.gate.check(&mut self.session, &checks).await
         };
         drop(checks);
+        // Refusals that replace a decision's own: a reviewer's denial, an
+        // expired or withdrawn request.
+        let mut overrides: HashMap<usize, Bytes> = HashMap::new();
+        if let Ok(decisions) = decisions.as_mut() {
+            self.resolve_holds(&plan, decisions, &mut overrides, shared, client, buf)
+                .await;
+        }
         let mut out = BytesMut::new();
         let mut terminated = false;
         let mut next_decision = 0usize;
@@ -703,7 +752,10 @@ impl Relay {
                             .iter()
                             .enumerate()
                             .find(|(_, d)| !d.is_allowed())
-                            .map(|(idx, d)| denial_bytes(d, idx, statements.len()))
+                            .map(|(idx, d)| match overrides.remove(&(range.start + idx)) {
+                                Some(refusal) => refusal,
+                                None => denial_bytes(d, idx, statements.len()),
+                            })
                             .or_else(|| {
                                 // INVARIANT: one decision per statement; a
                                 // short answer is treated as a refusal.
@@ -717,6 +769,9 @@ impl Relay {
                                 })
                             }),
                     };
+                    if refusal.is_none() && matches!(poison, Poison::Query) {
+                        self.note_reason(&statements);
+                    }
                     match (refusal, &poison) {
                         (None, Poison::Query) => {
                             let mut undo = undo.into_iter();
@@ -768,6 +823,254 @@ impl Relay {
         (out, terminated)
     }
 }
+
+impl Relay {
+    /// Turns each held decision into an allow (approved) or a refusal
+    /// (denied, expired, withdrawn), waiting for the reviewers. A Parse of a
+    /// held statement goes ahead (preparing runs nothing); its Execute is
+    /// what waits, with its parameters.
+    async fn resolve_holds(
+        &mut self,
+        plan: &[Planned],
+        decisions: &mut [portcullis_core::Decision],
+        overrides: &mut HashMap<usize, Bytes>,
+        shared: &Shared,
+        client: &mut ReadHalf<BoxStream>,
+        buf: &mut BytesMut,
+    ) {
+        use portcullis_core::Effect;
+        if !decisions.iter().any(|d| d.effect == Effect::Hold) {
+            return;
+        }
+        let mut next = 0usize;
+        for item in plan {
+            let (phase, statements, parameters) = match item {
+                Planned::Gated {
+                    phase,
+                    statements,
+                    parameters,
+                    ..
+                } => (*phase, statements, parameters),
+                Planned::Refused { .. } => {
+                    next += 1;
+                    continue;
+                }
+                Planned::Forward { .. } | Planned::Terminate(_) => continue,
+            };
+            let range = next..next + statements.len();
+            next = range.end;
+            let Some(item_decisions) = decisions.get_mut(range.clone()) else {
+                continue;
+            };
+            // A message with a denied statement is refused whatever the
+            // reviewers say: nobody is asked.
+            if item_decisions.iter().any(|d| d.effect == Effect::Deny) {
+                continue;
+            }
+            for (offset, (decision, statement)) in
+                item_decisions.iter_mut().zip(statements).enumerate()
+            {
+                if decision.effect != Effect::Hold {
+                    continue;
+                }
+                if phase == "parse" {
+                    decision.effect = Effect::Allow;
+                    continue;
+                }
+                // A reviewer approves what they can see in full, or nothing.
+                let Some(parameters) = parameters.clone() else {
+                    decision.effect = Effect::Deny;
+                    overrides.insert(
+                        range.start + offset,
+                        error_bytes(
+                            "54000",
+                            &format!("this statement needs an approval, and its parameters cannot all be shown to a reviewer (more than {MAX_PARAMS_SHOWN}, or one longer than {MAX_PARAM_SHOWN_LEN} bytes); nothing was run"),
+                            None,
+                            None,
+                        ),
+                    );
+                    break;
+                };
+                match self
+                    .wait_for_approval(statement, decision, parameters, shared, client, buf)
+                    .await
+                {
+                    Ok(()) => decision.effect = Effect::Allow,
+                    Err(refusal) => {
+                        decision.effect = Effect::Deny;
+                        overrides.insert(range.start + offset, refusal);
+                        // The rest of this message is not asked for.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds one statement: tells the client at once, then waits for the
+    /// decision, the client's cancel, or the client leaving. `Ok` means
+    /// approved and its execution audited.
+    async fn wait_for_approval(
+        &mut self,
+        statement: &StatementInfo,
+        decision: &portcullis_core::Decision,
+        parameters: Vec<Option<String>>,
+        shared: &Shared,
+        client: &mut ReadHalf<BoxStream>,
+        buf: &mut BytesMut,
+    ) -> Result<(), Bytes> {
+        use portcullis_gate::approval::{model, Status};
+        let mut held = match self
+            .gate
+            .hold(&self.session, statement, parameters, decision)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => return Err(error_bytes("58000", &e.to_string(), None, None)),
+        };
+        let groups = decision
+            .approval
+            .as_ref()
+            .map(|a| model::groups_list(&a.groups))
+            .unwrap_or_default();
+        let policies: Vec<String> = decision.policies.iter().map(|p| format!("`{p}`")).collect();
+        let mut notice = BytesMut::new();
+        build::notice_or_error(
+            &mut notice,
+            b'N',
+            "NOTICE",
+            "01000",
+            &format!("held for approval: request {} — {}", held.id, held.url),
+            Some(&format!(
+                "policy {} asks a member of {groups} to approve: {}",
+                policies.join(", "),
+                decision.reason
+            )),
+            Some("waiting for a reviewer; press Ctrl-C to withdraw the request"),
+        );
+        let _ = shared.notices.send(notice.freeze());
+
+        enum Event {
+            Cancelled,
+            ClientLeft,
+        }
+        let mut cancels = self.cancels.subscribe();
+        let mut withdrawn = false;
+        let event = loop {
+            let event = tokio::select! {
+                decided = held.wait() => match decided {
+                    Ok(request) => break Ok(request),
+                    Err(e) => break Err(e),
+                },
+                _ = cancels.changed() => Event::Cancelled,
+                read = client.read_buf(buf), if buf.len() < MAX_BUFFERED_WHILE_HELD => match read {
+                    Ok(0) | Err(_) => Event::ClientLeft,
+                    Ok(_) => continue,
+                },
+            };
+            // Withdrawn means not run, even if an approval landed meanwhile.
+            withdrawn = true;
+            match event {
+                Event::Cancelled => break held.cancel("the client cancelled the statement").await,
+                Event::ClientLeft => break held.cancel("the client disconnected").await,
+            }
+        };
+        let request = match event {
+            Ok(request) => request,
+            Err(e) => {
+                return Err(error_bytes(
+                    "58000",
+                    &format!("approval request {}: {e}; nothing was run", held.id),
+                    None,
+                    None,
+                ))
+            }
+        };
+        let id = request.id;
+        let outcome = request.outcome.clone().unwrap_or_default();
+        match request.status {
+            Status::Approved if withdrawn => Err(error_bytes(
+                "57014",
+                "canceling statement due to user request",
+                Some(&format!(
+                    "approval request {id} was approved as it was withdrawn; nothing was run"
+                )),
+                None,
+            )),
+            Status::Approved => {
+                if let Err(e) = self.gate.approved_statement_runs(&self.session, id).await {
+                    return Err(error_bytes("58000", &e.to_string(), None, None));
+                }
+                Ok(())
+            }
+            Status::Denied => {
+                let reviewer = request
+                    .reviews
+                    .iter()
+                    .rev()
+                    .find(|r| !r.approve)
+                    .map(|r| r.reviewer.as_str())
+                    .unwrap_or("a reviewer");
+                Err(error_bytes(
+                    "42501",
+                    &format!("denied by reviewer `{reviewer}`: {outcome}"),
+                    Some(&format!("approval request {id}; nothing was run")),
+                    None,
+                ))
+            }
+            Status::Cancelled => Err(error_bytes(
+                "57014",
+                "canceling statement due to user request",
+                Some(&format!(
+                    "approval request {id} was withdrawn ({outcome}); nothing was run"
+                )),
+                None,
+            )),
+            Status::Expired => Err(error_bytes(
+                "42501",
+                &format!("approval request {id} expired: {outcome}"),
+                Some("nothing was run; run the statement again to ask again"),
+                None,
+            )),
+            Status::Pending | Status::Revoked => Err(error_bytes(
+                "XX000",
+                &format!(
+                    "internal error: approval request {id} ended as {}",
+                    request.status.as_str()
+                ),
+                None,
+                None,
+            )),
+        }
+    }
+
+    /// Follows `SET portcullis.reason = '...'` (and its RESET): the reason
+    /// policies and reviewers see.
+    fn note_reason(&mut self, statements: &[StatementInfo]) {
+        for statement in statements {
+            if statement.settings.iter().any(|s| s == REASON_SETTING) {
+                if let Some(value) =
+                    portcullis_sql::setting_assignment(&statement.text, REASON_SETTING)
+                {
+                    self.session.set_reason(value.as_deref().unwrap_or(""));
+                }
+            }
+        }
+    }
+}
+
+fn has_complete_frame(buf: &[u8]) -> bool {
+    match buf.get(1..5) {
+        Some(len) => {
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            usize::try_from(len).is_ok_and(|len| buf.len() > len)
+        }
+        None => false,
+    }
+}
+
+/// The setting a user gives their reason in.
+pub const REASON_SETTING: &str = "portcullis.reason";
 
 /// Why a message is refused, and its SQLSTATE.
 type Refusal = (String, &'static str);
@@ -961,6 +1264,7 @@ async fn target_to_client(
     shared: Arc<Shared>,
     target_name: String,
     mut results: Results,
+    mut notices: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
 ) -> (Ending, MaskCounts) {
     let ending = relay_target(
         &mut target,
@@ -969,6 +1273,7 @@ async fn target_to_client(
         &shared,
         target_name,
         &mut results,
+        &mut notices,
     )
     .await;
     (ending, std::mem::take(&mut results.session_counts))
@@ -981,6 +1286,7 @@ async fn relay_target(
     shared: &Shared,
     target_name: String,
     results: &mut Results,
+    notices: &mut tokio::sync::mpsc::UnboundedReceiver<Bytes>,
 ) -> Ending {
     let prefix = format!("pcx_{}_", shared.nonce);
     loop {
@@ -1059,6 +1365,13 @@ async fn relay_target(
         buf.advance(pos);
         let read = tokio::select! {
             read = target.read_buf(buf) => read,
+            // Between frames: every complete frame read so far is written.
+            Some(notice) = notices.recv() => {
+                if let Err(e) = client.write_all(&notice).await {
+                    return Ending::Error(PgError::ClientIo(e));
+                }
+                continue;
+            }
             _ = shared.end.notified() => {
                 let reason = shared
                     .end_reason
@@ -1124,7 +1437,16 @@ impl Shared {
 /// session when it is no longer allowed (or cannot be checked).
 async fn recheck_on_policy_change(gate: Gate, session: Session, shared: Arc<Shared>) {
     let mut changes = gate.policy_changes();
-    while changes.changed().await.is_ok() {
+    // An access grant that starts or ends changes what the policy says too.
+    let mut grants = gate.grant_changes();
+    loop {
+        let changed = tokio::select! {
+            changed = changes.changed() => changed,
+            changed = grants.changed() => changed,
+        };
+        if changed.is_err() {
+            return;
+        }
         let reason = match gate.recheck(&session).await {
             Ok(decision) if decision.is_allowed() => match gate.masking(&session).await {
                 Ok(masker) => {

@@ -282,3 +282,36 @@ pub(crate) fn kind_writes(kind: StatementKind) -> bool {
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;
+
+/// What a `SET name = 'value'` (or `RESET name`, `SET name TO DEFAULT`) in
+/// `statement` does to the setting `name`: `Some(Some(value))` when it sets
+/// a string constant, `Some(None)` when it resets it, `None` when the
+/// statement is not about `name`.
+pub fn setting_assignment(statement: &str, name: &str) -> Option<Option<String>> {
+    let parsed = parse(statement).ok()?;
+    let mut found = None;
+    for raw in &parsed.protobuf.stmts {
+        let Some(NodeEnum::VariableSetStmt(set)) =
+            raw.stmt.as_deref().and_then(|s| s.node.as_ref())
+        else {
+            continue;
+        };
+        if !set.name.eq_ignore_ascii_case(name) {
+            continue;
+        }
+        found = Some(
+            if set.kind == protobuf::VariableSetKind::VarSetValue as i32 {
+                set.args.first().and_then(|arg| match arg.node.as_ref() {
+                    Some(NodeEnum::AConst(constant)) => match constant.val.as_ref() {
+                        Some(protobuf::a_const::Val::Sval(s)) => Some(s.sval.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+            } else {
+                None
+            },
+        );
+    }
+    found
+}

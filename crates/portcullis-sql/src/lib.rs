@@ -46,6 +46,7 @@ mod tree;
 mod walk;
 
 pub use cache::{Classifier, MAX_CACHED_QUERY_LEN};
+pub use classify::setting_assignment;
 pub use error::ClassifyError;
 pub use execute::resolve_execute;
 pub use functions::runs_query_text_function;

@@ -64,6 +64,76 @@ enum Command {
         #[arg(last = true)]
         psql_args: Vec<String>,
     },
+    /// List approval requests you may review or asked for.
+    Requests {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Decided requests instead of pending ones.
+        #[arg(long)]
+        decided: bool,
+    },
+    /// Approve a held statement or an access request.
+    Approve {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: i64,
+        /// Why; kept in the audit log and shown to the requester.
+        #[arg(long)]
+        comment: String,
+    },
+    /// Deny a held statement or an access request.
+    Deny {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: i64,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Ask for access to a target for a time window.
+    Request {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        target: String,
+        /// How long: 30m, 2h, 1h30m.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Take back an access grant before its end.
+    Revoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: i64,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+/// How the approval commands reach the gateway, and as whom.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The gateway's config (its console URL or admin listener is used).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The gateway's console or admin URL, instead of --config.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Your identity token.
+    #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ApiArgs {
+    fn client(self) -> Result<portcullis_app::requests_cli::ApiClient> {
+        let config = self.config.as_deref().map(load).transpose()?;
+        portcullis_app::requests_cli::ApiClient::new(
+            config.as_ref(),
+            self.gateway.as_deref(),
+            self.token,
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -319,6 +389,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .and_then(|c| u8::try_from(c).ok())
                     .unwrap_or(1),
             ));
+        }
+        Command::Requests { api, decided } => print!("{}", api.client()?.list(decided).await?),
+        Command::Approve { api, id, comment } => {
+            print!("{}", api.client()?.review(id, true, &comment).await?)
+        }
+        Command::Deny { api, id, comment } => {
+            print!("{}", api.client()?.review(id, false, &comment).await?)
+        }
+        Command::Request {
+            api,
+            target,
+            duration,
+            reason,
+        } => print!(
+            "{}",
+            api.client()?
+                .request_access(&target, &duration, &reason)
+                .await?
+        ),
+        Command::Revoke { api, id, comment } => {
+            print!("{}", api.client()?.revoke(id, &comment).await?)
         }
     }
     Ok(ExitCode::SUCCESS)

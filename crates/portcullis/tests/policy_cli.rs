@@ -62,7 +62,7 @@ name = "deletes need a where clause"
 principal = { id = "dana@example.com", groups = ["eng", "dba"] }
 action = "query"
 statement = "with d as (delete from orders returning *) select * from d"
-expect = "deny"
+expect = "hold"
 policy = "no-unbounded-writes"
 "#;
 
@@ -100,9 +100,9 @@ fn a_wrong_expectation_fails_and_is_named() {
         stdout.contains("---- ci.cases.toml::engineers drop tables ----\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("expected `allow`, got `deny`"), "{stdout}");
+    assert!(stdout.contains("expected `allow`, got `hold`"), "{stdout}");
     assert!(
-        stdout.contains("no policy permits `query` on target `demo`"),
+        stdout.contains("reason:    schema changes need a DBA's approval"),
         "{stdout}"
     );
     assert!(

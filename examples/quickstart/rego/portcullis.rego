@@ -1,6 +1,8 @@
 # The quickstart's policies in Rego: the same decisions as the Cedar files in
 # ../policies. Each rule adds its id to `permit` or `forbid`; a forbid wins;
-# what nothing permits is denied.
+# what nothing permits is denied. A forbid named in `approvals` holds the
+# statement for a member of that group to approve instead (when a permit
+# applies).
 package portcullis
 
 import rego.v1
@@ -18,12 +20,27 @@ permit contains "dba-connect" if {
 	input.target.name == "demo"
 }
 
-# Engineers read and write data.
+# Engineers read and write data, and may change the schema once a DBA
+# approves.
 permit contains "eng-read-write" if {
 	input.action == "query"
 	"eng" in input.principal.groups
 	input.target.name == "demo"
-	input.context.statement.kind in {"select", "insert", "update", "delete", "merge", "copy", "call", "set", "transaction", "utility"}
+	input.context.statement.kind in {"select", "insert", "update", "delete", "merge", "copy", "call", "set", "transaction", "utility", "ddl"}
+}
+
+forbid contains "eng-ddl-needs-a-dba" if {
+	input.action == "query"
+	"eng" in input.principal.groups
+	not "dba" in input.principal.groups
+	input.target.name == "demo"
+	"ddl" in input.context.statement.kinds
+}
+
+# Who may lift which forbid.
+approvals := {
+	"no-unbounded-writes": "dba",
+	"eng-ddl-needs-a-dba": "dba",
 }
 
 # DBAs may also change the schema and privileges.
@@ -63,6 +80,7 @@ forbid contains "no-role-changes" if {
 
 reasons := {
 	"no-unbounded-writes": "UPDATE and DELETE need a WHERE clause",
+	"eng-ddl-needs-a-dba": "schema changes need a DBA's approval",
 	"no-drop-database": "DROP DATABASE is not allowed through the gateway",
 	"no-copy-program": "COPY ... PROGRAM runs commands on the database host",
 	"no-alter-system": "ALTER SYSTEM changes the server's configuration",

@@ -35,6 +35,60 @@ pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
     Some(Bind { portal, statement })
 }
 
+/// The parameters of a Bind, for people to read: text as it came (lossy
+/// UTF-8), binary as `\x<hex>`, each cut at `max_len` bytes; at most
+/// `max_count` of them. `None` when the message is malformed.
+pub fn bind_parameters(
+    body: &[u8],
+    max_count: usize,
+    max_len: usize,
+) -> Option<Vec<Option<String>>> {
+    let mut rest = body;
+    take_cstr(&mut rest)?;
+    take_cstr(&mut rest)?;
+    let n_formats = usize::try_from(take_i16(&mut rest)?).ok()?;
+    let mut formats = Vec::with_capacity(n_formats.min(64));
+    for _ in 0..n_formats {
+        formats.push(take_i16(&mut rest)?);
+    }
+    let n_params = usize::try_from(take_i16(&mut rest)?).ok()?;
+    let mut params = Vec::new();
+    for i in 0..n_params {
+        let len = take_i32(&mut rest)?;
+        let value = if len < 0 {
+            None
+        } else {
+            let len = usize::try_from(len).ok()?;
+            if len > max_len {
+                return None;
+            }
+            let bytes = rest.get(..len)?;
+            rest = rest.get(len..)?;
+            let shown = bytes;
+            let binary = match formats.as_slice() {
+                [] => false,
+                [one] => *one == 1,
+                many => many.get(i).is_some_and(|f| *f == 1),
+            };
+            let text = if binary {
+                let mut hex = String::from("\\x");
+                for b in shown {
+                    hex.push_str(&format!("{b:02x}"));
+                }
+                hex
+            } else {
+                String::from_utf8_lossy(shown).into_owned()
+            };
+            Some(text)
+        };
+        if params.len() >= max_count {
+            return None;
+        }
+        params.push(value);
+    }
+    Some(params)
+}
+
 /// Client `E`: the portal to execute.
 pub fn execute(body: &[u8]) -> Option<&str> {
     let mut rest = body;

@@ -98,8 +98,35 @@ impl TestDb {
 
 pub const SEED: &str = include_str!("../../../../examples/quickstart/seed.sql");
 
-pub fn quickstart_policies() -> PathBuf {
+/// The quickstart policies as shipped, with their `@approval` forbids.
+pub fn quickstart_policies_as_shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies")
+}
+
+/// The quickstart policies with every `@approval(...)` line taken out: their
+/// approvable forbids deny outright, so a test of denials never waits for a
+/// reviewer. `approvals.rs` tests the shipped ones.
+pub fn quickstart_policies() -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(quickstart_policies_as_shipped()).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let text: String = if path.extension().is_some_and(|e| e == "cedar") {
+                text.lines()
+                    .filter(|line| !line.trim_start().starts_with("@approval("))
+                    .map(|line| format!("{line}\n"))
+                    .collect()
+            } else {
+                text
+            };
+            std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+        }
+        dir
+    })
+    .path()
+    .to_path_buf()
 }
 
 pub struct Gateway {
@@ -126,6 +153,8 @@ pub struct Options {
     pub busy_timeout_ms: u64,
     /// How often the policy source is polled (a directory is also watched).
     pub reload_interval_seconds: u64,
+    /// The admin listener's address, when a test must know it in advance.
+    pub admin_listen: Option<String>,
 }
 
 impl Default for Options {
@@ -138,6 +167,7 @@ impl Default for Options {
             target_extra: String::new(),
             busy_timeout_ms: 5000,
             reload_interval_seconds: 1,
+            admin_listen: None,
         }
     }
 }
@@ -151,7 +181,7 @@ pub fn write_config(dir: &Path, db: &TestDb, options: &Options) -> PathBuf {
 data_dir = "data"
 
 [admin]
-listen = "127.0.0.1:0"
+listen = "{admin_listen}"
 
 [postgres]
 listen = "127.0.0.1:0"
@@ -183,6 +213,7 @@ labels = {{ env = "test" }}
             .clone()
             .unwrap_or_else(|| format!("dir = \"{}\"", options.policies.display())),
         busy = options.busy_timeout_ms,
+        admin_listen = options.admin_listen.as_deref().unwrap_or("127.0.0.1:0"),
         reload = options.reload_interval_seconds,
         host = db.host,
         port = db.port,

@@ -1,0 +1,166 @@
+//! `portcullis requests | approve | deny | request | revoke`: the approval
+//! workflow from a terminal, through the gateway's REST API.
+
+use anyhow::{anyhow, bail, Context, Result};
+use portcullis_config::Config;
+use portcullis_gate::approval::{model, Request, Status, Subject};
+use serde_json::{json, Value};
+
+/// Where the API is and who calls it.
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// `gateway` wins over the config's console URL (or admin listener);
+    /// the token is required (`--token` or `PORTCULLIS_TOKEN`).
+    pub fn new(
+        config: Option<&Config>,
+        gateway: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ApiClient> {
+        crate::tls::install_crypto_provider();
+        let base = match (gateway, config) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(config)) => match (&config.console, &config.admin) {
+                (Some(console), _) => console.public_url.trim_end_matches('/').to_string(),
+                (None, Some(admin)) => format!("http://{}", admin.listen),
+                (None, None) => {
+                    bail!("the config has no [admin] listener to reach; pass --gateway URL")
+                }
+            },
+            (None, None) => bail!("say which gateway: --config FILE or --gateway URL"),
+        };
+        let token = token
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| anyhow!("no token: pass --token or set PORTCULLIS_TOKEN (from `portcullis login` or your identity provider)"))?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(ApiClient { base, token, http })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = response.status();
+        let value: Value = response
+            .json()
+            .await
+            .with_context(|| format!("the gateway answered {status} without JSON"))?;
+        if !status.is_success() {
+            let message = value["error"].as_str().unwrap_or("no reason given");
+            bail!("{message}");
+        }
+        Ok(value)
+    }
+
+    /// Pending requests this caller may see, or decided ones.
+    pub async fn list(&self, decided: bool) -> Result<String> {
+        let status = if decided { "decided" } else { "pending" };
+        let value = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/requests?status={status}"),
+                None,
+            )
+            .await?;
+        let requests: Vec<Request> = serde_json::from_value(value["requests"].clone())
+            .context("the gateway's answer is not a list of requests")?;
+        if requests.is_empty() {
+            return Ok(format!("no {status} requests\n"));
+        }
+        let mut out = String::new();
+        for request in &requests {
+            out.push_str(&render_line(request));
+        }
+        Ok(out)
+    }
+
+    pub async fn review(&self, id: i64, approve: bool, comment: &str) -> Result<String> {
+        let verb = if approve { "approve" } else { "deny" };
+        let value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/requests/{id}/{verb}"),
+                Some(json!({ "comment": comment })),
+            )
+            .await?;
+        let request: Request = serde_json::from_value(value)?;
+        Ok(match request.status {
+            Status::Pending => format!(
+                "request {id}: your approval is recorded; it needs {} approval(s) in all, from {}\n",
+                request.approval.min_approvals,
+                model::groups_list(&request.approval.groups)
+            ),
+            status => format!("request {id}: {}\n", status.as_str()),
+        })
+    }
+
+    pub async fn request_access(
+        &self,
+        target: &str,
+        duration: &str,
+        reason: &str,
+    ) -> Result<String> {
+        let value = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/requests",
+                Some(json!({ "target": target, "duration": duration, "reason": reason })),
+            )
+            .await?;
+        let request: Request = serde_json::from_value(value["request"].clone())?;
+        Ok(format!(
+            "request {}: access to `{target}` for {duration}, waiting for {} — {}\n",
+            request.id,
+            model::groups_list(&request.approval.groups),
+            value["url"].as_str().unwrap_or_default()
+        ))
+    }
+
+    pub async fn revoke(&self, id: i64, comment: &str) -> Result<String> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/v1/requests/{id}/revoke"),
+            Some(json!({ "comment": comment })),
+        )
+        .await?;
+        Ok(format!("grant {id}: revoked\n"))
+    }
+}
+
+fn render_line(request: &Request) -> String {
+    let what = match &request.subject {
+        Subject::Statement { text, .. } => text.replace('\n', " "),
+        Subject::Access { seconds } => format!("access for {}", model::duration(*seconds)),
+    };
+    let reason = request
+        .reason
+        .as_deref()
+        .map(|r| format!(" (reason: {r})"))
+        .unwrap_or_default();
+    format!(
+        "{:>5}  {:<9} {:<9} {} on {} for {}{reason}\n       {what}\n",
+        request.id,
+        request.status.as_str(),
+        request.kind(),
+        request.requester.id,
+        request.target,
+        model::groups_list(&request.approval.groups),
+    )
+}

@@ -1,0 +1,145 @@
+//! Notifications of requests and decisions: a generic JSON webhook, or a
+//! Slack-compatible incoming webhook. Sent in the background with retries;
+//! a notification that cannot be delivered is logged and counted, and the
+//! request stands (it was stored before anyone was told).
+
+use crate::model::Request;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Where to send notifications, and in which shape.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    pub url: String,
+    #[serde(default)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `{"event": ..., "request": {...}, "url": ...}`
+    #[default]
+    Json,
+    /// `{"text": ...}`, what Slack (and Mattermost, Rocket.Chat, ...) take.
+    Slack,
+}
+
+#[derive(Clone)]
+pub(crate) struct Notifier {
+    sinks: Vec<Sink>,
+    /// Built only when there is somewhere to send to.
+    http: Option<reqwest::Client>,
+    attempts: u32,
+    first_backoff: Duration,
+}
+
+impl Notifier {
+    pub(crate) fn new(sinks: Vec<Sink>, attempts: u32, first_backoff: Duration) -> Notifier {
+        let http = if sinks.is_empty() {
+            None
+        } else {
+            match reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+            {
+                Ok(http) => Some(http),
+                Err(e) => {
+                    tracing::error!(error = %e, "no HTTP client: approval notifications are off");
+                    None
+                }
+            }
+        };
+        Notifier {
+            sinks,
+            http,
+            attempts: attempts.max(1),
+            first_backoff,
+        }
+    }
+
+    /// Sends `event` about `request` to every sink, each in its own task.
+    pub(crate) fn send(&self, event: &'static str, request: &Request, link: &str) {
+        for sink in &self.sinks {
+            let body = match sink.format {
+                Format::Json => serde_json::json!({
+                    "event": event,
+                    "url": link,
+                    "request": request,
+                }),
+                Format::Slack => serde_json::json!({ "text": slack_text(event, request, link) }),
+            };
+            let notifier = self.clone();
+            let url = sink.url.clone();
+            tokio::spawn(async move { notifier.deliver(&url, &body).await });
+        }
+    }
+
+    async fn deliver(&self, url: &str, body: &serde_json::Value) {
+        let Some(http) = &self.http else {
+            return;
+        };
+        let mut backoff = self.first_backoff;
+        for attempt in 1..=self.attempts {
+            let result = http.post(url).json(body).send().await;
+            let failure = match result {
+                Ok(response) if response.status().is_success() => {
+                    metrics::counter!("portcullis_notifications_total", "outcome" => "sent")
+                        .increment(1);
+                    return;
+                }
+                Ok(response) => format!("answered {}", response.status()),
+                Err(e) => format!("could not be reached: {}", without_url(&e)),
+            };
+            if attempt == self.attempts {
+                tracing::error!(sink = %shown(url), attempts = attempt, "a notification was not delivered: the webhook {failure}; the request stands, and is in the console");
+                metrics::counter!("portcullis_notifications_total", "outcome" => "failed")
+                    .increment(1);
+                return;
+            }
+            tracing::warn!(sink = %shown(url), attempt, "a notification failed (the webhook {failure}); retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2).min(Duration::from_secs(60));
+        }
+    }
+}
+
+/// A webhook URL carries its secret in the path: only the host is shown.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => format!(
+            "{}://{}/…",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        ),
+        Err(_) => "(invalid url)".into(),
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    if let Some(url) = e.url() {
+        message = message.replace(url.as_str(), &shown(url.as_str()));
+    }
+    message
+}
+
+fn slack_text(event: &str, request: &Request, link: &str) -> String {
+    let who = &request.requester.id;
+    let what = request.summary();
+    match event {
+        "requested" => format!(
+            "*{who}* asks for approval on `{}`: ```{what}``` Reviewers: {}. <{link}|Review request {}>",
+            request.target,
+            crate::model::groups_list(&request.approval.groups),
+            request.id
+        ),
+        _ => format!(
+            "Request {} by *{who}* on `{}` is *{}*: ```{what}``` <{link}|Open>",
+            request.id,
+            request.target,
+            request.status.as_str()
+        ),
+    }
+}

@@ -1,0 +1,621 @@
+//! The reviewers' web console: an inbox of pending requests, a page per
+//! request with everything needed to decide, approve or deny with a comment,
+//! and a history. Pages update live (server-sent events).
+//!
+//! Login is OpenID Connect, authorization code with PKCE, against the
+//! configured provider. A session is a random id in an `HttpOnly`,
+//! `SameSite=Lax` cookie (`Secure` when the console is served over https),
+//! kept in memory no longer than the ID token it came from; every form
+//! carries the session's CSRF token.
+
+use crate::html;
+use crate::{visible_to, Web};
+use axum::extract::{Form, Path, Query, State as AxumState};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use portcullis_approval::Request;
+use portcullis_core::Principal;
+use portcullis_identity::{AuthorizationRequest, LoginClient};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SESSION_COOKIE: &str = "portcullis_console";
+const LOGIN_COOKIE: &str = "portcullis_login";
+/// How long a login may take at the provider.
+const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// At most this many logins in flight or sessions; the oldest go first.
+const MAX_ENTRIES: usize = 10_000;
+
+pub(crate) struct State {
+    pub(crate) web: Web,
+    login_client: tokio::sync::OnceCell<LoginClient>,
+    sessions: Mutex<HashMap<String, ConsoleSession>>,
+    logins: Mutex<HashMap<String, PendingLogin>>,
+}
+
+#[derive(Clone)]
+struct ConsoleSession {
+    principal: Principal,
+    csrf: String,
+    /// The ID token's expiry (Unix seconds).
+    expires_at: u64,
+}
+
+struct PendingLogin {
+    request: AuthorizationRequest,
+    return_to: String,
+    started: Instant,
+}
+
+impl State {
+    pub(crate) fn new(web: Web) -> State {
+        State {
+            web,
+            login_client: tokio::sync::OnceCell::new(),
+            sessions: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn public_url(&self) -> &str {
+        self.web
+            .console
+            .as_ref()
+            .map(|c| c.public_url.as_str())
+            .unwrap_or_default()
+    }
+
+    fn secure(&self) -> bool {
+        self.public_url().starts_with("https://")
+    }
+
+    fn cookie(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.secure() { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<ConsoleSession> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let mut sessions = lock(&self.sessions);
+        let session = sessions.get(&id)?.clone();
+        if session.expires_at <= now() {
+            sessions.remove(&id);
+            return None;
+        }
+        Some(session)
+    }
+
+    async fn login_client(&self) -> Result<&LoginClient, String> {
+        let Some(console) = &self.web.console else {
+            return Err("the console is not configured".into());
+        };
+        self.login_client
+            .get_or_try_init(|| async {
+                LoginClient::discover(&console.oidc)
+                    .await
+                    .map(|c| c.with_scopes("openid email groups"))
+            })
+            .await
+            .map_err(|e| format!("the identity provider cannot be reached: {e}"))
+    }
+}
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/", get(inbox))
+        .route("/history", get(history))
+        .route("/requests/{id}", get(request_page).post(decide))
+        .route("/events", get(events))
+        .route("/login", get(login))
+        .route("/auth/callback", get(callback))
+        .route("/logout", post(logout))
+        .route(
+            "/logged-out",
+            get(|| async { Page::Html(html::logged_out()) }),
+        )
+        .route("/static/console.js", get(script))
+        .route("/static/console.css", get(style))
+        .with_state(state)
+}
+
+/// A page for a logged-in reviewer, or a redirect to the login.
+enum Page {
+    Html(String),
+    Login(String),
+    Error(StatusCode, String),
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut response = match self {
+            Page::Html(body) => Html(body).into_response(),
+            Page::Login(return_to) => {
+                Redirect::to(&format!("/login?return_to={}", url_encode(&return_to)))
+                    .into_response()
+            }
+            Page::Error(status, message) => {
+                (status, Html(html::error_page(&message))).into_response()
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            ),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+        response
+    }
+}
+
+#[derive(Deserialize)]
+struct FragmentQuery {
+    #[serde(default)]
+    fragment: Option<String>,
+}
+
+async fn inbox(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(query): Query<FragmentQuery>,
+) -> Page {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login("/".into());
+    };
+    let pending = match state.web.approvals.pending().await {
+        Ok(pending) => pending,
+        Err(e) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mine: Vec<&Request> = pending
+        .iter()
+        .filter(|r| visible_to(r, &session.principal))
+        .collect();
+    let list = html::request_list("inbox", &mine, "No request waits for you.");
+    if query.fragment.is_some() {
+        return Page::Html(list);
+    }
+    Page::Html(html::layout(
+        "Inbox",
+        &session.principal,
+        &session.csrf,
+        &html::live(&list),
+    ))
+}
+
+async fn history(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(query): Query<FragmentQuery>,
+) -> Page {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login("/history".into());
+    };
+    let decided = match state.web.approvals.history(200).await {
+        Ok(decided) => decided,
+        Err(e) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mine: Vec<&Request> = decided
+        .iter()
+        .filter(|r| visible_to(r, &session.principal))
+        .collect();
+    let list = html::request_list("history", &mine, "Nothing decided yet.");
+    if query.fragment.is_some() {
+        return Page::Html(list);
+    }
+    Page::Html(html::layout(
+        "History",
+        &session.principal,
+        &session.csrf,
+        &html::live(&list),
+    ))
+}
+
+async fn request_page(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(query): Query<FragmentQuery>,
+) -> Page {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login(format!("/requests/{id}"));
+    };
+    let request = match state.web.approvals.get(id).await {
+        Ok(request) if visible_to(&request, &session.principal) => request,
+        Ok(_) | Err(portcullis_approval::ApprovalError::NotFound(_)) => {
+            return Page::Error(StatusCode::NOT_FOUND, format!("no request {id} for you"))
+        }
+        Err(e) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let status = html::request_status(&request);
+    if query.fragment.is_some() {
+        return Page::Html(status);
+    }
+    let may_review = request.may_review(&session.principal);
+    let body = html::request_page(&request, &status, may_review, &session.csrf, None);
+    Page::Html(html::layout(
+        &format!("Request {id}"),
+        &session.principal,
+        &session.csrf,
+        &body,
+    ))
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    csrf: String,
+    decision: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn decide(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<DecisionForm>,
+) -> Response {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login(format!("/requests/{id}")).into_response();
+    };
+    if !constant_time_eq(&form.csrf, &session.csrf) {
+        return Page::Error(
+            StatusCode::FORBIDDEN,
+            "this form is stale or was not sent by the console; reload the page and decide again"
+                .into(),
+        )
+        .into_response();
+    }
+    match state.web.approvals.get(id).await {
+        Ok(request) if visible_to(&request, &session.principal) => {}
+        _ => {
+            return Page::Error(StatusCode::NOT_FOUND, format!("no request {id} for you"))
+                .into_response()
+        }
+    }
+    let approve = match form.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => {
+            return Page::Error(StatusCode::BAD_REQUEST, "choose approve or deny".into())
+                .into_response()
+        }
+    };
+    match state
+        .web
+        .approvals
+        .review(id, &session.principal, approve, &form.comment)
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/requests/{id}")).into_response(),
+        Err(e) => {
+            // The page again, with the reason the decision was not taken.
+            let request = match state.web.approvals.get(id).await {
+                Ok(request) if visible_to(&request, &session.principal) => request,
+                _ => return Page::Error(StatusCode::NOT_FOUND, e.to_string()).into_response(),
+            };
+            let status = html::request_status(&request);
+            let may_review = request.may_review(&session.principal);
+            let body = html::request_page(
+                &request,
+                &status,
+                may_review,
+                &session.csrf,
+                Some(&e.to_string()),
+            );
+            let page = Page::Html(html::layout(
+                &format!("Request {id}"),
+                &session.principal,
+                &session.csrf,
+                &body,
+            ));
+            (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+        }
+    }
+}
+
+/// One event per change of a request the reviewer may see; the page then
+/// fetches its fragment again.
+async fn events(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> Response {
+    let Some(session) = state.session(&headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let changes = state.web.approvals.changes();
+    let principal = session.principal;
+    let stream = futures_util::stream::unfold(changes, move |mut changes| {
+        let principal = principal.clone();
+        async move {
+            loop {
+                match changes.recv().await {
+                    Ok(request) if visible_to(&request, &principal) => {
+                        let event = Event::default().event("request").data(format!(
+                            "{} {}",
+                            request.id,
+                            request.status.as_str()
+                        ));
+                        return Some((Ok::<_, std::convert::Infallible>(event), changes));
+                    }
+                    Ok(_) => continue,
+                    // Missed some: tell the page to refresh anyway.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let event = Event::default().event("request").data("lagged");
+                        return Some((Ok(event), changes));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+async fn login(
+    AxumState(state): AxumState<Arc<State>>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let client = match state.login_client().await {
+        Ok(client) => client,
+        Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e).into_response(),
+    };
+    let redirect_uri = format!("{}/auth/callback", state.public_url());
+    let request = match client.authorization_request(&redirect_uri) {
+        Ok(request) => request,
+        Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    // Only a path of this console: never an open redirect.
+    let return_to = query
+        .return_to
+        .filter(|r| is_local_path(r))
+        .unwrap_or_else(|| "/".into());
+    let key = random_token();
+    let url = request.url.clone();
+    {
+        let mut logins = lock(&state.logins);
+        logins.retain(|_, l| l.started.elapsed() < LOGIN_TTL);
+        if logins.len() >= MAX_ENTRIES {
+            logins.clear();
+        }
+        logins.insert(
+            key.clone(),
+            PendingLogin {
+                request,
+                return_to,
+                started: Instant::now(),
+            },
+        );
+    }
+    let mut response = Redirect::to(&url).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        state.cookie(LOGIN_COOKIE, &key, LOGIN_TTL.as_secs()),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+async fn callback(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let fail = |message: String| Page::Error(StatusCode::BAD_REQUEST, message).into_response();
+    if let Some(error) = query.error {
+        let description = query.error_description.unwrap_or_default();
+        return fail(format!(
+            "the identity provider refused the login: {error} {description}"
+        ));
+    }
+    let pending = cookie(&headers, LOGIN_COOKIE).and_then(|key| lock(&state.logins).remove(&key));
+    let Some(pending) = pending.filter(|p| p.started.elapsed() < LOGIN_TTL) else {
+        return fail("this login was not started here, or took too long; log in again".into());
+    };
+    if query
+        .state
+        .as_deref()
+        .map(|s| constant_time_eq(s, &pending.request.state))
+        != Some(true)
+    {
+        return fail(
+            "the login answer does not match the login that was started; log in again".into(),
+        );
+    }
+    let Some(code) = query.code else {
+        return fail("the identity provider sent no code".into());
+    };
+    let client = match state.login_client().await {
+        Ok(client) => client,
+        Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e).into_response(),
+    };
+    let tokens = match client.exchange_code(&code, &pending.request).await {
+        Ok(tokens) => tokens,
+        Err(e) => return fail(format!("the login could not be completed: {e}")),
+    };
+    let principal = match state.web.verifier.verify(&tokens.id_token).await {
+        Ok(principal) => principal,
+        Err(e) => return fail(format!("the identity token was refused: {e}")),
+    };
+    let id = random_token();
+    let session = ConsoleSession {
+        expires_at: principal.expires_at,
+        principal,
+        csrf: random_token(),
+    };
+    let max_age = session.expires_at.saturating_sub(now());
+    {
+        let mut sessions = lock(&state.sessions);
+        let now = now();
+        sessions.retain(|_, s| s.expires_at > now);
+        if sessions.len() >= MAX_ENTRIES {
+            sessions.clear();
+        }
+        sessions.insert(id.clone(), session);
+    }
+    let mut response = Redirect::to(&pending.return_to).into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        state.cookie(SESSION_COOKIE, &id, max_age),
+    );
+    headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, "", 0));
+    response
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: String,
+}
+
+async fn logout(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if let (Some(id), Some(session)) = (cookie(&headers, SESSION_COOKIE), state.session(&headers)) {
+        if constant_time_eq(&form.csrf, &session.csrf) {
+            lock(&state.sessions).remove(&id);
+        }
+    }
+    let mut response = Redirect::to("/logged-out").into_response();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, state.cookie(SESSION_COOKIE, "", 0));
+    response
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        html::SCRIPT,
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        html::STYLE,
+    )
+}
+
+/// A path of this console (`/`, `/history`, `/requests/17`): never another
+/// site, never a character a browser would read differently.
+fn is_local_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_'))
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty())
+}
+
+fn random_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn url_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_returned_to() {
+        assert!(is_local_path("/requests/17"));
+        assert!(is_local_path("/"));
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil",
+            "https://x",
+            "/a\nb",
+            "/a?b",
+        ] {
+            assert!(!is_local_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("_session=x; portcullis_console_x=y; portcullis_console=abc"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, LOGIN_COOKIE), None);
+    }
+}

@@ -1,0 +1,349 @@
+//! The console's pages. Everything that came from a person or a client
+//! (statements, reasons, comments, names) is escaped.
+
+use portcullis_approval::{model, Request, Status, Subject};
+use portcullis_core::Principal;
+use std::fmt::Write;
+
+pub(crate) const SCRIPT: &str = r#"// Live updates: on each change of a request, fetch this page's live part again.
+(function () {
+  const live = document.getElementById('live');
+  if (!live || !window.EventSource) return;
+  const source = new EventSource('/events');
+  let busy = false;
+  source.addEventListener('request', async function () {
+    if (busy) return;
+    busy = true;
+    try {
+      const url = window.location.pathname + '?fragment=1';
+      const response = await fetch(url, { credentials: 'same-origin' });
+      if (response.ok) live.innerHTML = await response.text();
+      if (response.ok && document.getElementById('decision-form') &&
+          !live.querySelector('[data-status="pending"]')) {
+        document.getElementById('decision-form').remove();
+      }
+    } finally {
+      busy = false;
+    }
+  });
+})();
+"#;
+
+pub(crate) const STYLE: &str = r#"body { font-family: system-ui, sans-serif; margin: 0; color: #1d2329; background: #f6f7f9; }
+header { background: #1d2329; color: #fff; padding: .6rem 1.2rem; display: flex; gap: 1.2rem; align-items: center; }
+header a { color: #fff; } header form { margin-left: auto; } header .who { opacity: .8; }
+main { max-width: 60rem; margin: 1.5rem auto; padding: 0 1.2rem; }
+.card { background: #fff; border: 1px solid #d8dde3; border-radius: 6px; padding: 1rem 1.2rem; margin-bottom: 1rem; }
+ul.requests { list-style: none; padding: 0; } ul.requests li { margin: .4rem 0; }
+a.request { display: block; background: #fff; border: 1px solid #d8dde3; border-radius: 6px; padding: .6rem .9rem; text-decoration: none; color: inherit; }
+a.request:hover { border-color: #5b7ba8; }
+pre { background: #f0f2f5; padding: .7rem; border-radius: 4px; white-space: pre-wrap; word-break: break-word; }
+dl { display: grid; grid-template-columns: 10rem 1fr; gap: .3rem .8rem; } dt { font-weight: 600; }
+.status { font-weight: 700; text-transform: uppercase; }
+.status.pending { color: #9a6700; } .status.approved { color: #1a7f37; } .status.denied, .status.expired, .status.cancelled, .status.revoked { color: #cf222e; }
+.error { background: #ffebe9; border-color: #ff8182; }
+textarea { width: 100%; min-height: 4rem; box-sizing: border-box; }
+button { padding: .4rem 1rem; margin-right: .5rem; }
+"#;
+
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub(crate) fn layout(title: &str, who: &Principal, csrf: &str, body: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} · Portcullis</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/static/console.css"></head>
+<body><header><strong>Portcullis</strong><a href="/">Inbox</a><a href="/history">History</a>
+<span class="who">{who} ({groups})</span>
+<form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><button>Log out</button></form></header>
+<main><h1>{title}</h1>{body}</main>
+<script src="/static/console.js"></script></body></html>"#,
+        title = escape(title),
+        who = escape(&who.id),
+        groups = escape(&who.groups.join(", ")),
+        csrf = escape(csrf),
+    )
+}
+
+pub(crate) fn error_page(message: &str) -> String {
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Portcullis</title>
+<link rel="stylesheet" href="/static/console.css"></head><body><main>
+<div class="card error" id="error">{}</div><p><a href="/">Back to the inbox</a></p></main></body></html>"#,
+        escape(message)
+    )
+}
+
+pub(crate) fn logged_out() -> String {
+    r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Portcullis</title>
+<link rel="stylesheet" href="/static/console.css"></head><body><main>
+<div class="card">You are logged out. <a href="/login">Log in again</a>.</div></main></body></html>"#
+        .into()
+}
+
+/// The part of a page that `console.js` fetches again on each change.
+pub(crate) fn live(inner: &str) -> String {
+    format!(r#"<div id="live">{inner}</div>"#)
+}
+
+/// The live list of an inbox or history; `id` is the element's id.
+pub(crate) fn request_list(id: &str, requests: &[&Request], empty: &str) -> String {
+    let mut out = format!(r#"<ul class="requests" id="{id}">"#);
+    if requests.is_empty() {
+        let _ = write!(out, r#"<li class="empty">{}</li>"#, escape(empty));
+    }
+    for request in requests {
+        let summary = request.summary();
+        let short: String = summary.chars().take(160).collect();
+        let _ = write!(
+            out,
+            r#"<li><a class="request" data-id="{id}" href="/requests/{id}"><strong>#{id}</strong> <span class="status {status}">{status}</span> {kind} by <strong>{who}</strong> on <code>{target}</code> · reviewers {groups}<br><code>{summary}{more}</code></a></li>"#,
+            id = request.id,
+            status = request.status.as_str(),
+            kind = request.kind(),
+            who = escape(&request.requester.id),
+            target = escape(&request.target),
+            groups = escape(&model::groups_list(&request.approval.groups)),
+            summary = escape(&short),
+            more = if short.len() < summary.len() {
+                "…"
+            } else {
+                ""
+            },
+        );
+    }
+    out.push_str("</ul>");
+    out
+}
+
+/// A request's status and reviews: the live part of its page.
+pub(crate) fn request_status(request: &Request) -> String {
+    let mut out = format!(
+        r#"<div class="card"><p>Status: <span id="status" class="status {s}" data-status="{s}">{s}</span>"#,
+        s = request.status.as_str()
+    );
+    if let Some(outcome) = &request.outcome {
+        let _ = write!(out, " — {}", escape(outcome));
+    }
+    if let Some(until) = request.grant_until {
+        let _ = write!(
+            out,
+            "<br>Grant until {} (Unix time {until})",
+            escape(&utc(until))
+        );
+    }
+    out.push_str("</p>");
+    if request.reviews.is_empty() {
+        out.push_str("<p>No review yet.</p>");
+    } else {
+        out.push_str("<ul>");
+        for review in &request.reviews {
+            let _ = write!(
+                out,
+                "<li><strong>{}</strong> {} at {}: {}</li>",
+                escape(&review.reviewer),
+                if review.approve { "approved" } else { "denied" },
+                escape(&utc(review.at)),
+                escape(&review.comment)
+            );
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</div>");
+    out
+}
+
+pub(crate) fn request_page(
+    request: &Request,
+    status: &str,
+    may_review: Result<(), String>,
+    csrf: &str,
+    error: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    if let Some(error) = error {
+        let _ = write!(
+            out,
+            r#"<div class="card error" id="error">{}</div>"#,
+            escape(error)
+        );
+    }
+    out.push_str(r#"<div class="card"><dl>"#);
+    let mut row = |name: &str, value: String| {
+        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", escape(name), value);
+    };
+    let requester = &request.requester;
+    row(
+        "Requester",
+        format!(
+            "{} <small>(subject {}, issuer {}, groups {})</small>",
+            escape(&requester.id),
+            escape(&requester.subject),
+            escape(&requester.issuer),
+            escape(&requester.groups.join(", "))
+        ),
+    );
+    row(
+        "Target",
+        format!("<code>{}</code>", escape(&request.target)),
+    );
+    row(
+        "Reason given",
+        request
+            .reason
+            .as_deref()
+            .map(escape)
+            .unwrap_or_else(|| "<em>none</em>".into()),
+    );
+    row(
+        "Reviewers",
+        format!(
+            "a member of {} ({} approval{} in all)",
+            escape(&model::groups_list(&request.approval.groups)),
+            request.approval.min_approvals,
+            if request.approval.min_approvals == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+    );
+    row("Asked", escape(&utc(request.created_at)));
+    row("Expires", escape(&utc(request.expires_at)));
+    match &request.subject {
+        Subject::Statement {
+            session,
+            client_addr,
+            text,
+            parameters,
+            policies,
+            policy_reason,
+            policy_version,
+        } => {
+            row(
+                "Session",
+                format!("{} from {}", escape(session), escape(client_addr)),
+            );
+            let names: Vec<String> = policies
+                .iter()
+                .map(|p| format!("<code>{}</code>", escape(p)))
+                .collect();
+            row(
+                "Held by",
+                format!(
+                    "{}: {} <small>(policy version {})</small>",
+                    names.join(", "),
+                    escape(policy_reason),
+                    escape(policy_version)
+                ),
+            );
+            row(
+                "Statement",
+                format!(r#"<pre id="statement">{}</pre>"#, escape(text)),
+            );
+            if !parameters.is_empty() {
+                let shown: Vec<String> = parameters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        format!(
+                            "${} = {}",
+                            i + 1,
+                            p.as_deref()
+                                .map(|v| format!("'{v}'"))
+                                .unwrap_or_else(|| "NULL".into())
+                        )
+                    })
+                    .collect();
+                row(
+                    "Parameters",
+                    format!("<pre>{}</pre>", escape(&shown.join("\n"))),
+                );
+            }
+        }
+        Subject::Access { seconds } => {
+            row("Access for", escape(&model::duration(*seconds)));
+        }
+    }
+    out.push_str("</dl></div>");
+    out.push_str(&live(status));
+    match may_review {
+        Ok(()) => {
+            let _ = write!(
+                out,
+                r#"<form class="card" id="decision-form" method="post" action="/requests/{id}">
+<input type="hidden" name="csrf" value="{csrf}">
+<label for="comment">Comment (required)</label>
+<textarea id="comment" name="comment" required></textarea>
+<p><button name="decision" value="approve">Approve</button><button name="decision" value="deny">Deny</button></p>
+</form>"#,
+                id = request.id,
+                csrf = escape(csrf),
+            );
+        }
+        Err(why) if request.status == Status::Pending => {
+            let _ = write!(
+                out,
+                r#"<p class="card" id="cannot-review">{}</p>"#,
+                escape(&why)
+            );
+        }
+        Err(_) => {}
+    }
+    out
+}
+
+/// `2026-11-30 14:05:09 UTC`.
+fn utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x">'&"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+    }
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_796_083_200), "2026-12-01 00:00:00 UTC");
+    }
+}

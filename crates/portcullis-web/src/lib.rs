@@ -1,0 +1,61 @@
+//! The REST API and the web console for approvals, served on the admin
+//! listener.
+//!
+//! - `api`: `/api/v1/requests...`, authenticated with an identity token
+//!   (`Authorization: Bearer`), what the CLI speaks.
+//! - `console`: server-rendered pages for reviewers, with an OIDC login
+//!   (authorization code + PKCE), cookie sessions and CSRF tokens on every
+//!   form, and live updates over server-sent events.
+//!
+//! Architecture Invariant: every decision goes through
+//! [`portcullis_approval::Approvals`], which checks who may review; the web
+//! layer only authenticates and renders.
+
+mod api;
+mod console;
+mod html;
+
+use axum::Router;
+use portcullis_approval::{Approvals, Request};
+use portcullis_core::Principal;
+use portcullis_identity::{OidcIssuerSettings, Verifier};
+use std::sync::Arc;
+
+/// What the web layer needs from the gateway.
+#[derive(Clone)]
+pub struct Web {
+    pub approvals: Approvals,
+    pub verifier: Verifier,
+    /// The targets people may ask access to.
+    pub targets: Vec<String>,
+    /// The console, when configured.
+    pub console: Option<ConsoleSettings>,
+}
+
+#[derive(Clone)]
+pub struct ConsoleSettings {
+    /// Where people reach the console, without a trailing slash.
+    pub public_url: String,
+    /// The provider reviewers log in with.
+    pub oidc: OidcIssuerSettings,
+}
+
+/// The API and, when configured, the console.
+pub fn router(web: Web) -> Router {
+    let state = Arc::new(console::State::new(web));
+    let api = api::router(state.clone());
+    match state.web.console.is_some() {
+        true => api.merge(console::router(state)),
+        false => api,
+    }
+}
+
+/// Whether `principal` may see `request`: they asked, or they may review it.
+fn visible_to(request: &Request, principal: &Principal) -> bool {
+    request.requester.same_as(principal)
+        || request
+            .approval
+            .groups
+            .iter()
+            .any(|group| principal.groups.contains(group))
+}

@@ -1,0 +1,862 @@
+//! Just-in-time approvals end to end: a real `psql` whose statement is held
+//! inside its live session until a reviewer decides, from the CLI (the real
+//! binary) or the web console (a real headless Chromium logging in through a
+//! real OpenID provider); access requests for a time window; notifications.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+const POLICIES: &str = r#"
+@id("eng-connect")
+permit (principal in Group::"eng", action == Action::"connect", resource);
+
+@id("eng-query")
+permit (principal in Group::"eng", action == Action::"query", resource);
+
+@id("deletes-need-a-dba")
+@approval("dba")
+@reason("a DELETE needs a DBA's approval")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kinds.contains("delete") };
+
+@id("no-drop")
+@reason("tables are not dropped here")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.command == "DROP TABLE" };
+
+@id("updates-need-a-grant")
+@reason("UPDATE needs an access grant: portcullis request --target demo")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kind == "update" }
+unless { context has grant };
+"#;
+
+fn policy_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.cedar"), POLICIES).unwrap();
+    dir
+}
+
+async fn gateway(db: &str, policies: &tempfile::TempDir, approvals: &str) -> Gateway {
+    let db = TestDb::create(db, SEED).await;
+    Gateway::start_with(
+        db,
+        Options {
+            policies: policies.path().to_path_buf(),
+            extra: format!("[approvals]\naccess_approvers = [\"dba\"]\n{approvals}\n"),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// A `psql -c` running in the background, its stderr read line by line.
+struct Held {
+    child: tokio::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Held {
+    fn start(gw: &Gateway, token: &str, sql: &str) -> Held {
+        let mut child = tokio::process::Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &gw.pg_addr.port().to_string(),
+                "-U",
+                "alice",
+                "-d",
+                "demo",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", token)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        Held {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the NOTICE that the statement is held; its request id.
+    async fn request_id(&mut self) -> i64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no hold notice; psql said: {:?}", self.seen))
+                .unwrap_or_else(|| panic!("psql ended without a hold notice: {:?}", self.seen));
+            self.seen.push(line.clone());
+            if let Some(rest) = line.split("held for approval: request ").nth(1) {
+                let id = rest.split_whitespace().next().unwrap();
+                return id.parse().unwrap();
+            }
+        }
+    }
+
+    /// Waits for psql to end: (exit code, stdout, all of stderr).
+    async fn finish(mut self) -> (i32, String, String) {
+        let output = tokio::time::timeout(Duration::from_secs(30), async {
+            let status = self.child.wait().await.unwrap();
+            let mut stdout = String::new();
+            if let Some(mut out) = self.child.stdout.take() {
+                use tokio::io::AsyncReadExt;
+                out.read_to_string(&mut stdout).await.unwrap();
+            }
+            (status.code().unwrap_or(-1), stdout)
+        })
+        .await
+        .expect("psql ends");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        (output.0, output.1, self.seen.join("\n"))
+    }
+
+    fn still_waiting(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// The real binary's approval commands, against this gateway's API.
+fn review_cli(gw: &Gateway, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .args(["--gateway", &format!("http://{}", gw.admin_addr)])
+        .env("PORTCULLIS_TOKEN", token)
+        .output()
+        .expect("portcullis runs")
+}
+
+async fn count(gw: &Gateway, sql: &str) -> i64 {
+    scalar_i64(&gw.db.direct().await, sql).await
+}
+
+async fn audit_events(gw: &Gateway, request: i64) -> Vec<String> {
+    let out = gw.cli(&["audit", "tail", "-n", "500", "--json"]);
+    stdout(&out)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["entry"]["request"].as_i64() == Some(request))
+        .filter_map(|entry| entry["entry"]["event"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_statement_runs_in_its_session_once_a_dba_approves_from_the_cli() {
+    let policies = policy_dir();
+    let gw = gateway("appr_cli", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let before = count(&gw, "select count(*) from orders").await;
+
+    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 1");
+    let id = psql.request_id().await;
+    assert!(psql.still_waiting(), "psql waits for the decision");
+    assert_eq!(
+        count(&gw, "select count(*) from orders").await,
+        before,
+        "nothing ran yet"
+    );
+
+    // The requester cannot approve, and neither can someone outside `dba`.
+    let own = review_cli(
+        &gw,
+        &alice,
+        &["approve", &id.to_string(), "--comment", "mine"],
+    );
+    assert!(!own.status.success());
+    assert!(
+        stderr(&own).contains("nobody approves their own request"),
+        "{}",
+        stderr(&own)
+    );
+    let bob = gw.token("bob@example.com", &["eng"]);
+    let outsider = review_cli(
+        &gw,
+        &bob,
+        &["approve", &id.to_string(), "--comment", "sure"],
+    );
+    // Someone who may not review it does not even see it.
+    assert!(
+        stderr(&outsider).contains(&format!("no approval request {id}")),
+        "{}",
+        stderr(&outsider)
+    );
+    // A comment is required.
+    let silent = review_cli(&gw, &dba, &["approve", &id.to_string(), "--comment", " "]);
+    assert!(
+        stderr(&silent).contains("needs a comment"),
+        "{}",
+        stderr(&silent)
+    );
+
+    // The reviewer sees what is asked.
+    let listed = review_cli(&gw, &dba, &["requests"]);
+    assert!(
+        stdout(&listed).contains("delete from orders where id = 1"),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(stdout(&listed).contains("alice@example.com"));
+
+    let approved = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "old order, fine"],
+    );
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    assert!(stdout(&approved).contains("approved"));
+
+    let (code, out, err) = psql.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DELETE 1"), "{out}");
+    assert!(
+        err.contains(&format!("held for approval: request {id}")),
+        "{err}"
+    );
+    assert_eq!(count(&gw, "select count(*) from orders").await, before - 1);
+
+    // A second approval of a decided request changes nothing.
+    let again = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "again"],
+    );
+    assert!(
+        stderr(&again).contains("approved already"),
+        "{}",
+        stderr(&again)
+    );
+
+    let events = audit_events(&gw, id).await;
+    for event in [
+        "approval.requested",
+        "approval.reviewed",
+        "approval.approved",
+        "approval.executed",
+    ] {
+        assert!(
+            events.iter().any(|e| e == event),
+            "{event} missing from {events:?}"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_covers_only_its_statement_and_a_denial_says_why() {
+    let policies = policy_dir();
+    let gw = gateway("appr_deny", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let before = count(&gw, "select count(*) from orders").await;
+
+    // One session, two statements: approving the first does not let the
+    // second (a different statement) through.
+    let mut psql = Held::start(
+        &gw,
+        &alice,
+        "delete from orders where id = 2; delete from orders where id > 0",
+    );
+    let first = psql.request_id().await;
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["approve", &first.to_string(), "--comment", "one row"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let second = psql.request_id().await;
+    assert_ne!(first, second, "the second statement asks anew");
+    let denied = review_cli(
+        &gw,
+        &dba,
+        &["deny", &second.to_string(), "--comment", "every order? no"],
+    );
+    assert!(denied.status.success(), "{}", stderr(&denied));
+
+    let (code, _out, err) = psql.finish().await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("denied by reviewer `dba@example.com`: every order? no"),
+        "{err}"
+    );
+    // psql sends both in one Query: one statement was refused, so the
+    // implicit transaction ran nothing.
+    assert_eq!(count(&gw, "select count(*) from orders").await, before);
+    assert!(audit_events(&gw, second)
+        .await
+        .contains(&"approval.denied".to_string()));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_nobody_decides_expires_and_nothing_runs() {
+    let policies = policy_dir();
+    let gw = gateway("appr_expire", &policies, "expiry = \"2s\"").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let before = count(&gw, "select count(*) from orders").await;
+    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 3");
+    let id = psql.request_id().await;
+    let (code, _out, err) = psql.finish().await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("approval request {id} expired")),
+        "{err}"
+    );
+    assert_eq!(count(&gw, "select count(*) from orders").await, before);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let late = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "late"],
+    );
+    assert!(
+        stderr(&late).contains("expired already"),
+        "{}",
+        stderr(&late)
+    );
+    assert!(audit_events(&gw, id)
+        .await
+        .contains(&"approval.expired".to_string()));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_withdraws_the_request_and_other_sessions_keep_working() {
+    let policies = policy_dir();
+    let gw = gateway("appr_cancel", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let before = count(&gw, "select count(*) from orders").await;
+
+    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 4");
+    let id = psql.request_id().await;
+
+    // While one statement is held, another session works.
+    let other = gw.connect(&alice).await.unwrap();
+    let n: i64 = other
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(n > 0);
+    assert!(psql.still_waiting());
+
+    // Ctrl-C: psql sends a cancel request on a new connection.
+    let pid = psql.child.id().unwrap();
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (code, _out, err) = psql.finish().await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("canceling statement due to user request"),
+        "{err}"
+    );
+    assert_eq!(count(&gw, "select count(*) from orders").await, before);
+    let late = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "late"],
+    );
+    assert!(
+        stderr(&late).contains("cancelled already"),
+        "{}",
+        stderr(&late)
+    );
+    assert!(audit_events(&gw, id)
+        .await
+        .contains(&"approval.cancelled".to_string()));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_grant_lets_updates_through_until_it_is_revoked_or_ends() {
+    let policies = policy_dir();
+    let gw = gateway("appr_grant", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let client = gw.connect(&alice).await.unwrap();
+    let update = "update customers set name = name where id = 1";
+    let refused = client.batch_execute(update).await.unwrap_err();
+    assert!(
+        db_message(&refused).contains("needs an access grant"),
+        "{}",
+        db_message(&refused)
+    );
+
+    let asked = review_cli(
+        &gw,
+        &alice,
+        &[
+            "request", "--target", "demo", "--for", "2h", "--reason", "INC-4711",
+        ],
+    );
+    assert!(asked.status.success(), "{}", stderr(&asked));
+    let id: i64 = stdout(&asked)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .parse()
+        .unwrap();
+    let nope = review_cli(
+        &gw,
+        &dba,
+        &[
+            "request", "--target", "nowhere", "--for", "2h", "--reason", "x",
+        ],
+    );
+    assert!(
+        stderr(&nope).contains("no target `nowhere`"),
+        "{}",
+        stderr(&nope)
+    );
+    let approved = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "for the incident"],
+    );
+    assert!(approved.status.success(), "{}", stderr(&approved));
+
+    // The same live session sees the grant.
+    client.batch_execute(update).await.unwrap();
+
+    let revoked = review_cli(&gw, &dba, &["revoke", &id.to_string(), "--comment", "done"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let after = client.batch_execute(update).await.unwrap_err();
+    assert!(db_message(&after).contains("needs an access grant"));
+
+    // A short grant ends on time.
+    let asked = review_cli(
+        &gw,
+        &alice,
+        &[
+            "request", "--target", "demo", "--for", "3s", "--reason", "quick",
+        ],
+    );
+    let id: i64 = stdout(&asked)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .parse()
+        .unwrap();
+    review_cli(&gw, &dba, &["approve", &id.to_string(), "--comment", "ok"]);
+    client.batch_execute(update).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ended = client.batch_execute(update).await.unwrap_err();
+    assert!(db_message(&ended).contains("needs an access grant"));
+    assert!(audit_events(&gw, id)
+        .await
+        .contains(&"grant.ended".to_string()));
+
+    // The metrics show the workflow.
+    let metrics = Command::new("curl")
+        .args(["-sS", &format!("http://{}/metrics", gw.admin_addr)])
+        .output()
+        .unwrap();
+    let metrics = stdout(&metrics);
+    assert!(
+        metrics.contains("portcullis_approval_latency_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("portcullis_approval_requests_pending"));
+    assert!(metrics.contains(r#"portcullis_decisions_total{effect="deny",target="demo"}"#));
+    gw.stop().await;
+}
+
+/// A webhook receiver that fails its first `failures` calls.
+async fn webhook(failures: usize) -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut calls = 0usize;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            // Headers, then Content-Length bytes of body.
+            let body = loop {
+                let n = stream.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break Some(buf[end + 4..end + 4 + length].to_vec());
+                    }
+                }
+            };
+            calls += 1;
+            let ok = calls > failures;
+            let status = if ok {
+                "200 OK"
+            } else {
+                "500 Internal Server Error"
+            };
+            let _ = stream
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+            if let (true, Some(body)) = (ok, body) {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewers_are_notified_and_a_failing_webhook_is_retried() {
+    let policies = policy_dir();
+    let (json_url, mut json_calls) = webhook(2).await;
+    let (slack_url, mut slack_calls) = webhook(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("json"), &json_url).unwrap();
+    std::fs::write(dir.path().join("slack"), &slack_url).unwrap();
+    let extra = format!(
+        "[[approvals.notify]]\nurl = {{ file = \"{}\" }}\n\n[[approvals.notify]]\nurl = {{ file = \"{}\" }}\nformat = \"slack\"\n",
+        dir.path().join("json").display(),
+        dir.path().join("slack").display()
+    );
+    let gw = gateway("appr_notify", &policies, &extra).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 5");
+    let id = psql.request_id().await;
+
+    let slack = tokio::time::timeout(Duration::from_secs(10), slack_calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = slack["text"].as_str().unwrap();
+    assert!(
+        text.contains("alice@example.com") && text.contains(&format!("/requests/{id}")),
+        "{text}"
+    );
+    // Two failures, then delivered (retries back off 1 s, then 2 s).
+    let json = tokio::time::timeout(Duration::from_secs(15), json_calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(json["event"], "requested");
+    assert_eq!(json["request"]["id"], id);
+    assert_eq!(json["request"]["text"], "delete from orders where id = 5");
+
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    review_cli(&gw, &dba, &["deny", &id.to_string(), "--comment", "no"]);
+    let (code, _, _) = psql.finish().await;
+    assert_ne!(code, 0);
+    let decided = tokio::time::timeout(Duration::from_secs(10), slack_calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        decided["text"].as_str().unwrap().contains("*denied*"),
+        "{decided}"
+    );
+    gw.stop().await;
+}
+
+/// The npm `oidc-provider` (tests/oidc), on a free loopback port.
+struct Provider {
+    child: tokio::process::Child,
+    issuer: String,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Provider {
+    async fn start() -> Provider {
+        let port = free_port();
+        let mut child = tokio::process::Command::new("node")
+            .arg(repo_root().join("tests/oidc/provider.mjs"))
+            .arg(port.to_string())
+            .arg("--exit-on-stdin-close")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (scripts/test.sh installs it)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+        assert!(
+            matches!(ready, Ok(Ok(Some(ref l))) if l.contains("ready")),
+            "the provider did not start"
+        );
+        Provider {
+            child,
+            issuer: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_approves_in_the_web_console_in_a_real_browser() {
+    let provider = Provider::start().await;
+    let policies = policy_dir();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), "portcullis-test-secret").unwrap();
+    let port = free_port();
+    let console_url = format!("http://127.0.0.1:{port}");
+    let extra = format!(
+        r#"
+[[identity.oidc]]
+issuer = "{issuer}"
+audience = ["portcullis"]
+client_id = "portcullis"
+client_secret = {{ file = "{secret}" }}
+
+[console]
+public_url = "{console_url}"
+"#,
+        issuer = provider.issuer,
+        secret = dir.path().join("client-secret").display(),
+    );
+    let db = TestDb::create("appr_console", SEED).await;
+    let gw = Gateway::start_with(
+        db,
+        Options {
+            policies: policies.path().to_path_buf(),
+            extra,
+            admin_listen: Some(format!("127.0.0.1:{port}")),
+            ..Options::default()
+        },
+    )
+    .await;
+    let before = count(&gw, "select count(*) from orders").await;
+
+    // The reviewer logs in first and watches the inbox.
+    let mut browser = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/console/approve.mjs"))
+        .args([
+            &console_url,
+            "dba@example.com",
+            "approve",
+            "checked: <one> old order",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut out = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), out.next_line()).await;
+    if !matches!(ready, Ok(Ok(Some(ref l))) if l == "ready") {
+        let output = browser.wait_with_output().await.unwrap();
+        panic!(
+            "the browser did not log in: {ready:?} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // Then a statement is held; the inbox shows it without a reload.
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 1");
+    let id = psql.request_id().await;
+    let decided = tokio::time::timeout(Duration::from_secs(60), out.next_line()).await;
+    let line = match decided {
+        Ok(Ok(Some(line))) => line,
+        other => {
+            let output = browser.wait_with_output().await.unwrap();
+            panic!(
+                "the browser did not decide: {other:?} {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    };
+    assert_eq!(line, format!("decided {id} approved"));
+    let (code, stdout_text, err) = psql.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout_text.contains("DELETE 1"));
+    assert_eq!(count(&gw, "select count(*) from orders").await, before - 1);
+
+    // The review carries the reviewer from the provider's token.
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let history = review_cli(&gw, &dba, &["requests", "--decided"]);
+    assert!(
+        stdout(&history).contains("approved"),
+        "{}",
+        stdout(&history)
+    );
+    let events = audit_events(&gw, id).await;
+    assert!(
+        events.contains(&"approval.executed".to_string()),
+        "{events:?}"
+    );
+    drop(provider.child);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_holds_unbounded_writes_and_engineers_ddl_for_a_dba() {
+    let db = TestDb::create("appr_quickstart", SEED).await;
+    let gw = Gateway::start_with(
+        db,
+        Options {
+            policies: quickstart_policies_as_shipped(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dana = gw.token("dana@example.com", &["eng", "dba", "pii-readers"]);
+
+    let mut psql = Held::start(&gw, &alice, "delete from orders");
+    let id = psql.request_id().await;
+    let approved = review_cli(
+        &gw,
+        &dana,
+        &["approve", &id.to_string(), "--comment", "test data"],
+    );
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let (code, out, err) = psql.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DELETE 4"), "{out}");
+
+    let mut psql = Held::start(&gw, &alice, "alter table orders add column note text");
+    let id = psql.request_id().await;
+    review_cli(
+        &gw,
+        &dana,
+        &["deny", &id.to_string(), "--comment", "not today"],
+    );
+    let (code, _, err) = psql.finish().await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not today"), "{err}");
+
+    // Guardrails that are not approvable still refuse at once.
+    let out = gw.psql(&alice, &["-c", "drop database postgres"]);
+    assert!(
+        stderr(&out).contains("no-drop-database"),
+        "{}",
+        stderr(&out)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_protocol_execute_is_held_with_its_parameters() {
+    let policies = policy_dir();
+    let gw = gateway("appr_extended", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let client = gw.connect(&alice).await.unwrap();
+    // Parse and Describe go ahead; the Execute waits, with its parameters.
+    let task = tokio::spawn(async move {
+        client
+            .execute(
+                "delete from orders where id = $1 and total_cents > $2",
+                &[&2i32, &0i32],
+            )
+            .await
+    });
+    let url = format!("http://{}/api/v1/requests", gw.admin_addr);
+    let mut pending = serde_json::Value::Null;
+    for _ in 0..40 {
+        let out = Command::new("curl")
+            .args(["-sS", "-H", &format!("Authorization: Bearer {dba}"), &url])
+            .output()
+            .unwrap();
+        pending = serde_json::from_slice(&out.stdout).unwrap();
+        if pending["requests"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let request = &pending["requests"][0];
+    if request.is_null() {
+        panic!("nothing held: {pending} {:?}", task.await);
+    }
+    assert_eq!(
+        request["text"],
+        "delete from orders where id = $1 and total_cents > $2"
+    );
+    // Binary-format parameters, as tokio-postgres sends them.
+    assert_eq!(
+        request["parameters"],
+        serde_json::json!(["\\x00000002", "\\x00000000"]),
+        "{request}"
+    );
+    // Without a token, the API says how to authenticate.
+    let anonymous = Command::new("curl").args(["-sS", &url]).output().unwrap();
+    assert!(
+        stdout(&anonymous).contains("Authorization: Bearer"),
+        "{}",
+        stdout(&anonymous)
+    );
+
+    let id = request["id"].as_i64().unwrap();
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "one row"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let deleted = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted, 1);
+    gw.stop().await;
+}

@@ -1,0 +1,127 @@
+// Decides an access request in Portcullis' web console as a person would, in
+// a real headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core; no browser is downloaded).
+//
+//   node tests/console/approve.mjs CONSOLE_URL LOGIN approve|deny COMMENT
+//
+// 1. Opens CONSOLE_URL/ (the inbox); the console sends the browser to sign in
+//    at the OpenID provider (tests/oidc/provider.mjs), where it signs in as
+//    LOGIN (any password) and consents, and comes back to the inbox.
+// 2. Prints `ready` once the inbox (`#inbox`) is shown, signed in.
+// 3. Waits, up to 60 s and without reloading, for a request to appear in the
+//    inbox (`a.request[data-id]`, pushed by server-sent events); opens the first.
+// 4. Fills `textarea[name=comment]` with COMMENT and clicks
+//    `button[name=decision][value=DECISION]`.
+// 5. Waits for `#status` to say `approved` (or `denied`), prints
+//    `decided ID STATUS` and exits 0.
+// Any failure, or 90 s in all, prints the error, the page's URL and the start
+// of its text on stderr and exits 1.
+
+import { chromium } from 'playwright-core';
+import { signInAtProvider } from './login.mjs';
+
+const TOTAL_MS = 90_000;
+const REQUEST_WAIT_MS = 60_000;
+const STEP_MS = 30_000;
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const [consoleArg, login, decision, comment] = process.argv.slice(2);
+if (!consoleArg || !login || !['approve', 'deny'].includes(decision) || comment === undefined) {
+  console.error('usage: node approve.mjs CONSOLE_URL LOGIN approve|deny COMMENT');
+  process.exit(2);
+}
+const base = consoleArg.replace(/\/+$/, '');
+const expected = decision === 'approve' ? 'approved' : 'denied';
+
+let browser;
+let page;
+let failing = false;
+
+async function fail(error) {
+  if (failing) return;
+  failing = true;
+  let url = '(no page)';
+  let text = '';
+  if (page) {
+    try {
+      url = page.url();
+      text = (await page.locator('body').innerText({ timeout: 2_000 })).slice(0, 2000);
+    } catch (e) {
+      text = `(page text unavailable: ${e.message.split('\n')[0]})`;
+    }
+  }
+  console.error(`approve.mjs failed: ${error?.stack ?? error}`);
+  console.error(`page URL: ${url}`);
+  console.error(`page text:\n${text}`);
+  await closeBrowser();
+  process.exit(1);
+}
+
+async function closeBrowser() {
+  if (!browser) return;
+  await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 5_000))]);
+}
+
+const overall = setTimeout(() => fail(new Error(`timed out after ${TOTAL_MS / 1000} s`)), TOTAL_MS);
+
+// Only loopback addresses: the provider's development pages link a web font
+// from the internet, and a test sends nothing off the machine.
+function loopback(url) {
+  return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+}
+
+async function main() {
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  const context = await browser.newContext();
+  await context.route((url) => !loopback(url), (route) => route.abort('blockedbyclient'));
+  page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+
+  // 1. Sign in: the inbox → CONSOLE_URL/login → the provider → back to the inbox.
+  await page.goto(`${base}/`);
+  await signInAtProvider(page, login, '#inbox', STEP_MS);
+
+  // 2. Signed in, on the inbox.
+  await page.locator('#inbox').waitFor({ state: 'attached' });
+  console.log('ready');
+
+  // 3. A request arrives live; no reload.
+  const first = page.locator('a.request').first();
+  await first.waitFor({ state: 'visible', timeout: REQUEST_WAIT_MS });
+  const id = await first.getAttribute('data-id');
+  if (!id) {
+    throw new Error('the first a.request has no data-id');
+  }
+  // By its id: the live inbox may redraw its list meanwhile.
+  await page.locator(`a.request[data-id=${JSON.stringify(id)}]`).first().click();
+
+  // 4. Decide.
+  const commentField = page.locator('textarea[name=comment]');
+  await commentField.fill(comment);
+  await page.locator(`button[name=decision][value=${decision}]`).click();
+
+  // 5. The outcome.
+  const status = page.locator('#status', { hasText: /\b(approved|denied)\b/i });
+  await status.waitFor({ state: 'attached' });
+  const shown = (await status.innerText()).trim();
+  const word = /\bapproved\b/i.test(shown) ? 'approved' : 'denied';
+  if (word !== expected) {
+    throw new Error(`#status says "${shown}", expected ${expected}`);
+  }
+  console.log(`decided ${id} ${word}`);
+  clearTimeout(overall);
+  await closeBrowser();
+  process.exit(0);
+}
+
+main().catch(fail);
