@@ -146,6 +146,15 @@ impl ApiClient {
 
 fn render_line(request: &Request) -> String {
     let what = match &request.subject {
+        Subject::Statement {
+            text,
+            prepared: Some(prepared),
+            ..
+        } => format!(
+            "{} (runs: {})",
+            text.replace('\n', " "),
+            prepared.replace('\n', " ")
+        ),
         Subject::Statement { text, .. } => text.replace('\n', " "),
         Subject::Access { seconds } => format!("access for {}", model::duration(*seconds)),
     };

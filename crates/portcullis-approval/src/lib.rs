@@ -78,6 +78,9 @@ impl Default for Settings {
     }
 }
 
+/// How many access requests one person may have waiting at once.
+const MAX_PENDING_ACCESS_REQUESTS: usize = 5;
+
 /// Cheap to clone; shared by the Gate, the web console and the API.
 #[derive(Clone)]
 pub struct Approvals {
@@ -254,6 +257,20 @@ impl Approvals {
             return Err(ApprovalError::Refused(
                 "an access request needs a reason (`--reason`)".into(),
             ));
+        }
+        let mine = self
+            .pending()
+            .await?
+            .into_iter()
+            .filter(|r| {
+                matches!(r.subject, Subject::Access { .. }) && r.requester.same_as(requester)
+            })
+            .count();
+        if mine >= MAX_PENDING_ACCESS_REQUESTS {
+            return Err(ApprovalError::Refused(format!(
+                "`{}` has {mine} access requests waiting already; wait for them to be decided",
+                requester.id
+            )));
         }
         let mut groups = settings.access_approvers.clone();
         groups.sort();
@@ -550,6 +567,21 @@ impl Approvals {
     /// Ends a pending request without a reviewer (expired, cancelled). A
     /// request decided meanwhile keeps its decision, which is returned.
     async fn finish(&self, id: i64, status: Status, why: String) -> Result<Request, ApprovalError> {
+        // In a task of its own: a caller that stops waiting (a session that
+        // ends) never leaves a committed change without its audit entry,
+        // its waiter woken and its metrics.
+        let approvals = self.clone();
+        tokio::spawn(async move { approvals.finish_now(id, status, why).await })
+            .await
+            .map_err(|e| ApprovalError::Store(format!("the approval task failed: {e}")))?
+    }
+
+    async fn finish_now(
+        &self,
+        id: i64,
+        status: Status,
+        why: String,
+    ) -> Result<Request, ApprovalError> {
         let outcome = why.clone();
         let (request, changed) = self
             .with_store(move |store| {
@@ -788,3 +820,7 @@ fn now() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;

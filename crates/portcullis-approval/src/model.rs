@@ -39,6 +39,10 @@ pub enum Subject {
         session: String,
         client_addr: String,
         text: String,
+        /// For an SQL `EXECUTE name(...)`: the statement prepared under
+        /// that name, which is what runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prepared: Option<String>,
         /// Bound parameters (text, or `\x<hex>` for binary), for the
         /// extended protocol.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -79,7 +83,12 @@ impl Person {
     /// The same person: the same subject at the same issuer, or the same
     /// principal id (an email seen through two issuers).
     pub fn same_as(&self, other: &Principal) -> bool {
-        (self.subject == other.subject && self.issuer == other.issuer) || self.id == other.id
+        (self.subject == other.subject && self.issuer == other.issuer)
+            || self.id == other.id
+            || self
+                .email
+                .as_deref()
+                .is_some_and(|email| other.email.as_deref() == Some(email))
     }
 }
 

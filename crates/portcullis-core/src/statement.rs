@@ -84,6 +84,9 @@ pub struct StatementInfo {
     /// For `EXECUTE name`, the name: the caller resolves it to what was
     /// prepared under that name.
     pub executes: Option<String>,
+    /// For an `EXECUTE` resolved to what it runs: the text of the prepared
+    /// statement, as it was when this `EXECUTE` was read.
+    pub prepared_text: Option<String>,
     /// Settings the statement changes, lower case, sorted: the name of a SET
     /// or RESET (`client_encoding` for `SET NAMES`), the first argument of
     /// `set_config`; `*` for RESET ALL or a `set_config` whose setting is

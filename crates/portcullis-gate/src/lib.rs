@@ -244,6 +244,7 @@ impl Gate {
         &self,
         session: &Session,
         statement: &StatementInfo,
+        prepared: Option<String>,
         parameters: Vec<Option<String>>,
         decision: &Decision,
     ) -> Result<Held, GateError> {
@@ -261,6 +262,7 @@ impl Gate {
                     session: session.id.to_string(),
                     client_addr: session.client_addr.to_string(),
                     text: statement.text.clone(),
+                    prepared,
                     parameters,
                     policies: decision.policies.clone(),
                     policy_reason: decision.reason.clone(),

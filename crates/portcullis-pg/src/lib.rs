@@ -289,7 +289,10 @@ impl PgService {
                     "access to target `{target_name}` denied{by}: {}",
                     decision.reason
                 ),
-                None,
+                // A session is not held at login: an approvable `connect`
+                // is asked for as an access grant.
+                (decision.effect == portcullis_core::Effect::Hold)
+                    .then(|| format!("a reviewer may grant it: portcullis request --target {target_name} --for 1h --reason \"...\"")).as_deref(),
             )
             .await;
             self.gate

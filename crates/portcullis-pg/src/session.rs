@@ -673,11 +673,9 @@ impl Relay {
             self.gate.check(&mut self.session, &checks).await
         };
         drop(checks);
-        // Refusals that replace a decision's own: a reviewer's denial, an
-        // expired or withdrawn request.
-        let mut overrides: HashMap<usize, Bytes> = HashMap::new();
+        let mut holds = Holds::default();
         if let Ok(decisions) = decisions.as_mut() {
-            self.resolve_holds(&plan, decisions, &mut overrides, shared, client, buf)
+            self.resolve_holds(&plan, decisions, &mut holds, shared, client, buf)
                 .await;
         }
         let mut out = BytesMut::new();
@@ -752,10 +750,12 @@ impl Relay {
                             .iter()
                             .enumerate()
                             .find(|(_, d)| !d.is_allowed())
-                            .map(|(idx, d)| match overrides.remove(&(range.start + idx)) {
-                                Some(refusal) => refusal,
-                                None => denial_bytes(d, idx, statements.len()),
-                            })
+                            .map(
+                                |(idx, d)| match holds.refusals.remove(&(range.start + idx)) {
+                                    Some(refusal) => refusal,
+                                    None => denial_bytes(d, idx, statements.len()),
+                                },
+                            )
                             .or_else(|| {
                                 // INVARIANT: one decision per statement; a
                                 // short answer is treated as a refusal.
@@ -768,6 +768,27 @@ impl Relay {
                                     )
                                 })
                             }),
+                    };
+                    // An approved statement goes only once its execution is
+                    // in the audit log.
+                    let refusal = match refusal {
+                        Some(refusal) => Some(refusal),
+                        None => {
+                            let mut failed = None;
+                            for (_, request) in
+                                holds.approved.iter().filter(|(i, _)| range.contains(i))
+                            {
+                                if let Err(e) = self
+                                    .gate
+                                    .approved_statement_runs(&self.session, *request)
+                                    .await
+                                {
+                                    failed = Some(error_bytes("58000", &e.to_string(), None, None));
+                                    break;
+                                }
+                            }
+                            failed
+                        }
                     };
                     if refusal.is_none() && matches!(poison, Poison::Query) {
                         self.note_reason(&statements);
@@ -824,6 +845,17 @@ impl Relay {
     }
 }
 
+/// What the reviewers decided for a batch's held statements, by decision
+/// index.
+#[derive(Default)]
+struct Holds {
+    /// Refusals that replace a decision's own: a reviewer's denial, an
+    /// expired or withdrawn request.
+    refusals: HashMap<usize, Bytes>,
+    /// Approved: the request id.
+    approved: Vec<(usize, i64)>,
+}
+
 impl Relay {
     /// Turns each held decision into an allow (approved) or a refusal
     /// (denied, expired, withdrawn), waiting for the reviewers. A Parse of a
@@ -833,7 +865,7 @@ impl Relay {
         &mut self,
         plan: &[Planned],
         decisions: &mut [portcullis_core::Decision],
-        overrides: &mut HashMap<usize, Bytes>,
+        holds: &mut Holds,
         shared: &Shared,
         client: &mut ReadHalf<BoxStream>,
         buf: &mut BytesMut,
@@ -873,14 +905,16 @@ impl Relay {
                 if decision.effect != Effect::Hold {
                     continue;
                 }
-                if phase == "parse" {
+                // Preparing runs nothing (a Parse, an SQL PREPARE): what is
+                // held is each execution.
+                if phase == "parse" || statement.prepares.is_some() {
                     decision.effect = Effect::Allow;
                     continue;
                 }
                 // A reviewer approves what they can see in full, or nothing.
                 let Some(parameters) = parameters.clone() else {
                     decision.effect = Effect::Deny;
-                    overrides.insert(
+                    holds.refusals.insert(
                         range.start + offset,
                         error_bytes(
                             "54000",
@@ -895,10 +929,13 @@ impl Relay {
                     .wait_for_approval(statement, decision, parameters, shared, client, buf)
                     .await
                 {
-                    Ok(()) => decision.effect = Effect::Allow,
+                    Ok(request) => {
+                        decision.effect = Effect::Allow;
+                        holds.approved.push((range.start + offset, request));
+                    }
                     Err(refusal) => {
                         decision.effect = Effect::Deny;
-                        overrides.insert(range.start + offset, refusal);
+                        holds.refusals.insert(range.start + offset, refusal);
                         // The rest of this message is not asked for.
                         break;
                     }
@@ -908,8 +945,8 @@ impl Relay {
     }
 
     /// Holds one statement: tells the client at once, then waits for the
-    /// decision, the client's cancel, or the client leaving. `Ok` means
-    /// approved and its execution audited.
+    /// decision, the client's cancel, or the client leaving. `Ok` is the id
+    /// of the approved request.
     async fn wait_for_approval(
         &mut self,
         statement: &StatementInfo,
@@ -918,11 +955,14 @@ impl Relay {
         shared: &Shared,
         client: &mut ReadHalf<BoxStream>,
         buf: &mut BytesMut,
-    ) -> Result<(), Bytes> {
+    ) -> Result<i64, Bytes> {
         use portcullis_gate::approval::{model, Status};
+        // An SQL EXECUTE runs what was prepared under its name: the
+        // reviewer sees that too.
+        let prepared = statement.prepared_text.clone();
         let mut held = match self
             .gate
-            .hold(&self.session, statement, parameters, decision)
+            .hold(&self.session, statement, prepared, parameters, decision)
             .await
         {
             Ok(held) => held,
@@ -997,12 +1037,7 @@ impl Relay {
                 )),
                 None,
             )),
-            Status::Approved => {
-                if let Err(e) = self.gate.approved_statement_runs(&self.session, id).await {
-                    return Err(error_bytes("58000", &e.to_string(), None, None));
-                }
-                Ok(())
-            }
+            Status::Approved => Ok(id),
             Status::Denied => {
                 let reviewer = request
                     .reviews

@@ -44,6 +44,7 @@ fn decide(c: &mut Criterion) {
         text: "SELECT abalance FROM pgbench_accounts WHERE aid = 1".into(),
         prepares: None,
         executes: None,
+        prepared_text: None,
         settings: vec![],
         lineage: Default::default(),
         objects: Default::default(),

@@ -42,6 +42,7 @@ fn statement(kind: StatementKind, command: &str, has_where: bool) -> StatementIn
         text: "...".into(),
         prepares: None,
         executes: None,
+        prepared_text: None,
         settings: vec![],
         lineage: Default::default(),
         objects: Default::default(),

@@ -241,6 +241,7 @@ impl Analysis {
             prepares,
             objects,
             executes: facts.executes,
+            prepared_text: None,
             settings: facts.settings.into_iter().collect(),
             lineage: Arc::new(lineage),
         }

@@ -90,6 +90,7 @@ pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> Sta
         text: execute.text.clone(),
         prepares: None,
         executes: None,
+        prepared_text: Some(prepared.text.clone()),
         settings: union(&prepared.settings, &execute.settings),
         objects: Default::default(),
         lineage,

@@ -337,7 +337,7 @@ async fn events(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> 
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let changes = state.web.approvals.changes();
-    let principal = session.principal;
+    let principal = session.principal.clone();
     let stream = futures_util::stream::unfold(changes, move |mut changes| {
         let principal = principal.clone();
         async move {
@@ -362,6 +362,9 @@ async fn events(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> 
             }
         }
     });
+    // The stream lasts no longer than the console session.
+    let left = Duration::from_secs(session.expires_at.saturating_sub(now()));
+    let stream = futures_util::StreamExt::take_until(stream, tokio::time::sleep(left));
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -397,7 +400,11 @@ async fn login(
         let mut logins = lock(&state.logins);
         logins.retain(|_, l| l.started.elapsed() < LOGIN_TTL);
         if logins.len() >= MAX_ENTRIES {
-            logins.clear();
+            return Page::Error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins are in progress; try again in a few minutes".into(),
+            )
+            .into_response();
         }
         logins.insert(
             key.clone(),
@@ -481,7 +488,11 @@ async fn callback(
         let now = now();
         sessions.retain(|_, s| s.expires_at > now);
         if sessions.len() >= MAX_ENTRIES {
-            sessions.clear();
+            return Page::Error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many console sessions are open; try again later".into(),
+            )
+            .into_response();
         }
         sessions.insert(id.clone(), session);
     }

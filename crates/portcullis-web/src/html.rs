@@ -229,6 +229,7 @@ pub(crate) fn request_page(
             session,
             client_addr,
             text,
+            prepared,
             parameters,
             policies,
             policy_reason,
@@ -255,6 +256,12 @@ pub(crate) fn request_page(
                 "Statement",
                 format!(r#"<pre id="statement">{}</pre>"#, escape(text)),
             );
+            if let Some(prepared) = prepared {
+                row(
+                    "Which runs",
+                    format!(r#"<pre id="prepared">{}</pre>"#, escape(prepared)),
+                );
+            }
             if !parameters.is_empty() {
                 let shown: Vec<String> = parameters
                     .iter()

@@ -6,11 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "../../portcullis-identity/tests/support/mod.rs"]
+mod support;
 
 use common::*;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use support::{hidden_field, Browser, OidcProvider};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -67,22 +70,30 @@ struct Held {
 
 impl Held {
     fn start(gw: &Gateway, token: &str, sql: &str) -> Held {
+        Held::start_all(gw, token, &[sql])
+    }
+
+    /// `psql -c` for each statement, in order (each its own Query).
+    fn start_all(gw: &Gateway, token: &str, statements: &[&str]) -> Held {
+        let port = gw.pg_addr.port().to_string();
+        let mut args = vec![
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "alice",
+            "-d",
+            "demo",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ];
+        for sql in statements {
+            args.extend(["-c", sql]);
+        }
         let mut child = tokio::process::Command::new("psql")
-            .args([
-                "-X",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &gw.pg_addr.port().to_string(),
-                "-U",
-                "alice",
-                "-d",
-                "demo",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
+            .args(&args)
             .env("PGPASSWORD", token)
             .env("PGCONNECT_TIMEOUT", "10")
             .stdout(Stdio::piped())
@@ -178,7 +189,14 @@ async fn a_held_statement_runs_in_its_session_once_a_dba_approves_from_the_cli()
     let dba = gw.token("dba@example.com", &["eng", "dba"]);
     let before = count(&gw, "select count(*) from orders").await;
 
-    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 1");
+    let mut psql = Held::start_all(
+        &gw,
+        &alice,
+        &[
+            "set portcullis.reason = 'INC-4711 cleanup'",
+            "delete from orders where id = 1",
+        ],
+    );
     let id = psql.request_id().await;
     assert!(psql.still_waiting(), "psql waits for the decision");
     assert_eq!(
@@ -227,6 +245,11 @@ async fn a_held_statement_runs_in_its_session_once_a_dba_approves_from_the_cli()
         stdout(&listed)
     );
     assert!(stdout(&listed).contains("alice@example.com"));
+    assert!(
+        stdout(&listed).contains("(reason: INC-4711 cleanup)"),
+        "{}",
+        stdout(&listed)
+    );
 
     let approved = review_cli(
         &gw,
@@ -256,6 +279,33 @@ async fn a_held_statement_runs_in_its_session_once_a_dba_approves_from_the_cli()
         "{}",
         stderr(&again)
     );
+
+    // An SQL EXECUTE is held with what it runs; its PREPARE runs nothing
+    // and goes ahead.
+    let mut psql = Held::start_all(
+        &gw,
+        &alice,
+        &[
+            "prepare p as delete from orders where id = $1",
+            "execute p(3)",
+        ],
+    );
+    let executed = psql.request_id().await;
+    let listed = review_cli(&gw, &dba, &["requests"]);
+    assert!(
+        stdout(&listed)
+            .contains("execute p(3) (runs: prepare p as delete from orders where id = $1)"),
+        "{}",
+        stdout(&listed)
+    );
+    review_cli(
+        &gw,
+        &dba,
+        &["approve", &executed.to_string(), "--comment", "one more"],
+    );
+    let (code, out, err) = psql.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DELETE 1"), "{out}");
 
     let events = audit_events(&gw, id).await;
     for event in [
@@ -604,12 +654,6 @@ async fn reviewers_are_notified_and_a_failing_webhook_is_retried() {
     gw.stop().await;
 }
 
-/// The npm `oidc-provider` (tests/oidc), on a free loopback port.
-struct Provider {
-    child: tokio::process::Child,
-    issuer: String,
-}
-
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -622,37 +666,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl Provider {
-    async fn start() -> Provider {
-        let port = free_port();
-        let mut child = tokio::process::Command::new("node")
-            .arg(repo_root().join("tests/oidc/provider.mjs"))
-            .arg(port.to_string())
-            .arg("--exit-on-stdin-close")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (scripts/test.sh installs it)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
-        assert!(
-            matches!(ready, Ok(Ok(Some(ref l))) if l.contains("ready")),
-            "the provider did not start"
-        );
-        Provider {
-            child,
-            issuer: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reviewer_approves_in_the_web_console_in_a_real_browser() {
-    let provider = Provider::start().await;
-    let policies = policy_dir();
+/// A gateway with the console on a known port, reviewers logging in at
+/// `provider`.
+async fn console_gateway(
+    db: &str,
+    policies: &tempfile::TempDir,
+    provider: &OidcProvider,
+) -> (Gateway, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("client-secret"), "portcullis-test-secret").unwrap();
+    std::fs::write(dir.path().join("client-secret"), support::CLIENT_SECRET).unwrap();
     let port = free_port();
     let console_url = format!("http://127.0.0.1:{port}");
     let extra = format!(
@@ -660,18 +682,18 @@ async fn a_reviewer_approves_in_the_web_console_in_a_real_browser() {
 [[identity.oidc]]
 issuer = "{issuer}"
 audience = ["portcullis"]
-client_id = "portcullis"
+client_id = "{client_id}"
 client_secret = {{ file = "{secret}" }}
 
 [console]
 public_url = "{console_url}"
 "#,
         issuer = provider.issuer,
+        client_id = support::CLIENT_ID,
         secret = dir.path().join("client-secret").display(),
     );
-    let db = TestDb::create("appr_console", SEED).await;
     let gw = Gateway::start_with(
-        db,
+        TestDb::create(db, SEED).await,
         Options {
             policies: policies.path().to_path_buf(),
             extra,
@@ -680,6 +702,115 @@ public_url = "{console_url}"
         },
     )
     .await;
+    (gw, console_url, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
+    let provider = OidcProvider::start().await;
+    let policies = policy_dir();
+    let (gw, console_url, _secret) = console_gateway("appr_csrf", &policies, &provider).await;
+    let base = url::Url::parse(&console_url).unwrap();
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 2");
+    let id = psql.request_id().await;
+    let request_url = base.join(&format!("/requests/{id}")).unwrap();
+
+    // Without a session: to the login, and a decision is not taken.
+    let mut browser = Browser::new();
+    let first = browser.get(&request_url).await;
+    assert_eq!(first.status, 303);
+    assert_eq!(first.location.as_ref().unwrap().path(), "/login");
+    let forged = browser
+        .post(
+            &request_url,
+            &[("csrf", "x"), ("decision", "approve"), ("comment", "hi")],
+        )
+        .await;
+    assert_eq!(forged.status, 303, "{}", forged.body);
+
+    // The login cookie is HttpOnly and SameSite=Lax.
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(base.join("/login").unwrap())
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+
+    // Logged in through the provider, back on the request's page.
+    let page = browser.sign_in_from(first, "dba@example.com").await;
+    assert_eq!(page.url.path(), format!("/requests/{id}"), "{}", page.body);
+    assert!(
+        page.body.contains("delete from orders where id = 2"),
+        "{}",
+        page.body
+    );
+    let csrf = hidden_field(&page.body, "csrf");
+
+    // A form without the session's CSRF token is refused.
+    let forged = browser
+        .post(
+            &request_url,
+            &[
+                ("csrf", "forged"),
+                ("decision", "approve"),
+                ("comment", "hi"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(psql.still_waiting());
+
+    // A decision without a comment is not taken, and says why.
+    let silent = browser
+        .post(
+            &request_url,
+            &[("csrf", &csrf), ("decision", "deny"), ("comment", "")],
+        )
+        .await;
+    assert_eq!(silent.status, 422);
+    assert!(silent.body.contains("needs a comment"), "{}", silent.body);
+
+    let denied = browser
+        .post(
+            &request_url,
+            &[
+                ("csrf", &csrf),
+                ("decision", "deny"),
+                ("comment", "<b>no</b>"),
+            ],
+        )
+        .await;
+    assert_eq!(denied.status, 303);
+    let (code, _, err) = psql.finish().await;
+    assert_ne!(code, 0);
+    assert!(err.contains("<b>no</b>"), "{err}");
+
+    // The history shows it, escaped.
+    let history = browser.get(&base.join("/history").unwrap()).await;
+    assert!(
+        history.body.contains(&format!("data-id=\"{id}\"")),
+        "{}",
+        history.body
+    );
+    let page = browser.get(&request_url).await;
+    assert!(page.body.contains("&lt;b&gt;no&lt;/b&gt;") && !page.body.contains("<b>no</b>"));
+    drop(provider);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_approves_in_the_web_console_in_a_real_browser() {
+    let provider = OidcProvider::start().await;
+    let policies = policy_dir();
+    let (gw, console_url, _secret) = console_gateway("appr_console", &policies, &provider).await;
     let before = count(&gw, "select count(*) from orders").await;
 
     // The reviewer logs in first and watches the inbox.
@@ -740,7 +871,7 @@ public_url = "{console_url}"
         events.contains(&"approval.executed".to_string()),
         "{events:?}"
     );
-    drop(provider.child);
+    drop(provider);
     gw.stop().await;
 }
 

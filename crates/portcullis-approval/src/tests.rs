@@ -1,0 +1,230 @@
+use super::*;
+
+fn person(id: &str, groups: &[&str]) -> Principal {
+    Principal {
+        id: id.into(),
+        subject: id.into(),
+        email: Some(id.into()),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        issuer: "test".into(),
+        expires_at: u64::MAX,
+    }
+}
+
+async fn open(dir: &tempfile::TempDir, settings: Settings) -> Approvals {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let audit = AuditLog::open(&dir.path().join("audit.db"), key, Default::default()).unwrap();
+    Approvals::open(&dir.path().join("approvals.db"), audit, settings)
+        .await
+        .unwrap()
+}
+
+fn statement(text: &str) -> Subject {
+    Subject::Statement {
+        session: "s1".into(),
+        client_addr: "127.0.0.1:1".into(),
+        text: text.into(),
+        prepared: None,
+        parameters: Vec::new(),
+        policies: vec!["p".into()],
+        policy_reason: "why".into(),
+        policy_version: "v".into(),
+    }
+}
+
+fn approval(groups: &[&str], min: u32) -> Approval {
+    Approval {
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        min_approvals: min,
+    }
+}
+
+#[tokio::test]
+async fn two_groups_and_a_minimum_must_all_be_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(&dir, Settings::default()).await;
+    let alice = person("alice", &["eng"]);
+    let mut held = approvals
+        .hold(
+            &alice,
+            "demo",
+            statement("drop table t"),
+            None,
+            approval(&["dba", "sec"], 3),
+        )
+        .await
+        .unwrap();
+    let dba1 = person("dba1", &["dba"]);
+    let dba2 = person("dba2", &["dba"]);
+    let sec = person("sec", &["sec"]);
+    assert_eq!(
+        approvals
+            .review(held.id, &dba1, true, "ok")
+            .await
+            .unwrap()
+            .status,
+        Status::Pending
+    );
+    // The same reviewer twice counts once.
+    assert!(approvals
+        .review(held.id, &dba1, true, "again")
+        .await
+        .is_err());
+    assert_eq!(
+        approvals
+            .review(held.id, &dba2, true, "ok")
+            .await
+            .unwrap()
+            .status,
+        Status::Pending
+    );
+    // Three approvals, and `sec` is still missing.
+    let last = approvals.review(held.id, &sec, true, "ok").await.unwrap();
+    assert_eq!(last.status, Status::Approved);
+    assert_eq!(held.wait().await.unwrap().status, Status::Approved);
+}
+
+#[tokio::test]
+async fn the_requester_never_reviews_even_with_another_id_and_the_same_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(&dir, Settings::default()).await;
+    let alice = person("alice@example.com", &["eng", "dba"]);
+    let held = approvals
+        .hold(
+            &alice,
+            "demo",
+            statement("delete from t"),
+            None,
+            approval(&["dba"], 1),
+        )
+        .await
+        .unwrap();
+    let mut other_issuer = alice.clone();
+    other_issuer.id = "00u1alice".into();
+    other_issuer.subject = "00u1alice".into();
+    other_issuer.issuer = "https://elsewhere".into();
+    for me in [&alice, &other_issuer] {
+        let error = approvals
+            .review(held.id, me, true, "mine")
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("nobody approves their own request"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_request_is_decided_once_and_expires_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(
+        &dir,
+        Settings {
+            expiry: Duration::from_secs(1),
+            ..Settings::default()
+        },
+    )
+    .await;
+    let alice = person("alice", &["eng"]);
+    let mut held = approvals
+        .hold(
+            &alice,
+            "demo",
+            statement("delete from t"),
+            None,
+            approval(&["dba"], 1),
+        )
+        .await
+        .unwrap();
+    let expired = held.wait().await.unwrap();
+    assert_eq!(expired.status, Status::Expired);
+    let dba = person("dba", &["dba"]);
+    let late = approvals
+        .review(held.id, &dba, true, "late")
+        .await
+        .unwrap_err();
+    assert!(late.to_string().contains("expired already"), "{late}");
+
+    // A denial decides at once; a later approval changes nothing.
+    let mut held = approvals
+        .hold(
+            &alice,
+            "demo",
+            statement("delete from u"),
+            None,
+            approval(&["dba"], 2),
+        )
+        .await
+        .unwrap();
+    approvals.review(held.id, &dba, false, "no").await.unwrap();
+    let dba2 = person("dba2", &["dba"]);
+    assert!(approvals.review(held.id, &dba2, true, "yes").await.is_err());
+    assert_eq!(held.wait().await.unwrap().status, Status::Denied);
+}
+
+#[tokio::test]
+async fn a_restart_cancels_held_statements_whose_sessions_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let approvals = open(&dir, Settings::default()).await;
+        let held = approvals
+            .hold(
+                &person("alice", &[]),
+                "demo",
+                statement("delete from t"),
+                None,
+                approval(&["dba"], 1),
+            )
+            .await
+            .unwrap();
+        let id = held.id;
+        std::mem::forget(held);
+        approvals.inner.audit.shutdown().await.unwrap();
+        id
+    };
+    let approvals = open(&dir, Settings::default()).await;
+    let request = approvals.get(id).await.unwrap();
+    assert_eq!(request.status, Status::Cancelled);
+    assert!(request.outcome.unwrap().contains("restarted"));
+}
+
+#[tokio::test]
+async fn grants_are_seen_until_revoked_and_only_by_their_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(
+        &dir,
+        Settings {
+            access_approvers: vec!["ops".into()],
+            access_max: Duration::from_secs(3600),
+            ..Settings::default()
+        },
+    )
+    .await;
+    let alice = person("alice", &["eng"]);
+    let ops = person("ops", &["ops"]);
+    let too_long = approvals
+        .request_access(&alice, "demo", 7200, "x".into())
+        .await
+        .unwrap_err();
+    assert!(too_long.to_string().contains("longer than"), "{too_long}");
+    let request = approvals
+        .request_access(&alice, "demo", 600, "INC-1".into())
+        .await
+        .unwrap();
+    assert!(approvals.grant("alice", "demo").is_none());
+    approvals
+        .review(request.id, &ops, true, "ok")
+        .await
+        .unwrap();
+    let grant = approvals.grant("alice", "demo").unwrap();
+    assert_eq!(grant.reason, "INC-1");
+    assert!(approvals.grant("bob", "demo").is_none());
+    assert!(approvals.grant("alice", "other").is_none());
+    let bob = person("bob", &["eng"]);
+    assert!(approvals.revoke(request.id, &bob, "").await.is_err());
+    approvals.revoke(request.id, &ops, "done").await.unwrap();
+    assert!(approvals.grant("alice", "demo").is_none());
+}
