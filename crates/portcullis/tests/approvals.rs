@@ -991,3 +991,29 @@ async fn an_extended_protocol_execute_is_held_with_its_parameters() {
     assert_eq!(deleted, 1);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_approval_store_a_held_statement_is_refused_not_run() {
+    let policies = policy_dir();
+    let gw = gateway("appr_nostore", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let before = count(&gw, "select count(*) from orders").await;
+    // The store breaks under the running gateway.
+    let store =
+        rusqlite::Connection::open(gw.config.gateway.data_dir.join("approvals.db")).unwrap();
+    store.execute_batch("drop table requests").unwrap();
+    drop(store);
+    let out = gw.psql(&alice, &["-c", "delete from orders where id = 1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the approval workflow is unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("nothing was run"), "{}", stderr(&out));
+    assert_eq!(count(&gw, "select count(*) from orders").await, before);
+    // Statements that need no approval still run.
+    let ok = gw.psql(&alice, &["-c", "select 1"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    gw.stop().await;
+}
