@@ -182,11 +182,10 @@ fn approval_settings(config: &Config, file: &Path) -> Result<portcullis_gate::ap
             },
         });
     }
-    let console_url = match (&config.console, &config.admin) {
-        (Some(console), _) => console.public_url.trim_end_matches('/').to_string(),
-        (None, Some(admin)) => format!("http://{}", admin.listen),
-        (None, None) => "(no console configured)".into(),
-    };
+    let console_url = config
+        .console
+        .as_ref()
+        .map(|console| console.public_url.trim_end_matches('/').to_string());
     Ok(Settings {
         expiry: seconds("expiry", &a.expiry)?,
         console_url,

@@ -49,8 +49,9 @@ pub enum ApprovalError {
 pub struct Settings {
     /// How long a request waits for reviewers.
     pub expiry: Duration,
-    /// The console's address, for links: `<console_url>/requests/<id>`.
-    pub console_url: String,
+    /// The console's address, for links: `<console_url>/requests/<id>`;
+    /// without a console, people are pointed at the CLI.
+    pub console_url: Option<String>,
     /// Who reviews access requests.
     pub access_approvers: Vec<String>,
     /// How many approvals an access request needs.
@@ -67,7 +68,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             expiry: Duration::from_secs(15 * 60),
-            console_url: "http://127.0.0.1:9090".into(),
+            console_url: None,
             access_approvers: Vec::new(),
             access_min_approvals: 1,
             access_max: Duration::from_secs(12 * 3600),
@@ -189,11 +190,13 @@ impl Approvals {
         (grant.until > now()).then(|| grant.clone())
     }
 
+    /// Where a reviewer decides request `id`: its console page, or the CLI
+    /// command when there is no console.
     pub fn link(&self, id: i64) -> String {
-        format!(
-            "{}/requests/{id}",
-            self.inner.settings.console_url.trim_end_matches('/')
-        )
+        match &self.inner.settings.console_url {
+            Some(url) => format!("{}/requests/{id}", url.trim_end_matches('/')),
+            None => format!("portcullis approve {id} --comment \"...\""),
+        }
     }
 
     /// Holds a statement: stores the request, audits it, tells the

@@ -126,17 +126,22 @@ fn without_url(e: &reqwest::Error) -> String {
 }
 
 fn slack_text(event: &str, request: &Request, link: &str) -> String {
+    // A console link, or the CLI command to run.
+    let link = if link.starts_with("http") {
+        format!("<{link}|request {}>", request.id)
+    } else {
+        format!("`{link}`")
+    };
     let who = &request.requester.id;
     let what = request.summary();
     match event {
         "requested" => format!(
-            "*{who}* asks for approval on `{}`: ```{what}``` Reviewers: {}. <{link}|Review request {}>",
+            "*{who}* asks for approval on `{}`: ```{what}``` Reviewers: {}. Review: {link}",
             request.target,
             crate::model::groups_list(&request.approval.groups),
-            request.id
         ),
         _ => format!(
-            "Request {} by *{who}* on `{}` is *{}*: ```{what}``` <{link}|Open>",
+            "Request {} by *{who}* on `{}` is *{}*: ```{what}``` {link}",
             request.id,
             request.target,
             request.status.as_str()

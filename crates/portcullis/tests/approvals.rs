@@ -627,7 +627,7 @@ async fn reviewers_are_notified_and_a_failing_webhook_is_retried() {
         .unwrap();
     let text = slack["text"].as_str().unwrap();
     assert!(
-        text.contains("alice@example.com") && text.contains(&format!("/requests/{id}")),
+        text.contains("alice@example.com") && text.contains(&format!("portcullis approve {id}")),
         "{text}"
     );
     // Two failures, then delivered (retries back off 1 s, then 2 s).
