@@ -104,7 +104,7 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
 }
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn format_time(time_ms: u64) -> String {
+pub(crate) fn format_time(time_ms: u64) -> String {
     let secs = time_ms / 1000;
     let rem = secs % 86_400;
     format!(

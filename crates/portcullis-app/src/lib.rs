@@ -17,6 +17,7 @@ pub mod policy_drift;
 pub mod policy_impact;
 pub mod policy_stale;
 pub mod policy_test;
+pub mod recordings_cli;
 pub mod requests_cli;
 pub mod tls;
 
@@ -154,6 +155,11 @@ pub fn oidc_settings(config: &Config, file: &Path) -> Result<Vec<OidcIssuerSetti
             Ok(settings)
         })
         .collect()
+}
+
+/// Where session recordings are kept.
+pub fn recordings_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("recordings")
 }
 
 /// `[approvals]` as the workflow takes it.
@@ -486,6 +492,22 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     let source_version = admin::SourceVersion::new(Some(policies.version().to_string()));
 
     let key = portcullis_audit::load_or_create_signing_key(data_dir)?;
+    let recordings = if config.recording.enabled {
+        Some(
+            portcullis_record::Recordings::open(
+                &recordings_path(data_dir),
+                key.clone(),
+                portcullis_record::Settings {
+                    max_rows_per_statement: config.recording.max_rows_per_statement,
+                    max_bytes_per_statement: config.recording.max_bytes_per_statement,
+                    ..portcullis_record::Settings::default()
+                },
+            )
+            .context("cannot open the recordings directory")?,
+        )
+    } else {
+        None
+    };
     let audit = AuditLog::open(
         &audit_path(data_dir),
         key,
@@ -565,14 +587,18 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             CleartextPassword::Always => CleartextPolicy::Always,
             CleartextPassword::Never => CleartextPolicy::Never,
         };
-        let service = Arc::new(PgService::new(
+        let mut service = PgService::new(
             targets(&config, file)?,
             verifier.clone(),
             gate.clone(),
             Arc::new(Classifier::new(pg.statement_cache)),
             acceptor,
             cleartext,
-        ));
+        );
+        if let Some(recordings) = recordings.clone() {
+            service = service.with_recordings(recordings);
+        }
+        let service = Arc::new(service);
         let listener = tokio::net::TcpListener::bind(pg.listen)
             .await
             .with_context(|| format!("cannot listen on {} (postgres.listen)", pg.listen))?;

@@ -38,6 +38,44 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     #[serde(default)]
     pub console: Option<ConsoleConfig>,
+    #[serde(default)]
+    pub recording: RecordingConfig,
+}
+
+/// `[recording]`: every session recorded in `<data_dir>/recordings`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Per statement, the rows and bytes of results kept in the recording;
+    /// what is over is marked as truncated.
+    #[serde(default = "default_max_rows", deserialize_with = "number")]
+    pub max_rows_per_statement: u64,
+    #[serde(default = "default_max_bytes", deserialize_with = "number")]
+    pub max_bytes_per_statement: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            enabled: true,
+            max_rows_per_statement: default_max_rows(),
+            max_bytes_per_statement: default_max_bytes(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_rows() -> u64 {
+    10_000
+}
+
+fn default_max_bytes() -> u64 {
+    16 << 20
 }
 
 /// `[approvals]`: held statements and access requests.

@@ -54,6 +54,12 @@ impl<'a> From<&'a Decision> for DecisionFields<'a> {
 }
 
 #[derive(Debug, Serialize)]
+pub struct RecordingFields<'a> {
+    pub id: &'a str,
+    pub final_hash: &'a str,
+}
+
+#[derive(Debug, Serialize)]
 pub struct StatementFields<'a> {
     pub kind: &'static str,
     pub command: &'a str,
@@ -140,5 +146,9 @@ pub enum AuditEvent<'a> {
         /// Values masked in the whole session, by rule and detector.
         #[serde(skip_serializing_if = "MaskCounts::is_empty")]
         masked: &'a MaskCounts,
+        /// The session's recording: deleting or changing it shows against
+        /// this entry.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recording: Option<RecordingFields<'a>>,
     },
 }

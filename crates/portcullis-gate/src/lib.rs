@@ -588,8 +588,19 @@ impl Gate {
         });
     }
 
-    /// Records the end of a session. Best effort: the session is over anyway.
+    /// Records the end of a session, with its recording (id and final hash)
+    /// when it has one. Best effort: the session is over anyway.
     pub async fn end(&self, session: &Session, outcome: &str, masked: &MaskCounts) {
+        self.end_recorded(session, outcome, masked, None).await
+    }
+
+    pub async fn end_recorded(
+        &self,
+        session: &Session,
+        outcome: &str,
+        masked: &MaskCounts,
+        recording: Option<(&str, &str)>,
+    ) {
         let result = self
             .inner
             .audit
@@ -601,6 +612,8 @@ impl Gate {
                 duration_ms: u64::try_from(session.started.elapsed().as_millis())
                     .unwrap_or(u64::MAX),
                 masked,
+                recording: recording
+                    .map(|(id, final_hash)| event::RecordingFields { id, final_hash }),
             })
             .await;
         if let Err(e) = result {

@@ -100,6 +100,13 @@ const CLIENT_DEFAULT_NAMES: &[&str] = &[
     "portcullis-connect",
 ];
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 pub struct PgService {
     pub targets: HashMap<String, Arc<PgTarget>>,
     pub verifier: Verifier,
@@ -108,6 +115,8 @@ pub struct PgService {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub cleartext: CleartextPolicy,
     pub cancels: CancelRegistry,
+    /// Where sessions are recorded; `None` when recording is off.
+    pub recordings: Option<portcullis_record::Recordings>,
     next_session: AtomicU64,
 }
 
@@ -128,8 +137,15 @@ impl PgService {
             tls,
             cleartext,
             cancels: CancelRegistry::default(),
+            recordings: None,
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// Records every session in `recordings`.
+    pub fn with_recordings(mut self, recordings: portcullis_record::Recordings) -> PgService {
+        self.recordings = Some(recordings);
+        self
     }
 
     /// Accepts connections until the listener fails or the task is dropped.
@@ -378,6 +394,34 @@ impl PgService {
             .await;
             return;
         };
+        // Fail closed: a session that cannot be recorded does not start.
+        let recorder = match &self.recordings {
+            None => None,
+            Some(recordings) => match recordings.start(portcullis_record::format::Start {
+                version: portcullis_record::format::VERSION,
+                session: session.id.to_string(),
+                principal: session.principal.id.clone(),
+                target: target_name.clone(),
+                client_addr: peer.to_string(),
+                started_ms: unix_ms(),
+            }) {
+                Ok(recorder) => Some(Arc::new(recorder)),
+                Err(e) => {
+                    warn!(error = %e, "cannot record the session");
+                    client::refuse(
+                        &mut startup.stream,
+                        "58030",
+                        &format!("the session cannot be recorded, so it does not start: {e}"),
+                        None,
+                    )
+                    .await;
+                    self.gate
+                        .end(&session, "recording unavailable", &Default::default())
+                        .await;
+                    return;
+                }
+            },
+        };
         let mut out = bytes::BytesMut::new();
         codec::build::authentication_ok(&mut out);
         for status in &connection.parameter_status {
@@ -401,6 +445,7 @@ impl PgService {
             masking,
             cancels: registration.signal.clone(),
             binds: std::collections::HashMap::new(),
+            recorder: recorder.clone(),
         };
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").increment(1.0);
         metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);
@@ -410,6 +455,24 @@ impl PgService {
         drop(registration);
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").decrement(1.0);
         info!(outcome = %ending.describe(), "session ended");
-        self.gate.end(&session, &ending.describe(), &masked).await;
+        let outcome = ending.describe();
+        let recorded = match recorder.as_deref().map(|r| r.finish(&outcome)) {
+            Some(Ok(done)) => Some(done),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "could not seal the session's recording");
+                None
+            }
+            None => None,
+        };
+        self.gate
+            .end_recorded(
+                &session,
+                &outcome,
+                &masked,
+                recorded
+                    .as_ref()
+                    .map(|(id, hash)| (id.as_str(), hash.as_str())),
+            )
+            .await;
     }
 }

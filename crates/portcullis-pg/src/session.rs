@@ -50,6 +50,9 @@ struct Shared {
     /// Messages of the gateway's own for the client (the notice that a
     /// statement is held), written by the target side between frames.
     notices: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    /// The session's recording: statements from the client side, what the
+    /// client receives from the target side.
+    recorder: Option<Arc<portcullis_record::Recorder>>,
 }
 
 /// How a session ended, for the audit log.
@@ -145,6 +148,8 @@ pub struct Relay {
     /// The parameters each portal was last bound with, for reviewers;
     /// `None` when they cannot all be shown.
     pub binds: HashMap<String, Option<Vec<Option<String>>>>,
+    /// The session's recording, when sessions are recorded.
+    pub recorder: Option<Arc<portcullis_record::Recorder>>,
 }
 
 /// How many portals' parameters are kept for reviewers, and how much of each.
@@ -173,6 +178,7 @@ impl Relay {
             end: tokio::sync::Notify::new(),
             results: Arc::new(ResultQueue::new(self.masking.take())),
             notices: notices_tx,
+            recorder: self.recorder.clone(),
         });
         let token_left = self
             .session
@@ -726,8 +732,10 @@ impl Relay {
                     reason,
                     code,
                     poison,
-                    ..
+                    phase,
+                    text,
                 } => {
+                    self.record(phase, &text, "deny", &[], &reason, shared);
                     next_decision += 1;
                     expects.push(poison_expect(&poison));
                     let error = error_bytes(code, &format!("refused: {reason}"), None, None);
@@ -735,6 +743,7 @@ impl Relay {
                 }
                 Planned::Gated {
                     raw,
+                    phase,
                     statements,
                     undo,
                     poison,
@@ -792,6 +801,22 @@ impl Relay {
                     };
                     if refusal.is_none() && matches!(poison, Poison::Query) {
                         self.note_reason(&statements);
+                    }
+                    if let Ok(decisions) = &decisions {
+                        for (statement, decision) in statements
+                            .iter()
+                            .zip(decisions.get(range.clone()).unwrap_or(&[]))
+                        {
+                            let effect = if refusal.is_some() { "deny" } else { "allow" };
+                            self.record(
+                                phase,
+                                &statement.text,
+                                effect,
+                                &decision.policies,
+                                &decision.reason,
+                                shared,
+                            );
+                        }
                     }
                     match (refusal, &poison) {
                         (None, Poison::Query) => {
@@ -1079,6 +1104,36 @@ impl Relay {
         }
     }
 
+    /// Puts a statement and its decision in the session's recording. A
+    /// recording that cannot be written ends the session.
+    fn record(
+        &self,
+        phase: &str,
+        text: &str,
+        effect: &str,
+        policies: &[String],
+        reason: &str,
+        shared: &Shared,
+    ) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let statement = portcullis_record::format::Statement {
+            phase: phase.to_string(),
+            text: text.to_string(),
+            effect: effect.to_string(),
+            policies: policies.to_vec(),
+            reason: if effect == "allow" {
+                String::new()
+            } else {
+                reason.to_string()
+            },
+        };
+        if let Err(e) = recorder.statement(&statement) {
+            shared.end_session(&format!("the session is ended: {e}"));
+        }
+    }
+
     /// Follows `SET portcullis.reason = '...'` (and its RESET): the reason
     /// policies and reviewers see.
     fn note_reason(&mut self, statements: &[StatementInfo]) {
@@ -1323,6 +1378,7 @@ async fn relay_target(
     results: &mut Results,
     notices: &mut tokio::sync::mpsc::UnboundedReceiver<Bytes>,
 ) -> Ending {
+    let recorder = shared.recorder.as_deref();
     let prefix = format!("pcx_{}_", shared.nonce);
     loop {
         // Walk complete frames. Frames that go out as they came are written
@@ -1393,6 +1449,21 @@ async fn relay_target(
             None => buf.get(..pos).unwrap_or(&[]),
         };
         if !written.is_empty() {
+            // Recorded before the client has it: what it saw is in the
+            // recording even if the gateway dies now.
+            if let Some(Err(e)) = recorder.map(|r| r.to_client(written)) {
+                let text = format!("the session is ended: {e}");
+                return end_with(
+                    client,
+                    buf,
+                    0,
+                    Some(BytesMut::new()),
+                    &text,
+                    "58030",
+                    target_name,
+                )
+                .await;
+            }
             if let Err(e) = client.write_all(written).await {
                 return Ending::Error(PgError::ClientIo(e));
             }
@@ -1402,6 +1473,10 @@ async fn relay_target(
             read = target.read_buf(buf) => read,
             // Between frames: every complete frame read so far is written.
             Some(notice) = notices.recv() => {
+                if let Some(Err(e)) = recorder.map(|r| r.to_client(&notice)) {
+                    let text = format!("the session is ended: {e}");
+                    return end_with(client, buf, 0, Some(BytesMut::new()), &text, "58030", target_name).await;
+                }
                 if let Err(e) = client.write_all(&notice).await {
                     return Ending::Error(PgError::ClientIo(e));
                 }

@@ -101,6 +101,40 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// List recorded sessions.
+    Sessions {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this principal's.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// Only sessions started this recently: 90s, 15m, 1h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only sessions whose outcome contains this (`running`, `terminated`, `revoked`).
+        #[arg(long)]
+        outcome: Option<String>,
+    },
+    /// Play a recorded session in the terminal as it happened.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The session id (`portcullis sessions`).
+        id: String,
+        /// 1 is real time, 2 twice as fast, 0 without waiting.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Keep playing a running session until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Session recordings.
+    Recording {
+        #[command(subcommand)]
+        command: RecordingCommand,
+    },
     /// Take back an access grant before its end.
     Revoke {
         #[command(flatten)]
@@ -134,6 +168,16 @@ impl ApiArgs {
             self.token,
         )
     }
+}
+
+#[derive(Subcommand)]
+enum RecordingCommand {
+    /// Prove a recording complete and unchanged; exit 1 naming what is wrong.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -389,6 +433,56 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .and_then(|c| u8::try_from(c).ok())
                     .unwrap_or(1),
             ));
+        }
+        Command::Sessions {
+            config,
+            user,
+            target,
+            since,
+            outcome,
+        } => {
+            let config = load(&config)?;
+            let filter = portcullis_app::recordings_cli::Filter {
+                user,
+                target,
+                since: since.as_deref().map(commands::parse_duration).transpose()?,
+                outcome,
+            };
+            print!(
+                "{}",
+                portcullis_app::recordings_cli::sessions(&config, &filter)?
+            );
+        }
+        Command::Replay {
+            config,
+            id,
+            speed,
+            follow,
+        } => {
+            let config = load(&config)?;
+            if !(speed >= 0.0 && speed.is_finite()) {
+                anyhow::bail!("--speed must be 0 or more");
+            }
+            portcullis_app::recordings_cli::replay(
+                &config,
+                &id,
+                speed,
+                follow,
+                &mut std::io::stdout(),
+            )
+            .await?;
+        }
+        Command::Recording {
+            command: RecordingCommand::Verify { config, id },
+        } => {
+            let config = load(&config)?;
+            match portcullis_app::recordings_cli::verify(&config, &id) {
+                Ok(report) => print!("{report}"),
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Requests { api, decided } => print!("{}", api.client()?.list(decided).await?),
         Command::Approve { api, id, comment } => {

@@ -155,6 +155,8 @@ pub struct Options {
     pub reload_interval_seconds: u64,
     /// The admin listener's address, when a test must know it in advance.
     pub admin_listen: Option<String>,
+    /// The PostgreSQL listener's address, likewise.
+    pub pg_listen: Option<String>,
 }
 
 impl Default for Options {
@@ -168,6 +170,7 @@ impl Default for Options {
             busy_timeout_ms: 5000,
             reload_interval_seconds: 1,
             admin_listen: None,
+            pg_listen: None,
         }
     }
 }
@@ -184,7 +187,7 @@ data_dir = "data"
 listen = "{admin_listen}"
 
 [postgres]
-listen = "127.0.0.1:0"
+listen = "{pg_listen}"
 {postgres_extra}
 
 [identity.dev]
@@ -214,6 +217,7 @@ labels = {{ env = "test" }}
             .unwrap_or_else(|| format!("dir = \"{}\"", options.policies.display())),
         busy = options.busy_timeout_ms,
         admin_listen = options.admin_listen.as_deref().unwrap_or("127.0.0.1:0"),
+        pg_listen = options.pg_listen.as_deref().unwrap_or("127.0.0.1:0"),
         reload = options.reload_interval_seconds,
         host = db.host,
         port = db.port,

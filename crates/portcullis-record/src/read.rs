@@ -1,0 +1,488 @@
+//! Reading recordings: listing, verifying, and rendering them for people.
+
+use crate::format::{self, Kind, Manifest, Record};
+use crate::{RecordError, Recordings};
+use ed25519_dalek::Verifier;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The numbered chunk files of a recording, in order.
+pub(crate) fn chunk_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, RecordError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| RecordError::Read {
+        id: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut chunks = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_suffix(".chunk")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            chunks.push((n, entry.path()));
+        }
+    }
+    chunks.sort();
+    Ok(chunks)
+}
+
+pub(crate) fn manifest(dir: &Path, id: &str) -> Result<Option<Manifest>, RecordError> {
+    match std::fs::read(dir.join("manifest.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RecordError::Read {
+                id: id.to_string(),
+                reason: format!("manifest.json does not decode: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RecordError::Read {
+            id: id.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// One recording, for `portcullis sessions`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub principal: String,
+    pub target: String,
+    pub started_ms: u64,
+    /// `None` while the session runs.
+    pub ended_ms: Option<u64>,
+    pub outcome: Option<String>,
+    pub statements: u64,
+    pub denied: u64,
+}
+
+/// What is wrong with a recording.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("recording `{0}` has no manifest: it is still running, or was cut short")]
+    NoManifest(String),
+    #[error("the manifest's signature does not verify: the manifest was changed, or signed by another key")]
+    Signature,
+    #[error("chunk {0} is missing")]
+    Missing(u32),
+    #[error("chunk {0} is not in the manifest (added, or renumbered)")]
+    Extra(u32),
+    #[error("chunk {n} was changed: {what}")]
+    Changed { n: u32, what: String },
+    #[error("the hash chain breaks at chunk {0}")]
+    Chain(u32),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Recordings {
+    /// Every recording, oldest first.
+    pub fn list(&self) -> Result<Vec<Summary>, RecordError> {
+        let mut out = Vec::new();
+        for id in self.ids()? {
+            let records = match self.records(&id) {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::warn!(recording = %id, error = %e, "skipping a recording that cannot be read");
+                    continue;
+                }
+            };
+            let Some(start) = records
+                .iter()
+                .find(|r| r.kind == Kind::Start)
+                .and_then(|r| serde_json::from_slice::<format::Start>(&r.payload).ok())
+            else {
+                continue;
+            };
+            let mut summary = Summary {
+                id: id.clone(),
+                principal: start.principal,
+                target: start.target,
+                started_ms: start.started_ms,
+                ended_ms: None,
+                outcome: None,
+                statements: 0,
+                denied: 0,
+            };
+            for record in &records {
+                match record.kind {
+                    Kind::Statement => {
+                        summary.statements += 1;
+                        if let Ok(s) = serde_json::from_slice::<format::Statement>(&record.payload)
+                        {
+                            if s.effect != "allow" {
+                                summary.denied += 1;
+                            }
+                        }
+                    }
+                    Kind::End => {
+                        summary.ended_ms = Some(start.started_ms + u64::from(record.t_ms));
+                        summary.outcome = serde_json::from_slice::<format::End>(&record.payload)
+                            .ok()
+                            .map(|e| e.outcome);
+                    }
+                    _ => {}
+                }
+            }
+            out.push(summary);
+        }
+        Ok(out)
+    }
+
+    /// Every record of a recording, in order; whole records only (a
+    /// running session's last record may still be on its way).
+    pub fn records(&self, id: &str) -> Result<Vec<Record>, RecordError> {
+        let dir = self.path(id);
+        if !dir.is_dir() || id.contains(['/', '\\']) || id.starts_with('.') {
+            return Err(RecordError::NotFound(id.to_string()));
+        }
+        let mut records = Vec::new();
+        for (_, path) in chunk_files(&dir)? {
+            let bytes = std::fs::read(&path).map_err(|e| RecordError::Read {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })?;
+            let whole = match format::decode_all(&bytes) {
+                Ok(r) => r,
+                Err(offset) => {
+                    format::decode_all(bytes.get(..offset).unwrap_or_default()).unwrap_or_default()
+                }
+            };
+            records.extend(whole);
+        }
+        Ok(records)
+    }
+
+    /// Proves a recording complete and unchanged, or names what is wrong.
+    pub fn verify(&self, id: &str) -> Result<Manifest, VerifyError> {
+        let dir = self.path(id);
+        if !dir.is_dir() || id.contains(['/', '\\']) || id.starts_with('.') {
+            return Err(VerifyError::Other(format!("no recording `{id}`")));
+        }
+        let manifest = manifest(&dir, id)
+            .map_err(|e| VerifyError::Other(e.to_string()))?
+            .ok_or_else(|| VerifyError::NoManifest(id.to_string()))?;
+        let signature = hex::decode(&manifest.signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .map(|b| ed25519_dalek::Signature::from_bytes(&b))
+            .ok_or(VerifyError::Signature)?;
+        self.verifying_key()
+            .verify(&manifest.signed_bytes(), &signature)
+            .map_err(|_| VerifyError::Signature)?;
+        if manifest.session != id {
+            return Err(VerifyError::Other(format!(
+                "the manifest is session `{}`'s, not `{id}`'s",
+                manifest.session
+            )));
+        }
+        let on_disk = chunk_files(&dir).map_err(|e| VerifyError::Other(e.to_string()))?;
+        let mut chain = format::CHAIN_START.to_string();
+        for (idx, entry) in manifest.chunks.iter().enumerate() {
+            let expected_n = u32::try_from(idx + 1).unwrap_or(u32::MAX);
+            if entry.n != expected_n {
+                return Err(VerifyError::Other(format!(
+                    "the manifest lists chunk {} where chunk {expected_n} belongs",
+                    entry.n
+                )));
+            }
+            let Some((_, path)) = on_disk.iter().find(|(n, _)| *n == entry.n) else {
+                return Err(VerifyError::Missing(entry.n));
+            };
+            let bytes = std::fs::read(path).map_err(|e| VerifyError::Other(e.to_string()))?;
+            if bytes.len() as u64 != entry.bytes {
+                return Err(VerifyError::Changed {
+                    n: entry.n,
+                    what: format!(
+                        "{} bytes, the manifest says {}{}",
+                        bytes.len(),
+                        entry.bytes,
+                        if (bytes.len() as u64) < entry.bytes {
+                            " (truncated)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            if sha256 != entry.sha256 {
+                return Err(VerifyError::Changed {
+                    n: entry.n,
+                    what: "its content does not match its hash".into(),
+                });
+            }
+            chain = format::chain(&chain, &sha256);
+            if chain != entry.chain {
+                return Err(VerifyError::Chain(entry.n));
+            }
+        }
+        if let Some((n, _)) = on_disk
+            .iter()
+            .find(|(n, _)| !manifest.chunks.iter().any(|c| c.n == *n))
+        {
+            return Err(VerifyError::Extra(*n));
+        }
+        if chain != manifest.final_hash {
+            return Err(VerifyError::Other(
+                "the final hash does not match the chain".into(),
+            ));
+        }
+        Ok(manifest)
+    }
+}
+
+/// Renders records the way psql showed them: each statement with its time
+/// and decision, the rows, command tags, errors and notices. `from` skips
+/// records already rendered (for `--follow`).
+pub fn render(records: &[Record]) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let mut columns: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for record in records {
+        match record.kind {
+            Kind::Start => {
+                if let Ok(start) = serde_json::from_slice::<format::Start>(&record.payload) {
+                    out.push((
+                        record.t_ms,
+                        format!(
+                            "-- session {} of {} on {} from {}\n",
+                            start.session, start.principal, start.target, start.client_addr
+                        ),
+                    ));
+                }
+            }
+            Kind::Statement => {
+                if let Ok(s) = serde_json::from_slice::<format::Statement>(&record.payload) {
+                    let by = if s.policies.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" by {}", s.policies.join(", "))
+                    };
+                    let reason = if s.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", s.reason)
+                    };
+                    out.push((
+                        record.t_ms,
+                        format!(
+                            "-- +{} {} {}{by}{reason}\n{}\n",
+                            seconds(record.t_ms),
+                            s.effect,
+                            s.phase,
+                            s.text
+                        ),
+                    ));
+                }
+            }
+            Kind::ToClient => {
+                let mut text = String::new();
+                for (tag, body) in frames(&record.payload) {
+                    match tag {
+                        b'T' => {
+                            columns = row_description(body);
+                            rows.clear();
+                        }
+                        b'D' => rows.push(data_row(body)),
+                        b'C' => {
+                            if !columns.is_empty() {
+                                text.push_str(&table(&columns, &rows));
+                            }
+                            columns.clear();
+                            rows.clear();
+                            text.push_str(&cstr(body));
+                            text.push('\n');
+                        }
+                        b'E' | b'N' => {
+                            let fields = notice_fields(body);
+                            let severity = fields
+                                .iter()
+                                .find(|(c, _)| *c == b'S')
+                                .map(|(_, v)| v.as_str())
+                                .unwrap_or("ERROR");
+                            let message = fields
+                                .iter()
+                                .find(|(c, _)| *c == b'M')
+                                .map(|(_, v)| v.as_str())
+                                .unwrap_or("");
+                            text.push_str(&format!("{severity}:  {message}\n"));
+                            if let Some((_, detail)) = fields.iter().find(|(c, _)| *c == b'D') {
+                                text.push_str(&format!("DETAIL:  {detail}\n"));
+                            }
+                            if tag == b'E' {
+                                columns.clear();
+                                rows.clear();
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if !text.is_empty() {
+                    out.push((record.t_ms, text));
+                }
+            }
+            Kind::Truncated => {
+                if let Ok(t) = serde_json::from_slice::<format::Truncated>(&record.payload) {
+                    if !columns.is_empty() {
+                        out.push((record.t_ms, table(&columns, &rows)));
+                        rows.clear();
+                    }
+                    out.push((
+                        record.t_ms,
+                        format!(
+                            "-- {} more rows ({} bytes) not recorded: over the per-statement cap\n",
+                            t.rows, t.bytes
+                        ),
+                    ));
+                }
+            }
+            Kind::End => {
+                if let Ok(end) = serde_json::from_slice::<format::End>(&record.payload) {
+                    out.push((
+                        record.t_ms,
+                        format!(
+                            "-- +{} session ended: {}\n",
+                            seconds(record.t_ms),
+                            end.outcome
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn seconds(ms: u32) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+fn frames(bytes: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(header) = bytes.get(pos..pos + 5) {
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let Some(body) = bytes.get(pos + 5..pos + 1 + len) else {
+            break;
+        };
+        out.push((header[0], body));
+        pos += 1 + len;
+    }
+    out
+}
+
+fn cstr(body: &[u8]) -> String {
+    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    String::from_utf8_lossy(body.get(..end).unwrap_or_default()).into_owned()
+}
+
+fn row_description(body: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let Some(count) = body.get(0..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+        return names;
+    };
+    let mut pos = 2;
+    for _ in 0..count.max(0) {
+        let name = cstr(body.get(pos..).unwrap_or_default());
+        pos += name.len() + 1 + 18;
+        names.push(name);
+    }
+    names
+}
+
+fn data_row(body: &[u8]) -> Vec<String> {
+    let mut values = Vec::new();
+    let Some(count) = body.get(0..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+        return values;
+    };
+    let mut pos = 2;
+    for _ in 0..count.max(0) {
+        let Some(len) = body
+            .get(pos..pos + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            break;
+        };
+        pos += 4;
+        if len < 0 {
+            values.push(String::new());
+            continue;
+        }
+        let len = len as usize;
+        let value = body.get(pos..pos + len).unwrap_or_default();
+        values.push(match std::str::from_utf8(value) {
+            Ok(text) => text.to_string(),
+            Err(_) => format!("\\x{}", hex::encode(value)),
+        });
+        pos += len;
+    }
+    values
+}
+
+fn notice_fields(body: &[u8]) -> Vec<(u8, String)> {
+    let mut fields = Vec::new();
+    let mut pos = 0;
+    while let Some(&code) = body.get(pos) {
+        if code == 0 {
+            break;
+        }
+        let value = cstr(body.get(pos + 1..).unwrap_or_default());
+        pos += value.len() + 2;
+        fields.push((code, value));
+    }
+    fields
+}
+
+/// psql's aligned format.
+fn table(columns: &[String], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|v| v.chars().count())
+                .chain([c.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| format!(" {}\n", cells.join(" | ").trim_end());
+    let mut out = line(
+        columns
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| {
+                let pad = w - c.chars().count();
+                format!("{}{c}{}", " ".repeat(pad / 2), " ".repeat(pad - pad / 2))
+            })
+            .collect(),
+    );
+    out.push_str(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+"),
+    );
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(
+            widths
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let v = row.get(i).map(String::as_str).unwrap_or("");
+                    format!("{v}{}", " ".repeat(w - v.chars().count()))
+                })
+                .collect(),
+        ));
+    }
+    out.push_str(&format!(
+        "({} row{})\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
+    out
+}

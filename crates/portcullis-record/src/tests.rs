@@ -1,0 +1,208 @@
+use super::*;
+use crate::format::{Start, Statement};
+
+fn start(id: &str) -> Start {
+    Start {
+        version: format::VERSION,
+        session: id.into(),
+        principal: "alice".into(),
+        target: "demo".into(),
+        client_addr: "127.0.0.1:1".into(),
+        started_ms: 1_700_000_000_000,
+    }
+}
+
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn result(rows: &[&str]) -> Vec<u8> {
+    let mut t = 1i16.to_be_bytes().to_vec();
+    t.extend_from_slice(b"email\0");
+    t.extend_from_slice(&[0u8; 18]);
+    let mut out = frame(b'T', &t);
+    for row in rows {
+        let mut d = 1i16.to_be_bytes().to_vec();
+        d.extend_from_slice(&(row.len() as i32).to_be_bytes());
+        d.extend_from_slice(row.as_bytes());
+        out.extend(frame(b'D', &d));
+    }
+    out.extend(frame(b'C', format!("SELECT {}\0", rows.len()).as_bytes()));
+    out.extend(frame(b'Z', b"I"));
+    out
+}
+
+fn recordings(dir: &tempfile::TempDir, settings: Settings) -> Recordings {
+    Recordings::open(
+        &dir.path().join("recordings"),
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+        settings,
+    )
+    .unwrap()
+}
+
+fn record_session(recordings: &Recordings, id: &str, rows: usize) -> (String, String) {
+    let recorder = recordings.start(start(id)).unwrap();
+    for i in 0..rows {
+        recorder
+            .statement(&Statement {
+                phase: "query".into(),
+                text: format!("select email from customers limit {i}"),
+                effect: "allow".into(),
+                policies: vec![],
+                reason: String::new(),
+            })
+            .unwrap();
+        recorder.to_client(&result(&["j***@example.com"])).unwrap();
+    }
+    recorder.finish("client terminated").unwrap()
+}
+
+#[test]
+fn a_recording_verifies_and_renders_what_the_client_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = recordings(
+        &dir,
+        Settings {
+            chunk_bytes: 200,
+            ..Settings::default()
+        },
+    );
+    let (id, hash) = record_session(&recordings, "s1", 5);
+    let manifest = recordings.verify(&id).unwrap();
+    assert_eq!(manifest.final_hash, hash);
+    assert!(
+        manifest.chunks.len() > 2,
+        "small chunks: {}",
+        manifest.chunks.len()
+    );
+    let text: String = render(&recordings.records(&id).unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        text.contains("select email from customers limit 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" j***@example.com\n(1 row)\nSELECT 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("session ended: client terminated"), "{text}");
+    let listed = recordings.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].statements, 5);
+}
+
+#[test]
+fn every_kind_of_tampering_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = recordings(
+        &dir,
+        Settings {
+            chunk_bytes: 200,
+            ..Settings::default()
+        },
+    );
+    let chunk = |id: &str, n: u32| {
+        dir.path()
+            .join("recordings")
+            .join(id)
+            .join(format!("{n:06}.chunk"))
+    };
+
+    let (id, _) = record_session(&recordings, "changed", 5);
+    let mut bytes = std::fs::read(chunk(&id, 2)).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    std::fs::write(chunk(&id, 2), bytes).unwrap();
+    assert!(matches!(
+        recordings.verify(&id),
+        Err(VerifyError::Changed { n: 2, .. })
+    ));
+
+    let (id, _) = record_session(&recordings, "removed", 5);
+    std::fs::remove_file(chunk(&id, 3)).unwrap();
+    assert_eq!(recordings.verify(&id), Err(VerifyError::Missing(3)));
+
+    let (id, _) = record_session(&recordings, "reordered", 5);
+    let (a, b) = (chunk(&id, 2), chunk(&id, 3));
+    let tmp = a.with_extension("tmp");
+    std::fs::rename(&a, &tmp).unwrap();
+    std::fs::rename(&b, &a).unwrap();
+    std::fs::rename(&tmp, &b).unwrap();
+    assert!(matches!(
+        recordings.verify(&id),
+        Err(VerifyError::Changed { n: 2, .. })
+    ));
+
+    let (id, _) = record_session(&recordings, "truncated", 5);
+    let bytes = std::fs::read(chunk(&id, 2)).unwrap();
+    std::fs::write(chunk(&id, 2), &bytes[..bytes.len() / 2]).unwrap();
+    let error = recordings.verify(&id).unwrap_err();
+    assert!(error.to_string().contains("(truncated)"), "{error}");
+
+    let (id, _) = record_session(&recordings, "resigned", 5);
+    let path = dir
+        .path()
+        .join("recordings")
+        .join(&id)
+        .join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("alice", "mallory")).unwrap();
+    assert_eq!(recordings.verify(&id), Err(VerifyError::Signature));
+}
+
+#[test]
+fn a_recording_left_open_is_sealed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = recordings(&dir, Settings::default());
+    let recorder = first.start(start("crashed")).unwrap();
+    recorder
+        .statement(&Statement {
+            phase: "query".into(),
+            text: "select 1".into(),
+            effect: "allow".into(),
+            policies: vec![],
+            reason: String::new(),
+        })
+        .unwrap();
+    recorder.to_client(&result(&["1"])).unwrap();
+    // The gateway dies: the recorder is never finished.
+    std::mem::forget(recorder);
+    let second = recordings(&dir, Settings::default());
+    let manifest = second.verify("crashed").unwrap();
+    assert!(manifest.recovered);
+    let text: String = render(&second.records("crashed").unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        text.contains("select 1") && text.contains(" 1\n(1 row)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rows_over_the_cap_are_left_out_and_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = recordings(
+        &dir,
+        Settings {
+            max_rows_per_statement: 2,
+            ..Settings::default()
+        },
+    );
+    let recorder = recordings.start(start("capped")).unwrap();
+    recorder.to_client(&result(&["a", "b", "c", "d"])).unwrap();
+    recorder.finish("done").unwrap();
+    let text: String = render(&recordings.records("capped").unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(text.contains(" a\n b\n(2 rows)\n-- 2 more rows"), "{text}");
+    assert!(!text.contains(" c\n"), "{text}");
+}

@@ -1,0 +1,342 @@
+//! Session recordings end to end: sessions made with real `psql` and
+//! `pgbench`, listed and replayed with the real binary, verified, tampered
+//! with, and recovered after the gateway is killed mid-session.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn cli(gw: &Gateway, args: &[&str]) -> std::process::Output {
+    gw.cli(args)
+}
+
+/// The one recording whose session `principal` opened, by `portcullis sessions`.
+fn session_of(gw: &Gateway, principal: &str) -> String {
+    let out = cli(gw, &["sessions", "--user", principal]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout(&out);
+    let ids: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.contains(principal))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids.len(), 1, "{listed}");
+    ids[0].to_string()
+}
+
+fn all_chunk_bytes(gw: &Gateway) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let dir = gw.config.gateway.data_dir.join("recordings");
+    for session in std::fs::read_dir(dir).unwrap() {
+        for file in std::fs::read_dir(session.unwrap().path()).unwrap() {
+            bytes.extend(std::fs::read(file.unwrap().path()).unwrap());
+        }
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psql_session_replays_as_the_client_saw_it_masked_and_verifies() {
+    let gw = Gateway::start(TestDb::create("rec_psql", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let out = gw.psql(
+        &alice,
+        &[
+            "-c",
+            "select name, email from customers order by id limit 2",
+            "-c",
+            "delete from orders",
+        ],
+    );
+    let seen = stdout(&out);
+    assert!(seen.contains("j***@example.com"), "{seen}");
+    assert!(
+        stderr(&out).contains("no-unbounded-writes"),
+        "{}",
+        stderr(&out)
+    );
+    // The session ends; its recording is sealed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let id = session_of(&gw, "alice@example.com");
+    let replay = cli(&gw, &["replay", &id, "--speed", "0"]);
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let replayed = stdout(&replay);
+    // Every row psql printed is in the replay, as printed.
+    for line in seen
+        .lines()
+        .filter(|l| l.contains('|') && !l.contains("name"))
+    {
+        assert!(
+            replayed.contains(line.trim_end()),
+            "{line:?} not in\n{replayed}"
+        );
+    }
+    assert!(replayed.contains("select name, email from customers order by id limit 2"));
+    assert!(replayed.contains("(2 rows)"), "{replayed}");
+    assert!(
+        replayed.contains("deny query by no-unbounded-writes"),
+        "{replayed}"
+    );
+    assert!(
+        replayed.contains("ERROR:  denied by policy `no-unbounded-writes`"),
+        "{replayed}"
+    );
+    // Masked in the recording too: the clear value is nowhere on disk.
+    let clear = scalar_text(
+        &gw.db.direct().await,
+        "select email from customers order by id limit 1",
+    )
+    .await;
+    assert!(!seen.contains(&clear));
+    let bytes = all_chunk_bytes(&gw);
+    assert!(
+        !bytes.windows(clear.len()).any(|w| w == clear.as_bytes()),
+        "a clear value in the recording"
+    );
+
+    let verified = cli(&gw, &["recording", "verify", &id]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(stdout(&verified).contains("intact"));
+    // The audit log links the session to the recording's final hash.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            gw.config
+                .gateway
+                .data_dir
+                .join("recordings")
+                .join(&id)
+                .join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let audit = stdout(&cli(&gw, &["audit", "tail", "-n", "50", "--json"]));
+    let end = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["entry"]["event"] == "session.end" && e["entry"]["session"] == id.as_str())
+        .expect("a session.end entry");
+    assert_eq!(
+        end["entry"]["recording"]["final_hash"],
+        manifest["final_hash"]
+    );
+
+    // Tampering is named, with a non-zero exit.
+    let chunk = gw
+        .config
+        .gateway
+        .data_dir
+        .join("recordings")
+        .join(&id)
+        .join("000001.chunk");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&chunk, bytes).unwrap();
+    let tampered = cli(&gw, &["recording", "verify", &id]);
+    assert!(!tampered.status.success());
+    assert!(
+        stderr(&tampered).contains("chunk 1 was changed"),
+        "{}",
+        stderr(&tampered)
+    );
+    gw.stop().await;
+}
+
+async fn scalar_text(client: &tokio_postgres::Client, sql: &str) -> String {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_sessions_are_recorded_one_statement_each() {
+    let db = TestDb::create("rec_pgbench", "").await;
+    let init = Command::new("pgbench")
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            &db.host,
+            "-p",
+            &db.port.to_string(),
+            "-U",
+            &db.user,
+            &db.name,
+        ])
+        .env("PGPASSWORD", &db.password)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let gw = Gateway::start(db).await;
+    let bob = gw.token("bob@example.com", &["eng"]);
+    let out = Command::new("pgbench")
+        .args([
+            "-n", "-c", "2", "-j", "2", "-t", "40", "-M", "prepared", "-S",
+        ])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.pg_addr.port().to_string(),
+            "-U",
+            "bob",
+            "demo",
+        ])
+        .env("PGPASSWORD", &bob)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed = stdout(&cli(
+        &gw,
+        &["sessions", "--user", "bob@example.com", "--since", "1h"],
+    ));
+    // pgbench first checks its tables on a connection of its own; then one
+    // session per client: a Parse and 40 Executes each.
+    let all: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(all.len(), 3, "{listed}");
+    let clients: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.contains(" 41 statements"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(clients.len(), 2, "{listed}");
+    for id in all {
+        let verified = cli(&gw, &["recording", "verify", id]);
+        assert!(verified.status.success(), "{}", stderr(&verified));
+    }
+    for id in clients {
+        let replay = stdout(&cli(&gw, &["replay", id, "--speed", "0"]));
+        assert_eq!(replay.matches("allow execute").count(), 40, "{replay}");
+        assert_eq!(replay.matches("(1 row)\n").count(), 40, "{replay}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_session_loses_nothing_recorded() {
+    let db = TestDb::create("rec_kill", SEED).await;
+    let pg_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let admin_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        pg_listen: Some(format!("127.0.0.1:{pg_port}")),
+        admin_listen: Some(format!("127.0.0.1:{admin_port}")),
+        ..Options::default()
+    };
+    let config = write_config(dir.path(), &db, &options);
+    let serve = || {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ready = || async {
+        for _ in 0..100 {
+            let ok = Command::new("curl")
+                .args(["-fsS", &format!("http://127.0.0.1:{admin_port}/readyz")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the gateway did not start");
+    };
+    let mut gateway = serve();
+    ready().await;
+    let token = {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args([
+                "dev",
+                "token",
+                "--user",
+                "carol@example.com",
+                "--groups",
+                "eng",
+                "--config",
+            ])
+            .arg(&config)
+            .output()
+            .unwrap();
+        stdout(&out).trim().to_string()
+    };
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={pg_port} dbname=demo user=carol password={token}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .simple_query("select id, total_cents from orders order by id")
+        .await
+        .unwrap();
+    assert!(rows.len() > 2);
+    client
+        .simple_query("select 'before the crash'")
+        .await
+        .unwrap();
+
+    // Killed, not stopped: nothing is sealed.
+    Command::new("kill")
+        .args(["-9", &gateway.id().to_string()])
+        .status()
+        .unwrap();
+    gateway.wait().unwrap();
+    let mut gateway = serve();
+    ready().await;
+
+    let list = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["sessions", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let listed = stdout(&list);
+    let id = listed.split_whitespace().next().unwrap().to_string();
+    assert!(
+        listed.contains("the gateway stopped during the session"),
+        "{listed}"
+    );
+    let replay = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["replay", &id, "--speed", "0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let replayed = stdout(&replay);
+    assert!(replayed.contains("select 'before the crash'"), "{replayed}");
+    assert!(replayed.contains(" before the crash"), "{replayed}");
+    assert!(replayed.contains("(4 rows)"), "{replayed}");
+    let verify = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["recording", "verify", &id, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    assert!(
+        stdout(&verify).contains("sealed after the gateway stopped"),
+        "{}",
+        stdout(&verify)
+    );
+    let _ = gateway.kill();
+    gateway.wait().unwrap();
+}
