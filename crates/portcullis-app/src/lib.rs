@@ -157,6 +157,47 @@ pub fn oidc_settings(config: &Config, file: &Path) -> Result<Vec<OidcIssuerSetti
         .collect()
 }
 
+/// Deletes recordings older than `keep`, hourly and at start; each
+/// deletion is an audit entry naming the recording and its final hash.
+async fn retire_recordings(
+    recordings: portcullis_record::Recordings,
+    gate: Gate,
+    keep: Duration,
+    shown: String,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let cutoff = now_ms.saturating_sub(keep.as_millis() as u64);
+        let recordings = recordings.clone();
+        let deleted =
+            match tokio::task::spawn_blocking(move || recordings.delete_ended_before(cutoff)).await
+            {
+                Ok(Ok(deleted)) => deleted,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "could not apply the recording retention");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+        for (id, final_hash) in deleted {
+            let entry = serde_json::json!({
+                "event": "recording.deleted",
+                "recording": id,
+                "final_hash": final_hash,
+                "reason": format!("older than the retention period ({shown})"),
+            });
+            if let Err(e) = gate.audit().append(&entry).await {
+                tracing::error!(recording = %id, error = %e, "a deleted recording is not in the audit log");
+            }
+        }
+    }
+}
+
 /// Where session recordings are kept.
 pub fn recordings_path(data_dir: &Path) -> PathBuf {
     data_dir.join("recordings")
@@ -547,6 +588,16 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(approvals.clone().run_timers()));
+    if let (Some(recordings), Some(retention)) = (&recordings, &config.recording.retention) {
+        let keep = commands::parse_duration(retention)
+            .with_context(|| format!("{}: `recording.retention`", file.display()))?;
+        tasks.push(tokio::spawn(retire_recordings(
+            recordings.clone(),
+            gate.clone(),
+            keep,
+            retention.clone(),
+        )));
+    }
     let state = match portcullis_store::StateStore::open(&state_path(data_dir)) {
         Ok(store) => Some(Arc::new(std::sync::Mutex::new(store))),
         Err(e) => {
@@ -624,6 +675,8 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             verifier: verifier.clone(),
             targets: config.targets.iter().map(|t| t.name.clone()).collect(),
             console: console_settings(&config, file)?,
+            recordings: recordings.clone(),
+            recording_viewers: config.recording.viewers.clone(),
         };
         let router =
             admin::router(gate.clone(), source_version.clone()).merge(portcullis_web::router(web));

@@ -54,6 +54,12 @@ pub struct RecordingConfig {
     pub max_rows_per_statement: u64,
     #[serde(default = "default_max_bytes", deserialize_with = "number")]
     pub max_bytes_per_statement: u64,
+    /// How long finished recordings are kept (`90d`); none: for ever.
+    #[serde(default)]
+    pub retention: Option<String>,
+    /// Groups whose members may watch recordings in the web console.
+    #[serde(default)]
+    pub viewers: Vec<String>,
 }
 
 impl Default for RecordingConfig {
@@ -62,6 +68,8 @@ impl Default for RecordingConfig {
             enabled: true,
             max_rows_per_statement: default_max_rows(),
             max_bytes_per_statement: default_max_bytes(),
+            retention: None,
+            viewers: Vec::new(),
         }
     }
 }

@@ -486,3 +486,28 @@ fn table(columns: &[String], rows: &[Vec<String>]) -> String {
     ));
     out
 }
+
+impl Recordings {
+    /// Deletes the finished recordings that ended before `cutoff_ms` (Unix
+    /// ms); returns each deleted recording's id and final hash, for the
+    /// audit log. Running sessions' recordings are never deleted.
+    pub fn delete_ended_before(
+        &self,
+        cutoff_ms: u64,
+    ) -> Result<Vec<(String, String)>, RecordError> {
+        let mut deleted = Vec::new();
+        for id in self.ids()? {
+            let dir = self.path(&id);
+            let Some(manifest) = manifest(&dir, &id)? else {
+                continue;
+            };
+            if manifest.ended_ms >= cutoff_ms {
+                continue;
+            }
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| RecordError::Write(format!("{}: {e}", dir.display())))?;
+            deleted.push((id, manifest.final_hash));
+        }
+        Ok(deleted)
+    }
+}

@@ -114,6 +114,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/history", get(history))
         .route("/requests/{id}", get(request_page).post(decide))
         .route("/events", get(events))
+        .route("/sessions", get(sessions_page))
+        .route("/sessions/{id}", get(session_page))
         .route("/login", get(login))
         .route("/auth/callback", get(callback))
         .route("/logout", post(logout))
@@ -254,6 +256,101 @@ async fn request_page(
         &session.principal,
         &session.csrf,
         &body,
+    ))
+}
+
+/// Whether this reviewer may watch recordings; the page to show if not.
+fn may_watch<'a>(
+    state: &'a State,
+    principal: &Principal,
+) -> Result<&'a portcullis_record::Recordings, Page> {
+    let Some(recordings) = &state.web.recordings else {
+        return Err(Page::Error(
+            StatusCode::NOT_FOUND,
+            "sessions are not recorded here".into(),
+        ));
+    };
+    if !state
+        .web
+        .recording_viewers
+        .iter()
+        .any(|g| principal.groups.contains(g))
+    {
+        return Err(Page::Error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "recordings are for members of {}",
+                if state.web.recording_viewers.is_empty() {
+                    "the groups in `[recording] viewers` (none is configured)".to_string()
+                } else {
+                    portcullis_approval::model::groups_list(&state.web.recording_viewers)
+                }
+            ),
+        ));
+    }
+    Ok(recordings)
+}
+
+async fn sessions_page(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> Page {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login("/sessions".into());
+    };
+    let recordings = match may_watch(&state, &session.principal) {
+        Ok(r) => r.clone(),
+        Err(page) => return page,
+    };
+    let list = match tokio::task::spawn_blocking(move || recordings.list()).await {
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return Page::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let body = html::session_list(&list);
+    Page::Html(html::layout(
+        "Sessions",
+        &session.principal,
+        &session.csrf,
+        &body,
+    ))
+}
+
+async fn session_page(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<FragmentQuery>,
+) -> Page {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login("/sessions".into());
+    };
+    let recordings = match may_watch(&state, &session.principal) {
+        Ok(r) => r.clone(),
+        Err(page) => return page,
+    };
+    let lookup = id.clone();
+    let records = match tokio::task::spawn_blocking(move || recordings.records(&lookup)).await {
+        Ok(Ok(records)) => records,
+        Ok(Err(portcullis_record::RecordError::NotFound(_))) => {
+            return Page::Error(StatusCode::NOT_FOUND, format!("no recording `{id}`"))
+        }
+        Ok(Err(e)) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return Page::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let running = !records
+        .iter()
+        .any(|r| r.kind == portcullis_record::format::Kind::End);
+    let text: String = portcullis_record::render(&records)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let replay = html::replay(&text, running);
+    if query.fragment.is_some() {
+        return Page::Html(replay);
+    }
+    Page::Html(html::layout(
+        &format!("Session {id}"),
+        &session.principal,
+        &session.csrf,
+        &html::live_polled(&replay, running),
     ))
 }
 

@@ -8,7 +8,19 @@ use std::fmt::Write;
 pub(crate) const SCRIPT: &str = r#"// Live updates: on each change of a request, fetch this page's live part again.
 (function () {
   const live = document.getElementById('live');
-  if (!live || !window.EventSource) return;
+  if (!live) return;
+  // A running session's replay: fetched again until it ends.
+  const poll = Number(live.dataset.poll || 0);
+  if (poll > 0) {
+    const timer = setInterval(async function () {
+      const response = await fetch(window.location.pathname + '?fragment=1', { credentials: 'same-origin' });
+      if (!response.ok) return;
+      live.innerHTML = await response.text();
+      if (!live.textContent.includes('this page follows it')) clearInterval(timer);
+    }, poll);
+    return;
+  }
+  if (!window.EventSource) return;
   const source = new EventSource('/events');
   let busy = false;
   source.addEventListener('request', async function () {
@@ -67,7 +79,7 @@ pub(crate) fn layout(title: &str, who: &Principal, csrf: &str, body: &str) -> St
 <html lang="en"><head><meta charset="utf-8"><title>{title} · Portcullis</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/static/console.css"></head>
-<body><header><strong>Portcullis</strong><a href="/">Inbox</a><a href="/history">History</a>
+<body><header><strong>Portcullis</strong><a href="/">Inbox</a><a href="/history">History</a><a href="/sessions">Sessions</a>
 <span class="who">{who} ({groups})</span>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><button>Log out</button></form></header>
 <main><h1>{title}</h1>{body}</main>
@@ -98,6 +110,48 @@ pub(crate) fn logged_out() -> String {
 /// The part of a page that `console.js` fetches again on each change.
 pub(crate) fn live(inner: &str) -> String {
     format!(r#"<div id="live">{inner}</div>"#)
+}
+
+/// A live part fetched again every two seconds while `running`.
+pub(crate) fn live_polled(inner: &str, running: bool) -> String {
+    format!(
+        r#"<div id="live" data-poll="{}">{inner}</div>"#,
+        if running { "2000" } else { "" }
+    )
+}
+
+/// A recorded session as `portcullis replay` prints it.
+pub(crate) fn replay(text: &str, running: bool) -> String {
+    format!(
+        r#"<p>{}</p><pre id="replay">{}</pre>"#,
+        if running {
+            "The session is running: this page follows it."
+        } else {
+            "The session has ended."
+        },
+        escape(text)
+    )
+}
+
+pub(crate) fn session_list(sessions: &[portcullis_record::Summary]) -> String {
+    let mut out = String::from(r#"<ul class="requests" id="sessions">"#);
+    if sessions.is_empty() {
+        out.push_str(r#"<li class="empty">No recorded session.</li>"#);
+    }
+    for s in sessions.iter().rev() {
+        let _ = write!(
+            out,
+            r#"<li><a class="request" data-id="{id}" href="/sessions/{id}"><strong>{id}</strong> <code>{who}</code> on <code>{target}</code> · {n} statements, {denied} refused · {outcome}</a></li>"#,
+            id = escape(&s.id),
+            who = escape(&s.principal),
+            target = escape(&s.target),
+            n = s.statements,
+            denied = s.denied,
+            outcome = escape(s.outcome.as_deref().unwrap_or("running")),
+        );
+    }
+    out.push_str("</ul>");
+    out
 }
 
 /// The live list of an inbox or history; `id` is the element's id.

@@ -30,6 +30,9 @@ pub struct Web {
     pub targets: Vec<String>,
     /// The console, when configured.
     pub console: Option<ConsoleSettings>,
+    /// Session recordings, watched in the console by `recording_viewers`.
+    pub recordings: Option<portcullis_record::Recordings>,
+    pub recording_viewers: Vec<String>,
 }
 
 #[derive(Clone)]

@@ -687,6 +687,9 @@ client_secret = {{ file = "{secret}" }}
 
 [console]
 public_url = "{console_url}"
+
+[recording]
+viewers = ["dba"]
 "#,
         issuer = provider.issuer,
         client_id = support::CLIENT_ID,
@@ -802,6 +805,31 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     );
     let page = browser.get(&request_url).await;
     assert!(page.body.contains("&lt;b&gt;no&lt;/b&gt;") && !page.body.contains("<b>no</b>"));
+
+    // The recorded session plays in the console, with the denial.
+    let sessions = browser.get(&base.join("/sessions").unwrap()).await;
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    let marker = r#"href="/sessions/"#;
+    let start = sessions.body.find(marker).expect("a recorded session") + marker.len();
+    let session_id = &sessions.body[start..start + sessions.body[start..].find('"').unwrap()];
+    let replay = browser
+        .get(&base.join(&format!("/sessions/{session_id}")).unwrap())
+        .await;
+    assert!(
+        replay.body.contains("delete from orders where id = 2"),
+        "{}",
+        replay.body
+    );
+    assert!(
+        replay.body.contains("denied by reviewer"),
+        "{}",
+        replay.body
+    );
+    assert!(
+        replay.body.contains("The session has ended."),
+        "{}",
+        replay.body
+    );
     drop(provider);
     gw.stop().await;
 }

@@ -340,3 +340,118 @@ async fn a_gateway_killed_mid_session_loses_nothing_recorded() {
     let _ = gateway.kill();
     gateway.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_past_their_retention_are_deleted_and_the_audit_log_says_so() {
+    let db = TestDb::create("rec_retention", SEED).await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (pg_port, admin_port) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        pg_listen: Some(format!("127.0.0.1:{pg_port}")),
+        admin_listen: Some(format!("127.0.0.1:{admin_port}")),
+        extra: "[recording]\nretention = \"1s\"\n".into(),
+        ..Options::default()
+    };
+    let config = write_config(dir.path(), &db, &options);
+    let portcullis = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let serve = || async {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            let ok = Command::new("curl")
+                .args(["-fsS", &format!("http://127.0.0.1:{admin_port}/readyz")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return child;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the gateway did not start");
+    };
+    let mut gateway = serve().await;
+    let token = stdout(&portcullis(&[
+        "dev",
+        "token",
+        "--user",
+        "dave@example.com",
+        "--groups",
+        "eng",
+    ]))
+    .trim()
+    .to_string();
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg_port.to_string(),
+            "-U",
+            "dave",
+            "-d",
+            "demo",
+            "-c",
+            "select 1",
+        ])
+        .env("PGPASSWORD", &token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed = stdout(&portcullis(&["sessions"]));
+    let id = listed.split_whitespace().next().unwrap().to_string();
+    assert!(id.starts_with("pg-"), "{listed}");
+    Command::new("kill")
+        .args(["-TERM", &gateway.id().to_string()])
+        .status()
+        .unwrap();
+    gateway.wait().unwrap();
+
+    // Older than a second at the next start: deleted, and audited.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut gateway = serve().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stdout(&portcullis(&["sessions"])).contains("no recorded sessions"));
+    let audit = stdout(&portcullis(&["audit", "tail", "-n", "100", "--json"]));
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ended = entries
+        .iter()
+        .find(|e| e["entry"]["event"] == "session.end" && e["entry"]["session"] == id.as_str())
+        .expect("the session's end");
+    let deleted = entries
+        .iter()
+        .find(|e| e["entry"]["event"] == "recording.deleted")
+        .expect("a recording.deleted entry");
+    assert_eq!(deleted["entry"]["recording"], id.as_str());
+    assert_eq!(
+        deleted["entry"]["final_hash"],
+        ended["entry"]["recording"]["final_hash"]
+    );
+    let _ = gateway.kill();
+    gateway.wait().unwrap();
+}
