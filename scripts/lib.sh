@@ -18,6 +18,8 @@ ensure_packages() {
   # in the tests; python3 runs the CGI server in front of http-backend.
   command -v git >/dev/null || missing+=(git)
   command -v python3 >/dev/null || missing+=(python3)
+  # python3-venv: the recording tests run `moto` (S3) from a virtualenv.
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   # Debian's Chromium (/usr/bin/chromium), driven by playwright-core in the
   # web console's browser test (tests/console); nothing downloads a browser.
   [ -x /usr/bin/chromium ] || missing+=(chromium)
@@ -79,4 +81,30 @@ pg_stop() {
 # A free TCP port on loopback.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# An S3-compatible server for the recording tests: `moto` from PyPI in a
+# virtualenv under ~/.cache (made once), on loopback. Sets MOTO_PID; stop it
+# with moto_stop.
+moto_start() { # PORT
+  local port=$1 venv=${PORTCULLIS_MOTO_VENV:-$HOME/.cache/portcullis/moto-venv}
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' >/dev/null
+  fi
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+  MOTO_PID=$!
+  for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "moto did not start on port $port" >&2
+  return 1
+}
+
+moto_stop() {
+  if [ -n "${MOTO_PID:-}" ]; then
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
 }

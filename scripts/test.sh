@@ -10,14 +10,17 @@ npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 
 PORT=$(free_port)
-trap pg_stop EXIT
+trap 'pg_stop; moto_stop' EXIT
 pg_start "$PORT"
+S3_PORT=$(free_port)
+moto_start "$S3_PORT"
 
 export PORTCULLIS_TEST_PG_HOST=127.0.0.1
 export PORTCULLIS_TEST_PG_PORT=$PORT
 export PORTCULLIS_TEST_PG_SUPERUSER=postgres
 export PORTCULLIS_TEST_PG_SUPERPASSWORD=postgrespw
 export PORTCULLIS_TEST_PG_CA=$PG_CA
+export PORTCULLIS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

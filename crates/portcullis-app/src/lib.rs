@@ -157,6 +157,49 @@ pub fn oidc_settings(config: &Config, file: &Path) -> Result<Vec<OidcIssuerSetti
         .collect()
 }
 
+/// `[recording.s3]`, ready to use.
+pub fn recording_remote(config: &Config, file: &Path) -> Result<Option<portcullis_record::Remote>> {
+    let Some((s3, access_key_id, secret_access_key)) = config.recording_s3(file)? else {
+        return Ok(None);
+    };
+    let remote = portcullis_record::Remote::new(&portcullis_record::S3Settings {
+        bucket: s3.bucket,
+        endpoint: s3.endpoint,
+        region: s3.region,
+        access_key_id,
+        secret_access_key,
+        prefix: s3.prefix,
+        keep_local: s3.keep_local,
+    })
+    .with_context(|| format!("{}: `recording.s3`", file.display()))?;
+    Ok(Some(remote))
+}
+
+/// Uploads sealed chunks and finished recordings every second; what
+/// cannot be uploaded stays in the spool and is tried again.
+async fn upload_recordings(
+    recordings: portcullis_record::Recordings,
+    remote: portcullis_record::Remote,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        match remote.upload_pending(&recordings).await {
+            Ok(_) if failing => {
+                info!("recordings upload again");
+                failing = false;
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                warn!(error = %e, "recordings cannot be uploaded; they stay in the data directory and are tried again");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Deletes recordings older than `keep`, hourly and at start; each
 /// deletion is an audit entry naming the recording and its final hash.
 async fn retire_recordings(
@@ -541,7 +584,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
                 portcullis_record::Settings {
                     max_rows_per_statement: config.recording.max_rows_per_statement,
                     max_bytes_per_statement: config.recording.max_bytes_per_statement,
-                    ..portcullis_record::Settings::default()
+                    chunk_bytes: config.recording.chunk_bytes.max(4096),
                 },
             )
             .context("cannot open the recordings directory")?,
@@ -588,6 +631,9 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(approvals.clone().run_timers()));
+    if let (Some(recordings), Some(remote)) = (&recordings, recording_remote(&config, file)?) {
+        tasks.push(tokio::spawn(upload_recordings(recordings.clone(), remote)));
+    }
     if let (Some(recordings), Some(retention)) = (&recordings, &config.recording.retention) {
         let keep = commands::parse_duration(retention)
             .with_context(|| format!("{}: `recording.retention`", file.display()))?;
@@ -676,6 +722,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             targets: config.targets.iter().map(|t| t.name.clone()).collect(),
             console: console_settings(&config, file)?,
             recordings: recordings.clone(),
+            recordings_remote: recording_remote(&config, file)?,
             recording_viewers: config.recording.viewers.clone(),
         };
         let router =

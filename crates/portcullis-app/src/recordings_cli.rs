@@ -6,6 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use portcullis_config::Config;
 use portcullis_record::{render, Recordings};
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 fn reader(config: &Config) -> Result<Recordings> {
@@ -13,6 +14,54 @@ fn reader(config: &Config) -> Result<Recordings> {
     let key = portcullis_audit::load_verifying_key(data_dir)
         .with_context(|| format!("no gateway key in `{}`", data_dir.display()))?;
     Ok(Recordings::reader(&crate::recordings_path(data_dir), key))
+}
+
+/// The recordings to read: the data directory's, and with `[recording.s3]`
+/// those only in the store too, copied into a temporary directory. The
+/// directory lives as long as the returned guard.
+async fn readable(
+    config: &Config,
+    file: &Path,
+    only: Option<&str>,
+) -> Result<(Recordings, Option<tempfile::TempDir>)> {
+    let local = reader(config)?;
+    let Some(remote) = crate::recording_remote(config, file)? else {
+        return Ok((local, None));
+    };
+    let local_dir = crate::recordings_path(&config.gateway.data_dir);
+    let copy = tempfile::tempdir()?;
+    // Local recordings first (a running session is only there), then the
+    // store's.
+    if local_dir.is_dir() {
+        for entry in std::fs::read_dir(&local_dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if only.is_some_and(|id| id != name) || !entry.path().is_dir() {
+                continue;
+            }
+            let into = copy.path().join(&name);
+            std::fs::create_dir_all(&into)?;
+            for file in std::fs::read_dir(entry.path())?.flatten() {
+                std::fs::copy(file.path(), into.join(file.file_name()))?;
+            }
+        }
+    }
+    let ids = match only {
+        Some(id) => vec![id.to_string()],
+        None => remote.ids().await?,
+    };
+    for id in ids {
+        if copy.path().join(&id).exists() {
+            continue;
+        }
+        match remote.download(&id, copy.path()).await {
+            Ok(()) | Err(portcullis_record::RecordError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((
+        Recordings::reader(copy.path(), local.verifying_key()),
+        Some(copy),
+    ))
 }
 
 /// Which sessions to list.
@@ -26,14 +75,15 @@ pub struct Filter {
     pub outcome: Option<String>,
 }
 
-pub fn sessions(config: &Config, filter: &Filter) -> Result<String> {
+pub async fn sessions(config: &Config, file: &Path, filter: &Filter) -> Result<String> {
+    let (recordings, _copy) = readable(config, file, None).await?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let mut out = String::new();
     let mut shown = 0;
-    for s in reader(config)?.list()? {
+    for s in recordings.list()? {
         if filter.user.as_ref().is_some_and(|u| &s.principal != u)
             || filter.target.as_ref().is_some_and(|t| &s.target != t)
             || filter
@@ -77,12 +127,20 @@ pub fn sessions(config: &Config, filter: &Filter) -> Result<String> {
 /// no waiting; with `follow`, a running session is played until it ends.
 pub async fn replay(
     config: &Config,
+    file: &Path,
     id: &str,
     speed: f64,
     follow: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let recordings = reader(config)?;
+    // A running session is read where it is written; a finished one may
+    // be in the store only.
+    let local = reader(config)?;
+    let (recordings, _copy) = if local.records(id).is_ok() {
+        (local, None)
+    } else {
+        readable(config, file, Some(id)).await?
+    };
     let mut shown = 0usize;
     let mut last_t: Option<u32> = None;
     loop {
@@ -117,8 +175,8 @@ pub async fn replay(
 }
 
 /// `Ok` with a report when the recording is complete and unchanged.
-pub fn verify(config: &Config, id: &str) -> Result<String> {
-    let recordings = reader(config)?;
+pub async fn verify(config: &Config, file: &Path, id: &str) -> Result<String> {
+    let (recordings, _copy) = readable(config, file, Some(id)).await?;
     let manifest = recordings
         .verify(id)
         .map_err(|e| anyhow!("recording `{id}` does not verify: {e}"))?;

@@ -60,6 +60,40 @@ pub struct RecordingConfig {
     /// Groups whose members may watch recordings in the web console.
     #[serde(default)]
     pub viewers: Vec<String>,
+    /// A chunk is sealed (and uploaded) when it reaches this size.
+    #[serde(default = "default_chunk_bytes", deserialize_with = "number")]
+    pub chunk_bytes: u64,
+    /// S3-compatible object storage for recordings; the data directory is
+    /// then the spool.
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+}
+
+fn default_chunk_bytes() -> u64 {
+    1 << 20
+}
+
+/// `[recording.s3]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// An S3-compatible server; AWS's regional endpoint when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub access_key_id: SecretRef,
+    pub secret_access_key: SecretRef,
+    /// Keep recordings in the data directory once stored.
+    #[serde(default)]
+    pub keep_local: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 impl Default for RecordingConfig {
@@ -70,6 +104,8 @@ impl Default for RecordingConfig {
             max_bytes_per_statement: default_max_bytes(),
             retention: None,
             viewers: Vec::new(),
+            chunk_bytes: default_chunk_bytes(),
+            s3: None,
         }
     }
 }
@@ -667,6 +703,13 @@ impl Config {
                 join(p);
             }
         }
+        if let Some(s3) = self.recording.s3.as_mut() {
+            for secret in [&mut s3.access_key_id, &mut s3.secret_access_key] {
+                if let SecretRef::File(p) = secret {
+                    join(p);
+                }
+            }
+        }
         for notify in &mut self.approvals.notify {
             if let SecretRef::File(p) = &mut notify.url {
                 join(p);
@@ -734,6 +777,28 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The `[recording.s3]` settings with their secrets read, if configured.
+    pub fn recording_s3(
+        &self,
+        file: &Path,
+    ) -> Result<Option<(S3Config, String, String)>, ConfigError> {
+        let Some(s3) = &self.recording.s3 else {
+            return Ok(None);
+        };
+        let read = |secret: &SecretRef, key: &str| {
+            secret.resolve().map_err(|message| ConfigError::Secret {
+                file: file.to_path_buf(),
+                key: format!("recording.s3.{key}"),
+                message,
+            })
+        };
+        Ok(Some((
+            s3.clone(),
+            read(&s3.access_key_id, "access_key_id")?,
+            read(&s3.secret_access_key, "secret_access_key")?,
+        )))
     }
 
     /// Resolves a target's secret, with the file and key in the error.

@@ -12,9 +12,11 @@
 
 pub mod format;
 mod read;
+mod remote;
 mod write;
 
 pub use read::{render, Summary, VerifyError};
+pub use remote::{Remote, S3Settings};
 pub use write::Recorder;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -114,12 +116,12 @@ impl Recordings {
             .ok_or_else(|| RecordError::Write("a reader cannot write recordings".into()))
     }
 
-    fn path(&self, id: &str) -> PathBuf {
+    pub(crate) fn path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
     /// Every recording's id, oldest first.
-    fn ids(&self) -> Result<Vec<String>, RecordError> {
+    pub(crate) fn ids(&self) -> Result<Vec<String>, RecordError> {
         let mut ids = Vec::new();
         let entries =
             std::fs::read_dir(&self.dir).map_err(|e| RecordError::Write(e.to_string()))?;

@@ -304,7 +304,18 @@ async fn sessions_page(AxumState(state): AxumState<Arc<State>>, headers: HeaderM
         Ok(Err(e)) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => return Page::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let body = html::session_list(&list);
+    // Finished recordings that left the data directory for the store.
+    let stored: Vec<String> = match &state.web.recordings_remote {
+        Some(remote) => match remote.ids().await {
+            Ok(ids) => ids
+                .into_iter()
+                .filter(|id| !list.iter().any(|s| &s.id == id))
+                .collect(),
+            Err(e) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        None => Vec::new(),
+    };
+    let body = html::session_list(&list, &stored);
     Page::Html(html::layout(
         "Sessions",
         &session.principal,
@@ -327,7 +338,32 @@ async fn session_page(
         Err(page) => return page,
     };
     let lookup = id.clone();
-    let records = match tokio::task::spawn_blocking(move || recordings.records(&lookup)).await {
+    let local = recordings.clone();
+    let mut found = tokio::task::spawn_blocking(move || local.records(&lookup)).await;
+    // Not in the data directory: from the store, through a temporary copy.
+    let _copy = match (&found, &state.web.recordings_remote) {
+        (Ok(Err(portcullis_record::RecordError::NotFound(_))), Some(remote)) => {
+            let copy = match tempfile::tempdir() {
+                Ok(copy) => copy,
+                Err(e) => return Page::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+            if let Err(e) = remote.download(&id, copy.path()).await {
+                return match e {
+                    portcullis_record::RecordError::NotFound(_) => {
+                        Page::Error(StatusCode::NOT_FOUND, format!("no recording `{id}`"))
+                    }
+                    e => Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                };
+            }
+            let reader =
+                portcullis_record::Recordings::reader(copy.path(), recordings.verifying_key());
+            let lookup = id.clone();
+            found = tokio::task::spawn_blocking(move || reader.records(&lookup)).await;
+            Some(copy)
+        }
+        _ => None,
+    };
+    let records = match found {
         Ok(Ok(records)) => records,
         Ok(Err(portcullis_record::RecordError::NotFound(_))) => {
             return Page::Error(StatusCode::NOT_FOUND, format!("no recording `{id}`"))

@@ -133,9 +133,9 @@ pub(crate) fn replay(text: &str, running: bool) -> String {
     )
 }
 
-pub(crate) fn session_list(sessions: &[portcullis_record::Summary]) -> String {
+pub(crate) fn session_list(sessions: &[portcullis_record::Summary], stored: &[String]) -> String {
     let mut out = String::from(r#"<ul class="requests" id="sessions">"#);
-    if sessions.is_empty() {
+    if sessions.is_empty() && stored.is_empty() {
         out.push_str(r#"<li class="empty">No recorded session.</li>"#);
     }
     for s in sessions.iter().rev() {
@@ -148,6 +148,13 @@ pub(crate) fn session_list(sessions: &[portcullis_record::Summary]) -> String {
             n = s.statements,
             denied = s.denied,
             outcome = escape(s.outcome.as_deref().unwrap_or("running")),
+        );
+    }
+    for id in stored.iter().rev() {
+        let _ = write!(
+            out,
+            r#"<li><a class="request" data-id="{id}" href="/sessions/{id}"><strong>{id}</strong> · in object storage</a></li>"#,
+            id = escape(id),
         );
     }
     out.push_str("</ul>");

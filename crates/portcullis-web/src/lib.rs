@@ -32,6 +32,8 @@ pub struct Web {
     pub console: Option<ConsoleSettings>,
     /// Session recordings, watched in the console by `recording_viewers`.
     pub recordings: Option<portcullis_record::Recordings>,
+    /// Where finished recordings are stored, when not in the data directory.
+    pub recordings_remote: Option<portcullis_record::Remote>,
     pub recording_viewers: Vec<String>,
 }
 

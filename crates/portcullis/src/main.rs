@@ -441,7 +441,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             since,
             outcome,
         } => {
-            let config = load(&config)?;
+            let path = config;
+            let config = load(&path)?;
             let filter = portcullis_app::recordings_cli::Filter {
                 user,
                 target,
@@ -450,7 +451,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             print!(
                 "{}",
-                portcullis_app::recordings_cli::sessions(&config, &filter)?
+                portcullis_app::recordings_cli::sessions(&config, &path, &filter).await?
             );
         }
         Command::Replay {
@@ -459,12 +460,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             speed,
             follow,
         } => {
-            let config = load(&config)?;
+            let path = config;
+            let config = load(&path)?;
             if !(speed >= 0.0 && speed.is_finite()) {
                 anyhow::bail!("--speed must be 0 or more");
             }
             portcullis_app::recordings_cli::replay(
                 &config,
+                &path,
                 &id,
                 speed,
                 follow,
@@ -475,8 +478,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recording {
             command: RecordingCommand::Verify { config, id },
         } => {
-            let config = load(&config)?;
-            match portcullis_app::recordings_cli::verify(&config, &id) {
+            let path = config;
+            let config = load(&path)?;
+            match portcullis_app::recordings_cli::verify(&config, &path, &id).await {
                 Ok(report) => print!("{report}"),
                 Err(e) => {
                     eprintln!("{e:#}");

@@ -675,6 +675,14 @@ async fn console_gateway(
 ) -> (Gateway, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("client-secret"), support::CLIENT_SECRET).unwrap();
+    // Finished recordings go to S3, so the console reads them from there.
+    let endpoint = env("PORTCULLIS_TEST_S3_ENDPOINT");
+    let bucket = format!("{}-{}", db.replace('_', "-"), std::process::id());
+    let made = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
     let port = free_port();
     let console_url = format!("http://127.0.0.1:{port}");
     let extra = format!(
@@ -690,7 +698,15 @@ public_url = "{console_url}"
 
 [recording]
 viewers = ["dba"]
+
+[recording.s3]
+bucket = "{bucket}"
+endpoint = "{endpoint}"
+access_key_id = {{ file = "{secret}" }}
+secret_access_key = {{ file = "{secret}" }}
 "#,
+        bucket = bucket,
+        endpoint = endpoint,
         issuer = provider.issuer,
         client_id = support::CLIENT_ID,
         secret = dir.path().join("client-secret").display(),
@@ -806,8 +822,22 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     let page = browser.get(&request_url).await;
     assert!(page.body.contains("&lt;b&gt;no&lt;/b&gt;") && !page.body.contains("<b>no</b>"));
 
-    // The recorded session plays in the console, with the denial.
+    // The recorded session plays in the console, with the denial, from
+    // the object store once it is uploaded.
+    let spool = gw.config.gateway.data_dir.join("recordings");
+    for _ in 0..50 {
+        if std::fs::read_dir(&spool).unwrap().next().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(std::fs::read_dir(&spool).unwrap().next().is_none());
     let sessions = browser.get(&base.join("/sessions").unwrap()).await;
+    assert!(
+        sessions.body.contains("in object storage"),
+        "{}",
+        sessions.body
+    );
     assert_eq!(sessions.status, 200, "{}", sessions.body);
     let marker = r#"href="/sessions/"#;
     let start = sessions.body.find(marker).expect("a recorded session") + marker.len();

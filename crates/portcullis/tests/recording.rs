@@ -223,7 +223,7 @@ async fn pgbench_sessions_are_recorded_one_statement_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_killed_mid_session_loses_nothing_recorded() {
+async fn a_gateway_killed_mid_session_loses_nothing_and_finishes_the_upload_after_restart() {
     let db = TestDb::create("rec_kill", SEED).await;
     let pg_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -234,9 +234,21 @@ async fn a_gateway_killed_mid_session_loses_nothing_recorded() {
         l.local_addr().unwrap().port()
     };
     let dir = tempfile::tempdir().unwrap();
+    // Stored in S3: the data directory is only the spool.
+    let endpoint = env("PORTCULLIS_TEST_S3_ENDPOINT");
+    let bucket = format!("crash-{}", std::process::id());
+    let made = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    std::fs::write(dir.path().join("s3-key"), "k").unwrap();
     let options = Options {
         pg_listen: Some(format!("127.0.0.1:{pg_port}")),
         admin_listen: Some(format!("127.0.0.1:{admin_port}")),
+        extra: format!(
+            "[recording.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess_key_id = {{ file = \"s3-key\" }}\nsecret_access_key = {{ file = \"s3-key\" }}\n"
+        ),
         ..Options::default()
     };
     let config = write_config(dir.path(), &db, &options);
@@ -305,6 +317,18 @@ async fn a_gateway_killed_mid_session_loses_nothing_recorded() {
     gateway.wait().unwrap();
     let mut gateway = serve();
     ready().await;
+    // Sealed at the start, then uploaded: the spool empties.
+    let spool = dir.path().join("data/recordings");
+    for _ in 0..50 {
+        if std::fs::read_dir(&spool).unwrap().next().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        std::fs::read_dir(&spool).unwrap().next().is_none(),
+        "not uploaded after the restart"
+    );
 
     let list = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["sessions", "--config"])
@@ -454,4 +478,154 @@ async fn recordings_past_their_retention_are_deleted_and_the_audit_log_says_so()
     );
     let _ = gateway.kill();
     gateway.wait().unwrap();
+}
+
+/// Keys in `bucket` under `prefix`, from the S3 server's own listing.
+fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            &format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}"),
+        ])
+        .output()
+        .unwrap();
+    stdout(&out)
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|part| part.split("</Key>").next().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_go_to_s3_while_the_session_runs_and_replay_from_there() {
+    let endpoint = env("PORTCULLIS_TEST_S3_ENDPOINT");
+    let bucket = format!("recordings-{}", std::process::id());
+    let made = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("key"), "test-key").unwrap();
+    std::fs::write(secrets.path().join("secret"), "test-secret").unwrap();
+    let extra = format!(
+        r#"[recording]
+chunk_bytes = 4096
+
+[recording.s3]
+bucket = "{bucket}"
+endpoint = "{endpoint}"
+prefix = "gw1"
+access_key_id = {{ file = "{key}" }}
+secret_access_key = {{ file = "{secret}" }}
+"#,
+        key = secrets.path().join("key").display(),
+        secret = secrets.path().join("secret").display(),
+    );
+    let gw = Gateway::start_with(
+        TestDb::create("rec_s3", SEED).await,
+        Options {
+            extra,
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    // More than a chunk of results.
+    client
+        .simple_query("select g, repeat('x', 100) from generate_series(1, 200) g")
+        .await
+        .unwrap();
+    client.simple_query("select 'still running'").await.unwrap();
+    // While the session runs, its sealed chunks are stored.
+    let mut stored = Vec::new();
+    for _ in 0..50 {
+        stored = s3_keys(&endpoint, &bucket, "gw1/");
+        if stored.iter().any(|k| k.ends_with("/000001.chunk")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        stored.iter().any(|k| k.ends_with("/000001.chunk")),
+        "{stored:?}"
+    );
+    assert!(!stored.iter().any(|k| k.ends_with("manifest.json")));
+    drop(client);
+
+    // Ended: all of it stored, and the spool emptied.
+    let local = gw.config.gateway.data_dir.join("recordings");
+    for _ in 0..50 {
+        if std::fs::read_dir(&local).unwrap().next().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        std::fs::read_dir(&local).unwrap().next().is_none(),
+        "the spool still holds a recording"
+    );
+    let stored = s3_keys(&endpoint, &bucket, "gw1/");
+    let id = stored
+        .iter()
+        .find(|k| k.ends_with("/manifest.json"))
+        .and_then(|k| k.split('/').nth(1))
+        .expect("a stored manifest")
+        .to_string();
+
+    // Listed, replayed and verified from the store.
+    let listed = stdout(&cli(&gw, &["sessions"]));
+    assert!(listed.contains(&id), "{listed}");
+    let replay = cli(&gw, &["replay", &id, "--speed", "0"]);
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let replayed = stdout(&replay);
+    assert!(replayed.contains("(200 rows)"), "{replayed}");
+    assert!(replayed.contains(" still running"), "{replayed}");
+    let verified = cli(&gw, &["recording", "verify", &id]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_follow_plays_a_running_session_until_it_ends() {
+    let gw = Gateway::start(TestDb::create("rec_follow", SEED).await).await;
+    let erin = gw.token("erin@example.com", &["eng"]);
+    let client = gw.connect(&erin).await.unwrap();
+    client.simple_query("select 'first'").await.unwrap();
+    let id = session_of(&gw, "erin@example.com");
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["replay", &id, "--follow", "--speed", "0", "--config"])
+        .arg(&gw.config_path)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .simple_query("select 'second, while followed'")
+        .await
+        .unwrap();
+    drop(client);
+    let output = tokio::time::timeout(Duration::from_secs(10), async {
+        let status = follow.wait().await.unwrap();
+        let mut text = String::new();
+        use tokio::io::AsyncReadExt;
+        follow
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .await
+            .unwrap();
+        (status, text)
+    })
+    .await
+    .expect("--follow ends with the session");
+    assert!(output.0.success());
+    let text = output.1;
+    assert!(text.contains(" first\n"), "{text}");
+    assert!(text.contains(" second, while followed\n"), "{text}");
+    assert!(text.contains("session ended"), "{text}");
+    gw.stop().await;
 }
