@@ -207,6 +207,7 @@ async fn retire_recordings(
     gate: Gate,
     keep: Duration,
     shown: String,
+    stored_only: bool,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -217,16 +218,18 @@ async fn retire_recordings(
             .unwrap_or(0);
         let cutoff = now_ms.saturating_sub(keep.as_millis() as u64);
         let recordings = recordings.clone();
-        let deleted =
-            match tokio::task::spawn_blocking(move || recordings.delete_ended_before(cutoff)).await
-            {
-                Ok(Ok(deleted)) => deleted,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "could not apply the recording retention");
-                    continue;
-                }
-                Err(_) => continue,
-            };
+        let deleted = match tokio::task::spawn_blocking(move || {
+            recordings.delete_ended_before(cutoff, stored_only)
+        })
+        .await
+        {
+            Ok(Ok(deleted)) => deleted,
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not apply the recording retention");
+                continue;
+            }
+            Err(_) => continue,
+        };
         for (id, final_hash) in deleted {
             let entry = serde_json::json!({
                 "event": "recording.deleted",
@@ -631,8 +634,12 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(approvals.clone().run_timers()));
-    if let (Some(recordings), Some(remote)) = (&recordings, recording_remote(&config, file)?) {
-        tasks.push(tokio::spawn(upload_recordings(recordings.clone(), remote)));
+    let remote = recording_remote(&config, file)?;
+    if let (Some(recordings), Some(remote)) = (&recordings, &remote) {
+        tasks.push(tokio::spawn(upload_recordings(
+            recordings.clone(),
+            remote.clone(),
+        )));
     }
     if let (Some(recordings), Some(retention)) = (&recordings, &config.recording.retention) {
         let keep = commands::parse_duration(retention)
@@ -642,6 +649,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             gate.clone(),
             keep,
             retention.clone(),
+            remote.is_some(),
         )));
     }
     let state = match portcullis_store::StateStore::open(&state_path(data_dir)) {
@@ -722,7 +730,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             targets: config.targets.iter().map(|t| t.name.clone()).collect(),
             console: console_settings(&config, file)?,
             recordings: recordings.clone(),
-            recordings_remote: recording_remote(&config, file)?,
+            recordings_remote: remote.clone(),
             recording_viewers: config.recording.viewers.clone(),
         };
         let router =

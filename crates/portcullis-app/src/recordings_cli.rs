@@ -40,8 +40,17 @@ async fn readable(
             }
             let into = copy.path().join(&name);
             std::fs::create_dir_all(&into)?;
-            for file in std::fs::read_dir(entry.path())?.flatten() {
-                std::fs::copy(file.path(), into.join(file.file_name()))?;
+            // The uploader may move a recording to the store meanwhile: it
+            // is then read from there.
+            let Ok(files) = std::fs::read_dir(entry.path()) else {
+                let _ = std::fs::remove_dir_all(&into);
+                continue;
+            };
+            for file in files.flatten() {
+                if std::fs::copy(file.path(), into.join(file.file_name())).is_err() {
+                    let _ = std::fs::remove_dir_all(&into);
+                    break;
+                }
             }
         }
     }
@@ -141,6 +150,12 @@ pub async fn replay(
     } else {
         readable(config, file, Some(id)).await?
     };
+    // What is shown says whether it can be trusted.
+    if let Ok(Some(_)) = recordings.manifest(id) {
+        if let Err(e) = recordings.verify(id) {
+            writeln!(out, "-- WARNING: this recording does not verify: {e}")?;
+        }
+    }
     let mut shown = 0usize;
     let mut last_t: Option<u32> = None;
     loop {
@@ -180,6 +195,37 @@ pub async fn verify(config: &Config, file: &Path, id: &str) -> Result<String> {
     let manifest = recordings
         .verify(id)
         .map_err(|e| anyhow!("recording `{id}` does not verify: {e}"))?;
+    // The audit log names the hash the session ended with: a recording
+    // replaced as a whole (or sealed again after its manifest was removed)
+    // does not match it.
+    let audit = crate::audit_path(&config.gateway.data_dir);
+    let mut logged: Option<String> = None;
+    portcullis_audit::scan_since(
+        &audit,
+        manifest.started_ms.saturating_sub(60_000),
+        |entry| {
+            if entry.body["event"] == "session.end" && entry.body["session"] == id {
+                logged = entry.body["recording"]["final_hash"]
+                    .as_str()
+                    .map(str::to_string);
+            }
+        },
+    )
+    .with_context(|| format!("cannot read the audit log `{}`", audit.display()))?;
+    match &logged {
+        Some(hash) if *hash != manifest.final_hash => {
+            return Err(anyhow!(
+                "recording `{id}` does not verify: the audit log's session.end names final hash {hash}, the recording has {}; it was replaced",
+                manifest.final_hash
+            ))
+        }
+        None if !manifest.recovered => {
+            return Err(anyhow!(
+                "recording `{id}` does not verify: the audit log has no session.end naming it"
+            ))
+        }
+        _ => {}
+    }
     Ok(format!(
         "recording {id}: intact ({} chunks, final hash {}{}), signed by the gateway's key\n",
         manifest.chunks.len(),

@@ -429,6 +429,19 @@ impl PgService {
         }
         codec::build::backend_key_data(&mut out, registration.pid, registration.secret);
         codec::build::ready_for_query(&mut out, b'I');
+        if let Some(Err(e)) = recorder.as_deref().map(|r| r.to_client(&out)) {
+            client::refuse(
+                &mut startup.stream,
+                "58030",
+                &format!("the session cannot be recorded, so it does not start: {e}"),
+                None,
+            )
+            .await;
+            self.gate
+                .end(&session, "recording unavailable", &Default::default())
+                .await;
+            return;
+        }
         if let Err(e) = startup.stream.write_all(&out).await {
             info!(error = %e, "client left during startup");
             self.gate

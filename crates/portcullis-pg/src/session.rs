@@ -735,7 +735,8 @@ impl Relay {
                     phase,
                     text,
                 } => {
-                    self.record(phase, &text, "deny", &[], &reason, shared);
+                    // Refused anyway; a recording failure ends the session.
+                    let _ = self.record(phase, &text, "deny", &[], &reason, shared);
                     next_decision += 1;
                     expects.push(poison_expect(&poison));
                     let error = error_bytes(code, &format!("refused: {reason}"), None, None);
@@ -799,24 +800,34 @@ impl Relay {
                             failed
                         }
                     };
-                    if refusal.is_none() && matches!(poison, Poison::Query) {
-                        self.note_reason(&statements);
-                    }
-                    if let Ok(decisions) = &decisions {
-                        for (statement, decision) in statements
+                    // Recorded before it goes: a statement the recording
+                    // cannot hold is refused, not run unrecorded.
+                    let effect = if refusal.is_some() { "deny" } else { "allow" };
+                    let recorded = match &decisions {
+                        Ok(decisions) => statements
                             .iter()
                             .zip(decisions.get(range.clone()).unwrap_or(&[]))
-                        {
-                            let effect = if refusal.is_some() { "deny" } else { "allow" };
-                            self.record(
-                                phase,
-                                &statement.text,
-                                effect,
-                                &decision.policies,
-                                &decision.reason,
-                                shared,
-                            );
-                        }
+                            .try_for_each(|(statement, decision)| {
+                                self.record(
+                                    phase,
+                                    &statement.text,
+                                    effect,
+                                    &decision.policies,
+                                    &decision.reason,
+                                    shared,
+                                )
+                            }),
+                        Err(e) => statements.iter().try_for_each(|statement| {
+                            self.record(phase, &statement.text, "deny", &[], &e.to_string(), shared)
+                        }),
+                    };
+                    let refusal = match (refusal, recorded) {
+                        (Some(refusal), _) => Some(refusal),
+                        (None, Ok(())) => None,
+                        (None, Err(e)) => Some(error_bytes("58030", &e, None, None)),
+                    };
+                    if refusal.is_none() && matches!(poison, Poison::Query) {
+                        self.note_reason(&statements);
                     }
                     match (refusal, &poison) {
                         (None, Poison::Query) => {
@@ -1105,7 +1116,8 @@ impl Relay {
     }
 
     /// Puts a statement and its decision in the session's recording. A
-    /// recording that cannot be written ends the session.
+    /// recording that cannot be written ends the session; the error says
+    /// why, for the statement's refusal.
     fn record(
         &self,
         phase: &str,
@@ -1114,9 +1126,9 @@ impl Relay {
         policies: &[String],
         reason: &str,
         shared: &Shared,
-    ) {
+    ) -> Result<(), String> {
         let Some(recorder) = &self.recorder else {
-            return;
+            return Ok(());
         };
         let statement = portcullis_record::format::Statement {
             phase: phase.to_string(),
@@ -1129,9 +1141,11 @@ impl Relay {
                 reason.to_string()
             },
         };
-        if let Err(e) = recorder.statement(&statement) {
-            shared.end_session(&format!("the session is ended: {e}"));
-        }
+        recorder.statement(&statement).map_err(|e| {
+            let message = format!("the session is ended: {e}; nothing was run");
+            shared.end_session(&message);
+            message
+        })
     }
 
     /// Follows `SET portcullis.reason = '...'` (and its RESET): the reason
@@ -1406,7 +1420,17 @@ async fn relay_target(
                 b'S' => {
                     if let Some(changed) = unpinned_parameter(body) {
                         let text = format!("the target's `{changed}` changed, so the gateway can no longer read this session's SQL as the target does; the session is ended");
-                        return end_with(client, buf, pos, out, &text, "08006", target_name).await;
+                        return end_with(
+                            recorder,
+                            client,
+                            buf,
+                            pos,
+                            out,
+                            &text,
+                            "08006",
+                            target_name,
+                        )
+                        .await;
                     }
                 }
                 _ => {}
@@ -1416,7 +1440,8 @@ async fn relay_target(
                 Err(failure) => {
                     let text =
                         format!("the session is ended: {failure}; no unmasked value was sent");
-                    return end_with(client, buf, pos, out, &text, "XX000", target_name).await;
+                    return end_with(recorder, client, buf, pos, out, &text, "XX000", target_name)
+                        .await;
                 }
             };
             // The gateway's own refusal replaces the error of a poison.
@@ -1454,6 +1479,7 @@ async fn relay_target(
             if let Some(Err(e)) = recorder.map(|r| r.to_client(written)) {
                 let text = format!("the session is ended: {e}");
                 return end_with(
+                    recorder,
                     client,
                     buf,
                     0,
@@ -1475,7 +1501,7 @@ async fn relay_target(
             Some(notice) = notices.recv() => {
                 if let Some(Err(e)) = recorder.map(|r| r.to_client(&notice)) {
                     let text = format!("the session is ended: {e}");
-                    return end_with(client, buf, 0, Some(BytesMut::new()), &text, "58030", target_name).await;
+                    return end_with(recorder, client, buf, 0, Some(BytesMut::new()), &text, "58030", target_name).await;
                 }
                 if let Err(e) = client.write_all(&notice).await {
                     return Ending::Error(PgError::ClientIo(e));
@@ -1491,6 +1517,9 @@ async fn relay_target(
                     .unwrap_or_else(|| "the session was ended by the gateway".into());
                 let mut out = BytesMut::new();
                 build::error_response(&mut out, "FATAL", "57P01", &reason, None, None);
+                if let Some(recorder) = recorder {
+                    let _ = recorder.to_client(&out);
+                }
                 let _ = client.write_all(&out).await;
                 let _ = client.shutdown().await;
                 return Ending::Ended(reason);
@@ -1514,7 +1543,9 @@ async fn relay_target(
 
 /// Sends what was decided of this read before `pos`, then a FATAL error,
 /// and ends the session.
+#[allow(clippy::too_many_arguments)]
 async fn end_with(
+    recorder: Option<&portcullis_record::Recorder>,
     client: &mut WriteHalf<BoxStream>,
     buf: &BytesMut,
     pos: usize,
@@ -1525,6 +1556,10 @@ async fn end_with(
 ) -> Ending {
     let mut message = out.unwrap_or_else(|| BytesMut::from(buf.get(..pos).unwrap_or(&[])));
     build::error_response(&mut message, "FATAL", code, text, None, None);
+    // Best effort: when the recording itself failed, this fails too.
+    if let Some(recorder) = recorder {
+        let _ = recorder.to_client(&message);
+    }
     let _ = client.write_all(&message).await;
     let _ = client.shutdown().await;
     Ending::Error(PgError::TargetProtocol {

@@ -135,11 +135,14 @@ pub fn chain(previous: &str, chunk_sha256: &str) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Appends one record; a payload longer than a record can say (4 GiB) is
+/// cut, which the writer never asks for (frames are at most 1 GiB).
 pub fn encode(out: &mut Vec<u8>, kind: Kind, t_ms: u32, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     out.push(kind as u8);
     out.extend_from_slice(&t_ms.to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload.get(..len as usize).unwrap_or(payload));
 }
 
 /// One decoded record.

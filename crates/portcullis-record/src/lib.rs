@@ -57,6 +57,8 @@ impl Default for Settings {
 /// The recordings of one gateway: a directory, and the key that signs them.
 #[derive(Clone)]
 pub struct Recordings {
+    /// Held while the gateway runs: one writer per directory.
+    _lock: Option<std::sync::Arc<std::fs::File>>,
     dir: PathBuf,
     /// The gateway's key; `None` for a reader (the CLI), which never writes.
     key: Option<SigningKey>,
@@ -74,7 +76,20 @@ impl Recordings {
     ) -> Result<Recordings, RecordError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| RecordError::Write(format!("{}: {e}", dir.display())))?;
+        // Another gateway writing here would see our open recordings as
+        // left by a crash, and seal them under us.
+        // Beside the directory, so that the directory holds recordings only.
+        let lock_path = dir.with_extension("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| RecordError::Write(format!("{}: {e}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            return Err(RecordError::Write(format!(
+                "another gateway records in `{}`; give each gateway its own data directory",
+                dir.display()
+            )));
+        }
         let recordings = Recordings {
+            _lock: Some(std::sync::Arc::new(lock)),
             dir: dir.to_path_buf(),
             verifying: key.verifying_key(),
             key: Some(key),
@@ -99,6 +114,7 @@ impl Recordings {
     /// gateway's open recordings stay open); verifies with `verifying`.
     pub fn reader(dir: &Path, verifying: VerifyingKey) -> Recordings {
         Recordings {
+            _lock: None,
             dir: dir.to_path_buf(),
             key: None,
             verifying,

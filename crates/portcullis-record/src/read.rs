@@ -15,15 +15,38 @@ pub(crate) fn chunk_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>, RecordError
     let mut chunks = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        // Only the names the writer gives (`000001.chunk`): `1.chunk` is
+        // not chunk 1.
         if let Some(n) = name
             .strip_suffix(".chunk")
             .and_then(|n| n.parse::<u32>().ok())
         {
-            chunks.push((n, entry.path()));
+            if name == crate::write::chunk_name(n) {
+                chunks.push((n, entry.path()));
+            }
         }
     }
     chunks.sort();
     Ok(chunks)
+}
+
+/// Files named like chunks that the writer did not name so.
+fn stray_chunk_files(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut stray: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".chunk"))
+        .filter(|name| {
+            name.strip_suffix(".chunk")
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_none_or(|n| *name != crate::write::chunk_name(n))
+        })
+        .collect();
+    stray.sort();
+    stray
 }
 
 pub(crate) fn manifest(dir: &Path, id: &str) -> Result<Option<Manifest>, RecordError> {
@@ -67,6 +90,8 @@ pub enum VerifyError {
     Missing(u32),
     #[error("chunk {0} is not in the manifest (added, or renumbered)")]
     Extra(u32),
+    #[error("`{0}` is not a chunk the gateway wrote (added)")]
+    Stray(String),
     #[error("chunk {n} was changed: {what}")]
     Changed { n: u32, what: String },
     #[error("the hash chain breaks at chunk {0}")]
@@ -175,6 +200,9 @@ impl Recordings {
                 "the manifest is session `{}`'s, not `{id}`'s",
                 manifest.session
             )));
+        }
+        if let Some(stray) = stray_chunk_files(&dir).into_iter().next() {
+            return Err(VerifyError::Stray(stray));
         }
         let on_disk = chunk_files(&dir).map_err(|e| VerifyError::Other(e.to_string()))?;
         let mut chain = format::CHAIN_START.to_string();
@@ -491,13 +519,20 @@ impl Recordings {
     /// Deletes the finished recordings that ended before `cutoff_ms` (Unix
     /// ms); returns each deleted recording's id and final hash, for the
     /// audit log. Running sessions' recordings are never deleted.
+    ///
+    /// With `stored_only` (recordings go to object storage), a recording
+    /// not yet stored is never deleted: its spool copy is the only one.
     pub fn delete_ended_before(
         &self,
         cutoff_ms: u64,
+        stored_only: bool,
     ) -> Result<Vec<(String, String)>, RecordError> {
         let mut deleted = Vec::new();
         for id in self.ids()? {
             let dir = self.path(&id);
+            if stored_only && !dir.join(".stored").exists() {
+                continue;
+            }
             let Some(manifest) = manifest(&dir, &id)? else {
                 continue;
             };

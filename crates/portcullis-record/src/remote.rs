@@ -75,11 +75,30 @@ impl Remote {
     /// the spool, unless kept). Returns how many files were stored.
     pub async fn upload_pending(&self, recordings: &Recordings) -> Result<usize, RecordError> {
         let mut stored = 0;
+        let mut first_error = None;
         for id in recordings.ids()? {
+            // One recording that cannot be stored does not hold up the rest.
+            match self.upload_one(recordings, &id).await {
+                Ok(n) => stored += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if stored == 0 => Err(e),
+            _ => Ok(stored),
+        }
+    }
+
+    async fn upload_one(&self, recordings: &Recordings, id: &str) -> Result<usize, RecordError> {
+        let id = id.to_string();
+        let mut stored = 0;
+        {
             let dir = recordings.path(&id);
             let finished = dir.join("manifest.json").exists();
             if finished && dir.join(".stored").exists() {
-                continue;
+                return Ok(0);
             }
             let chunks = crate::read::chunk_files(&dir)?;
             // A running session's last chunk is still being written.

@@ -145,6 +145,18 @@ fn every_kind_of_tampering_is_named() {
     let error = recordings.verify(&id).unwrap_err();
     assert!(error.to_string().contains("(truncated)"), "{error}");
 
+    // A chunk added under a name that parses as chunk 1.
+    let (id, _) = record_session(&recordings, "stray", 5);
+    std::fs::copy(
+        chunk(&id, 2),
+        dir.path().join("recordings").join(&id).join("1.chunk"),
+    )
+    .unwrap();
+    assert_eq!(
+        recordings.verify(&id),
+        Err(VerifyError::Stray("1.chunk".into()))
+    );
+
     let (id, _) = record_session(&recordings, "resigned", 5);
     let path = dir
         .path()
@@ -171,8 +183,10 @@ fn a_recording_left_open_is_sealed_at_the_next_start() {
         })
         .unwrap();
     recorder.to_client(&result(&["1"])).unwrap();
-    // The gateway dies: the recorder is never finished.
+    // The gateway dies: the recorder is never finished, and the next
+    // gateway may take the directory.
     std::mem::forget(recorder);
+    drop(first);
     let second = recordings(&dir, Settings::default());
     let manifest = second.verify("crashed").unwrap();
     assert!(manifest.recovered);
@@ -183,6 +197,24 @@ fn a_recording_left_open_is_sealed_at_the_next_start() {
     assert!(
         text.contains("select 1") && text.contains(" 1\n(1 row)"),
         "{text}"
+    );
+}
+
+#[test]
+fn two_gateways_never_record_in_one_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = recordings(&dir, Settings::default());
+    let second = Recordings::open(
+        &dir.path().join("recordings"),
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+        Settings::default(),
+    );
+    let Err(error) = second else {
+        panic!("a second writer opened the directory")
+    };
+    assert!(
+        error.to_string().contains("another gateway records"),
+        "{error}"
     );
 }
 
@@ -214,12 +246,12 @@ fn retention_deletes_only_finished_recordings_that_ended_before_the_cutoff() {
     let (old, hash) = record_session(&recordings, "old", 1);
     let running = recordings.start(start("running")).unwrap();
     // Everything ended before "now + 1 day" is old enough.
-    let deleted = recordings.delete_ended_before(u64::MAX).unwrap();
+    let deleted = recordings.delete_ended_before(u64::MAX, false).unwrap();
     assert_eq!(deleted, vec![(old.clone(), hash)]);
     assert!(recordings.records(&old).is_err());
     assert!(!recordings.records("running").unwrap().is_empty());
     drop(running);
     // Nothing ended before the epoch.
     record_session(&recordings, "new", 1);
-    assert!(recordings.delete_ended_before(0).unwrap().is_empty());
+    assert!(recordings.delete_ended_before(0, false).unwrap().is_empty());
 }

@@ -140,7 +140,12 @@ impl Writer {
             let mut keep = true;
             match tag {
                 b'D' => {
-                    if self.rows >= max_rows || self.bytes + frame.len() as u64 > max_bytes {
+                    // Once a row is left out, the rest of the result is too:
+                    // the mark then says exactly what is missing.
+                    if self.skipped_rows > 0
+                        || self.rows >= max_rows
+                        || self.bytes + frame.len() as u64 > max_bytes
+                    {
                         self.skipped_rows += 1;
                         self.skipped_bytes += frame.len() as u64;
                         keep = false;
@@ -219,7 +224,12 @@ impl Writer {
         };
         // One write per event: what the client is about to see is on disk
         // (in the page cache) first, so a gateway that dies loses nothing.
-        file.write_all(&self.buf).map_err(io)?;
+        if let Err(e) = file.write_all(&self.buf) {
+            // Whatever part was written goes: the chunk stays what its hash
+            // says, and the recording can still be sealed and verified.
+            let _ = file.set_len(self.chunk_bytes);
+            return Err(io(e));
+        }
         self.chunk_hash.update(&self.buf);
         self.chunk_bytes += self.buf.len() as u64;
         Ok(())
@@ -227,10 +237,11 @@ impl Writer {
 
     /// Closes the open chunk and links it into the chain.
     fn seal(&mut self) -> Result<(), RecordError> {
-        let Some(file) = self.file.take() else {
+        let Some(file) = self.file.as_ref() else {
             return Ok(());
         };
         file.sync_data().map_err(io)?;
+        self.file = None;
         let sha256 = hex::encode(std::mem::take(&mut self.chunk_hash).finalize());
         self.chain = format::chain(&self.chain, &sha256);
         self.chunks.push(ChunkEntry {
@@ -286,7 +297,7 @@ fn write_manifest(dir: &std::path::Path, manifest: &Manifest) -> Result<(), Reco
     std::fs::rename(&tmp, dir.join("manifest.json")).map_err(io)
 }
 
-pub(crate) fn chunk_name(n: u32) -> String {
+pub fn chunk_name(n: u32) -> String {
     format!("{n:06}.chunk")
 }
 

@@ -374,11 +374,33 @@ async fn session_page(
     let running = !records
         .iter()
         .any(|r| r.kind == portcullis_record::format::Kind::End);
+    // A finished recording says whether it verifies.
+    let verified = if running {
+        None
+    } else {
+        let reader = match &_copy {
+            Some(copy) => {
+                portcullis_record::Recordings::reader(copy.path(), recordings.verifying_key())
+            }
+            None => recordings.clone(),
+        };
+        let lookup = id.clone();
+        Some(
+            tokio::task::spawn_blocking(move || {
+                reader
+                    .verify(&lookup)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string())),
+        )
+    };
     let text: String = portcullis_record::render(&records)
         .into_iter()
         .map(|(_, t)| t)
         .collect();
-    let replay = html::replay(&text, running);
+    let replay = html::replay(&text, running, verified);
     if query.fragment.is_some() {
         return Page::Html(replay);
     }

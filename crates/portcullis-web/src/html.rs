@@ -120,10 +120,22 @@ pub(crate) fn live_polled(inner: &str, running: bool) -> String {
     )
 }
 
-/// A recorded session as `portcullis replay` prints it.
-pub(crate) fn replay(text: &str, running: bool) -> String {
+/// A recorded session as `portcullis replay` prints it, with whether a
+/// finished recording verifies.
+pub(crate) fn replay(text: &str, running: bool, verified: Option<Result<(), String>>) -> String {
+    let check = match verified {
+        None => String::new(),
+        Some(Ok(())) => {
+            r#" <span id="verified">The recording verifies: complete and unchanged.</span>"#
+                .to_string()
+        }
+        Some(Err(e)) => format!(
+            r#" <strong id="verified" class="status denied">The recording does not verify: {}</strong>"#,
+            escape(&e)
+        ),
+    };
     format!(
-        r#"<p>{}</p><pre id="replay">{}</pre>"#,
+        r#"<p>{}{check}</p><pre id="replay">{}</pre>"#,
         if running {
             "The session is running: this page follows it."
         } else {
