@@ -49,6 +49,8 @@ alice's "delete from orders" is held for a DBA: psql waits. Approve it as dana:
 Then, in another terminal:
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit tail --config $CONFIG
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit verify --config $CONFIG
+  PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN sessions --config $CONFIG
+  PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN replay --config $CONFIG <session id> --speed 0
 
 Ctrl-C stops the gateway and the database.
 MSG
