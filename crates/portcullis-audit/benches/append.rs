@@ -20,7 +20,10 @@ fn entry(n: u64) -> serde_json::Value {
 }
 
 fn append(c: &mut Criterion) {
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    else {
         eprintln!("no tokio runtime");
         return;
     };
@@ -48,19 +51,24 @@ fn append(c: &mut Criterion) {
     });
     for batch in [8usize, 64] {
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(BenchmarkId::new("append, concurrent entries", batch), &batch, |b, &batch| {
-            b.to_async(&runtime).iter(|| {
-                let bodies: Vec<serde_json::Value> = (0..batch as u64).map(|i| entry(n + i)).collect();
-                n += batch as u64;
-                let audit = audit.clone();
-                async move {
-                    let appends = bodies.iter().map(|body| audit.append(body));
-                    for result in futures_util::future::join_all(appends).await {
-                        let _ = result;
+        group.bench_with_input(
+            BenchmarkId::new("append, concurrent entries", batch),
+            &batch,
+            |b, &batch| {
+                b.to_async(&runtime).iter(|| {
+                    let bodies: Vec<serde_json::Value> =
+                        (0..batch as u64).map(|i| entry(n + i)).collect();
+                    n += batch as u64;
+                    let audit = audit.clone();
+                    async move {
+                        let appends = bodies.iter().map(|body| audit.append(body));
+                        for result in futures_util::future::join_all(appends).await {
+                            let _ = result;
+                        }
                     }
-                }
-            })
-        });
+                })
+            },
+        );
     }
     group.finish();
     let _ = runtime.block_on(audit.shutdown());

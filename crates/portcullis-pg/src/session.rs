@@ -736,7 +736,8 @@ impl Relay {
                     text,
                 } => {
                     // Refused anyway; a recording failure ends the session.
-                    let _ = self.record(phase, &text, "deny", &[], &reason, shared);
+                    let refused = recorded_statement(phase, &text, "deny", &[], &reason);
+                    let _ = self.record(refused, &[], shared);
                     next_decision += 1;
                     expects.push(poison_expect(&poison));
                     let error = error_bytes(code, &format!("refused: {reason}"), None, None);
@@ -748,7 +749,7 @@ impl Relay {
                     statements,
                     undo,
                     poison,
-                    ..
+                    parameters,
                 } => {
                     let range = next_decision..next_decision + statements.len();
                     next_decision = range.end;
@@ -803,22 +804,33 @@ impl Relay {
                     // Recorded before it goes: a statement the recording
                     // cannot hold is refused, not run unrecorded.
                     let effect = if refusal.is_some() { "deny" } else { "allow" };
+                    let parameters = parameters.unwrap_or_default();
                     let recorded = match &decisions {
                         Ok(decisions) => statements
                             .iter()
                             .zip(decisions.get(range.clone()).unwrap_or(&[]))
                             .try_for_each(|(statement, decision)| {
                                 self.record(
-                                    phase,
-                                    &statement.text,
-                                    effect,
-                                    &decision.policies,
-                                    &decision.reason,
+                                    recorded_statement(
+                                        phase,
+                                        &statement.text,
+                                        effect,
+                                        &decision.policies,
+                                        &decision.reason,
+                                    ),
+                                    &parameters,
                                     shared,
                                 )
                             }),
                         Err(e) => statements.iter().try_for_each(|statement| {
-                            self.record(phase, &statement.text, "deny", &[], &e.to_string(), shared)
+                            let denied = recorded_statement(
+                                phase,
+                                &statement.text,
+                                "deny",
+                                &[],
+                                &e.to_string(),
+                            );
+                            self.record(denied, &parameters, shared)
                         }),
                     };
                     let refusal = match (refusal, recorded) {
@@ -1115,32 +1127,19 @@ impl Relay {
         }
     }
 
-    /// Puts a statement and its decision in the session's recording. A
-    /// recording that cannot be written ends the session; the error says
-    /// why, for the statement's refusal.
+    /// Puts a statement, its decision and its parameters in the session's
+    /// recording. A recording that cannot be written ends the session; the
+    /// error says why, for the statement's refusal.
     fn record(
         &self,
-        phase: &str,
-        text: &str,
-        effect: &str,
-        policies: &[String],
-        reason: &str,
+        mut statement: portcullis_record::format::Statement,
+        parameters: &[Option<String>],
         shared: &Shared,
     ) -> Result<(), String> {
         let Some(recorder) = &self.recorder else {
             return Ok(());
         };
-        let statement = portcullis_record::format::Statement {
-            phase: phase.to_string(),
-            text: text.to_string(),
-            effect: effect.to_string(),
-            policies: policies.to_vec(),
-            reason: if effect == "allow" {
-                String::new()
-            } else {
-                reason.to_string()
-            },
-        };
+        statement.parameters = parameters.to_vec();
         recorder.statement(&statement).map_err(|e| {
             let message = format!("the session is ended: {e}; nothing was run");
             shared.end_session(&message);
@@ -1170,6 +1169,29 @@ fn has_complete_frame(buf: &[u8]) -> bool {
             usize::try_from(len).is_ok_and(|len| buf.len() > len)
         }
         None => false,
+    }
+}
+
+/// A statement as the recording keeps it: the deciding policies always,
+/// the reason only for a refusal.
+fn recorded_statement(
+    phase: &str,
+    text: &str,
+    effect: &str,
+    policies: &[String],
+    reason: &str,
+) -> portcullis_record::format::Statement {
+    portcullis_record::format::Statement {
+        phase: phase.to_string(),
+        text: text.to_string(),
+        effect: effect.to_string(),
+        policies: policies.to_vec(),
+        reason: if effect == "allow" {
+            String::new()
+        } else {
+            reason.to_string()
+        },
+        parameters: Vec::new(),
     }
 }
 

@@ -37,7 +37,8 @@ fn record(c: &mut Criterion) {
         return;
     };
     let key = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
-    let Ok(recordings) = Recordings::open(&dir.path().join("recordings"), key, Settings::default()) else {
+    let Ok(recordings) = Recordings::open(&dir.path().join("recordings"), key, Settings::default())
+    else {
         eprintln!("cannot open the recordings directory");
         return;
     };
@@ -58,6 +59,7 @@ fn record(c: &mut Criterion) {
         effect: "allow".into(),
         policies: vec!["eng-read-write".into()],
         reason: String::new(),
+        parameters: vec![Some("4711".into())],
     };
     let mut group = c.benchmark_group("record");
     group.bench_function("statement event", |b| {

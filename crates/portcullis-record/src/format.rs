@@ -70,6 +70,10 @@ pub struct Statement {
     pub policies: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// An Execute's bound parameters (text, or `\\x<hex>` for binary);
+    /// `None` is SQL NULL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Option<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -292,10 +292,19 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
                     } else {
                         format!(": {}", s.reason)
                     };
+                    let parameters: String = s
+                        .parameters
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| match p {
+                            Some(v) => format!("-- ${} = {v:?}\n", i + 1),
+                            None => format!("-- ${} = NULL\n", i + 1),
+                        })
+                        .collect();
                     out.push((
                         record.t_ms,
                         format!(
-                            "-- +{} {} {}{by}{reason}\n{}\n",
+                            "-- +{} {} {}{by}{reason}\n{}\n{parameters}",
                             seconds(record.t_ms),
                             s.effect,
                             s.phase,

@@ -54,6 +54,7 @@ fn record_session(recordings: &Recordings, id: &str, rows: usize) -> (String, St
                 effect: "allow".into(),
                 policies: vec![],
                 reason: String::new(),
+                parameters: vec![],
             })
             .unwrap();
         recorder.to_client(&result(&["j***@example.com"])).unwrap();
@@ -180,6 +181,7 @@ fn a_recording_left_open_is_sealed_at_the_next_start() {
             effect: "allow".into(),
             policies: vec![],
             reason: String::new(),
+            parameters: vec![Some("42".into()), None],
         })
         .unwrap();
     recorder.to_client(&result(&["1"])).unwrap();

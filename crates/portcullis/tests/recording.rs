@@ -217,6 +217,8 @@ async fn pgbench_sessions_are_recorded_one_statement_each() {
     for id in clients {
         let replay = stdout(&cli(&gw, &["replay", id, "--speed", "0"]));
         assert_eq!(replay.matches("allow execute").count(), 40, "{replay}");
+        // Each execution with its parameter (pgbench's random aid).
+        assert_eq!(replay.matches("-- $1 = ").count(), 40, "{replay}");
         assert_eq!(replay.matches("(1 row)\n").count(), 40, "{replay}");
     }
     gw.stop().await;
