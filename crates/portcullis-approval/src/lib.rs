@@ -79,6 +79,9 @@ impl Default for Settings {
     }
 }
 
+/// Grants in force: principal id to target to grant.
+type Grants = HashMap<String, HashMap<String, Grant>>;
+
 /// How many access requests one person may have waiting at once.
 const MAX_PENDING_ACCESS_REQUESTS: usize = 5;
 
@@ -98,7 +101,9 @@ struct Inner {
     /// Every change of every request, for the console's live pages.
     changes: broadcast::Sender<Request>,
     /// Grants in force: (principal id, target) to the grant.
-    grants: Mutex<HashMap<(String, String), Grant>>,
+    /// Asked on every decision: principal id, then target, without
+    /// allocating a key.
+    grants: std::sync::RwLock<Grants>,
     /// Bumped when a grant starts or ends: live sessions decide again.
     grant_changes: watch::Sender<u64>,
 }
@@ -135,7 +140,7 @@ impl Approvals {
                 notifier,
                 waiters: Mutex::new(HashMap::new()),
                 changes: broadcast::channel(256).0,
-                grants: Mutex::new(HashMap::new()),
+                grants: std::sync::RwLock::new(Grants::new()),
                 grant_changes: watch::Sender::new(0),
             }),
         };
@@ -185,9 +190,19 @@ impl Approvals {
 
     /// The grant `principal` holds on `target` now, if any.
     pub fn grant(&self, principal: &str, target: &str) -> Option<Grant> {
-        let grants = lock(&self.inner.grants);
-        let grant = grants.get(&(principal.to_string(), target.to_string()))?;
+        let grants = match self.inner.grants.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let grant = grants.get(principal)?.get(target)?;
         (grant.until > now()).then(|| grant.clone())
+    }
+
+    fn grants_mut(&self) -> std::sync::RwLockWriteGuard<'_, Grants> {
+        match self.inner.grants.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// Where a reviewer decides request `id`: its console page, or the CLI
@@ -661,15 +676,18 @@ impl Approvals {
     async fn end_grants(&self) {
         let now = now();
         let ended: Vec<((String, String), Grant)> = {
-            let mut grants = lock(&self.inner.grants);
-            let ended: Vec<_> = grants
-                .iter()
-                .filter(|(_, g)| g.until <= now)
-                .map(|(k, g)| (k.clone(), g.clone()))
-                .collect();
-            for (key, _) in &ended {
-                grants.remove(key);
+            let mut grants = self.grants_mut();
+            let mut ended = Vec::new();
+            for (principal, targets) in grants.iter_mut() {
+                targets.retain(|target, grant| {
+                    let over = grant.until <= now;
+                    if over {
+                        ended.push(((principal.clone(), target.clone()), grant.clone()));
+                    }
+                    !over
+                });
             }
+            grants.retain(|_, targets| !targets.is_empty());
             ended
         };
         if ended.is_empty() {
@@ -694,24 +712,26 @@ impl Approvals {
     async fn reload_grants(&self) -> Result<(), ApprovalError> {
         let now = now();
         let requests = self.with_store(move |s| s.grants(now)).await?;
-        let mut grants = HashMap::new();
+        let mut grants = Grants::new();
         for request in requests {
             let (Some(until), Some(reason)) = (request.grant_until, request.reason.clone()) else {
                 continue;
             };
-            let key = (request.requester.id.clone(), request.target.clone());
             let grant = Grant {
                 id: request.id,
                 reason,
                 until,
             };
+            let targets = grants.entry(request.requester.id.clone()).or_default();
             // Of two grants, the one that lasts longer.
-            let keep = grants.get(&key).is_none_or(|g: &Grant| g.until < until);
+            let keep = targets
+                .get(&request.target)
+                .is_none_or(|g: &Grant| g.until < until);
             if keep {
-                grants.insert(key, grant);
+                targets.insert(request.target.clone(), grant);
             }
         }
-        *lock(&self.inner.grants) = grants;
+        *self.grants_mut() = grants;
         self.inner.grant_changes.send_modify(|n| *n += 1);
         Ok(())
     }

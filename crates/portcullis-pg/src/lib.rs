@@ -142,6 +142,30 @@ impl PgService {
         }
     }
 
+    /// Starts the session's recording with the startup messages the client
+    /// is about to get; `None` when sessions are not recorded.
+    fn start_recording(
+        &self,
+        session: &Session,
+        target_name: &str,
+        peer: SocketAddr,
+        startup: &[u8],
+    ) -> Result<Option<Arc<portcullis_record::Recorder>>, portcullis_record::RecordError> {
+        let Some(recordings) = &self.recordings else {
+            return Ok(None);
+        };
+        let recorder = recordings.start(portcullis_record::format::Start {
+            version: portcullis_record::format::VERSION,
+            session: session.id.to_string(),
+            principal: session.principal.id.clone(),
+            target: target_name.to_string(),
+            client_addr: peer.to_string(),
+            started_ms: unix_ms(),
+        })?;
+        recorder.to_client(startup)?;
+        Ok(Some(Arc::new(recorder)))
+    }
+
     /// Records every session in `recordings`.
     pub fn with_recordings(mut self, recordings: portcullis_record::Recordings) -> PgService {
         self.recordings = Some(recordings);
@@ -394,34 +418,6 @@ impl PgService {
             .await;
             return;
         };
-        // Fail closed: a session that cannot be recorded does not start.
-        let recorder = match &self.recordings {
-            None => None,
-            Some(recordings) => match recordings.start(portcullis_record::format::Start {
-                version: portcullis_record::format::VERSION,
-                session: session.id.to_string(),
-                principal: session.principal.id.clone(),
-                target: target_name.clone(),
-                client_addr: peer.to_string(),
-                started_ms: unix_ms(),
-            }) {
-                Ok(recorder) => Some(Arc::new(recorder)),
-                Err(e) => {
-                    warn!(error = %e, "cannot record the session");
-                    client::refuse(
-                        &mut startup.stream,
-                        "58030",
-                        &format!("the session cannot be recorded, so it does not start: {e}"),
-                        None,
-                    )
-                    .await;
-                    self.gate
-                        .end(&session, "recording unavailable", &Default::default())
-                        .await;
-                    return;
-                }
-            },
-        };
         let mut out = bytes::BytesMut::new();
         codec::build::authentication_ok(&mut out);
         for status in &connection.parameter_status {
@@ -429,19 +425,24 @@ impl PgService {
         }
         codec::build::backend_key_data(&mut out, registration.pid, registration.secret);
         codec::build::ready_for_query(&mut out, b'I');
-        if let Some(Err(e)) = recorder.as_deref().map(|r| r.to_client(&out)) {
-            client::refuse(
-                &mut startup.stream,
-                "58030",
-                &format!("the session cannot be recorded, so it does not start: {e}"),
-                None,
-            )
-            .await;
-            self.gate
-                .end(&session, "recording unavailable", &Default::default())
+        // Fail closed: a session that cannot be recorded does not start.
+        let recorder = match self.start_recording(&session, &target_name, peer, &out) {
+            Ok(recorder) => recorder,
+            Err(e) => {
+                warn!(error = %e, "cannot record the session");
+                client::refuse(
+                    &mut startup.stream,
+                    "58030",
+                    &format!("the session cannot be recorded, so it does not start: {e}"),
+                    None,
+                )
                 .await;
-            return;
-        }
+                self.gate
+                    .end(&session, "recording unavailable", &Default::default())
+                    .await;
+                return;
+            }
+        };
         if let Err(e) = startup.stream.write_all(&out).await {
             info!(error = %e, "client left during startup");
             self.gate
