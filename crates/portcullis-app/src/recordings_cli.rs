@@ -16,50 +16,40 @@ fn reader(config: &Config) -> Result<Recordings> {
     Ok(Recordings::reader(&crate::recordings_path(data_dir), key))
 }
 
-/// The recordings to read: the data directory's, and with `[recording.s3]`
-/// those only in the store too, copied into a temporary directory. The
-/// directory lives as long as the returned guard.
-async fn readable(
+/// Where recording `id` can be read: the data directory (a running
+/// session is only there), or with `[recording.s3]` a temporary copy from
+/// the store, which lives as long as the returned guard.
+async fn locate(
     config: &Config,
     file: &Path,
-    only: Option<&str>,
+    id: &str,
 ) -> Result<(Recordings, Option<tempfile::TempDir>)> {
     let local = reader(config)?;
+    if local.records(id).is_ok() {
+        return Ok((local, None));
+    }
     let Some(remote) = crate::recording_remote(config, file)? else {
         return Ok((local, None));
     };
-    let local_dir = crate::recordings_path(&config.gateway.data_dir);
     let copy = tempfile::tempdir()?;
-    // Local recordings first (a running session is only there), then the
-    // store's.
-    if local_dir.is_dir() {
-        for entry in std::fs::read_dir(&local_dir)?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if only.is_some_and(|id| id != name) || !entry.path().is_dir() {
-                continue;
-            }
-            let into = copy.path().join(&name);
-            std::fs::create_dir_all(&into)?;
-            // The uploader may move a recording to the store meanwhile: it
-            // is then read from there.
-            let Ok(files) = std::fs::read_dir(entry.path()) else {
-                let _ = std::fs::remove_dir_all(&into);
-                continue;
-            };
-            for file in files.flatten() {
-                if std::fs::copy(file.path(), into.join(file.file_name())).is_err() {
-                    let _ = std::fs::remove_dir_all(&into);
-                    break;
-                }
-            }
-        }
-    }
-    let ids = match only {
-        Some(id) => vec![id.to_string()],
-        None => remote.ids().await?,
+    remote.download(id, copy.path()).await?;
+    Ok((
+        Recordings::reader(copy.path(), local.verifying_key()),
+        Some(copy),
+    ))
+}
+
+/// Every recording: the data directory's, and with `[recording.s3]` those
+/// only in the store, read from a temporary copy.
+async fn list_all(config: &Config, file: &Path) -> Result<Vec<portcullis_record::Summary>> {
+    let local = reader(config)?;
+    let mut all = local.list()?;
+    let Some(remote) = crate::recording_remote(config, file)? else {
+        return Ok(all);
     };
-    for id in ids {
-        if copy.path().join(&id).exists() {
+    let copy = tempfile::tempdir()?;
+    for id in remote.ids().await? {
+        if all.iter().any(|s| s.id == id) {
             continue;
         }
         match remote.download(&id, copy.path()).await {
@@ -67,10 +57,9 @@ async fn readable(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok((
-        Recordings::reader(copy.path(), local.verifying_key()),
-        Some(copy),
-    ))
+    all.extend(Recordings::reader(copy.path(), local.verifying_key()).list()?);
+    all.sort_by(|a, b| (a.started_ms, &a.id).cmp(&(b.started_ms, &b.id)));
+    Ok(all)
 }
 
 /// Which sessions to list.
@@ -85,14 +74,13 @@ pub struct Filter {
 }
 
 pub async fn sessions(config: &Config, file: &Path, filter: &Filter) -> Result<String> {
-    let (recordings, _copy) = readable(config, file, None).await?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let mut out = String::new();
     let mut shown = 0;
-    for s in recordings.list()? {
+    for s in list_all(config, file).await? {
         if filter.user.as_ref().is_some_and(|u| &s.principal != u)
             || filter.target.as_ref().is_some_and(|t| &s.target != t)
             || filter
@@ -142,14 +130,7 @@ pub async fn replay(
     follow: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    // A running session is read where it is written; a finished one may
-    // be in the store only.
-    let local = reader(config)?;
-    let (recordings, _copy) = if local.records(id).is_ok() {
-        (local, None)
-    } else {
-        readable(config, file, Some(id)).await?
-    };
+    let (recordings, _copy) = locate(config, file, id).await?;
     // What is shown says whether it can be trusted.
     if let Ok(Some(_)) = recordings.manifest(id) {
         if let Err(e) = recordings.verify(id) {
@@ -191,7 +172,7 @@ pub async fn replay(
 
 /// `Ok` with a report when the recording is complete and unchanged.
 pub async fn verify(config: &Config, file: &Path, id: &str) -> Result<String> {
-    let (recordings, _copy) = readable(config, file, Some(id)).await?;
+    let (recordings, _copy) = locate(config, file, id).await?;
     let manifest = recordings
         .verify(id)
         .map_err(|e| anyhow!("recording `{id}` does not verify: {e}"))?;
