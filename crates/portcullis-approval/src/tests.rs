@@ -32,6 +32,20 @@ fn statement(text: &str) -> Subject {
     }
 }
 
+/// Holds `text` for `groups` (and `min` approvals), asked by `who`.
+async fn hold(
+    approvals: &Approvals,
+    who: &Principal,
+    text: &str,
+    groups: &[&str],
+    min: u32,
+) -> Held {
+    approvals
+        .hold(who, "demo", statement(text), None, approval(groups, min))
+        .await
+        .unwrap()
+}
+
 fn approval(groups: &[&str], min: u32) -> Approval {
     Approval {
         groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -44,16 +58,7 @@ async fn two_groups_and_a_minimum_must_all_be_met() {
     let dir = tempfile::tempdir().unwrap();
     let approvals = open(&dir, Settings::default()).await;
     let alice = person("alice", &["eng"]);
-    let mut held = approvals
-        .hold(
-            &alice,
-            "demo",
-            statement("drop table t"),
-            None,
-            approval(&["dba", "sec"], 3),
-        )
-        .await
-        .unwrap();
+    let mut held = hold(&approvals, &alice, "drop table t", &["dba", "sec"], 3).await;
     let dba1 = person("dba1", &["dba"]);
     let dba2 = person("dba2", &["dba"]);
     let sec = person("sec", &["sec"]);
@@ -89,16 +94,7 @@ async fn the_requester_never_reviews_even_with_another_id_and_the_same_email() {
     let dir = tempfile::tempdir().unwrap();
     let approvals = open(&dir, Settings::default()).await;
     let alice = person("alice@example.com", &["eng", "dba"]);
-    let held = approvals
-        .hold(
-            &alice,
-            "demo",
-            statement("delete from t"),
-            None,
-            approval(&["dba"], 1),
-        )
-        .await
-        .unwrap();
+    let held = hold(&approvals, &alice, "delete from t", &["dba"], 1).await;
     let mut other_issuer = alice.clone();
     other_issuer.id = "00u1alice".into();
     other_issuer.subject = "00u1alice".into();
@@ -129,16 +125,7 @@ async fn a_request_is_decided_once_and_expires_on_time() {
     )
     .await;
     let alice = person("alice", &["eng"]);
-    let mut held = approvals
-        .hold(
-            &alice,
-            "demo",
-            statement("delete from t"),
-            None,
-            approval(&["dba"], 1),
-        )
-        .await
-        .unwrap();
+    let mut held = hold(&approvals, &alice, "delete from t", &["dba"], 1).await;
     let expired = held.wait().await.unwrap();
     assert_eq!(expired.status, Status::Expired);
     let dba = person("dba", &["dba"]);
@@ -149,16 +136,7 @@ async fn a_request_is_decided_once_and_expires_on_time() {
     assert!(late.to_string().contains("expired already"), "{late}");
 
     // A denial decides at once; a later approval changes nothing.
-    let mut held = approvals
-        .hold(
-            &alice,
-            "demo",
-            statement("delete from u"),
-            None,
-            approval(&["dba"], 2),
-        )
-        .await
-        .unwrap();
+    let mut held = hold(&approvals, &alice, "delete from u", &["dba"], 2).await;
     approvals.review(held.id, &dba, false, "no").await.unwrap();
     let dba2 = person("dba2", &["dba"]);
     assert!(approvals.review(held.id, &dba2, true, "yes").await.is_err());
@@ -170,16 +148,14 @@ async fn a_restart_cancels_held_statements_whose_sessions_are_gone() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
         let approvals = open(&dir, Settings::default()).await;
-        let held = approvals
-            .hold(
-                &person("alice", &[]),
-                "demo",
-                statement("delete from t"),
-                None,
-                approval(&["dba"], 1),
-            )
-            .await
-            .unwrap();
+        let held = hold(
+            &approvals,
+            &person("alice", &[]),
+            "delete from t",
+            &["dba"],
+            1,
+        )
+        .await;
         let id = held.id;
         std::mem::forget(held);
         approvals.inner.audit.shutdown().await.unwrap();

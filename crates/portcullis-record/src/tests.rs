@@ -12,6 +12,18 @@ fn start(id: &str) -> Start {
     }
 }
 
+/// An allowed statement, with these parameters.
+fn query(text: &str, parameters: Vec<Option<String>>) -> Statement {
+    Statement {
+        phase: "query".into(),
+        text: text.into(),
+        effect: "allow".into(),
+        policies: vec![],
+        reason: String::new(),
+        parameters,
+    }
+}
+
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
@@ -48,14 +60,10 @@ fn record_session(recordings: &Recordings, id: &str, rows: usize) -> (String, St
     let recorder = recordings.start(start(id)).unwrap();
     for i in 0..rows {
         recorder
-            .statement(&Statement {
-                phase: "query".into(),
-                text: format!("select email from customers limit {i}"),
-                effect: "allow".into(),
-                policies: vec![],
-                reason: String::new(),
-                parameters: vec![],
-            })
+            .statement(&query(
+                &format!("select email from customers limit {i}"),
+                vec![],
+            ))
             .unwrap();
         recorder.to_client(&result(&["j***@example.com"])).unwrap();
     }
@@ -175,14 +183,7 @@ fn a_recording_left_open_is_sealed_at_the_next_start() {
     let first = recordings(&dir, Settings::default());
     let recorder = first.start(start("crashed")).unwrap();
     recorder
-        .statement(&Statement {
-            phase: "query".into(),
-            text: "select 1".into(),
-            effect: "allow".into(),
-            policies: vec![],
-            reason: String::new(),
-            parameters: vec![Some("42".into()), None],
-        })
+        .statement(&query("select 1", vec![Some("42".into()), None]))
         .unwrap();
     recorder.to_client(&result(&["1"])).unwrap();
     // The gateway dies: the recorder is never finished, and the next

@@ -157,6 +157,32 @@ impl Held {
     }
 }
 
+/// A request that ended without a reviewer: a late approval is refused,
+/// and the audit log has the ending.
+async fn ended_as(gw: &Gateway, reviewer: &str, id: i64, status: &str) {
+    let late = review_cli(
+        gw,
+        reviewer,
+        &["approve", &id.to_string(), "--comment", "late"],
+    );
+    assert!(
+        stderr(&late).contains(&format!("{status} already")),
+        "{}",
+        stderr(&late)
+    );
+    let events = audit_events(gw, id).await;
+    assert!(events.contains(&format!("approval.{status}")), "{events:?}");
+}
+
+/// The id in `portcullis request`'s answer (`request 17: ...`).
+fn requested_id(answer: &std::process::Output) -> i64 {
+    stdout(answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|id| id.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("no request id in {:?}", stdout(answer)))
+}
+
 /// The real binary's approval commands, against this gateway's API.
 fn review_cli(gw: &Gateway, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -384,19 +410,7 @@ async fn a_request_nobody_decides_expires_and_nothing_runs() {
     );
     assert_eq!(count(&gw, "select count(*) from orders").await, before);
     let dba = gw.token("dba@example.com", &["eng", "dba"]);
-    let late = review_cli(
-        &gw,
-        &dba,
-        &["approve", &id.to_string(), "--comment", "late"],
-    );
-    assert!(
-        stderr(&late).contains("expired already"),
-        "{}",
-        stderr(&late)
-    );
-    assert!(audit_events(&gw, id)
-        .await
-        .contains(&"approval.expired".to_string()));
+    ended_as(&gw, &dba, id, "expired").await;
     gw.stop().await;
 }
 
@@ -434,19 +448,7 @@ async fn ctrl_c_withdraws_the_request_and_other_sessions_keep_working() {
         "{err}"
     );
     assert_eq!(count(&gw, "select count(*) from orders").await, before);
-    let late = review_cli(
-        &gw,
-        &dba,
-        &["approve", &id.to_string(), "--comment", "late"],
-    );
-    assert!(
-        stderr(&late).contains("cancelled already"),
-        "{}",
-        stderr(&late)
-    );
-    assert!(audit_events(&gw, id)
-        .await
-        .contains(&"approval.cancelled".to_string()));
+    ended_as(&gw, &dba, id, "cancelled").await;
     gw.stop().await;
 }
 
@@ -473,13 +475,7 @@ async fn an_access_grant_lets_updates_through_until_it_is_revoked_or_ends() {
         ],
     );
     assert!(asked.status.success(), "{}", stderr(&asked));
-    let id: i64 = stdout(&asked)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .parse()
-        .unwrap();
+    let id = requested_id(&asked);
     let nope = review_cli(
         &gw,
         &dba,
@@ -515,13 +511,7 @@ async fn an_access_grant_lets_updates_through_until_it_is_revoked_or_ends() {
             "request", "--target", "demo", "--for", "3s", "--reason", "quick",
         ],
     );
-    let id: i64 = stdout(&asked)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(':')
-        .parse()
-        .unwrap();
+    let id = requested_id(&asked);
     review_cli(&gw, &dba, &["approve", &id.to_string(), "--comment", "ok"]);
     client.batch_execute(update).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -658,14 +648,6 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A gateway with the console on a known port, reviewers logging in at
 /// `provider`.
 async fn console_gateway(
@@ -676,13 +658,7 @@ async fn console_gateway(
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("client-secret"), support::CLIENT_SECRET).unwrap();
     // Finished recordings go to S3, so the console reads them from there.
-    let endpoint = env("PORTCULLIS_TEST_S3_ENDPOINT");
-    let bucket = format!("{}-{}", db.replace('_', "-"), std::process::id());
-    let made = Command::new("curl")
-        .args(["-sS", "-f", "-X", "PUT", &format!("{endpoint}/{bucket}")])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", stderr(&made));
+    let (endpoint, bucket) = s3_bucket(db);
     let port = free_port();
     let console_url = format!("http://127.0.0.1:{port}");
     let extra = format!(
@@ -824,14 +800,7 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
 
     // The recorded session plays in the console, with the denial, from
     // the object store once it is uploaded.
-    let spool = gw.config.gateway.data_dir.join("recordings");
-    for _ in 0..50 {
-        if std::fs::read_dir(&spool).unwrap().next().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(std::fs::read_dir(&spool).unwrap().next().is_none());
+    assert!(emptied(&gw.config.gateway.data_dir.join("recordings")).await);
     let sessions = browser.get(&base.join("/sessions").unwrap()).await;
     assert!(
         sessions.body.contains("in object storage"),

@@ -265,24 +265,7 @@ async fn copy_both_ways_and_notifications() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_in_every_query_mode() {
     let db = TestDb::create("e2e_pgbench", "").await;
-    let init = std::process::Command::new("pgbench")
-        .args([
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            &db.host,
-            "-p",
-            &db.port.to_string(),
-            "-U",
-            &db.user,
-            &db.name,
-        ])
-        .env("PGPASSWORD", &db.password)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", stderr(&init));
+    pgbench_init(&db);
     let gw = Gateway::start(db).await;
     let alice = gw.token("alice@example.com", &["eng"]);
     for mode in ["simple", "extended", "prepared"] {

@@ -155,24 +155,7 @@ async fn scalar_text(client: &tokio_postgres::Client, sql: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_sessions_are_recorded_one_statement_each() {
     let db = TestDb::create("rec_pgbench", "").await;
-    let init = Command::new("pgbench")
-        .args([
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            &db.host,
-            "-p",
-            &db.port.to_string(),
-            "-U",
-            &db.user,
-            &db.name,
-        ])
-        .env("PGPASSWORD", &db.password)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{}", stderr(&init));
+    pgbench_init(&db);
     let gw = Gateway::start(db).await;
     let bob = gw.token("bob@example.com", &["eng"]);
     let out = Command::new("pgbench")
@@ -224,78 +207,105 @@ async fn pgbench_sessions_are_recorded_one_statement_each() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_killed_mid_session_loses_nothing_and_finishes_the_upload_after_restart() {
-    let db = TestDb::create("rec_kill", SEED).await;
-    let pg_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let admin_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    // Stored in S3: the data directory is only the spool.
-    let endpoint = env("PORTCULLIS_TEST_S3_ENDPOINT");
-    let bucket = format!("crash-{}", std::process::id());
-    let made = Command::new("curl")
-        .args(["-sS", "-f", "-X", "PUT", &format!("{endpoint}/{bucket}")])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", stderr(&made));
-    std::fs::write(dir.path().join("s3-key"), "k").unwrap();
-    let options = Options {
-        pg_listen: Some(format!("127.0.0.1:{pg_port}")),
-        admin_listen: Some(format!("127.0.0.1:{admin_port}")),
-        extra: format!(
-            "[recording.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess_key_id = {{ file = \"s3-key\" }}\nsecret_access_key = {{ file = \"s3-key\" }}\n"
-        ),
-        ..Options::default()
-    };
-    let config = write_config(dir.path(), &db, &options);
-    let serve = || {
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+/// A gateway run as its own process (`portcullis serve`), so that a test
+/// can kill it and start it again on the same data directory.
+struct Served {
+    config: std::path::PathBuf,
+    pg_port: u16,
+    admin_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn new(db: &TestDb, extra: &str) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let (pg_port, admin_port) = (free_port(), free_port());
+        let options = Options {
+            pg_listen: Some(format!("127.0.0.1:{pg_port}")),
+            admin_listen: Some(format!("127.0.0.1:{admin_port}")),
+            extra: extra.into(),
+            ..Options::default()
+        };
+        let config = write_config(dir.path(), db, &options);
+        Served {
+            config,
+            pg_port,
+            admin_port,
+            dir,
+        }
+    }
+
+    /// Starts the gateway and waits until it is ready.
+    async fn start(&self) -> std::process::Child {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(&self.config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
-    };
-    let ready = || async {
+            .unwrap();
         for _ in 0..100 {
             let ok = Command::new("curl")
-                .args(["-fsS", &format!("http://127.0.0.1:{admin_port}/readyz")])
+                .args([
+                    "-fsS",
+                    &format!("http://127.0.0.1:{}/readyz", self.admin_port),
+                ])
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ok {
-                return;
+                return child;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the gateway did not start");
-    };
-    let mut gateway = serve();
-    ready().await;
-    let token = {
-        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args([
-                "dev",
-                "token",
-                "--user",
-                "carol@example.com",
-                "--groups",
-                "eng",
-                "--config",
-            ])
-            .arg(&config)
+    }
+
+    /// The binary with `args` and `--config`.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
             .output()
-            .unwrap();
-        stdout(&out).trim().to_string()
-    };
+            .unwrap()
+    }
+
+    fn token(&self, user: &str) -> String {
+        stdout(&self.cli(&["dev", "token", "--user", user, "--groups", "eng"]))
+            .trim()
+            .to_string()
+    }
+}
+
+fn stop(mut gateway: std::process::Child, signal: &str) {
+    Command::new("kill")
+        .args([signal, &gateway.id().to_string()])
+        .status()
+        .unwrap();
+    gateway.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_session_loses_nothing_and_finishes_the_upload_after_restart() {
+    let db = TestDb::create("rec_kill", SEED).await;
+    // Stored in S3: the data directory is only the spool.
+    let (endpoint, bucket) = s3_bucket("crash");
+    let served = Served::new(
+        &db,
+        &format!(
+            "[recording.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess_key_id = {{ file = \"s3-key\" }}\nsecret_access_key = {{ file = \"s3-key\" }}\n"
+        ),
+    );
+    std::fs::write(served.dir.path().join("s3-key"), "k").unwrap();
+    let gateway = served.start().await;
+    let token = served.token("carol@example.com");
     let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={pg_port} dbname=demo user=carol password={token}"),
+        &format!(
+            "host=127.0.0.1 port={} dbname=demo user=carol password={token}",
+            served.pg_port
+        ),
         tokio_postgres::NoTls,
     )
     .await
@@ -312,128 +322,47 @@ async fn a_gateway_killed_mid_session_loses_nothing_and_finishes_the_upload_afte
         .unwrap();
 
     // Killed, not stopped: nothing is sealed.
-    Command::new("kill")
-        .args(["-9", &gateway.id().to_string()])
-        .status()
-        .unwrap();
-    gateway.wait().unwrap();
-    let mut gateway = serve();
-    ready().await;
+    stop(gateway, "-9");
+    let gateway = served.start().await;
     // Sealed at the start, then uploaded: the spool empties.
-    let spool = dir.path().join("data/recordings");
-    for _ in 0..50 {
-        if std::fs::read_dir(&spool).unwrap().next().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     assert!(
-        std::fs::read_dir(&spool).unwrap().next().is_none(),
+        emptied(&served.dir.path().join("data/recordings")).await,
         "not uploaded after the restart"
     );
 
-    let list = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["sessions", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let listed = stdout(&list);
+    let listed = stdout(&served.cli(&["sessions"]));
     let id = listed.split_whitespace().next().unwrap().to_string();
     assert!(
         listed.contains("the gateway stopped during the session"),
         "{listed}"
     );
-    let replay = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["replay", &id, "--speed", "0", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let replayed = stdout(&replay);
+    let replayed = stdout(&served.cli(&["replay", &id, "--speed", "0"]));
     assert!(replayed.contains("select 'before the crash'"), "{replayed}");
     assert!(replayed.contains(" before the crash"), "{replayed}");
     assert!(replayed.contains("(4 rows)"), "{replayed}");
-    let verify = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["recording", "verify", &id, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let verify = served.cli(&["recording", "verify", &id]);
     assert!(verify.status.success(), "{}", stderr(&verify));
     assert!(
         stdout(&verify).contains("sealed after the gateway stopped"),
         "{}",
         stdout(&verify)
     );
-    let _ = gateway.kill();
-    gateway.wait().unwrap();
+    stop(gateway, "-KILL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recordings_past_their_retention_are_deleted_and_the_audit_log_says_so() {
     let db = TestDb::create("rec_retention", SEED).await;
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (pg_port, admin_port) = (free(), free());
-    let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        pg_listen: Some(format!("127.0.0.1:{pg_port}")),
-        admin_listen: Some(format!("127.0.0.1:{admin_port}")),
-        extra: "[recording]\nretention = \"1s\"\n".into(),
-        ..Options::default()
-    };
-    let config = write_config(dir.path(), &db, &options);
-    let portcullis = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap()
-    };
-    let serve = || async {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            let ok = Command::new("curl")
-                .args(["-fsS", &format!("http://127.0.0.1:{admin_port}/readyz")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                return child;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the gateway did not start");
-    };
-    let mut gateway = serve().await;
-    let token = stdout(&portcullis(&[
-        "dev",
-        "token",
-        "--user",
-        "dave@example.com",
-        "--groups",
-        "eng",
-    ]))
-    .trim()
-    .to_string();
+    let served = Served::new(&db, "[recording]\nretention = \"1s\"\n");
+    let gateway = served.start().await;
+    let token = served.token("dave@example.com");
     let out = Command::new("psql")
         .args([
             "-X",
             "-h",
             "127.0.0.1",
             "-p",
-            &pg_port.to_string(),
+            &served.pg_port.to_string(),
             "-U",
             "dave",
             "-d",
@@ -446,21 +375,17 @@ async fn recordings_past_their_retention_are_deleted_and_the_audit_log_says_so()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let listed = stdout(&portcullis(&["sessions"]));
+    let listed = stdout(&served.cli(&["sessions"]));
     let id = listed.split_whitespace().next().unwrap().to_string();
     assert!(id.starts_with("pg-"), "{listed}");
-    Command::new("kill")
-        .args(["-TERM", &gateway.id().to_string()])
-        .status()
-        .unwrap();
-    gateway.wait().unwrap();
+    stop(gateway, "-TERM");
 
     // Older than a second at the next start: deleted, and audited.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut gateway = serve().await;
+    let gateway = served.start().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(stdout(&portcullis(&["sessions"])).contains("no recorded sessions"));
-    let audit = stdout(&portcullis(&["audit", "tail", "-n", "100", "--json"]));
+    assert!(stdout(&served.cli(&["sessions"])).contains("no recorded sessions"));
+    let audit = stdout(&served.cli(&["audit", "tail", "-n", "100", "--json"]));
     let entries: Vec<serde_json::Value> = audit
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -478,8 +403,7 @@ async fn recordings_past_their_retention_are_deleted_and_the_audit_log_says_so()
         deleted["entry"]["final_hash"],
         ended["entry"]["recording"]["final_hash"]
     );
-    let _ = gateway.kill();
-    gateway.wait().unwrap();
+    stop(gateway, "-KILL");
 }
 
 /// Keys in `bucket` under `prefix`, from the S3 server's own listing.
@@ -500,13 +424,7 @@ fn s3_keys(endpoint: &str, bucket: &str, prefix: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recordings_go_to_s3_while_the_session_runs_and_replay_from_there() {
-    let endpoint = env("PORTCULLIS_TEST_S3_ENDPOINT");
-    let bucket = format!("recordings-{}", std::process::id());
-    let made = Command::new("curl")
-        .args(["-sS", "-f", "-X", "PUT", &format!("{endpoint}/{bucket}")])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", stderr(&made));
+    let (endpoint, bucket) = s3_bucket("recordings");
     let secrets = tempfile::tempdir().unwrap();
     std::fs::write(secrets.path().join("key"), "test-key").unwrap();
     std::fs::write(secrets.path().join("secret"), "test-secret").unwrap();
@@ -558,16 +476,7 @@ secret_access_key = {{ file = "{secret}" }}
 
     // Ended: all of it stored, and the spool emptied.
     let local = gw.config.gateway.data_dir.join("recordings");
-    for _ in 0..50 {
-        if std::fs::read_dir(&local).unwrap().next().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        std::fs::read_dir(&local).unwrap().next().is_none(),
-        "the spool still holds a recording"
-    );
+    assert!(emptied(&local).await, "the spool still holds a recording");
     let stored = s3_keys(&endpoint, &bucket, "gw1/");
     let id = stored
         .iter()

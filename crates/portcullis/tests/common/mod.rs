@@ -578,3 +578,59 @@ impl RawClient {
         }
     }
 }
+
+/// `pgbench -i -s 1` in `db`, directly.
+pub fn pgbench_init(db: &TestDb) {
+    let init = Command::new("pgbench")
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            &db.host,
+            "-p",
+            &db.port.to_string(),
+            "-U",
+            &db.user,
+            &db.name,
+        ])
+        .env("PGPASSWORD", &db.password)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A new bucket on the test's S3 server (`scripts/test.sh` starts moto):
+/// its endpoint and name.
+pub fn s3_bucket(prefix: &str) -> (String, String) {
+    let endpoint = env("PORTCULLIS_TEST_S3_ENDPOINT");
+    let bucket = format!("{}-{}", prefix.replace('_', "-"), std::process::id());
+    let made = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    (endpoint, bucket)
+}
+
+/// Waits up to 10 s for `dir` to be empty (the recordings spool after
+/// upload); whether it is.
+pub async fn emptied(dir: &Path) -> bool {
+    for _ in 0..50 {
+        if std::fs::read_dir(dir).unwrap().next().is_none() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::read_dir(dir).unwrap().next().is_none()
+}
