@@ -23,6 +23,11 @@ ensure_packages() {
   # Debian's Chromium (/usr/bin/chromium), driven by playwright-core in the
   # web console's browser test (tests/console); nothing downloads a browser.
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # OpenSSH: the SSH target (sshd) and the clients the SSH tests drive
+  # (ssh, scp, sftp); tmux types into an interactive shell as a person would.
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh >/dev/null || missing+=(openssh-client)
+  command -v tmux >/dev/null || missing+=(tmux)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq
@@ -100,6 +105,52 @@ moto_start() { # PORT
   done
   echo "moto did not start on port $port" >&2
   return 1
+}
+
+# sshd_start PORT: a throwaway OpenSSH server on loopback, logging in the
+# user `portcullis-target` (made if missing) with a key made for the gateway.
+# Exports DEMO_SSH_HOST, DEMO_SSH_PORT, DEMO_SSH_USER, DEMO_SSH_KEY_FILE (the
+# gateway's private key for it) and DEMO_SSH_HOST_KEY (its public host key);
+# sets SSHD_DIR. Stop it with sshd_stop.
+sshd_start() { # PORT
+  local port=$1 user=portcullis-target
+  SSHD_DIR=$(mktemp -d /tmp/portcullis-sshd.XXXXXX)
+  chmod 755 "$SSHD_DIR"
+  mkdir -p /run/sshd && chmod 755 /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -C target-host -f "$SSHD_DIR/hostkey"
+  ssh-keygen -q -t ed25519 -N '' -C portcullis-gateway -f "$SSHD_DIR/gateway"
+  id "$user" >/dev/null 2>&1 || useradd -m -s /bin/bash "$user"
+  # No password, but not locked: sshd refuses locked accounts without PAM.
+  usermod -p '*' "$user"
+  # The key is authorized in this server's own directory, not the user's
+  # home, so that several servers (tests, the quickstart) can run at once;
+  # that directory is under /tmp, hence StrictModes off (a throwaway server).
+  install -m 644 "$SSHD_DIR/gateway.pub" "$SSHD_DIR/authorized_keys"
+  printf '%s\n' "Port $port" "ListenAddress 127.0.0.1" "HostKey $SSHD_DIR/hostkey" \
+    "AuthorizedKeysFile $SSHD_DIR/authorized_keys" "StrictModes no" \
+    "PidFile $SSHD_DIR/sshd.pid" "PubkeyAuthentication yes" "PasswordAuthentication no" \
+    "KbdInteractiveAuthentication no" "UsePAM no" "PermitRootLogin no" "AllowUsers $user" \
+    "AllowTcpForwarding yes" "GatewayPorts no" "MaxSessions 64" "MaxStartups 64" \
+    "Subsystem sftp internal-sftp" > "$SSHD_DIR/sshd_config"
+  /usr/sbin/sshd -t -f "$SSHD_DIR/sshd_config"
+  /usr/sbin/sshd -f "$SSHD_DIR/sshd_config" -E "$SSHD_DIR/sshd.log"
+  export DEMO_SSH_HOST=127.0.0.1 DEMO_SSH_PORT=$port DEMO_SSH_USER=$user
+  export DEMO_SSH_KEY_FILE=$SSHD_DIR/gateway
+  DEMO_SSH_HOST_KEY=$(cat "$SSHD_DIR/hostkey.pub")
+  export DEMO_SSH_HOST_KEY
+  for _ in $(seq 50); do
+    [ -s "$SSHD_DIR/sshd.pid" ] && return 0
+    sleep 0.1
+  done
+  echo "sshd did not start on port $port (see $SSHD_DIR/sshd.log)" >&2
+  return 1
+}
+
+sshd_stop() {
+  if [ -n "${SSHD_DIR:-}" ] && [ -d "$SSHD_DIR" ]; then
+    [ -s "$SSHD_DIR/sshd.pid" ] && kill "$(cat "$SSHD_DIR/sshd.pid")" 2>/dev/null || true
+    rm -rf "$SSHD_DIR"
+  fi
 }
 
 moto_stop() {

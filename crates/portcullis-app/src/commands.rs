@@ -76,12 +76,46 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
                     .join(",")
             })
             .unwrap_or_default();
-        let what = body
-            .pointer("/statement/text")
-            .or_else(|| body.get("text"))
-            .or_else(|| body.get("outcome"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
+        let sftp = body.get("sftp").map(|op| {
+            let field = |name: &str| op.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            format!(
+                "sftp {} {} {}",
+                field("operation"),
+                field("path"),
+                field("to")
+            )
+            .trim_end()
+            .to_string()
+        });
+        let forward = body.get("forward").map(|f| {
+            format!(
+                "forward {} {}:{}",
+                f.get("direction").and_then(|v| v.as_str()).unwrap_or(""),
+                f.get("host").and_then(|v| v.as_str()).unwrap_or(""),
+                f.get("port").and_then(|v| v.as_u64()).unwrap_or(0)
+            )
+        });
+        let what = sftp
+            .or(forward)
+            .or_else(|| {
+                body.pointer("/statement/text")
+                    .or_else(|| body.pointer("/command/text"))
+                    .or_else(|| body.get("text"))
+                    .or_else(|| body.get("outcome"))
+                    .or_else(|| body.pointer("/detail/line"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .or_else(|| {
+                (body.get("action").and_then(|v| v.as_str()) == Some("shell"))
+                    .then(|| "shell".to_string())
+            })
+            .or_else(|| {
+                body.get("kind")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
             .replace('\n', " ");
         out.push_str(&format!(
             "{:>6} {} {:<17} {} {} {} {}{} {}\n",

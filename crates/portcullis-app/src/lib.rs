@@ -53,6 +53,7 @@ pub fn dev_key_path(data_dir: &Path) -> PathBuf {
 /// A started gateway. Dropping it does not stop it: call [`Running::shutdown`].
 pub struct Running {
     pub pg_addr: Option<SocketAddr>,
+    pub ssh_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub gate: Gate,
     state: Option<SharedState>,
@@ -318,6 +319,9 @@ fn console_settings(
 fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>>> {
     let mut targets = HashMap::new();
     for (idx, target) in config.targets.iter().enumerate() {
+        if target.kind != portcullis_config::TargetKindConfig::Postgres {
+            continue;
+        }
         let password = config.target_password(file, idx)?;
         let tls = match target.tls {
             TargetTls::Disable => {
@@ -371,6 +375,86 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
         targets.insert(target.name.clone(), Arc::new(pg_target));
     }
     Ok(targets)
+}
+
+/// The SSH targets of a config, with their credentials and pinned host keys.
+fn ssh_targets(
+    config: &Config,
+    file: &Path,
+) -> Result<HashMap<String, Arc<portcullis_ssh::SshTarget>>> {
+    let mut targets = HashMap::new();
+    for (idx, target) in config.targets.iter().enumerate() {
+        if target.kind != portcullis_config::TargetKindConfig::Ssh {
+            continue;
+        }
+        let credential = match target.key_file.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            None if target.password.is_none() => bail!(
+                "{}: `targets[{idx}].key_file`: an ssh target needs the private key (key_file) or the password the gateway logs in with",
+                file.display()
+            ),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "{}: `targets[{idx}].key_file`: cannot read `{}`",
+                        file.display(),
+                        path.display()
+                    )
+                })?;
+                let key = russh_key(&text).with_context(|| {
+                    format!(
+                        "{}: `targets[{idx}].key_file`: `{}` is not an unencrypted OpenSSH private key",
+                        file.display(),
+                        path.display()
+                    )
+                })?;
+                portcullis_ssh::Credential::Key(Arc::new(key))
+            }
+            None => portcullis_ssh::Credential::Password(config.target_password(file, idx)?),
+        };
+        let host_key = match target.host_key.as_deref().map(str::trim) {
+            None | Some("") => bail!(
+                "{}: `targets[{idx}].host_key`: an ssh target needs its pinned public host key, as in a known_hosts line (`ssh-keyscan -t ed25519 HOST`)",
+                file.display()
+            ),
+            Some(line) => portcullis_ssh::keys::parse_public(line).map_err(|e| {
+                anyhow::anyhow!("{}: `targets[{idx}].host_key`: {e}", file.display())
+            })?,
+        };
+        targets.insert(
+            target.name.clone(),
+            Arc::new(portcullis_ssh::SshTarget {
+                target: Target {
+                    name: target.name.clone(),
+                    kind: TargetKind::Ssh,
+                    labels: target.labels.clone(),
+                },
+                host: target.host.clone(),
+                port: target.port,
+                user: target.user.clone(),
+                credential,
+                host_key,
+            }),
+        );
+    }
+    Ok(targets)
+}
+
+fn russh_key(text: &str) -> Result<portcullis_ssh::keys::PrivateKey> {
+    let key = portcullis_ssh::keys::PrivateKey::from_openssh(text)?;
+    if key.is_encrypted() {
+        bail!("the key is encrypted");
+    }
+    Ok(key)
+}
+
+/// The gateway's SSH host key: `<data_dir>/ssh_host_ed25519_key`.
+pub fn ssh_host_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("ssh_host_ed25519_key")
+}
+
+/// The SSH user certificate authority's key: `<data_dir>/ssh_user_ca_key`.
+pub fn ssh_ca_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("ssh_user_ca_key")
 }
 
 /// The policy source a config names.
@@ -716,6 +800,55 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             }
         }));
     }
+    let mut ssh_addr = None;
+    let mut ssh_certificates = None;
+    if let Some(ssh) = &config.ssh {
+        let host_key = portcullis_ssh::keys::load_or_create(&ssh_host_key_path(data_dir))
+            .map_err(|e| anyhow::anyhow!("the SSH host key: {e}"))?;
+        let ca = portcullis_ssh::CertificateAuthority::new(
+            portcullis_ssh::keys::load_or_create(&ssh_ca_key_path(data_dir))
+                .map_err(|e| anyhow::anyhow!("the SSH certificate authority's key: {e}"))?,
+        );
+        let duration = |value: &str, key: &str| -> Result<Option<Duration>> {
+            if value.trim() == "0" {
+                return Ok(None);
+            }
+            commands::parse_duration(value)
+                .map(Some)
+                .with_context(|| format!("{}: `ssh.{key}`", file.display()))
+        };
+        let settings = portcullis_ssh::Settings {
+            idle_timeout: duration(&ssh.idle_timeout, "idle_timeout")?,
+            keepalive: duration(&ssh.keepalive, "keepalive")?,
+        };
+        ssh_certificates = Some(portcullis_web::SshCertificates {
+            ca: ca.clone(),
+            certificate_max: duration(&ssh.certificate_max, "certificate_max")?
+                .unwrap_or(Duration::from_secs(12 * 3600)),
+        });
+        let mut service = portcullis_ssh::SshService::new(
+            ssh_targets(&config, file)?,
+            verifier.clone(),
+            gate.clone(),
+            host_key,
+            ca,
+            settings,
+        );
+        if let Some(recordings) = recordings.clone() {
+            service = service.with_recordings(recordings);
+        }
+        let listener = tokio::net::TcpListener::bind(ssh.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (ssh.listen)", ssh.listen))?;
+        let addr = listener.local_addr()?;
+        info!(%addr, "ssh listener ready");
+        ssh_addr = Some(addr);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = service.serve(listener).await {
+                tracing::error!(error = %e, "ssh listener failed");
+            }
+        }));
+    }
     let mut admin_addr = None;
     if let Some(admin) = &config.admin {
         let listener = tokio::net::TcpListener::bind(admin.listen)
@@ -732,6 +865,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             recordings: recordings.clone(),
             recordings_remote: remote.clone(),
             recording_viewers: config.recording.viewers.clone(),
+            ssh: ssh_certificates,
         };
         let router =
             admin::router(gate.clone(), source_version.clone()).merge(portcullis_web::router(web));
@@ -743,6 +877,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     }
     Ok(Running {
         pg_addr,
+        ssh_addr,
         admin_addr,
         gate,
         state,

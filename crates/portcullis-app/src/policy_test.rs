@@ -97,6 +97,10 @@ pub struct Case {
     pub principal: Principal,
     pub target: Target,
     pub action: Action,
+    /// For `exec`: the line's other commands. The line is decided command by
+    /// command, as the gateway does: the first denial, or else the first
+    /// hold, is its decision.
+    pub more: Vec<Action>,
     pub client_ip: Option<IpAddr>,
     pub expect: Effect,
     /// A policy id that must be among the deciding policies.
@@ -264,6 +268,9 @@ fn failure_details(result: &CaseResult) -> String {
     if let Action::Query(statement) = &case.action {
         let _ = writeln!(out, "  statement: {}", statement.text);
     }
+    if let Action::Exec(command) = &case.action {
+        let _ = writeln!(out, "  command: {}", command.line);
+    }
     if let Action::Unmask { rule } = &case.action {
         let _ = writeln!(out, "  mask rule: {rule}");
     }
@@ -374,6 +381,36 @@ pub fn run_cases(policies: &Policies, cases_by_file: Vec<(String, Vec<Case>)>) -
     }
 }
 
+/// One decision for the commands of a line: the first denial, or else the
+/// first hold, or else an allow naming every policy that allowed.
+fn combine(mut decisions: Vec<Decision>) -> Decision {
+    if let Some(i) = decisions.iter().position(|d| d.effect == Effect::Deny) {
+        return decisions.swap_remove(i);
+    }
+    if let Some(i) = decisions.iter().position(|d| d.effect == Effect::Hold) {
+        return decisions.swap_remove(i);
+    }
+    let mut all = decisions.into_iter();
+    let Some(mut first) = all.next() else {
+        return Decision {
+            effect: Effect::Deny,
+            policies: Vec::new(),
+            reason: "no command to decide".into(),
+            errors: Vec::new(),
+            policy_version: String::new(),
+            approval: None,
+        };
+    };
+    for other in all {
+        for policy in other.policies {
+            if !first.policies.contains(&policy) {
+                first.policies.push(policy);
+            }
+        }
+    }
+    first
+}
+
 fn decide(policies: &Policies, case: Case) -> CaseResult {
     let decision = match &case.refused_by_gateway {
         Some(reason) => Decision {
@@ -384,14 +421,22 @@ fn decide(policies: &Policies, case: Case) -> CaseResult {
             policy_version: policies.version().to_string(),
             approval: None,
         },
-        None => policies.decide(&Request {
-            principal: &case.principal,
-            target: &case.target,
-            action: &case.action,
-            client_addr: case.client_ip,
-            grant: None,
-            reason: None,
-        }),
+        None => {
+            let decisions: Vec<Decision> = std::iter::once(&case.action)
+                .chain(&case.more)
+                .map(|action| {
+                    policies.decide(&Request {
+                        principal: &case.principal,
+                        target: &case.target,
+                        action,
+                        client_addr: case.client_ip,
+                        grant: None,
+                        reason: None,
+                    })
+                })
+                .collect();
+            combine(decisions)
+        }
     };
     let mut failures = Vec::new();
     if let Action::Unmask { rule } = &case.action {
@@ -488,6 +533,12 @@ struct RawCase {
     statement: Option<String>,
     /// For `action = "unmask"`: the mask rule's id.
     rule: Option<String>,
+    /// For `action = "exec"`: the command line.
+    command: Option<String>,
+    /// For `action = "sftp"`: `{ operation, path, to }`.
+    sftp: Option<portcullis_core::SftpOp>,
+    /// For `action = "forward"`: `{ direction, host, port }`.
+    forward: Option<portcullis_core::Forward>,
     client_ip: Option<String>,
     expect: String,
     policy: Option<String>,
@@ -706,27 +757,79 @@ fn build_case(
     if raw.rule.is_some() && action_name != "unmask" {
         return Err("`rule` is only for `action = \"unmask\"`".to_string());
     }
-    let action = match (action_name.as_str(), raw.statement) {
-        ("unmask", Some(_)) => {
+    let mut more = Vec::new();
+    let ssh_fields = [
+        ("command", raw.command.is_some(), "exec"),
+        ("sftp", raw.sftp.is_some(), "sftp"),
+        ("forward", raw.forward.is_some(), "forward"),
+    ];
+    for (field, given, action) in ssh_fields {
+        if given && action_name != action {
+            return Err(format!("`{field}` is only for `action = \"{action}\"`"));
+        }
+    }
+    let ssh_action = match action_name.as_str() {
+        "exec" | "shell" | "sftp" | "forward" if raw.statement.is_some() => {
             return Err("`statement` is only for `action = \"query\"`".to_string())
         }
-        ("unmask", None) => match raw.rule {
+        "exec" => {
+            let line = raw
+                .command
+                .ok_or("`action = \"exec\"` needs a `command` (a command line)")?;
+            match portcullis_ssh::command::parse(&line) {
+                Ok(commands) => {
+                    let mut actions = commands.into_iter().map(Action::Exec);
+                    let first = actions.next();
+                    more = actions.collect();
+                    first
+                }
+                Err(reason) => {
+                    refused_by_gateway = Some(reason);
+                    Some(Action::Exec(portcullis_core::Command {
+                        line: line.clone(),
+                        text: line,
+                        ..Default::default()
+                    }))
+                }
+            }
+        }
+        "shell" => Some(Action::Shell),
+        "sftp" => {
+            let mut op = raw
+                .sftp
+                .ok_or("`action = \"sftp\"` needs `sftp = { operation = \"...\", path = \"...\" }`")?;
+            // Paths are seen as the gateway sees them.
+            op.path = portcullis_ssh::sftp_path(&op.path);
+            op.to = op.to.as_deref().map(portcullis_ssh::sftp_path);
+            Some(Action::Sftp(op))
+        }
+        "forward" => Some(Action::Forward(raw.forward.ok_or(
+            "`action = \"forward\"` needs `forward = { direction = \"local\", host = \"...\", port = N }`",
+        )?)),
+        _ => None,
+    };
+    let action = match (ssh_action, action_name.as_str(), raw.statement) {
+        (Some(action), _, _) => action,
+        (None, "unmask", Some(_)) => {
+            return Err("`statement` is only for `action = \"query\"`".to_string())
+        }
+        (None, "unmask", None) => match raw.rule {
             Some(rule) => Action::Unmask { rule },
             None => return Err("`action = \"unmask\"` needs a `rule` (a mask rule id)".to_string()),
         },
-        ("connect", None) => Action::Connect,
-        ("connect", Some(_)) => {
+        (None, "connect", None) => Action::Connect,
+        (None, "connect", Some(_)) => {
             return Err("`statement` is only for `action = \"query\"`".to_string())
         }
-        ("query", None) => return Err("`action = \"query\"` needs a `statement`".to_string()),
-        ("query", Some(sql)) => {
+        (None, "query", None) => return Err("`action = \"query\"` needs a `statement`".to_string()),
+        (None, "query", Some(sql)) => {
             let statement = classify_one(classifier, &sql)?;
             refused_by_gateway = gateway_refusal(&statement);
             Action::Query(statement)
         }
-        (other, _) => {
+        (None, other, _) => {
             return Err(format!(
-                "`action` must be `connect`, `query` or `unmask`, not `{other}`"
+                "`action` must be `connect`, `query`, `unmask`, `exec`, `shell`, `sftp` or `forward`, not `{other}`"
             ))
         }
     };
@@ -752,6 +855,7 @@ fn build_case(
             labels: target.labels,
         },
         action,
+        more,
         client_ip,
         expect,
         policy: raw.policy,

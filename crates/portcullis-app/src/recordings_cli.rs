@@ -122,6 +122,18 @@ pub async fn sessions(config: &Config, file: &Path, filter: &Filter) -> Result<S
 
 /// Plays a recording on `out` as it happened: `speed` 1 is real time, 0
 /// no waiting; with `follow`, a running session is played until it ends.
+/// An SSH session's terminal as an asciicast v2 file. Refuses a recording
+/// that does not verify: a cast has no room for the warning.
+pub async fn asciicast(config: &Config, file: &Path, id: &str) -> Result<String> {
+    let (recordings, _copy) = locate(config, file, id).await?;
+    if let Ok(Some(_)) = recordings.manifest(id) {
+        recordings
+            .verify(id)
+            .map_err(|e| anyhow::anyhow!("recording {id} does not verify: {e}"))?;
+    }
+    Ok(portcullis_record::asciicast(&recordings.records(id)?))
+}
+
 pub async fn replay(
     config: &Config,
     file: &Path,

@@ -133,6 +133,37 @@ impl ApiClient {
         ))
     }
 
+    /// Has the gateway sign an SSH user certificate for the public key at
+    /// `key` (`id_ed25519.pub`) and writes it beside it
+    /// (`id_ed25519-cert.pub`), where `ssh` finds it by itself.
+    pub async fn ssh_certificate(&self, key: &std::path::Path) -> Result<String> {
+        let public_key = std::fs::read_to_string(key)
+            .map_err(|e| anyhow::anyhow!("cannot read the public key `{}`: {e}", key.display()))?;
+        let value = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/ssh/certificate",
+                Some(json!({ "public_key": public_key.trim() })),
+            )
+            .await?;
+        let certificate = value["certificate"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the gateway sent no certificate"))?;
+        let name = key.to_string_lossy();
+        let path = std::path::PathBuf::from(format!(
+            "{}-cert.pub",
+            name.strip_suffix(".pub").unwrap_or(&name)
+        ));
+        std::fs::write(&path, format!("{certificate}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
+        Ok(format!(
+            "wrote {} for {}, valid until {} (Unix time); `ssh -p PORT TARGET@GATEWAY` uses it\n",
+            path.display(),
+            value["principal"].as_str().unwrap_or_default(),
+            value["valid_before"]
+        ))
+    }
+
     pub async fn revoke(&self, id: i64, comment: &str) -> Result<String> {
         self.call(
             reqwest::Method::POST,

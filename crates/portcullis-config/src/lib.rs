@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub postgres: Option<PostgresListenerConfig>,
     #[serde(default)]
+    pub ssh: Option<SshListenerConfig>,
+    #[serde(default)]
     pub identity: IdentityConfig,
     pub policy: PolicyConfig,
     #[serde(default)]
@@ -235,6 +237,37 @@ pub struct PostgresListenerConfig {
 
 fn default_statement_cache() -> usize {
     10_000
+}
+
+/// `[ssh]`: the SSH listener. The SSH user name is the target's name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshListenerConfig {
+    pub listen: SocketAddr,
+    /// A connection with no traffic for this long is closed: `30m`, `0` for
+    /// never.
+    #[serde(default = "default_ssh_idle_timeout")]
+    pub idle_timeout: String,
+    /// How often an idle client is asked whether it is still there; it is
+    /// disconnected after 3 unanswered asks. `0` for never.
+    #[serde(default = "default_ssh_keepalive")]
+    pub keepalive: String,
+    /// How long the certificates `portcullis ssh-cert` gets may be valid at
+    /// most (they never outlive the token they were issued for).
+    #[serde(default = "default_ssh_cert_max")]
+    pub certificate_max: String,
+}
+
+fn default_ssh_idle_timeout() -> String {
+    "30m".into()
+}
+
+fn default_ssh_keepalive() -> String {
+    "30s".into()
+}
+
+fn default_ssh_cert_max() -> String {
+    "12h".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -583,9 +616,22 @@ pub struct TargetConfig {
     pub host: String,
     #[serde(deserialize_with = "number")]
     pub port: u16,
+    /// PostgreSQL: the database the gateway opens.
+    #[serde(default)]
     pub database: String,
+    /// The account the gateway logs in as.
     pub user: String,
-    pub password: SecretRef,
+    /// PostgreSQL: required. SSH: used when no `key_file` is given.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// SSH: the private key (OpenSSH format) the gateway logs in with.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// SSH: the target's public host key, as in a `known_hosts` line
+    /// (`ssh-ed25519 AAAA...`, a leading host name is ignored). Required:
+    /// a target whose host key differs is refused.
+    #[serde(default)]
+    pub host_key: Option<String>,
     #[serde(default)]
     pub tls: TargetTls,
     /// PEM CA bundle for `tls = "verify-full"`; the system roots otherwise.
@@ -599,6 +645,7 @@ pub struct TargetConfig {
 #[serde(rename_all = "lowercase")]
 pub enum TargetKindConfig {
     Postgres,
+    Ssh,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -694,7 +741,18 @@ impl Config {
             if let Some(ca) = target.ca_file.as_mut() {
                 join(ca);
             }
-            if let SecretRef::File(p) = &mut target.password {
+            // `key_file = "${VAR:-}"` with VAR unset means no key.
+            if target
+                .key_file
+                .as_ref()
+                .is_some_and(|k| k.as_os_str().is_empty())
+            {
+                target.key_file = None;
+            }
+            if let Some(key) = &mut target.key_file {
+                join(key);
+            }
+            if let Some(SecretRef::File(p)) = &mut target.password {
                 join(p);
             }
         }
@@ -736,6 +794,26 @@ impl Config {
                     format!("targets[{idx}].name"),
                     format!("target `{}` is defined twice", target.name),
                 ));
+            }
+            match target.kind {
+                TargetKindConfig::Postgres => {
+                    if target.database.is_empty() {
+                        return Err(invalid(
+                            format!("targets[{idx}].database"),
+                            "a postgres target needs the database the gateway opens".into(),
+                        ));
+                    }
+                    if target.password.is_none() {
+                        return Err(invalid(
+                            format!("targets[{idx}].password"),
+                            "a postgres target needs the password the gateway logs in with: { env = \"VAR\" } or { file = \"PATH\" }".into(),
+                        ));
+                    }
+                }
+                // An SSH target's key and host key are read when the
+                // gateway serves (`portcullis_app`), like passwords: the
+                // other commands load this config without them.
+                TargetKindConfig::Ssh => {}
             }
         }
         for (idx, oidc) in self.identity.oidc.iter().enumerate() {
@@ -810,6 +888,12 @@ impl Config {
         })?;
         target
             .password
+            .as_ref()
+            .ok_or_else(|| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key: format!("targets[{idx}].password"),
+                message: "no password is configured".into(),
+            })?
             .resolve()
             .map_err(|message| ConfigError::Secret {
                 file: file.to_path_buf(),

@@ -45,7 +45,7 @@ fn parses_interpolates_and_resolves_paths() {
     let target = &config.targets[0];
     assert_eq!(target.host, "127.0.0.1");
     assert_eq!(target.port, 55432);
-    assert_eq!(target.password, SecretRef::Env("PGPASSWORD".into()));
+    assert_eq!(target.password, Some(SecretRef::Env("PGPASSWORD".into())));
     assert_eq!(config.gateway.data_dir, Path::new("/etc/portcullis/./data"));
     assert_eq!(
         config.policy.source,

@@ -9,10 +9,12 @@
 //! - [`statement`]: what a parsed SQL statement does, as the policy sees it.
 //! - [`decision`]: the outcome of a policy evaluation.
 //! - [`lineage`]: where the values of a statement's result come from.
+//! - [`ssh`]: what an SSH command, forwarding or SFTP operation does.
 
 pub mod decision;
 pub mod ids;
 pub mod lineage;
+pub mod ssh;
 pub mod statement;
 
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ pub use ids::SessionId;
 pub use lineage::{
     ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
 };
+pub use ssh::{Command, Forward, SftpOp};
 pub use statement::{SessionObjects, StatementInfo, StatementKind};
 
 /// An authenticated identity, as established from a verified token.
@@ -89,6 +92,14 @@ pub enum Action {
         /// The mask rule's id.
         rule: String,
     },
+    /// Run one command over SSH.
+    Exec(Command),
+    /// Open an interactive shell over SSH.
+    Shell,
+    /// Forward a TCP connection through an SSH session.
+    Forward(Forward),
+    /// One SFTP operation.
+    Sftp(SftpOp),
 }
 
 impl Action {
@@ -98,6 +109,10 @@ impl Action {
             Action::Connect => "connect",
             Action::Query(_) => "query",
             Action::Unmask { .. } => "unmask",
+            Action::Exec(_) => "exec",
+            Action::Shell => "shell",
+            Action::Forward(_) => "forward",
+            Action::Sftp(_) => "sftp",
         }
     }
 }

@@ -135,6 +135,31 @@ pub enum AuditEvent<'a> {
         text: &'a str,
         masked: &'a MaskCounts,
     },
+    /// An SSH action and its decision: `exec` (one command of a command
+    /// line), `shell`, `forward`, `sftp`.
+    #[serde(rename = "ssh")]
+    Ssh {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        /// The SSH channel, within the connection.
+        channel: u32,
+        action: &'static str,
+        #[serde(flatten)]
+        detail: SshDetail<'a>,
+        decision: DecisionFields<'a>,
+    },
+    /// An SSH event without a decision of its own (`event_kind`):
+    /// `exec.refused` (a command line that does not parse), `shell.typed`
+    /// (best effort: a line typed at a prompt), `sftp.close`.
+    #[serde(rename = "ssh.event")]
+    SshEvent {
+        #[serde(flatten)]
+        session: &'a SessionFields,
+        #[serde(rename = "kind")]
+        event_kind: &'a str,
+        channel: u32,
+        detail: serde_json::Value,
+    },
     #[serde(rename = "session.end")]
     End {
         #[serde(flatten)]
@@ -151,4 +176,35 @@ pub enum AuditEvent<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         recording: Option<RecordingFields<'a>>,
     },
+}
+
+/// What an SSH action was about.
+#[derive(Debug, Serialize)]
+pub struct SshDetail<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<&'a portcullis_core::Command>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward: Option<&'a portcullis_core::Forward>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<&'a portcullis_core::SftpOp>,
+}
+
+impl<'a> From<&'a portcullis_core::Action> for SshDetail<'a> {
+    fn from(action: &'a portcullis_core::Action) -> Self {
+        use portcullis_core::Action;
+        SshDetail {
+            command: match action {
+                Action::Exec(c) => Some(c),
+                _ => None,
+            },
+            forward: match action {
+                Action::Forward(f) => Some(f),
+                _ => None,
+            },
+            sftp: match action {
+                Action::Sftp(op) => Some(op),
+                _ => None,
+            },
+        }
+    }
 }

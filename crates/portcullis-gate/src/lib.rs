@@ -69,6 +69,8 @@ struct DecisionKey {
     client_ip: std::net::IpAddr,
     action: &'static str,
     statement: Option<String>,
+    /// An SSH command, forwarding or SFTP operation, whole.
+    ssh: Option<Action>,
     /// The grant in force (its id), and the reason the user gave: both are
     /// in the policy's context.
     grant: Option<i64>,
@@ -243,7 +245,7 @@ impl Gate {
     pub async fn hold(
         &self,
         session: &Session,
-        statement: &StatementInfo,
+        text: &str,
         prepared: Option<String>,
         parameters: Vec<Option<String>>,
         decision: &Decision,
@@ -261,7 +263,7 @@ impl Gate {
                 Subject::Statement {
                     session: session.id.to_string(),
                     client_addr: session.client_addr.to_string(),
-                    text: statement.text.clone(),
+                    text: text.to_string(),
                     prepared,
                     parameters,
                     policies: decision.policies.clone(),
@@ -384,9 +386,13 @@ impl Gate {
             client_ip: session.client_addr.ip(),
             action: action.name(),
             statement: match action {
-                Action::Connect => None,
                 Action::Query(s) => Some(s.text.clone()),
                 Action::Unmask { rule } => Some(rule.clone()),
+                _ => None,
+            },
+            ssh: match action {
+                Action::Exec(_) | Action::Forward(_) | Action::Sftp(_) => Some(action.clone()),
+                _ => None,
             },
             grant: grant.as_ref().map(|g| g.id),
             reason: session.reason.clone(),
@@ -510,6 +516,67 @@ impl Gate {
             result?;
         }
         Ok(decisions)
+    }
+
+    /// Decides SSH actions seen together (the commands of one command line,
+    /// or one forwarding, shell or SFTP operation) on one channel, and
+    /// writes their audit entries in one group. Returns only once every
+    /// entry is durable; an error means none may go ahead.
+    pub async fn check_ssh(
+        &self,
+        session: &mut Session,
+        channel: u32,
+        actions: &[Action],
+    ) -> Result<Vec<Decision>, GateError> {
+        let decisions: Vec<Decision> = actions
+            .iter()
+            .map(|action| self.decide(session, action))
+            .collect();
+        for decision in &decisions {
+            session.statements += 1;
+            if decision.effect == portcullis_core::Effect::Deny {
+                session.denied += 1;
+            }
+        }
+        let events: Vec<AuditEvent<'_>> = actions
+            .iter()
+            .zip(&decisions)
+            .map(|(action, decision)| AuditEvent::Ssh {
+                session: &session.fields,
+                channel,
+                action: action.name(),
+                detail: event::SshDetail::from(action),
+                decision: DecisionFields::from(decision),
+            })
+            .collect();
+        let appends = events.iter().map(|event| self.inner.audit.append(event));
+        for result in futures_util::future::join_all(appends).await {
+            result?;
+        }
+        Ok(decisions)
+    }
+
+    /// Records an SSH event that is not a decision: a command line that
+    /// could not be parsed (refused), a line typed in an interactive shell
+    /// (best effort: what the shell ran is not known), an SFTP file closed.
+    /// Awaited, so that a refusal is on record before the client hears it.
+    pub async fn ssh_event(
+        &self,
+        session: &Session,
+        channel: u32,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), GateError> {
+        self.inner
+            .audit
+            .append(&AuditEvent::SshEvent {
+                session: &session.fields,
+                event_kind: event,
+                channel,
+                detail,
+            })
+            .await?;
+        Ok(())
     }
 
     /// The masking a session gets under the policy in force: the mask rules

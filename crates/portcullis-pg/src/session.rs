@@ -1010,7 +1010,13 @@ impl Relay {
         let prepared = statement.prepared_text.clone();
         let mut held = match self
             .gate
-            .hold(&self.session, statement, prepared, parameters, decision)
+            .hold(
+                &self.session,
+                &statement.text,
+                prepared,
+                parameters,
+                decision,
+            )
             .await
         {
             Ok(held) => held,

@@ -7,7 +7,7 @@ use cedar_policy::{
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use portcullis_core::{
-    Action, Approval, Decision, Effect, Principal, Request, StatementInfo, Target,
+    Action, Approval, Command, Decision, Effect, Principal, Request, StatementInfo, Target,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -540,7 +540,52 @@ impl CedarPolicies {
                     RestrictedExpression::new_string(rule.clone()),
                 ));
             }
-            Action::Connect => {}
+            Action::Exec(command) => {
+                pairs.push(("command".to_string(), command_record(command)?));
+            }
+            Action::Forward(forward) => {
+                pairs.push((
+                    "forward".to_string(),
+                    RestrictedExpression::new_record([
+                        (
+                            "direction".to_string(),
+                            RestrictedExpression::new_string(forward.direction.clone()),
+                        ),
+                        (
+                            "host".to_string(),
+                            RestrictedExpression::new_string(forward.host.clone()),
+                        ),
+                        (
+                            "port".to_string(),
+                            RestrictedExpression::new_long(i64::from(forward.port)),
+                        ),
+                    ])
+                    .map_err(|e| e.to_string())?,
+                ));
+            }
+            Action::Sftp(op) => {
+                let mut fields = vec![
+                    (
+                        "operation".to_string(),
+                        RestrictedExpression::new_string(op.operation.clone()),
+                    ),
+                    (
+                        "path".to_string(),
+                        RestrictedExpression::new_string(op.path.clone()),
+                    ),
+                ];
+                if let Some(to) = &op.to {
+                    fields.push((
+                        "to".to_string(),
+                        RestrictedExpression::new_string(to.clone()),
+                    ));
+                }
+                pairs.push((
+                    "sftp".to_string(),
+                    RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?,
+                ));
+            }
+            Action::Connect | Action::Shell => {}
         }
         Context::from_pairs(pairs).map_err(|e| e.to_string())
     }
@@ -583,13 +628,6 @@ fn approver(policy: &Policy) -> Result<Option<Approver>, String> {
 }
 
 fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, String> {
-    let strings = |items: &[String]| {
-        RestrictedExpression::new_set(
-            items
-                .iter()
-                .map(|s| RestrictedExpression::new_string(s.clone())),
-        )
-    };
     RestrictedExpression::new_record([
         (
             "kind".to_string(),
@@ -623,6 +661,32 @@ fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, S
             "text".to_string(),
             RestrictedExpression::new_string(statement.text.clone()),
         ),
+    ])
+    .map_err(|e| e.to_string())
+}
+
+fn strings(items: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        items
+            .iter()
+            .map(|s| RestrictedExpression::new_string(s.clone())),
+    )
+}
+
+fn command_record(command: &Command) -> Result<RestrictedExpression, String> {
+    let string = |s: &str| RestrictedExpression::new_string(s.to_string());
+    RestrictedExpression::new_record([
+        ("program".to_string(), string(&command.program)),
+        ("name".to_string(), string(&command.name)),
+        ("args".to_string(), strings(&command.args)),
+        ("text".to_string(), string(&command.text)),
+        ("line".to_string(), string(&command.line)),
+        ("wrappers".to_string(), strings(&command.wrappers)),
+        (
+            "dynamic".to_string(),
+            RestrictedExpression::new_bool(command.dynamic),
+        ),
+        ("redirects".to_string(), strings(&command.redirects)),
     ])
     .map_err(|e| e.to_string())
 }

@@ -275,6 +275,12 @@ pub fn input(request: &Request<'_>) -> Value {
     if let Some(reason) = request.reason {
         context["reason"] = json!(reason);
     }
+    match request.action {
+        Action::Exec(command) => context["command"] = json!(command),
+        Action::Forward(forward) => context["forward"] = json!(forward),
+        Action::Sftp(op) => context["sftp"] = json!(op),
+        _ => {}
+    }
     if let Action::Query(statement) = request.action {
         context["statement"] = json!({
             "kind": statement.kind.as_str(),

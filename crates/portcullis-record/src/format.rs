@@ -31,6 +31,12 @@ pub enum Kind {
     Truncated = 4,
     /// JSON [`End`]: how the session ended.
     End = 5,
+    /// What an SSH channel's terminal printed: the channel (u32,
+    /// big-endian), then the bytes as the client received them.
+    Output = 6,
+    /// JSON [`Resize`]: an SSH channel's terminal size, at its pty request
+    /// and at each window change.
+    Resize = 7,
 }
 
 impl Kind {
@@ -41,6 +47,8 @@ impl Kind {
             3 => Kind::ToClient,
             4 => Kind::Truncated,
             5 => Kind::End,
+            6 => Kind::Output,
+            7 => Kind::Resize,
             _ => return None,
         })
     }
@@ -80,6 +88,13 @@ pub struct Statement {
 pub struct Truncated {
     pub rows: u64,
     pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resize {
+    pub channel: u32,
+    pub cols: u32,
+    pub rows: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ mod read;
 mod remote;
 mod write;
 
-pub use read::{render, Summary, VerifyError};
+pub use read::{asciicast, render, Summary, VerifyError};
 pub use remote::{Remote, S3Settings};
 pub use write::Recorder;
 

@@ -132,9 +132,13 @@ impl Recordings {
             for record in &records {
                 match record.kind {
                     Kind::Statement => {
-                        summary.statements += 1;
                         if let Ok(s) = serde_json::from_slice::<format::Statement>(&record.payload)
                         {
+                            // A line typed at a prompt is no decision.
+                            if s.phase == "typed" {
+                                continue;
+                            }
+                            summary.statements += 1;
                             if s.effect != "allow" {
                                 summary.denied += 1;
                             }
@@ -282,6 +286,10 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
             }
             Kind::Statement => {
                 if let Ok(s) = serde_json::from_slice::<format::Statement>(&record.payload) {
+                    // The terminal's output shows what was typed already.
+                    if s.phase == "typed" {
+                        continue;
+                    }
                     let by = if s.policies.is_empty() {
                         String::new()
                     } else {
@@ -374,6 +382,12 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
                     ));
                 }
             }
+            Kind::Output => {
+                if let Some(bytes) = record.payload.get(4..) {
+                    out.push((record.t_ms, String::from_utf8_lossy(bytes).into_owned()));
+                }
+            }
+            Kind::Resize => {}
             Kind::End => {
                 if let Ok(end) = serde_json::from_slice::<format::End>(&record.payload) {
                     out.push((
@@ -386,6 +400,88 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
                     ));
                 }
             }
+        }
+    }
+    out
+}
+
+/// An SSH session's terminals as an asciicast v2 file, which any asciinema
+/// player plays: the header (with the first terminal size), then each
+/// output as an `"o"` event and each window change as an `"r"` event.
+/// Output that is not UTF-8 is carried to the next event when it is a
+/// character cut in two, and replaced otherwise.
+pub fn asciicast(records: &[Record]) -> String {
+    let mut started = 0u64;
+    let mut title = String::new();
+    let mut size = None;
+    for record in records {
+        match record.kind {
+            Kind::Start => {
+                if let Ok(start) = serde_json::from_slice::<format::Start>(&record.payload) {
+                    started = start.started_ms / 1000;
+                    title = format!("{} on {}", start.principal, start.target);
+                }
+            }
+            Kind::Resize if size.is_none() => {
+                if let Ok(r) = serde_json::from_slice::<format::Resize>(&record.payload) {
+                    size = Some((r.cols, r.rows));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (width, height) = size.unwrap_or((80, 24));
+    let header = serde_json::json!({
+        "version": 2,
+        "width": width,
+        "height": height,
+        "timestamp": started,
+        "title": title,
+    });
+    let mut out = header.to_string();
+    out.push('\n');
+    let mut carry: Vec<u8> = Vec::new();
+    let mut first_resize = true;
+    for record in records {
+        let t = f64::from(record.t_ms) / 1000.0;
+        match record.kind {
+            Kind::Output => {
+                carry.extend_from_slice(record.payload.get(4..).unwrap_or_default());
+                let text = match std::str::from_utf8(&carry) {
+                    Ok(text) => {
+                        let text = text.to_string();
+                        carry.clear();
+                        text
+                    }
+                    Err(e) if e.error_len().is_none() => {
+                        let valid = e.valid_up_to();
+                        let text = String::from_utf8_lossy(&carry[..valid]).into_owned();
+                        carry.drain(..valid);
+                        text
+                    }
+                    Err(_) => {
+                        let text = String::from_utf8_lossy(&carry).into_owned();
+                        carry.clear();
+                        text
+                    }
+                };
+                if !text.is_empty() {
+                    out.push_str(&serde_json::json!([t, "o", text]).to_string());
+                    out.push('\n');
+                }
+            }
+            Kind::Resize => {
+                if first_resize {
+                    first_resize = false;
+                    continue;
+                }
+                if let Ok(r) = serde_json::from_slice::<format::Resize>(&record.payload) {
+                    let size = format!("{}x{}", r.cols, r.rows);
+                    out.push_str(&serde_json::json!([t, "r", size]).to_string());
+                    out.push('\n');
+                }
+            }
+            _ => {}
         }
     }
     out

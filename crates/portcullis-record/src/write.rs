@@ -101,6 +101,20 @@ impl Recorder {
         writer.append_to_client(bytes)
     }
 
+    /// What an SSH channel's terminal printed, before the client gets it.
+    pub fn output(&self, channel: u32, bytes: &[u8]) -> Result<(), RecordError> {
+        let mut payload = Vec::with_capacity(4 + bytes.len());
+        payload.extend_from_slice(&channel.to_be_bytes());
+        payload.extend_from_slice(bytes);
+        self.lock().append(Kind::Output, &payload)
+    }
+
+    /// An SSH channel's terminal size.
+    pub fn resize(&self, resize: &format::Resize) -> Result<(), RecordError> {
+        let payload = serde_json::to_vec(resize).map_err(|e| RecordError::Write(e.to_string()))?;
+        self.lock().append(Kind::Resize, &payload)
+    }
+
     /// Ends the recording: seals the last chunk and writes the signed
     /// manifest. Returns the recording's id and final hash.
     pub fn finish(&self, outcome: &str) -> Result<(String, String), RecordError> {

@@ -22,6 +22,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/api/v1/requests/{id}/approve", post(approve))
         .route("/api/v1/requests/{id}/deny", post(deny))
         .route("/api/v1/requests/{id}/revoke", post(revoke))
+        .route("/api/v1/ssh/certificate", post(ssh_certificate))
         .with_state(state)
 }
 
@@ -196,4 +197,42 @@ async fn revoke(
     let me = caller(&state, &headers).await?;
     let request = state.web.approvals.revoke(id, &me, &body.comment).await?;
     Ok(Json(json!(request)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateBody {
+    /// The user's public key, one OpenSSH line.
+    public_key: String,
+}
+
+/// `POST /api/v1/ssh/certificate`: a user certificate for the caller's
+/// public key, signed by the gateway's SSH certificate authority, valid
+/// until the token expires (at most `[ssh] certificate_max`).
+async fn ssh_certificate(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Json(body): Json<CertificateBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let me = caller(&state, &headers).await?;
+    let Some(ssh) = &state.web.ssh else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "this gateway has no SSH listener ([ssh] in its config)".into(),
+        ));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let until = me
+        .expires_at
+        .min(now.saturating_add(ssh.certificate_max.as_secs()));
+    let certificate = ssh
+        .ca
+        .sign(&body.public_key, &me, until)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    tracing::info!(principal = %me.id, until, "ssh certificate issued");
+    Ok(Json(
+        json!({ "certificate": certificate, "valid_before": until, "principal": me.id }),
+    ))
 }

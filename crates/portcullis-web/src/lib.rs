@@ -35,6 +35,14 @@ pub struct Web {
     /// Where finished recordings are stored, when not in the data directory.
     pub recordings_remote: Option<portcullis_record::Remote>,
     pub recording_viewers: Vec<String>,
+    /// Signs SSH user certificates, when the SSH listener is on.
+    pub ssh: Option<SshCertificates>,
+}
+
+#[derive(Clone)]
+pub struct SshCertificates {
+    pub ca: portcullis_ssh::CertificateAuthority,
+    pub certificate_max: std::time::Duration,
 }
 
 #[derive(Clone)]

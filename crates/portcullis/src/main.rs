@@ -129,11 +129,25 @@ enum Command {
         /// Keep playing a running session until it ends.
         #[arg(long)]
         follow: bool,
+        /// Write an SSH session's terminal as an asciicast v2 file (for
+        /// `asciinema play` or any asciinema player) instead of playing it.
+        #[arg(long, conflicts_with = "follow")]
+        asciicast: bool,
     },
     /// Session recordings.
     Recording {
         #[command(subcommand)]
         command: RecordingCommand,
+    },
+    /// Get an SSH certificate for your key, valid as long as your token:
+    /// plain `ssh` then logs in without a token.
+    SshCert {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Your public key; the certificate is written beside it
+        /// (`id_ed25519-cert.pub`).
+        #[arg(long, default_value = "~/.ssh/id_ed25519.pub")]
+        key: String,
     },
     /// Take back an access grant before its end.
     Revoke {
@@ -459,9 +473,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             id,
             speed,
             follow,
+            asciicast,
         } => {
             let path = config;
             let config = load(&path)?;
+            if asciicast {
+                let cast = portcullis_app::recordings_cli::asciicast(&config, &path, &id).await?;
+                print!("{cast}");
+                return Ok(ExitCode::SUCCESS);
+            }
             if !(speed >= 0.0 && speed.is_finite()) {
                 anyhow::bail!("--speed must be 0 or more");
             }
@@ -506,6 +526,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .request_access(&target, &duration, &reason)
                 .await?
         ),
+        Command::SshCert { api, key } => {
+            let key = match key.strip_prefix("~/") {
+                Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest),
+                None => PathBuf::from(key),
+            };
+            print!("{}", api.client()?.ssh_certificate(&key).await?);
+        }
         Command::Revoke { api, id, comment } => {
             print!("{}", api.client()?.revoke(id, &comment).await?)
         }

@@ -41,6 +41,7 @@ forbid contains "eng-ddl-needs-a-dba" if {
 approvals := {
 	"no-unbounded-writes": "dba",
 	"eng-ddl-needs-a-dba": "dba",
+	"service-changes-need-ops": "ops",
 }
 
 # DBAs may also change the schema and privileges.
@@ -85,6 +86,9 @@ reasons := {
 	"no-copy-program": "COPY ... PROGRAM runs commands on the database host",
 	"no-alter-system": "ALTER SYSTEM changes the server's configuration",
 	"no-role-changes": "creating or altering roles is not allowed through the gateway",
+	"service-changes-need-ops": "starting, stopping or restarting a service needs a member of ops to approve",
+	"no-recursive-delete-of-root": "recursive deletes of / are refused",
+	"no-forwarding": "port forwarding to demo-ssh is not allowed",
 }
 
 # Who sees masked values in clear (masks.toml). Everyone else gets them masked.
@@ -92,4 +96,69 @@ permit contains "pii-readers-unmask" if {
 	input.action == "unmask"
 	"pii-readers" in input.principal.groups
 	input.target.name == "demo"
+}
+
+# SSH to `demo-ssh`: as ../policies/ssh.cedar. Engineers get a shell and a
+# list of commands; service changes wait for ops; recursive deletes of / and
+# port forwarding are refused.
+permit contains "eng-ssh-connect" if {
+	input.action == "connect"
+	"eng" in input.principal.groups
+	input.target.name == "demo-ssh"
+}
+
+permit contains "eng-ssh-shell" if {
+	input.action == "shell"
+	"eng" in input.principal.groups
+	input.target.name == "demo-ssh"
+}
+
+permit contains "eng-ssh-commands" if {
+	input.action == "exec"
+	"eng" in input.principal.groups
+	input.target.name == "demo-ssh"
+	input.context.command.program in {
+		"ls", "cat", "head", "tail", "grep", "wc", "stat", "df", "du", "free",
+		"uptime", "whoami", "id", "hostname", "uname", "date", "echo", "true",
+		"ps", "systemctl", "journalctl", "scp",
+	}
+}
+
+permit contains "eng-sftp-read" if {
+	input.action == "sftp"
+	"eng" in input.principal.groups
+	input.target.name == "demo-ssh"
+	input.context.sftp.operation in {"read", "list", "stat", "readlink"}
+}
+
+permit contains "eng-sftp-write-tmp" if {
+	input.action == "sftp"
+	"eng" in input.principal.groups
+	input.target.name == "demo-ssh"
+	startswith(input.context.sftp.path, "/tmp/")
+	not moves_out_of_tmp
+}
+
+moves_out_of_tmp if {
+	to := input.context.sftp.to
+	not startswith(to, "/tmp/")
+}
+
+forbid contains "service-changes-need-ops" if {
+	input.action == "exec"
+	input.context.command.name == "systemctl"
+	some arg in input.context.command.args
+	arg in {"restart", "stop", "start", "reload", "kill", "disable", "mask"}
+}
+
+forbid contains "no-recursive-delete-of-root" if {
+	input.action == "exec"
+	input.context.command.name == "rm"
+	some arg in input.context.command.args
+	arg in {"/", "/*", "--no-preserve-root"}
+}
+
+forbid contains "no-forwarding" if {
+	input.action == "forward"
+	input.target.name == "demo-ssh"
 }

@@ -136,6 +136,8 @@ pub struct Gateway {
     pub config: Config,
     pub pg_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
+    /// When the config has an `[ssh]` listener.
+    pub ssh_addr: Option<std::net::SocketAddr>,
     pub db: TestDb,
 }
 
@@ -247,6 +249,7 @@ impl Gateway {
         Gateway {
             pg_addr: running.pg_addr.unwrap(),
             admin_addr: running.admin_addr.unwrap(),
+            ssh_addr: running.ssh_addr,
             running: Some(running),
             dir,
             config_path,

@@ -1,0 +1,743 @@
+//! What an SSH command line runs, as the policy sees it.
+//!
+//! The line is parsed with a bash grammar (`brush-parser`), and every simple
+//! command in it becomes one [`Command`]: those of a pipeline or a list
+//! (`;`, `&&`, `||`, `&`), of compound commands and functions, and those
+//! inside command substitutions, which are also decided as a command named
+//! [`SUBSTITUTION`]. Wrappers that only run another command (`sudo`, `env`,
+//! `sh -c`, ...) are looked through.
+//!
+//! Architecture Invariant: fail closed. What this module cannot see through
+//! (an unknown wrapper option, a substitution inside a parameter expansion,
+//! a line that does not parse) is an error, and the line is refused.
+
+use brush_parser::ast;
+use brush_parser::word::WordPiece;
+use portcullis_core::ssh::{Command, SUBSTITUTION};
+
+/// Deeper than this, a line is refused: `sh -c "sh -c \"...\""`.
+const MAX_DEPTH: usize = 8;
+
+/// The commands a command line runs, in order.
+pub fn parse(line: &str) -> Result<Vec<Command>, String> {
+    let mut walker = Walker {
+        line: line.to_string(),
+        out: Vec::new(),
+        options: brush_parser::ParserOptions::default(),
+    };
+    walker.source(line, &[], 0)?;
+    if walker.out.is_empty() {
+        return Err("the command line runs no command".into());
+    }
+    Ok(walker.out)
+}
+
+struct Walker {
+    line: String,
+    out: Vec<Command>,
+    options: brush_parser::ParserOptions,
+}
+
+/// One word, as far as it is known before it runs.
+struct Value {
+    text: String,
+    dynamic: bool,
+}
+
+impl Walker {
+    fn source(&mut self, source: &str, wrappers: &[String], depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err("the command line nests shells too deep to inspect".into());
+        }
+        let mut parser =
+            brush_parser::Parser::new(std::io::BufReader::new(source.as_bytes()), &self.options);
+        let program = parser
+            .parse_program()
+            .map_err(|e| format!("the command line does not parse: {e}"))?;
+        for list in &program.complete_commands {
+            self.compound_list(list, wrappers, depth)?;
+        }
+        Ok(())
+    }
+
+    fn compound_list(
+        &mut self,
+        list: &ast::CompoundList,
+        wrappers: &[String],
+        depth: usize,
+    ) -> Result<(), String> {
+        for ast::CompoundListItem(and_or, _) in &list.0 {
+            self.pipeline(&and_or.first, wrappers, depth)?;
+            for next in &and_or.additional {
+                let (ast::AndOr::And(p) | ast::AndOr::Or(p)) = next;
+                self.pipeline(p, wrappers, depth)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pipeline(
+        &mut self,
+        pipeline: &ast::Pipeline,
+        wrappers: &[String],
+        depth: usize,
+    ) -> Result<(), String> {
+        for command in &pipeline.seq {
+            self.command(command, wrappers, depth)?;
+        }
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        command: &ast::Command,
+        wrappers: &[String],
+        depth: usize,
+    ) -> Result<(), String> {
+        match command {
+            ast::Command::Simple(simple) => self.simple(simple, wrappers, depth),
+            ast::Command::Compound(compound, redirects) => {
+                if let Some(redirects) = redirects {
+                    let mut ignored = Vec::new();
+                    for redirect in &redirects.0 {
+                        self.redirect(redirect, &mut ignored, wrappers, depth)?;
+                    }
+                }
+                self.compound(compound, wrappers, depth)
+            }
+            ast::Command::Function(function) => {
+                let ast::FunctionBody(body, redirects) = &function.body;
+                if let Some(redirects) = redirects {
+                    let mut ignored = Vec::new();
+                    for redirect in &redirects.0 {
+                        self.redirect(redirect, &mut ignored, wrappers, depth)?;
+                    }
+                }
+                self.compound(body, wrappers, depth)
+            }
+            ast::Command::ExtendedTest(test, _) => {
+                let text = test.to_string();
+                if has_substitution(&text) {
+                    return Err(
+                        "a command substitution inside `[[ ]]` is not inspected: run it on its own"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn compound(
+        &mut self,
+        compound: &ast::CompoundCommand,
+        wrappers: &[String],
+        depth: usize,
+    ) -> Result<(), String> {
+        use ast::CompoundCommand as C;
+        let arithmetic = |expr: &ast::UnexpandedArithmeticExpr| -> Result<(), String> {
+            if has_substitution(&expr.value) {
+                return Err("a command substitution inside an arithmetic expression is not inspected: run it on its own".into());
+            }
+            Ok(())
+        };
+        match compound {
+            C::Arithmetic(a) => arithmetic(&a.expr),
+            C::ArithmeticForClause(f) => {
+                for expr in [&f.initializer, &f.condition, &f.updater]
+                    .into_iter()
+                    .flatten()
+                {
+                    arithmetic(expr)?;
+                }
+                self.compound_list(&f.body.list, wrappers, depth)
+            }
+            C::BraceGroup(b) => self.compound_list(&b.list, wrappers, depth),
+            C::Subshell(s) => self.compound_list(&s.list, wrappers, depth),
+            C::ForClause(f) => {
+                for word in f.values.iter().flatten() {
+                    self.word(&word.value, wrappers, depth)?;
+                }
+                self.compound_list(&f.body.list, wrappers, depth)
+            }
+            C::CaseClause(c) => {
+                self.word(&c.value.value, wrappers, depth)?;
+                for item in &c.cases {
+                    for pattern in &item.patterns {
+                        self.word(&pattern.value, wrappers, depth)?;
+                    }
+                    if let Some(list) = &item.cmd {
+                        self.compound_list(list, wrappers, depth)?;
+                    }
+                }
+                Ok(())
+            }
+            C::IfClause(i) => {
+                self.compound_list(&i.condition, wrappers, depth)?;
+                self.compound_list(&i.then, wrappers, depth)?;
+                for e in i.elses.iter().flatten() {
+                    if let Some(condition) = &e.condition {
+                        self.compound_list(condition, wrappers, depth)?;
+                    }
+                    self.compound_list(&e.body, wrappers, depth)?;
+                }
+                Ok(())
+            }
+            C::WhileClause(w) | C::UntilClause(w) => {
+                self.compound_list(&w.0, wrappers, depth)?;
+                self.compound_list(&w.1.list, wrappers, depth)
+            }
+            C::Coprocess(c) => self.command(&c.body, wrappers, depth),
+        }
+    }
+
+    fn simple(
+        &mut self,
+        simple: &ast::SimpleCommand,
+        wrappers: &[String],
+        depth: usize,
+    ) -> Result<(), String> {
+        let mut argv: Vec<Value> = Vec::new();
+        let mut redirects = Vec::new();
+        let items = simple
+            .prefix
+            .iter()
+            .flat_map(|p| p.0.iter())
+            .map(Some)
+            .chain(std::iter::once(None))
+            .chain(simple.suffix.iter().flat_map(|s| s.0.iter()).map(Some));
+        for item in items {
+            match item {
+                // The command name sits between the prefix and the suffix.
+                None => {
+                    if let Some(name) = &simple.word_or_name {
+                        argv.push(self.word(&name.value, wrappers, depth)?);
+                    }
+                }
+                Some(ast::CommandPrefixOrSuffixItem::Word(word)) => {
+                    argv.push(self.word(&word.value, wrappers, depth)?);
+                }
+                Some(ast::CommandPrefixOrSuffixItem::AssignmentWord(_, word)) => {
+                    // `VAR=value cmd`: the value may hold a substitution.
+                    self.word(&word.value, wrappers, depth)?;
+                }
+                Some(ast::CommandPrefixOrSuffixItem::IoRedirect(redirect)) => {
+                    self.redirect(redirect, &mut redirects, wrappers, depth)?;
+                }
+                Some(ast::CommandPrefixOrSuffixItem::ProcessSubstitution(_, subshell)) => {
+                    self.substitution("<( )", wrappers)?;
+                    let inner = with(wrappers, SUBSTITUTION);
+                    self.compound_list(&subshell.list, &inner, depth + 1)?;
+                    argv.push(Value {
+                        text: "<( )".into(),
+                        dynamic: true,
+                    });
+                }
+            }
+        }
+        self.argv(argv, redirects, wrappers.to_vec(), depth)
+    }
+
+    /// Looks through wrappers, then records the command.
+    fn argv(
+        &mut self,
+        mut argv: Vec<Value>,
+        redirects: Vec<String>,
+        mut wrappers: Vec<String>,
+        depth: usize,
+    ) -> Result<(), String> {
+        let mut forced_dynamic = false;
+        while let Some(first) = argv.first() {
+            if first.dynamic {
+                break;
+            }
+            let name = basename(&first.text).to_string();
+            match unwrap(&name, &argv)? {
+                Unwrapped::Not => break,
+                Unwrapped::Runs(skip) => {
+                    // `xargs` adds arguments read from its input.
+                    forced_dynamic |= name == "xargs";
+                    wrappers.push(name);
+                    argv.drain(..skip);
+                    if argv.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Unwrapped::Source(label, source) => {
+                    wrappers.push(label);
+                    return self.source(&source, &wrappers, depth + 1);
+                }
+            }
+        }
+        let dynamic = forced_dynamic || argv.iter().any(|v| v.dynamic);
+        let program_dynamic = argv.first().is_some_and(|v| v.dynamic);
+        let mut words = argv.into_iter().map(|v| v.text);
+        let program = words.next().unwrap_or_default();
+        let args: Vec<String> = words.collect();
+        let mut text = program.clone();
+        for arg in &args {
+            text.push(' ');
+            text.push_str(arg);
+        }
+        self.out.push(Command {
+            // A name known only when it runs stays as written.
+            name: if program_dynamic {
+                program.clone()
+            } else {
+                basename(&program).to_string()
+            },
+            program,
+            args,
+            text,
+            line: self.line.clone(),
+            wrappers,
+            dynamic,
+            redirects,
+        });
+        Ok(())
+    }
+
+    fn redirect(
+        &mut self,
+        redirect: &ast::IoRedirect,
+        writes: &mut Vec<String>,
+        wrappers: &[String],
+        depth: usize,
+    ) -> Result<(), String> {
+        use ast::{IoFileRedirectKind as K, IoFileRedirectTarget as T, IoRedirect as R};
+        match redirect {
+            R::File(_, kind, target) => match target {
+                T::Filename(word) => {
+                    let value = self.word(&word.value, wrappers, depth)?;
+                    if matches!(kind, K::Write | K::Append | K::Clobber | K::ReadAndWrite) {
+                        writes.push(value.text);
+                    }
+                }
+                T::ProcessSubstitution(_, subshell) => {
+                    self.substitution("<( )", wrappers)?;
+                    let inner = with(wrappers, SUBSTITUTION);
+                    self.compound_list(&subshell.list, &inner, depth + 1)?;
+                }
+                T::Duplicate(word) => {
+                    self.word(&word.value, wrappers, depth)?;
+                }
+                T::Fd(_) => {}
+            },
+            R::HereDocument(_, doc) => {
+                if doc.requires_expansion && has_substitution(&doc.doc.value) {
+                    return Err("a command substitution inside a here-document is not inspected: run it on its own".into());
+                }
+            }
+            R::HereString(_, word) => {
+                self.word(&word.value, wrappers, depth)?;
+            }
+            R::OutputAndError(word, _) => {
+                let value = self.word(&word.value, wrappers, depth)?;
+                writes.push(value.text);
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of a word, deciding the substitutions inside it on the way.
+    fn word(&mut self, raw: &str, wrappers: &[String], depth: usize) -> Result<Value, String> {
+        let pieces = brush_parser::word::parse(raw, &self.options)
+            .map_err(|e| format!("the command line does not parse: {e}"))?;
+        let mut value = Value {
+            text: String::new(),
+            dynamic: false,
+        };
+        self.pieces(raw, &pieces, false, &mut value, wrappers, depth)?;
+        if value.dynamic {
+            // Known only when it runs: kept as written.
+            value.text = raw.to_string();
+        }
+        Ok(value)
+    }
+
+    fn pieces(
+        &mut self,
+        raw: &str,
+        pieces: &[brush_parser::word::WordPieceWithSource],
+        quoted: bool,
+        value: &mut Value,
+        wrappers: &[String],
+        depth: usize,
+    ) -> Result<(), String> {
+        for piece in pieces {
+            let source = raw.get(piece.start_index..piece.end_index).unwrap_or(raw);
+            match &piece.piece {
+                WordPiece::Text(text) => {
+                    if !quoted && expands(text) {
+                        value.dynamic = true;
+                    }
+                    value.text.push_str(text);
+                }
+                WordPiece::SingleQuotedText(text) => value.text.push_str(text),
+                WordPiece::EscapeSequence(text) => {
+                    value.text.push_str(text.strip_prefix('\\').unwrap_or(text));
+                }
+                WordPiece::DoubleQuotedSequence(inner)
+                | WordPiece::GettextDoubleQuotedSequence(inner) => {
+                    self.pieces(raw, inner, true, value, wrappers, depth)?;
+                }
+                WordPiece::CommandSubstitution(inner)
+                | WordPiece::BackquotedCommandSubstitution(inner) => {
+                    self.substitution(source, wrappers)?;
+                    let nested = with(wrappers, SUBSTITUTION);
+                    self.source(inner, &nested, depth + 1)?;
+                    value.dynamic = true;
+                }
+                WordPiece::ParameterExpansion(_) | WordPiece::ArithmeticExpression(_) => {
+                    if has_substitution(source) {
+                        return Err(format!(
+                            "a command substitution inside `{source}` is not inspected: run it on its own"
+                        ));
+                    }
+                    value.dynamic = true;
+                }
+                WordPiece::AnsiCQuotedText(_) | WordPiece::TildeExpansion(_) => {
+                    value.dynamic = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A command substitution is decided as a command of its own, named
+    /// [`SUBSTITUTION`]: a policy allows substitution only by naming it.
+    fn substitution(&mut self, source: &str, wrappers: &[String]) -> Result<(), String> {
+        self.out.push(Command {
+            program: SUBSTITUTION.into(),
+            name: SUBSTITUTION.into(),
+            args: Vec::new(),
+            text: source.to_string(),
+            line: self.line.clone(),
+            wrappers: wrappers.to_vec(),
+            dynamic: true,
+            redirects: Vec::new(),
+        });
+        Ok(())
+    }
+}
+
+fn with(wrappers: &[String], more: &str) -> Vec<String> {
+    let mut wrappers = wrappers.to_vec();
+    wrappers.push(more.to_string());
+    wrappers
+}
+
+fn basename(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}
+
+fn has_substitution(text: &str) -> bool {
+    text.contains("$(") || text.contains('`') || text.contains("<(") || text.contains(">(")
+}
+
+/// Whether unquoted text changes when the shell expands it: globs and brace
+/// expansion (`r?`, `{r,}m`).
+fn expands(text: &str) -> bool {
+    text.contains(['*', '?', '['])
+        || (text.contains('{') && (text.contains(',') || text.contains("..")))
+}
+
+enum Unwrapped {
+    /// Not a wrapper (or a wrapper that runs nothing).
+    Not,
+    /// A wrapper: the command it runs starts after this many words.
+    Runs(usize),
+    /// A wrapper that runs a command line given as a string (`sh -c`,
+    /// `eval`, `env -S`): its label, and the line.
+    Source(String, String),
+}
+
+/// If `argv` runs another command through a wrapper, where that command is.
+fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
+    let words: Vec<&str> = argv.iter().map(|v| v.text.as_str()).collect();
+    let dynamic_after = |i: usize| argv.iter().skip(i).any(|v| v.dynamic);
+    let unknown = |option: &str| {
+        Err(format!(
+            "cannot tell what `{name} {option}` runs: the command is refused"
+        ))
+    };
+    // Options of each wrapper that take a value.
+    let (with_value, flags): (&[&str], &[&str]) = match name {
+        "sudo" | "doas" => (
+            &[
+                "-u", "-g", "-h", "-C", "-p", "-r", "-t", "-U", "-D", "-R", "-T",
+            ],
+            &[
+                "-E", "-H", "-n", "-S", "-b", "-k", "-P", "-A", "-B", "-i", "-s", "--",
+            ],
+        ),
+        "env" => (
+            &["-u", "-C", "--unset", "--chdir"],
+            &["-i", "-0", "--ignore-environment", "--null", "-"],
+        ),
+        "nice" => (&["-n", "--adjustment"], &[]),
+        "timeout" => (
+            &["-s", "-k", "--signal", "--kill-after"],
+            &["--preserve-status", "--foreground", "-v", "--verbose"],
+        ),
+        "stdbuf" => (&["-i", "-o", "-e"], &[]),
+        "nohup" | "setsid" | "builtin" => (&[], &["-f", "-w", "--fork", "--wait"]),
+        "command" => (&[], &["-p"]),
+        "exec" => (&["-a"], &["-c", "-l"]),
+        "time" => (&[], &["-p"]),
+        "xargs" => (
+            &[
+                "-a",
+                "-d",
+                "-E",
+                "-I",
+                "-L",
+                "-n",
+                "-P",
+                "-s",
+                "--arg-file",
+                "--delimiter",
+                "--max-args",
+                "--max-procs",
+            ],
+            &[
+                "-0",
+                "-o",
+                "-p",
+                "-r",
+                "-t",
+                "-x",
+                "--null",
+                "--no-run-if-empty",
+                "--verbose",
+                "--open-tty",
+                "--interactive",
+                "--exit",
+            ],
+        ),
+        "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" => {
+            return shell(name, &words, argv);
+        }
+        "eval" => {
+            if dynamic_after(1) {
+                return Ok(Unwrapped::Not);
+            }
+            return Ok(Unwrapped::Source("eval".into(), words[1..].join(" ")));
+        }
+        _ => return Ok(Unwrapped::Not),
+    };
+    let mut i = 1;
+    // `env`: once a `VAR=value` is seen, the next word is the command.
+    let mut assignments = false;
+    while let Some(word) = words.get(i) {
+        if argv[i].dynamic {
+            return Ok(Unwrapped::Not);
+        }
+        if *word == "--" {
+            i += 1;
+            break;
+        }
+        if name == "env" && word.contains('=') && !word.starts_with('-') {
+            assignments = true;
+            i += 1;
+            continue;
+        }
+        if assignments {
+            break;
+        }
+        if name == "env" && (*word == "-S" || word.starts_with("--split-string")) {
+            let string = match word.split_once('=') {
+                Some((_, s)) => s.to_string(),
+                None => words.get(i + 1).map(|s| s.to_string()).unwrap_or_default(),
+            };
+            return Ok(Unwrapped::Source("env -S".into(), string));
+        }
+        if !word.starts_with('-') || (*word == "-" && name != "env") {
+            break;
+        }
+        if with_value.contains(word) {
+            i += 2;
+        } else if flags.contains(word)
+            || with_value
+                .iter()
+                .any(|o| o.starts_with("--") && word.starts_with(&format!("{o}=")))
+            || (name == "nice" && word.len() > 1 && word[1..].chars().all(|c| c.is_ascii_digit()))
+            || (name == "sudo" && word.starts_with("-u") && word.len() > 2)
+        {
+            i += 1;
+        } else if name == "command" && (*word == "-v" || *word == "-V") {
+            // Prints what a name is; runs nothing.
+            return Ok(Unwrapped::Not);
+        } else {
+            return unknown(word);
+        }
+    }
+    if name == "timeout" {
+        // The duration comes before the command.
+        i += 1;
+    }
+    if i >= words.len() {
+        // A wrapper alone (`sudo -i`, `env`): decided as itself.
+        return Ok(Unwrapped::Not);
+    }
+    Ok(Unwrapped::Runs(i))
+}
+
+/// `sh -c 'line'` (and `bash -lc`, `sh -e -c`, ...).
+fn shell(name: &str, words: &[&str], argv: &[Value]) -> Result<Unwrapped, String> {
+    let mut i = 1;
+    let mut command = false;
+    while let Some(word) = words.get(i) {
+        if argv[i].dynamic {
+            return Ok(Unwrapped::Not);
+        }
+        if *word == "--" {
+            i += 1;
+            break;
+        }
+        if *word == "-o" || *word == "+o" || *word == "-O" || *word == "+O" {
+            i += 2;
+            continue;
+        }
+        if let Some(flags) = word.strip_prefix('-').or_else(|| word.strip_prefix('+')) {
+            if flags.starts_with('-') {
+                // Long options: --login, --norc, --posix, ...
+                i += 1;
+                continue;
+            }
+            if flags.contains('c') {
+                command = true;
+            }
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    if !command {
+        // A script file or commands from standard input: decided as the shell.
+        return Ok(Unwrapped::Not);
+    }
+    match (words.get(i), argv.get(i)) {
+        (Some(line), Some(value)) if !value.dynamic => {
+            Ok(Unwrapped::Source(format!("{name} -c"), line.to_string()))
+        }
+        (Some(_), _) => Ok(Unwrapped::Not),
+        (None, _) => Err(format!("`{name} -c` without a command")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn texts(line: &str) -> Vec<String> {
+        parse(line).unwrap().into_iter().map(|c| c.text).collect()
+    }
+
+    #[test]
+    fn lists_and_pipelines_are_split_into_commands() {
+        assert_eq!(texts("ls -l /tmp"), ["ls -l /tmp"]);
+        assert_eq!(
+            texts("uptime; rm -rf / && echo ok || true | cat &"),
+            ["uptime", "rm -rf /", "echo ok", "true", "cat"]
+        );
+        assert_eq!(texts("if true; then rm x; fi"), ["true", "rm x"]);
+        assert_eq!(texts("for f in a b; do rm $f; done")[0], "rm $f");
+        assert_eq!(texts("f() { rm -rf /; }; f"), ["rm -rf /", "f"]);
+        assert_eq!(texts("(cd /; rm -rf x)"), ["cd /", "rm -rf x"]);
+    }
+
+    #[test]
+    fn quoting_is_resolved() {
+        let c = &parse(r#"'r'"m" -rf \/"#).unwrap()[0];
+        assert_eq!(c.program, "rm");
+        assert_eq!(c.args, ["-rf", "/"]);
+        assert!(!c.dynamic);
+        assert_eq!(c.line, r#"'r'"m" -rf \/"#);
+    }
+
+    #[test]
+    fn wrappers_are_looked_through() {
+        for line in [
+            "sudo rm -rf /",
+            "sudo -u root -n rm -rf /",
+            "env -i FOO=1 rm -rf /",
+            "sh -c 'rm -rf /'",
+            "bash -lc \"rm -rf /\"",
+            "sudo sh -c 'env X=1 rm -rf /'",
+            "nohup nice -n 5 timeout 10 rm -rf /",
+            "eval rm -rf /",
+            "env -S 'rm -rf /'",
+            "/usr/bin/env rm -rf /",
+            "xargs rm -rf /",
+        ] {
+            let commands = parse(line).unwrap();
+            let last = commands.last().unwrap();
+            assert_eq!(last.name, "rm", "{line}");
+            assert_eq!(last.args, ["-rf", "/"], "{line}");
+            assert!(!last.wrappers.is_empty(), "{line}");
+        }
+        let c = &parse("sudo sh -c 'rm -rf /'").unwrap()[0];
+        assert_eq!(c.wrappers, ["sudo", "sh -c"]);
+    }
+
+    #[test]
+    fn substitution_is_a_command_of_its_own() {
+        let commands = parse("echo $(rm -rf /) `id`").unwrap();
+        let programs: Vec<&str> = commands.iter().map(|c| c.program.as_str()).collect();
+        assert_eq!(programs, [SUBSTITUTION, "rm", SUBSTITUTION, "id", "echo"]);
+        let echo = commands.last().unwrap();
+        assert!(echo.dynamic);
+        assert_eq!(echo.args, ["$(rm -rf /)", "`id`"]);
+        // Inside double quotes, in assignments and redirections too.
+        for line in [
+            r#"echo "$(rm -rf /)""#,
+            "X=$(rm -rf /) true",
+            "cat < <(rm -rf /)",
+            "echo > $(rm -rf /)",
+        ] {
+            let commands = parse(line).unwrap();
+            assert!(commands.iter().any(|c| c.name == "rm"), "{line}");
+            assert!(commands.iter().any(|c| c.program == SUBSTITUTION), "{line}");
+        }
+    }
+
+    #[test]
+    fn words_known_only_at_run_time_match_no_program() {
+        for line in [
+            "$CMD -rf /",
+            "{r,}m -rf /",
+            "/bin/r? -rf /",
+            "$'\\x72m' -rf /",
+            "~/rm",
+        ] {
+            let c = &parse(line).unwrap()[0];
+            assert!(c.dynamic, "{line}");
+            assert_ne!(c.name, "rm", "{line}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_inspected_is_refused() {
+        for line in [
+            "echo ${X:-$(rm -rf /)}",
+            "[[ $(rm -rf /) ]]",
+            "sudo --weird rm",
+            "env --weird rm",
+            "echo 'unterminated",
+            "sh -c",
+            "",
+            "   ",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn redirections_that_write_are_listed() {
+        let c = &parse("echo x > /etc/passwd 2>>/tmp/log").unwrap()[0];
+        assert_eq!(c.redirects, ["/etc/passwd", "/tmp/log"]);
+        assert_eq!(c.text, "echo x");
+    }
+}

@@ -1,0 +1,1366 @@
+//! One client connection: authentication, then each channel bridged to a
+//! channel of the gateway's own connection to the target, under policy.
+
+use crate::sftp::{self, Frames, Handles, Request};
+use crate::upstream::{self, SshTarget, Upstream};
+use crate::Inner;
+use bytes::{Bytes, BytesMut};
+use portcullis_core::{Action, Decision, Effect, Forward, Principal, SessionId};
+use portcullis_gate::Session as GateSession;
+use portcullis_record::format::{Resize, Statement};
+use portcullis_record::Recorder;
+use russh::keys::Certificate;
+use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, Pty};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+use tracing::{debug, info, warn};
+
+/// Exit status of a refused command, as a shell gives for "cannot execute".
+const REFUSED: u32 = 126;
+/// Exit status when the target cannot be reached, as `ssh` gives.
+const UNREACHABLE: u32 = 255;
+/// Client messages kept for a held command until it runs.
+const MAX_EARLY: usize = 256;
+
+/// Runs one connection to its end, then audits and seals its session.
+pub(crate) async fn serve(inner: Arc<Inner>, socket: tokio::net::TcpStream, peer: SocketAddr) {
+    let slot: Arc<Mutex<Option<Arc<Authed>>>> = Arc::default();
+    let handler = Connection {
+        inner: inner.clone(),
+        peer,
+        slot: slot.clone(),
+        authed: None,
+    };
+    let config = inner.config.clone();
+    let outcome = match server::run_stream(config, socket, handler).await {
+        Ok(running) => match running.await {
+            Ok(()) => "closed".to_string(),
+            Err(e) => {
+                debug!(%peer, error = %e, "ssh connection ended");
+                format!("ended: {e}")
+            }
+        },
+        Err(e) => {
+            debug!(%peer, error = %e, "ssh handshake failed");
+            return;
+        }
+    };
+    let authed = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(authed) = authed {
+        authed.end(&outcome).await;
+    }
+}
+
+/// The russh handler of one connection.
+struct Connection {
+    inner: Arc<Inner>,
+    peer: SocketAddr,
+    /// Shared with [`serve`], which ends the session.
+    slot: Arc<Mutex<Option<Arc<Authed>>>>,
+    authed: Option<Arc<Authed>>,
+}
+
+/// An authenticated connection.
+pub(crate) struct Authed {
+    inner: Arc<Inner>,
+    /// `None` for a target name that does not exist.
+    session: Option<tokio::sync::Mutex<GateSession>>,
+    target: Option<Arc<SshTarget>>,
+    /// Why every channel is refused, when the connection may not go on.
+    refused: Option<String>,
+    upstream: OnceCell<Result<Arc<Upstream>, String>>,
+    recorder: Option<Arc<Recorder>>,
+    /// The client's side, to open `ssh -R` connections toward it.
+    handle: OnceCell<server::Handle>,
+    /// Re-checks `connect` when the policy or a grant changes.
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Authed {
+    /// The gateway's connection to the target, made on first use and
+    /// shared by every channel.
+    async fn upstream(self: &Arc<Self>) -> Result<Arc<Upstream>, String> {
+        let result = self
+            .upstream
+            .get_or_init(|| async {
+                let Some(target) = &self.target else {
+                    return Err("no target".to_string());
+                };
+                let remote = RemoteForwards {
+                    authed: Arc::downgrade(self),
+                };
+                upstream::connect(target, remote).await.map(Arc::new)
+            })
+            .await;
+        result.clone()
+    }
+
+    async fn check(&self, channel: u32, actions: &[Action]) -> Result<Vec<Decision>, String> {
+        let Some(session) = &self.session else {
+            return Err("no session".into());
+        };
+        let mut session = session.lock().await;
+        self.inner
+            .gate
+            .check_ssh(&mut session, channel, actions)
+            .await
+            .map_err(|e| format!("the decision could not be recorded, so nothing was run: {e}"))
+    }
+
+    /// Audits an event without a decision; spawned when `wait` is false.
+    async fn event(
+        &self,
+        channel: u32,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), String> {
+        let Some(session) = &self.session else {
+            return Ok(());
+        };
+        let session = session.lock().await;
+        self.inner
+            .gate
+            .ssh_event(&session, channel, kind, detail)
+            .await
+            .map_err(|e| format!("the audit log cannot be written, so nothing was run: {e}"))
+    }
+
+    fn record(&self, statement: Statement) -> Result<(), String> {
+        match &self.recorder {
+            Some(recorder) => recorder
+                .statement(&statement)
+                .map_err(|e| format!("the session cannot be recorded, so nothing was run: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    async fn end(&self, outcome: &str) {
+        if let Some(watcher) = self.watcher.lock().ok().and_then(|mut w| w.take()) {
+            watcher.abort();
+        }
+        let Some(session) = &self.session else { return };
+        let session = session.lock().await;
+        let recording = match &self.recorder {
+            Some(recorder) => match recorder.finish(outcome) {
+                Ok(done) => Some(done),
+                Err(e) => {
+                    warn!(session = %session.id, error = %e, "the recording could not be sealed");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.inner
+            .gate
+            .end_recorded(
+                &session,
+                outcome,
+                &Default::default(),
+                recording
+                    .as_ref()
+                    .map(|(id, hash)| (id.as_str(), hash.as_str())),
+            )
+            .await;
+    }
+}
+
+impl Connection {
+    /// Establishes the session for a verified identity. Returns how the
+    /// authentication ends: only a failure to audit rejects it; a denied
+    /// `connect` is told on every channel, with its reason.
+    async fn authenticate(
+        &mut self,
+        user: &str,
+        principal: Principal,
+    ) -> Result<Auth, russh::Error> {
+        let inner = &self.inner;
+        let number = inner.sessions.fetch_add(1, Ordering::Relaxed);
+        let id = SessionId::new(format!("ssh-{:08x}-{number}", rand::random::<u32>()));
+        let Some(target) = inner.targets.get(user).cloned() else {
+            info!(principal = %principal.id, target = user, "ssh login to an unknown target");
+            self.set(Authed {
+                inner: inner.clone(),
+                session: None,
+                target: None,
+                refused: Some(format!(
+                    "there is no SSH target named `{user}`: the SSH user name is the target's name"
+                )),
+                upstream: OnceCell::new(),
+                recorder: None,
+                handle: OnceCell::new(),
+                watcher: Mutex::new(None),
+            });
+            return Ok(Auth::Accept);
+        };
+        let session = GateSession::new(id, principal, target.target.clone(), self.peer, user);
+        let decision = match inner.gate.connect(&session).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                warn!(error = %e, "ssh login refused: the audit log cannot be written");
+                return Ok(Auth::reject());
+            }
+        };
+        let refused = (!decision.is_allowed())
+            .then(|| format!("connecting to `{user}` is denied: {}", decision.reason));
+        let recorder = match (&refused, &inner.recordings) {
+            (None, Some(recordings)) => {
+                match recordings.start(portcullis_record::format::Start {
+                    version: portcullis_record::format::VERSION,
+                    session: session.id.to_string(),
+                    principal: session.principal.id.clone(),
+                    target: user.to_string(),
+                    client_addr: self.peer.to_string(),
+                    started_ms: unix_ms(),
+                }) {
+                    Ok(recorder) => Some(Arc::new(recorder)),
+                    Err(e) => {
+                        warn!(error = %e, "ssh login refused: the session cannot be recorded");
+                        return Ok(Auth::reject());
+                    }
+                }
+            }
+            _ => None,
+        };
+        info!(session = %session.id, principal = %session.principal.id, target = user, allowed = refused.is_none(), "ssh session");
+        self.set(Authed {
+            inner: inner.clone(),
+            session: Some(tokio::sync::Mutex::new(session)),
+            target: Some(target),
+            refused,
+            upstream: OnceCell::new(),
+            recorder,
+            handle: OnceCell::new(),
+            watcher: Mutex::new(None),
+        });
+        Ok(Auth::Accept)
+    }
+
+    fn set(&mut self, authed: Authed) {
+        let authed = Arc::new(authed);
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(authed.clone());
+        }
+        self.authed = Some(authed);
+    }
+
+    async fn token(&mut self, user: &str, token: &str) -> Result<Auth, russh::Error> {
+        match self.inner.verifier.verify(token.trim()).await {
+            Ok(principal) => self.authenticate(user, principal).await,
+            Err(e) => {
+                info!(peer = %self.peer, error = %e, "ssh login with an invalid token");
+                Ok(Auth::reject())
+            }
+        }
+    }
+}
+
+impl server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        self.token(user, password).await
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let answer = response.and_then(|mut r| r.next());
+        match answer {
+            Some(token) => {
+                let token = String::from_utf8_lossy(&token).into_owned();
+                self.token(user, &token).await
+            }
+            None => Ok(Auth::Partial {
+                name: "Portcullis".into(),
+                instructions: "Paste a token (`portcullis login` prints one).".into(),
+                prompts: vec![("Token: ".into(), false)].into(),
+            }),
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        _key: server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Plain keys mean nothing here: only certificates this gateway
+        // signed (checked in `auth_openssh_certificate`). An offer cannot
+        // tell a certificate from its key, so every offer goes on to here.
+        Ok(Auth::reject())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        match self.inner.ca.verify(certificate) {
+            Ok(principal) => self.authenticate(user, principal).await,
+            Err(e) => {
+                info!(peer = %self.peer, error = %e, "ssh login with a certificate refused");
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(authed) = &self.authed {
+            let _ = authed.handle.set(session.handle());
+            if authed.refused.is_none() {
+                if let Some(gate_session) = &authed.session {
+                    let observer = gate_session.lock().await.observer();
+                    let watcher =
+                        tokio::spawn(recheck(self.inner.gate.clone(), observer, session.handle()));
+                    if let Ok(mut slot) = authed.watcher.lock() {
+                        *slot = Some(watcher);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(authed) = self.authed.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        reply.accept().await;
+        tokio::spawn(session_channel(authed, channel, session.handle()));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(authed) = self.authed.clone() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let forward = Forward {
+            direction: "local".into(),
+            host: host_to_connect.to_string(),
+            port: port_to_connect,
+        };
+        if !forward_allowed(&authed, u32::from(channel.id()), forward).await {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let (host, originator) = (host_to_connect.to_string(), originator_address.to_string());
+        tokio::spawn(async move {
+            let upstream = match authed.upstream().await {
+                Ok(upstream) => upstream,
+                Err(e) => {
+                    info!(error = %e, "forwarding refused: the target is unreachable");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    return;
+                }
+            };
+            let target = match upstream
+                .channel_open_direct_tcpip(host, port_to_connect, originator, originator_port)
+                .await
+            {
+                Ok(target) => target,
+                Err(e) => {
+                    info!(error = %e, "the target could not open the forwarded connection");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    return;
+                }
+            };
+            reply.accept().await;
+            let id = channel.id();
+            let mut client = channel.into_stream();
+            let mut target = target.into_stream();
+            let moved = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+            let (up, down) = moved.unwrap_or((0, 0));
+            let _ = authed
+                .event(
+                    u32::from(id),
+                    "forward.close",
+                    serde_json::json!({"bytes_to_target": up, "bytes_to_client": down}),
+                )
+                .await;
+        });
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(authed) = self.authed.clone() else {
+            return Ok(false);
+        };
+        let forward = Forward {
+            direction: "remote".into(),
+            host: address.to_string(),
+            port: *port,
+        };
+        // Global requests have no channel: audited on channel 0.
+        if !forward_allowed(&authed, 0, forward).await {
+            return Ok(false);
+        }
+        let upstream = match authed.upstream().await {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                info!(error = %e, "remote forwarding refused: the target is unreachable");
+                return Ok(false);
+            }
+        };
+        match upstream.tcpip_forward(address.to_string(), *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                info!(error = %e, "the target refused the remote forward");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Some(Ok(upstream)) = self.authed.as_ref().and_then(|a| a.upstream.get()).cloned()
+        else {
+            return Ok(false);
+        };
+        Ok(upstream
+            .cancel_tcpip_forward(address.to_string(), port)
+            .await
+            .is_ok())
+    }
+
+    // The requests of a session channel are answered here; the channel's
+    // task sees them too, decides, and tells the client on stderr when it
+    // refuses (with exit status 126), as OpenSSH shows nothing for a
+    // failed request.
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+}
+
+/// Decides the connection's `connect` again whenever the policy changes or
+/// an access grant starts or ends, and disconnects it, saying why, when it
+/// is no longer allowed (or cannot be checked), or when its token expires.
+async fn recheck(gate: portcullis_gate::Gate, session: GateSession, handle: server::Handle) {
+    let mut changes = gate.policy_changes();
+    let mut grants = gate.grant_changes();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Ten years at most: far from overflowing a deadline.
+    let left = session
+        .principal
+        .expires_at
+        .saturating_sub(now)
+        .min(10 * 365 * 86_400);
+    let expiry = tokio::time::sleep(std::time::Duration::from_secs(left));
+    tokio::pin!(expiry);
+    let reason = loop {
+        let changed = tokio::select! {
+            changed = changes.changed() => changed,
+            changed = grants.changed() => changed,
+            () = &mut expiry => break "the token this session logged in with has expired".to_string(),
+        };
+        if changed.is_err() {
+            return;
+        }
+        match gate.recheck(&session).await {
+            Ok(decision) if decision.is_allowed() => continue,
+            Ok(decision) => {
+                break format!(
+                    "access to target `{}` was revoked (policy version {}): {}",
+                    session.target.name, decision.policy_version, decision.reason
+                )
+            }
+            Err(e) => break format!("the session is ended: {e}"),
+        }
+    };
+    info!(session = %session.id, %reason, "ssh session ended by the gateway");
+    let _ = handle
+        .disconnect(
+            russh::Disconnect::ByApplication,
+            format!("portcullis: {reason}"),
+            "en".into(),
+        )
+        .await;
+}
+
+/// Decides a forwarding; `false` for anything but allow (a hold cannot
+/// wait in a channel open: ask for access with `portcullis request`).
+async fn forward_allowed(authed: &Arc<Authed>, channel: u32, forward: Forward) -> bool {
+    if let Some(reason) = &authed.refused {
+        info!(%reason, "forwarding refused");
+        return false;
+    }
+    let text = format!("{} {}:{}", forward.direction, forward.host, forward.port);
+    match authed.check(channel, &[Action::Forward(forward)]).await {
+        Ok(decisions) => {
+            let decision = &decisions[0];
+            let _ = authed.record(statement("forward", &text, decision));
+            if !decision.is_allowed() {
+                info!(forward = %text, reason = %decision.reason, "forwarding refused");
+            }
+            decision.is_allowed()
+        }
+        Err(e) => {
+            warn!(error = %e, "forwarding refused");
+            false
+        }
+    }
+}
+
+/// `ssh -R`: connections the target accepts, handed to the client.
+#[derive(Clone)]
+pub(crate) struct RemoteForwards {
+    authed: std::sync::Weak<Authed>,
+}
+
+impl RemoteForwards {
+    pub(crate) fn open(
+        &self,
+        target: Channel<russh::client::Msg>,
+        address: String,
+        port: u32,
+        originator: String,
+        originator_port: u32,
+    ) {
+        let authed = self.authed.clone();
+        tokio::spawn(async move {
+            let Some(authed) = authed.upgrade() else {
+                return;
+            };
+            let Some(handle) = authed.handle.get() else {
+                return;
+            };
+            let client = match handle
+                .channel_open_forwarded_tcpip(address, port, originator, originator_port)
+                .await
+            {
+                Ok(client) => client,
+                Err(e) => {
+                    debug!(error = %e, "the client refused a remote-forwarded connection");
+                    return;
+                }
+            };
+            let id = client.id();
+            let mut client = client.into_stream();
+            let mut target = target.into_stream();
+            let moved = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+            let (down, up) = moved.unwrap_or((0, 0));
+            let _ = authed
+                .event(
+                    u32::from(id),
+                    "forward.close",
+                    serde_json::json!({"bytes_to_target": up, "bytes_to_client": down}),
+                )
+                .await;
+        });
+    }
+}
+
+/// What a session channel asked to run.
+enum Start {
+    Exec(String),
+    Shell,
+    Subsystem(String),
+}
+
+struct PtyRequest {
+    term: String,
+    cols: u32,
+    rows: u32,
+    pix_width: u32,
+    pix_height: u32,
+    modes: Vec<(Pty, u32)>,
+}
+
+type ToClient = russh::ChannelWriteHalf<Msg>;
+
+/// Refuses a session channel: the reason on stderr, then `status`.
+async fn refuse(to_client: &ToClient, reason: &str, status: u32) {
+    let line = format!("portcullis: {reason}\r\n");
+    let _ = to_client.extended_data(1, line.as_bytes()).await;
+    let _ = to_client.exit_status(status).await;
+    let _ = to_client.eof().await;
+    let _ = to_client.close().await;
+}
+
+async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: server::Handle) {
+    let id = channel.id();
+    let (mut from_client, to_client) = channel.split();
+    let mut pty = None;
+    let mut env = Vec::new();
+    let start = loop {
+        match from_client.wait().await {
+            Some(ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            }) => {
+                pty = Some(PtyRequest {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                    pix_width,
+                    pix_height,
+                    modes: terminal_modes,
+                })
+            }
+            Some(ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            }) => {
+                if let Some(pty) = &mut pty {
+                    pty.cols = col_width;
+                    pty.rows = row_height;
+                }
+            }
+            Some(ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            }) => env.push((variable_name, variable_value)),
+            Some(ChannelMsg::Exec { command, .. }) => {
+                break Start::Exec(String::from_utf8_lossy(&command).into_owned())
+            }
+            Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
+            Some(ChannelMsg::RequestSubsystem { name, .. }) => break Start::Subsystem(name),
+            Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return,
+            Some(_) => {}
+        }
+    };
+    if let Some(reason) = &authed.refused {
+        return refuse(&to_client, reason, REFUSED).await;
+    }
+    let mut early = Vec::new();
+    let kind = match decide_start(
+        &authed,
+        id,
+        &start,
+        &mut from_client,
+        &to_client,
+        pty.is_some(),
+        &mut early,
+    )
+    .await
+    {
+        Ok(kind) => kind,
+        Err((reason, status)) => return refuse(&to_client, &reason, status).await,
+    };
+    let upstream = match authed.upstream().await {
+        Ok(upstream) => upstream,
+        Err(e) => return refuse(&to_client, &e, UNREACHABLE).await,
+    };
+    let target = match upstream.channel_open_session().await {
+        Ok(target) => target,
+        Err(e) => {
+            let reason = format!("the target did not open a session: {e}");
+            return refuse(&to_client, &reason, UNREACHABLE).await;
+        }
+    };
+    if let Some(pty) = &pty {
+        if let Some(recorder) = &authed.recorder {
+            let _ = recorder.resize(&Resize {
+                channel: u32::from(id),
+                cols: pty.cols,
+                rows: pty.rows,
+            });
+        }
+        let _ = target
+            .request_pty(
+                false,
+                &pty.term,
+                pty.cols,
+                pty.rows,
+                pty.pix_width,
+                pty.pix_height,
+                &pty.modes,
+            )
+            .await;
+    }
+    for (name, value) in env {
+        let _ = target.set_env(false, name, value).await;
+    }
+    let started = match &start {
+        Start::Exec(line) => target.exec(false, line.as_bytes()).await,
+        Start::Shell => target.request_shell(false).await,
+        Start::Subsystem(name) => target.request_subsystem(false, name.as_str()).await,
+    };
+    if let Err(e) = started {
+        let reason = format!("the target did not start the session: {e}");
+        return refuse(&to_client, &reason, UNREACHABLE).await;
+    }
+    let client = ClientSide {
+        id,
+        from: from_client,
+        to: to_client,
+        early,
+        handle,
+    };
+    bridge(authed, kind, client, target).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Exec,
+    Shell,
+    Sftp,
+}
+
+/// Decides what a session channel starts. `Err` is the refusal for the
+/// client and the exit status.
+async fn decide_start(
+    authed: &Arc<Authed>,
+    id: ChannelId,
+    start: &Start,
+    from_client: &mut russh::ChannelReadHalf,
+    to_client: &ToClient,
+    pty: bool,
+    early: &mut Vec<ChannelMsg>,
+) -> Result<Kind, (String, u32)> {
+    let fail = |e: String| (e, REFUSED);
+    match start {
+        Start::Exec(line) => {
+            let commands = match crate::command::parse(line) {
+                Ok(commands) => commands,
+                Err(reason) => {
+                    authed
+                        .event(
+                            u32::from(id),
+                            "exec.refused",
+                            serde_json::json!({"line": line, "reason": reason}),
+                        )
+                        .await
+                        .map_err(fail)?;
+                    authed
+                        .record(Statement {
+                            phase: "exec".into(),
+                            text: line.clone(),
+                            effect: "deny".into(),
+                            policies: Vec::new(),
+                            reason: reason.clone(),
+                            parameters: Vec::new(),
+                        })
+                        .map_err(fail)?;
+                    return Err((format!("`{line}` refused: {reason}"), REFUSED));
+                }
+            };
+            let actions: Vec<Action> = commands.iter().cloned().map(Action::Exec).collect();
+            let decisions = authed.check(u32::from(id), &actions).await.map_err(fail)?;
+            for (command, decision) in commands.iter().zip(&decisions) {
+                authed
+                    .record(statement("exec", &command.text, decision))
+                    .map_err(fail)?;
+            }
+            if let Some((command, decision)) = commands
+                .iter()
+                .zip(&decisions)
+                .find(|(_, d)| d.effect == Effect::Deny)
+            {
+                return Err((
+                    format!("`{}` refused: {}", command.text, decision.reason),
+                    REFUSED,
+                ));
+            }
+            if let Some(decision) = decisions.iter().find(|d| d.effect == Effect::Hold) {
+                hold(authed, line, decision, from_client, to_client, pty, early).await?;
+            }
+            Ok(Kind::Exec)
+        }
+        Start::Shell => {
+            let decisions = authed
+                .check(u32::from(id), &[Action::Shell])
+                .await
+                .map_err(fail)?;
+            let decision = &decisions[0];
+            authed
+                .record(statement("shell", "shell", decision))
+                .map_err(fail)?;
+            match decision.effect {
+                Effect::Allow => Ok(Kind::Shell),
+                Effect::Deny => Err((format!("a shell is refused: {}", decision.reason), REFUSED)),
+                Effect::Hold => {
+                    hold(
+                        authed,
+                        "interactive shell",
+                        decision,
+                        from_client,
+                        to_client,
+                        pty,
+                        early,
+                    )
+                    .await?;
+                    Ok(Kind::Shell)
+                }
+            }
+        }
+        Start::Subsystem(name) if name == "sftp" => {
+            authed
+                .event(u32::from(id), "sftp.start", serde_json::json!({}))
+                .await
+                .map_err(fail)?;
+            Ok(Kind::Sftp)
+        }
+        Start::Subsystem(name) => Err((
+            format!("the subsystem `{name}` is not served through the gateway"),
+            REFUSED,
+        )),
+    }
+}
+
+/// Waits for a reviewer. `Ok` once approved and recorded as run.
+async fn hold(
+    authed: &Arc<Authed>,
+    text: &str,
+    decision: &Decision,
+    from_client: &mut russh::ChannelReadHalf,
+    to_client: &ToClient,
+    pty: bool,
+    early: &mut Vec<ChannelMsg>,
+) -> Result<(), (String, u32)> {
+    use portcullis_gate::approval::Status;
+    let Some(session) = &authed.session else {
+        return Err(("no session".into(), REFUSED));
+    };
+    let held = {
+        let session = session.lock().await;
+        authed
+            .inner
+            .gate
+            .hold(&session, text, None, Vec::new(), decision)
+            .await
+    };
+    let mut held = held.map_err(|e| {
+        (
+            format!("`{text}` could not be held for approval: {e}"),
+            REFUSED,
+        )
+    })?;
+    let groups = decision
+        .approval
+        .as_ref()
+        .map(|a| a.groups.join(", "))
+        .unwrap_or_default();
+    let notice = format!(
+        "portcullis: `{text}` is held for approval by {groups}: request {} — {}\r\nportcullis: {}; waiting (Ctrl-C withdraws the request)\r\n",
+        held.id, held.url, decision.reason
+    );
+    let _ = to_client.extended_data(1, notice.as_bytes()).await;
+    let decided = loop {
+        tokio::select! {
+            decided = held.wait() => break decided,
+            msg = from_client.wait() => match msg {
+                // Ctrl-C at a terminal.
+                Some(ChannelMsg::Data { data }) if pty && data.contains(&3) => {
+                    break held.cancel("the client withdrew the command").await;
+                }
+                Some(ChannelMsg::Signal { .. } | ChannelMsg::Close) | None => {
+                    break held.cancel("the client left").await;
+                }
+                // Input (and its end) goes to the command once it runs.
+                Some(msg @ (ChannelMsg::Data { .. } | ChannelMsg::Eof | ChannelMsg::WindowChange { .. })) => {
+                    early.push(msg);
+                    if early.len() > MAX_EARLY {
+                        break held.cancel("the client sent too much input while waiting").await;
+                    }
+                }
+                _ => continue,
+            },
+        }
+    };
+    let request = decided.map_err(|e| {
+        (
+            format!("approval request {}: {e}; nothing was run", held.id),
+            REFUSED,
+        )
+    })?;
+    let outcome = request.outcome.clone().unwrap_or_default();
+    match request.status {
+        Status::Approved => {
+            let session = session.lock().await;
+            authed
+                .inner
+                .gate
+                .approved_statement_runs(&session, request.id)
+                .await
+                .map_err(|e| {
+                    (
+                        format!("approval request {}: {e}; nothing was run", request.id),
+                        REFUSED,
+                    )
+                })?;
+            let _ = to_client
+                .extended_data(
+                    1,
+                    format!("portcullis: approved (request {})\r\n", request.id).as_bytes(),
+                )
+                .await;
+            Ok(())
+        }
+        Status::Denied => Err((
+            format!(
+                "denied by a reviewer: {outcome} (request {}); nothing was run",
+                request.id
+            ),
+            REFUSED,
+        )),
+        _ => Err((
+            format!(
+                "approval request {} ended: {outcome}; nothing was run",
+                request.id
+            ),
+            REFUSED,
+        )),
+    }
+}
+
+fn statement(phase: &str, text: &str, decision: &Decision) -> Statement {
+    Statement {
+        phase: phase.into(),
+        text: text.into(),
+        effect: decision.effect.as_str().into(),
+        policies: decision.policies.clone(),
+        reason: decision.reason.clone(),
+        parameters: Vec::new(),
+    }
+}
+
+/// The client's side of a session channel.
+struct ClientSide {
+    id: ChannelId,
+    from: russh::ChannelReadHalf,
+    to: ToClient,
+    /// Messages read while the command was held, to replay first.
+    early: Vec<ChannelMsg>,
+    handle: server::Handle,
+}
+
+/// Moves a session channel's bytes both ways until either side closes.
+async fn bridge(
+    authed: Arc<Authed>,
+    kind: Kind,
+    client: ClientSide,
+    target: Channel<russh::client::Msg>,
+) {
+    let ClientSide {
+        id,
+        from: mut from_client,
+        to: to_client,
+        early,
+        handle,
+    } = client;
+    let (mut from_target, to_target) = target.split();
+    let handles = Arc::new(Mutex::new(Handles::default()));
+    // SFTP answers the gateway gives itself, written between whole frames.
+    let (inject, mut injected) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let down = {
+        let authed = authed.clone();
+        let handles = handles.clone();
+        tokio::spawn(async move {
+            let mut frames = Frames::default();
+            loop {
+                let msg = tokio::select! {
+                    msg = from_target.wait() => msg,
+                    Some(frame) = injected.recv() => {
+                        if to_client.data(&frame[..]).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                match msg {
+                    Some(ChannelMsg::Data { data }) => {
+                        let data = if kind == Kind::Sftp {
+                            frames.push(&data);
+                            let mut whole = BytesMut::new();
+                            loop {
+                                match frames.next() {
+                                    Ok(Some(frame)) => {
+                                        if let Ok(mut h) = handles.lock() {
+                                            h.response(&frame);
+                                        }
+                                        whole.extend_from_slice(&frame);
+                                    }
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        warn!(error = %e, "the target's SFTP stream is malformed");
+                                        let _ = to_client.close().await;
+                                        return;
+                                    }
+                                }
+                            }
+                            whole.freeze()
+                        } else {
+                            if let Some(recorder) = &authed.recorder {
+                                if let Err(e) = recorder.output(u32::from(id), &data) {
+                                    warn!(error = %e, "the session cannot be recorded: closing it");
+                                    let _ = to_client.close().await;
+                                    return;
+                                }
+                            }
+                            data
+                        };
+                        if !data.is_empty() && to_client.data(&data[..]).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(ChannelMsg::ExtendedData { data, ext }) => {
+                        if let Some(recorder) = &authed.recorder {
+                            if let Err(e) = recorder.output(u32::from(id), &data) {
+                                warn!(error = %e, "the session cannot be recorded: closing it");
+                                let _ = to_client.close().await;
+                                return;
+                            }
+                        }
+                        if to_client.extended_data(ext, &data[..]).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => {
+                        let _ = to_client.exit_status(exit_status).await;
+                    }
+                    Some(ChannelMsg::ExitSignal {
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    }) => {
+                        let _ = handle
+                            .exit_signal_request(
+                                id,
+                                signal_name,
+                                core_dumped,
+                                error_message,
+                                lang_tag,
+                            )
+                            .await;
+                    }
+                    Some(ChannelMsg::Eof) => {
+                        let _ = to_client.eof().await;
+                    }
+                    Some(ChannelMsg::Close) | None => break,
+                    Some(_) => {}
+                }
+            }
+            let _ = to_client.close().await;
+        })
+    };
+    let mut frames = Frames::default();
+    let mut typed = Typed::default();
+    let mut early = early.into_iter();
+    loop {
+        let msg = match early.next() {
+            Some(msg) => msg,
+            None => match from_client.wait().await {
+                Some(msg) => msg,
+                None => break,
+            },
+        };
+        match msg {
+            ChannelMsg::Data { data } => {
+                let data = match kind {
+                    Kind::Sftp => {
+                        frames.push(&data);
+                        match sftp_requests(&authed, id, &mut frames, &handles, &inject).await {
+                            Ok(data) => data,
+                            Err(e) => {
+                                warn!(error = %e, "sftp session closed");
+                                break;
+                            }
+                        }
+                    }
+                    Kind::Shell => {
+                        for line in typed.feed(&data) {
+                            let _ = authed.record(Statement {
+                                phase: "typed".into(),
+                                text: line.clone(),
+                                effect: "unchecked".into(),
+                                policies: Vec::new(),
+                                reason: String::new(),
+                                parameters: Vec::new(),
+                            });
+                            let authed = authed.clone();
+                            tokio::spawn(async move {
+                                let detail = serde_json::json!({"line": line, "best_effort": true});
+                                if let Err(e) =
+                                    authed.event(u32::from(id), "shell.typed", detail).await
+                                {
+                                    warn!(error = %e, "a typed line was not audited");
+                                }
+                            });
+                        }
+                        data
+                    }
+                    Kind::Exec => data,
+                };
+                if !data.is_empty() && to_target.data(&data[..]).await.is_err() {
+                    break;
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = to_target.eof().await;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Some(recorder) = &authed.recorder {
+                    let _ = recorder.resize(&Resize {
+                        channel: u32::from(id),
+                        cols: col_width,
+                        rows: row_height,
+                    });
+                }
+                let _ = to_target
+                    .window_change(col_width, row_height, pix_width, pix_height)
+                    .await;
+            }
+            ChannelMsg::Signal { signal } => {
+                let _ = to_target.signal(signal).await;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let _ = to_target.close().await;
+    let _ = down.await;
+}
+
+/// Decides the whole SFTP requests received so far; returns the bytes that
+/// may go to the target. Refused requests are answered through `inject`.
+async fn sftp_requests(
+    authed: &Arc<Authed>,
+    id: ChannelId,
+    frames: &mut Frames,
+    handles: &Arc<Mutex<Handles>>,
+    inject: &tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<Bytes, String> {
+    let mut out = BytesMut::new();
+    while let Some(frame) = frames.next()? {
+        let request = match handles.lock() {
+            Ok(mut h) => h.request(&frame),
+            Err(_) => return Err("internal error: the SFTP state is poisoned".into()),
+        };
+        let refusal = match request {
+            Request::Pass => {
+                out.extend_from_slice(&frame);
+                continue;
+            }
+            Request::Refuse {
+                id: request,
+                reason,
+            } => {
+                authed
+                    .event(
+                        u32::from(id),
+                        "sftp.refused",
+                        serde_json::json!({"reason": reason}),
+                    )
+                    .await?;
+                Some((request, reason))
+            }
+            Request::Decide { id: request, ops } => {
+                let actions: Vec<Action> = ops.iter().cloned().map(Action::Sftp).collect();
+                let decisions = authed.check(u32::from(id), &actions).await?;
+                for (op, decision) in ops.iter().zip(&decisions) {
+                    let text = match &op.to {
+                        Some(to) => format!("{} {} {}", op.operation, op.path, to),
+                        None => format!("{} {}", op.operation, op.path),
+                    };
+                    authed.record(statement("sftp", &text, decision))?;
+                }
+                decisions.iter().find(|d| !d.is_allowed()).map(|d| {
+                    let reason = if d.effect == Effect::Hold {
+                        format!(
+                            "needs approval ({}): ask for access with `portcullis request`",
+                            d.reason
+                        )
+                    } else {
+                        d.reason.clone()
+                    };
+                    (request, reason)
+                })
+            }
+        };
+        match refusal {
+            None => out.extend_from_slice(&frame),
+            Some((request, reason)) => {
+                if let Ok(mut h) = handles.lock() {
+                    h.refused(request);
+                }
+                let status = sftp::permission_denied(request, &format!("portcullis: {reason}"));
+                inject
+                    .send(status)
+                    .await
+                    .map_err(|_| "the client's side is gone".to_string())?;
+            }
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Lines typed at a prompt, as far as the bytes show them: best effort
+/// (line editing, history and completion happen in the shell, unseen).
+#[derive(Default)]
+struct Typed {
+    line: String,
+    escape: bool,
+}
+
+impl Typed {
+    fn feed(&mut self, data: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for &b in data {
+            if self.escape {
+                // The end of an escape sequence (arrows, ...) is a letter or `~`.
+                if b.is_ascii_alphabetic() || b == b'~' {
+                    self.escape = false;
+                }
+                continue;
+            }
+            match b {
+                0x1b => self.escape = true,
+                b'\r' | b'\n' => {
+                    let line = std::mem::take(&mut self.line);
+                    if !line.trim().is_empty() {
+                        lines.push(line);
+                    }
+                }
+                0x7f | 0x08 => {
+                    self.line.pop();
+                }
+                0x03 | 0x15 => self.line.clear(),
+                b if b >= 0x20 => self.line.push(char::from(b)),
+                _ => {}
+            }
+        }
+        lines
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::Typed;
+
+    #[test]
+    fn typed_lines_follow_backspace_and_skip_escapes() {
+        let mut typed = Typed::default();
+        assert!(typed.feed(b"ls -x\x7fl").is_empty());
+        assert_eq!(typed.feed(b"a\x1b[A\r"), ["ls -la"]);
+        assert_eq!(typed.feed(b"junk\x03whoami\r\r"), ["whoami"]);
+    }
+}

@@ -1,0 +1,130 @@
+//! The SSH adapter. OpenSSH clients connect with the target's name as their
+//! user name and a token (password or keyboard-interactive) or a
+//! certificate the gateway signed; the gateway logs in to the target with
+//! the credentials it holds, after checking the target's pinned host key.
+//! Every command, shell, forwarding and SFTP operation is decided by the
+//! Gate before it reaches the target.
+//!
+//! Layout:
+//! - [`command`]: what a command line runs, as the policy sees it.
+//! - `connection`: the listener's side: authentication, channels,
+//!   forwarding, the per-channel bridge to the target.
+//! - `sftp`: reading SFTP requests as they pass.
+//! - `upstream`: the gateway's login to the target.
+//! - [`keys`]: the gateway's host key and user certificate authority.
+//!
+//! Architecture Invariant: nothing reaches the target before its decision
+//! is durable in the audit log: a command line runs only when each of its
+//! commands is allowed; an SFTP request goes only when allowed, and is
+//! answered "permission denied" otherwise; a forward opens only when
+//! allowed. Agent and X11 forwarding are always refused.
+//!
+//! Architecture Invariant: a shell's terminal output is in its recording
+//! before the client gets it. What is typed at a prompt is audited as best
+//! effort only: exec and SFTP are the enforced paths.
+
+pub mod command;
+mod connection;
+pub mod keys;
+mod sftp;
+mod upstream;
+
+pub use keys::CertificateAuthority;
+pub use sftp::normalize as sftp_path;
+pub use upstream::{Credential, SshTarget};
+
+use portcullis_gate::Gate;
+use portcullis_identity::Verifier;
+use russh::keys::PrivateKey;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the listener behaves.
+pub struct Settings {
+    /// Connections without traffic for this long are closed.
+    pub idle_timeout: Option<Duration>,
+    /// How often an idle client is asked whether it is still there.
+    pub keepalive: Option<Duration>,
+}
+
+/// The SSH listener's service: shared by every connection.
+pub struct SshService {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) targets: HashMap<String, Arc<SshTarget>>,
+    pub(crate) verifier: Verifier,
+    pub(crate) gate: Gate,
+    pub(crate) recordings: Option<portcullis_record::Recordings>,
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) config: Arc<russh::server::Config>,
+    pub(crate) sessions: AtomicU64,
+}
+
+impl SshService {
+    pub fn new(
+        targets: HashMap<String, Arc<SshTarget>>,
+        verifier: Verifier,
+        gate: Gate,
+        host_key: PrivateKey,
+        ca: CertificateAuthority,
+        settings: Settings,
+    ) -> SshService {
+        use russh::MethodKind;
+        let config = russh::server::Config {
+            server_id: russh::SshId::Standard(
+                format!("SSH-2.0-Portcullis_{}", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            methods: russh::MethodSet::from(
+                &[
+                    MethodKind::PublicKey,
+                    MethodKind::KeyboardInteractive,
+                    MethodKind::Password,
+                ][..],
+            ),
+            keys: vec![host_key],
+            auth_rejection_time: Duration::from_millis(500),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            inactivity_timeout: settings.idle_timeout,
+            keepalive_interval: settings.keepalive,
+            keepalive_max: 3,
+            nodelay: true,
+            // Large transfers (scp, sftp) move in big windows.
+            window_size: 8 << 20,
+            maximum_packet_size: 65535,
+            ..Default::default()
+        };
+        SshService {
+            inner: Arc::new(Inner {
+                targets,
+                verifier,
+                gate,
+                recordings: None,
+                ca,
+                config: Arc::new(config),
+                sessions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Records every session in `recordings`.
+    pub fn with_recordings(mut self, recordings: portcullis_record::Recordings) -> SshService {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.recordings = Some(recordings);
+        }
+        self
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        loop {
+            let (socket, peer) = listener.accept().await?;
+            let _ = socket.set_nodelay(true);
+            let inner = self.inner.clone();
+            tokio::spawn(connection::serve(inner, socket, peer));
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! SSH through the gateway, with the real OpenSSH clients (`ssh`, `scp`,
+//! `sftp`, `ssh -L`, `ssh -tt` driven by `tmux`) against a real `sshd`
+//! (started by `scripts/test.sh`, which exports `DEMO_SSH_*`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// The SSH target's config, from the sshd `scripts/test.sh` started;
+/// `host_key` replaces the pinned key when given.
+fn ssh_target(host_key: Option<&str>) -> String {
+    let host_key = host_key
+        .map(str::to_string)
+        .unwrap_or_else(|| env("DEMO_SSH_HOST_KEY"));
+    format!(
+        r#"
+[ssh]
+listen = "127.0.0.1:0"
+
+[recording]
+enabled = true
+
+[[targets]]
+name = "demo-ssh"
+kind = "ssh"
+host = "{host}"
+port = {port}
+user = "{user}"
+key_file = "{key}"
+host_key = "{host_key}"
+labels = {{ env = "test" }}
+"#,
+        host = env("DEMO_SSH_HOST"),
+        port = env("DEMO_SSH_PORT"),
+        user = env("DEMO_SSH_USER"),
+        key = env("DEMO_SSH_KEY_FILE"),
+    )
+}
+
+async fn gateway(db: &str, policies: PathBuf, host_key: Option<&str>) -> Gateway {
+    let db = TestDb::create(db, "").await;
+    Gateway::start_with(
+        db,
+        Options {
+            policies,
+            extra: ssh_target(host_key),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// Policies written for one test, in a directory of their own.
+fn policies(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.cedar"), text).unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
+
+const OPTIONS: &[&str] = &[
+    "-F",
+    "/dev/null",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=error",
+    "-o",
+    "ConnectTimeout=10",
+];
+
+/// An OpenSSH client command that logs in to `demo-ssh` through the gateway
+/// with `token`, typed at the keyboard-interactive prompt by SSH_ASKPASS.
+fn client(gw: &Gateway, program: &str, token: &str) -> Command {
+    let askpass = gw.dir.path().join("askpass");
+    if !askpass.exists() {
+        std::fs::write(
+            &askpass,
+            "#!/bin/sh\nprintf '%s\\n' \"$PORTCULLIS_TEST_TOKEN\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &askpass,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let mut command = Command::new(program);
+    command
+        .args(OPTIONS)
+        .args([
+            "-o",
+            "PreferredAuthentications=keyboard-interactive,password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("PORTCULLIS_TEST_TOKEN", token)
+        .stdin(Stdio::null());
+    command
+}
+
+fn port(gw: &Gateway) -> String {
+    gw.ssh_addr.expect("an ssh listener").port().to_string()
+}
+
+/// `ssh demo-ssh@gateway LINE`.
+fn ssh(gw: &Gateway, token: &str, line: &str) -> Output {
+    client(gw, "ssh", token)
+        .args(["-p", &port(gw), "demo-ssh@127.0.0.1", line])
+        .output()
+        .unwrap()
+}
+
+fn audit(gw: &Gateway) -> Vec<serde_json::Value> {
+    let out = gw.cli(&["audit", "tail", "-n", "2000", "--json"]);
+    stdout(&out)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .map(|entry| entry["entry"].clone())
+        .collect()
+}
+
+/// A fresh path under /tmp that the target's user may write.
+fn scratch(name: &str) -> PathBuf {
+    let path = PathBuf::from(format!("/tmp/portcullis-ssh-test-{name}-{}", rand_suffix()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_line_runs_only_when_every_command_in_it_is_allowed() {
+    let gw = gateway("ssh_commands", quickstart_policies(), None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+
+    let ok = ssh(&gw, &alice, "whoami; uptime | wc -l");
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).starts_with(&format!("{}\n", env("DEMO_SSH_USER"))),
+        "{}",
+        stdout(&ok)
+    );
+
+    // Output, errors and the exit status come through as they are.
+    let failing = ssh(&gw, &alice, "ls /no/such/dir");
+    assert_eq!(failing.status.code(), Some(2));
+    assert!(
+        stderr(&failing).contains("No such file"),
+        "{}",
+        stderr(&failing)
+    );
+
+    // A refused command hidden anywhere in the line refuses the whole line:
+    // the allowed `echo` before it does not run either.
+    for (hidden, refused) in [
+        ("echo ran > {m}; rm -rf /", "rm -rf /"),
+        ("echo ran > {m} && rm -rf /", "rm -rf /"),
+        ("sh -c 'echo ran > {m}; rm -rf /'", "rm -rf /"),
+        ("bash -lc \"echo ran > {m} && sudo rm -rf /\"", "rm -rf /"),
+        ("env X=1 rm -rf / ; echo ran > {m}", "rm -rf /"),
+        ("echo ran > {m} $(rm -rf /)", "$(rm -rf /)"),
+        ("echo ran > {m} `id`", "`id`"),
+        (
+            "echo ran > {m}; python3 -c 'print(1)'",
+            "python3 -c print(1)",
+        ),
+    ] {
+        let marker = scratch("marker");
+        let line = hidden.replace("{m}", &marker.display().to_string());
+        let out = ssh(&gw, &alice, &line);
+        assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("portcullis: ") && err.contains(&format!("`{refused}` refused")),
+            "{line}: {err}"
+        );
+        assert!(!marker.exists(), "{line}: something ran");
+    }
+    // The reason a policy gives is what the user reads.
+    let out = ssh(&gw, &alice, "rm -rf /");
+    assert!(
+        stderr(&out).contains("recursive deletes of / are refused"),
+        "{}",
+        stderr(&out)
+    );
+    // What cannot be inspected is refused, with why.
+    let out = ssh(&gw, &alice, "echo ${X:-$(rm -rf /)}");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(stderr(&out).contains("not inspected"), "{}", stderr(&out));
+
+    // Every command is in the audit log with its decision and its policy.
+    let entries = audit(&gw);
+    let decided = |text: &str, effect: &str| {
+        entries.iter().any(|e| {
+            e["event"] == "ssh"
+                && e["action"] == "exec"
+                && e["command"]["text"] == text
+                && e["decision"]["effect"] == effect
+        })
+    };
+    assert!(decided("whoami", "allow"));
+    assert!(decided("wc -l", "allow"));
+    assert!(decided("rm -rf /", "deny"));
+    assert!(decided("$(rm -rf /)", "deny"));
+    let wrapped = entries
+        .iter()
+        .find(|e| {
+            e["command"]["text"] == "rm -rf /"
+                && e["command"]["wrappers"] == serde_json::json!(["bash -c", "sudo"])
+        })
+        .expect("the wrappers are audited");
+    assert_eq!(
+        wrapped["decision"]["policies"],
+        serde_json::json!(["no-recursive-delete-of-root"])
+    );
+    assert!(entries
+        .iter()
+        .any(|e| e["event"] == "ssh.event" && e["kind"] == "exec.refused"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_and_foreign_certificates_are_refused_and_a_signed_certificate_logs_in() {
+    let gw = gateway("ssh_login", quickstart_policies(), None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+
+    // A forged token (the signature of another), and garbage.
+    let mut forged = alice.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    for token in [forged.as_str(), "not-a-token"] {
+        let out = ssh(&gw, token, "whoami");
+        assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("Permission denied"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // A group without `connect` is told why, on every channel.
+    let sam = gw.token("sam@example.com", &["sales"]);
+    let out = ssh(&gw, &sam, "whoami");
+    assert_eq!(out.status.code(), Some(126));
+    assert!(
+        stderr(&out).contains("connecting to `demo-ssh` is denied"),
+        "{}",
+        stderr(&out)
+    );
+
+    // `portcullis ssh-cert` gets a certificate for the user's key; plain ssh
+    // then logs in with it, no token typed.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cert = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "ssh-cert",
+            "--gateway",
+            &format!("http://{}", gw.admin_addr),
+            "--key",
+        ])
+        .arg(key.with_extension("pub"))
+        .env("PORTCULLIS_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(cert.status.success(), "{}", stderr(&cert));
+    let cert_path = dir.path().join("id_ed25519-cert.pub");
+    assert!(cert_path.exists(), "{}", stdout(&cert));
+    let with_key = |key: &Path| {
+        Command::new("ssh")
+            .args(OPTIONS)
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
+            .arg(key)
+            .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "whoami"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = with_key(&key);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), env("DEMO_SSH_USER"));
+    let connects: Vec<_> = audit(&gw)
+        .into_iter()
+        .filter(|e| e["event"] == "session.connect" && e["decision"]["effect"] == "allow")
+        .collect();
+    assert!(connects
+        .iter()
+        .all(|e| e["principal"] == "alice@example.com"));
+
+    // A certificate from another authority, naming the same person, is not
+    // taken; nor is the bare key.
+    let ca = dir.path().join("other_ca");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&ca)
+        .status()
+        .unwrap();
+    std::fs::remove_file(&cert_path).unwrap();
+    let signed = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca)
+        .args(["-I", "alice@example.com", "-V", "+1h"])
+        .arg(key.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(signed.success());
+    let out = with_key(&key);
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    std::fs::remove_file(&cert_path).unwrap();
+    let out = with_key(&key);
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_whose_host_key_changed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("k");
+    Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    let pinned = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let gw = gateway("ssh_host_key", quickstart_policies(), Some(pinned.trim())).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let out = ssh(&gw, &alice, "whoami");
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("host key of target `demo-ssh` is SHA256:") && err.contains("not the pinned"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+    gw.stop().await;
+}
+
+/// Reads what a forwarded local port gives within 5 s.
+fn read_forwarded(port: u16) -> String {
+    let mut stream = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(stream) => stream,
+        Err(_) => return String::new(),
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_goes_only_where_a_policy_allows() {
+    let sshd_port = env("DEMO_SSH_PORT");
+    let (_dir, dir) = policies(&format!(
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"forward", resource)
+when {{ context.forward.direction == "local" && context.forward.host == "127.0.0.1" && context.forward.port == {sshd_port} }};
+"#
+    ));
+    let gw = gateway("ssh_forward", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let allowed = free_port();
+    let refused = free_port();
+    let pg_port = gw.db.port;
+    let mut tunnel = client(&gw, "ssh", &alice)
+        .args(["-N", "-p", &port(&gw)])
+        .args(["-L", &format!("127.0.0.1:{allowed}:127.0.0.1:{sshd_port}")])
+        .args(["-L", &format!("127.0.0.1:{refused}:127.0.0.1:{pg_port}")])
+        .arg("demo-ssh@127.0.0.1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    for _ in 0..50 {
+        banner = read_forwarded(allowed);
+        if !banner.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The target's sshd answers through the allowed forward...
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+    // ...and nothing comes through the other one.
+    assert_eq!(read_forwarded(refused), "");
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+
+    // Remote forwarding is decided too (this policy allows none).
+    let remote = client(&gw, "ssh", &alice)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-p", &port(&gw)])
+        .args(["-R", &format!("127.0.0.1:{}:127.0.0.1:22", free_port())])
+        .arg("demo-ssh@127.0.0.1")
+        .output()
+        .unwrap();
+    assert_ne!(remote.status.code(), Some(0));
+    assert!(
+        stderr(&remote).contains("remote port forwarding failed"),
+        "{}",
+        stderr(&remote)
+    );
+
+    let entries = audit(&gw);
+    let forwards: Vec<(String, String, u64)> = entries
+        .iter()
+        .filter(|e| e["event"] == "ssh" && e["action"] == "forward")
+        .map(|e| {
+            (
+                e["forward"]["direction"].as_str().unwrap_or("").to_string(),
+                e["decision"]["effect"].as_str().unwrap_or("").to_string(),
+                e["forward"]["port"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let sshd_port: u64 = sshd_port.parse().unwrap();
+    assert!(
+        forwards.contains(&("local".into(), "allow".into(), sshd_port)),
+        "{forwards:?}"
+    );
+    assert!(
+        forwards.contains(&("local".into(), "deny".into(), u64::from(pg_port))),
+        "{forwards:?}"
+    );
+    assert!(
+        forwards
+            .iter()
+            .any(|(d, e, _)| d == "remote" && e == "deny"),
+        "{forwards:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_and_scp_write_only_where_a_policy_allows() {
+    let gw = gateway("ssh_sftp", quickstart_policies(), None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("payload");
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &payload).unwrap();
+
+    // scp (which speaks SFTP) to /tmp, which engineers may write, and back.
+    let remote = scratch("scp");
+    let up = client(&gw, "scp", &alice)
+        .args(["-P", &port(&gw)])
+        .arg(&local)
+        .arg(format!("demo-ssh@127.0.0.1:{}", remote.display()))
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert_eq!(std::fs::read(&remote).unwrap(), payload);
+    let back = dir.path().join("back");
+    let down = client(&gw, "scp", &alice)
+        .args(["-P", &port(&gw)])
+        .arg(format!("demo-ssh@127.0.0.1:{}", remote.display()))
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert_eq!(std::fs::read(&back).unwrap(), payload);
+
+    // Outside /tmp, writes are refused by path, and nothing is written.
+    let home = format!("/home/{}", env("DEMO_SSH_USER"));
+    let forbidden = format!("{home}/portcullis-sftp-{}", rand_suffix());
+    let refused = client(&gw, "scp", &alice)
+        .args(["-P", &port(&gw)])
+        .arg(&local)
+        .arg(format!("demo-ssh@127.0.0.1:{forbidden}"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("Permission denied"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!Path::new(&forbidden).exists());
+
+    // sftp: reads and listing go; removing or moving a file outside /tmp
+    // does not (the target's user could).
+    let kept = format!("{home}/kept-{}", rand_suffix());
+    std::fs::write(&kept, "keep me").unwrap();
+    let chowned = Command::new("chown")
+        .arg(env("DEMO_SSH_USER"))
+        .arg(&kept)
+        .status()
+        .unwrap();
+    assert!(chowned.success());
+    let renamed = scratch("renamed");
+    let batch = dir.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "ls /tmp\nrm {kept}\nrename {kept} {renamed}\nget {r} {b}2\n",
+            r = remote.display(),
+            renamed = renamed.display(),
+            b = back.display()
+        ),
+    )
+    .unwrap();
+    // Commands on standard input (`-b` would forbid the token prompt).
+    let out = client(&gw, "sftp", &alice)
+        .args(["-P", &port(&gw)])
+        .arg("demo-ssh@127.0.0.1")
+        .stdin(std::fs::File::open(&batch).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(Path::new(&kept).exists(), "the refused remove went through");
+    assert!(!renamed.exists(), "the refused rename went through");
+    let _ = std::fs::remove_file(&kept);
+    assert_eq!(
+        std::fs::read(format!("{}2", back.display())).unwrap(),
+        payload
+    );
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+
+    let entries = audit(&gw);
+    let sftp = |operation: &str, path: &str, effect: &str| {
+        entries.iter().any(|e| {
+            e["action"] == "sftp"
+                && e["sftp"]["operation"] == operation
+                && e["sftp"]["path"] == path
+                && e["decision"]["effect"] == effect
+        })
+    };
+    let remote = remote.display().to_string();
+    assert!(sftp("write", &remote, "allow"));
+    assert!(sftp("read", &remote, "allow"));
+    assert!(sftp("write", &forbidden, "deny"));
+    assert!(sftp("remove", &kept, "deny"));
+    assert!(sftp("rename", &kept, "deny"));
+    let _ = std::fs::remove_file(&remote);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_of_one_connection_close_on_their_own() {
+    let gw = gateway("ssh_channels", quickstart_policies(), None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mux");
+    let control = |args: &[&str]| {
+        let mut command = client(&gw, "ssh", &alice);
+        command
+            .args(["-S"])
+            .arg(&socket)
+            .args(["-p", &port(&gw)])
+            .args(args);
+        command
+    };
+    // One connection (the master), then channels opened over it.
+    let master = control(&["-M", "-f", "-N", "demo-ssh@127.0.0.1"])
+        .status()
+        .unwrap();
+    assert!(master.success());
+    let mut long = control(&["demo-ssh@127.0.0.1", "tail -f /dev/null"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let second = control(&["demo-ssh@127.0.0.1", "echo second"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&second), "second\n", "{}", stderr(&second));
+    // Closing one channel (its client goes away) leaves the others.
+    long.kill().unwrap();
+    long.wait().unwrap();
+    let third = control(&["demo-ssh@127.0.0.1", "echo third"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&third), "third\n", "{}", stderr(&third));
+    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
+
+    // All of it was one session.
+    let entries = audit(&gw);
+    let sessions: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|e| e["event"] == "ssh" && e["action"] == "exec")
+        .map(|e| e["session"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let channels: std::collections::BTreeSet<u64> = entries
+        .iter()
+        .filter(|e| e["event"] == "ssh" && e["action"] == "exec")
+        .map(|e| e["channel"].as_u64().unwrap())
+        .collect();
+    assert_eq!(channels.len(), 3, "{channels:?}");
+    gw.stop().await;
+}
+
+fn tmux(args: &[&str]) -> Output {
+    Command::new("tmux").args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_shell_is_recorded_and_replays() {
+    let gw = gateway("ssh_shell", quickstart_policies(), None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let askpass_env = {
+        // Make the askpass script, and read its path back.
+        let _ = client(&gw, "true", &alice);
+        gw.dir.path().join("askpass")
+    };
+    let socket = gw.dir.path().join("tmux.sock");
+    let socket = socket.to_str().unwrap();
+    let session = "portcullis";
+    let command = format!(
+        "SSH_ASKPASS={} SSH_ASKPASS_REQUIRE=force PORTCULLIS_TEST_TOKEN={alice} ssh -tt {} -o PreferredAuthentications=keyboard-interactive -p {} demo-ssh@127.0.0.1",
+        askpass_env.display(),
+        OPTIONS.join(" "),
+        port(&gw)
+    );
+    let started = tmux(&[
+        "-S",
+        socket,
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    let word = format!("portcullis-{}", rand_suffix());
+    let screen = |socket: &str| stdout(&tmux(&["-S", socket, "capture-pane", "-p", "-t", session]));
+    let mut shown = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shown = screen(socket);
+        if shown.contains('$') {
+            break;
+        }
+    }
+    assert!(shown.contains('$'), "no prompt: {shown}");
+    tmux(&[
+        "-S",
+        socket,
+        "send-keys",
+        "-t",
+        session,
+        &format!("echo {word} | tr a-z A-Z"),
+        "Enter",
+    ]);
+    let upper = word.to_uppercase();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = screen(socket);
+        if shown.contains(&upper) {
+            break;
+        }
+    }
+    assert!(shown.contains(&upper), "{shown}");
+    tmux(&[
+        "-S",
+        socket,
+        "resize-window",
+        "-t",
+        session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+    ]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tmux(&["-S", socket, "send-keys", "-t", session, "exit", "Enter"]);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !tmux(&["-S", socket, "has-session", "-t", session])
+            .status
+            .success()
+        {
+            break;
+        }
+    }
+    let _ = tmux(&["-S", socket, "kill-server"]);
+
+    // The session's recording replays what the terminal showed.
+    let mut id = String::new();
+    for _ in 0..50 {
+        let list = gw.cli(&["sessions"]);
+        if let Some(line) = stdout(&list)
+            .lines()
+            .find(|l| l.starts_with("ssh-") && l.contains("closed"))
+        {
+            id = line.split_whitespace().next().unwrap().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!id.is_empty(), "{}", stdout(&gw.cli(&["sessions"])));
+    let replay = gw.cli(&["replay", &id, "--speed", "0"]);
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let replayed = stdout(&replay);
+    assert!(replayed.contains(&upper), "{replayed}");
+    assert!(
+        replayed.contains("allow shell by eng-ssh-shell"),
+        "{replayed}"
+    );
+
+    // As asciicast v2: a header with the terminal's size, output events,
+    // and the window change.
+    let cast = gw.cli(&["replay", &id, "--asciicast"]);
+    let cast = stdout(&cast);
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(100), Some(30))
+    );
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events
+        .iter()
+        .any(|e| e[1] == "o" && e[2].as_str().unwrap().contains(&upper)));
+    assert!(
+        events.iter().any(|e| e[1] == "r" && e[2] == "120x40"),
+        "{events:?}"
+    );
+    let verify = gw.cli(&["recording", "verify", &id]);
+    assert!(verify.status.success(), "{}", stdout(&verify));
+
+    // What was typed is in the audit log, labelled best effort.
+    let entries = audit(&gw);
+    assert!(entries.iter().any(|e| e["kind"] == "shell.typed"
+        && e["detail"]["best_effort"] == true
+        && e["detail"]["line"]
+            .as_str()
+            .is_some_and(|l| l.contains(&word))));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_command_runs_once_a_reviewer_approves() {
+    let (_dir, dir) = policies(
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal in Group::"eng", action == Action::"exec", resource);
+@approval("ops")
+@reason("hostname needs ops")
+forbid (principal, action == Action::"exec", resource)
+when { context.command.name == "hostname" };
+"#,
+    );
+    let gw = gateway("ssh_hold", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let olga = gw.token("olga@example.com", &["ops"]);
+    let child = client(&gw, "ssh", &alice)
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "hostname"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let review = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .args(["--gateway", &format!("http://{}", gw.admin_addr)])
+            .env("PORTCULLIS_TOKEN", &olga)
+            .output()
+            .unwrap()
+    };
+    let mut listed = String::new();
+    for _ in 0..50 {
+        listed = stdout(&review(&["requests"]));
+        if listed.contains("hostname") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !listed.contains("hostname") {
+        let mut child = child;
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("no held request: {listed}; ssh said: {}", stderr(&out));
+    }
+    let id = listed.split_whitespace().next().unwrap().to_string();
+    assert!(id.parse::<i64>().is_ok(), "{listed}");
+    let approved = review(&["approve", &id, "--comment", "fine"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("held for approval by ops"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).trim().is_empty());
+    assert!(audit(&gw).iter().any(|e| e["event"] == "approval.executed"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_ends_when_the_policy_no_longer_lets_it_connect() {
+    let allowing = r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"exec", resource);
+"#;
+    let (dir, path) = policies(allowing);
+    let gw = gateway("ssh_recheck", path, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let mut child = client(&gw, "ssh", &alice)
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "tail -f /dev/null"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the command runs, then take `connect` away.
+    for _ in 0..50 {
+        if audit(&gw).iter().any(|e| e["action"] == "exec") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"permit (principal, action == Action::"exec", resource);"#,
+    )
+    .unwrap();
+    let mut ended = false;
+    for _ in 0..100 {
+        if child.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "the session outlived its policy: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("access to target `demo-ssh` was revoked"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(audit(&gw)
+        .iter()
+        .any(|e| e["event"] == "session.recheck" && e["decision"]["effect"] == "deny"));
+    gw.stop().await;
+}
