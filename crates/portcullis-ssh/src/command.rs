@@ -17,13 +17,38 @@ use portcullis_core::ssh::{Command, SUBSTITUTION};
 
 /// Deeper than this, a line is refused: `sh -c "sh -c \"...\""`.
 const MAX_DEPTH: usize = 8;
+/// Longer lines are refused.
+const MAX_LINE: usize = 16 * 1024;
+/// Parentheses, braces and backquotes open at once, at most.
+const MAX_NESTING: usize = 32;
 
 /// The commands a command line runs, in order.
 pub fn parse(line: &str) -> Result<Vec<Command>, String> {
+    // The parser recurses with the nesting: a deep line is refused before it
+    // can exhaust the stack.
+    if line.len() > MAX_LINE {
+        return Err(format!("the command line is longer than {MAX_LINE} bytes"));
+    }
+    let mut depth = 0usize;
+    for c in line.chars() {
+        match c {
+            '(' | '{' | '`' => depth += 1,
+            ')' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING {
+            return Err("the command line nests too deep to inspect".into());
+        }
+    }
     let mut walker = Walker {
         line: line.to_string(),
         out: Vec::new(),
-        options: brush_parser::ParserOptions::default(),
+        // As bash runs a command line: extended globs are off.
+        options: brush_parser::ParserOptions {
+            enable_extended_globbing: false,
+            ..Default::default()
+        },
+        inherited: Vec::new(),
     };
     walker.source(line, &[], 0)?;
     if walker.out.is_empty() {
@@ -36,6 +61,9 @@ struct Walker {
     line: String,
     out: Vec<Command>,
     options: brush_parser::ParserOptions,
+    /// Files written by the redirections of the compound commands around
+    /// the current one (`{ ...; } > file`).
+    inherited: Vec<String>,
 }
 
 /// One word, as far as it is known before it runs.
@@ -97,35 +125,42 @@ impl Walker {
         match command {
             ast::Command::Simple(simple) => self.simple(simple, wrappers, depth),
             ast::Command::Compound(compound, redirects) => {
-                if let Some(redirects) = redirects {
-                    let mut ignored = Vec::new();
-                    for redirect in &redirects.0 {
-                        self.redirect(redirect, &mut ignored, wrappers, depth)?;
-                    }
-                }
-                self.compound(compound, wrappers, depth)
+                self.with_redirects(redirects.as_ref(), wrappers, depth, |walker| {
+                    walker.compound(compound, wrappers, depth)
+                })
             }
             ast::Command::Function(function) => {
                 let ast::FunctionBody(body, redirects) = &function.body;
-                if let Some(redirects) = redirects {
-                    let mut ignored = Vec::new();
-                    for redirect in &redirects.0 {
-                        self.redirect(redirect, &mut ignored, wrappers, depth)?;
-                    }
-                }
-                self.compound(body, wrappers, depth)
+                self.with_redirects(redirects.as_ref(), wrappers, depth, |walker| {
+                    walker.compound(body, wrappers, depth)
+                })
             }
-            ast::Command::ExtendedTest(test, _) => {
-                let text = test.to_string();
-                if has_substitution(&text) {
-                    return Err(
-                        "a command substitution inside `[[ ]]` is not inspected: run it on its own"
-                            .into(),
-                    );
-                }
-                Ok(())
+            // `[[ ]]` evaluates the values of variables as arithmetic, which
+            // can run commands (`a[$(...)]`).
+            ast::Command::ExtendedTest(..) => {
+                Err("`[[ ]]` is not inspected: use `[ ]` or `test`".into())
             }
         }
+    }
+
+    /// Walks a compound command with the files its redirections write
+    /// added to every command inside it.
+    fn with_redirects(
+        &mut self,
+        redirects: Option<&ast::RedirectList>,
+        wrappers: &[String],
+        depth: usize,
+        walk: impl FnOnce(&mut Walker) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut writes = Vec::new();
+        for redirect in redirects.iter().flat_map(|r| r.0.iter()) {
+            self.redirect(redirect, &mut writes, wrappers, depth)?;
+        }
+        let before = self.inherited.len();
+        self.inherited.extend(writes);
+        let walked = walk(self);
+        self.inherited.truncate(before);
+        walked
     }
 
     fn compound(
@@ -135,22 +170,11 @@ impl Walker {
         depth: usize,
     ) -> Result<(), String> {
         use ast::CompoundCommand as C;
-        let arithmetic = |expr: &ast::UnexpandedArithmeticExpr| -> Result<(), String> {
-            if has_substitution(&expr.value) {
-                return Err("a command substitution inside an arithmetic expression is not inspected: run it on its own".into());
-            }
-            Ok(())
-        };
         match compound {
-            C::Arithmetic(a) => arithmetic(&a.expr),
-            C::ArithmeticForClause(f) => {
-                for expr in [&f.initializer, &f.condition, &f.updater]
-                    .into_iter()
-                    .flatten()
-                {
-                    arithmetic(expr)?;
-                }
-                self.compound_list(&f.body.list, wrappers, depth)
+            // Arithmetic evaluates the values of variables, which can run
+            // commands; and `((...) )` is read differently by bash.
+            C::Arithmetic(_) | C::ArithmeticForClause(_) => {
+                Err("arithmetic commands (`(( ))`) are not inspected".into())
             }
             C::BraceGroup(b) => self.compound_list(&b.list, wrappers, depth),
             C::Subshell(s) => self.compound_list(&s.list, wrappers, depth),
@@ -218,8 +242,12 @@ impl Walker {
                     argv.push(self.word(&word.value, wrappers, depth)?);
                 }
                 Some(ast::CommandPrefixOrSuffixItem::AssignmentWord(_, word)) => {
-                    // `VAR=value cmd`: the value may hold a substitution.
-                    self.word(&word.value, wrappers, depth)?;
+                    let value = self.word(&word.value, wrappers, depth)?;
+                    // After the command name, `A=b` is an argument
+                    // (`eval true A=';rm -rf /'`); before it, an assignment.
+                    if !argv.is_empty() {
+                        argv.push(value);
+                    }
                 }
                 Some(ast::CommandPrefixOrSuffixItem::IoRedirect(redirect)) => {
                     self.redirect(redirect, &mut redirects, wrappers, depth)?;
@@ -251,6 +279,11 @@ impl Walker {
             if first.dynamic {
                 break;
             }
+            // A wrapper is looked through by its bare name or in a system
+            // directory: `/tmp/sudo` is a program of its own.
+            if !is_system_program(&first.text) {
+                break;
+            }
             let name = basename(&first.text).to_string();
             match unwrap(&name, &argv)? {
                 Unwrapped::Not => break,
@@ -262,6 +295,12 @@ impl Walker {
                     if argv.is_empty() {
                         return Ok(());
                     }
+                }
+                Unwrapped::Source(_, _) if forced_dynamic => {
+                    // `xargs sh -c '...{}...'`: the line is completed by input.
+                    return Err(
+                        "a shell or eval under xargs runs input as code: not inspected".into(),
+                    );
                 }
                 Unwrapped::Source(label, source) => {
                     wrappers.push(label);
@@ -279,6 +318,8 @@ impl Walker {
             text.push(' ');
             text.push_str(arg);
         }
+        let mut redirects = redirects;
+        redirects.extend(self.inherited.iter().cloned());
         self.out.push(Command {
             // A name known only when it runs stays as written.
             name: if program_dynamic {
@@ -319,11 +360,23 @@ impl Walker {
                     self.compound_list(&subshell.list, &inner, depth + 1)?;
                 }
                 T::Duplicate(word) => {
-                    self.word(&word.value, wrappers, depth)?;
+                    let value = self.word(&word.value, wrappers, depth)?;
+                    // `>&file` writes a file; `>&2` and `>&-` do not.
+                    let fd = value.text == "-" || value.text.chars().all(|c| c.is_ascii_digit());
+                    if !fd && matches!(kind, K::DuplicateOutput | K::Write | K::Append | K::Clobber)
+                    {
+                        writes.push(value.text);
+                    }
                 }
                 T::Fd(_) => {}
             },
             R::HereDocument(_, doc) => {
+                // bash and the parser end such a document at different lines.
+                if doc.here_end.value.contains('\\') {
+                    return Err(
+                        "a here-document delimiter with a backslash is not inspected".into(),
+                    );
+                }
                 if doc.requires_expansion && has_substitution(&doc.doc.value) {
                     return Err("a command substitution inside a here-document is not inspected: run it on its own".into());
                 }
@@ -381,6 +434,12 @@ impl Walker {
                 | WordPiece::GettextDoubleQuotedSequence(inner) => {
                     self.pieces(raw, inner, true, value, wrappers, depth)?;
                 }
+                // Inside backquotes bash removes backslashes before parsing.
+                WordPiece::BackquotedCommandSubstitution(inner)
+                    if inner.contains("\\$") || inner.contains("\\\\") || inner.contains("\\`") =>
+                {
+                    return Err("escapes inside backquotes are not inspected: use $( )".into());
+                }
                 WordPiece::CommandSubstitution(inner)
                 | WordPiece::BackquotedCommandSubstitution(inner) => {
                     self.substitution(source, wrappers)?;
@@ -392,6 +451,11 @@ impl Walker {
                     if has_substitution(source) {
                         return Err(format!(
                             "a command substitution inside `{source}` is not inspected: run it on its own"
+                        ));
+                    }
+                    if evaluates_values(source) {
+                        return Err(format!(
+                            "`{source}` evaluates a variable's value as code or arithmetic, which is not inspected"
                         ));
                     }
                     value.dynamic = true;
@@ -427,12 +491,61 @@ fn with(wrappers: &[String], more: &str) -> Vec<String> {
     wrappers
 }
 
+fn is_system_program(program: &str) -> bool {
+    if !program.contains('/') {
+        return true;
+    }
+    [
+        "/bin/",
+        "/usr/bin/",
+        "/sbin/",
+        "/usr/sbin/",
+        "/usr/local/bin/",
+    ]
+    .iter()
+    .any(|dir| {
+        program
+            .strip_prefix(dir)
+            .is_some_and(|rest| !rest.contains('/'))
+    })
+}
+
 fn basename(program: &str) -> &str {
     program.rsplit('/').next().unwrap_or(program)
 }
 
+/// Whether an expansion evaluates what a variable holds: arithmetic on
+/// variables (`$((X))`, which runs `a[$(...)]` in X's value), indirection
+/// (`${!X}`), subscripts (`${a[X]}`), substrings (`${X:Y}`) and
+/// transformations (`${X@P}`). Plain `$X`, `${X}` and `${X:-word}` (and
+/// `:=`, `:+`, `:?`, `#`, `%`, `/`) are only text.
+fn evaluates_values(source: &str) -> bool {
+    if let Some(expr) = source.strip_prefix("$((") {
+        return expr
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() || c == '_' || c == '$');
+    }
+    let Some(inner) = source.strip_prefix("${") else {
+        return false;
+    };
+    if inner.starts_with('!') || inner.contains('[') || inner.contains('@') {
+        return true;
+    }
+    // `${X:...}` other than `:-`, `:=`, `:+`, `:?` is a substring.
+    let name_end = inner
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(inner.len());
+    let rest = &inner[name_end..];
+    rest.starts_with(':') && !matches!(rest.chars().nth(1), Some('-' | '=' | '+' | '?'))
+}
+
 fn has_substitution(text: &str) -> bool {
-    text.contains("$(") || text.contains('`') || text.contains("<(") || text.contains(">(")
+    // `$((` opens arithmetic, not a substitution.
+    text.match_indices("$(")
+        .any(|(at, _)| !text[at + 2..].starts_with('('))
+        || text.contains('`')
+        || text.contains("<(")
+        || text.contains(">(")
 }
 
 /// Whether unquoted text changes when the shell expands it: globs and brace
@@ -515,7 +628,9 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
                 "--exit",
             ],
         ),
-        "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" => {
+        // Other shells (zsh, ksh) have grammars of their own: decided as
+        // programs.
+        "sh" | "bash" | "dash" => {
             return shell(name, &words, argv);
         }
         "eval" => {
@@ -550,6 +665,11 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
                 Some((_, s)) => s.to_string(),
                 None => words.get(i + 1).map(|s| s.to_string()).unwrap_or_default(),
             };
+            // GNU env appends the words after the string to it.
+            let used = if word.contains('=') { i + 1 } else { i + 2 };
+            if words.len() > used {
+                return Err("`env -S` with words after its string is not inspected".into());
+            }
             return Ok(Unwrapped::Source("env -S".into(), string));
         }
         if !word.starts_with('-') || (*word == "-" && name != "env") {
@@ -735,9 +855,59 @@ mod tests {
     }
 
     #[test]
+    fn what_bash_reads_differently_is_refused() {
+        for line in [
+            "ls; ((rm -rf /) )",
+            "((x++))",
+            "for ((i=0;i<1;i++)); do rm -rf /; done",
+            "cat <<'a\\b'\na\\b\nrm -rf /\nab\n",
+            "echo `echo \"\\$(rm -rf /)\"`",
+            "ls; env -S '' rm -rf /",
+            "xargs -I{} sh -c 'ls {}'",
+            "read X; echo ${X@P}",
+            "echo $((X))",
+            "echo ${!X}",
+            "echo ${a[$i]}",
+            "echo ${X:$Y}",
+            "[[ $X -eq 0 ]]",
+            &format!("{}ls{}", "(".repeat(100), ")".repeat(100)),
+            &"x".repeat(20_000),
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        // Plain expansions are text.
+        assert!(parse("echo $HOME ${USER} ${X:-none} $((1 + 2))").is_ok());
+    }
+
+    #[test]
+    fn assignments_after_the_name_are_arguments() {
+        let commands = parse("eval true A=';rm -rf /'").unwrap();
+        assert!(commands.iter().any(|c| c.name == "rm"), "{commands:?}");
+        let c = &parse("sudo -p P=x ls").unwrap();
+        assert_eq!(c[0].text, "ls");
+    }
+
+    #[test]
+    fn only_system_wrappers_are_looked_through() {
+        let c = &parse("/tmp/sudo ls").unwrap()[0];
+        assert_eq!(c.program, "/tmp/sudo");
+        let c = &parse("/usr/bin/sudo ls").unwrap()[0];
+        assert_eq!(c.program, "ls");
+        let c = &parse("zsh -c 'ls *(e:\"rm -rf /\":)'").unwrap()[0];
+        assert_eq!(c.name, "zsh");
+        // An extended glob is not a subshell to bash.
+        let c = &parse("!(rm -rf /)");
+        assert!(c.is_err() || c.as_ref().unwrap().iter().any(|c| c.name == "rm"));
+    }
+
+    #[test]
     fn redirections_that_write_are_listed() {
         let c = &parse("echo x > /etc/passwd 2>>/tmp/log").unwrap()[0];
         assert_eq!(c.redirects, ["/etc/passwd", "/tmp/log"]);
         assert_eq!(c.text, "echo x");
+        let c = &parse("{ echo x; } > /etc/cron.d/x").unwrap()[0];
+        assert_eq!(c.redirects, ["/etc/cron.d/x"]);
+        let c = &parse("echo x >&/etc/passwd 2>&1").unwrap()[0];
+        assert_eq!(c.redirects, ["/etc/passwd"]);
     }
 }

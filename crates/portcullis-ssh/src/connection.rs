@@ -24,6 +24,9 @@ const REFUSED: u32 = 126;
 const UNREACHABLE: u32 = 255;
 /// Client messages kept for a held command until it runs.
 const MAX_EARLY: usize = 256;
+const MAX_EARLY_BYTES: usize = 1 << 20;
+/// A typed line longer than this is cut.
+const MAX_TYPED: usize = 4096;
 
 /// Runs one connection to its end, then audits and seals its session.
 pub(crate) async fn serve(inner: Arc<Inner>, socket: tokio::net::TcpStream, peer: SocketAddr) {
@@ -724,10 +727,24 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
                 variable_name,
                 variable_value,
                 ..
-            }) => env.push((variable_name, variable_value)),
-            Some(ChannelMsg::Exec { command, .. }) => {
-                break Start::Exec(String::from_utf8_lossy(&command).into_owned())
+            }) => {
+                // Only the locale: a variable such as BASH_ENV or LD_PRELOAD
+                // would run what no policy saw.
+                if variable_name == "LANG" || variable_name.starts_with("LC_") {
+                    env.push((variable_name, variable_value));
+                }
             }
+            Some(ChannelMsg::Exec { command, .. }) => match String::from_utf8(command) {
+                // A NUL ends the line for the target's shell: refused rather
+                // than decided differently from what would run.
+                Ok(line) if !line.contains('\0') => break Start::Exec(line),
+                _ => {
+                    let reason = "the command line is not UTF-8 text, or holds a NUL byte";
+                    let detail = serde_json::json!({ "reason": reason });
+                    let _ = authed.event(u32::from(id), "exec.refused", detail).await;
+                    return refuse(&to_client, reason, REFUSED).await;
+                }
+            },
             Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
             Some(ChannelMsg::RequestSubsystem { name, .. }) => break Start::Subsystem(name),
             Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return,
@@ -867,7 +884,21 @@ async fn decide_start(
                     REFUSED,
                 ));
             }
-            if let Some(decision) = decisions.iter().find(|d| d.effect == Effect::Hold) {
+            let holds: Vec<&Decision> = decisions
+                .iter()
+                .filter(|d| d.effect == Effect::Hold)
+                .collect();
+            // One request covers one set of approvers.
+            if holds
+                .windows(2)
+                .any(|pair| pair[0].approval != pair[1].approval)
+            {
+                return Err((
+                    "the commands of this line need approval from different groups: run them one by one".into(),
+                    REFUSED,
+                ));
+            }
+            if let Some(decision) = holds.first() {
                 hold(authed, line, decision, from_client, to_client, pty, early).await?;
             }
             Ok(Kind::Exec)
@@ -951,6 +982,7 @@ async fn hold(
         held.id, held.url, decision.reason
     );
     let _ = to_client.extended_data(1, notice.as_bytes()).await;
+    let mut early_bytes = 0usize;
     let decided = loop {
         tokio::select! {
             decided = held.wait() => break decided,
@@ -964,8 +996,11 @@ async fn hold(
                 }
                 // Input (and its end) goes to the command once it runs.
                 Some(msg @ (ChannelMsg::Data { .. } | ChannelMsg::Eof | ChannelMsg::WindowChange { .. })) => {
+                    if let ChannelMsg::Data { data } = &msg {
+                        early_bytes += data.len();
+                    }
                     early.push(msg);
-                    if early.len() > MAX_EARLY {
+                    if early.len() > MAX_EARLY || early_bytes > MAX_EARLY_BYTES {
                         break held.cancel("the client sent too much input while waiting").await;
                     }
                 }
@@ -1056,11 +1091,14 @@ async fn bridge(
     } = client;
     let (mut from_target, to_target) = target.split();
     let handles = Arc::new(Mutex::new(Handles::default()));
+    // The terminal's current line, to tell a password prompt.
+    let prompt = Arc::new(Mutex::new(String::new()));
     // SFTP answers the gateway gives itself, written between whole frames.
     let (inject, mut injected) = tokio::sync::mpsc::channel::<Bytes>(64);
     let down = {
         let authed = authed.clone();
         let handles = handles.clone();
+        let prompt = prompt.clone();
         tokio::spawn(async move {
             let mut frames = Frames::default();
             loop {
@@ -1101,6 +1139,11 @@ async fn bridge(
                                     warn!(error = %e, "the session cannot be recorded: closing it");
                                     let _ = to_client.close().await;
                                     return;
+                                }
+                            }
+                            if kind == Kind::Shell {
+                                if let Ok(mut line) = prompt.lock() {
+                                    current_line(&mut line, &data);
                                 }
                             }
                             data
@@ -1176,6 +1219,14 @@ async fn bridge(
                     }
                     Kind::Shell => {
                         for line in typed.feed(&data) {
+                            // What is typed at a password prompt is not echoed,
+                            // and not kept.
+                            let secret = prompt.lock().is_ok_and(|p| asks_secret(&p));
+                            let line = if secret {
+                                "(typed at a password prompt: not recorded)".to_string()
+                            } else {
+                                line
+                            };
                             let _ = authed.record(Statement {
                                 phase: "typed".into(),
                                 text: line.clone(),
@@ -1306,6 +1357,40 @@ async fn sftp_requests(
     Ok(out.freeze())
 }
 
+/// Keeps the terminal's last line of output (its prompt), at most 200 bytes.
+fn current_line(line: &mut String, output: &[u8]) {
+    let text = String::from_utf8_lossy(output);
+    match text.rfind(['\n', '\r']) {
+        Some(at) => {
+            line.clear();
+            line.push_str(&text[at + 1..]);
+        }
+        None => line.push_str(&text),
+    }
+    if line.len() > 200 {
+        let cut = line.len() - 200;
+        let cut = (cut..line.len())
+            .find(|&i| line.is_char_boundary(i))
+            .unwrap_or(0);
+        line.drain(..cut);
+    }
+}
+
+/// Whether a prompt asks for something that must not be recorded.
+fn asks_secret(prompt: &str) -> bool {
+    let prompt = prompt.to_lowercase();
+    [
+        "password",
+        "passphrase",
+        "passcode",
+        "token",
+        "secret",
+        "pin:",
+    ]
+    .iter()
+    .any(|word| prompt.contains(word))
+}
+
 /// Lines typed at a prompt, as far as the bytes show them: best effort
 /// (line editing, history and completion happen in the shell, unseen).
 #[derive(Default)]
@@ -1337,7 +1422,7 @@ impl Typed {
                     self.line.pop();
                 }
                 0x03 | 0x15 => self.line.clear(),
-                b if b >= 0x20 => self.line.push(char::from(b)),
+                b if b >= 0x20 && self.line.len() < MAX_TYPED => self.line.push(char::from(b)),
                 _ => {}
             }
         }
@@ -1355,6 +1440,16 @@ fn unix_ms() -> u64 {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::Typed;
+
+    #[test]
+    fn a_password_prompt_is_told() {
+        let mut line = String::new();
+        super::current_line(&mut line, b"Last login: today\r\n[sudo] password for ");
+        super::current_line(&mut line, b"deploy: ");
+        assert!(super::asks_secret(&line));
+        super::current_line(&mut line, b"\r\ndeploy@web-1:~$ ");
+        assert!(!super::asks_secret(&line));
+    }
 
     #[test]
     fn typed_lines_follow_backspace_and_skip_escapes() {

@@ -41,6 +41,23 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The algorithms both sides prefer: AES-256-GCM first, which `ring` runs
+/// on the CPU's AES instructions (ChaCha20-Poly1305 spends most of a large
+/// transfer in Poly1305 there), then the defaults.
+pub(crate) fn preferred() -> russh::Preferred {
+    use russh::cipher;
+    russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            cipher::AES_256_GCM,
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_CTR,
+            cipher::AES_192_CTR,
+            cipher::AES_128_CTR,
+        ]),
+        ..Default::default()
+    }
+}
+
 /// How the listener behaves.
 pub struct Settings {
     /// Connections without traffic for this long are closed.
@@ -95,6 +112,7 @@ impl SshService {
             // Large transfers (scp, sftp) move in big windows.
             window_size: 8 << 20,
             maximum_packet_size: 65535,
+            preferred: preferred(),
             ..Default::default()
         };
         SshService {

@@ -111,6 +111,15 @@ impl Handles {
                 }
             }
         };
+        // A request id names one pending open: reusing it would pin the
+        // handle the target gives to another path.
+        if matches!(packet, Packet::Open(_) | Packet::OpenDir(_)) && self.pending.contains_key(&id)
+        {
+            return Request::Refuse {
+                id,
+                reason: "a request id already in use".into(),
+            };
+        }
         let ops = match packet {
             Packet::Open(open) => {
                 let flags = open.pflags;
@@ -140,7 +149,9 @@ impl Handles {
             Packet::RealPath(s) => vec![op("stat", s.path, None)],
             Packet::ReadLink(s) => vec![op("readlink", s.path, None)],
             Packet::Rename(r) => vec![op("rename", r.oldpath, Some(r.newpath))],
-            // OpenSSH sends the link path first, against the draft.
+            // The new link (`path`) and what it points to (`to`). OpenSSH
+            // sends them in the reverse of the draft's order, which is how
+            // these fields are read here.
             Packet::Symlink(s) => vec![op("symlink", s.targetpath, Some(s.linkpath))],
             Packet::Extended(e) => return extended(id, &e.request, &e.data),
             _ => {
@@ -199,8 +210,9 @@ fn extended(id: u32, request: &str, data: &[u8]) -> Request {
             (Some(from), Some(to)) => vec![op("rename", from, Some(to))],
             _ => return malformed(id),
         },
+        // A new name (`path`) for an existing file (`to`).
         "hardlink@openssh.com" => match (path(), path()) {
-            (Some(from), Some(to)) => vec![op("symlink", from, Some(to))],
+            (Some(existing), Some(link)) => vec![op("link", link, Some(existing))],
             _ => return malformed(id),
         },
         "lsetstat@openssh.com" => match path() {

@@ -96,6 +96,9 @@ pub(crate) async fn connect(
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
+        window_size: 8 << 20,
+        maximum_packet_size: 65535,
+        preferred: crate::preferred(),
         ..Default::default()
     });
     let mismatch = Arc::new(Mutex::new(None));

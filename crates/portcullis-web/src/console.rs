@@ -116,6 +116,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/events", get(events))
         .route("/sessions", get(sessions_page))
         .route("/sessions/{id}", get(session_page))
+        .route("/sessions/{id}/cast", get(session_cast))
         .route("/login", get(login))
         .route("/auth/callback", get(callback))
         .route("/logout", post(logout))
@@ -125,6 +126,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         )
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
+        .route("/static/asciinema-player.min.js", get(player_script))
+        .route("/static/asciinema-player.css", get(player_style))
         .with_state(state)
 }
 
@@ -151,7 +154,8 @@ impl IntoResponse for Page {
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
-                "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+                // The player runs its terminal in WebAssembly.
+                "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; frame-ancestors 'none'; form-action 'self'",
             ),
         );
         headers.insert(
@@ -324,40 +328,38 @@ async fn sessions_page(AxumState(state): AxumState<Arc<State>>, headers: HeaderM
     ))
 }
 
-async fn session_page(
-    AxumState(state): AxumState<Arc<State>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(query): Query<FragmentQuery>,
-) -> Page {
-    let Some(session) = state.session(&headers) else {
-        return Page::Login("/sessions".into());
-    };
-    let recordings = match may_watch(&state, &session.principal) {
-        Ok(r) => r.clone(),
-        Err(page) => return page,
-    };
-    let lookup = id.clone();
+/// A recording's records, from the data directory or else the store, and
+/// whether a finished one verifies (`None` while it runs).
+async fn load_recording(
+    state: &State,
+    recordings: &portcullis_record::Recordings,
+    id: &str,
+) -> Result<
+    (
+        Vec<portcullis_record::format::Record>,
+        Option<Result<(), String>>,
+    ),
+    Page,
+> {
+    let lookup = id.to_string();
     let local = recordings.clone();
     let mut found = tokio::task::spawn_blocking(move || local.records(&lookup)).await;
     // Not in the data directory: from the store, through a temporary copy.
-    let _copy = match (&found, &state.web.recordings_remote) {
+    let copy = match (&found, &state.web.recordings_remote) {
         (Ok(Err(portcullis_record::RecordError::NotFound(_))), Some(remote)) => {
-            let copy = match tempfile::tempdir() {
-                Ok(copy) => copy,
-                Err(e) => return Page::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            };
-            if let Err(e) = remote.download(&id, copy.path()).await {
-                return match e {
+            let copy = tempfile::tempdir()
+                .map_err(|e| Page::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            if let Err(e) = remote.download(id, copy.path()).await {
+                return Err(match e {
                     portcullis_record::RecordError::NotFound(_) => {
                         Page::Error(StatusCode::NOT_FOUND, format!("no recording `{id}`"))
                     }
                     e => Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                };
+                });
             }
             let reader =
                 portcullis_record::Recordings::reader(copy.path(), recordings.verifying_key());
-            let lookup = id.clone();
+            let lookup = id.to_string();
             found = tokio::task::spawn_blocking(move || reader.records(&lookup)).await;
             Some(copy)
         }
@@ -366,10 +368,18 @@ async fn session_page(
     let records = match found {
         Ok(Ok(records)) => records,
         Ok(Err(portcullis_record::RecordError::NotFound(_))) => {
-            return Page::Error(StatusCode::NOT_FOUND, format!("no recording `{id}`"))
+            return Err(Page::Error(
+                StatusCode::NOT_FOUND,
+                format!("no recording `{id}`"),
+            ))
         }
-        Ok(Err(e)) => return Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e) => return Page::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => return Err(Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => {
+            return Err(Page::Error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            ))
+        }
     };
     let running = !records
         .iter()
@@ -378,13 +388,13 @@ async fn session_page(
     let verified = if running {
         None
     } else {
-        let reader = match &_copy {
+        let reader = match &copy {
             Some(copy) => {
                 portcullis_record::Recordings::reader(copy.path(), recordings.verifying_key())
             }
             None => recordings.clone(),
         };
-        let lookup = id.clone();
+        let lookup = id.to_string();
         Some(
             tokio::task::spawn_blocking(move || {
                 reader
@@ -396,7 +406,37 @@ async fn session_page(
             .unwrap_or_else(|e| Err(e.to_string())),
         )
     };
-    let text: String = portcullis_record::render(&records)
+    Ok((records, verified))
+}
+
+async fn session_page(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<FragmentQuery>,
+) -> Page {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login(format!("/sessions/{id}"));
+    };
+    let recordings = match may_watch(&state, &session.principal) {
+        Ok(r) => r.clone(),
+        Err(page) => return page,
+    };
+    let (records, verified) = match load_recording(&state, &recordings, &id).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let running = verified.is_none();
+    // An SSH terminal plays in the player; the text shows the decisions.
+    let terminal = records
+        .iter()
+        .any(|r| r.kind == portcullis_record::format::Kind::Output);
+    let shown: Vec<portcullis_record::format::Record> = records
+        .iter()
+        .filter(|r| r.kind != portcullis_record::format::Kind::Output)
+        .cloned()
+        .collect();
+    let text: String = portcullis_record::render(&shown)
         .into_iter()
         .map(|(_, t)| t)
         .collect();
@@ -404,12 +444,52 @@ async fn session_page(
     if query.fragment.is_some() {
         return Page::Html(replay);
     }
+    let player = if terminal {
+        html::player(&format!("/sessions/{}/cast", url_encode(&id)))
+    } else {
+        String::new()
+    };
     Page::Html(html::layout(
         &format!("Session {id}"),
         &session.principal,
         &session.csrf,
-        &html::live_polled(&replay, running),
+        &format!("{player}{}", html::live_polled(&replay, running)),
     ))
+}
+
+/// An SSH session's terminal as asciicast v2, for the player.
+async fn session_cast(
+    AxumState(state): AxumState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(session) = state.session(&headers) else {
+        return Page::Login(format!("/sessions/{id}")).into_response();
+    };
+    let recordings = match may_watch(&state, &session.principal) {
+        Ok(r) => r.clone(),
+        Err(page) => return page.into_response(),
+    };
+    match load_recording(&state, &recordings, &id).await {
+        // A recording that does not verify is not played as if it did.
+        Ok((_, Some(Err(e)))) => Page::Error(
+            StatusCode::CONFLICT,
+            format!("recording `{id}` does not verify: {e}"),
+        )
+        .into_response(),
+        Ok((records, _)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/x-asciicast; charset=utf-8",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            portcullis_record::asciicast(&records),
+        )
+            .into_response(),
+        Err(page) => page.into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -687,6 +767,22 @@ async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         html::SCRIPT,
+    )
+}
+
+/// The asciinema player (`assets/asciinema-player`, Apache-2.0), served
+/// from the gateway: the console loads nothing from elsewhere.
+async fn player_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../assets/asciinema-player/asciinema-player.min.js"),
+    )
+}
+
+async fn player_style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../assets/asciinema-player/asciinema-player.css"),
     )
 }
 

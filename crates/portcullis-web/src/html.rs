@@ -7,6 +7,11 @@ use std::fmt::Write;
 
 pub(crate) const SCRIPT: &str = r#"// Live updates: on each change of a request, fetch this page's live part again.
 (function () {
+  // A recorded terminal: the asciinema player, fed the session's asciicast.
+  const player = document.getElementById('player');
+  if (player && window.AsciinemaPlayer) {
+    window.AsciinemaPlayer.create(player.dataset.cast, player, { autoPlay: true, preload: true, fit: 'width' });
+  }
   const live = document.getElementById('live');
   if (!live) return;
   // A running session's replay: fetched again until it ends.
@@ -117,6 +122,14 @@ pub(crate) fn live_polled(inner: &str, running: bool) -> String {
     format!(
         r#"<div id="live" data-poll="{}">{inner}</div>"#,
         if running { "2000" } else { "" }
+    )
+}
+
+/// The player of a recorded terminal, fed `cast`.
+pub(crate) fn player(cast: &str) -> String {
+    format!(
+        r#"<link rel="stylesheet" href="/static/asciinema-player.css"><div id="player" data-cast="{}"></div><script src="/static/asciinema-player.min.js"></script>"#,
+        escape(cast)
     )
 }
 

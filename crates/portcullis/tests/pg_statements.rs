@@ -395,6 +395,9 @@ async fn a_client_that_never_syncs_is_cut_off() {
             break;
         }
     }
-    assert!(closed || raw.closed_within(std::time::Duration::from_secs(10)).await);
+    // The gateway plans each of the 100 000 messages before it cuts the
+    // client off: on a loaded 2-core machine, in a debug build, that has
+    // taken over 10 s.
+    assert!(closed || raw.closed_within(std::time::Duration::from_secs(45)).await);
     gw.stop().await;
 }

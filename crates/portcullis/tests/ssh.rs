@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "../../portcullis-identity/tests/support/mod.rs"]
+mod support;
 
 use common::*;
 use std::io::Read;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 /// The SSH target's config, from the sshd `scripts/test.sh` started;
 /// `host_key` replaces the pinned key when given.
-fn ssh_target(host_key: Option<&str>) -> String {
+fn ssh_target(host_key: Option<&str>, recording: &str) -> String {
     let host_key = host_key
         .map(str::to_string)
         .unwrap_or_else(|| env("DEMO_SSH_HOST_KEY"));
@@ -25,6 +27,7 @@ listen = "127.0.0.1:0"
 
 [recording]
 enabled = true
+{recording}
 
 [[targets]]
 name = "demo-ssh"
@@ -43,13 +46,17 @@ labels = {{ env = "test" }}
     )
 }
 
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 async fn gateway(db: &str, policies: PathBuf, host_key: Option<&str>) -> Gateway {
     let db = TestDb::create(db, "").await;
     Gateway::start_with(
         db,
         Options {
             policies,
-            extra: ssh_target(host_key),
+            extra: ssh_target(host_key, ""),
             ..Options::default()
         },
     )
@@ -868,5 +875,87 @@ permit (principal, action == Action::"exec", resource);
     assert!(audit(&gw)
         .iter()
         .any(|e| e["event"] == "session.recheck" && e["decision"]["effect"] == "deny"));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_terminal_plays_in_the_web_console_in_a_real_browser() {
+    let provider = support::OidcProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), support::CLIENT_SECRET).unwrap();
+    let port = free_port();
+    let console_url = format!("http://127.0.0.1:{port}");
+    let extra = format!(
+        r#"{ssh}
+[[identity.oidc]]
+issuer = "{issuer}"
+audience = ["portcullis"]
+client_id = "{client_id}"
+client_secret = {{ file = "{secret}" }}
+
+[console]
+public_url = "{console_url}"
+"#,
+        ssh = ssh_target(None, "viewers = [\"dba\"]"),
+        issuer = provider.issuer,
+        client_id = support::CLIENT_ID,
+        secret = dir.path().join("client-secret").display(),
+    );
+    let gw = Gateway::start_with(
+        TestDb::create("ssh_console", "").await,
+        Options {
+            policies: quickstart_policies(),
+            extra,
+            admin_listen: Some(format!("127.0.0.1:{port}")),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let word = format!("console-{}", rand_suffix());
+    let out = ssh(&gw, &alice, &format!("echo {word}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut id = String::new();
+    for _ in 0..50 {
+        let list = gw.cli(&["sessions"]);
+        if let Some(line) = stdout(&list)
+            .lines()
+            .find(|l| l.starts_with("ssh-") && l.contains("closed"))
+        {
+            id = line.split_whitespace().next().unwrap().to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!id.is_empty());
+
+    // Without a session, the asciicast is not given away.
+    let anonymous = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{console_url}/sessions/{id}/cast"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&anonymous), "303");
+
+    let played = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/console/play.mjs"))
+        .args([&console_url, "dba@example.com", &id, &word])
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        played.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&played.stdout),
+        String::from_utf8_lossy(&played.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&played.stdout).trim(), "played");
+    drop(provider);
     gw.stop().await;
 }
