@@ -248,8 +248,11 @@ pub struct SshListenerConfig {
     /// never.
     #[serde(default = "default_ssh_idle_timeout")]
     pub idle_timeout: String,
-    /// How often an idle client is asked whether it is still there; it is
-    /// disconnected after 3 unanswered asks. `0` for never.
+    /// How often a quiet client is asked whether it is still there; it is
+    /// disconnected after 3 unanswered asks. `0` (the default) for never.
+    /// A client that answers is never idle: with keepalives on,
+    /// `idle_timeout` closes only connections whose client stopped
+    /// answering.
     #[serde(default = "default_ssh_keepalive")]
     pub keepalive: String,
     /// How long the certificates `portcullis ssh-cert` gets may be valid at
@@ -263,7 +266,7 @@ fn default_ssh_idle_timeout() -> String {
 }
 
 fn default_ssh_keepalive() -> String {
-    "30s".into()
+    "0".into()
 }
 
 fn default_ssh_cert_max() -> String {

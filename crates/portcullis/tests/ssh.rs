@@ -959,3 +959,49 @@ public_url = "{console_url}"
     drop(provider);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_x11_forwarding_are_refused() {
+    let gw = gateway("ssh_agent", quickstart_policies(), None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The client asks for both; the target's session sees neither.
+    let out = client(&gw, "ssh", &alice)
+        .env("SSH_AUTH_SOCK", &sock)
+        .env("DISPLAY", "127.0.0.1:99")
+        .args([
+            "-A",
+            "-X",
+            "-o",
+            "LogLevel=info",
+            "-p",
+            &port(&gw),
+            "demo-ssh@127.0.0.1",
+        ])
+        .arg("echo \"[$SSH_AUTH_SOCK][$DISPLAY]\"")
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "[][]\n", "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("X11 forwarding request failed"),
+        "{}",
+        stderr(&out)
+    );
+    gw.stop().await;
+}
