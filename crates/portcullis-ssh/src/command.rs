@@ -29,6 +29,9 @@ pub fn parse(line: &str) -> Result<Vec<Command>, String> {
     if line.len() > MAX_LINE {
         return Err(format!("the command line is longer than {MAX_LINE} bytes"));
     }
+    if let Some(reason) = unreadable(line) {
+        return Err(reason.into());
+    }
     let mut depth = 0usize;
     for c in line.chars() {
         match c {
@@ -241,12 +244,24 @@ impl Walker {
                 Some(ast::CommandPrefixOrSuffixItem::Word(word)) => {
                     argv.push(self.word(&word.value, wrappers, depth)?);
                 }
-                Some(ast::CommandPrefixOrSuffixItem::AssignmentWord(_, word)) => {
+                Some(ast::CommandPrefixOrSuffixItem::AssignmentWord(assignment, word)) => {
                     let value = self.word(&word.value, wrappers, depth)?;
                     // After the command name, `A=b` is an argument
                     // (`eval true A=';rm -rf /'`); before it, an assignment.
                     if !argv.is_empty() {
                         argv.push(value);
+                        continue;
+                    }
+                    let name = match &assignment.name {
+                        ast::AssignmentName::VariableName(name) => name.as_str(),
+                        ast::AssignmentName::ArrayElementName(name, _) => name.as_str(),
+                    };
+                    if !safe_variable(name)
+                        || matches!(assignment.name, ast::AssignmentName::ArrayElementName(..))
+                    {
+                        return Err(format!(
+                            "setting `{name}` for a command is not inspected: only LANG, LC_* and TZ"
+                        ));
                     }
                 }
                 Some(ast::CommandPrefixOrSuffixItem::IoRedirect(redirect)) => {
@@ -306,6 +321,12 @@ impl Walker {
                     wrappers.push(label);
                     return self.source(&source, &wrappers, depth + 1);
                 }
+            }
+        }
+        if let Some(first) = argv.first() {
+            if let Some(code) = evaluating_builtin(&first.text, &argv)? {
+                wrappers.push("trap".into());
+                return self.source(&code, &wrappers, depth + 1);
             }
         }
         let dynamic = forced_dynamic || argv.iter().any(|v| v.dynamic);
@@ -377,6 +398,13 @@ impl Walker {
                         "a here-document delimiter with a backslash is not inspected".into(),
                     );
                 }
+                if doc.requires_expansion
+                    && ["${", "$((", "$["]
+                        .iter()
+                        .any(|e| doc.doc.value.contains(e))
+                {
+                    return Err("a here-document that expands `${ }` or arithmetic is not inspected: quote its delimiter".into());
+                }
                 if doc.requires_expansion && has_substitution(&doc.doc.value) {
                     return Err("a command substitution inside a here-document is not inspected: run it on its own".into());
                 }
@@ -401,6 +429,11 @@ impl Walker {
             dynamic: false,
         };
         self.pieces(raw, &pieces, false, &mut value, wrappers, depth)?;
+        // Brace expansion spans quoted pieces (`{"5",rm}`): judged on the
+        // whole word, quotes and all.
+        if raw.contains('{') && raw.contains('}') && (raw.contains(',') || raw.contains("..")) {
+            value.dynamic = true;
+        }
         if value.dynamic {
             // Known only when it runs: kept as written.
             value.text = raw.to_string();
@@ -485,10 +518,88 @@ impl Walker {
     }
 }
 
+/// What the parser and bash read differently, found in the raw line:
+/// `((` outside `$((` (the parser's arithmetic mode hides here-documents
+/// and what follows them), `$[` (old arithmetic), and `{a[i]}>` (a named
+/// descriptor whose subscript bash evaluates).
+fn unreadable(line: &str) -> Option<&'static str> {
+    let bytes = line.as_bytes();
+    for (at, _) in line.match_indices("((") {
+        if at == 0 || bytes[at - 1] != b'$' {
+            return Some("arithmetic commands (`(( ))`) are not inspected");
+        }
+    }
+    if line.contains("$[") {
+        return Some("`$[ ]` arithmetic is not inspected");
+    }
+    for (at, _) in line.match_indices('{') {
+        let rest = &line[at + 1..];
+        let Some(close) = rest.find('}') else {
+            continue;
+        };
+        let inside = &rest[..close];
+        let after = rest[close + 1..].chars().next();
+        if inside.contains('[') && matches!(after, Some('<' | '>')) {
+            return Some("a named descriptor with a subscript (`{a[i]}>`) is not inspected");
+        }
+    }
+    None
+}
+
+/// Variables a command may be given in front of it (`LANG=C ls`): others
+/// (`PATH`, `LD_PRELOAD`, `BASH_ENV`, `BASH_FUNC_*`, `PS4`, `BASHOPTS`)
+/// change what runs.
+fn safe_variable(name: &str) -> bool {
+    name == "LANG" || name == "TZ" || name.starts_with("LC_")
+}
+
 fn with(wrappers: &[String], more: &str) -> Vec<String> {
     let mut wrappers = wrappers.to_vec();
     wrappers.push(more.to_string());
     wrappers
+}
+
+/// Builtins that run or evaluate a string: `trap`'s argument is code (its
+/// commands, returned, are decided too); a variable name with a subscript
+/// (`test -v 'a[$(...)]'`, `printf -v`, `read`, `unset`, `declare`...) is
+/// evaluated; `mapfile -C` runs a callback; `let` is arithmetic; `shopt`
+/// changes how the rest of the line is read.
+fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, String> {
+    let args = || argv.iter().skip(1).map(|v| v.text.as_str());
+    let subscripted = |arg: &str| {
+        arg.find('[').is_some_and(|at| {
+            at > 0
+                && arg[..at]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    match program {
+        "trap" => {
+            let mut rest = args().skip_while(|a| a.starts_with('-'));
+            match rest.next() {
+                Some(code) if argv.iter().skip(1).all(|v| !v.dynamic) => Ok(Some(code.to_string())),
+                Some(_) => {
+                    Err("`trap` with a string known only when it runs is not inspected".into())
+                }
+                None => Ok(None),
+            }
+        }
+        "shopt" | "let" | "enable" => Err(format!("`{program}` is not inspected")),
+        "mapfile" | "readarray" if args().any(|a| a.starts_with("-C")) => {
+            Err("`mapfile -C` runs a callback: not inspected".into())
+        }
+        "test" | "[" | "printf" | "read" | "unset" | "declare" | "typeset" | "local" | "export"
+        | "readonly" | "mapfile" | "readarray" | "wait" => {
+            if args().any(subscripted) {
+                return Err(format!(
+                    "`{program}` with a subscripted name evaluates it: not inspected"
+                ));
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
 }
 
 fn is_system_program(program: &str) -> bool {
@@ -653,6 +764,12 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
             break;
         }
         if name == "env" && word.contains('=') && !word.starts_with('-') {
+            let variable = word.split_once('=').map_or("", |(v, _)| v);
+            if !safe_variable(variable) {
+                return Err(format!(
+                    "setting `{variable}` for a command is not inspected: only LANG, LC_* and TZ"
+                ));
+            }
             assignments = true;
             i += 1;
             continue;
@@ -715,20 +832,29 @@ fn shell(name: &str, words: &[&str], argv: &[Value]) -> Result<Unwrapped, String
             i += 1;
             break;
         }
-        if *word == "-o" || *word == "+o" || *word == "-O" || *word == "+O" {
-            i += 2;
-            continue;
-        }
         if let Some(flags) = word.strip_prefix('-').or_else(|| word.strip_prefix('+')) {
             if flags.starts_with('-') {
                 // Long options: --login, --norc, --posix, ...
                 i += 1;
                 continue;
             }
-            if flags.contains('c') {
-                command = true;
+            // `-o NAME` and `-O NAME` take the next words, in order, even
+            // grouped (`-co vi LINE`).
+            let mut values = 0;
+            for flag in flags.chars() {
+                match flag {
+                    'c' => command = true,
+                    'o' | 'O' => {
+                        values += 1;
+                        let value = words.get(i + values).copied().unwrap_or("");
+                        if flag == 'O' && value == "extglob" {
+                            return Err("a shell with extended globs on is not inspected".into());
+                        }
+                    }
+                    _ => {}
+                }
             }
-            i += 1;
+            i += 1 + values;
             continue;
         }
         break;
@@ -782,10 +908,10 @@ mod tests {
         for line in [
             "sudo rm -rf /",
             "sudo -u root -n rm -rf /",
-            "env -i FOO=1 rm -rf /",
+            "env -i LANG=C rm -rf /",
             "sh -c 'rm -rf /'",
             "bash -lc \"rm -rf /\"",
-            "sudo sh -c 'env X=1 rm -rf /'",
+            "sudo sh -c 'env LC_ALL=C rm -rf /'",
             "nohup nice -n 5 timeout 10 rm -rf /",
             "eval rm -rf /",
             "env -S 'rm -rf /'",
@@ -813,7 +939,7 @@ mod tests {
         // Inside double quotes, in assignments and redirections too.
         for line in [
             r#"echo "$(rm -rf /)""#,
-            "X=$(rm -rf /) true",
+            "LC_X=$(rm -rf /) true",
             "cat < <(rm -rf /)",
             "echo > $(rm -rf /)",
         ] {
@@ -877,6 +1003,43 @@ mod tests {
         }
         // Plain expansions are text.
         assert!(parse("echo $HOME ${USER} ${X:-none} $((1 + 2))").is_ok());
+    }
+
+    #[test]
+    fn the_second_review_is_closed() {
+        for line in [
+            "((echo a) ; cat <<EOF\nx '\nEOF\nrm -rf ~\n# '\n)",
+            "PATH=/tmp ls",
+            "LD_PRELOAD=/tmp/x.so ls",
+            "BASH_ENV=/tmp/x bash -c ls",
+            "env 'BASH_FUNC_ls%%=() { rm -rf ~; }' bash -c ls",
+            "PS4='$(rm -rf ~)' bash -xc true",
+            "for X in 'a[$(rm -rf ~)]'; do echo $[X]; done",
+            "echo {a[X]}>/dev/null",
+            "cat <<E\n${LC_X@P}\nE",
+            "bash -O extglob -c '!(ls)'",
+            "shopt -s extglob",
+            "test -v 'a[X]'",
+            "[ -v 'a[X]' ]",
+            "printf -v 'a[X]' x",
+            "read 'a[X]'",
+            "mapfile -C cb x",
+            "let x=1",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        // Grouped shell options take their values in order.
+        let c = &parse("bash -co vi 'rm -rf /'").unwrap()[0];
+        assert_eq!(c.name, "rm");
+        // Brace expansion across quotes is known only when it runs.
+        let c = &parse("timeout {\"5\",rm} ls x").unwrap()[0];
+        assert_eq!(c.name, "timeout");
+        assert!(c.dynamic);
+        // trap's string is code, decided too.
+        let commands = parse("trap 'rm -rf ~' EXIT").unwrap();
+        assert!(commands.iter().any(|c| c.name == "rm"), "{commands:?}");
+        // The locale may be set.
+        assert_eq!(parse("LANG=C ls").unwrap()[0].text, "ls");
     }
 
     #[test]

@@ -1105,7 +1105,7 @@ async fn bridge(
                 let msg = tokio::select! {
                     msg = from_target.wait() => msg,
                     Some(frame) = injected.recv() => {
-                        if to_client.data(&frame[..]).await.is_err() {
+                        if to_client.data_bytes(frame).await.is_err() {
                             break;
                         }
                         continue;
@@ -1115,14 +1115,14 @@ async fn bridge(
                     Some(ChannelMsg::Data { data }) => {
                         let data = if kind == Kind::Sftp {
                             frames.push(&data);
-                            let mut whole = BytesMut::new();
+                            let mut whole = None;
                             loop {
                                 match frames.next() {
                                     Ok(Some(frame)) => {
                                         if let Ok(mut h) = handles.lock() {
                                             h.response(&frame);
                                         }
-                                        whole.extend_from_slice(&frame);
+                                        sftp::join(&mut whole, frame);
                                     }
                                     Ok(None) => break,
                                     Err(e) => {
@@ -1132,7 +1132,7 @@ async fn bridge(
                                     }
                                 }
                             }
-                            whole.freeze()
+                            whole.map(BytesMut::freeze).unwrap_or_default()
                         } else {
                             if let Some(recorder) = &authed.recorder {
                                 if let Err(e) = recorder.output(u32::from(id), &data) {
@@ -1148,7 +1148,7 @@ async fn bridge(
                             }
                             data
                         };
-                        if !data.is_empty() && to_client.data(&data[..]).await.is_err() {
+                        if !data.is_empty() && to_client.data_bytes(data).await.is_err() {
                             break;
                         }
                     }
@@ -1160,7 +1160,7 @@ async fn bridge(
                                 return;
                             }
                         }
-                        if to_client.extended_data(ext, &data[..]).await.is_err() {
+                        if to_client.extended_data_bytes(ext, data).await.is_err() {
                             break;
                         }
                     }
@@ -1249,7 +1249,7 @@ async fn bridge(
                     }
                     Kind::Exec => data,
                 };
-                if !data.is_empty() && to_target.data(&data[..]).await.is_err() {
+                if !data.is_empty() && to_target.data_bytes(data).await.is_err() {
                     break;
                 }
             }
@@ -1293,7 +1293,7 @@ async fn sftp_requests(
     handles: &Arc<Mutex<Handles>>,
     inject: &tokio::sync::mpsc::Sender<Bytes>,
 ) -> Result<Bytes, String> {
-    let mut out = BytesMut::new();
+    let mut out = None;
     while let Some(frame) = frames.next()? {
         let request = match handles.lock() {
             Ok(mut h) => h.request(&frame),
@@ -1301,7 +1301,7 @@ async fn sftp_requests(
         };
         let refusal = match request {
             Request::Pass => {
-                out.extend_from_slice(&frame);
+                sftp::join(&mut out, frame);
                 continue;
             }
             Request::Refuse {
@@ -1341,7 +1341,7 @@ async fn sftp_requests(
             }
         };
         match refusal {
-            None => out.extend_from_slice(&frame),
+            None => sftp::join(&mut out, frame),
             Some((request, reason)) => {
                 if let Ok(mut h) = handles.lock() {
                     h.refused(request);
@@ -1354,7 +1354,7 @@ async fn sftp_requests(
             }
         }
     }
-    Ok(out.freeze())
+    Ok(out.map(BytesMut::freeze).unwrap_or_default())
 }
 
 /// Keeps the terminal's last line of output (its prompt), at most 200 bytes.

@@ -32,8 +32,10 @@ impl Frames {
         self.buf.extend_from_slice(data);
     }
 
-    /// The next whole frame, length included.
-    pub(crate) fn next(&mut self) -> Result<Option<Bytes>, String> {
+    /// The next whole frame, length included. Frames taken one after the
+    /// other are adjacent in memory: [`join`] puts them back together
+    /// without copying.
+    pub(crate) fn next(&mut self) -> Result<Option<BytesMut>, String> {
         let Some(header) = self.buf.get(..4) else {
             return Ok(None);
         };
@@ -44,7 +46,16 @@ impl Frames {
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
-        Ok(Some(self.buf.split_to(4 + len).freeze()))
+        Ok(Some(self.buf.split_to(4 + len)))
+    }
+}
+
+/// Appends `frame` to `out`: free when `frame` follows `out` in memory (as
+/// successive frames of [`Frames`] do), a copy otherwise.
+pub(crate) fn join(out: &mut Option<BytesMut>, frame: BytesMut) {
+    match out {
+        None => *out = Some(frame),
+        Some(out) => out.unsplit(frame),
     }
 }
 
@@ -69,7 +80,7 @@ pub(crate) struct Handles {
 
 impl Handles {
     /// A request from the client.
-    pub(crate) fn request(&mut self, frame: &Bytes) -> Request {
+    pub(crate) fn request(&mut self, frame: &[u8]) -> Request {
         let kind = frame.get(4).copied().unwrap_or(0);
         let id = frame
             .get(5..9)
@@ -99,7 +110,8 @@ impl Handles {
             }
             _ => {}
         }
-        let mut body = frame.slice(4..);
+        // Only the requests that name paths are decoded (small ones).
+        let mut body = Bytes::copy_from_slice(frame.get(4..).unwrap_or_default());
         let packet = match Packet::try_from(&mut body) {
             Ok(packet) => packet,
             Err(e) => {
@@ -166,7 +178,7 @@ impl Handles {
 
     /// A response from the target: a handle for an open request is
     /// remembered with its path.
-    pub(crate) fn response(&mut self, frame: &Bytes) {
+    pub(crate) fn response(&mut self, frame: &[u8]) {
         let kind = frame.get(4).copied().unwrap_or(0);
         let id = frame
             .get(5..9)

@@ -76,7 +76,7 @@ fn quickstart_cases_pass() {
         "{stdout}"
     );
     assert!(
-        stdout.lines().any(|line| line == "34 passed, 0 failed"),
+        stdout.lines().any(|line| line == "38 passed, 0 failed"),
         "{stdout}"
     );
     assert!(!stdout.contains("FAILED"), "{stdout}");

@@ -86,7 +86,7 @@ reasons := {
 	"no-copy-program": "COPY ... PROGRAM runs commands on the database host",
 	"no-alter-system": "ALTER SYSTEM changes the server's configuration",
 	"no-role-changes": "creating or altering roles is not allowed through the gateway",
-	"service-changes-need-ops": "starting, stopping or restarting a service needs a member of ops to approve",
+	"service-changes-need-ops": "changing a service or the system needs a member of ops to approve",
 	"no-recursive-delete-of-root": "recursive deletes of / are refused",
 	"no-forwarding": "port forwarding to demo-ssh is not allowed",
 }
@@ -120,8 +120,9 @@ permit contains "eng-ssh-commands" if {
 	input.context.command.program in {
 		"ls", "cat", "head", "tail", "grep", "wc", "stat", "df", "du", "free",
 		"uptime", "whoami", "id", "hostname", "uname", "date", "echo", "true",
-		"ps", "systemctl", "journalctl", "scp",
+		"ps", "systemctl", "journalctl",
 	}
+	count(input.context.command.redirects) == 0
 }
 
 permit contains "eng-sftp-read" if {
@@ -147,8 +148,12 @@ moves_out_of_tmp if {
 forbid contains "service-changes-need-ops" if {
 	input.action == "exec"
 	input.context.command.name == "systemctl"
-	some arg in input.context.command.args
-	arg in {"restart", "stop", "start", "reload", "kill", "disable", "mask"}
+	not systemctl_reads
+}
+
+systemctl_reads if {
+	some verb in ["status", "show", "cat ", "list-", "is-"]
+	startswith(input.context.command.text, concat("", ["systemctl ", verb]))
 }
 
 forbid contains "no-recursive-delete-of-root" if {
