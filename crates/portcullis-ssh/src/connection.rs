@@ -1,10 +1,10 @@
 //! One client connection: authentication, then each channel bridged to a
 //! channel of the gateway's own connection to the target, under policy.
 
-use crate::sftp::{self, Frames, Handles, Request};
+use crate::sftp::{self, Handles, Piece, Request};
 use crate::upstream::{self, SshTarget, Upstream};
 use crate::Inner;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use portcullis_core::{Action, Decision, Effect, Forward, Principal, SessionId};
 use portcullis_gate::Session as GateSession;
 use portcullis_record::format::{Resize, Statement};
@@ -1100,40 +1100,56 @@ async fn bridge(
         let handles = handles.clone();
         let prompt = prompt.clone();
         tokio::spawn(async move {
-            let mut frames = Frames::default();
-            loop {
+            let mut stream = sftp::Stream::default();
+            // Refusals wait for the target's stream to be between frames.
+            let mut queued: std::collections::VecDeque<Bytes> = Default::default();
+            'relay: loop {
                 let msg = tokio::select! {
                     msg = from_target.wait() => msg,
                     Some(frame) = injected.recv() => {
-                        if to_client.data_bytes(frame).await.is_err() {
-                            break;
+                        queued.push_back(frame);
+                        while stream.at_boundary() {
+                            let Some(frame) = queued.pop_front() else { break };
+                            if to_client.data_bytes(frame).await.is_err() {
+                                break 'relay;
+                            }
                         }
                         continue;
                     }
                 };
                 match msg {
-                    Some(ChannelMsg::Data { data }) => {
-                        let data = if kind == Kind::Sftp {
-                            frames.push(&data);
-                            let mut whole = None;
-                            loop {
-                                match frames.next() {
-                                    Ok(Some(frame)) => {
-                                        if let Ok(mut h) = handles.lock() {
-                                            h.response(&frame);
-                                        }
-                                        sftp::join(&mut whole, frame);
+                    Some(ChannelMsg::Data { data }) if kind == Kind::Sftp => {
+                        let mut pieces = Vec::new();
+                        if let Err(e) = stream.feed(data, sftp::untouched_response, &mut pieces) {
+                            warn!(error = %e, "the target's SFTP stream is malformed");
+                            let _ = to_client.close().await;
+                            return;
+                        }
+                        for piece in pieces {
+                            let bytes = match piece {
+                                Piece::Pass(bytes) => bytes,
+                                Piece::Frame(frame) => {
+                                    if let Ok(mut h) = handles.lock() {
+                                        h.response(&frame);
                                     }
-                                    Ok(None) => break,
-                                    Err(e) => {
-                                        warn!(error = %e, "the target's SFTP stream is malformed");
-                                        let _ = to_client.close().await;
-                                        return;
-                                    }
+                                    frame
                                 }
+                            };
+                            if to_client.data_bytes(bytes).await.is_err() {
+                                break 'relay;
                             }
-                            whole.map(BytesMut::freeze).unwrap_or_default()
-                        } else {
+                        }
+                        while stream.at_boundary() {
+                            let Some(frame) = queued.pop_front() else {
+                                break;
+                            };
+                            if to_client.data_bytes(frame).await.is_err() {
+                                break 'relay;
+                            }
+                        }
+                    }
+                    Some(ChannelMsg::Data { data }) => {
+                        let data = {
                             if let Some(recorder) = &authed.recorder {
                                 if let Err(e) = recorder.output(u32::from(id), &data) {
                                     warn!(error = %e, "the session cannot be recorded: closing it");
@@ -1193,7 +1209,7 @@ async fn bridge(
             let _ = to_client.close().await;
         })
     };
-    let mut frames = Frames::default();
+    let mut stream = sftp::Stream::default();
     let mut typed = Typed::default();
     let mut early = early.into_iter();
     loop {
@@ -1205,18 +1221,33 @@ async fn bridge(
             },
         };
         match msg {
+            ChannelMsg::Data { data } if kind == Kind::Sftp => {
+                let mut pieces = Vec::new();
+                let passed = match stream.feed(data, sftp::untouched_request, &mut pieces) {
+                    Ok(()) => sftp_requests(&authed, id, pieces, &handles, &inject).await,
+                    Err(e) => Err(e),
+                };
+                let passed = match passed {
+                    Ok(passed) => passed,
+                    Err(e) => {
+                        warn!(error = %e, "sftp session closed");
+                        break;
+                    }
+                };
+                let mut gone = false;
+                for bytes in passed {
+                    if to_target.data_bytes(bytes).await.is_err() {
+                        gone = true;
+                        break;
+                    }
+                }
+                if gone {
+                    break;
+                }
+            }
             ChannelMsg::Data { data } => {
                 let data = match kind {
-                    Kind::Sftp => {
-                        frames.push(&data);
-                        match sftp_requests(&authed, id, &mut frames, &handles, &inject).await {
-                            Ok(data) => data,
-                            Err(e) => {
-                                warn!(error = %e, "sftp session closed");
-                                break;
-                            }
-                        }
-                    }
+                    Kind::Sftp => data,
                     Kind::Shell => {
                         for line in typed.feed(&data) {
                             // What is typed at a password prompt is not echoed,
@@ -1284,24 +1315,31 @@ async fn bridge(
     let _ = down.await;
 }
 
-/// Decides the whole SFTP requests received so far; returns the bytes that
-/// may go to the target. Refused requests are answered through `inject`.
+/// Decides the whole SFTP requests among `pieces`; returns what may go to
+/// the target, in order. Refused requests are answered through `inject`.
 async fn sftp_requests(
     authed: &Arc<Authed>,
     id: ChannelId,
-    frames: &mut Frames,
+    pieces: Vec<Piece>,
     handles: &Arc<Mutex<Handles>>,
     inject: &tokio::sync::mpsc::Sender<Bytes>,
-) -> Result<Bytes, String> {
-    let mut out = None;
-    while let Some(frame) = frames.next()? {
+) -> Result<Vec<Bytes>, String> {
+    let mut out = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let frame = match piece {
+            Piece::Pass(bytes) => {
+                out.push(bytes);
+                continue;
+            }
+            Piece::Frame(frame) => frame,
+        };
         let request = match handles.lock() {
             Ok(mut h) => h.request(&frame),
             Err(_) => return Err("internal error: the SFTP state is poisoned".into()),
         };
         let refusal = match request {
             Request::Pass => {
-                sftp::join(&mut out, frame);
+                out.push(frame);
                 continue;
             }
             Request::Refuse {
@@ -1341,7 +1379,7 @@ async fn sftp_requests(
             }
         };
         match refusal {
-            None => sftp::join(&mut out, frame),
+            None => out.push(frame),
             Some((request, reason)) => {
                 if let Ok(mut h) = handles.lock() {
                     h.refused(request);
@@ -1354,7 +1392,7 @@ async fn sftp_requests(
             }
         }
     }
-    Ok(out.map(BytesMut::freeze).unwrap_or_default())
+    Ok(out)
 }
 
 /// Keeps the terminal's last line of output (its prompt), at most 200 bytes.

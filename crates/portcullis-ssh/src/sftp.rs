@@ -4,8 +4,8 @@
 //! opened (the target's own file modes hold the handle to them).
 //!
 //! Packet types come from `russh-sftp`; only the frame header is read on
-//! the data path (READ, WRITE, DATA), so large transfers cost one length
-//! check per packet.
+//! the data path (READ, WRITE, DATA), whose bytes pass through as slices of
+//! what arrived, so large transfers cost one header read per packet.
 
 use bytes::{Buf, Bytes, BytesMut};
 use portcullis_core::SftpOp;
@@ -21,42 +21,144 @@ const FSETSTAT: u8 = 10;
 const HANDLE: u8 = 102;
 const STATUS: u8 = 101;
 
-/// Whole frames out of a byte stream.
+/// One direction of an SFTP session, cut at frame boundaries without
+/// copying the bulk: the data of READ, WRITE and DATA frames passes through
+/// as slices of what arrived; only the frames that are inspected (small:
+/// requests that name paths, handles, statuses) are gathered whole.
 #[derive(Default)]
-pub(crate) struct Frames {
-    buf: BytesMut,
+pub(crate) struct Stream {
+    /// The start of the next frame's header (length and type), while
+    /// incomplete.
+    head: Vec<u8>,
+    /// Bytes of the current frame that pass through untouched.
+    passing: usize,
+    /// A frame being gathered whole, and its full length.
+    whole: Option<(usize, BytesMut)>,
 }
 
-impl Frames {
-    pub(crate) fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
+/// A piece of the stream, in order.
+pub(crate) enum Piece {
+    /// Bytes that go on as they are.
+    Pass(Bytes),
+    /// One whole frame, length included, to inspect.
+    Frame(Bytes),
+}
 
-    /// The next whole frame, length included. Frames taken one after the
-    /// other are adjacent in memory: [`join`] puts them back together
-    /// without copying.
-    pub(crate) fn next(&mut self) -> Result<Option<BytesMut>, String> {
-        let Some(header) = self.buf.get(..4) else {
-            return Ok(None);
+impl Stream {
+    /// Cuts `data` into pieces. `untouched(kind)` says which frame types
+    /// pass without being gathered. What passes comes out as few slices of
+    /// `data` as possible (one, when nothing in it is inspected).
+    pub(crate) fn feed(
+        &mut self,
+        data: Bytes,
+        untouched: fn(u8) -> bool,
+        out: &mut Vec<Piece>,
+    ) -> Result<(), String> {
+        let end = data.len();
+        let mut at = 0;
+        // The start of the run of passing bytes that ends at `at`.
+        let mut run = 0;
+        let flush = |out: &mut Vec<Piece>, from: usize, to: usize| {
+            if to > from {
+                out.push(Piece::Pass(data.slice(from..to)));
+            }
         };
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len == 0 || len > MAX_FRAME {
-            return Err(format!("an SFTP packet of {len} bytes is not accepted"));
+        while at < end {
+            if self.passing > 0 {
+                let n = self.passing.min(end - at);
+                self.passing -= n;
+                at += n;
+                continue;
+            }
+            if let Some((total, buf)) = &mut self.whole {
+                let n = (*total - buf.len()).min(end - at);
+                buf.extend_from_slice(&data[at..at + n]);
+                at += n;
+                run = at;
+                if buf.len() == *total {
+                    let frame = std::mem::take(buf).freeze();
+                    self.whole = None;
+                    out.push(Piece::Frame(frame));
+                }
+                continue;
+            }
+            if self.head.is_empty() && end - at >= 5 {
+                let len = frame_len(&data[at..at + 4])?;
+                if untouched(data[at + 4]) {
+                    // Stays in the run.
+                    self.passing = 4 + len;
+                    continue;
+                }
+                flush(out, run, at);
+                if end - at >= 4 + len {
+                    out.push(Piece::Frame(data.slice(at..at + 4 + len)));
+                    at += 4 + len;
+                } else {
+                    let mut buf = BytesMut::with_capacity(4 + len);
+                    buf.extend_from_slice(&data[at..]);
+                    self.whole = Some((4 + len, buf));
+                    at = end;
+                }
+                run = at;
+                continue;
+            }
+            // A header cut between two chunks.
+            flush(out, run, at);
+            let n = (5 - self.head.len()).min(end - at);
+            self.head.extend_from_slice(&data[at..at + n]);
+            at += n;
+            run = at;
+            if self.head.len() < 5 {
+                continue;
+            }
+            let head = std::mem::take(&mut self.head);
+            let len = frame_len(&head[..4])?;
+            if untouched(head[4]) {
+                out.push(Piece::Pass(Bytes::from(head)));
+                self.passing = len - 1;
+            } else {
+                let mut buf = BytesMut::with_capacity(4 + len);
+                buf.extend_from_slice(&head);
+                if buf.len() == 4 + len {
+                    out.push(Piece::Frame(buf.freeze()));
+                } else {
+                    self.whole = Some((4 + len, buf));
+                }
+            }
         }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        Ok(Some(self.buf.split_to(4 + len)))
+        flush(out, run, at);
+        Ok(())
+    }
+
+    /// Whether the stream stands between two frames, where the gateway
+    /// may write one of its own.
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.passing == 0 && self.whole.is_none() && self.head.is_empty()
     }
 }
 
-/// Appends `frame` to `out`: free when `frame` follows `out` in memory (as
-/// successive frames of [`Frames`] do), a copy otherwise.
-pub(crate) fn join(out: &mut Option<BytesMut>, frame: BytesMut) {
-    match out {
-        None => *out = Some(frame),
-        Some(out) => out.unsplit(frame),
+/// A frame's length (after its 4-byte length field), checked.
+fn frame_len(field: &[u8]) -> Result<usize, String> {
+    let len = match field {
+        [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]) as usize,
+        _ => return Err("a truncated SFTP length".into()),
+    };
+    if len == 0 || len > MAX_FRAME {
+        return Err(format!("an SFTP packet of {len} bytes is not accepted"));
     }
+    Ok(len)
+}
+
+/// Requests that pass untouched: INIT, READ, WRITE, FSTAT, READDIR (the
+/// handshake, and handles already decided).
+pub(crate) fn untouched_request(kind: u8) -> bool {
+    matches!(kind, 1 | 5 | 6 | 8 | 12)
+}
+
+/// Responses that pass untouched: all but HANDLE and STATUS, which say
+/// which handle an open got.
+pub(crate) fn untouched_response(kind: u8) -> bool {
+    !matches!(kind, HANDLE | STATUS)
 }
 
 /// What the client asked, as far as the policy is concerned.
@@ -348,20 +450,74 @@ mod tests {
 
     #[test]
     fn frames_are_cut_from_a_stream_in_pieces() {
-        let a = frame(OPEN, 1, b"xx");
-        let b = frame(CLOSE, 2, b"");
-        let mut stream = a.to_vec();
-        stream.extend_from_slice(&b);
-        let mut frames = Frames::default();
-        frames.push(&stream[..3]);
-        assert!(frames.next().unwrap().is_none());
-        frames.push(&stream[3..]);
-        assert_eq!(frames.next().unwrap().unwrap(), a);
-        assert_eq!(frames.next().unwrap().unwrap(), b);
-        assert!(frames.next().unwrap().is_none());
-        let mut huge = Frames::default();
-        huge.push(&u32::MAX.to_be_bytes());
-        assert!(huge.next().is_err());
+        let open = frame(
+            OPEN,
+            1,
+            &[
+                string(b"/tmp/x"),
+                2u32.to_be_bytes().to_vec(),
+                0u32.to_be_bytes().to_vec(),
+            ]
+            .concat(),
+        );
+        let write = frame(
+            6,
+            2,
+            &[
+                string(&[0, 0, 0, 1]),
+                0u64.to_be_bytes().to_vec(),
+                string(&[7u8; 1000]),
+            ]
+            .concat(),
+        );
+        let mut stream_bytes = open.to_vec();
+        stream_bytes.extend_from_slice(&write);
+        // Fed in awkward pieces: the OPEN comes out whole, the WRITE passes
+        // as slices, and the whole stream comes out unchanged.
+        let mut stream = Stream::default();
+        let mut pieces = Vec::new();
+        for chunk in stream_bytes.chunks(7) {
+            stream
+                .feed(
+                    Bytes::copy_from_slice(chunk),
+                    untouched_request,
+                    &mut pieces,
+                )
+                .unwrap();
+        }
+        assert!(stream.at_boundary());
+        let mut whole = Vec::new();
+        let mut frames = Vec::new();
+        for piece in pieces {
+            match piece {
+                Piece::Pass(b) => whole.extend_from_slice(&b),
+                Piece::Frame(f) => {
+                    whole.extend_from_slice(&f);
+                    frames.push(f);
+                }
+            }
+        }
+        assert_eq!(whole, stream_bytes);
+        assert_eq!(frames, [open]);
+        let mut huge = Stream::default();
+        assert!(huge
+            .feed(
+                Bytes::from(vec![0xff; 8]),
+                untouched_request,
+                &mut Vec::new()
+            )
+            .is_err());
+        // Writes only, in one chunk: one slice, not a copy.
+        let mut writes = write.to_vec();
+        writes.extend_from_slice(&write);
+        let chunk = Bytes::from(writes);
+        let mut pieces = Vec::new();
+        Stream::default()
+            .feed(chunk.clone(), untouched_request, &mut pieces)
+            .unwrap();
+        assert!(
+            matches!(&pieces[..], [Piece::Pass(b)] if b.as_ptr() == chunk.as_ptr() && b.len() == chunk.len())
+        );
     }
 
     #[test]
