@@ -1149,21 +1149,18 @@ async fn bridge(
                         }
                     }
                     Some(ChannelMsg::Data { data }) => {
-                        let data = {
-                            if let Some(recorder) = &authed.recorder {
-                                if let Err(e) = recorder.output(u32::from(id), &data) {
-                                    warn!(error = %e, "the session cannot be recorded: closing it");
-                                    let _ = to_client.close().await;
-                                    return;
-                                }
+                        if let Some(recorder) = &authed.recorder {
+                            if let Err(e) = recorder.output(u32::from(id), &data) {
+                                warn!(error = %e, "the session cannot be recorded: closing it");
+                                let _ = to_client.close().await;
+                                return;
                             }
-                            if kind == Kind::Shell {
-                                if let Ok(mut line) = prompt.lock() {
-                                    current_line(&mut line, &data);
-                                }
+                        }
+                        if kind == Kind::Shell {
+                            if let Ok(mut line) = prompt.lock() {
+                                current_line(&mut line, &data);
                             }
-                            data
-                        };
+                        }
                         if !data.is_empty() && to_client.data_bytes(data).await.is_err() {
                             break;
                         }
@@ -1246,40 +1243,34 @@ async fn bridge(
                 }
             }
             ChannelMsg::Data { data } => {
-                let data = match kind {
-                    Kind::Sftp => data,
-                    Kind::Shell => {
-                        for line in typed.feed(&data) {
-                            // What is typed at a password prompt is not echoed,
-                            // and not kept.
-                            let secret = prompt.lock().is_ok_and(|p| asks_secret(&p));
-                            let line = if secret {
-                                "(typed at a password prompt: not recorded)".to_string()
-                            } else {
-                                line
-                            };
-                            let _ = authed.record(Statement {
-                                phase: "typed".into(),
-                                text: line.clone(),
-                                effect: "unchecked".into(),
-                                policies: Vec::new(),
-                                reason: String::new(),
-                                parameters: Vec::new(),
-                            });
-                            let authed = authed.clone();
-                            tokio::spawn(async move {
-                                let detail = serde_json::json!({"line": line, "best_effort": true});
-                                if let Err(e) =
-                                    authed.event(u32::from(id), "shell.typed", detail).await
-                                {
-                                    warn!(error = %e, "a typed line was not audited");
-                                }
-                            });
-                        }
-                        data
+                if kind == Kind::Shell {
+                    for line in typed.feed(&data) {
+                        // What is typed at a password prompt is not echoed,
+                        // and not kept.
+                        let secret = prompt.lock().is_ok_and(|p| asks_secret(&p));
+                        let line = if secret {
+                            "(typed at a password prompt: not recorded)".to_string()
+                        } else {
+                            line
+                        };
+                        let _ = authed.record(Statement {
+                            phase: "typed".into(),
+                            text: line.clone(),
+                            effect: "unchecked".into(),
+                            policies: Vec::new(),
+                            reason: String::new(),
+                            parameters: Vec::new(),
+                        });
+                        let authed = authed.clone();
+                        tokio::spawn(async move {
+                            let detail = serde_json::json!({"line": line, "best_effort": true});
+                            if let Err(e) = authed.event(u32::from(id), "shell.typed", detail).await
+                            {
+                                warn!(error = %e, "a typed line was not audited");
+                            }
+                        });
                     }
-                    Kind::Exec => data,
-                };
+                }
                 if !data.is_empty() && to_target.data_bytes(data).await.is_err() {
                     break;
                 }
