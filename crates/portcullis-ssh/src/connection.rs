@@ -367,7 +367,7 @@ impl server::Handler for Connection {
             host: host_to_connect.to_string(),
             port: port_to_connect,
         };
-        if !forward_allowed(&authed, u32::from(channel.id()), forward).await {
+        if !forward_allowed(&authed, u32::from(channel.id()), forward.clone()).await {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -395,18 +395,7 @@ impl server::Handler for Connection {
                 }
             };
             reply.accept().await;
-            let id = channel.id();
-            let mut client = channel.into_stream();
-            let mut target = target.into_stream();
-            let moved = tokio::io::copy_bidirectional(&mut client, &mut target).await;
-            let (up, down) = moved.unwrap_or((0, 0));
-            let _ = authed
-                .event(
-                    u32::from(id),
-                    "forward.close",
-                    serde_json::json!({"bytes_to_target": up, "bytes_to_client": down}),
-                )
-                .await;
+            relay_forward(&authed, &forward, channel, target).await;
         });
         Ok(())
     }
@@ -635,6 +624,11 @@ impl RemoteForwards {
             let Some(handle) = authed.handle.get() else {
                 return;
             };
+            let forward = Forward {
+                direction: "remote".into(),
+                host: address.clone(),
+                port,
+            };
             let client = match handle
                 .channel_open_forwarded_tcpip(address, port, originator, originator_port)
                 .await
@@ -645,20 +639,33 @@ impl RemoteForwards {
                     return;
                 }
             };
-            let id = client.id();
-            let mut client = client.into_stream();
-            let mut target = target.into_stream();
-            let moved = tokio::io::copy_bidirectional(&mut client, &mut target).await;
-            let (down, up) = moved.unwrap_or((0, 0));
-            let _ = authed
-                .event(
-                    u32::from(id),
-                    "forward.close",
-                    serde_json::json!({"bytes_to_target": up, "bytes_to_client": down}),
-                )
-                .await;
+            relay_forward(&authed, &forward, client, target).await;
         });
     }
+}
+
+/// Moves a forwarded connection's bytes both ways until both sides close,
+/// then audits which forward it was and how many bytes went each way.
+async fn relay_forward(
+    authed: &Authed,
+    forward: &Forward,
+    client: Channel<Msg>,
+    target: Channel<russh::client::Msg>,
+) {
+    let id = client.id();
+    let mut client = client.into_stream();
+    let mut target = target.into_stream();
+    let moved = tokio::io::copy_bidirectional(&mut client, &mut target).await;
+    let detail = match moved {
+        Ok((to_target, to_client)) => serde_json::json!({
+            "forward": forward,
+            "bytes_to_target": to_target,
+            "bytes_to_client": to_client,
+        }),
+        // A side that broke off: the counts are lost with it.
+        Err(e) => serde_json::json!({ "forward": forward, "error": e.to_string() }),
+    };
+    let _ = authed.event(u32::from(id), "forward.close", detail).await;
 }
 
 /// What a session channel asked to run.

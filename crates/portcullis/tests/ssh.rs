@@ -396,15 +396,43 @@ fn read_forwarded(port: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_goes_only_where_a_policy_allows() {
     let sshd_port = env("DEMO_SSH_PORT");
+    let remote_allowed = free_port();
     let (_dir, dir) = policies(&format!(
         r#"
 permit (principal, action == Action::"connect", resource);
 permit (principal, action == Action::"forward", resource)
 when {{ context.forward.direction == "local" && context.forward.host == "127.0.0.1" && context.forward.port == {sshd_port} }};
+permit (principal, action == Action::"forward", resource)
+when {{ context.forward.direction == "remote" && context.forward.host == "127.0.0.1" && context.forward.port == {remote_allowed} }};
 "#
     ));
     let gw = gateway("ssh_forward", dir, None).await;
     let alice = gw.token("alice@example.com", &["eng"]);
+    // Each forwarded connection is audited when it closes, with its bytes
+    // each way: the banner comes to the client through -L, and goes to the
+    // target through -R.
+    let moved = |direction: &str| {
+        audit(&gw).iter().any(|e| {
+            let up = e["detail"]["bytes_to_target"].as_u64().unwrap_or(0);
+            let down = e["detail"]["bytes_to_client"].as_u64().unwrap_or(0);
+            e["kind"] == "forward.close"
+                && e["detail"]["forward"]["direction"] == direction
+                && if direction == "remote" {
+                    up > 0 && down == 0
+                } else {
+                    down > 0 && up == 0
+                }
+        })
+    };
+    let closed = |direction: &'static str| async move {
+        for _ in 0..50 {
+            if moved(direction) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    };
     let allowed = free_port();
     let refused = free_port();
     let pg_port = gw.db.port;
@@ -428,10 +456,42 @@ when {{ context.forward.direction == "local" && context.forward.host == "127.0.0
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
     // ...and nothing comes through the other one.
     assert_eq!(read_forwarded(refused), "");
+    assert!(
+        closed("local").await,
+        "no local forward carried bytes to the client"
+    );
     let _ = tunnel.kill();
     let _ = tunnel.wait();
 
-    // Remote forwarding is decided too (this policy allows none).
+    // A remote forward the policy allows: the target listens, and what
+    // connects there reaches a service on the client's side (sshd again).
+    let mut tunnel = client(&gw, "ssh", &alice)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-p", &port(&gw)])
+        .args([
+            "-R",
+            &format!("127.0.0.1:{remote_allowed}:127.0.0.1:{sshd_port}"),
+        ])
+        .arg("demo-ssh@127.0.0.1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    for _ in 0..50 {
+        banner = read_forwarded(remote_allowed);
+        if !banner.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+    assert!(
+        closed("remote").await,
+        "no remote forward carried bytes to the target"
+    );
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+
+    // Remote forwarding elsewhere is refused.
     let remote = client(&gw, "ssh", &alice)
         .args(["-N", "-o", "ExitOnForwardFailure=yes", "-p", &port(&gw)])
         .args(["-R", &format!("127.0.0.1:{}:127.0.0.1:22", free_port())])
@@ -470,6 +530,10 @@ when {{ context.forward.direction == "local" && context.forward.host == "127.0.0
         forwards
             .iter()
             .any(|(d, e, _)| d == "remote" && e == "deny"),
+        "{forwards:?}"
+    );
+    assert!(
+        forwards.contains(&("remote".into(), "allow".into(), u64::from(remote_allowed))),
         "{forwards:?}"
     );
     gw.stop().await;
