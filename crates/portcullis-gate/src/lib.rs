@@ -175,6 +175,14 @@ impl Session {
         }
     }
 
+    /// One more decision in this session's counts.
+    fn count(&mut self, decision: &Decision) {
+        self.statements += 1;
+        if decision.effect == portcullis_core::Effect::Deny {
+            self.denied += 1;
+        }
+    }
+
     /// Records why the user says they act; empty clears it.
     pub fn set_reason(&mut self, reason: &str) {
         let reason = reason.trim();
@@ -483,10 +491,7 @@ impl Gate {
                     approval: None,
                 },
             };
-            session.statements += 1;
-            if decision.effect == portcullis_core::Effect::Deny {
-                session.denied += 1;
-            }
+            session.count(&decision);
             decisions.push(decision);
         }
         let events: Vec<AuditEvent<'_>> = checks
@@ -511,11 +516,18 @@ impl Gate {
                 },
             })
             .collect();
+        self.append_all(&events).await?;
+        Ok(decisions)
+    }
+
+    /// Writes entries decided together; they are committed in one group.
+    /// Returns once every one is durable.
+    async fn append_all(&self, events: &[AuditEvent<'_>]) -> Result<(), GateError> {
         let appends = events.iter().map(|event| self.inner.audit.append(event));
         for result in futures_util::future::join_all(appends).await {
             result?;
         }
-        Ok(decisions)
+        Ok(())
     }
 
     /// Decides SSH actions seen together (the commands of one command line,
@@ -533,10 +545,7 @@ impl Gate {
             .map(|action| self.decide(session, action))
             .collect();
         for decision in &decisions {
-            session.statements += 1;
-            if decision.effect == portcullis_core::Effect::Deny {
-                session.denied += 1;
-            }
+            session.count(decision);
         }
         let events: Vec<AuditEvent<'_>> = actions
             .iter()
@@ -549,10 +558,7 @@ impl Gate {
                 decision: DecisionFields::from(decision),
             })
             .collect();
-        let appends = events.iter().map(|event| self.inner.audit.append(event));
-        for result in futures_util::future::join_all(appends).await {
-            result?;
-        }
+        self.append_all(&events).await?;
         Ok(decisions)
     }
 
