@@ -656,22 +656,13 @@ async fn console_gateway(
     provider: &OidcProvider,
 ) -> (Gateway, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("client-secret"), support::CLIENT_SECRET).unwrap();
+    let secret = dir.path().join("client-secret");
     // Finished recordings go to S3, so the console reads them from there.
     let (endpoint, bucket) = s3_bucket(db);
     let port = free_port();
     let console_url = format!("http://127.0.0.1:{port}");
     let extra = format!(
-        r#"
-[[identity.oidc]]
-issuer = "{issuer}"
-audience = ["portcullis"]
-client_id = "{client_id}"
-client_secret = {{ file = "{secret}" }}
-
-[console]
-public_url = "{console_url}"
-
+        r#"{console}
 [recording]
 viewers = ["dba"]
 
@@ -681,11 +672,10 @@ endpoint = "{endpoint}"
 access_key_id = {{ file = "{secret}" }}
 secret_access_key = {{ file = "{secret}" }}
 "#,
+        console = provider.console_config(&secret, &console_url),
         bucket = bucket,
         endpoint = endpoint,
-        issuer = provider.issuer,
-        client_id = support::CLIENT_ID,
-        secret = dir.path().join("client-secret").display(),
+        secret = secret.display(),
     );
     let gw = Gateway::start_with(
         TestDb::create(db, SEED).await,

@@ -128,6 +128,25 @@ fn ssh(gw: &Gateway, token: &str, line: &str) -> Output {
         .unwrap()
 }
 
+/// The id of the (one) finished SSH session `portcullis sessions` lists,
+/// waiting up to 10 s for its recording to end.
+async fn closed_ssh_session(gw: &Gateway) -> String {
+    for _ in 0..50 {
+        let list = gw.cli(&["sessions"]);
+        if let Some(line) = stdout(&list)
+            .lines()
+            .find(|l| l.starts_with("ssh-") && l.contains("closed"))
+        {
+            return line.split_whitespace().next().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "no finished ssh session: {}",
+        stdout(&gw.cli(&["sessions"]))
+    );
+}
+
 fn audit(gw: &Gateway) -> Vec<serde_json::Value> {
     let out = gw.cli(&["audit", "tail", "-n", "2000", "--json"]);
     stdout(&out)
@@ -791,19 +810,7 @@ async fn an_interactive_shell_is_recorded_and_replays() {
     let _ = tmux(&["-S", socket, "kill-server"]);
 
     // The session's recording replays what the terminal showed.
-    let mut id = String::new();
-    for _ in 0..50 {
-        let list = gw.cli(&["sessions"]);
-        if let Some(line) = stdout(&list)
-            .lines()
-            .find(|l| l.starts_with("ssh-") && l.contains("closed"))
-        {
-            id = line.split_whitespace().next().unwrap().to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(!id.is_empty(), "{}", stdout(&gw.cli(&["sessions"])));
+    let id = closed_ssh_session(&gw).await;
     let replay = gw.cli(&["replay", &id, "--speed", "0"]);
     assert!(replay.status.success(), "{}", stderr(&replay));
     let replayed = stdout(&replay);
@@ -959,24 +966,12 @@ permit (principal, action == Action::"exec", resource);
 async fn a_recorded_terminal_plays_in_the_web_console_in_a_real_browser() {
     let provider = support::OidcProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("client-secret"), support::CLIENT_SECRET).unwrap();
     let port = free_port();
     let console_url = format!("http://127.0.0.1:{port}");
     let extra = format!(
-        r#"{ssh}
-[[identity.oidc]]
-issuer = "{issuer}"
-audience = ["portcullis"]
-client_id = "{client_id}"
-client_secret = {{ file = "{secret}" }}
-
-[console]
-public_url = "{console_url}"
-"#,
-        ssh = ssh_target(None, "viewers = [\"dba\"]"),
-        issuer = provider.issuer,
-        client_id = support::CLIENT_ID,
-        secret = dir.path().join("client-secret").display(),
+        "{}{}",
+        ssh_target(None, "viewers = [\"dba\"]"),
+        provider.console_config(&dir.path().join("client-secret"), &console_url)
     );
     let gw = Gateway::start_with(
         TestDb::create("ssh_console", "").await,
@@ -992,19 +987,7 @@ public_url = "{console_url}"
     let word = format!("console-{}", rand_suffix());
     let out = ssh(&gw, &alice, &format!("echo {word}"));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut id = String::new();
-    for _ in 0..50 {
-        let list = gw.cli(&["sessions"]);
-        if let Some(line) = stdout(&list)
-            .lines()
-            .find(|l| l.starts_with("ssh-") && l.contains("closed"))
-        {
-            id = line.split_whitespace().next().unwrap().to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(!id.is_empty());
+    let id = closed_ssh_session(&gw).await;
 
     // Without a session, the asciicast is not given away.
     let anonymous = Command::new("curl")

@@ -30,6 +30,27 @@ impl Drop for OidcProvider {
 }
 
 impl OidcProvider {
+    /// A gateway config's `[[identity.oidc]]` for this provider and its
+    /// `[console]` at `console_url`; the client secret is written to
+    /// `secret`, which the config names.
+    pub fn console_config(&self, secret: &std::path::Path, console_url: &str) -> String {
+        std::fs::write(secret, CLIENT_SECRET).unwrap();
+        format!(
+            r#"
+[[identity.oidc]]
+issuer = "{issuer}"
+audience = ["portcullis"]
+client_id = "{CLIENT_ID}"
+client_secret = {{ file = "{secret}" }}
+
+[console]
+public_url = "{console_url}"
+"#,
+            issuer = self.issuer,
+            secret = secret.display(),
+        )
+    }
+
     pub async fn start() -> OidcProvider {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/oidc");
