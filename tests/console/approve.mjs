@@ -17,23 +17,12 @@
 // Any failure, or 90 s in all, prints the error, the page's URL and the start
 // of its text on stderr and exits 1.
 
-import { chromium } from 'playwright-core';
+import { start } from './browser.mjs';
 import { signInAtProvider } from './login.mjs';
 
 const TOTAL_MS = 90_000;
 const REQUEST_WAIT_MS = 60_000;
 const STEP_MS = 30_000;
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const [consoleArg, login, decision, comment] = process.argv.slice(2);
 if (!consoleArg || !login || !['approve', 'deny'].includes(decision) || comment === undefined) {
@@ -43,49 +32,10 @@ if (!consoleArg || !login || !['approve', 'deny'].includes(decision) || comment 
 const base = consoleArg.replace(/\/+$/, '');
 const expected = decision === 'approve' ? 'approved' : 'denied';
 
-let browser;
-let page;
-let failing = false;
-
-async function fail(error) {
-  if (failing) return;
-  failing = true;
-  let url = '(no page)';
-  let text = '';
-  if (page) {
-    try {
-      url = page.url();
-      text = (await page.locator('body').innerText({ timeout: 2_000 })).slice(0, 2000);
-    } catch (e) {
-      text = `(page text unavailable: ${e.message.split('\n')[0]})`;
-    }
-  }
-  console.error(`approve.mjs failed: ${error?.stack ?? error}`);
-  console.error(`page URL: ${url}`);
-  console.error(`page text:\n${text}`);
-  await closeBrowser();
-  process.exit(1);
-}
-
-async function closeBrowser() {
-  if (!browser) return;
-  await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 5_000))]);
-}
-
-const overall = setTimeout(() => fail(new Error(`timed out after ${TOTAL_MS / 1000} s`)), TOTAL_MS);
-
-// Only loopback addresses: the provider's development pages link a web font
-// from the internet, and a test sends nothing off the machine.
-function loopback(url) {
-  return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
-}
+const run = start('approve.mjs', TOTAL_MS);
 
 async function main() {
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
-  const context = await browser.newContext();
-  await context.route((url) => !loopback(url), (route) => route.abort('blockedbyclient'));
-  page = await context.newPage();
-  page.setDefaultTimeout(STEP_MS);
+  const page = await run.open(STEP_MS);
 
   // 1. Sign in: the inbox → CONSOLE_URL/login → the provider → back to the inbox.
   await page.goto(`${base}/`);
@@ -119,9 +69,7 @@ async function main() {
     throw new Error(`#status says "${shown}", expected ${expected}`);
   }
   console.log(`decided ${id} ${word}`);
-  clearTimeout(overall);
-  await closeBrowser();
-  process.exit(0);
+  await run.finish();
 }
 
-main().catch(fail);
+main().catch(run.fail);

@@ -13,22 +13,11 @@
 // Prints `played` and exits 0; any failure, or 90 s in all, prints the error,
 // the page's URL and the start of its text on stderr and exits 1.
 
-import { chromium } from 'playwright-core';
+import { start } from './browser.mjs';
 import { signInAtProvider } from './login.mjs';
 
 const TOTAL_MS = 90_000;
 const STEP_MS = 30_000;
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const [consoleArg, login, session, text] = process.argv.slice(2);
 if (!consoleArg || !login || !session || !text) {
@@ -37,48 +26,11 @@ if (!consoleArg || !login || !session || !text) {
 }
 const base = consoleArg.replace(/\/+$/, '');
 
-let browser;
-let page;
-let failing = false;
+const run = start('play.mjs', TOTAL_MS);
 const problems = [];
 
-async function fail(error) {
-  if (failing) return;
-  failing = true;
-  let url = '(no page)';
-  let shown = '';
-  if (page) {
-    try {
-      url = page.url();
-      shown = (await page.locator('body').innerText({ timeout: 2_000 })).slice(0, 2000);
-    } catch (e) {
-      shown = `(page text unavailable: ${e.message.split('\n')[0]})`;
-    }
-  }
-  console.error(`play.mjs failed: ${error?.stack ?? error}`);
-  console.error(`page URL: ${url}`);
-  console.error(`page text:\n${shown}`);
-  await closeBrowser();
-  process.exit(1);
-}
-
-async function closeBrowser() {
-  if (!browser) return;
-  await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 5_000))]);
-}
-
-const overall = setTimeout(() => fail(new Error(`timed out after ${TOTAL_MS / 1000} s`)), TOTAL_MS);
-
-function loopback(url) {
-  return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
-}
-
 async function main() {
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
-  const context = await browser.newContext();
-  await context.route((url) => !loopback(url), (route) => route.abort('blockedbyclient'));
-  page = await context.newPage();
-  page.setDefaultTimeout(STEP_MS);
+  const page = await run.open(STEP_MS);
   // The console's own pages must run under their policy without a violation.
   page.on('console', (message) => {
     if (message.type() === 'error' && page.url().startsWith(base)) problems.push(message.text());
@@ -95,9 +47,7 @@ async function main() {
     throw new Error(`errors on the page: ${problems.join(' | ')}`);
   }
   console.log('played');
-  clearTimeout(overall);
-  await closeBrowser();
-  process.exit(0);
+  await run.finish();
 }
 
-main().catch(fail);
+main().catch(run.fail);
