@@ -100,6 +100,11 @@ pub struct StatementInfo {
     /// the default (no columns, no relations) for statements that return no
     /// rows.
     pub lineage: std::sync::Arc<crate::Lineage>,
+    /// The statement with its constants replaced by parameters (PostgreSQL's
+    /// own normalization), set only when nothing above depends on those
+    /// constants: statements of one shape are classified alike, and decided
+    /// alike by policies that do not read `text`.
+    pub shape: Option<std::sync::Arc<str>>,
 }
 
 /// Named things a statement makes or ends in the session. `*` stands for

@@ -68,13 +68,21 @@ struct DecisionKey {
     target: Arc<str>,
     client_ip: std::net::IpAddr,
     action: &'static str,
-    statement: Option<String>,
+    statement: Option<StatementKey>,
     /// An SSH command, forwarding or SFTP operation, whole.
     ssh: Option<Action>,
     /// The grant in force (its id), and the reason the user gave: both are
     /// in the policy's context.
     grant: Option<i64>,
     reason: Option<Arc<str>>,
+}
+
+/// What of a statement (or an unmask rule) a cached decision stands for.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum StatementKey {
+    Text(String),
+    /// Every statement of this shape: the policies do not read the text.
+    Shape(Arc<str>),
 }
 
 #[derive(PartialEq, Eq, Hash)]
@@ -394,8 +402,13 @@ impl Gate {
             client_ip: session.client_addr.ip(),
             action: action.name(),
             statement: match action {
-                Action::Query(s) => Some(s.text.clone()),
-                Action::Unmask { rule } => Some(rule.clone()),
+                Action::Query(s) => Some(match &s.shape {
+                    Some(shape) if !policies.reads_statement_text() => {
+                        StatementKey::Shape(shape.clone())
+                    }
+                    _ => StatementKey::Text(s.text.clone()),
+                }),
+                Action::Unmask { rule } => Some(StatementKey::Text(rule.clone())),
                 _ => None,
             },
             ssh: match action {
@@ -764,5 +777,67 @@ mod tests {
         .unwrap();
         assert!(!gate.connect(&member).await.unwrap().is_allowed());
         gate.audit().shutdown().await.unwrap();
+    }
+
+    /// Decides each statement of `texts` in one session, in order.
+    async fn decide_texts(gate: &Gate, texts: &[&str]) -> Vec<portcullis_core::Effect> {
+        let classifier = portcullis_sql::Classifier::new(16);
+        let mut session = session(principal("v", &[]));
+        let mut effects = Vec::new();
+        for text in texts {
+            let statements = classifier.classify(text).unwrap();
+            assert!(statements[0].shape.is_some(), "{text}");
+            let check = Check::Statement {
+                phase: "query",
+                statement: &statements[0],
+            };
+            let decisions = gate.check(&mut session, &[check]).await.unwrap();
+            effects.push(decisions[0].effect);
+        }
+        effects
+    }
+
+    #[tokio::test]
+    async fn a_decision_stands_for_a_statement_shape_only_when_no_policy_reads_the_text() {
+        use portcullis_core::Effect::{Allow, Deny};
+        let texts = [
+            "select * from t where a = 1",
+            "select * from t where a = 42",
+            "select * from t where a = 7",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let shaped = gate(
+            &dir,
+            r#"permit (principal, action, resource);
+               forbid (principal, action == Action::"query", resource)
+               when { context.statement.text like "*42*" };"#,
+        )
+        .await;
+        assert_eq!(decide_texts(&shaped, &texts).await, [Allow, Deny, Allow]);
+        shaped.audit().shutdown().await.unwrap();
+
+        // The text named as a record key, or by index, counts as reading it.
+        let dir = tempfile::tempdir().unwrap();
+        let shaped = gate(
+            &dir,
+            r#"permit (principal, action, resource);
+               forbid (principal, action == Action::"query", resource)
+               when { context.statement["text"] == "select * from t where a = 42" };"#,
+        )
+        .await;
+        assert_eq!(decide_texts(&shaped, &texts).await, [Allow, Deny, Allow]);
+        shaped.audit().shutdown().await.unwrap();
+
+        // A policy on the classification alone: one shape, one decision.
+        let dir = tempfile::tempdir().unwrap();
+        let shaped = gate(
+            &dir,
+            r#"permit (principal, action, resource)
+               when { context has statement && context.statement.tables.contains("t") };"#,
+        )
+        .await;
+        assert_eq!(decide_texts(&shaped, &texts).await, [Allow, Allow, Allow]);
+        assert_eq!(shaped.inner.decisions.len(), 1);
+        shaped.audit().shutdown().await.unwrap();
     }
 }

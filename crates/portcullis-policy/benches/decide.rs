@@ -47,6 +47,7 @@ fn decide(c: &mut Criterion) {
         prepared_text: None,
         settings: vec![],
         lineage: Default::default(),
+        shape: None,
         objects: Default::default(),
     });
     let client_addr = "127.0.0.1".parse().ok();

@@ -32,6 +32,8 @@ pub struct CedarPolicies {
     /// Every policy but the approvable forbids: what would be decided if a
     /// reviewer lifted them.
     without_approvable: PolicySet,
+    /// Whether any policy may read a statement's `text`.
+    reads_text: bool,
 }
 
 /// Who may lift one approvable `forbid`.
@@ -259,7 +261,9 @@ impl CedarPolicies {
                     })?;
             }
         }
+        let reads_text = policies.policies().any(reads_text);
         Ok(CedarPolicies {
+            reads_text,
             policies,
             schema,
             authorizer: Authorizer::new(),
@@ -288,6 +292,12 @@ impl CedarPolicies {
         let mut names: Vec<String> = self.names.values().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Whether a decision may depend on a statement's `text`, rather than
+    /// only on what the classification says of it.
+    pub fn reads_statement_text(&self) -> bool {
+        self.reads_text
     }
 
     /// Number of policies loaded.
@@ -625,6 +635,44 @@ fn approver(policy: &Policy) -> Result<Option<Approver>, String> {
         group: group.to_string(),
         min_approvals,
     }))
+}
+
+/// Whether a policy may read a statement's `text`. Cedar names attributes
+/// only literally, so this reads the policy's JSON form: an access (`.text`,
+/// `["text"]`, `has text`) to the `text` of anything but another record of
+/// the context (`context.command.text` is an SSH command's), or a record
+/// literal with a `text` key (which could be compared with a statement).
+fn reads_text(policy: &Policy) -> bool {
+    match policy.to_json() {
+        Ok(json) => json_reads_text(&json),
+        Err(_) => true,
+    }
+}
+
+fn json_reads_text(json: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match json {
+        Value::Array(items) => items.iter().any(json_reads_text),
+        Value::Object(fields) => fields.iter().any(|(key, value)| {
+            let access = matches!(key.as_str(), "." | "has")
+                && value.get("attr").and_then(Value::as_str) == Some("text")
+                && !value.get("left").is_some_and(is_other_context_record);
+            let record = key == "Record" && value.get("text").is_some();
+            access || record || json_reads_text(value)
+        }),
+        _ => false,
+    }
+}
+
+/// `context.X` for a record X that is not the statement.
+fn is_other_context_record(json: &serde_json::Value) -> bool {
+    json.get(".").is_some_and(|access| {
+        access.get("left") == Some(&serde_json::json!({ "Var": "context" }))
+            && access
+                .get("attr")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|attr| attr != "statement")
+    })
 }
 
 fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, String> {

@@ -185,6 +185,16 @@ impl Policies {
         }
     }
 
+    /// Whether a decision on a statement may depend on its exact text. When
+    /// not, statements of one shape (see `StatementInfo::shape`) are decided
+    /// alike. Rego can read any field by a computed name, so it always may.
+    pub fn reads_statement_text(&self) -> bool {
+        match &self.rules {
+            Rules::Cedar(p) => p.reads_statement_text(),
+            Rules::Rego(_) => true,
+        }
+    }
+
     pub fn version(&self) -> &str {
         match &self.rules {
             Rules::Cedar(p) => p.version(),

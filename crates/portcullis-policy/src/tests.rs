@@ -45,6 +45,7 @@ fn statement(kind: StatementKind, command: &str, has_where: bool) -> StatementIn
         prepared_text: None,
         settings: vec![],
         lineage: Default::default(),
+        shape: None,
         objects: Default::default(),
     }
 }
@@ -446,4 +447,43 @@ when { context has grant && context.grant.until > 100 && context has reason && c
     assert_eq!(decide_with(Some(&grant), Some("INC-1")), Effect::Allow);
     assert_eq!(decide_with(None, Some("INC-1")), Effect::Deny);
     assert_eq!(decide_with(Some(&grant), None), Effect::Deny);
+}
+
+#[test]
+fn policies_that_may_read_a_statements_text_are_told_apart() {
+    let reads = |body: &str| {
+        let action = if body.contains("command.") {
+            "exec"
+        } else {
+            "query"
+        };
+        let policy = format!(
+            "permit (principal, action == Action::\"{action}\", resource) when {{ {body} }};"
+        );
+        CedarPolicies::from_sources(&[("p.cedar", policy.as_str())])
+            .unwrap()
+            .reads_statement_text()
+    };
+    for body in [
+        r#"context.statement.text like "*x*""#,
+        r#"context.statement["text"] == "x""#,
+        r#"context.statement has text"#,
+        r#"(if context.statement.writes then context.statement else context.statement).text == "x""#,
+        r#"{"text": "x"} == {"text": "y"}"#,
+    ] {
+        assert!(reads(body), "{body}");
+    }
+    for body in [
+        r#"context.statement.command == "DROP DATABASE""#,
+        r#"context.command.text == "ls""#,
+        r#"context.statement.tables.contains("text")"#,
+    ] {
+        assert!(!reads(body), "{body}");
+    }
+    let quickstart = Policies::load_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies"),
+        Engine::Cedar,
+    )
+    .unwrap();
+    assert!(!quickstart.reads_statement_text());
 }

@@ -1,5 +1,6 @@
-//! Statement classification: a cache hit (the same text again) and a miss
-//! (a new text each time, as pgbench -M simple sends).
+//! Statement classification: a cache hit (the same text again), a shape hit
+//! (a new text each time, as pgbench -M simple sends, of a shape seen
+//! before) and a miss (nothing cached).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis_sql::Classifier;
@@ -11,6 +12,16 @@ fn classify(c: &mut Criterion) {
     let _ = cached.classify(sql);
     c.bench_function("classify/cache_hit", |b| {
         b.iter(|| cached.classify(black_box(sql)))
+    });
+
+    let mut aid = 0u64;
+    c.bench_function("classify/shape_hit_simple_select", |b| {
+        b.iter(|| {
+            aid += 1;
+            cached.classify(&format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {aid};"
+            ))
+        })
     });
 
     let uncached = Classifier::new(0);

@@ -1,4 +1,4 @@
-//! The classifier and its cache of classified query strings.
+//! The classifier and its caches of classified query strings.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,19 +15,25 @@ use crate::error::ClassifyError;
 pub const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
 
 /// Classifies SQL query strings with the PostgreSQL grammar, caching the
-/// result by exact query text.
+/// result by exact query text, and by shape (the text with its constants
+/// replaced by parameters) for the statements whose classification does not
+/// depend on their constants.
 pub struct Classifier {
     /// `None` when the capacity is zero.
     cache: Option<Cache<String, Arc<[StatementInfo]>>>,
+    /// Keyed by PostgreSQL's normalization of the text; the cached statement
+    /// has an empty `text`. `None` when the capacity is zero.
+    shapes: Option<Cache<String, Arc<StatementInfo>>>,
 }
 
 impl Classifier {
     /// A classifier that remembers up to about `cache_capacity` query strings
-    /// (least recently and least frequently used go first). A capacity of 0
-    /// disables the cache.
+    /// and as many shapes (least recently and least frequently used go
+    /// first). A capacity of 0 disables the caches.
     pub fn new(cache_capacity: usize) -> Self {
         let cache = (cache_capacity > 0).then(|| Cache::new(cache_capacity));
-        Classifier { cache }
+        let shapes = (cache_capacity > 0).then(|| Cache::new(cache_capacity));
+        Classifier { cache, shapes }
     }
 
     /// Splits `sql` (one simple-protocol Query string, possibly several
@@ -37,12 +43,46 @@ impl Classifier {
     /// an error (fail closed).
     ///
     /// A query string seen before costs a hash lookup and returns the same
-    /// `Arc`. Errors are not cached.
+    /// `Arc`. A single statement of a shape seen before costs PostgreSQL's
+    /// normalization (its scanner and grammar, without building a tree for
+    /// the gateway) and a lookup. Errors are not cached.
     pub fn classify(&self, sql: &str) -> Result<Arc<[StatementInfo]>, ClassifyError> {
         if let Some(hit) = self.cache.as_ref().and_then(|cache| cache.get(sql)) {
             return Ok(hit);
         }
-        let statements: Arc<[StatementInfo]> = classify_query(sql)?.into();
+        let shape = match (&self.shapes, single_statement(sql)) {
+            (Some(shapes), Some(text)) if sql.len() <= MAX_CACHED_QUERY_LEN => {
+                match pg_query::normalize(text) {
+                    Ok(normalized) => {
+                        if let Some(found) = shapes.get(&normalized) {
+                            let mut statement = StatementInfo::clone(&found);
+                            statement.text = text.to_owned();
+                            return Ok(Arc::from([statement]));
+                        }
+                        Some((shapes, normalized))
+                    }
+                    // Refused below, by the full parse, with its message.
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let (mut statements, plain) = classify_query(sql)?;
+        if let (Some((shapes, normalized)), [statement], true) =
+            (shape, statements.as_mut_slice(), plain)
+        {
+            if let Some(shaped) = shaped(statement, normalized) {
+                statement.shape = shaped.shape.clone();
+                shapes.insert(
+                    shaped.text.clone(),
+                    Arc::new(StatementInfo {
+                        text: String::new(),
+                        ..shaped
+                    }),
+                );
+            }
+        }
+        let statements: Arc<[StatementInfo]> = statements.into();
         if let Some(cache) = &self.cache {
             if sql.len() <= MAX_CACHED_QUERY_LEN {
                 cache.insert(sql.to_owned(), Arc::clone(&statements));
@@ -50,6 +90,41 @@ impl Classifier {
         }
         Ok(statements)
     }
+}
+
+/// The text of `sql` as the parser would cut it if it is one statement
+/// (trimmed, without a final `;`); `None` when it may hold several, or
+/// comments, which would make that cut differ. Conservative: a `;` or a
+/// comment marker inside a literal also gives `None`.
+fn single_statement(sql: &str) -> Option<&str> {
+    let text = sql.trim();
+    let text = text.strip_suffix(';').map_or(text, str::trim_end);
+    let plain =
+        !text.is_empty() && !text.contains(';') && !text.contains("--") && !text.contains("/*");
+    plain.then_some(text)
+}
+
+/// The classification of a plain data statement's shape, with `text`
+/// holding the shape, when it may stand for every statement of that shape:
+/// the statement changes no setting, and its normalized text classifies
+/// exactly as the statement itself does.
+fn shaped(statement: &StatementInfo, normalized: String) -> Option<StatementInfo> {
+    if !statement.settings.is_empty()
+        || statement.prepares.is_some()
+        || statement.executes.is_some()
+        || statement.objects != Default::default()
+    {
+        return None;
+    }
+    let (statements, plain) = classify_query(&normalized).ok()?;
+    let [mut shaped] = <[StatementInfo; 1]>::try_from(statements).ok()?;
+    shaped.text.clone_from(&statement.text);
+    if !plain || shaped != *statement {
+        return None;
+    }
+    shaped.shape = Some(Arc::from(normalized.as_str()));
+    shaped.text = normalized;
+    Some(shaped)
 }
 
 impl fmt::Debug for Classifier {
@@ -78,6 +153,85 @@ mod tests {
         // A different text, even one differing only in spacing, is parsed anew.
         let other = classifier.classify("select 1;  delete from t").unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
+    }
+
+    #[test]
+    fn statements_of_one_shape_share_a_classification_but_keep_their_text() {
+        let classifier = Classifier::new(16);
+        let first = classifier
+            .classify("select abalance from pgbench_accounts where aid = 1;")
+            .unwrap();
+        let second = classifier
+            .classify("  select abalance from pgbench_accounts where aid = 42 ")
+            .unwrap();
+        assert_eq!(
+            first[0].text,
+            "select abalance from pgbench_accounts where aid = 1"
+        );
+        assert_eq!(
+            second[0].text,
+            "select abalance from pgbench_accounts where aid = 42"
+        );
+        let shape = "select abalance from pgbench_accounts where aid = $1";
+        assert_eq!(first[0].shape.as_deref(), Some(shape));
+        assert_eq!(second[0].shape.as_deref(), Some(shape));
+        // Everything but the text is what a full parse gives.
+        let parsed = Classifier::new(0)
+            .classify("select abalance from pgbench_accounts where aid = 42")
+            .unwrap();
+        assert_eq!(
+            StatementInfo {
+                shape: None,
+                ..second[0].clone()
+            },
+            parsed[0]
+        );
+    }
+
+    #[test]
+    fn statements_that_depend_on_their_constants_have_no_shape() {
+        let classifier = Classifier::new(16);
+        for sql in [
+            // The first argument of set_config names the setting.
+            "select set_config('role', 'x', false)",
+            "select set_config('search_path', 'x', false)",
+            // EXPLAIN's options and SET's values are read.
+            "explain (analyze false) delete from t",
+            "explain (analyze true) delete from t",
+            "set role = 'a'",
+            // Two statements, or a comment, which would move the cut.
+            "select 1; select 2",
+            "select 1 -- c",
+            "select '--'",
+        ] {
+            let statements = classifier.classify(sql).unwrap();
+            assert!(statements.iter().all(|s| s.shape.is_none()), "{sql}");
+        }
+        let role = classifier
+            .classify("select set_config('role', 'y', false)")
+            .unwrap();
+        assert_eq!(role[0].settings, ["role"]);
+        let path = classifier
+            .classify("select set_config('search_path', 'y', false)")
+            .unwrap();
+        assert_eq!(path[0].settings, ["search_path"]);
+        let analyze = classifier
+            .classify("explain (analyze true) delete from x")
+            .unwrap();
+        let plain = classifier
+            .classify("explain (analyze false) delete from x")
+            .unwrap();
+        assert_ne!(analyze[0].kind, plain[0].kind);
+    }
+
+    #[test]
+    fn a_shape_never_stands_for_text_that_does_not_parse() {
+        let classifier = Classifier::new(16);
+        classifier.classify("select * from t where a = 1").unwrap();
+        assert!(classifier
+            .classify("select * from t where a = 1 1")
+            .is_err());
+        assert!(classifier.classify("select * from t where a = 'x").is_err());
     }
 
     #[test]

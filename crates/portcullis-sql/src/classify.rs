@@ -17,14 +17,32 @@ use crate::walk::{collect, Facts};
 
 /// Classifies every statement of `sql`, in order. Empty and comment-only
 /// input has no statement.
-pub(crate) fn classify_query(sql: &str) -> Result<Vec<StatementInfo>, ClassifyError> {
+///
+/// Also says whether every statement is a plain SELECT, INSERT, UPDATE,
+/// DELETE or MERGE: the statements whose classification reads no constant
+/// but `set_config`'s first argument (which `settings` shows). EXPLAIN and
+/// COPY options, and SET values, are read.
+pub(crate) fn classify_query(sql: &str) -> Result<(Vec<StatementInfo>, bool), ClassifyError> {
     let parsed = parse(sql)?;
-    parsed
+    let plain = parsed.protobuf.stmts.iter().all(|raw| {
+        matches!(
+            raw.stmt.as_deref().and_then(|stmt| stmt.node.as_ref()),
+            Some(
+                NodeEnum::SelectStmt(_)
+                    | NodeEnum::InsertStmt(_)
+                    | NodeEnum::UpdateStmt(_)
+                    | NodeEnum::DeleteStmt(_)
+                    | NodeEnum::MergeStmt(_)
+            )
+        )
+    });
+    let statements = parsed
         .protobuf
         .stmts
         .iter()
         .map(|raw| classify_raw(sql, raw))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((statements, plain))
 }
 
 fn parse(sql: &str) -> Result<pg_query::ParseResult, ClassifyError> {
@@ -244,6 +262,7 @@ impl Analysis {
             prepared_text: None,
             settings: facts.settings.into_iter().collect(),
             lineage: Arc::new(lineage),
+            shape: None,
         }
     }
 }

@@ -94,6 +94,7 @@ pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> Sta
         settings: union(&prepared.settings, &execute.settings),
         objects: Default::default(),
         lineage,
+        shape: None,
     }
 }
 

@@ -7,7 +7,7 @@ use portcullis_core::{
 use crate::classify::classify_query;
 
 fn lineage(sql: &str) -> Lineage {
-    let statements = classify_query(sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
+    let (statements, _) = classify_query(sql).unwrap_or_else(|error| panic!("{sql}: {error}"));
     let [statement] = statements.as_slice() else {
         panic!("{sql}: not one statement: {statements:#?}");
     };
@@ -283,7 +283,7 @@ fn relations_keep_each_alias_and_are_sorted() {
 
 #[test]
 fn every_statement_of_a_query_has_its_own_lineage() {
-    let statements = classify_query("select email from customers; fetch 1 from c").unwrap();
+    let (statements, _) = classify_query("select email from customers; fetch 1 from c").unwrap();
     let lineages: Vec<(bool, usize)> = statements
         .iter()
         .map(|s| (s.lineage.opaque, s.lineage.relations.len()))
