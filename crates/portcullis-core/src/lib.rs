@@ -68,7 +68,7 @@ impl TargetKind {
 }
 
 /// A system behind the gateway, as the policy sees it (never its credentials).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {
     /// `Target::"<name>"` in the policy model.
     pub name: String,

@@ -11,8 +11,10 @@ use portcullis_core::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The schema every policy is validated against.
 pub const SCHEMA: &str = include_str!("portcullis.cedarschema");
@@ -29,11 +31,31 @@ pub struct CedarPolicies {
     names: HashMap<PolicyId, String>,
     /// The `forbid` policies marked `@approval("group")`: who may lift each.
     approvable: HashMap<PolicyId, Approver>,
-    /// Every policy but the approvable forbids: what would be decided if a
-    /// reviewer lifted them.
-    without_approvable: PolicySet,
+    /// The policies whose action scope can match each action of the schema,
+    /// by action name: a request is evaluated against its action's only,
+    /// which decides the same (a policy whose scope does not match is never
+    /// satisfied and never evaluates its conditions) with less work.
+    by_action: HashMap<String, Scoped>,
+    /// The entities of recent principals and targets: building them is a
+    /// third of a decision, and a session asks for the same ones each time.
+    entities: quick_cache::sync::Cache<(Principal, Target), Arc<Entities>>,
+    /// `ip("...")` for recent client addresses (building one parses the
+    /// extension's name).
+    client_ips: quick_cache::sync::Cache<IpAddr, RestrictedExpression>,
     /// Whether any policy may read a statement's `text`.
     reads_text: bool,
+}
+
+/// How many principal and target pairs, and client addresses, a policy
+/// version keeps built.
+const ENTITIES_CACHED: usize = 1024;
+
+/// The policies that can apply to one action.
+struct Scoped {
+    policies: PolicySet,
+    /// The same but the approvable forbids: what would be decided if a
+    /// reviewer lifted them.
+    without_approvable: PolicySet,
 }
 
 /// Who may lift one approvable `forbid`.
@@ -250,17 +272,7 @@ impl CedarPolicies {
         if let Some(error) = PolicyError::from_problems(problems) {
             return Err(error);
         }
-        let mut without_approvable = PolicySet::new();
-        for policy in policies.policies() {
-            if !approvable.contains_key(policy.id()) {
-                without_approvable
-                    .add(policy.clone())
-                    .map_err(|e| PolicyError::Invalid {
-                        location: policy.id().to_string(),
-                        message: e.to_string(),
-                    })?;
-            }
-        }
+        let by_action = scoped_by_action(&schema, &policies, &approvable)?;
         let reads_text = policies.policies().any(reads_text);
         Ok(CedarPolicies {
             reads_text,
@@ -270,7 +282,9 @@ impl CedarPolicies {
             version: content_version(&files),
             names,
             approvable,
-            without_approvable,
+            by_action,
+            entities: quick_cache::sync::Cache::new(ENTITIES_CACHED),
+            client_ips: quick_cache::sync::Cache::new(ENTITIES_CACHED),
         })
     }
 
@@ -329,25 +343,37 @@ impl CedarPolicies {
         let principal_uid = user_uid(request.principal)?;
         let target_uid = entity_uid("Target", &request.target.name)?;
         let action_uid = entity_uid("Action", request.action.name())?;
-        let entities = self.entities(
-            request.principal,
-            principal_uid.clone(),
-            request.target,
-            target_uid.clone(),
-        )?;
+        let key = (request.principal.clone(), request.target.clone());
+        let entities = match self.entities.get(&key) {
+            Some(entities) => entities,
+            None => {
+                let entities = Arc::new(self.entities(
+                    request.principal,
+                    principal_uid.clone(),
+                    request.target,
+                    target_uid.clone(),
+                )?);
+                self.entities.insert(key, entities.clone());
+                entities
+            }
+        };
         let context = self.context(request)?;
         let cedar_request = cedar_policy::Request::new(
             principal_uid,
             action_uid,
             target_uid,
             context,
-            Some(&self.schema),
+            self.validating(),
         )
         .map_err(|e| format!("the request does not match the policy schema: {e}"))?;
-        let response = self
-            .authorizer
-            .is_authorized(&cedar_request, &self.policies, &entities);
-        let approval = self.approval(&response, &cedar_request, &entities);
+        let scoped = self.by_action.get(request.action.name());
+        let response = self.authorizer.is_authorized(
+            &cedar_request,
+            scoped.map_or(&self.policies, |scoped| &scoped.policies),
+            &entities,
+        );
+        let approval =
+            scoped.and_then(|scoped| self.approval(scoped, &response, &cedar_request, &entities));
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -414,6 +440,7 @@ impl CedarPolicies {
     /// reviewer lifts a forbid, never grants what no policy permits).
     fn approval(
         &self,
+        scoped: &Scoped,
         response: &cedar_policy::Response,
         request: &cedar_policy::Request,
         entities: &Entities,
@@ -435,7 +462,7 @@ impl CedarPolicies {
         }
         let lifted = self
             .authorizer
-            .is_authorized(request, &self.without_approvable, entities);
+            .is_authorized(request, &scoped.without_approvable, entities);
         if lifted.decision() != cedar_policy::Decision::Allow
             || lifted.diagnostics().errors().next().is_some()
         {
@@ -506,17 +533,30 @@ impl CedarPolicies {
         let group_entities = groups.into_iter().map(Entity::with_uid);
         Entities::from_entities(
             [user, target_entity].into_iter().chain(group_entities),
-            Some(&self.schema),
+            self.validating(),
         )
         .map_err(|e| format!("the request's entities do not match the policy schema: {e}"))
+    }
+
+    /// The schema that every request and its entities are checked against
+    /// in test builds. Release builds skip the check: requests are built
+    /// only here, to the schema, which every test checks, and the check
+    /// costs more than the decision. Policies are validated against the
+    /// schema when loaded either way.
+    fn validating(&self) -> Option<&Schema> {
+        cfg!(debug_assertions).then_some(&self.schema)
     }
 
     fn context(&self, request: &Request<'_>) -> Result<Context, String> {
         let ip = request
             .client_addr
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| "0.0.0.0".to_string());
-        let mut pairs = vec![("client_ip".to_string(), RestrictedExpression::new_ip(ip))];
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let ip = self.client_ips.get(&ip).unwrap_or_else(|| {
+            let expression = RestrictedExpression::new_ip(ip.to_string());
+            self.client_ips.insert(ip, expression.clone());
+            expression
+        });
+        let mut pairs = vec![("client_ip".to_string(), ip)];
         if let Some(grant) = request.grant {
             pairs.push((
                 "grant".to_string(),
@@ -599,6 +639,51 @@ impl CedarPolicies {
         }
         Context::from_pairs(pairs).map_err(|e| e.to_string())
     }
+}
+
+/// For each action of the schema, the policies whose action scope can match
+/// it (`action`, `action == A`, `action in [A, B]`), with and without the
+/// approvable forbids.
+fn scoped_by_action(
+    schema: &Schema,
+    policies: &PolicySet,
+    approvable: &HashMap<PolicyId, Approver>,
+) -> Result<HashMap<String, Scoped>, PolicyError> {
+    let invalid = |policy: &Policy, e: cedar_policy::PolicySetError| PolicyError::Invalid {
+        location: policy.id().to_string(),
+        message: e.to_string(),
+    };
+    // With action groups in the schema, `in [G]` would match G's members too.
+    let grouped = schema.action_groups().next().is_some();
+    let mut by_action = HashMap::new();
+    for action in schema.actions() {
+        let mut scoped = Scoped {
+            policies: PolicySet::new(),
+            without_approvable: PolicySet::new(),
+        };
+        for policy in policies.policies() {
+            let applies = match policy.action_constraint() {
+                cedar_policy::ActionConstraint::Any => true,
+                cedar_policy::ActionConstraint::Eq(uid) => uid == *action,
+                cedar_policy::ActionConstraint::In(uids) => grouped || uids.contains(action),
+            };
+            if !applies {
+                continue;
+            }
+            scoped
+                .policies
+                .add(policy.clone())
+                .map_err(|e| invalid(policy, e))?;
+            if !approvable.contains_key(policy.id()) {
+                scoped
+                    .without_approvable
+                    .add(policy.clone())
+                    .map_err(|e| invalid(policy, e))?;
+            }
+        }
+        by_action.insert(action.id().unescaped().to_string(), scoped);
+    }
+    Ok(by_action)
 }
 
 /// The `@approval("group")` (and `@approvals("N")`) of a policy: only on a
@@ -744,7 +829,19 @@ fn user_uid(principal: &Principal) -> Result<EntityUid, String> {
 }
 
 fn entity_uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
-    let type_name = cedar_policy::EntityTypeName::from_str(type_name).map_err(|e| e.to_string())?;
+    use cedar_policy::EntityTypeName;
+    // Parsed once: parsing a name runs Cedar's grammar.
+    static TYPES: std::sync::LazyLock<HashMap<&'static str, EntityTypeName>> =
+        std::sync::LazyLock::new(|| {
+            ["User", "Group", "Target", "Action"]
+                .into_iter()
+                .filter_map(|name| Some((name, EntityTypeName::from_str(name).ok()?)))
+                .collect()
+        });
+    let type_name = match TYPES.get(type_name) {
+        Some(parsed) => parsed.clone(),
+        None => EntityTypeName::from_str(type_name).map_err(|e| e.to_string())?,
+    };
     Ok(EntityUid::from_type_name_and_id(
         type_name,
         cedar_policy::EntityId::new(id),
