@@ -14,9 +14,12 @@
 //! Architecture Invariant: protocol crates depend on this crate, never on a
 //! policy engine.
 
+mod decisions;
 mod error;
 pub mod event;
 
+pub use decisions::DecisionCache;
+use decisions::PrincipalKey;
 pub use error::GateError;
 pub use event::SessionFields;
 
@@ -25,7 +28,7 @@ pub use portcullis_approval as approval;
 use portcullis_approval::Subject;
 pub use portcullis_approval::{Approvals, Held};
 use portcullis_audit::AuditLog;
-use portcullis_core::{Action, Decision, Principal, Request, SessionId, StatementInfo, Target};
+use portcullis_core::{Action, Decision, Principal, SessionId, StatementInfo, Target};
 use portcullis_mask::{HashKey, MaskCounts, Masker};
 use portcullis_policy::Policies;
 use std::net::SocketAddr;
@@ -49,50 +52,12 @@ struct GateInner {
     /// How many decisions each policy determined since the last
     /// `take_policy_hits`.
     hits: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
-    /// Decisions by input. Cleared when the policy changes.
-    decisions: quick_cache::sync::Cache<DecisionKey, Decision>,
+    /// Decisions by input.
+    decisions: DecisionCache,
     /// The key of the `hash` masking strategy.
     mask_key: HashKey,
     /// Held statements and access grants.
     approvals: Approvals,
-}
-
-/// Everything a decision depends on: the policy version, every attribute of
-/// the principal and the target the policy can see, the client address, the
-/// action, and the statement (identified by its text, which determines its
-/// classification).
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct DecisionKey {
-    policy_version: Arc<str>,
-    principal: Arc<PrincipalKey>,
-    target: Arc<str>,
-    client_ip: std::net::IpAddr,
-    action: &'static str,
-    statement: Option<StatementKey>,
-    /// An SSH command, forwarding or SFTP operation, whole.
-    ssh: Option<Action>,
-    /// The grant in force (its id), and the reason the user gave: both are
-    /// in the policy's context.
-    grant: Option<i64>,
-    reason: Option<Arc<str>>,
-}
-
-/// What of a statement (or an unmask rule) a cached decision stands for.
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum StatementKey {
-    Text(String),
-    /// Every statement of this shape: the policies do not read the text.
-    Shape(Arc<str>),
-}
-
-#[derive(PartialEq, Eq, Hash)]
-struct PrincipalKey {
-    id: String,
-    subject: String,
-    email: Option<String>,
-    issuer: String,
-    /// Sorted, so that the order in the token does not matter.
-    groups: Vec<String>,
 }
 
 /// One thing to decide and audit.
@@ -238,7 +203,7 @@ impl Gate {
                 hits: std::sync::Mutex::new(std::collections::BTreeMap::new()),
                 generation: tokio::sync::watch::Sender::new(0),
                 audit,
-                decisions: quick_cache::sync::Cache::new(decision_cache.max(1)),
+                decisions: DecisionCache::new(decision_cache),
                 mask_key,
                 approvals,
             }),
@@ -387,54 +352,15 @@ impl Gate {
     }
 
     fn decide(&self, session: &Session, action: &Action) -> Decision {
-        // INVARIANT: the policy is read once, and its version is part of the
-        // key: a decision made under an old policy can never be found under
-        // a new one, even if it is inserted after the swap.
         let policies = self.policies();
         let grant = self
             .inner
             .approvals
             .grant(&session.principal.id, &session.target.name);
-        let key = DecisionKey {
-            policy_version: policies.version().into(),
-            principal: session.cache_principal.clone(),
-            target: session.cache_target.clone(),
-            client_ip: session.client_addr.ip(),
-            action: action.name(),
-            statement: match action {
-                Action::Query(s) => Some(match &s.shape {
-                    Some(shape) if !policies.reads_statement_text() => {
-                        StatementKey::Shape(shape.clone())
-                    }
-                    _ => StatementKey::Text(s.text.clone()),
-                }),
-                Action::Unmask { rule } => Some(StatementKey::Text(rule.clone())),
-                _ => None,
-            },
-            ssh: match action {
-                Action::Exec(_) | Action::Forward(_) | Action::Sftp(_) => Some(action.clone()),
-                _ => None,
-            },
-            grant: grant.as_ref().map(|g| g.id),
-            reason: session.reason.clone(),
-        };
-        if let Some(decision) = self.inner.decisions.get(&key) {
-            self.count_hits(session, &decision);
-            return decision;
-        }
-        let decision = policies.decide(&Request {
-            principal: &session.principal,
-            target: &session.target,
-            action,
-            client_addr: Some(session.client_addr.ip()),
-            grant: grant.as_ref(),
-            reason: session.reason.as_deref(),
-        });
-        // Decisions with evaluation errors are not cached: the next request
-        // evaluates again.
-        if decision.errors.is_empty() {
-            self.inner.decisions.insert(key, decision.clone());
-        }
+        let decision = self
+            .inner
+            .decisions
+            .decide(&policies, session, action, grant.as_ref());
         self.count_hits(session, &decision);
         decision
     }
