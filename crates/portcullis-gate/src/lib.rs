@@ -352,6 +352,8 @@ impl Gate {
     }
 
     fn decide(&self, session: &Session, action: &Action) -> Decision {
+        // INVARIANT: the policy is read once, for the key and the decision
+        // alike (see `DecisionCache::decide`).
         let policies = self.policies();
         let grant = self
             .inner
