@@ -733,39 +733,38 @@ mod tests {
             "select * from t where a = 42",
             "select * from t where a = 7",
         ];
-        let dir = tempfile::tempdir().unwrap();
-        let shaped = gate(
-            &dir,
-            r#"permit (principal, action, resource);
-               forbid (principal, action == Action::"query", resource)
-               when { context.statement.text like "*42*" };"#,
-        )
-        .await;
-        assert_eq!(decide_texts(&shaped, &texts).await, [Allow, Deny, Allow]);
-        shaped.audit().shutdown().await.unwrap();
-
-        // The text named as a record key, or by index, counts as reading it.
-        let dir = tempfile::tempdir().unwrap();
-        let shaped = gate(
-            &dir,
-            r#"permit (principal, action, resource);
-               forbid (principal, action == Action::"query", resource)
-               when { context.statement["text"] == "select * from t where a = 42" };"#,
-        )
-        .await;
-        assert_eq!(decide_texts(&shaped, &texts).await, [Allow, Deny, Allow]);
-        shaped.audit().shutdown().await.unwrap();
-
-        // A policy on the classification alone: one shape, one decision.
-        let dir = tempfile::tempdir().unwrap();
-        let shaped = gate(
-            &dir,
-            r#"permit (principal, action, resource)
-               when { context has statement && context.statement.tables.contains("t") };"#,
-        )
-        .await;
-        assert_eq!(decide_texts(&shaped, &texts).await, [Allow, Allow, Allow]);
-        assert_eq!(shaped.inner.decisions.len(), 1);
-        shaped.audit().shutdown().await.unwrap();
+        // (policy, decisions, how many are cached)
+        let cases = [
+            // The text read as an attribute: each text is decided.
+            (
+                r#"permit (principal, action, resource);
+                   forbid (principal, action == Action::"query", resource)
+                   when { context.statement.text like "*42*" };"#,
+                [Allow, Deny, Allow],
+                3,
+            ),
+            // Or by index.
+            (
+                r#"permit (principal, action, resource);
+                   forbid (principal, action == Action::"query", resource)
+                   when { context.statement["text"] == "select * from t where a = 42" };"#,
+                [Allow, Deny, Allow],
+                3,
+            ),
+            // A policy on the classification alone: one shape, one decision.
+            (
+                r#"permit (principal, action, resource)
+                   when { context has statement && context.statement.tables.contains("t") };"#,
+                [Allow, Allow, Allow],
+                1,
+            ),
+        ];
+        for (policy, expected, cached) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let tested = gate(&dir, policy).await;
+            assert_eq!(decide_texts(&tested, &texts).await, expected, "{policy}");
+            assert_eq!(tested.inner.decisions.len(), cached, "{policy}");
+            tested.audit().shutdown().await.unwrap();
+        }
     }
 }
