@@ -820,6 +820,11 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         let settings = portcullis_ssh::Settings {
             idle_timeout: duration(&ssh.idle_timeout, "idle_timeout")?,
             keepalive: duration(&ssh.keepalive, "keepalive")?,
+            ciphers: match &ssh.ciphers {
+                Some(names) => portcullis_ssh::ciphers(names)
+                    .map_err(|e| anyhow::anyhow!("{}: `ssh.ciphers`: {e}", file.display()))?,
+                None => portcullis_ssh::CIPHERS.to_vec(),
+            },
         };
         ssh_certificates = Some(portcullis_web::SshCertificates {
             ca: ca.clone(),

@@ -259,6 +259,13 @@ pub struct SshListenerConfig {
     /// most (they never outlive the token they were issued for).
     #[serde(default = "default_ssh_cert_max")]
     pub certificate_max: String,
+    /// The ciphers offered to clients, in the order the gateway prefers
+    /// them; unset: every cipher the gateway speaks (AES-GCM, then
+    /// ChaCha20-Poly1305, then AES-CTR). OpenSSH clients pick the first of
+    /// their own list that is offered, so `["aes256-gcm@openssh.com",
+    /// "aes128-gcm@openssh.com"]` makes them use AES-GCM.
+    #[serde(default)]
+    pub ciphers: Option<Vec<String>>,
 }
 
 fn default_ssh_idle_timeout() -> String {

@@ -41,19 +41,54 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The algorithms both sides prefer: AES-256-GCM first, which `ring` runs
-/// on the CPU's AES instructions (ChaCha20-Poly1305 spends most of a large
-/// transfer in Poly1305 there), then the defaults.
-pub(crate) fn preferred() -> russh::Preferred {
-    use russh::cipher;
+/// The ciphers the gateway speaks, in the order it prefers them: AES-GCM
+/// first, which `ring` runs on the CPU's AES instructions (ChaCha20-Poly1305
+/// spends most of a large transfer in Poly1305 there), then ChaCha20-Poly1305
+/// (OpenSSH clients pick it first when it is offered), then AES-CTR. CBC,
+/// 3DES and `none` are never offered.
+pub const CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_256_GCM,
+    russh::cipher::AES_128_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_192_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
+/// The ciphers named in `names` (`[ssh] ciphers`), in that order. An empty
+/// list, a repeated name, or a name outside [`CIPHERS`] is an error that
+/// lists the ones to choose from.
+pub fn ciphers(names: &[String]) -> Result<Vec<russh::cipher::Name>, String> {
+    let known = || {
+        CIPHERS
+            .iter()
+            .map(|c| c.as_ref())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if names.is_empty() {
+        return Err(format!("name at least one of {}", known()));
+    }
+    let mut chosen: Vec<russh::cipher::Name> = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(cipher) = CIPHERS.iter().find(|c| c.as_ref() == name) else {
+            return Err(format!(
+                "`{name}` is not a cipher the gateway offers: choose from {}",
+                known()
+            ));
+        };
+        if chosen.contains(cipher) {
+            return Err(format!("`{name}` is named twice"));
+        }
+        chosen.push(*cipher);
+    }
+    Ok(chosen)
+}
+
+/// The algorithms of one side: `ciphers`, and russh's defaults for the rest.
+pub(crate) fn preferred(ciphers: &[russh::cipher::Name]) -> russh::Preferred {
     russh::Preferred {
-        cipher: std::borrow::Cow::Borrowed(&[
-            cipher::AES_256_GCM,
-            cipher::CHACHA20_POLY1305,
-            cipher::AES_256_CTR,
-            cipher::AES_192_CTR,
-            cipher::AES_128_CTR,
-        ]),
+        cipher: std::borrow::Cow::Owned(ciphers.to_vec()),
         ..Default::default()
     }
 }
@@ -64,6 +99,8 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// How often an idle client is asked whether it is still there.
     pub keepalive: Option<Duration>,
+    /// The ciphers offered to clients, in order (from [`ciphers`]).
+    pub ciphers: Vec<russh::cipher::Name>,
 }
 
 /// The SSH listener's service: shared by every connection.
@@ -112,7 +149,7 @@ impl SshService {
             // Large transfers (scp, sftp) move in big windows.
             window_size: 8 << 20,
             maximum_packet_size: 65535,
-            preferred: preferred(),
+            preferred: preferred(&settings.ciphers),
             ..Default::default()
         };
         SshService {
@@ -143,6 +180,36 @@ impl SshService {
             let _ = socket.set_nodelay(true);
             let inner = self.inner.clone();
             tokio::spawn(connection::serve(inner, socket, peer));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_offers_only_the_ciphers_named_in_their_order() {
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let chosen = ciphers(&names(&[
+            "aes128-gcm@openssh.com",
+            "aes256-gcm@openssh.com",
+        ]));
+        assert_eq!(
+            chosen,
+            Ok(vec![russh::cipher::AES_128_GCM, russh::cipher::AES_256_GCM])
+        );
+        for (list, error) in [
+            (names(&[]), "name at least one of aes256-gcm@openssh.com"),
+            (
+                names(&["aes128-cbc"]),
+                "`aes128-cbc` is not a cipher the gateway offers: choose from aes256-gcm@openssh.com, aes128-gcm@openssh.com, chacha20-poly1305@openssh.com, aes256-ctr, aes192-ctr, aes128-ctr",
+            ),
+            (names(&["none"]), "`none` is not a cipher"),
+            (names(&["aes256-ctr", "aes256-ctr"]), "`aes256-ctr` is named twice"),
+        ] {
+            let refused = ciphers(&list).expect_err("refused");
+            assert!(refused.starts_with(error), "{list:?}: {refused}");
         }
     }
 }

@@ -98,7 +98,7 @@ pub(crate) async fn connect(
         nodelay: true,
         window_size: 8 << 20,
         maximum_packet_size: 65535,
-        preferred: crate::preferred(),
+        preferred: crate::preferred(crate::CIPHERS),
         ..Default::default()
     });
     let mismatch = Arc::new(Mutex::new(None));

@@ -15,8 +15,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// The SSH target's config, from the sshd `scripts/test.sh` started;
-/// `host_key` replaces the pinned key when given.
-fn ssh_target(host_key: Option<&str>, recording: &str) -> String {
+/// `host_key` replaces the pinned key when given; `listener` is added to
+/// `[ssh]`.
+fn ssh_target(host_key: Option<&str>, recording: &str, listener: &str) -> String {
     let host_key = host_key
         .map(str::to_string)
         .unwrap_or_else(|| env("DEMO_SSH_HOST_KEY"));
@@ -24,6 +25,7 @@ fn ssh_target(host_key: Option<&str>, recording: &str) -> String {
         r#"
 [ssh]
 listen = "127.0.0.1:0"
+{listener}
 
 [recording]
 enabled = true
@@ -51,12 +53,22 @@ fn repo_root() -> PathBuf {
 }
 
 async fn gateway(db: &str, policies: PathBuf, host_key: Option<&str>) -> Gateway {
+    gateway_with(db, policies, host_key, "").await
+}
+
+/// A gateway whose `[ssh]` listener also has the settings in `listener`.
+async fn gateway_with(
+    db: &str,
+    policies: PathBuf,
+    host_key: Option<&str>,
+    listener: &str,
+) -> Gateway {
     let db = TestDb::create(db, "").await;
     Gateway::start_with(
         db,
         Options {
             policies,
-            extra: ssh_target(host_key, ""),
+            extra: ssh_target(host_key, "", listener),
             ..Options::default()
         },
     )
@@ -970,7 +982,7 @@ async fn a_recorded_terminal_plays_in_the_web_console_in_a_real_browser() {
     let console_url = format!("http://127.0.0.1:{port}");
     let extra = format!(
         "{}{}",
-        ssh_target(None, "viewers = [\"dba\"]"),
+        ssh_target(None, "viewers = [\"dba\"]", ""),
         provider.console_config(&dir.path().join("client-secret"), &console_url)
     );
     let gw = Gateway::start_with(
@@ -1064,4 +1076,67 @@ async fn agent_and_x11_forwarding_are_refused() {
         stderr(&out)
     );
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_offers_only_the_ciphers_it_is_told() {
+    let listener = r#"ciphers = ["aes128-gcm@openssh.com"]"#;
+    let gw = gateway_with("ssh_ciphers", quickstart_policies(), None, listener).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    // OpenSSH's first choice, ChaCha20-Poly1305, is not offered: the client
+    // takes the one that is.
+    let out = client(&gw, "ssh", &alice)
+        .args(["-v", "-p", &port(&gw), "demo-ssh@127.0.0.1", "echo hi"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
+    for direction in ["client->server", "server->client"] {
+        let negotiated = format!("{direction} cipher: aes128-gcm@openssh.com");
+        assert!(stderr(&out).contains(&negotiated), "{}", stderr(&out));
+    }
+    // A client that insists on another cipher is refused before it logs in
+    // (`-v`: OpenSSH says why above its error log level).
+    let out = client(&gw, "ssh", &alice)
+        .args([
+            "-v",
+            "-c",
+            "chacha20-poly1305@openssh.com",
+            "-p",
+            &port(&gw),
+        ])
+        .args(["demo-ssh@127.0.0.1", "echo hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no matching cipher found"),
+        "{}",
+        stderr(&out)
+    );
+    gw.stop().await;
+
+    // A cipher the gateway does not speak, or a weak one, keeps it from
+    // starting, and the error lists those it speaks.
+    let db = TestDb::create("ssh_ciphers_refused", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        extra: ssh_target(
+            None,
+            "",
+            r#"ciphers = ["aes256-gcm@openssh.com", "aes128-cbc"]"#,
+        ),
+        ..Options::default()
+    };
+    let path = write_config(dir.path(), &db, &options);
+    let config = portcullis_config::Config::load(&path).unwrap();
+    let refused = match portcullis_app::start(config, &path).await {
+        Ok(_) => panic!("a gateway offering aes128-cbc started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        refused.contains(
+            "`ssh.ciphers`: `aes128-cbc` is not a cipher the gateway offers: choose from aes256-gcm@openssh.com, aes128-gcm@openssh.com, chacha20-poly1305@openssh.com"
+        ),
+        "{refused}"
+    );
 }
