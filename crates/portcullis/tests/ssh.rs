@@ -1140,3 +1140,113 @@ async fn the_listener_offers_only_the_ciphers_it_is_told() {
         "{refused}"
     );
 }
+
+/// Policies that let everyone connect and run anything.
+const RUN_ANYTHING: &str = r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"exec", resource);
+"#;
+
+/// Waits up to 30 s for a `session.end` whose outcome contains `outcome`.
+async fn session_ended(gw: &Gateway, outcome: &str) -> serde_json::Value {
+    for _ in 0..150 {
+        if let Some(end) = audit(gw).into_iter().find(|e| {
+            e["event"] == "session.end" && e["outcome"].as_str().unwrap_or("").contains(outcome)
+        }) {
+            return end;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no session ended with `{outcome}`: {:?}", audit(gw));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_end_and_exit_signals_pass_through() {
+    let (_dir, dir) = policies(RUN_ANYTHING);
+    let gw = gateway_with("ssh_idle", dir, None, r#"idle_timeout = "2s""#).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    // A command killed by a signal: the target's `exit-signal` reaches the
+    // client (OpenSSH names it in its debug output, and exits 255, as it
+    // does against sshd itself).
+    let out = client(&gw, "ssh", &alice)
+        .args([
+            "-v",
+            "-p",
+            &port(&gw),
+            "demo-ssh@127.0.0.1",
+            "kill -TERM $$",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rtype exit-signal"),
+        "{}",
+        stderr(&out)
+    );
+    // A connection with no traffic for `idle_timeout` is closed, and the
+    // audit log says why.
+    let started = std::time::Instant::now();
+    let out = ssh(&gw, &alice, "sleep 30");
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    session_ended(&gw, "Inactivity timeout").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_let_go_of_a_client_that_stopped_answering() {
+    let (_dir, dir) = policies(RUN_ANYTHING);
+    let listener = "idle_timeout = \"0\"\nkeepalive = \"1s\"";
+    let gw = gateway_with("ssh_keepalive", dir, None, listener).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let spawn = |line: &str| {
+        client(&gw, "ssh", &alice)
+            .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", line])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A client that answers the keepalives stays, however long nothing else
+    // is said; one that stops answering (SIGSTOP) is let go after three
+    // unanswered asks.
+    let live = spawn("sleep 8; echo still here");
+    let mut frozen = spawn("sleep 60");
+    for _ in 0..100 {
+        let running = audit(&gw)
+            .iter()
+            .filter(|e| e["event"] == "ssh" && e["action"] == "exec")
+            .count();
+        if running == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let signal = |name: &str, pid: u32| {
+        let sent = Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("-STOP", frozen.id());
+    session_ended(&gw, "Keepalive timeout").await;
+    signal("-CONT", frozen.id());
+    let status = frozen.wait().unwrap();
+    assert_eq!(status.code(), Some(255));
+    let out = live.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "still here\n", "{}", stderr(&out));
+    let ends: Vec<_> = audit(&gw)
+        .into_iter()
+        .filter(|e| e["event"] == "session.end")
+        .map(|e| e["outcome"].clone())
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert!(ends.contains(&serde_json::json!("closed")), "{ends:?}");
+    gw.stop().await;
+}
