@@ -81,27 +81,28 @@ impl RegoPolicies {
         }
         names.sort();
         names.dedup();
-        let policies = RegoPolicies {
-            engine,
-            version,
-            names,
-            defines,
-        };
         // Evaluate once: a policy that cannot produce a decision is refused
-        // at load, not at the first statement.
+        // at load, not at the first statement. This also prepares the
+        // engine (its modules analysed and scheduled), so that the clone
+        // each decision takes starts prepared; every evaluation starts from
+        // a clean state, so nothing of the probe carries over.
         let probe = json!({
             "principal": {"id": "probe", "subject": "probe", "groups": [], "issuer": "probe"},
             "target": {"name": "probe", "kind": "postgres", "labels": {}},
             "action": "connect",
             "context": {"client_ip": "127.0.0.1"},
         });
-        policies
-            .evaluate(probe)
-            .map_err(|message| PolicyError::Invalid {
-                location: "rego".into(),
-                message,
-            })?;
-        Ok(policies)
+        let invalid = |message| PolicyError::Invalid {
+            location: "rego".into(),
+            message,
+        };
+        evaluate(&mut engine, defines, probe).map_err(invalid)?;
+        Ok(RegoPolicies {
+            engine,
+            version,
+            names,
+            defines,
+        })
     }
 
     pub fn version(&self) -> &str {
@@ -193,53 +194,69 @@ impl RegoPolicies {
     }
 
     fn evaluate(&self, input: Value) -> Result<Evaluated, String> {
-        let mut engine = self.engine.clone();
-        engine.set_input(regorus::Value::from(input));
-        let mut ids = |rule: &str, defined: bool| -> Result<Vec<String>, String> {
-            if !defined {
-                return Ok(Vec::new());
-            }
-            let value = engine
-                .eval_rule(format!("data.portcullis.{rule}"))
-                .map_err(|e| first_line(&e.to_string()))?;
-            let json = to_json(&value)?;
-            let mut ids: Vec<String> = match json {
-                Value::Array(items) => items
-                    .into_iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-                Value::Null => Vec::new(),
-                other => return Err(format!("`{rule}` must be a set of rule ids, found {other}")),
-            };
-            ids.sort();
-            Ok(ids)
+        evaluate(&mut self.engine.clone(), self.defines, input)
+    }
+}
+
+/// Evaluates the decision rules for `input`. `reasons` and `approvals` are
+/// only read when something forbids.
+fn evaluate(
+    engine: &mut regorus::Engine,
+    [defines_permit, defines_forbid]: [bool; 2],
+    input: Value,
+) -> Result<Evaluated, String> {
+    engine.set_input(regorus::Value::from(input));
+    let mut ids = |rule: &str, defined: bool| -> Result<Vec<String>, String> {
+        if !defined {
+            return Ok(Vec::new());
+        }
+        let value = engine
+            .eval_rule(format!("data.portcullis.{rule}"))
+            .map_err(|e| first_line(&e.to_string()))?;
+        let json = to_json(&value)?;
+        let mut ids: Vec<String> = match json {
+            Value::Array(items) => items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Value::Null => Vec::new(),
+            other => return Err(format!("`{rule}` must be a set of rule ids, found {other}")),
         };
-        let [defines_permit, defines_forbid] = self.defines;
-        let forbid = ids("forbid", defines_forbid)?;
-        let permit = ids("permit", defines_permit)?;
-        let mut strings = |rule: &str| -> BTreeMap<String, String> {
-            engine
-                .eval_rule(format!("data.portcullis.{rule}"))
-                .ok()
-                .and_then(|value| to_json(&value).ok())
-                .and_then(|json| json.as_object().cloned())
-                .map(|object| {
-                    object
-                        .into_iter()
-                        .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let reasons = strings("reasons");
-        let approvals = strings("approvals");
-        Ok(Evaluated {
+        ids.sort();
+        Ok(ids)
+    };
+    let forbid = ids("forbid", defines_forbid)?;
+    let permit = ids("permit", defines_permit)?;
+    if forbid.is_empty() {
+        return Ok(Evaluated {
             forbid,
             permit,
-            reasons,
-            approvals,
-        })
+            reasons: BTreeMap::new(),
+            approvals: BTreeMap::new(),
+        });
     }
+    let mut strings = |rule: &str| -> BTreeMap<String, String> {
+        engine
+            .eval_rule(format!("data.portcullis.{rule}"))
+            .ok()
+            .and_then(|value| to_json(&value).ok())
+            .and_then(|json| json.as_object().cloned())
+            .map(|object| {
+                object
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let reasons = strings("reasons");
+    let approvals = strings("approvals");
+    Ok(Evaluated {
+        forbid,
+        permit,
+        reasons,
+        approvals,
+    })
 }
 
 /// What one evaluation found; ids sorted.
