@@ -1085,34 +1085,20 @@ async fn the_listener_offers_only_the_ciphers_it_is_told() {
     let alice = gw.token("alice@example.com", &["eng"]);
     // OpenSSH's first choice, ChaCha20-Poly1305, is not offered: the client
     // takes the one that is.
-    let out = client(&gw, "ssh", &alice)
-        .args(["-v", "-p", &port(&gw), "demo-ssh@127.0.0.1", "echo hi"])
-        .output()
-        .unwrap();
+    let out = ssh_verbose(&gw, &alice, &[], "echo hi");
     assert_eq!(stdout(&out), "hi\n", "{}", stderr(&out));
     for direction in ["client->server", "server->client"] {
         let negotiated = format!("{direction} cipher: aes128-gcm@openssh.com");
         assert!(stderr(&out).contains(&negotiated), "{}", stderr(&out));
     }
-    // A client that insists on another cipher is refused before it logs in
-    // (`-v`: OpenSSH says why above its error log level).
-    let out = client(&gw, "ssh", &alice)
-        .args([
-            "-v",
-            "-c",
-            "chacha20-poly1305@openssh.com",
-            "-p",
-            &port(&gw),
-        ])
-        .args(["demo-ssh@127.0.0.1", "echo hi"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no matching cipher found"),
-        "{}",
-        stderr(&out)
+    // A client that insists on another cipher is refused before it logs in.
+    let out = ssh_verbose(
+        &gw,
+        &alice,
+        &["-c", "chacha20-poly1305@openssh.com"],
+        "echo hi",
     );
+    exited_saying(&out, 255, "no matching cipher found");
     gw.stop().await;
 
     // A cipher the gateway does not speak, or a weak one, keeps it from
@@ -1139,6 +1125,22 @@ async fn the_listener_offers_only_the_ciphers_it_is_told() {
         ),
         "{refused}"
     );
+}
+
+/// `ssh -v [extra] demo-ssh@gateway LINE`: OpenSSH's debug output says what
+/// it negotiated and received, above the error log level the others use.
+fn ssh_verbose(gw: &Gateway, token: &str, extra: &[&str], line: &str) -> Output {
+    client(gw, "ssh", token)
+        .arg("-v")
+        .args(extra)
+        .args(["-p", &port(gw), "demo-ssh@127.0.0.1", line])
+        .output()
+        .unwrap()
+}
+
+fn exited_saying(out: &Output, status: i32, says: &str) {
+    assert_eq!(out.status.code(), Some(status), "{}", stderr(out));
+    assert!(stderr(out).contains(says), "{}", stderr(out));
 }
 
 /// Policies that let everyone connect and run anything.
@@ -1168,22 +1170,8 @@ async fn idle_connections_end_and_exit_signals_pass_through() {
     // A command killed by a signal: the target's `exit-signal` reaches the
     // client (OpenSSH names it in its debug output, and exits 255, as it
     // does against sshd itself).
-    let out = client(&gw, "ssh", &alice)
-        .args([
-            "-v",
-            "-p",
-            &port(&gw),
-            "demo-ssh@127.0.0.1",
-            "kill -TERM $$",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("rtype exit-signal"),
-        "{}",
-        stderr(&out)
-    );
+    let out = ssh_verbose(&gw, &alice, &[], "kill -TERM $$");
+    exited_saying(&out, 255, "rtype exit-signal");
     // A connection with no traffic for `idle_timeout` is closed, and the
     // audit log says why.
     let started = std::time::Instant::now();
