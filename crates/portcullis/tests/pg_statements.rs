@@ -401,3 +401,63 @@ async fn a_client_that_never_syncs_is_cut_off() {
     assert!(closed || raw.closed_within(std::time::Duration::from_secs(45)).await);
     gw.stop().await;
 }
+
+/// A client that stops reading in the middle of a large result holds up its
+/// own session only: the gateway stops reading the target for it rather
+/// than buffer the result, so PostgreSQL stops producing rows, and every
+/// other session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_up_no_one_else() {
+    let gw = Gateway::start(TestDb::create("e2e_stalled_reader", SEED).await).await;
+    let direct = gw.db.direct().await;
+    direct
+        .batch_execute("create sequence produced")
+        .await
+        .unwrap();
+    let alice = gw.token("alice@example.com", &["eng"]);
+    // About 1 GB of result, never read; the sequence counts the rows
+    // PostgreSQL has produced.
+    let mut stalled = RawClient::connect(&gw, &alice).await;
+    stalled
+        .send(&[raw::query(
+            "select nextval('produced'), repeat('x', 1000) from generate_series(1, 1000000)",
+        )])
+        .await;
+    let produced = || async {
+        let row = direct
+            .query_one("select last_value, is_called from produced", &[])
+            .await
+            .unwrap();
+        if row.get::<_, bool>(1) {
+            row.get::<_, i64>(0)
+        } else {
+            0
+        }
+    };
+    // Production stops short of the end, and stays stopped.
+    let mut last = -1;
+    let mut still = 0;
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let now = produced().await;
+        still = if now == last && now > 0 { still + 1 } else { 0 };
+        last = now;
+        if still == 10 {
+            break;
+        }
+    }
+    assert_eq!(still, 10, "PostgreSQL kept producing rows: {last}");
+    assert!(last < 1_000_000, "the whole result was read: {last} rows");
+    // Meanwhile another session is answered.
+    let other = gw.connect(&alice).await.unwrap();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        for i in 0..200i64 {
+            assert_eq!(scalar_i64(&other, &format!("select {i}::int8")).await, i);
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "another session was held up");
+    assert_eq!(produced().await, last, "rows were produced for nobody");
+    drop(stalled);
+    gw.stop().await;
+}
