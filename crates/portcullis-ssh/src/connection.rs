@@ -1216,12 +1216,16 @@ async fn bridge(
     let mut stream = sftp::Stream::default();
     let mut typed = Typed::default();
     let mut early = early.into_iter();
+    let mut client_closed = false;
     loop {
         let msg = match early.next() {
             Some(msg) => msg,
             None => match from_client.wait().await {
                 Some(msg) => msg,
-                None => break,
+                None => {
+                    client_closed = true;
+                    break;
+                }
             },
         };
         match msg {
@@ -1305,9 +1309,20 @@ async fn bridge(
             ChannelMsg::Signal { signal } => {
                 let _ = to_target.signal(signal).await;
             }
-            ChannelMsg::Close => break,
+            ChannelMsg::Close => {
+                client_closed = true;
+                break;
+            }
             _ => {}
         }
+    }
+    if client_closed {
+        // Nothing more goes to the client on this channel. The relay toward
+        // it may be waiting for window the client will never give, while
+        // the target's connection waits for the relay to take this
+        // channel's next message (russh queues it inside the connection's
+        // loop): stopping the relay frees the connection's other channels.
+        down.abort();
     }
     let _ = to_target.close().await;
     let _ = down.await;

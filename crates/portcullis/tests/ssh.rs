@@ -678,26 +678,36 @@ async fn sftp_and_scp_write_only_where_a_policy_allows() {
     gw.stop().await;
 }
 
+/// Opens one connection (a ControlMaster on `socket`) and returns how to
+/// make an `ssh` command whose channel goes over it.
+fn multiplexed<'a>(
+    gw: &'a Gateway,
+    token: &'a str,
+    socket: &Path,
+) -> impl Fn(&[&str]) -> Command + 'a {
+    let socket = socket.to_path_buf();
+    let control = move |args: &[&str]| {
+        let mut command = client(gw, "ssh", token);
+        command
+            .args(["-S"])
+            .arg(&socket)
+            .args(["-p", &port(gw)])
+            .args(args);
+        command
+    };
+    let master = control(&["-M", "-f", "-N", "demo-ssh@127.0.0.1"])
+        .status()
+        .unwrap();
+    assert!(master.success());
+    control
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_of_one_connection_close_on_their_own() {
     let gw = gateway("ssh_channels", quickstart_policies(), None).await;
     let alice = gw.token("alice@example.com", &["eng"]);
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mux");
-    let control = |args: &[&str]| {
-        let mut command = client(&gw, "ssh", &alice);
-        command
-            .args(["-S"])
-            .arg(&socket)
-            .args(["-p", &port(&gw)])
-            .args(args);
-        command
-    };
-    // One connection (the master), then channels opened over it.
-    let master = control(&["-M", "-f", "-N", "demo-ssh@127.0.0.1"])
-        .status()
-        .unwrap();
-    assert!(master.success());
+    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
     let mut long = control(&["demo-ssh@127.0.0.1", "tail -f /dev/null"])
         .stdout(Stdio::null())
         .spawn()
@@ -729,6 +739,7 @@ async fn channels_of_one_connection_close_on_their_own() {
         .map(|e| e["channel"].as_u64().unwrap())
         .collect();
     assert_eq!(channels.len(), 3, "{channels:?}");
+    drop(control);
     gw.stop().await;
 }
 
@@ -1236,5 +1247,56 @@ async fn keepalives_let_go_of_a_client_that_stopped_answering() {
         .collect();
     assert_eq!(ends.len(), 2, "{ends:?}");
     assert!(ends.contains(&serde_json::json!("closed")), "{ends:?}");
+    gw.stop().await;
+}
+
+/// A channel whose reader stops reading holds up the other channels of its
+/// connection while it stays open (docs/ssh.md, "Not yet"); once its reader
+/// goes away, the connection is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_channel_frees_its_connection_when_its_reader_goes_away() {
+    let (_dir, dir) = policies(RUN_ANYTHING);
+    let gw = gateway("ssh_stalled_channel", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dir = tempfile::tempdir().unwrap();
+    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
+    // `yes` writes without end into a pipe nobody reads: its channel's
+    // window toward the client closes, and the target keeps sending.
+    let mut stalled = control(&["demo-ssh@127.0.0.1", "yes"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The reader goes away: the client closes the channel.
+    drop(stalled.stdout.take());
+    let _ = stalled.kill();
+    let _ = stalled.wait();
+    // Another channel of the same connection runs.
+    let mut second = control(&["demo-ssh@127.0.0.1", "echo second"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut finished = None;
+    for _ in 0..100 {
+        if let Some(status) = second.try_wait().unwrap() {
+            finished = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = second.kill();
+    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
+    let finished =
+        finished.expect("the connection stayed stopped after its stalled channel closed");
+    assert!(finished.success());
+    let mut out = String::new();
+    second
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "second\n");
+    drop(control);
     gw.stop().await;
 }
