@@ -1,6 +1,6 @@
 //! Recording a session: a statement event and the result the client gets
-//! (a pgbench-sized one-row result, and a 100-row one), each one write(2)
-//! to the session's chunk file.
+//! (a pgbench-sized one-row result, a 100-row one, and a 1 MiB one that
+//! fills and seals a chunk), each one write(2) to the session's chunk file.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use portcullis_record::format::{Start, Statement, VERSION};
@@ -72,6 +72,23 @@ fn record(c: &mut Criterion) {
             b.iter(|| recorder.to_client(black_box(&bytes)))
         });
     }
+    // A 1 MiB result: every iteration fills, and seals, a chunk.
+    let big = {
+        let mut row = 1i16.to_be_bytes().to_vec();
+        row.extend_from_slice(&(1000i32).to_be_bytes());
+        row.extend_from_slice(&[b'x'; 1000]);
+        let row = frame(b'D', &row);
+        let mut out = Vec::new();
+        for _ in 0..1040 {
+            out.extend_from_slice(&row);
+        }
+        out.extend(frame(b'C', b"SELECT 1040\0"));
+        out
+    };
+    group.throughput(Throughput::Bytes(big.len() as u64));
+    group.bench_function("result to the client, 1 MiB (a chunk sealed)", |b| {
+        b.iter(|| recorder.to_client(black_box(&big)))
+    });
     group.finish();
     let _ = recorder.finish("done");
 }
