@@ -1102,6 +1102,9 @@ async fn bridge(
     let prompt = Arc::new(Mutex::new(String::new()));
     // SFTP answers the gateway gives itself, written between whole frames.
     let (inject, mut injected) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // Set when the target's side is over (an exit status, or the channel
+    // closed): it reads nothing more (see `send_to_target`).
+    let (target_over, mut target_done) = tokio::sync::watch::channel(false);
     let down = {
         let authed = authed.clone();
         let handles = handles.clone();
@@ -1185,6 +1188,7 @@ async fn bridge(
                         }
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
+                        let _ = target_over.send(true);
                         let _ = to_client.exit_status(exit_status).await;
                     }
                     Some(ChannelMsg::ExitSignal {
@@ -1193,6 +1197,7 @@ async fn bridge(
                         error_message,
                         lang_tag,
                     }) => {
+                        let _ = target_over.send(true);
                         let _ = handle
                             .exit_signal_request(
                                 id,
@@ -1206,7 +1211,10 @@ async fn bridge(
                     Some(ChannelMsg::Eof) => {
                         let _ = to_client.eof().await;
                     }
-                    Some(ChannelMsg::Close) | None => break,
+                    Some(ChannelMsg::Close) | None => {
+                        let _ = target_over.send(true);
+                        break;
+                    }
                     Some(_) => {}
                 }
             }
@@ -1244,7 +1252,10 @@ async fn bridge(
                 };
                 let mut gone = false;
                 for bytes in passed {
-                    if to_target.data_bytes(bytes).await.is_err() {
+                    if send_to_target(&to_target, bytes, &mut target_done)
+                        .await
+                        .is_err()
+                    {
                         gone = true;
                         break;
                     }
@@ -1282,7 +1293,11 @@ async fn bridge(
                         });
                     }
                 }
-                if !data.is_empty() && to_target.data_bytes(data).await.is_err() {
+                if !data.is_empty()
+                    && send_to_target(&to_target, data, &mut target_done)
+                        .await
+                        .is_err()
+                {
                     break;
                 }
             }
@@ -1326,6 +1341,28 @@ async fn bridge(
     }
     let _ = to_target.close().await;
     let _ = down.await;
+}
+
+/// Sends the client's `bytes` on to the target, waiting for the target's
+/// window, unless the target's side is over first (`done`): then they are
+/// dropped, as sshd drops input to a command that has ended. Waiting on
+/// would hold up the client's whole connection (russh queues a channel's
+/// data inside the connection's loop), and with it the exit status and the
+/// close on their way to the client. An error when the channel is gone.
+async fn send_to_target(
+    to_target: &russh::ChannelWriteHalf<russh::client::Msg>,
+    bytes: Bytes,
+    done: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), russh::Error> {
+    if *done.borrow() {
+        return Ok(());
+    }
+    tokio::select! {
+        sent = to_target.data_bytes(bytes) => sent,
+        // Over, or the relay toward the client is gone: either way the
+        // target reads nothing more.
+        _ = done.wait_for(|over| *over) => Ok(()),
+    }
 }
 
 /// Decides the whole SFTP requests among `pieces`; returns what may go to

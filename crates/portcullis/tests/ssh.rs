@@ -1300,3 +1300,45 @@ async fn a_stalled_channel_frees_its_connection_when_its_reader_goes_away() {
     drop(control);
     gw.stop().await;
 }
+
+/// `head -c 5 < big-file`: the command ends without reading its input. The
+/// client gets its output and exit status at once, as from sshd, and the
+/// rest of the input is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_stops_reading_its_input_still_ends() {
+    let (_dir, dir) = policies(RUN_ANYTHING);
+    let gw = gateway("ssh_unread_input", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let input = gw.dir.path().join("input");
+    std::fs::write(&input, vec![b'x'; 32 << 20]).unwrap();
+    for line in ["head -c 5", "sleep 1; echo done"] {
+        let mut ssh = client(&gw, "ssh", &alice)
+            .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", line])
+            .stdin(std::fs::File::open(&input).unwrap())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ended = None;
+        for _ in 0..100 {
+            if let Some(status) = ssh.try_wait().unwrap() {
+                ended = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = ssh.kill();
+        let ended = ended.unwrap_or_else(|| panic!("`{line}` never ended"));
+        assert!(ended.success(), "{line}: {ended:?}");
+        let mut out = String::new();
+        ssh.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(
+            out,
+            if line.starts_with("head") {
+                "xxxxx"
+            } else {
+                "done\n"
+            }
+        );
+    }
+    gw.stop().await;
+}
