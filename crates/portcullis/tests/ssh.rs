@@ -1250,6 +1250,25 @@ async fn keepalives_let_go_of_a_client_that_stopped_answering() {
     gw.stop().await;
 }
 
+/// How `child` (its stdout piped) ended, and what it printed; `None`, and
+/// the child killed, when it is still running after 20 s.
+async fn ended_within_20s(
+    child: &mut std::process::Child,
+) -> Option<(std::process::ExitStatus, String)> {
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                stdout.read_to_string(&mut out).unwrap();
+            }
+            return Some((status, out));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = child.kill();
+    None
+}
+
 /// A channel whose reader stops reading holds up the other channels of its
 /// connection while it stays open (docs/ssh.md, "Not yet"); once its reader
 /// goes away, the connection is free again.
@@ -1276,26 +1295,11 @@ async fn a_stalled_channel_frees_its_connection_when_its_reader_goes_away() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut finished = None;
-    for _ in 0..100 {
-        if let Some(status) = second.try_wait().unwrap() {
-            finished = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let _ = second.kill();
+    let ended = ended_within_20s(&mut second).await;
     let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
-    let finished =
-        finished.expect("the connection stayed stopped after its stalled channel closed");
-    assert!(finished.success());
-    let mut out = String::new();
-    second
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let (status, out) =
+        ended.expect("the connection stayed stopped after its stalled channel closed");
+    assert!(status.success());
     assert_eq!(out, "second\n");
     drop(control);
     gw.stop().await;
@@ -1318,27 +1322,15 @@ async fn a_command_that_stops_reading_its_input_still_ends() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut ended = None;
-        for _ in 0..100 {
-            if let Some(status) = ssh.try_wait().unwrap() {
-                ended = Some(status);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let _ = ssh.kill();
-        let ended = ended.unwrap_or_else(|| panic!("`{line}` never ended"));
-        assert!(ended.success(), "{line}: {ended:?}");
-        let mut out = String::new();
-        ssh.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-        assert_eq!(
-            out,
-            if line.starts_with("head") {
-                "xxxxx"
-            } else {
-                "done\n"
-            }
-        );
+        let ended = ended_within_20s(&mut ssh).await;
+        let (status, out) = ended.unwrap_or_else(|| panic!("`{line}` never ended"));
+        assert!(status.success(), "{line}: {status:?}");
+        let expected = if line.starts_with("head") {
+            "xxxxx"
+        } else {
+            "done\n"
+        };
+        assert_eq!(out, expected, "{line}");
     }
     gw.stop().await;
 }
