@@ -3,12 +3,14 @@
 //! statement is, with its own constant) or by its text. The first decision
 //! of each is made before measuring, so each iteration is a hit.
 
+#[path = "../../portcullis-policy/benches/support/mod.rs"]
+mod support;
+
 use criterion::{criterion_group, criterion_main, Criterion};
-use portcullis_core::{Action, Principal, SessionId, Target, TargetKind};
+use portcullis_core::{Action, SessionId};
 use portcullis_gate::{DecisionCache, Session};
 use portcullis_policy::{CedarPolicies, Policies};
 use portcullis_sql::Classifier;
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 
@@ -19,19 +21,8 @@ fn decision_cache(c: &mut Criterion) {
         return;
     };
     let policies = Policies::from(cedar);
-    let principal = Principal {
-        id: "alice@example.com".into(),
-        subject: "alice".into(),
-        email: Some("alice@example.com".into()),
-        groups: vec!["eng".into()],
-        issuer: "portcullis-dev".into(),
-        expires_at: u64::MAX,
-    };
-    let target = Target {
-        name: "demo".into(),
-        kind: TargetKind::Postgres,
-        labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
-    };
+    let principal = support::alice();
+    let target = support::demo();
     let Ok(addr) = "127.0.0.1:5000".parse() else {
         return;
     };

@@ -3,11 +3,10 @@
 //! involved here).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use portcullis_core::{
-    Action, Principal, Request, StatementInfo, StatementKind, Target, TargetKind,
-};
+mod support;
+
+use portcullis_core::{Action, Request, StatementInfo, StatementKind};
 use portcullis_policy::{CedarPolicies, RegoPolicies};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 
@@ -20,19 +19,8 @@ fn decide(c: &mut Criterion) {
         eprintln!("the quickstart policies do not load");
         return;
     };
-    let principal = Principal {
-        id: "alice@example.com".into(),
-        subject: "alice".into(),
-        email: Some("alice@example.com".into()),
-        groups: vec!["eng".into()],
-        issuer: "portcullis-dev".into(),
-        expires_at: u64::MAX,
-    };
-    let target = Target {
-        name: "demo".into(),
-        kind: TargetKind::Postgres,
-        labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
-    };
+    let principal = support::alice();
+    let target = support::demo();
     let query = Action::Query(StatementInfo {
         kind: StatementKind::Select,
         kinds: vec![StatementKind::Select],
