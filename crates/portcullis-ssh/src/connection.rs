@@ -1127,6 +1127,18 @@ async fn bridge(
                         continue;
                     }
                 };
+                // Said before anything is relayed to the client, which may
+                // have to wait.
+                if matches!(
+                    msg,
+                    Some(
+                        ChannelMsg::ExitStatus { .. }
+                            | ChannelMsg::ExitSignal { .. }
+                            | ChannelMsg::Close
+                    ) | None
+                ) {
+                    let _ = target_over.send(true);
+                }
                 match msg {
                     Some(ChannelMsg::Data { data }) if kind == Kind::Sftp => {
                         let mut pieces = Vec::new();
@@ -1188,7 +1200,6 @@ async fn bridge(
                         }
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
-                        let _ = target_over.send(true);
                         let _ = to_client.exit_status(exit_status).await;
                     }
                     Some(ChannelMsg::ExitSignal {
@@ -1197,7 +1208,6 @@ async fn bridge(
                         error_message,
                         lang_tag,
                     }) => {
-                        let _ = target_over.send(true);
                         let _ = handle
                             .exit_signal_request(
                                 id,
@@ -1211,10 +1221,7 @@ async fn bridge(
                     Some(ChannelMsg::Eof) => {
                         let _ = to_client.eof().await;
                     }
-                    Some(ChannelMsg::Close) | None => {
-                        let _ = target_over.send(true);
-                        break;
-                    }
+                    Some(ChannelMsg::Close) | None => break,
                     Some(_) => {}
                 }
             }
