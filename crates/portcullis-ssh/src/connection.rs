@@ -1,5 +1,6 @@
 //! One client connection: authentication, then each channel bridged to a
-//! channel of the gateway's own connection to the target, under policy.
+//! channel of one of the gateway's own connections to the target, under
+//! policy.
 
 use crate::sftp::{self, Handles, Piece, Request};
 use crate::upstream::{self, SshTarget, Upstream};
@@ -75,6 +76,8 @@ pub(crate) struct Authed {
     /// Why every channel is refused, when the connection may not go on.
     refused: Option<String>,
     upstream: OnceCell<Result<Arc<Upstream>, String>>,
+    /// The connections that carry session channels.
+    sessions: Arc<Mutex<SessionUpstreams>>,
     recorder: Option<Arc<Recorder>>,
     /// The client's side, to open `ssh -R` connections toward it.
     handle: OnceCell<server::Handle>,
@@ -83,8 +86,8 @@ pub(crate) struct Authed {
 }
 
 impl Authed {
-    /// The gateway's connection to the target, made on first use and
-    /// shared by every channel.
+    /// The gateway's connection to the target for forwarded connections,
+    /// made on first use and shared by all of them.
     async fn upstream(self: &Arc<Self>) -> Result<Arc<Upstream>, String> {
         let result = self
             .upstream
@@ -95,10 +98,51 @@ impl Authed {
                 let remote = RemoteForwards {
                     authed: Arc::downgrade(self),
                 };
-                upstream::connect(target, remote).await.map(Arc::new)
+                upstream::connect(target, Some(remote)).await.map(Arc::new)
             })
             .await;
         result.clone()
+    }
+
+    /// A connection to the target for one session channel: a free one, or
+    /// a new one while the connection has fewer than [`MAX_SESSIONS`].
+    /// `fresh` skips the free ones.
+    async fn session_upstream(&self, fresh: bool) -> Result<Lease, String> {
+        let Some(target) = &self.target else {
+            return Err("no target".to_string());
+        };
+        {
+            let mut pool = lock(&self.sessions);
+            while let Some(upstream) = pool.idle.pop() {
+                if fresh || upstream.is_closed() {
+                    pool.open = pool.open.saturating_sub(1);
+                    continue;
+                }
+                return Ok(Lease {
+                    pool: self.sessions.clone(),
+                    upstream,
+                    reused: true,
+                });
+            }
+            if pool.open >= MAX_SESSIONS {
+                return Err(format!(
+                    "this connection has {MAX_SESSIONS} sessions open already: close one, or open another connection"
+                ));
+            }
+            pool.open += 1;
+        }
+        match upstream::connect(target, None).await {
+            Ok(upstream) => Ok(Lease {
+                pool: self.sessions.clone(),
+                upstream: Arc::new(upstream),
+                reused: false,
+            }),
+            Err(e) => {
+                let mut pool = lock(&self.sessions);
+                pool.open = pool.open.saturating_sub(1);
+                Err(e)
+            }
+        }
     }
 
     async fn check(&self, channel: u32, actions: &[Action]) -> Result<Vec<Decision>, String> {
@@ -192,6 +236,7 @@ impl Connection {
                     "there is no SSH target named `{user}`: the SSH user name is the target's name"
                 )),
                 upstream: OnceCell::new(),
+                sessions: Arc::default(),
                 recorder: None,
                 handle: OnceCell::new(),
                 watcher: Mutex::new(None),
@@ -234,6 +279,7 @@ impl Connection {
             target: Some(target),
             refused,
             upstream: OnceCell::new(),
+            sessions: Arc::default(),
             recorder,
             handle: OnceCell::new(),
             watcher: Mutex::new(None),
@@ -601,6 +647,60 @@ async fn forward_allowed(authed: &Arc<Authed>, channel: u32, forward: Forward) -
     }
 }
 
+/// At most this many session channels of one client connection are open on
+/// the target at once, as sshd's default `MaxSessions`.
+const MAX_SESSIONS: usize = 10;
+/// Connections whose channel ended kept for the next channels; those beyond
+/// are closed.
+const MAX_IDLE: usize = 2;
+
+/// The gateway's connections to the target for the session channels of one
+/// client connection. Each carries one session channel at a time: russh
+/// queues a channel's data inside its connection's loop, so a channel whose
+/// reader stalls (a paused pager, a pipe nobody drains) would hold up every
+/// other channel sharing its connection. A connection whose channel ended
+/// waits here for the next one (up to [`MAX_IDLE`] of them), so channels
+/// opened one after another (a ControlMaster, Ansible) reuse it.
+#[derive(Default)]
+struct SessionUpstreams {
+    idle: Vec<Arc<Upstream>>,
+    /// Connections in use or idle.
+    open: usize,
+}
+
+fn lock(pool: &Mutex<SessionUpstreams>) -> std::sync::MutexGuard<'_, SessionUpstreams> {
+    pool.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One session channel's connection to the target; back to the pool when
+/// dropped, or closed if the target ended it or enough wait there.
+struct Lease {
+    pool: Arc<Mutex<SessionUpstreams>>,
+    upstream: Arc<Upstream>,
+    /// Whether an earlier channel used it.
+    reused: bool,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Upstream;
+
+    fn deref(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut pool = lock(&self.pool);
+        if self.upstream.is_closed() || pool.idle.len() >= MAX_IDLE {
+            pool.open = pool.open.saturating_sub(1);
+        } else {
+            pool.idle.push(self.upstream.clone());
+        }
+    }
+}
+
 /// `ssh -R`: connections the target accepts, handed to the client.
 #[derive(Clone)]
 pub(crate) struct RemoteForwards {
@@ -776,15 +876,21 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
         Ok(kind) => kind,
         Err((reason, status)) => return refuse(&to_client, &reason, status).await,
     };
-    let upstream = match authed.upstream().await {
-        Ok(upstream) => upstream,
-        Err(e) => return refuse(&to_client, &e, UNREACHABLE).await,
-    };
-    let target = match upstream.channel_open_session().await {
-        Ok(target) => target,
-        Err(e) => {
-            let reason = format!("the target did not open a session: {e}");
-            return refuse(&to_client, &reason, UNREACHABLE).await;
+    let mut fresh = false;
+    let (upstream, target) = loop {
+        let upstream = match authed.session_upstream(fresh).await {
+            Ok(upstream) => upstream,
+            Err(e) => return refuse(&to_client, &e, UNREACHABLE).await,
+        };
+        match upstream.channel_open_session().await {
+            Ok(target) => break (upstream, target),
+            // A connection kept from an earlier channel may have been
+            // closed by the target meanwhile: one more try, on a new one.
+            Err(_) if upstream.reused => fresh = true,
+            Err(e) => {
+                let reason = format!("the target did not open a session: {e}");
+                return refuse(&to_client, &reason, UNREACHABLE).await;
+            }
         }
     };
     if let Some(pty) = &pty {
@@ -827,6 +933,7 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
         handle,
     };
     bridge(authed, kind, client, target).await;
+    drop(upstream);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -89,7 +89,7 @@ pub(crate) type Upstream = client::Handle<Pinned>;
 /// what failed and what to do.
 pub(crate) async fn connect(
     target: &SshTarget,
-    remote: crate::connection::RemoteForwards,
+    remote: Option<crate::connection::RemoteForwards>,
 ) -> Result<Upstream, String> {
     let name = &target.target.name;
     let config = Arc::new(client::Config {
@@ -105,7 +105,7 @@ pub(crate) async fn connect(
     let handler = Pinned {
         expected: target.host_key.clone(),
         mismatch: mismatch.clone(),
-        remote: Some(remote),
+        remote,
     };
     let connecting = client::connect(config, (target.host.as_str(), target.port), handler);
     let mut handle = match tokio::time::timeout(Duration::from_secs(10), connecting).await {

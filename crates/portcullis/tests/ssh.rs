@@ -1269,16 +1269,21 @@ async fn ended_within_20s(
     None
 }
 
-/// A channel whose reader stops reading holds up the other channels of its
-/// connection while it stays open (docs/ssh.md, "Not yet"); once its reader
-/// goes away, the connection is free again.
+/// A channel whose reader stops reading holds up no other channel of its
+/// connection, and once its reader goes away the connection goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_channel_frees_its_connection_when_its_reader_goes_away() {
+async fn a_stalled_channel_holds_up_no_other_channel() {
     let (_dir, dir) = policies(RUN_ANYTHING);
     let gw = gateway("ssh_stalled_channel", dir, None).await;
     let alice = gw.token("alice@example.com", &["eng"]);
     let dir = tempfile::tempdir().unwrap();
     let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
+    let echo = |text: &str| {
+        control(&["demo-ssh@127.0.0.1", &format!("echo {text}")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     // `yes` writes without end into a pipe nobody reads: its channel's
     // window toward the client closes, and the target keeps sending.
     let mut stalled = control(&["demo-ssh@127.0.0.1", "yes"])
@@ -1286,21 +1291,79 @@ async fn a_stalled_channel_frees_its_connection_when_its_reader_goes_away() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Other channels of the same connection run meanwhile.
+    let mut beside = echo("beside");
+    let beside = ended_within_20s(&mut beside).await;
     // The reader goes away: the client closes the channel.
     drop(stalled.stdout.take());
     let _ = stalled.kill();
     let _ = stalled.wait();
-    // Another channel of the same connection runs.
-    let mut second = control(&["demo-ssh@127.0.0.1", "echo second"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ended = ended_within_20s(&mut second).await;
+    let mut after = echo("after");
+    let after = ended_within_20s(&mut after).await;
     let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
-    let (status, out) =
-        ended.expect("the connection stayed stopped after its stalled channel closed");
+    let (status, out) = beside.expect("a stalled channel held up another one");
     assert!(status.success());
-    assert_eq!(out, "second\n");
+    assert_eq!(out, "beside\n");
+    let (status, out) =
+        after.expect("the connection stayed stopped after its stalled channel closed");
+    assert!(status.success());
+    assert_eq!(out, "after\n");
+    drop(control);
+    gw.stop().await;
+}
+
+/// Each session channel open at a time has a connection of its own to the
+/// target: one client connection opens at most ten, as sshd's
+/// `MaxSessions`, and a channel opened once others ended runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
+    let (_dir, dir) = policies(RUN_ANYTHING);
+    let gw = gateway("ssh_max_sessions", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dir = tempfile::tempdir().unwrap();
+    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
+    let (eleventh, again) = tokio::task::block_in_place(|| {
+        let mut open: Vec<_> = (0..10)
+            .map(|_| {
+                control(&["demo-ssh@127.0.0.1", "echo up; exec sleep 60"])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in &mut open {
+            let mut up = [0u8; 3];
+            child.stdout.as_mut().unwrap().read_exact(&mut up).unwrap();
+        }
+        let eleventh = control(&["demo-ssh@127.0.0.1", "echo eleventh"])
+            .output()
+            .unwrap();
+        for child in &mut open {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The ten channels close on their own time: ask until one runs.
+        let mut again = None;
+        for _ in 0..50 {
+            let out = control(&["demo-ssh@127.0.0.1", "echo again"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                again = Some(out);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (eleventh, again)
+    });
+    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
+    exited_saying(
+        &eleventh,
+        255,
+        "this connection has 10 sessions open already",
+    );
+    let again = again.expect("no session ran once the ten had ended");
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "again\n");
     drop(control);
     gw.stop().await;
 }
