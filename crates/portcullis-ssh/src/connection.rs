@@ -77,7 +77,7 @@ pub(crate) struct Authed {
     refused: Option<String>,
     upstream: OnceCell<Result<Arc<Upstream>, String>>,
     /// The connections that carry session channels.
-    sessions: Arc<Mutex<SessionUpstreams>>,
+    sessions: Arc<SessionUpstreams>,
     recorder: Option<Arc<Recorder>>,
     /// The client's side, to open `ssh -R` connections toward it.
     handle: OnceCell<server::Handle>,
@@ -105,44 +105,37 @@ impl Authed {
     }
 
     /// A connection to the target for one session channel: a free one, or
-    /// a new one while the connection has fewer than [`MAX_SESSIONS`].
+    /// a new one. At most [`MAX_SESSIONS`] are in use at once; beyond, the
+    /// channel waits up to [`SESSION_WAIT`] for one to end (a client sees
+    /// its channels closed a moment before the gateway is done with them).
     /// `fresh` skips the free ones.
     async fn session_upstream(&self, fresh: bool) -> Result<Lease, String> {
         let Some(target) = &self.target else {
             return Err("no target".to_string());
         };
-        {
-            let mut pool = lock(&self.sessions);
-            while let Some(upstream) = pool.idle.pop() {
-                if fresh || upstream.is_closed() {
-                    pool.open = pool.open.saturating_sub(1);
-                    continue;
-                }
-                return Ok(Lease {
-                    pool: self.sessions.clone(),
-                    upstream,
-                    reused: true,
-                });
-            }
-            if pool.open >= MAX_SESSIONS {
-                return Err(format!(
-                    "this connection has {MAX_SESSIONS} sessions open already: close one, or open another connection"
-                ));
-            }
-            pool.open += 1;
-        }
-        match upstream::connect(target, None).await {
-            Ok(upstream) => Ok(Lease {
-                pool: self.sessions.clone(),
-                upstream: Arc::new(upstream),
-                reused: false,
-            }),
-            Err(e) => {
-                let mut pool = lock(&self.sessions);
-                pool.open = pool.open.saturating_sub(1);
-                Err(e)
-            }
-        }
+        let permit = self.sessions.permits.clone().acquire_owned();
+        let Ok(Ok(permit)) = tokio::time::timeout(SESSION_WAIT, permit).await else {
+            return Err(format!(
+                "this connection has {MAX_SESSIONS} sessions open already: close one, or open another connection"
+            ));
+        };
+        let idle = if fresh {
+            lock(&self.sessions.idle).clear();
+            None
+        } else {
+            let mut idle = lock(&self.sessions.idle);
+            std::iter::from_fn(|| idle.pop()).find(|upstream| !upstream.is_closed())
+        };
+        let (upstream, reused) = match idle {
+            Some(upstream) => (upstream, true),
+            None => (Arc::new(upstream::connect(target, None).await?), false),
+        };
+        Ok(Lease {
+            pool: self.sessions.clone(),
+            upstream,
+            reused,
+            _permit: permit,
+        })
     }
 
     async fn check(&self, channel: u32, actions: &[Action]) -> Result<Vec<Decision>, String> {
@@ -650,6 +643,8 @@ async fn forward_allowed(authed: &Arc<Authed>, channel: u32, forward: Forward) -
 /// At most this many session channels of one client connection are open on
 /// the target at once, as sshd's default `MaxSessions`.
 const MAX_SESSIONS: usize = 10;
+/// How long a session channel waits for one of those to end.
+const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Connections whose channel ended kept for the next channels; those beyond
 /// are closed.
 const MAX_IDLE: usize = 2;
@@ -661,25 +656,35 @@ const MAX_IDLE: usize = 2;
 /// other channel sharing its connection. A connection whose channel ended
 /// waits here for the next one (up to [`MAX_IDLE`] of them), so channels
 /// opened one after another (a ControlMaster, Ansible) reuse it.
-#[derive(Default)]
 struct SessionUpstreams {
-    idle: Vec<Arc<Upstream>>,
-    /// Connections in use or idle.
-    open: usize,
+    idle: Mutex<Vec<Arc<Upstream>>>,
+    /// One for each channel in use.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
-fn lock(pool: &Mutex<SessionUpstreams>) -> std::sync::MutexGuard<'_, SessionUpstreams> {
-    pool.lock()
+impl Default for SessionUpstreams {
+    fn default() -> Self {
+        SessionUpstreams {
+            idle: Mutex::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One session channel's connection to the target; back to the pool when
 /// dropped, or closed if the target ended it or enough wait there.
 struct Lease {
-    pool: Arc<Mutex<SessionUpstreams>>,
+    pool: Arc<SessionUpstreams>,
     upstream: Arc<Upstream>,
     /// Whether an earlier channel used it.
     reused: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for Lease {
@@ -692,11 +697,9 @@ impl std::ops::Deref for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut pool = lock(&self.pool);
-        if self.upstream.is_closed() || pool.idle.len() >= MAX_IDLE {
-            pool.open = pool.open.saturating_sub(1);
-        } else {
-            pool.idle.push(self.upstream.clone());
+        let mut idle = lock(&self.pool.idle);
+        if !self.upstream.is_closed() && idle.len() < MAX_IDLE {
+            idle.push(self.upstream.clone());
         }
     }
 }
@@ -922,6 +925,8 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
         Start::Subsystem(name) => target.request_subsystem(false, name.as_str()).await,
     };
     if let Err(e) = started {
+        // Closed, so that the connection goes back to the pool clean.
+        let _ = target.close().await;
         let reason = format!("the target did not start the session: {e}");
         return refuse(&to_client, &reason, UNREACHABLE).await;
     }
@@ -1212,7 +1217,7 @@ async fn bridge(
     // Set when the target's side is over (an exit status, or the channel
     // closed): it reads nothing more (see `send_to_target`).
     let (target_over, mut target_done) = tokio::sync::watch::channel(false);
-    let down = {
+    let mut down = {
         let authed = authed.clone();
         let handles = handles.clone();
         let prompt = prompt.clone();
@@ -1220,6 +1225,11 @@ async fn bridge(
             let mut stream = sftp::Stream::default();
             // Refusals wait for the target's stream to be between frames.
             let mut queued: std::collections::VecDeque<Bytes> = Default::default();
+            // The target's end of output, passed on after its exit status.
+            // A client whose input is done closes the channel as soon as
+            // output ends, and russh answers that close at once: an exit
+            // status relayed after it would be lost (`ssh` exits 255).
+            let mut eof_held = false;
             'relay: loop {
                 let msg = tokio::select! {
                     msg = from_target.wait() => msg,
@@ -1308,6 +1318,9 @@ async fn bridge(
                     }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         let _ = to_client.exit_status(exit_status).await;
+                        if std::mem::take(&mut eof_held) {
+                            let _ = to_client.eof().await;
+                        }
                     }
                     Some(ChannelMsg::ExitSignal {
                         signal_name,
@@ -1324,13 +1337,17 @@ async fn bridge(
                                 lang_tag,
                             )
                             .await;
+                        if std::mem::take(&mut eof_held) {
+                            let _ = to_client.eof().await;
+                        }
                     }
-                    Some(ChannelMsg::Eof) => {
-                        let _ = to_client.eof().await;
-                    }
+                    Some(ChannelMsg::Eof) => eof_held = true,
                     Some(ChannelMsg::Close) | None => break,
                     Some(_) => {}
                 }
+            }
+            if eof_held {
+                let _ = to_client.eof().await;
             }
             let _ = to_client.close().await;
         })
@@ -1339,13 +1356,23 @@ async fn bridge(
     let mut typed = Typed::default();
     let mut early = early.into_iter();
     let mut client_closed = false;
+    let mut down_done = false;
     loop {
         let msg = match early.next() {
             Some(msg) => msg,
-            None => match from_client.wait().await {
-                Some(msg) => msg,
-                None => {
-                    client_closed = true;
+            None => tokio::select! {
+                biased;
+                msg = from_client.wait() => match msg {
+                    Some(msg) => msg,
+                    None => {
+                        client_closed = true;
+                        break;
+                    }
+                },
+                // The channel is closed toward the client: russh ignores
+                // the client's answering close, so `wait` would never end.
+                _ = &mut down => {
+                    down_done = true;
                     break;
                 }
             },
@@ -1450,11 +1477,14 @@ async fn bridge(
         // it may be waiting for window the client will never give, while
         // the target's connection waits for the relay to take this
         // channel's next message (russh queues it inside the connection's
-        // loop): stopping the relay frees the connection's other channels.
+        // loop): stopping the relay frees the connection for the next
+        // channel.
         down.abort();
     }
     let _ = to_target.close().await;
-    let _ = down.await;
+    if !down_done {
+        let _ = down.await;
+    }
 }
 
 /// Sends the client's `bytes` on to the target, waiting for the target's

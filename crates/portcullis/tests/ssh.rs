@@ -819,7 +819,25 @@ async fn an_interactive_shell_is_recorded_and_replays() {
         "-y",
         "40",
     ]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The shell on the target sees the new size once the gateway passed
+    // (and recorded) the window change.
+    tmux(&[
+        "-S",
+        socket,
+        "send-keys",
+        "-t",
+        session,
+        "stty size",
+        "Enter",
+    ]);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = screen(socket);
+        if shown.contains("40 120") {
+            break;
+        }
+    }
+    assert!(shown.contains("40 120"), "{shown}");
     tmux(&["-S", socket, "send-keys", "-t", session, "exit", "Enter"]);
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1278,12 +1296,15 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
     let alice = gw.token("alice@example.com", &["eng"]);
     let dir = tempfile::tempdir().unwrap();
     let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
+    let stderr_of = |text: &str| dir.path().join(format!("{text}.err"));
     let echo = |text: &str| {
         control(&["demo-ssh@127.0.0.1", &format!("echo {text}")])
             .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(stderr_of(text)).unwrap())
             .spawn()
             .unwrap()
     };
+    let said = |text: &str| std::fs::read_to_string(stderr_of(text)).unwrap_or_default();
     // `yes` writes without end into a pipe nobody reads: its channel's
     // window toward the client closes, and the target keeps sending.
     let mut stalled = control(&["demo-ssh@127.0.0.1", "yes"])
@@ -1302,11 +1323,11 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
     let after = ended_within_20s(&mut after).await;
     let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
     let (status, out) = beside.expect("a stalled channel held up another one");
-    assert!(status.success());
+    assert!(status.success(), "{status:?}: {}", said("beside"));
     assert_eq!(out, "beside\n");
     let (status, out) =
         after.expect("the connection stayed stopped after its stalled channel closed");
-    assert!(status.success());
+    assert!(status.success(), "{status:?}: {}", said("after"));
     assert_eq!(out, "after\n");
     drop(control);
     gw.stop().await;
@@ -1364,6 +1385,44 @@ async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
     );
     let again = again.expect("no session ran once the ten had ended");
     assert_eq!(String::from_utf8_lossy(&again.stdout), "again\n");
+    drop(control);
+    gw.stop().await;
+}
+
+/// Every command's exit status reaches its client, also when many end at
+/// once on one connection: a client whose input is done closes the channel
+/// as soon as output ends, so the gateway passes the status on first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_statuses_reach_clients_of_a_busy_connection() {
+    let (_dir, dir) = policies(RUN_ANYTHING);
+    let gw = gateway("ssh_exit_statuses", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dir = tempfile::tempdir().unwrap();
+    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
+    let statuses = tokio::task::block_in_place(|| {
+        let mut statuses = Vec::new();
+        for round in 0..3 {
+            let running: Vec<_> = (1..=10)
+                .map(|n| {
+                    let line = format!("echo {round}; exit {n}");
+                    let child = control(&["demo-ssh@127.0.0.1", &line])
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    (n, child)
+                })
+                .collect();
+            for (n, child) in running {
+                statuses.push((n, child.wait_with_output().unwrap()));
+            }
+        }
+        statuses
+    });
+    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
+    for (n, out) in &statuses {
+        exited_saying(out, *n, "");
+    }
     drop(control);
     gw.stop().await;
 }
