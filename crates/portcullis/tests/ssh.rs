@@ -680,53 +680,82 @@ async fn sftp_and_scp_write_only_where_a_policy_allows() {
 
 /// Opens one connection (a ControlMaster on `socket`) and returns how to
 /// make an `ssh` command whose channel goes over it.
-fn multiplexed<'a>(
-    gw: &'a Gateway,
-    token: &'a str,
-    socket: &Path,
-) -> impl Fn(&[&str]) -> Command + 'a {
-    let socket = socket.to_path_buf();
-    let control = move |args: &[&str]| {
-        let mut command = client(gw, "ssh", token);
+/// A gateway and a ControlMaster connection to it as alice (group `eng`):
+/// every `channel` is a channel of that one connection.
+struct Mux {
+    gw: Gateway,
+    token: String,
+    socket: PathBuf,
+    _dirs: (Option<tempfile::TempDir>, tempfile::TempDir),
+}
+
+impl Mux {
+    /// With the quickstart's policies, or with `policies` when given.
+    async fn start(db: &str, policies: Option<&str>) -> Mux {
+        let (policy_dir, path) = match policies {
+            Some(text) => {
+                let (dir, path) = self::policies(text);
+                (Some(dir), path)
+            }
+            None => (None, quickstart_policies()),
+        };
+        let gw = gateway(db, path, None).await;
+        let token = gw.token("alice@example.com", &["eng"]);
+        let dir = tempfile::tempdir().unwrap();
+        let mux = Mux {
+            socket: dir.path().join("mux"),
+            gw,
+            token,
+            _dirs: (policy_dir, dir),
+        };
+        let master = mux.ssh(&["-M", "-f", "-N"]).status().unwrap();
+        assert!(master.success());
+        mux
+    }
+
+    /// `ssh` through the control socket to demo-ssh, with `options` first.
+    fn ssh(&self, options: &[&str]) -> Command {
+        let mut command = client(&self.gw, "ssh", &self.token);
         command
-            .args(["-S"])
-            .arg(&socket)
-            .args(["-p", &port(gw)])
-            .args(args);
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["-p", &port(&self.gw)])
+            .args(options)
+            .arg("demo-ssh@127.0.0.1");
         command
-    };
-    let master = control(&["-M", "-f", "-N", "demo-ssh@127.0.0.1"])
-        .status()
-        .unwrap();
-    assert!(master.success());
-    control
+    }
+
+    /// A new channel running `line`.
+    fn channel(&self, line: &str) -> Command {
+        let mut command = self.ssh(&[]);
+        command.arg(line);
+        command
+    }
+
+    async fn stop(self) {
+        let _ = self.ssh(&["-O", "exit"]).output();
+        self.gw.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_of_one_connection_close_on_their_own() {
-    let gw = gateway("ssh_channels", quickstart_policies(), None).await;
-    let alice = gw.token("alice@example.com", &["eng"]);
-    let dir = tempfile::tempdir().unwrap();
-    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
-    let mut long = control(&["demo-ssh@127.0.0.1", "tail -f /dev/null"])
+    let mux = Mux::start("ssh_channels", None).await;
+    let mut long = mux
+        .channel("tail -f /dev/null")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let second = control(&["demo-ssh@127.0.0.1", "echo second"])
-        .output()
-        .unwrap();
+    let second = mux.channel("echo second").output().unwrap();
     assert_eq!(stdout(&second), "second\n", "{}", stderr(&second));
     // Closing one channel (its client goes away) leaves the others.
     long.kill().unwrap();
     long.wait().unwrap();
-    let third = control(&["demo-ssh@127.0.0.1", "echo third"])
-        .output()
-        .unwrap();
+    let third = mux.channel("echo third").output().unwrap();
     assert_eq!(stdout(&third), "third\n", "{}", stderr(&third));
-    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
 
     // All of it was one session.
-    let entries = audit(&gw);
+    let entries = audit(&mux.gw);
     let sessions: std::collections::BTreeSet<String> = entries
         .iter()
         .filter(|e| e["event"] == "ssh" && e["action"] == "exec")
@@ -739,8 +768,7 @@ async fn channels_of_one_connection_close_on_their_own() {
         .map(|e| e["channel"].as_u64().unwrap())
         .collect();
     assert_eq!(channels.len(), 3, "{channels:?}");
-    drop(control);
-    gw.stop().await;
+    mux.stop().await;
 }
 
 fn tmux(args: &[&str]) -> Output {
@@ -1291,14 +1319,11 @@ async fn ended_within_20s(
 /// connection, and once its reader goes away the connection goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_channel_holds_up_no_other_channel() {
-    let (_dir, dir) = policies(RUN_ANYTHING);
-    let gw = gateway("ssh_stalled_channel", dir, None).await;
-    let alice = gw.token("alice@example.com", &["eng"]);
+    let mux = Mux::start("ssh_stalled_channel", Some(RUN_ANYTHING)).await;
     let dir = tempfile::tempdir().unwrap();
-    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
     let stderr_of = |text: &str| dir.path().join(format!("{text}.err"));
     let echo = |text: &str| {
-        control(&["demo-ssh@127.0.0.1", &format!("echo {text}")])
+        mux.channel(&format!("echo {text}"))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(stderr_of(text)).unwrap())
             .spawn()
@@ -1307,10 +1332,7 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
     let said = |text: &str| std::fs::read_to_string(stderr_of(text)).unwrap_or_default();
     // `yes` writes without end into a pipe nobody reads: its channel's
     // window toward the client closes, and the target keeps sending.
-    let mut stalled = control(&["demo-ssh@127.0.0.1", "yes"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut stalled = mux.channel("yes").stdout(Stdio::piped()).spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Other channels of the same connection run meanwhile.
     let mut beside = echo("beside");
@@ -1321,7 +1343,6 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
     let _ = stalled.wait();
     let mut after = echo("after");
     let after = ended_within_20s(&mut after).await;
-    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
     let (status, out) = beside.expect("a stalled channel held up another one");
     assert!(status.success(), "{status:?}: {}", said("beside"));
     assert_eq!(out, "beside\n");
@@ -1329,8 +1350,7 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
         after.expect("the connection stayed stopped after its stalled channel closed");
     assert!(status.success(), "{status:?}: {}", said("after"));
     assert_eq!(out, "after\n");
-    drop(control);
-    gw.stop().await;
+    mux.stop().await;
 }
 
 /// Each session channel open at a time has a connection of its own to the
@@ -1338,15 +1358,11 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
 /// `MaxSessions`, and a channel opened once others ended runs again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
-    let (_dir, dir) = policies(RUN_ANYTHING);
-    let gw = gateway("ssh_max_sessions", dir, None).await;
-    let alice = gw.token("alice@example.com", &["eng"]);
-    let dir = tempfile::tempdir().unwrap();
-    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
+    let mux = Mux::start("ssh_max_sessions", Some(RUN_ANYTHING)).await;
     let (eleventh, again) = tokio::task::block_in_place(|| {
         let mut open: Vec<_> = (0..10)
             .map(|_| {
-                control(&["demo-ssh@127.0.0.1", "echo up; exec sleep 60"])
+                mux.channel("echo up; exec sleep 60")
                     .stdout(Stdio::piped())
                     .spawn()
                     .unwrap()
@@ -1356,9 +1372,7 @@ async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
             let mut up = [0u8; 3];
             child.stdout.as_mut().unwrap().read_exact(&mut up).unwrap();
         }
-        let eleventh = control(&["demo-ssh@127.0.0.1", "echo eleventh"])
-            .output()
-            .unwrap();
+        let eleventh = mux.channel("echo eleventh").output().unwrap();
         for child in &mut open {
             let _ = child.kill();
             let _ = child.wait();
@@ -1366,9 +1380,7 @@ async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
         // The ten channels close on their own time: ask until one runs.
         let mut again = None;
         for _ in 0..50 {
-            let out = control(&["demo-ssh@127.0.0.1", "echo again"])
-                .output()
-                .unwrap();
+            let out = mux.channel("echo again").output().unwrap();
             if out.status.success() {
                 again = Some(out);
                 break;
@@ -1377,7 +1389,6 @@ async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
         }
         (eleventh, again)
     });
-    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
     exited_saying(
         &eleventh,
         255,
@@ -1385,8 +1396,7 @@ async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
     );
     let again = again.expect("no session ran once the ten had ended");
     assert_eq!(String::from_utf8_lossy(&again.stdout), "again\n");
-    drop(control);
-    gw.stop().await;
+    mux.stop().await;
 }
 
 /// Every command's exit status reaches its client, also when many end at
@@ -1394,18 +1404,15 @@ async fn one_connection_opens_at_most_ten_sessions_at_a_time() {
 /// as soon as output ends, so the gateway passes the status on first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_statuses_reach_clients_of_a_busy_connection() {
-    let (_dir, dir) = policies(RUN_ANYTHING);
-    let gw = gateway("ssh_exit_statuses", dir, None).await;
-    let alice = gw.token("alice@example.com", &["eng"]);
-    let dir = tempfile::tempdir().unwrap();
-    let control = multiplexed(&gw, &alice, &dir.path().join("mux"));
+    let mux = Mux::start("ssh_exit_statuses", Some(RUN_ANYTHING)).await;
     let statuses = tokio::task::block_in_place(|| {
         let mut statuses = Vec::new();
         for round in 0..3 {
             let running: Vec<_> = (1..=10)
                 .map(|n| {
                     let line = format!("echo {round}; exit {n}");
-                    let child = control(&["demo-ssh@127.0.0.1", &line])
+                    let child = mux
+                        .channel(&line)
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped())
                         .spawn()
@@ -1419,12 +1426,10 @@ async fn exit_statuses_reach_clients_of_a_busy_connection() {
         }
         statuses
     });
-    let _ = control(&["-O", "exit", "demo-ssh@127.0.0.1"]).output();
     for (n, out) in &statuses {
         exited_saying(out, *n, "");
     }
-    drop(control);
-    gw.stop().await;
+    mux.stop().await;
 }
 
 /// `head -c 5 < big-file`: the command ends without reading its input. The
