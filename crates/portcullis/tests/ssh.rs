@@ -775,6 +775,21 @@ fn tmux(args: &[&str]) -> Output {
     Command::new("tmux").args(args).output().unwrap()
 }
 
+/// Types `line` and Enter into the tmux pane, and waits up to 5 s for
+/// `shown` on its screen.
+async fn typed_until_shown(socket: &str, session: &str, line: &str, shown: &str) {
+    tmux(&["-S", socket, "send-keys", "-t", session, line, "Enter"]);
+    let mut screen = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        screen = stdout(&tmux(&["-S", socket, "capture-pane", "-p", "-t", session]));
+        if screen.contains(shown) {
+            return;
+        }
+    }
+    panic!("`{shown}` never showed after `{line}`: {screen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interactive_shell_is_recorded_and_replays() {
     let gw = gateway("ssh_shell", quickstart_policies(), None).await;
@@ -818,24 +833,9 @@ async fn an_interactive_shell_is_recorded_and_replays() {
         }
     }
     assert!(shown.contains('$'), "no prompt: {shown}");
-    tmux(&[
-        "-S",
-        socket,
-        "send-keys",
-        "-t",
-        session,
-        &format!("echo {word} | tr a-z A-Z"),
-        "Enter",
-    ]);
     let upper = word.to_uppercase();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        shown = screen(socket);
-        if shown.contains(&upper) {
-            break;
-        }
-    }
-    assert!(shown.contains(&upper), "{shown}");
+    let line = format!("echo {word} | tr a-z A-Z");
+    typed_until_shown(socket, session, &line, &upper).await;
     tmux(&[
         "-S",
         socket,
@@ -849,23 +849,7 @@ async fn an_interactive_shell_is_recorded_and_replays() {
     ]);
     // The shell on the target sees the new size once the gateway passed
     // (and recorded) the window change.
-    tmux(&[
-        "-S",
-        socket,
-        "send-keys",
-        "-t",
-        session,
-        "stty size",
-        "Enter",
-    ]);
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        shown = screen(socket);
-        if shown.contains("40 120") {
-            break;
-        }
-    }
-    assert!(shown.contains("40 120"), "{shown}");
+    typed_until_shown(socket, session, "stty size", "40 120").await;
     tmux(&["-S", socket, "send-keys", "-t", session, "exit", "Enter"]);
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
