@@ -119,13 +119,12 @@ impl Authed {
                 "this connection has {MAX_SESSIONS} sessions open already: close one, or open another connection"
             ));
         };
-        let idle = if fresh {
-            lock(&self.sessions.idle).clear();
-            None
-        } else {
-            let mut idle = lock(&self.sessions.idle);
+        let idle = self.sessions.idle.lock().ok().and_then(|mut idle| {
+            if fresh {
+                idle.clear();
+            }
             std::iter::from_fn(|| idle.pop()).find(|upstream| !upstream.is_closed())
-        };
+        });
         let (upstream, reused) = match idle {
             Some(upstream) => (upstream, true),
             None => (Arc::new(upstream::connect(target, None).await?), false),
@@ -671,12 +670,6 @@ impl Default for SessionUpstreams {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// One session channel's connection to the target; back to the pool when
 /// dropped, or closed if the target ended it or enough wait there.
 struct Lease {
@@ -697,9 +690,10 @@ impl std::ops::Deref for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut idle = lock(&self.pool.idle);
-        if !self.upstream.is_closed() && idle.len() < MAX_IDLE {
-            idle.push(self.upstream.clone());
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            if !self.upstream.is_closed() && idle.len() < MAX_IDLE {
+                idle.push(self.upstream.clone());
+            }
         }
     }
 }

@@ -775,19 +775,25 @@ fn tmux(args: &[&str]) -> Output {
     Command::new("tmux").args(args).output().unwrap()
 }
 
+/// Waits up to `within` for `text` on the tmux pane's screen.
+async fn shown_within(socket: &str, session: &str, text: &str, within: Duration) {
+    let started = std::time::Instant::now();
+    let mut screen = String::new();
+    while started.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        screen = stdout(&tmux(&["-S", socket, "capture-pane", "-p", "-t", session]));
+        if screen.contains(text) {
+            return;
+        }
+    }
+    panic!("`{text}` never showed: {screen}");
+}
+
 /// Types `line` and Enter into the tmux pane, and waits up to 5 s for
 /// `shown` on its screen.
 async fn typed_until_shown(socket: &str, session: &str, line: &str, shown: &str) {
     tmux(&["-S", socket, "send-keys", "-t", session, line, "Enter"]);
-    let mut screen = String::new();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        screen = stdout(&tmux(&["-S", socket, "capture-pane", "-p", "-t", session]));
-        if screen.contains(shown) {
-            return;
-        }
-    }
-    panic!("`{shown}` never showed after `{line}`: {screen}");
+    shown_within(socket, session, shown, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -823,16 +829,8 @@ async fn an_interactive_shell_is_recorded_and_replays() {
     ]);
     assert!(started.status.success(), "{}", stderr(&started));
     let word = format!("portcullis-{}", rand_suffix());
-    let screen = |socket: &str| stdout(&tmux(&["-S", socket, "capture-pane", "-p", "-t", session]));
-    let mut shown = String::new();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        shown = screen(socket);
-        if shown.contains('$') {
-            break;
-        }
-    }
-    assert!(shown.contains('$'), "no prompt: {shown}");
+    // The prompt.
+    shown_within(socket, session, "$", Duration::from_secs(10)).await;
     let upper = word.to_uppercase();
     let line = format!("echo {word} | tr a-z A-Z");
     typed_until_shown(socket, session, &line, &upper).await;
