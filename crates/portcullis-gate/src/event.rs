@@ -93,7 +93,9 @@ pub enum AuditEvent<'a> {
     Statement {
         #[serde(flatten)]
         session: &'a SessionFields,
-        /// `query` (simple protocol), `parse` or `execute` (extended protocol).
+        /// `query` (simple protocol), `parse` or `execute` (extended
+        /// protocol). A Parse run by an Execute read with it has no entry
+        /// of its own: the Execute's stands for both.
         phase: &'a str,
         statement: StatementFields<'a>,
         decision: DecisionFields<'a>,

@@ -61,6 +61,7 @@ struct GateInner {
 }
 
 /// One thing to decide and audit.
+#[derive(Clone, Copy)]
 pub enum Check<'a> {
     /// A classified statement; `phase` says where in the protocol it was seen
     /// (`query`, `parse`, `execute`).

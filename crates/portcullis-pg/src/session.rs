@@ -20,7 +20,7 @@ use crate::server::PgTarget;
 use crate::stream::BoxStream;
 use crate::PINNED_PARAMETERS;
 use bytes::{Buf, Bytes, BytesMut};
-use portcullis_core::{Lineage, RelationRef, StatementInfo};
+use portcullis_core::{Decision, Lineage, RelationRef, StatementInfo};
 use portcullis_gate::{Check, Gate, Session};
 use portcullis_mask::{MaskCounts, Masker};
 use portcullis_sql::Classifier;
@@ -673,10 +673,20 @@ impl Relay {
                 Planned::Forward { .. } | Planned::Terminate(_) => {}
             }
         }
+        let covers = covering_executes(&checks);
         let mut decisions = if checks.is_empty() {
             Ok(Vec::new())
         } else {
-            self.gate.check(&mut self.session, &checks).await
+            let asked: Vec<Check<'_>> = checks
+                .iter()
+                .zip(&covers)
+                .filter(|(_, cover)| cover.is_none())
+                .map(|(check, _)| *check)
+                .collect();
+            self.gate
+                .check(&mut self.session, &asked)
+                .await
+                .map(|decided| spread(decided, &covers))
         };
         drop(checks);
         let mut holds = Holds::default();
@@ -1166,6 +1176,61 @@ impl Relay {
             }
         }
     }
+}
+
+/// For each check, the later check whose decision it takes, if any: a Parse
+/// of a statement that an Execute later in the same batch runs (an
+/// extended-protocol query sent as Parse, Bind, Execute, Sync). A decision
+/// depends on the statement and the session alone, and preparing runs
+/// nothing, so the Execute's decision and its audit entry stand for both.
+fn covering_executes(checks: &[Check<'_>]) -> Vec<Option<usize>> {
+    let mut last_execute: HashMap<&StatementInfo, usize> = HashMap::new();
+    for (idx, check) in checks.iter().enumerate() {
+        if let Check::Statement {
+            phase: "execute",
+            statement,
+        } = check
+        {
+            last_execute.insert(statement, idx);
+        }
+    }
+    checks
+        .iter()
+        .enumerate()
+        .map(|(idx, check)| match check {
+            Check::Statement {
+                phase: "parse",
+                statement,
+            } => last_execute
+                .get(statement)
+                .copied()
+                .filter(|&execute| execute > idx),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gives every check its decision: its own, or its covering Execute's.
+/// `decided` holds the decisions of the checks asked (those not covered), in
+/// order. Stops at the first check without one, so that a short answer
+/// stays short and is refused as such.
+fn spread(decided: Vec<Decision>, covers: &[Option<usize>]) -> Vec<Decision> {
+    let mut asked_at = Vec::with_capacity(covers.len());
+    let mut asked = 0usize;
+    for cover in covers {
+        asked_at.push(asked);
+        if cover.is_none() {
+            asked += 1;
+        }
+    }
+    covers
+        .iter()
+        .enumerate()
+        .map_while(|(idx, cover)| {
+            let source = asked_at.get(cover.unwrap_or(idx))?;
+            decided.get(*source).cloned()
+        })
+        .collect()
 }
 
 fn has_complete_frame(buf: &[u8]) -> bool {

@@ -301,6 +301,76 @@ async fn pgbench_runs_in_every_query_mode() {
     gw.stop().await;
 }
 
+/// An extended-protocol query sent as Parse, Bind, Execute, Sync is decided
+/// and audited once, at its Execute; a statement prepared by name and run
+/// later is audited when it is prepared and at each run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_parsed_and_run_in_one_batch_is_audited_once() {
+    let db = TestDb::create("e2e_pgbench_audit", "").await;
+    pgbench_init(&db);
+    let gw = Gateway::start(db).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let phases = |mode: &str| -> (usize, usize) {
+        let out = std::process::Command::new("pgbench")
+            .args(["-n", "-S", "-c", "1", "-t", "20", "-M", mode])
+            .args(["-h", "127.0.0.1", "-p", &gw.pg_addr.port().to_string()])
+            .args(["-U", "alice", "demo"])
+            .env("PGPASSWORD", &alice)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pgbench -M {mode}: {}", stderr(&out));
+        let tail = gw.cli(&["audit", "tail", "-n", "100", "--json"]);
+        assert!(tail.status.success(), "{}", stderr(&tail));
+        let entries: Vec<serde_json::Value> = stdout(&tail)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        // This run's entries: those after its session's connect.
+        let start = entries
+            .iter()
+            .rposition(|e| e["entry"]["event"] == "session.connect")
+            .expect("a connect entry");
+        let count = |phase: &str| {
+            entries[start..]
+                .iter()
+                .filter(|e| {
+                    e["entry"]["event"] == "statement"
+                        && e["entry"]["phase"] == phase
+                        && e["entry"]["statement"]["tables"][0] == "pgbench_accounts"
+                })
+                .count()
+        };
+        (count("parse"), count("execute"))
+    };
+    assert_eq!(phases("extended"), (0, 20));
+    assert_eq!(phases("prepared"), (1, 20));
+    // Decided once, refused as a whole: a refused statement's Parse does
+    // not reach the target either.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("delete.sql");
+    std::fs::write(&script, "delete from pgbench_branches;\n").unwrap();
+    let out = std::process::Command::new("pgbench")
+        .args(["-n", "-c", "1", "-t", "1", "-M", "extended", "-f"])
+        .arg(&script)
+        .args(["-h", "127.0.0.1", "-p", &gw.pg_addr.port().to_string()])
+        .args(["-U", "alice", "demo"])
+        .env("PGPASSWORD", &alice)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("denied by policy `no-unbounded-writes`"),
+        "{}",
+        stderr(&out)
+    );
+    let direct = gw.db.direct().await;
+    assert_eq!(
+        scalar_i64(&direct, "select count(*) from pgbench_branches").await,
+        1
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_encodings_that_hide_quotes_and_fast_path_calls_are_refused() {
     let gw = Gateway::start(TestDb::create("e2e_encoding", SEED).await).await;
