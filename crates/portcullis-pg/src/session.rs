@@ -1764,3 +1764,57 @@ fn replacement_for(raw: &[u8], prefix: &str, shared: &Shared) -> Option<Bytes> {
     shared.pending.store(denials.len(), Ordering::Release);
     Some(replacement)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use portcullis_core::Effect;
+
+    fn statement(classifier: &Classifier, sql: &str) -> StatementInfo {
+        classifier.classify(sql).unwrap()[0].clone()
+    }
+
+    fn decision(reason: &str) -> Decision {
+        Decision {
+            effect: Effect::Allow,
+            policies: Vec::new(),
+            reason: reason.to_owned(),
+            errors: Vec::new(),
+            policy_version: String::new(),
+            approval: None,
+        }
+    }
+
+    #[test]
+    fn a_parse_takes_the_decision_of_a_later_execute_of_its_statement_only() {
+        let classifier = Classifier::new(16);
+        let (x, y) = (
+            statement(&classifier, "select 1"),
+            statement(&classifier, "select 2"),
+        );
+        let check = |phase, statement| Check::Statement { phase, statement };
+        let checks = [
+            check("parse", &x),
+            check("execute", &y),
+            check("execute", &x),
+            // An Execute before its Parse covers nothing, nor does a Query.
+            check("parse", &y),
+            check("query", &x),
+        ];
+        let covers = covering_executes(&checks);
+        assert_eq!(covers, [Some(2), None, None, None, None]);
+        let decided = ["y", "x", "parse y", "query x"].map(decision).to_vec();
+        let reasons = |decided: &[Decision]| -> Vec<String> {
+            spread(decided.to_vec(), &covers)
+                .into_iter()
+                .map(|d| d.reason)
+                .collect()
+        };
+        assert_eq!(reasons(&decided), ["x", "y", "x", "parse y", "query x"]);
+        // A short answer stays short from the first check without a
+        // decision, so that the rest is refused.
+        assert!(reasons(&decided[..1]).is_empty());
+        assert_eq!(reasons(&decided[..3]), ["x", "y", "x", "parse y"]);
+    }
+}
