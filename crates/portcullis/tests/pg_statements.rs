@@ -319,24 +319,19 @@ async fn a_query_parsed_and_run_in_one_batch_is_audited_once() {
             .output()
             .unwrap();
         assert!(out.status.success(), "pgbench -M {mode}: {}", stderr(&out));
-        let tail = gw.cli(&["audit", "tail", "-n", "100", "--json"]);
-        assert!(tail.status.success(), "{}", stderr(&tail));
-        let entries: Vec<serde_json::Value> = stdout(&tail)
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
+        let entries = gw.audit_entries(100);
         // This run's entries: those after its session's connect.
         let start = entries
             .iter()
-            .rposition(|e| e["entry"]["event"] == "session.connect")
+            .rposition(|e| e["event"] == "session.connect")
             .expect("a connect entry");
         let count = |phase: &str| {
             entries[start..]
                 .iter()
                 .filter(|e| {
-                    e["entry"]["event"] == "statement"
-                        && e["entry"]["phase"] == phase
-                        && e["entry"]["statement"]["tables"][0] == "pgbench_accounts"
+                    e["event"] == "statement"
+                        && e["phase"] == phase
+                        && e["statement"]["tables"][0] == "pgbench_accounts"
                 })
                 .count()
         };

@@ -159,15 +159,6 @@ async fn closed_ssh_session(gw: &Gateway) -> String {
     );
 }
 
-fn audit(gw: &Gateway) -> Vec<serde_json::Value> {
-    let out = gw.cli(&["audit", "tail", "-n", "2000", "--json"]);
-    stdout(&out)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .map(|entry| entry["entry"].clone())
-        .collect()
-}
-
 /// A fresh path under /tmp that the target's user may write.
 fn scratch(name: &str) -> PathBuf {
     let path = PathBuf::from(format!("/tmp/portcullis-ssh-test-{name}-{}", rand_suffix()));
@@ -259,7 +250,7 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
     assert!(stderr(&out).contains("not inspected"), "{}", stderr(&out));
 
     // Every command is in the audit log with its decision and its policy.
-    let entries = audit(&gw);
+    let entries = gw.audit_entries(2000);
     let decided = |text: &str, effect: &str| {
         entries.iter().any(|e| {
             e["event"] == "ssh"
@@ -354,7 +345,8 @@ async fn bad_tokens_and_foreign_certificates_are_refused_and_a_signed_certificat
     let out = with_key(&key);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), env("DEMO_SSH_USER"));
-    let connects: Vec<_> = audit(&gw)
+    let connects: Vec<_> = gw
+        .audit_entries(2000)
         .into_iter()
         .filter(|e| e["event"] == "session.connect" && e["decision"]["effect"] == "allow")
         .collect();
@@ -443,7 +435,7 @@ when {{ context.forward.direction == "remote" && context.forward.host == "127.0.
     // each way: the banner comes to the client through -L, and goes to the
     // target through -R.
     let moved = |direction: &str| {
-        audit(&gw).iter().any(|e| {
+        gw.audit_entries(2000).iter().any(|e| {
             let up = e["detail"]["bytes_to_target"].as_u64().unwrap_or(0);
             let down = e["detail"]["bytes_to_client"].as_u64().unwrap_or(0);
             e["kind"] == "forward.close"
@@ -536,7 +528,7 @@ when {{ context.forward.direction == "remote" && context.forward.host == "127.0.
         stderr(&remote)
     );
 
-    let entries = audit(&gw);
+    let entries = gw.audit_entries(2000);
     let forwards: Vec<(String, String, u64)> = entries
         .iter()
         .filter(|e| e["event"] == "ssh" && e["action"] == "forward")
@@ -659,7 +651,7 @@ async fn sftp_and_scp_write_only_where_a_policy_allows() {
         stderr(&out)
     );
 
-    let entries = audit(&gw);
+    let entries = gw.audit_entries(2000);
     let sftp = |operation: &str, path: &str, effect: &str| {
         entries.iter().any(|e| {
             e["action"] == "sftp"
@@ -755,7 +747,7 @@ async fn channels_of_one_connection_close_on_their_own() {
     assert_eq!(stdout(&third), "third\n", "{}", stderr(&third));
 
     // All of it was one session.
-    let entries = audit(&mux.gw);
+    let entries = mux.gw.audit_entries(2000);
     let sessions: std::collections::BTreeSet<String> = entries
         .iter()
         .filter(|e| e["event"] == "ssh" && e["action"] == "exec")
@@ -894,7 +886,7 @@ async fn an_interactive_shell_is_recorded_and_replays() {
     assert!(verify.status.success(), "{}", stdout(&verify));
 
     // What was typed is in the audit log, labelled best effort.
-    let entries = audit(&gw);
+    let entries = gw.audit_entries(2000);
     assert!(entries.iter().any(|e| e["kind"] == "shell.typed"
         && e["detail"]["best_effort"] == true
         && e["detail"]["line"]
@@ -958,7 +950,10 @@ when { context.command.name == "hostname" };
         stderr(&out)
     );
     assert!(!stdout(&out).trim().is_empty());
-    assert!(audit(&gw).iter().any(|e| e["event"] == "approval.executed"));
+    assert!(gw
+        .audit_entries(2000)
+        .iter()
+        .any(|e| e["event"] == "approval.executed"));
     gw.stop().await;
 }
 
@@ -979,7 +974,7 @@ permit (principal, action == Action::"exec", resource);
         .unwrap();
     // Wait until the command runs, then take `connect` away.
     for _ in 0..50 {
-        if audit(&gw).iter().any(|e| e["action"] == "exec") {
+        if gw.audit_entries(2000).iter().any(|e| e["action"] == "exec") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1007,7 +1002,8 @@ permit (principal, action == Action::"exec", resource);
         "{}",
         stderr(&out)
     );
-    assert!(audit(&gw)
+    assert!(gw
+        .audit_entries(2000)
         .iter()
         .any(|e| e["event"] == "session.recheck" && e["decision"]["effect"] == "deny"));
     gw.stop().await;
@@ -1191,14 +1187,17 @@ permit (principal, action == Action::"exec", resource);
 /// Waits up to 30 s for a `session.end` whose outcome contains `outcome`.
 async fn session_ended(gw: &Gateway, outcome: &str) -> serde_json::Value {
     for _ in 0..150 {
-        if let Some(end) = audit(gw).into_iter().find(|e| {
+        if let Some(end) = gw.audit_entries(2000).into_iter().find(|e| {
             e["event"] == "session.end" && e["outcome"].as_str().unwrap_or("").contains(outcome)
         }) {
             return end;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("no session ended with `{outcome}`: {:?}", audit(gw));
+    panic!(
+        "no session ended with `{outcome}`: {:?}",
+        gw.audit_entries(2000)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1245,7 +1244,8 @@ async fn keepalives_let_go_of_a_client_that_stopped_answering() {
     let live = spawn("sleep 8; echo still here");
     let mut frozen = spawn("sleep 60");
     for _ in 0..100 {
-        let running = audit(&gw)
+        let running = gw
+            .audit_entries(2000)
             .iter()
             .filter(|e| e["event"] == "ssh" && e["action"] == "exec")
             .count();
@@ -1268,7 +1268,8 @@ async fn keepalives_let_go_of_a_client_that_stopped_answering() {
     assert_eq!(status.code(), Some(255));
     let out = live.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "still here\n", "{}", stderr(&out));
-    let ends: Vec<_> = audit(&gw)
+    let ends: Vec<_> = gw
+        .audit_entries(2000)
         .into_iter()
         .filter(|e| e["event"] == "session.end")
         .map(|e| e["outcome"].clone())

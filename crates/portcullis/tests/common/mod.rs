@@ -302,6 +302,21 @@ impl Gateway {
             .expect("psql runs")
     }
 
+    /// The last `n` audit entries (the `entry` of each line of the real
+    /// binary's `audit tail --json`), oldest first.
+    pub fn audit_entries(&self, n: usize) -> Vec<serde_json::Value> {
+        let out = self.cli(&["audit", "tail", "-n", &n.to_string(), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("`audit tail --json` printed {line:?}: {e}"));
+                line["entry"].clone()
+            })
+            .collect()
+    }
+
     pub fn audit_db(&self) -> PathBuf {
         portcullis_app::audit_path(&self.config.gateway.data_dir)
     }
