@@ -673,20 +673,21 @@ impl Relay {
                 Planned::Forward { .. } | Planned::Terminate(_) => {}
             }
         }
-        let covers = covering_executes(&checks);
-        let mut decisions = if checks.is_empty() {
-            Ok(Vec::new())
-        } else {
-            let asked: Vec<Check<'_>> = checks
-                .iter()
-                .zip(&covers)
-                .filter(|(_, cover)| cover.is_none())
-                .map(|(check, _)| *check)
-                .collect();
-            self.gate
-                .check(&mut self.session, &asked)
-                .await
-                .map(|decided| spread(decided, &covers))
+        let mut decisions = match covering_executes(&checks) {
+            _ if checks.is_empty() => Ok(Vec::new()),
+            None => self.gate.check(&mut self.session, &checks).await,
+            Some(covers) => {
+                let asked: Vec<Check<'_>> = checks
+                    .iter()
+                    .zip(&covers)
+                    .filter(|(_, cover)| cover.is_none())
+                    .map(|(check, _)| *check)
+                    .collect();
+                self.gate
+                    .check(&mut self.session, &asked)
+                    .await
+                    .map(|decided| spread(decided, &covers))
+            }
         };
         drop(checks);
         let mut holds = Holds::default();
@@ -1183,7 +1184,13 @@ impl Relay {
 /// extended-protocol query sent as Parse, Bind, Execute, Sync). A decision
 /// depends on the statement and the session alone, and preparing runs
 /// nothing, so the Execute's decision and its audit entry stand for both.
-fn covering_executes(checks: &[Check<'_>]) -> Vec<Option<usize>> {
+/// `None` when no check takes another's (a batch without a Parse, most
+/// often), so that the common case costs nothing.
+fn covering_executes(checks: &[Check<'_>]) -> Option<Vec<Option<usize>>> {
+    let is_parse = |check: &Check<'_>| matches!(check, Check::Statement { phase: "parse", .. });
+    if !checks.iter().any(is_parse) {
+        return None;
+    }
     let mut last_execute: HashMap<&StatementInfo, usize> = HashMap::new();
     for (idx, check) in checks.iter().enumerate() {
         if let Check::Statement {
@@ -1194,7 +1201,7 @@ fn covering_executes(checks: &[Check<'_>]) -> Vec<Option<usize>> {
             last_execute.insert(statement, idx);
         }
     }
-    checks
+    let covers: Vec<Option<usize>> = checks
         .iter()
         .enumerate()
         .map(|(idx, check)| match check {
@@ -1207,7 +1214,8 @@ fn covering_executes(checks: &[Check<'_>]) -> Vec<Option<usize>> {
                 .filter(|&execute| execute > idx),
             _ => None,
         })
-        .collect()
+        .collect();
+    covers.iter().any(Option::is_some).then_some(covers)
 }
 
 /// Gives every check its decision: its own, or its covering Execute's.
@@ -1802,8 +1810,12 @@ mod tests {
             check("parse", &y),
             check("query", &x),
         ];
-        let covers = covering_executes(&checks);
+        let covers = covering_executes(&checks).unwrap();
         assert_eq!(covers, [Some(2), None, None, None, None]);
+        // Nothing to share: a batch without a Parse, or whose Parse runs
+        // nowhere in it.
+        assert_eq!(covering_executes(&checks[1..]), None);
+        assert_eq!(covering_executes(&[check("parse", &x)]), None);
         let decided = ["y", "x", "parse y", "query x"].map(decision).to_vec();
         let reasons = |decided: &[Decision]| -> Vec<String> {
             spread(decided.to_vec(), &covers)
