@@ -270,21 +270,8 @@ async fn pgbench_runs_in_every_query_mode() {
     let alice = gw.token("alice@example.com", &["eng"]);
     for mode in ["simple", "extended", "prepared"] {
         for script in [&["-S"][..], &["-N"][..]] {
-            let out = std::process::Command::new("pgbench")
-                .args(["-n", "-c", "4", "-j", "2", "-t", "50", "-M", mode])
-                .args(script)
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &gw.pg_addr.port().to_string(),
-                    "-U",
-                    "alice",
-                    "demo",
-                ])
-                .env("PGPASSWORD", &alice)
-                .output()
-                .unwrap();
+            let options = ["-n", "-c", "4", "-j", "2", "-t", "50", "-M", mode];
+            let out = gw.pgbench("alice", &alice, &[&options[..], script].concat());
             let o = stdout(&out);
             assert!(
                 out.status.success(),
@@ -311,13 +298,11 @@ async fn a_query_parsed_and_run_in_one_batch_is_audited_once() {
     let gw = Gateway::start(db).await;
     let alice = gw.token("alice@example.com", &["eng"]);
     let phases = |mode: &str| -> (usize, usize) {
-        let out = std::process::Command::new("pgbench")
-            .args(["-n", "-S", "-c", "1", "-t", "20", "-M", mode])
-            .args(["-h", "127.0.0.1", "-p", &gw.pg_addr.port().to_string()])
-            .args(["-U", "alice", "demo"])
-            .env("PGPASSWORD", &alice)
-            .output()
-            .unwrap();
+        let out = gw.pgbench(
+            "alice",
+            &alice,
+            &["-n", "-S", "-c", "1", "-t", "20", "-M", mode],
+        );
         assert!(out.status.success(), "pgbench -M {mode}: {}", stderr(&out));
         let entries = gw.audit_entries(100);
         // This run's entries: those after its session's connect.
@@ -344,14 +329,12 @@ async fn a_query_parsed_and_run_in_one_batch_is_audited_once() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("delete.sql");
     std::fs::write(&script, "delete from pgbench_branches;\n").unwrap();
-    let out = std::process::Command::new("pgbench")
-        .args(["-n", "-c", "1", "-t", "1", "-M", "extended", "-f"])
-        .arg(&script)
-        .args(["-h", "127.0.0.1", "-p", &gw.pg_addr.port().to_string()])
-        .args(["-U", "alice", "demo"])
-        .env("PGPASSWORD", &alice)
-        .output()
-        .unwrap();
+    let script = script.to_str().unwrap();
+    let out = gw.pgbench(
+        "alice",
+        &alice,
+        &["-n", "-c", "1", "-t", "1", "-M", "extended", "-f", script],
+    );
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(
         stderr(&out).contains("denied by policy `no-unbounded-writes`"),

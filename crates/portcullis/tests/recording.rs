@@ -158,22 +158,13 @@ async fn pgbench_sessions_are_recorded_one_statement_each() {
     pgbench_init(&db);
     let gw = Gateway::start(db).await;
     let bob = gw.token("bob@example.com", &["eng"]);
-    let out = Command::new("pgbench")
-        .args([
+    let out = gw.pgbench(
+        "bob",
+        &bob,
+        &[
             "-n", "-c", "2", "-j", "2", "-t", "40", "-M", "prepared", "-S",
-        ])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gw.pg_addr.port().to_string(),
-            "-U",
-            "bob",
-            "demo",
-        ])
-        .env("PGPASSWORD", &bob)
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let listed = stdout(&cli(

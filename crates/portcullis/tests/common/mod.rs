@@ -302,6 +302,18 @@ impl Gateway {
             .expect("psql runs")
     }
 
+    /// Runs pgbench through the gateway as `user`, with `args` (its options
+    /// and script); the token goes in the environment.
+    pub fn pgbench(&self, user: &str, token: &str, args: &[&str]) -> Output {
+        Command::new("pgbench")
+            .args(args)
+            .args(["-h", "127.0.0.1", "-p", &self.pg_addr.port().to_string()])
+            .args(["-U", user, "demo"])
+            .env("PGPASSWORD", token)
+            .output()
+            .expect("pgbench runs")
+    }
+
     /// The last `n` audit entries (the `entry` of each line of the real
     /// binary's `audit tail --json`), oldest first.
     pub fn audit_entries(&self, n: usize) -> Vec<serde_json::Value> {
