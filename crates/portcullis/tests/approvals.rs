@@ -939,6 +939,35 @@ async fn the_quickstart_holds_unbounded_writes_and_engineers_ddl_for_a_dba() {
     gw.stop().await;
 }
 
+/// The first request pending for `reviewer` other than `seen`, waiting up
+/// to 10 s for one; `Null` if none came.
+async fn pending_request(gw: &Gateway, reviewer: &str, seen: &[i64]) -> serde_json::Value {
+    let url = format!("http://{}/api/v1/requests", gw.admin_addr);
+    for _ in 0..40 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-H",
+                &format!("Authorization: Bearer {reviewer}"),
+                &url,
+            ])
+            .output()
+            .unwrap();
+        let pending: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let new = pending["requests"].as_array().and_then(|requests| {
+            requests
+                .iter()
+                .find(|r| !r["id"].as_i64().is_some_and(|id| seen.contains(&id)))
+                .cloned()
+        });
+        if let Some(request) = new {
+            return request;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    serde_json::Value::Null
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extended_protocol_execute_is_held_with_its_parameters() {
     let policies = policy_dir();
@@ -946,34 +975,28 @@ async fn an_extended_protocol_execute_is_held_with_its_parameters() {
     let alice = gw.token("alice@example.com", &["eng"]);
     let dba = gw.token("dba@example.com", &["eng", "dba"]);
     let client = gw.connect(&alice).await.unwrap();
-    // Parse and Describe go ahead; the Execute waits, with its parameters.
     let task = tokio::spawn(async move {
-        client
+        // Prepared first (Parse, Describe, Sync), which goes ahead; then
+        // Bind, Execute, Sync, whose Execute waits with its parameters.
+        let deleted = client
             .execute(
                 "delete from orders where id = $1 and total_cents > $2",
                 &[&2i32, &0i32],
             )
-            .await
+            .await?;
+        // Parse, Bind, Describe, Execute, Sync sent at once: the Parse
+        // takes the Execute's decision, and goes with it once approved.
+        let returned = client
+            .query_typed(
+                "delete from orders where id = $1 returning id",
+                &[(&3i32, tokio_postgres::types::Type::INT4)],
+            )
+            .await?;
+        Ok::<_, tokio_postgres::Error>((deleted, returned.len()))
     });
-    let url = format!("http://{}/api/v1/requests", gw.admin_addr);
-    let mut pending = serde_json::Value::Null;
-    for _ in 0..40 {
-        let out = Command::new("curl")
-            .args(["-sS", "-H", &format!("Authorization: Bearer {dba}"), &url])
-            .output()
-            .unwrap();
-        pending = serde_json::from_slice(&out.stdout).unwrap();
-        if pending["requests"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let request = &pending["requests"][0];
+    let request = pending_request(&gw, &dba, &[]).await;
     if request.is_null() {
-        panic!("nothing held: {pending} {:?}", task.await);
+        panic!("nothing held: {:?}", task.await);
     }
     assert_eq!(
         request["text"],
@@ -986,6 +1009,7 @@ async fn an_extended_protocol_execute_is_held_with_its_parameters() {
         "{request}"
     );
     // Without a token, the API says how to authenticate.
+    let url = format!("http://{}/api/v1/requests", gw.admin_addr);
     let anonymous = Command::new("curl").args(["-sS", &url]).output().unwrap();
     assert!(
         stdout(&anonymous).contains("Authorization: Bearer"),
@@ -1000,12 +1024,32 @@ async fn an_extended_protocol_execute_is_held_with_its_parameters() {
         &["approve", &id.to_string(), "--comment", "one row"],
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
-    let deleted = tokio::time::timeout(Duration::from_secs(10), task)
+    let second = pending_request(&gw, &dba, &[id]).await;
+    if second.is_null() {
+        panic!("the second delete was not held: {:?}", task.await);
+    }
+    assert_eq!(
+        second["text"],
+        "delete from orders where id = $1 returning id"
+    );
+    assert_eq!(second["parameters"], serde_json::json!(["\\x00000003"]));
+    let second_id = second["id"].as_i64().unwrap();
+    assert_eq!(
+        count(&gw, "select count(*) from orders where id = 3").await,
+        1
+    );
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["approve", &second_id.to_string(), "--comment", "one row"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let done = tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(deleted, 1);
+    assert_eq!(done, (1, 1));
     gw.stop().await;
 }
 
