@@ -41,8 +41,15 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How many messages a channel's queue holds before its connection waits
+/// for the channel's reader. Windows open as the reader takes data (russh's
+/// `window_on_consumption`), so a whole 8 MiB window of full packets is 256
+/// messages and never waits; only a flood of tiny packets at a command that
+/// does not read (more than this many) holds up its connection.
+pub(crate) const CHANNEL_QUEUE: usize = 4096;
+
 /// The ciphers the gateway speaks, in the order it prefers them: AES-GCM
-/// first, which `ring` runs on the CPU's AES instructions (ChaCha20-Poly1305
+/// first, which `aws-lc-rs` runs on the CPU's AES instructions (ChaCha20-Poly1305
 /// spends most of a large transfer in Poly1305 there), then ChaCha20-Poly1305
 /// (OpenSSH clients pick it first when it is offered), then AES-CTR. CBC,
 /// 3DES and `none` are never offered.
@@ -149,6 +156,11 @@ impl SshService {
             // Large transfers (scp, sftp) move in big windows.
             window_size: 8 << 20,
             maximum_packet_size: 65535,
+            // A channel's window opens as the gateway takes its data, so a
+            // channel whose command stops reading holds up nothing else;
+            // its queue holds a whole window of full packets.
+            window_on_consumption: true,
+            channel_buffer_size: CHANNEL_QUEUE,
             preferred: preferred(&settings.ciphers),
             ..Default::default()
         };

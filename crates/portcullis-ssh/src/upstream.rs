@@ -98,6 +98,8 @@ pub(crate) async fn connect(
         nodelay: true,
         window_size: 8 << 20,
         maximum_packet_size: 65535,
+        window_on_consumption: true,
+        channel_buffer_size: crate::CHANNEL_QUEUE,
         preferred: crate::preferred(crate::CIPHERS),
         ..Default::default()
     });

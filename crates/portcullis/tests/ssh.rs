@@ -9,7 +9,7 @@ mod common;
 mod support;
 
 use common::*;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -1334,6 +1334,142 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
     assert!(status.success(), "{status:?}: {}", said("after"));
     assert_eq!(out, "after\n");
     mux.stop().await;
+}
+
+/// A command that stops reading its input while the client keeps sending
+/// holds up its own channel only: the gateway opens a channel's window as it
+/// takes the channel's data, not as data arrives, so the client's other
+/// channels go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_stops_reading_holds_up_no_other_channel() {
+    let mux = Mux::start("ssh_deaf_command", Some(RUN_ANYTHING)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_of = |text: &str| dir.path().join(format!("{text}.err"));
+    let echo = |text: &str| {
+        mux.channel(&format!("echo {text}"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(stderr_of(text)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let said = |text: &str| std::fs::read_to_string(stderr_of(text)).unwrap_or_default();
+    // `sleep` never reads its input, and the client sends far more than
+    // every window and buffer on the way holds.
+    let mut deaf = mux
+        .channel("sleep 60")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = deaf.stdin.take().unwrap();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = sent.clone();
+    let feeder = std::thread::spawn(move || {
+        let block = vec![b'x'; 64 * 1024];
+        // Ends when the channel goes and the pipe breaks.
+        while input.write_all(&block).is_ok() {
+            counted.fetch_add(block.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    // Until the client is stopped by the windows on the way.
+    let mut last = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now > 0 && now == last {
+            break;
+        }
+        last = now;
+    }
+    let mut beside = echo("beside");
+    let beside = ended_within_20s(&mut beside).await;
+    let _ = deaf.kill();
+    let _ = deaf.wait();
+    let _ = feeder.join();
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let (status, out) = beside.expect("a command that does not read held up another channel");
+    assert!(status.success(), "{status:?}: {}", said("beside"));
+    assert_eq!(out, "beside\n");
+    // The client was held back by the windows, not left to send without
+    // end: what it sent fits in the gateway's window toward it, the
+    // target's toward the gateway, and the sockets and pipe between.
+    assert!(
+        sent < 64 << 20,
+        "the client sent {sent} bytes to a command that reads nothing"
+    );
+    mux.stop().await;
+}
+
+/// A forwarded connection whose reader stalls holds up no other forwarded
+/// connection, though they share one connection to the target: the gateway
+/// opens each channel's window toward the target as the client's side takes
+/// its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_forward_holds_up_no_other_forward() {
+    // A service on the target's side that sends without end to whoever
+    // connects.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in service.incoming() {
+            let Ok(mut stream) = stream else { break };
+            std::thread::spawn(move || {
+                let block = vec![b'z'; 64 * 1024];
+                while stream.write_all(&block).is_ok() {}
+            });
+        }
+    });
+    let (_dir, dir) = policies(&format!(
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"forward", resource)
+when {{ context.forward.direction == "local" && context.forward.port == {service_port} }};
+"#
+    ));
+    let gw = gateway("ssh_stalled_forward", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let local = free_port();
+    let mut tunnel = client(&gw, "ssh", &alice)
+        .args(["-N", "-p", &port(&gw)])
+        .args(["-L", &format!("127.0.0.1:{local}:127.0.0.1:{service_port}")])
+        .arg("demo-ssh@127.0.0.1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connect = || {
+        for _ in 0..50 {
+            if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+                return stream;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the forwarded port never opened");
+    };
+    let (_stalled, read) = tokio::task::block_in_place(|| {
+        // Connected, and never read: its windows fill on the way.
+        let stalled = connect();
+        std::thread::sleep(Duration::from_secs(3));
+        let mut other = connect();
+        other
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0usize;
+        while read < 4 << 20 {
+            match other.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        (stalled, read)
+    });
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert!(
+        read >= 4 << 20,
+        "a second forwarded connection got {read} bytes while the first stalled"
+    );
+    gw.stop().await;
 }
 
 /// Each session channel open at a time has a connection of its own to the

@@ -512,6 +512,9 @@ pub(crate) struct ChannelParams {
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,
     pending_close: bool,
+    /// What the reader has not taken yet, when the window opens as it reads
+    /// (bytes plus a cost per message, see `channels/consumed.rs`).
+    pub(crate) queued: u64,
 }
 
 impl ChannelParams {

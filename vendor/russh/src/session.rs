@@ -335,6 +335,47 @@ impl Encrypted {
         Ok(false)
     }
 
+    /// Data arrived on a channel whose window opens as its reader takes it:
+    /// the window shrinks, and nothing is opened yet.
+    pub(crate) fn data_queued(&mut self, channel: ChannelId, len: usize) {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            // Ignore extra data, as `adjust_window_size` does.
+            // https://tools.ietf.org/html/rfc4254#section-5.2
+            if len as u32 <= channel.sender_window_size {
+                channel.sender_window_size -= len as u32;
+            }
+            channel.queued = channel
+                .queued
+                .saturating_add(len as u64 + crate::channels::consumed::MESSAGE_COST);
+        }
+    }
+
+    /// The channel's reader took `taken` (see `data_queued`): the window
+    /// opens back to `target`, less what is still queued, once that frees
+    /// at least half of it.
+    pub(crate) fn data_consumed(
+        &mut self,
+        channel: ChannelId,
+        taken: u64,
+        target: u32,
+    ) -> Result<(), crate::Error> {
+        if let Some(channel) = self.channels.get_mut(&channel) {
+            channel.queued = channel.queued.saturating_sub(taken);
+            let open = u64::from(channel.sender_window_size).saturating_add(channel.queued);
+            let target = u64::from(target);
+            if open <= target / 2 {
+                let grant = u32::try_from(target - open).unwrap_or(u32::MAX);
+                push_packet!(self.write, {
+                    self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+                    channel.recipient_channel.encode(&mut self.write)?;
+                    grant.encode(&mut self.write)?;
+                });
+                channel.sender_window_size = channel.sender_window_size.saturating_add(grant);
+            }
+        }
+        Ok(())
+    }
+
     fn flush_channel(
         write: &mut Vec<u8>,
         channel: &mut ChannelParams,
@@ -783,6 +824,7 @@ impl Encrypted {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    queued: 0,
                 });
                 return ChannelId(self.last_channel_id.0);
             }

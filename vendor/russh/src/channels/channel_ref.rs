@@ -1,6 +1,9 @@
 use tokio::sync::mpsc::Sender;
 
+use std::sync::Arc;
+
 use super::WindowSizeRef;
+use super::consumed::Consumed;
 use crate::ChannelMsg;
 
 /// A handle to the [`super::Channel`]'s to be able to transmit messages
@@ -9,6 +12,7 @@ use crate::ChannelMsg;
 pub struct ChannelRef {
     pub(super) sender: Sender<ChannelMsg>,
     pub(super) window_size: WindowSizeRef,
+    pub(crate) consumed: Arc<Consumed>,
 }
 
 impl ChannelRef {
@@ -16,11 +20,16 @@ impl ChannelRef {
         Self {
             sender,
             window_size: WindowSizeRef::new(0),
+            consumed: Consumed::new(),
         }
     }
 
     pub(crate) fn window_size(&self) -> &WindowSizeRef {
         &self.window_size
+    }
+
+    pub(crate) fn consumed(&self) -> &Arc<Consumed> {
+        &self.consumed
     }
 }
 

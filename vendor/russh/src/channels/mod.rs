@@ -12,6 +12,9 @@ pub mod io;
 mod channel_ref;
 pub use channel_ref::ChannelRef;
 
+pub(crate) mod consumed;
+use consumed::Consumed;
+
 mod channel_stream;
 pub use channel_stream::ChannelStream;
 
@@ -145,6 +148,7 @@ impl WindowSizeRef {
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
     pub(crate) receiver: Receiver<ChannelMsg>,
+    pub(crate) consumed: Arc<Consumed>,
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -156,7 +160,22 @@ impl std::fmt::Debug for ChannelReadHalf {
 impl ChannelReadHalf {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
-        self.receiver.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next message, counted as consumed (see `consumed.rs`).
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ChannelMsg>> {
+        let polled = self.receiver.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. },
+        )) = &polled
+        {
+            self.consumed.took(data.len());
+        }
+        polled
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -470,7 +489,11 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
     ) -> (Self, ChannelRef) {
         let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
-        let read_half = ChannelReadHalf { receiver: rx };
+        let consumed = Consumed::new();
+        let read_half = ChannelReadHalf {
+            receiver: rx,
+            consumed: consumed.clone(),
+        };
         let write_half = ChannelWriteHalf {
             id,
             sender,
@@ -486,6 +509,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
             ChannelRef {
                 sender: tx,
                 window_size,
+                consumed,
             },
         )
     }

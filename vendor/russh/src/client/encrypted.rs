@@ -596,9 +596,15 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                let consuming = self
+                    .channels
+                    .get(&channel_num)
+                    .is_some_and(|chan| chan.consumed().is_attached());
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if consuming {
+                        enc.data_queued(channel_num, data.len());
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {
@@ -608,7 +614,15 @@ impl Session {
                 }
 
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Data { data: data.clone() }).await;
+                    if chan
+                        .send(ChannelMsg::Data { data: data.clone() })
+                        .await
+                        .is_err()
+                    {
+                        // Nobody reads this channel: what arrived counts as
+                        // taken, or its window would never open again.
+                        chan.consumed().took(data.len());
+                    }
                 }
 
                 client.data(channel_num, &data, self).await
@@ -623,9 +637,15 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
+                let consuming = self
+                    .channels
+                    .get(&channel_num)
+                    .is_some_and(|chan| chan.consumed().is_attached());
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if consuming {
+                        enc.data_queued(channel_num, data.len());
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let next_window =
                             client.adjust_window(channel_num, self.target_window_size);
                         if next_window > 0 {
@@ -635,12 +655,16 @@ impl Session {
                 }
 
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan
+                    if chan
                         .send(ChannelMsg::ExtendedData {
                             ext: extended_code,
                             data: data.clone(),
                         })
-                        .await;
+                        .await
+                        .is_err()
+                    {
+                        chan.consumed().took(data.len());
+                    }
                 }
 
                 client
@@ -855,6 +879,7 @@ impl Session {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    queued: 0,
                 };
 
                 let (channel, channel_ref) = Channel::new(

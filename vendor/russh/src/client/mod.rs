@@ -92,6 +92,7 @@ pub struct Session {
     receiver: Receiver<Msg>,
     sender: UnboundedSender<Reply>,
     channels: HashMap<ChannelId, ChannelRef>,
+    consumed: crate::channels::consumed::ConsumedWindows,
     target_window_size: u32,
     pending_reads: Vec<Vec<u8>>,
     pending_len: u32,
@@ -742,6 +743,7 @@ impl<H: Handler> Handle<H> {
         &self,
         mut receiver: Receiver<ChannelMsg>,
         window_size_ref: WindowSizeRef,
+        consumed: std::sync::Arc<crate::channels::consumed::Consumed>,
     ) -> Result<Channel<Msg>, crate::Error> {
         loop {
             match receiver.recv().await {
@@ -759,7 +761,7 @@ impl<H: Handler> Handle<H> {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf { receiver, consumed },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -845,12 +847,13 @@ impl<H: Handler> Handle<H> {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenSession { channel_ref })
             .await
             .map_err(|_| crate::Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -863,6 +866,7 @@ impl<H: Handler> Handle<H> {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenX11 {
@@ -872,7 +876,7 @@ impl<H: Handler> Handle<H> {
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -894,6 +898,7 @@ impl<H: Handler> Handle<H> {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenDirectTcpIp {
@@ -905,7 +910,7 @@ impl<H: Handler> Handle<H> {
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -916,6 +921,7 @@ impl<H: Handler> Handle<H> {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenDirectStreamLocal {
@@ -924,7 +930,7 @@ impl<H: Handler> Handle<H> {
             })
             .await
             .map_err(|_| crate::Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -1330,6 +1336,7 @@ impl Session {
             inbound_channel_sender,
             inbound_channel_receiver,
             channels: HashMap::new(),
+            consumed: crate::channels::consumed::ConsumedWindows::new(),
             pending_reads: Vec::new(),
             pending_len: 0,
             open_global_requests: VecDeque::new(),
@@ -1521,6 +1528,12 @@ impl Session {
                     // eagerly take all outgoing messages so writes are batched
                     self.drain_priority_msgs()?;
                 }
+                Some(id) = self.consumed.receiver.recv(), if !self.kex.active() => {
+                    self.window_consumed(id)?;
+                    while let Ok(id) = self.consumed.receiver.try_recv() {
+                        self.window_consumed(id)?;
+                    }
+                }
                 msg = self.inbound_channel_receiver.recv(), if can_receive_outbound => {
                     self.drain_priority_msgs()?;
                     match msg {
@@ -1644,7 +1657,7 @@ impl Session {
             }
             Msg::ChannelOpenSession { channel_ref } => {
                 let id = self.channel_open_session()?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenX11 {
                 originator_address,
@@ -1652,7 +1665,7 @@ impl Session {
                 channel_ref,
             } => {
                 let id = self.channel_open_x11(&originator_address, originator_port)?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenDirectTcpIp {
                 host_to_connect,
@@ -1667,14 +1680,14 @@ impl Session {
                     &originator_address,
                     originator_port,
                 )?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenDirectStreamLocal {
                 socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::TcpIpForward {
                 reply_channel,
@@ -1835,6 +1848,30 @@ impl Session {
         Ok(())
     }
 
+    /// Registers a channel; its window opens as its reader takes data when
+    /// the configuration says so.
+    fn insert_channel(&mut self, id: ChannelId, channel_ref: ChannelRef) {
+        if self.common.config.window_on_consumption {
+            channel_ref
+                .consumed()
+                .attach(id, self.consumed.sender.clone());
+        }
+        self.channels.insert(id, channel_ref);
+    }
+
+    /// A channel's reader took data: opens its window by as much.
+    fn window_consumed(&mut self, id: ChannelId) -> Result<(), crate::Error> {
+        let Some(channel) = self.channels.get(&id) else {
+            return Ok(());
+        };
+        let taken = channel.consumed().collect();
+        let target = self.common.config.window_size;
+        if let Some(enc) = self.common.encrypted.as_mut() {
+            enc.data_consumed(id, taken, target)?;
+        }
+        Ok(())
+    }
+
     fn finalize_server_channel_open_reply(
         &mut self,
         pending: crate::PendingChannelOpen,
@@ -1852,8 +1889,7 @@ impl Session {
                     });
                     enc.channels
                         .insert(pending.sender_channel, pending.channel_params);
-                    self.channels
-                        .insert(pending.sender_channel, pending.channel_ref);
+                    self.insert_channel(pending.sender_channel, pending.channel_ref);
                 }
                 Err(reason) => {
                     push_packet!(enc.write, {
@@ -2732,6 +2768,11 @@ pub struct Config {
     pub maximum_packet_size: u32,
     /// Buffer size for each channel (a number of unprocessed messages to store before propagating backpressure to the TCP stream)
     pub channel_buffer_size: usize,
+    /// Open each channel's receive window as its reader takes data from the
+    /// channel, rather than as data arrives (a Portcullis patch, see
+    /// `channels/consumed.rs`). A stalled reader then holds up its own
+    /// channel only. Off by default, as upstream.
+    pub window_on_consumption: bool,
     /// Lists of preferred algorithms.
     pub preferred: negotiation::Preferred,
     /// Time after which the connection is garbage-collected.
@@ -2761,6 +2802,7 @@ impl Default for Config {
             window_size: 2097152,
             maximum_packet_size: 32768,
             channel_buffer_size: 100,
+            window_on_consumption: false,
             preferred: Default::default(),
             inactivity_timeout: None,
             keepalive_interval: None,

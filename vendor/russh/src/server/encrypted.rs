@@ -859,6 +859,7 @@ mod tests {
             pending_reads: Vec::new(),
             pending_len: 0,
             channels: std::collections::HashMap::new(),
+            consumed: crate::channels::consumed::ConsumedWindows::new(),
             open_global_requests: std::collections::VecDeque::new(),
             kex: SessionKexState::Idle,
         }
@@ -1488,10 +1489,16 @@ impl Session {
                 let data = map_err!(Bytes::decode(r))?;
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
+                let consuming = self
+                    .channels
+                    .get(&channel_num)
+                    .is_some_and(|chan| chan.consumed().is_attached());
 
                 #[allow(clippy::collapsible_if)]
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
+                    if consuming {
+                        enc.data_queued(channel_num, data.len());
+                    } else if enc.adjust_window_size(channel_num, &data, target)? {
                         let window = handler.adjust_window(channel_num, self.target_window_size);
                         if window > 0 {
                             self.target_window_size = window
@@ -1499,22 +1506,23 @@ impl Session {
                     }
                 }
                 self.flush()?;
-                if let Some(ext) = ext {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::ExtendedData {
+                if let Some(chan) = self.channels.get(&channel_num) {
+                    let msg = match ext {
+                        Some(ext) => ChannelMsg::ExtendedData {
                             ext,
                             data: data.clone(),
-                        })
-                        .await
-                        .unwrap_or(())
+                        },
+                        None => ChannelMsg::Data { data: data.clone() },
+                    };
+                    if chan.send(msg).await.is_err() {
+                        // Nobody reads this channel: what arrived counts as
+                        // taken, or its window would never open again.
+                        chan.consumed().took(data.len());
                     }
+                }
+                if let Some(ext) = ext {
                     handler.extended_data(channel_num, ext, &data, self).await
                 } else {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::Data { data: data.clone() })
-                            .await
-                            .unwrap_or(())
-                    }
                     handler.data(channel_num, &data, self).await
                 }
             }
@@ -2051,6 +2059,7 @@ impl Session {
             pending_data: std::collections::VecDeque::new(),
             pending_eof: false,
             pending_close: false,
+            queued: 0,
         };
 
         let (channel, channel_ref) = Channel::new(

@@ -85,6 +85,11 @@ pub struct Config {
     pub maximum_packet_size: u32,
     /// Buffer size for each channel (a number of unprocessed messages to store before propagating backpressure to the TCP stream)
     pub channel_buffer_size: usize,
+    /// Open each channel's receive window as its reader takes data from the
+    /// channel, rather than as data arrives (a Portcullis patch, see
+    /// `channels/consumed.rs`). A stalled reader then holds up its own
+    /// channel only. Off by default, as upstream.
+    pub window_on_consumption: bool,
     /// Internal event buffer size
     pub event_buffer_size: usize,
     /// Lists of preferred algorithms.
@@ -118,6 +123,7 @@ impl Default for Config {
             window_size: 2097152,
             maximum_packet_size: 32768,
             channel_buffer_size: 100,
+            window_on_consumption: false,
             event_buffer_size: 10,
             limits: Limits::default(),
             preferred: Default::default(),
@@ -146,6 +152,7 @@ impl Debug for Config {
             .field("window_size", &self.window_size)
             .field("maximum_packet_size", &self.maximum_packet_size)
             .field("channel_buffer_size", &self.channel_buffer_size)
+            .field("window_on_consumption", &self.window_on_consumption)
             .field("event_buffer_size", &self.event_buffer_size)
             .field("limits", &self.limits)
             .field("preferred", &self.preferred)
@@ -1124,6 +1131,7 @@ where
         pending_reads: Vec::new(),
         pending_len: 0,
         channels: HashMap::new(),
+        consumed: crate::channels::consumed::ConsumedWindows::new(),
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
     };

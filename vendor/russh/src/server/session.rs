@@ -27,6 +27,7 @@ pub struct Session {
     pub(crate) pending_reads: Vec<Vec<u8>>,
     pub(crate) pending_len: u32,
     pub(crate) channels: HashMap<ChannelId, ChannelRef>,
+    pub(crate) consumed: crate::channels::consumed::ConsumedWindows,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
 }
@@ -249,13 +250,14 @@ impl Handle {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenAgent { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -268,13 +270,14 @@ impl Handle {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenSession { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -293,6 +296,7 @@ impl Handle {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenDirectTcpIp {
@@ -304,7 +308,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -316,6 +320,7 @@ impl Handle {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenDirectStreamLocal {
@@ -324,7 +329,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -338,6 +343,7 @@ impl Handle {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenForwardedTcpIp {
@@ -349,7 +355,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -360,6 +366,7 @@ impl Handle {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenForwardedStreamLocal {
@@ -368,7 +375,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -380,6 +387,7 @@ impl Handle {
         let (sender, receiver) = channel(self.channel_buffer_size);
         let channel_ref = ChannelRef::new(sender);
         let window_size_ref = channel_ref.window_size().clone();
+        let consumed = channel_ref.consumed().clone();
 
         self.sender
             .send(Msg::ChannelOpenX11 {
@@ -389,7 +397,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, consumed)
             .await
     }
 
@@ -397,6 +405,7 @@ impl Handle {
         &self,
         mut receiver: Receiver<ChannelMsg>,
         window_size_ref: WindowSizeRef,
+        consumed: std::sync::Arc<crate::channels::consumed::Consumed>,
     ) -> Result<Channel<Msg>, Error> {
         loop {
             match receiver.recv().await {
@@ -414,7 +423,7 @@ impl Handle {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf { receiver, consumed },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -537,11 +546,11 @@ impl Session {
             }
             Msg::ChannelOpenAgent { channel_ref } => {
                 let id = self.channel_open_agent()?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenSession { channel_ref } => {
                 let id = self.channel_open_session()?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenDirectTcpIp {
                 host_to_connect,
@@ -556,14 +565,14 @@ impl Session {
                     &originator_address,
                     originator_port,
                 )?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenDirectStreamLocal {
                 socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenForwardedTcpIp {
                 connected_address,
@@ -578,14 +587,14 @@ impl Session {
                     &originator_address,
                     originator_port,
                 )?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenForwardedStreamLocal {
                 server_socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_forwarded_streamlocal(&server_socket_path)?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::ChannelOpenX11 {
                 originator_address,
@@ -593,7 +602,7 @@ impl Session {
                 channel_ref,
             } => {
                 let id = self.channel_open_x11(&originator_address, originator_port)?;
-                self.channels.insert(id, channel_ref);
+                self.insert_channel(id, channel_ref);
             }
             Msg::TcpIpForward {
                 address,
@@ -786,6 +795,12 @@ impl Session {
                         None => {
                             debug!("self.priority_receiver: received None");
                         }
+                    }
+                }
+                Some(id) = self.consumed.receiver.recv(), if !self.kex.active() => {
+                    self.window_consumed(id)?;
+                    while let Ok(id) = self.consumed.receiver.try_recv() {
+                        self.window_consumed(id)?;
                     }
                 }
                 msg = self.receiver.recv(), if !self.kex.active() && !self.common.has_any_pending_data() => {
@@ -1093,6 +1108,29 @@ impl Session {
         Ok(())
     }
 
+    /// Registers a channel; its window opens as its reader takes data when
+    /// the configuration says so.
+    fn insert_channel(&mut self, id: ChannelId, channel_ref: ChannelRef) {
+        if self.common.config.window_on_consumption {
+            channel_ref
+                .consumed()
+                .attach(id, self.consumed.sender.clone());
+        }
+        self.channels.insert(id, channel_ref);
+    }
+
+    /// A channel's reader took data: opens its window by as much.
+    fn window_consumed(&mut self, id: ChannelId) -> Result<(), Error> {
+        let Some(channel) = self.channels.get(&id) else {
+            return Ok(());
+        };
+        let taken = channel.consumed().collect();
+        if let Some(enc) = self.common.encrypted.as_mut() {
+            enc.data_consumed(id, taken, self.target_window_size)?;
+        }
+        Ok(())
+    }
+
     fn finalize_channel_open_reply(
         &mut self,
         pending: PendingChannelOpen,
@@ -1110,8 +1148,7 @@ impl Session {
                     });
                     enc.channels
                         .insert(pending.sender_channel, pending.channel_params);
-                    self.channels
-                        .insert(pending.sender_channel, pending.channel_ref);
+                    self.insert_channel(pending.sender_channel, pending.channel_ref);
                 }
                 Err(reason) => {
                     push_packet!(enc.write, {
@@ -1670,6 +1707,7 @@ mod tests {
             pending_reads: Vec::new(),
             pending_len: 0,
             channels: HashMap::new(),
+            consumed: crate::channels::consumed::ConsumedWindows::new(),
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
         }
