@@ -678,7 +678,7 @@ struct Mux {
     gw: Gateway,
     token: String,
     socket: PathBuf,
-    _dirs: (Option<tempfile::TempDir>, tempfile::TempDir),
+    dirs: (Option<tempfile::TempDir>, tempfile::TempDir),
 }
 
 impl Mux {
@@ -698,7 +698,7 @@ impl Mux {
             socket: dir.path().join("mux"),
             gw,
             token,
-            _dirs: (policy_dir, dir),
+            dirs: (policy_dir, dir),
         };
         let master = mux.ssh(&["-M", "-f", "-N"]).status().unwrap();
         assert!(master.success());
@@ -722,6 +722,25 @@ impl Mux {
         let mut command = self.ssh(&[]);
         command.arg(line);
         command
+    }
+
+    /// A new channel running `echo text`, its stderr kept for `said`.
+    fn echo(&self, text: &str) -> std::process::Child {
+        let stderr = std::fs::File::create(self.stderr_of(text)).unwrap();
+        self.channel(&format!("echo {text}"))
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What `echo(text)` said on stderr.
+    fn said(&self, text: &str) -> String {
+        std::fs::read_to_string(self.stderr_of(text)).unwrap_or_default()
+    }
+
+    fn stderr_of(&self, text: &str) -> PathBuf {
+        self.dirs.1.path().join(format!("{text}.err"))
     }
 
     async fn stop(self) {
@@ -1303,35 +1322,25 @@ async fn ended_within_20s(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_channel_holds_up_no_other_channel() {
     let mux = Mux::start("ssh_stalled_channel", Some(RUN_ANYTHING)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let stderr_of = |text: &str| dir.path().join(format!("{text}.err"));
-    let echo = |text: &str| {
-        mux.channel(&format!("echo {text}"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(stderr_of(text)).unwrap())
-            .spawn()
-            .unwrap()
-    };
-    let said = |text: &str| std::fs::read_to_string(stderr_of(text)).unwrap_or_default();
     // `yes` writes without end into a pipe nobody reads: its channel's
     // window toward the client closes, and the target keeps sending.
     let mut stalled = mux.channel("yes").stdout(Stdio::piped()).spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Other channels of the same connection run meanwhile.
-    let mut beside = echo("beside");
+    let mut beside = mux.echo("beside");
     let beside = ended_within_20s(&mut beside).await;
     // The reader goes away: the client closes the channel.
     drop(stalled.stdout.take());
     let _ = stalled.kill();
     let _ = stalled.wait();
-    let mut after = echo("after");
+    let mut after = mux.echo("after");
     let after = ended_within_20s(&mut after).await;
     let (status, out) = beside.expect("a stalled channel held up another one");
-    assert!(status.success(), "{status:?}: {}", said("beside"));
+    assert!(status.success(), "{status:?}: {}", mux.said("beside"));
     assert_eq!(out, "beside\n");
     let (status, out) =
         after.expect("the connection stayed stopped after its stalled channel closed");
-    assert!(status.success(), "{status:?}: {}", said("after"));
+    assert!(status.success(), "{status:?}: {}", mux.said("after"));
     assert_eq!(out, "after\n");
     mux.stop().await;
 }
@@ -1343,16 +1352,6 @@ async fn a_stalled_channel_holds_up_no_other_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_stops_reading_holds_up_no_other_channel() {
     let mux = Mux::start("ssh_deaf_command", Some(RUN_ANYTHING)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let stderr_of = |text: &str| dir.path().join(format!("{text}.err"));
-    let echo = |text: &str| {
-        mux.channel(&format!("echo {text}"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(stderr_of(text)).unwrap())
-            .spawn()
-            .unwrap()
-    };
-    let said = |text: &str| std::fs::read_to_string(stderr_of(text)).unwrap_or_default();
     // `sleep` never reads its input, and the client sends far more than
     // every window and buffer on the way holds.
     let mut deaf = mux
@@ -1381,14 +1380,14 @@ async fn a_command_that_stops_reading_holds_up_no_other_channel() {
         }
         last = now;
     }
-    let mut beside = echo("beside");
+    let mut beside = mux.echo("beside");
     let beside = ended_within_20s(&mut beside).await;
     let _ = deaf.kill();
     let _ = deaf.wait();
     let _ = feeder.join();
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     let (status, out) = beside.expect("a command that does not read held up another channel");
-    assert!(status.success(), "{status:?}: {}", said("beside"));
+    assert!(status.success(), "{status:?}: {}", mux.said("beside"));
     assert_eq!(out, "beside\n");
     // The client was held back by the windows, not left to send without
     // end: what it sent fits in the gateway's window toward it, the
