@@ -37,9 +37,9 @@ impl Consumed {
     }
 
     /// Makes `session` open this channel's window as the reader consumes.
-    /// Returns whether it did (a channel is attached once).
-    pub(crate) fn attach(&self, id: ChannelId, session: UnboundedSender<ChannelId>) -> bool {
-        self.session.set((id, session)).is_ok()
+    /// A channel is registered with one session, once.
+    pub(crate) fn attach(&self, id: ChannelId, session: UnboundedSender<ChannelId>) {
+        let _ = self.session.set((id, session));
     }
 
     pub(crate) fn is_attached(&self) -> bool {
