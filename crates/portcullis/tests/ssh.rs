@@ -1287,6 +1287,9 @@ async fn keepalives_let_go_of_a_client_that_stopped_answering() {
     assert_eq!(status.code(), Some(255));
     let out = live.wait_with_output().unwrap();
     assert_eq!(stdout(&out), "still here\n", "{}", stderr(&out));
+    // The gateway writes the live session's end once it sees the client
+    // go, which may be after the client has exited.
+    session_ended(&gw, "closed").await;
     let ends: Vec<_> = gw
         .audit_entries(2000)
         .into_iter()
