@@ -312,21 +312,13 @@ async fn the_audit_log_counts_what_was_masked_and_records_unmask_decisions() {
         &["-c", "select email, notes from customers order by id"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    // The session's end is written once the gateway sees psql go, which
-    // may be after psql has exited.
-    let mut tail = String::new();
-    let mut entries: Vec<serde_json::Value> = Vec::new();
-    for _ in 0..50 {
-        tail = stdout(&gw.cli(&["audit", "tail", "-n", "50", "--json"]));
-        entries = tail
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if entries.iter().any(|v| v["entry"]["event"] == "session.end") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.audit_entry_within(50, |e| e["event"] == "session.end")
+        .await;
+    let tail = stdout(&gw.cli(&["audit", "tail", "-n", "50", "--json"]));
+    let entries: Vec<serde_json::Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let masking = entries
         .iter()
         .find(|v| v["entry"]["event"] == "session.masking")

@@ -28,24 +28,6 @@ fn session_of(gw: &Gateway, principal: &str) -> String {
     ids[0].to_string()
 }
 
-/// Waits up to 10 s for session `id` to end in the audit log (its end
-/// carries the sealed recording's hash): the gateway ends a session once it
-/// sees the client go, which may be after the client has exited.
-async fn ended(gw: &Gateway, id: &str) {
-    for _ in 0..50 {
-        let audit = stdout(&cli(gw, &["audit", "tail", "-n", "50", "--json"]));
-        if audit
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .any(|e| e["entry"]["event"] == "session.end" && e["entry"]["session"] == id)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("session {id} did not end within 10 s");
-}
-
 fn all_chunk_bytes(gw: &Gateway) -> Vec<u8> {
     let mut bytes = Vec::new();
     let dir = gw.config.gateway.data_dir.join("recordings");
@@ -79,7 +61,11 @@ async fn a_psql_session_replays_as_the_client_saw_it_masked_and_verifies() {
     );
     // The session ends; its recording is sealed.
     let id = session_of(&gw, "alice@example.com");
-    ended(&gw, &id).await;
+    // Its end carries the sealed recording's hash.
+    gw.audit_entry_within(50, |e| {
+        e["event"] == "session.end" && e["session"] == id.as_str()
+    })
+    .await;
     let replay = cli(&gw, &["replay", &id, "--speed", "0"]);
     assert!(replay.status.success(), "{}", stderr(&replay));
     let replayed = stdout(&replay);

@@ -1205,18 +1205,10 @@ permit (principal, action == Action::"exec", resource);
 
 /// Waits up to 30 s for a `session.end` whose outcome contains `outcome`.
 async fn session_ended(gw: &Gateway, outcome: &str) -> serde_json::Value {
-    for _ in 0..150 {
-        if let Some(end) = gw.audit_entries(2000).into_iter().find(|e| {
-            e["event"] == "session.end" && e["outcome"].as_str().unwrap_or("").contains(outcome)
-        }) {
-            return end;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "no session ended with `{outcome}`: {:?}",
-        gw.audit_entries(2000)
-    );
+    gw.audit_entry_within(2000, |e| {
+        e["event"] == "session.end" && e["outcome"].as_str().unwrap_or("").contains(outcome)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -329,6 +329,27 @@ impl Gateway {
             .collect()
     }
 
+    /// Waits up to 30 s for an entry among the last `n` that `found`
+    /// accepts, and returns it. Some entries (a session's end) are written
+    /// once the gateway sees the client go, which may be after the client
+    /// has exited.
+    pub async fn audit_entry_within(
+        &self,
+        n: usize,
+        found: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        for _ in 0..150 {
+            if let Some(entry) = self.audit_entries(n).into_iter().find(|e| found(e)) {
+                return entry;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "no such audit entry within 30 s: {:?}",
+            self.audit_entries(n)
+        );
+    }
+
     pub fn audit_db(&self) -> PathBuf {
         portcullis_app::audit_path(&self.config.gateway.data_dir)
     }
