@@ -426,8 +426,13 @@ async fn client_encodings_that_hide_quotes_and_fast_path_calls_are_refused() {
 async fn a_client_that_never_syncs_is_cut_off() {
     let gw = Gateway::start(TestDb::create("e2e_never_sync", SEED).await).await;
     let mut raw = RawClient::connect(&gw, &gw.token("alice@example.com", &["eng"])).await;
-    // An error: the target now skips everything up to a Sync.
-    raw.send(&[raw::parse("", "select * from nosuch")]).await;
+    // An error: the target now skips everything up to a Sync. Once the
+    // client has the error, the gateway has seen it too, and every message
+    // sent after it waits for a Sync: the flood below is all counted.
+    raw.send(&[raw::parse("", "select * from nosuch"), (b'H', Vec::new())])
+        .await;
+    let error = raw.next().await;
+    assert_eq!(error.0, b'E', "{error:?}");
     let describe = (b'D', b"Sx\0".to_vec());
     let batch: Vec<(u8, Vec<u8>)> = std::iter::repeat_n(describe, 10_000).collect();
     let mut closed = false;
