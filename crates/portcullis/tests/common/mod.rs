@@ -652,13 +652,26 @@ pub fn pgbench_init(db: &TestDb) {
     assert!(init.status.success(), "{}", stderr(&init));
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, for a server a test starts later.
+///
+/// Taken below the kernel's range for outgoing connections (32768-60999 by
+/// default): a port from that range, free now, can be taken by any client
+/// connection before the server binds it. Each test process walks
+/// 20000-31999 from a place of its own.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + start.wrapping_add(n) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}-{}", FIRST + COUNT - 1);
 }
 
 /// A new bucket on the test's S3 server (`scripts/test.sh` starts moto):
