@@ -10,7 +10,7 @@ use portcullis_core::{
     Action, Approval, Command, Decision, Effect, Principal, Request, StatementInfo, Target,
 };
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -42,8 +42,9 @@ pub struct CedarPolicies {
     /// `ip("...")` for recent client addresses (building one parses the
     /// extension's name).
     client_ips: quick_cache::sync::Cache<IpAddr, RestrictedExpression>,
-    /// Whether any policy may read a statement's `text`.
-    reads_text: bool,
+    /// What of a request's context some policy reads: the only part it is
+    /// built with (see [`Reads`]).
+    pub(crate) read: ContextFields,
 }
 
 /// How many principal and target pairs, and client addresses, a policy
@@ -273,9 +274,9 @@ impl CedarPolicies {
             return Err(error);
         }
         let by_action = scoped_by_action(&schema, &policies, &approvable)?;
-        let reads_text = policies.policies().any(reads_text);
+        let reads = Reads::of(&policies);
         Ok(CedarPolicies {
-            reads_text,
+            read: reads.context_fields(),
             policies,
             schema,
             authorizer: Authorizer::new(),
@@ -311,7 +312,11 @@ impl CedarPolicies {
     /// Whether a decision may depend on a statement's `text`, rather than
     /// only on what the classification says of it.
     pub fn reads_statement_text(&self) -> bool {
-        self.reads_text
+        self.read
+            .statement
+            .iter()
+            .flatten()
+            .any(|(name, _)| *name == "text")
     }
 
     /// Number of policies loaded.
@@ -357,15 +362,24 @@ impl CedarPolicies {
                 entities
             }
         };
-        let context = self.context(request)?;
-        let cedar_request = cedar_policy::Request::new(
-            principal_uid,
-            action_uid,
-            target_uid,
-            context,
-            self.validating(),
-        )
-        .map_err(|e| format!("the request does not match the policy schema: {e}"))?;
+        if let Some(schema) = self.validating() {
+            // What is decided on holds only the fields the policies read,
+            // which the schema would call incomplete: the whole context is
+            // what is checked against it.
+            let whole = self.context(request, &ContextFields::whole())?;
+            cedar_policy::Request::new(
+                principal_uid.clone(),
+                action_uid.clone(),
+                target_uid.clone(),
+                whole,
+                Some(schema),
+            )
+            .map_err(|e| format!("the request does not match the policy schema: {e}"))?;
+        }
+        let context = self.context(request, &self.read)?;
+        let cedar_request =
+            cedar_policy::Request::new(principal_uid, action_uid, target_uid, context, None)
+                .map_err(|e| format!("the request cannot be built: {e}"))?;
         let scoped = self.by_action.get(request.action.name());
         let response = self.authorizer.is_authorized(
             &cedar_request,
@@ -547,17 +561,20 @@ impl CedarPolicies {
         cfg!(debug_assertions).then_some(&self.schema)
     }
 
-    fn context(&self, request: &Request<'_>) -> Result<Context, String> {
-        let ip = request
-            .client_addr
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let ip = self.client_ips.get(&ip).unwrap_or_else(|| {
-            let expression = RestrictedExpression::new_ip(ip.to_string());
-            self.client_ips.insert(ip, expression.clone());
-            expression
-        });
-        let mut pairs = vec![("client_ip".to_string(), ip)];
-        if let Some(grant) = request.grant {
+    fn context(&self, request: &Request<'_>, read: &ContextFields) -> Result<Context, String> {
+        let mut pairs = Vec::with_capacity(2);
+        if read.client_ip {
+            let ip = request
+                .client_addr
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            let ip = self.client_ips.get(&ip).unwrap_or_else(|| {
+                let expression = RestrictedExpression::new_ip(ip.to_string());
+                self.client_ips.insert(ip, expression.clone());
+                expression
+            });
+            pairs.push(("client_ip".to_string(), ip));
+        }
+        if let Some(grant) = request.grant.filter(|_| read.grant) {
             pairs.push((
                 "grant".to_string(),
                 RestrictedExpression::new_record([
@@ -574,7 +591,7 @@ impl CedarPolicies {
                 .map_err(|e| e.to_string())?,
             ));
         }
-        if let Some(reason) = request.reason {
+        if let Some(reason) = request.reason.filter(|_| read.reason) {
             pairs.push((
                 "reason".to_string(),
                 RestrictedExpression::new_string(reason.to_string()),
@@ -582,18 +599,22 @@ impl CedarPolicies {
         }
         match request.action {
             Action::Query(statement) => {
-                pairs.push(("statement".to_string(), statement_record(statement)?));
+                if let Some(fields) = &read.statement {
+                    pairs.push(("statement".to_string(), record(statement, fields)?));
+                }
             }
-            Action::Unmask { rule } => {
+            Action::Unmask { rule } if read.rule => {
                 pairs.push((
                     "rule".to_string(),
                     RestrictedExpression::new_string(rule.clone()),
                 ));
             }
             Action::Exec(command) => {
-                pairs.push(("command".to_string(), command_record(command)?));
+                if let Some(fields) = &read.command {
+                    pairs.push(("command".to_string(), record(command, fields)?));
+                }
             }
-            Action::Forward(forward) => {
+            Action::Forward(forward) if read.forward => {
                 pairs.push((
                     "forward".to_string(),
                     RestrictedExpression::new_record([
@@ -613,7 +634,7 @@ impl CedarPolicies {
                     .map_err(|e| e.to_string())?,
                 ));
             }
-            Action::Sftp(op) => {
+            Action::Sftp(op) if read.sftp => {
                 let mut fields = vec![
                     (
                         "operation".to_string(),
@@ -635,7 +656,7 @@ impl CedarPolicies {
                     RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?,
                 ));
             }
-            Action::Connect | Action::Shell => {}
+            _ => {}
         }
         Context::from_pairs(pairs).map_err(|e| e.to_string())
     }
@@ -722,106 +743,198 @@ fn approver(policy: &Policy) -> Result<Option<Approver>, String> {
     }))
 }
 
-/// Whether a policy may read a statement's `text`. Cedar names attributes
-/// only literally, so this reads the policy's JSON form: an access (`.text`,
-/// `["text"]`, `has text`) to the `text` of anything but another record of
-/// the context (`context.command.text` is an SSH command's), or a record
-/// literal with a `text` key (which could be compared with a statement).
-fn reads_text(policy: &Policy) -> bool {
-    match policy.to_json() {
-        Ok(json) => json_reads_text(&json),
-        Err(_) => true,
-    }
-}
+/// One field of a context record: its name, and how it is built.
+pub(crate) type Field<T> = (&'static str, fn(&T) -> RestrictedExpression);
 
-fn json_reads_text(json: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match json {
-        Value::Array(items) => items.iter().any(json_reads_text),
-        Value::Object(fields) => fields.iter().any(|(key, value)| {
-            let access = matches!(key.as_str(), "." | "has")
-                && value.get("attr").and_then(Value::as_str) == Some("text")
-                && !value.get("left").is_some_and(is_other_context_record);
-            let record = key == "Record" && value.get("text").is_some();
-            access || record || json_reads_text(value)
-        }),
-        _ => false,
-    }
-}
+/// The fields of `context.statement`, as the schema's `Statement`.
+pub(crate) const STATEMENT_FIELDS: &[Field<StatementInfo>] = &[
+    ("kind", |s| string(s.kind.as_str())),
+    ("kinds", |s| {
+        RestrictedExpression::new_set(s.kinds.iter().map(|k| string(k.as_str())))
+    }),
+    ("command", |s| string(&s.command)),
+    ("tables", |s| strings(&s.tables)),
+    ("functions", |s| strings(&s.functions)),
+    ("has_where", |s| RestrictedExpression::new_bool(s.has_where)),
+    ("writes", |s| RestrictedExpression::new_bool(s.writes)),
+    ("settings", |s| strings(&s.settings)),
+    ("text", |s| string(&s.text)),
+];
 
-/// `context.X` for a record X that is not the statement.
-fn is_other_context_record(json: &serde_json::Value) -> bool {
-    json.get(".").is_some_and(|access| {
-        access.get("left") == Some(&serde_json::json!({ "Var": "context" }))
-            && access
-                .get("attr")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|attr| attr != "statement")
-    })
-}
+/// The fields of `context.command`, as the schema's `Command`.
+const COMMAND_FIELDS: &[Field<Command>] = &[
+    ("program", |c| string(&c.program)),
+    ("name", |c| string(&c.name)),
+    ("args", |c| strings(&c.args)),
+    ("text", |c| string(&c.text)),
+    ("line", |c| string(&c.line)),
+    ("wrappers", |c| strings(&c.wrappers)),
+    ("dynamic", |c| RestrictedExpression::new_bool(c.dynamic)),
+    ("redirects", |c| strings(&c.redirects)),
+];
 
-fn statement_record(statement: &StatementInfo) -> Result<RestrictedExpression, String> {
-    RestrictedExpression::new_record([
-        (
-            "kind".to_string(),
-            RestrictedExpression::new_string(statement.kind.as_str().to_string()),
-        ),
-        (
-            "kinds".to_string(),
-            RestrictedExpression::new_set(
-                statement
-                    .kinds
-                    .iter()
-                    .map(|k| RestrictedExpression::new_string(k.as_str().to_string())),
-            ),
-        ),
-        (
-            "command".to_string(),
-            RestrictedExpression::new_string(statement.command.clone()),
-        ),
-        ("tables".to_string(), strings(&statement.tables)),
-        ("functions".to_string(), strings(&statement.functions)),
-        (
-            "has_where".to_string(),
-            RestrictedExpression::new_bool(statement.has_where),
-        ),
-        (
-            "writes".to_string(),
-            RestrictedExpression::new_bool(statement.writes),
-        ),
-        ("settings".to_string(), strings(&statement.settings)),
-        (
-            "text".to_string(),
-            RestrictedExpression::new_string(statement.text.clone()),
-        ),
-    ])
+fn record<T>(value: &T, fields: &[Field<T>]) -> Result<RestrictedExpression, String> {
+    RestrictedExpression::new_record(
+        fields
+            .iter()
+            .map(|(name, build)| ((*name).to_string(), build(value))),
+    )
     .map_err(|e| e.to_string())
+}
+
+fn string(s: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(s.to_string())
 }
 
 fn strings(items: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(
-        items
-            .iter()
-            .map(|s| RestrictedExpression::new_string(s.clone())),
-    )
+    RestrictedExpression::new_set(items.iter().map(|s| string(s)))
 }
 
-fn command_record(command: &Command) -> Result<RestrictedExpression, String> {
-    let string = |s: &str| RestrictedExpression::new_string(s.to_string());
-    RestrictedExpression::new_record([
-        ("program".to_string(), string(&command.program)),
-        ("name".to_string(), string(&command.name)),
-        ("args".to_string(), strings(&command.args)),
-        ("text".to_string(), string(&command.text)),
-        ("line".to_string(), string(&command.line)),
-        ("wrappers".to_string(), strings(&command.wrappers)),
-        (
-            "dynamic".to_string(),
-            RestrictedExpression::new_bool(command.dynamic),
-        ),
-        ("redirects".to_string(), strings(&command.redirects)),
-    ])
-    .map_err(|e| e.to_string())
+/// What the policies read of the request's context, from their JSON form.
+/// Cedar names attributes only literally (`.tables`, `["tables"]`, `has
+/// tables`), so a field that no policy names cannot change a decision: a
+/// context built without it decides the same, for less work (building a
+/// statement's sets is a fifth of a decision).
+///
+/// Kept are the longest `context.a.b...` paths the policies name, cut to
+/// two attributes. A path that stops short (`context`, `context.statement`
+/// used as a value: compared, or chosen by an `if`) reads every field under
+/// it.
+#[derive(Debug, Default)]
+struct Reads {
+    /// The paths whose value a policy uses (`context.statement.kind`, or
+    /// `context.statement` compared whole), cut to two attributes.
+    values: HashSet<Vec<String>>,
+    /// Those, and the paths a policy only tests (`context has grant`).
+    named: HashSet<Vec<String>>,
+}
+
+impl Reads {
+    fn of(policies: &PolicySet) -> Reads {
+        let mut reads = Reads::default();
+        for policy in policies.policies() {
+            match policy.to_json() {
+                Ok(json) => reads.walk(&json),
+                // Unreadable: everything counts as read.
+                Err(_) => reads.value(Vec::new()),
+            }
+        }
+        reads
+    }
+
+    fn value(&mut self, mut path: Vec<String>) {
+        path.truncate(2);
+        self.values.insert(path.clone());
+        self.named.insert(path);
+    }
+
+    fn walk(&mut self, json: &serde_json::Value) {
+        use serde_json::Value;
+        match json {
+            Value::Array(items) => items.iter().for_each(|item| self.walk(item)),
+            Value::Object(fields) => {
+                if let Some(path) = context_path(json) {
+                    self.value(path);
+                    return;
+                }
+                // `context has a`, `context.a has b`, `context has a.b`: the
+                // path is named, no value is used.
+                if let Some(has) = fields.get("has") {
+                    if let Some(mut path) = has.get("left").and_then(context_path) {
+                        match has.get("attr") {
+                            Some(Value::String(attr)) => path.push(attr.clone()),
+                            Some(Value::Array(attrs)) => path
+                                .extend(attrs.iter().filter_map(Value::as_str).map(str::to_string)),
+                            _ => {}
+                        }
+                        path.truncate(2);
+                        self.named.insert(path);
+                        return;
+                    }
+                }
+                fields.values().for_each(|value| self.walk(value));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `context.<attr>` is named, or the context used whole.
+    fn attribute(&self, attr: &str) -> bool {
+        self.values.contains(&Vec::new())
+            || self
+                .named
+                .iter()
+                .any(|path| path.first().is_some_and(|first| first == attr))
+    }
+
+    /// The record `context.<attr>`, when named, with the fields named, in
+    /// schema order.
+    fn fields<T>(&self, attr: &str, all: &[Field<T>]) -> Option<Vec<Field<T>>> {
+        if !self.attribute(attr) {
+            return None;
+        }
+        let whole =
+            self.values.contains(&Vec::new()) || self.values.contains(&vec![attr.to_string()]);
+        let named = |name: &str| {
+            self.named
+                .contains(&vec![attr.to_string(), name.to_string()])
+        };
+        Some(
+            all.iter()
+                .filter(|(name, _)| whole || named(name))
+                .copied()
+                .collect(),
+        )
+    }
+
+    fn context_fields(&self) -> ContextFields {
+        ContextFields {
+            client_ip: self.attribute("client_ip"),
+            grant: self.attribute("grant"),
+            reason: self.attribute("reason"),
+            rule: self.attribute("rule"),
+            forward: self.attribute("forward"),
+            sftp: self.attribute("sftp"),
+            statement: self.fields("statement", STATEMENT_FIELDS),
+            command: self.fields("command", COMMAND_FIELDS),
+        }
+    }
+}
+
+/// What a request's context is built with: each attribute of the schema's
+/// contexts, and the fields of a statement and of a command.
+#[derive(Clone, Debug)]
+pub(crate) struct ContextFields {
+    client_ip: bool,
+    grant: bool,
+    reason: bool,
+    rule: bool,
+    forward: bool,
+    sftp: bool,
+    pub(crate) statement: Option<Vec<Field<StatementInfo>>>,
+    pub(crate) command: Option<Vec<Field<Command>>>,
+}
+
+impl ContextFields {
+    /// Everything: the context as the schema gives it.
+    fn whole() -> ContextFields {
+        let mut reads = Reads::default();
+        reads.value(Vec::new());
+        reads.context_fields()
+    }
+}
+
+/// `["a", "b"]` for `context.a.b` (and `context["a"]["b"]`), `[]` for
+/// `context`; `None` for anything else.
+fn context_path(json: &serde_json::Value) -> Option<Vec<String>> {
+    if json.get("Var").and_then(serde_json::Value::as_str) == Some("context") {
+        return Some(Vec::new());
+    }
+    let access = json.get(".")?;
+    let attr = access.get("attr")?.as_str()?;
+    let mut path = context_path(access.get("left")?)?;
+    path.push(attr.to_string());
+    Some(path)
 }
 
 fn user_uid(principal: &Principal) -> Result<EntityUid, String> {

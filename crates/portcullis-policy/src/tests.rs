@@ -1,4 +1,5 @@
 use super::*;
+use crate::cedar::{Field, STATEMENT_FIELDS};
 use crate::RegoPolicies;
 use portcullis_core::{
     Action, Effect, Principal, Request, StatementInfo, StatementKind, Target, TargetKind,
@@ -469,7 +470,7 @@ fn policies_that_may_read_a_statements_text_are_told_apart() {
         r#"context.statement["text"] == "x""#,
         r#"context.statement has text"#,
         r#"(if context.statement.writes then context.statement else context.statement).text == "x""#,
-        r#"{"text": "x"} == {"text": "y"}"#,
+        r#"context has statement.text"#,
     ] {
         assert!(reads(body), "{body}");
     }
@@ -477,6 +478,7 @@ fn policies_that_may_read_a_statements_text_are_told_apart() {
         r#"context.statement.command == "DROP DATABASE""#,
         r#"context.command.text == "ls""#,
         r#"context.statement.tables.contains("text")"#,
+        r#"{"text": "x"} == {"text": "y"}"#,
     ] {
         assert!(!reads(body), "{body}");
     }
@@ -486,4 +488,231 @@ fn policies_that_may_read_a_statements_text_are_told_apart() {
     )
     .unwrap();
     assert!(!quickstart.reads_statement_text());
+}
+
+#[test]
+fn a_context_holds_the_statement_fields_the_policies_read() {
+    let names = |fields: &Option<Vec<Field<StatementInfo>>>| -> Vec<&str> {
+        fields.iter().flatten().map(|(name, _)| *name).collect()
+    };
+    assert_eq!(
+        names(&quickstart().read.statement),
+        ["kind", "kinds", "command", "has_where"]
+    );
+    let with = |body: &str| {
+        let policy =
+            format!("permit (principal, action == Action::\"query\", resource) when {{ {body} }};");
+        CedarPolicies::from_sources(&[("p.cedar", policy.as_str())]).unwrap()
+    };
+    assert_eq!(
+        names(
+            &with(r#"context.statement["tables"].contains("t")"#)
+                .read
+                .statement
+        ),
+        ["tables"]
+    );
+    assert_eq!(
+        names(&with("context has statement.settings").read.statement),
+        ["settings"]
+    );
+    // The statement as a value: every field.
+    let whole = with(
+        "(if context.statement.writes then context.statement else context.statement).text == \"x\"",
+    );
+    assert_eq!(names(&whole.read.statement).len(), STATEMENT_FIELDS.len());
+    assert!(whole.read.command.is_none());
+    // Tested for, not read: there, without a field.
+    assert_eq!(
+        names(&with("context has statement").read.statement),
+        Vec::<&str>::new()
+    );
+    assert!(with("context has statement").read.statement.is_some());
+}
+
+#[test]
+fn each_statement_field_a_policy_reads_decides() {
+    let mut target = statement(StatementKind::Delete, "DELETE", false);
+    target.kinds = vec![StatementKind::Delete, StatementKind::Ddl];
+    target.tables = vec!["secrets".into()];
+    target.functions = vec!["pg_read_file".into()];
+    target.settings = vec!["role".into()];
+    target.text = "delete from secrets".into();
+    let harmless = statement(StatementKind::Select, "SELECT", true);
+    let alice = principal("alice@example.com", &["eng"]);
+    for condition in [
+        r#"context.statement.kind == "delete""#,
+        r#"context.statement.kinds.contains("ddl")"#,
+        r#"context.statement.command == "DELETE""#,
+        r#"context.statement.tables.contains("secrets")"#,
+        r#"context.statement.functions.contains("pg_read_file")"#,
+        "!context.statement.has_where",
+        "context.statement.writes",
+        r#"context.statement.settings.contains("role")"#,
+        r#"context.statement.text like "*secrets*""#,
+    ] {
+        let source = format!(
+            "permit (principal, action, resource);\n\
+             forbid (principal, action == Action::\"query\", resource) when {{ {condition} }};"
+        );
+        let policies = CedarPolicies::from_sources(&[("p.cedar", source.as_str())]).unwrap();
+        let denied = decide(&policies, &alice, Action::Query(target.clone()));
+        assert_eq!(denied.effect, Effect::Deny, "{condition}: {denied:?}");
+        let allowed = decide(&policies, &alice, Action::Query(harmless.clone()));
+        assert!(allowed.is_allowed(), "{condition}: {allowed:?}");
+    }
+}
+
+#[test]
+fn a_statement_compared_whole_is_built_whole() {
+    // Equal only to the whole record: a context holding only the fields the
+    // policy names (none, through `.`) would never be equal to it.
+    let source = r#"
+        permit (principal, action, resource);
+        forbid (principal, action == Action::"query", resource) when {
+          context.statement == {
+            kind: "select", kinds: ["select"], command: "SELECT", tables: ["t"],
+            functions: ["now"], has_where: true, writes: false, settings: ["role"],
+            text: "select now() from t"
+          }
+        };"#;
+    let policies = CedarPolicies::from_sources(&[("p.cedar", source)]).unwrap();
+    let mut exact = statement(StatementKind::Select, "SELECT", true);
+    exact.functions = vec!["now".into()];
+    exact.settings = vec!["role".into()];
+    exact.text = "select now() from t".into();
+    let alice = principal("alice@example.com", &["eng"]);
+    let denied = decide(&policies, &alice, Action::Query(exact.clone()));
+    assert_eq!(denied.effect, Effect::Deny, "{denied:?}");
+    exact.text = "select now() from t where true".into();
+    let allowed = decide(&policies, &alice, Action::Query(exact));
+    assert!(allowed.is_allowed(), "{allowed:?}");
+}
+
+#[test]
+fn each_context_attribute_a_policy_reads_decides() {
+    use portcullis_core::{Command, Forward, Grant, SftpOp};
+    let alice = principal("alice@example.com", &["eng"]);
+    let target = demo();
+    let grant = Grant {
+        id: 7,
+        reason: "INC-1".into(),
+        until: i64::MAX,
+    };
+    let rm = Command {
+        program: "/bin/rm".into(),
+        name: "rm".into(),
+        args: vec!["-rf".into(), "/".into()],
+        text: "/bin/rm -rf /".into(),
+        line: "/bin/rm -rf /".into(),
+        wrappers: vec!["sudo".into()],
+        dynamic: false,
+        redirects: vec![],
+    };
+    let ls = Command {
+        program: "ls".into(),
+        name: "ls".into(),
+        args: vec![],
+        text: "ls".into(),
+        line: "ls".into(),
+        wrappers: vec![],
+        dynamic: false,
+        redirects: vec![],
+    };
+    let forward = |port| {
+        Action::Forward(Forward {
+            direction: "local".into(),
+            host: "db".into(),
+            port,
+        })
+    };
+    let sftp = |path: &str| {
+        Action::Sftp(SftpOp {
+            operation: "write".into(),
+            path: path.into(),
+            to: None,
+        })
+    };
+    let unmask = |rule: &str| Action::Unmask { rule: rule.into() };
+    let actions = [
+        Action::Connect,
+        unmask("pii"),
+        unmask("cards"),
+        forward(22),
+        forward(5432),
+        sftp("/etc/passwd"),
+        sftp("/tmp/x"),
+        Action::Exec(rm),
+        Action::Exec(ls),
+    ];
+    let [connect, pii, cards, ssh, pg, etc, tmp, rm, ls] = &actions;
+    let request = |action| Request {
+        principal: &alice,
+        target: &target,
+        action,
+        client_addr: "10.0.0.1".parse().ok(),
+        grant: None,
+        reason: None,
+    };
+    // The forbidding condition, a request it forbids, and one it does not.
+    let cases = [
+        (
+            "context.client_ip.isLoopback()",
+            Request {
+                client_addr: "127.0.0.1".parse().ok(),
+                ..request(connect)
+            },
+            request(connect),
+        ),
+        (
+            "context has grant && context.grant.reason == \"INC-1\"",
+            Request {
+                grant: Some(&grant),
+                ..request(connect)
+            },
+            request(connect),
+        ),
+        (
+            "context has reason && context.reason like \"*prod*\"",
+            Request {
+                reason: Some("fixing prod"),
+                ..request(connect)
+            },
+            Request {
+                reason: Some("reading"),
+                ..request(connect)
+            },
+        ),
+        (
+            "context has rule && context.rule == \"pii\"",
+            request(pii),
+            request(cards),
+        ),
+        (
+            "context has forward && context.forward.port == 22",
+            request(ssh),
+            request(pg),
+        ),
+        (
+            "context has sftp && context.sftp.path like \"/etc/*\"",
+            request(etc),
+            request(tmp),
+        ),
+        (
+            "context has command && context.command.wrappers.contains(\"sudo\")",
+            request(rm),
+            request(ls),
+        ),
+    ];
+    for (condition, forbidden, allowed) in cases {
+        let source = format!(
+            "permit (principal, action, resource);\n\
+             forbid (principal, action, resource) when {{ {condition} }};"
+        );
+        let policies = CedarPolicies::from_sources(&[("p.cedar", source.as_str())]).unwrap();
+        let denied = policies.decide(&forbidden);
+        assert_eq!(denied.effect, Effect::Deny, "{condition}: {denied:?}");
+        let decided = policies.decide(&allowed);
+        assert!(decided.is_allowed(), "{condition}: {decided:?}");
+    }
 }
