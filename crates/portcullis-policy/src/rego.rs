@@ -213,15 +213,18 @@ fn evaluate(
         let value = engine
             .eval_rule(format!("data.portcullis.{rule}"))
             .map_err(|e| first_line(&e.to_string()))?;
-        let json = to_json(&value)?;
-        let mut ids: Vec<String> = match json {
-            Value::Array(items) => items
-                .into_iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Value::Null => Vec::new(),
-            other => return Err(format!("`{rule}` must be a set of rule ids, found {other}")),
+        let items: Vec<&regorus::Value> = match &value {
+            regorus::Value::Set(items) => items.iter().collect(),
+            regorus::Value::Array(items) => items.iter().collect(),
+            regorus::Value::Undefined | regorus::Value::Null => Vec::new(),
+            other => {
+                return Err(format!(
+                    "`{rule}` must be a set of rule ids, found {}",
+                    other.to_json_str().unwrap_or_default()
+                ))
+            }
         };
+        let mut ids: Vec<String> = items.into_iter().filter_map(text).collect();
         ids.sort();
         Ok(ids)
     };
@@ -236,18 +239,13 @@ fn evaluate(
         });
     }
     let mut strings = |rule: &str| -> BTreeMap<String, String> {
-        engine
-            .eval_rule(format!("data.portcullis.{rule}"))
-            .ok()
-            .and_then(|value| to_json(&value).ok())
-            .and_then(|json| json.as_object().cloned())
-            .map(|object| {
-                object
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
+        match engine.eval_rule(format!("data.portcullis.{rule}")) {
+            Ok(regorus::Value::Object(object)) => object
+                .iter()
+                .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        }
     };
     let reasons = strings("reasons");
     let approvals = strings("approvals");
@@ -269,12 +267,12 @@ struct Evaluated {
     approvals: BTreeMap<String, String>,
 }
 
-fn to_json(value: &regorus::Value) -> Result<Value, String> {
-    if *value == regorus::Value::Undefined {
-        return Ok(Value::Null);
+/// The text of a string value.
+fn text(value: &regorus::Value) -> Option<String> {
+    match value {
+        regorus::Value::String(s) => Some(s.to_string()),
+        _ => None,
     }
-    let text = value.to_json_str().map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 /// The input document: the same facts the Cedar engine sees.
