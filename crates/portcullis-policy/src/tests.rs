@@ -716,3 +716,76 @@ fn each_context_attribute_a_policy_reads_decides() {
         assert!(decided.is_allowed(), "{condition}: {decided:?}");
     }
 }
+
+#[test]
+fn the_rego_input_is_the_documented_document() {
+    use portcullis_core::{Command, Grant};
+    let alice = principal("alice@example.com", &["eng"]);
+    let target = demo();
+    let mut delete = statement(StatementKind::Delete, "SELECT", false);
+    delete.kinds = vec![StatementKind::Delete, StatementKind::Select];
+    delete.tables = vec!["orders".into()];
+    delete.text = "with d as (delete from orders returning *) select * from d".into();
+    let query = Action::Query(delete);
+    let grant = Grant {
+        id: 7,
+        reason: "INC-1".into(),
+        until: 1_900_000_000,
+    };
+    let request = Request {
+        principal: &alice,
+        target: &target,
+        action: &query,
+        client_addr: "10.1.2.3".parse().ok(),
+        grant: Some(&grant),
+        reason: Some("cleanup"),
+    };
+    let expected = serde_json::json!({
+        "principal": { "id": "alice@example.com", "subject": "alice@example.com",
+                       "email": "alice@example.com", "groups": ["eng"], "issuer": "test" },
+        "target": { "name": "demo", "kind": "postgres", "labels": { "env": "dev" } },
+        "action": "query",
+        "context": {
+            "client_ip": "10.1.2.3",
+            "grant": { "id": 7, "reason": "INC-1", "until": 1_900_000_000 },
+            "reason": "cleanup",
+            "statement": { "kind": "delete", "kinds": ["delete", "select"], "command": "SELECT",
+                           "tables": ["orders"], "functions": [], "has_where": false,
+                           "writes": true, "settings": [],
+                           "text": "with d as (delete from orders returning *) select * from d" }
+        }
+    });
+    assert_eq!(crate::rego::input(&request), regorus::Value::from(expected));
+
+    let mut nobody = principal("svc", &[]);
+    nobody.email = None;
+    let ls = Action::Exec(Command {
+        program: "ls".into(),
+        name: "ls".into(),
+        args: vec!["-l".into()],
+        text: "ls -l".into(),
+        line: "ls -l".into(),
+        wrappers: vec![],
+        dynamic: false,
+        redirects: vec![],
+    });
+    let request = Request {
+        principal: &nobody,
+        target: &target,
+        action: &ls,
+        client_addr: None,
+        grant: None,
+        reason: None,
+    };
+    let expected = serde_json::json!({
+        "principal": { "id": "svc", "subject": "svc", "email": null, "groups": [], "issuer": "test" },
+        "target": { "name": "demo", "kind": "postgres", "labels": { "env": "dev" } },
+        "action": "exec",
+        "context": {
+            "client_ip": "0.0.0.0",
+            "command": { "program": "ls", "name": "ls", "args": ["-l"], "text": "ls -l",
+                         "line": "ls -l", "wrappers": [], "dynamic": false, "redirects": [] }
+        }
+    });
+    assert_eq!(crate::rego::input(&request), regorus::Value::from(expected));
+}
