@@ -21,23 +21,7 @@ fn decide(c: &mut Criterion) {
     };
     let principal = support::alice();
     let target = support::demo();
-    let query = Action::Query(StatementInfo {
-        kind: StatementKind::Select,
-        kinds: vec![StatementKind::Select],
-        command: "SELECT".into(),
-        tables: vec!["pgbench_accounts".into()],
-        functions: vec![],
-        has_where: true,
-        writes: false,
-        text: "SELECT abalance FROM pgbench_accounts WHERE aid = 1".into(),
-        prepares: None,
-        executes: None,
-        prepared_text: None,
-        settings: vec![],
-        lineage: Default::default(),
-        shape: None,
-        objects: Default::default(),
-    });
+    let query = pgbench_select();
     let client_addr = "127.0.0.1".parse().ok();
     for (name, action) in [("connect", Action::Connect), ("query", query)] {
         let request = Request {
@@ -57,5 +41,66 @@ fn decide(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, decide);
+/// A `query` with a hundred teams' policies, each on its own target, beside
+/// the quickstart's guardrails: what a larger deployment decides.
+fn many_targets(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies");
+    let Ok(guardrails) = std::fs::read_to_string(root.join("guardrails.cedar")) else {
+        eprintln!("the quickstart policies are not there");
+        return;
+    };
+    let teams: String = (0..100)
+        .map(|i| {
+            format!(
+                "permit (principal in Group::\"team-{i}\", action == Action::\"query\", \
+                 resource == Target::\"db-{i}\") when {{ [\"select\", \"insert\"].contains(context.statement.kind) }};\n"
+            )
+        })
+        .collect();
+    let Ok(cedar) =
+        CedarPolicies::from_sources(&[("guardrails.cedar", &guardrails), ("teams.cedar", &teams)])
+    else {
+        eprintln!("the generated policies do not load");
+        return;
+    };
+    let mut principal = support::alice();
+    principal.groups = vec!["team-7".into()];
+    let mut target = support::demo();
+    target.name = "db-7".into();
+    let action = pgbench_select();
+    let request = Request {
+        principal: &principal,
+        target: &target,
+        action: &action,
+        client_addr: "127.0.0.1".parse().ok(),
+        grant: None,
+        reason: None,
+    };
+    c.bench_function("cedar/query, 100 teams", |b| {
+        b.iter(|| cedar.decide(black_box(&request)))
+    });
+}
+
+/// pgbench's `-S` statement, classified.
+fn pgbench_select() -> Action {
+    Action::Query(StatementInfo {
+        kind: StatementKind::Select,
+        kinds: vec![StatementKind::Select],
+        command: "SELECT".into(),
+        tables: vec!["pgbench_accounts".into()],
+        functions: vec![],
+        has_where: true,
+        writes: false,
+        text: "SELECT abalance FROM pgbench_accounts WHERE aid = 1".into(),
+        prepares: None,
+        executes: None,
+        prepared_text: None,
+        settings: vec![],
+        lineage: Default::default(),
+        shape: None,
+        objects: Default::default(),
+    })
+}
+
+criterion_group!(benches, decide, many_targets);
 criterion_main!(benches);

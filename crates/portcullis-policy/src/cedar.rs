@@ -35,10 +35,14 @@ pub struct CedarPolicies {
     /// by action name: a request is evaluated against its action's only,
     /// which decides the same (a policy whose scope does not match is never
     /// satisfied and never evaluates its conditions) with less work.
-    by_action: HashMap<String, Scoped>,
-    /// The entities of recent principals and targets: building them is a
-    /// third of a decision, and a session asks for the same ones each time.
-    entities: quick_cache::sync::Cache<(Principal, Target), Arc<Entities>>,
+    by_action: HashMap<String, Arc<Scoped>>,
+    /// For recent principals and targets: their entities (building them is
+    /// a third of a decision, and a session asks for the same ones each
+    /// time), and each action's policies cut to those whose principal and
+    /// resource scopes can match them ([`Scope`]).
+    pairs: quick_cache::sync::Cache<(Principal, Target), Arc<Pair>>,
+    /// Off only in tests that compare decisions with and without the cut.
+    slicing: bool,
     /// `ip("...")` for recent client addresses (building one parses the
     /// extension's name).
     client_ips: quick_cache::sync::Cache<IpAddr, RestrictedExpression>,
@@ -52,11 +56,149 @@ pub struct CedarPolicies {
 const ENTITIES_CACHED: usize = 1024;
 
 /// The policies that can apply to one action.
-struct Scoped {
+pub(crate) struct Scoped {
     policies: PolicySet,
     /// The same but the approvable forbids: what would be decided if a
     /// reviewer lifted them.
     without_approvable: PolicySet,
+    /// Each of `policies`, with what its scope can match and whether it is
+    /// an approvable forbid.
+    members: Vec<(Policy, Scope, bool)>,
+}
+
+impl Scoped {
+    fn new() -> Scoped {
+        Scoped {
+            policies: PolicySet::new(),
+            without_approvable: PolicySet::new(),
+            members: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, policy: &Policy, approvable: bool) -> Result<(), String> {
+        self.policies
+            .add(policy.clone())
+            .map_err(|e| e.to_string())?;
+        if !approvable {
+            self.without_approvable
+                .add(policy.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        self.members
+            .push((policy.clone(), Scope::of(policy), approvable));
+        Ok(())
+    }
+
+    /// The ids of the policies.
+    #[cfg(test)]
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect()
+    }
+
+    /// The policies whose scope can match `principal` and `target`: the
+    /// same value when that is all of them.
+    pub(crate) fn cut(
+        self: &Arc<Scoped>,
+        principal: &Principal,
+        target: &Target,
+    ) -> Result<Arc<Scoped>, String> {
+        let matches = |scope: &Scope| scope.matches(principal, target);
+        if self.members.iter().all(|(_, scope, _)| matches(scope)) {
+            return Ok(self.clone());
+        }
+        let mut cut = Scoped::new();
+        for (policy, scope, approvable) in &self.members {
+            if matches(scope) {
+                cut.add(policy, *approvable)?;
+            }
+        }
+        Ok(Arc::new(cut))
+    }
+}
+
+/// What a principal and a target need built, once per policy version.
+struct Pair {
+    entities: Entities,
+    /// Each action's policies cut to those that can apply to the pair.
+    by_action: HashMap<String, Arc<Scoped>>,
+}
+
+/// Which principals and targets a policy's scope can match, as far as the
+/// schema tells without evaluating anything: a user is in the groups of its
+/// token and nothing else, and groups and targets are in nothing. A scope
+/// this does not read (another entity type) is `Unknown`, and kept.
+#[derive(Clone, Debug)]
+struct Scope {
+    principal: Match,
+    resource: Match,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Match {
+    Any,
+    /// The user, or the target, of this id.
+    Id(String),
+    /// A user in this group.
+    InGroup(String),
+    Unknown,
+}
+
+impl Scope {
+    fn of(policy: &Policy) -> Scope {
+        use cedar_policy::{PrincipalConstraint as P, ResourceConstraint as R};
+        let principal = match policy.principal_constraint() {
+            P::Any => Match::Any,
+            P::Eq(uid) | P::In(uid) if is(&uid, "User") => user(&uid),
+            P::In(uid) if is(&uid, "Group") => group(&uid),
+            P::Is(t) if t.to_string() == "User" => Match::Any,
+            P::IsIn(t, uid) if t.to_string() == "User" && is(&uid, "Group") => group(&uid),
+            P::IsIn(t, uid) if t.to_string() == "User" && is(&uid, "User") => user(&uid),
+            _ => Match::Unknown,
+        };
+        let resource = match policy.resource_constraint() {
+            R::Any => Match::Any,
+            R::Eq(uid) | R::In(uid) if is(&uid, "Target") => target(&uid),
+            R::Is(t) if t.to_string() == "Target" => Match::Any,
+            R::IsIn(t, uid) if t.to_string() == "Target" && is(&uid, "Target") => target(&uid),
+            _ => Match::Unknown,
+        };
+        Scope {
+            principal,
+            resource,
+        }
+    }
+
+    fn matches(&self, principal: &Principal, target: &Target) -> bool {
+        let principal_matches = match &self.principal {
+            Match::Id(id) => *id == principal.id,
+            Match::InGroup(group) => principal.groups.iter().any(|g| g == group),
+            Match::Any | Match::Unknown => true,
+        };
+        let resource_matches = match &self.resource {
+            Match::Id(name) => *name == target.name,
+            Match::InGroup(_) | Match::Any | Match::Unknown => true,
+        };
+        principal_matches && resource_matches
+    }
+}
+
+fn is(uid: &EntityUid, type_name: &str) -> bool {
+    uid.type_name().to_string() == type_name
+}
+
+fn user(uid: &EntityUid) -> Match {
+    Match::Id(uid.id().unescaped().to_string())
+}
+
+fn group(uid: &EntityUid) -> Match {
+    Match::InGroup(uid.id().unescaped().to_string())
+}
+
+fn target(uid: &EntityUid) -> Match {
+    Match::Id(uid.id().unescaped().to_string())
 }
 
 /// Who may lift one approvable `forbid`.
@@ -284,7 +426,8 @@ impl CedarPolicies {
             names,
             approvable,
             by_action,
-            entities: quick_cache::sync::Cache::new(ENTITIES_CACHED),
+            pairs: quick_cache::sync::Cache::new(ENTITIES_CACHED),
+            slicing: true,
             client_ips: quick_cache::sync::Cache::new(ENTITIES_CACHED),
         })
     }
@@ -300,6 +443,25 @@ impl CedarPolicies {
     /// audit entries record as the deciding version.
     pub fn with_version(self, version: String) -> CedarPolicies {
         CedarPolicies { version, ..self }
+    }
+
+    /// The policies of one action, before any cut.
+    #[cfg(test)]
+    pub(crate) fn scoped(&self, action: &str) -> Arc<Scoped> {
+        self.by_action
+            .get(action)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Scoped::new()))
+    }
+
+    /// The same policies, evaluating each action's whole set rather than
+    /// the part cut for a principal and a target (to compare the two).
+    #[cfg(test)]
+    pub(crate) fn unsliced(self) -> CedarPolicies {
+        CedarPolicies {
+            slicing: false,
+            ..self
+        }
     }
 
     /// The names of every policy (their `@id`, or `file#n`), sorted.
@@ -349,19 +511,20 @@ impl CedarPolicies {
         let target_uid = entity_uid("Target", &request.target.name)?;
         let action_uid = entity_uid("Action", request.action.name())?;
         let key = (request.principal.clone(), request.target.clone());
-        let entities = match self.entities.get(&key) {
-            Some(entities) => entities,
+        let pair = match self.pairs.get(&key) {
+            Some(pair) => pair,
             None => {
-                let entities = Arc::new(self.entities(
+                let pair = Arc::new(self.pair(
                     request.principal,
                     principal_uid.clone(),
                     request.target,
                     target_uid.clone(),
                 )?);
-                self.entities.insert(key, entities.clone());
-                entities
+                self.pairs.insert(key, pair.clone());
+                pair
             }
         };
+        let entities = &pair.entities;
         if let Some(schema) = self.validating() {
             // What is decided on holds only the fields the policies read,
             // which the schema would call incomplete: the whole context is
@@ -380,14 +543,19 @@ impl CedarPolicies {
         let cedar_request =
             cedar_policy::Request::new(principal_uid, action_uid, target_uid, context, None)
                 .map_err(|e| format!("the request cannot be built: {e}"))?;
-        let scoped = self.by_action.get(request.action.name());
+        let by_action = if self.slicing {
+            &pair.by_action
+        } else {
+            &self.by_action
+        };
+        let scoped = by_action.get(request.action.name());
         let response = self.authorizer.is_authorized(
             &cedar_request,
             scoped.map_or(&self.policies, |scoped| &scoped.policies),
-            &entities,
+            entities,
         );
         let approval =
-            scoped.and_then(|scoped| self.approval(scoped, &response, &cedar_request, &entities));
+            scoped.and_then(|scoped| self.approval(scoped, &response, &cedar_request, entities));
         let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -495,6 +663,24 @@ impl CedarPolicies {
             .get(id)
             .cloned()
             .unwrap_or_else(|| id.to_string())
+    }
+
+    fn pair(
+        &self,
+        principal: &Principal,
+        principal_uid: EntityUid,
+        target: &Target,
+        target_uid: EntityUid,
+    ) -> Result<Pair, String> {
+        let by_action = self
+            .by_action
+            .iter()
+            .map(|(action, scoped)| Ok((action.clone(), scoped.cut(principal, target)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(Pair {
+            entities: self.entities(principal, principal_uid, target, target_uid)?,
+            by_action,
+        })
     }
 
     fn entities(
@@ -669,19 +855,12 @@ fn scoped_by_action(
     schema: &Schema,
     policies: &PolicySet,
     approvable: &HashMap<PolicyId, Approver>,
-) -> Result<HashMap<String, Scoped>, PolicyError> {
-    let invalid = |policy: &Policy, e: cedar_policy::PolicySetError| PolicyError::Invalid {
-        location: policy.id().to_string(),
-        message: e.to_string(),
-    };
+) -> Result<HashMap<String, Arc<Scoped>>, PolicyError> {
     // With action groups in the schema, `in [G]` would match G's members too.
     let grouped = schema.action_groups().next().is_some();
     let mut by_action = HashMap::new();
     for action in schema.actions() {
-        let mut scoped = Scoped {
-            policies: PolicySet::new(),
-            without_approvable: PolicySet::new(),
-        };
+        let mut scoped = Scoped::new();
         for policy in policies.policies() {
             let applies = match policy.action_constraint() {
                 cedar_policy::ActionConstraint::Any => true,
@@ -692,17 +871,13 @@ fn scoped_by_action(
                 continue;
             }
             scoped
-                .policies
-                .add(policy.clone())
-                .map_err(|e| invalid(policy, e))?;
-            if !approvable.contains_key(policy.id()) {
-                scoped
-                    .without_approvable
-                    .add(policy.clone())
-                    .map_err(|e| invalid(policy, e))?;
-            }
+                .add(policy, approvable.contains_key(policy.id()))
+                .map_err(|message| PolicyError::Invalid {
+                    location: policy.id().to_string(),
+                    message,
+                })?;
         }
-        by_action.insert(action.id().unescaped().to_string(), scoped);
+        by_action.insert(action.id().unescaped().to_string(), Arc::new(scoped));
     }
     Ok(by_action)
 }

@@ -789,3 +789,114 @@ fn the_rego_input_is_the_documented_document() {
     });
     assert_eq!(crate::rego::input(&request), regorus::Value::from(expected));
 }
+
+#[test]
+fn cutting_policies_by_scope_decides_as_the_whole_set() {
+    use portcullis_core::Command;
+    let source = r#"
+        @id("p-any") permit (principal, action == Action::"unmask", resource);
+        @id("p-user") permit (principal == User::"alice@example.com", action == Action::"query", resource);
+        @id("p-in-user") permit (principal in User::"bob@example.com", action, resource == Target::"demo");
+        @id("p-group") permit (principal in Group::"eng", action == Action::"connect", resource in Target::"demo");
+        @id("p-is") permit (principal is User, action == Action::"exec", resource is Target)
+          when { context.command.name == "ls" };
+        @id("p-is-in") permit (principal is User in Group::"ops", action, resource is Target in Target::"other");
+        @id("p-shell") permit (principal in Group::"eng", action == Action::"shell", resource);
+        @id("f-group") @reason("contractors stay off demo")
+        forbid (principal in Group::"contractors", action, resource == Target::"demo");
+        @id("f-user") @approval("dba") @reason("carol's queries wait for a DBA")
+        forbid (principal == User::"carol@example.com", action == Action::"query", resource);
+        @id("f-target") @reason("no shells on other")
+        forbid (principal, action == Action::"shell", resource == Target::"other");
+        @id("f-is-in") @reason("ops do not connect to demo")
+        forbid (principal is User in Group::"ops", action == Action::"connect", resource is Target in Target::"demo");
+    "#;
+    let sliced = CedarPolicies::from_sources(&[("p.cedar", source)]).unwrap();
+    let whole = CedarPolicies::from_sources(&[("p.cedar", source)])
+        .unwrap()
+        .unsliced();
+    let people = [
+        principal("alice@example.com", &["eng"]),
+        principal("bob@example.com", &["contractors"]),
+        principal("carol@example.com", &["ops", "eng"]),
+        principal("dave@example.com", &[]),
+    ];
+    let targets = [
+        demo(),
+        Target {
+            name: "other".into(),
+            kind: TargetKind::Ssh,
+            labels: BTreeMap::new(),
+        },
+    ];
+    let actions = [
+        Action::Connect,
+        Action::Query(statement(StatementKind::Select, "SELECT", true)),
+        Action::Exec(Command {
+            program: "ls".into(),
+            name: "ls".into(),
+            args: vec![],
+            text: "ls".into(),
+            line: "ls".into(),
+            wrappers: vec![],
+            dynamic: false,
+            redirects: vec![],
+        }),
+        Action::Shell,
+        Action::Unmask { rule: "pii".into() },
+    ];
+    let mut effects = std::collections::BTreeSet::new();
+    for person in &people {
+        for target in &targets {
+            for action in &actions {
+                let request = Request {
+                    principal: person,
+                    target,
+                    action,
+                    client_addr: "127.0.0.1".parse().ok(),
+                    grant: None,
+                    reason: None,
+                };
+                let decided = sliced.decide(&request);
+                assert_eq!(
+                    decided,
+                    whole.decide(&request),
+                    "{} {} {}",
+                    person.id,
+                    target.name,
+                    action.name()
+                );
+                effects.insert(format!("{:?}", decided.effect));
+            }
+        }
+    }
+    // The table reaches every outcome, so agreeing means something.
+    assert_eq!(effects.len(), 3, "{effects:?}");
+}
+
+#[test]
+fn a_scope_says_which_principals_and_targets_it_can_match() {
+    let source = r#"
+        @id("a") permit (principal in Group::"eng", action, resource == Target::"demo");
+        @id("b") permit (principal == User::"alice@example.com", action, resource);
+        @id("c") permit (principal is User in Group::"ops", action, resource is Target in Target::"other");
+    "#;
+    let policies = CedarPolicies::from_sources(&[("p.cedar", source)]).unwrap();
+    let scoped = policies.scoped("connect");
+    let kept = |p: &Principal, target: &str| -> Vec<String> {
+        let target = Target {
+            name: target.into(),
+            kind: TargetKind::Postgres,
+            labels: BTreeMap::new(),
+        };
+        let mut ids = scoped.cut(p, &target).unwrap().ids();
+        ids.sort();
+        ids
+    };
+    let alice = principal("alice@example.com", &["eng"]);
+    let olga = principal("olga@example.com", &["ops"]);
+    assert_eq!(kept(&alice, "demo"), ["a", "b"]);
+    assert_eq!(kept(&alice, "other"), ["b"]);
+    assert_eq!(kept(&olga, "other"), ["c"]);
+    assert!(kept(&olga, "demo").is_empty());
+}
