@@ -677,19 +677,6 @@ impl CedarPolicies {
             .iter()
             .map(|(action, scoped)| Ok((action.clone(), scoped.cut(principal, target)?)))
             .collect::<Result<_, String>>()?;
-        Ok(Pair {
-            entities: self.entities(principal, principal_uid, target, target_uid)?,
-            by_action,
-        })
-    }
-
-    fn entities(
-        &self,
-        principal: &Principal,
-        principal_uid: EntityUid,
-        target: &Target,
-        target_uid: EntityUid,
-    ) -> Result<Entities, String> {
         let groups = principal
             .groups
             .iter()
@@ -731,11 +718,15 @@ impl CedarPolicies {
         )
         .map_err(|e| e.to_string())?;
         let group_entities = groups.into_iter().map(Entity::with_uid);
-        Entities::from_entities(
+        let entities = Entities::from_entities(
             [user, target_entity].into_iter().chain(group_entities),
             self.validating(),
         )
-        .map_err(|e| format!("the request's entities do not match the policy schema: {e}"))
+        .map_err(|e| format!("the request's entities do not match the policy schema: {e}"))?;
+        Ok(Pair {
+            entities,
+            by_action,
+        })
     }
 
     /// The schema that every request and its entities are checked against

@@ -51,6 +51,24 @@ fn statement(kind: StatementKind, command: &str, has_where: bool) -> StatementIn
     }
 }
 
+/// `name args...` as an SSH command, run as written.
+fn command(name: &str, args: &[&str]) -> portcullis_core::Command {
+    let text = std::iter::once(name)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    portcullis_core::Command {
+        program: name.into(),
+        name: name.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        text: text.clone(),
+        line: text,
+        wrappers: vec![],
+        dynamic: false,
+        redirects: vec![],
+    }
+}
+
 fn decide(policies: &CedarPolicies, p: &Principal, action: Action) -> portcullis_core::Decision {
     let target = demo();
     policies.decide(&Request {
@@ -601,24 +619,10 @@ fn each_context_attribute_a_policy_reads_decides() {
     };
     let rm = Command {
         program: "/bin/rm".into(),
-        name: "rm".into(),
-        args: vec!["-rf".into(), "/".into()],
-        text: "/bin/rm -rf /".into(),
-        line: "/bin/rm -rf /".into(),
         wrappers: vec!["sudo".into()],
-        dynamic: false,
-        redirects: vec![],
+        ..command("rm", &["-rf", "/"])
     };
-    let ls = Command {
-        program: "ls".into(),
-        name: "ls".into(),
-        args: vec![],
-        text: "ls".into(),
-        line: "ls".into(),
-        wrappers: vec![],
-        dynamic: false,
-        redirects: vec![],
-    };
+    let ls = command("ls", &[]);
     let forward = |port| {
         Action::Forward(Forward {
             direction: "local".into(),
@@ -719,7 +723,7 @@ fn each_context_attribute_a_policy_reads_decides() {
 
 #[test]
 fn the_rego_input_is_the_documented_document() {
-    use portcullis_core::{Command, Grant};
+    use portcullis_core::Grant;
     let alice = principal("alice@example.com", &["eng"]);
     let target = demo();
     let mut delete = statement(StatementKind::Delete, "SELECT", false);
@@ -759,16 +763,7 @@ fn the_rego_input_is_the_documented_document() {
 
     let mut nobody = principal("svc", &[]);
     nobody.email = None;
-    let ls = Action::Exec(Command {
-        program: "ls".into(),
-        name: "ls".into(),
-        args: vec!["-l".into()],
-        text: "ls -l".into(),
-        line: "ls -l".into(),
-        wrappers: vec![],
-        dynamic: false,
-        redirects: vec![],
-    });
+    let ls = Action::Exec(command("ls", &["-l"]));
     let request = Request {
         principal: &nobody,
         target: &target,
@@ -792,7 +787,6 @@ fn the_rego_input_is_the_documented_document() {
 
 #[test]
 fn cutting_policies_by_scope_decides_as_the_whole_set() {
-    use portcullis_core::Command;
     let source = r#"
         @id("p-any") permit (principal, action == Action::"unmask", resource);
         @id("p-user") permit (principal == User::"alice@example.com", action == Action::"query", resource);
@@ -832,16 +826,7 @@ fn cutting_policies_by_scope_decides_as_the_whole_set() {
     let actions = [
         Action::Connect,
         Action::Query(statement(StatementKind::Select, "SELECT", true)),
-        Action::Exec(Command {
-            program: "ls".into(),
-            name: "ls".into(),
-            args: vec![],
-            text: "ls".into(),
-            line: "ls".into(),
-            wrappers: vec![],
-            dynamic: false,
-            redirects: vec![],
-        }),
+        Action::Exec(command("ls", &[])),
         Action::Shell,
         Action::Unmask { rule: "pii".into() },
     ];
