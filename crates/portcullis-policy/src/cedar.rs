@@ -75,7 +75,7 @@ impl Scoped {
         }
     }
 
-    fn add(&mut self, policy: &Policy, approvable: bool) -> Result<(), String> {
+    fn add(&mut self, policy: &Policy, scope: Scope, approvable: bool) -> Result<(), String> {
         self.policies
             .add(policy.clone())
             .map_err(|e| e.to_string())?;
@@ -84,8 +84,7 @@ impl Scoped {
                 .add(policy.clone())
                 .map_err(|e| e.to_string())?;
         }
-        self.members
-            .push((policy.clone(), Scope::of(policy), approvable));
+        self.members.push((policy.clone(), scope, approvable));
         Ok(())
     }
 
@@ -112,7 +111,7 @@ impl Scoped {
         let mut cut = Scoped::new();
         for (policy, scope, approvable) in &self.members {
             if matches(scope) {
-                cut.add(policy, *approvable)?;
+                cut.add(policy, scope.clone(), *approvable)?;
             }
         }
         Ok(Arc::new(cut))
@@ -129,21 +128,21 @@ struct Pair {
 /// Which principals and targets a policy's scope can match, as far as the
 /// schema tells without evaluating anything: a user is in the groups of its
 /// token and nothing else, and groups and targets are in nothing. A scope
-/// this does not read (another entity type) is `Unknown`, and kept.
+/// this does not read (another entity type) counts as `Any`: its policy is
+/// kept, and Cedar decides.
 #[derive(Clone, Debug)]
 struct Scope {
     principal: Match,
     resource: Match,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 enum Match {
     Any,
     /// The user, or the target, of this id.
     Id(String),
     /// A user in this group.
     InGroup(String),
-    Unknown,
 }
 
 impl Scope {
@@ -151,19 +150,19 @@ impl Scope {
         use cedar_policy::{PrincipalConstraint as P, ResourceConstraint as R};
         let principal = match policy.principal_constraint() {
             P::Any => Match::Any,
-            P::Eq(uid) | P::In(uid) if is(&uid, "User") => user(&uid),
+            P::Eq(uid) | P::In(uid) if is(&uid, "User") => id(&uid),
             P::In(uid) if is(&uid, "Group") => group(&uid),
             P::Is(t) if t.to_string() == "User" => Match::Any,
             P::IsIn(t, uid) if t.to_string() == "User" && is(&uid, "Group") => group(&uid),
-            P::IsIn(t, uid) if t.to_string() == "User" && is(&uid, "User") => user(&uid),
-            _ => Match::Unknown,
+            P::IsIn(t, uid) if t.to_string() == "User" && is(&uid, "User") => id(&uid),
+            _ => Match::Any,
         };
         let resource = match policy.resource_constraint() {
             R::Any => Match::Any,
-            R::Eq(uid) | R::In(uid) if is(&uid, "Target") => target(&uid),
+            R::Eq(uid) | R::In(uid) if is(&uid, "Target") => id(&uid),
             R::Is(t) if t.to_string() == "Target" => Match::Any,
-            R::IsIn(t, uid) if t.to_string() == "Target" && is(&uid, "Target") => target(&uid),
-            _ => Match::Unknown,
+            R::IsIn(t, uid) if t.to_string() == "Target" && is(&uid, "Target") => id(&uid),
+            _ => Match::Any,
         };
         Scope {
             principal,
@@ -175,11 +174,11 @@ impl Scope {
         let principal_matches = match &self.principal {
             Match::Id(id) => *id == principal.id,
             Match::InGroup(group) => principal.groups.iter().any(|g| g == group),
-            Match::Any | Match::Unknown => true,
+            Match::Any => true,
         };
         let resource_matches = match &self.resource {
             Match::Id(name) => *name == target.name,
-            Match::InGroup(_) | Match::Any | Match::Unknown => true,
+            Match::InGroup(_) | Match::Any => true,
         };
         principal_matches && resource_matches
     }
@@ -189,16 +188,12 @@ fn is(uid: &EntityUid, type_name: &str) -> bool {
     uid.type_name().to_string() == type_name
 }
 
-fn user(uid: &EntityUid) -> Match {
+fn id(uid: &EntityUid) -> Match {
     Match::Id(uid.id().unescaped().to_string())
 }
 
 fn group(uid: &EntityUid) -> Match {
     Match::InGroup(uid.id().unescaped().to_string())
-}
-
-fn target(uid: &EntityUid) -> Match {
-    Match::Id(uid.id().unescaped().to_string())
 }
 
 /// Who may lift one approvable `forbid`.
@@ -756,10 +751,7 @@ impl CedarPolicies {
                 "grant".to_string(),
                 RestrictedExpression::new_record([
                     ("id".to_string(), RestrictedExpression::new_long(grant.id)),
-                    (
-                        "reason".to_string(),
-                        RestrictedExpression::new_string(grant.reason.clone()),
-                    ),
+                    ("reason".to_string(), string(&grant.reason)),
                     (
                         "until".to_string(),
                         RestrictedExpression::new_long(grant.until),
@@ -769,10 +761,7 @@ impl CedarPolicies {
             ));
         }
         if let Some(reason) = request.reason.filter(|_| read.reason) {
-            pairs.push((
-                "reason".to_string(),
-                RestrictedExpression::new_string(reason.to_string()),
-            ));
+            pairs.push(("reason".to_string(), string(reason)));
         }
         match request.action {
             Action::Query(statement) => {
@@ -781,10 +770,7 @@ impl CedarPolicies {
                 }
             }
             Action::Unmask { rule } if read.rule => {
-                pairs.push((
-                    "rule".to_string(),
-                    RestrictedExpression::new_string(rule.clone()),
-                ));
+                pairs.push(("rule".to_string(), string(rule)));
             }
             Action::Exec(command) => {
                 if let Some(fields) = &read.command {
@@ -795,14 +781,8 @@ impl CedarPolicies {
                 pairs.push((
                     "forward".to_string(),
                     RestrictedExpression::new_record([
-                        (
-                            "direction".to_string(),
-                            RestrictedExpression::new_string(forward.direction.clone()),
-                        ),
-                        (
-                            "host".to_string(),
-                            RestrictedExpression::new_string(forward.host.clone()),
-                        ),
+                        ("direction".to_string(), string(&forward.direction)),
+                        ("host".to_string(), string(&forward.host)),
                         (
                             "port".to_string(),
                             RestrictedExpression::new_long(i64::from(forward.port)),
@@ -813,20 +793,11 @@ impl CedarPolicies {
             }
             Action::Sftp(op) if read.sftp => {
                 let mut fields = vec![
-                    (
-                        "operation".to_string(),
-                        RestrictedExpression::new_string(op.operation.clone()),
-                    ),
-                    (
-                        "path".to_string(),
-                        RestrictedExpression::new_string(op.path.clone()),
-                    ),
+                    ("operation".to_string(), string(&op.operation)),
+                    ("path".to_string(), string(&op.path)),
                 ];
                 if let Some(to) = &op.to {
-                    fields.push((
-                        "to".to_string(),
-                        RestrictedExpression::new_string(to.clone()),
-                    ));
+                    fields.push(("to".to_string(), string(to)));
                 }
                 pairs.push((
                     "sftp".to_string(),
@@ -862,7 +833,11 @@ fn scoped_by_action(
                 continue;
             }
             scoped
-                .add(policy, approvable.contains_key(policy.id()))
+                .add(
+                    policy,
+                    Scope::of(policy),
+                    approvable.contains_key(policy.id()),
+                )
                 .map_err(|message| PolicyError::Invalid {
                     location: policy.id().to_string(),
                     message,
