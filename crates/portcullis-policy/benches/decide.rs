@@ -39,6 +39,31 @@ fn decide(c: &mut Criterion) {
             b.iter(|| rego.decide(black_box(&request)))
         });
     }
+    // A context built afresh for each decision: more distinct commands than
+    // the engine keeps contexts for, taken in turn.
+    let queries: Vec<Action> = (0..4096)
+        .map(|i| {
+            let mut query = pgbench_select();
+            if let Action::Query(statement) = &mut query {
+                statement.command = format!("SELECT {i}");
+            }
+            query
+        })
+        .collect();
+    let mut next = queries.iter().cycle();
+    c.bench_function("cedar/query, a context not seen before", |b| {
+        b.iter(|| {
+            let action = next.next().unwrap_or(&queries[0]);
+            cedar.decide(black_box(&Request {
+                principal: &principal,
+                target: &target,
+                action,
+                client_addr,
+                grant: None,
+                reason: None,
+            }))
+        })
+    });
 }
 
 /// A `query` with a hundred teams' policies, each on its own target, beside

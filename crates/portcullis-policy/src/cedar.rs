@@ -7,7 +7,8 @@ use cedar_policy::{
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use portcullis_core::{
-    Action, Approval, Command, Decision, Effect, Principal, Request, StatementInfo, Target,
+    Action, Approval, Command, Decision, Effect, Principal, Request, StatementInfo, StatementKind,
+    Target,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -43,17 +44,19 @@ pub struct CedarPolicies {
     pairs: quick_cache::sync::Cache<(Principal, Target), Arc<Pair>>,
     /// Off only in tests that compare decisions with and without the cut.
     slicing: bool,
-    /// `ip("...")` for recent client addresses (building one parses the
-    /// extension's name).
-    client_ips: quick_cache::sync::Cache<IpAddr, RestrictedExpression>,
+    /// Recent contexts, by what they hold ([`Value::put`]): building one is
+    /// a fifth of a decision.
+    contexts: quick_cache::sync::Cache<Vec<u8>, Context>,
     /// What of a request's context some policy reads: the only part it is
     /// built with (see [`Reads`]).
     pub(crate) read: ContextFields,
 }
 
-/// How many principal and target pairs, and client addresses, a policy
-/// version keeps built.
+/// How many principal and target pairs a policy version keeps built.
 const ENTITIES_CACHED: usize = 1024;
+
+/// How many contexts a policy version keeps built.
+const CONTEXTS_CACHED: usize = 1024;
 
 /// The policies that can apply to one action.
 pub(crate) struct Scoped {
@@ -115,6 +118,16 @@ impl Scoped {
             }
         }
         Ok(Arc::new(cut))
+    }
+}
+
+/// A principal and a target, to find their [`Pair`] without copying them.
+#[derive(Hash)]
+struct PairRef<'a>(&'a Principal, &'a Target);
+
+impl quick_cache::Equivalent<(Principal, Target)> for PairRef<'_> {
+    fn equivalent(&self, key: &(Principal, Target)) -> bool {
+        *self.0 == key.0 && *self.1 == key.1
     }
 }
 
@@ -423,7 +436,7 @@ impl CedarPolicies {
             by_action,
             pairs: quick_cache::sync::Cache::new(ENTITIES_CACHED),
             slicing: true,
-            client_ips: quick_cache::sync::Cache::new(ENTITIES_CACHED),
+            contexts: quick_cache::sync::Cache::new(CONTEXTS_CACHED),
         })
     }
 
@@ -505,10 +518,10 @@ impl CedarPolicies {
         let principal_uid = user_uid(request.principal)?;
         let target_uid = entity_uid("Target", &request.target.name)?;
         let action_uid = entity_uid("Action", request.action.name())?;
-        let key = (request.principal.clone(), request.target.clone());
-        let pair = match self.pairs.get(&key) {
+        let pair = match self.pairs.get(&PairRef(request.principal, request.target)) {
             Some(pair) => pair,
             None => {
+                let key = (request.principal.clone(), request.target.clone());
                 let pair = Arc::new(self.pair(
                     request.principal,
                     principal_uid.clone(),
@@ -524,7 +537,7 @@ impl CedarPolicies {
             // What is decided on holds only the fields the policies read,
             // which the schema would call incomplete: the whole context is
             // what is checked against it.
-            let whole = self.context(request, &ContextFields::whole())?;
+            let whole = build_context(&describe(request, &ContextFields::whole()))?;
             cedar_policy::Request::new(
                 principal_uid.clone(),
                 action_uid.clone(),
@@ -733,81 +746,183 @@ impl CedarPolicies {
         cfg!(debug_assertions).then_some(&self.schema)
     }
 
+    /// The context of a request, with what `read` names. Built contexts are
+    /// kept by what they hold: a new statement of a kind already seen (a
+    /// `SELECT` with a WHERE clause, when that is all the policies read of
+    /// it) reuses its context.
     fn context(&self, request: &Request<'_>, read: &ContextFields) -> Result<Context, String> {
-        let mut pairs = Vec::with_capacity(2);
-        if read.client_ip {
-            let ip = request
-                .client_addr
-                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-            let ip = self.client_ips.get(&ip).unwrap_or_else(|| {
-                let expression = RestrictedExpression::new_ip(ip.to_string());
-                self.client_ips.insert(ip, expression.clone());
-                expression
-            });
-            pairs.push(("client_ip".to_string(), ip));
+        let attrs = describe(request, read);
+        let mut key = Vec::with_capacity(128);
+        for (name, value) in &attrs {
+            put_str(&mut key, name);
+            value.put(&mut key);
         }
-        if let Some(grant) = request.grant.filter(|_| read.grant) {
-            pairs.push((
-                "grant".to_string(),
-                RestrictedExpression::new_record([
-                    ("id".to_string(), RestrictedExpression::new_long(grant.id)),
-                    ("reason".to_string(), string(&grant.reason)),
-                    (
-                        "until".to_string(),
-                        RestrictedExpression::new_long(grant.until),
-                    ),
-                ])
-                .map_err(|e| e.to_string())?,
-            ));
+        if key.len() > CONTEXT_KEY_MAX {
+            return build_context(&attrs);
         }
-        if let Some(reason) = request.reason.filter(|_| read.reason) {
-            pairs.push(("reason".to_string(), string(reason)));
+        if let Some(context) = self.contexts.get(&key) {
+            return Ok(context);
         }
-        match request.action {
-            Action::Query(statement) => {
-                if let Some(fields) = &read.statement {
-                    pairs.push(("statement".to_string(), record(statement, fields)?));
-                }
-            }
-            Action::Unmask { rule } if read.rule => {
-                pairs.push(("rule".to_string(), string(rule)));
-            }
-            Action::Exec(command) => {
-                if let Some(fields) = &read.command {
-                    pairs.push(("command".to_string(), record(command, fields)?));
-                }
-            }
-            Action::Forward(forward) if read.forward => {
-                pairs.push((
-                    "forward".to_string(),
-                    RestrictedExpression::new_record([
-                        ("direction".to_string(), string(&forward.direction)),
-                        ("host".to_string(), string(&forward.host)),
-                        (
-                            "port".to_string(),
-                            RestrictedExpression::new_long(i64::from(forward.port)),
-                        ),
-                    ])
-                    .map_err(|e| e.to_string())?,
-                ));
-            }
-            Action::Sftp(op) if read.sftp => {
-                let mut fields = vec![
-                    ("operation".to_string(), string(&op.operation)),
-                    ("path".to_string(), string(&op.path)),
-                ];
-                if let Some(to) = &op.to {
-                    fields.push(("to".to_string(), string(to)));
-                }
-                pairs.push((
-                    "sftp".to_string(),
-                    RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?,
-                ));
-            }
-            _ => {}
-        }
-        Context::from_pairs(pairs).map_err(|e| e.to_string())
+        let context = build_context(&attrs)?;
+        self.contexts.insert(key, context.clone());
+        Ok(context)
     }
+}
+
+/// The largest description of a context that is kept: a statement's text,
+/// when a policy reads it, can be long, and is rarely seen twice.
+const CONTEXT_KEY_MAX: usize = 4096;
+
+/// A request's context attributes, with what `read` names.
+fn describe<'a>(request: &Request<'a>, read: &ContextFields) -> Vec<(&'static str, Value<'a>)> {
+    let mut attrs = Vec::with_capacity(2);
+    if read.client_ip {
+        let ip = request
+            .client_addr
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        attrs.push(("client_ip", Value::Ip(ip)));
+    }
+    if let Some(grant) = request.grant.filter(|_| read.grant) {
+        attrs.push((
+            "grant",
+            Value::Record(vec![
+                ("id", Value::Long(grant.id)),
+                ("reason", Value::Str(&grant.reason)),
+                ("until", Value::Long(grant.until)),
+            ]),
+        ));
+    }
+    if let Some(reason) = request.reason.filter(|_| read.reason) {
+        attrs.push(("reason", Value::Str(reason)));
+    }
+    match request.action {
+        Action::Query(statement) => {
+            if let Some(fields) = &read.statement {
+                attrs.push(("statement", record(statement, fields)));
+            }
+        }
+        Action::Unmask { rule } if read.rule => attrs.push(("rule", Value::Str(rule))),
+        Action::Exec(command) => {
+            if let Some(fields) = &read.command {
+                attrs.push(("command", record(command, fields)));
+            }
+        }
+        Action::Forward(forward) if read.forward => attrs.push((
+            "forward",
+            Value::Record(vec![
+                ("direction", Value::Str(&forward.direction)),
+                ("host", Value::Str(&forward.host)),
+                ("port", Value::Long(i64::from(forward.port))),
+            ]),
+        )),
+        Action::Sftp(op) if read.sftp => {
+            let mut fields = vec![
+                ("operation", Value::Str(&op.operation)),
+                ("path", Value::Str(&op.path)),
+            ];
+            if let Some(to) = &op.to {
+                fields.push(("to", Value::Str(to)));
+            }
+            attrs.push(("sftp", Value::Record(fields)));
+        }
+        _ => {}
+    }
+    attrs
+}
+
+fn build_context(attrs: &[(&'static str, Value<'_>)]) -> Result<Context, String> {
+    let pairs = attrs
+        .iter()
+        .map(|(name, value)| Ok(((*name).to_string(), value.expression()?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    Context::from_pairs(pairs).map_err(|e| e.to_string())
+}
+
+/// A context value as the gateway describes it: what both the Cedar value
+/// and the key a built context is kept under are made from.
+#[derive(Debug)]
+pub(crate) enum Value<'a> {
+    Str(&'a str),
+    Strs(&'a [String]),
+    Kinds(&'a [StatementKind]),
+    Bool(bool),
+    Long(i64),
+    Ip(IpAddr),
+    Record(Vec<(&'static str, Value<'a>)>),
+}
+
+impl Value<'_> {
+    fn expression(&self) -> Result<RestrictedExpression, String> {
+        let string = |s: &str| RestrictedExpression::new_string(s.to_string());
+        Ok(match self {
+            Value::Str(s) => string(s),
+            Value::Strs(items) => RestrictedExpression::new_set(items.iter().map(|s| string(s))),
+            Value::Kinds(kinds) => {
+                RestrictedExpression::new_set(kinds.iter().map(|k| string(k.as_str())))
+            }
+            Value::Bool(b) => RestrictedExpression::new_bool(*b),
+            Value::Long(n) => RestrictedExpression::new_long(*n),
+            Value::Ip(ip) => RestrictedExpression::new_ip(ip.to_string()),
+            Value::Record(fields) => RestrictedExpression::new_record(
+                fields
+                    .iter()
+                    .map(|(name, value)| Ok(((*name).to_string(), value.expression()?)))
+                    .collect::<Result<Vec<_>, String>>()?,
+            )
+            .map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Appends the value to a key, tagged and with every length written
+    /// first, so that two different values never give the same bytes.
+    pub(crate) fn put(&self, key: &mut Vec<u8>) {
+        match self {
+            Value::Str(s) => {
+                key.push(0);
+                put_str(key, s);
+            }
+            Value::Strs(items) => {
+                key.push(1);
+                put_len(key, items.len());
+                items.iter().for_each(|s| put_str(key, s));
+            }
+            Value::Kinds(kinds) => {
+                key.push(2);
+                put_len(key, kinds.len());
+                kinds.iter().for_each(|k| put_str(key, k.as_str()));
+            }
+            Value::Bool(b) => key.extend([3, u8::from(*b)]),
+            Value::Long(n) => {
+                key.push(4);
+                key.extend(n.to_le_bytes());
+            }
+            Value::Ip(IpAddr::V4(ip)) => {
+                key.push(5);
+                key.extend(ip.octets());
+            }
+            Value::Ip(IpAddr::V6(ip)) => {
+                key.push(6);
+                key.extend(ip.octets());
+            }
+            Value::Record(fields) => {
+                key.push(7);
+                put_len(key, fields.len());
+                for (name, value) in fields {
+                    put_str(key, name);
+                    value.put(key);
+                }
+            }
+        }
+    }
+}
+
+fn put_len(key: &mut Vec<u8>, len: usize) {
+    key.extend(u64::try_from(len).unwrap_or(u64::MAX).to_le_bytes());
+}
+
+fn put_str(key: &mut Vec<u8>, s: &str) {
+    put_len(key, s.len());
+    key.extend(s.as_bytes());
 }
 
 /// For each action of the schema, the policies whose action scope can match
@@ -884,51 +999,41 @@ fn approver(policy: &Policy) -> Result<Option<Approver>, String> {
     }))
 }
 
-/// One field of a context record: its name, and how it is built.
-pub(crate) type Field<T> = (&'static str, fn(&T) -> RestrictedExpression);
+/// One field of a context record: its name, and its value.
+pub(crate) type Field<T> = (&'static str, fn(&T) -> Value<'_>);
 
 /// The fields of `context.statement`, as the schema's `Statement`.
 pub(crate) const STATEMENT_FIELDS: &[Field<StatementInfo>] = &[
-    ("kind", |s| string(s.kind.as_str())),
-    ("kinds", |s| {
-        RestrictedExpression::new_set(s.kinds.iter().map(|k| string(k.as_str())))
-    }),
-    ("command", |s| string(&s.command)),
-    ("tables", |s| strings(&s.tables)),
-    ("functions", |s| strings(&s.functions)),
-    ("has_where", |s| RestrictedExpression::new_bool(s.has_where)),
-    ("writes", |s| RestrictedExpression::new_bool(s.writes)),
-    ("settings", |s| strings(&s.settings)),
-    ("text", |s| string(&s.text)),
+    ("kind", |s| Value::Str(s.kind.as_str())),
+    ("kinds", |s| Value::Kinds(&s.kinds)),
+    ("command", |s| Value::Str(&s.command)),
+    ("tables", |s| Value::Strs(&s.tables)),
+    ("functions", |s| Value::Strs(&s.functions)),
+    ("has_where", |s| Value::Bool(s.has_where)),
+    ("writes", |s| Value::Bool(s.writes)),
+    ("settings", |s| Value::Strs(&s.settings)),
+    ("text", |s| Value::Str(&s.text)),
 ];
 
 /// The fields of `context.command`, as the schema's `Command`.
 const COMMAND_FIELDS: &[Field<Command>] = &[
-    ("program", |c| string(&c.program)),
-    ("name", |c| string(&c.name)),
-    ("args", |c| strings(&c.args)),
-    ("text", |c| string(&c.text)),
-    ("line", |c| string(&c.line)),
-    ("wrappers", |c| strings(&c.wrappers)),
-    ("dynamic", |c| RestrictedExpression::new_bool(c.dynamic)),
-    ("redirects", |c| strings(&c.redirects)),
+    ("program", |c| Value::Str(&c.program)),
+    ("name", |c| Value::Str(&c.name)),
+    ("args", |c| Value::Strs(&c.args)),
+    ("text", |c| Value::Str(&c.text)),
+    ("line", |c| Value::Str(&c.line)),
+    ("wrappers", |c| Value::Strs(&c.wrappers)),
+    ("dynamic", |c| Value::Bool(c.dynamic)),
+    ("redirects", |c| Value::Strs(&c.redirects)),
 ];
 
-fn record<T>(value: &T, fields: &[Field<T>]) -> Result<RestrictedExpression, String> {
-    RestrictedExpression::new_record(
+fn record<'a, T>(value: &'a T, fields: &[Field<T>]) -> Value<'a> {
+    Value::Record(
         fields
             .iter()
-            .map(|(name, build)| ((*name).to_string(), build(value))),
+            .map(|(name, field)| (*name, field(value)))
+            .collect(),
     )
-    .map_err(|e| e.to_string())
-}
-
-fn string(s: &str) -> RestrictedExpression {
-    RestrictedExpression::new_string(s.to_string())
-}
-
-fn strings(items: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(items.iter().map(|s| string(s)))
 }
 
 /// What the policies read of the request's context, from their JSON form.

@@ -885,3 +885,149 @@ fn a_scope_says_which_principals_and_targets_it_can_match() {
     assert_eq!(kept(&olga, "other"), ["c"]);
     assert!(kept(&olga, "demo").is_empty());
 }
+
+#[test]
+fn a_kept_context_is_found_only_by_all_it_holds() {
+    use portcullis_core::Grant;
+    // Denied only when every attribute is exactly as below: a context kept
+    // for that request and found again for one that differs in a single
+    // field would deny it too.
+    let source = r#"
+        permit (principal, action, resource);
+        forbid (principal, action == Action::"query", resource) when {
+          context.client_ip == ip("10.0.0.1") &&
+          context has grant && context.grant == { id: 7, reason: "INC-1", until: 99 } &&
+          context has reason && context.reason == "why" &&
+          context.statement == {
+            kind: "delete", kinds: ["ddl", "delete"], command: "DELETE", tables: ["a", "bc"],
+            functions: ["f"], has_where: true, writes: true, settings: ["role"],
+            text: "delete from a"
+          }
+        };"#;
+    let policies = CedarPolicies::from_sources(&[("p.cedar", source)]).unwrap();
+    let alice = principal("alice@example.com", &["eng"]);
+    let target = demo();
+    let mut exact = statement(StatementKind::Delete, "DELETE", true);
+    exact.kinds = vec![StatementKind::Ddl, StatementKind::Delete];
+    exact.tables = vec!["a".into(), "bc".into()];
+    exact.functions = vec!["f".into()];
+    exact.settings = vec!["role".into()];
+    exact.text = "delete from a".into();
+    let grant = Grant {
+        id: 7,
+        reason: "INC-1".into(),
+        until: 99,
+    };
+    let decide_on = |policies: &CedarPolicies,
+                     statement: &StatementInfo,
+                     ip: &str,
+                     grant: Option<&Grant>,
+                     reason: Option<&str>| {
+        policies
+            .decide(&Request {
+                principal: &alice,
+                target: &target,
+                action: &Action::Query(statement.clone()),
+                client_addr: ip.parse().ok(),
+                grant,
+                reason,
+            })
+            .effect
+    };
+    let denied = decide_on(&policies, &exact, "10.0.0.1", Some(&grant), Some("why"));
+    assert_eq!(denied, Effect::Deny);
+
+    let other_grant = |change: fn(&mut Grant)| {
+        let mut grant = grant.clone();
+        change(&mut grant);
+        grant
+    };
+    let grants = [
+        other_grant(|g| g.id = 8),
+        other_grant(|g| g.reason = "INC-2".into()),
+        other_grant(|g| g.until = 100),
+    ];
+    let mut requests: Vec<(StatementInfo, &str, Option<&Grant>, Option<&str>)> = vec![
+        (exact.clone(), "10.0.0.2", Some(&grant), Some("why")),
+        (exact.clone(), "10.0.0.10", Some(&grant), Some("why")),
+        (exact.clone(), "10.0.0.1", None, Some("why")),
+        (exact.clone(), "10.0.0.1", Some(&grant), None),
+        (exact.clone(), "10.0.0.1", Some(&grant), Some("why not")),
+    ];
+    for grant in &grants {
+        requests.push((exact.clone(), "10.0.0.1", Some(grant), Some("why")));
+    }
+    let statements: [fn(&mut StatementInfo); 9] = [
+        |s| s.kind = StatementKind::Ddl,
+        |s| s.kinds = vec![StatementKind::Delete],
+        |s| s.command = "DELETE ".into(),
+        // The same letters, split another way.
+        |s| s.tables = vec!["ab".into(), "c".into()],
+        |s| s.functions = vec![],
+        |s| s.has_where = false,
+        |s| s.writes = false,
+        |s| s.settings = vec!["rol".into(), "e".into()],
+        |s| s.text = "delete from b".into(),
+    ];
+    for change in statements {
+        let mut statement = exact.clone();
+        change(&mut statement);
+        requests.push((statement, "10.0.0.1", Some(&grant), Some("why")));
+    }
+    for (statement, ip, grant, reason) in &requests {
+        // Twice: the second is decided with the context kept by the first.
+        for _ in 0..2 {
+            let effect = decide_on(&policies, statement, ip, *grant, *reason);
+            assert_eq!(
+                effect,
+                Effect::Allow,
+                "{statement:?} {ip} {grant:?} {reason:?}"
+            );
+        }
+    }
+    let again = decide_on(&policies, &exact, "10.0.0.1", Some(&grant), Some("why"));
+    assert_eq!(again, Effect::Deny);
+}
+
+#[test]
+fn a_kept_command_context_is_found_only_by_all_it_holds() {
+    let source = r#"
+        permit (principal, action, resource);
+        forbid (principal, action == Action::"exec", resource) when {
+          context.command == {
+            program: "/bin/rm", name: "rm", args: ["-rf", "/"], text: "rm -rf /",
+            line: "sudo rm -rf /", wrappers: ["sudo"], dynamic: false, redirects: ["/dev/null"]
+          }
+        };"#;
+    let policies = CedarPolicies::from_sources(&[("p.cedar", source)]).unwrap();
+    let alice = principal("alice@example.com", &["eng"]);
+    let exact = portcullis_core::Command {
+        program: "/bin/rm".into(),
+        line: "sudo rm -rf /".into(),
+        wrappers: vec!["sudo".into()],
+        redirects: vec!["/dev/null".into()],
+        ..command("rm", &["-rf", "/"])
+    };
+    assert_eq!(
+        decide(&policies, &alice, Action::Exec(exact.clone())).effect,
+        Effect::Deny
+    );
+    let changes: [fn(&mut portcullis_core::Command); 8] = [
+        |c| c.program = "rm".into(),
+        |c| c.name = "/bin/rm".into(),
+        |c| c.args = vec!["-r".into(), "f/".into()],
+        |c| c.text = "rm -rf  /".into(),
+        |c| c.line = "rm -rf /".into(),
+        |c| c.wrappers = vec![],
+        |c| c.dynamic = true,
+        |c| c.redirects = vec!["/tmp/x".into()],
+    ];
+    for change in changes {
+        let mut command = exact.clone();
+        change(&mut command);
+        for _ in 0..2 {
+            let decision = decide(&policies, &alice, Action::Exec(command.clone()));
+            assert!(decision.is_allowed(), "{command:?}: {decision:?}");
+        }
+    }
+}

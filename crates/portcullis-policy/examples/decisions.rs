@@ -1,0 +1,75 @@
+//! Makes N Cedar decisions with the quickstart's policies, for counting
+//! instructions under callgrind (`bench/decision-instructions`), which do
+//! not move with the machine's load as times do.
+//!
+//! `decisions connect|query|query-new-context N`
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use portcullis_core::{Action, Effect, Request, StatementInfo, StatementKind};
+use portcullis_policy::CedarPolicies;
+use std::path::Path;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (Some(case), Some(Ok(n))) = (args.next(), args.next().map(|n| n.parse::<usize>())) else {
+        eprintln!("usage: decisions connect|query|query-new-context N");
+        return ExitCode::FAILURE;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies");
+    let cedar = match CedarPolicies::load_dir(&dir) {
+        Ok(cedar) => cedar,
+        Err(e) => {
+            eprintln!("the quickstart policies do not load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let actions: Vec<Action> = (0..n)
+        .map(|i| match case.as_str() {
+            "connect" => Action::Connect,
+            // A command per decision: no context is seen twice.
+            "query-new-context" => query(format!("SELECT {i}")),
+            _ => query("SELECT".into()),
+        })
+        .collect();
+    let (principal, target) = (support::alice(), support::demo());
+    let allowed = actions
+        .iter()
+        .filter(|action| {
+            let request = Request {
+                principal: &principal,
+                target: &target,
+                action,
+                client_addr: "127.0.0.1".parse().ok(),
+                grant: None,
+                reason: None,
+            };
+            cedar.decide(std::hint::black_box(&request)).effect == Effect::Allow
+        })
+        .count();
+    println!("{allowed} of {n} allowed");
+    ExitCode::SUCCESS
+}
+
+/// pgbench's `-S` statement, classified, with the given command.
+fn query(command: String) -> Action {
+    Action::Query(StatementInfo {
+        kind: StatementKind::Select,
+        kinds: vec![StatementKind::Select],
+        command,
+        tables: vec!["pgbench_accounts".into()],
+        functions: vec![],
+        has_where: true,
+        writes: false,
+        text: "SELECT abalance FROM pgbench_accounts WHERE aid = 1".into(),
+        prepares: None,
+        executes: None,
+        prepared_text: None,
+        settings: vec![],
+        lineage: Default::default(),
+        shape: None,
+        objects: Default::default(),
+    })
+}
