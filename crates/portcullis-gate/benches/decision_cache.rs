@@ -67,7 +67,8 @@ fn decision_cache(c: &mut Criterion) {
     c.bench_function("decision_cache/query_text_hit", |b| {
         b.iter(|| cache.decide(&texts, &session, black_box(&second), None))
     });
-    // For comparison: nothing cached, the quickstart policies evaluated.
+    // For comparison: nothing in the decision cache, the quickstart policies
+    // evaluated (with the context the policy engine keeps).
     c.bench_function("decision_cache/query_miss_cedar", |b| {
         b.iter(|| {
             cache.clear();

@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 mod support;
 
-use portcullis_core::{Action, Request, StatementInfo, StatementKind};
+use portcullis_core::{Action, Request};
 use portcullis_policy::{CedarPolicies, RegoPolicies};
 use std::hint::black_box;
 use std::path::Path;
@@ -21,7 +21,7 @@ fn decide(c: &mut Criterion) {
     };
     let principal = support::alice();
     let target = support::demo();
-    let query = pgbench_select();
+    let query = support::pgbench_select("SELECT");
     let client_addr = "127.0.0.1".parse().ok();
     for (name, action) in [("connect", Action::Connect), ("query", query)] {
         let request = Request {
@@ -42,13 +42,7 @@ fn decide(c: &mut Criterion) {
     // A context built afresh for each decision: more distinct commands than
     // the engine keeps contexts for, taken in turn.
     let queries: Vec<Action> = (0..4096)
-        .map(|i| {
-            let mut query = pgbench_select();
-            if let Action::Query(statement) = &mut query {
-                statement.command = format!("SELECT {i}");
-            }
-            query
-        })
+        .map(|i| support::pgbench_select(&format!("SELECT {i}")))
         .collect();
     let mut next = queries.iter().cycle();
     c.bench_function("cedar/query, a context not seen before", |b| {
@@ -92,7 +86,7 @@ fn many_targets(c: &mut Criterion) {
     principal.groups = vec!["team-7".into()];
     let mut target = support::demo();
     target.name = "db-7".into();
-    let action = pgbench_select();
+    let action = support::pgbench_select("SELECT");
     let request = Request {
         principal: &principal,
         target: &target,
@@ -104,27 +98,6 @@ fn many_targets(c: &mut Criterion) {
     c.bench_function("cedar/query, 100 teams", |b| {
         b.iter(|| cedar.decide(black_box(&request)))
     });
-}
-
-/// pgbench's `-S` statement, classified.
-fn pgbench_select() -> Action {
-    Action::Query(StatementInfo {
-        kind: StatementKind::Select,
-        kinds: vec![StatementKind::Select],
-        command: "SELECT".into(),
-        tables: vec!["pgbench_accounts".into()],
-        functions: vec![],
-        has_where: true,
-        writes: false,
-        text: "SELECT abalance FROM pgbench_accounts WHERE aid = 1".into(),
-        prepares: None,
-        executes: None,
-        prepared_text: None,
-        settings: vec![],
-        lineage: Default::default(),
-        shape: None,
-        objects: Default::default(),
-    })
 }
 
 criterion_group!(benches, decide, many_targets);

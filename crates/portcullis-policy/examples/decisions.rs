@@ -8,7 +8,7 @@
 #[path = "../benches/support/mod.rs"]
 mod support;
 
-use portcullis_core::{Action, Effect, Request, StatementInfo, StatementKind};
+use portcullis_core::{Action, Effect, Request};
 use portcullis_policy::{CedarPolicies, RegoPolicies};
 use std::path::Path;
 use std::process::ExitCode;
@@ -34,8 +34,8 @@ fn main() -> ExitCode {
         .map(|i| match case.as_str() {
             "connect" | "rego-connect" => Action::Connect,
             // A command per decision: no context is seen twice.
-            "query-new-context" => query(format!("SELECT {i}")),
-            _ => query("SELECT".into()),
+            "query-new-context" => support::pgbench_select(&format!("SELECT {i}")),
+            _ => support::pgbench_select("SELECT"),
         })
         .collect();
     let (principal, target) = (support::alice(), support::demo());
@@ -61,25 +61,4 @@ fn main() -> ExitCode {
         .count();
     println!("{allowed} of {n} allowed");
     ExitCode::SUCCESS
-}
-
-/// pgbench's `-S` statement, classified, with the given command.
-fn query(command: String) -> Action {
-    Action::Query(StatementInfo {
-        kind: StatementKind::Select,
-        kinds: vec![StatementKind::Select],
-        command,
-        tables: vec!["pgbench_accounts".into()],
-        functions: vec![],
-        has_where: true,
-        writes: false,
-        text: "SELECT abalance FROM pgbench_accounts WHERE aid = 1".into(),
-        prepares: None,
-        executes: None,
-        prepared_text: None,
-        settings: vec![],
-        lineage: Default::default(),
-        shape: None,
-        objects: Default::default(),
-    })
 }

@@ -1,7 +1,9 @@
-//! The principal and target the decision benchmarks ask about; shared with
-//! `portcullis-gate`'s decision cache benchmark (included by path).
+//! The principal, target and statement the decision benchmarks ask about;
+//! shared with `portcullis-gate`'s decision cache benchmark and the
+//! `decisions` example (included by path), each of which uses a part.
+#![allow(dead_code)]
 
-use portcullis_core::{Principal, Target, TargetKind};
+use portcullis_core::{Action, Principal, StatementInfo, StatementKind, Target, TargetKind};
 use std::collections::BTreeMap;
 
 /// alice, in `eng`, from the dev issuer.
@@ -23,4 +25,26 @@ pub fn demo() -> Target {
         kind: TargetKind::Postgres,
         labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
     }
+}
+
+/// pgbench's `-S` statement, classified, with the given command (`SELECT`
+/// as classified; another to make a context not seen before).
+pub fn pgbench_select(command: &str) -> Action {
+    Action::Query(StatementInfo {
+        kind: StatementKind::Select,
+        kinds: vec![StatementKind::Select],
+        command: command.into(),
+        tables: vec!["pgbench_accounts".into()],
+        functions: vec![],
+        has_where: true,
+        writes: false,
+        text: "SELECT abalance FROM pgbench_accounts WHERE aid = 1".into(),
+        prepares: None,
+        executes: None,
+        prepared_text: None,
+        settings: vec![],
+        lineage: Default::default(),
+        shape: None,
+        objects: Default::default(),
+    })
 }
