@@ -875,7 +875,7 @@ impl Value<'_> {
 
     /// Appends the value to a key, tagged and with every length written
     /// first, so that two different values never give the same bytes.
-    pub(crate) fn put(&self, key: &mut Vec<u8>) {
+    fn put(&self, key: &mut Vec<u8>) {
         match self {
             Value::Str(s) => {
                 key.push(0);
