@@ -1,6 +1,15 @@
 # Shared shell helpers for the quickstart, the tests and the benchmarks.
 # Sourced, not run. Everything here works as root on a fresh Debian machine.
 
+# Signals end the script as an ordinary exit would, so that its EXIT trap
+# stops what it started: bash runs that trap on Ctrl-C, but not when it is
+# killed by a TERM or a HUP (a closed terminal) it does not trap.
+exit_on_signals() {
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+}
+
 # Installs what the project needs to build and to run its tests, once.
 ensure_packages() {
   local missing=()

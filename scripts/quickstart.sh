@@ -12,7 +12,8 @@ cargo build --quiet --bin portcullis
 BIN=target/debug/portcullis
 
 PORT=${DEMO_PG_PORT:-55432}
-trap 'kill $GATEWAY 2>/dev/null || true; pg_stop; sshd_stop' EXIT
+trap 'kill ${GATEWAY:-} 2>/dev/null || true; pg_stop; sshd_stop' EXIT
+exit_on_signals
 pg_start "$PORT"
 psql -q -h /tmp -p "$PORT" -U postgres -c "create user app password 'apppw'"
 psql -q -h /tmp -p "$PORT" -U postgres -c "create database app owner app"

@@ -11,6 +11,7 @@ npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 
 PORT=$(free_port)
 trap 'pg_stop; moto_stop; sshd_stop' EXIT
+exit_on_signals
 pg_start "$PORT"
 S3_PORT=$(free_port)
 moto_start "$S3_PORT"
