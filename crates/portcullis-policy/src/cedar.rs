@@ -838,8 +838,9 @@ fn build_context(attrs: &[(&'static str, Value<'_>)]) -> Result<Context, String>
     Context::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
-/// A context value as the gateway describes it: what both the Cedar value
-/// and the key a built context is kept under are made from.
+/// A context value as the gateway describes it: what the Cedar value, the
+/// key a built context is kept under, and the Rego input's statement and
+/// command are made from.
 #[derive(Debug)]
 pub(crate) enum Value<'a> {
     Str(&'a str),
@@ -871,6 +872,35 @@ impl Value<'_> {
             )
             .map_err(|e| e.to_string())?,
         })
+    }
+
+    /// The same value in the Rego input document.
+    pub(crate) fn rego(&self) -> regorus::Value {
+        use regorus::Value as V;
+        match self {
+            Value::Str(s) => V::from(*s),
+            Value::Strs(items) => V::from(
+                items
+                    .iter()
+                    .map(|s| V::from(s.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
+            Value::Kinds(kinds) => V::from(
+                kinds
+                    .iter()
+                    .map(|k| V::from(k.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
+            Value::Bool(b) => V::from(*b),
+            Value::Long(n) => V::from(*n),
+            Value::Ip(ip) => V::from(ip.to_string()),
+            Value::Record(fields) => V::from(
+                fields
+                    .iter()
+                    .map(|(name, value)| (V::from(*name), value.rego()))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            ),
+        }
     }
 
     /// Appends the value to a key, tagged and with every length written
@@ -1016,7 +1046,7 @@ pub(crate) const STATEMENT_FIELDS: &[Field<StatementInfo>] = &[
 ];
 
 /// The fields of `context.command`, as the schema's `Command`.
-const COMMAND_FIELDS: &[Field<Command>] = &[
+pub(crate) const COMMAND_FIELDS: &[Field<Command>] = &[
     ("program", |c| Value::Str(&c.program)),
     ("name", |c| Value::Str(&c.name)),
     ("args", |c| Value::Strs(&c.args)),
@@ -1027,7 +1057,7 @@ const COMMAND_FIELDS: &[Field<Command>] = &[
     ("redirects", |c| Value::Strs(&c.redirects)),
 ];
 
-fn record<'a, T>(value: &'a T, fields: &[Field<T>]) -> Value<'a> {
+pub(crate) fn record<'a, T>(value: &'a T, fields: &[Field<T>]) -> Value<'a> {
     Value::Record(
         fields
             .iter()

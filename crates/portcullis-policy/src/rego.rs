@@ -6,6 +6,7 @@
 //! object `reasons` maps ids to sentences for people. A forbid wins over a
 //! permit; what no rule permits is denied, as in Cedar.
 
+use crate::cedar::{record, Value, COMMAND_FIELDS, STATEMENT_FIELDS};
 use crate::error::PolicyError;
 use portcullis_core::{Action, Approval, Decision, Effect, Request};
 use serde_json::json;
@@ -305,32 +306,12 @@ pub fn input(request: &Request<'_>) -> regorus::Value {
         context.push(("reason", V::from(reason)));
     }
     match request.action {
-        Action::Exec(command) => context.push(("command", serialized(command))),
+        Action::Exec(command) => context.push(("command", record(command, COMMAND_FIELDS).rego())),
         Action::Forward(forward) => context.push(("forward", serialized(forward))),
         Action::Sftp(op) => context.push(("sftp", serialized(op))),
-        Action::Query(statement) => context.push((
-            "statement",
-            object([
-                ("kind", V::from(statement.kind.as_str())),
-                (
-                    "kinds",
-                    V::from(
-                        statement
-                            .kinds
-                            .iter()
-                            .map(|k| V::from(k.as_str()))
-                            .collect::<Vec<_>>(),
-                    ),
-                ),
-                ("command", V::from(statement.command.as_str())),
-                ("tables", strings(&statement.tables)),
-                ("functions", strings(&statement.functions)),
-                ("has_where", V::from(statement.has_where)),
-                ("writes", V::from(statement.writes)),
-                ("settings", strings(&statement.settings)),
-                ("text", V::from(statement.text.as_str())),
-            ]),
-        )),
+        Action::Query(statement) => {
+            context.push(("statement", record(statement, STATEMENT_FIELDS).rego()))
+        }
         _ => {}
     }
     object([
@@ -340,7 +321,7 @@ pub fn input(request: &Request<'_>) -> regorus::Value {
                 ("id", V::from(principal.id.as_str())),
                 ("subject", V::from(principal.subject.as_str())),
                 ("email", principal.email.as_deref().map_or(V::Null, V::from)),
-                ("groups", strings(&principal.groups)),
+                ("groups", Value::Strs(&principal.groups).rego()),
                 ("issuer", V::from(principal.issuer.as_str())),
             ]),
         ),
@@ -373,15 +354,6 @@ fn object(fields: impl IntoIterator<Item = (&'static str, regorus::Value)>) -> r
             .into_iter()
             .map(|(k, v)| (regorus::Value::from(k), v))
             .collect::<BTreeMap<_, _>>(),
-    )
-}
-
-fn strings(items: &[String]) -> regorus::Value {
-    regorus::Value::from(
-        items
-            .iter()
-            .map(|s| regorus::Value::from(s.as_str()))
-            .collect::<Vec<_>>(),
     )
 }
 
