@@ -507,7 +507,7 @@ fn watch_directory(
 ) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|event| changes_content(&event.kind)) {
             // Full means a reload is already due: nothing is lost.
             let _ = changed.try_send(());
         }
@@ -524,6 +524,23 @@ fn watch_directory(
         return None;
     }
     Some(watcher)
+}
+
+/// Whether an event in the policy directory can change what it holds.
+/// Opening and reading a file is reported too (inotify's `IN_OPEN`,
+/// `IN_CLOSE_NOWRITE`), and every reload reads the whole directory: taken
+/// for changes, those would start the next reload, for ever.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Any
+        | EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Other => true,
+    }
 }
 
 /// What one look at the policy source found.
@@ -919,5 +936,36 @@ fn mask_key(data_dir: &Path) -> anyhow::Result<portcullis_mask::HashKey> {
             Ok(portcullis_mask::HashKey::new(bytes))
         }
         Err(e) => Err(e).with_context(|| format!("cannot read masking key `{}`", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each reload lists the directory and reads every file in it. Taken for
+    /// a change, that would start the next reload, five times a second for
+    /// as long as the gateway runs.
+    #[tokio::test]
+    async fn reading_the_policy_directory_is_not_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("access.cedar");
+        std::fs::write(&file, "permit (principal, action, resource);\n").unwrap();
+        let (changed, mut changes) = tokio::sync::mpsc::channel(1);
+        let _watcher = watch_directory(dir.path(), changed).expect("the directory is watched");
+        for _ in 0..3 {
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await;
+        assert!(
+            read.is_err(),
+            "reading the directory was taken for a change"
+        );
+
+        std::fs::write(&file, "forbid (principal, action, resource);\n").unwrap();
+        let written = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await;
+        assert!(matches!(written, Ok(Some(()))), "a write was not seen");
     }
 }
