@@ -29,9 +29,6 @@ pub fn parse(line: &str) -> Result<Vec<Command>, String> {
     if line.len() > MAX_LINE {
         return Err(format!("the command line is longer than {MAX_LINE} bytes"));
     }
-    if let Some(reason) = unreadable(line) {
-        return Err(reason.into());
-    }
     let mut depth = 0usize;
     for c in line.chars() {
         match c {
@@ -79,6 +76,11 @@ impl Walker {
     fn source(&mut self, source: &str, wrappers: &[String], depth: usize) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err("the command line nests shells too deep to inspect".into());
+        }
+        // Each shell's line as that shell reads it: `sh -c`'s, unquoted,
+        // may hold what the outer line only spells with escapes.
+        if let Some(reason) = unreadable(source) {
+            return Err(reason.into());
         }
         let mut parser =
             brush_parser::Parser::new(std::io::BufReader::new(source.as_bytes()), &self.options);
@@ -522,7 +524,37 @@ impl Walker {
 /// `((` outside `$((` (the parser's arithmetic mode hides here-documents
 /// and what follows them), `$[` (old arithmetic), and `{a[i]}>` (a named
 /// descriptor whose subscript bash evaluates).
+///
+/// And what bash and a POSIX shell read differently. The target runs the
+/// line with the user's login shell, and `sh -c` with `/bin/sh`, which is
+/// dash on Debian: the line is parsed as bash, so a construct that dash
+/// splits elsewhere could hide a command from the policy
+/// (`echo $'\' ; rm -rf ~ ; echo ' #'` is one `echo` to bash and three
+/// commands to dash).
 fn unreadable(line: &str) -> Option<&'static str> {
+    for (construct, reason) in [
+        ("$'", "`$'...'` quoting is read differently by sh and bash"),
+        (
+            "$\"",
+            "`$\"...\"` quoting is read differently by sh and bash",
+        ),
+        (
+            "&>",
+            "`&>` redirects in bash but runs in the background in sh: write `> file 2>&1`",
+        ),
+        (
+            "|&",
+            "`|&` is read differently by sh and bash: write `2>&1 |`",
+        ),
+        (
+            "<<<",
+            "here-strings (`<<<`) are read differently by sh and bash",
+        ),
+    ] {
+        if line.contains(construct) {
+            return Some(reason);
+        }
+    }
     let bytes = line.as_bytes();
     for (at, _) in line.match_indices("((") {
         if at == 0 || bytes[at - 1] != b'$' {
@@ -951,13 +983,7 @@ mod tests {
 
     #[test]
     fn words_known_only_at_run_time_match_no_program() {
-        for line in [
-            "$CMD -rf /",
-            "{r,}m -rf /",
-            "/bin/r? -rf /",
-            "$'\\x72m' -rf /",
-            "~/rm",
-        ] {
+        for line in ["$CMD -rf /", "{r,}m -rf /", "/bin/r? -rf /", "~/rm"] {
             let c = &parse(line).unwrap()[0];
             assert!(c.dynamic, "{line}");
             assert_ne!(c.name, "rm", "{line}");
@@ -1003,6 +1029,32 @@ mod tests {
         }
         // Plain expansions are text.
         assert!(parse("echo $HOME ${USER} ${X:-none} $((1 + 2))").is_ok());
+    }
+
+    #[test]
+    fn what_sh_reads_differently_from_bash_is_refused() {
+        for line in [
+            // One `echo` to bash; `echo`, `touch` and `echo` to dash.
+            r#"sh -c "echo \$'\\' ; touch /tmp/p ; echo ' #'""#,
+            "echo $'\\' ; touch /tmp/p ; echo ' #'",
+            "env sh -c \"echo \\$'\\\\' ; touch /tmp/p ; echo ' #'\"",
+            // Escaped: `$'` only in the inner line.
+            r"sh -c \$\'\\\'\ \;\ touch\ /tmp/p\ \;\ echo\ \'\ \#\'",
+            "echo $\"a\"",
+            "$'\\x72m' -rf /",
+            // `ls` with arguments to bash; `ls &` then `rm` to dash.
+            "ls &>/tmp/x rm -rf /",
+            "ls &>>/tmp/x rm -rf /",
+            "sh -c 'ls &>/dev/null rm -rf /'",
+            "ls |& cat",
+            "cat <<< x",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        // POSIX redirections stay readable.
+        for line in ["ls 2>&1", "ls >&2", "ls 2>/dev/null | wc -l"] {
+            assert!(parse(line).is_ok(), "{line}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ const MAX_FRAME: usize = 4 << 20;
 
 const CLOSE: u8 = 4;
 const FSETSTAT: u8 = 10;
+const REALPATH: u8 = 16;
 const HANDLE: u8 = 102;
 const STATUS: u8 = 101;
 
@@ -200,10 +201,7 @@ impl Handles {
             FSETSTAT => {
                 let path = string_at(frame, 9).and_then(|h| self.open.get(h)).cloned();
                 return match path {
-                    Some(path) => Request::Decide {
-                        id,
-                        ops: vec![op("setstat", path, None)],
-                    },
+                    Some(path) => decided(id, vec![op("setstat", path, None)], false),
                     None => Request::Refuse {
                         id,
                         reason: "unknown handle".into(),
@@ -275,7 +273,7 @@ impl Handles {
                 }
             }
         };
-        Request::Decide { id, ops }
+        decided(id, ops, kind == REALPATH)
     }
 
     /// A response from the target: a handle for an open request is
@@ -319,6 +317,7 @@ fn extended(id: u32, request: &str, data: &[u8]) -> Request {
         }
         String::from_utf8(data.split_to(len).to_vec()).ok()
     };
+    let names_only = request == "expand-path@openssh.com";
     let ops = match request {
         "posix-rename@openssh.com" => match (path(), path()) {
             (Some(from), Some(to)) => vec![op("rename", from, Some(to))],
@@ -351,6 +350,44 @@ fn extended(id: u32, request: &str, data: &[u8]) -> Request {
             }
         }
     };
+    decided(id, ops, names_only)
+}
+
+/// The request's operations, for the policy to decide, on their paths as
+/// [`normalize`] gives them; refused if a path climbs with `..`.
+///
+/// The target resolves `..` after the symbolic links before it: with
+/// `/tmp/d/l` a link to `/tmp`, `/tmp/d/l/../etc` is `/etc` to the target
+/// but `/tmp/d/etc` by its text. Which names are links is the target's to know,
+/// so a path with `..` cannot be decided by its name, and is refused; a
+/// link whose target climbs is refused as well. A request that only asks
+/// what a name resolves to (`names_only`: REALPATH, which clients send for
+/// `cd ..`, and `expand-path`) passes to the policy as before: clients then
+/// use the answer, which has no `..`.
+fn decided(id: u32, ops: Vec<SftpOp>, names_only: bool) -> Request {
+    if !names_only {
+        let climbing = ops
+            .iter()
+            .flat_map(|op| std::iter::once(&op.path).chain(&op.to))
+            .find(|path| path.split('/').any(|part| part == ".."));
+        if let Some(path) = climbing {
+            return Request::Refuse {
+                id,
+                reason: format!(
+                    "`{path}` climbs with `..`, which the target resolves through its \
+                     symbolic links: name the path without `..`"
+                ),
+            };
+        }
+    }
+    let ops = ops
+        .into_iter()
+        .map(|op| SftpOp {
+            path: normalize(&op.path),
+            to: op.to.as_deref().map(normalize),
+            ..op
+        })
+        .collect();
     Request::Decide { id, ops }
 }
 
@@ -361,19 +398,22 @@ fn malformed(id: u32) -> Request {
     }
 }
 
+/// An operation on the paths as the client named them ([`decided`]
+/// normalizes them).
 fn op(operation: &str, path: String, to: Option<String>) -> SftpOp {
     SftpOp {
         operation: operation.into(),
-        path: normalize(&path),
-        to: to.as_deref().map(normalize),
+        path,
+        to,
     }
 }
 
 /// A path as policies see it: `.`, `..` and repeated slashes resolved by
 /// their text, so that `/tmp/../etc/passwd` is `/etc/passwd`. (Symbolic
 /// links are the target's to resolve: a policy on paths is a policy on
-/// names.) A relative path, which the target resolves from the login's
-/// home directory, stays relative, and matches no absolute pattern.
+/// names, and the relay refuses paths with `..`, see [`decided`].) A
+/// relative path, which the target resolves from the login's home
+/// directory, stays relative, and matches no absolute pattern.
 pub fn normalize(path: &str) -> String {
     let absolute = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
@@ -543,6 +583,39 @@ mod tests {
         assert_eq!(ops, [op("setstat", "/etc/passwd".into(), None)]);
         // Data on the handle passes.
         assert!(matches!(handles.request(&frame(6, 9, b"")), Request::Pass));
+    }
+
+    #[test]
+    fn paths_that_climb_are_refused() {
+        let mut handles = Handles::default();
+        let mut open = string(b"/tmp/l/../../home/u/.bashrc");
+        open.extend_from_slice(&(0x02u32 | 0x08).to_be_bytes());
+        open.extend_from_slice(&0u32.to_be_bytes());
+        // A link whose target climbs through another link: `/` to the
+        // target, `/tmp/a` by its text.
+        let symlink = [string(b"/tmp/a/b/c/l/../../.."), string(b"/tmp/root")].concat();
+        for (kind, body) in [(OPEN, open), (20, symlink), (13, string(b"/tmp/x/.."))] {
+            let request = handles.request(&frame(kind, 1, &body));
+            let Request::Refuse { reason, .. } = request else {
+                panic!("request {kind} was not refused");
+            };
+            assert!(reason.contains("climbs with `..`"), "{reason}");
+        }
+        // Asking what a name resolves to is how clients `cd ..`.
+        let Request::Decide { ops, .. } = handles.request(&frame(16, 2, &string(b"/home/u/..")))
+        else {
+            panic!("REALPATH was not decided");
+        };
+        assert_eq!(ops, [op("stat", "/home".into(), None)]);
+        // Other names are decided as they resolve by their text.
+        let Request::Decide { ops, .. } = handles.request(&frame(
+            14,
+            3,
+            &[string(b"/tmp//./d"), 0u32.to_be_bytes().to_vec()].concat(),
+        )) else {
+            panic!("MKDIR was not decided");
+        };
+        assert_eq!(ops, [op("mkdir", "/tmp/d".into(), None)]);
     }
 
     #[test]

@@ -248,6 +248,21 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
     let out = ssh(&gw, &alice, "echo ${X:-$(rm -rf /)}");
     assert_eq!(out.status.code(), Some(126));
     assert!(stderr(&out).contains("not inspected"), "{}", stderr(&out));
+    // So is what bash and sh read differently: to bash this is one `echo`,
+    // to the target's /bin/sh (dash) `echo`, `touch` and `echo`.
+    let marker = scratch("dash");
+    let line = format!(
+        "sh -c \"echo \\$'\\\\' ; touch {} ; echo ' #'\"",
+        marker.display()
+    );
+    let out = ssh(&gw, &alice, &line);
+    assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("read differently by sh and bash"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!marker.exists(), "{line}: the hidden command ran");
 
     // Every command is in the audit log with its decision and its policy.
     let entries = gw.audit_entries(2000);
@@ -651,7 +666,54 @@ async fn sftp_and_scp_write_only_where_a_policy_allows() {
         stderr(&out)
     );
 
+    // A link under /tmp whose target climbs through another link leads
+    // out of /tmp, whatever its text says (`/tmp/base/b/c/l/../../..` is
+    // `/tmp/base` by its text and `/` on the target): refused.
+    let base = scratch("climb");
+    let root = format!("{}-root", base.display());
+    let escaped = format!("{home}/portcullis-climbed-{}", rand_suffix());
+    let b = base.display();
+    std::fs::write(
+        &batch,
+        format!(
+            "mkdir {b}\nmkdir {b}/b\nmkdir {b}/b/c\nsymlink {b} {b}/b/c/l\n\
+             symlink {b}/b/c/l/../../.. {root}\nput {local} {root}{escaped}\n\
+             put {local} {b}/b/c/l/../../../..{escaped}\n",
+            local = local.display()
+        ),
+    )
+    .unwrap();
+    let out = client(&gw, "sftp", &alice)
+        .args(["-P", &port(&gw)])
+        .arg("demo-ssh@127.0.0.1")
+        .stdin(std::fs::File::open(&batch).unwrap())
+        .output()
+        .unwrap();
+    let climbed = Path::new(&escaped).exists();
+    let linked = Path::new(&root).symlink_metadata().is_ok();
+    let _ = std::fs::remove_file(&escaped);
+    let _ = std::fs::remove_file(&root);
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(!climbed, "a write climbed out of /tmp through a link");
+    assert!(!linked, "a link whose target climbs was made");
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
     let entries = gw.audit_entries(2000);
+    let refused_for = |path: String| {
+        entries.iter().any(|e| {
+            e["kind"] == "sftp.refused"
+                && e["detail"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&format!("`{path}` climbs with `..`")))
+        })
+    };
+    assert!(refused_for(format!("{b}/b/c/l/../../..")));
+    assert!(refused_for(format!("{b}/b/c/l/../../../..{escaped}")));
     let sftp = |operation: &str, path: &str, effect: &str| {
         entries.iter().any(|e| {
             e["action"] == "sftp"
