@@ -189,6 +189,9 @@ impl<'tree> Walker<'tree> {
             }
             "InsertStmt" => {
                 self.facts.kinds.insert(StatementKind::Insert);
+                if upserts_every_row(node) {
+                    self.facts.has_where = false;
+                }
             }
             "UpdateStmt" => self.record_modification(node, StatementKind::Update),
             "DeleteStmt" => self.record_modification(node, StatementKind::Delete),
@@ -209,7 +212,9 @@ impl<'tree> Walker<'tree> {
                     // MERGE's ON is a join condition (`on true` joins every
                     // row): an UPDATE or DELETE action is bounded only by
                     // its own `WHEN MATCHED AND ...` condition.
-                    if kind != StatementKind::Insert && !node.has("condition") {
+                    if kind != StatementKind::Insert
+                        && !node.get("condition").is_some_and(reads_a_row)
+                    {
                         self.facts.has_where = false;
                     }
                 }
@@ -273,8 +278,7 @@ impl<'tree> Walker<'tree> {
 
     fn record_modification(&mut self, node: &Struct, kind: StatementKind) {
         self.facts.kinds.insert(kind);
-        // `WHERE CURRENT OF cursor` is a where clause too (a CurrentOfExpr).
-        if !node.has("where_clause") {
+        if !node.get("where_clause").is_some_and(reads_a_row) {
             self.facts.has_where = false;
         }
     }
@@ -294,6 +298,44 @@ impl<'tree> Walker<'tree> {
             .join(".");
         self.facts.tables.insert(name);
         self.facts.relations.insert(relation_ref(node));
+    }
+}
+
+/// Whether a condition looks at the row it is tested on: names a column,
+/// or is `WHERE CURRENT OF cursor`. One that does not (`true`, `1 = 1`,
+/// `$1`, `now() > '2020-01-01'`, `exists (select 1)`) is the same for
+/// every row, so it bounds nothing. Constants do not change the answer, so
+/// it holds for every statement of the same shape.
+fn reads_a_row(condition: &Value) -> bool {
+    match condition {
+        Value::Struct(node) => {
+            matches!(node.name, "ColumnRef" | "CurrentOfExpr")
+                || node.fields.iter().any(|(_, value)| reads_a_row(value))
+        }
+        Value::List(items) => items.iter().any(reads_a_row),
+        _ => false,
+    }
+}
+
+/// Whether `INSERT ... ON CONFLICT DO UPDATE` may update every row of its
+/// table: it updates the rows its new rows collide with, which are bounded
+/// when the new rows are listed (`VALUES`) or picked by a condition that
+/// reads a row, or when the update has such a condition of its own.
+fn upserts_every_row(insert: &Struct) -> bool {
+    let Some(Value::Struct(on_conflict)) = insert.get("on_conflict_clause") else {
+        return false;
+    };
+    if on_conflict.int("action") != Some(OnConflictAction::OnconflictUpdate as i64)
+        || on_conflict.get("where_clause").is_some_and(reads_a_row)
+    {
+        return false;
+    }
+    match insert.get("select_stmt") {
+        Some(Value::Struct(select)) if select.name == "SelectStmt" => {
+            select.list("values_lists").is_empty()
+                && !select.get("where_clause").is_some_and(reads_a_row)
+        }
+        _ => true,
     }
 }
 
@@ -428,6 +470,31 @@ mod tests {
         assert!(!facts("delete from t").has_where);
         assert!(!facts("with d as (update t set a = 1) select 1 from t where a = 1").has_where);
         assert!(facts("insert into t values (1) on conflict (a) do update set b = 2").has_where);
+        // A condition that does not look at the row bounds nothing.
+        for sql in [
+            "update t set a = 1 where true",
+            "update t set a = 1 where 1 = 1",
+            "delete from t where $1",
+            "delete from t where now() > '2020-01-01'",
+            "delete from t where exists (select 1)",
+            "merge into t using s on t.id = s.id when matched and true then update set a = 1",
+            "insert into t select * from t on conflict (id) do update set a = excluded.a",
+            "insert into t select * from t where true on conflict (id) do update set a = 1",
+        ] {
+            assert!(!facts(sql).has_where, "{sql}");
+        }
+        for sql in [
+            "update t set a = 1 where a = 1",
+            "update t set a = 1 where true and id = 2",
+            "delete from t where id in (select id from gone)",
+            "insert into t select * from s where s.day = 1 on conflict (id) do update set a = 1",
+            "insert into t select * from s on conflict (id) do update set a = 1 where t.a < 5",
+            "insert into t values (1), (2) on conflict (id) do update set a = 1",
+            "insert into t select * from s on conflict (id) do nothing",
+            "insert into t select * from s",
+        ] {
+            assert!(facts(sql).has_where, "{sql}");
+        }
         assert!(!facts("merge into t using s on true when matched then delete").has_where);
         assert!(
             !facts("merge into t using s on t.id = s.id when matched then update set a = 1")

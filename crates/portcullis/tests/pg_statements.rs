@@ -60,6 +60,20 @@ async fn hidden_writes_are_found_and_refused() {
         ("select $$;$$; drop table orders", "42501"),
         // EXPLAIN ANALYZE runs the delete.
         ("explain analyze delete from orders", "42501"),
+        // A condition that does not look at the row bounds nothing.
+        ("update orders set total_cents = 0 where true", "42501"),
+        ("delete from orders where 1 = 1", "42501"),
+        (
+            "merge into orders o using orders s on o.id = s.id \
+             when matched and true then update set total_cents = 0",
+            "42501",
+        ),
+        // An upsert of every row is an update of every row.
+        (
+            "insert into orders select * from orders \
+             on conflict (id) do update set total_cents = 0",
+            "42501",
+        ),
         // A DO block can do anything: nobody may run one.
         ("do $$ begin delete from orders; end $$", "42501"),
         // Privilege changes are DDL/DCL, not for eng.
