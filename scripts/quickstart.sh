@@ -58,8 +58,10 @@ alice's "delete from orders" is held for a DBA: psql waits. Approve it as dana:
   PORTCULLIS_TOKEN=$DANA $BIN requests --config $CONFIG
   PORTCULLIS_TOKEN=$DANA $BIN approve 1 --config $CONFIG --comment "test data"
 
-SSH as alice (a shell and read-only commands; \`rm -rf /\` and forwarding are
-refused, \`systemctl restart\` waits for ops), with the certificate made for her key:
+SSH as alice, with the certificate made for her key. Commands sent with ssh are
+decided one by one: read-only ones run, \`rm -rf /\` is refused, \`systemctl
+restart\` waits for ops; forwarding is refused. Her interactive shell is
+recorded, and what she types is audited, but not filtered:
   $SSH_LINE
   $SSH_LINE 'uptime; ls /tmp'
   $SSH_LINE 'sh -c "ls; rm -rf /"'

@@ -120,7 +120,7 @@ permit contains "eng-ssh-commands" if {
 	input.context.command.program in {
 		"ls", "cat", "head", "tail", "grep", "wc", "stat", "df", "du", "free",
 		"uptime", "whoami", "id", "hostname", "uname", "date", "echo", "true",
-		"ps", "systemctl", "journalctl",
+		"ps", "systemctl",
 	}
 	count(input.context.command.redirects) == 0
 }
