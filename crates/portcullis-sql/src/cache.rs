@@ -155,6 +155,22 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &other));
     }
 
+    /// A SQL function's body is read when the function is created, so it
+    /// must not be taken for a constant of the statement's shape (PostgreSQL's
+    /// normalization keeps it: it is a name, not a literal, in the tree).
+    #[test]
+    fn a_function_body_is_never_taken_for_a_constant() {
+        let classifier = Classifier::new(16);
+        let create = |body: &str| {
+            let sql = format!("create function f() returns void language sql as '{body}'");
+            classifier.classify(&sql).unwrap()[0].clone()
+        };
+        assert!(create("").has_where);
+        let deletes = create("delete from t");
+        assert!(!deletes.has_where);
+        assert_eq!(deletes.tables, ["t"]);
+    }
+
     #[test]
     fn statements_of_one_shape_share_a_classification_but_keep_their_text() {
         let classifier = Classifier::new(16);

@@ -144,7 +144,25 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             analysis
         }
         _ => {
-            let (facts, lineage) = tree_facts(node)?;
+            let (mut facts, lineage) = tree_facts(node)?;
+            if let NodeEnum::CreateFunctionStmt(create) = node {
+                for statement in sql_string_body(create)? {
+                    // A body that creates a function with a body of its own
+                    // would nest without end: one level is read.
+                    if let NodeEnum::CreateFunctionStmt(inner) = &statement {
+                        if !sql_string_body(inner)?.is_empty() {
+                            return Err(ClassifyError::TooDeep);
+                        }
+                    }
+                    let body = analyse(&statement)?;
+                    facts.kinds.extend(body.facts.kinds);
+                    facts.kinds.insert(body.command.kind);
+                    facts.has_where &= body.facts.has_where && !body.command.deletes_all_rows;
+                    facts.tables.extend(body.facts.tables);
+                    facts.functions.extend(body.facts.functions);
+                    facts.settings.extend(body.facts.settings);
+                }
+            }
             Analysis {
                 command: command_of(node),
                 facts,
@@ -159,6 +177,53 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
         .tables
         .extend(analysis.command.named_relations.drain(..));
     Ok(analysis)
+}
+
+/// The statements of a `LANGUAGE sql` function or procedure whose body is
+/// a string (`AS '...'`, `AS $$...$$`), which PostgreSQL parses only when
+/// it runs: a call is decided as a call, so what the body does is decided
+/// when the function is created, as the creating statement's own effects
+/// (a body that deletes every row makes the CREATE an unbounded delete). A
+/// body written `BEGIN ATOMIC ... END` or `RETURN ...` is already part of
+/// the statement's tree. A string body that does not parse is refused.
+fn sql_string_body(create: &protobuf::CreateFunctionStmt) -> Result<Vec<NodeEnum>, ClassifyError> {
+    let option = |name: &str| {
+        create
+            .options
+            .iter()
+            .find_map(|option| match option.node.as_ref() {
+                Some(NodeEnum::DefElem(element)) if element.defname == name => {
+                    element.arg.as_deref().and_then(|arg| arg.node.as_ref())
+                }
+                _ => None,
+            })
+    };
+    let sql = matches!(option("language"), Some(NodeEnum::String(language)) if language.sval.eq_ignore_ascii_case("sql"));
+    let body = match option("as") {
+        Some(NodeEnum::List(list)) => {
+            match list.items.first().and_then(|item| item.node.as_ref()) {
+                Some(NodeEnum::String(body)) => Some(body.sval.as_str()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let (true, Some(body)) = (sql, body) else {
+        return Ok(Vec::new());
+    };
+    let parsed = parse(body).map_err(|error| match error {
+        ClassifyError::Syntax { message, .. } => ClassifyError::Syntax {
+            message: format!("the function's body: {message}"),
+            position: None,
+        },
+        other => other,
+    })?;
+    Ok(parsed
+        .protobuf
+        .stmts
+        .into_iter()
+        .filter_map(|raw| raw.stmt.and_then(|stmt| stmt.node))
+        .collect())
 }
 
 /// The prepared statements and cursors a statement ends.

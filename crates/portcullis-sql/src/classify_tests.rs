@@ -140,6 +140,12 @@ const ROWS: &[Row] = &[
     ("create index on t (a)", K::Ddl, "CREATE INDEX", true, true, &["t"]),
     ("create view v as select * from t", K::Ddl, "CREATE VIEW", true, true, &["t", "v"]),
     ("create function f() returns int language sql return 1", K::Ddl, "CREATE FUNCTION", true, true, &[]),
+    // A string body of SQL is read when the function is created: its
+    // effects are the CREATE's (a call is decided only as a call).
+    ("create function f() returns void language sql as 'delete from t'", K::Ddl, "CREATE FUNCTION", false, true, &["t"]),
+    ("create procedure p() language sql as $$update t set a = 1 where a = 2$$", K::Ddl, "CREATE PROCEDURE", true, true, &["t"]),
+    ("create function f() returns int language sql as 'select count(*) from t; truncate u'", K::Ddl, "CREATE FUNCTION", false, true, &["t", "u"]),
+    ("create function f() returns int language plpgsql as 'begin return 1; end'", K::Ddl, "CREATE FUNCTION", true, true, &[]),
     ("comment on table t is 'x'", K::Ddl, "COMMENT", true, true, &[]),
     ("create extension pgcrypto", K::Ddl, "CREATE EXTENSION", true, true, &[]),
     ("truncate t, u", K::Delete, "TRUNCATE", false, true, &["t", "u"]),
@@ -390,6 +396,18 @@ fn unparseable_input_fails_closed() {
         classify_query("select 1\0; delete from t"),
         Err(ClassifyError::NulByte)
     );
+    // A SQL function's body too: it would fail only when called.
+    match classify_query("create function f() returns int language sql as 'selec 1'") {
+        Err(ClassifyError::Syntax { message, .. }) => {
+            assert!(message.starts_with("the function's body"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A body that creates a function with a body of its own.
+    let nested = "create function f() returns void language sql as $a$\
+                  create function g() returns void language sql as $b$delete from t$b$\
+                  $a$";
+    assert_eq!(classify_query(nested), Err(ClassifyError::TooDeep));
 }
 
 #[test]

@@ -231,6 +231,12 @@ async fn dba_runs_ddl_but_guardrails_hold_for_everyone() {
         ("alter role postgres password 'x'", "no-role-changes"),
         ("delete from orders", "no-unbounded-writes"),
         ("truncate orders", "no-unbounded-writes"),
+        // A SQL function's body is decided when it is created: calling it
+        // is decided only as a call.
+        (
+            "create function wipe() returns void language sql as 'delete from orders'",
+            "no-unbounded-writes",
+        ),
     ] {
         let err = client.batch_execute(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&err), "42501", "{sql}");
