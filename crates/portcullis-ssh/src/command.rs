@@ -532,6 +532,10 @@ impl Walker {
 /// (`echo $'\' ; rm -rf ~ ; echo ' #'` is one `echo` to bash and three
 /// commands to dash).
 fn unreadable(line: &str) -> Option<&'static str> {
+    // Both shells drop a backslash-newline before they read on: `$\` and a
+    // newline before `'` is `$'`.
+    let joined = line.replace("\\\n", "");
+    let line = joined.as_str();
     for (construct, reason) in [
         ("$'", "`$'...'` quoting is read differently by sh and bash"),
         (
@@ -1048,6 +1052,9 @@ mod tests {
             "sh -c 'ls &>/dev/null rm -rf /'",
             "ls |& cat",
             "cat <<< x",
+            // A backslash-newline is dropped before the line is read.
+            "echo $\\\n'\\' ; touch /tmp/p ; echo ' #'",
+            "ls &\\\n>/tmp/x rm -rf /",
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
