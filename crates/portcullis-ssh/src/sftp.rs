@@ -358,9 +358,9 @@ fn extended(id: u32, request: &str, data: &[u8]) -> Request {
 ///
 /// The target resolves `..` after the symbolic links before it: with
 /// `/tmp/d/l` a link to `/tmp`, `/tmp/d/l/../etc` is `/etc` to the target
-/// but `/tmp/d/etc` by its text. Which names are links is the target's to know,
-/// so a path with `..` cannot be decided by its name, and is refused; a
-/// link whose target climbs is refused as well. A request that only asks
+/// but `/tmp/d/etc` by its text. Which names are links is the target's to
+/// know, so a path with `..` cannot be decided by its name, and is refused;
+/// a link whose target climbs is refused as well. A request that only asks
 /// what a name resolves to (`names_only`: REALPATH, which clients send for
 /// `cd ..`, and `expand-path`) passes to the policy as before: clients then
 /// use the answer, which has no `..`.

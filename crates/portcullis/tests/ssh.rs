@@ -634,24 +634,23 @@ async fn sftp_and_scp_write_only_where_a_policy_allows() {
         .unwrap();
     assert!(chowned.success());
     let renamed = scratch("renamed");
-    let batch = dir.path().join("batch");
-    std::fs::write(
-        &batch,
-        format!(
-            "ls /tmp\nrm {kept}\nrename {kept} {renamed}\nget {r} {b}2\n",
-            r = remote.display(),
-            renamed = renamed.display(),
-            b = back.display()
-        ),
-    )
-    .unwrap();
     // Commands on standard input (`-b` would forbid the token prompt).
-    let out = client(&gw, "sftp", &alice)
-        .args(["-P", &port(&gw)])
-        .arg("demo-ssh@127.0.0.1")
-        .stdin(std::fs::File::open(&batch).unwrap())
-        .output()
-        .unwrap();
+    let batch = dir.path().join("batch");
+    let sftp_batch = |commands: String| {
+        std::fs::write(&batch, commands).unwrap();
+        client(&gw, "sftp", &alice)
+            .args(["-P", &port(&gw)])
+            .arg("demo-ssh@127.0.0.1")
+            .stdin(std::fs::File::open(&batch).unwrap())
+            .output()
+            .unwrap()
+    };
+    let out = sftp_batch(format!(
+        "ls /tmp\nrm {kept}\nrename {kept} {renamed}\nget {r} {b}2\n",
+        r = remote.display(),
+        renamed = renamed.display(),
+        b = back.display()
+    ));
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(Path::new(&kept).exists(), "the refused remove went through");
     assert!(!renamed.exists(), "the refused rename went through");
@@ -673,22 +672,12 @@ async fn sftp_and_scp_write_only_where_a_policy_allows() {
     let root = format!("{}-root", base.display());
     let escaped = format!("{home}/portcullis-climbed-{}", rand_suffix());
     let b = base.display();
-    std::fs::write(
-        &batch,
-        format!(
-            "mkdir {b}\nmkdir {b}/b\nmkdir {b}/b/c\nsymlink {b} {b}/b/c/l\n\
-             symlink {b}/b/c/l/../../.. {root}\nput {local} {root}{escaped}\n\
-             put {local} {b}/b/c/l/../../../..{escaped}\n",
-            local = local.display()
-        ),
-    )
-    .unwrap();
-    let out = client(&gw, "sftp", &alice)
-        .args(["-P", &port(&gw)])
-        .arg("demo-ssh@127.0.0.1")
-        .stdin(std::fs::File::open(&batch).unwrap())
-        .output()
-        .unwrap();
+    let out = sftp_batch(format!(
+        "mkdir {b}\nmkdir {b}/b\nmkdir {b}/b/c\nsymlink {b} {b}/b/c/l\n\
+         symlink {b}/b/c/l/../../.. {root}\nput {local} {root}{escaped}\n\
+         put {local} {b}/b/c/l/../../../..{escaped}\n",
+        local = local.display()
+    ));
     let climbed = Path::new(&escaped).exists();
     let linked = Path::new(&root).symlink_metadata().is_ok();
     let _ = std::fs::remove_file(&escaped);
