@@ -117,4 +117,7 @@ pub struct SessionObjects {
     pub deallocates: Option<String>,
     /// `CLOSE name`: the cursor it closes.
     pub closes: Option<String>,
+    /// `FETCH ... name`, `MOVE ... name`: the portal it runs further, which
+    /// may be one bound through the protocol from any statement.
+    pub fetches: Option<String>,
 }

@@ -14,7 +14,7 @@ use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
 use crate::masking::{calls_functions, reads_statistics, Planner, ResultSource};
-use crate::prepared::{Change, Prepared};
+use crate::prepared::{Change, Portal, Prepared};
 use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
 use crate::stream::BoxStream;
@@ -373,7 +373,7 @@ impl Relay {
                         refused(
                             "parse",
                             parse.query,
-                            "PREPARE, EXECUTE, DEALLOCATE, DECLARE, CLOSE and DISCARD are taken through a simple query only, not as a prepared statement".into(),
+                            "PREPARE, EXECUTE, DEALLOCATE, DECLARE, FETCH, MOVE, CLOSE and DISCARD are taken through a simple query only, not as a prepared statement".into(),
                             "0A000",
                             poison(),
                         )
@@ -423,7 +423,7 @@ impl Relay {
                 };
                 let parameters = self.binds.get(portal).cloned().flatten();
                 match prepared.portal(portal) {
-                    Some(Some(statement)) => Planned::Gated {
+                    Portal::Bound(statement) => Planned::Gated {
                         raw: frame.raw,
                         phase: "execute",
                         statements: vec![statement.clone()],
@@ -431,19 +431,16 @@ impl Relay {
                         poison: Poison::Execute,
                         parameters,
                     },
-                    // Bound from a statement the gateway does not know: it
+                    // Bound from a statement the gateway does not know, or
+                    // being closed by a close the target may yet skip: it
                     // cannot say what would run.
-                    Some(None) => refused(
-                        "execute",
-                        "",
-                        format!("portal `{portal}` was bound from a statement the gateway did not see prepared, so it cannot be checked"),
-                        "26000",
-                        Poison::Execute,
-                    ),
-                    // A portal the gateway did not see bound is a cursor
-                    // opened by an SQL DECLARE, whose query was decided when
-                    // it was declared, or one that does not exist.
-                    None => forward(frame.raw),
+                    Portal::Unchecked | Portal::Closing => {
+                        let (reason, code) = unknown_portal(portal, &prepared.portal(portal));
+                        refused("execute", "", reason, code, Poison::Execute)
+                    }
+                    // Not seen bound or declared: a cursor opened inside a
+                    // function, or none (the target says so).
+                    Portal::Unknown => forward(frame.raw),
                 }
             }
             b'C' => {
@@ -1301,6 +1298,20 @@ fn resolve(
             "0A000",
         ));
     }
+    if let Some(name) = &statement.objects.fetches {
+        // FETCH and MOVE run the portal further: one bound through the
+        // protocol runs its statement here, whatever it is (a `DELETE ...
+        // RETURNING` too), so the statement decided is that one. Its rows
+        // are masked as the FETCH's own, of unknown origin.
+        return match prepared.portal(name) {
+            Portal::Bound(target) => Ok(StatementInfo {
+                lineage: statement.lineage.clone(),
+                ..portcullis_sql::resolve_execute(target, statement)
+            }),
+            Portal::Unknown => Ok(statement.clone()),
+            other => Err(unknown_portal(name, &other)),
+        };
+    }
     match &statement.executes {
         // What runs is the prepared statement with the EXECUTE's own
         // arguments, which are evaluated too.
@@ -1312,6 +1323,20 @@ fn resolve(
             )),
         },
         None => Ok(statement.clone()),
+    }
+}
+
+/// Why a portal whose statement is not known is not run.
+fn unknown_portal(name: &str, portal: &Portal<'_>) -> (String, &'static str) {
+    match portal {
+        Portal::Closing => (
+            format!("portal `{name}` is being closed, so what it runs cannot be checked: wait for the close to complete"),
+            "34000",
+        ),
+        _ => (
+            format!("portal `{name}` was bound from a statement the gateway did not see prepared, so it cannot be checked"),
+            "26000",
+        ),
     }
 }
 

@@ -248,6 +248,10 @@ fn session_objects(node: &NodeEnum) -> SessionObjects {
             closes: Some(all_or(&close.portalname)),
             ..SessionObjects::default()
         },
+        NodeEnum::FetchStmt(fetch) => SessionObjects {
+            fetches: Some(fetch.portalname.clone()),
+            ..SessionObjects::default()
+        },
         NodeEnum::DiscardStmt(discard)
             if discard.target == protobuf::DiscardMode::DiscardAll as i32 =>
         {

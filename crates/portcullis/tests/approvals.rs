@@ -1078,3 +1078,100 @@ async fn without_an_approval_store_a_held_statement_is_refused_not_run() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     gw.stop().await;
 }
+
+/// A portal bound through the protocol from a held statement runs only as
+/// an Execute that waits for a reviewer: not through SQL's FETCH (which runs
+/// a `DELETE ... RETURNING` portal as it fetches), and not behind a close
+/// that the target skips (an error earlier in its Query) while a savepoint's
+/// rollback keeps the portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_portal_of_a_held_statement_runs_only_as_a_held_execute() {
+    let db = TestDb::create("appr_portals", SEED).await;
+    let gw = Gateway::start_with(
+        db,
+        Options {
+            policies: quickstart_policies_as_shipped(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dana = gw.token("dana@example.com", &["eng", "dba", "pii-readers"]);
+    let rows = count(&gw, "select count(*) from orders").await;
+    assert!(rows > 0);
+    let mut fetching = RawClient::connect(&gw, &alice).await;
+    fetching.send(&[raw::query("begin")]).await;
+    fetching.until_ready().await;
+    fetching
+        .send(&[
+            raw::parse("s1", "delete from orders returning id"),
+            raw::bind("p1", "s1", 0),
+            raw::sync(),
+        ])
+        .await;
+    let prepared = fetching.until_ready().await;
+    assert!(
+        !raw_text(&prepared).contains("E:"),
+        "{}",
+        raw_text(&prepared)
+    );
+    fetching.send(&[raw::query("fetch all from p1")]).await;
+    let request = pending_request(&gw, &dana, &[]).await;
+    assert!(!request.is_null(), "the FETCH ran without being held");
+    assert!(
+        request["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("fetch all from p1")),
+        "{request}"
+    );
+    drop(fetching);
+    assert_eq!(count(&gw, "select count(*) from orders").await, rows);
+
+    let mut closing = RawClient::connect(&gw, &alice).await;
+    for setup in [
+        vec![raw::query("begin")],
+        vec![
+            raw::parse("s1", "delete from orders returning id"),
+            raw::bind("p1", "s1", 0),
+            raw::sync(),
+        ],
+        vec![raw::query("savepoint a")],
+    ] {
+        closing.send(&setup).await;
+        closing.until_ready().await;
+    }
+    closing
+        .send(&[
+            raw::query("select 1/0; close p1"),
+            raw::query("rollback to savepoint a"),
+            raw::execute("p1"),
+            raw::sync(),
+        ])
+        .await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        answers.extend(closing.until_ready().await);
+    }
+    assert!(
+        raw_text(&answers).contains("ROLLBACK"),
+        "{}",
+        raw_text(&answers)
+    );
+    // Planned while the close was on its way, the Execute is refused; had
+    // the gateway seen the close skipped first, it would be held instead.
+    match tokio::time::timeout(Duration::from_secs(5), closing.until_ready()).await {
+        Ok(answer) => {
+            let text = raw_text(&answer);
+            assert!(text.contains("is being closed"), "{text}");
+            assert!(!text.contains("DELETE"), "{text}");
+        }
+        Err(_) => {
+            let first = request["id"].as_i64().unwrap();
+            let held = pending_request(&gw, &dana, &[first]).await;
+            assert!(!held.is_null(), "the Execute neither refused nor held");
+        }
+    }
+    drop(closing);
+    assert_eq!(count(&gw, "select count(*) from orders").await, rows);
+    gw.stop().await;
+}
