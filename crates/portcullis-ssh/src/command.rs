@@ -559,6 +559,14 @@ fn unreadable(line: &str) -> Option<&'static str> {
             return Some(reason);
         }
     }
+    // Quotes and escapes inside `${...}` (`"${u:-'}'"`) are read one way
+    // by bash and another by dash, within double quotes above all.
+    for (at, _) in line.match_indices("${") {
+        let inside = line[at + 2..].split('}').next().unwrap_or_default();
+        if inside.contains(['\'', '"', '\\', '`']) {
+            return Some("quotes and escapes inside `${ }` are read differently by sh and bash");
+        }
+    }
     let bytes = line.as_bytes();
     for (at, _) in line.match_indices("((") {
         if at == 0 || bytes[at - 1] != b'$' {
@@ -1052,6 +1060,11 @@ mod tests {
             "sh -c 'ls &>/dev/null rm -rf /'",
             "ls |& cat",
             "cat <<< x",
+            // Quotes in a parameter expansion: one `echo` to bash, three
+            // commands to dash.
+            r#"echo "${u:-'}'" ; touch /tmp/p ; echo "'}'}""#,
+            r#"sh -c 'echo "${u:-"}"}" ; touch /tmp/p'"#,
+            r"echo ${u:-\}} ; touch /tmp/p",
             // A backslash-newline is dropped before the line is read.
             "echo $\\\n'\\' ; touch /tmp/p ; echo ' #'",
             "ls &\\\n>/tmp/x rm -rf /",

@@ -1543,6 +1543,16 @@ async fn sftp_requests(
                     .await?;
                 Some((request, reason))
             }
+            Request::End { reason } => {
+                authed
+                    .event(
+                        u32::from(id),
+                        "sftp.ended",
+                        serde_json::json!({"reason": reason}),
+                    )
+                    .await?;
+                return Err(format!("the SFTP session is ended: {reason}"));
+            }
             Request::Decide { id: request, ops } => {
                 let actions: Vec<Action> = ops.iter().cloned().map(Action::Sftp).collect();
                 let decisions = authed.check(u32::from(id), &actions).await?;

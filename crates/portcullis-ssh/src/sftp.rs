@@ -171,6 +171,9 @@ pub(crate) enum Request {
     Decide { id: u32, ops: Vec<SftpOp> },
     /// Refused without a decision (not understood).
     Refuse { id: u32, reason: String },
+    /// A breach of the protocol that leaves the session's state unknown:
+    /// the session ends.
+    End { reason: String },
 }
 
 /// The open files and directories of one SFTP session, by handle.
@@ -224,12 +227,12 @@ impl Handles {
             }
         };
         // A request id names one pending open: reusing it would pin the
-        // handle the target gives to another path.
+        // handle the target gives to another path. Refusing the second open
+        // alone would not do: its answer could be taken for the first's.
         if matches!(packet, Packet::Open(_) | Packet::OpenDir(_)) && self.pending.contains_key(&id)
         {
-            return Request::Refuse {
-                id,
-                reason: "a request id already in use".into(),
+            return Request::End {
+                reason: format!("request id {id} was reused while its open was pending"),
             };
         }
         let ops = match packet {
@@ -583,6 +586,28 @@ mod tests {
         assert_eq!(ops, [op("setstat", "/etc/passwd".into(), None)]);
         // Data on the handle passes.
         assert!(matches!(handles.request(&frame(6, 9, b"")), Request::Pass));
+    }
+
+    /// An id reused for a second open while the first is pending ends the
+    /// session: refusing the second alone let a third open with that id
+    /// take the first's handle for its own path.
+    #[test]
+    fn an_open_id_reused_while_pending_ends_the_session() {
+        let mut handles = Handles::default();
+        let open = |path: &[u8], flags: u32| {
+            let mut body = string(path);
+            body.extend_from_slice(&flags.to_be_bytes());
+            body.extend_from_slice(&0u32.to_be_bytes());
+            frame(OPEN, 1, &body)
+        };
+        assert!(matches!(
+            handles.request(&open(b"/home/u/.bash_history", 0x01)),
+            Request::Decide { .. }
+        ));
+        let Request::End { reason } = handles.request(&open(b"/tmp/decoy", 0x02 | 0x08)) else {
+            panic!("the reused id was not the session's end");
+        };
+        assert!(reason.contains("reused"), "{reason}");
     }
 
     #[test]

@@ -263,6 +263,17 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         stderr(&out)
     );
     assert!(!marker.exists(), "{line}: the hidden command ran");
+    // Quotes inside `${ }` within double quotes: one `echo` to bash, three
+    // commands to dash.
+    let marker = scratch("dash-expansion");
+    let inner = format!(
+        r#"echo "${{u:-'}}'" ; touch {} ; echo "'}}'}}""#,
+        marker.display()
+    );
+    let line = format!("sh -c '{}'", inner.replace('\'', r"'\''"));
+    let out = ssh(&gw, &alice, &line);
+    assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
+    assert!(!marker.exists(), "{line}: the hidden command ran");
 
     // Every command is in the audit log with its decision and its policy.
     let entries = gw.audit_entries(2000);
