@@ -41,6 +41,9 @@ pub enum Portal<'a> {
     /// known yet (it skips what follows an error), so what it runs is not
     /// either.
     Closing,
+    /// Changed by a message the target may yet refuse, with a Sync between
+    /// (see [`Prepared::fence`]): it runs the new statement or the old one.
+    Unsure,
     /// Not seen bound or declared: a cursor opened inside a function, one
     /// declared `WITH HOLD` in an earlier transaction, or none at all.
     Unknown,
@@ -50,21 +53,22 @@ pub enum Portal<'a> {
 pub struct Prepared {
     statements: HashMap<String, StatementInfo>,
     portals: HashMap<String, Option<StatementInfo>>,
-    /// Oldest first.
-    pending: Vec<(u64, Op)>,
+    /// Oldest first; with whether a Sync (or the end of a Query) was sent
+    /// after it.
+    pending: Vec<(u64, Op, bool)>,
     next: u64,
 }
 
 impl Prepared {
     fn record(&mut self, op: Op) -> Change {
         self.next += 1;
-        self.pending.push((self.next, op));
+        self.pending.push((self.next, op, false));
         Change(self.next)
     }
 
     /// What the statement `name` runs, as far as the gateway knows.
     pub fn statement(&self, name: &str) -> Option<&StatementInfo> {
-        for (_, op) in self.pending.iter().rev() {
+        for (_, op, _) in self.pending.iter().rev() {
             match op {
                 Op::Statement(n, value) if n == name => return value.as_ref(),
                 Op::AllStatements => return None,
@@ -82,8 +86,15 @@ impl Prepared {
                 None => Portal::Unchecked,
             }
         }
-        for (_, op) in self.pending.iter().rev() {
+        let unsure = || {
+            self.unsure(
+                |op| matches!(op, Op::Portal(n, _) if n == name) || matches!(op, Op::AllPortals),
+                self.portals.contains_key(name),
+            )
+        };
+        for (_, op, _) in self.pending.iter().rev() {
             match op {
+                Op::Portal(n, Some(_)) if n == name && unsure() => return Portal::Unsure,
                 Op::Portal(n, Some(value)) if n == name => return bound(value),
                 Op::Portal(n, None) if n == name => return Portal::Closing,
                 Op::AllPortals => return Portal::Closing,
@@ -91,6 +102,38 @@ impl Prepared {
             }
         }
         self.portals.get(name).map_or(Portal::Unknown, bound)
+    }
+
+    /// Whether what the statement `name` runs waits on a change the target
+    /// may yet refuse (see [`Prepared::fence`]).
+    pub fn statement_unsure(&self, name: &str) -> bool {
+        self.unsure(
+            |op| matches!(op, Op::Statement(n, _) if n == name) || matches!(op, Op::AllStatements),
+            self.statements.contains_key(name),
+        )
+    }
+
+    /// A Sync, or the end of a Query, was sent: the target goes on after it
+    /// whatever became of the changes before. Until it answers them, a name
+    /// that one of them redefines, and that meant something before, means
+    /// one of two things: a Parse of a name that exists fails, and a Bind
+    /// after the Sync runs the old statement. (Before the Sync, a refused
+    /// change makes the target skip what follows it.)
+    pub fn fence(&mut self) {
+        for (_, _, fenced) in &mut self.pending {
+            *fenced = true;
+        }
+    }
+
+    /// Whether the newest pending change that `concerns` a name is behind a
+    /// fence while the name meant something else before: a change pending
+    /// before it, or what the target `confirmed`.
+    fn unsure(&self, concerns: impl Fn(&Op) -> bool, confirmed: bool) -> bool {
+        let mut changes = self.pending.iter().rev().filter(|(_, op, _)| concerns(op));
+        match changes.next() {
+            Some((_, _, fenced)) => *fenced && (confirmed || changes.next().is_some()),
+            None => false,
+        }
     }
 
     /// Defines (`Some`) or removes (`None`) a prepared statement.
@@ -107,7 +150,14 @@ impl Prepared {
     pub fn apply(&mut self, statement: &StatementInfo) -> Vec<Change> {
         let mut changes = Vec::new();
         if let Some(name) = &statement.prepares {
-            changes.push(self.set_statement(name, Some(statement.clone())));
+            // What the name runs is the prepared statement, not the PREPARE:
+            // a Bind and Execute of it through the protocol are decided as
+            // that statement (preparing runs nothing, running it does).
+            let runs = StatementInfo {
+                prepares: None,
+                ..statement.clone()
+            };
+            changes.push(self.set_statement(name, Some(runs)));
         }
         if let Some(name) = &statement.objects.declares {
             changes.push(self.set_portal(name, Some(Some(statement.clone()))));
@@ -132,10 +182,10 @@ impl Prepared {
     /// The target did what these changes say.
     pub fn confirm(&mut self, changes: impl IntoIterator<Item = Change>) {
         for Change(id) in changes {
-            let Some(at) = self.pending.iter().position(|(n, _)| *n == id) else {
+            let Some(at) = self.pending.iter().position(|(n, _, _)| *n == id) else {
                 continue;
             };
-            let (_, op) = self.pending.remove(at);
+            let (_, op, _) = self.pending.remove(at);
             match op {
                 Op::Statement(name, Some(statement)) => {
                     self.statements.insert(name, statement);
@@ -158,10 +208,10 @@ impl Prepared {
     /// The target refused or skipped these changes.
     pub fn undo(&mut self, changes: impl IntoIterator<Item = Change>) {
         for Change(id) in changes {
-            let Some(at) = self.pending.iter().position(|(n, _)| *n == id) else {
+            let Some(at) = self.pending.iter().position(|(n, _, _)| *n == id) else {
                 continue;
             };
-            let (_, op) = self.pending.remove(at);
+            let (_, op, _) = self.pending.remove(at);
             // PostgreSQL drops the unnamed statement before it parses a new
             // one: after a failed Parse of it, there is none.
             if let Op::Statement(name, _) = op {
@@ -278,6 +328,34 @@ mod tests {
     /// A close on its way may yet be skipped by the target (after an error
     /// in the same Query), and a savepoint's rollback keeps the portal: what
     /// it runs is not known until the target says.
+    /// A Parse of a name that exists fails, and the target, past the Sync,
+    /// runs what the name meant before: until the target answers, the name
+    /// means either.
+    #[test]
+    fn a_redefinition_behind_a_sync_leaves_the_name_unsure() {
+        let mut prepared = Prepared::default();
+        let held = prepared.set_statement("s1", Some(statement("delete from t")));
+        prepared.confirm([held]);
+        let decoy = prepared.set_statement("s1", Some(statement("select 1")));
+        assert!(!prepared.statement_unsure("s1"));
+        prepared.fence();
+        assert!(prepared.statement_unsure("s1"));
+        prepared.undo([decoy]);
+        assert!(!prepared.statement_unsure("s1"));
+        // A name defined for the first time: should the Parse fail, a Bind
+        // of it fails too.
+        let fresh = prepared.set_statement("s2", Some(statement("select 1")));
+        prepared.fence();
+        assert!(!prepared.statement_unsure("s2"));
+        prepared.confirm([fresh]);
+        // A portal rebound behind a Sync.
+        let bound = prepared.set_portal("p", Some(Some(statement("delete from t"))));
+        prepared.confirm([bound]);
+        prepared.set_portal("p", Some(Some(statement("select 1"))));
+        prepared.fence();
+        assert_eq!(prepared.portal("p"), Portal::Unsure);
+    }
+
     #[test]
     fn a_portal_being_closed_runs_nothing_known() {
         let mut prepared = Prepared::default();

@@ -318,7 +318,10 @@ impl Relay {
                 let Some(sql) = message::query(frame.body()) else {
                     return malformed("query", Poison::Query);
                 };
-                match self.statements(sql, prepared, true) {
+                let statements = self.statements(sql, prepared, true);
+                // The next Query runs whatever became of this one.
+                prepared.fence();
+                match statements {
                     Ok((statements, _)) if statements.is_empty() => forward(frame.raw),
                     Ok((statements, undo)) => {
                         // A statement's changes to prepared statements and
@@ -404,6 +407,9 @@ impl Relay {
                     let name = if bind.portal.len() > MAX_NAME_LEN { bind.portal } else { bind.statement };
                     return refused("bind", "", long_name(name), "42622", Poison::Execute);
                 }
+                if prepared.statement_unsure(bind.statement) {
+                    return refused("bind", "", unsure_statement(bind.statement), "26000", Poison::Execute);
+                }
                 let statement = prepared.statement(bind.statement).cloned();
                 let defines = Some(prepared.set_portal(bind.portal, Some(statement)));
                 if self.binds.len() >= MAX_BINDS_KEPT && !self.binds.contains_key(bind.portal) {
@@ -434,7 +440,7 @@ impl Relay {
                     // Bound from a statement the gateway does not know, or
                     // being closed by a close the target may yet skip: it
                     // cannot say what would run.
-                    Portal::Unchecked | Portal::Closing => {
+                    Portal::Unchecked | Portal::Closing | Portal::Unsure => {
                         let (reason, code) = unknown_portal(portal, &prepared.portal(portal));
                         refused("execute", "", reason, code, Poison::Execute)
                     }
@@ -457,7 +463,11 @@ impl Relay {
                     defines,
                 }
             }
-            b'S' | b'H' | b'D' | b'd' | b'c' | b'f' => forward(frame.raw),
+            b'S' => {
+                prepared.fence();
+                forward(frame.raw)
+            }
+            b'H' | b'D' | b'd' | b'c' | b'f' => forward(frame.raw),
             b'X' => Planned::Terminate(frame.raw),
             // A fast-path call is its own cycle, answered by ReadyForQuery
             // like a Query: refuse it the same way.
@@ -1315,6 +1325,7 @@ fn resolve(
     match &statement.executes {
         // What runs is the prepared statement with the EXECUTE's own
         // arguments, which are evaluated too.
+        Some(name) if prepared.statement_unsure(name) => Err((unsure_statement(name), "26000")),
         Some(name) => match prepared.statement(name) {
             Some(target) => Ok(portcullis_sql::resolve_execute(target, statement)),
             None => Err((
@@ -1326,9 +1337,18 @@ fn resolve(
     }
 }
 
+/// Why a statement being redefined is not run.
+fn unsure_statement(name: &str) -> String {
+    format!("prepared statement `{name}` is being redefined by a message the target has not answered, so what it runs cannot be checked: wait for the answer")
+}
+
 /// Why a portal whose statement is not known is not run.
 fn unknown_portal(name: &str, portal: &Portal<'_>) -> (String, &'static str) {
     match portal {
+        Portal::Unsure => (
+            format!("portal `{name}` is being rebound by a message the target has not answered, so what it runs cannot be checked: wait for the answer"),
+            "34000",
+        ),
         Portal::Closing => (
             format!("portal `{name}` is being closed, so what it runs cannot be checked: wait for the close to complete"),
             "34000",

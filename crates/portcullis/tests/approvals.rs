@@ -1172,6 +1172,48 @@ async fn a_bound_portal_of_a_held_statement_runs_only_as_a_held_execute() {
         }
     }
     drop(closing);
+
+    // A statement prepared with SQL PREPARE runs, through a protocol Bind
+    // and Execute, as what it prepared: held.
+    let mut prepared = RawClient::connect(&gw, &alice).await;
+    prepared
+        .send(&[raw::query("prepare s5 as delete from orders")])
+        .await;
+    prepared.until_ready().await;
+    prepared
+        .send(&[raw::bind("p5", "s5", 0), raw::execute("p5"), raw::sync()])
+        .await;
+    let seen = [request["id"].as_i64().unwrap()];
+    let held = pending_request(&gw, &dana, &seen).await;
+    assert!(
+        !held.is_null(),
+        "the Execute of a PREPAREd delete was not held"
+    );
+    drop(prepared);
+    assert_eq!(count(&gw, "select count(*) from orders").await, rows);
+
+    // A Parse of a name that exists fails; past its Sync, a Bind of that
+    // name would run the old statement, not the decoy the gateway saw.
+    let mut redefining = RawClient::connect(&gw, &alice).await;
+    redefining
+        .send(&[raw::parse("s6", "delete from orders"), raw::sync()])
+        .await;
+    redefining.until_ready().await;
+    redefining
+        .send(&[
+            raw::parse("s6", "select 1"),
+            raw::sync(),
+            raw::bind("p6", "s6", 0),
+            raw::execute("p6"),
+            raw::sync(),
+        ])
+        .await;
+    let mut answers = redefining.until_ready().await;
+    answers.extend(redefining.until_ready().await);
+    let text = raw_text(&answers);
+    assert!(text.contains("is being redefined"), "{text}");
+    assert!(!text.contains("DELETE"), "{text}");
+    drop(redefining);
     assert_eq!(count(&gw, "select count(*) from orders").await, rows);
     gw.stop().await;
 }
