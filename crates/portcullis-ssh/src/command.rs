@@ -560,11 +560,26 @@ fn unreadable(line: &str) -> Option<&'static str> {
         }
     }
     // Quotes and escapes inside `${...}` (`"${u:-'}'"`) are read one way
-    // by bash and another by dash, within double quotes above all.
+    // by bash and another by dash, within double quotes above all; so is
+    // where a `${` nested in another ends.
     for (at, _) in line.match_indices("${") {
-        let inside = line[at + 2..].split('}').next().unwrap_or_default();
-        if inside.contains(['\'', '"', '\\', '`']) {
-            return Some("quotes and escapes inside `${ }` are read differently by sh and bash");
+        let mut depth = 1usize;
+        let mut inside = line[at + 2..].chars().peekable();
+        while depth > 0 {
+            match inside.next() {
+                None => return Some("an unterminated `${` is not inspected"),
+                Some('{') => depth += 1,
+                Some('}') => depth -= 1,
+                Some('$') if inside.peek() == Some(&'{') => {
+                    return Some("a `${ }` inside another is read differently by sh and bash")
+                }
+                Some('\'' | '"' | '\\' | '`') => {
+                    return Some(
+                        "quotes and escapes inside `${ }` are read differently by sh and bash",
+                    )
+                }
+                Some(_) => {}
+            }
         }
     }
     let bytes = line.as_bytes();
@@ -1065,6 +1080,9 @@ mod tests {
             r#"echo "${u:-'}'" ; touch /tmp/p ; echo "'}'}""#,
             r#"sh -c 'echo "${u:-"}"}" ; touch /tmp/p'"#,
             r"echo ${u:-\}} ; touch /tmp/p",
+            // A nested expansion ends the first one early for a naive reader.
+            r#"echo "${u:-${v}'}'" ; touch /tmp/p ; echo "'}'}""#,
+            "echo ${X:-none",
             // A backslash-newline is dropped before the line is read.
             "echo $\\\n'\\' ; touch /tmp/p ; echo ' #'",
             "ls &\\\n>/tmp/x rm -rf /",

@@ -192,6 +192,15 @@ impl Handles {
             .get(5..9)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
             .unwrap_or(0);
+        // A request id names one pending open until its answer: a request
+        // reusing it would pin the handle the target gives to another path
+        // (its refusal would clear the open's record). INIT's field is the
+        // version, not an id.
+        if kind != 1 && self.pending.contains_key(&id) {
+            return Request::End {
+                reason: format!("request id {id} was reused while an open with it was pending"),
+            };
+        }
         match kind {
             // INIT, READ, WRITE, FSTAT, READDIR: the handshake and open handles.
             1 | 5 | 6 | 8 | 12 => return Request::Pass,
@@ -226,15 +235,6 @@ impl Handles {
                 }
             }
         };
-        // A request id names one pending open: reusing it would pin the
-        // handle the target gives to another path. Refusing the second open
-        // alone would not do: its answer could be taken for the first's.
-        if matches!(packet, Packet::Open(_) | Packet::OpenDir(_)) && self.pending.contains_key(&id)
-        {
-            return Request::End {
-                reason: format!("request id {id} was reused while its open was pending"),
-            };
-        }
         let ops = match packet {
             Packet::Open(open) => {
                 let flags = open.pflags;
@@ -608,6 +608,13 @@ mod tests {
             panic!("the reused id was not the session's end");
         };
         assert!(reason.contains("reused"), "{reason}");
+        // Any request with that id: a refused MKDIR would clear the record.
+        let mkdir = frame(
+            14,
+            1,
+            &[string(b"/etc/x"), 0u32.to_be_bytes().to_vec()].concat(),
+        );
+        assert!(matches!(handles.request(&mkdir), Request::End { .. }));
     }
 
     #[test]
@@ -619,8 +626,12 @@ mod tests {
         // A link whose target climbs through another link: `/` to the
         // target, `/tmp/a` by its text.
         let symlink = [string(b"/tmp/a/b/c/l/../../.."), string(b"/tmp/root")].concat();
-        for (kind, body) in [(OPEN, open), (20, symlink), (13, string(b"/tmp/x/.."))] {
-            let request = handles.request(&frame(kind, 1, &body));
+        for (id, kind, body) in [
+            (1, OPEN, open),
+            (2, 20, symlink),
+            (3, 13, string(b"/tmp/x/..")),
+        ] {
+            let request = handles.request(&frame(kind, id, &body));
             let Request::Refuse { reason, .. } = request else {
                 panic!("request {kind} was not refused");
             };
