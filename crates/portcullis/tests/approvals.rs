@@ -892,9 +892,10 @@ async fn a_reviewer_approves_in_the_web_console_in_a_real_browser() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_quickstart_holds_unbounded_writes_and_engineers_ddl_for_a_dba() {
-    let db = TestDb::create("appr_quickstart", SEED).await;
+/// A gateway with the quickstart's policies as shipped, and tokens for
+/// alice (eng) and dana (a DBA who sees personal data).
+async fn quickstart_gateway(db: &str) -> (Gateway, String, String) {
+    let db = TestDb::create(db, SEED).await;
     let gw = Gateway::start_with(
         db,
         Options {
@@ -905,6 +906,12 @@ async fn the_quickstart_holds_unbounded_writes_and_engineers_ddl_for_a_dba() {
     .await;
     let alice = gw.token("alice@example.com", &["eng"]);
     let dana = gw.token("dana@example.com", &["eng", "dba", "pii-readers"]);
+    (gw, alice, dana)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_holds_unbounded_writes_and_engineers_ddl_for_a_dba() {
+    let (gw, alice, dana) = quickstart_gateway("appr_quickstart").await;
 
     let mut psql = Held::start(&gw, &alice, "delete from orders");
     let id = psql.request_id().await;
@@ -1086,17 +1093,7 @@ async fn without_an_approval_store_a_held_statement_is_refused_not_run() {
 /// rollback keeps the portal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bound_portal_of_a_held_statement_runs_only_as_a_held_execute() {
-    let db = TestDb::create("appr_portals", SEED).await;
-    let gw = Gateway::start_with(
-        db,
-        Options {
-            policies: quickstart_policies_as_shipped(),
-            ..Options::default()
-        },
-    )
-    .await;
-    let alice = gw.token("alice@example.com", &["eng"]);
-    let dana = gw.token("dana@example.com", &["eng", "dba", "pii-readers"]);
+    let (gw, alice, dana) = quickstart_gateway("appr_portals").await;
     let rows = count(&gw, "select count(*) from orders").await;
     assert!(rows > 0);
     let mut fetching = RawClient::connect(&gw, &alice).await;
