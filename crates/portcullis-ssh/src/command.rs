@@ -535,6 +535,11 @@ fn unreadable(line: &str) -> Option<&'static str> {
     // Both shells drop a backslash-newline before they read on: `$\` and a
     // newline before `'` is `$'`.
     let joined = line.replace("\\\n", "");
+    // bash joins them inside a here-document's body too, before it looks
+    // for the delimiter; the parser does not, so the two end it apart.
+    if joined.len() != line.len() && line.contains("<<") {
+        return Some("a backslash-newline in a line with a here-document is read differently by bash and the gateway");
+    }
     let line = joined.as_str();
     for (construct, reason) in [
         ("$'", "`$'...'` quoting is read differently by sh and bash"),
@@ -1083,6 +1088,9 @@ mod tests {
             // A nested expansion ends the first one early for a naive reader.
             r#"echo "${u:-${v}'}'" ; touch /tmp/p ; echo "'}'}""#,
             "echo ${X:-none",
+            // bash ends this here-document at `true` (`tr\` and `ue`
+            // joined), so `touch` runs; the parser reads it as text.
+            "cat <<true\ntr\\\nue\ntouch /tmp/p\ntrue",
             // A backslash-newline is dropped before the line is read.
             "echo $\\\n'\\' ; touch /tmp/p ; echo ' #'",
             "ls &\\\n>/tmp/x rm -rf /",

@@ -1267,6 +1267,12 @@ async fn bridge(
                                     }
                                     frame
                                 }
+                                Piece::Starts { kind, id } => {
+                                    if let Ok(mut h) = handles.lock() {
+                                        h.starts_response(kind, id);
+                                    }
+                                    continue;
+                                }
                             };
                             if to_client.data_bytes(bytes).await.is_err() {
                                 break 'relay;
@@ -1517,6 +1523,23 @@ async fn sftp_requests(
         let frame = match piece {
             Piece::Pass(bytes) => {
                 out.push(bytes);
+                continue;
+            }
+            Piece::Starts { kind, id: request } => {
+                let started = match handles.lock() {
+                    Ok(mut h) => h.starts_request(kind, request),
+                    Err(_) => return Err("internal error: the SFTP state is poisoned".into()),
+                };
+                if let Err(reason) = started {
+                    authed
+                        .event(
+                            u32::from(id),
+                            "sftp.ended",
+                            serde_json::json!({"reason": reason}),
+                        )
+                        .await?;
+                    return Err(format!("the SFTP session is ended: {reason}"));
+                }
                 continue;
             }
             Piece::Frame(frame) => frame,

@@ -10,7 +10,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use portcullis_core::SftpOp;
 use russh_sftp::protocol::{OpenFlags, Packet, Status, StatusCode};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// OpenSSH's largest SFTP message is 256 KiB; anything far larger is not a
 /// client we know.
@@ -43,7 +43,15 @@ pub(crate) enum Piece {
     Pass(Bytes),
     /// One whole frame, length included, to inspect.
     Frame(Bytes),
+    /// A frame that passes untouched starts (its bytes are in `Pass`
+    /// pieces, this one or later): its type and request id, which tell
+    /// which requests are unanswered.
+    Starts { kind: u8, id: u32 },
 }
+
+/// A frame's length, type and request id (or version): what is read of
+/// every frame.
+const HEAD: usize = 9;
 
 impl Stream {
     /// Cuts `data` into pieces. `untouched(kind)` says which frame types
@@ -83,9 +91,18 @@ impl Stream {
                 }
                 continue;
             }
-            if self.head.is_empty() && end - at >= 5 {
+            if self.head.is_empty() && end - at >= HEAD {
                 let len = frame_len(&data[at..at + 4])?;
                 if untouched(data[at + 4]) {
+                    out.push(Piece::Starts {
+                        kind: data[at + 4],
+                        id: u32::from_be_bytes([
+                            data[at + 5],
+                            data[at + 6],
+                            data[at + 7],
+                            data[at + 8],
+                        ]),
+                    });
                     // Stays in the run.
                     self.passing = 4 + len;
                     continue;
@@ -105,18 +122,22 @@ impl Stream {
             }
             // A header cut between two chunks.
             flush(out, run, at);
-            let n = (5 - self.head.len()).min(end - at);
+            let n = (HEAD - self.head.len()).min(end - at);
             self.head.extend_from_slice(&data[at..at + n]);
             at += n;
             run = at;
-            if self.head.len() < 5 {
+            if self.head.len() < HEAD {
                 continue;
             }
             let head = std::mem::take(&mut self.head);
             let len = frame_len(&head[..4])?;
             if untouched(head[4]) {
+                out.push(Piece::Starts {
+                    kind: head[4],
+                    id: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
+                });
                 out.push(Piece::Pass(Bytes::from(head)));
-                self.passing = len - 1;
+                self.passing = len + 4 - HEAD;
             } else {
                 let mut buf = BytesMut::with_capacity(4 + len);
                 buf.extend_from_slice(&head);
@@ -144,7 +165,8 @@ fn frame_len(field: &[u8]) -> Result<usize, String> {
         [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]) as usize,
         _ => return Err("a truncated SFTP length".into()),
     };
-    if len == 0 || len > MAX_FRAME {
+    // A type and a request id (or a version) at least.
+    if !(5..=MAX_FRAME).contains(&len) {
         return Err(format!("an SFTP packet of {len} bytes is not accepted"));
     }
     Ok(len)
@@ -181,6 +203,8 @@ pub(crate) enum Request {
 pub(crate) struct Handles {
     /// Open requests sent, waiting for their handle: request id to path.
     pending: HashMap<u32, String>,
+    /// The ids of every request sent and not yet answered.
+    outstanding: HashSet<u32>,
     open: HashMap<Vec<u8>, String>,
 }
 
@@ -196,9 +220,9 @@ impl Handles {
         // reusing it would pin the handle the target gives to another path
         // (its refusal would clear the open's record). INIT's field is the
         // version, not an id.
-        if kind != 1 && self.pending.contains_key(&id) {
+        if kind != 1 && !self.outstanding.insert(id) {
             return Request::End {
-                reason: format!("request id {id} was reused while an open with it was pending"),
+                reason: format!("request id {id} was reused while a request with it was pending"),
             };
         }
         match kind {
@@ -286,6 +310,9 @@ impl Handles {
         let id = frame
             .get(5..9)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if let Some(id) = id {
+            self.outstanding.remove(&id);
+        }
         match (kind, id) {
             (HANDLE, Some(id)) => {
                 if let (Some(path), Some(handle)) = (self.pending.remove(&id), string_at(frame, 9))
@@ -300,9 +327,29 @@ impl Handles {
         }
     }
 
+    /// A request that passes untouched starts: its id must not be one still
+    /// unanswered, or an answer could be taken for another request's.
+    pub(crate) fn starts_request(&mut self, kind: u8, id: u32) -> Result<(), String> {
+        if kind != 1 && !self.outstanding.insert(id) {
+            return Err(format!(
+                "request id {id} was reused while a request with it was pending"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A response that passes untouched starts: its request is answered.
+    pub(crate) fn starts_response(&mut self, kind: u8, id: u32) {
+        // VERSION answers INIT, which has no id.
+        if kind != 2 {
+            self.outstanding.remove(&id);
+        }
+    }
+
     /// The path a refused request named is no longer pending.
     pub(crate) fn refused(&mut self, id: u32) {
         self.pending.remove(&id);
+        self.outstanding.remove(&id);
     }
 }
 
@@ -531,6 +578,7 @@ mod tests {
         assert!(stream.at_boundary());
         let mut whole = Vec::new();
         let mut frames = Vec::new();
+        let mut starts = Vec::new();
         for piece in pieces {
             match piece {
                 Piece::Pass(b) => whole.extend_from_slice(&b),
@@ -538,14 +586,17 @@ mod tests {
                     whole.extend_from_slice(&f);
                     frames.push(f);
                 }
+                Piece::Starts { kind, id } => starts.push((kind, id)),
             }
         }
         assert_eq!(whole, stream_bytes);
         assert_eq!(frames, [open]);
+        // The WRITE's type and id, read across the cut.
+        assert_eq!(starts, [(6, 2)]);
         let mut huge = Stream::default();
         assert!(huge
             .feed(
-                Bytes::from(vec![0xff; 8]),
+                Bytes::from(vec![0xff; 9]),
                 untouched_request,
                 &mut Vec::new()
             )
@@ -558,8 +609,15 @@ mod tests {
         Stream::default()
             .feed(chunk.clone(), untouched_request, &mut pieces)
             .unwrap();
+        let passed: Vec<&Bytes> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Pass(b) => Some(b),
+                _ => None,
+            })
+            .collect();
         assert!(
-            matches!(&pieces[..], [Piece::Pass(b)] if b.as_ptr() == chunk.as_ptr() && b.len() == chunk.len())
+            matches!(&passed[..], [b] if b.as_ptr() == chunk.as_ptr() && b.len() == chunk.len())
         );
     }
 
@@ -615,6 +673,19 @@ mod tests {
             &[string(b"/etc/x"), 0u32.to_be_bytes().to_vec()].concat(),
         );
         assert!(matches!(handles.request(&mkdir), Request::End { .. }));
+        // A READ passes untouched, but its id counts: its answer would
+        // clear an open's record.
+        assert!(handles.starts_request(5, 1).is_err());
+        assert!(handles.starts_request(5, 9).is_ok());
+        let mut open_nine = string(b"/tmp/x");
+        open_nine.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(matches!(
+            handles.request(&frame(OPEN, 9, &open_nine)),
+            Request::End { .. }
+        ));
+        // Once answered, an id is free again.
+        handles.starts_response(103, 9);
+        assert!(handles.starts_request(5, 9).is_ok());
     }
 
     #[test]
@@ -638,7 +709,7 @@ mod tests {
             assert!(reason.contains("climbs with `..`"), "{reason}");
         }
         // Asking what a name resolves to is how clients `cd ..`.
-        let Request::Decide { ops, .. } = handles.request(&frame(16, 2, &string(b"/home/u/..")))
+        let Request::Decide { ops, .. } = handles.request(&frame(16, 4, &string(b"/home/u/..")))
         else {
             panic!("REALPATH was not decided");
         };
@@ -646,7 +717,7 @@ mod tests {
         // Other names are decided as they resolve by their text.
         let Request::Decide { ops, .. } = handles.request(&frame(
             14,
-            3,
+            5,
             &[string(b"/tmp//./d"), 0u32.to_be_bytes().to_vec()].concat(),
         )) else {
             panic!("MKDIR was not decided");
