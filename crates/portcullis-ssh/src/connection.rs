@@ -1509,6 +1509,15 @@ async fn send_to_target(
     }
 }
 
+/// Audits why an SFTP session ends, and says it: the error that ends it.
+async fn end_sftp(authed: &Arc<Authed>, id: ChannelId, reason: String) -> String {
+    let detail = serde_json::json!({"reason": reason});
+    match authed.event(u32::from(id), "sftp.ended", detail).await {
+        Ok(()) => format!("the SFTP session is ended: {reason}"),
+        Err(e) => e,
+    }
+}
+
 /// Decides the whole SFTP requests among `pieces`; returns what may go to
 /// the target, in order. Refused requests are answered through `inject`.
 async fn sftp_requests(
@@ -1531,14 +1540,7 @@ async fn sftp_requests(
                     Err(_) => return Err("internal error: the SFTP state is poisoned".into()),
                 };
                 if let Err(reason) = started {
-                    authed
-                        .event(
-                            u32::from(id),
-                            "sftp.ended",
-                            serde_json::json!({"reason": reason}),
-                        )
-                        .await?;
-                    return Err(format!("the SFTP session is ended: {reason}"));
+                    return Err(end_sftp(authed, id, reason).await);
                 }
                 continue;
             }
@@ -1566,16 +1568,7 @@ async fn sftp_requests(
                     .await?;
                 Some((request, reason))
             }
-            Request::End { reason } => {
-                authed
-                    .event(
-                        u32::from(id),
-                        "sftp.ended",
-                        serde_json::json!({"reason": reason}),
-                    )
-                    .await?;
-                return Err(format!("the SFTP session is ended: {reason}"));
-            }
+            Request::End { reason } => return Err(end_sftp(authed, id, reason).await),
             Request::Decide { id: request, ops } => {
                 let actions: Vec<Action> = ops.iter().cloned().map(Action::Sftp).collect();
                 let decisions = authed.check(u32::from(id), &actions).await?;
