@@ -325,9 +325,6 @@ mod tests {
         assert_eq!(prepared.portal("cur"), Portal::Unknown);
     }
 
-    /// A close on its way may yet be skipped by the target (after an error
-    /// in the same Query), and a savepoint's rollback keeps the portal: what
-    /// it runs is not known until the target says.
     /// A Parse of a name that exists fails, and the target, past the Sync,
     /// runs what the name meant before: until the target answers, the name
     /// means either.
@@ -356,6 +353,9 @@ mod tests {
         assert_eq!(prepared.portal("p"), Portal::Unsure);
     }
 
+    /// A close on its way may yet be skipped by the target (after an error
+    /// in the same Query), and a savepoint's rollback keeps the portal: what
+    /// it runs is not known until the target says.
     #[test]
     fn a_portal_being_closed_runs_nothing_known() {
         let mut prepared = Prepared::default();

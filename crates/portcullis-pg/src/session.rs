@@ -440,8 +440,8 @@ impl Relay {
                     // Bound from a statement the gateway does not know, or
                     // being closed by a close the target may yet skip: it
                     // cannot say what would run.
-                    Portal::Unchecked | Portal::Closing | Portal::Unsure => {
-                        let (reason, code) = unknown_portal(portal, &prepared.portal(portal));
+                    other @ (Portal::Unchecked | Portal::Closing | Portal::Unsure) => {
+                        let (reason, code) = unknown_portal(portal, &other);
                         refused("execute", "", reason, code, Poison::Execute)
                     }
                     // Not seen bound or declared: a cursor opened inside a

@@ -94,15 +94,7 @@ impl Stream {
             if self.head.is_empty() && end - at >= HEAD {
                 let len = frame_len(&data[at..at + 4])?;
                 if untouched(data[at + 4]) {
-                    out.push(Piece::Starts {
-                        kind: data[at + 4],
-                        id: u32::from_be_bytes([
-                            data[at + 5],
-                            data[at + 6],
-                            data[at + 7],
-                            data[at + 8],
-                        ]),
-                    });
+                    out.push(starts(&data[at..at + HEAD]));
                     // Stays in the run.
                     self.passing = 4 + len;
                     continue;
@@ -132,10 +124,7 @@ impl Stream {
             let head = std::mem::take(&mut self.head);
             let len = frame_len(&head[..4])?;
             if untouched(head[4]) {
-                out.push(Piece::Starts {
-                    kind: head[4],
-                    id: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
-                });
+                out.push(starts(&head));
                 out.push(Piece::Pass(Bytes::from(head)));
                 self.passing = len + 4 - HEAD;
             } else {
@@ -160,6 +149,14 @@ impl Stream {
 }
 
 /// A frame's length (after its 4-byte length field), checked.
+/// The [`Piece::Starts`] of a frame whose first [`HEAD`] bytes are `head`.
+fn starts(head: &[u8]) -> Piece {
+    Piece::Starts {
+        kind: head[4],
+        id: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
+    }
+}
+
 fn frame_len(field: &[u8]) -> Result<usize, String> {
     let len = match field {
         [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]) as usize,
@@ -216,14 +213,8 @@ impl Handles {
             .get(5..9)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
             .unwrap_or(0);
-        // A request id names one pending open until its answer: a request
-        // reusing it would pin the handle the target gives to another path
-        // (its refusal would clear the open's record). INIT's field is the
-        // version, not an id.
-        if kind != 1 && !self.outstanding.insert(id) {
-            return Request::End {
-                reason: format!("request id {id} was reused while a request with it was pending"),
-            };
+        if let Err(reason) = self.starts_request(kind, id) {
+            return Request::End { reason };
         }
         match kind {
             // INIT, READ, WRITE, FSTAT, READDIR: the handshake and open handles.
@@ -311,7 +302,7 @@ impl Handles {
             .get(5..9)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         if let Some(id) = id {
-            self.outstanding.remove(&id);
+            self.starts_response(kind, id);
         }
         match (kind, id) {
             (HANDLE, Some(id)) => {
@@ -327,8 +318,10 @@ impl Handles {
         }
     }
 
-    /// A request that passes untouched starts: its id must not be one still
-    /// unanswered, or an answer could be taken for another request's.
+    /// A request starts: its id must not be one still unanswered, or an
+    /// answer could be taken for another request's (an open's record
+    /// cleared, its handle pinned to another path). INIT's field is the
+    /// version, not an id.
     pub(crate) fn starts_request(&mut self, kind: u8, id: u32) -> Result<(), String> {
         if kind != 1 && !self.outstanding.insert(id) {
             return Err(format!(
@@ -338,7 +331,7 @@ impl Handles {
         Ok(())
     }
 
-    /// A response that passes untouched starts: its request is answered.
+    /// A response starts: its request is answered.
     pub(crate) fn starts_response(&mut self, kind: u8, id: u32) {
         // VERSION answers INIT, which has no id.
         if kind != 2 {
