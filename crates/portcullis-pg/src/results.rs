@@ -43,6 +43,8 @@ pub enum Expect {
     Execute {
         source: ResultSource,
         described: bool,
+        /// It runs a COPY FROM STDIN whose start has not been answered.
+        copy_in: bool,
     },
     /// The client's Sync: answered by ReadyForQuery.
     Sync,
@@ -61,6 +63,34 @@ pub struct QueryStatement {
     pub source: ResultSource,
     /// What it changes in [`Prepared`], taken back if it does not run.
     pub undo: Vec<Change>,
+    /// A COPY FROM STDIN whose start has not been answered.
+    pub copy_in: bool,
+}
+
+impl Expect {
+    /// The COPY FROM STDIN starts it holds that the target has not answered.
+    fn copy_starts(&self) -> usize {
+        match self {
+            Expect::Query(statements) => statements.iter().filter(|s| s.copy_in).count(),
+            Expect::Execute { copy_in: true, .. } => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Where the target stands with COPY FROM STDIN. Once its CopyInResponse
+/// is sent, the target reads only CopyData, CopyDone and CopyFail, and
+/// ignores Sync and Flush: the client side must know that before it sends
+/// anything after a COPY FROM STDIN, or it would wait for answers that
+/// never come.
+#[derive(Default)]
+struct CopyIn {
+    /// COPY FROM STDIN statements sent whose start (a CopyInResponse) or
+    /// failure has not come back yet.
+    starting: usize,
+    /// The target is in copy-in: its CopyInResponse came, and the client's
+    /// CopyDone or CopyFail has not been sent.
+    active: bool,
 }
 
 /// What both sides of a session share about results.
@@ -69,6 +99,8 @@ pub struct ResultQueue {
     expects: Mutex<VecDeque<Expect>>,
     masker: RwLock<Option<Arc<Masker>>>,
     prepared: Mutex<Prepared>,
+    copy_in: Mutex<CopyIn>,
+    copy_changed: tokio::sync::Notify,
 }
 
 impl ResultQueue {
@@ -77,6 +109,8 @@ impl ResultQueue {
             expects: Mutex::new(VecDeque::new()),
             masker: RwLock::new(masker),
             prepared: Mutex::new(Prepared::default()),
+            copy_in: Mutex::new(CopyIn::default()),
+            copy_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -90,6 +124,8 @@ impl ResultQueue {
 
     /// Takes back what the dropped expectations changed.
     fn undo_dropped(&self, dropped: Vec<Expect>) {
+        let failed = dropped.iter().map(Expect::copy_starts).sum();
+        self.copy_starts_settled(failed, false);
         let mut changes = Vec::new();
         for expect in dropped {
             match expect {
@@ -105,10 +141,54 @@ impl ResultQueue {
         }
     }
 
-    pub fn push(&self, expects: impl IntoIterator<Item = Expect>) {
+    pub fn push(&self, expects: Vec<Expect>) {
+        let starts: usize = expects.iter().map(Expect::copy_starts).sum();
+        if starts > 0 {
+            self.with_copy_in(|copy_in| copy_in.starting += starts);
+        }
         match self.expects.lock() {
             Ok(mut queue) => queue.extend(expects),
             Err(poisoned) => poisoned.into_inner().extend(expects),
+        }
+    }
+
+    /// Waits until the target's state after every COPY FROM STDIN sent so
+    /// far is known; says whether it is in copy-in.
+    pub async fn copy_in_known(&self) -> bool {
+        loop {
+            let changed = self.copy_changed.notified();
+            let (known, active) = self
+                .with_copy_in(|copy_in| (copy_in.starting == 0 || copy_in.active, copy_in.active));
+            if known {
+                return active;
+            }
+            changed.await;
+        }
+    }
+
+    /// The client's CopyDone or CopyFail is on its way: the target reads
+    /// normally after it.
+    pub fn copy_in_ends(&self) {
+        self.with_copy_in(|copy_in| copy_in.active = false);
+    }
+
+    /// `count` COPY FROM STDIN starts were answered: with a CopyInResponse
+    /// (`started`) or by not running.
+    fn copy_starts_settled(&self, count: usize, started: bool) {
+        if count == 0 {
+            return;
+        }
+        self.with_copy_in(|copy_in| {
+            copy_in.starting = copy_in.starting.saturating_sub(count);
+            copy_in.active |= started;
+        });
+        self.copy_changed.notify_one();
+    }
+
+    fn with_copy_in<T>(&self, f: impl FnOnce(&mut CopyIn) -> T) -> T {
+        match self.copy_in.lock() {
+            Ok(mut copy_in) => f(&mut copy_in),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
 
@@ -138,6 +218,15 @@ impl ResultQueue {
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
     }
+}
+
+/// An answer the gateway did not expect: it no longer knows which of the
+/// client's messages the target is answering, so it cannot say what runs.
+fn out_of_step(tag: u8) -> MaskFailure {
+    MaskFailure(format!(
+        "the target sent `{}` where the gateway expected another answer, so the gateway can no longer tell what each message runs",
+        char::from(tag)
+    ))
 }
 
 /// What to do with one message from the target.
@@ -211,34 +300,59 @@ impl Results {
                 // The Parse, Bind or Close did what it says.
                 let done = self.queue.with(|queue| match queue.front() {
                     Some(Expect::Complete(_)) => match queue.pop_front() {
-                        Some(Expect::Complete(change)) => change,
-                        _ => None,
+                        Some(Expect::Complete(change)) => Ok(change),
+                        _ => Ok(None),
                     },
-                    _ => None,
-                });
+                    _ => Err(out_of_step(tag)),
+                })?;
                 self.queue.prepared().confirm(done);
                 Ok(FrameAction::Forward)
             }
             b'C' | b'I' | b's' => {
                 self.finish_result();
-                let done = self.queue.with(|queue| match queue.front_mut() {
-                    Some(Expect::Query(statements)) => {
-                        statements.pop_front().map(|s| s.undo).unwrap_or_default()
-                    }
-                    Some(Expect::Execute { .. }) => {
+                let (done, copy_in) = self.queue.with(|queue| match queue.front_mut() {
+                    Some(Expect::Query(statements)) => statements
+                        .pop_front()
+                        .map(|s| (s.undo, s.copy_in))
+                        .unwrap_or_default(),
+                    Some(Expect::Execute { copy_in, .. }) => {
+                        let copy_in = *copy_in;
                         queue.pop_front();
-                        Vec::new()
+                        (Vec::new(), copy_in)
                     }
-                    _ => Vec::new(),
+                    _ => (Vec::new(), false),
                 });
+                self.queue.copy_starts_settled(usize::from(copy_in), false);
                 // The statement ran: what it did to prepared statements and
                 // cursors holds.
                 self.queue.prepared().confirm(done);
                 Ok(FrameAction::Forward)
             }
+            b'G' => {
+                // The target now reads only CopyData, CopyDone and CopyFail.
+                let started = self.queue.with(|queue| match queue.front_mut() {
+                    Some(Expect::Query(statements)) => match statements.front_mut() {
+                        Some(QueryStatement { copy_in, .. }) => std::mem::take(copy_in),
+                        None => false,
+                    },
+                    Some(Expect::Execute { copy_in, .. }) => std::mem::take(copy_in),
+                    _ => false,
+                });
+                if !started {
+                    return Err(out_of_step(tag));
+                }
+                self.queue.copy_starts_settled(1, true);
+                Ok(FrameAction::Forward)
+            }
+            // Only replication connections copy both ways, and the gateway
+            // refuses those.
+            b'W' => Err(out_of_step(tag)),
             b'E' => {
                 let action = self.mask_fields(tag, body);
                 self.finish_result();
+                // An error ends copy-in: what the client sends of the copy
+                // from now on, the target drops.
+                self.queue.copy_in_ends();
                 // The target skips the rest of a Query, or everything up to
                 // the next Sync: nothing skipped took effect.
                 let dropped = self.queue.with(|queue| {
@@ -270,17 +384,20 @@ impl Results {
             b'Z' => {
                 self.finish_result();
                 self.described = None;
-                let dropped = self.queue.with(|queue| {
+                let (dropped, answered) = self.queue.with(|queue| {
                     let mut dropped = Vec::new();
                     while let Some(expect) = queue.pop_front() {
                         if matches!(expect, Expect::Sync | Expect::QueryEnd) {
-                            break;
+                            return (dropped, true);
                         }
                         dropped.push(expect);
                     }
-                    dropped
+                    (dropped, false)
                 });
                 self.queue.undo_dropped(dropped);
+                if !answered {
+                    return Err(out_of_step(tag));
+                }
                 // Outside a transaction block no portal is left (cursors
                 // WITH HOLD aside, which the gateway then treats as unknown).
                 if body.first() == Some(&b'I') {
@@ -360,7 +477,9 @@ impl Results {
             // The first row of an Execute: its plan comes from the
             // gateway's own Describe of the portal.
             let (source, described) = self.queue.with(|queue| match queue.front() {
-                Some(Expect::Execute { source, described }) => (Some(source.clone()), *described),
+                Some(Expect::Execute {
+                    source, described, ..
+                }) => (Some(source.clone()), *described),
                 _ => (None, false),
             });
             let plan = match self.queue.masker() {

@@ -120,6 +120,25 @@ enum Planned {
     Terminate(Bytes),
 }
 
+impl Planned {
+    /// Whether, once sent, it may put the target in copy-in, where it
+    /// reads the client's messages differently.
+    fn may_start_copy_in(&self) -> bool {
+        match self {
+            Planned::Gated {
+                statements, poison, ..
+            } => !matches!(poison, Poison::Parse(_)) && statements.iter().any(copies_in),
+            _ => false,
+        }
+    }
+}
+
+/// A `COPY ... FROM STDIN`: the target answers it with a CopyInResponse and
+/// then reads the client's copy data.
+fn copies_in(statement: &StatementInfo) -> bool {
+    statement.command == "COPY FROM STDIN"
+}
+
 enum Poison {
     Query,
     Parse(String),
@@ -219,7 +238,11 @@ impl Relay {
                         return (self.session, ending, masked);
                     }
                 }
-                shared.end_session("the client side ended");
+                let reason = match &ending {
+                    Ending::Error(PgError::ClientProtocol(message)) => message.as_str(),
+                    _ => "the client side ended",
+                };
+                shared.end_session(reason);
                 let masked = match tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
                     Ok(Ok((_, masked))) => masked,
                     _ => {
@@ -258,6 +281,9 @@ impl Relay {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut poison_seq: u64 = 0;
         loop {
+            // After a COPY FROM STDIN, nothing goes until the target says
+            // whether it started: in copy-in it reads messages differently.
+            let copying = shared.results.copy_in_known().await;
             // Bytes read while a statement was held may hold whole messages
             // already: those go first.
             if !has_complete_frame(&buf) {
@@ -272,10 +298,34 @@ impl Relay {
                 let mut prepared = shared.results.prepared();
                 loop {
                     match split_frame(&mut buf) {
+                        Ok(Some(frame)) if copying => match frame.tag {
+                            b'd' => plan.push(forward(frame.raw)),
+                            b'c' | b'f' => {
+                                shared.results.copy_in_ends();
+                                plan.push(forward(frame.raw));
+                                // The same Query may hold another COPY.
+                                break;
+                            }
+                            // Ignored by the target in copy-in, and not
+                            // answered: the gateway does not send them.
+                            b'S' | b'H' => {}
+                            b'X' => {
+                                plan.push(Planned::Terminate(frame.raw));
+                                break;
+                            }
+                            other => {
+                                return Ending::Error(PgError::ClientProtocol(format!(
+                                    "message type `{}` sent during COPY FROM STDIN, which reads only CopyData, CopyDone and CopyFail; end the copy first",
+                                    char::from(other)
+                                )))
+                            }
+                        },
                         Ok(Some(frame)) => {
                             let terminate = frame.tag == b'X';
-                            plan.push(self.plan(frame, &mut prepared));
-                            if terminate {
+                            let planned = self.plan(frame, &mut prepared);
+                            let copy_in = planned.may_start_copy_in();
+                            plan.push(planned);
+                            if terminate || copy_in {
                                 break;
                             }
                         }
@@ -735,6 +785,7 @@ impl Relay {
                             expects.push(Expect::Execute {
                                 source: opaque_source(),
                                 described,
+                                copy_in: false,
                             });
                         }
                         _ => {}
@@ -867,6 +918,7 @@ impl Relay {
                                 .map(|statement| QueryStatement {
                                     source: source_of(statement),
                                     undo: undo.next().unwrap_or_default(),
+                                    copy_in: copies_in(statement),
                                 })
                                 .collect();
                             expects.extend([Expect::Query(statements), Expect::QueryEnd]);
@@ -881,6 +933,7 @@ impl Relay {
                                 expects.push(Expect::Execute {
                                     source: source_of(statement),
                                     described,
+                                    copy_in: copies_in(statement),
                                 });
                             }
                             out.extend_from_slice(&raw);

@@ -1214,3 +1214,59 @@ async fn a_bound_portal_of_a_held_statement_runs_only_as_a_held_execute() {
     assert_eq!(count(&gw, "select count(*) from orders").await, rows);
     gw.stop().await;
 }
+
+/// PostgreSQL ignores a Sync sent during COPY FROM STDIN. Had the gateway
+/// waited for its ReadyForQuery, it would fall one answer behind, and a
+/// later error would make it take back a Close and a Parse the target ran:
+/// a name it believes is `select 1` would run a held delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_during_copy_in_does_not_put_the_gateway_out_of_step() {
+    let (gw, alice, dana) = quickstart_gateway("appr_copy_step").await;
+    let rows = count(&gw, "select count(*) from orders").await;
+    assert!(rows > 0);
+    let mut client = RawClient::connect(&gw, &alice).await;
+    for (step, expected) in [
+        (vec![raw::parse("s1", "select 1"), raw::sync()], "1:"),
+        (
+            vec![
+                raw::query("copy orders from stdin"),
+                raw::sync(),
+                raw::copy_done(),
+            ],
+            "COPY 0",
+        ),
+        (
+            vec![
+                raw::close(b'S', "s1"),
+                raw::parse("s1", "delete from orders"),
+                raw::sync(),
+            ],
+            "3:",
+        ),
+        (
+            vec![raw::describe(b'S', "no_such_statement"), raw::sync()],
+            "does not exist",
+        ),
+    ] {
+        client.send(&step).await;
+        let text = raw_text(&client.until_ready().await);
+        assert!(text.contains(expected), "{text}");
+    }
+    client
+        .send(&[raw::bind("p1", "s1", 0), raw::execute("p1"), raw::sync()])
+        .await;
+    if let Ok(answer) = tokio::time::timeout(Duration::from_secs(3), client.until_ready()).await {
+        let text = raw_text(&answer);
+        assert!(!text.contains("DELETE"), "the delete ran unheld: {text}");
+    }
+    let held = pending_request(&gw, &dana, &[]).await;
+    assert!(
+        held["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("delete from orders")),
+        "the delete was not held: {held}"
+    );
+    drop(client);
+    assert_eq!(count(&gw, "select count(*) from orders").await, rows);
+    gw.stop().await;
+}

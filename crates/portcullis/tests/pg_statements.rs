@@ -282,6 +282,107 @@ async fn copy_both_ways_and_notifications() {
     gw.stop().await;
 }
 
+/// In COPY FROM STDIN the target reads only the copy's messages and ignores
+/// Sync and Flush; the gateway follows it, however the client sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_through_every_protocol_path() {
+    use futures_util::SinkExt;
+    let gw = Gateway::start(TestDb::create("e2e_copy_in", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let orders = "select count(*) from orders";
+    let before = scalar_i64(&gw.db.direct().await, orders).await;
+
+    // tokio-postgres: Bind, Execute and Sync before the data; CopyDone and
+    // Sync after it.
+    let client = gw.connect(&alice).await.unwrap();
+    let sink = client
+        .copy_in("copy orders (customer_id, total_cents) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\t101\n2\t102\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    // A bad row ends the copy with an error; the session goes on.
+    let sink = client
+        .copy_in("copy orders (customer_id, total_cents) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"not a number\t1\n"))
+        .await
+        .unwrap();
+    let failed = sink.finish().await.unwrap_err();
+    assert!(failed.to_string().contains("db error"), "{failed}");
+    assert_eq!(scalar_i64(&client, orders).await, before + 2);
+    drop(client);
+
+    // Everything in one write: the Query, a Sync and a Flush the target
+    // ignores, the data, CopyDone, and a Query after it.
+    let mut raw = RawClient::connect(&gw, &alice).await;
+    raw.send(&[
+        raw::query("copy orders (customer_id, total_cents) from stdin"),
+        raw::sync(),
+        raw::flush(),
+        raw::copy_data("1\t103\n"),
+        raw::copy_done(),
+        raw::query("select 'after'"),
+    ])
+    .await;
+    let copied = raw_text(&raw.until_ready().await);
+    assert!(copied.contains("COPY 1"), "{copied}");
+    let after = raw_text(&raw.until_ready().await);
+    assert!(after.contains("after"), "{after}");
+
+    // Two copies in one Query, each ended on its own.
+    raw.send(&[
+        raw::query(
+            "copy orders (customer_id, total_cents) from stdin; copy orders (customer_id, total_cents) from stdin",
+        ),
+        raw::copy_data("1\t104\n"),
+        raw::copy_done(),
+        raw::copy_data("2\t105\n"),
+        raw::copy_done(),
+        raw::query("select 'after two'"),
+    ])
+    .await;
+    let copied = raw_text(&raw.until_ready().await);
+    assert_eq!(copied.matches("COPY 1").count(), 2, "{copied}");
+    let after = raw_text(&raw.until_ready().await);
+    assert!(after.contains("after two"), "{after}");
+
+    // A COPY that fails before it starts: what follows is read as usual.
+    raw.send(&[
+        raw::parse("", "copy no_such_table from stdin"),
+        raw::bind("", "", 0),
+        raw::execute(""),
+        raw::sync(),
+        raw::query("select 'still here'"),
+    ])
+    .await;
+    let failed = raw_text(&raw.until_ready().await);
+    assert!(failed.contains("no_such_table"), "{failed}");
+    let after = raw_text(&raw.until_ready().await);
+    assert!(after.contains("still here"), "{after}");
+    assert_eq!(scalar_i64(&gw.db.direct().await, orders).await, before + 5);
+
+    // Anything but the copy's messages during the copy ends the session,
+    // with a reason.
+    raw.send(&[
+        raw::query("copy orders (customer_id, total_cents) from stdin"),
+        raw::parse("s1", "select 1"),
+    ])
+    .await;
+    let mut text = String::new();
+    while !text.contains("E:") {
+        text.push_str(&raw_text(&[raw.next().await]));
+    }
+    assert!(text.contains("during COPY FROM STDIN"), "{text}");
+    assert!(raw.closed_within(std::time::Duration::from_secs(5)).await);
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_in_every_query_mode() {
     let db = TestDb::create("e2e_pgbench", "").await;

@@ -561,6 +561,32 @@ pub mod raw {
         cstr(&mut body, sql);
         (b'Q', body)
     }
+
+    /// A Close (`kind` b'S' for a statement, b'P' for a portal).
+    pub fn close(kind: u8, name: &str) -> (u8, Vec<u8>) {
+        let mut body = vec![kind];
+        cstr(&mut body, name);
+        (b'C', body)
+    }
+
+    /// A Describe (`kind` b'S' for a statement, b'P' for a portal).
+    pub fn describe(kind: u8, name: &str) -> (u8, Vec<u8>) {
+        let mut body = vec![kind];
+        cstr(&mut body, name);
+        (b'D', body)
+    }
+
+    pub fn copy_data(data: &str) -> (u8, Vec<u8>) {
+        (b'd', data.as_bytes().to_vec())
+    }
+
+    pub fn copy_done() -> (u8, Vec<u8>) {
+        (b'c', Vec::new())
+    }
+
+    pub fn flush() -> (u8, Vec<u8>) {
+        (b'H', Vec::new())
+    }
 }
 
 /// Everything the messages say, lossily as text, to search for a value.
