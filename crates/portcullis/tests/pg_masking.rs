@@ -819,6 +819,44 @@ async fn notices_are_redacted_and_merge_needs_its_own_condition() {
     gw.stop().await;
 }
 
+/// A notification another session sends is scanned like any other value:
+/// a DBA who reads national ids in clear cannot hand them on this way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_from_other_sessions_are_masked_by_content() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_notify", SEED).await).await;
+    let token = alice(&gw);
+    let listening = {
+        let psql = std::process::Command::new("psql")
+            .args(["-X", "-h", "127.0.0.1", "-p"])
+            .arg(gw.pg_addr.port().to_string())
+            .args(["-U", "alice", "-d", "demo"])
+            .args(["-c", "listen pii", "-c", "select pg_sleep(3)"])
+            .env("PGPASSWORD", &token)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::task::spawn_blocking(move || psql.wait_with_output().unwrap())
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dana = gw
+        .connect(&gw.token("dana@example.com", &["eng", "dba", "pii-readers"]))
+        .await
+        .unwrap();
+    dana.simple_query(
+        "select pg_notify('pii', name || ' ' || national_id || ' ' || email) from customers where id = 1",
+    )
+    .await
+    .unwrap();
+    let out = listening.await.unwrap();
+    let o = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(o.contains("Asynchronous notification \"pii\""), "{o}");
+    assert!(o.contains("Jane Doe ***-**-6789"), "{o}");
+    assert_no_secret("a notification", &o);
+    gw.stop().await;
+}
+
 /// Found in code review: a refused change undone over a later one, and a
 /// Query the target skips after an extended-protocol error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
