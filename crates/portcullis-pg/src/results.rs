@@ -311,17 +311,19 @@ impl Results {
             b'C' | b'I' | b's' => {
                 self.finish_result();
                 let (done, copy_in) = self.queue.with(|queue| match queue.front_mut() {
-                    Some(Expect::Query(statements)) => statements
-                        .pop_front()
-                        .map(|s| (s.undo, s.copy_in))
-                        .unwrap_or_default(),
+                    Some(Expect::Query(statements)) => match statements.pop_front() {
+                        Some(statement) => Ok((statement.undo, statement.copy_in)),
+                        // The answer to an empty query.
+                        None if tag == b'I' => Ok((Vec::new(), false)),
+                        None => Err(out_of_step(tag)),
+                    },
                     Some(Expect::Execute { copy_in, .. }) => {
                         let copy_in = *copy_in;
                         queue.pop_front();
-                        (Vec::new(), copy_in)
+                        Ok((Vec::new(), copy_in))
                     }
-                    _ => (Vec::new(), false),
-                });
+                    _ => Err(out_of_step(tag)),
+                })?;
                 self.queue.copy_starts_settled(usize::from(copy_in), false);
                 // The statement ran: what it did to prepared statements and
                 // cursors holds.
