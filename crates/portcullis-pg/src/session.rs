@@ -477,6 +477,9 @@ impl Relay {
                 let Some(portal) = message::execute(frame.body()) else {
                     return malformed("execute", Poison::Execute);
                 };
+                if portal.len() > MAX_NAME_LEN {
+                    return refused("execute", "", long_name(portal), "42622", Poison::Execute);
+                }
                 let parameters = self.binds.get(portal).cloned().flatten();
                 match prepared.portal(portal) {
                     Portal::Bound(statement) => Planned::Gated {
@@ -499,7 +502,17 @@ impl Relay {
                     Portal::Unknown => forward(frame.raw),
                 }
             }
-            b'C' => {
+            b'C' | b'D' => {
+                // Close and Describe name what they act on alike.
+                let phase = if frame.tag == b'C' { "close" } else { "describe" };
+                if let Some((_, name)) = message::close(frame.body()) {
+                    if name.len() > MAX_NAME_LEN {
+                        return refused(phase, "", long_name(name), "42622", Poison::Execute);
+                    }
+                }
+                if frame.tag == b'D' {
+                    return forward(frame.raw);
+                }
                 // Removed at once: should the target not close it, a later
                 // use is refused as unknown rather than judged by a stale
                 // statement.
@@ -517,7 +530,7 @@ impl Relay {
                 prepared.fence();
                 forward(frame.raw)
             }
-            b'H' | b'D' | b'd' | b'c' | b'f' => forward(frame.raw),
+            b'H' | b'd' | b'c' | b'f' => forward(frame.raw),
             b'X' => Planned::Terminate(frame.raw),
             // A fast-path call is its own cycle, answered by ReadyForQuery
             // like a Query: refuse it the same way.
@@ -1358,6 +1371,16 @@ fn resolve(
         };
         return Err((
             format!("a statement that changes {what} is refused: the gateway reads SQL as UTF8 with standard_conforming_strings on, and the target must too"),
+            "0A000",
+        ));
+    }
+    if let Some(function) = statement
+        .functions
+        .iter()
+        .find(|f| portcullis_sql::runs_portal_function(f))
+    {
+        return Err((
+            format!("`{function}` runs a portal given by name, which the gateway cannot tie to the statement the portal runs; FETCH from it instead, which is decided as that statement"),
             "0A000",
         ));
     }

@@ -58,6 +58,16 @@ pub fn runs_query_text_function(name: &str) -> bool {
     runs_query_text(name, 0)
 }
 
+/// Whether a function (a name from [`StatementInfo::functions`]) runs a
+/// portal given by name, as FETCH does: `cursor_to_xml` fetches from it, so a
+/// portal bound from a `DELETE ... RETURNING` deletes. (`cursor_to_xmlschema`
+/// only reads the portal's row type.)
+///
+/// [`StatementInfo::functions`]: portcullis_core::StatementInfo::functions
+pub fn runs_portal_function(name: &str) -> bool {
+    name == "cursor_to_xml"
+}
+
 /// Built-ins (and `xml2`'s `xpath_table`) that run a query given as text or
 /// read a relation or cursor given by name.
 // INVARIANT: sorted (byte order) and without duplicates, for `binary_search`;

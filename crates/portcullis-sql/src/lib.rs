@@ -49,5 +49,5 @@ pub use cache::{Classifier, MAX_CACHED_QUERY_LEN};
 pub use classify::setting_assignment;
 pub use error::ClassifyError;
 pub use execute::resolve_execute;
-pub use functions::runs_query_text_function;
+pub use functions::{runs_portal_function, runs_query_text_function};
 pub use portcullis_core::{StatementInfo, StatementKind};

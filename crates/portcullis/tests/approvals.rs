@@ -1215,6 +1215,56 @@ async fn a_bound_portal_of_a_held_statement_runs_only_as_a_held_execute() {
     gw.stop().await;
 }
 
+/// PostgreSQL keys portals and prepared statements by their first 63 bytes:
+/// an Execute of a longer name runs the portal of its first 63, which the
+/// gateway would not find under the name it was sent. And `cursor_to_xml`
+/// fetches from a portal as FETCH does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_statement_does_not_run_through_a_long_name_or_cursor_to_xml() {
+    let (gw, alice, dana) = quickstart_gateway("appr_long_names").await;
+    let rows = count(&gw, "select count(*) from orders").await;
+    assert!(rows > 0);
+    let name = "p".repeat(63);
+    let longer = format!("{name}Z");
+    let mut client = RawClient::connect(&gw, &alice).await;
+    client
+        .send(&[
+            raw::parse("", "delete from orders"),
+            raw::bind(&name, "", 0),
+            raw::describe(b'P', &longer),
+            raw::execute(&longer),
+            raw::sync(),
+        ])
+        .await;
+    let text = raw_text(&client.until_ready().await);
+    assert!(text.contains("longer than 63 bytes"), "{text}");
+    assert!(!text.contains("DELETE"), "{text}");
+    client.send(&[raw::close(b'P', &longer), raw::sync()]).await;
+    let text = raw_text(&client.until_ready().await);
+    assert!(text.contains("longer than 63 bytes"), "{text}");
+    drop(client);
+
+    let mut dba = RawClient::connect(&gw, &dana).await;
+    dba.send(&[raw::query("begin")]).await;
+    dba.until_ready().await;
+    dba.send(&[
+        raw::parse("s1", "delete from orders returning id"),
+        raw::bind("p1", "s1", 0),
+        raw::sync(),
+    ])
+    .await;
+    dba.until_ready().await;
+    dba.send(&[raw::query(
+        "select cursor_to_xml('p1', 10, false, false, '')",
+    )])
+    .await;
+    let text = raw_text(&dba.until_ready().await);
+    assert!(text.contains("runs a portal given by name"), "{text}");
+    drop(dba);
+    assert_eq!(count(&gw, "select count(*) from orders").await, rows);
+    gw.stop().await;
+}
+
 /// PostgreSQL ignores a Sync sent during COPY FROM STDIN. Had the gateway
 /// waited for its ReadyForQuery, it would fall one answer behind, and a
 /// later error would make it take back a Close and a Parse the target ran:
