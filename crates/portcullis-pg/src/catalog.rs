@@ -8,6 +8,14 @@
 //! the gateway's own credentials on a connection of its own, once per target
 //! and again when it is older than [`MAX_AGE`] or misses a relation a result
 //! names (a table created since), at most once per [`MIN_REFRESH`].
+//!
+//! Reading a view's definition takes a lock on the view and on what it
+//! reads, which anyone who may lock those could hold for as long as they
+//! like, stalling every masked session that needs the catalog. So definitions are read apart from the
+//! rest, skipping views that someone holds or awaits an exclusive lock on,
+//! under a short `lock_timeout` for the race in between. A view whose
+//! definition was not read proves nothing (its columns are masked as a
+//! whole), and the snapshot is read again soon.
 
 use crate::error::PgError;
 use crate::server::PgTarget;
@@ -19,6 +27,10 @@ use std::time::{Duration, Instant};
 pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// Missing relations trigger a new read at most this often.
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// A snapshot that lacks some view's definition is read again after this.
+const INCOMPLETE_MAX_AGE: Duration = Duration::from_secs(5);
+/// How long the catalog read waits for a lock before it reads without.
+const LOCK_TIMEOUT: &str = "1s";
 
 #[derive(Clone, Debug)]
 pub struct Column {
@@ -63,6 +75,8 @@ pub struct Snapshot {
     /// `citext`, enums).
     pub text_types: HashSet<u32>,
     loaded_at: Option<Instant>,
+    /// Some view's definition could not be read: it was locked.
+    incomplete: bool,
 }
 
 impl Snapshot {
@@ -80,7 +94,12 @@ impl Snapshot {
     }
 
     fn is_fresh(&self) -> bool {
-        self.loaded_at.is_some_and(|at| at.elapsed() < MAX_AGE)
+        let max_age = if self.incomplete {
+            INCOMPLETE_MAX_AGE
+        } else {
+            MAX_AGE
+        };
+        self.loaded_at.is_some_and(|at| at.elapsed() < max_age)
     }
 
     fn refreshed_recently(&self) -> bool {
@@ -157,9 +176,9 @@ impl Catalog {
     }
 }
 
+/// Reads only the catalog's own tables: it takes no lock a user can block.
 const RELATIONS_SQL: &str =
-    "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, t.typname, \
-     CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 THEN pg_catalog.pg_get_viewdef(c.oid) END \
+    "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, t.typname \
      FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
@@ -169,19 +188,42 @@ const RELATIONS_SQL: &str =
      AND n.nspname NOT LIKE 'pg\\_toast%' \
      ORDER BY c.oid, a.attnum";
 
+/// `pg_get_viewdef` locks the view and every relation its query names:
+/// views where any of those has an exclusive lock held or awaited on it (a
+/// waiting request blocks later ones too) have no definition read.
+const VIEWS_SQL: &str =
+    "WITH locked AS (SELECT l.relation FROM pg_catalog.pg_locks l \
+       WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' \
+       AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())), \
+     views AS (SELECT c.oid, c.oid IN (SELECT relation FROM locked) OR EXISTS ( \
+         SELECT 1 FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d \
+         ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
+         AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+         WHERE r.ev_class = c.oid AND d.refobjid IN (SELECT relation FROM locked)) AS locked \
+       FROM pg_catalog.pg_class c \
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+       WHERE c.relkind IN ('v', 'm') \
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema')) \
+     SELECT v.oid, CASE WHEN NOT v.locked THEN pg_catalog.pg_get_viewdef(v.oid) END \
+     FROM views v";
+
 const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
      WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
 
 async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
-    let mut connection = target.connect(crate::PINNED_PARAMETERS).await?;
+    let mut params = crate::PINNED_PARAMETERS.to_vec();
+    params.push(("lock_timeout", LOCK_TIMEOUT));
+    let mut connection = target.connect(&params).await?;
     let result = async {
         let relations = connection.query_rows(target, RELATIONS_SQL).await?;
         let types = connection.query_rows(target, TEXT_TYPES_SQL).await?;
-        Ok::<_, PgError>((relations, types))
+        // Locked since the check: no definitions this time.
+        let views = connection.query_rows(target, VIEWS_SQL).await.ok();
+        Ok::<_, PgError>((relations, types, views))
     }
     .await;
     connection.close().await;
-    let (rows, types) = result?;
+    let (rows, types, views) = result?;
     let bad_row = || PgError::TargetProtocol {
         target: target.target.name.clone(),
         message: "unexpected catalog row".into(),
@@ -191,8 +233,8 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
         ..Snapshot::default()
     };
     for row in rows {
-        let [Some(oid), Some(schema), Some(name), Some(kind), Some(attnum), Some(attname), type_name, definition] =
-            <[Option<String>; 8]>::try_from(row).map_err(|_| bad_row())?
+        let [Some(oid), Some(schema), Some(name), Some(kind), Some(attnum), Some(attname), type_name] =
+            <[Option<String>; 7]>::try_from(row).map_err(|_| bad_row())?
         else {
             return Err(bad_row());
         };
@@ -206,9 +248,6 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
             columns: Vec::new(),
             definition: None,
         });
-        if definition.is_some() {
-            relation.definition = definition;
-        }
         if relation.columns.len() < attnum {
             relation.columns.resize(attnum, None);
         }
@@ -220,6 +259,20 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
                 name: attname,
                 type_name,
             });
+        }
+    }
+    snapshot.incomplete = views.is_none();
+    for row in views.unwrap_or_default() {
+        let [Some(oid), definition] =
+            <[Option<String>; 2]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        let oid: u32 = oid.parse().map_err(|_| bad_row())?;
+        match (snapshot.relations.get_mut(&oid), definition) {
+            (Some(relation), Some(definition)) => relation.definition = Some(definition),
+            // Created since the relations were read, or locked.
+            _ => snapshot.incomplete = true,
         }
     }
     for relation in snapshot.relations.values() {

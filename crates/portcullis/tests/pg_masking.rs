@@ -819,6 +819,37 @@ async fn notices_are_redacted_and_merge_needs_its_own_condition() {
     gw.stop().await;
 }
 
+/// Reading a view's definition locks the view and what it reads. A session
+/// holding such a lock must not stall the catalog read that every masked
+/// session waits on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_on_a_masked_table_does_not_stall_other_sessions() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_catalog_lock", SEED).await).await;
+    let dana = gw
+        .connect(&gw.token("dana@example.com", &["eng", "dba", "pii-readers"]))
+        .await
+        .unwrap();
+    dana.batch_execute("begin; lock table customers in access exclusive mode")
+        .await
+        .unwrap();
+    // A table the catalog has not seen: reading it needs a new read.
+    let direct = gw.db.direct().await;
+    direct
+        .batch_execute("create table fresh_notes (note text); insert into fresh_notes values ('jane@example.com')")
+        .await
+        .unwrap();
+    let alice = gw.connect(&alice(&gw)).await.unwrap();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        first_text(&alice, "select note from fresh_notes"),
+    )
+    .await
+    .expect("the read waited on the lock");
+    assert_eq!(read, "j***@example.com");
+    dana.batch_execute("rollback").await.unwrap();
+    gw.stop().await;
+}
+
 /// A notification another session sends is scanned like any other value:
 /// a DBA who reads national ids in clear cannot hand them on this way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
