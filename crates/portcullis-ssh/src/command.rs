@@ -21,24 +21,76 @@ const MAX_DEPTH: usize = 8;
 const MAX_LINE: usize = 16 * 1024;
 /// Parentheses, braces and backquotes open at once, at most.
 const MAX_NESTING: usize = 32;
+/// Parentheses open at once, at most: the parser's time grows
+/// exponentially with them (each could open `((` arithmetic), from 0.3 ms at
+/// 12 to 75 ms at 20.
+const MAX_PARENS: usize = 12;
+/// `if`, `while`, `for`, `case`... in one line, at most: the parser's stack
+/// and time grow with their nesting.
+const MAX_COMPOUNDS: usize = 64;
+
+/// The stack the parsing thread gets: the parser recurses with the nesting
+/// of compound commands (`if` in `if` in `if`...), bounded by the counts
+/// below, with room to spare for what they do not count. Only the pages
+/// used are ever touched.
+const PARSE_STACK: usize = 64 * 1024 * 1024;
 
 /// The commands a command line runs, in order.
+///
+/// Parsed on a thread of its own with a stack for the deepest line allowed:
+/// an overflow would abort the whole gateway.
 pub fn parse(line: &str) -> Result<Vec<Command>, String> {
+    if line.len() > MAX_LINE {
+        return Err(format!("the command line is longer than {MAX_LINE} bytes"));
+    }
+    let owned = line.to_string();
+    std::thread::Builder::new()
+        .name("portcullis-parse".into())
+        .stack_size(PARSE_STACK)
+        .spawn(move || parse_here(&owned))
+        .map_err(|e| format!("the command line cannot be inspected now: {e}"))?
+        .join()
+        .map_err(|_| "the command line cannot be inspected".to_string())?
+}
+
+fn parse_here(line: &str) -> Result<Vec<Command>, String> {
     // The parser recurses with the nesting: a deep line is refused before it
     // can exhaust the stack.
     if line.len() > MAX_LINE {
         return Err(format!("the command line is longer than {MAX_LINE} bytes"));
     }
     let mut depth = 0usize;
+    let mut parens = 0usize;
     for c in line.chars() {
         match c {
             '(' | '{' | '`' => depth += 1,
             ')' | '}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        if depth > MAX_NESTING {
+        match c {
+            '(' => parens += 1,
+            ')' => parens = parens.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING || parens > MAX_PARENS {
             return Err("the command line nests too deep to inspect".into());
         }
+    }
+    // Compound commands, counted rather than nested, as a keyword's `fi`
+    // or `done` cannot be told from an argument without parsing.
+    let compounds = line
+        .split(|c: char| c.is_whitespace() || ";&|()<>".contains(c))
+        .filter(|word| {
+            matches!(
+                *word,
+                "if" | "while" | "until" | "for" | "case" | "select" | "function"
+            )
+        })
+        .count();
+    if compounds > MAX_COMPOUNDS {
+        return Err(format!(
+            "the command line has more than {MAX_COMPOUNDS} compound commands: too many to inspect"
+        ));
     }
     let mut walker = Walker {
         line: line.to_string(),
@@ -256,15 +308,27 @@ impl Walker {
                     }
                     let name = match &assignment.name {
                         ast::AssignmentName::VariableName(name) => name.as_str(),
-                        ast::AssignmentName::ArrayElementName(name, _) => name.as_str(),
+                        ast::AssignmentName::ArrayElementName(name, _) => {
+                            return Err(format!(
+                                "setting `{name}[...]` for a command is not inspected"
+                            ))
+                        }
                     };
-                    if !safe_variable(name)
-                        || matches!(assignment.name, ast::AssignmentName::ArrayElementName(..))
-                    {
+                    if assignment.append {
                         return Err(format!(
-                            "setting `{name}` for a command is not inspected: only LANG, LC_* and TZ"
+                            "appending to `{name}` for a command is not inspected"
                         ));
                     }
+                    // The word is the whole `NAME=value`.
+                    let assigned = Value {
+                        text: value
+                            .text
+                            .split_once('=')
+                            .map_or("", |(_, v)| v)
+                            .to_string(),
+                        dynamic: value.dynamic,
+                    };
+                    safe_assignment(name, &assigned)?;
                 }
                 Some(ast::CommandPrefixOrSuffixItem::IoRedirect(redirect)) => {
                     self.redirect(redirect, &mut redirects, wrappers, depth)?;
@@ -373,6 +437,22 @@ impl Walker {
             R::File(_, kind, target) => match target {
                 T::Filename(word) => {
                     let value = self.word(&word.value, wrappers, depth)?;
+                    // bash opens `/dev/tcp/HOST/PORT` as a connection: a
+                    // `cat` reading it is a tunnel.
+                    if value.dynamic && !matches!(kind, K::Write | K::Append | K::Clobber) {
+                        return Err(
+                            "a redirection from a file named only when it runs is not inspected"
+                                .into(),
+                        );
+                    }
+                    if ["/dev/tcp/", "/dev/udp/"]
+                        .iter()
+                        .any(|p| value.text.starts_with(p))
+                    {
+                        return Err(
+                            "network connections through /dev/tcp and /dev/udp are refused".into(),
+                        );
+                    }
                     if matches!(kind, K::Write | K::Append | K::Clobber | K::ReadAndWrite) {
                         writes.push(value.text);
                     }
@@ -617,6 +697,37 @@ fn safe_variable(name: &str) -> bool {
     name == "LANG" || name == "TZ" || name.starts_with("LC_")
 }
 
+/// Whether `name=value` may be set for a command: a safe variable, and for
+/// the locale a value under which the shell still reads UTF-8 (or ASCII).
+/// In GBK, Big5 or Shift JIS a backslash or a quote byte can be the second
+/// half of a character, so `eval` or `sh -c` under such a locale would read
+/// the line differently from the gateway.
+fn safe_assignment(name: &str, value: &Value) -> Result<(), String> {
+    if !safe_variable(name) {
+        return Err(format!(
+            "setting `{name}` for a command is not inspected: only LANG, LC_* and TZ"
+        ));
+    }
+    if name != "TZ" && (value.dynamic || !utf8_locale(&value.text)) {
+        return Err(format!(
+            "setting `{name}` to a locale other than C or UTF-8 is refused: the shell would read the line differently"
+        ));
+    }
+    Ok(())
+}
+
+/// A locale under which text is read as UTF-8: `C`, `POSIX`, `C.UTF-8`,
+/// `en_US.UTF-8`, `de_DE.utf8@euro`, or empty (unset).
+pub(crate) fn utf8_locale(value: &str) -> bool {
+    let value = value.split('@').next().unwrap_or(value);
+    match value.rsplit_once('.') {
+        None => matches!(value, "" | "C" | "POSIX"),
+        Some((_, charset)) => {
+            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+        }
+    }
+}
+
 fn with(wrappers: &[String], more: &str) -> Vec<String> {
     let mut wrappers = wrappers.to_vec();
     wrappers.push(more.to_string());
@@ -659,6 +770,50 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
                 return Err(format!(
                     "`{program}` with a subscripted name evaluates it: not inspected"
                 ));
+            }
+            // `export PATH=/tmp/x` changes what the next command runs, as
+            // `PATH=/tmp/x cmd` would.
+            if matches!(
+                program,
+                "declare" | "typeset" | "local" | "export" | "readonly"
+            ) {
+                for arg in argv
+                    .iter()
+                    .skip(1)
+                    .filter(|v| !v.text.starts_with(['-', '+']))
+                {
+                    let name = arg
+                        .text
+                        .split_once('=')
+                        .map_or(arg.text.as_str(), |(n, _)| n);
+                    let value = Value {
+                        text: arg.text.split_once('=').map_or("", |(_, v)| v).to_string(),
+                        dynamic: arg.dynamic,
+                    };
+                    safe_assignment(name, &value)?;
+                }
+            }
+            Ok(None)
+        }
+        // Options that change how the shell reads the rest of the line
+        // (`-k` takes `PATH=x` anywhere as an assignment, `-o posix`,
+        // `+B`) are refused; these only make it stricter or louder.
+        "set" => {
+            let mut args = argv.iter().skip(1).map(|v| v.text.as_str());
+            while let Some(arg) = args.next() {
+                if arg == "--" || arg == "-" {
+                    break;
+                }
+                let safe = match arg.strip_prefix(['-', '+']) {
+                    None => continue,
+                    Some("o") => args.next().is_some_and(safe_shell_option),
+                    Some(flags) => flags.chars().all(|c| SAFE_SHELL_FLAGS.contains(c)),
+                };
+                if !safe {
+                    return Err(format!(
+                        "`set {arg}` changes how the shell reads the line: refused"
+                    ));
+                }
             }
             Ok(None)
         }
@@ -828,12 +983,12 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
             break;
         }
         if name == "env" && word.contains('=') && !word.starts_with('-') {
-            let variable = word.split_once('=').map_or("", |(v, _)| v);
-            if !safe_variable(variable) {
-                return Err(format!(
-                    "setting `{variable}` for a command is not inspected: only LANG, LC_* and TZ"
-                ));
-            }
+            let (variable, value) = word.split_once('=').unwrap_or_default();
+            let value = Value {
+                text: value.to_string(),
+                dynamic: false,
+            };
+            safe_assignment(variable, &value)?;
             assignments = true;
             i += 1;
             continue;
@@ -884,8 +1039,32 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
     Ok(Unwrapped::Runs(i))
 }
 
-/// `sh -c 'line'` (and `bash -lc`, `sh -e -c`, ...).
+/// Single-letter shell options that change nothing in how a line is read:
+/// errexit, nounset, xtrace, verbose (and `l`, a login shell, on the command
+/// line only).
+const SAFE_SHELL_FLAGS: &str = "euxv";
+
+/// `-o NAME` options with no effect on how a line is read.
+fn safe_shell_option(name: &str) -> bool {
+    matches!(
+        name,
+        "errexit" | "nounset" | "xtrace" | "verbose" | "pipefail"
+    )
+}
+
+/// `sh -c 'line'` (and `bash -lc`, `sh -e -c`, `bash -o pipefail -c`).
+///
+/// Only options known to leave the reading of the line alone are taken:
+/// any other may make the shell read something else than the string after
+/// `-c` (`-s` reads standard input, `--rcfile` takes `-c` as its file,
+/// `+c` is not `-c`), or read it differently (`-k`, `-i` with its rc files,
+/// `+O interactive_comments`, `-O extglob`).
 fn shell(name: &str, words: &[&str], argv: &[Value]) -> Result<Unwrapped, String> {
+    let refused = |option: &str| {
+        Err(format!(
+            "`{name} {option}` may read another line than the one after -c, or read it differently: refused"
+        ))
+    };
     let mut i = 1;
     let mut command = false;
     while let Some(word) = words.get(i) {
@@ -896,35 +1075,40 @@ fn shell(name: &str, words: &[&str], argv: &[Value]) -> Result<Unwrapped, String
             i += 1;
             break;
         }
-        if let Some(flags) = word.strip_prefix('-').or_else(|| word.strip_prefix('+')) {
-            if flags.starts_with('-') {
-                // Long options: --login, --norc, --posix, ...
-                i += 1;
-                continue;
-            }
-            // `-o NAME` and `-O NAME` take the next words, in order, even
-            // grouped (`-co vi LINE`).
-            let mut values = 0;
-            for flag in flags.chars() {
-                match flag {
-                    'c' => command = true,
-                    'o' | 'O' => {
-                        values += 1;
-                        let value = words.get(i + values).copied().unwrap_or("");
-                        if flag == 'O' && value == "extglob" {
-                            return Err("a shell with extended globs on is not inspected".into());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            i += 1 + values;
+        if matches!(*word, "--login" | "--noprofile" | "--norc") {
+            i += 1;
             continue;
         }
-        break;
+        let Some(flags) = word.strip_prefix('-') else {
+            if word.starts_with('+') {
+                return refused(word);
+            }
+            break;
+        };
+        if flags.is_empty() || flags.starts_with('-') {
+            return refused(word);
+        }
+        // `-o NAME` takes the next word, even grouped (`-eo pipefail`).
+        let mut values = 0;
+        for flag in flags.chars() {
+            match flag {
+                'c' => command = true,
+                'l' => {}
+                'o' => {
+                    values += 1;
+                    let value = words.get(i + values).copied().unwrap_or("");
+                    if !safe_shell_option(value) {
+                        return refused(&format!("-o {value}"));
+                    }
+                }
+                flag if SAFE_SHELL_FLAGS.contains(flag) => {}
+                _ => return refused(word),
+            }
+        }
+        i += 1 + values;
     }
     if !command {
-        // A script file or commands from standard input: decided as the shell.
+        // A script file: decided as the shell.
         return Ok(Unwrapped::Not);
     }
     match (words.get(i), argv.get(i)) {
@@ -1003,7 +1187,7 @@ mod tests {
         // Inside double quotes, in assignments and redirections too.
         for line in [
             r#"echo "$(rm -rf /)""#,
-            "LC_X=$(rm -rf /) true",
+            "TZ=$(rm -rf /) true",
             "cat < <(rm -rf /)",
             "echo > $(rm -rf /)",
         ] {
@@ -1127,7 +1311,7 @@ mod tests {
             assert!(parse(line).is_err(), "{line}");
         }
         // Grouped shell options take their values in order.
-        let c = &parse("bash -co vi 'rm -rf /'").unwrap()[0];
+        let c = &parse("bash -co pipefail 'rm -rf /'").unwrap()[0];
         assert_eq!(c.name, "rm");
         // Brace expansion across quotes is known only when it runs.
         let c = &parse("timeout {\"5\",rm} ls x").unwrap()[0];
@@ -1159,6 +1343,79 @@ mod tests {
         // An extended glob is not a subshell to bash.
         let c = &parse("!(rm -rf /)");
         assert!(c.is_err() || c.as_ref().unwrap().iter().any(|c| c.name == "rm"));
+    }
+
+    #[test]
+    fn deep_lines_are_refused_or_read_quickly() {
+        for (open, close) in [
+            ("if true; then ", "fi; "),
+            ("while true; do ", "done; "),
+            ("case x in x) ", ";; esac; "),
+            ("( ", ") "),
+            ("f() ( ", ") "),
+            ("echo $(", ") "),
+        ] {
+            for depth in [12, 13, 64, 65, 500] {
+                let line = format!("{}true; {}", open.repeat(depth), close.repeat(depth));
+                if line.len() > MAX_LINE {
+                    continue;
+                }
+                let started = std::time::Instant::now();
+                let read = parse(&line);
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(2),
+                    "{open:?} x {depth}: {:?}",
+                    started.elapsed()
+                );
+                if depth > MAX_COMPOUNDS {
+                    assert!(read.is_err(), "{open:?} x {depth}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shells_are_looked_through_only_with_options_that_keep_the_line() {
+        assert_eq!(texts("bash -lc 'ls /'"), ["ls /"]);
+        assert_eq!(texts("sh -e -c 'ls /'"), ["ls /"]);
+        assert_eq!(texts("bash -o pipefail -c 'ls | wc'"), ["ls", "wc"]);
+        assert_eq!(texts("bash --login -c ls"), ["ls"]);
+        for line in [
+            "sh -sc ls",
+            "sh +c -s ls",
+            "bash --rcfile -c -s ls",
+            "bash --init-file -c -s ls",
+            "bash -kc 'cat PATH=/tmp/x'",
+            "bash -o keyword -c 'cat PATH=/tmp/x'",
+            "bash +O interactive_comments -ic 'echo # ; touch x'",
+            "bash -ic ls",
+            "bash -O extglob -c ls",
+            "set -k; cat PATH=/tmp/x",
+            "set -o posix; ls",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        assert_eq!(texts("set -eu; ls"), ["set -eu", "ls"]);
+    }
+
+    #[test]
+    fn the_locale_stays_utf8_and_dev_tcp_is_no_tunnel() {
+        for line in [
+            "LC_ALL=zh_CN.GBK eval 'echo ok'",
+            "env LANG=ja_JP.SJIS sh -c ls",
+            "export LC_ALL=zh_TW.BIG5; eval ls",
+            "export PATH=/tmp/x; cat",
+            "cat </dev/tcp/127.0.0.1/9090",
+            "{ cat 1<&3 & cat <&3; } 3</dev/tcp/127.0.0.1/9090",
+            "exec 3<>/dev/udp/127.0.0.1/53",
+            "cat < $F",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        assert_eq!(texts("LC_ALL=C.UTF-8 ls"), ["ls"]);
+        assert_eq!(texts("env LANG=de_DE.utf8@euro ls"), ["ls"]);
+        assert_eq!(texts("cat < /etc/hostname"), ["cat"]);
+        assert!(utf8_locale("C") && utf8_locale("en_US.UTF-8") && !utf8_locale("zh_CN.GB18030"));
     }
 
     #[test]

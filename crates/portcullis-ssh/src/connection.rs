@@ -832,9 +832,13 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
                 variable_value,
                 ..
             }) => {
-                // Only the locale: a variable such as BASH_ENV or LD_PRELOAD
-                // would run what no policy saw.
-                if variable_name == "LANG" || variable_name.starts_with("LC_") {
+                // Only the locale, and only one read as UTF-8: a variable
+                // such as BASH_ENV or LD_PRELOAD would run what no policy
+                // saw, and a GBK locale would make the shell read the line
+                // differently from the gateway.
+                if (variable_name == "LANG" || variable_name.starts_with("LC_"))
+                    && crate::command::utf8_locale(&variable_value)
+                {
                     env.push((variable_name, variable_value));
                 }
             }

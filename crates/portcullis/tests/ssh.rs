@@ -275,6 +275,26 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
     assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
     assert!(!marker.exists(), "{line}: the hidden command ran");
 
+    // Shell options that make the shell read another line than the one
+    // after -c, or read it differently; a tunnel through /dev/tcp; a locale
+    // in which a backslash can end a character.
+    for hidden in [
+        "sh -sc 'ls {m}'",
+        "sh +c -s 'ls {m}'",
+        "bash --rcfile -c -s 'ls {m}'",
+        "bash -kc 'cat PATH=/tmp {m}'",
+        "bash +O interactive_comments -ic 'echo # ; touch {m}'",
+        "{ cat 1<&3 & cat <&3; } 3</dev/tcp/127.0.0.1/22; touch {m}",
+        "LC_ALL=zh_CN.GBK eval 'touch {m}'",
+    ] {
+        let marker = scratch("options");
+        let line = hidden.replace("{m}", &marker.display().to_string());
+        let out = ssh(&gw, &alice, &line);
+        assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
+        assert!(stderr(&out).contains("refused"), "{line}: {}", stderr(&out));
+        assert!(!marker.exists(), "{line}: something ran");
+    }
+
     // Every command is in the audit log with its decision and its policy.
     let entries = gw.audit_entries(2000);
     let decided = |text: &str, effect: &str| {
