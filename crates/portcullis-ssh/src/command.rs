@@ -804,11 +804,14 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
                 if arg == "--" || arg == "-" {
                     break;
                 }
-                let safe = match arg.strip_prefix(['-', '+']) {
-                    None => continue,
-                    Some("o") => args.next().is_some_and(safe_shell_option),
-                    Some(flags) => flags.chars().all(|c| SAFE_SHELL_FLAGS.contains(c)),
+                let Some(flags) = arg.strip_prefix(['-', '+']) else {
+                    continue;
                 };
+                // `-o NAME` takes the next word, even grouped (`-eo pipefail`).
+                let safe = flags.chars().all(|flag| match flag {
+                    'o' => args.next().is_some_and(safe_shell_option),
+                    flag => SAFE_SHELL_FLAGS.contains(flag),
+                });
                 if !safe {
                     return Err(format!(
                         "`set {arg}` changes how the shell reads the line: refused"
@@ -1396,6 +1399,8 @@ mod tests {
             assert!(parse(line).is_err(), "{line}");
         }
         assert_eq!(texts("set -eu; ls"), ["set -eu", "ls"]);
+        assert_eq!(texts("set -eo pipefail; ls"), ["set -eo pipefail", "ls"]);
+        assert!(parse("set -eo keyword; ls").is_err());
     }
 
     #[test]
