@@ -20,6 +20,7 @@
 use crate::error::PgError;
 use crate::server::PgTarget;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,8 @@ pub struct Snapshot {
     loaded_at: Option<Instant>,
     /// Some view's definition could not be read: it was locked.
     incomplete: bool,
+    /// [`Catalog::generation`] when the read started.
+    generation: u64,
 }
 
 impl Snapshot {
@@ -113,6 +116,9 @@ pub struct Catalog {
     snapshot: RwLock<Arc<Snapshot>>,
     /// One reader at a time; the others wait for its result.
     loading: tokio::sync::Mutex<()>,
+    /// Counts the DDL seen run through the gateway: a snapshot read before
+    /// the last of them is read again before it is used.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -145,29 +151,46 @@ impl Catalog {
         }
     }
 
-    /// The last snapshot read, however old (empty before the first read).
-    pub fn cached(&self) -> Arc<Snapshot> {
-        self.current()
+    /// The last snapshot read, however old, unless DDL has run since it
+    /// was read (empty before the first read).
+    pub fn cached(&self) -> Option<Arc<Snapshot>> {
+        let current = self.current();
+        (current.generation == self.generation.load(Ordering::Acquire)).then_some(current)
     }
 
-    /// A snapshot that is fresh and, unless it was read again less than
-    /// [`MIN_REFRESH`] ago, holds every relation `missing` says it lacks.
+    /// A statement that may change relations or views ran (or its
+    /// transaction ended): what was read before it is read again.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A snapshot that is fresh, read after the last DDL the gateway saw
+    /// and, unless it was read again less than [`MIN_REFRESH`] ago, holds
+    /// every relation `missing` says it lacks.
     pub async fn snapshot(
         &self,
         target: &PgTarget,
         missing: impl Fn(&Snapshot) -> bool,
     ) -> Result<Arc<Snapshot>, PgError> {
+        let usable = |current: &Snapshot| {
+            current.is_fresh()
+                && current.generation == self.generation.load(Ordering::Acquire)
+                && (!missing(current) || current.refreshed_recently())
+        };
         let current = self.current();
-        if current.is_fresh() && (!missing(&current) || current.refreshed_recently()) {
+        if usable(&current) {
             return Ok(current);
         }
         let _loading = self.loading.lock().await;
         // Another session may have read it while this one waited.
         let current = self.current();
-        if current.is_fresh() && (!missing(&current) || current.refreshed_recently()) {
+        if usable(&current) {
             return Ok(current);
         }
-        let loaded = Arc::new(load(target).await?);
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut loaded = load(target).await?;
+        loaded.generation = generation;
+        let loaded = Arc::new(loaded);
         match self.snapshot.write() {
             Ok(mut guard) => *guard = loaded.clone(),
             Err(poisoned) => *poisoned.into_inner() = loaded.clone(),

@@ -82,6 +82,9 @@ pub struct ResultSource {
     pub writes: bool,
     /// The statement's text, for the audit entry of what was masked.
     pub text: Arc<str>,
+    /// The statement may change relations or views (DDL): the catalog that
+    /// masking reads is read again once it has run.
+    pub changes_schema: bool,
 }
 
 /// What to do with one column's values.

@@ -265,6 +265,9 @@ pub struct Results {
     /// The result under way has had its notice about binary values sent as
     /// NULL for what they hold.
     content_null_noticed: bool,
+    /// A statement that may change relations or views ran in the
+    /// transaction under way: its end invalidates the catalog again.
+    schema_changed: bool,
 }
 
 impl Results {
@@ -286,6 +289,7 @@ impl Results {
             result_counts: MaskCounts::default(),
             session_counts: MaskCounts::default(),
             content_null_noticed: false,
+            schema_changed: false,
         }
     }
 
@@ -310,21 +314,34 @@ impl Results {
             }
             b'C' | b'I' | b's' => {
                 self.finish_result();
-                let (done, copy_in) = self.queue.with(|queue| match queue.front_mut() {
-                    Some(Expect::Query(statements)) => match statements.pop_front() {
-                        Some(statement) => Ok((statement.undo, statement.copy_in)),
-                        // The answer to an empty query.
-                        None if tag == b'I' => Ok((Vec::new(), false)),
-                        None => Err(out_of_step(tag)),
-                    },
-                    Some(Expect::Execute { copy_in, .. }) => {
-                        let copy_in = *copy_in;
-                        queue.pop_front();
-                        Ok((Vec::new(), copy_in))
-                    }
-                    _ => Err(out_of_step(tag)),
-                })?;
+                let (done, copy_in, changes_schema) =
+                    self.queue.with(|queue| match queue.front_mut() {
+                        Some(Expect::Query(statements)) => match statements.pop_front() {
+                            Some(statement) => Ok((
+                                statement.undo,
+                                statement.copy_in,
+                                statement.source.changes_schema,
+                            )),
+                            // The answer to an empty query.
+                            None if tag == b'I' => Ok((Vec::new(), false, false)),
+                            None => Err(out_of_step(tag)),
+                        },
+                        Some(Expect::Execute {
+                            copy_in, source, ..
+                        }) => {
+                            let answered = (Vec::new(), *copy_in, source.changes_schema);
+                            queue.pop_front();
+                            Ok(answered)
+                        }
+                        _ => Err(out_of_step(tag)),
+                    })?;
                 self.queue.copy_starts_settled(usize::from(copy_in), false);
+                // Masking reads views through their definitions: a change
+                // is read again now, and when its transaction ends.
+                if changes_schema {
+                    self.target.catalog.invalidate();
+                    self.schema_changed = true;
+                }
                 // The statement ran: what it did to prepared statements and
                 // cursors holds.
                 self.queue.prepared().confirm(done);
@@ -399,6 +416,10 @@ impl Results {
                 self.queue.undo_dropped(dropped);
                 if !answered {
                     return Err(out_of_step(tag));
+                }
+                if self.schema_changed {
+                    self.target.catalog.invalidate();
+                    self.schema_changed = body.first() != Some(&b'I');
                 }
                 // Outside a transaction block no portal is left (cursors
                 // WITH HOLD aside, which the gateway then treats as unknown).
@@ -828,7 +849,14 @@ impl Results {
         if source.lineage.opaque || source.calls_functions {
             return true;
         }
-        let snapshot = self.target.catalog.cached();
+        // Read before DDL that ran since, or without a relation the
+        // statement names (created since): it may read anything.
+        let Some(snapshot) = self.target.catalog.cached() else {
+            return true;
+        };
+        if lacks_relations(&snapshot, &source.lineage.relations) {
+            return true;
+        }
         let planner = Planner {
             masker,
             snapshot: &snapshot,
@@ -871,7 +899,10 @@ fn table_has_masked_column(
     schema: Option<&str>,
     table: &str,
 ) -> bool {
-    let snapshot = target.catalog.cached();
+    // Read before DDL that ran since: the table may be anything now.
+    let Some(snapshot) = target.catalog.cached() else {
+        return true;
+    };
     let candidates = snapshot.named(schema, table);
     if candidates.is_empty() {
         // Not known: the detail may hold anything.

@@ -1470,6 +1470,12 @@ fn source_of(statement: &StatementInfo) -> ResultSource {
             || statement.kind == portcullis_core::StatementKind::Transaction,
         writes: statement.writes,
         text: statement.text.as_str().into(),
+        changes_schema: statement.kinds.iter().any(|kind| {
+            matches!(
+                kind,
+                portcullis_core::StatementKind::Ddl | portcullis_core::StatementKind::Other
+            )
+        }),
     }
 }
 
@@ -1483,6 +1489,7 @@ fn opaque_source() -> ResultSource {
         calls_functions: true,
         writes: false,
         text: "".into(),
+        changes_schema: false,
     }
 }
 

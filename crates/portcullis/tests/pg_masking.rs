@@ -819,6 +819,61 @@ async fn notices_are_redacted_and_merge_needs_its_own_condition() {
     gw.stop().await;
 }
 
+/// A view redefined through the gateway is masked by its new definition at
+/// once, in or out of a transaction, and an error about a relation created
+/// since the catalog was read is redacted as one that may read anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_redefined_since_the_catalog_was_read_is_masked_by_its_new_definition() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_redefined", SEED).await).await;
+    let dana = gw
+        .connect(&gw.token("dana@example.com", &["eng", "dba", "pii-readers"]))
+        .await
+        .unwrap();
+    let alice = gw.connect(&alice(&gw)).await.unwrap();
+    dana.batch_execute("create view notes_v as select id, name as info from customers")
+        .await
+        .unwrap();
+    let before = first_text(&alice, "select info from notes_v where id = 1").await;
+    assert_eq!(before, "Jane Doe");
+    let read = |sql: &'static str| {
+        let alice = &alice;
+        async move {
+            let rows = alice.simple_query(sql).await.unwrap();
+            format!("{rows:?}")
+        }
+    };
+    dana.batch_execute(
+        "create or replace view notes_v as select id, national_id || ' ' || email as info from customers",
+    )
+    .await
+    .unwrap();
+    let text = read("select reverse(info), translate(info, '-@', '_#') from notes_v").await;
+    assert_no_secret("a view redefined", &text);
+    assert!(!text.contains("9876-54-321"), "{text}");
+    assert!(!text.contains("123_45_6789"), "{text}");
+    // Dropped and made again, inside a transaction.
+    dana.batch_execute(
+        "begin; drop view notes_v; create view notes_v as select id, card_number as info from customers; commit",
+    )
+    .await
+    .unwrap();
+    let text = read("select reverse(info) from notes_v").await;
+    assert_no_secret("a view made again", &text);
+    assert!(!text.contains("2424 2424"), "{text}");
+    // An error quoting a value read through a view made since.
+    dana.batch_execute("create view all_v as select * from customers")
+        .await
+        .unwrap();
+    let error = alice
+        .simple_query("delete from all_v where reverse(national_id)::int = 0")
+        .await
+        .unwrap_err();
+    let text = format!("{error:?}");
+    assert!(!text.contains("9876-54-321"), "{text}");
+    assert_no_secret("an error", &text);
+    gw.stop().await;
+}
+
 /// Reading a view's definition locks the view and what it reads. A session
 /// holding such a lock must not stall the catalog read that every masked
 /// session waits on.
