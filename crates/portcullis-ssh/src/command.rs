@@ -28,6 +28,9 @@ const MAX_PARENS: usize = 12;
 /// `if`, `while`, `for`, `case`... in one line, at most: the parser's stack
 /// and time grow with their nesting.
 const MAX_COMPOUNDS: usize = 64;
+/// Commands in one line, at most: each is decided and audited with the
+/// line, so a line of thousands of `:` would write megabytes of audit log.
+const MAX_COMMANDS: usize = 64;
 
 /// The stack the parsing thread gets: the parser recurses with the nesting
 /// of compound commands (`if` in `if` in `if`...), bounded by the counts
@@ -78,7 +81,9 @@ fn parse_here(line: &str) -> Result<Vec<Command>, String> {
     }
     // Compound commands, counted rather than nested, as a keyword's `fi`
     // or `done` cannot be told from an argument without parsing.
+    // A backslash-newline joins the words it splits: `i\<newline>f`.
     let compounds = line
+        .replace("\\\n", "")
         .split(|c: char| c.is_whitespace() || ";&|()<>".contains(c))
         .filter(|word| {
             matches!(
@@ -105,6 +110,11 @@ fn parse_here(line: &str) -> Result<Vec<Command>, String> {
     walker.source(line, &[], 0)?;
     if walker.out.is_empty() {
         return Err("the command line runs no command".into());
+    }
+    if walker.out.len() > MAX_COMMANDS {
+        return Err(format!(
+            "the command line runs more than {MAX_COMMANDS} commands: too many to decide one by one"
+        ));
     }
     Ok(walker.out)
 }
@@ -236,6 +246,7 @@ impl Walker {
             C::BraceGroup(b) => self.compound_list(&b.list, wrappers, depth),
             C::Subshell(s) => self.compound_list(&s.list, wrappers, depth),
             C::ForClause(f) => {
+                assignable(&f.variable_name)?;
                 for word in f.values.iter().flatten() {
                     self.word(&word.value, wrappers, depth)?;
                 }
@@ -268,7 +279,13 @@ impl Walker {
                 self.compound_list(&w.0, wrappers, depth)?;
                 self.compound_list(&w.1.list, wrappers, depth)
             }
-            C::Coprocess(c) => self.command(&c.body, wrappers, depth),
+            C::Coprocess(c) => {
+                // `coproc NAME` assigns the array NAME.
+                if let Some(name) = &c.name {
+                    assignable(&name.value)?;
+                }
+                self.command(&c.body, wrappers, depth)
+            }
         }
     }
 
@@ -550,9 +567,9 @@ impl Walker {
                     self.pieces(raw, inner, true, value, wrappers, depth)?;
                 }
                 // Inside backquotes bash removes backslashes before parsing.
-                WordPiece::BackquotedCommandSubstitution(inner)
-                    if inner.contains("\\$") || inner.contains("\\\\") || inner.contains("\\`") =>
-                {
+                // Within double quotes it removes the one before `"` too,
+                // which the parser keeps.
+                WordPiece::BackquotedCommandSubstitution(inner) if inner.contains('\\') => {
                     return Err("escapes inside backquotes are not inspected: use $( )".into());
                 }
                 WordPiece::CommandSubstitution(inner)
@@ -563,6 +580,10 @@ impl Walker {
                     value.dynamic = true;
                 }
                 WordPiece::ParameterExpansion(_) | WordPiece::ArithmeticExpression(_) => {
+                    // `${PATH:=/tmp/x}` assigns as it expands.
+                    if let Some(name) = assigned_in_expansion(source) {
+                        assignable(name)?;
+                    }
                     if has_substitution(source) {
                         return Err(format!(
                             "a command substitution inside `{source}` is not inspected: run it on its own"
@@ -697,6 +718,30 @@ fn safe_variable(name: &str) -> bool {
     name == "LANG" || name == "TZ" || name.starts_with("LC_")
 }
 
+/// Whether a variable may be assigned by the line itself (a loop's
+/// variable, `read NAME`, `${NAME:=x}`...): not one whose value changes
+/// what runs or how the rest is read. The shell's own and the environment's
+/// are upper case (`PATH`, `IFS`, `LC_ALL`, `BASH_ENV`, `LD_PRELOAD`); the
+/// one lower-case exception is `histchars`.
+fn assignable(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase()) || name == "histchars" {
+        return Err(format!(
+            "assigning `{name}` in the line is not inspected: only lower-case variables"
+        ));
+    }
+    Ok(())
+}
+
+/// The variable that `${NAME=word}` or `${NAME:=word}` assigns.
+fn assigned_in_expansion(source: &str) -> Option<&str> {
+    let inner = source.strip_prefix("${")?;
+    let end = inner
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(inner.len());
+    let (name, rest) = inner.split_at(end);
+    (rest.starts_with('=') || rest.starts_with(":=")).then_some(name)
+}
+
 /// Whether `name=value` may be set for a command: a safe variable, and for
 /// the locale a value under which the shell still reads UTF-8 (or ASCII).
 /// In GBK, Big5 or Shift JIS a backslash or a quote byte can be the second
@@ -765,11 +810,38 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
             Err("`mapfile -C` runs a callback: not inspected".into())
         }
         "test" | "[" | "printf" | "read" | "unset" | "declare" | "typeset" | "local" | "export"
-        | "readonly" | "mapfile" | "readarray" | "wait" => {
+        | "readonly" | "mapfile" | "readarray" | "wait" | "getopts" => {
             if args().any(subscripted) {
                 return Err(format!(
                     "`{program}` with a subscripted name evaluates it: not inspected"
                 ));
+            }
+            // Builtins that assign the variables they name: `read PATH`
+            // with `/tmp/x` on standard input. Words that are not names
+            // (a prompt, a delimiter) are checked too, which refuses at
+            // worst an upper-case prompt.
+            match program {
+                "read" | "mapfile" | "readarray" => {
+                    for arg in args().filter(|a| !a.starts_with('-')) {
+                        assignable(arg)?;
+                    }
+                }
+                "getopts" => {
+                    if let Some(name) = args().nth(1) {
+                        assignable(name)?;
+                    }
+                }
+                "printf" => {
+                    let mut words = args();
+                    while let Some(arg) = words.next() {
+                        match arg.strip_prefix("-v") {
+                            Some("") => assignable(words.next().unwrap_or(""))?,
+                            Some(name) => assignable(name)?,
+                            None => break,
+                        }
+                    }
+                }
+                _ => {}
             }
             // `export PATH=/tmp/x` changes what the next command runs, as
             // `PATH=/tmp/x cmd` would.
@@ -929,14 +1001,18 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
         "stdbuf" => (&["-i", "-o", "-e"], &[]),
         "nohup" | "setsid" | "builtin" => (&[], &["-f", "-w", "--fork", "--wait"]),
         "command" => (&[], &["-p"]),
-        "exec" => (&["-a"], &["-c", "-l"]),
+        // `exec -a NAME` sets the program's argv[0], which multi-call
+        // programs read as what to be (`systemctl` as `reboot`): refused
+        // as an unknown option.
+        "exec" => (&[], &["-c", "-l"]),
         "time" => (&[], &["-p"]),
+        // `-I`, `-i` and `--replace` put input into any word, the
+        // command's name too: refused as unknown options.
         "xargs" => (
             &[
                 "-a",
                 "-d",
                 "-E",
-                "-I",
                 "-L",
                 "-n",
                 "-P",
@@ -1421,6 +1497,43 @@ mod tests {
         assert_eq!(texts("env LANG=de_DE.utf8@euro ls"), ["ls"]);
         assert_eq!(texts("cat < /etc/hostname"), ["cat"]);
         assert!(utf8_locale("C") && utf8_locale("en_US.UTF-8") && !utf8_locale("zh_CN.GB18030"));
+    }
+
+    #[test]
+    fn the_line_assigns_no_variable_that_changes_what_runs() {
+        for line in [
+            "for PATH in /tmp/x; do ls; done",
+            "for LC_ALL in zh_CN.GBK; do eval ls; done",
+            "echo ${LC_ALL:=zh_CN.GBK}; eval ls",
+            "echo ${PATH=/tmp/x}; ls",
+            "read PATH; ls",
+            "read -r IFS; ls",
+            "printf -v PATH /tmp/x; ls",
+            "printf -vPATH /tmp/x; ls",
+            "mapfile PATH; ls",
+            "getopts ab OPT; ls",
+            "coproc PATH { ls; }",
+            "xargs -I wc nice wc -c x",
+            "xargs -i sh -c {}",
+            "xargs --replace=wc wc",
+            "exec -a reboot systemctl status",
+            "echo \"`echo \\\"x`\"",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        assert_eq!(texts("for f in a b; do ls $f; done"), ["ls $f"]);
+        assert_eq!(texts("read -r line; echo ok"), ["read -r line", "echo ok"]);
+        assert_eq!(texts("echo ${x:-y}"), ["echo ${x:-y}"]);
+    }
+
+    #[test]
+    fn a_line_runs_a_bounded_number_of_commands() {
+        let line = vec![":"; MAX_COMMANDS + 1].join("; ");
+        assert!(parse(&line).unwrap_err().contains("more than"));
+        assert!(parse(&vec![":"; MAX_COMMANDS].join("; ")).is_ok());
+        // Keywords split by a backslash-newline still count.
+        let split = "i\\\nf true; then :; fi; ".repeat(MAX_COMPOUNDS + 1);
+        assert!(parse(&split).is_err());
     }
 
     #[test]

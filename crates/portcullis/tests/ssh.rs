@@ -286,6 +286,10 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         "bash +O interactive_comments -ic 'echo # ; touch {m}'",
         "{ cat 1<&3 & cat <&3; } 3</dev/tcp/127.0.0.1/22; touch {m}",
         "LC_ALL=zh_CN.GBK eval 'touch {m}'",
+        "for PATH in /tmp; do ls {m}; done",
+        "echo sh | xargs -I wc nice wc -c 'touch {m}'",
+        "exec -a reboot systemctl status {m}",
+        &format!("{}ls {{m}}", ": ; ".repeat(64)),
     ] {
         let marker = scratch("options");
         let line = hidden.replace("{m}", &marker.display().to_string());
