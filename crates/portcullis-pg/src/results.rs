@@ -777,8 +777,23 @@ impl Results {
         // the notice of `to_tsquery` on an input without lexemes): its
         // quoted part, what follows its colon and its numbers are withheld,
         // and so are its detail and context.
+        // `relation "x" does not exist` naming a relation the statement
+        // itself names quotes the user's own text, not a value.
+        let undefined = fields
+            .iter()
+            .any(|(code, value)| *code == b'C' && *value == "42P01")
+            .then(|| {
+                fields
+                    .iter()
+                    .find(|(code, _)| *code == b'M')
+                    .and_then(|(_, m)| {
+                        m.strip_prefix("relation \"")?
+                            .strip_suffix("\" does not exist")
+                    })
+            })
+            .flatten();
         let reads_covered =
-            masker.has_column_rules() && self.current_statement_reads_covered(&masker);
+            masker.has_column_rules() && self.current_statement_reads_covered(&masker, undefined);
         let mut changed = false;
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {
@@ -822,7 +837,7 @@ impl Results {
 
     /// Whether the statement the target answers now may read what a column
     /// rule in force covers (judged on the catalog as last read).
-    fn current_statement_reads_covered(&self, masker: &Masker) -> bool {
+    fn current_statement_reads_covered(&self, masker: &Masker, undefined: Option<&str>) -> bool {
         enum Front {
             Statement(ResultSource),
             /// A Parse, Bind, Close or Describe: its errors quote the
@@ -848,6 +863,14 @@ impl Results {
         };
         if source.lineage.opaque || source.calls_functions {
             return true;
+        }
+        if undefined.is_some_and(|name| {
+            source.lineage.relations.iter().any(|r| match &r.schema {
+                Some(schema) => name == format!("{schema}.{}", r.name),
+                None => name == r.name,
+            })
+        }) {
+            return false;
         }
         // Read before DDL that ran since, or without a relation the
         // statement names (created since): it may read anything.
