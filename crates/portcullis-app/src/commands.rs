@@ -38,6 +38,23 @@ pub fn policy_validate(dir: &Path) -> Result<String> {
     ))
 }
 
+/// Text from users (statements, command lines, comments, names) made safe
+/// to print on a terminal: a line break is a space, and other control
+/// characters are shown escaped, so that a carriage return or an escape
+/// sequence cannot make one entry or request look like another.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push(' '),
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `portcullis audit tail`: the last `n` entries, as text or JSON lines.
 pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
     let path = crate::audit_path(&config.gateway.data_dir);
@@ -56,12 +73,7 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
             continue;
         }
         let body = &entry.body;
-        let field = |name: &str| {
-            body.get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or("-")
-                .to_string()
-        };
+        let field = |name: &str| printable(body.get(name).and_then(|v| v.as_str()).unwrap_or("-"));
         let decision = body
             .pointer("/decision/effect")
             .and_then(|v| v.as_str())
@@ -115,8 +127,9 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
                     .and_then(|v| v.as_str())
                     .map(str::to_string)
             })
-            .unwrap_or_default()
-            .replace('\n', " ");
+            .unwrap_or_default();
+        let what = printable(&what);
+        let policies = printable(&policies);
         out.push_str(&format!(
             "{:>6} {} {:<17} {} {} {} {}{} {}\n",
             entry.seq,
@@ -301,5 +314,19 @@ mod tests {
         assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_time(1_795_523_045_123), "2026-11-24T12:24:05.123Z");
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(
+            printable("systemctl isolate x # \r\u{1b}[Ksystemctl restart cron\nnext"),
+            "systemctl isolate x # \\r\\u{1b}[Ksystemctl restart cron next"
+        );
+        assert_eq!(printable("select 'é'\tx"), "select 'é'\tx");
     }
 }

@@ -176,31 +176,28 @@ impl ApiClient {
 }
 
 fn render_line(request: &Request) -> String {
+    use crate::commands::printable;
     let what = match &request.subject {
         Subject::Statement {
             text,
             prepared: Some(prepared),
             ..
-        } => format!(
-            "{} (runs: {})",
-            text.replace('\n', " "),
-            prepared.replace('\n', " ")
-        ),
-        Subject::Statement { text, .. } => text.replace('\n', " "),
+        } => format!("{} (runs: {})", printable(text), printable(prepared)),
+        Subject::Statement { text, .. } => printable(text),
         Subject::Access { seconds } => format!("access for {}", model::duration(*seconds)),
     };
     let reason = request
         .reason
         .as_deref()
-        .map(|r| format!(" (reason: {r})"))
+        .map(|r| format!(" (reason: {})", printable(r)))
         .unwrap_or_default();
     format!(
         "{:>5}  {:<9} {:<9} {} on {} for {}{reason}\n       {what}\n",
         request.id,
         request.status.as_str(),
         request.kind(),
-        request.requester.id,
-        request.target,
+        printable(&request.requester.id),
+        printable(&request.target),
         model::groups_list(&request.approval.groups),
     )
 }

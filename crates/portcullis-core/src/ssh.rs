@@ -17,7 +17,9 @@ pub struct Command {
     /// The program and its arguments, joined by spaces: for `like`
     /// patterns such as `"systemctl restart *"`.
     pub text: String,
-    /// The whole command line the client sent.
+    /// The whole command line the client sent. In the audit log, only the
+    /// first command of a line carries it (the others would repeat it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub line: String,
     /// The wrappers looked through, outermost first: `sudo`, `env`,
     /// `sh -c`, `bash -c`, `nohup`, `timeout`, ...

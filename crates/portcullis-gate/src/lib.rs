@@ -489,14 +489,41 @@ impl Gate {
         for decision in &decisions {
             session.count(decision);
         }
+        // The line once, in its first command's entry: a line of many
+        // commands would otherwise write itself as many times.
+        let mut line_written = None;
+        let shortened: Vec<Option<portcullis_core::Command>> = actions
+            .iter()
+            .map(|action| match action {
+                Action::Exec(command) if line_written == Some(command.line.as_str()) => {
+                    Some(portcullis_core::Command {
+                        line: String::new(),
+                        ..command.clone()
+                    })
+                }
+                Action::Exec(command) => {
+                    line_written = Some(command.line.as_str());
+                    None
+                }
+                _ => None,
+            })
+            .collect();
         let events: Vec<AuditEvent<'_>> = actions
             .iter()
             .zip(&decisions)
-            .map(|(action, decision)| AuditEvent::Ssh {
+            .zip(&shortened)
+            .map(|((action, decision), shortened)| AuditEvent::Ssh {
                 session: &session.fields,
                 channel,
                 action: action.name(),
-                detail: event::SshDetail::from(action),
+                detail: match shortened {
+                    Some(command) => event::SshDetail {
+                        command: Some(command),
+                        forward: None,
+                        sftp: None,
+                    },
+                    None => event::SshDetail::from(action),
+                },
                 decision: DecisionFields::from(decision),
             })
             .collect();

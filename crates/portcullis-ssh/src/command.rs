@@ -707,6 +707,16 @@ fn unreadable(line: &str) -> Option<&'static str> {
         if inside.contains('[') && matches!(after, Some('<' | '>')) {
             return Some("a named descriptor with a subscript (`{a[i]}>`) is not inspected");
         }
+        // `{NAME}>file` assigns the new descriptor's number to NAME, which
+        // the parser reads as a word: `echo {PATH}</dev/null` sets PATH.
+        if !inside.is_empty()
+            && inside
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && matches!(after, Some('<' | '>'))
+        {
+            return Some("named descriptors (`{fd}>file`) assign a variable: not inspected");
+        }
     }
     None
 }
@@ -764,6 +774,14 @@ fn safe_assignment(name: &str, value: &Value) -> Result<(), String> {
 /// A locale under which text is read as UTF-8: `C`, `POSIX`, `C.UTF-8`,
 /// `en_US.UTF-8`, `de_DE.utf8@euro`, or empty (unset).
 pub(crate) fn utf8_locale(value: &str) -> bool {
+    // Letters, digits and `_.-@` only: a locale name, nothing a splitter or
+    // a shell reads more into (`C.UTF-8@\_sh`).
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c))
+    {
+        return false;
+    }
     let value = value.split('@').next().unwrap_or(value);
     match value.rsplit_once('.') {
         None => matches!(value, "" | "C" | "POSIX"),
@@ -796,13 +814,19 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
     };
     match program {
         "trap" => {
-            let mut rest = args().skip_while(|a| a.starts_with('-'));
+            if argv.iter().skip(1).any(|v| v.dynamic) {
+                return Err("`trap` with a string known only when it runs is not inspected".into());
+            }
+            // `trap [-lp] [[code] signal...]`; after `--` the code may
+            // start with `-` (`trap -- '-x; rm -rf ~' EXIT`).
+            let mut rest = args();
             match rest.next() {
-                Some(code) if argv.iter().skip(1).all(|v| !v.dynamic) => Ok(Some(code.to_string())),
-                Some(_) => {
-                    Err("`trap` with a string known only when it runs is not inspected".into())
+                None | Some("-l" | "-p" | "-lp" | "-pl" | "-") => Ok(None),
+                Some("--") => Ok(rest.next().map(str::to_string)),
+                Some(option) if option.starts_with('-') => {
+                    Err(format!("`trap {option}` is not inspected"))
                 }
-                None => Ok(None),
+                Some(code) => Ok(Some(code.to_string())),
             }
         }
         "shopt" | "let" | "enable" => Err(format!("`{program}` is not inspected")),
@@ -1084,6 +1108,11 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
             let used = if word.contains('=') { i + 1 } else { i + 2 };
             if words.len() > used {
                 return Err("`env -S` with words after its string is not inspected".into());
+            }
+            // env splits its string with escapes of its own (`\_` is a
+            // space) and expands `${VAR}`: not read as a shell would.
+            if string.contains(['\\', '$']) {
+                return Err("`env -S` with escapes or variables is not inspected".into());
             }
             return Ok(Unwrapped::Source("env -S".into(), string));
         }
@@ -1524,6 +1553,24 @@ mod tests {
         assert_eq!(texts("for f in a b; do ls $f; done"), ["ls $f"]);
         assert_eq!(texts("read -r line; echo ok"), ["read -r line", "echo ok"]);
         assert_eq!(texts("echo ${x:-y}"), ["echo ${x:-y}"]);
+    }
+
+    #[test]
+    fn the_seventh_review_is_closed() {
+        for line in [
+            "echo {PATH}</dev/null; ls",
+            "echo {HOME}>/dev/null",
+            "trap -x 'touch m' EXIT",
+            r#"env -S 'LC_X=C.UTF-8@\_sh\_-c\_"touch m" ls'"#,
+            "env -S 'ls ${HOME}'",
+            "LC_ALL='C.UTF-8@x y' ls",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        // After `--` the code may start with `-`: it is decided.
+        let commands = parse("trap -- '-x; touch m' EXIT").unwrap();
+        assert!(commands.iter().any(|c| c.name == "touch"), "{commands:?}");
+        assert!(parse("trap -p").is_ok());
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn quickstart_cases_pass() {
         "{stdout}"
     );
     assert!(
-        stdout.lines().any(|line| line == "38 passed, 0 failed"),
+        stdout.lines().any(|line| line == "42 passed, 0 failed"),
         "{stdout}"
     );
     assert!(!stdout.contains("FAILED"), "{stdout}");
@@ -208,11 +208,9 @@ fn the_same_cases_pass_with_the_rego_policies() {
         dir.path().join("portcullis.rego"),
     )
     .unwrap();
-    std::fs::copy(
-        root.join("policies/quickstart.cases.toml"),
-        dir.path().join("quickstart.cases.toml"),
-    )
-    .unwrap();
+    for cases in ["quickstart.cases.toml", "ssh.cases.toml"] {
+        std::fs::copy(root.join("policies").join(cases), dir.path().join(cases)).unwrap();
+    }
     std::fs::copy(root.join("rego/masks.toml"), dir.path().join("masks.toml")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["policy", "test"])

@@ -289,6 +289,8 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         "for PATH in /tmp; do ls {m}; done",
         "echo sh | xargs -I wc nice wc -c 'touch {m}'",
         "exec -a reboot systemctl status {m}",
+        "echo {PATH}</dev/null; ls {m}",
+        r#"env -S 'LC_X=C.UTF-8@\_sh\_-c\_"touch {m}" ls'"#,
         &format!("{}ls {{m}}", ": ; ".repeat(64)),
     ] {
         let marker = scratch("options");

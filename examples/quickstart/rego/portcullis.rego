@@ -89,6 +89,7 @@ reasons := {
 	"service-changes-need-ops": "changing a service or the system needs a member of ops to approve",
 	"no-recursive-delete-of-root": "recursive deletes of / are refused",
 	"no-forwarding": "port forwarding to demo-ssh is not allowed",
+	"read-only-programs-stay-read-only": "this option acts on another host or changes the system",
 }
 
 # Who sees masked values in clear (masks.toml). Everyone else gets them masked.
@@ -166,4 +167,34 @@ forbid contains "no-recursive-delete-of-root" if {
 forbid contains "no-forwarding" if {
 	input.action == "forward"
 	input.target.name == "demo-ssh"
+}
+
+# Read-only programs with options that act elsewhere or change the system:
+# `systemctl -H host` runs ssh to another host (`-M` enters a container;
+# long options may be abbreviated), `date -s` sets the clock, `hostname
+# NAME` renames the machine.
+forbid contains "read-only-programs-stay-read-only" if {
+	input.action == "exec"
+	acts_elsewhere
+}
+
+acts_elsewhere if {
+	input.context.command.name == "systemctl"
+	some arg in input.context.command.args
+	regex.match(`^(-[^-]*[HM]|--(ho|ma))`, arg)
+}
+
+acts_elsewhere if {
+	input.context.command.name == "date"
+	some arg in input.context.command.args
+	regex.match(`^(-[uR]*s|--s)`, arg)
+}
+
+acts_elsewhere if {
+	input.context.command.name == "hostname"
+	some arg in input.context.command.args
+	not arg in {
+		"-f", "--fqdn", "-s", "--short", "-i", "--ip-address", "-I",
+		"--all-ip-addresses", "-d", "--domain", "-A", "--all-fqdns",
+	}
 }
