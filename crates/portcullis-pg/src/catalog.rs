@@ -20,7 +20,7 @@
 use crate::error::PgError;
 use crate::server::PgTarget;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -119,7 +119,18 @@ pub struct Catalog {
     /// Counts the DDL seen run through the gateway: a snapshot read before
     /// the last of them is read again before it is used.
     generation: AtomicU64,
+    /// Sessions that sent a statement that may change relations or views
+    /// and have not been seen outside a transaction since: what they change
+    /// may be committed before the gateway sees it (a pipeline without
+    /// Sync, a client that leaves), so meanwhile, and for [`SETTLE`] after,
+    /// no snapshot older than [`MIN_REFRESH`] is used.
+    changing: AtomicUsize,
+    settle_until: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long after a change is seen to end snapshots stay short-lived: the
+/// target may still be committing it.
+const SETTLE: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,13 +166,40 @@ impl Catalog {
     /// was read (empty before the first read).
     pub fn cached(&self) -> Option<Arc<Snapshot>> {
         let current = self.current();
-        (current.generation == self.generation.load(Ordering::Acquire)).then_some(current)
+        (current.generation == self.generation.load(Ordering::Acquire) && !self.unsettled())
+            .then_some(current)
     }
 
     /// A statement that may change relations or views ran (or its
     /// transaction ended): what was read before it is read again.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A session sent a statement that may change relations or views.
+    pub fn change_begins(&self) {
+        self.changing.fetch_add(1, Ordering::AcqRel);
+        self.invalidate();
+    }
+
+    /// That session was seen outside a transaction, or ended.
+    pub fn change_ends(&self) {
+        self.changing.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(mut until) = self.settle_until.lock() {
+            *until = Some(Instant::now() + SETTLE);
+        }
+        self.invalidate();
+    }
+
+    /// Whether a change may be committed that the gateway has not seen.
+    fn unsettled(&self) -> bool {
+        self.changing.load(Ordering::Acquire) > 0
+            || self
+                .settle_until
+                .lock()
+                .ok()
+                .and_then(|until| *until)
+                .is_some_and(|until| Instant::now() < until)
     }
 
     /// A snapshot that is fresh, read after the last DDL the gateway saw
@@ -175,6 +213,7 @@ impl Catalog {
         let usable = |current: &Snapshot| {
             current.is_fresh()
                 && current.generation == self.generation.load(Ordering::Acquire)
+                && (!self.unsettled() || current.refreshed_recently())
                 && (!missing(current) || current.refreshed_recently())
         };
         let current = self.current();

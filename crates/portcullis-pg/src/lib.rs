@@ -56,6 +56,10 @@ pub enum CleartextPolicy {
 /// target session must read it the same way: these are set at its startup,
 /// checked once it is up, watched while it runs, and statements that would
 /// change them are refused.
+/// How long a client has to send its startup message, and then its
+/// password: a connection that never logs in holds a socket and a task.
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub const PINNED_PARAMETERS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("standard_conforming_strings", "on"),
@@ -183,13 +187,19 @@ impl PgService {
     }
 
     async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
-        let hello = match client::accept(tcp, self.tls.as_ref()).await {
-            Ok(hello) => hello,
-            Err(e) => {
-                info!(%peer, error = %e, "connection ended before startup");
-                return;
-            }
-        };
+        let hello =
+            match tokio::time::timeout(LOGIN_TIMEOUT, client::accept(tcp, self.tls.as_ref())).await
+            {
+                Ok(Ok(hello)) => hello,
+                Ok(Err(e)) => {
+                    info!(%peer, error = %e, "connection ended before startup");
+                    return;
+                }
+                Err(_) => {
+                    info!(%peer, "no startup message in time");
+                    return;
+                }
+            };
         match hello {
             Hello::Cancel { pid, secret } => self.cancel(pid, secret, peer).await,
             Hello::Session(startup) => {
@@ -262,13 +272,27 @@ impl PgService {
             .await;
             return;
         }
-        let token = match client::read_password(&mut startup.stream).await {
-            Ok(token) => token,
-            Err(e) => {
-                info!(error = %e, "client left before authenticating");
-                return;
-            }
-        };
+        let token =
+            match tokio::time::timeout(LOGIN_TIMEOUT, client::read_password(&mut startup.stream))
+                .await
+            {
+                Ok(Ok(token)) => token,
+                Ok(Err(e)) => {
+                    info!(error = %e, "client left before authenticating");
+                    return;
+                }
+                Err(_) => {
+                    info!(client_user, "no password in time");
+                    client::refuse(
+                        &mut startup.stream,
+                        "08006",
+                        "no password within the login timeout",
+                        None,
+                    )
+                    .await;
+                    return;
+                }
+            };
         let principal = match self.verifier.verify(token.trim()).await {
             Ok(principal) => principal,
             Err(e) => {

@@ -101,6 +101,10 @@ pub struct ResultQueue {
     prepared: Mutex<Prepared>,
     copy_in: Mutex<CopyIn>,
     copy_changed: tokio::sync::Notify,
+    /// The session sent a statement that may change relations or views and
+    /// has not been seen outside a transaction since (see
+    /// [`crate::catalog::Catalog::change_begins`]).
+    changing_schema: std::sync::atomic::AtomicBool,
 }
 
 impl ResultQueue {
@@ -111,6 +115,28 @@ impl ResultQueue {
             prepared: Mutex::new(Prepared::default()),
             copy_in: Mutex::new(CopyIn::default()),
             copy_changed: tokio::sync::Notify::new(),
+            changing_schema: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A statement that may change relations or views is on its way.
+    pub fn schema_change_sent(&self, target: &PgTarget) {
+        if !self
+            .changing_schema
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            target.catalog.change_begins();
+        }
+    }
+
+    /// The session is outside a transaction, or over: what it changed is
+    /// committed or rolled back.
+    pub fn schema_change_settled(&self, target: &PgTarget) {
+        if self
+            .changing_schema
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            target.catalog.change_ends();
         }
     }
 
@@ -265,9 +291,6 @@ pub struct Results {
     /// The result under way has had its notice about binary values sent as
     /// NULL for what they hold.
     content_null_noticed: bool,
-    /// A statement that may change relations or views ran in the
-    /// transaction under way: its end invalidates the catalog again.
-    schema_changed: bool,
 }
 
 impl Results {
@@ -289,7 +312,6 @@ impl Results {
             result_counts: MaskCounts::default(),
             session_counts: MaskCounts::default(),
             content_null_noticed: false,
-            schema_changed: false,
         }
     }
 
@@ -340,7 +362,6 @@ impl Results {
                 // is read again now, and when its transaction ends.
                 if changes_schema {
                     self.target.catalog.invalidate();
-                    self.schema_changed = true;
                 }
                 // The statement ran: what it did to prepared statements and
                 // cursors holds.
@@ -417,9 +438,8 @@ impl Results {
                 if !answered {
                     return Err(out_of_step(tag));
                 }
-                if self.schema_changed {
-                    self.target.catalog.invalidate();
-                    self.schema_changed = body.first() != Some(&b'I');
+                if body.first() == Some(&b'I') {
+                    self.queue.schema_change_settled(&self.target);
                 }
                 // Outside a transaction block no portal is left (cursors
                 // WITH HOLD aside, which the gateway then treats as unknown).

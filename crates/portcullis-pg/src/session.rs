@@ -235,6 +235,7 @@ impl Relay {
                 if matches!(ending, Ending::ClientTerminated) {
                     if let Ok(Ok((_, masked))) = tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
                         watcher.abort();
+                        shared.results.schema_change_settled(&self.target);
                         return (self.session, ending, masked);
                     }
                 }
@@ -269,6 +270,9 @@ impl Relay {
             }
         };
         watcher.abort();
+        // Whatever the session changed is committed or gone by now, or
+        // soon: the catalog is read again.
+        shared.results.schema_change_settled(&self.target);
         (self.session, ending, masked)
     }
 
@@ -923,6 +927,12 @@ impl Relay {
                     if refusal.is_none() && matches!(poison, Poison::Query) {
                         self.note_reason(&statements);
                     }
+                    if refusal.is_none()
+                        && !matches!(poison, Poison::Parse(_))
+                        && statements.iter().any(changes_schema)
+                    {
+                        shared.results.schema_change_sent(&self.target);
+                    }
                     match (refusal, &poison) {
                         (None, Poison::Query) => {
                             let mut undo = undo.into_iter();
@@ -1470,13 +1480,18 @@ fn source_of(statement: &StatementInfo) -> ResultSource {
             || statement.kind == portcullis_core::StatementKind::Transaction,
         writes: statement.writes,
         text: statement.text.as_str().into(),
-        changes_schema: statement.kinds.iter().any(|kind| {
-            matches!(
-                kind,
-                portcullis_core::StatementKind::Ddl | portcullis_core::StatementKind::Other
-            )
-        }),
+        changes_schema: changes_schema(statement),
     }
+}
+
+/// Whether a statement may change relations or views, which masking reads.
+fn changes_schema(statement: &StatementInfo) -> bool {
+    statement.kinds.iter().any(|kind| {
+        matches!(
+            kind,
+            portcullis_core::StatementKind::Ddl | portcullis_core::StatementKind::Other
+        )
+    })
 }
 
 /// A result whose origin nothing shows.

@@ -282,6 +282,43 @@ async fn copy_both_ways_and_notifications() {
     gw.stop().await;
 }
 
+/// A connection that never logs in does not hold the gateway's socket for
+/// ever: neither one that sends nothing nor one that never sends its
+/// password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_logs_in_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start(TestDb::create("e2e_login_timeout", "").await).await;
+    let silent = tokio::net::TcpStream::connect(gw.pg_addr).await.unwrap();
+    let mut no_password = tokio::net::TcpStream::connect(gw.pg_addr).await.unwrap();
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196608i32.to_be_bytes());
+    startup.extend_from_slice(b"user\0alice\0database\0app\0\0");
+    let mut message = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    message.extend_from_slice(&startup);
+    no_password.write_all(&message).await.unwrap();
+    let closed = |mut stream: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 1024];
+        let started = std::time::Instant::now();
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(45), stream.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+    let (silent, no_password) = tokio::join!(closed(silent), closed(no_password));
+    assert!(silent.is_some(), "a silent connection stayed open");
+    assert!(
+        no_password.is_some(),
+        "a connection without a password stayed open"
+    );
+    gw.stop().await;
+}
+
 /// In COPY FROM STDIN the target reads only the copy's messages and ignores
 /// Sync and Flush; the gateway follows it, however the client sends them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
