@@ -61,6 +61,52 @@ pub(crate) fn statement_lineage(
     // Writes anywhere: a data-modifying CTE, `COPY (UPDATE ... RETURNING)`,
     // the statement itself.
     lineage.written = written_anywhere(tree);
+    // `CREATE TABLE ... AS` and `SELECT ... INTO` store what their query
+    // returns in a table of their own.
+    let query = match statement.name {
+        "CreateTableAsStmt" => match statement.get("query") {
+            Some(Value::Struct(query)) if query.name == "SelectStmt" => Some(query),
+            _ => None,
+        },
+        "SelectStmt" if statement.has("into_clause") => Some(statement),
+        _ => None,
+    };
+    if let Some(query) = query {
+        let stored = match select_columns(query) {
+            Some(columns) => columns.into_iter().fold(
+                OutputColumn {
+                    refs: Vec::new(),
+                    harmless: true,
+                    opaque: false,
+                },
+                |mut all, column| {
+                    all.refs.extend(column.refs);
+                    all.harmless &= column.harmless;
+                    all.opaque |= column.opaque;
+                    all
+                },
+            ),
+            // `*`: every column of what it reads.
+            None => OutputColumn {
+                refs: Vec::new(),
+                harmless: false,
+                opaque: true,
+            },
+        };
+        lineage.written = Some(match lineage.written.take() {
+            None => stored,
+            Some(mut all) => {
+                all.refs.extend(stored.refs);
+                all.harmless &= stored.harmless;
+                all.opaque |= stored.opaque;
+                all
+            }
+        });
+        if let Some(written) = lineage.written.as_mut() {
+            written.refs.sort_unstable();
+            written.refs.dedup();
+        }
+    }
     lineage
 }
 

@@ -269,6 +269,17 @@ fn what_writes_store_comes_from() {
         );
     }
     assert_eq!(written("select email from customers"), None);
+    // A table made from a query stores what the query returns.
+    assert_eq!(
+        from("create table bak as select id, national_id from customers").0,
+        vec!["id".to_string(), "national_id".to_string()]
+    );
+    assert_eq!(
+        from("select email into bak from customers").0,
+        vec!["email".to_string()]
+    );
+    assert!(from("create table bak as table customers").2);
+    assert!(from("create table bak as select * from customers").2);
 }
 
 #[test]

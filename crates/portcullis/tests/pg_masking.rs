@@ -529,6 +529,9 @@ async fn covered_values_cannot_be_stored_elsewhere_or_passed_to_side_channels() 
         "insert into orders (customer_id, total_cents) select id, length(national_id) from customers",
         "select pg_notify('c', national_id) from customers where id = 1",
         "select setval('orders_id_seq', replace(national_id, '-', '')::bigint) from customers where id = 2",
+        "create table bak as select id, national_id from customers",
+        "create table bak as table customers",
+        "select email into bak from customers",
     ] {
         let out = gw.psql(&token, &["-c", sql]);
         let e = stderr(&out);
