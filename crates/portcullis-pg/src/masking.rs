@@ -456,7 +456,36 @@ impl Planner<'_> {
             self.snapshot
                 .named(r.schema.as_deref(), &r.name)
                 .into_iter()
-                .find_map(|rel| self.relation_rule(rel, 0))
+                .find_map(|rel| self.read_rule(rel, 0))
+        })
+    }
+
+    /// A rule covering anything reading `rel` reads: its columns, and for a
+    /// view every column of the relations its query reads, in its WHERE
+    /// too, since an error raised there may quote any of them.
+    fn read_rule(&self, rel: &Relation, depth: usize) -> Option<RuleIdx> {
+        if let Some(rule) = self.relation_rule(rel, depth) {
+            return Some(rule);
+        }
+        if !rel.is_view() {
+            return None;
+        }
+        if depth >= MAX_VIEW_DEPTH {
+            return self.masker.any_column_rule();
+        }
+        let statement = rel
+            .definition
+            .as_deref()
+            .and_then(|sql| self.classifier.classify(sql).ok())
+            .and_then(|statements| statements.first().cloned());
+        let Some(statement) = statement else {
+            return self.masker.any_column_rule();
+        };
+        statement.lineage.relations.iter().find_map(|r| {
+            self.snapshot
+                .named(r.schema.as_deref(), &r.name)
+                .into_iter()
+                .find_map(|inner| self.read_rule(inner, depth + 1))
         })
     }
 

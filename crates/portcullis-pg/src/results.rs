@@ -797,20 +797,23 @@ impl Results {
         // the notice of `to_tsquery` on an input without lexemes): its
         // quoted part, what follows its colon and its numbers are withheld,
         // and so are its detail and context.
-        // `relation "x" does not exist`, `table "x" does not exist,
-        // skipping`: a message that quotes only what the statement itself
-        // spells out quotes the user's own text, not a value.
-        let quoted = fields
+        // `relation "x" does not exist` naming a relation the statement
+        // itself names quotes the user's own text, not a value.
+        let undefined = fields
             .iter()
-            .find(|(code, _)| *code == b'M')
-            .and_then(|(_, m)| {
-                let (first, last) = (m.find('"')?, m.rfind('"')?);
-                let rest = format!("{}{}", m.get(..first)?, m.get(last + 1..)?);
-                let plain = !rest.contains(':') && !rest.chars().any(|c| c.is_ascii_digit());
-                plain.then(|| m.get(first + 1..last)).flatten()
-            });
+            .any(|(code, value)| *code == b'C' && *value == "42P01")
+            .then(|| {
+                fields
+                    .iter()
+                    .find(|(code, _)| *code == b'M')
+                    .and_then(|(_, m)| {
+                        m.strip_prefix("relation \"")?
+                            .strip_suffix("\" does not exist")
+                    })
+            })
+            .flatten();
         let reads_covered =
-            masker.has_column_rules() && self.current_statement_reads_covered(&masker, quoted);
+            masker.has_column_rules() && self.current_statement_reads_covered(&masker, undefined);
         let mut changed = false;
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {
@@ -854,7 +857,7 @@ impl Results {
 
     /// Whether the statement the target answers now may read what a column
     /// rule in force covers (judged on the catalog as last read).
-    fn current_statement_reads_covered(&self, masker: &Masker, quoted: Option<&str>) -> bool {
+    fn current_statement_reads_covered(&self, masker: &Masker, undefined: Option<&str>) -> bool {
         enum Front {
             Statement(ResultSource),
             /// A Parse, Bind, Close or Describe: its errors quote the
@@ -881,9 +884,17 @@ impl Results {
         if source.lineage.opaque || source.calls_functions {
             return true;
         }
-        // What the statement's own text spells out is no stored value (at
-        // most it confirms a guess, as a WHERE clause could).
-        if quoted.is_some_and(|name| !name.is_empty() && source.text.contains(name)) {
+        // A statement that reads no relation quotes no stored value (`drop
+        // table if exists t`: `table "t" does not exist, skipping`).
+        if source.lineage.relations.is_empty() {
+            return false;
+        }
+        if undefined.is_some_and(|name| {
+            source.lineage.relations.iter().any(|r| match &r.schema {
+                Some(schema) => name == format!("{schema}.{}", r.name),
+                None => name == r.name,
+            })
+        }) {
             return false;
         }
         // Read before DDL that ran since, or without a relation the

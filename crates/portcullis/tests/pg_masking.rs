@@ -886,6 +886,27 @@ async fn a_view_redefined_since_the_catalog_was_read_is_masked_by_its_new_defini
     let text = read("select reverse(info) from stored_mv").await;
     assert!(!text.contains("9876-54-321"), "{text}");
     assert_no_secret("a materialized view", &text);
+    // A view that reads a covered column only in its WHERE: an error
+    // raised there quotes it.
+    dana.batch_execute(
+        "create view where_v as select id from customers where national_id::int > 0",
+    )
+    .await
+    .unwrap();
+    let error = alice
+        .simple_query("select * from where_v")
+        .await
+        .unwrap_err();
+    let text = format!("{error:?}");
+    assert_no_secret("an error inside a view", &text);
+    // The statement's own text (a comment here) does not make a quoted
+    // value the user's.
+    let error = alice
+        .simple_query("select timezone('#' || substr(national_id, 1, 3), now()) from customers -- #123 #987 #111")
+        .await
+        .unwrap_err();
+    let text = format!("{error:?}");
+    assert!(!text.contains("\"#123\""), "{text}");
     gw.stop().await;
 }
 
