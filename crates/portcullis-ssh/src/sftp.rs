@@ -408,6 +408,18 @@ fn extended(id: u32, request: &str, data: &[u8]) -> Request {
 /// `cd ..`, and `expand-path`) passes to the policy as before: clients then
 /// use the answer, which has no `..`.
 fn decided(id: u32, ops: Vec<SftpOp>, names_only: bool) -> Request {
+    // The target's server reads a path up to its first NUL: `/tmp/..\0` is
+    // `/tmp/..` to it, and not `..` to the check below.
+    if ops
+        .iter()
+        .flat_map(|op| std::iter::once(&op.path).chain(&op.to))
+        .any(|path| path.contains('\0'))
+    {
+        return Request::Refuse {
+            id,
+            reason: "a path with a NUL byte is refused".into(),
+        };
+    }
     if !names_only {
         let climbing = ops
             .iter()
@@ -679,6 +691,22 @@ mod tests {
         // Once answered, an id is free again.
         handles.starts_response(103, 9);
         assert!(handles.starts_request(5, 9).is_ok());
+    }
+
+    #[test]
+    fn paths_with_a_nul_are_refused() {
+        let mut handles = Handles::default();
+        let mut body = string(b"/tmp/l");
+        body.extend(string(b"/tmp/..\0"));
+        // SYMLINK (20), and REALPATH (16), which passes `..` otherwise.
+        assert!(matches!(
+            handles.request(&frame(20, 7, &body)),
+            Request::Refuse { id: 7, .. }
+        ));
+        assert!(matches!(
+            handles.request(&frame(16, 8, &string(b"/tmp/x\0/etc"))),
+            Request::Refuse { id: 8, .. }
+        ));
     }
 
     #[test]

@@ -291,6 +291,7 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         "exec -a reboot systemctl status {m}",
         "echo {PATH}</dev/null; ls {m}",
         r#"env -S 'LC_X=C.UTF-8@\_sh\_-c\_"touch {m}" ls'"#,
+        "env -S 'TZ=x\rsh\r-c\r\"touch {m}\" ls'",
         &format!("{}ls {{m}}", ": ; ".repeat(64)),
     ] {
         let marker = scratch("options");
