@@ -75,6 +75,11 @@ pub struct Snapshot {
     /// User-defined types whose text form is a string (domains over text,
     /// `citext`, enums).
     pub text_types: HashSet<u32>,
+    /// Names of functions made by users (not by PostgreSQL or an
+    /// extension): one may overload a built-in the classifier trusts
+    /// (`public.upper(int)` returning anything), so a call by that name
+    /// cannot be followed.
+    pub user_functions: HashSet<String>,
     loaded_at: Option<Instant>,
     /// Some view's definition could not be read: it was locked.
     incomplete: bool,
@@ -94,6 +99,15 @@ impl Snapshot {
             .filter_map(|oid| self.relations.get(oid))
             .filter(|rel| schema.is_none_or(|s| s == rel.schema))
             .collect()
+    }
+
+    /// Whether any of `functions` (names as a statement writes them) may
+    /// be a user's function rather than the built-in of that name.
+    pub fn shadows(&self, functions: &[String]) -> bool {
+        functions.iter().any(|f| {
+            self.user_functions
+                .contains(f.rsplit('.').next().unwrap_or(f))
+        })
     }
 
     fn is_fresh(&self) -> bool {
@@ -269,6 +283,13 @@ const VIEWS_SQL: &str =
      SELECT v.oid, CASE WHEN NOT v.locked THEN pg_catalog.pg_get_viewdef(v.oid) END \
      FROM views v";
 
+/// Functions outside the system schemas that no extension installed.
+const USER_FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+       WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')";
+
 const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
      WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
 
@@ -279,13 +300,14 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
     let result = async {
         let relations = connection.query_rows(target, RELATIONS_SQL).await?;
         let types = connection.query_rows(target, TEXT_TYPES_SQL).await?;
+        let functions = connection.query_rows(target, USER_FUNCTIONS_SQL).await?;
         // Locked since the check: no definitions this time.
         let views = connection.query_rows(target, VIEWS_SQL).await.ok();
-        Ok::<_, PgError>((relations, types, views))
+        Ok::<_, PgError>((relations, types, functions, views))
     }
     .await;
     connection.close().await;
-    let (rows, types, views) = result?;
+    let (rows, types, functions, views) = result?;
     let bad_row = || PgError::TargetProtocol {
         target: target.target.name.clone(),
         message: "unexpected catalog row".into(),
@@ -344,6 +366,10 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
             .or_default()
             .push(relation.oid);
     }
+    snapshot.user_functions = functions
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect();
     snapshot.text_types = types
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten()?.parse().ok())

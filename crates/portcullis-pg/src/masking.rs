@@ -85,6 +85,9 @@ pub struct ResultSource {
     /// The statement may change relations or views (DDL): the catalog that
     /// masking reads is read again once it has run.
     pub changes_schema: bool,
+    /// The functions it calls, as written: one a user made under a
+    /// built-in's name cannot be followed.
+    pub functions: Vec<String>,
 }
 
 /// What to do with one column's values.

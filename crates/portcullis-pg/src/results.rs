@@ -591,6 +591,14 @@ impl Results {
         };
         let binary = copy_out_response(body) == Some(1);
         let snapshot = self.snapshot(&source).await?;
+        let source = if !source.calls_functions && snapshot.shadows(&source.functions) {
+            ResultSource {
+                calls_functions: true,
+                ..source
+            }
+        } else {
+            source
+        };
         let planner = Planner {
             masker: &masker,
             snapshot: &snapshot,
@@ -650,6 +658,7 @@ impl Results {
         };
         let covered = source.lineage.opaque
             || source.calls_functions
+            || snapshot.shadows(&source.functions)
             || copy_out_response(body) == Some(1)
             || planner.relations_rule(&source.lineage).is_some();
         if covered {
@@ -729,6 +738,13 @@ impl Results {
             snapshot: &snapshot,
             classifier: &self.classifier,
         };
+        if !source.calls_functions && snapshot.shadows(&source.functions) {
+            let source = ResultSource {
+                calls_functions: true,
+                ..source.clone()
+            };
+            return Ok(planner.plan(fields, &source));
+        }
         Ok(planner.plan(fields, source))
     }
 
@@ -882,6 +898,15 @@ impl Results {
             Front::Unknown => return true,
         };
         if source.lineage.opaque || source.calls_functions {
+            return true;
+        }
+        if self
+            .target
+            .catalog
+            .cached()
+            .is_none_or(|snapshot| snapshot.shadows(&source.functions))
+            && !source.functions.is_empty()
+        {
             return true;
         }
         // A statement that reads no relation quotes no stored value (`drop

@@ -601,8 +601,11 @@ impl Relay {
         let Some(masker) = shared.results.masker() else {
             return plan;
         };
+        // Any function call: a user's function may carry a built-in's name.
         let suspicious = |statement: &StatementInfo| {
-            statement.lineage.written.is_some() || calls_functions(statement)
+            statement.lineage.written.is_some()
+                || calls_functions(statement)
+                || !statement.functions.is_empty()
         };
         let relations: Vec<RelationRef> = plan
             .iter()
@@ -638,7 +641,8 @@ impl Relay {
             let Some(planner) = &planner else {
                 return Some("the target's catalog, which masking needs, cannot be read".into());
             };
-            let calls = calls_functions(statement);
+            let calls =
+                calls_functions(statement) || planner.snapshot.shadows(&statement.functions);
             // A DO block or a procedure reads and writes what its code says,
             // which the gateway cannot see.
             if (statement
@@ -1481,6 +1485,7 @@ fn source_of(statement: &StatementInfo) -> ResultSource {
         writes: statement.writes,
         text: statement.text.as_str().into(),
         changes_schema: changes_schema(statement),
+        functions: statement.functions.clone(),
     }
 }
 
@@ -1505,6 +1510,7 @@ fn opaque_source() -> ResultSource {
         writes: false,
         text: "".into(),
         changes_schema: false,
+        functions: Vec::new(),
     }
 }
 

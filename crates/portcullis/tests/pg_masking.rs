@@ -907,6 +907,28 @@ async fn a_view_redefined_since_the_catalog_was_read_is_masked_by_its_new_defini
         .unwrap_err();
     let text = format!("{error:?}");
     assert!(!text.contains("\"#123\""), "{text}");
+    // A user's function under a built-in's name is no built-in.
+    dana.batch_execute(
+        "create function public.upper(i int) returns text language sql \
+         as $$ select national_id || ' ' || email from customers where id = i $$",
+    )
+    .await
+    .unwrap();
+    for sql in [
+        "select reverse(upper(id)) from customers",
+        "select reverse(pg_catalog.upper(name) || upper(id)) from customers",
+    ] {
+        let refused = alice.simple_query(sql).await.unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("mask rule"),
+            "{sql}: {refused:?}"
+        );
+    }
+    let refused = alice
+        .simple_query("update customers set notes = upper(id) where id = 3")
+        .await
+        .unwrap_err();
+    assert!(format!("{refused:?}").contains("mask rule"), "{refused:?}");
     gw.stop().await;
 }
 
