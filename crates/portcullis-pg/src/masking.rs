@@ -16,7 +16,7 @@
 use crate::catalog::{is_system_name, Relation, Snapshot};
 use crate::codec::result::{data_row, write_data_row, FieldDescription};
 use bytes::BytesMut;
-use portcullis_core::{ColumnRefName, Lineage, OutputColumn, RelationRef};
+use portcullis_core::{ColumnRefName, Lineage, OutputColumn, RelationRef, StatementInfo};
 use portcullis_mask::{ColumnMeta, ContentPlan, MaskCounts, Masked, Masker, RuleIdx};
 use portcullis_sql::Classifier;
 use std::borrow::Cow;
@@ -372,18 +372,28 @@ impl Planner<'_> {
         })
     }
 
-    fn view_column_rule(&self, view: &Relation, attnum: i16, depth: usize) -> Option<RuleIdx> {
+    /// A view's query, classified; `Err` with the rule that covers all of
+    /// it when the view nests too deep, or its definition cannot be read or
+    /// parsed (it then proves nothing).
+    fn view_statement(
+        &self,
+        view: &Relation,
+        depth: usize,
+    ) -> Result<StatementInfo, Option<RuleIdx>> {
         if depth >= MAX_VIEW_DEPTH {
-            return self.masker.any_column_rule();
+            return Err(self.masker.any_column_rule());
         }
-        let statement = view
-            .definition
+        view.definition
             .as_deref()
             .and_then(|sql| self.classifier.classify(sql).ok())
-            .and_then(|statements| statements.first().cloned());
-        let Some(statement) = statement else {
-            // A view whose definition cannot be read or parsed proves nothing.
-            return self.masker.any_column_rule();
+            .and_then(|statements| statements.first().cloned())
+            .ok_or_else(|| self.masker.any_column_rule())
+    }
+
+    fn view_column_rule(&self, view: &Relation, attnum: i16, depth: usize) -> Option<RuleIdx> {
+        let statement = match self.view_statement(view, depth) {
+            Ok(statement) => statement,
+            Err(rule) => return rule,
         };
         // A materialized view holds the rows its query gave when it was
         // last refreshed: a view that query reads may have been redefined
@@ -473,16 +483,9 @@ impl Planner<'_> {
         if !rel.is_view() {
             return None;
         }
-        if depth >= MAX_VIEW_DEPTH {
-            return self.masker.any_column_rule();
-        }
-        let statement = rel
-            .definition
-            .as_deref()
-            .and_then(|sql| self.classifier.classify(sql).ok())
-            .and_then(|statements| statements.first().cloned());
-        let Some(statement) = statement else {
-            return self.masker.any_column_rule();
+        let statement = match self.view_statement(rel, depth) {
+            Ok(statement) => statement,
+            Err(rule) => return rule,
         };
         statement.lineage.relations.iter().find_map(|r| {
             self.snapshot
@@ -611,7 +614,7 @@ pub fn is_system_oid(oid: u32) -> bool {
 /// Whether a statement calls a function whose result the parser cannot
 /// follow: one not known to be read-only, one that runs SQL given as text
 /// (`query_to_xml`), or one that shows other sessions' statements.
-pub fn calls_functions(statement: &portcullis_core::StatementInfo) -> bool {
+pub fn calls_functions(statement: &StatementInfo) -> bool {
     statement.kinds.iter().any(|k| {
         matches!(
             k,
