@@ -80,6 +80,10 @@ pub struct Snapshot {
     /// (`public.upper(int)` returning anything), so a call by that name
     /// cannot be followed.
     pub user_functions: HashSet<String>,
+    /// Symbols of operators made by users on a built-in type: `### id`
+    /// runs the user's function behind `###`, which no function name in
+    /// the statement shows.
+    pub user_operators: HashSet<String>,
     loaded_at: Option<Instant>,
     /// Some view's definition could not be read: it was locked.
     incomplete: bool,
@@ -108,6 +112,19 @@ impl Snapshot {
             self.user_functions
                 .contains(f.rsplit('.').next().unwrap_or(f))
         })
+    }
+
+    /// Whether a statement calling `functions`, written as `text`, may run
+    /// a user's function where the name shows a built-in.
+    pub fn runs_user_code(&self, functions: &[String], text: &str) -> bool {
+        self.shadows(functions) || self.may_use_user_operator(text)
+    }
+
+    /// Whether a statement's text may use one of the users' operators.
+    pub fn may_use_user_operator(&self, text: &str) -> bool {
+        self.user_operators
+            .iter()
+            .any(|op| text.contains(op.as_str()))
     }
 
     fn is_fresh(&self) -> bool {
@@ -290,6 +307,16 @@ const USER_FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_p
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
        WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')";
 
+/// Operators outside the system schemas that no extension installed, with
+/// a built-in type on either side (one on users' types cannot take a
+/// covered column without a cast of the users' own).
+const USER_OPERATORS_SQL: &str = "SELECT DISTINCT o.oprname FROM pg_catalog.pg_operator o \
+     JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND (o.oprleft BETWEEN 1 AND 16383 OR o.oprright BETWEEN 1 AND 16383) \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+       WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND d.objid = o.oid AND d.deptype = 'e')";
+
 const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
      WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
 
@@ -301,13 +328,14 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
         let relations = connection.query_rows(target, RELATIONS_SQL).await?;
         let types = connection.query_rows(target, TEXT_TYPES_SQL).await?;
         let functions = connection.query_rows(target, USER_FUNCTIONS_SQL).await?;
+        let operators = connection.query_rows(target, USER_OPERATORS_SQL).await?;
         // Locked since the check: no definitions this time.
         let views = connection.query_rows(target, VIEWS_SQL).await.ok();
-        Ok::<_, PgError>((relations, types, functions, views))
+        Ok::<_, PgError>((relations, types, functions, operators, views))
     }
     .await;
     connection.close().await;
-    let (rows, types, functions, views) = result?;
+    let (rows, types, functions, operators, views) = result?;
     let bad_row = || PgError::TargetProtocol {
         target: target.target.name.clone(),
         message: "unexpected catalog row".into(),
@@ -366,10 +394,13 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
             .or_default()
             .push(relation.oid);
     }
-    snapshot.user_functions = functions
-        .into_iter()
-        .filter_map(|row| row.into_iter().next().flatten())
-        .collect();
+    let first_column = |rows: Vec<Vec<Option<String>>>| -> HashSet<String> {
+        rows.into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .collect()
+    };
+    snapshot.user_functions = first_column(functions);
+    snapshot.user_operators = first_column(operators);
     snapshot.text_types = types
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten()?.parse().ok())

@@ -591,7 +591,9 @@ impl Results {
         };
         let binary = copy_out_response(body) == Some(1);
         let snapshot = self.snapshot(&source).await?;
-        let source = if !source.calls_functions && snapshot.shadows(&source.functions) {
+        let source = if !source.calls_functions
+            && snapshot.runs_user_code(&source.functions, &source.text)
+        {
             ResultSource {
                 calls_functions: true,
                 ..source
@@ -658,7 +660,7 @@ impl Results {
         };
         let covered = source.lineage.opaque
             || source.calls_functions
-            || snapshot.shadows(&source.functions)
+            || snapshot.runs_user_code(&source.functions, &source.text)
             || copy_out_response(body) == Some(1)
             || planner.relations_rule(&source.lineage).is_some();
         if covered {
@@ -738,7 +740,7 @@ impl Results {
             snapshot: &snapshot,
             classifier: &self.classifier,
         };
-        if !source.calls_functions && snapshot.shadows(&source.functions) {
+        if !source.calls_functions && snapshot.runs_user_code(&source.functions, &source.text) {
             let source = ResultSource {
                 calls_functions: true,
                 ..source.clone()
@@ -900,14 +902,11 @@ impl Results {
         if source.lineage.opaque || source.calls_functions {
             return true;
         }
-        if self
-            .target
-            .catalog
-            .cached()
-            .is_none_or(|snapshot| snapshot.shadows(&source.functions))
-            && !source.functions.is_empty()
-        {
-            return true;
+        match self.target.catalog.cached() {
+            Some(snapshot) if !snapshot.runs_user_code(&source.functions, &source.text) => {}
+            // Read before DDL since: a function call may be anyone's.
+            None if source.functions.is_empty() => {}
+            _ => return true,
         }
         // A statement that reads no relation quotes no stored value (`drop
         // table if exists t`: `table "t" does not exist, skipping`).

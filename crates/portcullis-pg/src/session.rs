@@ -601,11 +601,16 @@ impl Relay {
         let Some(masker) = shared.results.masker() else {
             return plan;
         };
-        // Any function call: a user's function may carry a built-in's name.
+        // Any function call: a user's function may carry a built-in's
+        // name; and an operator a user made runs a function too.
+        let cached = self.target.catalog.cached();
         let suspicious = |statement: &StatementInfo| {
             statement.lineage.written.is_some()
                 || calls_functions(statement)
                 || !statement.functions.is_empty()
+                || cached
+                    .as_ref()
+                    .is_none_or(|snapshot| snapshot.may_use_user_operator(&statement.text))
         };
         let relations: Vec<RelationRef> = plan
             .iter()
@@ -641,8 +646,10 @@ impl Relay {
             let Some(planner) = &planner else {
                 return Some("the target's catalog, which masking needs, cannot be read".into());
             };
-            let calls =
-                calls_functions(statement) || planner.snapshot.shadows(&statement.functions);
+            let calls = calls_functions(statement)
+                || planner
+                    .snapshot
+                    .runs_user_code(&statement.functions, &statement.text);
             // A DO block or a procedure reads and writes what its code says,
             // which the gateway cannot see.
             if (statement

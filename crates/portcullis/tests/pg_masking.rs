@@ -929,6 +929,21 @@ async fn a_view_redefined_since_the_catalog_was_read_is_masked_by_its_new_defini
         .await
         .unwrap_err();
     assert!(format!("{refused:?}").contains("mask rule"), "{refused:?}");
+    // An operator a user made runs a function no name in the statement shows.
+    dana.batch_execute(
+        "create function public.reveal(i int) returns text language sql \
+         as $$ select national_id from customers where id = i $$; \
+         create operator ### (rightarg = int, function = public.reveal)",
+    )
+    .await
+    .unwrap();
+    let text = format!(
+        "{:?}",
+        alice
+            .simple_query("select reverse(### id) from customers")
+            .await
+    );
+    assert!(!text.contains("9876-54-321"), "{text}");
     gw.stop().await;
 }
 
