@@ -114,17 +114,19 @@ impl Snapshot {
         })
     }
 
-    /// Whether a statement calling `functions`, written as `text`, may run
-    /// a user's function where the name shows a built-in.
-    pub fn runs_user_code(&self, functions: &[String], text: &str) -> bool {
-        self.shadows(functions) || self.may_use_user_operator(text)
+    /// Whether a statement calling `functions` may run a user's function
+    /// where its text shows a built-in: a function of that name, or any
+    /// operator a user made on a built-in type (an operator is reached by
+    /// keywords too: `LIKE` is `~~`, `BETWEEN` is `>=` and `<=`).
+    pub fn runs_user_code(&self, functions: &[String]) -> bool {
+        self.shadows(functions) || !self.user_operators.is_empty()
     }
 
-    /// Whether a statement's text may use one of the users' operators.
-    pub fn may_use_user_operator(&self, text: &str) -> bool {
-        self.user_operators
-            .iter()
-            .any(|op| text.contains(op.as_str()))
+    /// Whether users made functions on the target: code the gateway cannot
+    /// see (a domain's check, a trigger, a function folded while a
+    /// statement is planned) may raise errors that quote covered values.
+    pub fn has_user_code(&self) -> bool {
+        !self.user_functions.is_empty() || !self.user_operators.is_empty()
     }
 
     fn is_fresh(&self) -> bool {
@@ -157,6 +159,35 @@ pub struct Catalog {
     /// no snapshot older than [`MIN_REFRESH`] is used.
     changing: AtomicUsize,
     settle_until: std::sync::Mutex<Option<Instant>>,
+    /// A statement that may have made code (a function, an operator, a
+    /// domain's check, a trigger...) ran since the last read.
+    code_made: std::sync::atomic::AtomicBool,
+}
+
+/// Whether a statement's command may make code that other statements run
+/// without naming it: functions and procedures, operators, domains (their
+/// checks), triggers, rules, casts, aggregates, types, languages,
+/// extensions, row security policies, and anything not classified.
+pub fn makes_code(command: &str) -> bool {
+    [
+        "FUNCTION",
+        "PROCEDURE",
+        "OPERATOR",
+        "DOMAIN",
+        "TRIGGER",
+        "RULE",
+        "CAST",
+        "AGGREGATE",
+        "TYPE",
+        "LANGUAGE",
+        "EXTENSION",
+        "POLICY",
+        "TRANSFORM",
+        "CONVERSION",
+        "ROUTINE",
+    ]
+    .iter()
+    .any(|word| command.contains(word))
 }
 
 /// How long after a change is seen to end snapshots stay short-lived: the
@@ -205,6 +236,18 @@ impl Catalog {
     /// transaction ended): what was read before it is read again.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A statement that may make code users run (see [`makes_code`]) was
+    /// sent: until the catalog is read again, any may exist.
+    pub fn code_may_be_made(&self) {
+        self.code_made.store(true, Ordering::Release);
+    }
+
+    /// Whether users' code (functions, operators) may run on the target
+    /// where no statement shows it: as the last read found, or made since.
+    pub fn has_user_code(&self) -> bool {
+        self.code_made.load(Ordering::Acquire) || self.current().has_user_code()
     }
 
     /// A session sent a statement that may change relations or views.
@@ -258,7 +301,17 @@ impl Catalog {
             return Ok(current);
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let mut loaded = load(target).await?;
+        // Code made from here on is not in this read: the flag stays.
+        let code_made = self.code_made.swap(false, Ordering::AcqRel);
+        let mut loaded = match load(target).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                if code_made {
+                    self.code_made.store(true, Ordering::Release);
+                }
+                return Err(e);
+            }
+        };
         loaded.generation = generation;
         let loaded = Arc::new(loaded);
         match self.snapshot.write() {

@@ -591,9 +591,7 @@ impl Results {
         };
         let binary = copy_out_response(body) == Some(1);
         let snapshot = self.snapshot(&source).await?;
-        let source = if !source.calls_functions
-            && snapshot.runs_user_code(&source.functions, &source.text)
-        {
+        let source = if !source.calls_functions && snapshot.runs_user_code(&source.functions) {
             ResultSource {
                 calls_functions: true,
                 ..source
@@ -660,7 +658,7 @@ impl Results {
         };
         let covered = source.lineage.opaque
             || source.calls_functions
-            || snapshot.runs_user_code(&source.functions, &source.text)
+            || snapshot.runs_user_code(&source.functions)
             || copy_out_response(body) == Some(1)
             || planner.relations_rule(&source.lineage).is_some();
         if covered {
@@ -740,7 +738,7 @@ impl Results {
             snapshot: &snapshot,
             classifier: &self.classifier,
         };
-        if !source.calls_functions && snapshot.runs_user_code(&source.functions, &source.text) {
+        if !source.calls_functions && snapshot.runs_user_code(&source.functions) {
             let source = ResultSource {
                 calls_functions: true,
                 ..source.clone()
@@ -893,32 +891,34 @@ impl Results {
             }
             Some(Expect::Sync | Expect::QueryEnd | Expect::QueryPoison) | None => Front::Unknown,
         });
+        // Users' code runs where no statement shows it (a domain's check, a
+        // trigger, a function folded at Bind): then no error is the
+        // user's own text alone.
+        let user_code = || self.target.catalog.has_user_code();
         let source = match front {
             Front::Statement(source) => source,
-            Front::ClientText => return false,
+            Front::ClientText => return user_code(),
             // Not known: it may.
             Front::Unknown => return true,
         };
         if source.lineage.opaque || source.calls_functions {
             return true;
         }
-        match self.target.catalog.cached() {
-            Some(snapshot) if !snapshot.runs_user_code(&source.functions, &source.text) => {}
-            // Read before DDL since: a function call may be anyone's.
-            None if source.functions.is_empty() => {}
-            _ => return true,
-        }
-        // A statement that reads no relation quotes no stored value (`drop
-        // table if exists t`: `table "t" does not exist, skipping`).
-        if source.lineage.relations.is_empty() {
-            return false;
-        }
+        // PostgreSQL finds a relation missing before anything runs.
         if undefined.is_some_and(|name| {
             source.lineage.relations.iter().any(|r| match &r.schema {
                 Some(schema) => name == format!("{schema}.{}", r.name),
                 None => name == r.name,
             })
         }) {
+            return false;
+        }
+        if user_code() {
+            return true;
+        }
+        // A statement that reads no relation quotes no stored value (`drop
+        // table if exists t`: `table "t" does not exist, skipping`).
+        if source.lineage.relations.is_empty() {
             return false;
         }
         // Read before DDL that ran since, or without a relation the

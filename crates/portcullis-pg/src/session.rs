@@ -610,7 +610,7 @@ impl Relay {
                 || !statement.functions.is_empty()
                 || cached
                     .as_ref()
-                    .is_none_or(|snapshot| snapshot.may_use_user_operator(&statement.text))
+                    .is_none_or(|snapshot| !snapshot.user_operators.is_empty())
         };
         let relations: Vec<RelationRef> = plan
             .iter()
@@ -646,10 +646,8 @@ impl Relay {
             let Some(planner) = &planner else {
                 return Some("the target's catalog, which masking needs, cannot be read".into());
             };
-            let calls = calls_functions(statement)
-                || planner
-                    .snapshot
-                    .runs_user_code(&statement.functions, &statement.text);
+            let calls =
+                calls_functions(statement) || planner.snapshot.runs_user_code(&statement.functions);
             // A DO block or a procedure reads and writes what its code says,
             // which the gateway cannot see.
             if (statement
@@ -943,6 +941,12 @@ impl Relay {
                         && statements.iter().any(changes_schema)
                     {
                         shared.results.schema_change_sent(&self.target);
+                        if statements.iter().any(|s| {
+                            s.kinds.contains(&portcullis_core::StatementKind::Other)
+                                || crate::catalog::makes_code(&s.command)
+                        }) {
+                            self.target.catalog.code_may_be_made();
+                        }
                     }
                     match (refusal, &poison) {
                         (None, Poison::Query) => {

@@ -944,6 +944,19 @@ async fn a_view_redefined_since_the_catalog_was_read_is_masked_by_its_new_defini
             .await
     );
     assert!(!text.contains("9876-54-321"), "{text}");
+    // Users' code runs where no statement shows it: a domain's check, a
+    // function folded while the statement is planned at Bind.
+    dana.batch_execute(
+        "create function public.leak(i int) returns int immutable language sql \
+         as $$ select (select national_id from customers where id = i)::int $$; \
+         create domain checked as int check (public.leak(value) > 0)",
+    )
+    .await
+    .unwrap();
+    let domain = alice.simple_query("select 1::checked").await.unwrap_err();
+    assert_no_secret("a domain's check", &format!("{domain:?}"));
+    let folded = alice.query("select public.leak(2)", &[]).await.unwrap_err();
+    assert_no_secret("a function folded at Bind", &format!("{folded:?}"));
     gw.stop().await;
 }
 
