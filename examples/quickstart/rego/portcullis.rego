@@ -187,17 +187,20 @@ acts_elsewhere if {
 acts_elsewhere if {
 	input.context.command.name == "systemctl"
 	some arg in input.context.command.args
-	regex.match(`^(-[^-]*[HM]|--(ho|ma))`, arg)
+	regex.match(`^(-[^-]*[HM]|--(ho|ma|ro|im))`, arg)
 }
 
 acts_elsewhere if {
 	input.context.command.name == "date"
-	some arg in input.context.command.args
-	startswith(arg, "-")
 	not input.context.command.text in {
-		"date -u", "date -R", "date -I", "date --utc", "date --rfc-email",
+		"date", "date -u", "date -R", "date -I", "date --utc", "date --rfc-email",
 		"date --iso-8601",
 	}
+	not date_format_only
+}
+
+date_format_only if {
+	regex.match(`^date \+[^ ]*$`, input.context.command.text)
 }
 
 acts_elsewhere if {
