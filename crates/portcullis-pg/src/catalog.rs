@@ -11,16 +11,17 @@
 //!
 //! Reading a view's definition takes a lock on the view and on what it
 //! reads, which anyone who may lock those could hold for as long as they
-//! like, stalling every masked session that needs the catalog. So definitions are read apart from the
-//! rest, skipping views that someone holds or awaits an exclusive lock on,
-//! under a short `lock_timeout` for the race in between. A view whose
+//! like, stalling every masked session that needs the catalog. So
+//! definitions are read apart from the rest, skipping views that someone
+//! holds or awaits an exclusive lock on, under a short `lock_timeout` for
+//! the race in between. A view whose
 //! definition was not read proves nothing (its columns are masked as a
 //! whole), and the snapshot is read again soon.
 
 use crate::error::PgError;
 use crate::server::PgTarget;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -161,7 +162,7 @@ pub struct Catalog {
     settle_until: std::sync::Mutex<Option<Instant>>,
     /// A statement that may have made code (a function, an operator, a
     /// domain's check, a trigger...) ran since the last read.
-    code_made: std::sync::atomic::AtomicBool,
+    code_made: AtomicBool,
 }
 
 /// Whether a statement's command may make code that other statements run

@@ -220,11 +220,23 @@ impl Planner<'_> {
             .collect()
     }
 
+    /// Whether what a statement computes may come from code the gateway
+    /// cannot follow: a function not known to be a read-only built-in, or
+    /// a user's function or operator behind a built-in's name.
+    pub fn statement_calls(&self, statement: &StatementInfo) -> bool {
+        calls_functions(statement) || self.snapshot.runs_user_code(&statement.functions)
+    }
+
+    /// [`Planner::statement_calls`] for the statement behind a result.
+    pub fn source_calls(&self, source: &ResultSource) -> bool {
+        source.calls_functions || self.snapshot.runs_user_code(&source.functions)
+    }
+
     /// The plan of the `idx`-th column of a `COPY (query) TO`.
     pub fn copy_query_plan(&self, idx: usize, source: &ResultSource) -> ColumnPlan {
         ColumnPlan {
             whole: self
-                .derived_rule(idx, &source.lineage, source.calls_functions, 0)
+                .derived_rule(idx, &source.lineage, self.source_calls(source), 0)
                 .map(|rule| (rule, true)),
             content: self.content(None),
             ..ColumnPlan::default()
@@ -267,7 +279,12 @@ impl Planner<'_> {
                         source
                             .writes
                             .then(|| {
-                                self.derived_rule(idx, &source.lineage, source.calls_functions, 0)
+                                self.derived_rule(
+                                    idx,
+                                    &source.lineage,
+                                    self.source_calls(source),
+                                    0,
+                                )
                             })
                             .flatten()
                             .map(|rule| (rule, true))
@@ -290,7 +307,7 @@ impl Planner<'_> {
                 (self.masker.any_column_rule().map(|r| (r, true)), None)
             }
             None => (
-                self.derived_rule(idx, &source.lineage, source.calls_functions, 0)
+                self.derived_rule(idx, &source.lineage, self.source_calls(source), 0)
                     .map(|rule| (rule, true)),
                 None,
             ),
@@ -407,7 +424,7 @@ impl Planner<'_> {
         {
             return self.masker.any_column_rule();
         }
-        let calls = calls_functions(&statement);
+        let calls = self.statement_calls(&statement);
         let idx = usize::try_from(attnum).ok()?.checked_sub(1)?;
         self.derived_rule(idx, &statement.lineage, calls, depth + 1)
     }

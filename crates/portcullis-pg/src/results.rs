@@ -142,10 +142,7 @@ impl ResultQueue {
 
     /// The session's prepared statements and portals.
     pub fn prepared(&self) -> MutexGuard<'_, Prepared> {
-        match self.prepared.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        locked(&self.prepared)
     }
 
     /// Takes back what the dropped expectations changed.
@@ -172,10 +169,7 @@ impl ResultQueue {
         if starts > 0 {
             self.with_copy_in(|copy_in| copy_in.starting += starts);
         }
-        match self.expects.lock() {
-            Ok(mut queue) => queue.extend(expects),
-            Err(poisoned) => poisoned.into_inner().extend(expects),
-        }
+        locked(&self.expects).extend(expects);
     }
 
     /// Waits until the target's state after every COPY FROM STDIN sent so
@@ -212,10 +206,7 @@ impl ResultQueue {
     }
 
     fn with_copy_in<T>(&self, f: impl FnOnce(&mut CopyIn) -> T) -> T {
-        match self.copy_in.lock() {
-            Ok(mut copy_in) => f(&mut copy_in),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut locked(&self.copy_in))
     }
 
     /// How many answers the target still owes.
@@ -239,11 +230,15 @@ impl ResultQueue {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut VecDeque<Expect>) -> T) -> T {
-        match self.expects.lock() {
-            Ok(mut queue) => f(&mut queue),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut locked(&self.expects))
     }
+}
+
+/// Takes one of the result queue's locks, poisoned or not.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An answer the gateway did not expect: it no longer knows which of the
@@ -591,14 +586,6 @@ impl Results {
         };
         let binary = copy_out_response(body) == Some(1);
         let snapshot = self.snapshot(&source).await?;
-        let source = if !source.calls_functions && snapshot.runs_user_code(&source.functions) {
-            ResultSource {
-                calls_functions: true,
-                ..source
-            }
-        } else {
-            source
-        };
         let planner = Planner {
             masker: &masker,
             snapshot: &snapshot,
@@ -657,8 +644,7 @@ impl Results {
             classifier: &self.classifier,
         };
         let covered = source.lineage.opaque
-            || source.calls_functions
-            || snapshot.runs_user_code(&source.functions)
+            || planner.source_calls(&source)
             || copy_out_response(body) == Some(1)
             || planner.relations_rule(&source.lineage).is_some();
         if covered {
@@ -738,13 +724,6 @@ impl Results {
             snapshot: &snapshot,
             classifier: &self.classifier,
         };
-        if !source.calls_functions && snapshot.runs_user_code(&source.functions) {
-            let source = ResultSource {
-                calls_functions: true,
-                ..source.clone()
-            };
-            return Ok(planner.plan(fields, &source));
-        }
         Ok(planner.plan(fields, source))
     }
 

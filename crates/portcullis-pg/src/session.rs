@@ -646,8 +646,7 @@ impl Relay {
             let Some(planner) = &planner else {
                 return Some("the target's catalog, which masking needs, cannot be read".into());
             };
-            let calls =
-                calls_functions(statement) || planner.snapshot.runs_user_code(&statement.functions);
+            let calls = planner.statement_calls(statement);
             // A DO block or a procedure reads and writes what its code says,
             // which the gateway cannot see.
             if (statement

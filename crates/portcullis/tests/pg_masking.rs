@@ -929,6 +929,13 @@ async fn a_view_redefined_since_the_catalog_was_read_is_masked_by_its_new_defini
         .await
         .unwrap_err();
     assert!(format!("{refused:?}").contains("mask rule"), "{refused:?}");
+    // Nor inside a view's definition.
+    dana.batch_execute("create view upper_v as select id, upper(id) as info from customers")
+        .await
+        .unwrap();
+    let text = read("select reverse(info) from upper_v").await;
+    assert!(!text.contains("9876-54-321"), "{text}");
+    assert_no_secret("a view calling a user's function", &text);
     // An operator a user made runs a function no name in the statement shows.
     dana.batch_execute(
         "create function public.reveal(i int) returns text language sql \
