@@ -4,7 +4,7 @@
 use crate::codec::startup::{read_startup, StartupError, StartupPacket, PROTOCOL_3_0};
 use crate::codec::{build, frame::split_frame, message};
 use crate::error::PgError;
-use crate::stream::BoxStream;
+use crate::stream::Stream;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,7 +18,7 @@ pub enum Hello {
 }
 
 pub struct ClientStartup {
-    pub stream: BoxStream,
+    pub stream: Stream,
     pub params: Vec<(String, String)>,
     pub tls: bool,
 }
@@ -53,7 +53,7 @@ pub async fn accept(
                     let mut stream = acceptor.accept(tcp).await.map_err(PgError::ClientIo)?;
                     return match read_startup(&mut stream).await.map_err(startup_error)? {
                         StartupPacket::Startup { version, params } => {
-                            startup(Box::new(stream), version, params, true).await
+                            startup(Stream::Tls(Box::new(stream)), version, params, true).await
                         }
                         StartupPacket::Cancel { pid, secret } => Ok(Hello::Cancel { pid, secret }),
                         _ => Err(PgError::ClientProtocol(
@@ -66,14 +66,14 @@ pub async fn accept(
             StartupPacket::GssEncRequest => tcp.write_all(b"N").await.map_err(PgError::ClientIo)?,
             StartupPacket::Cancel { pid, secret } => return Ok(Hello::Cancel { pid, secret }),
             StartupPacket::Startup { version, params } => {
-                return startup(Box::new(tcp), version, params, false).await
+                return startup(Stream::Tcp(tcp), version, params, false).await
             }
         }
     }
 }
 
 async fn startup(
-    mut stream: BoxStream,
+    mut stream: Stream,
     version: i32,
     params: Vec<(String, String)>,
     tls: bool,
@@ -104,7 +104,7 @@ async fn startup(
 const MAX_PASSWORD_MESSAGE: i32 = 64 * 1024;
 
 /// Asks the client for its password (the token) and reads it.
-pub async fn read_password(stream: &mut BoxStream) -> Result<String, PgError> {
+pub async fn read_password(stream: &mut Stream) -> Result<String, PgError> {
     let mut out = BytesMut::new();
     build::authentication_cleartext_password(&mut out);
     stream.write_all(&out).await.map_err(PgError::ClientIo)?;
@@ -140,7 +140,7 @@ pub async fn read_password(stream: &mut BoxStream) -> Result<String, PgError> {
 }
 
 /// Sends a fatal error and closes. Errors while doing so are moot.
-pub async fn refuse(stream: &mut BoxStream, code: &str, text: &str, hint: Option<&str>) {
+pub async fn refuse(stream: &mut Stream, code: &str, text: &str, hint: Option<&str>) {
     let mut out = BytesMut::new();
     build::error_response(&mut out, "FATAL", code, text, None, hint);
     let _ = stream.write_all(&out).await;

@@ -3,7 +3,7 @@
 
 use crate::codec::{build, frame::split_frame, message, Frame};
 use crate::error::PgError;
-use crate::stream::BoxStream;
+use crate::stream::Stream;
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use std::sync::Arc;
@@ -45,7 +45,7 @@ impl std::fmt::Debug for PgTarget {
 
 /// A logged-in connection to a target, ready for queries.
 pub struct TargetConnection {
-    pub stream: BoxStream,
+    pub stream: Stream,
     /// ParameterStatus messages, raw, to pass on to the client.
     pub parameter_status: Vec<Frame>,
     pub pid: i32,
@@ -90,8 +90,8 @@ impl PgTarget {
             .await
             .map_err(|e| self.io(e))?;
         let _ = tcp.set_nodelay(true);
-        let mut stream: BoxStream = match &self.tls {
-            None => Box::new(tcp),
+        let mut stream: Stream = match &self.tls {
+            None => Stream::Tcp(tcp),
             Some((config, name)) => {
                 let mut tcp = tcp;
                 let mut out = BytesMut::new();
@@ -104,12 +104,12 @@ impl PgTarget {
                     );
                 }
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
-                Box::new(
+                Stream::Tls(Box::new(
                     connector
                         .connect(name.clone(), tcp)
                         .await
                         .map_err(|e| self.io(e))?,
-                )
+                ))
             }
         };
         let mut params: Vec<(&str, &str)> =
@@ -225,11 +225,7 @@ impl PgTarget {
         }
     }
 
-    async fn read_frame(
-        &self,
-        stream: &mut BoxStream,
-        buf: &mut BytesMut,
-    ) -> Result<Frame, PgError> {
+    async fn read_frame(&self, stream: &mut Stream, buf: &mut BytesMut) -> Result<Frame, PgError> {
         loop {
             if let Some(frame) = split_frame(buf).map_err(|e| self.protocol(e.to_string()))? {
                 return Ok(frame);

@@ -17,7 +17,7 @@ use crate::masking::{calls_functions, reads_statistics, Planner, ResultSource};
 use crate::prepared::{Change, Portal, Prepared};
 use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
-use crate::stream::BoxStream;
+use crate::stream::{ReadSide, Stream, WriteSide};
 use crate::PINNED_PARAMETERS;
 use bytes::{Buf, Bytes, BytesMut};
 use portcullis_core::{Decision, Lineage, RelationRef, StatementInfo};
@@ -27,7 +27,7 @@ use portcullis_sql::Classifier;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What both directions of a session share.
 struct Shared {
@@ -183,8 +183,8 @@ impl Relay {
     /// Runs the session until either side ends it.
     pub async fn run(
         mut self,
-        client: BoxStream,
-        target: BoxStream,
+        client: Stream,
+        target: Stream,
         target_leftover: BytesMut,
     ) -> (Session, Ending, MaskCounts) {
         let (notices_tx, notices_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -210,8 +210,11 @@ impl Relay {
             self.session.observer(),
             shared.clone(),
         ));
-        let (client_read, client_write) = tokio::io::split(client);
-        let (target_read, target_write) = tokio::io::split(target);
+        let (client_read, client_write) = client.split();
+        // The target's writing half lives as long as the session: dropped early,
+        // it would shut the socket's sending side, and the target would answer
+        // that before the gateway's own reason for ending reached the client.
+        let (target_read, mut target_write) = target.split();
         let results = Results::new(
             shared.results.clone(),
             self.gate.clone(),
@@ -229,7 +232,7 @@ impl Relay {
             notices_rx,
         ));
         let (ending, masked) = tokio::select! {
-            ending = self.client_to_target(client_read, target_write, &shared) => {
+            ending = self.client_to_target(client_read, &mut target_write, &shared) => {
                 // Let the target's last answers (to a Terminate, say) reach
                 // the client, and its side tell what it masked.
                 if matches!(ending, Ending::ClientTerminated) {
@@ -278,8 +281,8 @@ impl Relay {
 
     async fn client_to_target(
         &mut self,
-        mut client: ReadHalf<BoxStream>,
-        mut target: WriteHalf<BoxStream>,
+        mut client: ReadSide,
+        target: &mut WriteSide,
         shared: &Shared,
     ) -> Ending {
         let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -728,7 +731,7 @@ impl Relay {
         plan: Vec<Planned>,
         shared: &Shared,
         poison_seq: &mut u64,
-        client: &mut ReadHalf<BoxStream>,
+        client: &mut ReadSide,
         buf: &mut BytesMut,
     ) -> (BytesMut, bool) {
         let plan = self.refuse_masked_leaks(plan, shared).await;
@@ -1023,7 +1026,7 @@ impl Relay {
         decisions: &mut [portcullis_core::Decision],
         holds: &mut Holds,
         shared: &Shared,
-        client: &mut ReadHalf<BoxStream>,
+        client: &mut ReadSide,
         buf: &mut BytesMut,
     ) {
         use portcullis_core::Effect;
@@ -1109,7 +1112,7 @@ impl Relay {
         decision: &portcullis_core::Decision,
         parameters: Vec<Option<String>>,
         shared: &Shared,
-        client: &mut ReadHalf<BoxStream>,
+        client: &mut ReadSide,
         buf: &mut BytesMut,
     ) -> Result<i64, Bytes> {
         use portcullis_gate::approval::{model, Status};
@@ -1622,8 +1625,8 @@ fn poison_into(
 /// the target's errors for poison statements with the gateway's refusals, and
 /// masking results.
 async fn target_to_client(
-    mut target: ReadHalf<BoxStream>,
-    mut client: WriteHalf<BoxStream>,
+    mut target: ReadSide,
+    mut client: WriteSide,
     mut buf: BytesMut,
     shared: Arc<Shared>,
     target_name: String,
@@ -1644,8 +1647,8 @@ async fn target_to_client(
 }
 
 async fn relay_target(
-    target: &mut ReadHalf<BoxStream>,
-    client: &mut WriteHalf<BoxStream>,
+    target: &mut ReadSide,
+    client: &mut WriteSide,
     buf: &mut BytesMut,
     shared: &Shared,
     target_name: String,
@@ -1806,7 +1809,7 @@ async fn relay_target(
 #[allow(clippy::too_many_arguments)]
 async fn end_with(
     recorder: Option<&portcullis_record::Recorder>,
-    client: &mut WriteHalf<BoxStream>,
+    client: &mut WriteSide,
     buf: &BytesMut,
     pos: usize,
     out: Option<BytesMut>,
