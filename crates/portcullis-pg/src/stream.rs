@@ -60,25 +60,23 @@ macro_rules! either {
     };
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        either!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
+/// `AsyncRead` for a type whose variants all read.
+macro_rules! read_through {
+    ($ty:ty) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                either!(self, s => Pin::new(s).poll_read(cx, buf))
+            }
+        }
+    };
 }
 
-impl AsyncRead for ReadSide {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        either!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
+read_through!(Stream);
+read_through!(ReadSide);
 
 /// `AsyncWrite` for a type whose variants all write.
 macro_rules! write_through {
