@@ -459,6 +459,7 @@ impl Approvals {
                         reviewer: reviewer.id.clone(),
                         reviewer_subject: reviewer.subject.clone(),
                         reviewer_issuer: reviewer.issuer.clone(),
+                        reviewer_email: reviewer.email.clone(),
                         groups: reviewer.groups.clone(),
                         approve,
                         comment: review_comment.clone(),

@@ -81,15 +81,32 @@ impl From<&Principal> for Person {
 
 impl Person {
     /// The same person: the same subject at the same issuer, or the same
-    /// principal id (an email seen through two issuers).
+    /// principal id (an email seen through two issuers), or the same email.
     pub fn same_as(&self, other: &Principal) -> bool {
-        (self.subject == other.subject && self.issuer == other.issuer)
-            || self.id == other.id
-            || self
-                .email
-                .as_deref()
-                .is_some_and(|email| other.email.as_deref() == Some(email))
+        one_person(
+            (&self.id, &self.subject, &self.issuer, self.email.as_deref()),
+            other,
+        )
     }
+}
+
+/// Whether names compare as one person's: without regard to letter case,
+/// since identity providers differ in how they case an email (`Dana@` and
+/// `dana@`). Taking two people for one only ever refuses a review.
+fn same_name(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
+/// Whether `(id, subject, issuer, email)` names the person `other` is.
+fn one_person(
+    (id, subject, issuer, email): (&str, &str, &str, Option<&str>),
+    other: &Principal,
+) -> bool {
+    (same_name(subject, &other.subject) && same_name(issuer, &other.issuer))
+        || same_name(id, &other.id)
+        || email
+            .zip(other.email.as_deref())
+            .is_some_and(|(a, b)| same_name(a, b))
 }
 
 /// One reviewer's decision.
@@ -98,6 +115,8 @@ pub struct Review {
     pub reviewer: String,
     pub reviewer_subject: String,
     pub reviewer_issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer_email: Option<String>,
     /// The reviewer's groups when they reviewed.
     pub groups: Vec<String>,
     pub approve: bool,
@@ -163,9 +182,15 @@ impl Request {
             ));
         }
         if self.reviews.iter().any(|review| {
-            (review.reviewer_subject == reviewer.subject
-                && review.reviewer_issuer == reviewer.issuer)
-                || review.reviewer == reviewer.id
+            one_person(
+                (
+                    &review.reviewer,
+                    &review.reviewer_subject,
+                    &review.reviewer_issuer,
+                    review.reviewer_email.as_deref(),
+                ),
+                reviewer,
+            )
         }) {
             return Err(format!(
                 "`{}` has reviewed request {} already",

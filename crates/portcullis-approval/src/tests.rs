@@ -114,6 +114,54 @@ async fn the_requester_never_reviews_even_with_another_id_and_the_same_email() {
 }
 
 #[tokio::test]
+async fn one_person_under_names_that_differ_in_case_neither_approves_their_own_nor_counts_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(&dir, Settings::default()).await;
+    let dana = person("dana@example.com", &["eng", "dba"]);
+    let held = hold(&approvals, &dana, "delete from t", &["dba"], 2).await;
+    // The same person through a provider that keeps the case as typed.
+    let mut shouting = dana.clone();
+    shouting.id = "Dana@Example.com".into();
+    shouting.subject = "Dana@Example.com".into();
+    shouting.email = Some("DANA@example.com".into());
+    shouting.issuer = "https://elsewhere".into();
+    let error = approvals
+        .review(held.id, &shouting, true, "mine")
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("nobody approves their own request"),
+        "{error}"
+    );
+
+    // Two approvals wanted: one reviewer under two spellings is one.
+    let bob = person("bob@example.com", &["dba"]);
+    let mut bob_again = bob.clone();
+    bob_again.id = "BOB@example.com".into();
+    bob_again.subject = "00u1bob".into();
+    bob_again.issuer = "https://elsewhere".into();
+    approvals.review(held.id, &bob, true, "ok").await.unwrap();
+    let error = approvals
+        .review(held.id, &bob_again, true, "ok again")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("reviewed request"), "{error}");
+    // Found by the email alone, too.
+    let mut bob_by_email = person("00u2bob", &["dba"]);
+    bob_by_email.email = Some("Bob@Example.COM".into());
+    let error = approvals
+        .review(held.id, &bob_by_email, true, "ok")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("reviewed request"), "{error}");
+    let carol = person("carol@example.com", &["dba"]);
+    let done = approvals.review(held.id, &carol, true, "ok").await.unwrap();
+    assert_eq!(done.status, Status::Approved);
+}
+
+#[tokio::test]
 async fn a_request_is_decided_once_and_expires_on_time() {
     let dir = tempfile::tempdir().unwrap();
     let approvals = open(
