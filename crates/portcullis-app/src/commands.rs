@@ -40,15 +40,16 @@ pub fn policy_validate(dir: &Path) -> Result<String> {
 
 /// Text from users (statements, command lines, comments, names) made safe
 /// to print on a terminal: a line break is a space, and other control
-/// characters are shown escaped, so that a carriage return or an escape
-/// sequence cannot make one entry or request look like another.
+/// characters and hidden ones (direction changes, zero-width characters)
+/// are shown escaped, so that a carriage return, an escape sequence or a
+/// right-to-left override cannot make one entry or request look like another.
 pub(crate) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '\n' => out.push(' '),
             '\t' => out.push(c),
-            c if c.is_control() => out.extend(c.escape_default()),
+            c if portcullis_core::text::is_unshown(c) => out.extend(c.escape_default()),
             c => out.push(c),
         }
     }
@@ -328,5 +329,10 @@ mod printable_tests {
             "systemctl isolate x # \\r\\u{1b}[Ksystemctl restart cron next"
         );
         assert_eq!(printable("select 'é'\tx"), "select 'é'\tx");
+        // Drawn by a terminal, this reads `delete from t where id = 1 --`.
+        assert_eq!(
+            printable("delete from t \u{202E}-- 1 = di erehw\u{200B}"),
+            "delete from t \\u{202e}-- 1 = di erehw\\u{200b}"
+        );
     }
 }

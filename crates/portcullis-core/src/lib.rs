@@ -10,12 +10,14 @@
 //! - [`decision`]: the outcome of a policy evaluation.
 //! - [`lineage`]: where the values of a statement's result come from.
 //! - [`ssh`]: what an SSH command, forwarding or SFTP operation does.
+//! - [`text`]: characters that are not drawn as themselves, for reviewers.
 
 pub mod decision;
 pub mod ids;
 pub mod lineage;
 pub mod ssh;
 pub mod statement;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -72,10 +72,60 @@ pub(crate) fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // Not drawn as itself (a direction change, a blank, a control
+            // character): named instead, so the page shows what runs.
+            c if portcullis_core::text::is_unshown(c) => {
+                let _ = write!(out, "[U+{:04X}]", u32::from(c));
+            }
             c => out.push(c),
         }
     }
     out
+}
+
+/// `value` as an SQL string literal, on one line: quotes doubled, and
+/// control characters written as escapes in an `E'...'` string, so that one
+/// parameter cannot pass for several.
+fn sql_literal(value: &str) -> String {
+    if !value.chars().any(char::is_control) {
+        return format!("'{}'", value.replace('\'', "''"));
+    }
+    let mut out = String::from("E'");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Whether what the requester wrote holds characters [`escape`] names.
+fn asks_with_unshown(request: &Request) -> bool {
+    use portcullis_core::text::has_unshown;
+    let requester = &request.requester;
+    let mut texts = vec![requester.id.as_str(), requester.subject.as_str()];
+    texts.extend(request.reason.as_deref());
+    if let Subject::Statement {
+        text,
+        prepared,
+        parameters,
+        ..
+    } = &request.subject
+    {
+        texts.push(text);
+        texts.extend(prepared.as_deref());
+        texts.extend(parameters.iter().flatten().map(String::as_str));
+    }
+    texts.into_iter().any(has_unshown)
 }
 
 pub(crate) fn layout(title: &str, who: &Principal, csrf: &str, body: &str) -> String {
@@ -268,6 +318,9 @@ pub(crate) fn request_page(
             escape(error)
         );
     }
+    if asks_with_unshown(request) {
+        out.push_str(r#"<div class="card error" id="unshown">This request holds characters that are not drawn as themselves (a change of direction, an invisible or a control character). Each is shown as <code>[U+…]</code> where it is: read the text as the database or the shell will, not as it may look elsewhere.</div>"#);
+    }
     out.push_str(r#"<div class="card"><dl>"#);
     let mut row = |name: &str, value: String| {
         let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", escape(name), value);
@@ -357,7 +410,7 @@ pub(crate) fn request_page(
                             "${} = {}",
                             i + 1,
                             p.as_deref()
-                                .map(|v| format!("'{v}'"))
+                                .map(sql_literal)
                                 .unwrap_or_else(|| "NULL".into())
                         )
                     })
@@ -431,6 +484,91 @@ mod tests {
         assert_eq!(
             escape(r#"<a href="x">'&"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+    }
+
+    fn held(text: &str, parameters: Vec<Option<String>>) -> Request {
+        Request {
+            id: 7,
+            status: portcullis_approval::Status::Pending,
+            requester: portcullis_approval::model::Person {
+                id: "alice@example.com".into(),
+                subject: "alice".into(),
+                issuer: "test".into(),
+                email: None,
+                groups: vec!["eng".into()],
+            },
+            target: "demo".into(),
+            subject: Subject::Statement {
+                session: "s1".into(),
+                client_addr: "127.0.0.1:1".into(),
+                text: text.into(),
+                prepared: None,
+                parameters,
+                policies: vec!["no-unbounded-writes".into()],
+                policy_reason: "UPDATE and DELETE need a WHERE clause".into(),
+                policy_version: "v1".into(),
+            },
+            reason: None,
+            approval: portcullis_core::Approval {
+                groups: vec!["dba".into()],
+                min_approvals: 1,
+            },
+            created_at: 0,
+            expires_at: 60,
+            decided_at: None,
+            outcome: None,
+            grant_until: None,
+            reviews: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reviewer_sees_direction_changes_and_invisible_characters_named() {
+        // Drawn by a browser, this reads `delete from t where id = 1 --`.
+        let page = request_page(
+            &held("delete from t \u{202E}-- 1 = di erehw", Vec::new()),
+            "pending",
+            Ok(()),
+            "csrf",
+            None,
+        );
+        assert!(
+            page.contains("delete from t [U+202E]-- 1 = di erehw"),
+            "{page}"
+        );
+        assert!(!page.contains('\u{202E}'), "{page}");
+        assert!(page.contains(r#"id="unshown""#), "{page}");
+        let plain = request_page(
+            &held("delete from t", Vec::new()),
+            "pending",
+            Ok(()),
+            "c",
+            None,
+        );
+        assert!(!plain.contains(r#"id="unshown""#), "{plain}");
+        assert_eq!(escape("a\u{200B}b\rc\td\ne"), "a[U+200B]b[U+000D]c\td\ne");
+    }
+
+    #[test]
+    fn one_parameter_cannot_pass_for_several() {
+        let page = request_page(
+            &held(
+                "update t set v = $1, id = $2::int",
+                vec![
+                    Some("archived', $2 = '7".into()),
+                    Some("7'\n\n-- (no more parameters)\n'".into()),
+                    None,
+                ],
+            ),
+            "pending",
+            Ok(()),
+            "csrf",
+            None,
+        );
+        assert!(
+            page.contains("$1 = &#39;archived&#39;&#39;, $2 = &#39;&#39;7&#39;\n$2 = E&#39;7\\&#39;\\n\\n-- (no more parameters)\\n\\&#39;&#39;\n$3 = NULL"),
+            "{page}"
         );
     }
 
