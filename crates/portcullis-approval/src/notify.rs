@@ -125,6 +125,28 @@ fn without_url(e: &reqwest::Error) -> String {
     message
 }
 
+/// Text from a requester made plain in Slack's markup: `&`, `<` and `>`
+/// escaped as Slack asks (no `<!channel>` mention, no link of the
+/// requester's own), backticks replaced so that no code block is left,
+/// and characters that are not drawn as themselves named.
+fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '`' => out.push('\u{2018}'),
+            '\n' | '\t' => out.push(c),
+            c if portcullis_core::text::is_unshown(c) => {
+                out.push_str(&format!("[U+{:04X}]", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn slack_text(event: &str, request: &Request, link: &str) -> String {
     // A console link, or the CLI command to run.
     let link = if link.starts_with("http") {
@@ -132,8 +154,8 @@ fn slack_text(event: &str, request: &Request, link: &str) -> String {
     } else {
         format!("`{link}`")
     };
-    let who = &request.requester.id;
-    let what = request.summary();
+    let who = slack_escape(&request.requester.id);
+    let what = slack_escape(&request.summary());
     match event {
         "requested" => format!(
             "*{who}* asks for approval on `{}`: ```{what}``` Reviewers: {}. Review: {link}",
@@ -146,5 +168,60 @@ fn slack_text(event: &str, request: &Request, link: &str) -> String {
             request.target,
             request.status.as_str()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Person, Status, Subject};
+
+    #[test]
+    fn a_requester_cannot_mention_the_channel_link_elsewhere_or_leave_the_code_block() {
+        let request = Request {
+            id: 3,
+            status: Status::Pending,
+            requester: Person {
+                id: "alice@example.com".into(),
+                subject: "alice".into(),
+                issuer: "test".into(),
+                email: None,
+                groups: vec!["eng".into()],
+            },
+            target: "demo".into(),
+            subject: Subject::Statement {
+                session: "s1".into(),
+                client_addr: "127.0.0.1:1".into(),
+                text: "delete from t /* ``` <!channel> confirm at <https://evil.example|request 3> & \u{202E}x ``` */".into(),
+                prepared: None,
+                parameters: Vec::new(),
+                policies: vec!["p".into()],
+                policy_reason: "why".into(),
+                policy_version: "v1".into(),
+            },
+            reason: None,
+            approval: portcullis_core::Approval {
+                groups: vec!["dba".into()],
+                min_approvals: 1,
+            },
+            created_at: 0,
+            expires_at: 60,
+            decided_at: None,
+            outcome: None,
+            grant_until: None,
+            reviews: Vec::new(),
+        };
+        let text = slack_text("requested", &request, "https://gw.example/requests/3");
+        assert!(!text.contains("<!channel>"), "{text}");
+        assert!(!text.contains("<https://evil"), "{text}");
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        assert!(text.contains("&amp; [U+202E]x"), "{text}");
+        // One code block, the gateway's own, and one link, the gateway's.
+        assert_eq!(text.matches("```").count(), 2, "{text}");
+        assert_eq!(text.matches('<').count(), 1, "{text}");
+        assert!(
+            text.ends_with("<https://gw.example/requests/3|request 3>"),
+            "{text}"
+        );
     }
 }
