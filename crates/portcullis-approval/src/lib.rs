@@ -520,10 +520,22 @@ impl Approvals {
         let groups = by.groups.clone();
         let comment = comment.trim().to_string();
         let outcome = comment.clone();
-        let by_person = Person::from(by);
+        let me = by.clone();
         let (request, ()) = self
             .with_store(move |store| {
                 store.update(id, |request| {
+                    // Someone who may not see it learns nothing of it, as
+                    // everywhere else.
+                    let own = request.requester.same_as(&me);
+                    if !own
+                        && !request
+                            .approval
+                            .groups
+                            .iter()
+                            .any(|group| groups.contains(group))
+                    {
+                        return Err(ApprovalError::NotFound(id));
+                    }
                     let Subject::Access { .. } = request.subject else {
                         return Err(ApprovalError::Refused(format!(
                             "request {id} is not an access grant"
@@ -538,8 +550,6 @@ impl Approvals {
                     }
                     // The grantee may give up their own grant; otherwise
                     // only those who could approve it may take it back.
-                    let own = request.requester.subject == by_person.subject
-                        && request.requester.issuer == by_person.issuer;
                     if !own && !allowed.iter().any(|g| groups.contains(g)) {
                         return Err(ApprovalError::Refused(format!(
                             "only the grantee or a member of {} may revoke grant {id}",

@@ -247,8 +247,17 @@ async fn grants_are_seen_until_revoked_and_only_by_their_holder() {
     assert_eq!(grant.reason, "INC-1");
     assert!(approvals.grant("bob", "demo").is_none());
     assert!(approvals.grant("alice", "other").is_none());
+    // Someone who may not see a request is told it does not exist, live
+    // grant, statement request or no request at all.
     let bob = person("bob", &["eng"]);
-    assert!(approvals.revoke(request.id, &bob, "").await.is_err());
+    let held = hold(&approvals, &alice, "delete from t", &["dba"], 1).await;
+    for id in [request.id, held.id, 999] {
+        let error = approvals.revoke(id, &bob, "").await.unwrap_err();
+        assert!(
+            matches!(error, ApprovalError::NotFound(n) if n == id),
+            "{error}"
+        );
+    }
     approvals.revoke(request.id, &ops, "done").await.unwrap();
     assert!(approvals.grant("alice", "demo").is_none());
 }
