@@ -571,13 +571,24 @@ async fn events(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> 
     let Some(session) = state.session(&headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
+    let Some(session_id) = cookie(&headers, SESSION_COOKIE) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
     let changes = state.web.approvals.changes();
     let principal = session.principal.clone();
+    let console = state.clone();
     let stream = futures_util::stream::unfold(changes, move |mut changes| {
         let principal = principal.clone();
+        let console = console.clone();
+        let session_id = session_id.clone();
         async move {
             loop {
-                match changes.recv().await {
+                let change = changes.recv().await;
+                // A session that logged out hears nothing more.
+                if !lock(&console.sessions).contains_key(&session_id) {
+                    return None;
+                }
+                match change {
                     Ok(request) if visible_to(&request, &principal) => {
                         let event = Event::default().event("request").data(format!(
                             "{} {}",
@@ -676,12 +687,6 @@ async fn callback(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let fail = |message: String| Page::Error(StatusCode::BAD_REQUEST, message).into_response();
-    if let Some(error) = query.error {
-        let description = query.error_description.unwrap_or_default();
-        return fail(format!(
-            "the identity provider refused the login: {error} {description}"
-        ));
-    }
     let pending = cookie(&headers, LOGIN_COOKIE).and_then(|key| lock(&state.logins).remove(&key));
     let Some(pending) = pending.filter(|p| p.started.elapsed() < LOGIN_TTL) else {
         return fail("this login was not started here, or took too long; log in again".into());
@@ -695,6 +700,15 @@ async fn callback(
         return fail(
             "the login answer does not match the login that was started; log in again".into(),
         );
+    }
+    // Only an answer to the login this browser started says why the
+    // provider refused: anyone can write a link with an `error` of their
+    // own words.
+    if let Some(error) = query.error {
+        let description = query.error_description.unwrap_or_default();
+        return fail(format!(
+            "the identity provider refused the login: {error} {description}"
+        ));
     }
     let Some(code) = query.code else {
         return fail("the identity provider sent no code".into());
@@ -751,10 +765,18 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
+    // A form without the session's token changes nothing, the cookie
+    // included: a browser that forgot a session the gateway still holds
+    // would leave it usable by whoever copied the cookie.
     if let (Some(id), Some(session)) = (cookie(&headers, SESSION_COOKIE), state.session(&headers)) {
-        if constant_time_eq(&form.csrf, &session.csrf) {
-            lock(&state.sessions).remove(&id);
+        if !constant_time_eq(&form.csrf, &session.csrf) {
+            return Page::Error(
+                StatusCode::FORBIDDEN,
+                "this logout form is out of date: reload the page and log out again".into(),
+            )
+            .into_response();
         }
+        lock(&state.sessions).remove(&id);
     }
     let mut response = Redirect::to("/logged-out").into_response();
     response

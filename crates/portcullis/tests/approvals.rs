@@ -819,6 +819,38 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
         "{}",
         replay.body
     );
+
+    // The provider's refusal is shown only for a login this browser
+    // started: another site's link cannot put its words on the console.
+    let spoofed = browser
+        .get(
+            &base
+                .join("/auth/callback?error=Call+the+help+desk&error_description=at+evil.example")
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(spoofed.status, 400);
+    assert!(!spoofed.body.contains("evil.example"), "{}", spoofed.body);
+    assert!(
+        spoofed.body.contains("not started here"),
+        "{}",
+        spoofed.body
+    );
+
+    // A logout without the session's token changes nothing; with it, the
+    // session is gone on the gateway's side too.
+    let logout = base.join("/logout").unwrap();
+    let stale = browser.post(&logout, &[("csrf", "forged")]).await;
+    assert_eq!(stale.status, 403, "{}", stale.body);
+    assert_eq!(
+        browser.get(&base.join("/history").unwrap()).await.status,
+        200
+    );
+    let mut copied = browser.clone();
+    let out = browser.post(&logout, &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    let after = copied.get(&base.join("/history").unwrap()).await;
+    assert_eq!(after.status, 303, "{}", after.body);
     drop(provider);
     gw.stop().await;
 }

@@ -133,6 +133,7 @@ pub struct Page {
 }
 
 /// A minimal browser: keeps cookies, follows nothing by itself.
+#[derive(Clone)]
 pub struct Browser {
     http: reqwest::Client,
     cookies: BTreeMap<String, String>,
