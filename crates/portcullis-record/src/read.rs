@@ -405,9 +405,21 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
     out
 }
 
+/// The largest terminal an asciicast says, in columns and rows. A client
+/// chooses its terminal's size; players allocate a screen of that size (a
+/// 65535 by 65535 terminal stops the web console's player). Larger sizes
+/// are cut to these; the recording keeps what the client said.
+const PLAYABLE_COLS: u32 = 512;
+const PLAYABLE_ROWS: u32 = 256;
+
+fn playable(r: &format::Resize) -> (u32, u32) {
+    (r.cols.min(PLAYABLE_COLS), r.rows.min(PLAYABLE_ROWS))
+}
+
 /// An SSH session's terminals as an asciicast v2 file, which any asciinema
 /// player plays: the header (with the first terminal size), then each
-/// output as an `"o"` event and each window change as an `"r"` event.
+/// output as an `"o"` event and each window change as an `"r"` event;
+/// sizes at most [`PLAYABLE_COLS`] by [`PLAYABLE_ROWS`].
 /// Output that is not UTF-8 is carried to the next event when it is a
 /// character cut in two, and replaced otherwise.
 pub fn asciicast(records: &[Record]) -> String {
@@ -424,7 +436,7 @@ pub fn asciicast(records: &[Record]) -> String {
             }
             Kind::Resize if size.is_none() => {
                 if let Ok(r) = serde_json::from_slice::<format::Resize>(&record.payload) {
-                    size = Some((r.cols, r.rows));
+                    size = Some(playable(&r));
                 }
             }
             _ => {}
@@ -476,7 +488,8 @@ pub fn asciicast(records: &[Record]) -> String {
                     continue;
                 }
                 if let Ok(r) = serde_json::from_slice::<format::Resize>(&record.payload) {
-                    let size = format!("{}x{}", r.cols, r.rows);
+                    let (cols, rows) = playable(&r);
+                    let size = format!("{cols}x{rows}");
                     out.push_str(&serde_json::json!([t, "r", size]).to_string());
                     out.push('\n');
                 }

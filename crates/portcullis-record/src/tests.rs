@@ -258,3 +258,41 @@ fn retention_deletes_only_finished_recordings_that_ended_before_the_cutoff() {
     record_session(&recordings, "new", 1);
     assert!(recordings.delete_ended_before(0, false).unwrap().is_empty());
 }
+
+#[test]
+fn an_asciicast_says_no_terminal_larger_than_a_player_can_show() {
+    use crate::format::{Kind, Record, Resize};
+    let resize = |t_ms, cols, rows| Record {
+        kind: Kind::Resize,
+        t_ms,
+        payload: serde_json::to_vec(&Resize {
+            channel: 0,
+            cols,
+            rows,
+        })
+        .unwrap(),
+    };
+    let mut output = 0u32.to_be_bytes().to_vec();
+    output.extend_from_slice(b"$ ls\r\n");
+    let records = vec![
+        resize(0, 65535, 65535),
+        Record {
+            kind: Kind::Output,
+            t_ms: 10,
+            payload: output,
+        },
+        resize(20, 100, 40),
+        resize(30, 4000, 30),
+    ];
+    let cast = crate::asciicast(&records);
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(512), Some(256))
+    );
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events[0][2], "$ ls\r\n");
+    assert_eq!(events[1][2], "100x40");
+    assert_eq!(events[2][2], "512x30");
+}
