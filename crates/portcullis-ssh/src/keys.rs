@@ -52,6 +52,43 @@ pub fn parse_public(line: &str) -> Result<PublicKey, String> {
     PublicKey::from_openssh(&text).map_err(|e| format!("`{line}` is not a public key: {e}"))
 }
 
+/// A key to certify: one `authorized_keys` style key alone on its line (no
+/// options before it, no second key), of a kind and strength OpenSSH
+/// still trusts: no DSA, no RSA under 2048 bits.
+fn certifiable(line: &str) -> Result<PublicKey, String> {
+    let line = line.trim();
+    if line.contains(['\n', '\r']) {
+        return Err("give one public key, on one line".into());
+    }
+    let algorithm = line.split_whitespace().next().unwrap_or_default();
+    let key = PublicKey::from_openssh(line).map_err(|e| {
+        format!("`{algorithm}` ...: not a public key, `ssh-ed25519 AAAA... comment` as in a .pub file: {e}")
+    })?;
+    const MIN_RSA_BITS: usize = 2048;
+    let weak = match key.key_data() {
+        ssh_key::public::KeyData::Dsa(_) => Some("DSA keys are no longer trusted by OpenSSH"),
+        ssh_key::public::KeyData::Rsa(rsa) if rsa_bits(rsa) < MIN_RSA_BITS => {
+            Some("RSA keys need 2048 bits or more")
+        }
+        _ => None,
+    };
+    match weak {
+        Some(why) => Err(format!(
+            "{why}: make a new key with `ssh-keygen -t ed25519` and ask again"
+        )),
+        None => Ok(key),
+    }
+}
+
+/// The size of an RSA key's modulus, in bits.
+fn rsa_bits(key: &ssh_key::public::RsaPublicKey) -> usize {
+    let bytes = key.n().as_positive_bytes().unwrap_or_default();
+    match bytes.first() {
+        Some(first) => bytes.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
+    }
+}
+
 /// The SHA-256 fingerprint OpenSSH prints (`SHA256:...`).
 pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
@@ -88,7 +125,7 @@ impl CertificateAuthority {
         principal: &portcullis_core::Principal,
         valid_before: u64,
     ) -> Result<String, String> {
-        let subject = parse_public(public_key)?;
+        let subject = certifiable(public_key)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -229,6 +266,32 @@ mod tests {
         assert!(other.verify(&cert).is_err());
         // Expired tokens get no certificate.
         assert!(ca.sign(&user_key(), &principal(), 10).is_err());
+    }
+
+    #[test]
+    fn only_one_strong_key_alone_on_its_line_is_certified() {
+        let ca = CertificateAuthority::new(PrivateKey::from(Ed25519Keypair::from_seed(&[1; 32])));
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 600;
+        let rsa_1024 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQCYspG35JNpaDWT6Qhk6ZXc3yHkZHJALTZ/eCCDkAhXeiLbGoZJyj6kHDPDWijR1v25vwO7ZM4N21f/V3iiLMLVtrW/Z+fynLfvBgWAciptCjV2bYaqd2AlQxd9zHpEXZDWmJrTjfr+IBUTSIXAjfUEdKUJ8RV0XDsioKUxYCOhqw== short";
+        let dsa = "ssh-dss AAAAB3NzaC1kc3MAAACBAPD31Lhpy3qwqm9mY36YqYwawJPd0rEQ484CMnLZ8VXOatfFXKWjtys+GI2vfM4qRQjPNRwf7jz50cGq9iGpdL55+2QktCNJulC1m1p5HfOTwTsGC0D31LTjyyHuZayQeZA89U9y5fPEVmAYSfIWvA4sKnRG1gdAauZcknafK0QbAAAAFQCg+L+lJu/3JytkcyKL3y0stkUWNwAAAIAIxaf1Ovc1BsDxFbzXMKbHpPGZT38lEgrT/pFOu47UjN3dErtC1YWINpwRlbkwOFSmWzo/mnHNJCYuSZDoJbPEVQ1m9e+zo7o0kZBhjjMgDmGQLhtbwGHo974cCV9C1aHjIdySe1qJxp7y1tLTxB7zT5Z4DCvzTVfVBbPc3XOe3wAAAIBFqLKZoRoDIFROn63N5FOQmJfp3GHQfzHpE+D0hblLdAgLYAn6FmowtE/3iH1zpxdijFZ8r38SzWYsgd2J3Uu5liam44yiVfsMeXZd/VcHojPyAQ6LkxWbkQrcseu9plhWB7hoCvT5iFGZM+CpIAQcuUN37JpznITgppzSx6ActQ== dsa";
+        let rsa_2048 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDEHYgReY0W1I+3VT0hexoctHBmh+9p9uU/i2AlVRoskSfa5bGUVf6b0vjdyBjIlRwKV9dTAbjMIY+cOtzWZvTmT73NkF32RQoiH46wUupP3AH6OH6bEp/hHtJvdSTMgsJY1vsuhbD/vfoALbucHiBhUBF3hAImSm08wQ6o49SPDmKQj0pcAJ8yYjQPUjBD4fxtDvvaeIQUJFG2qQ4hXAT2Maw015GtNk7dfNgPCaejz9lKHFeNYlt4aDRaj0SyCACXw07/r5BWA1EOJ2BU972Aq68boDcfscsbljuNDkvzafrlvppC4Qf7Q6IKnZSVuvWEpFPkjiNT8XMcQscshXyl ok";
+        for (key, why) in [(rsa_1024, "2048 bits"), (dsa, "DSA")] {
+            let error = ca.sign(key, &principal(), until).unwrap_err();
+            assert!(error.contains(why), "{error}");
+        }
+        assert!(ca.sign(rsa_2048, &principal(), until).is_ok());
+        let key = user_key();
+        for line in [
+            format!("command=\"x\",no-pty {key}"),
+            format!("{key}\n{key}"),
+        ] {
+            assert!(ca.sign(&line, &principal(), until).is_err(), "{line}");
+        }
+        assert!(ca.sign(&format!("{key}\n"), &principal(), until).is_ok());
     }
 
     #[test]
