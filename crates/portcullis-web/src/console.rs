@@ -622,6 +622,21 @@ struct LoginQuery {
     return_to: Option<String>,
 }
 
+/// Removes the oldest entries of `map` (by `started`) until it has room
+/// for one more under `max`.
+fn make_room<V>(map: &mut HashMap<String, V>, max: usize, started: impl Fn(&V) -> Instant) {
+    while map.len() >= max.max(1) {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| started(v))
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        map.remove(&oldest);
+    }
+}
+
 async fn login(
     AxumState(state): AxumState<Arc<State>>,
     Query(query): Query<LoginQuery>,
@@ -645,13 +660,9 @@ async fn login(
     {
         let mut logins = lock(&state.logins);
         logins.retain(|_, l| l.started.elapsed() < LOGIN_TTL);
-        if logins.len() >= MAX_ENTRIES {
-            return Page::Error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many logins are in progress; try again in a few minutes".into(),
-            )
-            .into_response();
-        }
+        // Anyone may start logins without finishing them: when full, the
+        // oldest gives way, so that a flood cannot keep everyone out.
+        make_room(&mut logins, MAX_ENTRIES, |l| l.started);
         logins.insert(
             key.clone(),
             PendingLogin {
@@ -875,6 +886,19 @@ fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_table_of_logins_makes_room_by_dropping_the_oldest() {
+        let start = Instant::now();
+        let mut logins: HashMap<String, Instant> = (0..4u64)
+            .map(|i| (format!("k{i}"), start + Duration::from_secs(i)))
+            .collect();
+        make_room(&mut logins, 4, |t| *t);
+        assert_eq!(logins.len(), 3);
+        assert!(!logins.contains_key("k0"), "{logins:?}");
+        make_room(&mut logins, 4, |t| *t);
+        assert_eq!(logins.len(), 3);
+    }
 
     #[test]
     fn only_local_paths_are_returned_to() {
