@@ -244,8 +244,21 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
                 source,
             })?
             .path();
-        if path.extension().is_some_and(|e| e == extension) && path.is_file() {
-            paths.push(path);
+        if !path.extension().is_some_and(|e| e == extension) {
+            continue;
+        }
+        // A policy file that cannot be read (a link to nothing, a directory
+        // or a pipe by that name) fails the whole version: left out, the
+        // rules it holds would silently stop applying.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => paths.push(path),
+            Ok(_) => {
+                return Err(PolicyError::ReadFile {
+                    file: path,
+                    source: std::io::Error::other("not a regular file"),
+                })
+            }
+            Err(source) => return Err(PolicyError::ReadFile { file: path, source }),
         }
     }
     paths.sort();

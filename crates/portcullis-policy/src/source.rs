@@ -637,6 +637,24 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_or_mask_file_that_cannot_be_read_fails_the_version() {
+        for name in ["guardrails.cedar", "masks.toml"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("access.cedar"), PERMIT).unwrap();
+            // A shared file linked in, whose target went away.
+            std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join(name)).unwrap();
+            let source = PolicySource::Directory(dir.path().to_path_buf());
+            let error = source.load(Engine::Cedar).err().unwrap().to_string();
+            assert!(error.contains(name), "{error}");
+            // A directory by that name is no policy either.
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            let error = source.load(Engine::Cedar).err().unwrap().to_string();
+            assert!(error.contains("not a regular file"), "{error}");
+        }
+    }
+
+    #[test]
     fn directory_version_is_a_content_hash() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("access.cedar"), PERMIT).unwrap();
