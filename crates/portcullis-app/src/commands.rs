@@ -16,14 +16,22 @@ pub fn audit_verify(config: &Config) -> Result<String> {
         bail!("no audit log at `{}`", path.display());
     }
     let report = portcullis_audit::verify(&path, &key)?;
-    Ok(format!(
+    let mut out = format!(
         "audit log intact: {} entries, {} signed checkpoints, last entry {}, last checkpoint at entry {}, {} entries after it\n",
         report.entries_checked,
         report.checkpoints_checked,
         report.last_seq,
         report.last_checkpoint_seq.map_or("none".to_string(), |s| s.to_string()),
         report.entries_after_last_checkpoint,
-    ))
+    );
+    if let (Some(seq), Some(hash)) = (report.last_checkpoint_seq, &report.last_checkpoint_hash) {
+        // The store alone cannot show that it was cut back to an earlier
+        // checkpoint: the gateway's log can.
+        out.push_str(&format!(
+            "signed head: entry {seq}, hash {hash}; the gateway's log has no later `audit head signed` line if nothing was cut from the end\n"
+        ));
+    }
+    Ok(out)
 }
 
 /// `portcullis policy validate DIR`: parses and validates a policy directory

@@ -679,6 +679,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     );
     let source_version = admin::SourceVersion::new(Some(policies.version().to_string()));
 
+    portcullis_audit::check_store_present(data_dir, &audit_path(data_dir))?;
     let key = portcullis_audit::load_or_create_signing_key(data_dir)?;
     let recordings = if config.recording.enabled {
         Some(

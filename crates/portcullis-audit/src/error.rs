@@ -37,6 +37,21 @@ pub enum AuditError {
         key_id: String,
     },
 
+    /// The store's file was removed or replaced while the gateway wrote
+    /// to it: what it writes would reach no file anyone reads.
+    #[error(
+        "the audit store at `{path}` was removed or replaced while the gateway ran; nothing more \
+         is written or forwarded: put the store back and restart the gateway"
+    )]
+    Gone { path: PathBuf },
+
+    /// The store is missing from a data directory that has its key.
+    #[error(
+        "the audit store `{path}` is missing, but `{key}` was made with it: the log was moved or \
+         deleted. Put it back; to begin a new log on purpose, move the key files aside first"
+    )]
+    Missing { path: PathBuf, key: PathBuf },
+
     /// Another connection holds the write lock for longer than the busy
     /// timeout.
     #[error(
@@ -139,6 +154,15 @@ impl AuditError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
+    /// Entries older than a running gateway leaves unsigned have no
+    /// checkpoint after them.
+    #[error(
+        "entries {first} to {last} are older than a minute and no signed checkpoint covers them: \
+         a running gateway signs within seconds and at shutdown, so they were changed, or the \
+         gateway stopped without signing them; nothing vouches for them"
+    )]
+    Unsigned { first: u64, last: u64 },
+
     /// The file does not exist or is not an SQLite database.
     #[error("cannot open the audit store at `{path}`: {source}")]
     Open {
@@ -229,6 +253,7 @@ impl VerifyError {
             | VerifyError::MalformedCheckpoint { seq, .. } => u64::try_from(*seq).ok(),
             VerifyError::StartMissing { .. } | VerifyError::BadStart => Some(1),
             VerifyError::Gap { missing, .. } => Some(*missing),
+            VerifyError::Unsigned { first, .. } => Some(*first),
             VerifyError::BrokenLink { seq, .. }
             | VerifyError::Changed { seq }
             | VerifyError::CheckpointKey { seq, .. }

@@ -22,6 +22,21 @@ pub const SIGNING_KEY_FILE: &str = "audit-signing.key";
 /// The public key's file name in the data directory.
 pub const VERIFYING_KEY_FILE: &str = "audit-signing.pub";
 
+/// Refuses a data directory whose signing key exists but whose audit store
+/// `store` does not: the key is made with the store's first start, so the
+/// store was moved or deleted, and a new one would begin a log that
+/// verifies while the old one is gone.
+pub fn check_store_present(data_dir: &Path, store: &Path) -> Result<(), AuditError> {
+    let key = data_dir.join(SIGNING_KEY_FILE);
+    if key.exists() && !store.exists() {
+        return Err(AuditError::Missing {
+            path: store.to_owned(),
+            key,
+        });
+    }
+    Ok(())
+}
+
 /// Loads the signing key from `<data_dir>/audit-signing.key`, or creates it
 /// (and the data directory) when the file does not exist. Writes
 /// `audit-signing.pub` when it is missing, and checks that it matches when
@@ -183,6 +198,20 @@ fn warn_if_readable_by_others(_path: &Path) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_gone_from_beside_its_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("audit.db");
+        // A first start: neither exists.
+        check_store_present(dir.path(), &store).unwrap();
+        load_or_create_signing_key(dir.path()).unwrap();
+        std::fs::write(&store, b"").unwrap();
+        check_store_present(dir.path(), &store).unwrap();
+        std::fs::remove_file(&store).unwrap();
+        let error = check_store_present(dir.path(), &store).unwrap_err();
+        assert!(error.to_string().contains("is missing"), "{error}");
+    }
 
     #[test]
     fn creates_a_private_key_file_readable_by_its_owner_only() {

@@ -58,7 +58,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use chain::{CHECKPOINT_DOMAIN, ENTRY_DOMAIN};
 pub use error::{AuditError, VerifyError};
 pub use keys::{
-    load_or_create_signing_key, load_verifying_key, SIGNING_KEY_FILE, VERIFYING_KEY_FILE,
+    check_store_present, load_or_create_signing_key, load_verifying_key, SIGNING_KEY_FILE,
+    VERIFYING_KEY_FILE,
 };
 pub use store::{scan_since, tail, StoredEntry};
 pub use verify::{verify, VerifyReport};
@@ -187,6 +188,8 @@ impl AuditLog {
             counters: Arc::clone(&counters),
             last_checkpoint_at: Instant::now(),
             unsigned_entries: false,
+            file: writer::file_id(path),
+            head_logged_at: None,
         };
         std::thread::Builder::new()
             .name("portcullis-audit-writer".to_owned())

@@ -431,3 +431,25 @@ async fn an_idle_writer_signs_its_last_entries_within_the_interval() {
     assert_eq!(report.last_checkpoint_seq, Some(4), "{report:?}");
     log.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_store_removed_or_replaced_under_the_writer_takes_nothing_more() {
+    for replace in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let log = AuditLog::open(&path, test_key(1), AuditOptions::default()).unwrap();
+        log.append(&json!({"n": 1})).await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        if replace {
+            std::fs::write(&path, b"").unwrap();
+        }
+        let error = log.append(&json!({"n": 2})).await.unwrap_err();
+        assert!(matches!(error, AuditError::Gone { .. }), "{error}");
+        assert!(error.to_string().contains("put the store back"), "{error}");
+        // Every later entry is refused too, and the log says it is not running.
+        assert!(log.append(&json!({"n": 3})).await.is_err());
+        assert!(!log.is_running());
+    }
+}

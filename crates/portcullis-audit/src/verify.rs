@@ -16,7 +16,7 @@ use crate::error::VerifyError;
 use crate::store;
 
 /// What a successful verification checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
     pub entries_checked: u64,
     pub checkpoints_checked: u64,
@@ -24,6 +24,9 @@ pub struct VerifyReport {
     pub last_seq: u64,
     /// The last checkpoint's seq; `None` when there is no checkpoint.
     pub last_checkpoint_seq: Option<u64>,
+    /// The hash the last checkpoint signed, in hex: what the gateway logs
+    /// as `audit head signed`, to compare with a copy kept elsewhere.
+    pub last_checkpoint_hash: Option<String>,
     /// Entries that no checkpoint covers yet. Removing them from the end
     /// would not be detected.
     pub entries_after_last_checkpoint: u64,
@@ -37,10 +40,25 @@ struct CheckpointRow {
     key_id: String,
 }
 
+/// How long an entry may wait for a signed checkpoint. A running gateway
+/// signs what it wrote within a second, and at shutdown; an older unsigned
+/// entry was changed (a forger who cannot sign deletes the checkpoints
+/// after it and recomputes the chain) or outlived a crash: either way no
+/// signature vouches for it.
+const UNSIGNED_GRACE_MS: u64 = 60_000;
+
 /// Checks every entry's link and hash and every checkpoint's key, signature
-/// and position in the chain, against `key`. A pure read of the file: it
-/// neither creates nor changes it.
+/// and position in the chain, against `key`, and that no entry older than
+/// a minute lacks a checkpoint. A pure read of the file: it neither creates
+/// nor changes it.
 pub fn verify(path: &Path, key: &VerifyingKey) -> Result<VerifyReport, VerifyError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    verify_at(path, key, now_ms)
+}
+
+fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyReport, VerifyError> {
     let read_error = |source| VerifyError::Read {
         path: path.to_owned(),
         source,
@@ -69,18 +87,28 @@ pub fn verify(path: &Path, key: &VerifyingKey) -> Result<VerifyReport, VerifyErr
         checkpoints_checked: 0,
         last_seq: 0,
         last_checkpoint_seq: None,
+        last_checkpoint_hash: None,
         entries_after_last_checkpoint: 0,
     };
     let mut prev_hash = GENESIS_HASH;
+    // The time of the first entry no checkpoint covers yet.
+    let mut unsigned_since: Option<u64> = None;
     while let Some(row) = entries.next().map_err(read_error)? {
         let seq = report.last_seq + 1;
         let hash = check_entry(row, seq, &prev_hash)?;
+        let time_ms = row
+            .get::<_, i64>(1)
+            .ok()
+            .and_then(|t| u64::try_from(t).ok());
+        unsigned_since = unsigned_since.or(Some(time_ms.unwrap_or(0)));
         // INVARIANT: checkpoints are read in seq order and every seq below
         // this one was checked, so a pending checkpoint is at `seq` or later.
         if let Some(checkpoint) = next_checkpoint.take_if(|checkpoint| checkpoint.seq == seq) {
             check_checkpoint(&checkpoint, &hash, key, &expected_key_id)?;
+            unsigned_since = None;
             report.checkpoints_checked += 1;
             report.last_checkpoint_seq = Some(seq);
+            report.last_checkpoint_hash = Some(hex::encode(hash));
             next_checkpoint = match checkpoints.next().map_err(read_error)? {
                 Some(row) => Some(read_checkpoint(row)?),
                 None => None,
@@ -98,6 +126,14 @@ pub fn verify(path: &Path, key: &VerifyingKey) -> Result<VerifyReport, VerifyErr
     }
     report.entries_after_last_checkpoint =
         report.last_seq - report.last_checkpoint_seq.unwrap_or(0);
+    if let Some(since) = unsigned_since {
+        if now_ms.saturating_sub(since) > UNSIGNED_GRACE_MS {
+            return Err(VerifyError::Unsigned {
+                first: report.last_checkpoint_seq.unwrap_or(0) + 1,
+                last: report.last_seq,
+            });
+        }
+    }
     Ok(report)
 }
 
@@ -323,6 +359,12 @@ mod tests {
     async fn an_intact_store_verifies() {
         let (_dir, path, key) = sealed_store().await;
         let report = check(&path, &key).unwrap();
+        let head: String = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT hash FROM audit_entries WHERE seq = 30", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
         assert_eq!(
             report,
             VerifyReport {
@@ -330,6 +372,7 @@ mod tests {
                 checkpoints_checked: 3,
                 last_seq: 30,
                 last_checkpoint_seq: Some(30),
+                last_checkpoint_hash: Some(head),
                 entries_after_last_checkpoint: 0,
             }
         );
@@ -699,6 +742,43 @@ mod tests {
         let error = check(&path, &test_key(1)).unwrap_err();
         assert!(matches!(error, VerifyError::Open { .. }), "{error:?}");
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_tail_left_unsigned_longer_than_a_running_gateway_leaves_it_is_refused() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        // What a forger who cannot sign does: drop the checkpoints after an
+        // entry, change it, and recompute the chain.
+        conn.execute("DELETE FROM audit_checkpoints WHERE seq > 20", [])
+            .unwrap();
+        forge_from(&conn, 30, r#"{"n":30,"effect":"allow"}"#, 0);
+        let later = |minutes: u64| {
+            let newest: u64 = conn
+                .query_row("SELECT max(time_ms) FROM audit_entries", [], |r| r.get(0))
+                .unwrap();
+            newest + minutes * 60_000
+        };
+        // Within a minute, a running gateway may not have signed yet.
+        assert!(verify_at(&path, &key.verifying_key(), later(0)).is_ok());
+        let error = verify_at(&path, &key.verifying_key(), later(2)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                VerifyError::Unsigned {
+                    first: 21,
+                    last: 30
+                }
+            ),
+            "{error:?}"
+        );
+        // With every checkpoint gone, from the first entry.
+        conn.execute("DELETE FROM audit_checkpoints", []).unwrap();
+        let error = verify_at(&path, &key.verifying_key(), later(2)).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::Unsigned { first: 1, last: 30 }),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

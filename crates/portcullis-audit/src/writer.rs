@@ -59,6 +59,20 @@ pub(crate) struct Writer {
     pub(crate) last_checkpoint_at: Instant,
     /// Whether entries were committed after the last checkpoint.
     pub(crate) unsigned_entries: bool,
+    /// The store's file as opened (device and inode): a batch is written
+    /// only while the path still names it.
+    pub(crate) file: Option<(u64, u64)>,
+    /// When the signed head last went to the log.
+    pub(crate) head_logged_at: Option<Instant>,
+}
+
+/// How often, at most, the signed head goes to the gateway's log.
+const HEAD_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The device and inode of the file at `path`.
+pub(crate) fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Tells the handles that the writer is gone when the thread ends, however
@@ -144,6 +158,20 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
+                if file_id(&self.path) != self.file {
+                    // Removed or replaced under the gateway: entries would
+                    // go to a file nobody reads. Refuse them, and stop, so
+                    // that every later append is refused and /readyz says
+                    // not ready.
+                    tracing::error!(path = %self.path.display(), "the audit store was removed or replaced; the audit log stops");
+                    self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    for pending in batch.drain(..) {
+                        let _ = pending.reply.send(Err(AuditError::Gone {
+                            path: self.path.clone(),
+                        }));
+                    }
+                    return;
+                }
                 self.commit_batch(&mut batch);
             }
             if let Some(reply) = shutdown {
@@ -222,7 +250,7 @@ impl Writer {
         }
         tx.commit()?;
         if due {
-            self.checkpoint_written();
+            self.checkpoint_written(seq, &prev_hash, false);
         } else {
             self.unsigned_entries = true;
         }
@@ -241,14 +269,27 @@ impl Writer {
         }
         insert_checkpoint(&tx, &self.key, &self.key_id, head.seq, &head.hash)?;
         tx.commit()?;
-        self.checkpoint_written();
+        self.checkpoint_written(head.seq, &head.hash, true);
         Ok(())
     }
 
-    fn checkpoint_written(&mut self) {
+    /// After a checkpoint at `seq`: the signed head goes to the gateway's
+    /// log at most once a minute, and always when the writer seals what it
+    /// wrote (`last`). Shipped off the machine, these lines are what shows
+    /// that a store was cut back to an earlier checkpoint, which the store
+    /// alone cannot show.
+    fn checkpoint_written(&mut self, seq: u64, hash: &EntryHash, last: bool) {
         self.last_checkpoint_at = Instant::now();
         self.unsigned_entries = false;
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        if last
+            || self
+                .head_logged_at
+                .is_none_or(|at| at.elapsed() >= HEAD_LOG_INTERVAL)
+        {
+            self.head_logged_at = Some(Instant::now());
+            tracing::info!(seq, hash = %hex::encode(hash), "audit head signed");
+        }
     }
 }
 

@@ -244,7 +244,7 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
                 source,
             })?
             .path();
-        if !path.extension().is_some_and(|e| e == extension) {
+        if path.extension().is_none_or(|e| e != extension) {
             continue;
         }
         // A policy file that cannot be read (a link to nothing, a directory
