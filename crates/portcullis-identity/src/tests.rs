@@ -586,7 +586,14 @@ async fn refuses_an_unverified_email_as_the_user_id() {
     let key = TestKey::es256("k1");
     let idp = IdpServer::start(jwks(&[&key])).await;
     let mut claims = idp.claims();
-    for unverified in [json!(false), json!("false")] {
+    for unverified in [
+        json!(false),
+        json!("false"),
+        json!("False"),
+        json!("no"),
+        json!(0),
+        json!(null),
+    ] {
         claims["email_verified"] = unverified;
         let error = refused(&idp.verifier(), &key.sign(&claims)).await;
         assert_eq!(
@@ -595,7 +602,36 @@ async fn refuses_an_unverified_email_as_the_user_id() {
         );
         assert_eq!(error.side(), crate::ErrorSide::Client);
     }
-    claims["email_verified"] = json!(true);
+    for verified in [json!(true), json!("true"), json!("TRUE")] {
+        claims["email_verified"] = verified;
+        idp.verifier().verify(&key.sign(&claims)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn refuses_names_and_groups_with_control_or_invisible_characters() {
+    let key = TestKey::es256("k1");
+    let idp = IdpServer::start(jwks(&[&key])).await;
+    for (claim, value) in [
+        ("sub", json!("mallory\n2026-12-01T15:00:00Z INFO fake line")),
+        ("email", json!("mal\u{1b}[2Jlory@example.com")),
+        ("email", json!("alice@example.com\u{202e}")),
+        ("groups", json!(["eng", "d\rba"])),
+        ("groups", json!("ops\u{200b}")),
+    ] {
+        let mut claims = idp.claims();
+        claims[claim] = value;
+        let error = refused(&idp.verifier(), &key.sign(&claims)).await;
+        assert!(
+            error
+                .to_string()
+                .contains("control or invisible characters"),
+            "{claim}: {error}"
+        );
+    }
+    // Letters of any script are fine.
+    let mut claims = idp.claims();
+    claims["groups"] = json!(["équipe", "開発"]);
     idp.verifier().verify(&key.sign(&claims)).await.unwrap();
 }
 

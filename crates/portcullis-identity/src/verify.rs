@@ -298,10 +298,15 @@ impl Issuer {
         })?;
         let email = string_claim(claims, "email")?;
         // An address the provider says it has not verified must not name the
-        // user: anyone could have typed it.
-        // Some providers send the flag as a string.
-        let email_verified = !matches!(claims.get("email_verified"), Some(Value::Bool(false)))
-            && !matches!(claims.get("email_verified"), Some(Value::String(flag)) if flag == "false");
+        // user: anyone could have typed it. Verified means `true` (some
+        // providers send the flag as a string); a provider that sends no
+        // flag at all vouches for its addresses (README, Identity).
+        let email_verified = match claims.get("email_verified") {
+            None => true,
+            Some(Value::Bool(flag)) => *flag,
+            Some(Value::String(flag)) => flag.eq_ignore_ascii_case("true"),
+            Some(_) => false,
+        };
 
         let id_claim = match &self.user_claim {
             Some(claim) => claim.as_str(),
@@ -341,12 +346,25 @@ impl Issuer {
 fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, IdentityError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(value)) => Ok(Some(value.clone())),
+        Some(Value::String(value)) => drawn_as_itself(name, value).map(|()| Some(value.clone())),
         Some(_) => Err(IdentityError::InvalidClaim {
             claim: name.to_owned(),
             reason: "expected a string".to_owned(),
         }),
     }
+}
+
+/// Names and groups reach logs, terminals, reviewers' pages and policies:
+/// one with a control or invisible character (a line break that forges a
+/// log line, an escape sequence, a right-to-left override) is refused.
+fn drawn_as_itself(claim: &str, value: &str) -> Result<(), IdentityError> {
+    if portcullis_core::text::has_unshown(value) || value.contains(['\n', '\t']) {
+        return Err(IdentityError::InvalidClaim {
+            claim: claim.to_owned(),
+            reason: "it holds control or invisible characters".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// The groups: an array of strings, or one string as a single group; absent
@@ -359,10 +377,14 @@ fn groups_claim(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, 
     };
     match claims.get(name) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(group)) => Ok(vec![group.clone()]),
+        Some(Value::String(group)) => drawn_as_itself(name, group).map(|()| vec![group.clone()]),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid))
+            .map(|item| {
+                let group = item.as_str().ok_or_else(invalid)?;
+                drawn_as_itself(name, group)?;
+                Ok(group.to_owned())
+            })
             .collect(),
         Some(_) => Err(invalid()),
     }
