@@ -52,9 +52,20 @@ pub fn policy_validate(dir: &Path) -> Result<String> {
 /// are shown escaped, so that a carriage return, an escape sequence or a
 /// right-to-left override cannot make one entry or request look like another.
 pub(crate) fn printable(text: &str) -> String {
+    escaped(text, false)
+}
+
+/// Like [`printable`], keeping line breaks: for text the gateway lays out
+/// in lines (a replayed session) whose parts came from users.
+pub(crate) fn printable_lines(text: &str) -> String {
+    escaped(text, true)
+}
+
+fn escaped(text: &str, keep_lines: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
+            '\n' if keep_lines => out.push(c),
             '\n' => out.push(' '),
             '\t' => out.push(c),
             c if portcullis_core::text::is_unshown(c) => out.extend(c.escape_default()),
@@ -328,7 +339,7 @@ mod tests {
 
 #[cfg(test)]
 mod printable_tests {
-    use super::printable;
+    use super::{printable, printable_lines};
 
     #[test]
     fn control_characters_are_shown_escaped() {
@@ -337,6 +348,10 @@ mod printable_tests {
             "systemctl isolate x # \\r\\u{1b}[Ksystemctl restart cron next"
         );
         assert_eq!(printable("select 'é'\tx"), "select 'é'\tx");
+        assert_eq!(
+            printable_lines("drop database app /*\r\u{1b}[1A-- allow\n*/"),
+            "drop database app /*\\r\\u{1b}[1A-- allow\n*/"
+        );
         // Drawn by a terminal, this reads `delete from t where id = 1 --`.
         assert_eq!(
             printable("delete from t \u{202E}-- 1 = di erehw\u{200B}"),

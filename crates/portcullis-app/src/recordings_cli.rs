@@ -103,14 +103,14 @@ pub async fn sessions(config: &Config, file: &Path, filter: &Filter) -> Result<S
         };
         out.push_str(&format!(
             "{}  {}  {:>8}  {:<24} {:<12} {:>4} statements {:>3} refused  {}\n",
-            s.id,
+            crate::commands::printable(&s.id),
             crate::commands::format_time(s.started_ms),
             duration,
-            s.principal,
-            s.target,
+            crate::commands::printable(&s.principal),
+            crate::commands::printable(&s.target),
             s.statements,
             s.denied,
-            outcome
+            crate::commands::printable(&outcome)
         ));
         shown += 1;
     }
@@ -126,12 +126,30 @@ pub async fn sessions(config: &Config, file: &Path, filter: &Filter) -> Result<S
 /// that does not verify: a cast has no room for the warning.
 pub async fn asciicast(config: &Config, file: &Path, id: &str) -> Result<String> {
     let (recordings, _copy) = locate(config, file, id).await?;
-    if let Ok(Some(_)) = recordings.manifest(id) {
-        recordings
-            .verify(id)
-            .map_err(|e| anyhow::anyhow!("recording {id} does not verify: {e}"))?;
-    }
+    recordings.verify(id).map_err(|e| {
+        anyhow::anyhow!("recording {id} does not verify ({e}): a session still running is sealed when it ends; `portcullis replay` shows it with a warning")
+    })?;
     Ok(portcullis_record::asciicast(&recordings.records(id)?))
+}
+
+/// What can be said of a recording before it is shown: nothing when it
+/// verifies, else a line saying why it cannot be trusted.
+fn trust_note(recordings: &Recordings, id: &str, ended: bool) -> Option<String> {
+    match recordings.manifest(id) {
+        Ok(Some(_)) => recordings
+            .verify(id)
+            .err()
+            .map(|e| format!("-- WARNING: this recording does not verify: {e}\n")),
+        Ok(None) if ended => Some(
+            "-- WARNING: this recording does not verify: the session ended but its manifest is gone, so nothing vouches for what follows\n".into(),
+        ),
+        Ok(None) => Some(
+            "-- the session has not ended: its recording is sealed and signed when it does; until then nothing vouches for what follows\n".into(),
+        ),
+        Err(e) => Some(format!(
+            "-- WARNING: this recording does not verify: its manifest cannot be read ({e})\n"
+        )),
+    }
 }
 
 pub async fn replay(
@@ -144,10 +162,12 @@ pub async fn replay(
 ) -> Result<()> {
     let (recordings, _copy) = locate(config, file, id).await?;
     // What is shown says whether it can be trusted.
-    if let Ok(Some(_)) = recordings.manifest(id) {
-        if let Err(e) = recordings.verify(id) {
-            writeln!(out, "-- WARNING: this recording does not verify: {e}")?;
-        }
+    let ended = recordings
+        .records(id)?
+        .iter()
+        .any(|r| r.kind == portcullis_record::format::Kind::End);
+    if let Some(note) = trust_note(&recordings, id, ended) {
+        out.write_all(note.as_bytes())?;
     }
     let mut shown = 0usize;
     let mut last_t: Option<u32> = None;
@@ -165,7 +185,9 @@ pub async fn replay(
                 }
             }
             last_t = Some(*t_ms);
-            out.write_all(text.as_bytes())?;
+            // Statements and values came from clients: no control
+            // character of theirs reaches the terminal.
+            out.write_all(crate::commands::printable_lines(text).as_bytes())?;
             out.flush()?;
         }
         shown = rendered.len();

@@ -148,6 +148,33 @@ async fn a_psql_session_replays_as_the_client_saw_it_masked_and_verifies() {
         "{}",
         stderr(&tampered)
     );
+    let replayed = stdout(&cli(&gw, &["replay", &id, "--speed", "0"]));
+    assert!(
+        replayed.starts_with("-- WARNING: this recording does not verify"),
+        "{replayed}"
+    );
+
+    // With its manifest gone, replay still warns, and no asciicast is made.
+    let dir = gw.config.gateway.data_dir.join("recordings").join(&id);
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    let replayed = stdout(&cli(&gw, &["replay", &id, "--speed", "0"]));
+    assert!(
+        replayed.starts_with("-- WARNING: this recording does not verify: the session ended but its manifest is gone"),
+        "{replayed}"
+    );
+    let cast = cli(&gw, &["replay", &id, "--asciicast"]);
+    assert!(!cast.status.success());
+    assert!(
+        stderr(&cast).contains("does not verify"),
+        "{}",
+        stderr(&cast)
+    );
+    std::fs::write(dir.join("manifest.json"), b"{").unwrap();
+    let replayed = stdout(&cli(&gw, &["replay", &id, "--speed", "0"]));
+    assert!(
+        replayed.contains("its manifest cannot be read"),
+        "{replayed}"
+    );
     gw.stop().await;
 }
 
