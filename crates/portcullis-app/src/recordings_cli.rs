@@ -212,20 +212,17 @@ pub async fn verify(config: &Config, file: &Path, id: &str) -> Result<String> {
         .map_err(|e| anyhow!("recording `{id}` does not verify: {e}"))?;
     // The audit log names the hash the session ended with: a recording
     // replaced as a whole (or sealed again after its manifest was removed)
-    // does not match it.
+    // does not match it. The whole log is read: where to start cannot be
+    // taken from the recording, whose start time is written in it.
     let audit = crate::audit_path(&config.gateway.data_dir);
     let mut logged: Option<String> = None;
-    portcullis_audit::scan_since(
-        &audit,
-        manifest.started_ms.saturating_sub(60_000),
-        |entry| {
-            if entry.body["event"] == "session.end" && entry.body["session"] == id {
-                logged = entry.body["recording"]["final_hash"]
-                    .as_str()
-                    .map(str::to_string);
-            }
-        },
-    )
+    portcullis_audit::scan_since(&audit, 0, |entry| {
+        if entry.body["event"] == "session.end" && entry.body["session"] == id {
+            logged = entry.body["recording"]["final_hash"]
+                .as_str()
+                .map(str::to_string);
+        }
+    })
     .with_context(|| format!("cannot read the audit log `{}`", audit.display()))?;
     match &logged {
         Some(hash) if *hash != manifest.final_hash => {

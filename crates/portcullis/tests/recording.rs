@@ -309,6 +309,60 @@ fn stop(mut gateway: std::process::Child, signal: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_recording_resealed_with_its_start_moved_does_not_verify() {
+    use portcullis_record::format::{self, Kind};
+    let db = TestDb::create("rec_moved", SEED).await;
+    let served = Served::new(&db, "");
+    let gateway = served.start().await;
+    let token = served.token("carol@example.com");
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=demo user=carol password={token}",
+            served.pg_port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let running = tokio::spawn(connection);
+    client.simple_query("select 'seen'").await.unwrap();
+    drop(client);
+    let _ = running.await;
+    stop(gateway, "-TERM");
+    let listed = stdout(&served.cli(&["sessions"]));
+    let id = listed.split_whitespace().next().unwrap().to_string();
+    assert!(served.cli(&["recording", "verify", &id]).status.success());
+
+    // Someone who can write the recordings: the manifest goes, and the
+    // start moves a day later, out of any window read from the recording.
+    let dir = served.dir.path().join("data/recordings").join(&id);
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    let chunk = dir.join("000001.chunk");
+    let records = format::decode_all(&std::fs::read(&chunk).unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    for record in records {
+        let mut payload = record.payload.clone();
+        if record.kind == Kind::Start {
+            let mut start: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            start["started_ms"] = (start["started_ms"].as_u64().unwrap() + 86_400_000).into();
+            payload = serde_json::to_vec(&start).unwrap();
+        }
+        format::encode(&mut bytes, record.kind, record.t_ms, &payload);
+    }
+    std::fs::write(&chunk, bytes).unwrap();
+    // The next start seals it again, as after a crash, and signs it.
+    let gateway = served.start().await;
+    let verify = served.cli(&["recording", "verify", &id]);
+    assert!(!verify.status.success(), "{}", stdout(&verify));
+    assert!(
+        stderr(&verify).contains("it was replaced"),
+        "{}",
+        stderr(&verify)
+    );
+    stop(gateway, "-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_mid_session_loses_nothing_and_finishes_the_upload_after_restart() {
     let db = TestDb::create("rec_kill", SEED).await;
     // Stored in S3: the data directory is only the spool.
