@@ -488,39 +488,16 @@ mod tests {
     }
 
     fn held(text: &str, parameters: Vec<Option<String>>) -> Request {
-        Request {
-            id: 7,
-            status: portcullis_approval::Status::Pending,
-            requester: portcullis_approval::model::Person {
-                id: "alice@example.com".into(),
-                subject: "alice".into(),
-                issuer: "test".into(),
-                email: None,
-                groups: vec!["eng".into()],
-            },
-            target: "demo".into(),
-            subject: Subject::Statement {
-                session: "s1".into(),
-                client_addr: "127.0.0.1:1".into(),
-                text: text.into(),
-                prepared: None,
-                parameters,
-                policies: vec!["no-unbounded-writes".into()],
-                policy_reason: "UPDATE and DELETE need a WHERE clause".into(),
-                policy_version: "v1".into(),
-            },
-            reason: None,
-            approval: portcullis_core::Approval {
-                groups: vec!["dba".into()],
-                min_approvals: 1,
-            },
-            created_at: 0,
-            expires_at: 60,
-            decided_at: None,
-            outcome: None,
-            grant_until: None,
-            reviews: Vec::new(),
-        }
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "status": "pending", "target": "demo",
+            "requester": {"id": "alice@example.com", "subject": "alice", "issuer": "test", "groups": ["eng"]},
+            "kind": "statement", "session": "s1", "client_addr": "127.0.0.1:1",
+            "text": text, "parameters": parameters,
+            "policies": ["no-unbounded-writes"], "policy_reason": "why", "policy_version": "v1",
+            "approval": {"groups": ["dba"], "min_approvals": 1},
+            "created_at": 0, "expires_at": 60,
+        }))
+        .unwrap()
     }
 
     #[test]

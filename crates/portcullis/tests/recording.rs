@@ -293,6 +293,26 @@ impl Served {
             .unwrap()
     }
 
+    /// A tokio-postgres session through the gateway as `user`.
+    async fn connect(
+        &self,
+        user: &str,
+        token: &str,
+    ) -> (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ) {
+        tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} dbname=demo user={user} password={token}",
+                self.pg_port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap()
+    }
+
     fn token(&self, user: &str) -> String {
         stdout(&self.cli(&["dev", "token", "--user", user, "--groups", "eng"]))
             .trim()
@@ -315,15 +335,7 @@ async fn a_finished_recording_resealed_with_its_start_moved_does_not_verify() {
     let served = Served::new(&db, "");
     let gateway = served.start().await;
     let token = served.token("carol@example.com");
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=demo user=carol password={token}",
-            served.pg_port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
+    let (client, connection) = served.connect("carol", &token).await;
     let running = tokio::spawn(connection);
     client.simple_query("select 'seen'").await.unwrap();
     drop(client);
@@ -376,15 +388,7 @@ async fn a_gateway_killed_mid_session_loses_nothing_and_finishes_the_upload_afte
     std::fs::write(served.dir.path().join("s3-key"), "k").unwrap();
     let gateway = served.start().await;
     let token = served.token("carol@example.com");
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=demo user=carol password={token}",
-            served.pg_port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
+    let (client, connection) = served.connect("carol", &token).await;
     tokio::spawn(connection);
     let rows = client
         .simple_query("select id, total_cents from orders order by id")
