@@ -340,10 +340,19 @@ async fn a_finished_recording_resealed_with_its_start_moved_does_not_verify() {
     client.simple_query("select 'seen'").await.unwrap();
     drop(client);
     let _ = running.await;
-    stop(gateway, "-TERM");
+    // Ended, sealed and in the audit log on the gateway's side first.
     let listed = stdout(&served.cli(&["sessions"]));
     let id = listed.split_whitespace().next().unwrap().to_string();
-    assert!(served.cli(&["recording", "verify", &id]).status.success());
+    let mut verified = served.cli(&["recording", "verify", &id]);
+    for _ in 0..100 {
+        if verified.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        verified = served.cli(&["recording", "verify", &id]);
+    }
+    assert!(verified.status.success(), "{listed}\n{}", stderr(&verified));
+    stop(gateway, "-TERM");
 
     // Someone who can write the recordings: the manifest goes, and the
     // start moves a day later, out of any window read from the recording.
