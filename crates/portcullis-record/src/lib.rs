@@ -64,6 +64,9 @@ pub struct Recordings {
     key: Option<SigningKey>,
     verifying: VerifyingKey,
     settings: Settings,
+    /// The recordings this gateway is writing now; `None` for a reader,
+    /// which cannot know.
+    live: Option<std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>>,
 }
 
 impl Recordings {
@@ -94,6 +97,7 @@ impl Recordings {
             verifying: key.verifying_key(),
             key: Some(key),
             settings,
+            live: Some(Default::default()),
         };
         for id in recordings.ids()? {
             if !recordings.path(&id).join("manifest.json").exists() {
@@ -119,7 +123,17 @@ impl Recordings {
             key: None,
             verifying,
             settings: Settings::default(),
+            live: None,
         }
+    }
+
+    /// Whether this gateway is writing recording `id` now: `None` when
+    /// these recordings were opened only to read (another process may be).
+    /// A recording without an end that no gateway writes was cut short, or
+    /// had its end removed: nothing vouches for it.
+    pub fn is_live(&self, id: &str) -> Option<bool> {
+        let live = self.live.as_ref()?;
+        Some(live.lock().map_or(true, |live| live.contains(id)))
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {

@@ -204,6 +204,21 @@ fn a_recording_left_open_is_sealed_at_the_next_start() {
 }
 
 #[test]
+fn the_gateway_knows_which_recordings_it_is_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = recordings(&dir, Settings::default());
+    let recorder = recordings.start(start("live")).unwrap();
+    assert_eq!(recordings.is_live("live"), Some(true));
+    assert_eq!(recordings.is_live("other"), Some(false));
+    // A reader, in another process, cannot know.
+    let reader = Recordings::reader(&dir.path().join("recordings"), recordings.verifying_key());
+    assert_eq!(reader.is_live("live"), None);
+    recorder.finish("client terminated").unwrap();
+    drop(recorder);
+    assert_eq!(recordings.is_live("live"), Some(false));
+}
+
+#[test]
 fn two_gateways_never_record_in_one_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _first = recordings(&dir, Settings::default());

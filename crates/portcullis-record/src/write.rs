@@ -13,6 +13,17 @@ use std::time::Instant;
 /// One session's recording; shared by both directions of the session.
 pub struct Recorder {
     inner: Mutex<Writer>,
+    /// The gateway's set of recordings being written, left when dropped.
+    live: Option<std::sync::Arc<Mutex<std::collections::HashSet<String>>>>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let id = self.id();
+        if let Some(Ok(mut live)) = self.live.as_ref().map(|l| l.lock()) {
+            live.remove(&id);
+        }
+    }
 }
 
 struct Writer {
@@ -77,8 +88,13 @@ impl Recorder {
         };
         let payload = serde_json::to_vec(&start).map_err(|e| RecordError::Write(e.to_string()))?;
         writer.append(Kind::Start, &payload)?;
+        let live = recordings.live.clone();
+        if let Some(Ok(mut live)) = live.as_ref().map(|l| l.lock()) {
+            live.insert(writer.id.clone());
+        }
         Ok(Recorder {
             inner: Mutex::new(writer),
+            live,
         })
     }
 

@@ -381,9 +381,12 @@ async fn load_recording(
             ))
         }
     };
-    let running = !records
+    let ended = records
         .iter()
         .any(|r| r.kind == portcullis_record::format::Kind::End);
+    // Without its end, a recording is running only while this gateway
+    // writes it: one whose end was cut off is not followed as if it ran.
+    let running = !ended && (copy.is_some() || recordings.is_live(id) != Some(false));
     // A finished recording says whether it verifies.
     let verified = if running {
         None
