@@ -47,10 +47,12 @@ pub fn policy_validate(dir: &Path) -> Result<String> {
 }
 
 /// Text from users (statements, command lines, comments, names) made safe
-/// to print on a terminal: a line break is a space, and other control
-/// characters and hidden ones (direction changes, zero-width characters)
-/// are shown escaped, so that a carriage return, an escape sequence or a
-/// right-to-left override cannot make one entry or request look like another.
+/// to print on one line of a terminal: line breaks (`\n`), other control
+/// characters, hidden ones (direction changes, zero-width characters,
+/// blanks other than the space) and right-to-left letters are shown
+/// escaped, so that a carriage return, an escape sequence, a comment that
+/// seems to run on past its line or text a terminal turns around cannot
+/// make one entry or request look like another.
 pub(crate) fn printable(text: &str) -> String {
     escaped(text, false)
 }
@@ -62,13 +64,15 @@ pub(crate) fn printable_lines(text: &str) -> String {
 }
 
 fn escaped(text: &str, keep_lines: bool) -> String {
+    use portcullis_core::text::{is_right_to_left, is_unshown};
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '\n' if keep_lines => out.push(c),
-            '\n' => out.push(' '),
             '\t' => out.push(c),
-            c if portcullis_core::text::is_unshown(c) => out.extend(c.escape_default()),
+            c if c == '\n' || is_unshown(c) || is_right_to_left(c) => {
+                out.extend(c.escape_default())
+            }
             c => out.push(c),
         }
     }
@@ -345,7 +349,17 @@ mod printable_tests {
     fn control_characters_are_shown_escaped() {
         assert_eq!(
             printable("systemctl isolate x # \r\u{1b}[Ksystemctl restart cron\nnext"),
-            "systemctl isolate x # \\r\\u{1b}[Ksystemctl restart cron next"
+            "systemctl isolate x # \\r\\u{1b}[Ksystemctl restart cron\\nnext"
+        );
+        // A comment ends with its line: the next line is seen to run.
+        assert_eq!(
+            printable("add column note text -- for support\n, drop column total"),
+            "add column note text -- for support\\n, drop column total"
+        );
+        // Blanks that look like a space, and letters a terminal may turn around.
+        assert_eq!(
+            printable("systemctl restart cron\u{a0}# only; echo 'א # ' ב"),
+            "systemctl restart cron\\u{a0}# only; echo '\\u{5d0} # ' \\u{5d1}"
         );
         assert_eq!(printable("select 'é'\tx"), "select 'é'\tx");
         assert_eq!(

@@ -191,8 +191,21 @@ fn render_line(request: &Request) -> String {
         .as_deref()
         .map(|r| format!(" (reason: {})", printable(r)))
         .unwrap_or_default();
+    // What an Execute binds runs as much as its text: each value is shown.
+    let mut parameters = String::new();
+    if let Subject::Statement {
+        parameters: bound, ..
+    } = &request.subject
+    {
+        for (n, value) in bound.iter().enumerate() {
+            let shown = value
+                .as_deref()
+                .map_or_else(|| "NULL".into(), portcullis_core::text::sql_literal);
+            parameters.push_str(&format!("       ${} = {}\n", n + 1, printable(&shown)));
+        }
+    }
     format!(
-        "{:>5}  {:<9} {:<9} {} on {} for {}{reason}\n       {what}\n",
+        "{:>5}  {:<9} {:<9} {} on {} for {}{reason}\n       {what}\n{parameters}",
         request.id,
         request.status.as_str(),
         request.kind(),
@@ -200,4 +213,35 @@ fn render_line(request: &Request) -> String {
         printable(&request.target),
         model::groups_list(&request.approval.groups),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reviewer_on_the_cli_sees_every_bound_value_and_every_line_break() {
+        let request: Request = serde_json::from_value(json!({
+            "id": 12, "status": "pending", "target": "demo",
+            "requester": {"id": "alice@example.com", "subject": "alice", "issuer": "test", "groups": ["eng"]},
+            "kind": "statement", "session": "s1", "client_addr": "127.0.0.1:1",
+            "text": "update orders set note = $1 -- harmless\n, total = $2",
+            "parameters": ["card 4111 1111 1111 1111", null, "7'\n-- done"],
+            "policies": ["no-unbounded-writes"], "policy_reason": "why", "policy_version": "v1",
+            "approval": {"groups": ["dba"], "min_approvals": 1},
+            "created_at": 0, "expires_at": 60,
+        }))
+        .unwrap();
+        let line = render_line(&request);
+        assert!(
+            line.contains("update orders set note = $1 -- harmless\\n, total = $2\n"),
+            "{line}"
+        );
+        assert!(
+            line.contains("       $1 = 'card 4111 1111 1111 1111'\n"),
+            "{line}"
+        );
+        assert!(line.contains("       $2 = NULL\n"), "{line}");
+        assert!(line.contains("       $3 = E'7\\'\\n-- done'\n"), "{line}");
+    }
 }

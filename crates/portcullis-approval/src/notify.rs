@@ -128,7 +128,8 @@ fn without_url(e: &reqwest::Error) -> String {
 /// Text from a requester made plain in Slack's markup: `&`, `<` and `>`
 /// escaped as Slack asks (no `<!channel>` mention, no link of the
 /// requester's own), backticks replaced so that no code block is left,
-/// and characters that are not drawn as themselves named.
+/// and characters that are not drawn as themselves or that turn the text
+/// around them (right-to-left letters) named.
 fn slack_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -138,7 +139,9 @@ fn slack_escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '`' => out.push('\u{2018}'),
             '\n' | '\t' => out.push(c),
-            c if portcullis_core::text::is_unshown(c) => {
+            c if portcullis_core::text::is_unshown(c)
+                || portcullis_core::text::is_right_to_left(c) =>
+            {
                 out.push_str(&format!("[U+{:04X}]", u32::from(c)));
             }
             c => out.push(c),

@@ -54,8 +54,13 @@ main { max-width: 60rem; margin: 1.5rem auto; padding: 0 1.2rem; }
 ul.requests { list-style: none; padding: 0; } ul.requests li { margin: .4rem 0; }
 a.request { display: block; background: #fff; border: 1px solid #d8dde3; border-radius: 6px; padding: .6rem .9rem; text-decoration: none; color: inherit; }
 a.request:hover { border-color: #5b7ba8; }
-pre { background: #f0f2f5; padding: .7rem; border-radius: 4px; white-space: pre-wrap; word-break: break-word; }
-dl { display: grid; grid-template-columns: 10rem 1fr; gap: .3rem .8rem; } dt { font-weight: 600; }
+pre { background: #f0f2f5; padding: .7rem; border-radius: 4px; white-space: pre-wrap; word-break: break-word; overflow-wrap: anywhere; }
+dl { display: grid; grid-template-columns: 10rem minmax(0, 1fr); gap: .3rem .8rem; } dt { font-weight: 600; }
+dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
+a.request code { white-space: pre-wrap; overflow-wrap: anywhere; }
+/* What users wrote is drawn in the order it is stored, as the database or the
+   shell reads it: right-to-left letters do not turn the text around them. */
+main pre, main code, main dd, a.request { unicode-bidi: bidi-override; direction: ltr; }
 .status { font-weight: 700; text-transform: uppercase; }
 .status.pending { color: #9a6700; } .status.approved { color: #1a7f37; } .status.denied, .status.expired, .status.cancelled, .status.revoked { color: #cf222e; }
 .error { background: #ffebe9; border-color: #ff8182; }
@@ -80,31 +85,6 @@ pub(crate) fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
-}
-
-/// `value` as an SQL string literal, on one line: quotes doubled, and
-/// control characters written as escapes in an `E'...'` string, so that one
-/// parameter cannot pass for several.
-fn sql_literal(value: &str) -> String {
-    if !value.chars().any(char::is_control) {
-        return format!("'{}'", value.replace('\'', "''"));
-    }
-    let mut out = String::from("E'");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
     out
 }
 
@@ -410,7 +390,7 @@ pub(crate) fn request_page(
                             "${} = {}",
                             i + 1,
                             p.as_deref()
-                                .map(sql_literal)
+                                .map(portcullis_core::text::sql_literal)
                                 .unwrap_or_else(|| "NULL".into())
                         )
                     })
@@ -525,6 +505,19 @@ mod tests {
         );
         assert!(!plain.contains(r#"id="unshown""#), "{plain}");
         assert_eq!(escape("a\u{200B}b\rc\td\ne"), "a[U+200B]b[U+000D]c\td\ne");
+    }
+
+    #[test]
+    fn users_text_is_drawn_in_stored_order_and_cannot_widen_the_page() {
+        // The browser draws; what the page asks of it is checked here.
+        for rule in [
+            "main pre, main code, main dd, a.request { unicode-bidi: bidi-override; direction: ltr; }",
+            "grid-template-columns: 10rem minmax(0, 1fr)",
+            "dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }",
+            "a.request code { white-space: pre-wrap;",
+        ] {
+            assert!(STYLE.contains(rule), "{rule}");
+        }
     }
 
     #[test]
