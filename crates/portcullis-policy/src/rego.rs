@@ -225,7 +225,19 @@ fn evaluate(
                 ))
             }
         };
-        let mut ids: Vec<String> = items.into_iter().filter_map(text).collect();
+        // An entry that is no rule id (an object, a number) is an error,
+        // not skipped: skipped, a forbid in another shape would never apply.
+        let mut ids = items
+            .into_iter()
+            .map(|item| {
+                text(item).ok_or_else(|| {
+                    format!(
+                        "`{rule}` must be a set of rule ids (strings), and holds {}",
+                        item.to_json_str().unwrap_or_default()
+                    )
+                })
+            })
+            .collect::<Result<Vec<String>, String>>()?;
         ids.sort();
         Ok(ids)
     };
@@ -385,6 +397,22 @@ fn rule_ids(text: &str) -> Vec<String> {
     ids
 }
 
+/// A message on one line. regorus writes `--> file:line:col`, the source
+/// line with a caret, and `error: what` each on a line of their own, after
+/// an empty one: this gives `what (at file:line:col)`.
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).to_string()
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let what = lines
+        .iter()
+        .find_map(|l| l.split_once("error: ").map(|(_, what)| what));
+    let at = lines.iter().find_map(|l| l.strip_prefix("--> "));
+    match (what, at) {
+        (Some(what), Some(at)) => format!("{what} (at {at})"),
+        _ if lines.is_empty() => message.trim().to_string(),
+        _ => lines.join(" "),
+    }
 }

@@ -437,6 +437,51 @@ approvals := {"deletes-need-a-dba": "dba"}
 }
 
 #[test]
+fn a_rego_forbid_in_another_shape_denies_and_says_why() {
+    // OPA's usual deny shape: entries that are objects, not rule ids.
+    let rego = RegoPolicies::from_sources(&[(
+        "p.rego",
+        r#"package portcullis
+import rego.v1
+permit contains "all" if { true }
+forbid contains {"id": "no-drop-table", "msg": "no"} if { input.context.statement.command == "DROP TABLE" }
+"#,
+    )])
+    .unwrap();
+    let action = Action::Query(statement(StatementKind::Ddl, "DROP TABLE", false));
+    let target = demo();
+    let decision = rego.decide(&Request {
+        principal: &principal("dana", &["dba"]),
+        target: &target,
+        action: &action,
+        client_addr: None,
+        grant: None,
+        reason: None,
+    });
+    assert_eq!(decision.effect, Effect::Deny);
+    assert!(
+        decision.reason.contains("set of rule ids"),
+        "{}",
+        decision.reason
+    );
+}
+
+#[test]
+fn rego_errors_say_what_is_wrong() {
+    let err = RegoPolicies::from_sources(&[(
+        "broken.rego",
+        "package portcullis
+permit contains \"x\" if { input.action == }\n",
+    )])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("expecting expression (at broken.rego:2:42)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_context_carries_a_grant_and_a_reason() {
     let policies = CedarPolicies::from_sources(&[(
         "p.cedar",
