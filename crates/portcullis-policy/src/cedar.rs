@@ -280,6 +280,51 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
         .collect()
 }
 
+/// How deep brackets may nest in a policy file. Cedar's parser recurses
+/// once per level (a few hundred overflow the stack, which aborts the
+/// process: no error can be reported), and regorus takes time that doubles
+/// with each level of a nested literal (22 levels: over a minute). Policies
+/// people write nest a handful of levels.
+pub(crate) const MAX_NESTING: usize = 12;
+
+/// Refuses `text` whose brackets (outside string literals) nest deeper than
+/// [`MAX_NESTING`], before any parser sees it.
+pub(crate) fn check_nesting(location: &str, text: &str) -> Result<(), PolicyError> {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(PolicyError::Invalid {
+            location: location.to_string(),
+            message: format!(
+                "brackets nest {deepest} deep; at most {MAX_NESTING} are read (deeper nesting exhausts the parser)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -360,6 +405,10 @@ impl CedarPolicies {
         let mut problems = Vec::new();
         for (file_idx, file) in files.iter().enumerate() {
             let file_name = file_name(&file.path);
+            if let Err(e) = check_nesting(&shown(file).display().to_string(), &file.text) {
+                problems.push(e);
+                continue;
+            }
             let parsed = match PolicySet::from_str(&file.text) {
                 Ok(parsed) => parsed,
                 Err(errors) => {

@@ -72,6 +72,7 @@ impl RegoPolicies {
                     defines[slot] = true;
                 }
             }
+            crate::cedar::check_nesting(name, text)?;
             engine
                 .add_policy(name.clone(), text.to_string())
                 .map_err(|e| PolicyError::Invalid {

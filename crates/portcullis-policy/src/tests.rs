@@ -467,6 +467,44 @@ forbid contains {"id": "no-drop-table", "msg": "no"} if { input.context.statemen
 }
 
 #[test]
+fn deeply_nested_policies_are_refused_before_any_parser_sees_them() {
+    let deep = |n: usize| format!("{}true{}", "(".repeat(n), ")".repeat(n));
+    let cedar = format!(
+        "permit (principal, action, resource) when {{ {} }};",
+        deep(300)
+    );
+    let err = CedarPolicies::from_sources(&[("team-x.cedar", &cedar)])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("team-x.cedar") && err.contains("nest 301 deep"),
+        "{err}"
+    );
+    let rego = format!(
+        "package portcullis\nx := {}1{}\n",
+        "[".repeat(22),
+        "]".repeat(22)
+    );
+    let err = RegoPolicies::from_sources(&[("team-x.rego", &rego)])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("team-x.rego") && err.contains("nest 22 deep"),
+        "{err}"
+    );
+    // Brackets inside strings do not count; a policy as people write them loads.
+    let fine = format!(
+        "@note(\"{}\")\npermit (principal, action, resource) when {{ (true || (false)) }};",
+        "(".repeat(40)
+    );
+    if let Err(e) = CedarPolicies::from_sources(&[("fine.cedar", &fine)]) {
+        panic!("{e}");
+    }
+}
+
+#[test]
 fn rego_errors_say_what_is_wrong() {
     let err = RegoPolicies::from_sources(&[(
         "broken.rego",
