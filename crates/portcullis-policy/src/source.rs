@@ -304,7 +304,7 @@ fn read_commit_files(
         let entry = entry.map_err(|e| read_error(&prefix, e.to_string()))?;
         let raw_name: &[u8] = entry.filename();
         // The same files a directory source reads: `.cedar` alone is a
-        // hidden file without an extension, and directories are skipped.
+        // hidden file without an extension.
         let Ok(name) = std::str::from_utf8(raw_name) else {
             // Skipping it could silently drop a `forbid`.
             let lossy = String::from_utf8_lossy(raw_name);
@@ -322,7 +322,15 @@ fn read_commit_files(
         let path = path_of(name);
         match entry.kind() {
             gix::object::tree::EntryKind::Blob | gix::object::tree::EntryKind::BlobExecutable => {}
-            gix::object::tree::EntryKind::Tree | gix::object::tree::EntryKind::Commit => continue,
+            // A directory or a submodule by a policy file's name: skipped,
+            // the rules it stood for would silently stop applying (as a
+            // directory source refuses it, so does this).
+            gix::object::tree::EntryKind::Tree | gix::object::tree::EntryKind::Commit => {
+                return Err(read_error(
+                    &path,
+                    "not a regular file (a directory or a submodule): policy files in git must be regular files".to_string(),
+                ))
+            }
             // Skipping it could silently drop a `forbid`; following it could
             // read outside the commit. Neither is safe.
             gix::object::tree::EntryKind::Link => {
@@ -619,6 +627,42 @@ mod tests {
             .to_string();
         assert!(err.contains("access.cedar"), "{err}");
         assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn git_directory_or_submodule_named_like_a_policy_is_refused() {
+        // A directory by a policy file's name.
+        let repo = Repo::new();
+        repo.write("guardrails.cedar/x.txt", "not a policy");
+        repo.commit(&[("access.cedar", PERMIT)], "a directory");
+        let err = repo
+            .source("main", "")
+            .load(Engine::Cedar)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("guardrails.cedar") && err.contains("not a regular file"),
+            "{err}"
+        );
+        // A submodule (a gitlink) by that name.
+        let repo = Repo::new();
+        repo.commit(&[("access.cedar", PERMIT)], "first");
+        repo.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            "160000,1111111111111111111111111111111111111111,guardrails.cedar",
+        ]);
+        repo.git(&["commit", "-q", "-m", "guardrails from a submodule"]);
+        let err = repo
+            .source("main", "")
+            .load(Engine::Cedar)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("guardrails.cedar") && err.contains("submodule"),
+            "{err}"
+        );
     }
 
     #[test]
