@@ -560,6 +560,13 @@ enum Polled {
 /// `connect`); an invalid one never does, and the reason is logged and shown
 /// on the admin API until fixed. `source_version` is kept up to date with
 /// the newest version seen, valid or not.
+/// How long a poll of the policy source may take before it is reported
+/// late, and after how long a late one is given up for a fresh one (a few
+/// times at most: each given up may hold a thread).
+const POLL_DEADLINE: Duration = Duration::from_secs(30);
+const POLL_ABANDON: Duration = Duration::from_secs(300);
+const MAX_ABANDONED_POLLS: usize = 4;
+
 async fn reload_policies(
     gate: Gate,
     source: PolicySource,
@@ -580,6 +587,8 @@ async fn reload_policies(
     // The newest version that did not load: not parsed again (nor logged
     // again) until the source moves on.
     let mut known_invalid: Option<String> = None;
+    let mut in_flight: Option<(tokio::task::JoinHandle<Polled>, tokio::time::Instant)> = None;
+    let mut abandoned = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -589,21 +598,50 @@ async fn reload_policies(
                 while changes.try_recv().is_ok() {}
             }
         }
-        let enforced = gate.policy_version();
-        let poll_source = source.clone();
-        let skip = known_invalid.clone();
-        let polled =
-            tokio::task::spawn_blocking(move || match poll_source.current_version(engine) {
-                Err(e) => Polled::Unreadable(e),
-                Ok(version) if version == enforced || skip.as_ref() == Some(&version) => {
-                    Polled::Unchanged(version)
-                }
-                Ok(version) => match poll_source.load(engine) {
-                    Ok(policies) => Polled::Loaded(Box::new(policies)),
-                    Err(e) => Polled::Invalid(version, e),
-                },
-            })
-            .await;
+        // A poll still running from an earlier tick (a remote that stopped
+        // answering) is waited for again rather than started anew: a stuck
+        // connection must not pile up threads. One late past
+        // `POLL_ABANDON` is left to itself, a few times at most.
+        let (mut task, started) = match in_flight.take() {
+            Some(in_flight) => in_flight,
+            None => {
+                let enforced = gate.policy_version();
+                let poll_source = source.clone();
+                let skip = known_invalid.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    match poll_source.current_version(engine) {
+                        Err(e) => Polled::Unreadable(e),
+                        Ok(version) if version == enforced || skip.as_ref() == Some(&version) => {
+                            Polled::Unchanged(version)
+                        }
+                        Ok(version) => match poll_source.load(engine) {
+                            Ok(policies) => Polled::Loaded(Box::new(policies)),
+                            Err(e) => Polled::Invalid(version, e),
+                        },
+                    }
+                });
+                (task, tokio::time::Instant::now())
+            }
+        };
+        let left = POLL_DEADLINE.saturating_sub(started.elapsed());
+        let Ok(polled) = tokio::time::timeout(left, &mut task).await else {
+            let message = format!(
+                "the {source} has not answered for {} s: the enforced version may be behind it",
+                started.elapsed().as_secs()
+            );
+            if gate.policy_error().is_none() {
+                tracing::error!(error = %message, enforced = %gate.policy_version(), "policy source late");
+            }
+            gate.set_policy_error(Some(message));
+            source_version.set(None);
+            if started.elapsed() >= POLL_ABANDON && abandoned < MAX_ABANDONED_POLLS {
+                abandoned += 1;
+            } else {
+                in_flight = Some((task, started));
+            }
+            continue;
+        };
+        let was_late = started.elapsed() >= POLL_DEADLINE;
         let polled = match polled {
             Ok(polled) => polled,
             Err(e) => {
@@ -643,6 +681,15 @@ async fn reload_policies(
                 Some(e.to_string())
             }
         };
+        if was_late && failure.is_none() {
+            // The source answers again: what was said of it while it was
+            // late is over, and a version known to be invalid is read again
+            // so that its own error is shown.
+            known_invalid = None;
+            if gate.policy_version() == source_version.get().unwrap_or_default() {
+                gate.set_policy_error(None);
+            }
+        }
         if let Some(message) = failure {
             if gate.policy_error().as_deref() != Some(message.as_str()) {
                 tracing::error!(
