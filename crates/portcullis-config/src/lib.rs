@@ -486,15 +486,30 @@ impl std::fmt::Debug for GitRepo {
 /// A URL without its credentials: `https://token@host/x` is
 /// `https://***@host/x`.
 pub fn redact_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+    let parsed = url::Url::parse(text)
+        .ok()
+        .filter(|url| REMOTE_SCHEMES.contains(&url.scheme()) || url.scheme() == "file");
+    match parsed {
+        Some(mut url) if !url.username().is_empty() || url.password().is_some() => {
             let _ = url.set_password(None);
             let _ = url.set_username("***");
             url.to_string()
         }
-        Ok(_) => text.to_string(),
-        // `user@host:path`: the user is no secret, there is no password.
-        Err(_) => text.to_string(),
+        Some(_) => text.to_string(),
+        // Not a URL the gateway fetches from (a token holding `/`, `?` or
+        // `#`, a typo, or the `user:password@host:path` form, which parses
+        // with `user` as its scheme): everything before the last `@` goes,
+        // after the scheme when there is one.
+        None => {
+            let (scheme, rest) = match text.split_once("://") {
+                Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                None => (String::new(), text),
+            };
+            match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}***@{host}"),
+                None => text.to_string(),
+            }
+        }
     }
 }
 

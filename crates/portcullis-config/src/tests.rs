@@ -276,3 +276,24 @@ fn git_policy_source_errors_name_the_key() {
         GitRepo::Local("/etc/portcullis/./host:policies".into())
     );
 }
+
+#[test]
+fn credentials_in_a_repository_that_is_no_url_are_not_shown() {
+    for (text, shown) in [
+        (
+            "https://tok:S3CRETab/cd@127.0.0.1:1/p.git",
+            "https://***@127.0.0.1:1/p.git",
+        ),
+        (
+            "https://tok:S3CRET?x@host:1:2/p.git",
+            "https://***@host:1:2/p.git",
+        ),
+        ("tok:S3CRET@127.0.0.1:p.git", "***@127.0.0.1:p.git"),
+        (
+            "https://github.com/acme/p.git",
+            "https://github.com/acme/p.git",
+        ),
+    ] {
+        assert_eq!(redact_url(text), shown);
+    }
+}

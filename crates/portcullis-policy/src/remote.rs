@@ -139,11 +139,12 @@ pub fn shown(url: &str) -> String {
     }
 }
 
-/// The `user:password` part of a `scheme://user:password@host/...` URL.
+/// The `user:password` part of a `scheme://user:password@host/...` URL, or
+/// of `user:password@host:path`: all before the last `@` (a token may hold
+/// `/`, `?` or `#`; taking too much only hides more).
 fn userinfo(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.rsplit_once('@').map(|(userinfo, _)| userinfo)
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.rsplit_once('@').map(|(userinfo, _)| userinfo)
 }
 
 #[cfg(test)]
@@ -159,6 +160,11 @@ mod tests {
             "https://***@github.com/acme/p.git"
         );
         assert_eq!(shown("git://example.com/p.git"), "git://example.com/p.git");
+        assert_eq!(
+            shown("https://tok:S3CRETab/cd@127.0.0.1:1/p.git"),
+            "https://***@127.0.0.1:1/p.git"
+        );
+        assert_eq!(shown("tok:S3CRET@127.0.0.1:p.git"), "***@127.0.0.1:p.git");
         let error = fetch_error(
             "https://u:s3cret@example.com/p.git",
             "cannot reach https://u:s3cret@example.com/p.git (user u:s3cret)".into(),
