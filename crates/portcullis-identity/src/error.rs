@@ -139,9 +139,6 @@ pub enum IdentityError {
     #[error("login timed out after {seconds} s")]
     LoginTimeout { seconds: u64 },
 
-    #[error("login callback `state` does not match the login request (the callback may come from another site)")]
-    StateMismatch,
-
     #[error("login callback has no `code`")]
     MissingCode,
 
@@ -194,7 +191,6 @@ impl IdentityError {
             | IdentityError::AmbiguousKey { .. }
             | IdentityError::KeyAlgorithmMismatch { .. }
             | IdentityError::EmailNotVerified { .. }
-            | IdentityError::StateMismatch
             | IdentityError::MissingCode
             | IdentityError::LoginRefused { .. }
             | IdentityError::DeviceCodeExpired

@@ -572,13 +572,15 @@ async fn handle_callback(
         .as_deref()
         .is_some_and(|state| constant_time_eq(state, expected_state))
     {
+        // Anyone on this machine (or a page guessing the port) can send one:
+        // it is refused, and the login goes on waiting for its own answer.
         respond(
             &mut stream,
             "400 Bad Request",
-            "login failed: this answer does not belong to the login in progress",
+            "this answer does not belong to the login in progress",
         )
         .await;
-        return Some(Err(IdentityError::StateMismatch));
+        return None;
     }
     if let Some(error) = error {
         respond(
@@ -680,14 +682,16 @@ mod tests {
         );
         assert_eq!(waiter.await.unwrap().unwrap(), "c1");
 
+        // An answer with another state is refused without ending the login.
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let waiter = tokio::spawn(async move { wait_for_callback(&listener, "s1").await });
-        send_request(port, "GET /callback?code=c1&state=other HTTP/1.1\r\n\r\n").await;
-        assert!(matches!(
-            waiter.await.unwrap(),
-            Err(IdentityError::StateMismatch)
-        ));
+        let answer =
+            send_request(port, "GET /callback?code=evil&state=other HTTP/1.1\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(!waiter.is_finished());
+        send_request(port, "GET /callback?code=c2&state=s1 HTTP/1.1\r\n\r\n").await;
+        assert_eq!(waiter.await.unwrap().unwrap(), "c2");
 
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
