@@ -64,6 +64,12 @@ impl RegoPolicies {
 
     fn build(sources: &[(String, &str)], version: String) -> Result<RegoPolicies, PolicyError> {
         let mut engine = regorus::Engine::new();
+        // A decision runs on the thread that serves sessions: one that takes
+        // longer than this is stopped, and is a denial that says so.
+        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+            limit: DECISION_TIME_LIMIT,
+            check_interval: std::num::NonZeroU32::MIN.saturating_add(63),
+        });
         let mut names = Vec::new();
         let mut defines = [false; 2];
         for (name, text) in sources {
@@ -199,6 +205,11 @@ impl RegoPolicies {
         evaluate(&mut self.engine.clone(), self.defines, input)
     }
 }
+
+/// The longest a Rego decision may run (regorus checks it as it goes).
+/// Decisions take tens of microseconds; a rule that loops for seconds
+/// would stall every session on the worker it runs on.
+pub(crate) const DECISION_TIME_LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Evaluates the decision rules for `input`. `reasons` and `approvals` are
 /// only read when something forbids.

@@ -505,6 +505,48 @@ fn deeply_nested_policies_are_refused_before_any_parser_sees_them() {
 }
 
 #[test]
+fn a_rego_decision_that_runs_too_long_is_stopped_and_denies() {
+    let rego = RegoPolicies::from_sources(&[(
+        "p.rego",
+        r#"package portcullis
+import rego.v1
+permit contains "all" if { true }
+forbid contains "slow-check" if {
+    contains(input.context.statement.text, "slowpoke")
+    n := count([x | some x in numbers.range(1, 3000000); x % 7 == 0])
+    n < 0
+}
+"#,
+    )])
+    .unwrap();
+    let mut slow = statement(StatementKind::Select, "SELECT", false);
+    slow.text = "select 1 as slowpoke".into();
+    let action = Action::Query(slow);
+    let target = demo();
+    let started = std::time::Instant::now();
+    let decision = rego.decide(&Request {
+        principal: &principal("alice", &["eng"]),
+        target: &target,
+        action: &action,
+        client_addr: None,
+        grant: None,
+        reason: None,
+    });
+    assert_eq!(decision.effect, Effect::Deny);
+    assert!(
+        decision.reason.contains("time limit"),
+        "{}",
+        decision.reason
+    );
+    // Without the limit, this decision takes seconds.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn rego_errors_say_what_is_wrong() {
     let err = RegoPolicies::from_sources(&[(
         "broken.rego",
