@@ -184,10 +184,11 @@ acts_elsewhere if {
 	input.context.command.dynamic
 }
 
+# As the Cedar policy reads it: a word starting with `-` followed anywhere
+# later by H or M, or one of the long options, anywhere in the line.
 acts_elsewhere if {
 	input.context.command.name == "systemctl"
-	some arg in input.context.command.args
-	regex.match(`^(-[^-]*[HM]|--(ho|ma|ro|im))`, arg)
+	regex.match(`(?s) -.*[HM]| --(ho|ma|ro|im)`, input.context.command.text)
 }
 
 acts_elsewhere if {
