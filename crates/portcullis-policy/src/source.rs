@@ -635,11 +635,13 @@ mod tests {
         let repo = Repo::new();
         repo.write("guardrails.cedar/x.txt", "not a policy");
         repo.commit(&[("access.cedar", PERMIT)], "a directory");
-        let err = repo
-            .source("main", "")
-            .load(Engine::Cedar)
-            .unwrap_err()
-            .to_string();
+        let refused = |repo: &Repo| {
+            repo.source("main", "")
+                .load(Engine::Cedar)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(&repo);
         assert!(
             err.contains("guardrails.cedar") && err.contains("not a regular file"),
             "{err}"
@@ -654,11 +656,7 @@ mod tests {
             "160000,1111111111111111111111111111111111111111,guardrails.cedar",
         ]);
         repo.git(&["commit", "-q", "-m", "guardrails from a submodule"]);
-        let err = repo
-            .source("main", "")
-            .load(Engine::Cedar)
-            .unwrap_err()
-            .to_string();
+        let err = refused(&repo);
         assert!(
             err.contains("guardrails.cedar") && err.contains("submodule"),
             "{err}"

@@ -436,6 +436,24 @@ approvals := {"deletes-need-a-dba": "dba"}
     );
 }
 
+/// `principal` runs `statement` on the demo target, decided by `rego`.
+fn rego_query(
+    rego: &RegoPolicies,
+    principal: &Principal,
+    statement: StatementInfo,
+) -> portcullis_core::Decision {
+    let action = Action::Query(statement);
+    let target = demo();
+    rego.decide(&Request {
+        principal,
+        target: &target,
+        action: &action,
+        client_addr: None,
+        grant: None,
+        reason: None,
+    })
+}
+
 #[test]
 fn a_rego_forbid_in_another_shape_denies_and_says_why() {
     // OPA's usual deny shape: entries that are objects, not rule ids.
@@ -448,16 +466,11 @@ forbid contains {"id": "no-drop-table", "msg": "no"} if { input.context.statemen
 "#,
     )])
     .unwrap();
-    let action = Action::Query(statement(StatementKind::Ddl, "DROP TABLE", false));
-    let target = demo();
-    let decision = rego.decide(&Request {
-        principal: &principal("dana", &["dba"]),
-        target: &target,
-        action: &action,
-        client_addr: None,
-        grant: None,
-        reason: None,
-    });
+    let decision = rego_query(
+        &rego,
+        &principal("dana", &["dba"]),
+        statement(StatementKind::Ddl, "DROP TABLE", false),
+    );
     assert_eq!(decision.effect, Effect::Deny);
     assert!(
         decision.reason.contains("set of rule ids"),
@@ -521,17 +534,8 @@ forbid contains "slow-check" if {
     .unwrap();
     let mut slow = statement(StatementKind::Select, "SELECT", false);
     slow.text = "select 1 as slowpoke".into();
-    let action = Action::Query(slow);
-    let target = demo();
     let started = std::time::Instant::now();
-    let decision = rego.decide(&Request {
-        principal: &principal("alice", &["eng"]),
-        target: &target,
-        action: &action,
-        client_addr: None,
-        grant: None,
-        reason: None,
-    });
+    let decision = rego_query(&rego, &principal("alice", &["eng"]), slow);
     assert_eq!(decision.effect, Effect::Deny);
     assert!(
         decision.reason.contains("time limit"),
