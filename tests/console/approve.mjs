@@ -10,6 +10,9 @@
 // 2. Prints `ready` once the inbox (`#inbox`) is shown, signed in.
 // 3. Waits, up to 60 s and without reloading, for a request to appear in the
 //    inbox (`a.request[data-id]`, pushed by server-sent events); opens the first.
+//    Checks that the statement (`#statement`, when there is one) is drawn in
+//    stored order (`unicode-bidi: bidi-override`, `direction: ltr`) and that
+//    the page is no wider than the window.
 // 4. Fills `textarea[name=comment]` with COMMENT and clicks
 //    `button[name=decision][value=DECISION]`.
 // 5. Waits for `#status` to say `approved` (or `denied`), prints
@@ -54,6 +57,27 @@ async function main() {
   }
   // By its id: the live inbox may redraw its list meanwhile.
   await page.locator(`a.request[data-id=${JSON.stringify(id)}]`).first().click();
+
+  // What the requester wrote is drawn in the order it is stored (right-to-left
+  // letters do not turn the text around them) and within the page's width.
+  await page.locator('textarea[name=comment]').waitFor({ state: 'attached' });
+  const drawn = await page.evaluate(() => {
+    const statement = document.querySelector('#statement');
+    const style = statement && getComputedStyle(statement);
+    const root = document.documentElement;
+    return {
+      statement: Boolean(statement),
+      bidi: style && style.unicodeBidi,
+      direction: style && style.direction,
+      overflow: root.scrollWidth - root.clientWidth,
+    };
+  });
+  if (drawn.statement && (drawn.bidi !== 'bidi-override' || drawn.direction !== 'ltr')) {
+    throw new Error(`#statement is drawn with unicode-bidi ${drawn.bidi}, direction ${drawn.direction}`);
+  }
+  if (drawn.overflow > 0) {
+    throw new Error(`the request page is ${drawn.overflow}px wider than the window`);
+  }
 
   // 4. Decide.
   const commentField = page.locator('textarea[name=comment]');

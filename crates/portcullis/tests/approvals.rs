@@ -886,9 +886,13 @@ async fn a_reviewer_approves_in_the_web_console_in_a_real_browser() {
         );
     }
 
-    // Then a statement is held; the inbox shows it without a reload.
+    // Then a statement is held; the inbox shows it without a reload. Its
+    // right-to-left letters are drawn as stored, and its reason's long word
+    // within the page (approve.mjs checks).
     let alice = gw.token("alice@example.com", &["eng"]);
-    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 1");
+    let reason = format!("set portcullis.reason = 'INC-{}'", "x".repeat(400));
+    let statement = "delete from orders where id = 1 /* \"א --\", ב */";
+    let mut psql = Held::start_all(&gw, &alice, &[&reason, statement]);
     let id = psql.request_id().await;
     let decided = tokio::time::timeout(Duration::from_secs(60), out.next_line()).await;
     let line = match decided {
