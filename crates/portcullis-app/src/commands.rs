@@ -277,12 +277,29 @@ pub async fn login(
             .await?
     };
     let cache = TokenCache::in_config_dir()?;
-    cache.store(client.issuer(), &tokens)?;
+    cache.store(&client.cache_key(), &tokens)?;
     Ok(format!(
         "logged in to {}; token cached in {}\n",
         client.issuer(),
         cache.path().display()
     ))
+}
+
+/// How psql reaches the listener with a token. The token is a bearer
+/// credential: it travels only where no one can read it or pose as the
+/// gateway. Over TLS the gateway's certificate is verified (against
+/// PGSSLROOTCERT or ~/.postgresql/root.crt, as libpq does); in clear, only
+/// to this machine.
+fn token_sslmode(pg: &portcullis_config::PostgresListenerConfig) -> Result<&'static str> {
+    let ip = pg.listen.ip();
+    match (&pg.tls, ip.is_loopback() || ip.is_unspecified()) {
+        (Some(_), _) => Ok("verify-full"),
+        (None, true) => Ok("disable"),
+        (None, false) => bail!(
+            "the gateway's PostgreSQL listener {} has no TLS: `connect` sends your token only over TLS, or to this machine; configure [postgres] tls",
+            pg.listen
+        ),
+    }
 }
 
 /// `portcullis connect TARGET`: starts psql with the cached token in its
@@ -307,22 +324,54 @@ pub async fn connect(
         .get_fresh(&client, Duration::from_secs(30))
         .await?
         .context("no valid cached token: run `portcullis login` first")?;
+    let sslmode = token_sslmode(pg)?;
     let mut command = std::process::Command::new("psql");
     command
         .env("PGHOST", pg.listen.ip().to_string())
         .env("PGPORT", pg.listen.port().to_string())
         .env("PGDATABASE", target)
         .env("PGPASSWORD", &tokens.id_token)
-        .env("PGAPPNAME", "portcullis-connect");
-    if pg.tls.is_some() {
-        command.env("PGSSLMODE", "require");
-    }
+        .env("PGAPPNAME", "portcullis-connect")
+        .env("PGSSLMODE", sslmode);
     Ok(command)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_goes_only_over_verified_tls_or_to_this_machine() {
+        let listener = |listen: &str, tls: bool| {
+            let text = format!(
+                "listen = \"{listen}\"\n{}",
+                if tls {
+                    "tls = { cert = \"c.pem\", key = \"k.pem\" }\n"
+                } else {
+                    ""
+                }
+            );
+            toml::from_str::<portcullis_config::PostgresListenerConfig>(&text).unwrap()
+        };
+        assert_eq!(
+            token_sslmode(&listener("127.0.0.1:15432", false)).unwrap(),
+            "disable"
+        );
+        assert_eq!(
+            token_sslmode(&listener("0.0.0.0:15432", false)).unwrap(),
+            "disable"
+        );
+        assert_eq!(
+            token_sslmode(&listener("10.9.8.7:5432", true)).unwrap(),
+            "verify-full"
+        );
+        assert_eq!(
+            token_sslmode(&listener("127.0.0.1:5432", true)).unwrap(),
+            "verify-full"
+        );
+        let refused = token_sslmode(&listener("10.9.8.7:5432", false)).unwrap_err();
+        assert!(refused.to_string().contains("has no TLS"), "{refused}");
+    }
 
     #[test]
     fn durations() {

@@ -79,7 +79,7 @@ impl TokenCache {
         Ok(())
     }
 
-    /// Tokens for the client's issuer that stay valid for at least
+    /// Tokens for the client (its issuer and id) that stay valid for at least
     /// `min_validity`: the cached ones, or new ones from the refresh token
     /// (stored before they are returned). `None` means a login is needed: no
     /// tokens, or expired ones that cannot be refreshed (the provider refused
@@ -89,7 +89,8 @@ impl TokenCache {
         client: &LoginClient,
         min_validity: Duration,
     ) -> Result<Option<Tokens>, IdentityError> {
-        let Some(tokens) = self.get(client.issuer())? else {
+        let key = client.cache_key();
+        let Some(tokens) = self.get(&key)? else {
             return Ok(None);
         };
         if tokens.is_fresh(min_validity) {
@@ -100,7 +101,7 @@ impl TokenCache {
         };
         match client.refresh(refresh_token).await {
             Ok(refreshed) => {
-                self.store(client.issuer(), &refreshed)?;
+                self.store(&key, &refreshed)?;
                 // Returned even when it lives shorter than `min_validity`:
                 // a provider with short-lived tokens would otherwise force a
                 // new login every time.
@@ -108,7 +109,7 @@ impl TokenCache {
             }
             Err(error @ IdentityError::TokenEndpoint { .. }) => {
                 tracing::info!(%error, "the refresh token was refused; a new login is needed");
-                self.remove(client.issuer())?;
+                self.remove(&key)?;
                 Ok(None)
             }
             Err(error) => Err(error),

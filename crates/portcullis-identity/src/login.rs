@@ -213,6 +213,13 @@ impl LoginClient {
         &self.issuer
     }
 
+    /// Where this client's tokens are kept in the [`crate::TokenCache`]:
+    /// by issuer and client, so that a config naming another client of the
+    /// same provider neither gets them nor spends their refresh token.
+    pub fn cache_key(&self) -> String {
+        format!("{} {}", self.issuer, self.client_id)
+    }
+
     /// Logs in with the authorization code flow and PKCE: listens on
     /// 127.0.0.1 (a free port), hands the authorization URL to `open_url`
     /// (which prints it or starts a browser), waits up to `timeout` for the

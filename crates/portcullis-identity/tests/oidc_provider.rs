@@ -80,7 +80,7 @@ async fn authorization_code_with_pkce_then_refresh() {
         expires_at: 0,
         ..refreshed.clone()
     };
-    cache.store(client.issuer(), &stale).unwrap();
+    cache.store(&client.cache_key(), &stale).unwrap();
     let fresh = cache
         .get_fresh(&client, Duration::from_secs(60))
         .await
@@ -88,14 +88,28 @@ async fn authorization_code_with_pkce_then_refresh() {
         .expect("refreshed tokens");
     assert!(fresh.expires_at > 0);
     verifier.verify(&fresh.id_token).await.unwrap();
-    assert_eq!(cache.get(client.issuer()).unwrap(), Some(fresh));
+    assert_eq!(cache.get(&client.cache_key()).unwrap(), Some(fresh.clone()));
+
+    // Another client of the same provider neither gets these tokens nor
+    // spends (and loses) their refresh token.
+    let mut other_settings = provider.settings();
+    other_settings.client_id = Some("other-client".to_owned());
+    let other = LoginClient::discover(&other_settings).await.unwrap();
+    assert_eq!(
+        cache
+            .get_fresh(&other, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(cache.get(&client.cache_key()).unwrap(), Some(fresh));
 
     // A refresh token the provider does not know is refused, and forgotten.
     let bogus = Tokens {
         refresh_token: Some("not-a-refresh-token".to_owned()),
         ..stale
     };
-    cache.store(client.issuer(), &bogus).unwrap();
+    cache.store(&client.cache_key(), &bogus).unwrap();
     assert_eq!(
         cache
             .get_fresh(&client, Duration::from_secs(60))
@@ -103,7 +117,7 @@ async fn authorization_code_with_pkce_then_refresh() {
             .unwrap(),
         None
     );
-    assert_eq!(cache.get(client.issuer()).unwrap(), None);
+    assert_eq!(cache.get(&client.cache_key()).unwrap(), None);
     let error = client.refresh("not-a-refresh-token").await.unwrap_err();
     assert!(
         matches!(error, IdentityError::TokenEndpoint { ref error, .. } if error == "invalid_grant"),
