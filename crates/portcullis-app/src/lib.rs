@@ -555,11 +555,6 @@ enum Polled {
     Invalid(String, PolicyError),
 }
 
-/// Follows the policy source (a directory, or a Git ref): a new valid
-/// version replaces the enforced one (and live sessions re-check their
-/// `connect`); an invalid one never does, and the reason is logged and shown
-/// on the admin API until fixed. `source_version` is kept up to date with
-/// the newest version seen, valid or not.
 /// How long a poll of the policy source may take before it is reported
 /// late, and after how long a late one is given up for a fresh one (a few
 /// times at most: each given up may hold a thread).
@@ -567,6 +562,11 @@ const POLL_DEADLINE: Duration = Duration::from_secs(30);
 const POLL_ABANDON: Duration = Duration::from_secs(300);
 const MAX_ABANDONED_POLLS: usize = 4;
 
+/// Follows the policy source (a directory, or a Git ref): a new valid
+/// version replaces the enforced one (and live sessions re-check their
+/// `connect`); an invalid one never does, and the reason is logged and shown
+/// on the admin API until fixed. `source_version` is kept up to date with
+/// the newest version seen, valid or not.
 async fn reload_policies(
     gate: Gate,
     source: PolicySource,
