@@ -113,7 +113,7 @@ impl Writer {
                 _ => Ok(requests.blocking_recv()),
             };
             let Ok(received) = received else {
-                if let Err(error) = self.write_final_checkpoint() {
+                if let Err(error) = self.write_final_checkpoint(false) {
                     tracing::error!(
                         error = %error.to_audit_error(&self.path),
                         "cannot write an audit checkpoint"
@@ -125,7 +125,7 @@ impl Writer {
             };
             let Some(first) = received else {
                 // Every handle is gone: seal what was written.
-                if let Err(error) = self.write_final_checkpoint() {
+                if let Err(error) = self.write_final_checkpoint(true) {
                     tracing::error!(
                         error = %error.to_audit_error(&self.path),
                         "cannot write the final audit checkpoint"
@@ -177,7 +177,7 @@ impl Writer {
             if let Some(reply) = shutdown {
                 requests.close();
                 let result = self
-                    .write_final_checkpoint()
+                    .write_final_checkpoint(true)
                     .map_err(|error| error.to_audit_error(&self.path));
                 // Appends that raced with the shutdown got into the queue
                 // before it closed; they are refused, never left hanging.
@@ -257,8 +257,9 @@ impl Writer {
         Ok(first_seq)
     }
 
-    /// Signs the head if it is not signed yet.
-    fn write_final_checkpoint(&mut self) -> Result<(), StoreError> {
+    /// Signs the head if it is not signed yet; `sealing` when the writer
+    /// stops (the head then always goes to the log).
+    fn write_final_checkpoint(&mut self, sealing: bool) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -269,7 +270,7 @@ impl Writer {
         }
         insert_checkpoint(&tx, &self.key, &self.key_id, head.seq, &head.hash)?;
         tx.commit()?;
-        self.checkpoint_written(head.seq, &head.hash, true);
+        self.checkpoint_written(head.seq, &head.hash, sealing);
         Ok(())
     }
 
