@@ -142,7 +142,7 @@ fn slack_escape(text: &str) -> String {
             c if portcullis_core::text::is_unshown(c)
                 || portcullis_core::text::is_right_to_left(c) =>
             {
-                out.push_str(&format!("[U+{:04X}]", u32::from(c)));
+                out.push_str(&portcullis_core::text::named(c))
             }
             c => out.push(c),
         }

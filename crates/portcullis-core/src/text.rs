@@ -67,6 +67,11 @@ pub fn is_unshown(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t') || is_hidden(c)
 }
 
+/// How a display names a character it does not draw: `[U+202E]`.
+pub fn named(c: char) -> String {
+    format!("[U+{:04X}]", u32::from(c))
+}
+
 /// Whether `text` holds a character [`is_unshown`].
 pub fn has_unshown(text: &str) -> bool {
     text.chars().any(is_unshown)
@@ -101,6 +106,8 @@ mod tests {
         assert!(!is_right_to_left('a') && !is_right_to_left('Я'));
         assert_eq!(sql_literal("it's"), "'it''s'");
         assert_eq!(sql_literal("7'\n--"), "E'7\\'\\n--'");
+        assert_eq!(named('\u{202E}'), "[U+202E]");
+        assert_eq!(named('\u{E0041}'), "[U+E0041]");
         assert!(has_unshown("delete from t \u{202E}-- 1 = di erehw"));
         assert!(has_unshown("select 1\r-- x"));
         assert!(!has_unshown("select 1\n\twhere x = 'é'"));

@@ -80,7 +80,7 @@ pub(crate) fn escape(text: &str) -> String {
             // Not drawn as itself (a direction change, a blank, a control
             // character): named instead, so the page shows what runs.
             c if portcullis_core::text::is_unshown(c) => {
-                let _ = write!(out, "[U+{:04X}]", u32::from(c));
+                out.push_str(&portcullis_core::text::named(c))
             }
             c => out.push(c),
         }
