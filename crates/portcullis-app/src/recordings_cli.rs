@@ -161,21 +161,20 @@ pub async fn replay(
     out: &mut impl Write,
 ) -> Result<()> {
     let (recordings, _copy) = locate(config, file, id).await?;
+    let ended_in = |records: &[portcullis_record::format::Record]| {
+        records
+            .iter()
+            .any(|r| r.kind == portcullis_record::format::Kind::End)
+    };
+    let mut records = recordings.records(id)?;
     // What is shown says whether it can be trusted.
-    let ended = recordings
-        .records(id)?
-        .iter()
-        .any(|r| r.kind == portcullis_record::format::Kind::End);
-    if let Some(note) = trust_note(&recordings, id, ended) {
+    if let Some(note) = trust_note(&recordings, id, ended_in(&records)) {
         out.write_all(note.as_bytes())?;
     }
     let mut shown = 0usize;
     let mut last_t: Option<u32> = None;
     loop {
-        let records = recordings.records(id)?;
-        let ended = records
-            .iter()
-            .any(|r| r.kind == portcullis_record::format::Kind::End);
+        let ended = ended_in(&records);
         let rendered = render(&records);
         for (t_ms, text) in rendered.iter().skip(shown) {
             if speed > 0.0 {
@@ -201,6 +200,7 @@ pub async fn replay(
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+        records = recordings.records(id)?;
     }
 }
 
