@@ -27,6 +27,15 @@ pub struct ColumnRefName {
     pub column: Option<String>,
 }
 
+impl std::fmt::Display for ColumnRefName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for qualifier in &self.qualifiers {
+            write!(f, "{qualifier}.")?;
+        }
+        f.write_str(self.column.as_deref().unwrap_or("*"))
+    }
+}
+
 /// One output column of a statement's result.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OutputColumn {
@@ -103,4 +112,13 @@ pub struct Lineage {
     /// copied from a masked column into another must not be stored where
     /// it would be read back in clear.
     pub written: Option<OutputColumn>,
+    /// The column references that decide which rows come back, and how
+    /// many, rather than what they hold: everything outside the statement's
+    /// output list (WHERE, JOIN, GROUP BY, HAVING, ORDER BY, LIMIT, FROM
+    /// items, the output of subqueries in FROM and of CTEs, the arguments of
+    /// set-returning functions, aggregates' FILTER and windows). A masked
+    /// column used there would tell its values through the rows:
+    /// `where g = ascii(substr(email, i, 1))` over `generate_series`.
+    /// Sorted, no duplicates; a bare `IS [NOT] NULL` test is not listed.
+    pub conditions: Vec<ColumnRefName>,
 }

@@ -474,6 +474,33 @@ impl Planner<'_> {
         self.output_rule(Some(written), lineage, calls, 0)
     }
 
+    /// The first column a statement's conditions name (see
+    /// `Lineage::conditions`) that a rule covers, with the rule: its rows
+    /// would tell the column's values. A qualifier that names no relation
+    /// of the statement (a subquery's or a CTE's, `excluded`) stands for
+    /// anything: the name is then matched against every relation.
+    pub fn condition_rule<'l>(&self, lineage: &'l Lineage) -> Option<(&'l ColumnRefName, RuleIdx)> {
+        lineage.conditions.iter().find_map(|reference| {
+            let rule = self
+                .ref_rule(reference, &lineage.relations, 0)
+                .or_else(|| {
+                    let qualifier = reference.qualifiers.last()?;
+                    let names_a_relation = lineage.relations.iter().any(|r| {
+                        r.alias.as_ref().unwrap_or(&r.name) == qualifier || &r.name == qualifier
+                    });
+                    if names_a_relation {
+                        return None;
+                    }
+                    let bare = ColumnRefName {
+                        qualifiers: Vec::new(),
+                        column: reference.column.clone(),
+                    };
+                    self.ref_rule(&bare, &lineage.relations, 0)
+                })?;
+            Some((reference, rule))
+        })
+    }
+
     /// Like [`Planner::relations_rule`], but a relation the catalog does not
     /// know counts as covering nothing (it holds no data yet), and the
     /// system views with samples count as covered: for judging what an
@@ -568,12 +595,23 @@ impl Planner<'_> {
                 return self.masker.any_column_rule();
             }
             for rel in candidates {
+                let column = |name: &str| {
+                    (1..=rel.columns.len())
+                        .filter_map(|n| i16::try_from(n).ok())
+                        .find(|n| rel.column(*n).is_some_and(|c| c.name == name))
+                };
                 let rule = match reference.column.as_deref() {
                     None => self.relation_rule(rel, depth),
-                    Some(name) => (1..=rel.columns.len())
-                        .filter_map(|n| i16::try_from(n).ok())
-                        .filter(|n| rel.column(*n).is_some_and(|c| c.name == name))
-                        .find_map(|n| self.derived_column_rule(rel, n, depth)),
+                    Some(name) => match column(name) {
+                        Some(n) => self.derived_column_rule(rel, n, depth),
+                        // `c.to_jsonb` names no column of `c`: PostgreSQL
+                        // reads it as `to_jsonb(c)`, a function of the
+                        // whole row.
+                        None if qualifier.is_some() && !is_system_column(name) => {
+                            self.relation_rule(rel, depth)
+                        }
+                        None => None,
+                    },
                 };
                 if rule.is_some() {
                     return rule;
@@ -601,6 +639,15 @@ impl Planner<'_> {
             .filter_map(|n| i16::try_from(n).ok())
             .find_map(|n| self.derived_column_rule(rel, n, depth))
     }
+}
+
+/// PostgreSQL's system columns, which every table has beside its own: they
+/// hold no value of a row's data.
+fn is_system_column(name: &str) -> bool {
+    matches!(
+        name,
+        "ctid" | "xmin" | "xmax" | "cmin" | "cmax" | "tableoid" | "oid"
+    )
 }
 
 /// Whether a statement reads system views that hold samples of the tables'

@@ -607,8 +607,10 @@ impl Relay {
         // Any function call: a user's function may carry a built-in's
         // name; and an operator a user made runs a function too.
         let cached = self.target.catalog.cached();
+        let column_rules = masker.has_column_rules();
         let suspicious = |statement: &StatementInfo| {
             statement.lineage.written.is_some()
+                || (column_rules && !statement.lineage.conditions.is_empty())
                 || calls_functions(statement)
                 || !statement.functions.is_empty()
                 || cached
@@ -665,6 +667,12 @@ impl Relay {
             if let Some(rule) = planner.written_rule(&statement.lineage, calls) {
                 return Some(format!(
                     "the statement stores values computed from data that mask rule `{}` covers, where they would be read back unmasked",
+                    masker.rule_id(rule)
+                ));
+            }
+            if let Some((column, rule)) = planner.condition_rule(&statement.lineage) {
+                return Some(format!(
+                    "the statement filters, joins, groups, orders or counts rows by `{column}`, which mask rule `{}` covers: the rows would tell its values; use it in the output list only, or ask for the permission to see it unmasked",
                     masker.rule_id(rule)
                 ));
             }

@@ -109,10 +109,13 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
         // result is still a plan, not the statement's rows.
         NodeEnum::ExplainStmt(explain) if explain_analyzes(explain) => {
             let mut analysis = analyse(inner(explain.query.as_deref())?)?;
-            // It stores what the statement stores.
+            // It stores what the statement stores, and its row counts tell
+            // what the statement's conditions chose.
             let written = analysis.lineage.written.take();
+            let conditions = std::mem::take(&mut analysis.lineage.conditions);
             analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage.relations));
             analysis.lineage.written = written;
+            analysis.lineage.conditions = conditions;
             return Ok(analysis);
         }
         // Plain EXPLAIN only plans. Planning may still evaluate stable and

@@ -54,6 +54,7 @@ pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> Sta
         Arc::new(Lineage {
             relations: prepared.lineage.relations.clone(),
             written: prepared.lineage.written.clone(),
+            conditions: prepared.lineage.conditions.clone(),
             ..(*execute.lineage).clone()
         })
     } else if arguments_opaque {

@@ -58,6 +58,9 @@ pub(crate) fn statement_lineage(
         "ExecuteStmt" => return Lineage::default(),
         _ => {}
     }
+    let mut conditions = Vec::new();
+    conditions_in(tree, true, &mut conditions);
+    lineage.conditions = sorted(conditions);
     // Writes anywhere: a data-modifying CTE, `COPY (UPDATE ... RETURNING)`,
     // the statement itself.
     lineage.written = written_anywhere(tree);
@@ -145,6 +148,95 @@ fn find_writes<'a>(value: &'a Value, found: &mut Vec<&'a Struct>) {
         }
         _ => {}
     }
+}
+
+/// Adds to `found` the column references under `value` that shape the rows
+/// rather than fill them (see `Lineage::conditions`). `output` is true
+/// while `value` is part of what the statement returns: its output list,
+/// the branches of its set operations, and the output lists of subqueries
+/// inside those (whose values the output's own scan follows).
+fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
+    let node = match value {
+        Value::List(items) => {
+            for item in items {
+                conditions_in(item, output, found);
+            }
+            return;
+        }
+        Value::Struct(node) => node,
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => return,
+    };
+    // Which fields go on being output; every other field shapes the rows.
+    let keeps_output: &[&str] = match node.name {
+        "ColumnRef" => {
+            if !output {
+                found.extend(column_ref_name(node));
+            }
+            return;
+        }
+        // A test of nullness says nothing of the value.
+        "NullTest" if matches!(node.get("arg"), Some(Value::Struct(arg)) if arg.name == "ColumnRef") => {
+            return
+        }
+        "SelectStmt" => &["target_list", "values_lists", "larg", "rarg"],
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &["returning_list"],
+        // Each row a set-returning function makes is a row of the result:
+        // `generate_series(1, ascii(email))` counts out a value.
+        "FuncCall" if returns_set(&function_name(node)) => &[],
+        // An aggregate's FILTER and ORDER BY and a window's PARTITION BY
+        // and ORDER BY choose and order what is computed.
+        "FuncCall" => &["args"],
+        _ => {
+            for (_, field) in &node.fields {
+                conditions_in(field, output, found);
+            }
+            return;
+        }
+    };
+    for (name, field) in &node.fields {
+        conditions_in(field, output && keeps_output.contains(name), found);
+    }
+}
+
+/// The built-in functions that return a set of rows (PostgreSQL's
+/// `proretset`); users' functions are refused over covered data anyway.
+fn returns_set(name: &str) -> bool {
+    matches!(
+        name,
+        "generate_series"
+            | "generate_subscripts"
+            | "unnest"
+            | "regexp_matches"
+            | "regexp_split_to_table"
+            | "string_to_table"
+            | "json_array_elements"
+            | "json_array_elements_text"
+            | "jsonb_array_elements"
+            | "jsonb_array_elements_text"
+            | "json_each"
+            | "json_each_text"
+            | "jsonb_each"
+            | "jsonb_each_text"
+            | "json_object_keys"
+            | "jsonb_object_keys"
+            | "json_populate_recordset"
+            | "jsonb_populate_recordset"
+            | "json_to_recordset"
+            | "jsonb_to_recordset"
+            | "jsonb_path_query"
+            | "jsonb_path_query_tz"
+            | "ts_stat"
+            | "ts_debug"
+            | "ts_parse"
+            | "aclexplode"
+            | "pg_options_to_table"
+    )
+}
+
+fn sorted(mut refs: Vec<ColumnRefName>) -> Vec<ColumnRefName> {
+    refs.sort_unstable();
+    refs.dedup();
+    refs
 }
 
 /// The lineage of an `EXPLAIN` (with or without ANALYZE): one column of

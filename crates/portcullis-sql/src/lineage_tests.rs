@@ -196,6 +196,7 @@ fn expected_lineage(row: &Row) -> Lineage {
         opaque,
         copy: None,
         written: None,
+        conditions: Vec::new(),
     }
 }
 
@@ -205,9 +206,11 @@ fn lineage_table() {
     for row in ROWS {
         let sql = row.0;
         let expected = expected_lineage(row);
-        // What writes store is checked on its own, below.
+        // What writes store, and the conditions, are checked on their own,
+        // below.
         let actual = Lineage {
             written: None,
+            conditions: Vec::new(),
             ..lineage(sql)
         };
         if actual != expected {
@@ -223,6 +226,62 @@ fn lineage_table() {
         ROWS.len(),
         failures.join("\n")
     );
+}
+
+/// The references that decide which rows come back, and how many: what a
+/// masked column may not be used in.
+#[test]
+fn conditions_are_everything_but_the_output() {
+    let conditions = |sql: &str| -> Vec<String> {
+        let mut names: Vec<String> = lineage(sql)
+            .conditions
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        names.sort();
+        names
+    };
+    let rows: &[(&str, &[&str])] = &[
+        // The output list alone: the values are masked there.
+        ("select email, upper(c.name) from customers c", &[]),
+        ("select (select email from customers limit 1)", &[]),
+        ("select count(email) from customers", &[]),
+        ("copy (select email from customers) to stdout", &[]),
+        ("select email from customers where email is not null", &[]),
+        ("explain select id from customers where email = 'x'", &[]),
+        // Everything that chooses, counts or orders rows.
+        ("select id from customers where email = 'x'", &["email"]),
+        ("explain analyze select id from customers where email = 'x'", &["email"]),
+        (
+            "select count(*) from customers c join orders o on o.email = c.email group by c.card having max(c.id) > 1 order by c.name limit 1",
+            &["c.card", "c.email", "c.id", "c.name", "o.email"],
+        ),
+        (
+            "select i, g from customers c, generate_series(1, 20) i, generate_series(1, 255) g where g = ascii(substr(c.email, i, 1))",
+            &["c.email", "g", "i"],
+        ),
+        ("select generate_series(1, ascii(email)) from customers", &["email"]),
+        ("select count(*) filter (where email like 'a%') from customers", &["email"]),
+        ("select row_number() over (order by email) from customers", &["email"]),
+        ("select exists (select 1 from customers c where c.email = 'x')", &["c.email"]),
+        ("select id from customers where upper(email) is null", &["email"]),
+        // What a subquery in FROM or a CTE outputs feeds the rows.
+        ("select s.e from (select email e from customers) s", &["email"]),
+        ("with x as (select email from customers) select 1 from x", &["email"]),
+        // Writes: which rows change.
+        ("update orders set note = 'x' where email = 'y' returning email", &["email"]),
+        ("delete from orders using customers c where c.card = orders.card", &["c.card", "orders.card"]),
+    ];
+    let mut failures = Vec::new();
+    for &(sql, expected) in rows {
+        let actual = conditions(sql);
+        if actual != expected {
+            failures.push(format!(
+                "{sql}\n  expected {expected:?}\n  actual   {actual:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

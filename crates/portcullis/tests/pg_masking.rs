@@ -145,6 +145,102 @@ async fn values_behind_expressions_views_and_subqueries_stay_masked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_conditions", SEED).await).await;
+    let token = alice(&gw);
+    // Each of these spells out every value in one statement, through which
+    // rows come back or how many, with nothing masked in the output.
+    let attempts = [
+        // WHERE: the row of the series equal to each character's code.
+        "select i, g from customers c, generate_series(1, 40) i, generate_series(1, 255) g where c.id = 2 and g = ascii(substr(c.email, i, 1))",
+        // A join and a count.
+        "select i, count(*) from customers c, generate_series(1, 40) i join generate_series(1, 255) g on g <= ascii(substr(c.email, i, 1)) where c.id = 2 group by i order by i",
+        // A set-returning function in the output list.
+        "select c.id, generate_series(1, ascii(substr(c.card_number, 1, 1))) from customers c",
+        // EXISTS in the output list.
+        "select g, exists (select 1 from customers c where c.id = 2 and ascii(substr(c.email, 1, 1)) = g) from generate_series(1, 255) g",
+        // An aggregate's FILTER.
+        "select g, count(*) filter (where ascii(substr(national_id, 1, 1)) = g) from customers, generate_series(1, 255) g group by g",
+        // A window's ORDER BY.
+        "select id, rank() over (order by national_id) from customers",
+        // A subquery in FROM (its output shapes the outer rows).
+        "select s.id from (select id, ascii(email) e from customers) s, generate_series(1, 255) g where s.e = g",
+        // A prepared statement's WHERE.
+        "prepare q as select g from customers c, generate_series(1, 255) g where c.id = 2 and g = ascii(c.email); explain analyze execute q",
+    ];
+    for sql in attempts {
+        let out = gw.psql(&token, &["-At", "-c", sql]);
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(
+            e.contains("filters, joins, groups, orders or counts rows by")
+                && e.contains("mask rule"),
+            "{sql}: not refused\n{o}{e}"
+        );
+        // `john@...`: 106 is `j`.
+        assert!(!o.lines().any(|l| l.contains("106")), "{sql}: {o}");
+    }
+    // The extended protocol: a parameter compared with a masked column.
+    let client = gw.connect(&token).await.unwrap();
+    let error = client
+        .query(
+            "select id from customers where email = $1",
+            &[&"jane@example.com"],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{error:?}").contains("mask rule `customer-email`"),
+        "{error:?}"
+    );
+
+    // `c.to_jsonb` is `to_jsonb(c)`: the whole row, masked whole, and not
+    // to be stored elsewhere.
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select translate(c.to_jsonb::text, '@0123456789', '#abcdefghij') from customers c; select encode(convert_to(public.customers.row_to_json::text, 'UTF8'), 'base64') from customers",
+        ],
+    );
+    let o = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(o.lines().all(|l| l == "****"), "{o}");
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "update customers set name = customers.to_jsonb->>'email' where id = 3",
+        ],
+    );
+    assert!(stderr(&out).contains("mask rule"), "{}", stderr(&out));
+
+    // What shows no value goes through: a test of nullness, columns no rule
+    // covers.
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select id from customers where email is not null and id < 3 order by name",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "1\n2", "{}", stderr(&out));
+    // Those who see the values in clear may filter by them.
+    let dana = gw.token("dana@example.com", &["eng", "pii-readers"]);
+    let out = gw.psql(
+        &dana,
+        &[
+            "-At",
+            "-c",
+            "select id from customers where email like 'j%' order by id",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "1\n2", "{}", stderr(&out));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_text_and_binary_results_are_masked() {
     let gw = Gateway::start(TestDb::create("e2e_mask_binary", SEED).await).await;
     let client = gw.connect(&alice(&gw)).await.unwrap();
