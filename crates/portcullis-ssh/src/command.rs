@@ -415,6 +415,11 @@ impl Walker {
             }
         }
         if let Some(first) = argv.first() {
+            // bash reads `time -- cmd` as timing `cmd`; the grammar here
+            // makes `--` the command's name.
+            if first.text == "--" {
+                return Err("a command named `--` (as in `time -- ...`) is not inspected: leave out the `--`".into());
+            }
             if let Some(code) = evaluating_builtin(&first.text, &argv)? {
                 wrappers.push("trap".into());
                 return self.source(&code, &wrappers, depth + 1);
@@ -838,6 +843,18 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
             }
         }
         "shopt" | "let" | "enable" => Err(format!("`{program}` is not inspected")),
+        // `hash -p /usr/bin/rm ls` makes `ls` run rm.
+        "hash" if args().any(|a| a.starts_with('-') && a.contains('p')) => {
+            Err("`hash -p` makes a name run another program: refused".into())
+        }
+        // `declare -n x=PATH` makes `x` another name for PATH.
+        "declare" | "typeset" | "local"
+            if args().any(|a| a.starts_with(['-', '+']) && a.contains('n')) =>
+        {
+            Err(format!(
+                "`{program} -n` makes a name stand for another variable: not inspected"
+            ))
+        }
         "mapfile" | "readarray" if args().any(|a| a.starts_with("-C")) => {
             Err("`mapfile -C` runs a callback: not inspected".into())
         }
@@ -861,6 +878,33 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
                 "getopts" => {
                     if let Some(name) = args().nth(1) {
                         assignable(name)?;
+                    }
+                }
+                // `unset PATH` makes bash look commands up in the current
+                // directory.
+                "unset" => {
+                    for arg in args().filter(|a| !a.starts_with('-')) {
+                        assignable(arg)?;
+                    }
+                }
+                // `wait -p NAME` assigns NAME; the rest are jobs and pids.
+                "wait" => {
+                    let mut words = args();
+                    while let Some(arg) = words.next() {
+                        match arg.strip_prefix('-') {
+                            Some(flags) => {
+                                if let Some((_, name)) = flags.split_once('p') {
+                                    assignable(if name.is_empty() {
+                                        words.next().unwrap_or("")
+                                    } else {
+                                        name
+                                    })?;
+                                }
+                            }
+                            None if arg.starts_with('%')
+                                || arg.chars().all(|c| c.is_ascii_digit()) => {}
+                            None => assignable(arg)?,
+                        }
                     }
                 }
                 "printf" => {
@@ -1543,9 +1587,28 @@ mod tests {
             "xargs --replace=wc wc",
             "exec -a reboot systemctl status",
             "echo \"`echo \\\"x`\"",
+            // What a name runs, changed by a builtin.
+            "time -- systemctl restart cron",
+            "time -p -- rm -rf / --help",
+            "cd /tmp/x; unset PATH; ls",
+            "unset -v PATH; ls",
+            "hash -p /usr/bin/rm ls; ls -rf /",
+            "hash -dp /usr/bin/rm ls",
+            "sleep 1 & wait -n -p PATH; ls",
+            "wait -pPATH %1",
+            "wait PATH",
+            "declare -n x=PATH; read x; ls",
+            "local -rn x=PATH",
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
+        assert_eq!(texts("time -p ls -l"), ["ls -l"]);
+        assert_eq!(texts("unset -f f; unset x"), ["unset -f f", "unset x"]);
+        assert_eq!(
+            texts("sleep 1 & wait -n 1 %1 -p pid"),
+            ["sleep 1", "wait -n 1 %1 -p pid"]
+        );
+        assert_eq!(texts("hash -r"), ["hash -r"]);
         assert_eq!(texts("for f in a b; do ls $f; done"), ["ls $f"]);
         assert_eq!(texts("read -r line; echo ok"), ["read -r line", "echo ok"]);
         assert_eq!(texts("echo ${x:-y}"), ["echo ${x:-y}"]);
