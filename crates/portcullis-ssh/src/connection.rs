@@ -1416,7 +1416,10 @@ async fn bridge(
                         // and not kept.
                         let secret = prompt.lock().is_ok_and(|p| asks_secret(&p));
                         let line = if secret {
-                            "(typed at a password prompt: not recorded)".to_string()
+                            format!(
+                                "(typed at a password prompt: not recorded; {} characters)",
+                                line.chars().count()
+                            )
                         } else {
                             line
                         };
@@ -1632,19 +1635,24 @@ fn current_line(line: &mut String, output: &[u8]) {
     }
 }
 
-/// Whether a prompt asks for something that must not be recorded.
+/// Whether a prompt asks for something that must not be recorded: it ends
+/// in a colon (`[sudo] password for deploy: `, `Enter passphrase for key
+/// '...': `), as a shell's prompt does not (`deploy@web-1:/tmp/secret$ `),
+/// and names a secret. The prompt is the user's to shape: a shell prompt
+/// made to look like one is a `PS1=...` typed, and recorded, before.
 fn asks_secret(prompt: &str) -> bool {
-    let prompt = prompt.to_lowercase();
-    [
-        "password",
-        "passphrase",
-        "passcode",
-        "token",
-        "secret",
-        "pin:",
-    ]
-    .iter()
-    .any(|word| prompt.contains(word))
+    let prompt = prompt.trim_end().to_lowercase();
+    prompt.ends_with(':')
+        && [
+            "password",
+            "passphrase",
+            "passcode",
+            "token",
+            "secret",
+            "pin",
+        ]
+        .iter()
+        .any(|word| prompt.contains(word))
 }
 
 /// Lines typed at a prompt, as far as the bytes show them: best effort
@@ -1705,6 +1713,11 @@ mod tests {
         assert!(super::asks_secret(&line));
         super::current_line(&mut line, b"\r\ndeploy@web-1:~$ ");
         assert!(!super::asks_secret(&line));
+        // A shell's prompt naming a secret is no password prompt.
+        super::current_line(&mut line, b"\r\ndeploy@web-1:/tmp/secret-token$ ");
+        assert!(!super::asks_secret(&line));
+        super::current_line(&mut line, b"\r\nEnter PIN: ");
+        assert!(super::asks_secret(&line));
     }
 
     #[test]
