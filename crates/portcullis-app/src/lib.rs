@@ -110,17 +110,41 @@ impl Running {
     }
 }
 
+/// Creates the data directory, readable by the gateway's user alone: it
+/// holds every statement and command (the audit log), the recordings (with
+/// what unmasked sessions saw) and the keys.
+fn create_data_dir(data_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))
+}
+
+/// Says so when others may read a data directory made before the gateway
+/// ran (it creates its own 0700).
+fn warn_if_shared(data_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(data_dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        warn!(
+            path = %data_dir.display(),
+            mode = format!("{mode:o}"),
+            "other users can read the data directory, which holds the audit log, the recordings and the keys; run `chmod 700` on it"
+        );
+    }
+}
+
 /// The dev issuer for this config, when enabled.
 pub fn dev_issuer(config: &Config) -> Result<Option<DevIssuer>> {
     let Some(dev) = &config.identity.dev else {
         return Ok(None);
     };
-    std::fs::create_dir_all(&config.gateway.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory `{}`",
-            config.gateway.data_dir.display()
-        )
-    })?;
+    create_data_dir(&config.gateway.data_dir)?;
     let issuer = DevIssuer::load_or_create(DevIssuerSettings {
         issuer: dev.issuer.clone(),
         audience: dev.audience.clone(),
@@ -710,8 +734,8 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     tls::install_crypto_provider();
     admin::install_metrics();
     let data_dir = &config.gateway.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
+    create_data_dir(data_dir)?;
+    warn_if_shared(data_dir);
 
     let source = policy_source(&config);
     let engine = policy_engine(&config);

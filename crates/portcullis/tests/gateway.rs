@@ -33,6 +33,13 @@ async fn an_invalid_policy_stops_the_gateway_from_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_listener_reports_health_readiness_and_policy_version() {
     let gw = Gateway::start(TestDb::create("e2e_admin", "").await).await;
+    // The data directory it made (audit log, recordings, keys) is its own.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&gw.config.gateway.data_dir)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     let get = |path: &str| {
         let out = std::process::Command::new("curl")
             .args([
