@@ -87,7 +87,7 @@ reasons := {
 	"no-alter-system": "ALTER SYSTEM changes the server's configuration",
 	"no-role-changes": "creating or altering roles is not allowed through the gateway",
 	"service-changes-need-ops": "changing a service or the system needs a member of ops to approve",
-	"no-recursive-delete-of-root": "recursive deletes of / are refused",
+	"no-recursive-delete-of-root": "recursive deletes of / are refused, and rm of paths known only when it runs",
 	"no-forwarding": "port forwarding to demo-ssh is not allowed",
 	"read-only-programs-stay-read-only": "this option acts on another host or changes the system",
 }
@@ -161,7 +161,15 @@ forbid contains "no-recursive-delete-of-root" if {
 	input.action == "exec"
 	input.context.command.name == "rm"
 	some arg in input.context.command.args
-	arg in {"/", "/*", "--no-preserve-root"}
+	arg in {"/", "/*", "//", "/.", "/./", "/..", "--no-preserve-root"}
+}
+
+# Globs, braces and variables expand on the target: what they name is known
+# only there.
+forbid contains "no-recursive-delete-of-root" if {
+	input.action == "exec"
+	input.context.command.name == "rm"
+	input.context.command.dynamic
 }
 
 forbid contains "no-forwarding" if {
