@@ -85,6 +85,20 @@ type Grants = HashMap<String, HashMap<String, Grant>>;
 /// How many access requests one person may have waiting at once.
 const MAX_PENDING_ACCESS_REQUESTS: usize = 5;
 
+/// The longest reason or review comment, in characters: each is stored,
+/// audited, listed and sent to every webhook.
+const MAX_TEXT_CHARS: usize = 2000;
+
+fn check_length(what: &str, text: &str) -> Result<(), ApprovalError> {
+    let n = text.chars().count();
+    if n > MAX_TEXT_CHARS {
+        return Err(ApprovalError::Refused(format!(
+            "{what} is {n} characters long; at most {MAX_TEXT_CHARS} are kept: shorten it, or link to the details"
+        )));
+    }
+    Ok(())
+}
+
 /// Cheap to clone; shared by the Gate, the web console and the API.
 #[derive(Clone)]
 pub struct Approvals {
@@ -276,6 +290,7 @@ impl Approvals {
                 "an access request needs a reason (`--reason`)".into(),
             ));
         }
+        check_length("the reason", &reason)?;
         let mine = self
             .pending()
             .await?
@@ -443,6 +458,7 @@ impl Approvals {
                 "a review needs a comment that says why".into(),
             ));
         }
+        check_length("the comment", &comment)?;
         let reviewer = reviewer.clone();
         let review_comment = comment.clone();
         let (request, decided) = self

@@ -172,7 +172,11 @@ async fn a_request_is_decided_once_and_expires_on_time() {
         .unwrap_err();
     assert!(late.to_string().contains("expired already"), "{late}");
 
-    // A denial decides at once; a later approval changes nothing.
+    // A denial decides at once; a later approval changes nothing. (A store
+    // of its own: a second's expiry, counted in whole seconds, can end the
+    // request before the denial reaches it.)
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(&dir, Settings::default()).await;
     let mut held = hold(&approvals, &alice, "delete from u", &["dba"], 2).await;
     approvals.review(held.id, &dba, false, "no").await.unwrap();
     let dba2 = person("dba2", &["dba"]);

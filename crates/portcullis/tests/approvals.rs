@@ -488,6 +488,19 @@ async fn an_access_grant_lets_updates_through_until_it_is_revoked_or_ends() {
         "{}",
         stderr(&nope)
     );
+    let long = "y".repeat(5000);
+    let verbose = review_cli(
+        &gw,
+        &dba,
+        &[
+            "request", "--target", "demo", "--for", "2h", "--reason", &long,
+        ],
+    );
+    assert!(
+        stderr(&verbose).contains("5000 characters long"),
+        "{}",
+        stderr(&verbose)
+    );
     let approved = review_cli(
         &gw,
         &dba,
@@ -762,6 +775,21 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
         .await;
     assert_eq!(silent.status, 422);
     assert!(silent.body.contains("needs a comment"), "{}", silent.body);
+    // Nor with a comment too long to keep, list and send to webhooks.
+    let long = "x".repeat(2001);
+    let verbose = browser
+        .post(
+            &request_url,
+            &[("csrf", &csrf), ("decision", "deny"), ("comment", &long)],
+        )
+        .await;
+    assert_eq!(verbose.status, 422);
+    assert!(
+        verbose.body.contains("2001 characters long"),
+        "{}",
+        verbose.body
+    );
+    assert!(psql.still_waiting());
 
     let denied = browser
         .post(
