@@ -174,6 +174,35 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
             }
             return;
         }
+        // `JOIN ... USING (email)` compares columns it names as strings;
+        // `NATURAL JOIN` every column of the same name, which only the
+        // catalog knows: a whole-row reference stands for them.
+        "JoinExpr" => {
+            let bare = |column: Option<&str>| ColumnRefName {
+                qualifiers: Vec::new(),
+                column: column.map(str::to_owned),
+            };
+            if matches!(node.get("is_natural"), Some(Value::Bool(true))) {
+                found.push(bare(None));
+            }
+            for name in node.list("using_clause") {
+                if let Value::Struct(name) = name {
+                    found.push(bare(Some(name.str("sval"))));
+                }
+            }
+            &[]
+        }
+        // `ON CONFLICT (email)`: whether a row conflicts tells whether the
+        // value exists.
+        "IndexElem" => {
+            if !node.str("name").is_empty() {
+                found.push(ColumnRefName {
+                    qualifiers: Vec::new(),
+                    column: Some(node.str("name").to_owned()),
+                });
+            }
+            &[]
+        }
         // A test of nullness says nothing of the value.
         "NullTest" if matches!(node.get("arg"), Some(Value::Struct(arg)) if arg.name == "ColumnRef") => {
             return

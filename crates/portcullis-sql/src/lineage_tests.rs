@@ -268,6 +268,10 @@ fn conditions_are_everything_but_the_output() {
         // What a subquery in FROM or a CTE outputs feeds the rows.
         ("select s.e from (select email e from customers) s", &["email"]),
         ("with x as (select email from customers) select 1 from x", &["email"]),
+        // Columns named as strings.
+        ("select o.id from customers join orders o using (email)", &["email"]),
+        ("select 1 from customers natural join orders", &["*"]),
+        ("insert into customers (id) values (1) on conflict (email) do nothing", &["email"]),
         // Writes: which rows change.
         ("update orders set note = 'x' where email = 'y' returning email", &["email"]),
         ("delete from orders using customers c where c.card = orders.card", &["c.card", "orders.card"]),

@@ -165,6 +165,8 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         "select id, rank() over (order by national_id) from customers",
         // A subquery in FROM (its output shapes the outer rows).
         "select s.id from (select id, ascii(email) e from customers) s, generate_series(1, 255) g where s.e = g",
+        // A join on a column named as a string.
+        "select v.id from customers c join customer_contacts v using (email)",
         // A prepared statement's WHERE.
         "prepare q as select g from customers c, generate_series(1, 255) g where c.id = 2 and g = ascii(c.email); explain analyze execute q",
     ];
