@@ -204,10 +204,22 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
             &[]
         }
         // A test of nullness says nothing of the value.
-        "NullTest" if matches!(node.get("arg"), Some(Value::Struct(arg)) if arg.name == "ColumnRef") => {
-            return
+        "NullTest" if node.get("arg").is_some_and(is_bare_column) => return,
+        "SelectStmt" => {
+            // `order by 2`, `group by x`: the output expressions named so
+            // choose and order the rows.
+            for expression in named_outputs(node) {
+                conditions_in(expression, false, found);
+            }
+            // INTERSECT, EXCEPT and UNION (but UNION ALL) compare the
+            // values of their branches: `select email from customers
+            // intersect select 'guess'`.
+            if is_set_operation(node) && !matches!(node.get("all"), Some(Value::Bool(true))) {
+                &["target_list", "values_lists"]
+            } else {
+                &["target_list", "values_lists", "larg", "rarg"]
+            }
         }
-        "SelectStmt" => &["target_list", "values_lists", "larg", "rarg"],
         "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &["returning_list"],
         // Each row a set-returning function makes is a row of the result:
         // `generate_series(1, ascii(email))` counts out a value.
@@ -224,6 +236,85 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
     };
     for (name, field) in &node.fields {
         conditions_in(field, output && keeps_output.contains(name), found);
+    }
+}
+
+/// The output expressions that a SELECT's ORDER BY, GROUP BY (grouping
+/// sets included) and DISTINCT ON name by position (`order by 2`) or by
+/// their alias (`group by x`), in every branch of a set operation.
+fn named_outputs(select: &Struct) -> Vec<&Value> {
+    let mut items: Vec<&Value> = Vec::new();
+    for sort in select.list("sort_clause") {
+        match sort {
+            Value::Struct(sort) if sort.name == "SortBy" => items.extend(sort.get("node")),
+            other => items.push(other),
+        }
+    }
+    let mut groups: Vec<&Value> = select.list("group_clause").iter().collect();
+    while let Some(group) = groups.pop() {
+        match group {
+            Value::Struct(set) if set.name == "GroupingSet" => groups.extend(set.list("content")),
+            Value::List(list) => groups.extend(list),
+            other => items.push(other),
+        }
+    }
+    items.extend(select.list("distinct_clause"));
+    let mut named = Vec::new();
+    for branch in set_branches(select) {
+        let targets = branch.list("target_list");
+        for item in &items {
+            let Value::Struct(item) = item else { continue };
+            match item.name {
+                "AConst" => {
+                    let Some(n) = integer_in(item) else { continue };
+                    let target = usize::try_from(n)
+                        .ok()
+                        .and_then(|n| n.checked_sub(1))
+                        .and_then(|i| targets.get(i));
+                    named.extend(target.and_then(target_value));
+                    // A position in a VALUES list names that column of
+                    // every row.
+                    for row in branch.list("values_lists") {
+                        if let Value::Struct(row) = row {
+                            named.extend(
+                                usize::try_from(n)
+                                    .ok()
+                                    .and_then(|n| n.checked_sub(1))
+                                    .and_then(|i| row.list("items").get(i)),
+                            );
+                        }
+                    }
+                }
+                "ColumnRef" => {
+                    let [Value::Struct(name)] = item.list("fields") else {
+                        continue;
+                    };
+                    let alias = name.str("sval");
+                    named.extend(targets.iter().filter_map(|target| match target {
+                        Value::Struct(target) if target.str("name") == alias => target.get("val"),
+                        _ => None,
+                    }));
+                }
+                _ => {}
+            }
+        }
+    }
+    named
+}
+
+/// The integer an `AConst` holds, wherever the tree keeps it.
+fn integer_in(node: &Struct) -> Option<i64> {
+    node.fields.iter().find_map(|(_, value)| match value {
+        Value::Struct(inner) if inner.name == "Integer" => Some(inner.int("ival").unwrap_or(0)),
+        Value::Struct(inner) => integer_in(inner),
+        _ => None,
+    })
+}
+
+fn target_value(target: &Value) -> Option<&Value> {
+    match target {
+        Value::Struct(target) if target.name == "ResTarget" => target.get("val"),
+        other => Some(other),
     }
 }
 
@@ -259,6 +350,9 @@ fn returns_set(name: &str) -> bool {
             | "ts_parse"
             | "aclexplode"
             | "pg_options_to_table"
+            | "pg_partition_tree"
+            | "pg_partition_ancestors"
+            | "pg_get_keywords"
     )
 }
 
@@ -542,8 +636,11 @@ impl Scan {
             }
             "FuncCall" => {
                 let name = function_name(node);
-                // A count cannot carry what it counts, whatever it calls.
-                let harmless = harmless || name == "count";
+                // A count of columns tells only how many are not null; a
+                // count of anything else counts whatever that computes
+                // (`count(nullif(ascii(email) > 100, false))`).
+                let harmless =
+                    harmless || (name == "count" && node.list("args").iter().all(is_bare_column));
                 if function_effect(&name) != FunctionEffect::ReadOnly
                     || runs_query_text(&name, node.list("args").len())
                 {
@@ -562,14 +659,21 @@ impl Scan {
                 }
                 harmless
             }
-            // A test of nullness says nothing of the value.
-            "NullTest" => true,
+            // A test of a column's nullness says nothing of its value; of
+            // an expression's, what the expression computes
+            // (`nullif(ascii(email) & 1, 0) is null`).
+            "NullTest" if node.get("arg").is_some_and(is_bare_column) => true,
             _ => harmless,
         };
         for (_, value) in &node.fields {
             self.visit(value, harmless);
         }
     }
+}
+
+/// Whether `value` is a plain column reference (`email`, `c.email`).
+fn is_bare_column(value: &Value) -> bool {
+    matches!(value, Value::Struct(node) if node.name == "ColumnRef")
 }
 
 /// A function's name as `walk.rs` records it (see
