@@ -287,13 +287,10 @@ impl Walker {
                 self.compound_list(&w.0, wrappers, depth)?;
                 self.compound_list(&w.1.list, wrappers, depth)
             }
-            C::Coprocess(c) => {
-                // `coproc NAME` assigns the array NAME.
-                if let Some(name) = &c.name {
-                    assignable(&name.value)?;
-                }
-                self.command(&c.body, wrappers, depth)
-            }
+            // bash expands a coprocess's NAME (substitutions included) and
+            // reads `coproc NAME` then a newline as running NAME, where the
+            // grammar here reads a coprocess named NAME.
+            C::Coprocess(_) => Err("`coproc` is not inspected".into()),
         }
     }
 
@@ -417,8 +414,14 @@ impl Walker {
         if let Some(first) = argv.first() {
             // bash reads `time -- cmd` as timing `cmd`; the grammar here
             // makes `--` the command's name.
-            if first.text == "--" {
-                return Err("a command named `--` (as in `time -- ...`) is not inspected: leave out the `--`".into());
+            // bash reads `time -- cmd` as timing `cmd`, and `sh -c 'time
+            // -q cmd'` runs the program `time`; the grammar here makes `--`
+            // or `-q` the command's name.
+            if first.text.starts_with('-') {
+                return Err(format!(
+                    "a command named `{}` (as after `time`) is not inspected: leave out the option",
+                    first.text
+                ));
             }
             if let Some(code) = evaluating_builtin(&first.text, &argv)? {
                 wrappers.push("trap".into());
@@ -842,7 +845,8 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
                 Some(code) => Ok(Some(code.to_string())),
             }
         }
-        "shopt" | "let" | "enable" => Err(format!("`{program}` is not inspected")),
+        // dash expands aliases in `sh -c` too: `alias x='rm -rf /'` then `x`.
+        "shopt" | "let" | "enable" | "alias" => Err(format!("`{program}` is not inspected")),
         // `hash -p /usr/bin/rm ls` makes `ls` run rm.
         "hash" if args().any(|a| a.starts_with('-') && a.contains('p')) => {
             Err("`hash -p` makes a name run another program: refused".into())
@@ -871,12 +875,25 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
             // worst an upper-case prompt.
             match program {
                 "read" | "mapfile" | "readarray" => {
-                    for arg in args().filter(|a| !a.starts_with('-')) {
-                        assignable(arg)?;
+                    for arg in args() {
+                        match arg.strip_prefix('-') {
+                            // `read -aPATH`: an array name given with its
+                            // option.
+                            Some(flags) if program == "read" => {
+                                if let Some((_, name)) = flags.split_once('a') {
+                                    if !name.is_empty() {
+                                        assignable(name)?;
+                                    }
+                                }
+                            }
+                            Some(_) => {}
+                            None => assignable(arg)?,
+                        }
                     }
                 }
                 "getopts" => {
-                    if let Some(name) = args().nth(1) {
+                    let mut words = args().skip_while(|a| *a == "--");
+                    if let Some(name) = words.nth(1) {
                         assignable(name)?;
                     }
                 }
@@ -1137,6 +1154,9 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
             i += 1;
             break;
         }
+        if name == "env" {
+            cleared_path(word, words.get(i + 1).copied())?;
+        }
         if name == "env" && word.contains('=') && !word.starts_with('-') {
             let (variable, value) = word.split_once('=').unwrap_or_default();
             let value = Value {
@@ -1177,6 +1197,26 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
             return unknown(word);
         }
     }
+    // `sudo VAR=value cmd` sets VAR for cmd, as `env` does.
+    if name == "sudo" {
+        while let Some(word) = words.get(i) {
+            if argv[i].dynamic {
+                return Ok(Unwrapped::Not);
+            }
+            let Some((variable, value)) = word.split_once('=').filter(|_| !word.starts_with('-'))
+            else {
+                break;
+            };
+            safe_assignment(
+                variable,
+                &Value {
+                    text: value.to_string(),
+                    dynamic: false,
+                },
+            )?;
+            i += 1;
+        }
+    }
     if name == "timeout" {
         // The duration comes before the command.
         i += 1;
@@ -1186,6 +1226,30 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
         return Ok(Unwrapped::Not);
     }
     Ok(Unwrapped::Runs(i))
+}
+
+/// Refuses an `env` option that takes PATH away: bash started without one
+/// looks names up in the current directory too (its default PATH ends in
+/// `.`), so `env -i bash -c 'ls'` can run `./ls`.
+fn cleared_path(word: &str, next: Option<&str>) -> Result<(), String> {
+    let unset = match word {
+        "-i" | "-" | "--ignore-environment" => {
+            return Err(format!(
+                "`env {word}` starts the command without PATH, and bash then runs programs from the current directory: refused"
+            ))
+        }
+        "-u" | "--unset" => next.unwrap_or(""),
+        _ => match word.strip_prefix("--unset=").or_else(|| word.strip_prefix("-u")) {
+            Some(name) => name,
+            None => return Ok(()),
+        },
+    };
+    if safe_variable(unset) {
+        return Ok(());
+    }
+    Err(format!(
+        "`env` unsetting `{unset}` is not inspected: only LANG, LC_* and TZ"
+    ))
 }
 
 /// Single-letter shell options that change nothing in how a line is read:
@@ -1305,7 +1369,9 @@ mod tests {
         for line in [
             "sudo rm -rf /",
             "sudo -u root -n rm -rf /",
-            "env -i LANG=C rm -rf /",
+            "env LANG=C rm -rf /",
+            "sudo LANG=C rm -rf /",
+            "sudo -u root -- LC_ALL=C rm -rf /",
             "sh -c 'rm -rf /'",
             "bash -lc \"rm -rf /\"",
             "sudo sh -c 'env LC_ALL=C rm -rf /'",
@@ -1599,6 +1665,21 @@ mod tests {
             "wait PATH",
             "declare -n x=PATH; read x; ls",
             "local -rn x=PATH",
+            // Round 14.
+            "coproc x$(id) { true; }",
+            "coproc sh\n{ true; }",
+            "env -i -C /tmp/x bash -c 'sudo ls'",
+            "env - bash -c ls",
+            "env -u PATH bash -c ls",
+            "env -uPATH bash -c ls",
+            "env --unset=PATH bash -c ls",
+            "sh -c 'time -q rm -rf /'",
+            "sudo X=1 rm -rf /",
+            "sudo PATH=/tmp/x ls",
+            "read -aPATH <<< x; ls",
+            "read -ra PATH; ls",
+            "getopts -- b PATH -b; ls",
+            "sh -c 'alias x=\"rm -rf /\"\nx'",
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
@@ -1630,9 +1711,11 @@ mod tests {
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
-        // After `--` the code may start with `-`: it is decided.
-        let commands = parse("trap -- '-x; touch m' EXIT").unwrap();
+        // After `--` the code may start with `-`: it is decided, and a
+        // command named `-x` refused.
+        let commands = parse("trap -- 'touch m' EXIT").unwrap();
         assert!(commands.iter().any(|c| c.name == "touch"), "{commands:?}");
+        assert!(parse("trap -- '-x; touch m' EXIT").is_err());
         assert!(parse("trap -p").is_ok());
     }
 
