@@ -501,6 +501,16 @@ impl Planner<'_> {
         })
     }
 
+    /// A relation the statement names that the target's catalog does not
+    /// hold (yet): a table or view made earlier in the same query, or none
+    /// at all. What it holds cannot be told.
+    pub fn unknown_relation<'l>(&self, lineage: &'l Lineage) -> Option<&'l RelationRef> {
+        lineage.relations.iter().find(|r| {
+            !is_system_name(r.schema.as_deref(), &r.name)
+                && self.snapshot.named(r.schema.as_deref(), &r.name).is_empty()
+        })
+    }
+
     /// Like [`Planner::relations_rule`], but a relation the catalog does not
     /// know counts as covering nothing (it holds no data yet), and the
     /// system views with samples count as covered: for judging what an

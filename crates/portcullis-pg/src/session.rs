@@ -670,6 +670,14 @@ impl Relay {
                     masker.rule_id(rule)
                 ));
             }
+            if column_rules && !statement.lineage.conditions.is_empty() {
+                if let Some(relation) = planner.unknown_relation(&statement.lineage) {
+                    return Some(format!(
+                        "the statement chooses rows of `{}`, which the gateway does not know (yet), so it cannot tell whether they hold masked values; if it was made earlier in the same query, send that statement on its own first",
+                        relation.name
+                    ));
+                }
+            }
             if let Some((column, rule)) = planner.condition_rule(&statement.lineage) {
                 return Some(format!(
                     "the statement filters, joins, groups, orders or counts rows by `{column}`, which mask rule `{}` covers: the rows would tell its values; use it in the output list only, or ask for the permission to see it unmasked",
