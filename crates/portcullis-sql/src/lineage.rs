@@ -266,22 +266,19 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
             let Value::Struct(item) = item else { continue };
             match item.name {
                 "AConst" => {
-                    let Some(n) = integer_in(item) else { continue };
-                    let target = usize::try_from(n)
-                        .ok()
+                    // Positions count from 1.
+                    let Some(i) = integer_in(item)
+                        .and_then(|n| usize::try_from(n).ok())
                         .and_then(|n| n.checked_sub(1))
-                        .and_then(|i| targets.get(i));
-                    named.extend(target.and_then(target_value));
+                    else {
+                        continue;
+                    };
+                    named.extend(targets.get(i).and_then(target_value));
                     // A position in a VALUES list names that column of
                     // every row.
                     for row in branch.list("values_lists") {
                         if let Value::Struct(row) = row {
-                            named.extend(
-                                usize::try_from(n)
-                                    .ok()
-                                    .and_then(|n| n.checked_sub(1))
-                                    .and_then(|i| row.list("items").get(i)),
-                            );
+                            named.extend(row.list("items").get(i));
                         }
                     }
                 }
