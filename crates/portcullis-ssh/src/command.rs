@@ -507,6 +507,15 @@ impl Walker {
                 T::Fd(_) => {}
             },
             R::HereDocument(_, doc) => {
+                // Inside `$( )`, bash ends the document, and the
+                // substitution, at a line `EOF)`; the parser reads on to a
+                // later `EOF`.
+                if wrappers.iter().any(|w| w == SUBSTITUTION) {
+                    return Err(
+                        "a here-document inside `$( )`, `<( )` or backquotes is not inspected"
+                            .into(),
+                    );
+                }
                 // bash and the parser end such a document at different lines.
                 if doc.here_end.value.contains('\\') {
                     return Err(
@@ -846,7 +855,15 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
             }
         }
         // dash expands aliases in `sh -c` too: `alias x='rm -rf /'` then `x`.
-        "shopt" | "let" | "enable" | "alias" => Err(format!("`{program}` is not inspected")),
+        // `fc -s` runs a line from the history (`history -s` puts one
+        // there), `compgen -C`/`-W` and `complete -C` run commands.
+        "shopt" | "let" | "enable" | "alias" | "fc" | "compgen" | "complete" => {
+            Err(format!("`{program}` is not inspected"))
+        }
+        // `jobs -x cmd` runs cmd.
+        "jobs" if args().any(|a| a.starts_with('-') && a.contains('x')) => {
+            Err("`jobs -x` runs a command: not inspected".into())
+        }
         // `hash -p /usr/bin/rm ls` makes `ls` run rm.
         "hash" if args().any(|a| a.starts_with('-') && a.contains('p')) => {
             Err("`hash -p` makes a name run another program: refused".into())
@@ -1097,7 +1114,8 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
         // `exec -a NAME` sets the program's argv[0], which multi-call
         // programs read as what to be (`systemctl` as `reboot`): refused
         // as an unknown option.
-        "exec" => (&[], &["-c", "-l"]),
+        // `exec -c` clears the environment: see `cleared_path`.
+        "exec" => (&[], &["-l"]),
         "time" => (&[], &["-p"]),
         // `-I`, `-i` and `--replace` put input into any word, the
         // command's name too: refused as unknown options.
@@ -1156,6 +1174,9 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
         }
         if name == "env" {
             cleared_path(word, words.get(i + 1).copied())?;
+        }
+        if name == "exec" && word.starts_with('-') && word.contains('c') {
+            return Err("`exec -c` starts the command without PATH, and bash then runs programs from the current directory: refused".into());
         }
         if name == "env" && word.contains('=') && !word.starts_with('-') {
             let (variable, value) = word.split_once('=').unwrap_or_default();
@@ -1680,9 +1701,20 @@ mod tests {
             "read -ra PATH; ls",
             "getopts -- b PATH -b; ls",
             "sh -c 'alias x=\"rm -rf /\"\nx'",
+            // Round 15.
+            "env -C /tmp/x bash -c 'exec -c bash -c \"sudo ls\"'",
+            "exec -cl bash -c ls",
+            "echo $(cat <<EOF\nx\nEOF)\ntouch m\nEOF\n)",
+            "history -s 'touch m'; fc -s",
+            "compgen -C 'touch m' x",
+            "complete -C 'touch m' ls",
+            "jobs -x touch m",
         ] {
             assert!(parse(line).is_err(), "{line}");
         }
+        let error = parse("echo $(cat <<EOF\nx\nEOF)\ntouch m\nEOF\n)").unwrap_err();
+        assert!(error.contains("here-document inside"), "{error}");
+        assert_eq!(texts("cat <<EOF\nx\nEOF\n"), ["cat"]);
         assert_eq!(texts("time -p ls -l"), ["ls -l"]);
         assert_eq!(texts("unset -f f; unset x"), ["unset -f f", "unset x"]);
         assert_eq!(
