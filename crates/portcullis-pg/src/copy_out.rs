@@ -73,6 +73,12 @@ impl CopyPlan {
                 out_fields.push(field);
                 continue;
             };
+            // A NULL computed from a covered value is masked like one (see
+            // `mask_row`).
+            let field = match field {
+                None if matches!(plan.whole, Some((_, true))) => Some(Vec::new()),
+                field => field,
+            };
             match field {
                 None => out_fields.push(None),
                 Some(value) => match mask_value(masker, plan, &value, counts, &mut false)? {

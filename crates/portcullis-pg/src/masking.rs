@@ -795,7 +795,13 @@ pub fn mask_row(
     }
     let mut changed: Vec<(usize, Option<Cow<'_, [u8]>>)> = Vec::new();
     for (idx, (value, column)) in values.iter().zip(&plan.columns).enumerate() {
-        let Some(value) = value else { continue };
+        let value: &[u8] = match value {
+            Some(value) => value,
+            // A NULL computed from a covered value tells as much as the
+            // value (`nullif(ascii(email) & 1, 0)`): it is masked like one.
+            None if matches!(column.whole, Some((_, true))) => &[],
+            None => continue,
+        };
         if column.is_noop() {
             continue;
         }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use pg_query::protobuf::SubLinkType;
+use pg_query::protobuf::{SetOperation, SubLinkType};
 use portcullis_core::{
     ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
 };
@@ -60,6 +60,11 @@ pub(crate) fn statement_lineage(
     }
     let mut conditions = Vec::new();
     conditions_in(tree, true, &mut conditions);
+    // `customers t(i, n, z) where z like 'j%'`: a column renamed in FROM
+    // no longer has its name; what it names is the whole relation.
+    if !conditions.is_empty() {
+        renamed_in(tree, &mut conditions);
+    }
     lineage.conditions = sorted(conditions);
     // Writes anywhere: a data-modifying CTE, `COPY (UPDATE ... RETURNING)`,
     // the statement itself.
@@ -214,7 +219,9 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
             // INTERSECT, EXCEPT and UNION (but UNION ALL) compare the
             // values of their branches: `select email from customers
             // intersect select 'guess'`.
-            if is_set_operation(node) && !matches!(node.get("all"), Some(Value::Bool(true))) {
+            let union_all = node.int("op") == Some(SetOperation::SetopUnion as i64)
+                && matches!(node.get("all"), Some(Value::Bool(true)));
+            if is_set_operation(node) && !union_all {
                 &["target_list", "values_lists"]
             } else {
                 &["target_list", "values_lists", "larg", "rarg"]
@@ -222,8 +229,16 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
         }
         "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &["returning_list"],
         // Each row a set-returning function makes is a row of the result:
-        // `generate_series(1, ascii(email))` counts out a value.
+        // `generate_series(1, ascii(email))` counts out a value; so does
+        // `(array_fill(1, array[ascii(email)])).unnest`.
         "FuncCall" if returns_set(&function_name(node)) => &[],
+        "AIndirection"
+            if node.list("indirection").iter().any(|part| {
+                matches!(part, Value::Struct(s) if s.name == "String" && returns_set(s.str("sval")))
+            }) =>
+        {
+            &[]
+        }
         // An aggregate's FILTER and ORDER BY and a window's PARTITION BY
         // and ORDER BY choose and order what is computed.
         "FuncCall" => &["args"],
@@ -236,6 +251,35 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
     };
     for (name, field) in &node.fields {
         conditions_in(field, output && keeps_output.contains(name), found);
+    }
+}
+
+/// Adds a whole-row reference for each relation (or join) whose columns an
+/// alias renames (`customers t(i, n, z)`, `(a join b) as j(x, y)`).
+fn renamed_in(value: &Value, found: &mut Vec<ColumnRefName>) {
+    match value {
+        Value::List(items) => items.iter().for_each(|item| renamed_in(item, found)),
+        Value::Struct(node) => {
+            if let Some(Value::Struct(alias)) = node.get("alias") {
+                if !alias.list("colnames").is_empty() {
+                    match node.name {
+                        "RangeVar" => found.push(ColumnRefName {
+                            qualifiers: vec![alias.str("aliasname").to_owned()],
+                            column: None,
+                        }),
+                        "JoinExpr" => found.push(ColumnRefName {
+                            qualifiers: Vec::new(),
+                            column: None,
+                        }),
+                        _ => {}
+                    }
+                }
+            }
+            for (_, field) in &node.fields {
+                renamed_in(field, found);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
     }
 }
 
@@ -258,10 +302,25 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
             other => items.push(other),
         }
     }
-    items.extend(select.list("distinct_clause"));
+    let distinct = select.list("distinct_clause");
+    // Plain DISTINCT (a list with one empty entry) compares whole rows.
+    let plain_distinct =
+        !distinct.is_empty() && !distinct.iter().any(|d| matches!(d, Value::Struct(_)));
+    items.extend(distinct);
     let mut named = Vec::new();
     for branch in set_branches(select) {
         let targets = branch.list("target_list");
+        // How many rows are left tells whether computed values were equal
+        // (`distinct id, greatest(g, ascii(email))`); equal columns only
+        // tell that.
+        if plain_distinct {
+            named.extend(
+                targets
+                    .iter()
+                    .filter_map(target_value)
+                    .filter(|value| !is_bare_column(value)),
+            );
+        }
         for item in &items {
             let Value::Struct(item) = item else { continue };
             match item.name {

@@ -280,6 +280,17 @@ fn conditions_are_everything_but_the_output() {
         ("select email from customers intersect select 'x'", &["email"]),
         ("select email from customers union select name from customers", &["email", "name"]),
         ("select email from customers union all select name from customers", &[]),
+        ("select email from customers intersect all select 'x'", &["email"]),
+        ("select email from customers except all select 'x'", &["email"]),
+        // Functions written as fields: `(x).unnest` is `unnest(x)`.
+        ("select id, (array_fill(1, array[ascii(email)])).unnest from customers", &["email"]),
+        // Plain DISTINCT compares what is computed.
+        ("select distinct id, greatest(g, ascii(email)) from customers, generate_series(1, 9) g", &["email", "g"]),
+        ("select distinct id, email from customers", &[]),
+        // Columns renamed in FROM stand for the whole relation.
+        ("select i from customers t(i, n, z) where z like 'j%'", &["t.*", "z"]),
+        ("select i from customers t(i, n, z)", &[]),
+        ("select a from (customers c join orders o on o.id = c.id) as j(a, b) where b = 1", &["*", "b", "c.id", "o.id"]),
         // Columns named as strings.
         ("select o.id from customers join orders o using (email)", &["email"]),
         ("select 1 from customers natural join orders", &["*"]),

@@ -176,6 +176,20 @@ impl<'tree> Walker<'tree> {
                 }
                 self.facts.functions.insert(name);
             }
+            // `(x).f` is a field of x, or, when x has no field f, the call
+            // `f(x)`: `(0.5::float8).pg_sleep`, `('select ...'::text).ts_stat`.
+            // Which one only the target knows, so it counts as a call.
+            "AIndirection" => {
+                for part in node.list("indirection") {
+                    if let Value::Struct(string) = part {
+                        if string.name == "String" {
+                            self.facts
+                                .functions
+                                .insert(normalise_name([string.str("sval")]));
+                        }
+                    }
+                }
+            }
             "SelectStmt" => {
                 if is_set_operation(node) {
                     self.facts.renames = true;

@@ -171,6 +171,12 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         "select id, ascii(email) as x from customers order by x",
         // Set operations compare values.
         "select email from customers intersect select 'john@example.com'",
+        // Round 15: a set-returning function written as a field, INTERSECT
+        // ALL, columns renamed in FROM, plain DISTINCT over what is computed.
+        "select id, (array_fill(1, array[ascii(substr(email, 1, 1))])).unnest from customers",
+        "select email from customers intersect all select 'jane@example.com'",
+        "select i from customers t(i, n, z) where z like 'j%'",
+        "select distinct c.id, greatest(g, ascii(substr(c.email, 1, 1))) from customers c, generate_series(1, 255) g",
         // A join on a column named as a string.
         "select v.id from customers c join customer_contacts v using (email)",
         // A prepared statement's WHERE.
@@ -238,6 +244,36 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         o.lines().all(|l| !l.ends_with("|t") && !l.ends_with("|f")),
         "{o}"
     );
+
+    // A NULL computed from a masked column is masked like a value: else
+    // `nullif(bit, 0)` tells each bit.
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-F|",
+            "-c",
+            "select c.id, nullif((ascii(substr(c.email, 1, 1)) >> t.b) & 1, 0) from customers c, generate_series(0, 7) t(b) order by c.id, t.b",
+        ],
+    );
+    let o = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(o.lines().count(), 24, "{o}");
+    assert!(o.lines().all(|l| !l.ends_with('|')), "{o}");
+    // `(x).f` is `f(x)`: `('select ...'::text).ts_stat` runs SQL given as
+    // text, which may read any table.
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select (($q$select to_tsvector('simple', 'r' || encode(convert_to(email, 'UTF8'), 'hex')) from customers$q$)::text).ts_stat",
+        ],
+    );
+    let (o, e) = (stdout(&out), stderr(&out));
+    // The hex of `jane`.
+    assert!(!o.contains("6a616e65"), "{o}");
+    assert!(e.contains("refused"), "{e}");
 
     // `c.to_jsonb` is `to_jsonb(c)`: the whole row, masked whole, and not
     // to be stored elsewhere.
