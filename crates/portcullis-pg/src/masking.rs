@@ -451,7 +451,9 @@ impl Planner<'_> {
         calls: bool,
         depth: usize,
     ) -> Option<RuleIdx> {
-        if column.is_some_and(|c| c.harmless) {
+        // A constant given to users' code (`(1).lookup`, an operator, a
+        // cast) may come back as anything that code reads.
+        if column.is_some_and(|c| c.harmless) && !calls {
             return None;
         }
         if lineage.opaque || calls || column.is_some_and(|c| c.opaque) || reads_statistics(lineage)

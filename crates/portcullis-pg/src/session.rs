@@ -578,9 +578,15 @@ impl Relay {
         })?;
         let mut statements = Vec::with_capacity(classified.len());
         let mut undo: Vec<Vec<Change>> = Vec::with_capacity(classified.len());
+        let snapshot = self.target.catalog.cached();
         for statement in classified.iter() {
             match resolve(statement, prepared) {
-                Ok(resolved) => statements.push(resolved),
+                Ok(mut resolved) => {
+                    if let Some(snapshot) = &snapshot {
+                        hidden_user_calls(&mut resolved, snapshot);
+                    }
+                    statements.push(resolved)
+                }
                 Err(refusal) => {
                     prepared.undo(undo.into_iter().flatten());
                     return Err(refusal);
@@ -1526,6 +1532,41 @@ fn changes_schema(statement: &StatementInfo) -> bool {
             portcullis_core::StatementKind::Ddl | portcullis_core::StatementKind::Other
         )
     })
+}
+
+/// `c.f` is `f(c)` when `c` has no column `f`: where users made a function
+/// of that name on the target, a statement naming it so calls it, which its
+/// text does not show. It is decided as a call of that function.
+fn hidden_user_calls(statement: &mut StatementInfo, snapshot: &crate::catalog::Snapshot) {
+    if snapshot.user_functions.is_empty() {
+        return;
+    }
+    let lineage = &statement.lineage;
+    let mut hidden: Vec<String> = lineage
+        .columns
+        .iter()
+        .flatten()
+        .flat_map(|column| column.refs.iter())
+        .chain(lineage.conditions.iter())
+        .chain(lineage.written.iter().flat_map(|w| w.refs.iter()))
+        .filter(|r| !r.qualifiers.is_empty())
+        .filter_map(|r| r.column.clone())
+        .filter(|name| snapshot.user_functions.contains(name))
+        .collect();
+    if hidden.is_empty() {
+        return;
+    }
+    use portcullis_core::StatementKind as K;
+    statement.functions.append(&mut hidden);
+    statement.functions.sort();
+    statement.functions.dedup();
+    if !statement.kinds.contains(&K::Call) {
+        statement.kinds.push(K::Call);
+    }
+    if !matches!(statement.kind, K::Dcl | K::Ddl | K::Other | K::Call) {
+        statement.kind = K::Call;
+    }
+    statement.writes = true;
 }
 
 /// A result whose origin nothing shows.

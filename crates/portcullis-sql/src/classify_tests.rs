@@ -442,6 +442,10 @@ fn settings_a_statement_changes_are_named() {
             &["*"],
         ),
         (
+            "select app.pg_catalog.set_config('standard_conforming_strings', 'off', true)",
+            &["standard_conforming_strings"],
+        ),
+        (
             "alter role app set standard_conforming_strings = off",
             &["standard_conforming_strings"],
         ),

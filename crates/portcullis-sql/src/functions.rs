@@ -94,12 +94,18 @@ const QUERY_TEXT_PREFIXES: &[&str] = &["database_to_xml", "dblink", "schema_to_x
 
 /// Joins the parts of a function name with `.` and drops a leading
 /// `pg_catalog.`, so `pg_catalog.pg_terminate_backend` is reported (and
-/// matched by policies) as `pg_terminate_backend`.
+/// matched by policies) as `pg_terminate_backend`. A database name before
+/// the schema (`app.pg_catalog.set_config`: PostgreSQL accepts the current
+/// database's) is dropped first.
 ///
 /// Only the exact lower-case schema name is dropped: `"PG_CATALOG"` is a
 /// different schema.
 pub(crate) fn normalise_name<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let joined = parts.into_iter().collect::<Vec<_>>().join(".");
+    let mut parts: Vec<&str> = parts.into_iter().collect();
+    if parts.len() == 3 {
+        parts.remove(0);
+    }
+    let joined = parts.join(".");
     match joined.strip_prefix("pg_catalog.") {
         Some(rest) => rest.to_owned(),
         None => joined,
@@ -272,10 +278,9 @@ mod tests {
         assert_eq!(normalise_name(["pg_catalog", "now"]), "now");
         assert_eq!(normalise_name(["public", "f"]), "public.f");
         assert_eq!(normalise_name(["PG_CATALOG", "now"]), "PG_CATALOG.now");
-        assert_eq!(
-            normalise_name(["db", "pg_catalog", "now"]),
-            "db.pg_catalog.now"
-        );
+        // PostgreSQL takes the current database's name before the schema.
+        assert_eq!(normalise_name(["db", "pg_catalog", "now"]), "now");
+        assert_eq!(normalise_name(["db", "public", "f"]), "public.f");
         assert_eq!(normalise_name(["f"]), "f");
     }
 }

@@ -358,6 +358,49 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_function_written_as_a_field_is_decided_as_a_call() {
+    let gw = Gateway::start(TestDb::create("e2e_hidden_call", SEED).await).await;
+    // A function a DBA made, taking the table's row type: `c.shout` is
+    // `shout(c)`, though it reads as a column.
+    gw.db
+        .direct()
+        .await
+        .batch_execute(
+            "create function shout(customers) returns text language sql as $$ select upper($1.name) $$",
+        )
+        .await
+        .unwrap();
+    let token = alice(&gw);
+    // Masked sessions read the catalog, user functions included.
+    let out = gw.psql(&token, &["-At", "-c", "select count(*) from customers"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select c.shout from customers c where c.id = 1",
+        ],
+    );
+    let (o, e) = (stdout(&out), stderr(&out));
+    // What it returns is masked: users' code over covered rows.
+    assert!(!o.contains("JANE"), "{o}{e}");
+    // It is a call of users' code over covered rows: refused while masking
+    // applies, as `shout(c)` is.
+    assert!(
+        e.contains("calls functions the gateway cannot follow"),
+        "{o}{e}"
+    );
+    let entries = gw.audit_entries(50);
+    assert!(
+        entries.iter().any(|e| e["event"] == "statement.refused"
+            && e["text"].as_str().is_some_and(|t| t.contains("c.shout"))),
+        "{entries:#?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_text_and_binary_results_are_masked() {
     let gw = Gateway::start(TestDb::create("e2e_mask_binary", SEED).await).await;
     let client = gw.connect(&alice(&gw)).await.unwrap();
