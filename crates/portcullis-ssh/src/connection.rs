@@ -935,7 +935,7 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
         early,
         handle,
     };
-    bridge(authed, kind, client, target).await;
+    bridge(authed, kind, client, target, pty.is_some()).await;
     drop(upstream);
 }
 
@@ -1198,6 +1198,7 @@ async fn bridge(
     kind: Kind,
     client: ClientSide,
     target: Channel<russh::client::Msg>,
+    terminal: bool,
 ) {
     let ClientSide {
         id,
@@ -1357,7 +1358,12 @@ async fn bridge(
         })
     };
     let mut stream = sftp::Stream::default();
-    let mut typed = Typed::default();
+    // Without a terminal the shell reads the bytes as they come: no line
+    // editing to follow (`rm ... #^Uls` runs rm).
+    let mut typed = Typed {
+        editing: terminal,
+        ..Typed::default()
+    };
     let mut early = early.into_iter();
     let mut client_closed = false;
     let mut down_done = false;
@@ -1657,15 +1663,31 @@ fn asks_secret(prompt: &str) -> bool {
 
 /// Lines typed at a prompt, as far as the bytes show them: best effort
 /// (line editing, history and completion happen in the shell, unseen).
+/// Without a terminal (`editing` false) nothing edits the line: every byte
+/// up to a newline is what the shell reads.
 #[derive(Default)]
 struct Typed {
     line: String,
     escape: bool,
+    editing: bool,
 }
 
 impl Typed {
     fn feed(&mut self, data: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
+        if !self.editing {
+            for &b in data {
+                if b == b'\n' {
+                    let line = std::mem::take(&mut self.line);
+                    if !line.trim().is_empty() {
+                        lines.push(line);
+                    }
+                } else if self.line.len() < MAX_TYPED {
+                    self.line.push(char::from(b));
+                }
+            }
+            return lines;
+        }
         for &b in data {
             if self.escape {
                 // The end of an escape sequence (arrows, ...) is a letter or `~`.
@@ -1722,9 +1744,18 @@ mod tests {
 
     #[test]
     fn typed_lines_follow_backspace_and_skip_escapes() {
-        let mut typed = Typed::default();
+        let mut typed = Typed {
+            editing: true,
+            ..Typed::default()
+        };
         assert!(typed.feed(b"ls -x\x7fl").is_empty());
         assert_eq!(typed.feed(b"a\x1b[A\r"), ["ls -la"]);
         assert_eq!(typed.feed(b"junk\x03whoami\r\r"), ["whoami"]);
+        // Without a terminal nothing edits: what bash reads is the line.
+        let mut raw = Typed::default();
+        assert_eq!(
+            raw.feed(b"id > /tmp/x; ls -la #\x15ls -la\n"),
+            ["id > /tmp/x; ls -la #\u{15}ls -la"]
+        );
     }
 }
