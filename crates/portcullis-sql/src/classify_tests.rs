@@ -108,6 +108,7 @@ const ROWS: &[Row] = &[
     ("grant select on t to bob", K::Dcl, "GRANT", true, true, &["t"]),
     ("revoke all on schema s from bob", K::Dcl, "REVOKE", true, true, &[]),
     ("grant admin to bob", K::Dcl, "GRANT", true, true, &[]),
+    ("create schema s grant select on t to bob", K::Dcl, "CREATE SCHEMA", true, true, &["t"]),
     ("create role bob", K::Dcl, "CREATE ROLE", true, true, &[]),
     ("create user bob password 'x'", K::Dcl, "CREATE ROLE", true, true, &[]),
     ("create group g", K::Dcl, "CREATE ROLE", true, true, &[]),

@@ -176,6 +176,11 @@ impl<'tree> Walker<'tree> {
                 }
                 self.facts.functions.insert(name);
             }
+            // A grant inside another statement (`create schema s grant
+            // select on ... to ...`) grants all the same.
+            "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => {
+                self.facts.kinds.insert(StatementKind::Dcl);
+            }
             // `(x).f` is a field of x, or, when x has no field f, the call
             // `f(x)`: `(0.5::float8).pg_sleep`, `('select ...'::text).ts_stat`.
             // Which one only the target knows, so it counts as a call.
