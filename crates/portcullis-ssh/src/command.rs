@@ -412,8 +412,6 @@ impl Walker {
             }
         }
         if let Some(first) = argv.first() {
-            // bash reads `time -- cmd` as timing `cmd`; the grammar here
-            // makes `--` the command's name.
             // bash reads `time -- cmd` as timing `cmd`, and `sh -c 'time
             // -q cmd'` runs the program `time`; the grammar here makes `--`
             // or `-q` the command's name.
