@@ -620,6 +620,11 @@ impl Planner<'_> {
                         // reads it as `to_jsonb(c)`, a function of the
                         // whole row.
                         None if qualifier.is_some() && !is_system_column(name) => {
+                            // A user's function of that name may read
+                            // anything.
+                            if self.snapshot.shadows(&[name.to_owned()]) {
+                                return self.masker.any_column_rule();
+                            }
                             self.relation_rule(rel, depth)
                         }
                         None => None,

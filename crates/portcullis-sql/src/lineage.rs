@@ -227,7 +227,7 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
                 &["target_list", "values_lists", "larg", "rarg"]
             }
         }
-        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &["returning_list"],
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => &["returning_clause"],
         // Each row a set-returning function makes is a row of the result:
         // `generate_series(1, ascii(email))` counts out a value; so does
         // `(array_fill(1, array[ascii(email)])).unnest`.

@@ -295,7 +295,8 @@ fn conditions_are_everything_but_the_output() {
         ("select o.id from customers join orders o using (email)", &["email"]),
         ("select 1 from customers natural join orders", &["*"]),
         ("insert into customers (id) values (1) on conflict (email) do nothing", &["email"]),
-        // Writes: which rows change.
+        // Writes: which rows change; what RETURNING returns is output.
+        ("delete from orders where id = 1 returning email", &["id"]),
         ("update orders set note = 'x' where email = 'y' returning email", &["email"]),
         ("delete from orders using customers c where c.card = orders.card", &["c.card", "orders.card"]),
     ];

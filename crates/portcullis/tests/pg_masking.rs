@@ -366,7 +366,8 @@ async fn a_users_function_written_as_a_field_is_decided_as_a_call() {
         .direct()
         .await
         .batch_execute(
-            "create function shout(customers) returns text language sql as $$ select upper($1.name) $$",
+            "create function shout(customers) returns text language sql as $$ select upper($1.name) $$; \
+             create function peek(orders) returns text language sql as $$ select email from customers order by id limit 1 $$",
         )
         .await
         .unwrap();
@@ -397,6 +398,11 @@ async fn a_users_function_written_as_a_field_is_decided_as_a_call() {
             && e["text"].as_str().is_some_and(|t| t.contains("c.shout"))),
         "{entries:#?}"
     );
+    // Over a table no rule covers, such a function may still read covered
+    // data: what it returns is masked.
+    let out = gw.psql(&token, &["-At", "-c", "select o.id, o.peek from orders o"]);
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert_no_secret("o.peek", &format!("{o}{e}"));
     gw.stop().await;
 }
 
