@@ -109,10 +109,14 @@ impl Snapshot {
     /// Whether any of `functions` (names as a statement writes them) may
     /// be a user's function rather than the built-in of that name.
     pub fn shadows(&self, functions: &[String]) -> bool {
-        functions.iter().any(|f| {
-            self.user_functions
-                .contains(f.rsplit('.').next().unwrap_or(f))
-        })
+        functions
+            .iter()
+            .any(|f| self.is_user_function(f.rsplit('.').next().unwrap_or(f)))
+    }
+
+    /// Whether users made a function named `name` (unqualified).
+    pub fn is_user_function(&self, name: &str) -> bool {
+        self.user_functions.contains(name)
     }
 
     /// Whether a statement calling `functions` may run a user's function

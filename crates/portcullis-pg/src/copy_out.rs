@@ -73,10 +73,8 @@ impl CopyPlan {
                 out_fields.push(field);
                 continue;
             };
-            // A NULL computed from a covered value is masked like one (see
-            // `mask_row`).
             let field = match field {
-                None if matches!(plan.whole, Some((_, true))) => Some(Vec::new()),
+                None if plan.masks_null() => Some(Vec::new()),
                 field => field,
             };
             match field {

@@ -111,6 +111,13 @@ impl ColumnPlan {
     fn is_noop(&self) -> bool {
         self.whole.is_none() && self.content.is_none()
     }
+
+    /// Whether a NULL in this column is masked like a value: it was
+    /// computed from a covered one, and tells as much as a value
+    /// (`nullif(ascii(email) & 1, 0)`).
+    pub fn masks_null(&self) -> bool {
+        matches!(self.whole, Some((_, true)))
+    }
 }
 
 /// What to do with each column of one result.
@@ -622,7 +629,7 @@ impl Planner<'_> {
                         None if qualifier.is_some() && !is_system_column(name) => {
                             // A user's function of that name may read
                             // anything.
-                            if self.snapshot.shadows(&[name.to_owned()]) {
+                            if self.snapshot.is_user_function(name) {
                                 return self.masker.any_column_rule();
                             }
                             self.relation_rule(rel, depth)
@@ -804,9 +811,7 @@ pub fn mask_row(
     for (idx, (value, column)) in values.iter().zip(&plan.columns).enumerate() {
         let value: &[u8] = match value {
             Some(value) => value,
-            // A NULL computed from a covered value tells as much as the
-            // value (`nullif(ascii(email) & 1, 0)`): it is masked like one.
-            None if matches!(column.whole, Some((_, true))) => &[],
+            None if column.masks_null() => &[],
             None => continue,
         };
         if column.is_noop() {

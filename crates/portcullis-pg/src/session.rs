@@ -1551,7 +1551,7 @@ fn hidden_user_calls(statement: &mut StatementInfo, snapshot: &crate::catalog::S
         .chain(lineage.written.iter().flat_map(|w| w.refs.iter()))
         .filter(|r| !r.qualifiers.is_empty())
         .filter_map(|r| r.column.clone())
-        .filter(|name| snapshot.user_functions.contains(name))
+        .filter(|name| snapshot.is_user_function(name))
         .collect();
     if hidden.is_empty() {
         return;

@@ -1176,13 +1176,7 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
         if name == "exec" && word.starts_with('-') && word.contains('c') {
             return Err("`exec -c` starts the command without PATH, and bash then runs programs from the current directory: refused".into());
         }
-        if name == "env" && word.contains('=') && !word.starts_with('-') {
-            let (variable, value) = word.split_once('=').unwrap_or_default();
-            let value = Value {
-                text: value.to_string(),
-                dynamic: false,
-            };
-            safe_assignment(variable, &value)?;
+        if name == "env" && wrapper_assignment(word)? {
             assignments = true;
             i += 1;
             continue;
@@ -1222,17 +1216,9 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
             if argv[i].dynamic {
                 return Ok(Unwrapped::Not);
             }
-            let Some((variable, value)) = word.split_once('=').filter(|_| !word.starts_with('-'))
-            else {
+            if !wrapper_assignment(word)? {
                 break;
-            };
-            safe_assignment(
-                variable,
-                &Value {
-                    text: value.to_string(),
-                    dynamic: false,
-                },
-            )?;
+            }
             i += 1;
         }
     }
@@ -1245,6 +1231,22 @@ fn unwrap(name: &str, argv: &[Value]) -> Result<Unwrapped, String> {
         return Ok(Unwrapped::Not);
     }
     Ok(Unwrapped::Runs(i))
+}
+
+/// Whether a wrapper's word is a `NAME=value` it sets for the command
+/// (`env LANG=C ls`, `sudo LANG=C ls`); an error when NAME may not be set.
+fn wrapper_assignment(word: &str) -> Result<bool, String> {
+    let Some((variable, value)) = word.split_once('=').filter(|_| !word.starts_with('-')) else {
+        return Ok(false);
+    };
+    safe_assignment(
+        variable,
+        &Value {
+            text: value.to_string(),
+            dynamic: false,
+        },
+    )?;
+    Ok(true)
 }
 
 /// Refuses an `env` option that takes PATH away: bash started without one
