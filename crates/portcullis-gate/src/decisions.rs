@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use portcullis_core::{Action, Decision, Grant, Request};
+use portcullis_core::{Action, Decision, Grant, Request, StatementInfo, StatementKind};
 use portcullis_policy::Policies;
 
 use crate::Session;
@@ -15,8 +15,7 @@ pub struct DecisionCache {
 
 /// Everything a decision depends on: the policy version, every attribute of
 /// the principal and the target the policy can see, the client address, the
-/// action, and the statement (identified by its text, which determines its
-/// classification, or by its shape when the policies do not read the text).
+/// action, and every field of the statement the policy can see.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct DecisionKey {
     policy_version: Arc<str>,
@@ -24,7 +23,9 @@ struct DecisionKey {
     target: Arc<str>,
     client_ip: std::net::IpAddr,
     action: &'static str,
-    statement: Option<StatementKey>,
+    statement: Option<Box<StatementKey>>,
+    /// The mask rule an `unmask` asks about.
+    unmask: Option<String>,
     /// An SSH command, forwarding or SFTP operation, whole.
     ssh: Option<Action>,
     /// The grant in force (its id), and the reason the user gave: both are
@@ -33,12 +34,67 @@ struct DecisionKey {
     reason: Option<Arc<str>>,
 }
 
-/// What of a statement (or an unmask rule) a cached decision stands for.
+/// What of a statement a cached decision stands for: each field a policy
+/// sees of it (`context.statement`). The text alone would not do: an
+/// `EXECUTE q` or a `FETCH` runs whatever its name stands for at the time,
+/// and the session may find calls that the text does not show.
 #[derive(Clone, PartialEq, Eq, Hash)]
-enum StatementKey {
-    Text(String),
+struct StatementKey {
+    text: Text,
+    kind: StatementKind,
+    kinds: Vec<StatementKind>,
+    command: String,
+    tables: Vec<String>,
+    functions: Vec<String>,
+    has_where: bool,
+    writes: bool,
+    settings: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Text {
+    Exact(String),
     /// Every statement of this shape: the policies do not read the text.
     Shape(Arc<str>),
+}
+
+impl StatementKey {
+    fn new(statement: &StatementInfo, policies: &Policies) -> StatementKey {
+        // Named one by one, so that a field added to what the policy sees
+        // cannot be left out of the key unnoticed.
+        let StatementInfo {
+            kind,
+            kinds,
+            command,
+            tables,
+            functions,
+            has_where,
+            writes,
+            text,
+            settings,
+            shape,
+            // Not in the policy's view of a statement.
+            prepares: _,
+            executes: _,
+            prepared_text: _,
+            objects: _,
+            lineage: _,
+        } = statement;
+        StatementKey {
+            text: match shape {
+                Some(shape) if !policies.reads_statement_text() => Text::Shape(shape.clone()),
+                _ => Text::Exact(text.clone()),
+            },
+            kind: *kind,
+            kinds: kinds.clone(),
+            command: command.clone(),
+            tables: tables.clone(),
+            functions: functions.clone(),
+            has_where: *has_where,
+            writes: *writes,
+            settings: settings.clone(),
+        }
+    }
 }
 
 /// The principal as the policy sees it, kept once per session.
@@ -79,13 +135,11 @@ impl DecisionCache {
             client_ip: session.client_addr.ip(),
             action: action.name(),
             statement: match action {
-                Action::Query(s) => Some(match &s.shape {
-                    Some(shape) if !policies.reads_statement_text() => {
-                        StatementKey::Shape(shape.clone())
-                    }
-                    _ => StatementKey::Text(s.text.clone()),
-                }),
-                Action::Unmask { rule } => Some(StatementKey::Text(rule.clone())),
+                Action::Query(s) => Some(Box::new(StatementKey::new(s, policies))),
+                _ => None,
+            },
+            unmask: match action {
+                Action::Unmask { rule } => Some(rule.clone()),
                 _ => None,
             },
             ssh: match action {

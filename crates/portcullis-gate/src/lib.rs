@@ -795,4 +795,38 @@ mod tests {
             tested.audit().shutdown().await.unwrap();
         }
     }
+
+    /// `execute q` runs what `q` names at the time: a decision made for it
+    /// while `q` was a select does not stand for it once `q` deletes.
+    #[tokio::test]
+    async fn a_cached_decision_stands_for_what_a_statement_runs_not_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(
+            &dir,
+            r#"permit (principal, action, resource);
+               forbid (principal, action == Action::"query", resource)
+               when { context has statement && context.statement.kind == "delete" };"#,
+        )
+        .await;
+        let classifier = portcullis_sql::Classifier::new(16);
+        let one = |sql: &str| classifier.classify(sql).unwrap()[0].clone();
+        let execute = one("execute q");
+        let mut session = session(principal("v", &[]));
+        use portcullis_core::Effect::{Allow, Deny};
+        for (prepared, expected) in [
+            ("prepare q as select 1", Allow),
+            ("prepare q as delete from t", Deny),
+            ("prepare q as select 1", Allow),
+        ] {
+            let resolved = portcullis_sql::resolve_execute(&one(prepared), &execute);
+            assert_eq!(resolved.text, "execute q");
+            let check = Check::Statement {
+                phase: "query",
+                statement: &resolved,
+            };
+            let decisions = gate.check(&mut session, &[check]).await.unwrap();
+            assert_eq!(decisions[0].effect, expected, "{prepared}");
+        }
+        gate.audit().shutdown().await.unwrap();
+    }
 }

@@ -1279,6 +1279,58 @@ async fn a_bound_portal_of_a_held_statement_runs_only_as_a_held_execute() {
     gw.stop().await;
 }
 
+/// A name runs what it names now: a decision made while `q` was a select
+/// (cached, for any later session of the same person) does not let `q` run
+/// unheld once it names a delete, through EXECUTE or through a FETCH of a
+/// portal bound again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_ran_a_select_is_held_once_it_names_a_delete() {
+    let (gw, alice, dana) = quickstart_gateway("appr_renamed").await;
+    let rows = count(&gw, "select count(*) from orders").await;
+    assert!(rows > 0);
+    let warm = gw.psql(&alice, &["-c", "prepare q as select 1", "-c", "execute q"]);
+    assert!(warm.status.success(), "{}", stderr(&warm));
+    let mut psql = Held::start_all(
+        &gw,
+        &alice,
+        &["prepare q as delete from orders", "execute q"],
+    );
+    let first = psql.request_id().await;
+    assert!(psql.still_waiting());
+    drop(psql);
+    assert_eq!(count(&gw, "select count(*) from orders").await, rows);
+
+    let mut fetching = RawClient::connect(&gw, &alice).await;
+    for messages in [
+        vec![raw::query("begin")],
+        vec![
+            raw::parse("s1", "select id from orders"),
+            raw::bind("p1", "s1", 0),
+            raw::sync(),
+        ],
+        vec![raw::query("fetch 1 from p1")],
+        vec![
+            raw::close(b'P', "p1"),
+            raw::parse("s2", "delete from orders returning id"),
+            raw::bind("p1", "s2", 0),
+            raw::sync(),
+        ],
+    ] {
+        fetching.send(&messages).await;
+        let answer = fetching.until_ready().await;
+        assert!(!raw_text(&answer).contains("E:"), "{}", raw_text(&answer));
+    }
+    fetching.send(&[raw::query("fetch 1 from p1")]).await;
+    let held = pending_request(&gw, &dana, &[first]).await;
+    assert!(
+        !held.is_null(),
+        "the FETCH of a portal bound again ran unheld"
+    );
+    drop(fetching);
+    assert_eq!(count(&gw, "select count(*) from orders").await, rows);
+    gw.stop().await;
+}
+
 /// PostgreSQL keys portals and prepared statements by their first 63 bytes:
 /// an Execute of a longer name runs the portal of its first 63, which the
 /// gateway would not find under the name it was sent. And `cursor_to_xml`
