@@ -240,6 +240,46 @@ mod tests {
         assert_ne!(analyze[0].kind, plain[0].kind);
     }
 
+    /// PostgreSQL's normalization replaces the output positions of DISTINCT
+    /// ON and grouping sets; a position past the outputs names none, as a
+    /// parameter would have, and must not make the shape stand for `2`.
+    #[test]
+    fn a_position_out_of_range_does_not_make_a_shape_for_every_position() {
+        for [warm_up, sql] in [
+            [
+                "select distinct on (9) id, email from c",
+                "select distinct on (2) id, email from c",
+            ],
+            [
+                "select count(*), email from c group by rollup(9)",
+                "select count(*), email from c group by rollup(2)",
+            ],
+            [
+                "select count(*), email from c group by grouping sets ((9))",
+                "select count(*), email from c group by grouping sets ((2))",
+            ],
+            [
+                "select count(*), email from c group by cube(9)",
+                "select count(*), email from c group by cube(2)",
+            ],
+        ] {
+            let classifier = Classifier::new(16);
+            classifier.classify(warm_up).unwrap();
+            let after = classifier.classify(sql).unwrap();
+            let fresh = Classifier::new(0).classify(sql).unwrap();
+            assert_eq!(after[0].lineage, fresh[0].lineage, "{sql}");
+            assert!(
+                after[0]
+                    .lineage
+                    .conditions
+                    .iter()
+                    .any(|c| c.column.as_deref() == Some("email")),
+                "{sql}: {:?}",
+                after[0].lineage.conditions
+            );
+        }
+    }
+
     #[test]
     fn a_shape_never_stands_for_text_that_does_not_parse() {
         let classifier = Classifier::new(16);

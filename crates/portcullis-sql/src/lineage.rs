@@ -341,6 +341,18 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
                         }
                     }
                 }
+                // A statement's shape has parameters where its constants
+                // were, and PostgreSQL's normalization replaces the positions
+                // in DISTINCT ON and grouping sets: the shape stands for every
+                // position, so it names every output.
+                "ParamRef" => {
+                    named.extend(targets.iter().filter_map(target_value));
+                    for row in branch.list("values_lists") {
+                        if let Value::Struct(row) = row {
+                            named.extend(row.list("items"));
+                        }
+                    }
+                }
                 "ColumnRef" => {
                     let [Value::Struct(name)] = item.list("fields") else {
                         continue;

@@ -193,6 +193,32 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         // `john@...`: 106 is `j`.
         assert!(!o.lines().any(|l| l.contains("106")), "{sql}: {o}");
     }
+    // A position past the outputs fails on the target, but its shape (the
+    // position a parameter) must not stand for the position of `email`.
+    for [warm_up, sql] in [
+        [
+            "select distinct on (9) id, email from customers",
+            "select distinct on (2) id, email from customers",
+        ],
+        [
+            "select count(*), email from customers group by rollup(9)",
+            "select count(*), email from customers group by rollup(2)",
+        ],
+    ] {
+        let out = gw.psql(&token, &["-At", "-c", warm_up]);
+        assert!(
+            stderr(&out).contains("not in select list"),
+            "{}",
+            stderr(&out)
+        );
+        let out = gw.psql(&token, &["-At", "-c", sql]);
+        assert!(
+            stderr(&out).contains("filters, joins, groups, orders or counts rows by"),
+            "{sql}: not refused\n{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
     // The extended protocol: a parameter compared with a masked column.
     let client = gw.connect(&token).await.unwrap();
     let error = client
