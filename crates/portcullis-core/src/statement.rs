@@ -15,7 +15,9 @@ pub enum StatementKind {
     /// Creates, alters or drops schema objects (tables, databases, ...).
     Ddl,
     /// Changes privileges or identities: GRANT, REVOKE, roles, `SET ROLE`,
-    /// `SET SESSION AUTHORIZATION`.
+    /// `SET SESSION AUTHORIZATION`; and acts on other sessions
+    /// (`pg_cancel_backend`, `pg_terminate_backend`), which all reach the
+    /// target as one role.
     Dcl,
     Copy,
     /// Runs code whose effect cannot be seen from the statement: `CALL`, or

@@ -75,7 +75,7 @@ const ROWS: &[Row] = &[
     ("load 'plugin'", K::Other, "LOAD", true, true, &[]),
     // Functions.
     ("select nextval('s')", K::Call, "SELECT", true, true, &[]),
-    ("select pg_catalog.pg_terminate_backend(pid) from pg_stat_activity", K::Call, "SELECT", true, true, &["pg_stat_activity"]),
+    ("select pg_catalog.pg_terminate_backend(pid) from pg_stat_activity", K::Dcl, "SELECT", true, true, &["pg_stat_activity"]),
     ("select my_func(a) from t", K::Call, "SELECT", true, true, &["t"]),
     ("select * from my_srf()", K::Call, "SELECT", true, true, &[]),
     ("select lower(name), pg_catalog.now(), extract(year from d) from t", K::Select, "SELECT", true, false, &["t"]),

@@ -112,16 +112,18 @@ pub(crate) fn normalise_name<'a>(parts: impl IntoIterator<Item = &'a str>) -> St
     }
 }
 
-/// Built-ins that can change the session's role: `set_config('role', ...)`
-/// is `SET ROLE` in a function call.
-pub(crate) const PRIVILEGE_FUNCTIONS: &[&str] = &["set_config"];
+/// Built-ins that can change the session's role (`set_config('role', ...)`
+/// is `SET ROLE` in a function call), or act on other sessions: every
+/// session reaches the target as the same role, so cancelling or ending
+/// another backend acts on someone else's session.
+pub(crate) const PRIVILEGE_FUNCTIONS: &[&str] =
+    &["pg_cancel_backend", "pg_terminate_backend", "set_config"];
 
 /// Built-ins that read but do not write: aggregates, window functions,
 /// string, math, date, JSON, array and catalog-information functions.
 ///
 /// Deliberately absent, so that they make a statement a `Call`: sequence
-/// changes (`nextval`, `setval`), backend signals (`pg_cancel_backend`,
-/// `pg_terminate_backend`, `pg_reload_conf`), server file access
+/// changes (`nextval`, `setval`), server signals (`pg_reload_conf`), server file access
 /// (`pg_read_file`, `pg_ls_dir`, `lo_import`, `lo_export`), advisory locks,
 /// `pg_sleep`, `pg_notify`, `dblink*`, and the `*_to_xml` functions that run
 /// a query given as a string.
@@ -244,7 +246,8 @@ mod tests {
             ("lower", FunctionEffect::ReadOnly),
             ("set_config", FunctionEffect::Privilege),
             ("nextval", FunctionEffect::Unknown),
-            ("pg_terminate_backend", FunctionEffect::Unknown),
+            ("pg_terminate_backend", FunctionEffect::Privilege),
+            ("pg_cancel_backend", FunctionEffect::Privilege),
             ("public.lower", FunctionEffect::Unknown),
             ("Lower", FunctionEffect::Unknown),
         ];

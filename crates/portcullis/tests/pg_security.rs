@@ -227,6 +227,26 @@ async fn a_client_cancels_its_own_query_and_no_one_elses() {
     );
     assert!(elapsed >= Duration::from_millis(2900), "{elapsed:?}");
 
+    // Nor through SQL: every session reaches the target as the same role,
+    // so signalling another backend is decided as a privilege change
+    // (`dcl`), which alice's group may not make.
+    for sql in [
+        format!("select pg_cancel_backend({victim_pid})"),
+        format!("select pg_terminate_backend({victim_pid})"),
+        format!("select ({victim_pid}).pg_terminate_backend"),
+    ] {
+        let err = attacker.batch_execute(&sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}: {err:?}");
+    }
+    assert_eq!(
+        victim
+            .query_one("select 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+
     // Its own cancel works.
     let token = victim.cancel_token();
     let slow = tokio::spawn(async move { victim.batch_execute("select pg_sleep(10)").await });
