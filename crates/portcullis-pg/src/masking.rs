@@ -693,6 +693,32 @@ pub fn reads_statistics(lineage: &Lineage) -> bool {
     })
 }
 
+/// A condition of a statement that reads the views [`reads_statistics`]
+/// names, other than one on the columns that hold only names: which of
+/// their rows come back would tell the values they hold.
+pub fn sample_condition(lineage: &Lineage) -> Option<&ColumnRefName> {
+    if !reads_statistics(lineage) {
+        return None;
+    }
+    lineage.conditions.iter().find(|reference| {
+        !reference.column.as_deref().is_some_and(|column| {
+            matches!(
+                column,
+                "schemaname"
+                    | "tablename"
+                    | "attname"
+                    | "statistics_schemaname"
+                    | "statistics_name"
+                    | "pid"
+                    | "datname"
+                    | "usename"
+                    | "state"
+                    | "backend_type"
+            )
+        })
+    })
+}
+
 /// PostgreSQL's own objects have OIDs below `FirstNormalObjectId`; the
 /// catalog leaves them out.
 pub fn is_system_oid(oid: u32) -> bool {
@@ -711,7 +737,16 @@ pub fn calls_functions(statement: &StatementInfo) -> bool {
     }) || statement
         .functions
         .iter()
-        .any(|f| portcullis_sql::runs_query_text_function(f) || f == "pg_stat_get_activity")
+        .any(|f| portcullis_sql::runs_query_text_function(f) || shows_other_sessions(f))
+}
+
+/// Whether a built-in shows other sessions' statements, with their
+/// literals (what `pg_stat_activity` and `pg_stat_statements` are made of).
+pub fn shows_other_sessions(function: &str) -> bool {
+    matches!(
+        function,
+        "pg_stat_get_activity" | "pg_stat_get_backend_activity" | "pg_stat_statements"
+    )
 }
 /// Masks one value under a column's plan. `Ok(None)`: send it as it is.
 pub fn mask_value<'v>(

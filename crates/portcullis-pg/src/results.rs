@@ -780,7 +780,7 @@ impl Results {
             .map(|(_, v)| *v);
         let schema = fields
             .iter()
-            .find(|(code, _)| *code == b'n')
+            .find(|(code, _)| *code == b's')
             .map(|(_, v)| *v);
         let withhold_detail = table.is_some_and(|table| {
             masker.has_column_rules()
@@ -809,10 +809,18 @@ impl Results {
             .flatten();
         let reads_covered =
             masker.has_column_rules() && self.current_statement_reads_covered(&masker, undefined);
+        // PostgreSQL's own errors name catalog objects in the schema, table,
+        // column, data type and constraint fields; users' code
+        // (`raise ... using column = ...`) may put anything there.
+        let withhold_names = reads_covered && self.target.catalog.has_user_code();
         let mut changed = false;
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {
             let value = match code {
+                b's' | b't' | b'c' | b'd' | b'n' if withhold_names => {
+                    changed = true;
+                    continue;
+                }
                 b'D' | b'W' | b'q' if reads_covered => {
                     changed = true;
                     "withheld: it may hold values of masked columns".to_string()
@@ -828,7 +836,7 @@ impl Results {
                     changed = true;
                     "detail withheld: it may hold values of masked columns".to_string()
                 }
-                b'M' | b'D' | b'H' | b'W' | b'q' => {
+                b'M' | b'D' | b'H' | b'W' | b'q' | b's' | b't' | b'c' | b'd' | b'n' => {
                     match masker.mask_message(value, &mut self.session_counts) {
                         Some(masked) => {
                             changed = true;

@@ -13,7 +13,10 @@
 use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
-use crate::masking::{calls_functions, reads_statistics, Planner, ResultSource};
+use crate::masking::{
+    calls_functions, reads_statistics, sample_condition, shows_other_sessions, Planner,
+    ResultSource,
+};
 use crate::prepared::{Change, Portal, Prepared};
 use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
@@ -689,6 +692,22 @@ impl Relay {
                     "the statement filters, joins, groups, orders or counts rows by `{column}`, which mask rule `{}` covers: the rows would tell its values; use it in the output list only, or ask for the permission to see it unmasked",
                     masker.rule_id(rule)
                 ));
+            }
+            // The planner's statistics and other sessions' statements are
+            // masked whole: which of their rows come back would tell what
+            // the masks hide as well as their values.
+            if column_rules {
+                if let Some(function) = statement.functions.iter().find(|f| shows_other_sessions(f))
+                {
+                    return Some(format!(
+                        "the statement calls `{function}`, which shows other sessions' statements with the values in them; it is refused while mask rules apply to you"
+                    ));
+                }
+                if let Some(column) = sample_condition(&statement.lineage) {
+                    return Some(format!(
+                        "the statement filters, joins, groups, orders or counts rows of the planner's statistics or of other sessions' statements by `{column}`: they hold values that mask rules cover, and the rows would tell them; choose their rows by schema, table, column or process only"
+                    ));
+                }
             }
             // SQL run from text (`query_to_xml`) may read any table.
             let reads_anything = statement
