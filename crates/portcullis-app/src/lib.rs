@@ -883,11 +883,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         let addr = listener.local_addr()?;
         info!(%addr, tls = pg.tls.is_some(), "postgres listener ready");
         pg_addr = Some(addr);
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = service.serve(listener).await {
-                tracing::error!(error = %e, "postgres listener failed");
-            }
-        }));
+        tasks.push(tokio::spawn(async move { service.serve(listener).await }));
     }
     let mut ssh_addr = None;
     let mut ssh_certificates = None;
@@ -937,11 +933,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         let addr = listener.local_addr()?;
         info!(%addr, "ssh listener ready");
         ssh_addr = Some(addr);
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = service.serve(listener).await {
-                tracing::error!(error = %e, "ssh listener failed");
-            }
-        }));
+        tasks.push(tokio::spawn(async move { service.serve(listener).await }));
     }
     let mut admin_addr = None;
     if let Some(admin) = &config.admin {

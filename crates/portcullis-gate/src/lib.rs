@@ -5,6 +5,7 @@
 //!
 //! Layout:
 //! - [`event`]: the audit entries the Gate writes.
+//! - [`listen`]: accepting connections, for the protocol listeners.
 //! - `error`: [`GateError`].
 //!
 //! Architecture Invariant: an `Ok` answer that allows an action is returned
@@ -17,6 +18,7 @@
 mod decisions;
 mod error;
 pub mod event;
+pub mod listen;
 
 pub use decisions::DecisionCache;
 use decisions::PrincipalKey;

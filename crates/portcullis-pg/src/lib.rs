@@ -176,10 +176,10 @@ impl PgService {
         self
     }
 
-    /// Accepts connections until the listener fails or the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+    /// Accepts connections until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let (tcp, peer) = listener.accept().await?;
+            let (tcp, peer) = portcullis_gate::listen::accept(&listener).await;
             let _ = tcp.set_nodelay(true);
             let service = self.clone();
             tokio::spawn(async move { service.handle(tcp, peer).await });

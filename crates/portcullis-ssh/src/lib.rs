@@ -185,10 +185,10 @@ impl SshService {
         self
     }
 
-    /// Accepts connections until the listener fails.
-    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// Accepts connections until the task is dropped.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) {
         loop {
-            let (socket, peer) = listener.accept().await?;
+            let (socket, peer) = portcullis_gate::listen::accept(&listener).await;
             let _ = socket.set_nodelay(true);
             let inner = self.inner.clone();
             tokio::spawn(connection::serve(inner, socket, peer));
