@@ -869,7 +869,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             targets(&config, file)?,
             verifier.clone(),
             gate.clone(),
-            Arc::new(Classifier::new(pg.statement_cache)),
+            Arc::new(Classifier::new(pg.statement_cache).with_max_len(pg.max_query_bytes)),
             acceptor,
             cleartext,
         );

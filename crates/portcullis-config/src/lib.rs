@@ -233,10 +233,19 @@ pub struct PostgresListenerConfig {
     /// Entries kept in the statement classification cache.
     #[serde(default = "default_statement_cache", deserialize_with = "number")]
     pub statement_cache: usize,
+    /// The longest query text the gateway reads, in bytes; longer ones are
+    /// refused. Parsing costs up to several hundred bytes of memory per
+    /// byte of text.
+    #[serde(default = "default_max_query_bytes", deserialize_with = "number")]
+    pub max_query_bytes: usize,
 }
 
 fn default_statement_cache() -> usize {
     10_000
+}
+
+fn default_max_query_bytes() -> usize {
+    1 << 20
 }
 
 /// `[ssh]`: the SSH listener. The SSH user name is the target's name.

@@ -425,7 +425,7 @@ impl Relay {
                     // cursors, or run one, take effect when a portal of this
                     // statement runs, which the gateway does not follow.
                     Ok(_)
-                        if self.classifier.classify(parse.query).is_ok_and(|classified| {
+                        if self.classify(parse.query).is_ok_and(|classified| {
                             classified.iter().any(|s| {
                                 s.prepares.is_some()
                                     || s.executes.is_some()
@@ -567,13 +567,23 @@ impl Relay {
     /// `apply`, each statement's changes to prepared statements and cursors
     /// are made as it is read, and returned to be undone if it does not run.
     /// An error is a refusal (a reason and its SQLSTATE), and undoes them.
+    /// Classifies `sql`; a long text off the worker threads, so that the
+    /// other sessions go on meanwhile.
+    fn classify(&self, sql: &str) -> Result<Arc<[StatementInfo]>, portcullis_sql::ClassifyError> {
+        if sql.len() > portcullis_sql::LONG_QUERY_LEN {
+            off_the_workers(|| self.classifier.classify(sql))
+        } else {
+            self.classifier.classify(sql)
+        }
+    }
+
     fn statements(
         &self,
         sql: &str,
         prepared: &mut Prepared,
         apply: bool,
     ) -> Result<(Vec<StatementInfo>, Vec<Vec<Change>>), Refusal> {
-        let classified = self.classifier.classify(sql).map_err(|e| {
+        let classified = self.classify(sql).map_err(|e| {
             (
                 format!("the gateway refuses what it cannot parse: {e}"),
                 "42601",
@@ -2009,6 +2019,16 @@ fn replacement_for(raw: &[u8], prefix: &str, shared: &Shared) -> Option<Bytes> {
     let replacement = denials.remove(&seq)?;
     shared.pending.store(denials.len(), Ordering::Release);
     Some(replacement)
+}
+
+/// Runs `f`, which may take long, without holding up the other tasks of
+/// the worker thread it runs on (they move to another), where the runtime
+/// has several.
+fn off_the_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 #[cfg(test)]

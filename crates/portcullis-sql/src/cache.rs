@@ -14,6 +14,11 @@ use crate::error::ClassifyError;
 /// fill the cache's memory. Repeated queries are short.
 pub const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
 
+/// Query strings longer than this are parsed one at a time: PostgreSQL's
+/// parser and its tree cost up to several hundred bytes of memory per byte
+/// of text, and a second of CPU per few hundred kilobytes.
+pub const LONG_QUERY_LEN: usize = 64 * 1024;
+
 /// Classifies SQL query strings with the PostgreSQL grammar, caching the
 /// result by exact query text, and by shape (the text with its constants
 /// replaced by parameters) for the statements whose classification does not
@@ -24,6 +29,10 @@ pub struct Classifier {
     /// Keyed by PostgreSQL's normalization of the text; the cached statement
     /// has an empty `text`. `None` when the capacity is zero.
     shapes: Option<Cache<String, Arc<StatementInfo>>>,
+    /// The longest text classified; longer is an error.
+    max_len: usize,
+    /// Held while a text longer than [`LONG_QUERY_LEN`] is parsed.
+    long: std::sync::Mutex<()>,
 }
 
 impl Classifier {
@@ -33,7 +42,18 @@ impl Classifier {
     pub fn new(cache_capacity: usize) -> Self {
         let cache = (cache_capacity > 0).then(|| Cache::new(cache_capacity));
         let shapes = (cache_capacity > 0).then(|| Cache::new(cache_capacity));
-        Classifier { cache, shapes }
+        Classifier {
+            cache,
+            shapes,
+            max_len: usize::MAX,
+            long: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Refuses query strings longer than `max_len` bytes.
+    pub fn with_max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
     }
 
     /// Splits `sql` (one simple-protocol Query string, possibly several
@@ -47,6 +67,12 @@ impl Classifier {
     /// normalization (its scanner and grammar, without building a tree for
     /// the gateway) and a lookup. Errors are not cached.
     pub fn classify(&self, sql: &str) -> Result<Arc<[StatementInfo]>, ClassifyError> {
+        if sql.len() > self.max_len {
+            return Err(ClassifyError::TooLong {
+                len: sql.len(),
+                max: self.max_len,
+            });
+        }
         if let Some(hit) = self.cache.as_ref().and_then(|cache| cache.get(sql)) {
             return Ok(hit);
         }
@@ -67,6 +93,11 @@ impl Classifier {
             }
             _ => None,
         };
+        let _one_at_a_time = (sql.len() > LONG_QUERY_LEN).then(|| {
+            self.long
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        });
         let (mut statements, plain) = classify_query(sql)?;
         if let (Some((shapes, normalized)), [statement], true) =
             (shape, statements.as_mut_slice(), plain)
@@ -288,6 +319,16 @@ mod tests {
             .classify("select * from t where a = 1 1")
             .is_err());
         assert!(classifier.classify("select * from t where a = 'x").is_err());
+    }
+
+    #[test]
+    fn a_text_longer_than_the_limit_is_refused_unparsed() {
+        let classifier = Classifier::new(16).with_max_len(12);
+        assert!(classifier.classify("select 1234").is_ok());
+        assert_eq!(
+            classifier.classify("select 123456").unwrap_err(),
+            ClassifyError::TooLong { len: 13, max: 12 }
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum ClassifyError {
     /// text.
     #[error("the query contains a nul byte")]
     NulByte,
+    /// The query text is longer than the classifier reads.
+    #[error("the query is {len} bytes long, and the gateway reads at most {max} (postgres.max_query_bytes); send bulk data with COPY")]
+    TooLong { len: usize, max: usize },
     /// The parse tree is nested more deeply than the classifier can read.
     #[error("the query is nested too deeply to be classified")]
     TooDeep,

@@ -45,7 +45,7 @@ mod objects;
 mod tree;
 mod walk;
 
-pub use cache::{Classifier, MAX_CACHED_QUERY_LEN};
+pub use cache::{Classifier, LONG_QUERY_LEN, MAX_CACHED_QUERY_LEN};
 pub use classify::setting_assignment;
 pub use error::ClassifyError;
 pub use execute::resolve_execute;

@@ -580,6 +580,33 @@ async fn client_encodings_that_hide_quotes_and_fast_path_calls_are_refused() {
 
 /// While the target skips to a Sync it answers nothing: a client that never
 /// sends one cannot make the gateway hold its messages for ever.
+/// Parsing costs several hundred bytes of memory per byte of text: a text
+/// past `postgres.max_query_bytes` is refused unparsed, and a long one
+/// below it is parsed off the worker threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_text_past_the_limit_is_refused_and_a_long_one_runs() {
+    let gw = Gateway::start(TestDb::create("e2e_long_query", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    let long = format!("select length('{}')", "x".repeat(300_000));
+    let rows = client.simple_query(&long).await.unwrap();
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("300000"));
+    let too_long = format!("select length('{}')", "x".repeat(1 << 20));
+    let err = client.simple_query(&too_long).await.unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("postgres.max_query_bytes"), "{err:?}");
+    // The session goes on.
+    assert!(client.simple_query("select 1").await.is_ok());
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_syncs_is_cut_off() {
     let gw = Gateway::start(TestDb::create("e2e_never_sync", SEED).await).await;
