@@ -872,7 +872,8 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             Arc::new(Classifier::new(pg.statement_cache).with_max_len(pg.max_query_bytes)),
             acceptor,
             cleartext,
-        );
+        )
+        .with_max_sessions_per_user(pg.max_sessions_per_user);
         if let Some(recordings) = recordings.clone() {
             service = service.with_recordings(recordings);
         }

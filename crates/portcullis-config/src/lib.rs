@@ -238,6 +238,14 @@ pub struct PostgresListenerConfig {
     /// byte of text.
     #[serde(default = "default_max_query_bytes", deserialize_with = "number")]
     pub max_query_bytes: usize,
+    /// The most sessions one person may have open at once: each holds one
+    /// of the target's connection slots.
+    #[serde(default = "default_max_sessions_per_user", deserialize_with = "number")]
+    pub max_sessions_per_user: usize,
+}
+
+fn default_max_sessions_per_user() -> usize {
+    32
 }
 
 fn default_statement_cache() -> usize {

@@ -122,6 +122,27 @@ pub struct PgService {
     /// Where sessions are recorded; `None` when recording is off.
     pub recordings: Option<portcullis_record::Recordings>,
     next_session: AtomicU64,
+    /// Sessions open per principal, and the most one may have.
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    max_sessions_per_user: usize,
+}
+
+/// A principal's place among the open sessions, given back when dropped.
+struct OpenSession {
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    principal: String,
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.principal);
+            }
+        }
+    }
 }
 
 impl PgService {
@@ -143,7 +164,30 @@ impl PgService {
             cancels: CancelRegistry::default(),
             recordings: None,
             next_session: AtomicU64::new(1),
+            open: Default::default(),
+            max_sessions_per_user: usize::MAX,
         }
+    }
+
+    /// Refuses a principal's sessions past `max` open at once: each holds
+    /// one of the target's connection slots, which everyone shares.
+    pub fn with_max_sessions_per_user(mut self, max: usize) -> PgService {
+        self.max_sessions_per_user = max;
+        self
+    }
+
+    /// A place for one more session of `principal`; `None` at the limit.
+    fn open_session(&self, principal: &str) -> Option<OpenSession> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(principal.to_owned()).or_default();
+        if *count >= self.max_sessions_per_user {
+            return None;
+        }
+        *count += 1;
+        Some(OpenSession {
+            open: self.open.clone(),
+            principal: principal.to_owned(),
+        })
     }
 
     /// Starts the session's recording with the startup messages the client
@@ -364,6 +408,23 @@ impl PgService {
                 .await;
             return;
         }
+        let Some(_open) = self.open_session(&session.principal.id) else {
+            info!(principal = %session.principal.id, target = %target_name, "too many sessions");
+            client::refuse(
+                &mut startup.stream,
+                "53300",
+                &format!(
+                    "you have {} sessions open through the gateway, the most one person may (postgres.max_sessions_per_user)",
+                    self.max_sessions_per_user
+                ),
+                Some("close one of them, and try again"),
+            )
+            .await;
+            self.gate
+                .end(&session, "too many sessions", &Default::default())
+                .await;
+            return;
+        };
         // Which mask rules this principal sees in clear is decided before the
         // session starts; a masking that cannot be decided refuses it.
         let masking = match self.gate.masking(&session).await {

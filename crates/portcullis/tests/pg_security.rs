@@ -371,3 +371,48 @@ async fn a_session_ends_when_its_token_expires() {
     assert!(client.is_closed());
     gw.stop().await;
 }
+
+/// Each session holds one of the target's connection slots, which everyone
+/// shares: one person may hold no more than `max_sessions_per_user`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_holds_no_more_sessions_than_the_limit() {
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_session_limit", SEED).await,
+        Options {
+            postgres_extra: "max_sessions_per_user = 2".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let first = gw.connect(&alice).await.unwrap();
+    let second = gw.connect(&alice).await.unwrap();
+    let Err(err) = gw.connect(&alice).await else {
+        panic!("a third session was let in");
+    };
+    assert_eq!(sqlstate(&err), "53300", "{err:?}");
+    let message = err.as_db_error().map(|e| e.message().to_owned());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("postgres.max_sessions_per_user")),
+        "{err:?}"
+    );
+    // Others are not held to alice's count.
+    let dana = gw.token("dana@example.com", &["eng", "dba"]);
+    let other = gw.connect(&dana).await.unwrap();
+    assert!(other.simple_query("select 1").await.is_ok());
+    // A session that ends gives its place back.
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(client) = gw.connect(&alice).await {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "no session after one ended");
+    assert!(second.simple_query("select 1").await.is_ok());
+    gw.stop().await;
+}
