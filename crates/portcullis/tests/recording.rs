@@ -471,8 +471,16 @@ async fn recordings_past_their_retention_are_deleted_and_the_audit_log_says_so()
     // Older than a second at the next start: deleted, and audited.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let gateway = served.start().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(stdout(&served.cli(&["sessions"])).contains("no recorded sessions"));
+    // The sweep runs at start, beside the listeners.
+    let mut gone = false;
+    for _ in 0..100 {
+        if stdout(&served.cli(&["sessions"])).contains("no recorded sessions") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the recording outlived its retention");
     let audit = stdout(&served.cli(&["audit", "tail", "-n", "100", "--json"]));
     let entries: Vec<serde_json::Value> = audit
         .lines()
