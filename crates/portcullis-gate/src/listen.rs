@@ -1,8 +1,55 @@
 //! Accepting connections, for the protocol listeners.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+
+/// How many connections one client address may have open before they log
+/// in: idle connections that never log in would otherwise hold the
+/// process's file descriptors until their login timeout, for everyone.
+pub const MAX_LOGINS_PER_ADDRESS: usize = 64;
+
+/// Connections not logged in yet, by client address.
+#[derive(Clone, Default)]
+pub struct Logins(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// A connection's place among those not logged in yet, given back when
+/// dropped (at login, or when the connection ends).
+pub struct LoggingIn {
+    logins: Logins,
+    ip: IpAddr,
+}
+
+impl Logins {
+    /// A place for one more connection from `ip` that has yet to log in;
+    /// `None` when that address has [`MAX_LOGINS_PER_ADDRESS`] already.
+    pub fn enter(&self, ip: IpAddr) -> Option<LoggingIn> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= MAX_LOGINS_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(LoggingIn {
+            logins: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for LoggingIn {
+    fn drop(&mut self) {
+        let mut open = self.logins.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// How long to wait after an error accepting a connection: out of file
 /// descriptors, the next try fails too until some close.
@@ -37,6 +84,20 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_holds_a_bounded_number_of_logins_and_gets_them_back() {
+        let logins = Logins::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<LoggingIn> = (0..MAX_LOGINS_PER_ADDRESS)
+            .map(|_| logins.enter(ip).unwrap())
+            .collect();
+        assert!(logins.enter(ip).is_none());
+        assert!(logins.enter("192.0.2.2".parse().unwrap()).is_some());
+        drop(held);
+        assert!(logins.enter(ip).is_some());
+        assert!(logins.0.lock().unwrap().len() <= 1);
+    }
 
     /// Sets this process's soft limit of open files; the one before.
     fn set_open_files_limit(soft: &str) -> String {

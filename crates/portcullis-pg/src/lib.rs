@@ -222,15 +222,25 @@ impl PgService {
 
     /// Accepts connections until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let logins = portcullis_gate::listen::Logins::default();
         loop {
             let (tcp, peer) = portcullis_gate::listen::accept(&listener).await;
+            let Some(logging_in) = logins.enter(peer.ip()) else {
+                info!(%peer, "too many connections from one address not logged in yet; closed");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let service = self.clone();
-            tokio::spawn(async move { service.handle(tcp, peer).await });
+            tokio::spawn(async move { service.handle(tcp, peer, logging_in).await });
         }
     }
 
-    async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+    async fn handle(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        logging_in: portcullis_gate::listen::LoggingIn,
+    ) {
         let hello =
             match tokio::time::timeout(LOGIN_TIMEOUT, client::accept(tcp, self.tls.as_ref())).await
             {
@@ -250,7 +260,9 @@ impl PgService {
                 let number = self.next_session.fetch_add(1, Ordering::Relaxed);
                 let id = SessionId::new(format!("pg-{:08x}-{number}", rand::random::<u32>()));
                 let span = tracing::info_span!("session", session = %id, %peer);
-                self.session(id, startup, peer).instrument(span).await
+                self.session(id, startup, peer, logging_in)
+                    .instrument(span)
+                    .await
             }
         }
     }
@@ -266,7 +278,13 @@ impl PgService {
         }
     }
 
-    async fn session(&self, id: SessionId, mut startup: client::ClientStartup, peer: SocketAddr) {
+    async fn session(
+        &self,
+        id: SessionId,
+        mut startup: client::ClientStartup,
+        peer: SocketAddr,
+        logging_in: portcullis_gate::listen::LoggingIn,
+    ) {
         let cleartext_ok = startup.tls
             || match self.cleartext {
                 CleartextPolicy::Always => true,
@@ -351,6 +369,8 @@ impl PgService {
                 return;
             }
         };
+        // Logged in: no longer counted among its address's logins.
+        drop(logging_in);
         let Some(target) = self.targets.get(&target_name).cloned() else {
             client::refuse(
                 &mut startup.stream,

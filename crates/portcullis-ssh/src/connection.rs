@@ -30,28 +30,64 @@ const MAX_EARLY_BYTES: usize = 1 << 20;
 const MAX_TYPED: usize = 4096;
 
 /// Runs one connection to its end, then audits and seals its session.
-pub(crate) async fn serve(inner: Arc<Inner>, socket: tokio::net::TcpStream, peer: SocketAddr) {
+/// How long a connection may take to log in (OpenSSH's `LoginGraceTime`).
+const LOGIN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    logging_in: portcullis_gate::listen::LoggingIn,
+) {
     let slot: Arc<Mutex<Option<Arc<Authed>>>> = Arc::default();
     let handler = Connection {
         inner: inner.clone(),
         peer,
         slot: slot.clone(),
         authed: None,
+        logging_in: Some(logging_in),
     };
     let config = inner.config.clone();
-    let outcome = match server::run_stream(config, socket, handler).await {
-        Ok(running) => match running.await {
-            Ok(()) => "closed".to_string(),
-            Err(e) => {
-                debug!(%peer, error = %e, "ssh connection ended");
-                format!("ended: {e}")
-            }
-        },
-        Err(e) => {
+    let running = match tokio::time::timeout(
+        LOGIN_GRACE,
+        server::run_stream(config, socket, handler),
+    )
+    .await
+    {
+        Ok(Ok(running)) => running,
+        Ok(Err(e)) => {
             debug!(%peer, error = %e, "ssh handshake failed");
             return;
         }
+        Err(_) => {
+            debug!(%peer, "no ssh handshake in time");
+            return;
+        }
     };
+    let grace = {
+        let (slot, handle) = (slot.clone(), running.handle());
+        tokio::spawn(async move {
+            tokio::time::sleep(LOGIN_GRACE).await;
+            if slot.lock().map_or(true, |s| s.is_none()) {
+                debug!(%peer, "no login in time");
+                let _ = handle
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "no login within the login grace time".into(),
+                        "en".into(),
+                    )
+                    .await;
+            }
+        })
+    };
+    let outcome = match running.await {
+        Ok(()) => "closed".to_string(),
+        Err(e) => {
+            debug!(%peer, error = %e, "ssh connection ended");
+            format!("ended: {e}")
+        }
+    };
+    grace.abort();
     let authed = slot.lock().ok().and_then(|mut s| s.take());
     if let Some(authed) = authed {
         authed.end(&outcome).await;
@@ -65,6 +101,8 @@ struct Connection {
     /// Shared with [`serve`], which ends the session.
     slot: Arc<Mutex<Option<Arc<Authed>>>>,
     authed: Option<Arc<Authed>>,
+    /// Its place among its address's connections not logged in yet.
+    logging_in: Option<portcullis_gate::listen::LoggingIn>,
 }
 
 /// An authenticated connection.
@@ -280,6 +318,7 @@ impl Connection {
     }
 
     fn set(&mut self, authed: Authed) {
+        self.logging_in = None;
         let authed = Arc::new(authed);
         if let Ok(mut slot) = self.slot.lock() {
             *slot = Some(authed.clone());

@@ -187,11 +187,16 @@ impl SshService {
 
     /// Accepts connections until the task is dropped.
     pub async fn serve(&self, listener: tokio::net::TcpListener) {
+        let logins = portcullis_gate::listen::Logins::default();
         loop {
             let (socket, peer) = portcullis_gate::listen::accept(&listener).await;
+            let Some(logging_in) = logins.enter(peer.ip()) else {
+                tracing::info!(%peer, "too many connections from one address not logged in yet; closed");
+                continue;
+            };
             let _ = socket.set_nodelay(true);
             let inner = self.inner.clone();
-            tokio::spawn(connection::serve(inner, socket, peer));
+            tokio::spawn(connection::serve(inner, socket, peer, logging_in));
         }
     }
 }

@@ -310,6 +310,31 @@ async fn a_connection_that_never_logs_in_is_closed() {
             }
         }
     };
+    // Nor can one address hold many: past 64 connections not logged in,
+    // the next is closed at once, and a login waits for a place.
+    let mut idle = Vec::new();
+    for _ in 0..62 {
+        idle.push(tokio::net::TcpStream::connect(gw.pg_addr).await.unwrap());
+    }
+    let extra = tokio::net::TcpStream::connect(gw.pg_addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let mut extra = extra;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a 65th connection not logged in was kept: {read:?}"
+    );
+    drop(idle);
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let mut logged_in = false;
+    for _ in 0..50 {
+        if gw.connect(&alice).await.is_ok() {
+            logged_in = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logged_in, "no login once the idle connections closed");
     let (silent, no_password) = tokio::join!(closed(silent), closed(no_password));
     assert!(silent.is_some(), "a silent connection stayed open");
     assert!(
