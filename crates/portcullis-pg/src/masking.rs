@@ -704,14 +704,30 @@ pub fn sample_condition(lineage: &Lineage) -> Option<&ColumnRefName> {
         !reference.column.as_deref().is_some_and(|column| {
             matches!(
                 column,
+                // The statistics' names.
                 "schemaname"
                     | "tablename"
                     | "attname"
                     | "statistics_schemaname"
                     | "statistics_name"
+                    // What a session is, where from, since when, waiting on
+                    // what: all but its statement.
                     | "pid"
+                    | "leader_pid"
+                    | "datid"
                     | "datname"
+                    | "usesysid"
                     | "usename"
+                    | "application_name"
+                    | "client_addr"
+                    | "client_hostname"
+                    | "client_port"
+                    | "backend_start"
+                    | "xact_start"
+                    | "query_start"
+                    | "state_change"
+                    | "wait_event_type"
+                    | "wait_event"
                     | "state"
                     | "backend_type"
             )

@@ -298,6 +298,10 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
     while let Some(group) = groups.pop() {
         match group {
             Value::Struct(set) if set.name == "GroupingSet" => groups.extend(set.list("content")),
+            // PostgreSQL groups by each item of `(2, 1)` (a row written
+            // without ROW), positions included; a row written with ROW is
+            // one value, and taking it apart only names more.
+            Value::Struct(row) if row.name == "RowExpr" => groups.extend(row.list("args")),
             Value::List(list) => groups.extend(list),
             other => items.push(other),
         }
@@ -332,7 +336,17 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
                     else {
                         continue;
                     };
-                    named.extend(targets.get(i).and_then(target_value));
+                    // Positions count the columns a `*` stands for, which
+                    // the text does not show: at or past one, any output.
+                    if targets
+                        .iter()
+                        .take(i.saturating_add(1))
+                        .any(|t| target_value(t).is_some_and(is_star))
+                    {
+                        named.extend(targets.iter().filter_map(target_value));
+                    } else {
+                        named.extend(targets.get(i).and_then(target_value));
+                    }
                     // A position in a VALUES list names that column of
                     // every row.
                     for row in branch.list("values_lists") {

@@ -276,6 +276,17 @@ fn conditions_are_everything_but_the_output() {
         ("select distinct on (2) id, email from customers", &["email"]),
         ("select id, email from customers group by rollup (1, 2)", &["email", "id"]),
         ("select email from customers union all select name from customers order by 1", &["email", "name"]),
+        // A row of positions in GROUP BY is its items, each a position.
+        ("select id, email from customers group by (2, 1)", &["email", "id"]),
+        ("select id, email from customers group by rollup ((2, 1))", &["email", "id"]),
+        ("select id, email from customers group by grouping sets ((2, 1))", &["email", "id"]),
+        // A position counts the columns `*` stands for: at or past one, it
+        // may be any output.
+        ("select * from customers order by 3", &["*"]),
+        ("select id, * from customers order by 1", &["id"]),
+        ("select id, *, ascii(email) from customers order by 9", &["*", "email", "id"]),
+        ("select distinct on (3) * from customers", &["*"]),
+        ("select c.* from customers c order by 2", &["c.*"]),
         // Set operations that compare their branches' values.
         ("select email from customers intersect select 'x'", &["email"]),
         ("select email from customers union select name from customers", &["email", "name"]),
