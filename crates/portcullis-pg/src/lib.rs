@@ -125,6 +125,9 @@ pub struct PgService {
     /// Sessions open per principal, and the most one may have.
     open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     max_sessions_per_user: usize,
+    /// Per principal with a session open: held while one of their long
+    /// texts is parsed.
+    long_parses: std::sync::Mutex<HashMap<String, std::sync::Weak<std::sync::Mutex<()>>>>,
 }
 
 /// A principal's place among the open sessions, given back when dropped.
@@ -166,7 +169,20 @@ impl PgService {
             next_session: AtomicU64::new(1),
             open: Default::default(),
             max_sessions_per_user: usize::MAX,
+            long_parses: Default::default(),
         }
+    }
+
+    /// The lock `principal`'s sessions share for parsing long texts.
+    fn long_parses(&self, principal: &str) -> Arc<std::sync::Mutex<()>> {
+        let mut locks = self.long_parses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lock) = locks.get(principal).and_then(std::sync::Weak::upgrade) {
+            return lock;
+        }
+        locks.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(std::sync::Mutex::new(()));
+        locks.insert(principal.to_owned(), Arc::downgrade(&lock));
+        lock
     }
 
     /// Refuses a principal's sessions past `max` open at once: each holds
@@ -556,6 +572,7 @@ impl PgService {
             return;
         }
         info!(principal = %session.principal.id, target = %target_name, "session started");
+        let principal_id = session.principal.id.clone();
         let relay = session::Relay {
             gate: self.gate.clone(),
             classifier: self.classifier.clone(),
@@ -565,6 +582,7 @@ impl PgService {
             cancels: registration.signal.clone(),
             binds: std::collections::HashMap::new(),
             recorder: recorder.clone(),
+            long_parses: self.long_parses(&principal_id),
         };
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").increment(1.0);
         metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);

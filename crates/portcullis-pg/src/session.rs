@@ -172,6 +172,10 @@ pub struct Relay {
     pub binds: HashMap<String, Option<Vec<Option<String>>>>,
     /// The session's recording, when sessions are recorded.
     pub recorder: Option<Arc<portcullis_record::Recorder>>,
+    /// Shared by the person's sessions: their long texts are parsed one
+    /// at a time, so that one person's many sessions cannot take every
+    /// core from the others.
+    pub long_parses: Arc<std::sync::Mutex<()>>,
 }
 
 /// How many portals' parameters are kept for reviewers, and how much of each.
@@ -568,10 +572,18 @@ impl Relay {
     /// are made as it is read, and returned to be undone if it does not run.
     /// An error is a refusal (a reason and its SQLSTATE), and undoes them.
     /// Classifies `sql`; a long text off the worker threads, so that the
-    /// other sessions go on meanwhile.
+    /// other sessions go on meanwhile, and one at a time for its person.
     fn classify(&self, sql: &str) -> Result<Arc<[StatementInfo]>, portcullis_sql::ClassifyError> {
-        if sql.len() > portcullis_sql::LONG_QUERY_LEN {
-            off_the_workers(|| self.classifier.classify(sql))
+        if let Some(hit) = self.classifier.cached(sql) {
+            Ok(hit)
+        } else if sql.len() > portcullis_sql::LONG_QUERY_LEN {
+            off_the_workers(|| {
+                let _mine = self
+                    .long_parses
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                self.classifier.classify(sql)
+            })
         } else {
             self.classifier.classify(sql)
         }

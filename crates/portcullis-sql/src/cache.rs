@@ -14,10 +14,14 @@ use crate::error::ClassifyError;
 /// fill the cache's memory. Repeated queries are short.
 pub const MAX_CACHED_QUERY_LEN: usize = 16 * 1024;
 
-/// Query strings longer than this are parsed one at a time: PostgreSQL's
-/// parser and its tree cost up to several hundred bytes of memory per byte
-/// of text, and a second of CPU per few hundred kilobytes.
-pub const LONG_QUERY_LEN: usize = 64 * 1024;
+/// Query strings longer than this are worth parsing off the threads that
+/// serve sessions: PostgreSQL's parser and its tree cost up to a second of
+/// CPU per few hundred kilobytes.
+pub const LONG_QUERY_LEN: usize = 8 * 1024;
+
+/// Query strings longer than this are parsed one at a time: the parser and
+/// its tree cost up to several hundred bytes of memory per byte of text.
+pub const LARGE_QUERY_LEN: usize = 64 * 1024;
 
 /// Classifies SQL query strings with the PostgreSQL grammar, caching the
 /// result by exact query text, and by shape (the text with its constants
@@ -31,7 +35,7 @@ pub struct Classifier {
     shapes: Option<Cache<String, Arc<StatementInfo>>>,
     /// The longest text classified; longer is an error.
     max_len: usize,
-    /// Held while a text longer than [`LONG_QUERY_LEN`] is parsed.
+    /// Held while a text longer than [`LARGE_QUERY_LEN`] is parsed.
     long: std::sync::Mutex<()>,
 }
 
@@ -48,6 +52,12 @@ impl Classifier {
             max_len: usize::MAX,
             long: std::sync::Mutex::new(()),
         }
+    }
+
+    /// The classification of `sql` if this very text was classified before
+    /// and is still cached.
+    pub fn cached(&self, sql: &str) -> Option<Arc<[StatementInfo]>> {
+        self.cache.as_ref()?.get(sql)
     }
 
     /// Refuses query strings longer than `max_len` bytes.
@@ -93,7 +103,7 @@ impl Classifier {
             }
             _ => None,
         };
-        let _one_at_a_time = (sql.len() > LONG_QUERY_LEN).then(|| {
+        let _one_at_a_time = (sql.len() > LARGE_QUERY_LEN).then(|| {
             self.long
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
