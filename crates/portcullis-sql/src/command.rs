@@ -42,6 +42,9 @@ fn dcl(name: impl Into<String>) -> Command {
     command(StatementKind::Dcl, name, true)
 }
 
+/// `AccessShareLock` in PostgreSQL's `lockdefs.h`.
+const ACCESS_SHARE_LOCK: i32 = 1;
+
 fn utility(name: &str, writes: bool) -> Command {
     command(StatementKind::Utility, name, writes)
 }
@@ -97,7 +100,9 @@ pub(crate) fn command_of(node: &NodeEnum) -> Command {
         NodeEnum::NotifyStmt(_) => utility("NOTIFY", true),
         NodeEnum::ListenStmt(_) => utility("LISTEN", false),
         NodeEnum::UnlistenStmt(_) => utility("UNLISTEN", false),
-        NodeEnum::LockStmt(_) => utility("LOCK TABLE", false),
+        // PostgreSQL asks for a write privilege for any mode but ACCESS
+        // SHARE: the others hold off other sessions' writes or reads.
+        NodeEnum::LockStmt(lock) => utility("LOCK TABLE", lock.mode != ACCESS_SHARE_LOCK),
         NodeEnum::FetchStmt(fetch) if fetch.ismove => utility("MOVE", false),
         NodeEnum::FetchStmt(_) => utility("FETCH", false),
         NodeEnum::ClosePortalStmt(_) => utility("CLOSE", false),
