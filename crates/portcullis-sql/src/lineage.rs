@@ -367,15 +367,25 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
                         }
                     }
                 }
+                // A name names the outputs called so, by the user (`as x`)
+                // or by PostgreSQL (`lower(email)` is `lower`); an output
+                // whose name cannot be told may be called anything. The
+                // columns a `*` stands for are each called by their own
+                // name: the name is the column, a condition already.
                 "ColumnRef" => {
                     let [Value::Struct(name)] = item.list("fields") else {
                         continue;
                     };
-                    let alias = name.str("sval");
-                    named.extend(targets.iter().filter_map(|target| match target {
-                        Value::Struct(target) if target.str("name") == alias => target.get("val"),
-                        _ => None,
-                    }));
+                    let name = name.str("sval");
+                    named.extend(
+                        targets
+                            .iter()
+                            .filter(|target| {
+                                !target_value(target).is_some_and(is_star)
+                                    && output_name(target).is_none_or(|output| output == name)
+                            })
+                            .filter_map(target_value),
+                    );
                 }
                 _ => {}
             }
@@ -391,6 +401,80 @@ fn integer_in(node: &Struct) -> Option<i64> {
         Value::Struct(inner) => integer_in(inner),
         _ => None,
     })
+}
+
+/// The name of an output list entry, as PostgreSQL gives it
+/// (`FigureColname`): its alias, or one made from its expression; `None`
+/// when the gateway cannot tell.
+fn output_name(target: &Value) -> Option<String> {
+    match target {
+        Value::Struct(target) if target.name == "ResTarget" => match target.str("name") {
+            "" => target.get("val").and_then(made_name),
+            alias => Some(alias.to_owned()),
+        },
+        other => made_name(other),
+    }
+}
+
+/// The name PostgreSQL makes for an unnamed output; `None` when the
+/// gateway cannot tell.
+fn made_name(value: &Value) -> Option<String> {
+    const UNNAMED: &str = "?column?";
+    let Value::Struct(node) = value else {
+        return None;
+    };
+    let last_string = |parts: &[Value]| match parts.last() {
+        Some(Value::Struct(part)) if part.name == "String" => Some(part.str("sval").to_owned()),
+        _ => None,
+    };
+    match node.name {
+        "ColumnRef" => last_string(node.list("fields")),
+        "AIndirection" => {
+            last_string(node.list("indirection")).or_else(|| node.get("arg").and_then(made_name))
+        }
+        "FuncCall" => last_string(node.list("funcname")),
+        "TypeCast" => node
+            .get("arg")
+            .and_then(made_name)
+            .filter(|name| name != UNNAMED)
+            .or_else(|| match node.get("type_name") {
+                Some(Value::Struct(type_name)) => last_string(type_name.list("names")),
+                _ => None,
+            }),
+        "CollateClause" => node.get("arg").and_then(made_name),
+        "CaseExpr" => Some(
+            node.get("defresult")
+                .and_then(made_name)
+                .filter(|name| name != UNNAMED)
+                .unwrap_or_else(|| "case".to_owned()),
+        ),
+        "AExpr" => Some(
+            if node.int("kind") == Some(pg_query::protobuf::AExprKind::AexprNullif as i64) {
+                "nullif"
+            } else {
+                UNNAMED
+            }
+            .to_owned(),
+        ),
+        "SubLink" => match node.int("sub_link_type") {
+            Some(kind) if kind == SubLinkType::ExistsSublink as i64 => Some("exists".to_owned()),
+            Some(kind) if kind == SubLinkType::ArraySublink as i64 => Some("array".to_owned()),
+            Some(kind) if kind == SubLinkType::ExprSublink as i64 => match node.get("subselect") {
+                Some(Value::Struct(select)) if !is_set_operation(select) => {
+                    select.list("target_list").first().and_then(output_name)
+                }
+                _ => None,
+            },
+            Some(_) => Some(UNNAMED.to_owned()),
+            None => None,
+        },
+        "RowExpr" => Some("row".to_owned()),
+        "AArrayExpr" => Some("array".to_owned()),
+        "CoalesceExpr" => Some("coalesce".to_owned()),
+        "GroupingFunc" => Some("grouping".to_owned()),
+        "AConst" | "ParamRef" | "BoolExpr" | "NullTest" | "BooleanTest" => Some(UNNAMED.to_owned()),
+        _ => None,
+    }
 }
 
 fn target_value(target: &Value) -> Option<&Value> {

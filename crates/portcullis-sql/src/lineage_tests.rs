@@ -276,6 +276,18 @@ fn conditions_are_everything_but_the_output() {
         ("select distinct on (2) id, email from customers", &["email"]),
         ("select id, email from customers group by rollup (1, 2)", &["email", "id"]),
         ("select email from customers union all select name from customers order by 1", &["email", "name"]),
+        // Names PostgreSQL gives outputs without an alias.
+        ("select id, lower(email) from customers order by lower", &["email", "lower"]),
+        ("select id, row(email) from customers order by row", &["email", "row"]),
+        ("select id, email || '' from customers order by \"?column?\"", &["?column?", "email"]),
+        ("select (select least(ascii(email), g) as x) from customers, generate_series(1, 9) g group by x", &["email", "g", "x"]),
+        ("select (email)::text from customers order by email", &["email"]),
+        ("select case when true then 1 else email end from customers order by email", &["email"]),
+        ("select id, email from customers order by id", &["id"]),
+        ("select id, lower(email) from customers order by id", &["id"]),
+        ("select id, email || '' from customers order by id", &["id"]),
+        ("select * from customers order by id", &["id"]),
+        ("select c.*, lower(email) from customers c order by lower", &["email", "lower"]),
         // A row of positions in GROUP BY is its items, each a position.
         ("select id, email from customers group by (2, 1)", &["email", "id"]),
         ("select id, email from customers group by rollup ((2, 1))", &["email", "id"]),
