@@ -11,9 +11,21 @@ use tokio::net::{TcpListener, TcpStream};
 /// process's file descriptors until their login timeout, for everyone.
 pub const MAX_LOGINS_PER_ADDRESS: usize = 64;
 
+/// How many connections a listener may have open before they log in, from
+/// all addresses: a flood from many addresses then holds off new logins
+/// while it lasts, but leaves the descriptors that running sessions, the
+/// audit log and policy reloads need.
+pub const MAX_LOGINS: usize = 512;
+
 /// Connections not logged in yet, by client address.
 #[derive(Clone, Default)]
-pub struct Logins(Arc<Mutex<HashMap<IpAddr, usize>>>);
+pub struct Logins(Arc<Mutex<Counts>>);
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
 
 /// A connection's place among those not logged in yet, given back when
 /// dropped (at login, or when the connection ends).
@@ -24,14 +36,19 @@ pub struct LoggingIn {
 
 impl Logins {
     /// A place for one more connection from `ip` that has yet to log in;
-    /// `None` when that address has [`MAX_LOGINS_PER_ADDRESS`] already.
+    /// `None` when that address has [`MAX_LOGINS_PER_ADDRESS`] already, or
+    /// all have [`MAX_LOGINS`].
     pub fn enter(&self, ip: IpAddr) -> Option<LoggingIn> {
-        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(ip).or_default();
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.total >= MAX_LOGINS {
+            return None;
+        }
+        let count = counts.by_address.entry(ip).or_default();
         if *count >= MAX_LOGINS_PER_ADDRESS {
             return None;
         }
         *count += 1;
+        counts.total += 1;
         Some(LoggingIn {
             logins: self.clone(),
             ip,
@@ -41,11 +58,12 @@ impl Logins {
 
 impl Drop for LoggingIn {
     fn drop(&mut self) {
-        let mut open = self.logins.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
+        let mut counts = self.logins.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(count) = counts.by_address.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                open.remove(&self.ip);
+                counts.by_address.remove(&self.ip);
             }
         }
     }
@@ -96,7 +114,19 @@ mod tests {
         assert!(logins.enter("192.0.2.2".parse().unwrap()).is_some());
         drop(held);
         assert!(logins.enter(ip).is_some());
-        assert!(logins.0.lock().unwrap().len() <= 1);
+        assert!(logins.0.lock().unwrap().by_address.len() <= 1);
+        // From many addresses, no more than MAX_LOGINS in all.
+        let many: Vec<LoggingIn> = (0..MAX_LOGINS)
+            .map(|i| {
+                let octets = u32::try_from(i).unwrap().to_be_bytes();
+                let ip = IpAddr::from([10, octets[1], octets[2], octets[3]]);
+                logins.enter(ip).unwrap()
+            })
+            .collect();
+        assert!(logins.enter("192.0.2.3".parse().unwrap()).is_none());
+        drop(many);
+        assert!(logins.enter("192.0.2.3".parse().unwrap()).is_some());
+        assert_eq!(logins.0.lock().unwrap().total, 0);
     }
 
     /// Sets this process's soft limit of open files; the one before.
