@@ -407,73 +407,100 @@ fn integer_in(node: &Struct) -> Option<i64> {
 /// (`FigureColname`): its alias, or one made from its expression; `None`
 /// when the gateway cannot tell.
 fn output_name(target: &Value) -> Option<String> {
-    match target {
+    let made = match target {
         Value::Struct(target) if target.name == "ResTarget" => match target.str("name") {
-            "" => target.get("val").and_then(made_name),
-            alias => Some(alias.to_owned()),
+            "" => target.get("val").map_or(Made::Unknown, made_name),
+            alias => return Some(alias.to_owned()),
         },
         other => made_name(other),
+    };
+    match made {
+        Made::Named(name, _) => Some(name),
+        Made::Unnamed => Some("?column?".to_owned()),
+        Made::Unknown => None,
     }
 }
 
-/// The name PostgreSQL makes for an unnamed output; `None` when the
-/// gateway cannot tell.
-fn made_name(value: &Value) -> Option<String> {
-    const UNNAMED: &str = "?column?";
+/// What PostgreSQL's `FigureColnameInternal` makes of an expression.
+enum Made {
+    /// A name, and how strongly it holds: 2 from a column, a function or
+    /// a construct; 1 for a fallback (`case`, a cast's type) that a cast
+    /// replaces with its type's name.
+    Named(String, u8),
+    /// No name: the output is `?column?`.
+    Unnamed,
+    /// The gateway cannot tell.
+    Unknown,
+}
+
+fn made_name(value: &Value) -> Made {
     let Value::Struct(node) = value else {
-        return None;
+        return Made::Unknown;
     };
-    let last_string = |parts: &[Value]| match parts.last() {
-        Some(Value::Struct(part)) if part.name == "String" => Some(part.str("sval").to_owned()),
-        _ => None,
+    // The last name among the parts, skipping `*` and subscripts.
+    let last_string = |parts: &[Value]| {
+        parts.iter().rev().find_map(|part| match part {
+            Value::Struct(part) if part.name == "String" => Some(part.str("sval").to_owned()),
+            _ => None,
+        })
     };
+    let named = |name: &str| Made::Named(name.to_owned(), 2);
     match node.name {
-        "ColumnRef" => last_string(node.list("fields")),
-        "AIndirection" => {
-            last_string(node.list("indirection")).or_else(|| node.get("arg").and_then(made_name))
-        }
-        "FuncCall" => last_string(node.list("funcname")),
-        "TypeCast" => node
-            .get("arg")
-            .and_then(made_name)
-            .filter(|name| name != UNNAMED)
-            .or_else(|| match node.get("type_name") {
-                Some(Value::Struct(type_name)) => last_string(type_name.list("names")),
-                _ => None,
-            }),
-        "CollateClause" => node.get("arg").and_then(made_name),
-        "CaseExpr" => Some(
-            node.get("defresult")
-                .and_then(made_name)
-                .filter(|name| name != UNNAMED)
-                .unwrap_or_else(|| "case".to_owned()),
-        ),
-        "AExpr" => Some(
-            if node.int("kind") == Some(pg_query::protobuf::AExprKind::AexprNullif as i64) {
-                "nullif"
+        "ColumnRef" | "FuncCall" => {
+            let parts = node.list(if node.name == "ColumnRef" {
+                "fields"
             } else {
-                UNNAMED
-            }
-            .to_owned(),
-        ),
-        "SubLink" => match node.int("sub_link_type") {
-            Some(kind) if kind == SubLinkType::ExistsSublink as i64 => Some("exists".to_owned()),
-            Some(kind) if kind == SubLinkType::ArraySublink as i64 => Some("array".to_owned()),
-            Some(kind) if kind == SubLinkType::ExprSublink as i64 => match node.get("subselect") {
-                Some(Value::Struct(select)) if !is_set_operation(select) => {
-                    select.list("target_list").first().and_then(output_name)
-                }
-                _ => None,
-            },
-            Some(_) => Some(UNNAMED.to_owned()),
-            None => None,
+                "funcname"
+            });
+            last_string(parts).map_or(Made::Unnamed, |name| Made::Named(name, 2))
+        }
+        "AIndirection" => match last_string(node.list("indirection")) {
+            Some(name) => Made::Named(name, 2),
+            None => node.get("arg").map_or(Made::Unknown, made_name),
         },
-        "RowExpr" => Some("row".to_owned()),
-        "AArrayExpr" => Some("array".to_owned()),
-        "CoalesceExpr" => Some("coalesce".to_owned()),
-        "GroupingFunc" => Some("grouping".to_owned()),
-        "AConst" | "ParamRef" | "BoolExpr" | "NullTest" | "BooleanTest" => Some(UNNAMED.to_owned()),
-        _ => None,
+        "CollateClause" => node.get("arg").map_or(Made::Unknown, made_name),
+        "TypeCast" => match node.get("arg").map_or(Made::Unknown, made_name) {
+            Made::Named(name, 2) => Made::Named(name, 2),
+            Made::Unknown => Made::Unknown,
+            Made::Named(..) | Made::Unnamed => match node.get("type_name") {
+                Some(Value::Struct(type_name)) => last_string(type_name.list("names"))
+                    .map_or(Made::Unknown, |name| Made::Named(name, 1)),
+                _ => Made::Unknown,
+            },
+        },
+        "CaseExpr" => match node.get("defresult").map_or(Made::Unnamed, made_name) {
+            Made::Named(name, 2) => Made::Named(name, 2),
+            Made::Unknown => Made::Unknown,
+            Made::Named(..) | Made::Unnamed => Made::Named("case".to_owned(), 1),
+        },
+        "AExpr" => {
+            if node.int("kind") == Some(pg_query::protobuf::AExprKind::AexprNullif as i64) {
+                named("nullif")
+            } else {
+                Made::Unnamed
+            }
+        }
+        "SubLink" => match node.int("sub_link_type") {
+            Some(kind) if kind == SubLinkType::ExistsSublink as i64 => named("exists"),
+            Some(kind) if kind == SubLinkType::ArraySublink as i64 => named("array"),
+            // The name of the subquery's output.
+            Some(kind) if kind == SubLinkType::ExprSublink as i64 => match node.get("subselect") {
+                Some(Value::Struct(select)) if !is_set_operation(select) => select
+                    .list("target_list")
+                    .first()
+                    .and_then(output_name)
+                    .map_or(Made::Unknown, |name| Made::Named(name, 2)),
+                _ => Made::Unknown,
+            },
+            Some(_) => Made::Unnamed,
+            None => Made::Unknown,
+        },
+        "RowExpr" => named("row"),
+        "AArrayExpr" => named("array"),
+        "CoalesceExpr" => named("coalesce"),
+        "GroupingFunc" => named("grouping"),
+        "AConst" | "ParamRef" | "BoolExpr" | "NullTest" | "BooleanTest" => Made::Unnamed,
+        _ => Made::Unknown,
     }
 }
 

@@ -283,6 +283,10 @@ fn conditions_are_everything_but_the_output() {
         ("select (select least(ascii(email), g) as x) from customers, generate_series(1, 9) g group by x", &["email", "g", "x"]),
         ("select (email)::text from customers order by email", &["email"]),
         ("select case when true then 1 else email end from customers order by email", &["email"]),
+        // A cast names an output by its type when its value has no strong
+        // name: `case ... end::text` is `text`.
+        ("select id, (case when id = 1 then email end)::text from customers order by text", &["email", "id", "text"]),
+        ("select id, (c).email[1] from customers c order by email", &["c", "email"]),
         ("select id, email from customers order by id", &["id"]),
         ("select id, lower(email) from customers order by id", &["id"]),
         ("select id, email || '' from customers order by id", &["id"]),
