@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pg_query::protobuf::{self, RawStmt};
 use pg_query::NodeEnum;
-use portcullis_core::{Lineage, SessionObjects, StatementInfo, StatementKind};
+use portcullis_core::{ColumnRefName, Lineage, SessionObjects, StatementInfo, StatementKind};
 
 use crate::command::{command_of, Command};
 use crate::error::ClassifyError;
@@ -112,7 +112,18 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             // It stores what the statement stores, and its row counts tell
             // what the statement's conditions chose.
             let written = analysis.lineage.written.take();
-            let conditions = std::mem::take(&mut analysis.lineage.conditions);
+            let mut conditions = std::mem::take(&mut analysis.lineage.conditions);
+            // The plan tells how often each part of the output list ran
+            // (`loops=`, `never executed`): what it computes chose that.
+            match &analysis.lineage.columns {
+                Some(columns) if !analysis.lineage.opaque => {
+                    conditions.extend(columns.iter().flat_map(|c| c.refs.iter().cloned()));
+                }
+                _ => conditions.push(ColumnRefName {
+                    qualifiers: Vec::new(),
+                    column: None,
+                }),
+            }
             analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage.relations));
             analysis.lineage.written = written;
             analysis.lineage.conditions = conditions;
@@ -125,11 +136,15 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             let query = inner(explain.query.as_deref())?;
             let (mut facts, lineage) = tree_facts(query)?;
             facts.kinds.clear();
+            // The planner's row estimates come from the statistics of
+            // what the conditions read: samples of their values.
+            let mut explained = explain_lineage(lineage.relations);
+            explained.conditions = lineage.conditions;
             Analysis {
                 command: command_of(node),
                 facts,
                 prepares: None,
-                lineage: explain_lineage(lineage.relations),
+                lineage: explained,
                 objects: SessionObjects::default(),
             }
         }

@@ -381,11 +381,23 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
                         targets
                             .iter()
                             .filter(|target| {
-                                !target_value(target).is_some_and(is_star)
+                                !names_relation_columns(target)
                                     && output_name(target).is_none_or(|output| output == name)
                             })
                             .filter_map(target_value),
                     );
+                    // A VALUES list's columns are `column1`, `column2`, ...
+                    let position = name
+                        .strip_prefix("column")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .and_then(|n| n.checked_sub(1));
+                    if let Some(i) = position {
+                        for row in branch.list("values_lists") {
+                            if let Value::Struct(row) = row {
+                                named.extend(row.list("items").get(i));
+                            }
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -401,6 +413,13 @@ fn integer_in(node: &Struct) -> Option<i64> {
         Value::Struct(inner) => integer_in(inner),
         _ => None,
     })
+}
+
+/// Whether an output list entry is `*` or `x.*` over relations: each
+/// column it stands for is called by its own name.
+/// (`(expr).*` names the fields of whatever `expr` makes.)
+fn names_relation_columns(target: &Value) -> bool {
+    matches!(target_value(target), Some(value @ Value::Struct(node)) if node.name == "ColumnRef" && is_star(value))
 }
 
 /// The name of an output list entry, as PostgreSQL gives it
@@ -454,6 +473,8 @@ fn made_name(value: &Value) -> Made {
             });
             last_string(parts).map_or(Made::Unnamed, |name| Made::Named(name, 2))
         }
+        // `(expr).*` is as many outputs as `expr` has fields.
+        "AIndirection" if is_star(value) => Made::Unknown,
         "AIndirection" => match last_string(node.list("indirection")) {
             Some(name) => Made::Named(name, 2),
             None => node.get("arg").map_or(Made::Unknown, made_name),
@@ -485,11 +506,16 @@ fn made_name(value: &Value) -> Made {
             Some(kind) if kind == SubLinkType::ArraySublink as i64 => named("array"),
             // The name of the subquery's output.
             Some(kind) if kind == SubLinkType::ExprSublink as i64 => match node.get("subselect") {
-                Some(Value::Struct(select)) if !is_set_operation(select) => select
-                    .list("target_list")
-                    .first()
-                    .and_then(output_name)
-                    .map_or(Made::Unknown, |name| Made::Named(name, 2)),
+                Some(Value::Struct(select)) if !is_set_operation(select) => {
+                    match select.list("target_list").first() {
+                        Some(first) if target_value(first).is_some_and(is_star) => Made::Unknown,
+                        Some(first) => {
+                            output_name(first).map_or(Made::Unknown, |name| Made::Named(name, 2))
+                        }
+                        None if !select.list("values_lists").is_empty() => named("column1"),
+                        None => Made::Unknown,
+                    }
+                }
                 _ => Made::Unknown,
             },
             Some(_) => Made::Unnamed,
@@ -498,6 +524,31 @@ fn made_name(value: &Value) -> Made {
         "RowExpr" => named("row"),
         "AArrayExpr" => named("array"),
         "CoalesceExpr" => named("coalesce"),
+        "MinMaxExpr" => match node.int("op") {
+            Some(op) if op == pg_query::protobuf::MinMaxOp::IsGreatest as i64 => named("greatest"),
+            Some(op) if op == pg_query::protobuf::MinMaxOp::IsLeast as i64 => named("least"),
+            _ => Made::Unknown,
+        },
+        "XmlExpr" => {
+            use pg_query::protobuf::XmlExprOp;
+            let names = [
+                (XmlExprOp::IsXmlconcat, "xmlconcat"),
+                (XmlExprOp::IsXmlelement, "xmlelement"),
+                (XmlExprOp::IsXmlforest, "xmlforest"),
+                (XmlExprOp::IsXmlparse, "xmlparse"),
+                (XmlExprOp::IsXmlpi, "xmlpi"),
+                (XmlExprOp::IsXmlroot, "xmlroot"),
+                (XmlExprOp::IsXmlserialize, "xmlserialize"),
+            ];
+            match node.int("op") {
+                Some(op) if op == XmlExprOp::IsDocument as i64 => Made::Unnamed,
+                Some(op) => names
+                    .iter()
+                    .find(|(known, _)| *known as i64 == op)
+                    .map_or(Made::Unknown, |(_, name)| named(name)),
+                None => Made::Unknown,
+            }
+        }
         "GroupingFunc" => named("grouping"),
         "AConst" | "ParamRef" | "BoolExpr" | "NullTest" | "BooleanTest" => Made::Unnamed,
         _ => Made::Unknown,

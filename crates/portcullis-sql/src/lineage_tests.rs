@@ -250,10 +250,12 @@ fn conditions_are_everything_but_the_output() {
         ("select count(email) from customers", &[]),
         ("copy (select email from customers) to stdout", &[]),
         ("select email from customers where email is not null", &[]),
-        ("explain select id from customers where email = 'x'", &[]),
+        ("explain select id from customers where email = 'x'", &["email"]),
+        ("explain select id, email from customers", &[]),
         // Everything that chooses, counts or orders rows.
         ("select id from customers where email = 'x'", &["email"]),
-        ("explain analyze select id from customers where email = 'x'", &["email"]),
+        ("explain analyze select id from customers where email = 'x'", &["email", "id"]),
+        ("explain analyze select case when email > 'j' then (select 1) end from customers", &["email"]),
         (
             "select count(*) from customers c join orders o on o.email = c.email group by c.card having max(c.id) > 1 order by c.name limit 1",
             &["c.card", "c.email", "c.id", "c.name", "o.email"],
@@ -291,6 +293,15 @@ fn conditions_are_everything_but_the_output() {
         ("select id, lower(email) from customers order by id", &["id"]),
         ("select id, email || '' from customers order by id", &["id"]),
         ("select * from customers order by id", &["id"]),
+        // Round 21: the fields of `(expr).*`, VALUES columns by name, and
+        // names made for GREATEST, LEAST and XML constructors.
+        ("select (row(email)).* from customers order by f1", &["email", "f1"]),
+        ("select (select (row(c.email)).*) from customers c order by f1", &["c.email", "f1"]),
+        ("values (1, 'x'), (2, 'y') order by column2", &["column2"]),
+        ("select id, greatest(email, 'a') from customers order by id", &["id"]),
+        ("select id, greatest(email, 'a') from customers order by greatest", &["email", "greatest"]),
+        ("select id, xmlelement(name e, email) from customers order by id", &["id"]),
+        ("select id, (values (email)) from customers order by column1", &["column1", "email"]),
         ("select c.*, lower(email) from customers c order by lower", &["email", "lower"]),
         // A row of positions in GROUP BY is its items, each a position.
         ("select id, email from customers group by (2, 1)", &["email", "id"]),

@@ -187,6 +187,12 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         // Round 20: outputs named by PostgreSQL, not by an alias.
         "select id, lower(email) from customers order by lower",
         "select (select least(ascii(substr(email, 1, 1)), g) as x) from customers, generate_series(1, 255) g where id = 1 group by x",
+        // Round 21: the fields of `(expr).*` by name, VALUES columns by
+        // name, EXPLAIN's estimates and EXPLAIN ANALYZE's loop counts.
+        "select (row(email)).* from customers order by f1",
+        "values (1, (select email from customers where id = 1)), (2, 'k') order by column2",
+        "explain select id from customers where email >= 'j' and email < 'k'",
+        "explain analyze select case when email > 'j' then (select 1) end from customers",
         // A prepared statement's WHERE.
         "prepare q as select g from customers c, generate_series(1, 255) g where c.id = 2 and g = ascii(c.email); explain analyze execute q",
     ];
@@ -1056,6 +1062,10 @@ async fn statistics_and_other_sessions_statements_choose_no_rows_by_their_values
         (
             "select (select substr(query, 1, 1) as attname) from pg_stat_activity group by attname",
             "by `query`",
+        ),
+        (
+            "select (json_populate_record(null::pg_stats, row_to_json(s))).* from pg_stats s order by attname",
+            "statistics or of other sessions' statements by",
         ),
         (
             "select 1 where pg_stat_get_backend_activity(1) like '%123-45%'",
