@@ -124,6 +124,8 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
                     column: None,
                 }),
             }
+            conditions.sort();
+            conditions.dedup();
             analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage.relations));
             analysis.lineage.written = written;
             analysis.lineage.conditions = conditions;

@@ -208,6 +208,16 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
             }
             &[]
         }
+        // An output that holds a sub-select: what it computes around the
+        // sub-select decides whether and how often that runs, which its
+        // side effects show (row locks it takes, the statistics counters
+        // of what it reads).
+        "ResTarget" if output && node.get("val").is_some_and(holds_sub_select) => {
+            if let Some(value) = node.get("val") {
+                around_sub_selects(value, found);
+            }
+            return;
+        }
         // A test of nullness says nothing of the value.
         "NullTest" if node.get("arg").is_some_and(is_bare_column) => return,
         "SelectStmt" => {
@@ -280,6 +290,35 @@ fn renamed_in(value: &Value, found: &mut Vec<ColumnRefName>) {
             }
         }
         Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
+    }
+}
+
+/// Whether an expression holds a sub-select.
+fn holds_sub_select(value: &Value) -> bool {
+    match value {
+        Value::Struct(node) => {
+            node.name == "SubLink" || node.fields.iter().any(|(_, f)| holds_sub_select(f))
+        }
+        Value::List(items) => items.iter().any(holds_sub_select),
+        _ => false,
+    }
+}
+
+/// The column references of an output expression outside its sub-selects,
+/// as conditions; the sub-selects as outputs (their own conditions are
+/// conditions anyway).
+fn around_sub_selects(value: &Value, found: &mut Vec<ColumnRefName>) {
+    match value {
+        Value::Struct(node) if node.name == "SubLink" => conditions_in(value, true, found),
+        Value::Struct(node) if node.name == "ColumnRef" => conditions_in(value, false, found),
+        Value::Struct(node) => node
+            .fields
+            .iter()
+            .for_each(|(_, field)| around_sub_selects(field, found)),
+        Value::List(items) => items
+            .iter()
+            .for_each(|item| around_sub_selects(item, found)),
+        _ => {}
     }
 }
 

@@ -247,6 +247,11 @@ fn conditions_are_everything_but_the_output() {
         // The output list alone: the values are masked there.
         ("select email, upper(c.name) from customers c", &[]),
         ("select (select email from customers limit 1)", &[]),
+        ("select id, (select count(*) from orders o where o.customer_id = c.id) from customers c", &["c.id", "o.customer_id"]),
+        // Whether a sub-select runs shows in its side effects: what decides
+        // it is a condition.
+        ("select case when email > 'j' then (select 1 from orders limit 1 for share) end from customers", &["email"]),
+        ("select coalesce(email, (select 'x')) from customers", &["email"]),
         ("select count(email) from customers", &[]),
         ("copy (select email from customers) to stdout", &[]),
         ("select email from customers where email is not null", &[]),

@@ -193,6 +193,9 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         "values (1, (select email from customers where id = 1)), (2, 'k') order by column2",
         "explain select id from customers where email >= 'j' and email < 'k'",
         "explain analyze select case when email > 'j' then (select 1) end from customers",
+        // Round 22: whether an output's sub-select runs shows in the row
+        // locks it takes and the statistics counters of what it reads.
+        "select case when email > 'j' then (select 1 from orders limit 1 for share) end from customers",
         // A prepared statement's WHERE.
         "prepare q as select g from customers c, generate_series(1, 255) g where c.id = 2 and g = ascii(c.email); explain analyze execute q",
     ];
