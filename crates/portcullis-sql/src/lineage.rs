@@ -212,9 +212,14 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
         // sub-select decides whether and how often that runs, which its
         // side effects show (row locks it takes, the statistics counters
         // of what it reads).
-        "ResTarget" if output && node.get("val").is_some_and(holds_sub_select) => {
+        "ResTarget" if output => {
             if let Some(value) = node.get("val") {
-                around_sub_selects(value, found);
+                guarded_calls(value, found);
+                if holds_sub_select(value) {
+                    around_sub_selects(value, found);
+                } else {
+                    conditions_in(value, true, found);
+                }
             }
             return;
         }
@@ -301,6 +306,64 @@ fn holds_sub_select(value: &Value) -> bool {
         }
         Value::List(items) => items.iter().any(holds_sub_select),
         _ => false,
+    }
+}
+
+/// Whether an expression calls anything or holds a sub-select (`(x).f`,
+/// which may be a call, included).
+fn holds_call(value: &Value) -> bool {
+    match value {
+        Value::Struct(node) => {
+            matches!(node.name, "FuncCall" | "SubLink" | "AIndirection")
+                || node.fields.iter().any(|(_, f)| holds_call(f))
+        }
+        Value::List(items) => items.iter().any(holds_call),
+        _ => false,
+    }
+}
+
+/// In an output, a call that runs or not by what a CASE tests, or by where
+/// AND, OR or COALESCE stop, tells what decided it through its side
+/// effects (the session's random sequence, catalog caches, statistics
+/// counters): the references that decide are conditions.
+fn guarded_calls(value: &Value, found: &mut Vec<ColumnRefName>) {
+    let node = match value {
+        Value::Struct(node) => node,
+        Value::List(items) => return items.iter().for_each(|item| guarded_calls(item, found)),
+        _ => return,
+    };
+    match node.name {
+        "CaseExpr" => {
+            let whens: Vec<&Struct> = node
+                .list("args")
+                .iter()
+                .filter_map(|when| match when {
+                    Value::Struct(when) => Some(when),
+                    _ => None,
+                })
+                .collect();
+            let guarded = node.get("defresult").is_some_and(holds_call)
+                || whens
+                    .iter()
+                    .any(|when| when.get("result").is_some_and(holds_call));
+            if guarded {
+                node.get("arg")
+                    .into_iter()
+                    .chain(whens.iter().filter_map(|when| when.get("expr")))
+                    .for_each(|decides| around_sub_selects(decides, found));
+            }
+        }
+        "BoolExpr" | "CoalesceExpr" if node.list("args").iter().any(holds_call) => {
+            node.list("args")
+                .iter()
+                .for_each(|decides| around_sub_selects(decides, found));
+        }
+        // A sub-select's own conditions are found where it is walked.
+        "SubLink" => return,
+        _ => {}
+    }
+    for (_, field) in &node.fields {
+        guarded_calls(field, found);
     }
 }
 

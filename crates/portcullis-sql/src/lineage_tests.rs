@@ -252,6 +252,14 @@ fn conditions_are_everything_but_the_output() {
         // it is a condition.
         ("select case when email > 'j' then (select 1 from orders limit 1 for share) end from customers", &["email"]),
         ("select coalesce(email, (select 'x')) from customers", &["email"]),
+        // So does whether a call runs: the session's random sequence,
+        // catalog caches.
+        ("select case when ascii(email) > 100 then random() end from customers", &["email"]),
+        ("select case when ascii(email) > 100 then to_regclass('x') end from customers", &["email"]),
+        ("select (email > 'j' and random() > 2) from customers", &["email"]),
+        ("select coalesce(nullif(email, 'x'), random()::text) from customers", &["email"]),
+        ("select case when id = 1 then lower(email) end from customers", &["id"]),
+        ("select case when email > 'j' then 1 else 2 end from customers", &[]),
         ("select count(email) from customers", &[]),
         ("copy (select email from customers) to stdout", &[]),
         ("select email from customers where email is not null", &[]),
