@@ -382,7 +382,7 @@ impl Relay {
                 let Some(sql) = message::query(frame.body()) else {
                     return malformed("query", Poison::Query);
                 };
-                let statements = self.statements(sql, prepared, true);
+                let statements = self.statements(self.classify(sql), prepared, true);
                 // The next Query runs whatever became of this one.
                 prepared.fence();
                 match statements {
@@ -411,7 +411,15 @@ impl Relay {
                 if name.len() > MAX_NAME_LEN {
                     return refused("parse", parse.query, long_name(&name), "42622", poison());
                 }
-                match self.statements(parse.query, prepared, false) {
+                let classified = self.classify(parse.query);
+                let manages_names = classified.as_ref().is_ok_and(|classified| {
+                    classified.iter().any(|s| {
+                        s.prepares.is_some()
+                            || s.executes.is_some()
+                            || s.objects != Default::default()
+                    })
+                });
+                match self.statements(classified, prepared, false) {
                     // An empty query: the name now runs nothing the
                     // gateway can check.
                     Ok((statements, _)) if statements.is_empty() => Planned::Forward {
@@ -428,15 +436,7 @@ impl Relay {
                     // Statements that make or end prepared statements and
                     // cursors, or run one, take effect when a portal of this
                     // statement runs, which the gateway does not follow.
-                    Ok(_)
-                        if self.classify(parse.query).is_ok_and(|classified| {
-                            classified.iter().any(|s| {
-                                s.prepares.is_some()
-                                    || s.executes.is_some()
-                                    || s.objects != Default::default()
-                            })
-                        }) =>
-                    {
+                    Ok(_) if manages_names => {
                         refused(
                             "parse",
                             parse.query,
@@ -565,12 +565,6 @@ impl Relay {
         }
     }
 
-    /// Classifies a query text and resolves SQL `EXECUTE`s, each against the
-    /// prepared statements as the statements before it in the same text
-    /// leave them (`deallocate r; prepare r as ...; execute r`). With
-    /// `apply`, each statement's changes to prepared statements and cursors
-    /// are made as it is read, and returned to be undone if it does not run.
-    /// An error is a refusal (a reason and its SQLSTATE), and undoes them.
     /// Classifies `sql`; a long text off the worker threads, so that the
     /// other sessions go on meanwhile, and one at a time for its person.
     fn classify(&self, sql: &str) -> Result<Arc<[StatementInfo]>, portcullis_sql::ClassifyError> {
@@ -589,13 +583,19 @@ impl Relay {
         }
     }
 
+    /// Resolves the SQL `EXECUTE`s of a classified query text, each against
+    /// the prepared statements as the statements before it in the same text
+    /// leave them (`deallocate r; prepare r as ...; execute r`). With
+    /// `apply`, each statement's changes to prepared statements and cursors
+    /// are made as it is read, and returned to be undone if it does not run.
+    /// An error is a refusal (a reason and its SQLSTATE), and undoes them.
     fn statements(
         &self,
-        sql: &str,
+        classified: Result<Arc<[StatementInfo]>, portcullis_sql::ClassifyError>,
         prepared: &mut Prepared,
         apply: bool,
     ) -> Result<(Vec<StatementInfo>, Vec<Vec<Change>>), Refusal> {
-        let classified = self.classify(sql).map_err(|e| {
+        let classified = classified.map_err(|e| {
             (
                 format!("the gateway refuses what it cannot parse: {e}"),
                 "42601",
