@@ -298,28 +298,25 @@ fn renamed_in(value: &Value, found: &mut Vec<ColumnRefName>) {
     }
 }
 
-/// Whether an expression holds a sub-select.
-fn holds_sub_select(value: &Value) -> bool {
+/// Whether an expression holds a node of one of `kinds`.
+fn holds(value: &Value, kinds: &[&str]) -> bool {
     match value {
         Value::Struct(node) => {
-            node.name == "SubLink" || node.fields.iter().any(|(_, f)| holds_sub_select(f))
+            kinds.contains(&node.name) || node.fields.iter().any(|(_, f)| holds(f, kinds))
         }
-        Value::List(items) => items.iter().any(holds_sub_select),
+        Value::List(items) => items.iter().any(|item| holds(item, kinds)),
         _ => false,
     }
+}
+
+fn holds_sub_select(value: &Value) -> bool {
+    holds(value, &["SubLink"])
 }
 
 /// Whether an expression calls anything or holds a sub-select (`(x).f`,
 /// which may be a call, included).
 fn holds_call(value: &Value) -> bool {
-    match value {
-        Value::Struct(node) => {
-            matches!(node.name, "FuncCall" | "SubLink" | "AIndirection")
-                || node.fields.iter().any(|(_, f)| holds_call(f))
-        }
-        Value::List(items) => items.iter().any(holds_call),
-        _ => false,
-    }
+    holds(value, &["FuncCall", "SubLink", "AIndirection"])
 }
 
 /// In an output, a call that runs or not by what a CASE tests, or by where
