@@ -1,6 +1,7 @@
-//! Accepting connections, for the protocol listeners.
+//! Accepting connections, for the protocol listeners, and counting them.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,53 +18,89 @@ pub const MAX_LOGINS_PER_ADDRESS: usize = 64;
 /// audit log and policy reloads need.
 pub const MAX_LOGINS: usize = 512;
 
-/// Connections not logged in yet, by client address.
-#[derive(Clone, Default)]
-pub struct Logins(Arc<Mutex<Counts>>);
+/// Places counted by key (connections by client address, sessions by
+/// person): at most `per_key` for one key and `total` in all. A place is
+/// given back when its guard drops.
+pub struct Places<K: Eq + Hash>(Arc<Mutex<Counts<K>>>);
 
-#[derive(Default)]
-struct Counts {
+impl<K: Eq + Hash> Clone for Places<K> {
+    fn clone(&self) -> Self {
+        Places(self.0.clone())
+    }
+}
+
+struct Counts<K> {
+    per_key: usize,
+    most: usize,
     total: usize,
-    by_address: HashMap<IpAddr, usize>,
+    by_key: HashMap<K, usize>,
 }
 
-/// A connection's place among those not logged in yet, given back when
-/// dropped (at login, or when the connection ends).
-pub struct LoggingIn {
-    logins: Logins,
-    ip: IpAddr,
+/// One place of a [`Places`], given back when dropped.
+pub struct Place<K: Eq + Hash> {
+    places: Places<K>,
+    key: K,
 }
 
-impl Logins {
-    /// A place for one more connection from `ip` that has yet to log in;
-    /// `None` when that address has [`MAX_LOGINS_PER_ADDRESS`] already, or
-    /// all have [`MAX_LOGINS`].
-    pub fn enter(&self, ip: IpAddr) -> Option<LoggingIn> {
+/// Connections not logged in yet, by client address.
+pub type Logins = Places<IpAddr>;
+
+/// A connection's place among those not logged in yet, given back at login
+/// or when the connection ends.
+pub type LoggingIn = Place<IpAddr>;
+
+impl Places<IpAddr> {
+    /// At most [`MAX_LOGINS_PER_ADDRESS`] connections from one address not
+    /// logged in yet, and [`MAX_LOGINS`] in all.
+    pub fn logins() -> Logins {
+        Places::new(MAX_LOGINS_PER_ADDRESS, MAX_LOGINS)
+    }
+}
+
+impl<K: Eq + Hash + Clone> Places<K> {
+    pub fn new(per_key: usize, total: usize) -> Places<K> {
+        Places(Arc::new(Mutex::new(Counts {
+            per_key,
+            most: total,
+            total: 0,
+            by_key: HashMap::new(),
+        })))
+    }
+
+    /// The most places one key may have.
+    pub fn per_key(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).per_key
+    }
+
+    /// A place for one more of `key`; `None` when `key` has its most
+    /// already, or all have.
+    pub fn enter(&self, key: K) -> Option<Place<K>> {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.total >= MAX_LOGINS {
+        if counts.total >= counts.most {
             return None;
         }
-        let count = counts.by_address.entry(ip).or_default();
-        if *count >= MAX_LOGINS_PER_ADDRESS {
+        let per_key = counts.per_key;
+        let count = counts.by_key.entry(key.clone()).or_default();
+        if *count >= per_key {
             return None;
         }
         *count += 1;
         counts.total += 1;
-        Some(LoggingIn {
-            logins: self.clone(),
-            ip,
+        Some(Place {
+            places: self.clone(),
+            key,
         })
     }
 }
 
-impl Drop for LoggingIn {
+impl<K: Eq + Hash> Drop for Place<K> {
     fn drop(&mut self) {
-        let mut counts = self.logins.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.places.0.lock().unwrap_or_else(|p| p.into_inner());
         counts.total = counts.total.saturating_sub(1);
-        if let Some(count) = counts.by_address.get_mut(&self.ip) {
+        if let Some(count) = counts.by_key.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                counts.by_address.remove(&self.ip);
+                counts.by_key.remove(&self.key);
             }
         }
     }
@@ -105,7 +142,7 @@ mod tests {
 
     #[test]
     fn an_address_holds_a_bounded_number_of_logins_and_gets_them_back() {
-        let logins = Logins::default();
+        let logins = Logins::logins();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let held: Vec<LoggingIn> = (0..MAX_LOGINS_PER_ADDRESS)
             .map(|_| logins.enter(ip).unwrap())
@@ -114,7 +151,7 @@ mod tests {
         assert!(logins.enter("192.0.2.2".parse().unwrap()).is_some());
         drop(held);
         assert!(logins.enter(ip).is_some());
-        assert!(logins.0.lock().unwrap().by_address.len() <= 1);
+        assert!(logins.0.lock().unwrap().by_key.len() <= 1);
         // From many addresses, no more than MAX_LOGINS in all.
         let many: Vec<LoggingIn> = (0..MAX_LOGINS)
             .map(|i| {

@@ -33,6 +33,7 @@ pub use server::{PgTarget, TargetAddr};
 use cancel::{CancelRegistry, TargetCancelKey};
 use client::Hello;
 use portcullis_core::SessionId;
+use portcullis_gate::listen::Places;
 use portcullis_gate::{Gate, Session};
 use portcullis_identity::Verifier;
 use portcullis_sql::Classifier;
@@ -122,30 +123,12 @@ pub struct PgService {
     /// Where sessions are recorded; `None` when recording is off.
     pub recordings: Option<portcullis_record::Recordings>,
     next_session: AtomicU64,
-    /// Sessions open per principal, and the most one may have.
-    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
-    max_sessions_per_user: usize,
+    /// Sessions open per principal (at most `postgres.max_sessions_per_user`
+    /// each).
+    open: Places<String>,
     /// Per principal with a session open: held while one of their long
     /// texts is parsed.
     long_parses: std::sync::Mutex<HashMap<String, std::sync::Weak<std::sync::Mutex<()>>>>,
-}
-
-/// A principal's place among the open sessions, given back when dropped.
-struct OpenSession {
-    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
-    principal: String,
-}
-
-impl Drop for OpenSession {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.principal) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.principal);
-            }
-        }
-    }
 }
 
 impl PgService {
@@ -167,8 +150,7 @@ impl PgService {
             cancels: CancelRegistry::default(),
             recordings: None,
             next_session: AtomicU64::new(1),
-            open: Default::default(),
-            max_sessions_per_user: usize::MAX,
+            open: Places::new(usize::MAX, usize::MAX),
             long_parses: Default::default(),
         }
     }
@@ -188,22 +170,8 @@ impl PgService {
     /// Refuses a principal's sessions past `max` open at once: each holds
     /// one of the target's connection slots, which everyone shares.
     pub fn with_max_sessions_per_user(mut self, max: usize) -> PgService {
-        self.max_sessions_per_user = max;
+        self.open = Places::new(max, usize::MAX);
         self
-    }
-
-    /// A place for one more session of `principal`; `None` at the limit.
-    fn open_session(&self, principal: &str) -> Option<OpenSession> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(principal.to_owned()).or_default();
-        if *count >= self.max_sessions_per_user {
-            return None;
-        }
-        *count += 1;
-        Some(OpenSession {
-            open: self.open.clone(),
-            principal: principal.to_owned(),
-        })
     }
 
     /// Starts the session's recording with the startup messages the client
@@ -238,7 +206,7 @@ impl PgService {
 
     /// Accepts connections until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        let logins = portcullis_gate::listen::Logins::default();
+        let logins = portcullis_gate::listen::Logins::logins();
         loop {
             let (tcp, peer) = portcullis_gate::listen::accept(&listener).await;
             let Some(logging_in) = logins.enter(peer.ip()) else {
@@ -444,14 +412,14 @@ impl PgService {
                 .await;
             return;
         }
-        let Some(_open) = self.open_session(&session.principal.id) else {
+        let Some(_open) = self.open.enter(session.principal.id.clone()) else {
             info!(principal = %session.principal.id, target = %target_name, "too many sessions");
             client::refuse(
                 &mut startup.stream,
                 "53300",
                 &format!(
                     "you have {} sessions open through the gateway, the most one person may (postgres.max_sessions_per_user)",
-                    self.max_sessions_per_user
+                    self.open.per_key()
                 ),
                 Some("close one of them, and try again"),
             )

@@ -187,7 +187,7 @@ impl SshService {
 
     /// Accepts connections until the task is dropped.
     pub async fn serve(&self, listener: tokio::net::TcpListener) {
-        let logins = portcullis_gate::listen::Logins::default();
+        let logins = portcullis_gate::listen::Logins::logins();
         loop {
             let (socket, peer) = portcullis_gate::listen::accept(&listener).await;
             let Some(logging_in) = logins.enter(peer.ip()) else {
