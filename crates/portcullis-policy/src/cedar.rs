@@ -3,8 +3,8 @@
 
 use crate::error::PolicyError;
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    Context, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
 use portcullis_core::{
     Action, Approval, Command, Decision, Effect, Principal, Request, StatementInfo, StatementKind,
@@ -23,9 +23,7 @@ pub const SCHEMA: &str = include_str!("portcullis.cedarschema");
 /// A loaded, validated policy version. Immutable: a new version is a new
 /// value, swapped in whole.
 pub struct CedarPolicies {
-    policies: PolicySet,
     schema: Schema,
-    authorizer: Authorizer,
     /// `sha256:<12 hex>` of the files' names and contents, or a commit id.
     version: String,
     /// Policy id to the name people see (the `@id` annotation, or `file#n`).
@@ -37,6 +35,8 @@ pub struct CedarPolicies {
     /// which decides the same (a policy whose scope does not match is never
     /// satisfied and never evaluates its conditions) with less work.
     by_action: HashMap<String, Arc<Scoped>>,
+    /// Every policy: for an action the schema does not name.
+    all: Arc<Scoped>,
     /// For recent principals and targets: their entities (building them is
     /// a third of a decision, and a session asks for the same ones each
     /// time), and each action's policies cut to those whose principal and
@@ -60,64 +60,147 @@ const CONTEXTS_CACHED: usize = 1024;
 
 /// The policies that can apply to one action.
 pub(crate) struct Scoped {
-    policies: PolicySet,
-    /// The same but the approvable forbids: what would be decided if a
-    /// reviewer lifted them.
-    without_approvable: PolicySet,
-    /// Each of `policies`, with what its scope can match and whether it is
-    /// an approvable forbid.
-    members: Vec<(Policy, Scope, bool)>,
+    members: Vec<Member>,
+}
+
+/// One policy of a [`Scoped`] set.
+#[derive(Clone)]
+struct Member {
+    policy: Policy,
+    /// What its scope can match.
+    scope: Scope,
+    forbid: bool,
+    /// Its scope and conditions as one expression, built once (Cedar's
+    /// `Authorizer` builds it afresh for every request and drops it after,
+    /// a quarter of a decision's instructions), as [`crate::condition`]
+    /// prepares it.
+    condition: cedar_policy_core::ast::Expr,
+}
+
+/// What the policies of a [`Scoped`] set say of one request.
+struct Verdict<'s> {
+    /// The satisfied `forbid`s and `permit`s, in the set's order.
+    forbids: Vec<&'s Member>,
+    permits: Vec<&'s Member>,
+    /// The policies that could not be evaluated, with why. Cedar skips
+    /// them; the gateway turns an allow with any of them into a denial.
+    errors: Vec<(&'s Member, String)>,
 }
 
 impl Scoped {
-    fn new() -> Scoped {
-        Scoped {
-            policies: PolicySet::new(),
-            without_approvable: PolicySet::new(),
-            members: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, policy: &Policy, scope: Scope, approvable: bool) -> Result<(), String> {
-        self.policies
-            .add(policy.clone())
-            .map_err(|e| e.to_string())?;
-        if !approvable {
-            self.without_approvable
-                .add(policy.clone())
-                .map_err(|e| e.to_string())?;
-        }
-        self.members.push((policy.clone(), scope, approvable));
-        Ok(())
+    /// The policies of `policies` for which `applies` holds, by id (Cedar
+    /// keeps a set's policies in no particular order; a decision's reasons
+    /// are given in this one).
+    fn of(policies: &PolicySet, applies: impl Fn(&Policy) -> bool) -> Scoped {
+        let mut members: Vec<Member> = policies
+            .policies()
+            .filter(|policy| applies(policy))
+            .map(|policy| {
+                let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+                Member {
+                    forbid: policy.effect() == cedar_policy::Effect::Forbid,
+                    condition: crate::condition::prepared(&core.condition()),
+                    scope: Scope::of(policy),
+                    policy: policy.clone(),
+                }
+            })
+            .collect();
+        members.sort_by(|a, b| a.policy.id().cmp(b.policy.id()));
+        Scoped { members }
     }
 
     /// The ids of the policies.
     #[cfg(test)]
     pub(crate) fn ids(&self) -> Vec<String> {
-        self.policies
-            .policies()
-            .map(|p| p.id().to_string())
+        self.members
+            .iter()
+            .map(|m| m.policy.id().to_string())
             .collect()
+    }
+
+    /// Whether Cedar's own `Authorizer`, on the same policies, decides as
+    /// [`Scoped::evaluate`] did: the same effect, the same deciding
+    /// policies, as many errors. Run on every decision of test builds.
+    fn check(
+        &self,
+        verdict: &Verdict<'_>,
+        request: &cedar_policy::Request,
+        entities: &Entities,
+    ) -> Result<(), String> {
+        let set = PolicySet::from_policies(self.members.iter().map(|m| m.policy.clone()))
+            .map_err(|e| e.to_string())?;
+        let response = cedar_policy::Authorizer::new().is_authorized(request, &set, entities);
+        let allowed = verdict.forbids.is_empty() && !verdict.permits.is_empty();
+        let deciding = if verdict.forbids.is_empty() {
+            &verdict.permits
+        } else {
+            &verdict.forbids
+        };
+        let mut ours: Vec<&PolicyId> = deciding.iter().map(|m| m.policy.id()).collect();
+        let mut cedars: Vec<&PolicyId> = response.diagnostics().reason().collect();
+        ours.sort();
+        cedars.sort();
+        if allowed != (response.decision() == cedar_policy::Decision::Allow)
+            || ours != cedars
+            || verdict.errors.len() != response.diagnostics().errors().count()
+        {
+            return Err(format!(
+                "the decision differs from Cedar's own: {ours:?} and {} errors against {cedars:?} and {:?}",
+                verdict.errors.len(),
+                response.diagnostics().errors().collect::<Vec<_>>()
+            ));
+        }
+        Ok(())
     }
 
     /// The policies whose scope can match `principal` and `target`: the
     /// same value when that is all of them.
-    pub(crate) fn cut(
-        self: &Arc<Scoped>,
-        principal: &Principal,
-        target: &Target,
-    ) -> Result<Arc<Scoped>, String> {
+    pub(crate) fn cut(self: &Arc<Scoped>, principal: &Principal, target: &Target) -> Arc<Scoped> {
         let matches = |scope: &Scope| scope.matches(principal, target);
-        if self.members.iter().all(|(_, scope, _)| matches(scope)) {
-            return Ok(self.clone());
+        if self.members.iter().all(|m| matches(&m.scope)) {
+            return self.clone();
         }
-        let mut cut = Scoped::new();
-        for (policy, scope, approvable) in &self.members {
-            if matches(scope) {
-                cut.add(policy, scope.clone(), *approvable)?;
+        let members = self
+            .members
+            .iter()
+            .filter(|m| matches(&m.scope))
+            .cloned()
+            .collect();
+        Arc::new(Scoped { members })
+    }
+
+    /// Evaluates every policy against `request` with Cedar's evaluator, as
+    /// Cedar's `Authorizer` does, on the conditions built once.
+    fn evaluate(&self, request: &cedar_policy::Request, entities: &Entities) -> Verdict<'_> {
+        use cedar_policy_core::ast::{Literal, ValueKind};
+        let request: &cedar_policy_core::ast::Request = request.as_ref();
+        let evaluator = cedar_policy_core::evaluator::Evaluator::new(
+            request.clone(),
+            entities.as_ref(),
+            cedar_policy_core::extensions::Extensions::all_available(),
+        );
+        let mut verdict = Verdict {
+            forbids: Vec::new(),
+            permits: Vec::new(),
+            errors: Vec::new(),
+        };
+        for member in &self.members {
+            let core: &cedar_policy_core::ast::Policy = member.policy.as_ref();
+            match evaluator.interpret(&member.condition, core.env()) {
+                Ok(value) => match value.value {
+                    ValueKind::Lit(Literal::Bool(true)) if member.forbid => {
+                        verdict.forbids.push(member)
+                    }
+                    ValueKind::Lit(Literal::Bool(true)) => verdict.permits.push(member),
+                    ValueKind::Lit(Literal::Bool(false)) => {}
+                    _ => verdict
+                        .errors
+                        .push((member, "its condition is not a boolean".to_string())),
+                },
+                Err(e) => verdict.errors.push((member, e.to_string())),
             }
         }
-        Ok(Arc::new(cut))
+        verdict
     }
 }
 
@@ -485,17 +568,17 @@ impl CedarPolicies {
         if let Some(error) = PolicyError::from_problems(problems) {
             return Err(error);
         }
-        let by_action = scoped_by_action(&schema, &policies, &approvable)?;
+        let by_action = scoped_by_action(&schema, &policies);
+        let all = Arc::new(Scoped::of(&policies, |_| true));
         let reads = Reads::of(&policies);
         Ok(CedarPolicies {
             read: reads.context_fields(),
-            policies,
             schema,
-            authorizer: Authorizer::new(),
             version: content_version(&files),
             names,
             approvable,
             by_action,
+            all,
             pairs: quick_cache::sync::Cache::new(ENTITIES_CACHED),
             slicing: true,
             contexts: quick_cache::sync::Cache::new(CONTEXTS_CACHED),
@@ -521,7 +604,7 @@ impl CedarPolicies {
         self.by_action
             .get(action)
             .cloned()
-            .unwrap_or_else(|| Arc::new(Scoped::new()))
+            .unwrap_or_else(|| self.all.clone())
     }
 
     /// The same policies, evaluating each action's whole set rather than
@@ -618,64 +701,65 @@ impl CedarPolicies {
         } else {
             &self.by_action
         };
-        let scoped = by_action.get(request.action.name());
-        let response = self.authorizer.is_authorized(
-            &cedar_request,
-            scoped.map_or(&self.policies, |scoped| &scoped.policies),
-            entities,
-        );
-        let approval =
-            scoped.and_then(|scoped| self.approval(scoped, &response, &cedar_request, entities));
-        let mut policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|id| self.name_of(id))
+        let scoped = by_action.get(request.action.name()).unwrap_or(&self.all);
+        let verdict = scoped.evaluate(&cedar_request, entities);
+        if cfg!(debug_assertions) {
+            scoped.check(&verdict, &cedar_request, entities)?;
+        }
+        let approval = self.approval(&verdict);
+        // What Cedar's `Response` calls the reasons: the satisfied forbids
+        // when there are any, else the satisfied permits.
+        let deciding = if verdict.forbids.is_empty() {
+            &verdict.permits
+        } else {
+            &verdict.forbids
+        };
+        let mut policies: Vec<String> = deciding
+            .iter()
+            .map(|m| self.name_of(m.policy.id()))
             .collect();
         policies.sort();
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
-                    format!("policy `{}`: {}", self.name_of(e.policy_id()), e.inner())
-                }
-            })
+        let errors: Vec<String> = verdict
+            .errors
+            .iter()
+            .map(|(m, error)| format!("policy `{}`: {error}", self.name_of(m.policy.id())))
             .collect();
         let action = request.action.name();
-        let (effect, reason) = match response.decision() {
+        let allowed = verdict.forbids.is_empty() && !verdict.permits.is_empty();
+        let (effect, reason) = if allowed && !errors.is_empty() {
             // Fail closed: a policy that could not be evaluated might have
             // been a `forbid`, so an error turns an allow into a deny.
-            cedar_policy::Decision::Allow if !errors.is_empty() => (
+            (
                 Effect::Deny,
                 format!("a policy could not be evaluated: {}", errors.join("; ")),
-            ),
-            cedar_policy::Decision::Allow => (Effect::Allow, String::new()),
-            cedar_policy::Decision::Deny if policies.is_empty() => (
+            )
+        } else if allowed {
+            (Effect::Allow, String::new())
+        } else if verdict.forbids.is_empty() {
+            (
                 Effect::Deny,
                 format!(
                     "no policy permits `{action}` on target `{}` for `{}`",
                     request.target.name, request.principal.id
                 ),
-            ),
-            cedar_policy::Decision::Deny => {
-                let reasons: Vec<String> = response
-                    .diagnostics()
-                    .reason()
-                    .filter_map(|id| self.policies.policy(id))
-                    .filter_map(|p| p.annotation("reason").map(str::to_string))
-                    .collect();
-                let reason = if reasons.is_empty() {
-                    format!("`{action}` is forbidden")
-                } else {
-                    reasons.join("; ")
-                };
-                let effect = if approval.is_some() {
-                    Effect::Hold
-                } else {
-                    Effect::Deny
-                };
-                (effect, reason)
-            }
+            )
+        } else {
+            let reasons: Vec<&str> = verdict
+                .forbids
+                .iter()
+                .filter_map(|m| m.policy.annotation("reason"))
+                .collect();
+            let reason = if reasons.is_empty() {
+                format!("`{action}` is forbidden")
+            } else {
+                reasons.join("; ")
+            };
+            let effect = if approval.is_some() {
+                Effect::Hold
+            } else {
+                Effect::Deny
+            };
+            (effect, reason)
         };
         Ok(Decision {
             approval: approval.filter(|_| effect == Effect::Hold),
@@ -689,36 +773,18 @@ impl CedarPolicies {
 
     /// Who may approve a denial: only when every policy that denied is an
     /// approvable `forbid`, and the request is allowed without them (a
-    /// reviewer lifts a forbid, never grants what no policy permits).
-    fn approval(
-        &self,
-        scoped: &Scoped,
-        response: &cedar_policy::Response,
-        request: &cedar_policy::Request,
-        entities: &Entities,
-    ) -> Option<Approval> {
-        if response.decision() != cedar_policy::Decision::Deny
-            || response.diagnostics().errors().next().is_some()
-        {
+    /// reviewer lifts a forbid, never grants what no policy permits): some
+    /// permit is satisfied, and no policy failed to evaluate.
+    fn approval(&self, verdict: &Verdict<'_>) -> Option<Approval> {
+        if verdict.forbids.is_empty() || verdict.permits.is_empty() || !verdict.errors.is_empty() {
             return None;
         }
         let mut groups = Vec::new();
         let mut min_approvals = 1;
-        for id in response.diagnostics().reason() {
-            let approver = self.approvable.get(id)?;
+        for member in &verdict.forbids {
+            let approver = self.approvable.get(member.policy.id())?;
             groups.push(approver.group.clone());
             min_approvals = min_approvals.max(approver.min_approvals);
-        }
-        if groups.is_empty() {
-            return None;
-        }
-        let lifted = self
-            .authorizer
-            .is_authorized(request, &scoped.without_approvable, entities);
-        if lifted.decision() != cedar_policy::Decision::Allow
-            || lifted.diagnostics().errors().next().is_some()
-        {
-            return None;
         }
         groups.sort();
         groups.dedup();
@@ -745,8 +811,8 @@ impl CedarPolicies {
         let by_action = self
             .by_action
             .iter()
-            .map(|(action, scoped)| Ok((action.clone(), scoped.cut(principal, target)?)))
-            .collect::<Result<_, String>>()?;
+            .map(|(action, scoped)| (action.clone(), scoped.cut(principal, target)))
+            .collect();
         let groups = principal
             .groups
             .iter()
@@ -1018,41 +1084,23 @@ fn put_str(key: &mut Vec<u8>, s: &str) {
 }
 
 /// For each action of the schema, the policies whose action scope can match
-/// it (`action`, `action == A`, `action in [A, B]`), with and without the
-/// approvable forbids.
-fn scoped_by_action(
-    schema: &Schema,
-    policies: &PolicySet,
-    approvable: &HashMap<PolicyId, Approver>,
-) -> Result<HashMap<String, Arc<Scoped>>, PolicyError> {
+/// it (`action`, `action == A`, `action in [A, B]`).
+fn scoped_by_action(schema: &Schema, policies: &PolicySet) -> HashMap<String, Arc<Scoped>> {
     // With action groups in the schema, `in [G]` would match G's members too.
     let grouped = schema.action_groups().next().is_some();
     let mut by_action = HashMap::new();
     for action in schema.actions() {
-        let mut scoped = Scoped::new();
-        for policy in policies.policies() {
-            let applies = match policy.action_constraint() {
-                cedar_policy::ActionConstraint::Any => true,
-                cedar_policy::ActionConstraint::Eq(uid) => uid == *action,
-                cedar_policy::ActionConstraint::In(uids) => grouped || uids.contains(action),
-            };
-            if !applies {
-                continue;
-            }
-            scoped
-                .add(
-                    policy,
-                    Scope::of(policy),
-                    approvable.contains_key(policy.id()),
-                )
-                .map_err(|message| PolicyError::Invalid {
-                    location: policy.id().to_string(),
-                    message,
-                })?;
-        }
-        by_action.insert(action.id().unescaped().to_string(), Arc::new(scoped));
+        let applies = |policy: &Policy| match policy.action_constraint() {
+            cedar_policy::ActionConstraint::Any => true,
+            cedar_policy::ActionConstraint::Eq(uid) => uid == *action,
+            cedar_policy::ActionConstraint::In(uids) => grouped || uids.contains(action),
+        };
+        by_action.insert(
+            action.id().unescaped().to_string(),
+            Arc::new(Scoped::of(policies, applies)),
+        );
     }
-    Ok(by_action)
+    by_action
 }
 
 /// The `@approval("group")` (and `@approvals("N")`) of a policy: only on a

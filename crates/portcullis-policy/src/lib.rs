@@ -5,6 +5,7 @@
 //!
 //! Layout:
 //! - [`cedar`]: the Cedar engine and its schema (`portcullis.cedarschema`).
+//! - `condition.rs`: a Cedar policy's condition prepared for evaluation.
 //! - [`source`]: where policies come from: a directory or a Git commit.
 //! - `remote.rs`: a remote Git repository, asked for its refs and fetched
 //!   into a mirror.
@@ -17,6 +18,7 @@
 //! Gate.
 
 pub mod cedar;
+mod condition;
 pub mod engine;
 mod error;
 pub mod rego;
