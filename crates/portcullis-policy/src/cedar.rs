@@ -75,6 +75,10 @@ struct Member {
     /// a quarter of a decision's instructions), as [`crate::condition`]
     /// prepares it.
     condition: cedar_policy_core::ast::Expr,
+    /// The same as written, when preparing changed it: evaluated where the
+    /// prepared one fails, since it may fail only for the deeper stack it
+    /// needs.
+    written: Option<cedar_policy_core::ast::Expr>,
 }
 
 /// What the policies of a [`Scoped`] set say of one request.
@@ -97,9 +101,12 @@ impl Scoped {
             .filter(|policy| applies(policy))
             .map(|policy| {
                 let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+                let written = core.condition();
+                let condition = crate::condition::prepared(&written);
                 Member {
                     forbid: policy.effect() == cedar_policy::Effect::Forbid,
-                    condition: crate::condition::prepared(&core.condition()),
+                    written: (condition != written).then_some(written),
+                    condition,
                     scope: Scope::of(policy),
                     policy: policy.clone(),
                 }
@@ -186,7 +193,14 @@ impl Scoped {
         };
         for member in &self.members {
             let core: &cedar_policy_core::ast::Policy = member.policy.as_ref();
-            match evaluator.interpret(&member.condition, core.env()) {
+            let value = match (
+                evaluator.interpret(&member.condition, core.env()),
+                &member.written,
+            ) {
+                (Err(_), Some(written)) => evaluator.interpret(written, core.env()),
+                (value, _) => value,
+            };
+            match value {
                 Ok(value) => match value.value {
                     ValueKind::Lit(Literal::Bool(true)) if member.forbid => {
                         verdict.forbids.push(member)
@@ -363,6 +377,125 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
         .collect()
 }
 
+/// The language of a policy file, for [`check_length`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Language {
+    Cedar,
+    Rego,
+}
+
+impl Language {
+    /// How many operators one Cedar policy (up to a `;` outside brackets)
+    /// or one Rego rule (up to the `}` that closes its body) may hold:
+    /// `||`, `&&`, comparisons, arithmetic, `.`, `!`, and Cedar's `in`,
+    /// `has`, `like`, `is`, `if`. A chain of them needs no bracket (`a || b
+    /// || ...`, `1 + 1 + ...`) and nests one level per term once parsed;
+    /// the parsers, printers and evaluators recurse once per level, and
+    /// too many levels overflow the stack, which aborts the process (for
+    /// Rego, a few hundred terms on a 2 MiB stack of a debug build). The
+    /// quickstart's largest Cedar policy holds about 70 operators, its
+    /// largest Rego rule about 60.
+    fn max_operators(self) -> usize {
+        match self {
+            Language::Cedar => 2000,
+            Language::Rego => 300,
+        }
+    }
+}
+
+/// How many `if`s one Cedar policy may hold: `else if` nests a level each.
+/// Within these bounds, [`crate::condition::MAX_DEPTH`] then bounds the
+/// parsed Cedar policy's depth.
+pub(crate) const MAX_IFS: usize = 100;
+
+/// Refuses `text` with a policy or rule that holds more operators than
+/// [`Language::max_operators`], or a Cedar policy with more than
+/// [`MAX_IFS`] `if`s, counted outside string literals before any parser
+/// sees it. Words in comments count too: the bounds are far above what
+/// policies hold.
+pub(crate) fn check_length(
+    location: &str,
+    text: &str,
+    language: Language,
+) -> Result<(), PolicyError> {
+    let unit = match language {
+        Language::Cedar => "policy",
+        Language::Rego => "rule",
+    };
+    let refuse = |n: usize, what: &str, max: usize| PolicyError::Invalid {
+        location: location.to_string(),
+        message: format!(
+            "a {unit} holds {n} {what}; at most {max} are read (a longer chain exhausts \
+             the parser's stack): split it, or name the values in a set"
+        ),
+    };
+    let max_operators = language.max_operators();
+    let (mut operators, mut ifs, mut depth) = (0usize, 0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut word = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if let Language::Cedar = language {
+            match word.as_str() {
+                "if" => {
+                    ifs += 1;
+                    operators += 1;
+                }
+                "in" | "has" | "like" | "is" => operators += 1,
+                _ => {}
+            }
+        }
+        word.clear();
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 && matches!(language, Language::Rego) {
+                    operators = 0;
+                }
+            }
+            ';' if depth == 0 && matches!(language, Language::Cedar) => {
+                operators = 0;
+                ifs = 0;
+            }
+            // `||`, `&&`, `==`, `<=`: one operator of two characters.
+            '|' | '&' | '=' if chars.peek() == Some(&c) => {
+                chars.next();
+                operators += 1;
+            }
+            '<' | '>' | '!' if chars.peek() == Some(&'=') => {
+                chars.next();
+                operators += 1;
+            }
+            '<' | '>' | '!' | '+' | '-' | '*' | '/' | '%' | '|' | '&' | '.' => operators += 1,
+            _ => {}
+        }
+        if operators > max_operators {
+            return Err(refuse(operators, "operators", max_operators));
+        }
+        if ifs > MAX_IFS {
+            return Err(refuse(ifs, "`if`s", MAX_IFS));
+        }
+    }
+    Ok(())
+}
+
 /// How deep brackets may nest in a policy file. Cedar's parser recurses
 /// once per level (a few hundred overflow the stack, which aborts the
 /// process: no error can be reported), and regorus takes time that doubles
@@ -488,7 +621,10 @@ impl CedarPolicies {
         let mut problems = Vec::new();
         for (file_idx, file) in files.iter().enumerate() {
             let file_name = file_name(&file.path);
-            if let Err(e) = check_nesting(&shown(file).display().to_string(), &file.text) {
+            let location = shown(file).display().to_string();
+            if let Err(e) = check_nesting(&location, &file.text)
+                .and_then(|()| check_length(&location, &file.text, Language::Cedar))
+            {
                 problems.push(e);
                 continue;
             }
@@ -522,6 +658,21 @@ impl CedarPolicies {
                     problems.push(PolicyError::Invalid {
                         location: shown(file).display().to_string(),
                         message: format!("policy id `{name}` is used twice"),
+                    });
+                    continue;
+                }
+                let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+                let depth = crate::condition::depth(&core.condition());
+                if depth > crate::condition::MAX_DEPTH {
+                    problems.push(PolicyError::Invalid {
+                        location: format!("{} (policy `{name}`)", shown(file).display()),
+                        message: format!(
+                            "its condition nests {depth} levels deep; at most {} are evaluated \
+                             (`a || b || ...` and `else if` nest a level per term): group terms \
+                             in brackets, split the policy, or name the values in a set and use \
+                             `contains`",
+                            crate::condition::MAX_DEPTH
+                        ),
                     });
                     continue;
                 }
@@ -1196,13 +1347,41 @@ struct Reads {
 }
 
 impl Reads {
+    /// Read from each policy's parsed condition, without recursing (its
+    /// depth is bounded when loaded, but not the JSON form's: `true ||
+    /// true || ...` parses to a literal).
     fn of(policies: &PolicySet) -> Reads {
+        use cedar_policy_core::ast::ExprKind;
         let mut reads = Reads::default();
         for policy in policies.policies() {
-            match policy.to_json() {
-                Ok(json) => reads.walk(&json),
-                // Unreadable: everything counts as read.
-                Err(_) => reads.value(Vec::new()),
+            let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+            let condition = core.condition();
+            let mut pending = vec![&condition];
+            while let Some(expr) = pending.pop() {
+                if let Some(path) = context_path(expr) {
+                    reads.value(path);
+                    continue;
+                }
+                // `context has a`, `context.a has b`, `context has a.b`: the
+                // path is named, no value is used.
+                let tested = match expr.expr_kind() {
+                    ExprKind::HasAttr { expr, attr } => context_path(expr).map(|mut path| {
+                        path.push(attr.to_string());
+                        path
+                    }),
+                    ExprKind::ExtHasAttr { expr, attrs } => context_path(expr).map(|mut path| {
+                        path.extend(attrs.iter().map(|attr| attr.to_string()));
+                        path
+                    }),
+                    _ => None,
+                };
+                match tested {
+                    Some(mut path) => {
+                        path.truncate(2);
+                        reads.named.insert(path);
+                    }
+                    None => pending.extend(crate::condition::children(expr)),
+                }
             }
         }
         reads
@@ -1212,36 +1391,6 @@ impl Reads {
         path.truncate(2);
         self.values.insert(path.clone());
         self.named.insert(path);
-    }
-
-    fn walk(&mut self, json: &serde_json::Value) {
-        use serde_json::Value;
-        match json {
-            Value::Array(items) => items.iter().for_each(|item| self.walk(item)),
-            Value::Object(fields) => {
-                if let Some(path) = context_path(json) {
-                    self.value(path);
-                    return;
-                }
-                // `context has a`, `context.a has b`, `context has a.b`: the
-                // path is named, no value is used.
-                if let Some(has) = fields.get("has") {
-                    if let Some(mut path) = has.get("left").and_then(context_path) {
-                        match has.get("attr") {
-                            Some(Value::String(attr)) => path.push(attr.clone()),
-                            Some(Value::Array(attrs)) => path
-                                .extend(attrs.iter().filter_map(Value::as_str).map(str::to_string)),
-                            _ => {}
-                        }
-                        path.truncate(2);
-                        self.named.insert(path);
-                        return;
-                    }
-                }
-                fields.values().for_each(|value| self.walk(value));
-            }
-            _ => {}
-        }
     }
 
     /// Whether `context.<attr>` is named, or the context used whole.
@@ -1312,14 +1461,20 @@ impl ContextFields {
 
 /// `["a", "b"]` for `context.a.b` (and `context["a"]["b"]`), `[]` for
 /// `context`; `None` for anything else.
-fn context_path(json: &serde_json::Value) -> Option<Vec<String>> {
-    if json.get("Var").and_then(serde_json::Value::as_str) == Some("context") {
-        return Some(Vec::new());
+fn context_path(mut expr: &cedar_policy_core::ast::Expr) -> Option<Vec<String>> {
+    use cedar_policy_core::ast::{ExprKind, Var};
+    let mut path = Vec::new();
+    loop {
+        match expr.expr_kind() {
+            ExprKind::Var(Var::Context) => break,
+            ExprKind::GetAttr { expr: of, attr } => {
+                path.push(attr.to_string());
+                expr = of;
+            }
+            _ => return None,
+        }
     }
-    let access = json.get(".")?;
-    let attr = access.get("attr")?.as_str()?;
-    let mut path = context_path(access.get("left")?)?;
-    path.push(attr.to_string());
+    path.reverse();
     Some(path)
 }
 
@@ -1366,4 +1521,44 @@ fn locate(path: &Path, text: &str, diagnostic: &dyn miette::Diagnostic) -> Strin
 
 fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or(message).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cedar_policy_core::ast::Expr;
+
+    #[test]
+    fn where_the_prepared_condition_fails_the_written_one_decides() {
+        let policies = CedarPolicies::from_sources(&[(
+            "p.cedar",
+            r#"@id("p") permit (principal, action, resource);"#,
+        )])
+        .unwrap();
+        let mut scoped = Scoped {
+            members: policies.all.members.clone(),
+        };
+        let member = &mut scoped.members[0];
+        member.written = Some(member.condition.clone());
+        // An overflow: an error whatever the request.
+        member.condition = Expr::from_str("9223372036854775807 + 1 > 0").unwrap();
+        let uid = |text: &str| EntityUid::from_str(text).unwrap();
+        let request = cedar_policy::Request::new(
+            uid(r#"User::"a""#),
+            uid(r#"Action::"connect""#),
+            uid(r#"Target::"t""#),
+            Context::empty(),
+            None,
+        )
+        .unwrap();
+        let entities = Entities::empty();
+        let verdict = scoped.evaluate(&request, &entities);
+        assert_eq!(verdict.permits.len(), 1);
+        assert!(verdict.errors.is_empty());
+        // Without a written condition to fall back on, the error stands.
+        scoped.members[0].written = None;
+        let verdict = scoped.evaluate(&request, &entities);
+        assert!(verdict.permits.is_empty());
+        assert_eq!(verdict.errors.len(), 1);
+    }
 }

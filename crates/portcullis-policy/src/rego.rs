@@ -79,6 +79,7 @@ impl RegoPolicies {
                 }
             }
             crate::cedar::check_nesting(name, text)?;
+            crate::cedar::check_length(name, text, crate::cedar::Language::Rego)?;
             engine
                 .add_policy(name.clone(), text.to_string())
                 .map_err(|e| PolicyError::Invalid {

@@ -1249,3 +1249,92 @@ fn decisions_are_cedars_own() {
     // The grid reaches every outcome.
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
+
+/// A chain of terms needs no bracket and nests a level per term; parts of
+/// the parser, the evaluator and Rust's freeing of the policy recurse once
+/// per level. Long chains are refused when loaded, with what to do, and
+/// never crash the process.
+#[test]
+fn long_chains_are_refused_when_loaded() {
+    let terms = |n: usize| vec![r#"principal.subject == "a""#; n];
+    let policy = |condition: String| {
+        format!(
+            r#"permit (principal, action == Action::"connect", resource) when {{ {condition} }};"#
+        )
+    };
+    let load = |text: String| CedarPolicies::from_sources(&[("p.cedar", &text)]);
+    // 150 terms: parsed, and refused for its depth.
+    let err = load(policy(terms(150).join(" || ")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("p.cedar"), "{err}");
+    assert!(err.contains("levels deep; at most 100"), "{err}");
+    assert!(err.contains("group terms in brackets"), "{err}");
+    // Grouped in brackets, the same 150 terms load and decide.
+    let grouped: Vec<String> = terms(150)
+        .chunks(15)
+        .map(|group| format!("({})", group.join(" || ")))
+        .collect();
+    let policies = load(policy(grouped.join(" || "))).unwrap();
+    assert!(decide(&policies, &principal("a", &[]), Action::Connect).is_allowed());
+    // 5000 terms, or 101 `if`s: refused before any parser sees them.
+    let err = load(policy(terms(5000).join(" || ")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 2000 are read"), "{err}");
+    let ifs = r#"if principal.subject == "a" then false else "#.repeat(101);
+    let err = load(policy(format!("{ifs} true"))).unwrap_err().to_string();
+    assert!(
+        err.contains("101 `if`s") && err.contains("at most 100"),
+        "{err}"
+    );
+    // The longest chains the count lets through are parsed, refused for
+    // their depth, and freed, on a test's small stack; of literals alone,
+    // Cedar folds them into one.
+    let err = load(policy(vec!["principal has email"; 999].join(" || ")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("levels deep"), "{err}");
+    let policies = load(policy(vec!["true"; 1999].join(" || "))).unwrap();
+    assert!(decide(&policies, &principal("a", &[]), Action::Connect).is_allowed());
+    let ifs = "if principal has email then false else ".repeat(100);
+    let err = load(policy(format!("{ifs} true"))).unwrap_err().to_string();
+    assert!(err.contains("levels deep"), "{err}");
+    // Each policy is counted on its own.
+    let many = vec![policy(terms(40).join(" || ")); 100].join("\n");
+    assert!(load(many).is_ok());
+}
+
+/// The same for Rego: a chain of a few hundred terms overflows regorus's
+/// stack when parsed or evaluated; each rule is counted on its own.
+#[test]
+fn long_rego_chains_are_refused_when_loaded() {
+    let rule = |name: &str, terms: usize| {
+        let sum = vec!["1"; terms].join(" +\n\t\t");
+        format!(
+            "permit contains \"{name}\" if {{\n\tinput.action == \"connect\"\n\tx := ({sum})\n\tx > 0\n}}\n"
+        )
+    };
+    let module =
+        |rules: &[String]| format!("package portcullis\nimport rego.v1\n{}", rules.concat());
+    let err = RegoPolicies::from_sources(&[("p.rego", &module(&[rule("a", 5000)]))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("p.rego") && err.contains("a rule holds 301 operators"),
+        "{err}"
+    );
+    // Many rules of 200 terms each load, and decide.
+    let rules: Vec<String> = (0..10).map(|n| rule(&format!("r{n}"), 200)).collect();
+    let policies = RegoPolicies::from_sources(&[("p.rego", &module(&rules))]).unwrap();
+    let target = demo();
+    let decision = policies.decide(&Request {
+        principal: &principal("a", &[]),
+        target: &target,
+        action: &Action::Connect,
+        client_addr: None,
+        grant: None,
+        reason: None,
+    });
+    assert_eq!(decision.effect, Effect::Allow, "{decision:?}");
+}
