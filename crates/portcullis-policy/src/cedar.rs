@@ -377,8 +377,20 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
         .collect()
 }
 
-/// The language of a policy file, for [`check_length`].
-#[derive(Clone, Copy, Debug)]
+/// How deep brackets may nest in a policy file. Cedar's parser recurses
+/// once per level (a few hundred overflow the stack, which aborts the
+/// process: no error can be reported), and regorus takes time that doubles
+/// with each level of a nested literal (22 levels: over a minute). Policies
+/// people write nest a handful of levels.
+pub(crate) const MAX_NESTING: usize = 12;
+
+/// How many `if`s one Cedar policy may hold: `else if` nests a level each.
+/// Within these bounds, [`crate::condition::MAX_DEPTH`] then bounds the
+/// parsed Cedar policy's depth.
+pub(crate) const MAX_IFS: usize = 100;
+
+/// The language of a policy file, for [`check_text`].
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Language {
     Cedar,
     Rego,
@@ -401,36 +413,29 @@ impl Language {
             Language::Rego => 300,
         }
     }
+
+    /// What [`Language::max_operators`] counts in.
+    fn unit(self) -> &'static str {
+        match self {
+            Language::Cedar => "policy",
+            Language::Rego => "rule",
+        }
+    }
 }
 
-/// How many `if`s one Cedar policy may hold: `else if` nests a level each.
-/// Within these bounds, [`crate::condition::MAX_DEPTH`] then bounds the
-/// parsed Cedar policy's depth.
-pub(crate) const MAX_IFS: usize = 100;
-
-/// Refuses `text` with a policy or rule that holds more operators than
-/// [`Language::max_operators`], or a Cedar policy with more than
-/// [`MAX_IFS`] `if`s, counted outside string literals before any parser
-/// sees it. Words in comments count too: the bounds are far above what
-/// policies hold.
-pub(crate) fn check_length(
+/// Refuses `text`, before any parser sees it, whose brackets nest deeper
+/// than [`MAX_NESTING`], with a policy or rule of more operators than
+/// [`Language::max_operators`], or a Cedar policy of more than [`MAX_IFS`]
+/// `if`s; counted outside string literals. Words in comments count too:
+/// the bounds are far above what policies hold.
+pub(crate) fn check_text(
     location: &str,
     text: &str,
     language: Language,
 ) -> Result<(), PolicyError> {
-    let unit = match language {
-        Language::Cedar => "policy",
-        Language::Rego => "rule",
-    };
-    let refuse = |n: usize, what: &str, max: usize| PolicyError::Invalid {
-        location: location.to_string(),
-        message: format!(
-            "a {unit} holds {n} {what}; at most {max} are read (a longer chain exhausts \
-             the parser's stack): split it, or name the values in a set"
-        ),
-    };
-    let max_operators = language.max_operators();
-    let (mut operators, mut ifs, mut depth) = (0usize, 0usize, 0usize);
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut operators, mut most_operators) = (0usize, 0usize);
+    let (mut ifs, mut most_ifs) = (0usize, 0usize);
     let mut in_string = false;
     let mut escaped = false;
     let mut word = String::new();
@@ -449,7 +454,7 @@ pub(crate) fn check_length(
             word.push(c);
             continue;
         }
-        if let Language::Cedar = language {
+        if language == Language::Cedar {
             match word.as_str() {
                 "if" => {
                     ifs += 1;
@@ -462,15 +467,18 @@ pub(crate) fn check_length(
         word.clear();
         match c {
             '"' => in_string = true,
-            '(' | '[' | '{' => depth += 1,
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
             ')' | ']' => depth = depth.saturating_sub(1),
             '}' => {
                 depth = depth.saturating_sub(1);
-                if depth == 0 && matches!(language, Language::Rego) {
+                if depth == 0 && language == Language::Rego {
                     operators = 0;
                 }
             }
-            ';' if depth == 0 && matches!(language, Language::Cedar) => {
+            ';' if depth == 0 && language == Language::Cedar => {
                 operators = 0;
                 ifs = 0;
             }
@@ -486,59 +494,33 @@ pub(crate) fn check_length(
             '<' | '>' | '!' | '+' | '-' | '*' | '/' | '%' | '|' | '&' | '.' => operators += 1,
             _ => {}
         }
-        if operators > max_operators {
-            return Err(refuse(operators, "operators", max_operators));
-        }
-        if ifs > MAX_IFS {
-            return Err(refuse(ifs, "`if`s", MAX_IFS));
-        }
+        most_operators = most_operators.max(operators);
+        most_ifs = most_ifs.max(ifs);
     }
-    Ok(())
-}
-
-/// How deep brackets may nest in a policy file. Cedar's parser recurses
-/// once per level (a few hundred overflow the stack, which aborts the
-/// process: no error can be reported), and regorus takes time that doubles
-/// with each level of a nested literal (22 levels: over a minute). Policies
-/// people write nest a handful of levels.
-pub(crate) const MAX_NESTING: usize = 12;
-
-/// Refuses `text` whose brackets (outside string literals) nest deeper than
-/// [`MAX_NESTING`], before any parser sees it.
-pub(crate) fn check_nesting(location: &str, text: &str) -> Result<(), PolicyError> {
-    let mut depth = 0usize;
-    let mut deepest = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in text.chars() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '(' | '[' | '{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if deepest > MAX_NESTING {
-        return Err(PolicyError::Invalid {
+    let refuse = |message: String| {
+        Err(PolicyError::Invalid {
             location: location.to_string(),
-            message: format!(
-                "brackets nest {deepest} deep; at most {MAX_NESTING} are read (deeper nesting exhausts the parser)"
-            ),
-        });
+            message,
+        })
+    };
+    let chain =
+        "a longer chain exhausts the parser's stack): split it, or name the values in a set";
+    let (unit, max_operators) = (language.unit(), language.max_operators());
+    if deepest > MAX_NESTING {
+        refuse(format!(
+            "brackets nest {deepest} deep; at most {MAX_NESTING} are read (deeper nesting exhausts the parser)"
+        ))
+    } else if most_operators > max_operators {
+        refuse(format!(
+            "a {unit} holds {most_operators} operators; at most {max_operators} are read ({chain}"
+        ))
+    } else if most_ifs > MAX_IFS {
+        refuse(format!(
+            "a {unit} holds {most_ifs} `if`s; at most {MAX_IFS} are read ({chain}"
+        ))
+    } else {
+        Ok(())
     }
-    Ok(())
 }
 
 fn file_name(path: &Path) -> String {
@@ -622,9 +604,7 @@ impl CedarPolicies {
         for (file_idx, file) in files.iter().enumerate() {
             let file_name = file_name(&file.path);
             let location = shown(file).display().to_string();
-            if let Err(e) = check_nesting(&location, &file.text)
-                .and_then(|()| check_length(&location, &file.text, Language::Cedar))
-            {
+            if let Err(e) = check_text(&location, &file.text, Language::Cedar) {
                 problems.push(e);
                 continue;
             }

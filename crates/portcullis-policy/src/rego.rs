@@ -78,8 +78,7 @@ impl RegoPolicies {
                     defines[slot] = true;
                 }
             }
-            crate::cedar::check_nesting(name, text)?;
-            crate::cedar::check_length(name, text, crate::cedar::Language::Rego)?;
+            crate::cedar::check_text(name, text, crate::cedar::Language::Rego)?;
             engine
                 .add_policy(name.clone(), text.to_string())
                 .map_err(|e| PolicyError::Invalid {
