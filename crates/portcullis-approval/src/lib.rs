@@ -202,6 +202,11 @@ impl Approvals {
         self.inner.grant_changes.subscribe()
     }
 
+    /// How many times the grants in force have changed.
+    pub fn grant_generation(&self) -> u64 {
+        *self.inner.grant_changes.borrow()
+    }
+
     /// The grant `principal` holds on `target` now, if any.
     pub fn grant(&self, principal: &str, target: &str) -> Option<Grant> {
         let grants = match self.inner.grants.read() {

@@ -97,6 +97,9 @@ pub struct Session {
     reason: Option<Arc<str>>,
     /// `portcullis_decisions_total` for this target, by effect.
     counters: Arc<[metrics::Counter; 3]>,
+    /// The policy and grant generations under which `connect` was last
+    /// found allowed for this session (see [`Gate::revoked`]).
+    connect_confirmed: Option<(u64, u64)>,
 }
 
 fn decision_counters(target: &str) -> Arc<[metrics::Counter; 3]> {
@@ -148,6 +151,7 @@ impl Session {
             denied: 0,
             reason: None,
             counters,
+            connect_confirmed: None,
         }
     }
 
@@ -187,8 +191,21 @@ impl Session {
             denied: 0,
             reason: self.reason.clone(),
             counters: self.counters.clone(),
+            connect_confirmed: None,
         }
     }
+}
+
+/// Why a live session's `connect` no longer holds, for the person in it.
+pub fn revoked_reason(target: &str, connect: &Decision) -> String {
+    let by = match connect.policies.as_slice() {
+        [] => String::new(),
+        policies => format!(" by policy `{}`", policies.join("`, `")),
+    };
+    format!(
+        "access to target `{target}` was revoked{by} (policy version {}): {}",
+        connect.policy_version, connect.reason
+    )
 }
 
 impl Gate {
@@ -412,6 +429,48 @@ impl Gate {
         Ok(decision)
     }
 
+    /// The policy and grant generations now.
+    fn generations(&self) -> (u64, u64) {
+        (
+            *self.inner.generation.borrow(),
+            self.inner.approvals.grant_generation(),
+        )
+    }
+
+    /// A denial for every action of a live session whose `connect` the
+    /// policy or the grants in force no longer allow. A change that revokes
+    /// a session is acted on by the session's own watcher, which ends it;
+    /// until it does, what the session sends is refused here, so that
+    /// nothing decided under the new policy runs in a session it revoked.
+    /// Decided again (uncounted) only when the policy or the grants changed
+    /// since the session's `connect` was last allowed.
+    fn revoked(&self, session: &mut Session) -> Option<Decision> {
+        // Read before the policy: a change in between is seen next time.
+        let now = self.generations();
+        if session.connect_confirmed == Some(now) {
+            return None;
+        }
+        let grant = self
+            .inner
+            .approvals
+            .grant(&session.principal.id, &session.target.name);
+        let connect = self.inner.decisions.decide(
+            &self.policies(),
+            session,
+            &Action::Connect,
+            grant.as_ref(),
+        );
+        if connect.is_allowed() {
+            session.connect_confirmed = Some(now);
+            return None;
+        }
+        Some(Decision {
+            reason: revoked_reason(&session.target.name, &connect),
+            approval: None,
+            ..connect
+        })
+    }
+
     /// Decides a batch of statements seen together (one read from the
     /// client), in order, and writes their audit entries in one group. Returns
     /// only once every entry is durable; an error means none may go ahead.
@@ -420,13 +479,15 @@ impl Gate {
         session: &mut Session,
         checks: &[Check<'_>],
     ) -> Result<Vec<Decision>, GateError> {
+        let revoked = self.revoked(session);
         let mut decisions = Vec::with_capacity(checks.len());
         for check in checks {
-            let decision = match check {
-                Check::Statement { statement, .. } => {
+            let decision = match (check, &revoked) {
+                (Check::Statement { .. }, Some(revoked)) => revoked.clone(),
+                (Check::Statement { statement, .. }, None) => {
                     self.decide(session, &Action::Query((*statement).clone()))
                 }
-                Check::Refused { reason, .. } => Decision {
+                (Check::Refused { reason, .. }, _) => Decision {
                     effect: portcullis_core::Effect::Deny,
                     policies: Vec::new(),
                     reason: reason.to_string(),
@@ -484,9 +545,13 @@ impl Gate {
         channel: u32,
         actions: &[Action],
     ) -> Result<Vec<Decision>, GateError> {
+        let revoked = self.revoked(session);
         let decisions: Vec<Decision> = actions
             .iter()
-            .map(|action| self.decide(session, action))
+            .map(|action| match &revoked {
+                Some(revoked) => revoked.clone(),
+                None => self.decide(session, action),
+            })
             .collect();
         for decision in &decisions {
             session.count(decision);
@@ -737,6 +802,51 @@ mod tests {
         gate.audit().shutdown().await.unwrap();
     }
 
+    /// A statement sent after a policy change that revokes its session is
+    /// refused, whether or not the session's watcher has ended it yet.
+    #[tokio::test]
+    async fn nothing_runs_in_a_session_a_policy_change_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = r#"@id("c") permit (principal, action == Action::"connect", resource);
+                      @id("q") permit (principal, action == Action::"query", resource);
+                      @id("s") permit (principal, action == Action::"shell", resource);"#;
+        let gate = gate(&dir, both).await;
+        let classifier = portcullis_sql::Classifier::new(16);
+        let statements = classifier.classify("select 1").unwrap();
+        let check = [Check::Statement {
+            phase: "query",
+            statement: &statements[0],
+        }];
+        let mut session = session(principal("v", &[]));
+        assert!(gate.connect(&session).await.unwrap().is_allowed());
+        assert!(gate.check(&mut session, &check).await.unwrap()[0].is_allowed());
+        let policies = |text: &str| CedarPolicies::from_sources(&[("p.cedar", text)]).unwrap();
+        gate.replace_policies(policies(
+            r#"@id("q") permit (principal, action == Action::"query", resource);
+               @id("s") permit (principal, action == Action::"shell", resource);"#,
+        ))
+        .await
+        .unwrap();
+        let refused = gate.check(&mut session, &check).await.unwrap();
+        assert!(!refused[0].is_allowed());
+        assert!(
+            refused[0]
+                .reason
+                .starts_with("access to target `demo` was revoked (policy version"),
+            "{}",
+            refused[0].reason
+        );
+        let shell = gate
+            .check_ssh(&mut session, 0, &[Action::Shell])
+            .await
+            .unwrap();
+        assert_eq!(shell[0].reason, refused[0].reason);
+        // Allowed again, decided again.
+        gate.replace_policies(policies(both)).await.unwrap();
+        assert!(gate.check(&mut session, &check).await.unwrap()[0].is_allowed());
+        gate.audit().shutdown().await.unwrap();
+    }
+
     /// Decides each statement of `texts` in one session, in order.
     async fn decide_texts(gate: &Gate, texts: &[&str]) -> Vec<portcullis_core::Effect> {
         let classifier = portcullis_sql::Classifier::new(16);
@@ -784,7 +894,7 @@ mod tests {
             // A policy on the classification alone: one shape, one decision.
             (
                 r#"permit (principal, action, resource)
-                   when { context has statement && context.statement.tables.contains("t") };"#,
+                   when { !(context has statement) || context.statement.tables.contains("t") };"#,
                 [Allow, Allow, Allow],
                 1,
             ),
@@ -793,7 +903,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let tested = gate(&dir, policy).await;
             assert_eq!(decide_texts(&tested, &texts).await, expected, "{policy}");
-            assert_eq!(tested.inner.decisions.len(), cached, "{policy}");
+            // And the session's `connect`, confirmed at its first statement.
+            assert_eq!(tested.inner.decisions.len(), cached + 1, "{policy}");
             tested.audit().shutdown().await.unwrap();
         }
     }

@@ -1961,16 +1961,7 @@ async fn recheck_on_policy_change(gate: Gate, session: Session, shared: Arc<Shar
                 }
                 Err(e) => format!("the session is ended: its masking cannot be decided: {e}"),
             },
-            Ok(decision) => {
-                let by = match decision.policies.as_slice() {
-                    [] => String::new(),
-                    policies => format!(" by policy `{}`", policies.join("`, `")),
-                };
-                format!(
-                    "access to target `{}` was revoked{by} (policy version {}): {}",
-                    session.target.name, decision.policy_version, decision.reason
-                )
-            }
+            Ok(decision) => portcullis_gate::revoked_reason(&session.target.name, &decision),
             Err(e) => format!("the session is ended: {e}"),
         };
         shared.end_session(&reason);

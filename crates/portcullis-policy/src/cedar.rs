@@ -125,9 +125,12 @@ impl Scoped {
             .collect()
     }
 
-    /// Whether Cedar's own `Authorizer`, on the same policies, decides as
-    /// [`Scoped::evaluate`] did: the same effect, the same deciding
-    /// policies, as many errors. Run on every decision of test builds.
+    /// Whether Cedar's own `Authorizer`, on these policies (every policy of
+    /// the version) and `request` (with the whole context), decides as
+    /// [`Scoped::evaluate`] did on the policies cut for the request and
+    /// the context cut to what they read: the same effect, the same
+    /// deciding policies, as many errors. Run on every decision of test
+    /// builds.
     fn check(
         &self,
         verdict: &Verdict<'_>,
@@ -809,20 +812,22 @@ impl CedarPolicies {
             }
         };
         let entities = &pair.entities;
-        if let Some(schema) = self.validating() {
-            // What is decided on holds only the fields the policies read,
-            // which the schema would call incomplete: the whole context is
-            // what is checked against it.
-            let whole = build_context(&describe(request, &ContextFields::whole()))?;
-            cedar_policy::Request::new(
-                principal_uid.clone(),
-                action_uid.clone(),
-                target_uid.clone(),
-                whole,
-                Some(schema),
-            )
-            .map_err(|e| format!("the request does not match the policy schema: {e}"))?;
-        }
+        // What is decided on holds only the fields the policies read,
+        // which the schema would call incomplete: the whole context is what
+        // test builds check against it, and decide on again to compare.
+        let whole = match self.validating() {
+            Some(schema) => Some(
+                cedar_policy::Request::new(
+                    principal_uid.clone(),
+                    action_uid.clone(),
+                    target_uid.clone(),
+                    build_context(&describe(request, &ContextFields::whole()))?,
+                    Some(schema),
+                )
+                .map_err(|e| format!("the request does not match the policy schema: {e}"))?,
+            ),
+            None => None,
+        };
         let context = self.context(request, &self.read)?;
         let cedar_request =
             cedar_policy::Request::new(principal_uid, action_uid, target_uid, context, None)
@@ -834,8 +839,8 @@ impl CedarPolicies {
         };
         let scoped = by_action.get(request.action.name()).unwrap_or(&self.all);
         let verdict = scoped.evaluate(&cedar_request, entities);
-        if cfg!(debug_assertions) {
-            scoped.check(&verdict, &cedar_request, entities)?;
+        if let Some(whole) = &whole {
+            self.all.check(&verdict, whole, entities)?;
         }
         let approval = self.approval(&verdict);
         // What Cedar's `Response` calls the reasons: the satisfied forbids
@@ -997,10 +1002,12 @@ impl CedarPolicies {
     }
 
     /// The schema that every request and its entities are checked against
-    /// in test builds. Release builds skip the check: requests are built
-    /// only here, to the schema, which every test checks, and the check
-    /// costs more than the decision. Policies are validated against the
-    /// schema when loaded either way.
+    /// in test builds, where every decision is also made again by Cedar's
+    /// `Authorizer` on all policies and compared ([`Scoped::check`]).
+    /// Release builds skip both: requests are built only here, to the
+    /// schema, which every test checks, and the checks cost more than the
+    /// decision. Policies are validated against the schema when loaded
+    /// either way.
     fn validating(&self) -> Option<&Schema> {
         cfg!(debug_assertions).then_some(&self.schema)
     }

@@ -635,12 +635,7 @@ async fn recheck(gate: portcullis_gate::Gate, session: GateSession, handle: serv
         }
         match gate.recheck(&session).await {
             Ok(decision) if decision.is_allowed() => continue,
-            Ok(decision) => {
-                break format!(
-                    "access to target `{}` was revoked (policy version {}): {}",
-                    session.target.name, decision.policy_version, decision.reason
-                )
-            }
+            Ok(decision) => break portcullis_gate::revoked_reason(&session.target.name, &decision),
             Err(e) => break format!("the session is ended: {e}"),
         }
     };
