@@ -121,4 +121,8 @@ pub struct Lineage {
     /// `where g = ascii(substr(email, i, 1))` over `generate_series`.
     /// Sorted, no duplicates; a bare `IS [NOT] NULL` test is not listed.
     pub conditions: Vec<ColumnRefName>,
+    /// True when a value is cast to a type that names a catalog object by
+    /// its oid (`regclass`, `regtype`, `regproc`, ...): reading or printing
+    /// one looks the catalog up by that value.
+    pub catalog_types: bool,
 }

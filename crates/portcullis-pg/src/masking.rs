@@ -756,6 +756,49 @@ pub fn calls_functions(statement: &StatementInfo) -> bool {
         .any(|f| portcullis_sql::runs_query_text_function(f) || shows_other_sessions(f))
 }
 
+/// Whether running the built-in `function` can leave a trace that a later
+/// statement reads, decided by its arguments or by whether it runs: it is
+/// not IMMUTABLE in any form (catalog lookups keyed by an argument, as
+/// `to_regclass` and `format_type` make, show in the statistics counters;
+/// `random` advances the session's sequence), and not one of the stable
+/// built-ins below, which read only the clock, the session's settings or
+/// their arguments' own types (printing a value of a catalog type looks
+/// the catalog up; a cast to one is refused on its own, `catalog_types`).
+pub fn leaves_traces(function: &str) -> bool {
+    const READS_NOTHING_BY_VALUE: &[&str] = &[
+        "array_to_json",
+        "clock_timestamp",
+        "concat",
+        "concat_ws",
+        "convert",
+        "convert_from",
+        "convert_to",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "format",
+        "json_agg",
+        "json_build_array",
+        "json_build_object",
+        "json_object_agg",
+        "jsonb_agg",
+        "jsonb_build_array",
+        "jsonb_build_object",
+        "jsonb_object_agg",
+        "localtime",
+        "localtimestamp",
+        "now",
+        "row_to_json",
+        "statement_timestamp",
+        "timeofday",
+        "to_char",
+        "to_json",
+        "to_jsonb",
+        "transaction_timestamp",
+    ];
+    !portcullis_sql::is_immutable(function) && !READS_NOTHING_BY_VALUE.contains(&function)
+}
+
 /// Whether a built-in shows other sessions' statements, with their
 /// literals (what `pg_stat_activity` and `pg_stat_statements` are made of).
 pub fn shows_other_sessions(function: &str) -> bool {

@@ -14,8 +14,8 @@ use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
 use crate::masking::{
-    calls_functions, reads_statistics, sample_condition, shows_other_sessions, Planner,
-    ResultSource,
+    calls_functions, leaves_traces, reads_statistics, sample_condition, shows_other_sessions,
+    Planner, ResultSource,
 };
 use crate::prepared::{Change, Portal, Prepared};
 use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
@@ -729,6 +729,34 @@ impl Relay {
                     return Some(format!(
                         "the statement filters, joins, groups, orders or counts rows of the planner's statistics or of other sessions' statements by `{column}`: they hold values that mask rules cover, and the rows would tell them; choose their rows by schema, table, column or process only"
                     ));
+                }
+                // Whether, and with what, a function that is not immutable
+                // runs leaves traces a later statement reads: catalog
+                // lookups keyed by its arguments (`to_regclass`,
+                // `format_type`) in the statistics counters, the random
+                // sequence. Covered values deciding that (in a CASE, a
+                // BETWEEN, a NULL given to a strict function, an argument)
+                // would tell themselves.
+                let traced = match statement.functions.iter().find(|f| leaves_traces(f)) {
+                    Some(function) => Some(format!("calls `{function}`")),
+                    None => statement
+                        .lineage
+                        .catalog_types
+                        .then(|| "casts to a catalog type (`regclass`, `regtype`, ...)".into()),
+                };
+                // (Users' code is refused below, with what it is.)
+                if let Some(traced) = traced.filter(|_| !calls) {
+                    let rule = planner.relations_rule(&statement.lineage).or_else(|| {
+                        reads_statistics(&statement.lineage)
+                            .then(|| masker.any_column_rule())
+                            .flatten()
+                    });
+                    if let Some(rule) = rule {
+                        return Some(format!(
+                            "the statement {traced} over data that mask rule `{}` covers: whether and how that runs leaves traces (catalog lookups, statistics counters, the random sequence) that would tell the masked values; while mask rules apply to you, use only immutable functions with such tables, or ask for the permission to see the values unmasked",
+                            masker.rule_id(rule)
+                        ));
+                    }
                 }
             }
             // SQL run from text (`query_to_xml`) may read any table.

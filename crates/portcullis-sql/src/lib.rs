@@ -26,6 +26,8 @@
 //!   from, and what a `COPY ... TO STDOUT` sends, for masking.
 //! - `functions.rs`: the built-in functions known to be read-only, and those
 //!   that change privileges.
+//! - `immutable.rs`: [`is_immutable`], the built-ins PostgreSQL marks
+//!   IMMUTABLE in some form.
 //! - `execute.rs`: [`resolve_execute`], what an SQL `EXECUTE` with its
 //!   arguments runs.
 //! - `error.rs`: [`ClassifyError`].
@@ -40,6 +42,7 @@ mod command;
 mod error;
 mod execute;
 mod functions;
+mod immutable;
 mod lineage;
 mod objects;
 mod tree;
@@ -50,4 +53,5 @@ pub use classify::setting_assignment;
 pub use error::ClassifyError;
 pub use execute::resolve_execute;
 pub use functions::{runs_portal_function, runs_query_text_function};
+pub use immutable::is_immutable;
 pub use portcullis_core::{StatementInfo, StatementKind};

@@ -37,6 +37,7 @@ pub(crate) fn statement_lineage(
         renames,
         ..Lineage::default()
     };
+    lineage.catalog_types = casts_to_catalog_type(tree);
     let Value::Struct(statement) = tree else {
         return lineage;
     };
@@ -305,6 +306,41 @@ fn holds(value: &Value, kinds: &[&str]) -> bool {
             kinds.contains(&node.name) || node.fields.iter().any(|(_, f)| holds(f, kinds))
         }
         Value::List(items) => items.iter().any(|item| holds(item, kinds)),
+        _ => false,
+    }
+}
+
+/// The types whose values name a catalog object by its oid.
+const CATALOG_TYPES: &[&str] = &[
+    "regclass",
+    "regcollation",
+    "regconfig",
+    "regdictionary",
+    "regnamespace",
+    "regoper",
+    "regoperator",
+    "regproc",
+    "regprocedure",
+    "regrole",
+    "regtype",
+];
+
+/// Whether anything in `value` is cast to one of [`CATALOG_TYPES`].
+fn casts_to_catalog_type(value: &Value) -> bool {
+    match value {
+        Value::Struct(node) => {
+            let cast = node.name == "TypeCast"
+                && match node.get("type_name") {
+                    Some(Value::Struct(type_name)) => matches!(
+                        type_name.list("names").last(),
+                        Some(Value::Struct(name))
+                            if name.name == "String" && CATALOG_TYPES.contains(&name.str("sval"))
+                    ),
+                    _ => false,
+                };
+            cast || node.fields.iter().any(|(_, f)| casts_to_catalog_type(f))
+        }
+        Value::List(items) => items.iter().any(casts_to_catalog_type),
         _ => false,
     }
 }

@@ -199,6 +199,25 @@ fn expected_lineage(row: &Row) -> Lineage {
         copy: None,
         written: None,
         conditions: Vec::new(),
+        catalog_types: false,
+    }
+}
+
+#[test]
+fn casts_to_catalog_types_are_found_anywhere() {
+    for (sql, expected) in [
+        ("select 'customers'::regclass", true),
+        ("select oid::pg_catalog.regtype from pg_type", true),
+        ("select cast(x as regrole) from t", true),
+        ("select * from t where id = (select 1::regproc::oid)", true),
+        (
+            "select (ascii(email) + 1000)::oid::regclass::text from customers",
+            true,
+        ),
+        ("select id::text, 'regclass' from t", false),
+        ("select to_regclass('x')", false),
+    ] {
+        assert_eq!(lineage(sql).catalog_types, expected, "{sql}");
     }
 }
 

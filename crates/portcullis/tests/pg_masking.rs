@@ -144,6 +144,52 @@ async fn values_behind_expressions_views_and_subqueries_stay_masked() {
     gw.stop().await;
 }
 
+/// Whether and with what a function that is not immutable runs leaves
+/// traces a later statement reads (the seeded random sequence, catalog
+/// lookups counted in the session's statistics), however the covered value
+/// decides it: short-circuits PostgreSQL makes of BETWEEN, IN and row
+/// comparisons, a CASE's later tests, a NULL given to a strict function, or
+/// an argument. With covered data, such functions and casts to catalog
+/// types are refused; immutable functions and the clock are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_that_leave_traces_are_refused_over_covered_data() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_traces", SEED).await).await;
+    let token = alice(&gw);
+    let attempts = [
+        "select bool_and(ascii(substr(email, 1, 1)) between g and random() + 1000) from customers c, generate_series(1, 255) g where c.id = 1",
+        "select count(case when ascii(substr(email, 1, 1)) < g then 0 when random() < 2 then 1 end) from customers c, generate_series(1, 255) g where c.id = 1",
+        "select count(to_regclass(case when g <= ascii(substr(email, 1, 1)) then 'nosuch_' || g end)) from customers c, generate_series(1, 255) g where c.id = 1",
+        "select count(format_type(6000000 + 2 * g + (g <= ascii(substr(email, 1, 1)))::int, null)) from customers c, generate_series(1, 255) g where c.id = 2",
+        "select (ascii(substr(email, 1, 1)) + 1000)::oid::regclass::text from customers",
+        "select pg_get_userbyid(ascii(substr(email, 1, 1))) from customers",
+    ];
+    for sql in attempts {
+        let out = gw.psql(&token, &["-At", "-c", sql]);
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(
+            e.contains("leaves traces") && e.contains("mask rule"),
+            "{sql}: not refused\n{o}{e}"
+        );
+    }
+    // Immutable functions, the clock and formatting still run, masked.
+    for sql in [
+        "select upper(email), md5(national_id) from customers",
+        "select now(), concat(email, '!'), to_jsonb(c) from customers c",
+    ] {
+        let out = gw.psql(&token, &["-At", "-c", sql]);
+        let (o, e) = (stdout(&out), stderr(&out));
+        assert!(out.status.success(), "{sql}: {e}");
+        assert_no_secret(sql, &format!("{o}{e}"));
+    }
+    // Without covered data, any function runs.
+    let out = gw.psql(
+        &token,
+        &["-At", "-c", "select random() < 2, id from orders limit 1"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
     let gw = Gateway::start(TestDb::create("e2e_mask_conditions", SEED).await).await;
