@@ -401,8 +401,8 @@ pub(crate) enum Language {
 
 impl Language {
     /// How many operators one Cedar policy (up to a `;` outside brackets)
-    /// or one Rego rule (up to the `}` that closes its body) may hold:
-    /// `||`, `&&`, comparisons, arithmetic, `.`, `!`, and Cedar's `in`,
+    /// or one Rego statement (see [`check_text`]) may hold: `||`, `&&`,
+    /// comparisons, arithmetic, `.`, `[`, `!`, and Cedar's `in`,
     /// `has`, `like`, `is`, `if`. A chain of them needs no bracket (`a || b
     /// || ...`, `1 + 1 + ...`) and nests one level per term once parsed;
     /// the parsers, printers and evaluators recurse once per level, and
@@ -421,34 +421,48 @@ impl Language {
     fn unit(self) -> &'static str {
         match self {
             Language::Cedar => "policy",
-            Language::Rego => "rule",
+            Language::Rego => "statement",
         }
     }
 }
 
 /// Refuses `text`, before any parser sees it, whose brackets nest deeper
-/// than [`MAX_NESTING`], with a policy or rule of more operators than
+/// than [`MAX_NESTING`], with a policy or statement of more operators than
 /// [`Language::max_operators`], or a Cedar policy of more than [`MAX_IFS`]
-/// `if`s; counted outside string literals. Words in comments count too:
-/// the bounds are far above what policies hold.
+/// `if`s. Strings (Rego's raw strings too) and comments (`//` in Cedar, `#`
+/// in Rego) are skipped. A Cedar policy ends at a `;` outside brackets; a
+/// Rego statement at a line end outside parentheses, unless an operator
+/// ends that line or starts the next.
 pub(crate) fn check_text(
     location: &str,
     text: &str,
     language: Language,
 ) -> Result<(), PolicyError> {
+    let cedar = language == Language::Cedar;
     let (mut depth, mut deepest) = (0usize, 0usize);
     let (mut operators, mut most_operators) = (0usize, 0usize);
     let (mut ifs, mut most_ifs) = (0usize, 0usize);
-    let mut in_string = false;
+    // The closing quote of the string being read, if any.
+    let mut string: Option<char> = None;
     let mut escaped = false;
+    let mut comment = false;
+    // Rego: a line ended outside parentheses, after no operator.
+    let mut line_ended = false;
+    let mut after_operator = false;
     let mut word = String::new();
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        if in_string {
+        if comment {
+            comment = c != '\n';
+            if comment {
+                continue;
+            }
+        }
+        if let Some(quote) = string {
             match c {
                 _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
+                '\\' if quote == '"' => escaped = true,
+                _ if c == quote => string = None,
                 _ => {}
             }
             continue;
@@ -457,7 +471,7 @@ pub(crate) fn check_text(
             word.push(c);
             continue;
         }
-        if language == Language::Cedar {
+        if cedar {
             match word.as_str() {
                 "if" => {
                     ifs += 1;
@@ -467,35 +481,61 @@ pub(crate) fn check_text(
                 _ => {}
             }
         }
+        if !word.is_empty() {
+            after_operator = false;
+        }
         word.clear();
+        if c.is_whitespace() && c != '\n' {
+            continue;
+        }
+        let operator = match c {
+            // `||`, `&&`, `==`, `<=`: one operator of two characters.
+            '|' | '&' | '=' if chars.peek() == Some(&c) => {
+                chars.next();
+                true
+            }
+            '<' | '>' | '!' if chars.peek() == Some(&'=') => {
+                chars.next();
+                true
+            }
+            '/' if cedar && chars.peek() == Some(&'/') => {
+                comment = true;
+                continue;
+            }
+            '<' | '>' | '!' | '+' | '-' | '*' | '/' | '%' | '|' | '&' | '.' | '[' => true,
+            _ => false,
+        };
+        // A Rego statement ends where its line does, unless it goes on.
+        if line_ended && c != '\n' && c != '#' {
+            line_ended = false;
+            if !operator {
+                operators = 0;
+            }
+        }
         match c {
-            '"' => in_string = true,
+            '\n' => line_ended = !cedar && depth <= 1 && !after_operator,
+            '#' if !cedar => comment = true,
+            '"' => string = Some('"'),
+            '`' if !cedar => string = Some('`'),
+            ';' if depth == 0 && cedar => {
+                operators = 0;
+                ifs = 0;
+            }
+            _ => {}
+        }
+        match c {
             '(' | '[' | '{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
             }
-            ')' | ']' => depth = depth.saturating_sub(1),
-            '}' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 && language == Language::Rego {
-                    operators = 0;
-                }
-            }
-            ';' if depth == 0 && language == Language::Cedar => {
-                operators = 0;
-                ifs = 0;
-            }
-            // `||`, `&&`, `==`, `<=`: one operator of two characters.
-            '|' | '&' | '=' if chars.peek() == Some(&c) => {
-                chars.next();
-                operators += 1;
-            }
-            '<' | '>' | '!' if chars.peek() == Some(&'=') => {
-                chars.next();
-                operators += 1;
-            }
-            '<' | '>' | '!' | '+' | '-' | '*' | '/' | '%' | '|' | '&' | '.' => operators += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
             _ => {}
+        }
+        if c != '\n' && c != '#' {
+            after_operator = operator;
+        }
+        if operator {
+            operators += 1;
         }
         most_operators = most_operators.max(operators);
         most_ifs = most_ifs.max(ifs);

@@ -65,6 +65,35 @@ pub(crate) fn is_mask_file(name: &str) -> bool {
     name == MASK_FILE || name.ends_with(&format!(".{MASK_FILE}"))
 }
 
+/// The stack policies are parsed and validated on.
+const LOAD_STACK: usize = 64 << 20;
+
+/// Runs `load` on a thread of its own with a [`LOAD_STACK`] stack (the
+/// caller may be a runtime worker with 2 MiB): parsers and validators
+/// recurse once per level of a policy's nesting, which the text checks
+/// (`check_text`) bound with a margin this stack keeps wide, and an
+/// overflow would end the process.
+fn on_large_stack<T: Send>(
+    load: impl FnOnce() -> Result<T, PolicyError> + Send,
+) -> Result<T, PolicyError> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("portcullis-policy-load".into())
+            .stack_size(LOAD_STACK)
+            .spawn_scoped(scope, load)
+            .map_err(|e| failed(format!("cannot start a thread to read them: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(failed("reading them failed".into())))
+    })
+}
+
+fn failed(message: String) -> PolicyError {
+    PolicyError::Invalid {
+        location: "policies".into(),
+        message,
+    }
+}
+
 /// The name mask rule files end with.
 pub const MASK_FILE: &str = "masks.toml";
 
@@ -75,11 +104,11 @@ impl Policies {
         let rule_files = read_dir(dir, engine.extension())?;
         let mask_files = read_mask_files(dir)?;
         let version = dir_content_version(&rule_files, &mask_files);
-        let rules = match engine {
+        let rules = on_large_stack(|| match engine {
             Engine::Cedar => CedarPolicies::from_files(rule_files, "")
                 .map(|p| Rules::Cedar(p.with_version(version))),
             Engine::Rego => RegoPolicies::from_files(rule_files, version).map(Rules::Rego),
-        };
+        });
         let masks = parse_masks(
             mask_files
                 .into_iter()
@@ -119,7 +148,7 @@ impl Policies {
         version: String,
         engine: Engine,
     ) -> Result<Policies, PolicyError> {
-        let rules = match engine {
+        let rules = on_large_stack(|| match engine {
             Engine::Cedar => CedarPolicies::from_commit_files(files, commit_prefix)
                 .map(|p| Rules::Cedar(p.with_version(version))),
             Engine::Rego => {
@@ -132,7 +161,7 @@ impl Policies {
                     .collect();
                 RegoPolicies::from_files(files, version).map(Rules::Rego)
             }
-        };
+        });
         let masks = parse_masks(
             mask_files
                 .into_iter()

@@ -1321,7 +1321,7 @@ fn long_rego_chains_are_refused_when_loaded() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("p.rego") && err.contains("a rule holds 5003 operators; at most 300"),
+        err.contains("p.rego") && err.contains("a statement holds 5000 operators; at most 300"),
         "{err}"
     );
     // Many rules of 200 terms each load, and decide.
@@ -1337,4 +1337,58 @@ fn long_rego_chains_are_refused_when_loaded() {
         reason: None,
     });
     assert_eq!(decision.effect, Effect::Allow, "{decision:?}");
+}
+
+/// Comments and strings are skipped by the text checks, whatever they
+/// hold, and what they hold counts for nothing: a quote or a bracket in a
+/// comment does not hide the chain after it.
+#[test]
+fn comments_and_strings_neither_hide_nor_count() {
+    let cedar = |text: String| CedarPolicies::from_sources(&[("p.cedar", &text)]).map(|_| ());
+    let rego = |text: String| RegoPolicies::from_sources(&[("p.rego", &text)]).map(|_| ());
+    let refused = |result: Result<(), PolicyError>, what: &str| {
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(what), "{err}");
+    };
+    let permit = r#"permit (principal, action == Action::"connect", resource) when"#;
+    refused(
+        cedar(format!(
+            "// a \"quote\n{permit} {{ {}true{} }};",
+            "(".repeat(150),
+            ")".repeat(150)
+        )),
+        "brackets nest 151 deep",
+    );
+    refused(
+        cedar(format!(
+            "{permit} {{\n{}true\n{}}};",
+            "( // )\n".repeat(300),
+            ") // (\n".repeat(300)
+        )),
+        "brackets nest 301 deep",
+    );
+    let chain = vec!["context.statement.writes"; 5000].join(" ||\n// } ; {\n");
+    refused(cedar(format!("{permit} {{ {chain} }};")), "operators");
+    let index = r#"context["a"]"#.repeat(12000);
+    refused(cedar(format!("{permit} {{ {index} }};")), "operators");
+    // A comment header that says `if` and `;` a hundred times is no policy.
+    let header = "// if this, if that; (or {not})\n".repeat(120);
+    cedar(format!("{header}{permit} {{ true }};")).unwrap();
+
+    let module = |before: &str, body: &str| {
+        format!("package portcullis\nimport rego.v1\n{before}\npermit contains \"a\" if {{\n\tinput.action == \"connect\"\n\t{body}\n}}\n")
+    };
+    let sum = vec!["1"; 600].join(" +\n\t\t");
+    refused(
+        rego(module("# a \"quote", &format!("x := ({sum})"))),
+        "operators",
+    );
+    refused(
+        rego(module("q := `\"`", &format!("x := ({sum})"))),
+        "operators",
+    );
+    let union = vec!["{1}"; 1000].join(" |\n");
+    refused(rego(module(&format!("u := {union}"), "true")), "operators");
+    let header = "# if this, then that: x.y.z + 1 | 2 & 3\n".repeat(100);
+    rego(module(&header, "true")).unwrap();
 }
