@@ -125,4 +125,7 @@ pub struct Lineage {
     /// its oid (`regclass`, `regtype`, `regproc`, ...): reading or printing
     /// one looks the catalog up by that value.
     pub catalog_types: bool,
+    /// True for an EXPLAIN that counts the buffers or memory its planning
+    /// used: what the catalog lookups of planning found cached.
+    pub counts_planning: bool,
 }

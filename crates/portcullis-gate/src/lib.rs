@@ -464,7 +464,10 @@ impl Gate {
             session.connect_confirmed = Some(now);
             return None;
         }
+        // Denied, even where `connect` would now be held: a session is not
+        // held once open, as it is not at login.
         Some(Decision {
+            effect: portcullis_core::Effect::Deny,
             reason: revoked_reason(&session.target.name, &connect),
             approval: None,
             ..connect

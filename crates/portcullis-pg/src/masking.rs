@@ -693,6 +693,40 @@ pub fn reads_statistics(lineage: &Lineage) -> bool {
     })
 }
 
+/// The statistics counters a statement reads, if any: the views and
+/// functions of the cumulative statistics (`pg_stat_xact_sys_tables`,
+/// `pg_statio_user_tables`, `pg_stat_database`, `pg_stat_get_xact_numscans`,
+/// ...). What a statement did shows in them at once (the catalog lookups a
+/// function made, the rows and blocks a sub-select read), and what a
+/// statement over covered data did would tell the covered values. The views
+/// of sessions and connections, of progress, and the planner's statistics
+/// (see [`reads_statistics`]) hold no such counts.
+pub fn reads_counters(statement: &StatementInfo) -> Option<&str> {
+    let counter = |name: &str| {
+        name.starts_with("pg_stat")
+            && !name.starts_with("pg_stat_progress_")
+            && !matches!(
+                name,
+                "pg_stats"
+                    | "pg_stats_ext"
+                    | "pg_stats_ext_exprs"
+                    | "pg_stat_activity"
+                    | "pg_stat_ssl"
+                    | "pg_stat_gssapi"
+                    | "pg_stat_replication"
+                    | "pg_stat_wal_receiver"
+                    | "pg_stat_subscription"
+            )
+    };
+    statement
+        .lineage
+        .relations
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(statement.functions.iter().map(String::as_str))
+        .find(|name| counter(name))
+}
+
 /// A condition of a statement that reads the views [`reads_statistics`]
 /// names, other than one on the columns that hold only names: which of
 /// their rows come back would tell the values they hold.

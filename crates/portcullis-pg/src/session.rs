@@ -14,8 +14,8 @@ use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
 use crate::masking::{
-    calls_functions, leaves_traces, reads_statistics, sample_condition, shows_other_sessions,
-    Planner, ResultSource,
+    calls_functions, leaves_traces, reads_counters, reads_statistics, sample_condition,
+    shows_other_sessions, Planner, ResultSource,
 };
 use crate::prepared::{Change, Portal, Prepared};
 use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
@@ -644,6 +644,9 @@ impl Relay {
                 || (column_rules && !statement.lineage.conditions.is_empty())
                 || calls_functions(statement)
                 || !statement.functions.is_empty()
+                || statement.lineage.catalog_types
+                || (column_rules
+                    && (reads_counters(statement).is_some() || statement.lineage.counts_planning))
                 || cached
                     .as_ref()
                     .is_none_or(|snapshot| !snapshot.user_operators.is_empty())
@@ -723,6 +726,14 @@ impl Relay {
                 {
                     return Some(format!(
                         "the statement calls `{function}`, which shows other sessions' statements with the values in them; it is refused while mask rules apply to you"
+                    ));
+                }
+                if statement.lineage.counts_planning {
+                    return Some("the statement counts the buffers or memory its planning used, which shows what earlier statements left in the catalog's caches, and what one did over masked data would tell the masked values; EXPLAIN without BUFFERS is allowed".into());
+                }
+                if let Some(counters) = reads_counters(statement) {
+                    return Some(format!(
+                        "the statement reads `{counters}`: statistics counters show at once what earlier statements did (the catalog lookups they made, the rows they read), and what one did over masked data would tell the masked values; they are refused while mask rules apply to you"
                     ));
                 }
                 if let Some(column) = sample_condition(&statement.lineage) {

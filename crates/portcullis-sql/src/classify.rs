@@ -129,6 +129,7 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage.relations));
             analysis.lineage.written = written;
             analysis.lineage.conditions = conditions;
+            analysis.lineage.counts_planning = explain_counts_planning(explain);
             return Ok(analysis);
         }
         // Plain EXPLAIN only plans. Planning may still evaluate stable and
@@ -142,6 +143,7 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             // what the conditions read: samples of their values.
             let mut explained = explain_lineage(lineage.relations);
             explained.conditions = lineage.conditions;
+            explained.counts_planning = explain_counts_planning(explain);
             Analysis {
                 command: command_of(node),
                 facts,
@@ -289,11 +291,23 @@ fn session_objects(node: &NodeEnum) -> SessionObjects {
 /// clearly false counts, so an option PostgreSQL would reject errs on the
 /// side of the stronger classification.
 fn explain_analyzes(explain: &protobuf::ExplainStmt) -> bool {
+    explain_option(explain, "analyze")
+}
+
+/// Whether EXPLAIN counts the buffers or the memory its planning used
+/// (`explain (buffers) ...`): the catalog lookups planning made, so what
+/// earlier statements left in the catalog's caches.
+fn explain_counts_planning(explain: &protobuf::ExplainStmt) -> bool {
+    explain_option(explain, "buffers") || explain_option(explain, "memory")
+}
+
+/// Whether EXPLAIN's option `name` is on: given and not clearly false.
+fn explain_option(explain: &protobuf::ExplainStmt, name: &str) -> bool {
     explain.options.iter().any(|option| {
         let Some(NodeEnum::DefElem(option)) = option.node.as_ref() else {
             return false;
         };
-        if !option.defname.eq_ignore_ascii_case("analyze") {
+        if !option.defname.eq_ignore_ascii_case(name) {
             return false;
         }
         match option.arg.as_deref().and_then(|arg| arg.node.as_ref()) {

@@ -200,6 +200,7 @@ fn expected_lineage(row: &Row) -> Lineage {
         written: None,
         conditions: Vec::new(),
         catalog_types: false,
+        counts_planning: false,
     }
 }
 
@@ -218,6 +219,22 @@ fn casts_to_catalog_types_are_found_anywhere() {
         ("select to_regclass('x')", false),
     ] {
         assert_eq!(lineage(sql).catalog_types, expected, "{sql}");
+    }
+}
+
+#[test]
+fn an_explain_that_counts_its_planning_is_told_apart() {
+    let classifier = crate::Classifier::new(16);
+    for (sql, expected) in [
+        ("explain (buffers) select 1::oid::regtype", true),
+        ("explain (analyze, buffers on) select 1", true),
+        ("explain (BUFFERS false) select 1", false),
+        ("explain (costs off) select 1", false),
+        ("explain analyze select 1", false),
+        ("select 1", false),
+    ] {
+        let statements = classifier.classify(sql).unwrap();
+        assert_eq!(statements[0].lineage.counts_planning, expected, "{sql}");
     }
 }
 
