@@ -646,7 +646,9 @@ impl Relay {
                 || !statement.functions.is_empty()
                 || statement.lineage.catalog_types
                 || (column_rules
-                    && (reads_counters(statement).is_some() || statement.lineage.counts_planning))
+                    && (reads_counters(statement).is_some()
+                        || statement.lineage.counts_planning
+                        || !statement.settings.is_empty()))
                 || cached
                     .as_ref()
                     .is_none_or(|snapshot| !snapshot.user_operators.is_empty())
@@ -726,6 +728,19 @@ impl Relay {
                 {
                     return Some(format!(
                         "the statement calls `{function}`, which shows other sessions' statements with the values in them; it is refused while mask rules apply to you"
+                    ));
+                }
+                // The server's own log and debug output (`trace_sort`'s
+                // memory per sort, sent once a cursor closes) measures what
+                // statements computed from covered values.
+                if let Some(setting) = statement.settings.iter().find(|s| {
+                    s.as_str() == "client_min_messages"
+                        || s.starts_with("trace_")
+                        || s.starts_with("debug_")
+                        || s.starts_with("log_")
+                }) {
+                    return Some(format!(
+                        "the statement changes `{setting}`: the server's log and debug messages (such as the memory each sort used) measure what statements computed from masked data; they are refused while mask rules apply to you"
                     ));
                 }
                 if statement.lineage.counts_planning {
