@@ -1354,7 +1354,7 @@ pub(crate) fn record<'a, T>(value: &'a T, fields: &[Field<T>]) -> Value<'a> {
     )
 }
 
-/// What the policies read of the request's context, from their JSON form.
+/// What the policies read of the request's context, from their parsed conditions.
 /// Cedar names attributes only literally (`.tables`, `["tables"]`, `has
 /// tables`), so a field that no policy names cannot change a decision: a
 /// context built without it decides the same, for less work (building a
