@@ -91,14 +91,30 @@ struct Verdict<'s> {
     errors: Vec<(&'s Member, String)>,
 }
 
+impl Verdict<'_> {
+    /// Cedar's decision: no forbid satisfied, and some permit.
+    fn allowed(&self) -> bool {
+        self.forbids.is_empty() && !self.permits.is_empty()
+    }
+
+    /// What Cedar's `Response` calls the reasons: the satisfied forbids
+    /// when there are any, else the satisfied permits.
+    fn deciding(&self) -> &[&Member] {
+        if self.forbids.is_empty() {
+            &self.permits
+        } else {
+            &self.forbids
+        }
+    }
+}
+
 impl Scoped {
-    /// The policies of `policies` for which `applies` holds, by id (Cedar
-    /// keeps a set's policies in no particular order; a decision's reasons
-    /// are given in this one).
-    fn of(policies: &PolicySet, applies: impl Fn(&Policy) -> bool) -> Scoped {
+    /// Every policy of `policies`, by id (Cedar keeps a set's policies in
+    /// no particular order; a decision's reasons are given in this one),
+    /// each condition built and prepared once.
+    fn of(policies: &PolicySet) -> Scoped {
         let mut members: Vec<Member> = policies
             .policies()
-            .filter(|policy| applies(policy))
             .map(|policy| {
                 let core: &cedar_policy_core::ast::Policy = policy.as_ref();
                 let written = core.condition();
@@ -114,6 +130,13 @@ impl Scoped {
             .collect();
         members.sort_by(|a, b| a.policy.id().cmp(b.policy.id()));
         Scoped { members }
+    }
+
+    /// The members for which `keep` holds, in the same order.
+    fn only(&self, keep: impl Fn(&Member) -> bool) -> Scoped {
+        Scoped {
+            members: self.members.iter().filter(|m| keep(m)).cloned().collect(),
+        }
     }
 
     /// The ids of the policies.
@@ -140,17 +163,11 @@ impl Scoped {
         let set = PolicySet::from_policies(self.members.iter().map(|m| m.policy.clone()))
             .map_err(|e| e.to_string())?;
         let response = cedar_policy::Authorizer::new().is_authorized(request, &set, entities);
-        let allowed = verdict.forbids.is_empty() && !verdict.permits.is_empty();
-        let deciding = if verdict.forbids.is_empty() {
-            &verdict.permits
-        } else {
-            &verdict.forbids
-        };
-        let mut ours: Vec<&PolicyId> = deciding.iter().map(|m| m.policy.id()).collect();
+        let mut ours: Vec<&PolicyId> = verdict.deciding().iter().map(|m| m.policy.id()).collect();
         let mut cedars: Vec<&PolicyId> = response.diagnostics().reason().collect();
         ours.sort();
         cedars.sort();
-        if allowed != (response.decision() == cedar_policy::Decision::Allow)
+        if verdict.allowed() != (response.decision() == cedar_policy::Decision::Allow)
             || ours != cedars
             || verdict.errors.len() != response.diagnostics().errors().count()
         {
@@ -170,13 +187,7 @@ impl Scoped {
         if self.members.iter().all(|m| matches(&m.scope)) {
             return self.clone();
         }
-        let members = self
-            .members
-            .iter()
-            .filter(|m| matches(&m.scope))
-            .cloned()
-            .collect();
-        Arc::new(Scoped { members })
+        Arc::new(self.only(|m| matches(&m.scope)))
     }
 
     /// Evaluates every policy against `request` with Cedar's evaluator, as
@@ -742,8 +753,8 @@ impl CedarPolicies {
         if let Some(error) = PolicyError::from_problems(problems) {
             return Err(error);
         }
-        let by_action = scoped_by_action(&schema, &policies);
-        let all = Arc::new(Scoped::of(&policies, |_| true));
+        let all = Arc::new(Scoped::of(&policies));
+        let by_action = scoped_by_action(&schema, &all);
         let reads = Reads::of(&policies);
         Ok(CedarPolicies {
             read: reads.context_fields(),
@@ -883,14 +894,8 @@ impl CedarPolicies {
             self.all.check(&verdict, whole, entities)?;
         }
         let approval = self.approval(&verdict);
-        // What Cedar's `Response` calls the reasons: the satisfied forbids
-        // when there are any, else the satisfied permits.
-        let deciding = if verdict.forbids.is_empty() {
-            &verdict.permits
-        } else {
-            &verdict.forbids
-        };
-        let mut policies: Vec<String> = deciding
+        let mut policies: Vec<String> = verdict
+            .deciding()
             .iter()
             .map(|m| self.name_of(m.policy.id()))
             .collect();
@@ -901,7 +906,7 @@ impl CedarPolicies {
             .map(|(m, error)| format!("policy `{}`: {error}", self.name_of(m.policy.id())))
             .collect();
         let action = request.action.name();
-        let allowed = verdict.forbids.is_empty() && !verdict.permits.is_empty();
+        let allowed = verdict.allowed();
         let (effect, reason) = if allowed && !errors.is_empty() {
             // Fail closed: a policy that could not be evaluated might have
             // been a `forbid`, so an error turns an allow into a deny.
@@ -1263,19 +1268,19 @@ fn put_str(key: &mut Vec<u8>, s: &str) {
 
 /// For each action of the schema, the policies whose action scope can match
 /// it (`action`, `action == A`, `action in [A, B]`).
-fn scoped_by_action(schema: &Schema, policies: &PolicySet) -> HashMap<String, Arc<Scoped>> {
+fn scoped_by_action(schema: &Schema, all: &Scoped) -> HashMap<String, Arc<Scoped>> {
     // With action groups in the schema, `in [G]` would match G's members too.
     let grouped = schema.action_groups().next().is_some();
     let mut by_action = HashMap::new();
     for action in schema.actions() {
-        let applies = |policy: &Policy| match policy.action_constraint() {
+        let applies = |member: &Member| match member.policy.action_constraint() {
             cedar_policy::ActionConstraint::Any => true,
             cedar_policy::ActionConstraint::Eq(uid) => uid == *action,
             cedar_policy::ActionConstraint::In(uids) => grouped || uids.contains(action),
         };
         by_action.insert(
             action.id().unescaped().to_string(),
-            Arc::new(Scoped::of(policies, applies)),
+            Arc::new(all.only(applies)),
         );
     }
     by_action
