@@ -301,11 +301,14 @@ fn renamed_in(value: &Value, found: &mut Vec<ColumnRefName>) {
 
 /// Whether an expression holds a node of one of `kinds`.
 fn holds(value: &Value, kinds: &[&str]) -> bool {
+    holds_node(value, &|node| kinds.contains(&node.name))
+}
+
+/// Whether `value` holds a node for which `is` holds, anywhere.
+fn holds_node(value: &Value, is: &dyn Fn(&Struct) -> bool) -> bool {
     match value {
-        Value::Struct(node) => {
-            kinds.contains(&node.name) || node.fields.iter().any(|(_, f)| holds(f, kinds))
-        }
-        Value::List(items) => items.iter().any(|item| holds(item, kinds)),
+        Value::Struct(node) => is(node) || node.fields.iter().any(|(_, f)| holds_node(f, is)),
+        Value::List(items) => items.iter().any(|item| holds_node(item, is)),
         _ => false,
     }
 }
@@ -327,22 +330,17 @@ const CATALOG_TYPES: &[&str] = &[
 
 /// Whether anything in `value` is cast to one of [`CATALOG_TYPES`].
 fn casts_to_catalog_type(value: &Value) -> bool {
-    match value {
-        Value::Struct(node) => {
-            let cast = node.name == "TypeCast"
-                && match node.get("type_name") {
-                    Some(Value::Struct(type_name)) => matches!(
-                        type_name.list("names").last(),
-                        Some(Value::Struct(name))
-                            if name.name == "String" && CATALOG_TYPES.contains(&name.str("sval"))
-                    ),
-                    _ => false,
-                };
-            cast || node.fields.iter().any(|(_, f)| casts_to_catalog_type(f))
-        }
-        Value::List(items) => items.iter().any(casts_to_catalog_type),
-        _ => false,
-    }
+    holds_node(value, &|node| {
+        node.name == "TypeCast"
+            && matches!(
+                node.get("type_name"),
+                Some(Value::Struct(type_name)) if matches!(
+                    type_name.list("names").last(),
+                    Some(Value::Struct(name))
+                        if name.name == "String" && CATALOG_TYPES.contains(&name.str("sval"))
+                )
+            )
+    })
 }
 
 fn holds_sub_select(value: &Value) -> bool {
