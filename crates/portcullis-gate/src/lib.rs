@@ -372,6 +372,13 @@ impl Gate {
     }
 
     fn decide(&self, session: &Session, action: &Action) -> Decision {
+        let decision = self.decide_uncounted(session, action);
+        self.count_hits(session, &decision);
+        decision
+    }
+
+    /// A decision left out of the hit counts and metrics.
+    fn decide_uncounted(&self, session: &Session, action: &Action) -> Decision {
         // INVARIANT: the policy is read once, for the key and the decision
         // alike (see `DecisionCache::decide`).
         let policies = self.policies();
@@ -379,12 +386,9 @@ impl Gate {
             .inner
             .approvals
             .grant(&session.principal.id, &session.target.name);
-        let decision = self
-            .inner
+        self.inner
             .decisions
-            .decide(&policies, session, action, grant.as_ref());
-        self.count_hits(session, &decision);
-        decision
+            .decide(&policies, session, action, grant.as_ref())
     }
 
     fn count_hits(&self, session: &Session, decision: &Decision) {
@@ -450,16 +454,7 @@ impl Gate {
         if session.connect_confirmed == Some(now) {
             return None;
         }
-        let grant = self
-            .inner
-            .approvals
-            .grant(&session.principal.id, &session.target.name);
-        let connect = self.inner.decisions.decide(
-            &self.policies(),
-            session,
-            &Action::Connect,
-            grant.as_ref(),
-        );
+        let connect = self.decide_uncounted(session, &Action::Connect);
         if connect.is_allowed() {
             session.connect_confirmed = Some(now);
             return None;
