@@ -32,9 +32,16 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 pub enum Expect {
     /// A simple Query: the statements whose results are still to come.
     Query(VecDeque<QueryStatement>),
-    /// A Parse or a Bind, answered by ParseComplete or BindComplete; what it
-    /// changed in [`Prepared`] is taken back if the target skips or refuses it.
-    Complete(Option<Change>),
+    /// A Parse, a Bind or a Close, answered by ParseComplete, BindComplete
+    /// or CloseComplete; what it changed in [`Prepared`] is taken back if
+    /// the target skips or refuses it.
+    Complete {
+        change: Option<Change>,
+        /// A Close of a portal, or a Bind of the unnamed portal (which
+        /// closes the one bound before): it ends a portal's query, whose
+        /// last reports (a sort's memory, say) come while it closes.
+        closes_portal: bool,
+    },
     /// A Describe the client sent: its answer goes to the client.
     Describe,
     /// A Describe the gateway added before an Execute: its answer is kept.
@@ -152,7 +159,9 @@ impl ResultQueue {
         let mut changes = Vec::new();
         for expect in dropped {
             match expect {
-                Expect::Complete(Some(undo)) => changes.push(undo),
+                Expect::Complete {
+                    change: Some(undo), ..
+                } => changes.push(undo),
                 Expect::Query(statements) => {
                     changes.extend(statements.into_iter().flat_map(|s| s.undo))
                 }
@@ -320,8 +329,8 @@ impl Results {
             b'1' | b'2' | b'3' => {
                 // The Parse, Bind or Close did what it says.
                 let done = self.queue.with(|queue| match queue.front() {
-                    Some(Expect::Complete(_)) => match queue.pop_front() {
-                        Some(Expect::Complete(change)) => Ok(change),
+                    Some(Expect::Complete { .. }) => match queue.pop_front() {
+                        Some(Expect::Complete { change, .. }) => Ok(change),
                         _ => Ok(None),
                     },
                     _ => Err(out_of_step(tag)),
@@ -863,8 +872,8 @@ impl Results {
     fn current_statement_reads_covered(&self, masker: &Masker, undefined: Option<&str>) -> bool {
         enum Front {
             Statement(ResultSource),
-            /// A Parse, Bind, Close or Describe: its errors quote the
-            /// client's own text and parameters, not stored values.
+            /// A Parse, Bind, Close of a statement or Describe: its errors
+            /// quote the client's own text and parameters, not stored values.
             ClientText,
             Unknown,
         }
@@ -873,7 +882,13 @@ impl Results {
                 .front()
                 .map_or(Front::Unknown, |s| Front::Statement(s.source.clone())),
             Some(Expect::Execute { source, .. }) => Front::Statement(source.clone()),
-            Some(Expect::Complete(_) | Expect::Describe | Expect::InjectedDescribe) => {
+            // Closing a portal ends its query, which may report on what
+            // it read.
+            Some(Expect::Complete {
+                closes_portal: true,
+                ..
+            }) => Front::Unknown,
+            Some(Expect::Complete { .. } | Expect::Describe | Expect::InjectedDescribe) => {
                 Front::ClientText
             }
             Some(Expect::Sync | Expect::QueryEnd | Expect::QueryPoison) | None => Front::Unknown,

@@ -913,7 +913,10 @@ impl Relay {
             match item {
                 Planned::Forward { raw, defines } => {
                     match raw.first() {
-                        Some(b'P' | b'B' | b'C') => expects.push(Expect::Complete(defines)),
+                        Some(b'P' | b'B' | b'C') => expects.push(Expect::Complete {
+                            change: defines,
+                            closes_portal: closes_portal(&raw),
+                        }),
                         Some(b'S') => expects.push(Expect::Sync),
                         Some(b'D') => expects.push(Expect::Describe),
                         Some(b'Q') => {
@@ -1096,7 +1099,10 @@ impl Relay {
                             out.extend_from_slice(&raw);
                         }
                         (None, Poison::Parse(_)) => {
-                            expects.push(Expect::Complete(undo.into_iter().flatten().next()));
+                            expects.push(Expect::Complete {
+                                change: undo.into_iter().flatten().next(),
+                                closes_portal: false,
+                            });
                             out.extend_from_slice(&raw);
                         }
                         (Some(error), _) => {
@@ -1586,7 +1592,10 @@ fn unknown_portal(name: &str, portal: &Portal<'_>) -> (String, &'static str) {
 fn poison_expect(poison: &Poison) -> Expect {
     match poison {
         Poison::Query => Expect::QueryPoison,
-        Poison::Parse(_) | Poison::Execute => Expect::Complete(None),
+        Poison::Parse(_) | Poison::Execute => Expect::Complete {
+            change: None,
+            closes_portal: false,
+        },
     }
 }
 
@@ -1605,13 +1614,26 @@ fn describe_portal(out: &mut BytesMut, execute: &[u8], masking: bool) -> bool {
     }
 }
 
+/// Whether a frame closes a portal: a Close of one, or a Bind of the
+/// unnamed portal, which closes the unnamed portal bound before it.
+fn closes_portal(raw: &[u8]) -> bool {
+    let body = raw.get(5..).unwrap_or_default();
+    match raw.first() {
+        Some(b'C') => message::close(body).is_some_and(|(kind, _)| kind == b'P'),
+        Some(b'B') => body.first() == Some(&0),
+        _ => false,
+    }
+}
+
 fn source_of(statement: &StatementInfo) -> ResultSource {
     ResultSource {
         lineage: statement.lineage.clone(),
         // COMMIT runs deferred triggers and the queries of cursors WITH
-        // HOLD: what it reports may come from anywhere.
+        // HOLD, and a CLOSE ends a cursor's query (a sort reports what it
+        // used then): what either reports may come from anywhere.
         calls_functions: calls_functions(statement)
-            || statement.kind == portcullis_core::StatementKind::Transaction,
+            || statement.kind == portcullis_core::StatementKind::Transaction
+            || statement.objects.closes.is_some(),
         writes: statement.writes,
         text: statement.text.as_str().into(),
         changes_schema: changes_schema(statement),

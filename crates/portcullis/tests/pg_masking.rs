@@ -1645,3 +1645,104 @@ async fn refused_changes_and_skipped_queries_keep_the_gateway_in_step() {
     assert_no_secret("after a skipped Query", &raw_text(&rows));
     gw.stop().await;
 }
+
+/// A cursor's query ends when the cursor closes, and reports then: with
+/// `trace_sort` and `client_min_messages = log` as the database's defaults
+/// (which no client may set through the gateway while column rules apply),
+/// PostgreSQL sends what its sort of covered values used at CLOSE, at a
+/// protocol Close, and at the Bind that replaces the unnamed portal. Those
+/// reports are judged as the cursor's, which read covered columns: their
+/// figures are withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_cursor_reports_as_it_closes_is_withheld() {
+    let db = TestDb::create("e2e_mask_close", SEED).await;
+    db.direct()
+        .await
+        .batch_execute(
+            "alter database e2e_mask_close set trace_sort = on;
+             alter database e2e_mask_close set client_min_messages = log",
+        )
+        .await
+        .unwrap();
+    let gw = Gateway::start(db).await;
+    let token = alice(&gw);
+    let sorted = "select name, email, national_id from customers order by name";
+    let no_figures = |what: &str, lines: &[String]| {
+        assert!(
+            lines.iter().any(|l| l.contains("sort")),
+            "{what}: no report of the sort at all (trace_sort not on?): {lines:?}"
+        );
+        for line in lines {
+            assert!(
+                !line.chars().any(|c| c.is_ascii_digit()),
+                "{what}: a figure of the sort of covered values reached the client: {line}"
+            );
+        }
+    };
+
+    let declare = format!("declare c cursor for {sorted}");
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "begin",
+            "-c",
+            &declare,
+            "-c",
+            "fetch 1 from c",
+            "-c",
+            "close c",
+            "-c",
+            "commit",
+        ],
+    );
+    let logs: Vec<String> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with("LOG:"))
+        .map(str::to_string)
+        .collect();
+    no_figures("SQL CLOSE", &logs);
+    assert!(
+        logs.iter().any(|l| l.contains("sort") && l.contains("ended")),
+        "the sort's end is reported at CLOSE: {logs:?}"
+    );
+
+    let notices = |messages: &[RawMessage]| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|(tag, _)| *tag == b'N')
+            .filter_map(|(_, body)| {
+                // The message field only: the others hold the code, the
+                // source file's line and such.
+                let body = String::from_utf8_lossy(body);
+                body.split('\0')
+                    .find_map(|field| field.strip_prefix('M'))
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    let mut raw = RawClient::connect(&gw, &token).await;
+    raw.send(&[raw::query("begin")]).await;
+    raw.until_ready().await;
+    // A protocol Close of a portal run to its end: its executor ends then.
+    raw.send(&[
+        raw::parse("s", sorted),
+        raw::bind("p", "s", 0),
+        raw::execute("p"),
+        raw::sync(),
+    ])
+    .await;
+    raw.until_ready().await;
+    raw.send(&[raw::close(b'P', "p"), raw::sync()]).await;
+    no_figures("a protocol Close", &notices(&raw.until_ready().await));
+    // The unnamed portal, closed by the next Bind of it.
+    raw.send(&[raw::bind("", "s", 0), raw::execute(""), raw::sync()])
+        .await;
+    raw.until_ready().await;
+    raw.send(&[raw::bind("", "s", 0), raw::sync()]).await;
+    no_figures(
+        "a Bind replacing the unnamed portal",
+        &notices(&raw.until_ready().await),
+    );
+    gw.stop().await;
+}
