@@ -7,10 +7,15 @@ use portcullis_identity::{LoginClient, TokenCache};
 use std::path::Path;
 use std::time::Duration;
 
-/// `portcullis audit verify`: checks the whole chain and the checkpoints.
-pub fn audit_verify(config: &Config) -> Result<String> {
+/// `portcullis audit verify`: checks the whole chain and the checkpoints,
+/// against `key_file` (a copy of the public key kept apart from the store)
+/// or else the data directory's own copy.
+pub fn audit_verify(config: &Config, key_file: Option<&Path>) -> Result<String> {
     let data_dir = &config.gateway.data_dir;
-    let key = portcullis_audit::load_verifying_key(data_dir)?;
+    let key = match key_file {
+        Some(file) => portcullis_audit::load_verifying_key_file(file)?,
+        None => portcullis_audit::load_verifying_key(data_dir)?,
+    };
     let path = crate::audit_path(data_dir);
     if !path.exists() {
         bail!("no audit log at `{}`", path.display());
@@ -24,6 +29,15 @@ pub fn audit_verify(config: &Config) -> Result<String> {
         report.last_checkpoint_seq.map_or("none".to_string(), |s| s.to_string()),
         report.entries_after_last_checkpoint,
     );
+    let key_id = portcullis_audit::key_id(&key);
+    out.push_str(&match key_file {
+        Some(file) => format!("checked against the key in `{}` (key id {key_id})\n", file.display()),
+        // Whoever can change the store can change the key file beside it,
+        // and sign again with a key of their own.
+        None => format!(
+            "checked against the data directory's own public key (key id {key_id}); give a copy kept elsewhere with --key to rule out a store signed again with another key\n"
+        ),
+    });
     if let (Some(seq), Some(hash)) = (report.last_checkpoint_seq, &report.last_checkpoint_hash) {
         // The store alone cannot show that it was cut back to an earlier
         // checkpoint: the gateway's log can.

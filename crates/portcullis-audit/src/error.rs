@@ -163,6 +163,14 @@ pub enum VerifyError {
     )]
     Unsigned { first: u64, last: u64 },
 
+    /// An entry is dated later than this machine's clock allows. Unsigned
+    /// entries are judged by their age, so a forger who cannot sign would
+    /// date them in the future to keep them young.
+    #[error(
+        "entry {seq} is dated {minutes_ahead} minutes after this machine's clock: the gateway dates          an entry when it writes it, so it was forged, or this machine's clock is behind the          gateway's (check it, and verify again)"
+    )]
+    FromTheFuture { seq: u64, minutes_ahead: u64 },
+
     /// The file does not exist or is not an SQLite database.
     #[error("cannot open the audit store at `{path}`: {source}")]
     Open {
@@ -259,7 +267,8 @@ impl VerifyError {
             | VerifyError::CheckpointKey { seq, .. }
             | VerifyError::CheckpointSignature { seq }
             | VerifyError::CheckpointMismatch { seq }
-            | VerifyError::CheckpointBeyondEnd { seq, .. } => Some(*seq),
+            | VerifyError::CheckpointBeyondEnd { seq, .. }
+            | VerifyError::FromTheFuture { seq, .. } => Some(*seq),
         }
     }
 }

@@ -64,11 +64,16 @@ pub fn load_or_create_signing_key(data_dir: &Path) -> Result<SigningKey, AuditEr
 
 /// Loads the public key from `<data_dir>/audit-signing.pub`.
 pub fn load_verifying_key(data_dir: &Path) -> Result<VerifyingKey, AuditError> {
-    let path = data_dir.join(VERIFYING_KEY_FILE);
-    match read_key_file(&path)? {
-        Some(text) => parse_verifying_key(&path, &text),
+    load_verifying_key_file(&data_dir.join(VERIFYING_KEY_FILE))
+}
+
+/// Loads a public key from a file written as `audit-signing.pub` is (a copy
+/// kept apart from the store, given to `audit verify --key`).
+pub fn load_verifying_key_file(path: &Path) -> Result<VerifyingKey, AuditError> {
+    match read_key_file(path)? {
+        Some(text) => parse_verifying_key(path, &text),
         None => Err(AuditError::KeyRead {
-            path,
+            path: path.to_owned(),
             source: ErrorKind::NotFound.into(),
         }),
     }

@@ -55,11 +55,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use chain::{CHECKPOINT_DOMAIN, ENTRY_DOMAIN};
+pub use chain::{key_id, CHECKPOINT_DOMAIN, ENTRY_DOMAIN};
 pub use error::{AuditError, VerifyError};
 pub use keys::{
-    check_store_present, load_or_create_signing_key, load_verifying_key, SIGNING_KEY_FILE,
-    VERIFYING_KEY_FILE,
+    check_store_present, load_or_create_signing_key, load_verifying_key, load_verifying_key_file,
+    SIGNING_KEY_FILE, VERIFYING_KEY_FILE,
 };
 pub use store::{scan_since, tail, StoredEntry};
 pub use verify::{verify, VerifyReport};

@@ -47,6 +47,11 @@ struct CheckpointRow {
 /// signature vouches for it.
 const UNSIGNED_GRACE_MS: u64 = 60_000;
 
+/// How far ahead of this machine's clock an entry may be dated: the log may
+/// be verified on another machine than the gateway's, whose clocks differ
+/// a little. An entry dated later was forged (see [`VerifyError::FromTheFuture`]).
+const CLOCK_SKEW_MS: u64 = 5 * 60_000;
+
 /// Checks every entry's link and hash and every checkpoint's key, signature
 /// and position in the chain, against `key`, and that no entry older than
 /// a minute lacks a checkpoint. A pure read of the file: it neither creates
@@ -99,8 +104,15 @@ fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyRepor
         let time_ms = row
             .get::<_, i64>(1)
             .ok()
-            .and_then(|t| u64::try_from(t).ok());
-        unsigned_since = unsigned_since.or(Some(time_ms.unwrap_or(0)));
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0);
+        if time_ms > now_ms.saturating_add(CLOCK_SKEW_MS) {
+            return Err(VerifyError::FromTheFuture {
+                seq,
+                minutes_ahead: (time_ms - now_ms) / 60_000,
+            });
+        }
+        unsigned_since = unsigned_since.or(Some(time_ms));
         // INVARIANT: checkpoints are read in seq order and every seq below
         // this one was checked, so a pending checkpoint is at `seq` or later.
         if let Some(checkpoint) = next_checkpoint.take_if(|checkpoint| checkpoint.seq == seq) {
@@ -775,6 +787,60 @@ mod tests {
         // With every checkpoint gone, from the first entry.
         conn.execute("DELETE FROM audit_checkpoints", []).unwrap();
         let error = verify_at(&path, &key.verifying_key(), later(2)).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::Unsigned { first: 1, last: 30 }),
+            "{error:?}"
+        );
+    }
+
+    /// Unsigned entries are judged by their age: a forger who cannot sign
+    /// dates the first of them in the future, so that it never grows old,
+    /// and recomputes the chain.
+    #[tokio::test]
+    async fn an_entry_dated_in_the_future_is_refused() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM audit_checkpoints", []).unwrap();
+        let now = crate::now_ms().unwrap();
+        // Dates entry 1 `time_ms` and recomputes the whole chain.
+        let date = |time_ms: u64| {
+            conn.execute(
+                "UPDATE audit_entries SET time_ms = ?1 WHERE seq = 1",
+                [time_ms],
+            )
+            .unwrap();
+            let mut prev = GENESIS_HASH;
+            for seq in 1..=30 {
+                let (time_ms, body, _) = entry(&conn, seq);
+                let hash = chain::entry_hash(&prev, seq, time_ms, body.as_bytes());
+                conn.execute(
+                    "UPDATE audit_entries SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+                    params![hex::encode(prev), hex::encode(hash), seq],
+                )
+                .unwrap();
+                prev = hash;
+            }
+        };
+        date(now + 10 * 60_000);
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::FromTheFuture { seq: 1, .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("clock"), "{error}");
+        // Years ahead, where the age of the unsigned entries was once
+        // counted as none.
+        date(now + 75 * 365 * 24 * 3_600_000);
+        let error = check(&path, &key).unwrap_err();
+        assert!(
+            matches!(error, VerifyError::FromTheFuture { seq: 1, .. }),
+            "{error:?}"
+        );
+        // A verifier's clock a little behind the gateway's is no forgery:
+        // then the tail is refused as unsigned once it is old.
+        date(now + 60_000);
+        assert!(check(&path, &key).is_ok());
+        let error = verify_at(&path, &key.verifying_key(), now + 3 * 60_000).unwrap_err();
         assert!(
             matches!(error, VerifyError::Unsigned { first: 1, last: 30 }),
             "{error:?}"

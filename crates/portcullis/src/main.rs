@@ -200,6 +200,11 @@ enum AuditCommand {
     Verify {
         #[arg(long, short)]
         config: PathBuf,
+        /// A copy of the public key (`audit-signing.pub`) kept apart from
+        /// the store; without it, the data directory's own copy is used,
+        /// which whoever can change the store can change too.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Print the last entries.
     Tail {
@@ -314,10 +319,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             running.shutdown().await?;
         }
         Command::Audit {
-            command: AuditCommand::Verify { config },
+            command: AuditCommand::Verify { config, key },
         } => {
             let config = load(&config)?;
-            print!("{}", commands::audit_verify(&config)?);
+            print!("{}", commands::audit_verify(&config, key.as_deref())?);
         }
         Command::Audit {
             command: AuditCommand::Tail { config, n, json },

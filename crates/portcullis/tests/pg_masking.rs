@@ -1703,7 +1703,8 @@ async fn what_a_cursor_reports_as_it_closes_is_withheld() {
         .collect();
     no_figures("SQL CLOSE", &logs);
     assert!(
-        logs.iter().any(|l| l.contains("sort") && l.contains("ended")),
+        logs.iter()
+            .any(|l| l.contains("sort") && l.contains("ended")),
         "the sort's end is reported at CLOSE: {logs:?}"
     );
 

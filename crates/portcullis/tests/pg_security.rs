@@ -7,6 +7,7 @@ mod common;
 
 use base64::Engine;
 use common::*;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn b64(data: &[u8]) -> String {
@@ -328,6 +329,37 @@ async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
     let ok = verify("intact");
     assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
     assert!(stdout(&ok).contains("audit log intact"));
+    assert!(stdout(&ok).contains("--key"), "{}", stdout(&ok));
+
+    // Against a copy of the public key kept apart from the store, and
+    // against another key: whoever can change the store can change the
+    // data directory's own copy, and sign with a key of their own.
+    let keys = tempfile::tempdir().unwrap();
+    let kept = keys.path().join("kept.pub");
+    let data_dir = audit_db.parent().unwrap();
+    std::fs::copy(data_dir.join("audit-signing.pub"), &kept).unwrap();
+    let another = keys.path().join("another.pub");
+    // The ed25519 base point: a valid public key, not the gateway's.
+    std::fs::write(
+        &another,
+        "5866666666666666666666666666666666666666666666666666666666666666\n",
+    )
+    .unwrap();
+    let verify_with = |key: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["audit", "verify", "--config"])
+            .arg(&config_path)
+            .arg("--key")
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    let pinned = verify_with(&kept);
+    assert!(pinned.status.success(), "{}", stderr(&pinned));
+    assert!(stdout(&pinned).contains("kept.pub"), "{}", stdout(&pinned));
+    let other = verify_with(&another);
+    assert!(!other.status.success(), "{}", stdout(&other));
+    assert!(stderr(&other).contains("key"), "{}", stderr(&other));
 
     // Tampering, each on a copy of the intact store.
     let intact = std::fs::read(&audit_db).unwrap();
