@@ -89,11 +89,21 @@ const MAX_PENDING_ACCESS_REQUESTS: usize = 5;
 /// audited, listed and sent to every webhook.
 const MAX_TEXT_CHARS: usize = 2000;
 
-fn check_length(what: &str, text: &str) -> Result<(), ApprovalError> {
+/// Refuses a reason or comment that is too long, or holds a character
+/// that is not drawn as itself (an escape sequence, a carriage return, a
+/// direction change): it goes as written to the other person's terminal
+/// (the requester's `psql`, the reviewer's CLI) and to chat.
+fn check_text(what: &str, text: &str) -> Result<(), ApprovalError> {
     let n = text.chars().count();
     if n > MAX_TEXT_CHARS {
         return Err(ApprovalError::Refused(format!(
             "{what} is {n} characters long; at most {MAX_TEXT_CHARS} are kept: shorten it, or link to the details"
+        )));
+    }
+    if let Some(c) = text.chars().find(|c| portcullis_core::text::is_unshown(*c)) {
+        return Err(ApprovalError::Refused(format!(
+            "{what} holds {}, a character not drawn as itself, which would reach the other person's terminal as is: write it without",
+            portcullis_core::text::named(c)
         )));
     }
     Ok(())
@@ -295,7 +305,7 @@ impl Approvals {
                 "an access request needs a reason (`--reason`)".into(),
             ));
         }
-        check_length("the reason", &reason)?;
+        check_text("the reason", &reason)?;
         let mine = self
             .pending()
             .await?
@@ -463,7 +473,7 @@ impl Approvals {
                 "a review needs a comment that says why".into(),
             ));
         }
-        check_length("the comment", &comment)?;
+        check_text("the comment", &comment)?;
         let reviewer = reviewer.clone();
         let review_comment = comment.clone();
         let (request, decided) = self

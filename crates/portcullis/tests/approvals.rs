@@ -501,6 +501,23 @@ async fn an_access_grant_lets_updates_through_until_it_is_revoked_or_ends() {
         "{}",
         stderr(&verbose)
     );
+    // A comment goes to the requester's terminal as written: one that
+    // would write their clipboard is refused, and the request stays open.
+    let escapes = review_cli(
+        &gw,
+        &dba,
+        &[
+            "approve",
+            &id.to_string(),
+            "--comment",
+            "ok\u{1b}]52;c;cm0gLXJmIH4K\u{7}",
+        ],
+    );
+    assert!(
+        !escapes.status.success() && stderr(&escapes).contains("[U+001B]"),
+        "{}",
+        stderr(&escapes)
+    );
     let approved = review_cli(
         &gw,
         &dba,
