@@ -2,7 +2,7 @@
 //! the recordings in the gateway's data directory, read without changing
 //! them (a running gateway's open recordings stay open).
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use portcullis_config::Config;
 use portcullis_record::{render, Recordings};
 use std::io::Write;
@@ -132,32 +132,38 @@ pub async fn asciicast(config: &Config, file: &Path, id: &str) -> Result<String>
     Ok(portcullis_record::asciicast(&recordings.records(id)?))
 }
 
-/// What can be said of a recording before it is shown: nothing when it
-/// verifies, else a line saying why it cannot be trusted.
-fn trust_note(recordings: &Recordings, id: &str, ended: bool) -> Option<String> {
+/// Whether a recording can be trusted before it is shown.
+enum Trust {
+    Verified,
+    /// Not sealed yet: the session is running.
+    Running,
+    /// Sealed, or ended, and not verified: why.
+    Broken(String),
+}
+
+fn trust(recordings: &Recordings, id: &str, ended: bool) -> Trust {
     match recordings.manifest(id) {
-        Ok(Some(_)) => recordings
-            .verify(id)
-            .err()
-            .map(|e| format!("-- WARNING: this recording does not verify: {e}\n")),
-        Ok(None) if ended => Some(
-            "-- WARNING: this recording does not verify: the session ended but its manifest is gone, so nothing vouches for what follows\n".into(),
+        Ok(Some(_)) => match recordings.verify(id) {
+            Ok(_) => Trust::Verified,
+            Err(e) => Trust::Broken(e.to_string()),
+        },
+        Ok(None) if ended => Trust::Broken(
+            "the session ended but its manifest is gone, so nothing vouches for it".into(),
         ),
-        Ok(None) => Some(
-            "-- the session has not ended: its recording is sealed and signed when it does; until then nothing vouches for what follows\n".into(),
-        ),
-        Err(e) => Some(format!(
-            "-- WARNING: this recording does not verify: its manifest cannot be read ({e})\n"
-        )),
+        Ok(None) => Trust::Running,
+        Err(e) => Trust::Broken(format!("its manifest cannot be read ({e})")),
     }
 }
 
+/// A recording that does not verify (changed, cut, its manifest gone) is
+/// refused, unless `unverified`: then it is played after a warning.
 pub async fn replay(
     config: &Config,
     file: &Path,
     id: &str,
     speed: f64,
     follow: bool,
+    unverified: bool,
     out: &mut impl Write,
 ) -> Result<()> {
     let (recordings, _copy) = locate(config, file, id).await?;
@@ -168,13 +174,26 @@ pub async fn replay(
     };
     let mut records = recordings.records(id)?;
     // What is shown says whether it can be trusted.
-    if let Some(note) = trust_note(&recordings, id, ended_in(&records)) {
-        out.write_all(note.as_bytes())?;
-    }
+    let sealed = match trust(&recordings, id, ended_in(&records)) {
+        Trust::Verified => true,
+        Trust::Running => {
+            out.write_all(b"-- the session has not ended: its recording is sealed and signed when it does; until then nothing vouches for what follows\n")?;
+            false
+        }
+        Trust::Broken(why) if !unverified => bail!(
+            "recording `{id}` does not verify: {why}; it is not played (`portcullis recording verify` says more; `--unverified` plays it anyway, under a warning)"
+        ),
+        Trust::Broken(why) => {
+            eprintln!("WARNING: recording `{id}` does not verify: {why}");
+            writeln!(out, "-- WARNING: this recording does not verify: {why}")?;
+            true
+        }
+    };
     let mut shown = 0usize;
     let mut last_t: Option<u32> = None;
     loop {
-        let ended = ended_in(&records);
+        // A sealed recording cut short has lost its end, not its session.
+        let ended = sealed || ended_in(&records);
         let rendered = render(&records);
         for (t_ms, text) in rendered.iter().skip(shown) {
             if speed > 0.0 {

@@ -133,6 +133,10 @@ enum Command {
         /// `asciinema play` or any asciinema player) instead of playing it.
         #[arg(long, conflicts_with = "follow")]
         asciicast: bool,
+        /// Play a recording that does not verify (changed, cut short, its
+        /// manifest gone), under a warning; without it, one is refused.
+        #[arg(long, conflicts_with = "asciicast")]
+        unverified: bool,
     },
     /// Session recordings.
     Recording {
@@ -479,6 +483,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             speed,
             follow,
             asciicast,
+            unverified,
         } => {
             let path = config;
             let config = load(&path)?;
@@ -496,6 +501,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &id,
                 speed,
                 follow,
+                unverified,
                 &mut std::io::stdout(),
             )
             .await?;

@@ -148,19 +148,42 @@ async fn a_psql_session_replays_as_the_client_saw_it_masked_and_verifies() {
         "{}",
         stderr(&tampered)
     );
-    let replayed = stdout(&cli(&gw, &["replay", &id, "--speed", "0"]));
+    // Not played, with a non-zero exit, unless asked for: then under a
+    // warning, on the terminal and on stderr.
+    let refused = cli(&gw, &["replay", &id, "--speed", "0"]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(stdout(&refused).is_empty(), "{}", stdout(&refused));
     assert!(
-        replayed.starts_with("-- WARNING: this recording does not verify"),
-        "{replayed}"
+        stderr(&refused).contains("does not verify: chunk 1 was changed")
+            && stderr(&refused).contains("--unverified"),
+        "{}",
+        stderr(&refused)
+    );
+    let forced = cli(&gw, &["replay", &id, "--speed", "0", "--unverified"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(
+        stdout(&forced).starts_with("-- WARNING: this recording does not verify"),
+        "{}",
+        stdout(&forced)
+    );
+    assert!(stderr(&forced).contains("WARNING"), "{}", stderr(&forced));
+    // A sealed recording cut short lost its end, not its session: it is
+    // not said to be running.
+    assert!(
+        !stdout(&forced).contains("still running"),
+        "{}",
+        stdout(&forced)
     );
 
-    // With its manifest gone, replay still warns, and no asciicast is made.
+    // With its manifest gone, replay refuses too, and no asciicast is made.
     let dir = gw.config.gateway.data_dir.join("recordings").join(&id);
     std::fs::remove_file(dir.join("manifest.json")).unwrap();
-    let replayed = stdout(&cli(&gw, &["replay", &id, "--speed", "0"]));
+    let refused = cli(&gw, &["replay", &id, "--speed", "0"]);
     assert!(
-        replayed.starts_with("-- WARNING: this recording does not verify: the session ended but its manifest is gone"),
-        "{replayed}"
+        !refused.status.success()
+            && stderr(&refused).contains("the session ended but its manifest is gone"),
+        "{}",
+        stderr(&refused)
     );
     let cast = cli(&gw, &["replay", &id, "--asciicast"]);
     assert!(!cast.status.success());
@@ -170,10 +193,11 @@ async fn a_psql_session_replays_as_the_client_saw_it_masked_and_verifies() {
         stderr(&cast)
     );
     std::fs::write(dir.join("manifest.json"), b"{").unwrap();
-    let replayed = stdout(&cli(&gw, &["replay", &id, "--speed", "0"]));
+    let refused = cli(&gw, &["replay", &id, "--speed", "0"]);
     assert!(
-        replayed.contains("its manifest cannot be read"),
-        "{replayed}"
+        !refused.status.success() && stderr(&refused).contains("its manifest cannot be read"),
+        "{}",
+        stderr(&refused)
     );
     gw.stop().await;
 }
