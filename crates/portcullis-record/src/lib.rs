@@ -13,6 +13,7 @@
 pub mod format;
 mod read;
 mod remote;
+mod terminal;
 mod write;
 
 pub use read::{asciicast, render, Summary, VerifyError};

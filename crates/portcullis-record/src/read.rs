@@ -421,7 +421,8 @@ fn playable(r: &format::Resize) -> (u32, u32) {
 /// output as an `"o"` event and each window change as an `"r"` event;
 /// sizes at most [`PLAYABLE_COLS`] by [`PLAYABLE_ROWS`].
 /// Output that is not UTF-8 is carried to the next event when it is a
-/// character cut in two, and replaced otherwise.
+/// character cut in two, and replaced otherwise. Only what draws goes in
+/// ([`crate::terminal`]): a cast is played to a real terminal.
 pub fn asciicast(records: &[Record]) -> String {
     let mut started = 0u64;
     let mut title = String::new();
@@ -453,6 +454,8 @@ pub fn asciicast(records: &[Record]) -> String {
     let mut out = header.to_string();
     out.push('\n');
     let mut carry: Vec<u8> = Vec::new();
+    // Played to a real terminal: only what draws.
+    let mut drawing = crate::terminal::Drawing::default();
     let mut first_resize = true;
     for record in records {
         let t = f64::from(record.t_ms) / 1000.0;
@@ -477,6 +480,7 @@ pub fn asciicast(records: &[Record]) -> String {
                         text
                     }
                 };
+                let text = drawing.filter(&text);
                 if !text.is_empty() {
                     out.push_str(&serde_json::json!([t, "o", text]).to_string());
                     out.push('\n');

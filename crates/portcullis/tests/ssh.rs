@@ -948,6 +948,15 @@ async fn an_interactive_shell_is_recorded_and_replays() {
     // The shell on the target sees the new size once the gateway passed
     // (and recorded) the window change.
     typed_until_shown(socket, session, "stty size", "40 120").await;
+    // What the target prints that would act on a terminal beyond drawing
+    // (a clipboard write, a window title) is not played to an auditor's.
+    typed_until_shown(
+        socket,
+        session,
+        r"printf 'R\033]52;c;aGk=\007A\033]0;t\007B\n'",
+        "RAB",
+    )
+    .await;
     tmux(&["-S", socket, "send-keys", "-t", session, "exit", "Enter"]);
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -989,6 +998,16 @@ async fn an_interactive_shell_is_recorded_and_replays() {
     assert!(
         events.iter().any(|e| e[1] == "r" && e[2] == "120x40"),
         "{events:?}"
+    );
+    let output: String = events
+        .iter()
+        .filter(|e| e[1] == "o")
+        .filter_map(|e| e[2].as_str())
+        .collect();
+    assert!(output.contains("RAB"), "{output:?}");
+    assert!(
+        !output.contains("\u{1b}]52") && !output.contains("\u{1b}]0;"),
+        "{output:?}"
     );
     let verify = gw.cli(&["recording", "verify", &id]);
     assert!(verify.status.success(), "{}", stdout(&verify));
