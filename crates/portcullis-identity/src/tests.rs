@@ -629,9 +629,23 @@ async fn refuses_names_and_groups_with_control_or_invisible_characters() {
             "{claim}: {error}"
         );
     }
-    // Letters of any script are fine.
+    // A space at either end reads as the name without it.
+    for (claim, value) in [
+        ("email", json!("alice@example.com ")),
+        ("sub", json!(" alice")),
+        ("groups", json!(["dba "])),
+    ] {
+        let mut claims = idp.claims();
+        claims[claim] = value;
+        let error = refused(&idp.verifier(), &key.sign(&claims)).await;
+        assert!(
+            error.to_string().contains("begins or ends with a space"),
+            "{claim}: {error}"
+        );
+    }
+    // Letters of any script are fine, and spaces inside a name.
     let mut claims = idp.claims();
-    claims["groups"] = json!(["équipe", "開発"]);
+    claims["groups"] = json!(["équipe", "開発", "on call"]);
     idp.verifier().verify(&key.sign(&claims)).await.unwrap();
 }
 

@@ -356,12 +356,20 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<String
 
 /// Names and groups reach logs, terminals, reviewers' pages and policies:
 /// one with a control or invisible character (a line break that forges a
-/// log line, an escape sequence, a right-to-left override) is refused.
+/// log line, an escape sequence, a right-to-left override) is refused, and
+/// so is one with a space at either end, which reads as the name without it
+/// (`alice@example.com ` is not alice, and could approve her requests).
 fn drawn_as_itself(claim: &str, value: &str) -> Result<(), IdentityError> {
     if portcullis_core::text::has_unshown(value) || value.contains(['\n', '\t']) {
         return Err(IdentityError::InvalidClaim {
             claim: claim.to_owned(),
             reason: "it holds control or invisible characters".to_owned(),
+        });
+    }
+    if value.trim() != value {
+        return Err(IdentityError::InvalidClaim {
+            claim: claim.to_owned(),
+            reason: "it begins or ends with a space".to_owned(),
         });
     }
     Ok(())
