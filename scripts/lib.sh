@@ -54,14 +54,19 @@ pg_bin() {
 }
 
 # pg_start PORT: a throwaway cluster under a temp dir, as the postgres user,
-# with a superuser `postgres` (password `postgrespw`) and SCRAM on TCP.
-# Sets PG_DIR; stop it with pg_stop.
+# with a superuser `postgres` (a random password, in PG_SUPERPASSWORD) and
+# SCRAM on TCP. Its socket is in PG_DIR, which only root and postgres can
+# enter: the SSH target of the quickstart is an account on this machine, and
+# must reach the database through the gateway only. Sets PG_DIR and
+# PG_SUPERPASSWORD; stop it with pg_stop.
 pg_start() {
   local port=$1 bin
   bin=$(pg_bin)
   PG_DIR=$(mktemp -d /tmp/portcullis-pg.XXXXXX)
   chown postgres:postgres "$PG_DIR"
-  echo postgrespw > "$PG_DIR.pw"
+  chmod 700 "$PG_DIR"
+  PG_SUPERPASSWORD=$(openssl rand -hex 16)
+  echo "$PG_SUPERPASSWORD" > "$PG_DIR.pw"
   chown postgres "$PG_DIR.pw"
   su postgres -c "$bin/initdb -D $PG_DIR -U postgres --pwfile=$PG_DIR.pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8" >/dev/null
   rm -f "$PG_DIR.pw"
@@ -82,7 +87,7 @@ pg_start() {
   chown postgres:postgres "$PG_DIR/server.key" "$PG_DIR/server.crt"
   chmod 600 "$PG_DIR/server.key"
   chmod 644 "$PG_CA"
-  su postgres -c "$bin/pg_ctl -D $PG_DIR -l $PG_DIR/server.log -w -t 30 start -o '-p $port -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c ssl=on'" >/dev/null
+  su postgres -c "$bin/pg_ctl -D $PG_DIR -l $PG_DIR/server.log -w -t 30 start -o '-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c ssl=on'" >/dev/null
 }
 
 pg_stop() {

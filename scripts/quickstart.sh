@@ -15,11 +15,15 @@ PORT=${DEMO_PG_PORT:-55432}
 trap 'kill ${GATEWAY:-} 2>/dev/null || true; pg_stop; sshd_stop' EXIT
 exit_on_signals
 pg_start "$PORT"
-psql -q -h /tmp -p "$PORT" -U postgres -c "create user app password 'apppw'"
-psql -q -h /tmp -p "$PORT" -U postgres -c "create database app owner app"
-PGPASSWORD=apppw psql -q -h 127.0.0.1 -p "$PORT" -U app -d app -f examples/quickstart/seed.sql >/dev/null
+# The target's password: the gateway holds it, and nobody else needs it (an
+# SSH session to demo-ssh runs on this machine, and could read a fixed one
+# in this script).
+APP_PASSWORD=$(openssl rand -hex 16)
+psql -q -h "$PG_DIR" -p "$PORT" -U postgres -c "create user app password '$APP_PASSWORD'"
+psql -q -h "$PG_DIR" -p "$PORT" -U postgres -c "create database app owner app"
+PGPASSWORD=$APP_PASSWORD psql -q -h 127.0.0.1 -p "$PORT" -U app -d app -f examples/quickstart/seed.sql >/dev/null
 
-export DEMO_PG_HOST=127.0.0.1 DEMO_PG_PORT=$PORT DEMO_PG_DATABASE=app DEMO_PG_USER=app DEMO_PG_PASSWORD=apppw
+export DEMO_PG_HOST=127.0.0.1 DEMO_PG_PORT=$PORT DEMO_PG_DATABASE=app DEMO_PG_USER=app DEMO_PG_PASSWORD=$APP_PASSWORD
 # A throwaway sshd behind the `demo-ssh` target (exports DEMO_SSH_*).
 sshd_start "${DEMO_SSH_PORT:-$(free_port)}"
 export PORTCULLIS_DATA=${PORTCULLIS_DATA:-$(mktemp -d /tmp/portcullis-data.XXXXXX)}

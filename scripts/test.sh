@@ -20,7 +20,7 @@ sshd_start "$(free_port)"
 export PORTCULLIS_TEST_PG_HOST=127.0.0.1
 export PORTCULLIS_TEST_PG_PORT=$PORT
 export PORTCULLIS_TEST_PG_SUPERUSER=postgres
-export PORTCULLIS_TEST_PG_SUPERPASSWORD=postgrespw
+export PORTCULLIS_TEST_PG_SUPERPASSWORD=$PG_SUPERPASSWORD
 export PORTCULLIS_TEST_PG_CA=$PG_CA
 export PORTCULLIS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 # The SSH target (sshd_start exported DEMO_SSH_*); the tests change its host
