@@ -29,6 +29,11 @@ pub fn audit_verify(config: &Config, key_file: Option<&Path>) -> Result<String> 
         report.last_checkpoint_seq.map_or("none".to_string(), |s| s.to_string()),
         report.entries_after_last_checkpoint,
     );
+    for (first, last) in &report.found_unsigned {
+        out.push_str(&format!(
+            "WARNING: entries {first} to {last} had no signed checkpoint when the gateway next started (it stopped without signing them, or they were added while it was stopped): they are signed as found, and nothing vouches that the gateway wrote them\n"
+        ));
+    }
     let key_id = portcullis_audit::key_id(&key);
     out.push_str(&match key_file {
         Some(file) => format!("checked against the key in `{}` (key id {key_id})\n", file.display()),

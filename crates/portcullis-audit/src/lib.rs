@@ -66,6 +66,10 @@ pub use verify::{verify, VerifyReport};
 
 use writer::{Counters, Request, Writer};
 
+/// The event of the entry an opening writer adds when it finds entries that
+/// no checkpoint covers: `{"event": ..., "first": N, "last": M}`.
+pub const UNSIGNED_AT_OPEN: &str = "audit.unsigned_at_open";
+
 /// The largest batch the writer accepts, whatever the options say.
 const MAX_BATCH_LIMIT: usize = 65_536;
 
@@ -173,6 +177,25 @@ impl AuditLog {
             "audit log opened"
         );
 
+        // Entries no checkpoint covers were written before a crash, or
+        // added while the gateway was stopped: the next checkpoint would
+        // vouch for them as if this gateway had written them. Said in the
+        // log first, where every later checkpoint keeps it.
+        let last_signed = last_checkpoint.as_ref().map_or(0, |(seq, _)| *seq);
+        let found_unsigned = (head.seq > last_signed).then(|| {
+            tracing::warn!(
+                first = last_signed + 1,
+                last = head.seq,
+                "audit entries not covered by a signed checkpoint were found at start; they are recorded as such, and `audit verify` lists them"
+            );
+            serde_json::json!({
+                "event": UNSIGNED_AT_OPEN,
+                "first": last_signed + 1,
+                "last": head.seq,
+            })
+            .to_string()
+        });
+
         let max_batch = options.max_batch.clamp(1, MAX_BATCH_LIMIT);
         let (request_sender, request_receiver) = mpsc::channel(max_batch * 2);
         let (stopped_sender, stopped) = watch::channel(false);
@@ -191,6 +214,10 @@ impl AuditLog {
             file: writer::file_id(path),
             head_logged_at: None,
         };
+        let mut writer = writer;
+        if let Some(body) = found_unsigned {
+            writer.append_now(now_ms().ok_or(AuditError::Clock)?, body)?;
+        }
         std::thread::Builder::new()
             .name("portcullis-audit-writer".to_owned())
             .spawn(move || writer.run(request_receiver, stopped_sender))

@@ -30,6 +30,10 @@ pub struct VerifyReport {
     /// Entries that no checkpoint covers yet. Removing them from the end
     /// would not be detected.
     pub entries_after_last_checkpoint: u64,
+    /// Ranges of entries (first, last) that a gateway found unsigned when it
+    /// opened the log, and said so in it: written before a crash, or added
+    /// while it was stopped. Later checkpoints cover them as found.
+    pub found_unsigned: Vec<(u64, u64)>,
 }
 
 struct CheckpointRow {
@@ -94,6 +98,7 @@ fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyRepor
         last_checkpoint_seq: None,
         last_checkpoint_hash: None,
         entries_after_last_checkpoint: 0,
+        found_unsigned: Vec::new(),
     };
     let mut prev_hash = GENESIS_HASH;
     // The time of the first entry no checkpoint covers yet.
@@ -101,6 +106,9 @@ fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyRepor
     while let Some(row) = entries.next().map_err(read_error)? {
         let seq = report.last_seq + 1;
         let hash = check_entry(row, seq, &prev_hash)?;
+        if let Some(range) = found_unsigned(row) {
+            report.found_unsigned.push(range);
+        }
         let time_ms = row
             .get::<_, i64>(1)
             .ok()
@@ -147,6 +155,23 @@ fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyRepor
         }
     }
     Ok(report)
+}
+
+/// The range an [`crate::UNSIGNED_AT_OPEN`] entry names.
+fn found_unsigned(row: &Row<'_>) -> Option<(u64, u64)> {
+    let Ok(ValueRef::Text(body)) = row.get_ref(2) else {
+        return None;
+    };
+    // Cheap test first: nearly no entry is one.
+    let marker = crate::UNSIGNED_AT_OPEN.as_bytes();
+    if !body.windows(marker.len()).any(|w| w == marker) {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if body["event"] != crate::UNSIGNED_AT_OPEN {
+        return None;
+    }
+    Some((body["first"].as_u64()?, body["last"].as_u64()?))
 }
 
 /// Checks the entry expected at `seq`; returns its hash.
@@ -289,7 +314,8 @@ fn hash_column(row: &Row<'_>, index: usize, name: &str) -> Result<EntryHash, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{store_path, test_key, write_sealed_store};
+    use crate::tests::{counted_checkpoints, store_path, test_key, write_sealed_store};
+    use crate::AuditLog;
     use ed25519_dalek::SigningKey;
     use rusqlite::{params, Connection};
 
@@ -386,6 +412,7 @@ mod tests {
                 last_checkpoint_seq: Some(30),
                 last_checkpoint_hash: Some(head),
                 entries_after_last_checkpoint: 0,
+                found_unsigned: Vec::new(),
             }
         );
     }
@@ -845,6 +872,45 @@ mod tests {
             matches!(error, VerifyError::Unsigned { first: 1, last: 30 }),
             "{error:?}"
         );
+    }
+
+    /// What a forger who cannot sign does while the gateway is stopped:
+    /// appends an entry with the hash the chain wants. The gateway, started
+    /// again, signs it with what it writes next, so it says first, in the
+    /// log, which entries it found unsigned; verify lists them.
+    #[tokio::test]
+    async fn entries_found_unsigned_at_start_are_named_in_the_log() {
+        let (_dir, path, key) = sealed_store().await;
+        let conn = Connection::open(&path).unwrap();
+        let prev: String = conn
+            .query_row("SELECT hash FROM audit_entries WHERE seq = 30", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let prev = chain::decode_hash(&prev).unwrap();
+        let body = r#"{"event":"approval.approved","request":7}"#;
+        let time_ms = crate::now_ms().unwrap();
+        let hash = chain::entry_hash(&prev, 31, time_ms, body.as_bytes());
+        conn.execute(
+            "INSERT INTO audit_entries (seq, time_ms, body, prev_hash, hash) VALUES (31, ?1, ?2, ?3, ?4)",
+            params![time_ms, body, hex::encode(prev), hex::encode(hash)],
+        )
+        .unwrap();
+
+        let log = AuditLog::open(&path, key.clone(), counted_checkpoints(10)).unwrap();
+        assert_eq!(log.append(&serde_json::json!({"n": 33})).await.unwrap(), 33);
+        log.shutdown().await.unwrap();
+        let (_, marker, _) = entry(&conn, 32);
+        assert!(marker.contains(crate::UNSIGNED_AT_OPEN), "{marker}");
+        let report = check(&path, &key).unwrap();
+        assert_eq!(report.found_unsigned, vec![(31, 31)]);
+        assert_eq!(report.last_checkpoint_seq, Some(33));
+
+        // A log opened with every entry signed says nothing.
+        let log = AuditLog::open(&path, key.clone(), counted_checkpoints(10)).unwrap();
+        log.append(&serde_json::json!({"n": 34})).await.unwrap();
+        log.shutdown().await.unwrap();
+        assert_eq!(check(&path, &key).unwrap().found_unsigned, vec![(31, 31)]);
     }
 
     #[tokio::test]

@@ -192,6 +192,19 @@ impl Writer {
         }
     }
 
+    /// Writes one entry at once, before the thread runs.
+    pub(crate) fn append_now(&mut self, time_ms: u64, body: String) -> Result<u64, AuditError> {
+        let (reply, mut answer) = oneshot::channel();
+        self.commit_batch(&mut vec![PendingAppend {
+            time_ms,
+            body,
+            reply,
+        }]);
+        answer
+            .try_recv()
+            .map_err(|_| AuditError::Internal("the audit writer did not answer"))?
+    }
+
     fn commit_batch(&mut self, batch: &mut Vec<PendingAppend>) {
         match self.write_batch(batch) {
             Ok(first_seq) => {
