@@ -6,8 +6,9 @@
 //! operating system commands (window titles, hyperlinks, clipboard writes,
 //! colour changes and queries), device control strings (settings queries,
 //! graphics) and the other strings, and the queries a terminal answers by
-//! typing into its input (device status and attributes, window reports,
-//! mode and parameter requests). Everything else goes through unchanged:
+//! typing into its input (device status and attributes, DECID, window
+//! reports, mode and parameter requests, the answerback). Everything else
+//! goes through unchanged:
 //! text, colours, cursor movement, erasing, modes.
 
 /// A filter over a stream of output: a sequence may span pieces.
@@ -35,6 +36,7 @@ enum State {
 
 const ESC: char = '\u{1b}';
 const BEL: char = '\u{07}';
+const ENQ: char = '\u{05}';
 /// The C1 forms: CSI, string terminator, and the string introducers.
 const C1_CSI: char = '\u{9b}';
 const C1_ST: char = '\u{9c}';
@@ -57,7 +59,8 @@ impl Drawing {
                         self.state = State::Control;
                     }
                     c if C1_STRINGS.contains(&c) => self.state = State::String,
-                    C1_ST => {}
+                    // ENQ asks for the terminal's answerback.
+                    C1_ST | ENQ => {}
                     c => out.push(c),
                 },
                 State::Escape => match c {
@@ -68,12 +71,20 @@ impl Drawing {
                         self.state = State::Control;
                     }
                     ']' | 'P' | '_' | '^' | 'X' => self.state = State::String,
-                    // A second ESC starts again.
-                    ESC => {}
-                    c => {
+                    // DECID: answered as device attributes are.
+                    'Z' => self.state = State::Text,
+                    // An intermediate or a final: drawing (a character set,
+                    // saving the cursor, a reset).
+                    '\u{20}'..='\u{7e}' => {
                         out.push(ESC);
                         out.push(c);
                         self.state = State::Text;
+                    }
+                    // Anything else (another ESC, a C1 introducer) ends
+                    // the escape, and is read as text again.
+                    c => {
+                        self.state = State::Text;
+                        out.push_str(&self.filter(&c.to_string()));
                     }
                 },
                 State::Control => match c {
@@ -144,6 +155,17 @@ mod tests {
         assert_eq!(
             drawing.filter(printed),
             "a\u{1b}[1;31mred\u{1b}[0m\u{1b}[2J\u{1b}[H\u{1b}[?1049h\u{1b}(B\r\nclickend"
+        );
+    }
+
+    /// A C1 introducer or another ESC right after ESC starts its own
+    /// sequence, and is judged as one.
+    #[test]
+    fn an_escape_cut_short_does_not_carry_what_follows() {
+        let mut drawing = Drawing::default();
+        assert_eq!(
+            drawing.filter("a\u{1b}\u{9b}6nb\u{1b}\u{1b}]52;c;aGk=\u{7}c\u{1b}Zd\u{5}e"),
+            "abcde"
         );
     }
 
