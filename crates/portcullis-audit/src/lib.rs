@@ -200,7 +200,7 @@ impl AuditLog {
         let (request_sender, request_receiver) = mpsc::channel(max_batch * 2);
         let (stopped_sender, stopped) = watch::channel(false);
         let counters = Arc::new(Counters::default());
-        let writer = Writer {
+        let mut writer = Writer {
             conn,
             path: path.to_owned(),
             key,
@@ -214,7 +214,6 @@ impl AuditLog {
             file: writer::file_id(path),
             head_logged_at: None,
         };
-        let mut writer = writer;
         if let Some(body) = found_unsigned {
             writer.append_now(now_ms().ok_or(AuditError::Clock)?, body)?;
         }
