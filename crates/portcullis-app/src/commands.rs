@@ -117,8 +117,16 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
         }
         let body = &entry.body;
         let field = |name: &str| printable(body.get(name).and_then(|v| v.as_str()).unwrap_or("-"));
+        // A review's person is its reviewer, and its decision a word.
+        let who = printable(
+            body.get("principal")
+                .or_else(|| body.get("reviewer"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("-"),
+        );
         let decision = body
             .pointer("/decision/effect")
+            .or_else(|| body.get("decision"))
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let policies = body
@@ -157,6 +165,7 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
                     .or_else(|| body.pointer("/command/text"))
                     .or_else(|| body.get("text"))
                     .or_else(|| body.get("outcome"))
+                    .or_else(|| body.get("comment"))
                     .or_else(|| body.pointer("/detail/line"))
                     .and_then(|v| v.as_str())
                     .map(str::to_string)
@@ -179,7 +188,7 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
             format_time(entry.time_ms),
             field("event"),
             field("session"),
-            field("principal"),
+            who,
             field("target"),
             decision,
             if policies.is_empty() {

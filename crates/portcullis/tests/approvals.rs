@@ -284,6 +284,15 @@ async fn a_held_statement_runs_in_its_session_once_a_dba_approves_from_the_cli()
     );
     assert!(approved.status.success(), "{}", stderr(&approved));
     assert!(stdout(&approved).contains("approved"));
+    // The text tail says who reviewed, how, and why.
+    let tail = stdout(&gw.cli(&["audit", "tail", "-n", "50"]));
+    assert!(
+        tail.lines().any(|l| l.contains("approval.reviewed")
+            && l.contains("dba@example.com")
+            && l.contains("approve")
+            && l.contains("old order, fine")),
+        "{tail}"
+    );
 
     let (code, out, err) = psql.finish().await;
     assert_eq!(code, 0, "{err}");
