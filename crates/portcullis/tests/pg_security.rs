@@ -319,13 +319,18 @@ async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
     let audit_db = gw.audit_db();
     let _dir = gw.stop().await;
 
-    let verify = |label: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    // `audit verify`, against the data directory's key or `key`.
+    let verify_against = |label: &str, key: Option<&Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
             .args(["audit", "verify", "--config"])
-            .arg(&config_path)
-            .output()
-            .unwrap_or_else(|e| panic!("{label}: {e}"))
+            .arg(&config_path);
+        if let Some(key) = key {
+            command.arg("--key").arg(key);
+        }
+        command.output().unwrap_or_else(|e| panic!("{label}: {e}"))
     };
+    let verify = |label: &str| verify_against(label, None);
     let ok = verify("intact");
     assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
     assert!(stdout(&ok).contains("audit log intact"));
@@ -345,19 +350,10 @@ async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
         "5866666666666666666666666666666666666666666666666666666666666666\n",
     )
     .unwrap();
-    let verify_with = |key: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["audit", "verify", "--config"])
-            .arg(&config_path)
-            .arg("--key")
-            .arg(key)
-            .output()
-            .unwrap()
-    };
-    let pinned = verify_with(&kept);
+    let pinned = verify_against("a kept key", Some(&kept));
     assert!(pinned.status.success(), "{}", stderr(&pinned));
     assert!(stdout(&pinned).contains("kept.pub"), "{}", stdout(&pinned));
-    let other = verify_with(&another);
+    let other = verify_against("another key", Some(&another));
     assert!(!other.status.success(), "{}", stdout(&other));
     assert!(stderr(&other).contains("key"), "{}", stderr(&other));
 
