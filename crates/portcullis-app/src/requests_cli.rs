@@ -204,6 +204,13 @@ fn render_line(request: &Request) -> String {
             parameters.push_str(&format!("       ${} = {}\n", n + 1, printable(&shown)));
         }
     }
+    // Approved, the whole query a statement came in runs.
+    if let Subject::Statement {
+        batch: Some(batch), ..
+    } = &request.subject
+    {
+        parameters.push_str(&format!("       sent in one query: {}\n", printable(batch)));
+    }
     format!(
         "{:>5}  {:<9} {:<9} {} on {} for {}{reason}\n       {what}\n{parameters}",
         request.id,

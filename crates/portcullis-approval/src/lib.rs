@@ -397,12 +397,16 @@ impl Approvals {
             Subject::Statement {
                 session,
                 text,
+                batch,
                 policies,
                 policy_version,
                 ..
             } => {
                 event["session"] = json!(session);
                 event["text"] = json!(text);
+                if let Some(batch) = batch {
+                    event["batch"] = json!(batch);
+                }
                 event["policies"] = json!(policies);
                 event["policy_version"] = json!(policy_version);
             }

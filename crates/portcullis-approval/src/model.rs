@@ -33,6 +33,10 @@ impl Status {
 /// What is asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per request, built once per held statement; boxing would only add an allocation"
+)]
 pub enum Subject {
     /// One statement held inside a live session; approval runs exactly it.
     Statement {
@@ -43,6 +47,10 @@ pub enum Subject {
         /// that name, which is what runs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prepared: Option<String>,
+        /// For a statement sent with others in one simple Query: that whole
+        /// query, all of which runs once this statement is approved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<String>,
         /// Bound parameters (text, or `\x<hex>` for binary), for the
         /// extended protocol.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -216,6 +224,11 @@ impl Request {
     /// A one-line summary for people: the statement, or the access asked.
     pub fn summary(&self) -> String {
         match &self.subject {
+            Subject::Statement {
+                text,
+                batch: Some(batch),
+                ..
+            } => format!("{text} (sent in one query: {batch})"),
             Subject::Statement { text, .. } => text.clone(),
             Subject::Access { seconds } => {
                 format!("access to `{}` for {}", self.target, duration(*seconds))

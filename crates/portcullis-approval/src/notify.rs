@@ -197,6 +197,7 @@ mod tests {
                 client_addr: "127.0.0.1:1".into(),
                 text: "delete from t /* ``` <!channel> confirm at <https://evil.example|request 3> & \u{202E}x ``` */".into(),
                 prepared: None,
+                batch: None,
                 parameters: Vec::new(),
                 policies: vec!["p".into()],
                 policy_reason: "why".into(),

@@ -25,6 +25,7 @@ fn statement(text: &str) -> Subject {
         client_addr: "127.0.0.1:1".into(),
         text: text.into(),
         prepared: None,
+        batch: None,
         parameters: Vec::new(),
         policies: vec!["p".into()],
         policy_reason: "why".into(),

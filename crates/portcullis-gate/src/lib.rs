@@ -37,6 +37,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+/// What a reviewer is asked to approve: all of what runs once approved.
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    /// The statement or command line held.
+    pub text: String,
+    /// For an SQL `EXECUTE`: the statement prepared under its name.
+    pub prepared: Option<String>,
+    /// The whole simple Query, when the statement came with others.
+    pub batch: Option<String>,
+    /// What an Execute binds.
+    pub parameters: Vec<Option<String>>,
+}
+
 /// Cheap to clone; shared by every session.
 #[derive(Clone)]
 pub struct Gate {
@@ -246,11 +259,15 @@ impl Gate {
     pub async fn hold(
         &self,
         session: &Session,
-        text: &str,
-        prepared: Option<String>,
-        parameters: Vec<Option<String>>,
+        asked: Asked,
         decision: &Decision,
     ) -> Result<Held, GateError> {
+        let Asked {
+            text,
+            prepared,
+            batch,
+            parameters,
+        } = asked;
         let Some(approval) = decision.approval.clone() else {
             return Err(GateError::Approval(
                 "internal error: a hold without approvers".into(),
@@ -264,8 +281,9 @@ impl Gate {
                 Subject::Statement {
                     session: session.id.to_string(),
                     client_addr: session.client_addr.to_string(),
-                    text: text.to_string(),
+                    text,
                     prepared,
+                    batch,
                     parameters,
                     policies: decision.policies.clone(),
                     policy_reason: decision.reason.clone(),

@@ -1158,13 +1158,14 @@ impl Relay {
         }
         let mut next = 0usize;
         for item in plan {
-            let (phase, statements, parameters) = match item {
+            let (raw, phase, statements, parameters) = match item {
                 Planned::Gated {
+                    raw,
                     phase,
                     statements,
                     parameters,
                     ..
-                } => (*phase, statements, parameters),
+                } => (raw, *phase, statements, parameters),
                 Planned::Refused { .. } => {
                     next += 1;
                     continue;
@@ -1181,6 +1182,11 @@ impl Relay {
             if item_decisions.iter().any(|d| d.effect == Effect::Deny) {
                 continue;
             }
+            // What runs with a held statement once it is approved: the
+            // reviewer sees the whole query it came in.
+            let batch = (phase == "query" && statements.len() > 1)
+                .then(|| message::query(raw.get(5..)?).map(str::to_string))
+                .flatten();
             for (offset, (decision, statement)) in
                 item_decisions.iter_mut().zip(statements).enumerate()
             {
@@ -1208,7 +1214,20 @@ impl Relay {
                     break;
                 };
                 match self
-                    .wait_for_approval(statement, decision, parameters, shared, client, buf)
+                    .wait_for_approval(
+                        portcullis_gate::Asked {
+                            text: statement.text.clone(),
+                            // An SQL EXECUTE runs what was prepared under
+                            // its name: the reviewer sees that too.
+                            prepared: statement.prepared_text.clone(),
+                            batch: batch.clone(),
+                            parameters,
+                        },
+                        decision,
+                        shared,
+                        client,
+                        buf,
+                    )
                     .await
                 {
                     Ok(request) => {
@@ -1231,28 +1250,14 @@ impl Relay {
     /// of the approved request.
     async fn wait_for_approval(
         &mut self,
-        statement: &StatementInfo,
+        asked: portcullis_gate::Asked,
         decision: &portcullis_core::Decision,
-        parameters: Vec<Option<String>>,
         shared: &Shared,
         client: &mut ReadSide,
         buf: &mut BytesMut,
     ) -> Result<i64, Bytes> {
         use portcullis_gate::approval::{model, Status};
-        // An SQL EXECUTE runs what was prepared under its name: the
-        // reviewer sees that too.
-        let prepared = statement.prepared_text.clone();
-        let mut held = match self
-            .gate
-            .hold(
-                &self.session,
-                &statement.text,
-                prepared,
-                parameters,
-                decision,
-            )
-            .await
-        {
+        let mut held = match self.gate.hold(&self.session, asked, decision).await {
             Ok(held) => held,
             Err(e) => return Err(error_bytes("58000", &e.to_string(), None, None)),
         };

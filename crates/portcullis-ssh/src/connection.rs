@@ -1114,7 +1114,14 @@ async fn hold(
         authed
             .inner
             .gate
-            .hold(&session, text, None, Vec::new(), decision)
+            .hold(
+                &session,
+                portcullis_gate::Asked {
+                    text: text.to_string(),
+                    ..Default::default()
+                },
+                decision,
+            )
             .await
     };
     let mut held = held.map_err(|e| {

@@ -97,12 +97,14 @@ fn asks_with_unshown(request: &Request) -> bool {
     if let Subject::Statement {
         text,
         prepared,
+        batch,
         parameters,
         ..
     } = &request.subject
     {
         texts.push(text);
         texts.extend(prepared.as_deref());
+        texts.extend(batch.as_deref());
         texts.extend(parameters.iter().flatten().map(String::as_str));
     }
     texts.into_iter().any(has_unshown)
@@ -349,6 +351,7 @@ pub(crate) fn request_page(
             client_addr,
             text,
             prepared,
+            batch,
             parameters,
             policies,
             policy_reason,
@@ -379,6 +382,15 @@ pub(crate) fn request_page(
                 row(
                     "Which runs",
                     format!(r#"<pre id="prepared">{}</pre>"#, escape(prepared)),
+                );
+            }
+            if let Some(batch) = batch {
+                row(
+                    "Sent in one query",
+                    format!(
+                        r#"<pre id="batch">{}</pre><small>all of it runs once this statement is approved</small>"#,
+                        escape(batch)
+                    ),
                 );
             }
             if !parameters.is_empty() {

@@ -272,6 +272,11 @@ async fn a_held_statement_runs_in_its_session_once_a_dba_approves_from_the_cli()
     );
     assert!(stdout(&listed).contains("alice@example.com"));
     assert!(
+        !stdout(&listed).contains("sent in one query"),
+        "a statement sent alone: {}",
+        stdout(&listed)
+    );
+    assert!(
         stdout(&listed).contains("(reason: INC-4711 cleanup)"),
         "{}",
         stdout(&listed)
@@ -373,6 +378,32 @@ async fn an_approval_covers_only_its_statement_and_a_denial_says_why() {
         "delete from orders where id = 2; delete from orders where id > 0",
     );
     let first = psql.request_id().await;
+    // Approved, the whole query runs: the reviewer is shown all of it, in
+    // the CLI, the API and the audit log.
+    let whole = "delete from orders where id = 2; delete from orders where id > 0";
+    let listed = review_cli(&gw, &dba, &["requests"]);
+    assert!(
+        stdout(&listed).contains(&format!("sent in one query: {whole}")),
+        "{}",
+        stdout(&listed)
+    );
+    let asked = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/requests/{first}", gw.admin_addr))
+        .bearer_auth(&dba)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(asked["batch"], whole, "{asked}");
+    let audited = stdout(&gw.cli(&["audit", "tail", "-n", "50", "--json"]));
+    assert!(
+        audited
+            .lines()
+            .any(|l| l.contains("approval.requested") && l.contains(whole)),
+        "{audited}"
+    );
     let ok = review_cli(
         &gw,
         &dba,
@@ -736,7 +767,11 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     let (gw, console_url, _secret) = console_gateway("appr_csrf", &policies, &provider).await;
     let base = url::Url::parse(&console_url).unwrap();
     let alice = gw.token("alice@example.com", &["eng"]);
-    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 2");
+    let mut psql = Held::start(
+        &gw,
+        &alice,
+        "select 1 as \"<b>\"; delete from orders where id = 2",
+    );
     let id = psql.request_id().await;
     let request_url = base.join(&format!("/requests/{id}")).unwrap();
 
@@ -773,6 +808,12 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     assert_eq!(page.url.path(), format!("/requests/{id}"), "{}", page.body);
     assert!(
         page.body.contains("delete from orders where id = 2"),
+        "{}",
+        page.body
+    );
+    // What runs with it, once approved, is on the page too (escaped).
+    assert!(
+        page.body.contains(r#"<pre id="batch">select 1 as &quot;&lt;b&gt;&quot;; delete from orders where id = 2</pre>"#),
         "{}",
         page.body
     );
