@@ -98,6 +98,28 @@ fn escaped(text: &str, keep_lines: bool) -> String {
     out
 }
 
+/// JSON that prints as itself on a terminal: `serde_json` escapes only
+/// ASCII controls, so C1 controls (U+009B starts an escape sequence on many
+/// terminals), direction changes, zero-width characters and right-to-left
+/// letters are written as `\u` escapes here. Outside strings JSON is ASCII,
+/// so the result is the same JSON.
+fn terminal_json(value: &serde_json::Value) -> String {
+    use portcullis_core::text::{is_right_to_left, is_unshown};
+    use std::fmt::Write;
+    let text = value.to_string();
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !c.is_ascii() && (is_unshown(c) || is_right_to_left(c)) {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `portcullis audit tail`: the last `n` entries, as text or JSON lines.
 pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
     let path = crate::audit_path(&config.gateway.data_dir);
@@ -111,7 +133,7 @@ pub fn audit_tail(config: &Config, n: usize, json: bool) -> Result<String> {
                 "hash": entry.hash,
                 "entry": entry.body,
             });
-            out.push_str(&line.to_string());
+            out.push_str(&terminal_json(&line));
             out.push('\n');
             continue;
         }
@@ -448,5 +470,24 @@ mod printable_tests {
             printable("delete from t \u{202E}-- 1 = di erehw\u{200B}"),
             "delete from t \\u{202e}-- 1 = di erehw\\u{200b}"
         );
+    }
+}
+
+#[cfg(test)]
+mod terminal_json_tests {
+    use super::terminal_json;
+
+    #[test]
+    fn what_a_terminal_would_act_on_is_escaped_and_the_json_is_the_same() {
+        let value = serde_json::json!({
+            "text": "a\u{9b}2J\u{1b}b \u{202e}c\u{200b} \u{5d0} é \u{e0041}",
+        });
+        let line = terminal_json(&value);
+        assert_eq!(
+            line,
+            r#"{"text":"a\u009b2J\u001bb \u202ec\u200b \u05d0 é \udb40\udc41"}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, value);
     }
 }
