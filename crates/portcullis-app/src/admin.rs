@@ -154,3 +154,47 @@ async fn status(State(state): State<AdminState>) -> impl IntoResponse {
         "audit_running": gate.audit().is_running(),
     }))
 }
+
+/// Connections one client address may hold open to the admin listener, and
+/// all addresses together. The listener is reachable before anyone logs
+/// in: without a bound, idle connections would hold the process's file
+/// descriptors, and PostgreSQL and SSH users could not connect.
+const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+const MAX_CONNECTIONS: usize = 512;
+
+/// How long a request's head may take to arrive, and how long a kept-alive
+/// connection may stay idle before the next one.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `router` on the admin listener: HTTP/1, each connection counted
+/// against the bounds above (one over them is closed at once) and closed
+/// when a request's head is slow or the connection idles.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let places = portcullis_gate::listen::Places::new(MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS);
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = portcullis_gate::listen::accept(&listener).await;
+        let Some(place) = places.enter(peer.ip()) else {
+            refused += 1;
+            // Once, then every 1000 while it lasts.
+            if refused % 1000 == 1 {
+                tracing::warn!(%peer, refused, "admin listener: too many open connections; closing new ones");
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _place = place;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+        });
+    }
+}

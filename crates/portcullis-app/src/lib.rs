@@ -957,9 +957,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         let router =
             admin::router(gate.clone(), source_version.clone()).merge(portcullis_web::router(web));
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!(error = %e, "admin listener failed");
-            }
+            admin::serve(listener, router).await;
         }));
     }
     Ok(Running {

@@ -78,6 +78,88 @@ async fn admin_listener_reports_health_readiness_and_policy_version() {
     gw.stop().await;
 }
 
+/// Found in attack: idle connections to the admin listener held the
+/// process's file descriptors until PostgreSQL and SSH users could not
+/// connect. Now one address holds at most 64, and a slow head or an idle
+/// connection is closed after 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_bounds_idle_connections_and_closes_slow_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
+    let gw = Gateway::start(TestDb::create("e2e_admin_idle", "").await).await;
+    let half_sent = || async {
+        let mut stream = TcpStream::connect(gw.admin_addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        stream
+    };
+    // Waits for the gateway to close `stream`: true if it did within `secs`.
+    async fn closed(stream: &mut TcpStream, secs: u64) -> bool {
+        let mut buf = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(half_sent().await);
+    }
+    let mut one_more = half_sent().await;
+    assert!(
+        closed(&mut one_more, 5).await,
+        "the 65th connection is closed at once"
+    );
+
+    // Another address is served, and so are PostgreSQL users.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(gw.admin_addr).await.unwrap();
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    client.batch_execute("select 1").await.unwrap();
+
+    // A head that does not arrive in 10 s ends its connection, and the
+    // address may connect again.
+    let started = tokio::time::Instant::now();
+    assert!(closed(&mut idle[0], 20).await, "a slow head is cut off");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+    for stream in &mut idle[1..] {
+        assert!(closed(stream, 5).await);
+    }
+    let mut again = TcpStream::connect(gw.admin_addr).await.unwrap();
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = again.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Kept alive and idle, it is closed too.
+    assert!(
+        closed(&mut again, 20).await,
+        "an idle kept-alive connection is closed"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_that_log_in_with_md5_or_a_cleartext_password() {
     for (name, role, encryption) in [
