@@ -37,6 +37,27 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+/// Whether what was decided `then` (held, and since approved, or allowed
+/// beside a held statement) may still run under `now`, the decision made
+/// again once the approval came: an approval lifts the approvable forbid it
+/// was asked for, never a grant that ended, a forbid added or another
+/// group's approval needed while the request waited. `Err` says why not.
+pub fn still_allowed(then: &Decision, now: &Decision) -> Result<(), String> {
+    use portcullis_core::Effect;
+    match now.effect {
+        Effect::Allow => Ok(()),
+        Effect::Hold if then.effect == Effect::Hold && now.approval == then.approval => Ok(()),
+        Effect::Deny => Err(format!(
+            "decided again once approved, under the policy and access grants in force now: {}; nothing was run",
+            now.reason
+        )),
+        Effect::Hold => Err(format!(
+            "decided again once approved, under the policy and access grants in force now, it needs another approval ({}); nothing was run: run it again to ask",
+            now.reason
+        )),
+    }
+}
+
 /// What a reviewer is asked to approve: all of what runs once approved.
 #[derive(Debug, Clone, Default)]
 pub struct Asked {

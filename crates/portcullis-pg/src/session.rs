@@ -852,50 +852,49 @@ impl Relay {
         buf: &mut BytesMut,
     ) -> (BytesMut, bool) {
         let plan = self.refuse_masked_leaks(plan, shared).await;
-        let mut checks = Vec::new();
-        for item in &plan {
-            match item {
-                Planned::Gated {
-                    phase, statements, ..
-                } => checks.extend(
-                    statements
-                        .iter()
-                        .map(|statement| Check::Statement { phase, statement }),
-                ),
-                Planned::Refused {
-                    phase,
-                    text,
-                    reason,
-                    ..
-                } => checks.push(Check::Refused {
-                    phase,
-                    text,
-                    reason,
-                }),
-                Planned::Forward { .. } | Planned::Terminate(_) => {}
-            }
-        }
-        let mut decisions = match covering_executes(&checks) {
-            _ if checks.is_empty() => Ok(Vec::new()),
-            None => self.gate.check(&mut self.session, &checks).await,
-            Some(covers) => {
-                let asked: Vec<Check<'_>> = checks
-                    .iter()
-                    .zip(&covers)
-                    .filter(|(_, cover)| cover.is_none())
-                    .map(|(check, _)| *check)
-                    .collect();
-                self.gate
-                    .check(&mut self.session, &asked)
-                    .await
-                    .map(|decided| spread(decided, &covers))
-            }
-        };
-        drop(checks);
+        let mut decisions = self.decide(&plan).await;
         let mut holds = Holds::default();
         if let Ok(decisions) = decisions.as_mut() {
+            let held = decisions
+                .iter()
+                .any(|d| d.effect == portcullis_core::Effect::Hold)
+                .then(|| decisions.clone());
             self.resolve_holds(&plan, decisions, &mut holds, shared, client, buf)
                 .await;
+            // Approved after a wait: what runs is decided again under the
+            // policy and grants in force now, the riders too.
+            if let Some(decided) = held.filter(|_| !holds.approved.is_empty()) {
+                match self.decide(&plan).await {
+                    Ok(now) => {
+                        for (i, ((then, now), decision)) in decided
+                            .iter()
+                            .zip(&now)
+                            .zip(decisions.iter_mut())
+                            .enumerate()
+                        {
+                            if then.effect == portcullis_core::Effect::Deny {
+                                continue;
+                            }
+                            if let Err(why) = portcullis_gate::still_allowed(then, now) {
+                                decision.effect = portcullis_core::Effect::Deny;
+                                holds
+                                    .refusals
+                                    .insert(i, error_bytes("42501", &why, None, None));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for i in 0..decisions.len() {
+                            holds
+                                .refusals
+                                .insert(i, error_bytes("58000", &e.to_string(), None, None));
+                        }
+                        decisions
+                            .iter_mut()
+                            .for_each(|d| d.effect = portcullis_core::Effect::Deny);
+                    }
+                }
+            }
         }
         let mut out = BytesMut::new();
         let mut terminated = false;
@@ -1241,6 +1240,53 @@ impl Relay {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// Asks the Gate about every statement of the plan, in order (an
+    /// Execute covered by its Parse's decision takes that one).
+    async fn decide(
+        &mut self,
+        plan: &[Planned],
+    ) -> Result<Vec<Decision>, portcullis_gate::GateError> {
+        let mut checks = Vec::new();
+        for item in plan {
+            match item {
+                Planned::Gated {
+                    phase, statements, ..
+                } => checks.extend(
+                    statements
+                        .iter()
+                        .map(|statement| Check::Statement { phase, statement }),
+                ),
+                Planned::Refused {
+                    phase,
+                    text,
+                    reason,
+                    ..
+                } => checks.push(Check::Refused {
+                    phase,
+                    text,
+                    reason,
+                }),
+                Planned::Forward { .. } | Planned::Terminate(_) => {}
+            }
+        }
+        match covering_executes(&checks) {
+            _ if checks.is_empty() => Ok(Vec::new()),
+            None => self.gate.check(&mut self.session, &checks).await,
+            Some(covers) => {
+                let asked: Vec<Check<'_>> = checks
+                    .iter()
+                    .zip(&covers)
+                    .filter(|(_, cover)| cover.is_none())
+                    .map(|(check, _)| *check)
+                    .collect();
+                self.gate
+                    .check(&mut self.session, &asked)
+                    .await
+                    .map(|decided| spread(decided, &covers))
             }
         }
     }

@@ -1050,7 +1050,9 @@ async fn decide_start(
                 ));
             }
             if let Some(decision) = holds.first() {
-                hold(authed, line, decision, from_client, to_client, pty, early).await?;
+                let request =
+                    hold(authed, line, decision, from_client, to_client, pty, early).await?;
+                run_approved(authed, id, request, &actions, &decisions, to_client).await?;
             }
             Ok(Kind::Exec)
         }
@@ -1067,7 +1069,7 @@ async fn decide_start(
                 Effect::Allow => Ok(Kind::Shell),
                 Effect::Deny => Err((format!("a shell is refused: {}", decision.reason), REFUSED)),
                 Effect::Hold => {
-                    hold(
+                    let request = hold(
                         authed,
                         "interactive shell",
                         decision,
@@ -1077,6 +1079,8 @@ async fn decide_start(
                         early,
                     )
                     .await?;
+                    run_approved(authed, id, request, &[Action::Shell], &decisions, to_client)
+                        .await?;
                     Ok(Kind::Shell)
                 }
             }
@@ -1095,7 +1099,56 @@ async fn decide_start(
     }
 }
 
-/// Waits for a reviewer. `Ok` once approved and recorded as run.
+/// An approved request's line or shell: decided again under the policy
+/// and grants in force now (a grant may have ended, a policy changed while
+/// the request waited), then recorded as run before it runs.
+async fn run_approved(
+    authed: &Arc<Authed>,
+    id: ChannelId,
+    request: i64,
+    actions: &[Action],
+    decided: &[Decision],
+    to_client: &ToClient,
+) -> Result<(), (String, u32)> {
+    let Some(session) = &authed.session else {
+        return Err(("no session".into(), REFUSED));
+    };
+    let now = authed
+        .check(u32::from(id), actions)
+        .await
+        .map_err(|e| (e, REFUSED))?;
+    for ((action, then), now) in actions.iter().zip(decided).zip(&now) {
+        portcullis_gate::still_allowed(then, now).map_err(|why| {
+            let what = match action {
+                Action::Exec(command) => format!("`{}`", command.text),
+                _ => "the shell".to_string(),
+            };
+            (format!("{what} (request {request}): {why}"), REFUSED)
+        })?;
+    }
+    let session = session.lock().await;
+    authed
+        .inner
+        .gate
+        .approved_statement_runs(&session, request)
+        .await
+        .map_err(|e| {
+            (
+                format!("approval request {request}: {e}; nothing was run"),
+                REFUSED,
+            )
+        })?;
+    let _ = to_client
+        .extended_data(
+            1,
+            format!("portcullis: approved (request {request})\r\n").as_bytes(),
+        )
+        .await;
+    Ok(())
+}
+
+/// Waits for a reviewer. `Ok` is the id of the approved request, which
+/// [`run_approved`] decides again before it runs.
 async fn hold(
     authed: &Arc<Authed>,
     text: &str,
@@ -1104,7 +1157,7 @@ async fn hold(
     to_client: &ToClient,
     pty: bool,
     early: &mut Vec<ChannelMsg>,
-) -> Result<(), (String, u32)> {
+) -> Result<i64, (String, u32)> {
     use portcullis_gate::approval::Status;
     let Some(session) = &authed.session else {
         return Err(("no session".into(), REFUSED));
@@ -1174,27 +1227,7 @@ async fn hold(
     })?;
     let outcome = request.outcome.clone().unwrap_or_default();
     match request.status {
-        Status::Approved => {
-            let session = session.lock().await;
-            authed
-                .inner
-                .gate
-                .approved_statement_runs(&session, request.id)
-                .await
-                .map_err(|e| {
-                    (
-                        format!("approval request {}: {e}; nothing was run", request.id),
-                        REFUSED,
-                    )
-                })?;
-            let _ = to_client
-                .extended_data(
-                    1,
-                    format!("portcullis: approved (request {})\r\n", request.id).as_bytes(),
-                )
-                .await;
-            Ok(())
-        }
+        Status::Approved => Ok(request.id),
         Status::Denied => Err((
             format!(
                 "denied by a reviewer: {outcome} (request {}); nothing was run",

@@ -434,6 +434,113 @@ async fn an_approval_covers_only_its_statement_and_a_denial_says_why() {
     gw.stop().await;
 }
 
+/// Found in attack: an approval ran its statement, and the statements sent
+/// with it, as decided when it was held, after the access grant they needed
+/// was revoked, or after a forbid no approval lifts was added. What runs
+/// once approved is decided again under the policy and grants in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_does_not_outlive_the_grant_or_policy_it_was_decided_under() {
+    let policies = policy_dir();
+    let gw = gateway("appr_again", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let total = "select total_cents::int8 from orders where id = 3";
+    let total_before = count(&gw, total).await;
+    let orders_before = count(&gw, "select count(*) from orders").await;
+
+    // Under a grant, an UPDATE goes with a held DELETE; the grant is
+    // revoked while the DELETE waits.
+    let asked = review_cli(
+        &gw,
+        &alice,
+        &[
+            "request", "--target", "demo", "--for", "1h", "--reason", "INC-1",
+        ],
+    );
+    let grant = requested_id(&asked);
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["approve", &grant.to_string(), "--comment", "ok"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let mut psql = Held::start(
+        &gw,
+        &alice,
+        "update orders set total_cents = 1 where id = 3; delete from orders where id = 2",
+    );
+    let id = psql.request_id().await;
+    let revoked = review_cli(
+        &gw,
+        &alice,
+        &["revoke", &grant.to_string(), "--comment", "done"],
+    );
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "fine"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let (code, _out, err) = psql.finish().await;
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("decided again once approved"), "{err}");
+    assert!(err.contains("needs an access grant"), "{err}");
+    assert_eq!(
+        count(&gw, total).await,
+        total_before,
+        "the UPDATE did not run"
+    );
+    assert_eq!(
+        count(&gw, "select count(*) from orders").await,
+        orders_before
+    );
+
+    // A forbid no approval lifts, added while the DELETE waits.
+    let status = || async {
+        reqwest::get(format!("http://{}/api/v1/status", gw.admin_addr))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["policy_version"]
+            .clone()
+    };
+    let version = status().await;
+    let mut psql = Held::start(&gw, &alice, "delete from orders where id = 2");
+    let id = psql.request_id().await;
+    std::fs::write(
+        policies.path().join("freeze.cedar"),
+        "@id(\"freeze\")\n@reason(\"orders are frozen\")\nforbid (principal, action == Action::\"query\", resource)\nwhen { context.statement.kinds.contains(\"delete\") };\n",
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while status().await == version {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new policy is not in force"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "fine"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let (code, _out, err) = psql.finish().await;
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("decided again once approved") && err.contains("orders are frozen"),
+        "{err}"
+    );
+    assert_eq!(
+        count(&gw, "select count(*) from orders").await,
+        orders_before
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_nobody_decides_expires_and_nothing_runs() {
     let policies = policy_dir();

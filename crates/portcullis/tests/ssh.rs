@@ -1024,7 +1024,7 @@ async fn an_interactive_shell_is_recorded_and_replays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_command_runs_once_a_reviewer_approves() {
-    let (_dir, dir) = policies(
+    let (policy_dir, dir) = policies(
         r#"
 permit (principal, action == Action::"connect", resource);
 permit (principal in Group::"eng", action == Action::"exec", resource);
@@ -1081,6 +1081,67 @@ when { context.command.name == "hostname" };
         .audit_entries(2000)
         .iter()
         .any(|e| e["event"] == "approval.executed"));
+
+    // Found in attack: an approval ran its command as decided when it was
+    // held. A forbid no approval lifts, added while it waits, refuses it.
+    let child = client(&gw, "ssh", &alice)
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "hostname"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut second = None;
+    for _ in 0..50 {
+        listed = stdout(&review(&["requests"]));
+        second = listed
+            .split_whitespace()
+            .next()
+            .filter(|second| *second != id && second.parse::<i64>().is_ok())
+            .map(str::to_string);
+        if second.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = second.unwrap_or_else(|| panic!("no second request: {listed}"));
+    let version = || {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("http://{}/api/v1/status", gw.admin_addr)])
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let before = version();
+    std::fs::write(
+        policy_dir.path().join("freeze.cedar"),
+        "@reason(\"hostname is frozen\")\nforbid (principal, action == Action::\"exec\", resource)\nwhen { context.command.name == \"hostname\" };\n",
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if version() != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_ne!(version(), before, "the new policy is not in force");
+    let approved = review(&["approve", &second, "--comment", "fine"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("decided again once approved")
+            && stderr(&out).contains("hostname is frozen"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).trim().is_empty(), "{}", stdout(&out));
+    assert_eq!(
+        gw.audit_entries(2000)
+            .iter()
+            .filter(|e| e["event"] == "approval.executed")
+            .count(),
+        1
+    );
     gw.stop().await;
 }
 
