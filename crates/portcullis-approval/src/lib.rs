@@ -554,6 +554,7 @@ impl Approvals {
         let allowed: Vec<String> = self.inner.settings.access_approvers.clone();
         let groups = by.groups.clone();
         let comment = comment.trim().to_string();
+        check_text("the comment", &comment)?;
         let outcome = comment.clone();
         let me = by.clone();
         let (request, ()) = self

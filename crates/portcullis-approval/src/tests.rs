@@ -252,6 +252,16 @@ async fn grants_are_seen_until_revoked_and_only_by_their_holder() {
             "{error}"
         );
     }
+    // A revoke's comment is held to what reviews are: drawn as itself, and
+    // short. Refused, the grant stays.
+    for comment in ["\u{1b}]0;pwned\u{7}done", &"x".repeat(3000)] {
+        let error = approvals
+            .revoke(request.id, &ops, comment)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ApprovalError::Refused(_)), "{error}");
+    }
+    assert!(approvals.grant("alice", "demo").is_some());
     approvals.revoke(request.id, &ops, "done").await.unwrap();
     assert!(approvals.grant("alice", "demo").is_none());
 }
