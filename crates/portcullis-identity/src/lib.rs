@@ -45,7 +45,9 @@ pub mod verify;
 pub use cache::TokenCache;
 pub use dev::DevIssuer;
 pub use error::{ErrorSide, IdentityError};
-pub use login::{AuthorizationRequest, DeviceCode, LoginClient, Tokens, DEFAULT_SCOPES};
+pub use login::{
+    AuthorizationRequest, DeviceCode, LoginClient, LoginSecrets, Tokens, DEFAULT_SCOPES,
+};
 pub use settings::{DevIssuerSettings, OidcIssuerSettings, DEFAULT_LEEWAY};
 pub use verify::Verifier;
 

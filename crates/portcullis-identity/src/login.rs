@@ -113,6 +113,13 @@ struct OAuthError {
     error_description: Option<String>,
 }
 
+/// The secrets of one login: unguessable, each used once.
+pub struct LoginSecrets {
+    pub state: String,
+    pub nonce: String,
+    pub code_verifier: String,
+}
+
 /// One authorization request in flight: where the browser goes, and what
 /// finishes it. The secrets never leave the party that made it.
 #[derive(Clone)]
@@ -261,9 +268,28 @@ impl LoginClient {
         &self,
         redirect_uri: &str,
     ) -> Result<AuthorizationRequest, IdentityError> {
-        let state = random_token();
-        let nonce = random_token();
-        let code_verifier = random_token();
+        self.authorization_request_with(
+            redirect_uri,
+            LoginSecrets {
+                state: random_token(),
+                nonce: random_token(),
+                code_verifier: random_token(),
+            },
+        )
+    }
+
+    /// The same with the secrets given: for a caller that derives them from
+    /// a key of its own, so that a login in flight needs no state kept.
+    pub fn authorization_request_with(
+        &self,
+        redirect_uri: &str,
+        secrets: LoginSecrets,
+    ) -> Result<AuthorizationRequest, IdentityError> {
+        let LoginSecrets {
+            state,
+            nonce,
+            code_verifier,
+        } = secrets;
         let code_challenge = base64url(&Sha256::digest(code_verifier.as_bytes()));
 
         let mut url = url::Url::parse(&self.authorization_endpoint).map_err(|error| {

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use portcullis_approval::Request;
 use portcullis_core::Principal;
-use portcullis_identity::{AuthorizationRequest, LoginClient};
+use portcullis_identity::LoginClient;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,14 +28,21 @@ const SESSION_COOKIE: &str = "portcullis_console";
 const LOGIN_COOKIE: &str = "portcullis_login";
 /// How long a login may take at the provider.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
-/// At most this many logins in flight or sessions; the oldest go first.
-const MAX_ENTRIES: usize = 10_000;
+/// At most this many sessions open.
+const MAX_SESSIONS: usize = 10_000;
+/// At most this many sessions for one person; their oldest gives way.
+const MAX_SESSIONS_PER_PERSON: usize = 8;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 pub(crate) struct State {
     pub(crate) web: Web,
     login_client: tokio::sync::OnceCell<LoginClient>,
     sessions: Mutex<HashMap<String, ConsoleSession>>,
-    logins: Mutex<HashMap<String, PendingLogin>>,
+    /// Signs the login cookie and derives each login's secrets from it: a
+    /// login in flight is kept in the browser that started it, so that
+    /// nobody can crowd out another's by starting many.
+    login_key: [u8; 32],
 }
 
 #[derive(Clone)]
@@ -44,21 +51,94 @@ struct ConsoleSession {
     csrf: String,
     /// The ID token's expiry (Unix seconds).
     expires_at: u64,
+    created: Instant,
 }
 
+/// A login in flight, as its cookie carries it.
 struct PendingLogin {
-    request: AuthorizationRequest,
+    key: String,
+    /// Unix seconds.
+    started: u64,
     return_to: String,
-    started: Instant,
+}
+
+impl PendingLogin {
+    fn mac(&self, login_key: &[u8; 32], label: &str) -> HmacSha256 {
+        use hmac::Mac;
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(login_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        for part in [label, &self.key, &self.started.to_string(), &self.return_to] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        mac
+    }
+
+    /// The login's state, nonce and code verifier, derived from the key.
+    fn secrets(&self, login_key: &[u8; 32]) -> portcullis_identity::LoginSecrets {
+        use hmac::Mac;
+        let derive = |label: &str| base64url(&self.mac(login_key, label).finalize().into_bytes());
+        portcullis_identity::LoginSecrets {
+            state: derive("state"),
+            nonce: derive("nonce"),
+            code_verifier: derive("code_verifier"),
+        }
+    }
+
+    fn cookie(&self, login_key: &[u8; 32]) -> String {
+        use hmac::Mac;
+        let signature = self.mac(login_key, "cookie").finalize().into_bytes();
+        format!(
+            "{}.{}.{}.{}",
+            self.key,
+            self.started,
+            base64url(self.return_to.as_bytes()),
+            base64url(&signature)
+        )
+    }
+
+    /// The login a cookie carries, if this gateway signed it and it is
+    /// not too old.
+    fn from_cookie(value: &str, login_key: &[u8; 32]) -> Option<PendingLogin> {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut parts = value.splitn(4, '.');
+        let (key, started, return_to, signature) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let decode = |text: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(text)
+                .ok()
+        };
+        let login = PendingLogin {
+            key: key.to_string(),
+            started: started.parse().ok()?,
+            return_to: String::from_utf8(decode(return_to)?).ok()?,
+        };
+        login
+            .mac(login_key, "cookie")
+            .verify_slice(&decode(signature)?)
+            .ok()?;
+        let age = now().checked_sub(login.started)?;
+        (age < LOGIN_TTL.as_secs() && is_local_path(&login.return_to)).then_some(login)
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl State {
     pub(crate) fn new(web: Web) -> State {
+        use rand::RngCore;
+        let mut login_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut login_key);
         State {
             web,
             login_client: tokio::sync::OnceCell::new(),
             sessions: Mutex::new(HashMap::new()),
-            logins: Mutex::new(HashMap::new()),
+            login_key,
         }
     }
 
@@ -625,21 +705,6 @@ struct LoginQuery {
     return_to: Option<String>,
 }
 
-/// Removes the oldest entries of `map` (by `started`) until it has room
-/// for one more under `max`.
-fn make_room<V>(map: &mut HashMap<String, V>, max: usize, started: impl Fn(&V) -> Instant) {
-    while map.len() >= max.max(1) {
-        let Some(oldest) = map
-            .iter()
-            .min_by_key(|(_, v)| started(v))
-            .map(|(k, _)| k.clone())
-        else {
-            return;
-        };
-        map.remove(&oldest);
-    }
-}
-
 async fn login(
     AxumState(state): AxumState<Arc<State>>,
     Query(query): Query<LoginQuery>,
@@ -649,36 +714,29 @@ async fn login(
         Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e).into_response(),
     };
     let redirect_uri = format!("{}/auth/callback", state.public_url());
-    let request = match client.authorization_request(&redirect_uri) {
-        Ok(request) => request,
-        Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    };
     // Only a path of this console: never an open redirect.
     let return_to = query
         .return_to
         .filter(|r| is_local_path(r))
         .unwrap_or_else(|| "/".into());
-    let key = random_token();
-    let url = request.url.clone();
-    {
-        let mut logins = lock(&state.logins);
-        logins.retain(|_, l| l.started.elapsed() < LOGIN_TTL);
-        // Anyone may start logins without finishing them: when full, the
-        // oldest gives way, so that a flood cannot keep everyone out.
-        make_room(&mut logins, MAX_ENTRIES, |l| l.started);
-        logins.insert(
-            key.clone(),
-            PendingLogin {
-                request,
-                return_to,
-                started: Instant::now(),
-            },
-        );
-    }
-    let mut response = Redirect::to(&url).into_response();
+    let login = PendingLogin {
+        key: random_token(),
+        started: now(),
+        return_to,
+    };
+    let request =
+        match client.authorization_request_with(&redirect_uri, login.secrets(&state.login_key)) {
+            Ok(request) => request,
+            Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        };
+    let mut response = Redirect::to(&request.url).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        state.cookie(LOGIN_COOKIE, &key, LOGIN_TTL.as_secs()),
+        state.cookie(
+            LOGIN_COOKIE,
+            &login.cookie(&state.login_key),
+            LOGIN_TTL.as_secs(),
+        ),
     );
     response
 }
@@ -701,14 +759,25 @@ async fn callback(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let fail = |message: String| Page::Error(StatusCode::BAD_REQUEST, message).into_response();
-    let pending = cookie(&headers, LOGIN_COOKIE).and_then(|key| lock(&state.logins).remove(&key));
-    let Some(pending) = pending.filter(|p| p.started.elapsed() < LOGIN_TTL) else {
+    let pending = cookie(&headers, LOGIN_COOKIE)
+        .and_then(|value| PendingLogin::from_cookie(&value, &state.login_key));
+    let Some(pending) = pending else {
         return fail("this login was not started here, or took too long; log in again".into());
     };
+    let client = match state.login_client().await {
+        Ok(client) => client,
+        Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e).into_response(),
+    };
+    let redirect_uri = format!("{}/auth/callback", state.public_url());
+    let request =
+        match client.authorization_request_with(&redirect_uri, pending.secrets(&state.login_key)) {
+            Ok(request) => request,
+            Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        };
     if query
         .state
         .as_deref()
-        .map(|s| constant_time_eq(s, &pending.request.state))
+        .map(|s| constant_time_eq(s, &request.state))
         != Some(true)
     {
         return fail(
@@ -727,11 +796,7 @@ async fn callback(
     let Some(code) = query.code else {
         return fail("the identity provider sent no code".into());
     };
-    let client = match state.login_client().await {
-        Ok(client) => client,
-        Err(e) => return Page::Error(StatusCode::BAD_GATEWAY, e).into_response(),
-    };
-    let tokens = match client.exchange_code(&code, &pending.request).await {
+    let tokens = match client.exchange_code(&code, &request).await {
         Ok(tokens) => tokens,
         Err(e) => return fail(format!("the login could not be completed: {e}")),
     };
@@ -744,20 +809,15 @@ async fn callback(
         expires_at: principal.expires_at,
         principal,
         csrf: random_token(),
+        created: Instant::now(),
     };
     let max_age = session.expires_at.saturating_sub(now());
-    {
-        let mut sessions = lock(&state.sessions);
-        let now = now();
-        sessions.retain(|_, s| s.expires_at > now);
-        if sessions.len() >= MAX_ENTRIES {
-            return Page::Error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many console sessions are open; try again later".into(),
-            )
-            .into_response();
-        }
-        sessions.insert(id.clone(), session);
+    if !admit(&mut lock(&state.sessions), id.clone(), session) {
+        return Page::Error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many console sessions are open; try again later".into(),
+        )
+        .into_response();
     }
     let mut response = Redirect::to(&pending.return_to).into_response();
     let headers = response.headers_mut();
@@ -767,6 +827,38 @@ async fn callback(
     );
     headers.append(header::SET_COOKIE, state.cookie(LOGIN_COOKIE, "", 0));
     response
+}
+
+/// Adds a session, dropping expired ones and, past
+/// [`MAX_SESSIONS_PER_PERSON`], that person's oldest: one person's logins
+/// crowd out only their own. `false` when [`MAX_SESSIONS`] are open.
+fn admit(
+    sessions: &mut HashMap<String, ConsoleSession>,
+    id: String,
+    session: ConsoleSession,
+) -> bool {
+    let now = now();
+    sessions.retain(|_, s| s.expires_at > now);
+    let person = |s: &ConsoleSession| {
+        s.principal.subject == session.principal.subject
+            && s.principal.issuer == session.principal.issuer
+    };
+    while sessions.values().filter(|s| person(s)).count() >= MAX_SESSIONS_PER_PERSON {
+        let Some(oldest) = sessions
+            .iter()
+            .filter(|(_, s)| person(s))
+            .min_by_key(|(_, s)| s.created)
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        sessions.remove(&oldest);
+    }
+    if sessions.len() >= MAX_SESSIONS {
+        return false;
+    }
+    sessions.insert(id, session);
+    true
 }
 
 #[derive(Deserialize)]
@@ -891,16 +983,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_table_of_logins_makes_room_by_dropping_the_oldest() {
-        let start = Instant::now();
-        let mut logins: HashMap<String, Instant> = (0..4u64)
-            .map(|i| (format!("k{i}"), start + Duration::from_secs(i)))
-            .collect();
-        make_room(&mut logins, 4, |t| *t);
-        assert_eq!(logins.len(), 3);
-        assert!(!logins.contains_key("k0"), "{logins:?}");
-        make_room(&mut logins, 4, |t| *t);
-        assert_eq!(logins.len(), 3);
+    fn a_login_lives_in_its_signed_cookie_and_nowhere_else() {
+        let key = [7u8; 32];
+        let login = PendingLogin {
+            key: "k".into(),
+            started: now(),
+            return_to: "/requests/3".into(),
+        };
+        let cookie = login.cookie(&key);
+        let back = PendingLogin::from_cookie(&cookie, &key).unwrap();
+        assert_eq!(back.return_to, "/requests/3");
+        assert_eq!(back.secrets(&key).state, login.secrets(&key).state);
+        assert_ne!(login.secrets(&key).state, login.secrets(&key).nonce);
+        // Another gateway's key, any change, an old or a foreign return path.
+        assert!(PendingLogin::from_cookie(&cookie, &[8u8; 32]).is_none());
+        let mut tampered = cookie.clone();
+        tampered.replace_range(0..1, "x");
+        assert!(PendingLogin::from_cookie(&tampered, &key).is_none());
+        for login in [
+            PendingLogin {
+                started: now() - LOGIN_TTL.as_secs(),
+                ..login
+            },
+            PendingLogin {
+                key: "k".into(),
+                started: now(),
+                return_to: "//evil.example".into(),
+            },
+        ] {
+            assert!(PendingLogin::from_cookie(&login.cookie(&key), &key).is_none());
+        }
+        assert!(PendingLogin::from_cookie("a.b.c", &key).is_none());
+    }
+
+    #[test]
+    fn one_person_crowds_out_only_their_own_sessions() {
+        let session = |subject: &str| ConsoleSession {
+            principal: Principal {
+                id: subject.into(),
+                subject: subject.into(),
+                email: None,
+                groups: Vec::new(),
+                issuer: "i".into(),
+                expires_at: now() + 3600,
+            },
+            csrf: String::new(),
+            expires_at: now() + 3600,
+            created: Instant::now(),
+        };
+        let mut sessions = HashMap::new();
+        assert!(admit(&mut sessions, "dana".into(), session("dana")));
+        for n in 0..100 {
+            assert!(admit(&mut sessions, format!("m{n}"), session("mallory")));
+        }
+        assert_eq!(sessions.len(), 1 + MAX_SESSIONS_PER_PERSON);
+        assert!(sessions.contains_key("dana") && sessions.contains_key("m99"));
+        assert!(!sessions.contains_key("m0"));
     }
 
     #[test]
