@@ -109,11 +109,15 @@ pub enum AuditEvent<'a> {
         text: &'a str,
         reason: &'a str,
     },
-    /// A live session's `connect` decided again after a policy change.
+    /// A live session's `connect`, or a shell or forward it holds open,
+    /// decided again after a policy or grant change.
     #[serde(rename = "session.recheck")]
     Recheck {
         #[serde(flatten)]
         session: &'a SessionFields,
+        action: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forward: Option<&'a portcullis_core::Forward>,
         decision: DecisionFields<'a>,
     },
     /// A new policy version is enforced from now on.

@@ -388,11 +388,27 @@ impl Gate {
     /// Decides a live session's `connect` again, under the policy in force
     /// now, and audits the answer.
     pub async fn recheck(&self, session: &Session) -> Result<Decision, GateError> {
-        let decision = self.decide(session, &Action::Connect);
+        self.recheck_action(session, &Action::Connect).await
+    }
+
+    /// Decides again, under the policy in force now, an action a live
+    /// session holds open (its `connect`, a shell, a forward), and audits
+    /// the answer.
+    pub async fn recheck_action(
+        &self,
+        session: &Session,
+        action: &Action,
+    ) -> Result<Decision, GateError> {
+        let decision = self.decide(session, action);
         self.inner
             .audit
             .append(&AuditEvent::Recheck {
                 session: &session.fields,
+                action: action.name(),
+                forward: match action {
+                    Action::Forward(forward) => Some(forward),
+                    _ => None,
+                },
                 decision: DecisionFields::from(&decision),
             })
             .await?;

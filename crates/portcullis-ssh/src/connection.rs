@@ -13,6 +13,7 @@ use portcullis_record::Recorder;
 use russh::keys::Certificate;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, Pty};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -121,6 +122,54 @@ pub(crate) struct Authed {
     handle: OnceCell<server::Handle>,
     /// Re-checks `connect` when the policy or a grant changes.
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What this connection holds open under a decision (shells, forwards),
+    /// which the watcher decides again too.
+    standing: Standings,
+    /// Remote forwards allowed: they stand as long as the connection.
+    remote_forwards: Mutex<Vec<Standing>>,
+}
+
+/// The shells and forwards a connection holds open, each with the decision
+/// it was opened under.
+#[derive(Clone, Default)]
+struct Standings {
+    open: Arc<Mutex<HashMap<u64, (Action, Decision)>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Standings {
+    /// Registers `action`, allowed by `decision`, until the guard drops.
+    fn stand(&self, action: Action, decision: &Decision) -> Standing {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(key, (action, decision.clone()));
+        }
+        Standing {
+            open: self.open.clone(),
+            key,
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(Action, Decision)> {
+        self.open
+            .lock()
+            .map(|open| open.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One entry of [`Standings`], taken out when dropped.
+struct Standing {
+    open: Arc<Mutex<HashMap<u64, (Action, Decision)>>>,
+    key: u64,
+}
+
+impl Drop for Standing {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&self.key);
+        }
+    }
 }
 
 impl Authed {
@@ -270,6 +319,8 @@ impl Connection {
                 recorder: None,
                 handle: OnceCell::new(),
                 watcher: Mutex::new(None),
+                standing: Standings::default(),
+                remote_forwards: Mutex::new(Vec::new()),
             });
             return Ok(Auth::Accept);
         };
@@ -313,6 +364,8 @@ impl Connection {
             recorder,
             handle: OnceCell::new(),
             watcher: Mutex::new(None),
+            standing: Standings::default(),
+            remote_forwards: Mutex::new(Vec::new()),
         });
         Ok(Auth::Accept)
     }
@@ -395,8 +448,12 @@ impl server::Handler for Connection {
             if authed.refused.is_none() {
                 if let Some(gate_session) = &authed.session {
                     let observer = gate_session.lock().await.observer();
-                    let watcher =
-                        tokio::spawn(recheck(self.inner.gate.clone(), observer, session.handle()));
+                    let watcher = tokio::spawn(recheck(
+                        self.inner.gate.clone(),
+                        observer,
+                        authed.standing.clone(),
+                        session.handle(),
+                    ));
                     if let Ok(mut slot) = authed.watcher.lock() {
                         *slot = Some(watcher);
                     }
@@ -444,14 +501,17 @@ impl server::Handler for Connection {
             host: host_to_connect.to_string(),
             port: port_to_connect,
         };
-        if !forward_allowed(&authed, u32::from(channel.id()), forward.clone()).await {
+        let Some(standing) =
+            forward_allowed(&authed, u32::from(channel.id()), forward.clone()).await
+        else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
-        }
+        };
         let (host, originator) = (host_to_connect.to_string(), originator_address.to_string());
         tokio::spawn(async move {
+            let _standing = standing;
             let upstream = match authed.upstream().await {
                 Ok(upstream) => upstream,
                 Err(e) => {
@@ -492,8 +552,11 @@ impl server::Handler for Connection {
             port: *port,
         };
         // Global requests have no channel: audited on channel 0.
-        if !forward_allowed(&authed, 0, forward).await {
+        let Some(standing) = forward_allowed(&authed, 0, forward).await else {
             return Ok(false);
+        };
+        if let Ok(mut remote) = authed.remote_forwards.lock() {
+            remote.push(standing);
         }
         let upstream = match authed.upstream().await {
             Ok(upstream) => upstream,
@@ -607,10 +670,16 @@ impl server::Handler for Connection {
     }
 }
 
-/// Decides the connection's `connect` again whenever the policy changes or
-/// an access grant starts or ends, and disconnects it, saying why, when it
-/// is no longer allowed (or cannot be checked), or when its token expires.
-async fn recheck(gate: portcullis_gate::Gate, session: GateSession, handle: server::Handle) {
+/// Decides the connection's `connect`, and each shell and forward it holds
+/// open, again whenever the policy changes or an access grant starts or
+/// ends, and disconnects it, saying why, when one is no longer allowed (or
+/// cannot be checked), or when its token expires.
+async fn recheck(
+    gate: portcullis_gate::Gate,
+    session: GateSession,
+    standing: Standings,
+    handle: server::Handle,
+) {
     let mut changes = gate.policy_changes();
     let mut grants = gate.grant_changes();
     let now = std::time::SystemTime::now()
@@ -634,9 +703,12 @@ async fn recheck(gate: portcullis_gate::Gate, session: GateSession, handle: serv
             return;
         }
         match gate.recheck(&session).await {
-            Ok(decision) if decision.is_allowed() => continue,
+            Ok(decision) if decision.is_allowed() => {}
             Ok(decision) => break portcullis_gate::revoked_reason(&session.target.name, &decision),
             Err(e) => break format!("the session is ended: {e}"),
+        }
+        if let Some(reason) = standing_refused(&gate, &session, &standing).await {
+            break reason;
         }
     };
     info!(session = %session.id, %reason, "ssh session ended by the gateway");
@@ -649,26 +721,54 @@ async fn recheck(gate: portcullis_gate::Gate, session: GateSession, handle: serv
         .await;
 }
 
+/// Why a shell or forward the connection holds open may no longer stand
+/// under the policy and grants in force now, if so.
+async fn standing_refused(
+    gate: &portcullis_gate::Gate,
+    session: &GateSession,
+    standing: &Standings,
+) -> Option<String> {
+    for (action, then) in standing.snapshot() {
+        let what = match &action {
+            Action::Forward(f) => format!("the {} forward to {}:{}", f.direction, f.host, f.port),
+            _ => "the shell".to_string(),
+        };
+        match gate.recheck_action(session, &action).await {
+            Ok(now) if portcullis_gate::still_allowed(&then, &now).is_ok() => {}
+            Ok(now) => {
+                return Some(format!(
+                    "{what} this connection holds open is no longer allowed: {}",
+                    now.reason
+                ))
+            }
+            Err(e) => return Some(format!("the session is ended: {e}")),
+        }
+    }
+    None
+}
+
 /// Decides a forwarding; `false` for anything but allow (a hold cannot
 /// wait in a channel open: ask for access with `portcullis request`).
-async fn forward_allowed(authed: &Arc<Authed>, channel: u32, forward: Forward) -> bool {
+async fn forward_allowed(authed: &Arc<Authed>, channel: u32, forward: Forward) -> Option<Standing> {
     if let Some(reason) = &authed.refused {
         info!(%reason, "forwarding refused");
-        return false;
+        return None;
     }
     let text = format!("{} {}:{}", forward.direction, forward.host, forward.port);
-    match authed.check(channel, &[Action::Forward(forward)]).await {
+    let action = Action::Forward(forward);
+    match authed.check(channel, std::slice::from_ref(&action)).await {
         Ok(decisions) => {
             let decision = &decisions[0];
             let _ = authed.record(statement("forward", &text, decision));
             if !decision.is_allowed() {
                 info!(forward = %text, reason = %decision.reason, "forwarding refused");
+                return None;
             }
-            decision.is_allowed()
+            Some(authed.standing.stand(action, decision))
         }
         Err(e) => {
             warn!(error = %e, "forwarding refused");
-            false
+            None
         }
     }
 }
@@ -897,7 +997,7 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
         return refuse(&to_client, reason, REFUSED).await;
     }
     let mut early = Vec::new();
-    let kind = match decide_start(
+    let (kind, _standing) = match decide_start(
         &authed,
         id,
         &start,
@@ -908,7 +1008,7 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
     )
     .await
     {
-        Ok(kind) => kind,
+        Ok(started) => started,
         Err((reason, status)) => return refuse(&to_client, &reason, status).await,
     };
     let mut fresh = false;
@@ -990,7 +1090,7 @@ async fn decide_start(
     to_client: &ToClient,
     pty: bool,
     early: &mut Vec<ChannelMsg>,
-) -> Result<Kind, (String, u32)> {
+) -> Result<(Kind, Option<Standing>), (String, u32)> {
     let fail = |e: String| (e, REFUSED);
     match start {
         Start::Exec(line) => {
@@ -1054,7 +1154,7 @@ async fn decide_start(
                     hold(authed, line, decision, from_client, to_client, pty, early).await?;
                 run_approved(authed, id, request, &actions, &decisions, to_client).await?;
             }
-            Ok(Kind::Exec)
+            Ok((Kind::Exec, None))
         }
         Start::Shell => {
             let decisions = authed
@@ -1065,8 +1165,11 @@ async fn decide_start(
             authed
                 .record(statement("shell", "shell", decision))
                 .map_err(fail)?;
+            // A shell runs what is typed into it for as long as it is
+            // open: it stands only while its decision would still allow it.
+            let standing = || Some(authed.standing.stand(Action::Shell, decision));
             match decision.effect {
-                Effect::Allow => Ok(Kind::Shell),
+                Effect::Allow => Ok((Kind::Shell, standing())),
                 Effect::Deny => Err((format!("a shell is refused: {}", decision.reason), REFUSED)),
                 Effect::Hold => {
                     let request = hold(
@@ -1081,7 +1184,7 @@ async fn decide_start(
                     .await?;
                     run_approved(authed, id, request, &[Action::Shell], &decisions, to_client)
                         .await?;
-                    Ok(Kind::Shell)
+                    Ok((Kind::Shell, standing()))
                 }
             }
         }
@@ -1090,7 +1193,7 @@ async fn decide_start(
                 .event(u32::from(id), "sftp.start", serde_json::json!({}))
                 .await
                 .map_err(fail)?;
-            Ok(Kind::Sftp)
+            Ok((Kind::Sftp, None))
         }
         Start::Subsystem(name) => Err((
             format!("the subsystem `{name}` is not served through the gateway"),

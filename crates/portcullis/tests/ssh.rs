@@ -469,6 +469,105 @@ fn read_forwarded(port: u16) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Found in attack: a shell or a forward opened under an access grant went
+/// on after the grant was revoked; only `connect` was decided again. Now
+/// what a connection holds open is decided again too, and the connection
+/// ends when it no longer stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_held_open_under_a_grant_ends_with_the_grant() {
+    let sshd_port = env("DEMO_SSH_PORT");
+    let (_dir, dir) = policies(
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"forward", resource) when { context has grant };
+"#,
+    );
+    let gw = Gateway::start_with(
+        TestDb::create("ssh_grant_forward", "").await,
+        Options {
+            policies: dir,
+            extra: format!(
+                "{}\n[approvals]\naccess_approvers = [\"dba\"]\n",
+                ssh_target(None, "", "")
+            ),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["dba"]);
+    let cli = |token: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .args(["--gateway", &format!("http://{}", gw.admin_addr)])
+            .env("PORTCULLIS_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let asked = cli(
+        &alice,
+        &[
+            "request", "--target", "demo-ssh", "--for", "1h", "--reason", "INC-2",
+        ],
+    );
+    assert!(asked.status.success(), "{}", stderr(&asked));
+    let grant = stdout(&asked)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let approved = cli(&dba, &["approve", &grant, "--comment", "ok"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+
+    let local = free_port();
+    let mut tunnel = client(&gw, "ssh", &alice)
+        .args(["-N", "-p", &port(&gw)])
+        .args(["-L", &format!("127.0.0.1:{local}:127.0.0.1:{sshd_port}")])
+        .arg("demo-ssh@127.0.0.1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    for _ in 0..50 {
+        banner = read_forwarded(local);
+        if !banner.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+    // A forwarded connection held open while the grant goes.
+    let held = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+
+    let revoked = cli(&alice, &["revoke", &grant, "--comment", "done"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let mut ended = false;
+    for _ in 0..100 {
+        if tunnel.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ended {
+        let _ = tunnel.kill();
+    }
+    let out = tunnel.wait_with_output().unwrap();
+    drop(held);
+    assert!(ended, "the forward outlived its grant: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("this connection holds open is no longer allowed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(gw
+        .audit_entries(2000)
+        .iter()
+        .any(|e| e["event"] == "session.recheck" && e["action"] == "forward"));
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_goes_only_where_a_policy_allows() {
     let sshd_port = env("DEMO_SSH_PORT");
