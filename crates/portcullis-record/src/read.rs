@@ -101,59 +101,58 @@ pub enum VerifyError {
 }
 
 impl Recordings {
-    /// Every recording, oldest first.
+    /// Every recording, oldest first. Read a chunk at a time: a large
+    /// recording costs reading, not memory.
     pub fn list(&self) -> Result<Vec<Summary>, RecordError> {
         let mut out = Vec::new();
         for id in self.ids()? {
-            let records = match self.records(&id) {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::warn!(recording = %id, error = %e, "skipping a recording that cannot be read");
-                    continue;
-                }
-            };
-            let Some(start) = records
-                .iter()
-                .find(|r| r.kind == Kind::Start)
-                .and_then(|r| serde_json::from_slice::<format::Start>(&r.payload).ok())
-            else {
-                continue;
-            };
-            let mut summary = Summary {
-                id: id.clone(),
-                principal: start.principal,
-                target: start.target,
-                started_ms: start.started_ms,
-                ended_ms: None,
-                outcome: None,
-                statements: 0,
-                denied: 0,
-            };
-            for record in &records {
-                match record.kind {
-                    Kind::Statement => {
-                        if let Ok(s) = serde_json::from_slice::<format::Statement>(&record.payload)
-                        {
-                            // A line typed at a prompt is no decision.
-                            if s.phase == "typed" {
-                                continue;
-                            }
-                            summary.statements += 1;
-                            if s.effect != "allow" {
-                                summary.denied += 1;
+            let mut summary: Option<Summary> = None;
+            let read = self.each_chunk(&id, |records| {
+                for record in records {
+                    match (&mut summary, record.kind) {
+                        (None, Kind::Start) => {
+                            summary = serde_json::from_slice::<format::Start>(&record.payload)
+                                .ok()
+                                .map(|start| Summary {
+                                    id: id.clone(),
+                                    principal: start.principal,
+                                    target: start.target,
+                                    started_ms: start.started_ms,
+                                    ended_ms: None,
+                                    outcome: None,
+                                    statements: 0,
+                                    denied: 0,
+                                });
+                        }
+                        (Some(summary), Kind::Statement) => {
+                            if let Ok(s) =
+                                serde_json::from_slice::<format::Statement>(&record.payload)
+                            {
+                                // A line typed at a prompt is no decision.
+                                if s.phase != "typed" {
+                                    summary.statements += 1;
+                                    if s.effect != "allow" {
+                                        summary.denied += 1;
+                                    }
+                                }
                             }
                         }
+                        (Some(summary), Kind::End) => {
+                            summary.ended_ms = Some(summary.started_ms + u64::from(record.t_ms));
+                            summary.outcome =
+                                serde_json::from_slice::<format::End>(&record.payload)
+                                    .ok()
+                                    .map(|e| e.outcome);
+                        }
+                        _ => {}
                     }
-                    Kind::End => {
-                        summary.ended_ms = Some(start.started_ms + u64::from(record.t_ms));
-                        summary.outcome = serde_json::from_slice::<format::End>(&record.payload)
-                            .ok()
-                            .map(|e| e.outcome);
-                    }
-                    _ => {}
                 }
+            });
+            if let Err(e) = read {
+                tracing::warn!(recording = %id, error = %e, "skipping a recording that cannot be read");
+                continue;
             }
-            out.push(summary);
+            out.extend(summary);
         }
         Ok(out)
     }
@@ -161,11 +160,43 @@ impl Recordings {
     /// Every record of a recording, in order; whole records only (a
     /// running session's last record may still be on its way).
     pub fn records(&self, id: &str) -> Result<Vec<Record>, RecordError> {
+        let mut all = Vec::new();
+        self.each_chunk(id, |records| all.extend(records))?;
+        Ok(all)
+    }
+
+    /// Like [`Recordings::records`], keeping records (beyond the start and
+    /// the end) only while their payloads come to at most `budget` bytes:
+    /// for a view of the beginning of what may be very large. The second
+    /// value is the payload bytes left out.
+    pub fn records_within(
+        &self,
+        id: &str,
+        budget: usize,
+    ) -> Result<(Vec<Record>, u64), RecordError> {
+        let (mut kept, mut used, mut left_out) = (Vec::new(), 0usize, 0u64);
+        self.each_chunk(id, |records| {
+            for record in records {
+                let size = record.payload.len();
+                let fits = left_out == 0 && used + size <= budget;
+                if fits || matches!(record.kind, Kind::Start | Kind::End) {
+                    used += size;
+                    kept.push(record);
+                } else {
+                    left_out += size as u64;
+                }
+            }
+        })?;
+        Ok((kept, left_out))
+    }
+
+    /// Reads a recording's chunks in order, handing each one's whole
+    /// records to `visit`.
+    fn each_chunk(&self, id: &str, mut visit: impl FnMut(Vec<Record>)) -> Result<(), RecordError> {
         let dir = self.path(id);
         if !dir.is_dir() || id.contains(['/', '\\']) || id.starts_with('.') {
             return Err(RecordError::NotFound(id.to_string()));
         }
-        let mut records = Vec::new();
         for (_, path) in chunk_files(&dir)? {
             let bytes = std::fs::read(&path).map_err(|e| RecordError::Read {
                 id: id.to_string(),
@@ -177,9 +208,9 @@ impl Recordings {
                     format::decode_all(bytes.get(..offset).unwrap_or_default()).unwrap_or_default()
                 }
             };
-            records.extend(whole);
+            visit(whole);
         }
-        Ok(records)
+        Ok(())
     }
 
     /// Proves a recording complete and unchanged, or names what is wrong.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::format::{Start, Statement};
+use crate::format::{Kind, Start, Statement};
 
 fn start(id: &str) -> Start {
     Start {
@@ -104,6 +104,24 @@ fn a_recording_verifies_and_renders_what_the_client_saw() {
     let listed = recordings.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].statements, 5);
+    assert_eq!(listed[0].outcome.as_deref(), Some("client terminated"));
+
+    // A view of the beginning: the start and the end always, the rest
+    // while it fits, and what was left out counted.
+    let all = recordings.records(&id).unwrap();
+    let (whole, none_left) = recordings.records_within(&id, usize::MAX).unwrap();
+    assert_eq!((whole.len(), none_left), (all.len(), 0));
+    let (first, left_out) = recordings.records_within(&id, 150).unwrap();
+    assert!(
+        first.len() < all.len() && left_out > 0,
+        "{} {left_out}",
+        first.len()
+    );
+    assert!(first.first().is_some_and(|r| r.kind == Kind::Start));
+    assert!(first.last().is_some_and(|r| r.kind == Kind::End));
+    let kept: usize = first.iter().map(|r| r.payload.len()).sum();
+    let total: usize = all.iter().map(|r| r.payload.len()).sum();
+    assert_eq!(kept as u64 + left_out, total as u64);
 }
 
 #[test]

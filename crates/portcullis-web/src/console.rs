@@ -28,6 +28,12 @@ const SESSION_COOKIE: &str = "portcullis_console";
 const LOGIN_COOKIE: &str = "portcullis_login";
 /// How long a login may take at the provider.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// A recording's page shows at most this much of it (payloads read, and
+/// twice as much text drawn): a page is built in memory, and any user can
+/// make a recording large.
+const MAX_PAGE_BYTES: usize = 4 << 20;
+/// The player gets at most this much of a terminal's output.
+const MAX_CAST_BYTES: usize = 64 << 20;
 /// At most this many sessions open.
 const MAX_SESSIONS: usize = 10_000;
 /// At most this many sessions for one person; their oldest gives way.
@@ -414,16 +420,19 @@ async fn load_recording(
     state: &State,
     recordings: &portcullis_record::Recordings,
     id: &str,
+    budget: usize,
 ) -> Result<
     (
         Vec<portcullis_record::format::Record>,
+        u64,
         Option<Result<(), String>>,
     ),
     Page,
 > {
     let lookup = id.to_string();
     let local = recordings.clone();
-    let mut found = tokio::task::spawn_blocking(move || local.records(&lookup)).await;
+    let mut found =
+        tokio::task::spawn_blocking(move || local.records_within(&lookup, budget)).await;
     // Not in the data directory: from the store, through a temporary copy.
     let copy = match (&found, &state.web.recordings_remote) {
         (Ok(Err(portcullis_record::RecordError::NotFound(_))), Some(remote)) => {
@@ -440,13 +449,14 @@ async fn load_recording(
             let reader =
                 portcullis_record::Recordings::reader(copy.path(), recordings.verifying_key());
             let lookup = id.to_string();
-            found = tokio::task::spawn_blocking(move || reader.records(&lookup)).await;
+            found =
+                tokio::task::spawn_blocking(move || reader.records_within(&lookup, budget)).await;
             Some(copy)
         }
         _ => None,
     };
-    let records = match found {
-        Ok(Ok(records)) => records,
+    let (records, left_out) = match found {
+        Ok(Ok(found)) => found,
         Ok(Err(portcullis_record::RecordError::NotFound(_))) => {
             return Err(Page::Error(
                 StatusCode::NOT_FOUND,
@@ -489,7 +499,7 @@ async fn load_recording(
             .unwrap_or_else(|e| Err(e.to_string())),
         )
     };
-    Ok((records, verified))
+    Ok((records, left_out, verified))
 }
 
 async fn session_page(
@@ -505,11 +515,13 @@ async fn session_page(
         Ok(r) => r.clone(),
         Err(page) => return page,
     };
-    let (records, verified) = match load_recording(&state, &recordings, &id).await {
-        Ok(found) => found,
-        Err(page) => return page,
-    };
+    let (records, left_out, verified) =
+        match load_recording(&state, &recordings, &id, MAX_PAGE_BYTES).await {
+            Ok(found) => found,
+            Err(page) => return page,
+        };
     let running = verified.is_none();
+    let mut left_cut = 2 * MAX_PAGE_BYTES;
     // An SSH terminal plays in the player; the text shows the decisions.
     let terminal = records
         .iter()
@@ -519,10 +531,20 @@ async fn session_page(
         .filter(|r| r.kind != portcullis_record::format::Kind::Output)
         .cloned()
         .collect();
-    let text: String = portcullis_record::render(&shown)
+    let mut text: String = portcullis_record::render(&shown)
         .into_iter()
         .map(|(_, t)| t)
+        .take_while(|t| {
+            left_cut = left_cut.saturating_sub(t.len());
+            left_cut > 0
+        })
         .collect();
+    if left_out > 0 || left_cut == 0 {
+        text.push_str(&format!(
+            "-- the page shows the first {} MB of this recording; `portcullis replay {id}` plays all of it\n",
+            MAX_PAGE_BYTES >> 20
+        ));
+    }
     let replay = html::replay(&text, running, verified);
     if query.fragment.is_some() {
         return Page::Html(replay);
@@ -553,20 +575,21 @@ async fn session_cast(
         Ok(r) => r.clone(),
         Err(page) => return page.into_response(),
     };
-    match load_recording(&state, &recordings, &id).await {
+    match load_recording(&state, &recordings, &id, MAX_CAST_BYTES).await {
         // A recording that does not verify is not played as if it did.
-        Ok((_, Some(Err(e)))) => Page::Error(
+        Ok((_, _, Some(Err(e)))) => Page::Error(
             StatusCode::CONFLICT,
             format!("recording `{id}` does not verify: {e}"),
         )
         .into_response(),
-        Ok((records, _)) => (
+        Ok((records, _, _)) => (
             [
                 (
                     header::CONTENT_TYPE,
                     "application/x-asciicast; charset=utf-8",
                 ),
                 (header::CACHE_CONTROL, "no-store"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
             portcullis_record::asciicast(&records),
         )
