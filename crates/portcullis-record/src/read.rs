@@ -317,8 +317,19 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
             }
             Kind::Statement => {
                 if let Ok(s) = serde_json::from_slice::<format::Statement>(&record.payload) {
-                    // The terminal's output shows what was typed already.
+                    // A line typed at a shell's prompt, as the gateway saw
+                    // the keys: shown apart from the terminal's output,
+                    // which the user controls (text drawn in the
+                    // background's colour shows nothing).
                     if s.phase == "typed" {
+                        out.push((
+                            record.t_ms,
+                            format!(
+                                "-- +{} typed at the prompt (best effort): {}\n",
+                                seconds(record.t_ms),
+                                s.text
+                            ),
+                        ));
                         continue;
                     }
                     let by = if s.policies.is_empty() {

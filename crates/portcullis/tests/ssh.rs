@@ -1078,6 +1078,12 @@ async fn an_interactive_shell_is_recorded_and_replays() {
         replayed.contains("allow shell by eng-ssh-shell"),
         "{replayed}"
     );
+    // What was typed is shown apart from the terminal's output, which the
+    // user controls (and could draw in the background's colour).
+    assert!(
+        replayed.contains(&format!("typed at the prompt (best effort): {line}")),
+        "{replayed}"
+    );
 
     // As asciicast v2: a header with the terminal's size, output events,
     // and the window change.
