@@ -160,8 +160,19 @@ impl State {
         self.public_url().starts_with("https://")
     }
 
+    /// A cookie's name: over https with the `__Host-` prefix, so that no
+    /// other host of the site (nor a plain-http page) can set it.
+    fn named(&self, name: &str) -> String {
+        if self.secure() {
+            format!("__Host-{name}")
+        } else {
+            name.to_string()
+        }
+    }
+
     fn cookie(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
         let secure = if self.secure() { "; Secure" } else { "" };
+        let name = self.named(name);
         HeaderValue::from_str(&format!(
             "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
         ))
@@ -169,7 +180,7 @@ impl State {
     }
 
     fn session(&self, headers: &HeaderMap) -> Option<ConsoleSession> {
-        let id = cookie(headers, SESSION_COOKIE)?;
+        let id = cookie(headers, &self.named(SESSION_COOKIE))?;
         let mut sessions = lock(&self.sessions);
         let session = sessions.get(&id)?.clone();
         if session.expires_at <= now() {
@@ -215,6 +226,31 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/static/asciinema-player.min.js", get(player_script))
         .route("/static/asciinema-player.css", get(player_style))
         .with_state(state)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Every answer of the console, pages, assets, casts and the framework's
+/// own refusals alike: no script from elsewhere, never framed, never
+/// sniffed into another type, never cached.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            // The player runs its terminal in WebAssembly.
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
 }
 
 /// A page for a logged-in reviewer, or a redirect to the login.
@@ -226,7 +262,8 @@ enum Page {
 
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
-        let mut response = match self {
+        // The headers every answer gets: [`security_headers`].
+        match self {
             Page::Html(body) => Html(body).into_response(),
             Page::Login(return_to) => {
                 Redirect::to(&format!("/login?return_to={}", url_encode(&return_to)))
@@ -235,25 +272,7 @@ impl IntoResponse for Page {
             Page::Error(status, message) => {
                 (status, Html(html::error_page(&message))).into_response()
             }
-        };
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                // The player runs its terminal in WebAssembly.
-                "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; frame-ancestors 'none'; form-action 'self'",
-            ),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        );
-        response
+        }
     }
 }
 
@@ -441,7 +460,7 @@ async fn load_recording(
             if let Err(e) = remote.download(id, copy.path()).await {
                 return Err(match e {
                     portcullis_record::RecordError::NotFound(_) => {
-                        Page::Error(StatusCode::NOT_FOUND, format!("no recording `{id}`"))
+                        Page::Error(StatusCode::NOT_FOUND, "no such recording".into())
                     }
                     e => Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
                 });
@@ -460,7 +479,7 @@ async fn load_recording(
         Ok(Err(portcullis_record::RecordError::NotFound(_))) => {
             return Err(Page::Error(
                 StatusCode::NOT_FOUND,
-                format!("no recording `{id}`"),
+                "no such recording".into(),
             ))
         }
         Ok(Err(e)) => return Err(Page::Error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
@@ -677,7 +696,7 @@ async fn events(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> 
     let Some(session) = state.session(&headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let Some(session_id) = cookie(&headers, SESSION_COOKIE) else {
+    let Some(session_id) = cookie(&headers, &state.named(SESSION_COOKIE)) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let changes = state.web.approvals.changes();
@@ -782,7 +801,7 @@ async fn callback(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let fail = |message: String| Page::Error(StatusCode::BAD_REQUEST, message).into_response();
-    let pending = cookie(&headers, LOGIN_COOKIE)
+    let pending = cookie(&headers, &state.named(LOGIN_COOKIE))
         .and_then(|value| PendingLogin::from_cookie(&value, &state.login_key));
     let Some(pending) = pending else {
         return fail("this login was not started here, or took too long; log in again".into());
@@ -897,7 +916,10 @@ async fn logout(
     // A form without the session's token changes nothing, the cookie
     // included: a browser that forgot a session the gateway still holds
     // would leave it usable by whoever copied the cookie.
-    if let (Some(id), Some(session)) = (cookie(&headers, SESSION_COOKIE), state.session(&headers)) {
+    if let (Some(id), Some(session)) = (
+        cookie(&headers, &state.named(SESSION_COOKIE)),
+        state.session(&headers),
+    ) {
         if !constant_time_eq(&form.csrf, &session.csrf) {
             return Page::Error(
                 StatusCode::FORBIDDEN,

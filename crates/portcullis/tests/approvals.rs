@@ -895,6 +895,22 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
         .await;
     assert_eq!(forged.status, 303, "{}", forged.body);
 
+    // Every answer carries the console's headers, the framework's own
+    // refusals and the assets too.
+    for (path, status) in [("/requests/abc", 400), ("/static/console.js", 200)] {
+        let answer = reqwest::get(base.join(path).unwrap()).await.unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{path}");
+        let headers = answer.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+    }
+
     // The login cookie is HttpOnly and SameSite=Lax.
     let login = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
