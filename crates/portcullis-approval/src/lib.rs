@@ -722,38 +722,48 @@ impl Approvals {
 
     async fn end_grants(&self) {
         let now = now();
-        let ended: Vec<((String, String), Grant)> = {
+        let mut changed = false;
+        {
             let mut grants = self.grants_mut();
-            let mut ended = Vec::new();
-            for (principal, targets) in grants.iter_mut() {
-                targets.retain(|target, grant| {
-                    let over = grant.until <= now;
-                    if over {
-                        ended.push(((principal.clone(), target.clone()), grant.clone()));
-                    }
-                    !over
-                });
+            for targets in grants.values_mut() {
+                let before = targets.len();
+                targets.retain(|_, grant| grant.until > now);
+                changed |= targets.len() != before;
             }
             grants.retain(|_, targets| !targets.is_empty());
-            ended
-        };
-        if ended.is_empty() {
-            return;
         }
-        for ((principal, target), grant) in &ended {
-            if let Err(e) = self
+        if changed {
+            self.inner.grant_changes.send_modify(|n| *n += 1);
+        }
+        // Each end is audited once, found in the store: one that a reload
+        // took out of memory first, or that came while the gateway was
+        // stopped, is not missed.
+        let ended = match self.with_store(move |s| s.ended_grants(now)).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the grants that ended");
+                return;
+            }
+        };
+        for grant in ended {
+            let audited = self
                 .audit(&json!({
                     "event": "grant.ended",
                     "request": grant.id,
-                    "principal": principal,
-                    "target": target,
+                    "principal": grant.requester.id,
+                    "target": grant.target,
+                    "until": grant.grant_until,
                 }))
-                .await
-            {
+                .await;
+            if let Err(e) = audited {
                 tracing::error!(error = %e, "could not audit the end of a grant");
+                return;
+            }
+            let id = grant.id;
+            if let Err(e) = self.with_store(move |s| s.mark_ended(id)).await {
+                tracing::error!(error = %e, "could not record that a grant's end was audited");
             }
         }
-        self.inner.grant_changes.send_modify(|n| *n += 1);
     }
 
     async fn reload_grants(&self) -> Result<(), ApprovalError> {

@@ -43,7 +43,52 @@ impl Store {
              CREATE INDEX IF NOT EXISTS requests_status ON requests (status, expires_at);",
         )
         .map_err(db)?;
+        // Whether a grant's end is in the audit log. A store from before
+        // the column: the ends already past were audited when they came.
+        let has_ended: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'ended'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(db)?
+            > 0;
+        if !has_ended {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE requests ADD COLUMN ended INTEGER NOT NULL DEFAULT 0;
+                 UPDATE requests SET ended = 1 WHERE kind = 'access' AND grant_until <= CAST(strftime('%s', 'now') AS INTEGER);
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
         Ok(Store { conn })
+    }
+
+    /// Approved grants whose window is over and whose end is not yet in
+    /// the audit log: found in the store, so that none is missed across a
+    /// restart or a reload.
+    pub(crate) fn ended_grants(&self, now: i64) -> Result<Vec<Request>, ApprovalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM requests WHERE status = 'approved' AND kind = 'access' AND grant_until <= ?1 AND ended = 0")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([now], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(decode(row.map_err(db)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Records that a grant's end is in the audit log.
+    pub(crate) fn mark_ended(&mut self, id: i64) -> Result<(), ApprovalError> {
+        self.conn
+            .execute("UPDATE requests SET ended = 1 WHERE id = ?1", [id])
+            .map(|_| ())
+            .map_err(db)
     }
 
     /// Stores a new request and gives it its id.

@@ -265,3 +265,41 @@ async fn grants_are_seen_until_revoked_and_only_by_their_holder() {
     approvals.revoke(request.id, &ops, "done").await.unwrap();
     assert!(approvals.grant("alice", "demo").is_none());
 }
+
+/// Found in attack: a grant that a reload took out of memory before the
+/// timer saw it end (any approval or revocation reloads the grants) left no
+/// `grant.ended` in the audit log.
+#[tokio::test]
+async fn every_grant_end_is_audited_once_even_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(
+        &dir,
+        Settings {
+            access_approvers: vec!["ops".into()],
+            ..Settings::default()
+        },
+    )
+    .await;
+    let alice = person("alice", &["eng"]);
+    let ops = person("ops", &["ops"]);
+    let request = approvals
+        .request_access(&alice, "demo", 1, "INC-1".into())
+        .await
+        .unwrap();
+    approvals
+        .review(request.id, &ops, true, "ok")
+        .await
+        .unwrap();
+    assert!(approvals.grant("alice", "demo").is_some());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    approvals.reload_grants().await.unwrap();
+    assert!(approvals.grant("alice", "demo").is_none());
+    approvals.end_grants().await;
+    approvals.end_grants().await;
+    let ends = portcullis_audit::tail(&dir.path().join("audit.db"), 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.body["event"] == "grant.ended" && e.body["request"] == request.id)
+        .count();
+    assert_eq!(ends, 1);
+}
