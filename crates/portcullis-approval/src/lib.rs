@@ -130,6 +130,9 @@ struct Inner {
     grants: std::sync::RwLock<Grants>,
     /// Bumped when a grant starts or ends: live sessions decide again.
     grant_changes: watch::Sender<u64>,
+    /// Held while an access request is counted against its requester's
+    /// limit and stored, so that requests sent at once cannot all pass.
+    asking: tokio::sync::Mutex<()>,
 }
 
 /// A statement held for approval: its request, and the wait for a decision.
@@ -166,6 +169,7 @@ impl Approvals {
                 changes: broadcast::channel(256).0,
                 grants: std::sync::RwLock::new(Grants::new()),
                 grant_changes: watch::Sender::new(0),
+                asking: tokio::sync::Mutex::new(()),
             }),
         };
         for id in approvals.with_store(|s| s.pending_statements()).await? {
@@ -306,13 +310,12 @@ impl Approvals {
             ));
         }
         check_text("the reason", &reason)?;
+        let _asking = self.inner.asking.lock().await;
         let mine = self
-            .pending()
+            .with_store(|s| s.pending_access())
             .await?
             .into_iter()
-            .filter(|r| {
-                matches!(r.subject, Subject::Access { .. }) && r.requester.same_as(requester)
-            })
+            .filter(|r| r.requester.same_as(requester))
             .count();
         if mine >= MAX_PENDING_ACCESS_REQUESTS {
             return Err(ApprovalError::Refused(format!(

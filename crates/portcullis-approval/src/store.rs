@@ -83,6 +83,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Every pending access request.
+    pub(crate) fn pending_access(&self) -> Result<Vec<Request>, ApprovalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM requests WHERE status = 'pending' AND kind = 'access'")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(decode(row.map_err(db)?)?);
+        }
+        Ok(out)
+    }
+
     /// Records that a grant's end is in the audit log.
     pub(crate) fn mark_ended(&mut self, id: i64) -> Result<(), ApprovalError> {
         self.conn

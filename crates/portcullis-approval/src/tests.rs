@@ -303,3 +303,37 @@ async fn every_grant_end_is_audited_once_even_after_a_reload() {
         .count();
     assert_eq!(ends, 1);
 }
+
+/// Found in attack: access requests sent at once each counted the ones
+/// waiting before any was stored, and all passed the limit of five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_at_once_keep_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = open(
+        &dir,
+        Settings {
+            access_approvers: vec!["ops".into()],
+            ..Settings::default()
+        },
+    )
+    .await;
+    let alice = person("alice", &["eng"]);
+    let asking: Vec<_> = (0..20)
+        .map(|_| {
+            let approvals = approvals.clone();
+            let alice = alice.clone();
+            tokio::spawn(async move {
+                approvals
+                    .request_access(&alice, "demo", 600, "INC-1".into())
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for asked in asking {
+        if matches!(asked.await, Ok(Ok(_))) {
+            created += 1;
+        }
+    }
+    assert_eq!(created, MAX_PENDING_ACCESS_REQUESTS);
+}
