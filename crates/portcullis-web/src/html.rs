@@ -88,6 +88,31 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
+/// `text` with each run of two or more blank lines folded into one line
+/// that counts them: a statement cannot push its rest out of sight.
+pub(crate) fn folded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank = 0usize;
+    let flush = |out: &mut String, blank: &mut usize| {
+        match *blank {
+            0 => {}
+            1 => out.push('\n'),
+            n => out.push_str(&format!("[{n} blank lines]\n")),
+        }
+        *blank = 0;
+    };
+    for line in text.split_inclusive('\n') {
+        if line.trim().is_empty() && line.ends_with('\n') {
+            blank += 1;
+            continue;
+        }
+        flush(&mut out, &mut blank);
+        out.push_str(line);
+    }
+    flush(&mut out, &mut blank);
+    out
+}
+
 /// Whether what the requester wrote holds characters [`escape`] names.
 fn asks_with_unshown(request: &Request) -> bool {
     use portcullis_core::text::has_unshown;
@@ -226,7 +251,15 @@ pub(crate) fn request_list(id: &str, requests: &[&Request], empty: &str) -> Stri
     }
     for request in requests {
         let summary = request.summary();
-        let short: String = summary.chars().take(160).collect();
+        // One line: a line break shows as ⏎, so that blank lines cannot
+        // push the rest of a statement out of the preview.
+        let one_line = summary
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ⏎ ");
+        let short: String = one_line.chars().take(160).collect();
         let _ = write!(
             out,
             r#"<li><a class="request" data-id="{id}" href="/requests/{id}"><strong>#{id}</strong> <span class="status {status}">{status}</span> {kind} by <strong>{who}</strong> on <code>{target}</code> · reviewers {groups}<br><code>{summary}{more}</code></a></li>"#,
@@ -237,7 +270,7 @@ pub(crate) fn request_list(id: &str, requests: &[&Request], empty: &str) -> Stri
             target = escape(&request.target),
             groups = escape(&model::groups_list(&request.approval.groups)),
             summary = escape(&short),
-            more = if short.len() < summary.len() {
+            more = if short.len() < one_line.len() {
                 "…"
             } else {
                 ""
@@ -376,12 +409,12 @@ pub(crate) fn request_page(
             );
             row(
                 "Statement",
-                format!(r#"<pre id="statement">{}</pre>"#, escape(text)),
+                format!(r#"<pre id="statement">{}</pre>"#, escape(&folded(text))),
             );
             if let Some(prepared) = prepared {
                 row(
                     "Which runs",
-                    format!(r#"<pre id="prepared">{}</pre>"#, escape(prepared)),
+                    format!(r#"<pre id="prepared">{}</pre>"#, escape(&folded(prepared))),
                 );
             }
             if let Some(batch) = batch {
@@ -389,7 +422,7 @@ pub(crate) fn request_page(
                     "Sent in one query",
                     format!(
                         r#"<pre id="batch">{}</pre><small>all of it runs once this statement is approved</small>"#,
-                        escape(batch)
+                        escape(&folded(batch))
                     ),
                 );
             }
@@ -469,6 +502,20 @@ fn utc(unix: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn runs_of_blank_lines_are_folded_and_counted() {
+        let text = format!(
+            "add column note text{}, drop column total",
+            "\n".repeat(400)
+        );
+        assert_eq!(
+            super::folded(&text),
+            "add column note text\n[399 blank lines]\n, drop column total"
+        );
+        assert_eq!(super::folded("a\n\nb\n"), "a\n\nb\n");
+        assert_eq!(super::folded("a\n \n\t\nb"), "a\n[2 blank lines]\nb");
+    }
+
     use super::*;
 
     #[test]
