@@ -150,11 +150,18 @@ impl Standings {
         }
     }
 
+    /// What stands, each action once (many forwarded connections to one
+    /// destination are one decision).
     fn snapshot(&self) -> Vec<(Action, Decision)> {
-        self.open
-            .lock()
-            .map(|open| open.values().cloned().collect())
-            .unwrap_or_default()
+        let mut out: Vec<(Action, Decision)> = Vec::new();
+        if let Ok(open) = self.open.lock() {
+            for (action, decision) in open.values() {
+                if !out.iter().any(|(a, d)| a == action && d == decision) {
+                    out.push((action.clone(), decision.clone()));
+                }
+            }
+        }
+        out
     }
 }
 
