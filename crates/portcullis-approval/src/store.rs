@@ -69,28 +69,29 @@ impl Store {
     /// the audit log: found in the store, so that none is missed across a
     /// restart or a reload.
     pub(crate) fn ended_grants(&self, now: i64) -> Result<Vec<Request>, ApprovalError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body FROM requests WHERE status = 'approved' AND kind = 'access' AND grant_until <= ?1 AND ended = 0")
-            .map_err(db)?;
-        let rows = stmt
-            .query_map([now], |row| row.get::<_, String>(0))
-            .map_err(db)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(decode(row.map_err(db)?)?);
-        }
-        Ok(out)
+        self.requests(
+            "SELECT body FROM requests WHERE status = 'approved' AND kind = 'access' AND grant_until <= ?1 AND ended = 0",
+            [now],
+        )
     }
 
     /// Every pending access request.
     pub(crate) fn pending_access(&self) -> Result<Vec<Request>, ApprovalError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body FROM requests WHERE status = 'pending' AND kind = 'access'")
-            .map_err(db)?;
+        self.requests(
+            "SELECT body FROM requests WHERE status = 'pending' AND kind = 'access'",
+            [],
+        )
+    }
+
+    /// The requests whose bodies `sql` selects.
+    fn requests(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Request>, ApprovalError> {
+        let mut stmt = self.conn.prepare(sql).map_err(db)?;
         let rows = stmt
-            .query_map([], |row| row.get::<_, String>(0))
+            .query_map(params, |row| row.get::<_, String>(0))
             .map_err(db)?;
         let mut out = Vec::new();
         for row in rows {
@@ -211,18 +212,10 @@ impl Store {
 
     /// Access grants approved and not over at `now`.
     pub(crate) fn grants(&self, now: i64) -> Result<Vec<Request>, ApprovalError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT body FROM requests WHERE status = 'approved' AND kind = 'access' AND grant_until > ?1")
-            .map_err(db)?;
-        let rows = stmt
-            .query_map([now], |row| row.get::<_, String>(0))
-            .map_err(db)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(decode(row.map_err(db)?)?);
-        }
-        Ok(out)
+        self.requests(
+            "SELECT body FROM requests WHERE status = 'approved' AND kind = 'access' AND grant_until > ?1",
+            [now],
+        )
     }
 
     /// Pending statement requests: after a restart their sessions are gone.

@@ -266,20 +266,25 @@ async fn grants_are_seen_until_revoked_and_only_by_their_holder() {
     assert!(approvals.grant("alice", "demo").is_none());
 }
 
+/// Approvals where `ops` reviews access requests.
+async fn ops_review_access(dir: &tempfile::TempDir) -> Approvals {
+    open(
+        dir,
+        Settings {
+            access_approvers: vec!["ops".into()],
+            ..Settings::default()
+        },
+    )
+    .await
+}
+
 /// Found in attack: a grant that a reload took out of memory before the
 /// timer saw it end (any approval or revocation reloads the grants) left no
 /// `grant.ended` in the audit log.
 #[tokio::test]
 async fn every_grant_end_is_audited_once_even_after_a_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let approvals = open(
-        &dir,
-        Settings {
-            access_approvers: vec!["ops".into()],
-            ..Settings::default()
-        },
-    )
-    .await;
+    let approvals = ops_review_access(&dir).await;
     let alice = person("alice", &["eng"]);
     let ops = person("ops", &["ops"]);
     let request = approvals
@@ -309,14 +314,7 @@ async fn every_grant_end_is_audited_once_even_after_a_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_sent_at_once_keep_to_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let approvals = open(
-        &dir,
-        Settings {
-            access_approvers: vec!["ops".into()],
-            ..Settings::default()
-        },
-    )
-    .await;
+    let approvals = ops_review_access(&dir).await;
     let alice = person("alice", &["eng"]);
     let asking: Vec<_> = (0..20)
         .map(|_| {

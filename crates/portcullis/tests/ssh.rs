@@ -469,6 +469,37 @@ fn read_forwarded(port: u16) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Waits up to 10 s for `child` to end (killing it after): whether it
+/// ended by itself, and what it wrote.
+async fn ends_within_10s(mut child: std::process::Child) -> (bool, Output) {
+    let mut ended = false;
+    for _ in 0..100 {
+        if child.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ended {
+        let _ = child.kill();
+    }
+    (ended, child.wait_with_output().unwrap())
+}
+
+/// What comes first through a forwarded port, once the forward is up (up
+/// to 10 s).
+async fn forwarded_banner(port: u16) -> String {
+    let mut banner = String::new();
+    for _ in 0..50 {
+        banner = read_forwarded(port);
+        if !banner.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    banner
+}
+
 /// Found in attack: a shell or a forward opened under an access grant went
 /// on after the grant was revoked; only `connect` was decided again. Now
 /// what a connection holds open is decided again too, and the connection
@@ -521,39 +552,21 @@ permit (principal, action == Action::"forward", resource) when { context has gra
     assert!(approved.status.success(), "{}", stderr(&approved));
 
     let local = free_port();
-    let mut tunnel = client(&gw, "ssh", &alice)
+    let tunnel = client(&gw, "ssh", &alice)
         .args(["-N", "-p", &port(&gw)])
         .args(["-L", &format!("127.0.0.1:{local}:127.0.0.1:{sshd_port}")])
         .arg("demo-ssh@127.0.0.1")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut banner = String::new();
-    for _ in 0..50 {
-        banner = read_forwarded(local);
-        if !banner.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let banner = forwarded_banner(local).await;
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
     // A forwarded connection held open while the grant goes.
     let held = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
 
     let revoked = cli(&alice, &["revoke", &grant, "--comment", "done"]);
     assert!(revoked.status.success(), "{}", stderr(&revoked));
-    let mut ended = false;
-    for _ in 0..100 {
-        if tunnel.try_wait().unwrap().is_some() {
-            ended = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !ended {
-        let _ = tunnel.kill();
-    }
-    let out = tunnel.wait_with_output().unwrap();
+    let (ended, out) = ends_within_10s(tunnel).await;
     drop(held);
     assert!(ended, "the forward outlived its grant: {}", stderr(&out));
     assert!(
@@ -619,14 +632,7 @@ when {{ context.forward.direction == "remote" && context.forward.host == "127.0.
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut banner = String::new();
-    for _ in 0..50 {
-        banner = read_forwarded(allowed);
-        if !banner.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let banner = forwarded_banner(allowed).await;
     // The target's sshd answers through the allowed forward...
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
     // ...and nothing comes through the other one.
@@ -650,14 +656,7 @@ when {{ context.forward.direction == "remote" && context.forward.host == "127.0.
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut banner = String::new();
-    for _ in 0..50 {
-        banner = read_forwarded(remote_allowed);
-        if !banner.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let banner = forwarded_banner(remote_allowed).await;
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
     assert!(
         closed("remote").await,
@@ -1259,7 +1258,7 @@ permit (principal, action == Action::"exec", resource);
     let (dir, path) = policies(allowing);
     let gw = gateway("ssh_recheck", path, None).await;
     let alice = gw.token("alice@example.com", &["eng"]);
-    let mut child = client(&gw, "ssh", &alice)
+    let child = client(&gw, "ssh", &alice)
         .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "tail -f /dev/null"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1277,18 +1276,7 @@ permit (principal, action == Action::"exec", resource);
         r#"permit (principal, action == Action::"exec", resource);"#,
     )
     .unwrap();
-    let mut ended = false;
-    for _ in 0..100 {
-        if child.try_wait().unwrap().is_some() {
-            ended = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !ended {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
+    let (ended, out) = ends_within_10s(child).await;
     assert!(ended, "the session outlived its policy: {}", stderr(&out));
     assert!(
         stderr(&out).contains("access to target `demo-ssh` was revoked"),
