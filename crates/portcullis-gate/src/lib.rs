@@ -46,7 +46,16 @@ pub fn still_allowed(then: &Decision, now: &Decision) -> Result<(), String> {
     use portcullis_core::Effect;
     match now.effect {
         Effect::Allow => Ok(()),
-        Effect::Hold if then.effect == Effect::Hold && now.approval == then.approval => Ok(()),
+        // The same approvers, lifting only forbids they were asked about:
+        // a forbid added meanwhile, or one a grant had kept from applying,
+        // was never put to them.
+        Effect::Hold
+            if then.effect == Effect::Hold
+                && now.approval == then.approval
+                && now.policies.iter().all(|p| then.policies.contains(p)) =>
+        {
+            Ok(())
+        }
         Effect::Deny => Err(format!(
             "decided again once approved, under the policy and access grants in force now: {}; nothing was run",
             now.reason
@@ -789,6 +798,42 @@ mod tests {
     use super::*;
     use portcullis_core::{Target, TargetKind};
     use portcullis_policy::CedarPolicies;
+
+    #[test]
+    fn an_approval_lifts_only_the_forbids_it_was_asked_about() {
+        use portcullis_core::{Approval, Effect};
+        let decision = |effect, policies: &[&str], groups: &[&str]| Decision {
+            effect,
+            policies: policies.iter().map(|p| p.to_string()).collect(),
+            reason: "why".into(),
+            errors: Vec::new(),
+            policy_version: "v".into(),
+            approval: (effect == Effect::Hold).then(|| Approval {
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                min_approvals: 1,
+            }),
+        };
+        let held = decision(Effect::Hold, &["no-unbounded-writes"], &["dba"]);
+        let allowed = decision(Effect::Allow, &[], &[]);
+        assert!(still_allowed(&held, &held).is_ok());
+        assert!(still_allowed(&held, &allowed).is_ok());
+        assert!(still_allowed(&allowed, &allowed).is_ok());
+        // Refused now; needing other approvers; a forbid the approvers of
+        // the same group were not asked about (added, or kept off by a
+        // grant that ended); held now though allowed then.
+        for now in [
+            decision(Effect::Deny, &["frozen"], &[]),
+            decision(Effect::Hold, &["no-unbounded-writes"], &["ops"]),
+            decision(
+                Effect::Hold,
+                &["no-unbounded-writes", "writes-need-a-grant"],
+                &["dba"],
+            ),
+        ] {
+            assert!(still_allowed(&held, &now).is_err(), "{now:?}");
+        }
+        assert!(still_allowed(&allowed, &held).is_err());
+    }
 
     fn principal(id: &str, groups: &[&str]) -> Principal {
         Principal {

@@ -1155,16 +1155,44 @@ impl Relay {
         if !decisions.iter().any(|d| d.effect == Effect::Hold) {
             return;
         }
-        let mut next = 0usize;
-        for item in plan {
-            let (raw, phase, statements, parameters) = match item {
+        // What runs with a held statement once it is approved: the
+        // reviewer sees all of it. One simple Query as it was written;
+        // otherwise (a pipeline of Parse, Bind, Execute) each statement's
+        // text, a statement prepared and run in it once.
+        let gated: Vec<(&Bytes, &str, &[StatementInfo])> = plan
+            .iter()
+            .filter_map(|item| match item {
                 Planned::Gated {
                     raw,
                     phase,
                     statements,
+                    ..
+                } => Some((raw, *phase, statements.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let batch = match gated.as_slice() {
+            [(raw, "query", statements)] if statements.len() > 1 => {
+                message::query(raw.get(5..).unwrap_or_default()).map(str::to_string)
+            }
+            _ => {
+                let mut texts: Vec<&str> = gated
+                    .iter()
+                    .flat_map(|(_, _, statements)| statements.iter().map(|s| s.text.as_str()))
+                    .collect();
+                texts.dedup();
+                (texts.len() > 1).then(|| texts.join(";\n"))
+            }
+        };
+        let mut next = 0usize;
+        for item in plan {
+            let (phase, statements, parameters) = match item {
+                Planned::Gated {
+                    phase,
+                    statements,
                     parameters,
                     ..
-                } => (raw, *phase, statements, parameters),
+                } => (*phase, statements, parameters),
                 Planned::Refused { .. } => {
                     next += 1;
                     continue;
@@ -1181,11 +1209,6 @@ impl Relay {
             if item_decisions.iter().any(|d| d.effect == Effect::Deny) {
                 continue;
             }
-            // What runs with a held statement once it is approved: the
-            // reviewer sees the whole query it came in.
-            let batch = (phase == "query" && statements.len() > 1)
-                .then(|| message::query(raw.get(5..)?).map(str::to_string))
-                .flatten();
             for (offset, (decision, statement)) in
                 item_decisions.iter_mut().zip(statements).enumerate()
             {

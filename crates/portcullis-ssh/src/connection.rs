@@ -738,6 +738,7 @@ async fn standing_refused(
     for (action, then) in standing.snapshot() {
         let what = match &action {
             Action::Forward(f) => format!("the {} forward to {}:{}", f.direction, f.host, f.port),
+            Action::Exec(command) => format!("the command `{}`", command.text),
             _ => "the shell".to_string(),
         };
         match gate.recheck_action(session, &action).await {
@@ -1097,7 +1098,7 @@ async fn decide_start(
     to_client: &ToClient,
     pty: bool,
     early: &mut Vec<ChannelMsg>,
-) -> Result<(Kind, Option<Standing>), (String, u32)> {
+) -> Result<(Kind, Vec<Standing>), (String, u32)> {
     let fail = |e: String| (e, REFUSED);
     match start {
         Start::Exec(line) => {
@@ -1161,7 +1162,14 @@ async fn decide_start(
                     hold(authed, line, decision, from_client, to_client, pty, early).await?;
                 run_approved(authed, id, request, &actions, &decisions, to_client).await?;
             }
-            Ok((Kind::Exec, None))
+            // A command runs what it is given for as long as it runs (`bash`,
+            // `tail -f`): it stands only while its decision would still allow it.
+            let standing = actions
+                .iter()
+                .zip(&decisions)
+                .map(|(action, decision)| authed.standing.stand(action.clone(), decision))
+                .collect();
+            Ok((Kind::Exec, standing))
         }
         Start::Shell => {
             let decisions = authed
@@ -1174,7 +1182,7 @@ async fn decide_start(
                 .map_err(fail)?;
             // A shell runs what is typed into it for as long as it is
             // open: it stands only while its decision would still allow it.
-            let standing = || Some(authed.standing.stand(Action::Shell, decision));
+            let standing = || vec![authed.standing.stand(Action::Shell, decision)];
             match decision.effect {
                 Effect::Allow => Ok((Kind::Shell, standing())),
                 Effect::Deny => Err((format!("a shell is refused: {}", decision.reason), REFUSED)),
@@ -1200,7 +1208,7 @@ async fn decide_start(
                 .event(u32::from(id), "sftp.start", serde_json::json!({}))
                 .await
                 .map_err(fail)?;
-            Ok((Kind::Sftp, None))
+            Ok((Kind::Sftp, Vec::new()))
         }
         Start::Subsystem(name) => Err((
             format!("the subsystem `{name}` is not served through the gateway"),

@@ -88,6 +88,15 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
+/// A note under a long text, that it goes on: lines of comments, unlike
+/// blank ones, are not folded, and can push the rest of a statement down.
+fn line_count(text: &str) -> String {
+    match text.lines().count() {
+        n if n > 10 => format!(r#"<small id="lines">{n} lines: read it to its end</small>"#),
+        _ => String::new(),
+    }
+}
+
 /// `text` with each run of two or more blank lines folded into one line
 /// that counts them: a statement cannot push its rest out of sight.
 pub(crate) fn folded(text: &str) -> String {
@@ -409,7 +418,11 @@ pub(crate) fn request_page(
             );
             row(
                 "Statement",
-                format!(r#"<pre id="statement">{}</pre>"#, escape(&folded(text))),
+                format!(
+                    r#"<pre id="statement">{}</pre>{}"#,
+                    escape(&folded(text)),
+                    line_count(text)
+                ),
             );
             if let Some(prepared) = prepared {
                 row(

@@ -1311,6 +1311,33 @@ async fn an_extended_protocol_execute_is_held_with_its_parameters() {
         .unwrap()
         .unwrap();
     assert_eq!(done, (1, 1));
+    // A statement prepared and run in one pipeline is one statement to
+    // the reviewer: no `batch`.
+    assert!(
+        request["batch"].is_null() && second["batch"].is_null(),
+        "{second}"
+    );
+
+    // A pipeline whose other statements run once the held one is
+    // approved: the reviewer is shown them too.
+    let mut pipeline = RawClient::connect(&gw, &alice).await;
+    pipeline
+        .send(&[
+            raw::parse("", "delete from orders where id = 4"),
+            raw::bind("", "", 0),
+            raw::execute(""),
+            raw::parse("", "select 42"),
+            raw::bind("", "", 0),
+            raw::execute(""),
+            raw::sync(),
+        ])
+        .await;
+    let third = pending_request(&gw, &dba, &[id, second_id]).await;
+    assert_eq!(
+        third["batch"], "delete from orders where id = 4;\nselect 42",
+        "{third}"
+    );
+    drop(pipeline);
     gw.stop().await;
 }
 

@@ -505,12 +505,13 @@ async fn forwarded_banner(port: u16) -> String {
 /// what a connection holds open is decided again too, and the connection
 /// ends when it no longer stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forward_held_open_under_a_grant_ends_with_the_grant() {
+async fn what_a_connection_holds_open_under_a_grant_ends_with_the_grant() {
     let sshd_port = env("DEMO_SSH_PORT");
     let (_dir, dir) = policies(
         r#"
 permit (principal, action == Action::"connect", resource);
 permit (principal, action == Action::"forward", resource) when { context has grant };
+permit (principal, action == Action::"exec", resource) when { context has grant };
 "#,
     );
     let gw = Gateway::start_with(
@@ -561,8 +562,21 @@ permit (principal, action == Action::"forward", resource) when { context has gra
         .unwrap();
     let banner = forwarded_banner(local).await;
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
-    // A forwarded connection held open while the grant goes.
+    // A forwarded connection held open while the grant goes, and a
+    // command that runs on.
     let held = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    let running = client(&gw, "ssh", &alice)
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "tail -f /dev/null"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if gw.audit_entries(2000).iter().any(|e| e["action"] == "exec") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let revoked = cli(&alice, &["revoke", &grant, "--comment", "done"]);
     assert!(revoked.status.success(), "{}", stderr(&revoked));
@@ -571,6 +585,13 @@ permit (principal, action == Action::"forward", resource) when { context has gra
     assert!(ended, "the forward outlived its grant: {}", stderr(&out));
     assert!(
         stderr(&out).contains("this connection holds open is no longer allowed"),
+        "{}",
+        stderr(&out)
+    );
+    let (ended, out) = ends_within_10s(running).await;
+    assert!(ended, "the command outlived its grant: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the command `tail -f /dev/null` this connection holds open"),
         "{}",
         stderr(&out)
     );
