@@ -739,6 +739,7 @@ async fn standing_refused(
         let what = match &action {
             Action::Forward(f) => format!("the {} forward to {}:{}", f.direction, f.host, f.port),
             Action::Exec(command) => format!("the command `{}`", command.text),
+            Action::Sftp(op) => format!("the SFTP file `{}` open for {}", op.path, op.operation),
             _ => "the shell".to_string(),
         };
         match gate.recheck_action(session, &action).await {
@@ -1784,7 +1785,7 @@ async fn sftp_requests(
                     };
                     authed.record(statement("sftp", &text, decision))?;
                 }
-                decisions.iter().find(|d| !d.is_allowed()).map(|d| {
+                let refused = decisions.iter().find(|d| !d.is_allowed()).map(|d| {
                     let reason = if d.effect == Effect::Hold {
                         format!(
                             "needs approval ({}): ask for access with `portcullis request`",
@@ -1794,7 +1795,23 @@ async fn sftp_requests(
                         d.reason.clone()
                     };
                     (request, reason)
-                })
+                });
+                // An open file is read and written with no more decisions:
+                // it stands, until closed, while its open would still be
+                // allowed.
+                if refused.is_none() {
+                    if let Ok(mut h) = handles.lock() {
+                        if h.opens(request) {
+                            let standing: Vec<Standing> = actions
+                                .iter()
+                                .zip(&decisions)
+                                .map(|(action, d)| authed.standing.stand(action.clone(), d))
+                                .collect();
+                            h.keep(request, Box::new(standing));
+                        }
+                    }
+                }
+                refused
             }
         };
         match refusal {

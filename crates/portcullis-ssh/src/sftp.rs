@@ -195,14 +195,18 @@ pub(crate) enum Request {
     End { reason: String },
 }
 
+/// What the caller keeps alive while a handle is open (the decisions it
+/// was opened under), dropped when it closes or its open fails.
+pub(crate) type Keep = Box<dyn Send>;
+
 /// The open files and directories of one SFTP session, by handle.
 #[derive(Default)]
 pub(crate) struct Handles {
     /// Open requests sent, waiting for their handle: request id to path.
-    pending: HashMap<u32, String>,
+    pending: HashMap<u32, (String, Option<Keep>)>,
     /// The ids of every request sent and not yet answered.
     outstanding: HashSet<u32>,
-    open: HashMap<Vec<u8>, String>,
+    open: HashMap<Vec<u8>, (String, Option<Keep>)>,
 }
 
 impl Handles {
@@ -226,7 +230,9 @@ impl Handles {
                 return Request::Pass;
             }
             FSETSTAT => {
-                let path = string_at(frame, 9).and_then(|h| self.open.get(h)).cloned();
+                let path = string_at(frame, 9)
+                    .and_then(|h| self.open.get(h))
+                    .map(|(path, _)| path.clone());
                 return match path {
                     Some(path) => decided(id, vec![op("setstat", path, None)], false),
                     None => Request::Refuse {
@@ -263,11 +269,11 @@ impl Handles {
                 {
                     ops.push(op("write", open.filename.clone(), None));
                 }
-                self.pending.insert(id, open.filename);
+                self.pending.insert(id, (open.filename, None));
                 ops
             }
             Packet::OpenDir(d) => {
-                self.pending.insert(id, d.path.clone());
+                self.pending.insert(id, (d.path.clone(), None));
                 vec![op("list", d.path, None)]
             }
             Packet::Remove(r) => vec![op("remove", r.filename, None)],
@@ -294,6 +300,25 @@ impl Handles {
         decided(id, ops, kind == REALPATH)
     }
 
+    /// Keeps `keep` alive as long as the handle that open request `id`
+    /// gets stays open; `false` (and `keep` dropped) when `id` opens
+    /// nothing.
+    pub(crate) fn keep(&mut self, id: u32, keep: Keep) -> bool {
+        match self.pending.get_mut(&id) {
+            Some((_, slot)) => {
+                *slot = Some(keep);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether request `id` opens a file or directory, and waits for its
+    /// handle.
+    pub(crate) fn opens(&self, id: u32) -> bool {
+        self.pending.contains_key(&id)
+    }
+
     /// A response from the target: a handle for an open request is
     /// remembered with its path.
     pub(crate) fn response(&mut self, frame: &[u8]) {
@@ -306,9 +331,10 @@ impl Handles {
         }
         match (kind, id) {
             (HANDLE, Some(id)) => {
-                if let (Some(path), Some(handle)) = (self.pending.remove(&id), string_at(frame, 9))
+                if let (Some(opened), Some(handle)) =
+                    (self.pending.remove(&id), string_at(frame, 9))
                 {
-                    self.open.insert(handle.to_vec(), path);
+                    self.open.insert(handle.to_vec(), opened);
                 }
             }
             (STATUS, Some(id)) => {
@@ -649,6 +675,30 @@ mod tests {
         assert_eq!(ops, [op("setstat", "/etc/passwd".into(), None)]);
         // Data on the handle passes.
         assert!(matches!(handles.request(&frame(6, 9, b"")), Request::Pass));
+    }
+
+    #[test]
+    fn what_an_open_keeps_lives_until_its_handle_closes() {
+        let kept = std::sync::Arc::new(());
+        let mut handles = Handles::default();
+        let mut body = string(b"/tmp/x");
+        body.extend_from_slice(&0x02u32.to_be_bytes());
+        body.extend_from_slice(&0u32.to_be_bytes());
+        assert!(matches!(
+            handles.request(&frame(OPEN, 7, &body)),
+            Request::Decide { .. }
+        ));
+        assert!(handles.opens(7) && !handles.opens(8));
+        assert!(handles.keep(7, Box::new(kept.clone())));
+        assert!(!handles.keep(8, Box::new(kept.clone())), "8 opens nothing");
+        assert_eq!(std::sync::Arc::strong_count(&kept), 2);
+        handles.response(&frame(HANDLE, 7, &string(b"h1")));
+        assert_eq!(std::sync::Arc::strong_count(&kept), 2, "kept while open");
+        assert!(matches!(
+            handles.request(&frame(CLOSE, 9, &string(b"h1"))),
+            Request::Pass
+        ));
+        assert_eq!(std::sync::Arc::strong_count(&kept), 1, "dropped at close");
     }
 
     /// An id reused for a second open while the first is pending ends the
