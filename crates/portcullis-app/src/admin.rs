@@ -165,13 +165,23 @@ const MAX_CONNECTIONS: usize = 512;
 /// How long a request's head may take to arrive, and how long a kept-alive
 /// connection may stay idle before the next one.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long reading a request's body and answering it may take (not the
+/// sending of a streamed answer, such as the console's live events).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a write may wait for a client that does not read.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves `router` on the admin listener: HTTP/1, each connection counted
 /// against the bounds above (one over them is closed at once) and closed
-/// when a request's head is slow or the connection idles.
+/// when a request's head or body is slow, the connection idles, or the
+/// client stops reading what it asked for.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
+    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
     let places = portcullis_gate::listen::Places::new(MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS);
     let mut refused: u64 = 0;
     loop {
@@ -185,13 +195,15 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let _place = place;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(Box::pin(stream)), service);
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "admin connection ended");
             }

@@ -107,8 +107,16 @@ async fn the_admin_listener_bounds_idle_connections_and_closes_slow_ones() {
             }
         }
     }
+    // A body that never comes (attack round 30): the request is answered
+    // 408 and its connection closed after 30 s.
+    let mut stalled = TcpStream::connect(gw.admin_addr).await.unwrap();
+    stalled
+        .write_all(b"POST /api/v1/requests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let stalled_at = tokio::time::Instant::now();
     let mut idle = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..63 {
         idle.push(half_sent().await);
     }
     let mut one_more = half_sent().await;
@@ -156,6 +164,19 @@ async fn the_admin_listener_bounds_idle_connections_and_closes_slow_ones() {
     assert!(
         closed(&mut again, 20).await,
         "an idle kept-alive connection is closed"
+    );
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(40),
+        stalled.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "a stalled body holds its connection");
+    assert!(stalled_at.elapsed() >= std::time::Duration::from_secs(25));
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
     );
     gw.stop().await;
 }
