@@ -627,7 +627,12 @@ fn notice_fields(body: &[u8]) -> Vec<(u8, String)> {
 }
 
 /// psql's aligned format.
-fn table(columns: &[String], rows: &[Vec<String>]) -> String {
+/// Columns are padded to their widest cell, as psql aligns them, up to
+/// this many characters: one wide cell would otherwise pad every row of a
+/// large result to its width (a small recording drawn as gigabytes).
+const MAX_PADDED_WIDTH: usize = 40;
+
+pub(crate) fn table(columns: &[String], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
@@ -638,6 +643,7 @@ fn table(columns: &[String], rows: &[Vec<String>]) -> String {
                 .chain([c.chars().count()])
                 .max()
                 .unwrap_or(0)
+                .min(MAX_PADDED_WIDTH)
         })
         .collect();
     let line = |cells: Vec<String>| format!(" {}\n", cells.join(" | ").trim_end());
@@ -646,7 +652,7 @@ fn table(columns: &[String], rows: &[Vec<String>]) -> String {
             .iter()
             .zip(&widths)
             .map(|(c, w)| {
-                let pad = w - c.chars().count();
+                let pad = w.saturating_sub(c.chars().count());
                 format!("{}{c}{}", " ".repeat(pad / 2), " ".repeat(pad - pad / 2))
             })
             .collect(),
@@ -666,7 +672,7 @@ fn table(columns: &[String], rows: &[Vec<String>]) -> String {
                 .enumerate()
                 .map(|(i, w)| {
                     let v = row.get(i).map(String::as_str).unwrap_or("");
-                    format!("{v}{}", " ".repeat(w - v.chars().count()))
+                    format!("{v}{}", " ".repeat(w.saturating_sub(v.chars().count())))
                 })
                 .collect(),
         ));

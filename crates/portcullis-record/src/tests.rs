@@ -329,3 +329,15 @@ fn an_asciicast_says_no_terminal_larger_than_a_player_can_show() {
     assert_eq!(events[1][2], "100x40");
     assert_eq!(events[2][2], "512x30");
 }
+
+/// Found in attack: one wide cell padded every row of a large result to
+/// its width, and a 264 KB recording was drawn as gigabytes.
+#[test]
+fn one_wide_cell_does_not_pad_every_row() {
+    let wide = "x".repeat(100_000);
+    let mut rows = vec![vec![wide.clone()]];
+    rows.extend((0..10_000).map(|i| vec![i.to_string()]));
+    let text = crate::read::table(&["v".to_string()], &rows);
+    assert!(text.contains(&wide));
+    assert!(text.len() < wide.len() + 10_000 * 50, "{}", text.len());
+}
