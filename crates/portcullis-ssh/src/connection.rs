@@ -1873,31 +1873,32 @@ fn asks_secret(prompt: &str) -> bool {
 /// Lines typed at a prompt, as far as the bytes show them: best effort
 /// (line editing, history and completion happen in the shell, unseen).
 /// Without a terminal (`editing` false) nothing edits the line: every byte
-/// up to a newline is what the shell reads.
+/// up to a newline is what the shell reads. With one, a line on which keys
+/// the gateway does not follow were pressed (cursor moves, cuts and
+/// yanks, history, completion) is marked as such: what ran may differ.
 #[derive(Default)]
 struct Typed {
-    line: String,
+    line: Vec<u8>,
     escape: bool,
     editing: bool,
+    edited: bool,
 }
+
+/// How a line edited with keys [`Typed`] does not follow is marked.
+const EDITED: &str = " [edited with keys the gateway does not follow: what ran may differ]";
 
 impl Typed {
     fn feed(&mut self, data: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
-        if !self.editing {
-            for &b in data {
-                if b == b'\n' {
-                    let line = std::mem::take(&mut self.line);
-                    if !line.trim().is_empty() {
-                        lines.push(line);
-                    }
-                } else if self.line.len() < MAX_TYPED {
-                    self.line.push(char::from(b));
-                }
-            }
-            return lines;
-        }
         for &b in data {
+            if !self.editing {
+                match b {
+                    b'\n' => lines.extend(self.finish()),
+                    b if self.line.len() < MAX_TYPED => self.line.push(b),
+                    _ => {}
+                }
+                continue;
+            }
             if self.escape {
                 // The end of an escape sequence (arrows, ...) is a letter or `~`.
                 if b.is_ascii_alphabetic() || b == b'~' {
@@ -1906,22 +1907,47 @@ impl Typed {
                 continue;
             }
             match b {
-                0x1b => self.escape = true,
-                b'\r' | b'\n' => {
-                    let line = std::mem::take(&mut self.line);
-                    if !line.trim().is_empty() {
-                        lines.push(line);
-                    }
+                0x1b => {
+                    self.escape = true;
+                    self.edited = true;
                 }
+                b'\r' | b'\n' => lines.extend(self.finish()),
                 0x7f | 0x08 => {
-                    self.line.pop();
+                    // One character: its continuation bytes, then its first.
+                    while self.line.pop().is_some_and(|b| b & 0xc0 == 0x80) {}
                 }
-                0x03 | 0x15 => self.line.clear(),
-                b if b >= 0x20 && self.line.len() < MAX_TYPED => self.line.push(char::from(b)),
+                // Ctrl-C: the line is abandoned.
+                0x03 => {
+                    self.line.clear();
+                    self.edited = false;
+                }
+                // Ctrl-U, Ctrl-W, Ctrl-K cut (and Ctrl-Y puts back); Ctrl-A,
+                // Ctrl-E, Ctrl-B, Ctrl-F, Ctrl-T move or swap; Ctrl-D
+                // deletes under the cursor; Ctrl-R, Ctrl-P, Ctrl-N, Tab
+                // bring in text from history or completion.
+                0x15 => {
+                    self.line.clear();
+                    self.edited = true;
+                }
+                0x01 | 0x02 | 0x04 | 0x05 | 0x06 | 0x09 | 0x0b | 0x0e | 0x10 | 0x12 | 0x14
+                | 0x17 | 0x19 => self.edited = true,
+                b if b >= 0x20 && self.line.len() < MAX_TYPED => self.line.push(b),
                 _ => {}
             }
         }
         lines
+    }
+
+    /// The line ended: as text, marked if it was edited unseen.
+    fn finish(&mut self) -> Option<String> {
+        let bytes = std::mem::take(&mut self.line);
+        let edited = std::mem::take(&mut self.edited);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        match (text.trim().is_empty(), edited) {
+            (true, false) => None,
+            (_, true) => Some(format!("{text}{EDITED}")),
+            (false, false) => Some(text),
+        }
     }
 }
 
@@ -1958,8 +1984,18 @@ mod tests {
             ..Typed::default()
         };
         assert!(typed.feed(b"ls -x\x7fl").is_empty());
-        assert_eq!(typed.feed(b"a\x1b[A\r"), ["ls -la"]);
+        assert_eq!(typed.feed(b"a\r"), ["ls -la"]);
         assert_eq!(typed.feed(b"junk\x03whoami\r\r"), ["whoami"]);
+        // Text in any script, a character at a time.
+        assert_eq!(typed.feed("echo café\x7f\x7fé\r".as_bytes()), ["echo caé"]);
+        // Found in attack: cut, move and put back, and what ran was not
+        // what was shown. Such a line is marked, and so is an arrow key
+        // (history).
+        assert_eq!(
+            typed.feed(b"echo covert > /tmp/m; \x15ls\x01\x19\r"),
+            [format!("ls{}", super::EDITED)]
+        );
+        assert_eq!(typed.feed(b"\x1b[A\r"), [super::EDITED.to_string()]);
         // Without a terminal nothing edits: what bash reads is the line.
         let mut raw = Typed::default();
         assert_eq!(
