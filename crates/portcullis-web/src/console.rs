@@ -969,7 +969,9 @@ async fn style() -> impl IntoResponse {
 /// A path of this console (`/`, `/history`, `/requests/17`): never another
 /// site, never a character a browser would read differently.
 fn is_local_path(path: &str) -> bool {
-    path.starts_with('/')
+    // Short: it travels in the login cookie, which browsers drop past 4 KB.
+    path.len() <= 256
+        && path.starts_with('/')
         && !path.starts_with("//")
         && path
             .bytes()
@@ -1089,6 +1091,7 @@ mod tests {
     #[test]
     fn only_local_paths_are_returned_to() {
         assert!(is_local_path("/requests/17"));
+        assert!(!is_local_path(&format!("/{}", "a".repeat(300))));
         assert!(is_local_path("/"));
         for bad in [
             "//evil.example",
