@@ -67,6 +67,11 @@ pub fn still_allowed(then: &Decision, now: &Decision) -> Result<(), String> {
     }
 }
 
+/// How many times the enforced policy and the access grants in force have
+/// changed: equal values saw the same policy and grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generations(u64, u64);
+
 /// What a reviewer is asked to approve: all of what runs once approved.
 #[derive(Debug, Clone, Default)]
 pub struct Asked {
@@ -142,7 +147,7 @@ pub struct Session {
     counters: Arc<[metrics::Counter; 3]>,
     /// The policy and grant generations under which `connect` was last
     /// found allowed for this session (see [`Gate::revoked`]).
-    connect_confirmed: Option<(u64, u64)>,
+    connect_confirmed: Option<Generations>,
 }
 
 fn decision_counters(target: &str) -> Arc<[metrics::Counter; 3]> {
@@ -497,12 +502,39 @@ impl Gate {
         Ok(decision)
     }
 
-    /// The policy and grant generations now.
-    fn generations(&self) -> (u64, u64) {
-        (
+    /// The policy and grant generations now. Read before deciding an action
+    /// a session will hold open (a shell, a forward, an open file), and
+    /// given to [`Gate::confirm`] once it is where the session's watcher
+    /// decides it again.
+    pub fn generations(&self) -> Generations {
+        Generations(
             *self.inner.generation.borrow(),
             self.inner.approvals.grant_generation(),
         )
+    }
+
+    /// Whether actions decided under `seen` still stand, now that they are
+    /// registered where the session's watcher decides them again on every
+    /// change. A change of policy or grants after `seen` may have reached the
+    /// watcher before they were there: then they are decided again here (and
+    /// audited), and the first that no longer stands is returned, with why.
+    pub async fn confirm(
+        &self,
+        session: &Session,
+        seen: Generations,
+        actions: &[Action],
+        decided: &[Decision],
+    ) -> Result<Option<(usize, String)>, GateError> {
+        if self.generations() == seen {
+            return Ok(None);
+        }
+        for (i, (action, then)) in actions.iter().zip(decided).enumerate() {
+            let now = self.recheck_action(session, action).await?;
+            if still_allowed(then, &now).is_err() {
+                return Ok(Some((i, now.reason)));
+            }
+        }
+        Ok(None)
     }
 
     /// A denial for every action of a live session whose `connect` the
@@ -942,6 +974,58 @@ mod tests {
         // Allowed again, decided again.
         gate.replace_policies(policies(both)).await.unwrap();
         assert!(gate.check(&mut session, &check).await.unwrap()[0].is_allowed());
+        gate.audit().shutdown().await.unwrap();
+    }
+
+    /// A shell allowed just before a policy change, and registered where
+    /// the session's watcher looks only once the watcher had decided again,
+    /// is decided again when it is confirmed.
+    #[tokio::test]
+    async fn what_is_held_open_is_decided_again_if_the_policy_changed_while_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = |text: &str| CedarPolicies::from_sources(&[("p.cedar", text)]).unwrap();
+        let open = r#"@id("c") permit (principal, action == Action::"connect", resource);
+                      @id("s") permit (principal, action == Action::"shell", resource);"#;
+        let gate = gate(&dir, open).await;
+        let mut session = session(principal("v", &[]));
+        let shell = [Action::Shell];
+
+        let seen = gate.generations();
+        let decided = gate.check_ssh(&mut session, 0, &shell).await.unwrap();
+        assert!(decided[0].is_allowed());
+        // No change since: nothing is decided again.
+        assert_eq!(
+            gate.confirm(&session, seen, &shell, &decided)
+                .await
+                .unwrap(),
+            None
+        );
+
+        // A change that still allows it.
+        gate.replace_policies(policies(open)).await.unwrap();
+        assert_eq!(
+            gate.confirm(&session, seen, &shell, &decided)
+                .await
+                .unwrap(),
+            None
+        );
+
+        // A change that forbids it, made between the decision and the
+        // registration.
+        let seen = gate.generations();
+        let decided = gate.check_ssh(&mut session, 0, &shell).await.unwrap();
+        gate.replace_policies(policies(
+            r#"@id("c") permit (principal, action == Action::"connect", resource);"#,
+        ))
+        .await
+        .unwrap();
+        let refused = gate
+            .confirm(&session, seen, &shell, &decided)
+            .await
+            .unwrap();
+        let (which, why) = refused.expect("the shell no longer stands");
+        assert_eq!(which, 0);
+        assert!(why.contains("no policy permits"), "{why}");
         gate.audit().shutdown().await.unwrap();
     }
 

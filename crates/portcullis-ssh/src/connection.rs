@@ -243,6 +243,45 @@ impl Authed {
             .map_err(|e| format!("the decision could not be recorded, so nothing was run: {e}"))
     }
 
+    /// Registers what `decided` allowed as standing, where the connection's
+    /// watcher decides it again on every change of policy or grants, for as
+    /// long as the guards live. `seen` is [`Gate::generations`] read before
+    /// deciding: a change since may have been acted on by the watcher before
+    /// these were registered, so they are then decided again here.
+    ///
+    /// [`Gate::generations`]: portcullis_gate::Gate::generations
+    async fn stand(
+        &self,
+        seen: portcullis_gate::Generations,
+        actions: &[Action],
+        decided: &[Decision],
+    ) -> Result<Vec<Standing>, String> {
+        let standing = actions
+            .iter()
+            .zip(decided)
+            .map(|(action, decision)| self.standing.stand(action.clone(), decision))
+            .collect();
+        let Some(session) = &self.session else {
+            return Err("no session".into());
+        };
+        let session = session.lock().await;
+        match self
+            .inner
+            .gate
+            .confirm(&session, seen, actions, decided)
+            .await
+        {
+            Ok(None) => Ok(standing),
+            Ok(Some((i, why))) => Err(format!(
+                "{} is no longer allowed: {why}",
+                held_open(&actions[i])
+            )),
+            Err(e) => Err(format!(
+                "the decision could not be recorded, so nothing was run: {e}"
+            )),
+        }
+    }
+
     /// Audits an event without a decision; spawned when `wait` is false.
     async fn event(
         &self,
@@ -736,17 +775,12 @@ async fn standing_refused(
     standing: &Standings,
 ) -> Option<String> {
     for (action, then) in standing.snapshot() {
-        let what = match &action {
-            Action::Forward(f) => format!("the {} forward to {}:{}", f.direction, f.host, f.port),
-            Action::Exec(command) => format!("the command `{}`", command.text),
-            Action::Sftp(op) => format!("the SFTP file `{}` open for {}", op.path, op.operation),
-            _ => "the shell".to_string(),
-        };
         match gate.recheck_action(session, &action).await {
             Ok(now) if portcullis_gate::still_allowed(&then, &now).is_ok() => {}
             Ok(now) => {
                 return Some(format!(
-                    "{what} this connection holds open is no longer allowed: {}",
+                    "{} this connection holds open is no longer allowed: {}",
+                    held_open(&action),
                     now.reason
                 ))
             }
@@ -754,6 +788,16 @@ async fn standing_refused(
         }
     }
     None
+}
+
+/// What a connection holds open under `action`, in words.
+fn held_open(action: &Action) -> String {
+    match action {
+        Action::Forward(f) => format!("the {} forward to {}:{}", f.direction, f.host, f.port),
+        Action::Exec(command) => format!("the command `{}`", command.text),
+        Action::Sftp(op) => format!("the SFTP file `{}` open for {}", op.path, op.operation),
+        _ => "the shell".to_string(),
+    }
 }
 
 /// Decides a forwarding; `false` for anything but allow (a hold cannot
@@ -764,19 +808,24 @@ async fn forward_allowed(authed: &Arc<Authed>, channel: u32, forward: Forward) -
         return None;
     }
     let text = format!("{} {}:{}", forward.direction, forward.host, forward.port);
-    let action = Action::Forward(forward);
-    match authed.check(channel, std::slice::from_ref(&action)).await {
-        Ok(decisions) => {
-            let decision = &decisions[0];
-            let _ = authed.record(statement("forward", &text, decision));
-            if !decision.is_allowed() {
-                info!(forward = %text, reason = %decision.reason, "forwarding refused");
-                return None;
-            }
-            Some(authed.standing.stand(action, decision))
-        }
+    let actions = [Action::Forward(forward)];
+    let seen = authed.inner.gate.generations();
+    let decided = match authed.check(channel, &actions).await {
+        Ok(decided) => decided,
         Err(e) => {
             warn!(error = %e, "forwarding refused");
+            return None;
+        }
+    };
+    let _ = authed.record(statement("forward", &text, &decided[0]));
+    if !decided[0].is_allowed() {
+        info!(forward = %text, reason = %decided[0].reason, "forwarding refused");
+        return None;
+    }
+    match authed.stand(seen, &actions, &decided).await {
+        Ok(mut standing) => standing.pop(),
+        Err(reason) => {
+            info!(forward = %text, %reason, "forwarding refused");
             None
         }
     }
@@ -1128,6 +1177,7 @@ async fn decide_start(
                 }
             };
             let actions: Vec<Action> = commands.iter().cloned().map(Action::Exec).collect();
+            let seen = authed.inner.gate.generations();
             let decisions = authed.check(u32::from(id), &actions).await.map_err(fail)?;
             for (command, decision) in commands.iter().zip(&decisions) {
                 authed
@@ -1165,14 +1215,14 @@ async fn decide_start(
             }
             // A command runs what it is given for as long as it runs (`bash`,
             // `tail -f`): it stands only while its decision would still allow it.
-            let standing = actions
-                .iter()
-                .zip(&decisions)
-                .map(|(action, decision)| authed.standing.stand(action.clone(), decision))
-                .collect();
+            let standing = authed
+                .stand(seen, &actions, &decisions)
+                .await
+                .map_err(fail)?;
             Ok((Kind::Exec, standing))
         }
         Start::Shell => {
+            let seen = authed.inner.gate.generations();
             let decisions = authed
                 .check(u32::from(id), &[Action::Shell])
                 .await
@@ -1183,9 +1233,14 @@ async fn decide_start(
                 .map_err(fail)?;
             // A shell runs what is typed into it for as long as it is
             // open: it stands only while its decision would still allow it.
-            let standing = || vec![authed.standing.stand(Action::Shell, decision)];
+            let standing = || async {
+                authed
+                    .stand(seen, &[Action::Shell], &decisions)
+                    .await
+                    .map_err(fail)
+            };
             match decision.effect {
-                Effect::Allow => Ok((Kind::Shell, standing())),
+                Effect::Allow => Ok((Kind::Shell, standing().await?)),
                 Effect::Deny => Err((format!("a shell is refused: {}", decision.reason), REFUSED)),
                 Effect::Hold => {
                     let request = hold(
@@ -1200,7 +1255,7 @@ async fn decide_start(
                     .await?;
                     run_approved(authed, id, request, &[Action::Shell], &decisions, to_client)
                         .await?;
-                    Ok((Kind::Shell, standing()))
+                    Ok((Kind::Shell, standing().await?))
                 }
             }
         }
@@ -1777,6 +1832,7 @@ async fn sftp_requests(
             Request::End { reason } => return Err(end_sftp(authed, id, reason).await),
             Request::Decide { id: request, ops } => {
                 let actions: Vec<Action> = ops.iter().cloned().map(Action::Sftp).collect();
+                let seen = authed.inner.gate.generations();
                 let decisions = authed.check(u32::from(id), &actions).await?;
                 for (op, decision) in ops.iter().zip(&decisions) {
                     let text = match &op.to {
@@ -1785,7 +1841,7 @@ async fn sftp_requests(
                     };
                     authed.record(statement("sftp", &text, decision))?;
                 }
-                let refused = decisions.iter().find(|d| !d.is_allowed()).map(|d| {
+                let mut refused = decisions.iter().find(|d| !d.is_allowed()).map(|d| {
                     let reason = if d.effect == Effect::Hold {
                         format!(
                             "needs approval ({}): ask for access with `portcullis request`",
@@ -1799,16 +1855,15 @@ async fn sftp_requests(
                 // An open file is read and written with no more decisions:
                 // it stands, until closed, while its open would still be
                 // allowed.
-                if refused.is_none() {
-                    if let Ok(mut h) = handles.lock() {
-                        if h.opens(request) {
-                            let standing: Vec<Standing> = actions
-                                .iter()
-                                .zip(&decisions)
-                                .map(|(action, d)| authed.standing.stand(action.clone(), d))
-                                .collect();
-                            h.keep(request, Box::new(standing));
+                let opens = handles.lock().is_ok_and(|h| h.opens(request));
+                if refused.is_none() && opens {
+                    match authed.stand(seen, &actions, &decisions).await {
+                        Ok(standing) => {
+                            if let Ok(mut h) = handles.lock() {
+                                h.keep(request, Box::new(standing));
+                            }
                         }
+                        Err(reason) => refused = Some((request, reason)),
                     }
                 }
                 refused

@@ -512,6 +512,8 @@ async fn what_a_connection_holds_open_under_a_grant_ends_with_the_grant() {
 permit (principal, action == Action::"connect", resource);
 permit (principal, action == Action::"forward", resource) when { context has grant };
 permit (principal, action == Action::"exec", resource) when { context has grant };
+permit (principal, action == Action::"shell", resource) when { context has grant };
+permit (principal, action == Action::"sftp", resource) when { context has grant };
 "#,
     );
     let gw = Gateway::start_with(
@@ -562,8 +564,9 @@ permit (principal, action == Action::"exec", resource) when { context has grant 
         .unwrap();
     let banner = forwarded_banner(local).await;
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
-    // A forwarded connection held open while the grant goes, and a
-    // command that runs on.
+    // A forwarded connection held open while the grant goes, a command
+    // that runs on, a shell waiting for its next line, and a file being
+    // read over SFTP.
     let held = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
     let running = client(&gw, "ssh", &alice)
         .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "tail -f /dev/null"])
@@ -571,8 +574,38 @@ permit (principal, action == Action::"exec", resource) when { context has grant 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..50 {
-        if gw.audit_entries(2000).iter().any(|e| e["action"] == "exec") {
+    let shell = client(&gw, "ssh", &alice)
+        .args(["-T", "-p", &port(&gw), "demo-ssh@127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reading = client(&gw, "sftp", &alice)
+        .args(["-P", &port(&gw), "demo-ssh@127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A file far longer than the test (64 GB, sparse): its handle stays
+    // open until the connection ends.
+    let endless = scratch("endless");
+    std::fs::File::create(&endless)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let endless = endless.display().to_string();
+    std::io::Write::write_all(
+        reading.stdin.as_mut().unwrap(),
+        format!("get {endless} /dev/null\n").as_bytes(),
+    )
+    .unwrap();
+    let started = |e: &serde_json::Value| {
+        e["action"] == "exec" || e["action"] == "shell" || e["sftp"]["path"] == endless.as_str()
+    };
+    for _ in 0..100 {
+        if gw.audit_entries(2000).iter().filter(|e| started(e)).count() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -592,6 +625,21 @@ permit (principal, action == Action::"exec", resource) when { context has grant 
     assert!(ended, "the command outlived its grant: {}", stderr(&out));
     assert!(
         stderr(&out).contains("the command `tail -f /dev/null` this connection holds open"),
+        "{}",
+        stderr(&out)
+    );
+    let (ended, out) = ends_within_10s(shell).await;
+    assert!(ended, "the shell outlived its grant: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the shell this connection holds open"),
+        "{}",
+        stderr(&out)
+    );
+    let (ended, out) = ends_within_10s(reading).await;
+    let _ = std::fs::remove_file(&endless);
+    assert!(ended, "the SFTP read outlived its grant: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("the SFTP file `{endless}` open for read")),
         "{}",
         stderr(&out)
     );
