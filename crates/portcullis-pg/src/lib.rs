@@ -551,6 +551,7 @@ impl PgService {
             binds: std::collections::HashMap::new(),
             recorder: recorder.clone(),
             long_parses: self.long_parses(&principal_id),
+            copying: Default::default(),
         };
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").increment(1.0);
         metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);

@@ -176,6 +176,19 @@ pub struct Relay {
     /// at a time, so that one person's many sessions cannot take every
     /// core from the others.
     pub long_parses: Arc<std::sync::Mutex<()>>,
+    /// The COPY FROM STDIN statements last sent.
+    pub(crate) copying: Copying,
+}
+
+/// The COPY FROM STDIN statements last sent, with the decisions they went
+/// under and the policy and grant generations they were decided at. A copy
+/// takes rows for as long as the client sends them: while it does, a change
+/// of policy or grants decides them again, and a copy no longer allowed is
+/// failed, so that none of it is kept.
+#[derive(Default)]
+pub(crate) struct Copying {
+    seen: Option<portcullis_gate::Generations>,
+    copies: Vec<(portcullis_core::Action, Decision)>,
 }
 
 /// How many portals' parameters are kept for reviewers, and how much of each.
@@ -307,6 +320,20 @@ impl Relay {
                     Err(e) => return Ending::Error(PgError::ClientIo(e)),
                 }
             }
+            // Before any more of a copy goes, or its end: the target drops
+            // what comes after the failure, and keeps none of the copy.
+            if copying {
+                if let Some(reason) = self.copy_revoked().await {
+                    let mut fail = BytesMut::new();
+                    build::copy_fail(&mut fail, &reason);
+                    if let Err(e) = target.write_all(&fail).await {
+                        return Ending::Error(PgError::TargetIo {
+                            target: self.session.target.name.clone(),
+                            source: e,
+                        });
+                    }
+                }
+            }
             let mut plan = Vec::new();
             {
                 let mut prepared = shared.results.prepared();
@@ -371,6 +398,59 @@ impl Relay {
                 let _ = target.shutdown().await;
                 return Ending::ClientTerminated;
             }
+        }
+    }
+
+    /// Why the copy under way may no longer run, if the policy or grants
+    /// changed since it was decided and its COPY is not allowed under them.
+    async fn copy_revoked(&mut self) -> Option<String> {
+        let seen = self.copying.seen?;
+        let now = self.gate.generations();
+        if now == seen {
+            return None;
+        }
+        let copying = std::mem::take(&mut self.copying);
+        for (action, then) in &copying.copies {
+            let why = match self.gate.recheck_action(&self.session, action).await {
+                Ok(decision) if portcullis_gate::still_allowed(then, &decision).is_ok() => continue,
+                Ok(decision) => decision.reason,
+                Err(e) => format!("it could not be decided again ({e})"),
+            };
+            return Some(format!(
+                "portcullis: the COPY is no longer allowed under the policy and access grants in force now: {why}"
+            ));
+        }
+        self.copying = Copying {
+            seen: Some(now),
+            copies: copying.copies,
+        };
+        None
+    }
+
+    /// Keeps the decisions of the COPY FROM STDIN statements of what is
+    /// about to be sent, decided at `seen`.
+    fn copies(
+        &mut self,
+        seen: portcullis_gate::Generations,
+        statements: &[StatementInfo],
+        decisions: &[Decision],
+    ) {
+        let copies: Vec<_> = statements
+            .iter()
+            .zip(decisions)
+            .filter(|(statement, _)| copies_in(statement))
+            .map(|(statement, decision)| {
+                (
+                    portcullis_core::Action::Query(statement.clone()),
+                    decision.clone(),
+                )
+            })
+            .collect();
+        if !copies.is_empty() {
+            self.copying = Copying {
+                seen: Some(seen),
+                copies,
+            };
         }
     }
 
@@ -852,6 +932,8 @@ impl Relay {
         buf: &mut BytesMut,
     ) -> (BytesMut, bool) {
         let plan = self.refuse_masked_leaks(plan, shared).await;
+        // Read before deciding: a change in between is seen by a copy.
+        let seen = self.gate.generations();
         let mut decisions = self.decide(&plan).await;
         let mut holds = Holds::default();
         if let Ok(decisions) = decisions.as_mut() {
@@ -1067,6 +1149,15 @@ impl Relay {
                                 || crate::catalog::makes_code(&s.command)
                         }) {
                             self.target.catalog.code_may_be_made();
+                        }
+                    }
+                    if refusal.is_none() && !matches!(poison, Poison::Parse(_)) {
+                        if let Ok(decisions) = &decisions {
+                            self.copies(
+                                seen,
+                                &statements,
+                                decisions.get(range.clone()).unwrap_or(&[]),
+                            );
                         }
                     }
                     match (refusal, &poison) {

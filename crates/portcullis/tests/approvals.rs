@@ -713,6 +713,96 @@ async fn an_access_grant_lets_updates_through_until_it_is_revoked_or_ends() {
     gw.stop().await;
 }
 
+/// A COPY FROM STDIN begun under a grant takes no more rows once the grant
+/// is revoked: the gateway fails the copy before anything more of it goes,
+/// and PostgreSQL keeps none of it. The session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_begun_under_a_grant_is_failed_when_the_grant_is_revoked() {
+    use futures_util::SinkExt;
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("policy.cedar"),
+        format!(
+            r#"{POLICIES}
+@id("copies-need-a-grant")
+@reason("COPY needs an access grant: portcullis request --target demo")
+forbid (principal, action == Action::"query", resource)
+when {{ context.statement.command == "COPY FROM STDIN" }}
+unless {{ context has grant }};
+"#
+        ),
+    )
+    .unwrap();
+    let gw = gateway("appr_copy_grant", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let orders = "select count(*) from orders";
+    let before = count(&gw, orders).await;
+    let client = gw.connect(&alice).await.unwrap();
+    let copy = "copy orders (customer_id, total_cents) from stdin";
+    let refused = client.copy_in::<_, bytes::Bytes>(copy).await.err().unwrap();
+    assert!(
+        db_message(&refused).contains("COPY needs an access grant"),
+        "{}",
+        db_message(&refused)
+    );
+    let asked = review_cli(
+        &gw,
+        &alice,
+        &[
+            "request", "--target", "demo", "--for", "1h", "--reason", "load",
+        ],
+    );
+    let id = requested_id(&asked);
+    let approved = review_cli(&gw, &dba, &["approve", &id.to_string(), "--comment", "ok"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+
+    // Rows sent under the grant, then the grant revoked, then more rows.
+    let sink = client.copy_in(copy).await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\t101\n2\t102\n"))
+        .await
+        .unwrap();
+    let revoked = review_cli(&gw, &dba, &["revoke", &id.to_string(), "--comment", "done"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let _ = sink.send(bytes::Bytes::from_static(b"3\t103\n")).await;
+    let failed = sink.finish().await.unwrap_err();
+    assert!(
+        db_message(&failed).contains("the COPY is no longer allowed")
+            && db_message(&failed).contains("COPY needs an access grant"),
+        "{}",
+        db_message(&failed)
+    );
+    assert_eq!(
+        count(&gw, orders).await,
+        before,
+        "rows of the failed copy were kept"
+    );
+    assert_eq!(scalar_i64(&client, "select 7::bigint").await, 7);
+
+    // Without a change, a copy under a grant goes through whole.
+    let asked = review_cli(
+        &gw,
+        &alice,
+        &[
+            "request", "--target", "demo", "--for", "1h", "--reason", "load",
+        ],
+    );
+    let id = requested_id(&asked);
+    review_cli(&gw, &dba, &["approve", &id.to_string(), "--comment", "ok"]);
+    let sink = client.copy_in(copy).await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\t101\n2\t102\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert!(gw
+        .audit_entries(2000)
+        .iter()
+        .any(|e| e["event"] == "session.recheck" && e["action"] == "query"));
+    gw.stop().await;
+}
+
 /// A webhook receiver that fails its first `failures` calls.
 async fn webhook(failures: usize) -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

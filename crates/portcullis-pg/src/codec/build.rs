@@ -146,6 +146,12 @@ pub fn parse(out: &mut BytesMut, statement: &str, sql: &str) {
     });
 }
 
+/// Ends a COPY FROM STDIN in failure: the target rolls the copy back and
+/// reports `reason`.
+pub fn copy_fail(out: &mut BytesMut, reason: &str) {
+    message(out, b'f', |b| cstr(b, reason));
+}
+
 pub fn terminate(out: &mut BytesMut) {
     message(out, b'X', |_| {});
 }
