@@ -41,6 +41,9 @@ pub enum IdentityError {
     #[error("token has no `{claim}` claim")]
     MissingClaim { claim: String },
 
+    #[error("token has no `email` claim, which names the user: log in asking for the `email` scope (`portcullis login` does), or name this issuer's users by another claim (`user_claim`)")]
+    NoEmail,
+
     #[error("token claim `{claim}` is not valid: {reason}")]
     InvalidClaim { claim: String, reason: String },
 
@@ -180,6 +183,7 @@ impl IdentityError {
             | IdentityError::AlgorithmNotAccepted { .. }
             | IdentityError::CriticalHeader { .. }
             | IdentityError::MissingClaim { .. }
+            | IdentityError::NoEmail
             | IdentityError::InvalidClaim { .. }
             | IdentityError::UnknownIssuer { .. }
             | IdentityError::WrongIssuer { .. }

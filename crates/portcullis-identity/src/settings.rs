@@ -26,8 +26,8 @@ pub struct OidcIssuerSettings {
     pub audience: Vec<String>,
     /// The claim that holds the user's groups (`groups` by default).
     pub groups_claim: String,
-    /// The claim that names the user; `None` means `email` when present, else
-    /// `sub`.
+    /// The claim that names the user; `None` means `email` (a token without
+    /// one is refused).
     pub user_claim: Option<String>,
     /// Where the discovery document is; `None` means
     /// `<issuer>/.well-known/openid-configuration`.
@@ -42,8 +42,8 @@ pub struct OidcIssuerSettings {
 }
 
 impl OidcIssuerSettings {
-    /// Settings with the defaults: groups in `groups`, the user from `email`
-    /// or `sub`, discovery at the well-known address, 30 s of leeway, no
+    /// Settings with the defaults: groups in `groups`, the user from
+    /// `email`, discovery at the well-known address, 30 s of leeway, no
     /// login client.
     pub fn new(issuer: impl Into<String>, audience: Vec<String>) -> Self {
         OidcIssuerSettings {

@@ -563,8 +563,27 @@ async fn names_the_user_by_the_configured_claim() {
     let key = TestKey::es256("k1");
     let idp = IdpServer::start(jwks(&[&key])).await;
     let mut claims = idp.claims();
+    // By default, `email`: a token without one is refused, not named by its
+    // `sub` (the same person twice, picked by the login's scopes).
+    assert_eq!(
+        idp.verifier().verify(&key.sign(&claims)).await.unwrap().id,
+        "alice@example.com"
+    );
     claims.as_object_mut().unwrap().remove("email");
-    let principal = idp.verifier().verify(&key.sign(&claims)).await.unwrap();
+    let error = refused(&idp.verifier(), &key.sign(&claims)).await;
+    assert!(
+        error
+            .to_string()
+            .starts_with("token has no `email` claim, which names the user"),
+        "{error}"
+    );
+    let mut settings = idp.settings();
+    settings.user_claim = Some("sub".to_owned());
+    let principal = Verifier::new(vec![settings], None)
+        .unwrap()
+        .verify(&key.sign(&claims))
+        .await
+        .unwrap();
     assert_eq!(principal.id, "user-1");
     assert_eq!(principal.email, None);
 
@@ -579,6 +598,22 @@ async fn names_the_user_by_the_configured_claim() {
     claims.as_object_mut().unwrap().remove("preferred_username");
     let error = refused(&verifier, &key.sign(&claims)).await;
     assert_eq!(error.to_string(), "token has no `preferred_username` claim");
+
+    // A name unique only at its provider, with another provider trusted:
+    // one's `alice` could be the other's.
+    let mut by_name = idp.settings();
+    by_name.user_claim = Some("preferred_username".to_owned());
+    let other = OidcIssuerSettings::new("https://other.example.com", vec!["portcullis".into()]);
+    let error = Verifier::new(vec![other.clone(), by_name], None).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("names its users by `preferred_username`"),
+        "{error}"
+    );
+    let mut by_email = idp.settings();
+    by_email.user_claim = Some("email".to_owned());
+    assert!(Verifier::new(vec![other, by_email], None).is_ok());
 }
 
 #[tokio::test]

@@ -67,6 +67,23 @@ impl Verifier {
         oidc: Vec<OidcIssuerSettings>,
         dev: Option<DevIssuer>,
     ) -> Result<Verifier, IdentityError> {
+        // An address is one person wherever it is vouched for; a `sub` or a
+        // user name is only unique at its own provider.
+        if oidc.len() > 1 {
+            if let Some(local) = oidc.iter().find(|s| {
+                s.user_claim
+                    .as_deref()
+                    .is_some_and(|claim| claim != "email")
+            }) {
+                return Err(IdentityError::InvalidSettings {
+                    reason: format!(
+                        "issuer `{}` names its users by `{}`, which is unique only at that provider, and other issuers are trusted too: one's user could be another's. Name users by `email` (the default) at every issuer, or trust that issuer alone",
+                        local.issuer,
+                        local.user_claim.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+        }
         let mut issuers = HashMap::new();
         let http = if oidc.is_empty() {
             None
@@ -102,7 +119,9 @@ impl Verifier {
                 name: dev.issuer().to_owned(),
                 audience: vec![dev.audience().to_owned()],
                 groups_claim: DEFAULT_GROUPS_CLAIM.to_owned(),
-                user_claim: None,
+                // `sub` is the user as given to `dev token`; `email` the
+                // same, when it is an address.
+                user_claim: Some("sub".to_owned()),
                 leeway_seconds: DEFAULT_LEEWAY.as_secs(),
                 keys: Keys::Fixed(Arc::new(KeySet::new(vec![dev.verification_key()]))),
             };
@@ -112,6 +131,11 @@ impl Verifier {
         Ok(Verifier {
             inner: Arc::new(Inner { issuers }),
         })
+    }
+
+    /// Whether tokens of `issuer` are trusted now.
+    pub fn trusts(&self, issuer: &str) -> bool {
+        self.inner.issuers.contains_key(issuer)
     }
 
     /// The issuers this verifier trusts.
@@ -308,14 +332,20 @@ impl Issuer {
             Some(_) => false,
         };
 
-        let id_claim = match &self.user_claim {
-            Some(claim) => claim.as_str(),
-            None if email.is_some() => "email",
-            None => "sub",
+        // One claim names every user of an issuer, whatever a token holds:
+        // were it `email` when present and `sub` otherwise, whoever leaves
+        // the `email` scope out of their login would be another user, out of
+        // reach of the rules, grants and limits written for them.
+        let id_claim = self.user_claim.as_deref().unwrap_or("email");
+        let id = match string_claim(claims, id_claim)? {
+            Some(id) => id,
+            None if self.user_claim.is_none() => return Err(IdentityError::NoEmail),
+            None => {
+                return Err(IdentityError::MissingClaim {
+                    claim: id_claim.to_owned(),
+                })
+            }
         };
-        let id = string_claim(claims, id_claim)?.ok_or_else(|| IdentityError::MissingClaim {
-            claim: id_claim.to_owned(),
-        })?;
         if id_claim == "email" && !email_verified {
             return Err(IdentityError::EmailNotVerified { email: quote(&id) });
         }

@@ -479,7 +479,12 @@ impl server::Handler for Connection {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        match self.inner.ca.verify(certificate) {
+        let verifier = &self.inner.verifier;
+        match self
+            .inner
+            .ca
+            .verify(certificate, |issuer| verifier.trusts(issuer))
+        {
             Ok(principal) => self.authenticate(user, principal).await,
             Err(e) => {
                 info!(peer = %self.peer, error = %e, "ssh login with a certificate refused");

@@ -165,7 +165,14 @@ impl CertificateAuthority {
 
     /// The identity a certificate this authority signed carries, if it is
     /// valid now.
-    pub fn verify(&self, certificate: &Certificate) -> Result<portcullis_core::Principal, String> {
+    /// `trusts` says whether the identity provider that vouched for the
+    /// holder is trusted now: a certificate outlives neither the token it
+    /// was signed for nor the trust in its issuer.
+    pub fn verify(
+        &self,
+        certificate: &Certificate,
+        trusts: impl Fn(&str) -> bool,
+    ) -> Result<portcullis_core::Principal, String> {
         let ca = self.key.public_key().fingerprint(HashAlg::Sha256);
         certificate.validate([&ca]).map_err(|_| {
             "the certificate is not signed by this gateway, or has expired".to_string()
@@ -184,6 +191,12 @@ impl CertificateAuthority {
             .ok_or("the certificate carries no identity")?;
         let identity: Identity = serde_json::from_str(identity)
             .map_err(|e| format!("the certificate's identity does not parse: {e}"))?;
+        if !trusts(&identity.issuer) {
+            return Err(format!(
+                "the certificate was signed for a token of `{}`, an issuer this gateway no longer trusts: log in again",
+                identity.issuer
+            ));
+        }
         Ok(identity.into_principal(certificate.valid_before()))
     }
 }
@@ -259,11 +272,16 @@ mod tests {
             + 600;
         let text = ca.sign(&user_key(), &principal(), until).unwrap();
         let cert = Certificate::from_openssh(&text).unwrap();
-        let p = ca.verify(&cert).unwrap();
+        let trusted = |issuer: &str| issuer == "https://idp";
+        let p = ca.verify(&cert, trusted).unwrap();
         assert_eq!(p.id, "alice@example.com");
         assert_eq!(p.groups, ["eng"]);
         assert_eq!(p.expires_at, until);
-        assert!(other.verify(&cert).is_err());
+        assert!(other.verify(&cert, trusted).is_err());
+        // Once its issuer is no longer trusted (taken out of the
+        // configuration, the dev issuer turned off), neither is it.
+        let error = ca.verify(&cert, |_| false).unwrap_err();
+        assert!(error.contains("no longer trusts"), "{error}");
         // Expired tokens get no certificate.
         assert!(ca.sign(&user_key(), &principal(), 10).is_err());
     }
