@@ -591,9 +591,27 @@ impl Relay {
                         let (reason, code) = unknown_portal(portal, &other);
                         refused("execute", "", reason, code, Poison::Execute)
                     }
-                    // Not seen bound or declared: a cursor opened inside a
-                    // function, or none (the target says so).
-                    Portal::Unknown => forward(frame.raw),
+                    // Not seen bound or declared: none (the target says
+                    // so), or a cursor a function or DO block opened, which
+                    // runs at each fetch what it was opened for: decided as
+                    // an SQL FETCH of it (see `resolve`).
+                    Portal::Unknown if portal.is_empty() => forward(frame.raw),
+                    Portal::Unknown => {
+                        let fetch = format!("FETCH ALL FROM \"{}\"", portal.replace('"', "\"\""));
+                        match self.statements(self.classify(&fetch), prepared, false) {
+                            Ok((statements, _)) => Planned::Gated {
+                                raw: frame.raw,
+                                phase: "execute",
+                                statements,
+                                undo: Vec::new(),
+                                poison: Poison::Execute,
+                                parameters,
+                            },
+                            Err((reason, code)) => {
+                                refused("execute", "", reason, code, Poison::Execute)
+                            }
+                        }
+                    }
                 }
             }
             b'C' | b'D' => {
@@ -1709,7 +1727,7 @@ fn resolve(
                 lineage: statement.lineage.clone(),
                 ..portcullis_sql::resolve_execute(target, statement)
             }),
-            Portal::Unknown => Ok(statement.clone()),
+            Portal::Unknown => Ok(opened_elsewhere(statement)),
             other => Err(unknown_portal(name, &other)),
         };
     }
@@ -1725,6 +1743,24 @@ fn resolve(
             )),
         },
         None => Ok(statement.clone()),
+    }
+}
+
+/// A FETCH or MOVE of a cursor the gateway did not see declared or bound:
+/// one a function or a DO block opened (or none). Such a cursor runs, at each
+/// fetch, whatever it was opened for, an `INSERT ... RETURNING` too, so its
+/// effect cannot be seen from the statement: it is decided as a CALL is.
+fn opened_elsewhere(statement: &StatementInfo) -> StatementInfo {
+    use portcullis_core::StatementKind;
+    let mut kinds = statement.kinds.clone();
+    kinds.push(StatementKind::Call);
+    kinds.sort();
+    kinds.dedup();
+    StatementInfo {
+        kind: StatementKind::Call,
+        kinds,
+        writes: true,
+        ..statement.clone()
     }
 }
 

@@ -724,3 +724,65 @@ async fn a_client_that_stops_reading_holds_up_no_one_else() {
     drop(stalled);
     gw.stop().await;
 }
+
+/// A cursor a function or DO block opened runs, at each fetch, whatever it
+/// was opened for (an `INSERT ... RETURNING` too). A FETCH of it, in SQL or
+/// as a protocol Execute of its name, is decided as a CALL, not as a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_of_a_cursor_opened_by_code_is_decided_as_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.cedar"),
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"query", resource);
+@id("no-calls")
+@reason("code whose effect cannot be seen is not run here")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kinds.contains("call") };
+"#,
+    )
+    .unwrap();
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_code_cursor", SEED).await,
+        Options {
+            policies: dir.path().to_path_buf(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let orders = "select count(*) from orders";
+    let before = scalar_i64(&gw.db.direct().await, orders).await;
+    let open = |name: &str| {
+        format!(
+            "begin; do $$ declare c refcursor := '{name}'; begin \
+             open c for insert into orders (customer_id, total_cents) values (1, 7001) returning id; \
+             end $$"
+        )
+    };
+    let mut raw = RawClient::connect(&gw, &alice).await;
+    for fetch in [
+        vec![raw::query("fetch all from sqlcur")],
+        vec![raw::query("move all in sqlcur")],
+        vec![raw::execute("sqlcur"), raw::sync()],
+    ] {
+        raw.send(&[raw::query(&open("sqlcur"))]).await;
+        let opened = raw_text(&raw.until_ready().await);
+        assert!(!opened.contains("ERROR"), "{opened}");
+        raw.send(&fetch).await;
+        let fetched = raw_text(&raw.until_ready().await);
+        assert!(fetched.contains("no-calls"), "{fetched}");
+        raw.send(&[raw::query("rollback")]).await;
+        raw.until_ready().await;
+    }
+    assert_eq!(scalar_i64(&gw.db.direct().await, orders).await, before);
+    // A cursor declared through the gateway is decided as its query.
+    raw.send(&[raw::query(
+        "begin; declare c cursor for select id from orders; fetch 1 from c; commit",
+    )])
+    .await;
+    let read = raw_text(&raw.until_ready().await);
+    assert!(!read.contains("ERROR"), "{read}");
+    gw.stop().await;
+}
