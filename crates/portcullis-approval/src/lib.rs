@@ -190,11 +190,17 @@ impl Approvals {
     }
 
     /// Expires requests and ends grants on time; runs until the process ends.
+    /// Grants end on whole seconds (`until`): each second's ends are acted on
+    /// just past it, taken out of force and announced to live sessions in
+    /// one step (see [`Approvals::grant`]).
     pub async fn run_timers(self) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let into_second = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let rest =
+                Duration::from_nanos(u64::from(1_000_000_000u32.saturating_sub(into_second)));
+            tokio::time::sleep(rest + Duration::from_millis(2)).await;
             if let Err(e) = self.expire_due().await {
                 tracing::error!(error = %e, "could not expire approval requests");
             }
@@ -221,14 +227,18 @@ impl Approvals {
         *self.inner.grant_changes.borrow()
     }
 
-    /// The grant `principal` holds on `target` now, if any.
+    /// The grant `principal` holds on `target` now, if any. A grant is in
+    /// force until the timers take it out, just past its `until`, in the same
+    /// step as they tell live sessions to decide again: a decision that saw it
+    /// is then always decided again. Should the timers fall behind, a grant
+    /// is out of force [`LATE_END`] seconds past its `until` all the same.
     pub fn grant(&self, principal: &str, target: &str) -> Option<Grant> {
         let grants = match self.inner.grants.read() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let grant = grants.get(principal)?.get(target)?;
-        (grant.until > now()).then(|| grant.clone())
+        (grant.until > now().saturating_sub(LATE_END)).then(|| grant.clone())
     }
 
     fn grants_mut(&self) -> std::sync::RwLockWriteGuard<'_, Grants> {
@@ -896,6 +906,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
+/// How many seconds past its `until` a grant the timers have not taken out
+/// yet is still seen in force.
+const LATE_END: i64 = 5;
 
 fn now() -> i64 {
     std::time::SystemTime::now()

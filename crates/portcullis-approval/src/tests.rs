@@ -335,3 +335,31 @@ async fn requests_sent_at_once_keep_to_the_limit() {
     }
     assert_eq!(created, MAX_PENDING_ACCESS_REQUESTS);
 }
+
+/// Found in attack: a grant had left force at its `until` for decisions but
+/// was announced to live sessions only at the timers' next tick, up to a
+/// second later, and a COPY begun under it took rows meanwhile. It now
+/// leaves force in the step that announces it.
+#[tokio::test]
+async fn a_grant_leaves_force_in_the_step_that_tells_live_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = ops_review_access(&dir).await;
+    let alice = person("alice", &["eng"]);
+    let ops = person("ops", &["ops"]);
+    let request = approvals
+        .request_access(&alice, "demo", 1, "INC-1".into())
+        .await
+        .unwrap();
+    approvals
+        .review(request.id, &ops, true, "ok")
+        .await
+        .unwrap();
+    let generation = approvals.grant_generation();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past its `until`, not yet taken out: still in force, nothing announced.
+    assert!(approvals.grant("alice", "demo").is_some());
+    assert_eq!(approvals.grant_generation(), generation);
+    approvals.end_grants().await;
+    assert!(approvals.grant("alice", "demo").is_none());
+    assert!(approvals.grant_generation() > generation);
+}
