@@ -52,6 +52,8 @@ pub enum Expect {
         described: bool,
         /// It runs a COPY FROM STDIN whose start has not been answered.
         copy_in: bool,
+        /// What it runs and the decision it went under, unless it only reads.
+        decided: Option<Decided>,
     },
     /// The client's Sync: answered by ReadyForQuery.
     Sync,
@@ -72,7 +74,14 @@ pub struct QueryStatement {
     pub undo: Vec<Change>,
     /// A COPY FROM STDIN whose start has not been answered.
     pub copy_in: bool,
+    /// What it runs and the decision it went under, unless it only reads.
+    pub decided: Option<Decided>,
 }
+
+/// A statement sent to the target, with the decision it went under. Until
+/// the target answers it, it may still be queued behind another statement:
+/// a change of policy or grants meanwhile decides it again.
+pub type Decided = Arc<(portcullis_core::Action, portcullis_core::Decision)>;
 
 impl Expect {
     /// The COPY FROM STDIN starts it holds that the target has not answered.
@@ -221,6 +230,28 @@ impl ResultQueue {
     /// How many answers the target still owes.
     pub fn len(&self) -> usize {
         self.with(|queue| queue.len())
+    }
+
+    /// The statements sent that may change something and that the target
+    /// has not answered yet: running, or queued behind one that is.
+    pub fn in_flight(&self) -> Vec<Decided> {
+        self.with(|queue| {
+            let mut decided = Vec::new();
+            for expect in queue.iter() {
+                match expect {
+                    Expect::Query(statements) => decided.extend(
+                        statements
+                            .iter()
+                            .filter_map(|statement| statement.decided.clone()),
+                    ),
+                    Expect::Execute {
+                        decided: Some(one), ..
+                    } => decided.push(one.clone()),
+                    _ => {}
+                }
+            }
+            decided
+        })
     }
 
     pub fn masker(&self) -> Option<Arc<Masker>> {

@@ -237,6 +237,38 @@ impl PgTarget {
     }
 }
 
+impl PgTarget {
+    /// Ends backend `pid`, a session the gateway opened on this target, with
+    /// what it runs and whatever is queued on its connection (a statement
+    /// sent behind a long one): the gateway ends a session this way when it
+    /// ends it itself, so that nothing sent runs after. Logged, not
+    /// returned: the session's connection is closed either way.
+    pub async fn terminate_backend(&self, pid: i32) {
+        let ended = async {
+            let mut connection = self.connect(crate::PINNED_PARAMETERS).await?;
+            let rows = connection
+                .query_rows(
+                    self,
+                    &format!("SELECT pg_catalog.pg_terminate_backend({pid})"),
+                )
+                .await;
+            connection.close().await;
+            rows
+        }
+        .await;
+        match ended {
+            Ok(rows)
+                if rows.first().and_then(|row| row.first()) == Some(&Some("t".to_string())) => {}
+            Ok(_) => {
+                tracing::info!(target = %self.target.name, pid, "the session's backend had already ended")
+            }
+            Err(e) => {
+                tracing::warn!(target = %self.target.name, pid, error = %e, "could not end the session's backend on the target")
+            }
+        }
+    }
+}
+
 impl TargetConnection {
     /// Runs one simple-protocol query and returns its rows as text, for the
     /// gateway's own catalog queries. Any error ends the query with `Err`.

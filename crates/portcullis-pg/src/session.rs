@@ -18,7 +18,7 @@ use crate::masking::{
     shows_other_sessions, Planner, ResultSource,
 };
 use crate::prepared::{Change, Portal, Prepared};
-use crate::results::{Expect, FrameAction, QueryStatement, ResultQueue, Results};
+use crate::results::{Decided, Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
 use crate::stream::{ReadSide, Stream, WriteSide};
 use crate::PINNED_PARAMETERS;
@@ -178,6 +178,9 @@ pub struct Relay {
     pub long_parses: Arc<std::sync::Mutex<()>>,
     /// The COPY FROM STDIN statements last sent.
     pub(crate) copying: Copying,
+    /// The session's backend on the target, ended with the session when
+    /// the gateway ends it.
+    pub backend_pid: i32,
 }
 
 /// The COPY FROM STDIN statements last sent, with the decisions they went
@@ -229,6 +232,7 @@ impl Relay {
             self.gate.clone(),
             self.session.observer(),
             shared.clone(),
+            (self.target.clone(), self.backend_pid),
         ));
         let (client_read, client_write) = client.split();
         // The target's writing half lives as long as the session: dropped early,
@@ -263,7 +267,7 @@ impl Relay {
                     }
                 }
                 let reason = match &ending {
-                    Ending::Error(PgError::ClientProtocol(message)) => message.as_str(),
+                    Ending::Error(PgError::ClientProtocol(message)) | Ending::Ended(message) => message.as_str(),
                     _ => "the client side ended",
                 };
                 shared.end_session(reason);
@@ -282,7 +286,10 @@ impl Relay {
             },
             // A session lives no longer than the token that opened it.
             _ = tokio::time::sleep(std::time::Duration::from_secs(token_left)) => {
-                shared.end_session("the token of this session expired; log in again and reconnect");
+                let reason = "the token of this session expired; log in again and reconnect";
+                shared.ending(reason);
+                self.target.terminate_backend(self.backend_pid).await;
+                shared.end_session(reason);
                 match tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
                     Ok(Ok(done)) => done,
                     _ => {
@@ -378,9 +385,14 @@ impl Relay {
             if plan.is_empty() {
                 continue;
             }
-            let (out, terminated) = self
+            let (out, terminated, refused) = self
                 .enforce(plan, shared, &mut poison_seq, &mut client, &mut buf)
                 .await;
+            if let Some(reason) = refused {
+                shared.ending(&reason);
+                self.target.terminate_backend(self.backend_pid).await;
+                return Ending::Ended(reason);
+            }
             // While the target skips to a Sync it answers nothing, so a
             // client that never sends one would grow the queue for ever.
             if shared.results.len() > MAX_UNANSWERED {
@@ -948,7 +960,7 @@ impl Relay {
         poison_seq: &mut u64,
         client: &mut ReadSide,
         buf: &mut BytesMut,
-    ) -> (BytesMut, bool) {
+    ) -> (BytesMut, bool, Option<String>) {
         let plan = self.refuse_masked_leaks(plan, shared).await;
         // Read before deciding: a change in between is seen by a copy.
         let seen = self.gate.generations();
@@ -998,6 +1010,7 @@ impl Relay {
         }
         let mut out = BytesMut::new();
         let mut terminated = false;
+        let mut sent: Vec<Decided> = Vec::new();
         let mut next_decision = 0usize;
         let masker = shared.results.masker();
         let mut expects = Vec::new();
@@ -1033,6 +1046,7 @@ impl Relay {
                                 source: opaque_source(),
                                 described,
                                 copy_in: false,
+                                decided: None,
                             });
                         }
                         _ => {}
@@ -1178,6 +1192,16 @@ impl Relay {
                             );
                         }
                     }
+                    let decided: Vec<Option<Decided>> = match &decisions {
+                        Ok(decisions) if refusal.is_none() => statements
+                            .iter()
+                            .zip(decisions.get(range.clone()).unwrap_or(&[]))
+                            .map(|(statement, decision)| in_flight(statement, decision))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    sent.extend(decided.iter().flatten().cloned());
+                    let mut decided = decided.into_iter();
                     match (refusal, &poison) {
                         (None, Poison::Query) => {
                             let mut undo = undo.into_iter();
@@ -1187,6 +1211,7 @@ impl Relay {
                                     source: source_of(statement),
                                     undo: undo.next().unwrap_or_default(),
                                     copy_in: copies_in(statement),
+                                    decided: decided.next().flatten(),
                                 })
                                 .collect();
                             expects.extend([Expect::Query(statements), Expect::QueryEnd]);
@@ -1202,6 +1227,7 @@ impl Relay {
                                     source: source_of(statement),
                                     described,
                                     copy_in: copies_in(statement),
+                                    decided: decided.next().flatten(),
                                 });
                             }
                             out.extend_from_slice(&raw);
@@ -1231,8 +1257,59 @@ impl Relay {
         // INVARIANT: pushed before the bytes are written, so the target side
         // finds them when the answers arrive.
         shared.results.push(expects);
-        (out, terminated)
+        // Where the session's watcher finds them from now on. A change of
+        // policy or grants it acted on since they were decided may have
+        // missed them: they are decided again here.
+        let refused = if !sent.is_empty() && self.gate.generations() != seen {
+            no_longer_allowed(&self.gate, &self.session, &sent).await
+        } else {
+            None
+        };
+        (out, terminated, refused)
     }
+}
+
+/// A statement about to be sent with the decision it went under, kept while
+/// the target has not answered it; `None` for one that only reads, which is
+/// left to finish as a read already running is, and for a COPY FROM STDIN,
+/// which takes no row the client sends after such a change (`Copying`).
+fn in_flight(statement: &StatementInfo, decision: &Decision) -> Option<Decided> {
+    use portcullis_core::StatementKind;
+    let reads = statement
+        .kinds
+        .iter()
+        .all(|kind| *kind == StatementKind::Select)
+        && !statement.writes;
+    if reads || copies_in(statement) {
+        return None;
+    }
+    Some(Arc::new((
+        portcullis_core::Action::Query(statement.clone()),
+        decision.clone(),
+    )))
+}
+
+/// Why the session must end, if a statement it sent and the target has not
+/// run yet is no longer allowed under the policy and grants in force now.
+async fn no_longer_allowed(gate: &Gate, session: &Session, sent: &[Decided]) -> Option<String> {
+    for decided in sent {
+        let (action, then) = decided.as_ref();
+        let text = match action {
+            portcullis_core::Action::Query(statement) => statement.text.as_str(),
+            _ => "",
+        };
+        match gate.recheck_action(session, action).await {
+            Ok(now) if portcullis_gate::still_allowed(then, &now).is_ok() => {}
+            Ok(now) => {
+                return Some(format!(
+                    "`{text}`, sent before the policy or access grants changed and not yet run by the target, is no longer allowed: {}; the session is ended so that it does not run",
+                    now.reason
+                ))
+            }
+            Err(e) => return Some(format!("the session is ended: {e}")),
+        }
+    }
+    None
 }
 
 /// What the reviewers decided for a batch's held statements, by decision
@@ -2146,23 +2223,11 @@ async fn relay_target(
                 }
                 continue;
             }
-            _ = shared.end.notified() => {
-                let reason = shared
-                    .end_reason
-                    .lock()
-                    .ok()
-                    .and_then(|mut r| r.take())
-                    .unwrap_or_else(|| "the session was ended by the gateway".into());
-                let mut out = BytesMut::new();
-                build::error_response(&mut out, "FATAL", "57P01", &reason, None, None);
-                if let Some(recorder) = recorder {
-                    let _ = recorder.to_client(&out);
-                }
-                let _ = client.write_all(&out).await;
-                let _ = client.shutdown().await;
-                return Ending::Ended(reason);
-            }
+            _ = shared.end.notified() => return ended_by_gateway(shared, recorder, client).await,
         };
+        if shared.ended() {
+            return ended_by_gateway(shared, recorder, client).await;
+        }
         match read {
             Ok(0) => {
                 let _ = client.shutdown().await;
@@ -2177,6 +2242,28 @@ async fn relay_target(
             }
         }
     }
+}
+
+/// Tells the client why the gateway ended the session, and ends it.
+async fn ended_by_gateway(
+    shared: &Shared,
+    recorder: Option<&portcullis_record::Recorder>,
+    client: &mut WriteSide,
+) -> Ending {
+    let reason = shared
+        .end_reason
+        .lock()
+        .ok()
+        .and_then(|mut r| r.take())
+        .unwrap_or_else(|| "the session was ended by the gateway".into());
+    let mut out = BytesMut::new();
+    build::error_response(&mut out, "FATAL", "57P01", &reason, None, None);
+    if let Some(recorder) = recorder {
+        let _ = recorder.to_client(&out);
+    }
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+    Ending::Ended(reason)
 }
 
 /// Sends what was decided of this read before `pos`, then a FATAL error,
@@ -2209,16 +2296,34 @@ async fn end_with(
 impl Shared {
     /// Makes the target side end the session with a FATAL error saying why.
     fn end_session(&self, reason: &str) {
+        self.ending(reason);
+        self.end.notify_one();
+    }
+
+    /// Says why the gateway is ending the session, before it ends the
+    /// session's backend: what the target sends from then on (the backend's
+    /// own farewell) is not passed on, the reason is.
+    fn ending(&self, reason: &str) {
         if let Ok(mut slot) = self.end_reason.lock() {
             *slot = Some(reason.to_string());
         }
-        self.end.notify_one();
+    }
+
+    fn ended(&self) -> bool {
+        self.end_reason.lock().is_ok_and(|reason| reason.is_some())
     }
 }
 
-/// Re-checks the session's `connect` on every policy change, and ends the
-/// session when it is no longer allowed (or cannot be checked).
-async fn recheck_on_policy_change(gate: Gate, session: Session, shared: Arc<Shared>) {
+/// Re-checks the session's `connect` on every policy change, and the
+/// statements it sent that the target has not run yet, and ends the session
+/// when one is no longer allowed (or cannot be checked): its backend on the
+/// target first, so that nothing sent runs after.
+async fn recheck_on_policy_change(
+    gate: Gate,
+    session: Session,
+    shared: Arc<Shared>,
+    (target, backend_pid): (Arc<PgTarget>, i32),
+) {
     let mut changes = gate.policy_changes();
     // An access grant that starts or ends changes what the policy says too.
     let mut grants = gate.grant_changes();
@@ -2234,13 +2339,19 @@ async fn recheck_on_policy_change(gate: Gate, session: Session, shared: Arc<Shar
             Ok(decision) if decision.is_allowed() => match gate.masking(&session).await {
                 Ok(masker) => {
                     shared.results.set_masker(masker);
-                    continue;
+                    let sent = shared.results.in_flight();
+                    match no_longer_allowed(&gate, &session, &sent).await {
+                        None => continue,
+                        Some(reason) => reason,
+                    }
                 }
                 Err(e) => format!("the session is ended: its masking cannot be decided: {e}"),
             },
             Ok(decision) => portcullis_gate::revoked_reason(&session.target.name, &decision),
             Err(e) => format!("the session is ended: {e}"),
         };
+        shared.ending(&reason);
+        target.terminate_backend(backend_pid).await;
         shared.end_session(&reason);
         return;
     }
