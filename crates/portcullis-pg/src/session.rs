@@ -1193,11 +1193,15 @@ impl Relay {
                         }
                     }
                     let decided: Vec<Option<Decided>> = match &decisions {
-                        Ok(decisions) if refusal.is_none() => statements
-                            .iter()
-                            .zip(decisions.get(range.clone()).unwrap_or(&[]))
-                            .map(|(statement, decision)| in_flight(statement, decision))
-                            .collect(),
+                        Ok(decisions)
+                            if refusal.is_none() && !statements.iter().all(only_reads) =>
+                        {
+                            statements
+                                .iter()
+                                .zip(decisions.get(range.clone()).unwrap_or(&[]))
+                                .map(|(statement, decision)| in_flight(statement, decision))
+                                .collect()
+                        }
                         _ => Vec::new(),
                     };
                     sent.extend(decided.iter().flatten().cloned());
@@ -1274,19 +1278,23 @@ impl Relay {
 /// left to finish as a read already running is, and for a COPY FROM STDIN,
 /// which takes no row the client sends after such a change (`Copying`).
 fn in_flight(statement: &StatementInfo, decision: &Decision) -> Option<Decided> {
-    use portcullis_core::StatementKind;
-    let reads = statement
-        .kinds
-        .iter()
-        .all(|kind| *kind == StatementKind::Select)
-        && !statement.writes;
-    if reads || copies_in(statement) {
+    if only_reads(statement) || copies_in(statement) {
         return None;
     }
     Some(Arc::new((
         portcullis_core::Action::Query(statement.clone()),
         decision.clone(),
     )))
+}
+
+/// A statement that changes nothing on the target.
+fn only_reads(statement: &StatementInfo) -> bool {
+    use portcullis_core::StatementKind;
+    !statement.writes
+        && statement
+            .kinds
+            .iter()
+            .all(|kind| *kind == StatementKind::Select)
 }
 
 /// Why the session must end, if a statement it sent and the target has not
