@@ -135,6 +135,9 @@ pub(crate) struct Authed {
 struct Standings {
     open: Arc<Mutex<HashMap<u64, (Action, Decision)>>>,
     next: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when the gateway ends the connection itself (a revoke, an
+    /// expired token): what its channels started on the target is hung up.
+    ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Standings {
@@ -763,6 +766,7 @@ async fn recheck(
         }
     };
     info!(session = %session.id, %reason, "ssh session ended by the gateway");
+    standing.ended.store(true, Ordering::SeqCst);
     let _ = handle
         .disconnect(
             russh::Disconnect::ByApplication,
@@ -1736,6 +1740,15 @@ async fn bridge(
                 break;
             }
             _ => {}
+        }
+    }
+    // A command without a terminal outlives its channel on the target
+    // (sshd hangs up only a terminal's), and one that writes nothing never
+    // notices: when the gateway ended the connection, what it started is
+    // signalled to end, as a terminal's hangup would.
+    if authed.standing.ended.load(Ordering::SeqCst) && !*target_done.borrow() {
+        for signal in [russh::Sig::HUP, russh::Sig::TERM] {
+            let _ = to_target.signal(signal).await;
         }
     }
     if client_closed {

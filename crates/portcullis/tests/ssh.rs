@@ -569,7 +569,7 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
     // read over SFTP.
     let held = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
     let running = client(&gw, "ssh", &alice)
-        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "tail -f /dev/null"])
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "sleep 86417"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -624,9 +624,27 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
     let (ended, out) = ends_within_10s(running).await;
     assert!(ended, "the command outlived its grant: {}", stderr(&out));
     assert!(
-        stderr(&out).contains("the command `tail -f /dev/null` this connection holds open"),
+        stderr(&out).contains("the command `sleep 86417` this connection holds open"),
         "{}",
         stderr(&out)
+    );
+    // And it ends on the target too: a command without a terminal, which
+    // writes nothing, would otherwise run on there.
+    let mut running_on = true;
+    for _ in 0..50 {
+        let found = Command::new("pgrep")
+            .args(["-u", &env("DEMO_SSH_USER"), "-f", "^sleep 86417$"])
+            .output()
+            .unwrap();
+        running_on = found.status.success();
+        if !running_on {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !running_on,
+        "the command runs on after its connection was ended"
     );
     let (ended, out) = ends_within_10s(shell).await;
     assert!(ended, "the shell outlived its grant: {}", stderr(&out));
