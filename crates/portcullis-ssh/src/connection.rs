@@ -316,6 +316,18 @@ impl Authed {
         if let Some(watcher) = self.watcher.lock().ok().and_then(|mut w| w.take()) {
             watcher.abort();
         }
+        // Forwarded connections share one connection to the target, kept
+        // by their relays: it ends with the client's, and with it what sshd
+        // listens on there for `ssh -R`.
+        if let Some(Ok(upstream)) = self.upstream.get() {
+            let _ = upstream
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    "the client's connection ended",
+                    "en",
+                )
+                .await;
+        }
         let Some(session) = &self.session else { return };
         let session = session.lock().await;
         let recording = match &self.recorder {

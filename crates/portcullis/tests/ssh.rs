@@ -555,15 +555,20 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
     assert!(approved.status.success(), "{}", stderr(&approved));
 
     let local = free_port();
+    let remote = free_port();
     let tunnel = client(&gw, "ssh", &alice)
         .args(["-N", "-p", &port(&gw)])
         .args(["-L", &format!("127.0.0.1:{local}:127.0.0.1:{sshd_port}")])
+        .args(["-R", &format!("127.0.0.1:{remote}:127.0.0.1:{sshd_port}")])
         .arg("demo-ssh@127.0.0.1")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let banner = forwarded_banner(local).await;
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+    let banner = forwarded_banner(remote).await;
+    assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner:?}");
+    let held_remote = std::net::TcpStream::connect(("127.0.0.1", remote)).unwrap();
     // A forwarded connection held open while the grant goes, a command
     // that runs on, a shell waiting for its next line, and a file being
     // read over SFTP.
@@ -615,6 +620,17 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
     assert!(revoked.status.success(), "{}", stderr(&revoked));
     let (ended, out) = ends_within_10s(tunnel).await;
     drop(held);
+    // What sshd listened on for `-R` goes with the connection.
+    let mut listening = true;
+    for _ in 0..50 {
+        listening = std::net::TcpStream::connect(("127.0.0.1", remote)).is_ok();
+        if !listening {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(held_remote);
+    assert!(!listening, "the -R listener outlived the revoke");
     assert!(ended, "the forward outlived its grant: {}", stderr(&out));
     assert!(
         stderr(&out).contains("this connection holds open is no longer allowed"),
