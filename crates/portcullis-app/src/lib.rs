@@ -581,10 +581,33 @@ enum Polled {
 
 /// How long a poll of the policy source may take before it is reported
 /// late, and after how long a late one is given up for a fresh one (a few
-/// times at most: each given up may hold a thread).
+/// times in a row at most: each given up may hold a thread; a poll that
+/// answers makes room again).
 const POLL_DEADLINE: Duration = Duration::from_secs(30);
 const POLL_ABANDON: Duration = Duration::from_secs(300);
 const MAX_ABANDONED_POLLS: usize = 4;
+/// How long the first read of the policy source may take: a source that
+/// does not answer keeps the gateway from starting, and says so.
+pub(crate) const FIRST_READ_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `read` on a thread of its own and waits for it at most `deadline`
+/// ([`FIRST_READ_DEADLINE`]); `None` when it did not answer. A source that
+/// never answers (a remote that accepts the connection and says nothing)
+/// holds that thread, not the caller, nor the runtime's shutdown, as a
+/// thread of its blocking pool would.
+pub(crate) async fn read_source<T: Send + 'static>(
+    read: impl FnOnce() -> T + Send + 'static,
+    deadline: Duration,
+) -> Option<T> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("policy-source".into())
+        .spawn(move || {
+            let _ = answer.send(read());
+        })
+        .ok()?;
+    tokio::time::timeout(deadline, answered).await.ok()?.ok()
+}
 
 /// Follows the policy source (a directory, or a Git ref): a new valid
 /// version replaces the enforced one (and live sessions re-check their
@@ -666,6 +689,7 @@ async fn reload_policies(
             continue;
         };
         let was_late = started.elapsed() >= POLL_DEADLINE;
+        abandoned = 0;
         let polled = match polled {
             Ok(polled) => polled,
             Err(e) => {
@@ -739,9 +763,21 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
 
     let source = policy_source(&config);
     let engine = policy_engine(&config);
-    let policies = source.load(engine).with_context(|| {
-        format!("no valid policy in the {source}: the gateway refuses to serve without one")
-    })?;
+    let loading = {
+        let source = source.clone();
+        read_source(move || source.load(engine), FIRST_READ_DEADLINE)
+    };
+    let policies = loading
+        .await
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the {source} did not answer in {} s: the gateway refuses to serve without a policy (check that the remote is reachable)",
+                FIRST_READ_DEADLINE.as_secs()
+            )
+        })?
+        .with_context(|| {
+            format!("no valid policy in the {source}: the gateway refuses to serve without one")
+        })?;
     info!(
         version = policies.version(),
         policies = policies.len(),
@@ -1005,6 +1041,23 @@ fn mask_key(data_dir: &Path) -> anyhow::Result<portcullis_mask::HashKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found in attack: a remote that accepted the connection and never
+    /// answered held the gateway's start (and `policy drift`) for ever.
+    #[tokio::test]
+    async fn a_source_that_does_not_answer_is_given_up_on() {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let never = read_source(
+            move || {
+                let _ = held.recv();
+                1
+            },
+            Duration::from_millis(200),
+        );
+        assert_eq!(never.await, None);
+        assert_eq!(read_source(|| 2, Duration::from_secs(5)).await, Some(2));
+        drop(release);
+    }
 
     /// Each reload lists the directory and reads every file in it. Taken for
     /// a change, that would start the next reload, five times a second for

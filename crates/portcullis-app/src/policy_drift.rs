@@ -98,10 +98,18 @@ pub async fn policy_drift(config: &Config, reference: Option<&str>) -> Result<Dr
     let source_version = {
         let reading = source.clone();
         let engine = crate::policy_engine(config);
-        tokio::task::spawn_blocking(move || reading.current_version(engine))
-            .await
-            .context("reading the policy source")?
-            .with_context(|| format!("cannot read the {source}"))?
+        crate::read_source(
+            move || reading.current_version(engine),
+            crate::FIRST_READ_DEADLINE,
+        )
+        .await
+        .ok_or_else(|| {
+            anyhow!(
+                "the {source} did not answer in {} s",
+                crate::FIRST_READ_DEADLINE.as_secs()
+            )
+        })?
+        .with_context(|| format!("cannot read the {source}"))?
     };
     let status = enforced_status(&gateway).await?;
     let enforced = status

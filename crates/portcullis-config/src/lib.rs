@@ -570,6 +570,16 @@ where
     // ssh; a local path like that is written `./host:path`.
     let before_slash = text.split('/').next().unwrap_or_default();
     if before_slash.contains(':') {
+        // In `user:secret@host:path` git takes `user` for the host and runs
+        // ssh with the secret in its command line, where anyone on the
+        // machine can read it.
+        if let Some((user, _)) = text.split_once('@') {
+            if user.contains(':') {
+                return Err(serde::de::Error::custom(
+                    "a password in a `user@host:path` address is not used over ssh (and would show on the machine's process list): log in with the gateway user's ssh key, or use an https:// URL",
+                ));
+            }
+        }
         return Ok(GitRepo::Remote(text));
     }
     Ok(GitRepo::Local(PathBuf::from(text)))

@@ -196,6 +196,15 @@ fn remote_git_sources_are_kept_as_urls_and_never_shown_with_credentials() {
         .unwrap_err()
         .to_string();
     assert!(!err.contains("s3cret"), "{err}");
+    // Over ssh a password is not used, and git would put it on ssh's
+    // command line (its host: `token`).
+    let err = with_policy("git = { repo = \"token:s3cret@example.com:acme/p.git\" }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !err.contains("s3cret") && err.contains("not used over ssh"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -360,8 +360,31 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
         }
         // A policy file that cannot be read (a link to nothing, a directory
         // or a pipe by that name) fails the whole version: left out, the
-        // rules it holds would silently stop applying.
+        // rules it holds would silently stop applying. A link is followed
+        // only inside the directory (as a mounted config map's are): one
+        // out of it would read, and show in errors, any file the gateway
+        // may read.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            let inside = match (std::fs::canonicalize(&path), std::fs::canonicalize(dir)) {
+                (Ok(target), Ok(dir)) => target.starts_with(dir),
+                _ => false,
+            };
+            if !inside {
+                return Err(PolicyError::ReadFile {
+                    file: path,
+                    source: std::io::Error::other(
+                        "a symbolic link that leads out of the policy directory (or nowhere)",
+                    ),
+                });
+            }
+        }
         match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+                return Err(PolicyError::ReadFile {
+                    file: path,
+                    source: std::io::Error::other(too_large(meta.len())),
+                })
+            }
             Ok(meta) if meta.is_file() => paths.push(path),
             Ok(_) => {
                 return Err(PolicyError::ReadFile {
@@ -389,6 +412,19 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
             Ok(SourceFile { path, text })
         })
         .collect()
+}
+
+/// The largest policy or mask rule file read: far more rules than people
+/// write, and small enough that a file of comments committed to bring the
+/// gateway down is refused before it is read.
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Why a file over [`MAX_FILE_BYTES`] is refused.
+pub(crate) fn too_large(bytes: u64) -> String {
+    format!(
+        "{bytes} bytes long, over the {} MiB a policy or mask rule file may be",
+        MAX_FILE_BYTES >> 20
+    )
 }
 
 /// How deep brackets may nest in a policy file. Cedar's parser recurses

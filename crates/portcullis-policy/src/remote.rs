@@ -39,11 +39,14 @@ pub(crate) fn remote_commit(
     let (ref_map, _handshake) = connection
         .ref_map(gix::progress::Discard, Default::default())
         .map_err(|e| fetch_error(url, e.to_string()))?;
-    resolve_advertised(&ref_map.remote_refs, reference).ok_or_else(|| PolicyError::GitRef {
+    let ref_error = |message: String| PolicyError::GitRef {
         repo: shown(url).into(),
         reference: reference.to_string(),
-        message: "the remote has no such branch, tag or ref".to_string(),
-    })
+        message,
+    };
+    resolve_advertised(&ref_map.remote_refs, reference)
+        .map_err(ref_error)?
+        .ok_or_else(|| ref_error("the remote has no such branch, tag or ref".to_string()))
 }
 
 /// Fetches the remote into the mirror and opens it.
@@ -70,24 +73,31 @@ fn commit_id(reference: &str) -> Option<gix::ObjectId> {
 }
 
 /// The commit a ref name points at among the refs a remote advertises:
-/// `HEAD`, a full ref name, a branch, or a tag (peeled to its commit).
+/// `HEAD`, a full ref name, a branch, or a tag (peeled to its commit). A
+/// short name that several refs answer to is refused (`Err`), as it is in a
+/// local repository.
 fn resolve_advertised(
     refs: &[gix::protocol::handshake::Ref],
     reference: &str,
-) -> Option<gix::ObjectId> {
-    let candidates = [
-        reference.to_string(),
-        format!("refs/heads/{reference}"),
-        format!("refs/tags/{reference}"),
-    ];
-    candidates.iter().find_map(|wanted| {
-        refs.iter().find_map(|r| {
-            let (name, target, peeled) = r.unpack();
-            (name == wanted.as_str())
-                .then(|| peeled.or(target).map(ToOwned::to_owned))
-                .flatten()
+) -> Result<Option<gix::ObjectId>, String> {
+    let found: Vec<(String, gix::ObjectId)> = crate::source::ref_candidates(reference)
+        .into_iter()
+        .filter_map(|wanted| {
+            refs.iter().find_map(|r| {
+                let (name, target, peeled) = r.unpack();
+                (name == wanted.as_str())
+                    .then(|| peeled.or(target).map(|id| (wanted.clone(), id.to_owned())))
+                    .flatten()
+            })
         })
-    })
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [(_, id)] => Ok(Some(*id)),
+        several => Err(crate::source::ambiguous(
+            several.iter().map(|(name, _)| name.as_str()),
+        )),
+    }
 }
 
 fn open_mirror(url: &str, mirror: &Path) -> Result<gix::Repository, PolicyError> {

@@ -192,16 +192,54 @@ fn resolve(
             .map_err(|e| ref_error(e.to_string()))?;
         return Ok(commit.id);
     }
-    let found = repository
-        .try_find_reference(reference)
-        .map_err(|e| ref_error(e.to_string()))?;
-    let Some(mut found) = found else {
-        return Err(ref_error("no such branch, tag or ref".to_string()));
+    let mut found = Vec::new();
+    for name in ref_candidates(reference) {
+        if let Some(one) = repository
+            .try_find_reference(name.as_str())
+            .map_err(|e| ref_error(e.to_string()))?
+        {
+            found.push((name, one));
+        }
+    }
+    let mut found = match found.len() {
+        0 => return Err(ref_error("no such branch, tag or ref".to_string())),
+        1 => found.remove(0).1,
+        _ => {
+            return Err(ref_error(ambiguous(
+                found.iter().map(|(name, _)| name.as_str()),
+            )))
+        }
     };
     let commit = found
         .peel_to_commit()
         .map_err(|e| ref_error(e.to_string()))?;
     Ok(commit.id)
+}
+
+/// The refs a configured `ref` may name: itself when it is `HEAD` or a full
+/// ref name, else a branch, a tag, a remote-tracking branch, or a ref
+/// directly under `refs/`. More than one of them existing is refused: which
+/// one is meant is for the configuration to say, not for whoever can push a
+/// tag named like the branch.
+pub(crate) fn ref_candidates(reference: &str) -> Vec<String> {
+    if reference == "HEAD" || reference.starts_with("refs/") {
+        return vec![reference.to_string()];
+    }
+    vec![
+        format!("refs/heads/{reference}"),
+        format!("refs/tags/{reference}"),
+        format!("refs/remotes/{reference}"),
+        format!("refs/remotes/{reference}/HEAD"),
+        format!("refs/{reference}"),
+    ]
+}
+
+/// Why a short ref name several refs answer to is refused.
+pub(crate) fn ambiguous<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    format!(
+        "it names more than one ref ({}): set `ref` to the one meant, in full",
+        names.collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// The components of a sub-directory: `policies/`, `./policies` and
@@ -278,18 +316,30 @@ fn read_commit_files(
         .map_err(|e| read_error("", e.to_string()))?;
     let components = subdir_components(subdir).ok_or_else(no_subdir)?;
     let prefix = components.join("/");
-    if !components.is_empty() {
-        let entry = tree
-            .lookup_entry(components.iter().copied())
-            .map_err(|e| read_error(&prefix, e.to_string()))?
-            .ok_or_else(no_subdir)?;
-        if !entry.mode().is_tree() {
+    // Down to the sub-directory, one level at a time: a level that lists
+    // its name twice (a malformed tree) is refused, as a file listed twice
+    // is below.
+    for component in &components {
+        let mut found = None;
+        for entry in tree.iter() {
+            let entry = entry.map_err(|e| read_error(&prefix, e.to_string()))?;
+            if entry.filename() != component.as_bytes() {
+                continue;
+            }
+            if found.is_some() {
+                return Err(read_error(
+                    &prefix,
+                    format!("`{component}` is listed twice in its directory (a malformed tree, which `git fsck` reports)"),
+                ));
+            }
+            found = Some((entry.mode(), entry.object_id()));
+        }
+        let (mode, id) = found.ok_or_else(no_subdir)?;
+        if !mode.is_tree() {
             return Err(no_subdir());
         }
-        tree = entry
-            .object()
-            .map_err(|e| read_error(&prefix, e.to_string()))?
-            .try_into_tree()
+        tree = repository
+            .find_tree(id)
             .map_err(|e| read_error(&prefix, e.to_string()))?;
     }
     let path_of = |name: &str| {
@@ -300,9 +350,19 @@ fn read_commit_files(
         }
     };
     let mut files = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for entry in tree.iter() {
         let entry = entry.map_err(|e| read_error(&prefix, e.to_string()))?;
         let raw_name: &[u8] = entry.filename();
+        // A tree that lists a name twice is malformed (`git fsck` says so),
+        // and each tool reads it its own way: `git show` the first, a
+        // checkout the last. Which one counts cannot be told.
+        if !names.insert(raw_name.to_vec()) {
+            return Err(read_error(
+                &path_of(&String::from_utf8_lossy(raw_name)),
+                "listed twice in its directory (a malformed tree, which `git fsck` reports): refused, since what it holds depends on which copy is read".to_string(),
+            ));
+        }
         // The same files a directory source reads: `.cedar` alone is a
         // hidden file without an extension.
         let Ok(name) = std::str::from_utf8(raw_name) else {
@@ -339,6 +399,13 @@ fn read_commit_files(
                     "a symbolic link: policy files in git must be regular files".to_string(),
                 ))
             }
+        }
+        let size = repository
+            .find_header(entry.object_id())
+            .map_err(|e| read_error(&path, e.to_string()))?
+            .size();
+        if size > crate::cedar::MAX_FILE_BYTES {
+            return Err(read_error(&path, crate::cedar::too_large(size)));
         }
         let mut blob = repository
             .find_blob(entry.object_id())
@@ -661,6 +728,138 @@ mod tests {
             err.contains("guardrails.cedar") && err.contains("submodule"),
             "{err}"
         );
+    }
+
+    /// Found in attack: a tree listing `access.cedar` twice was enforced as
+    /// both files, though `git show` shows the first and a checkout the last.
+    #[test]
+    fn git_tree_listing_a_name_twice_is_refused() {
+        let repo = Repo::new();
+        repo.commit(&[("policies/access.cedar", PERMIT)], "first");
+        let blob = |text: &str| {
+            let file = repo.path().join("blob");
+            std::fs::write(&file, text).unwrap();
+            repo.git(&["hash-object", "-w", "blob"])
+        };
+        let tree_of = |entries: &[(&str, &str, &str)]| {
+            let mut raw = Vec::new();
+            for (mode, name, id) in entries {
+                raw.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+                raw.extend_from_slice(
+                    &gix::ObjectId::from_hex(id.as_bytes())
+                        .unwrap()
+                        .as_bytes()
+                        .to_vec(),
+                );
+            }
+            std::fs::write(repo.path().join("tree"), raw).unwrap();
+            repo.git(&["hash-object", "-t", "tree", "-w", "--literally", "tree"])
+        };
+        let (permit, forbid) = (blob(PERMIT), blob(FORBID));
+        let twice = tree_of(&[
+            ("100644", "access.cedar", &permit),
+            ("100644", "access.cedar", &forbid),
+        ]);
+        let once = tree_of(&[("100644", "access.cedar", &permit)]);
+        for root in [
+            tree_of(&[("40000", "policies", &twice)]),
+            tree_of(&[("40000", "policies", &once), ("40000", "policies", &twice)]),
+        ] {
+            let commit = repo.git(&["commit-tree", &root, "-m", "twice"]);
+            repo.git(&["update-ref", "refs/heads/main", &commit]);
+            let err = repo
+                .source("main", "policies")
+                .load(Engine::Cedar)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("listed twice"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_policy_file_over_the_size_limit_is_refused_unread() {
+        let big = format!("{PERMIT}{}", "// a comment\n".repeat(400_000));
+        let repo = Repo::new();
+        repo.commit(&[("access.cedar", &big)], "big");
+        let err = repo
+            .source("main", "")
+            .load(Engine::Cedar)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over the 4 MiB"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("access.cedar"), &big).unwrap();
+        let source = PolicySource::Directory(dir.path().to_path_buf());
+        let err = source.load(Engine::Cedar).err().unwrap().to_string();
+        assert!(err.contains("over the 4 MiB"), "{err}");
+    }
+
+    /// A link in a policy directory is followed inside it (a mounted config
+    /// map's files are links), never out of it.
+    #[test]
+    fn a_link_out_of_the_policy_directory_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.cedar"), PERMIT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        std::fs::write(dir.path().join("..data/access.cedar"), PERMIT).unwrap();
+        std::os::unix::fs::symlink("..data/access.cedar", dir.path().join("access.cedar")).unwrap();
+        let source = PolicySource::Directory(dir.path().to_path_buf());
+        assert!(source.load(Engine::Cedar).is_ok());
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.cedar"),
+            dir.path().join("zz.cedar"),
+        )
+        .unwrap();
+        let err = source.load(Engine::Cedar).err().unwrap().to_string();
+        assert!(
+            err.contains("zz.cedar") && err.contains("out of the policy directory"),
+            "{err}"
+        );
+    }
+
+    /// Found in attack: with `ref = "main"`, a tag `main` (or a ref
+    /// `refs/main`) had been enforced instead of the branch.
+    #[test]
+    fn a_ref_name_that_several_refs_answer_to_is_refused() {
+        let repo = Repo::new();
+        let branch = repo.commit(&[("access.cedar", PERMIT)], "branch");
+        assert_eq!(
+            repo.source("main", "")
+                .load(Engine::Cedar)
+                .unwrap()
+                .version(),
+            branch
+        );
+        repo.git(&["checkout", "-q", "-b", "weak"]);
+        repo.commit(&[("access.cedar", FORBID)], "weak");
+        repo.git(&["checkout", "-q", "main"]);
+        for (make, name) in [
+            (vec!["tag", "main", "weak"], "refs/tags/main"),
+            (vec!["update-ref", "refs/main", "weak"], "refs/main"),
+        ] {
+            repo.git(&make);
+            let err = repo
+                .source("main", "")
+                .load(Engine::Cedar)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("names more than one ref") && err.contains(name),
+                "{err}"
+            );
+            // Named in full, the branch is read.
+            assert_eq!(
+                repo.source("refs/heads/main", "")
+                    .load(Engine::Cedar)
+                    .unwrap()
+                    .version(),
+                branch
+            );
+            if name == "refs/tags/main" {
+                repo.git(&["tag", "-d", "main"]);
+            }
+        }
     }
 
     #[test]
