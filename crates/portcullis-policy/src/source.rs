@@ -745,12 +745,7 @@ mod tests {
             let mut raw = Vec::new();
             for (mode, name, id) in entries {
                 raw.extend_from_slice(format!("{mode} {name}\0").as_bytes());
-                raw.extend_from_slice(
-                    &gix::ObjectId::from_hex(id.as_bytes())
-                        .unwrap()
-                        .as_bytes()
-                        .to_vec(),
-                );
+                raw.extend_from_slice(gix::ObjectId::from_hex(id.as_bytes()).unwrap().as_bytes());
             }
             std::fs::write(repo.path().join("tree"), raw).unwrap();
             repo.git(&["hash-object", "-t", "tree", "-w", "--literally", "tree"])
