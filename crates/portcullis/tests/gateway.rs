@@ -320,6 +320,13 @@ async fn policy_changes_are_followed_an_invalid_one_never_replaces_a_valid_one_a
 async fn the_rego_engine_enforces_the_quickstart_policies() {
     let rego =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/rego");
+    // The Rego example masks what the Cedar one does: a copy (a policy
+    // directory's links may not lead out of it), kept the same.
+    assert_eq!(
+        std::fs::read_to_string(rego.join("masks.toml")).unwrap(),
+        std::fs::read_to_string(rego.join("../policies/masks.toml")).unwrap(),
+        "examples/quickstart/rego/masks.toml differs from policies/masks.toml"
+    );
     let gw = Gateway::start_with(
         TestDb::create("e2e_rego", SEED).await,
         Options {
