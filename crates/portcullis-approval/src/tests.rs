@@ -278,13 +278,9 @@ async fn ops_review_access(dir: &tempfile::TempDir) -> Approvals {
     .await
 }
 
-/// Found in attack: a grant that a reload took out of memory before the
-/// timer saw it end (any approval or revocation reloads the grants) left no
-/// `grant.ended` in the audit log.
-#[tokio::test]
-async fn every_grant_end_is_audited_once_even_after_a_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let approvals = ops_review_access(&dir).await;
+/// Approvals where `ops` granted alice one second on `demo`.
+async fn one_second_grant(dir: &tempfile::TempDir) -> (Approvals, Request) {
+    let approvals = ops_review_access(dir).await;
     let alice = person("alice", &["eng"]);
     let ops = person("ops", &["ops"]);
     let request = approvals
@@ -295,6 +291,16 @@ async fn every_grant_end_is_audited_once_even_after_a_reload() {
         .review(request.id, &ops, true, "ok")
         .await
         .unwrap();
+    (approvals, request)
+}
+
+/// Found in attack: a grant that a reload took out of memory before the
+/// timer saw it end (any approval or revocation reloads the grants) left no
+/// `grant.ended` in the audit log.
+#[tokio::test]
+async fn every_grant_end_is_audited_once_even_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (approvals, request) = one_second_grant(&dir).await;
     assert!(approvals.grant("alice", "demo").is_some());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     approvals.reload_grants().await.unwrap();
@@ -343,17 +349,7 @@ async fn requests_sent_at_once_keep_to_the_limit() {
 #[tokio::test]
 async fn a_grant_leaves_force_in_the_step_that_tells_live_sessions() {
     let dir = tempfile::tempdir().unwrap();
-    let approvals = ops_review_access(&dir).await;
-    let alice = person("alice", &["eng"]);
-    let ops = person("ops", &["ops"]);
-    let request = approvals
-        .request_access(&alice, "demo", 1, "INC-1".into())
-        .await
-        .unwrap();
-    approvals
-        .review(request.id, &ops, true, "ok")
-        .await
-        .unwrap();
+    let (approvals, request) = one_second_grant(&dir).await;
     let generation = approvals.grant_generation();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Past its `until`, not yet taken out: still in force, nothing announced.
