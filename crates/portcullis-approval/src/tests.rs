@@ -349,7 +349,7 @@ async fn requests_sent_at_once_keep_to_the_limit() {
 #[tokio::test]
 async fn a_grant_leaves_force_in_the_step_that_tells_live_sessions() {
     let dir = tempfile::tempdir().unwrap();
-    let (approvals, request) = one_second_grant(&dir).await;
+    let (approvals, _) = one_second_grant(&dir).await;
     let generation = approvals.grant_generation();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Past its `until`, not yet taken out: still in force, nothing announced.
