@@ -25,8 +25,15 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Keys older than this are re-fetched (so a key the provider withdrew stops
-/// being trusted); if that fails, the old keys stay in use.
+/// being trusted); if that fails, the old keys stay in use, up to
+/// [`MAX_KEPT_KEY_AGE`].
 pub const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+
+/// Keys that could not be re-fetched for this long are no longer used: a
+/// provider that cannot be asked which keys it still signs with for a day is
+/// not taken at its word of yesterday (a withdrawn key, leaked, would be
+/// trusted for as long as someone kept the key set out of reach).
+pub const MAX_KEPT_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// RSA keys shorter than this are ignored.
 const MIN_RSA_BITS: usize = 2048;
@@ -262,6 +269,10 @@ impl KeySet {
         self.fetched_at.elapsed() > MAX_KEY_AGE
     }
 
+    fn too_old_to_keep(&self) -> bool {
+        self.fetched_at.elapsed() > MAX_KEPT_KEY_AGE
+    }
+
     /// Chooses the key for a token with this `kid` (if any) and `alg`.
     pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
         match kid {
@@ -440,13 +451,26 @@ impl RemoteKeys {
             let tried_recently = state
                 .last_attempt
                 .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL);
-            if !keys.is_stale() || tried_recently {
+            if !keys.is_stale() {
                 return Ok(keys);
+            }
+            if tried_recently {
+                return match (&state.last_failure, keys.too_old_to_keep()) {
+                    (Some((_, reason)), true) => Err(self.too_old(reason.clone())),
+                    _ => Ok(keys),
+                };
             }
         }
 
         match self.fetch_now(&mut state).await {
-            Ok(fresh) => Ok(fresh),
+            Ok(fresh) => {
+                state.last_failure = None;
+                Ok(fresh)
+            }
+            Err(reason) if keys.too_old_to_keep() => {
+                state.last_failure = Some((Instant::now(), reason.clone()));
+                Err(self.too_old(reason))
+            }
             Err(reason) => {
                 tracing::warn!(
                     issuer = %self.issuer,
@@ -456,6 +480,14 @@ impl RemoteKeys {
                 Ok(keys)
             }
         }
+    }
+
+    /// Why keys kept past [`MAX_KEPT_KEY_AGE`] are not used.
+    fn too_old(&self, reason: String) -> IdentityError {
+        self.unavailable(format!(
+            "{reason}; the keys fetched last are over {} hours old, and no longer trusted",
+            MAX_KEPT_KEY_AGE.as_secs() / 3600
+        ))
     }
 
     fn unavailable(&self, reason: String) -> IdentityError {
@@ -501,6 +533,41 @@ impl RemoteKeys {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Keys that cannot be re-fetched are used on for a while, not for ever.
+    #[tokio::test]
+    async fn keys_that_cannot_be_fetched_again_are_kept_a_day_at_most() {
+        let keys = |age: Duration| {
+            let mut set =
+                KeySet::from_jwks(&json!({"keys": [ed25519_jwk(Some("k1"), None)]}), "i").unwrap();
+            set.fetched_at = Instant::now().checked_sub(age).unwrap();
+            Arc::new(set)
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Nothing listens there: every fetch fails.
+        let remote = RemoteKeys::new(
+            "http://127.0.0.1:9".into(),
+            "http://127.0.0.1:9/.well-known/openid-configuration".into(),
+            crate::http::client().unwrap(),
+        );
+        remote.replace(keys(MAX_KEY_AGE * 2));
+        assert!(remote.keys_for(Some("k1"), Algorithm::EdDSA).await.is_ok());
+        remote.replace(keys(MAX_KEPT_KEY_AGE + MAX_KEY_AGE));
+        let mut state = remote.fetch.lock().await;
+        state.last_attempt = None;
+        drop(state);
+        let error = remote
+            .keys_for(Some("k1"), Algorithm::EdDSA)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("no longer trusted"), "{error}");
+        // And again, within the re-fetch interval.
+        let error = remote
+            .keys_for(Some("k1"), Algorithm::EdDSA)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("no longer trusted"), "{error}");
+    }
 
     fn ed25519_jwk(kid: Option<&str>, alg: Option<&str>) -> Value {
         let mut jwk = json!({
