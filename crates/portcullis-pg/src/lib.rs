@@ -553,6 +553,7 @@ impl PgService {
             long_parses: self.long_parses(&principal_id),
             copying: Default::default(),
             backend_pid: connection.pid,
+            backend_secret: connection.secret,
         };
         metrics::gauge!("portcullis_sessions_active", "protocol" => "postgres").increment(1.0);
         metrics::counter!("portcullis_sessions_total", "protocol" => "postgres").increment(1);

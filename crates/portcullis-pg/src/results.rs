@@ -117,6 +117,8 @@ pub struct ResultQueue {
     prepared: Mutex<Prepared>,
     copy_in: Mutex<CopyIn>,
     copy_changed: tokio::sync::Notify,
+    /// Told when the target answers a statement (or skips it).
+    answered: tokio::sync::Notify,
     /// The session sent a statement that may change relations or views and
     /// has not been seen outside a transaction since (see
     /// [`crate::catalog::Catalog::change_begins`]).
@@ -131,6 +133,7 @@ impl ResultQueue {
             prepared: Mutex::new(Prepared::default()),
             copy_in: Mutex::new(CopyIn::default()),
             copy_changed: tokio::sync::Notify::new(),
+            answered: tokio::sync::Notify::new(),
             changing_schema: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -230,6 +233,29 @@ impl ResultQueue {
     /// How many answers the target still owes.
     pub fn len(&self) -> usize {
         self.with(|queue| queue.len())
+    }
+
+    /// Whether a statement sent has not been answered yet: running, or
+    /// waiting on the target's connection to run.
+    pub fn statements_pending(&self) -> bool {
+        self.with(|queue| {
+            queue.iter().any(|expect| match expect {
+                Expect::Query(statements) => !statements.is_empty(),
+                Expect::Execute { .. } => true,
+                _ => false,
+            })
+        })
+    }
+
+    /// Waits until every statement sent has been answered (or skipped).
+    pub async fn statements_answered(&self) {
+        loop {
+            let answered = self.answered.notified();
+            if !self.statements_pending() {
+                return;
+            }
+            answered.await;
+        }
     }
 
     /// The statements sent that may change something and that the target
@@ -352,6 +378,16 @@ impl Results {
 
     /// Looks at one message from the target; says what the client gets.
     pub async fn on_frame(&mut self, tag: u8, body: &[u8]) -> Result<FrameAction, MaskFailure> {
+        let action = self.on_frame_inner(tag, body).await;
+        // A statement's end, its error (which skips others), or the end of
+        // a cycle.
+        if matches!(tag, b'C' | b'I' | b'E' | b's' | b'Z') {
+            self.queue.answered.notify_waiters();
+        }
+        action
+    }
+
+    async fn on_frame_inner(&mut self, tag: u8, body: &[u8]) -> Result<FrameAction, MaskFailure> {
         match tag {
             b'T' | b'n' => self.on_description(tag, body).await,
             b'D' => self.on_data_row(body).await,

@@ -241,9 +241,14 @@ impl PgTarget {
     /// Ends backend `pid`, a session the gateway opened on this target, with
     /// what it runs and whatever is queued on its connection (a statement
     /// sent behind a long one): the gateway ends a session this way when it
-    /// ends it itself, so that nothing sent runs after. Logged, not
-    /// returned: the session's connection is closed either way.
-    pub async fn terminate_backend(&self, pid: i32) {
+    /// ends it itself, so that nothing sent runs after. When no connection
+    /// can be had (the target is full), the backend's running statement is
+    /// cancelled instead, which skips the rest of its Query or cycle: a
+    /// statement that may change something is never sent behind another
+    /// (see `Relay::client_to_target`), so nothing more that writes waits on
+    /// the connection. Logged, not returned: the session's connection is
+    /// closed either way.
+    pub async fn terminate_backend(&self, pid: i32, secret: i32) {
         let ended = async {
             let mut connection = self.connect(crate::PINNED_PARAMETERS).await?;
             let rows = connection
@@ -263,7 +268,15 @@ impl PgTarget {
                 tracing::info!(target = %self.target.name, pid, "the session's backend had already ended")
             }
             Err(e) => {
-                tracing::warn!(target = %self.target.name, pid, error = %e, "could not end the session's backend on the target")
+                tracing::warn!(target = %self.target.name, pid, error = %e, "could not end the session's backend on the target; cancelling what it runs");
+                let key = crate::cancel::TargetCancelKey {
+                    addr: self.addr.clone(),
+                    pid,
+                    secret,
+                };
+                if let Err(e) = crate::cancel::cancel_on_target(&key).await {
+                    tracing::warn!(target = %self.target.name, pid, error = %e, "could not cancel what the session's backend runs");
+                }
             }
         }
     }

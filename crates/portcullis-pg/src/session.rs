@@ -178,9 +178,10 @@ pub struct Relay {
     pub long_parses: Arc<std::sync::Mutex<()>>,
     /// The COPY FROM STDIN statements last sent.
     pub(crate) copying: Copying,
-    /// The session's backend on the target, ended with the session when
-    /// the gateway ends it.
+    /// The session's backend on the target (its process id and cancel
+    /// key), ended with the session when the gateway ends it.
     pub backend_pid: i32,
+    pub backend_secret: i32,
 }
 
 /// The COPY FROM STDIN statements last sent, with the decisions they went
@@ -232,7 +233,7 @@ impl Relay {
             self.gate.clone(),
             self.session.observer(),
             shared.clone(),
-            (self.target.clone(), self.backend_pid),
+            (self.target.clone(), self.backend_pid, self.backend_secret),
         ));
         let (client_read, client_write) = client.split();
         // The target's writing half lives as long as the session: dropped early,
@@ -288,7 +289,7 @@ impl Relay {
             _ = tokio::time::sleep(std::time::Duration::from_secs(token_left)) => {
                 let reason = "the token of this session expired; log in again and reconnect";
                 shared.ending(reason);
-                self.target.terminate_backend(self.backend_pid).await;
+                self.target.terminate_backend(self.backend_pid, self.backend_secret).await;
                 shared.end_session(reason);
                 match tokio::time::timeout(std::time::Duration::from_secs(1), &mut to_client).await {
                     Ok(Ok(done)) => done,
@@ -382,33 +383,60 @@ impl Relay {
                     }
                 }
             }
-            if plan.is_empty() {
-                continue;
-            }
-            let (out, terminated, refused) = self
-                .enforce(plan, shared, &mut poison_seq, &mut client, &mut buf)
-                .await;
-            if let Some(reason) = refused {
-                shared.ending(&reason);
-                self.target.terminate_backend(self.backend_pid).await;
-                return Ending::Ended(reason);
-            }
-            // While the target skips to a Sync it answers nothing, so a
-            // client that never sends one would grow the queue for ever.
-            if shared.results.len() > MAX_UNANSWERED {
-                return Ending::Error(PgError::ClientProtocol(format!(
-                    "more than {MAX_UNANSWERED} messages sent without their answers; send Sync"
-                )));
-            }
-            if let Err(e) = target.write_all(&out).await {
-                return Ending::Error(PgError::TargetIo {
-                    target: self.session.target.name.clone(),
-                    source: e,
-                });
-            }
-            if terminated {
-                let _ = target.shutdown().await;
-                return Ending::ClientTerminated;
+            // One cycle (up to a Query or a Sync) at a time: a cycle with a
+            // statement that may change something is decided only once the
+            // target has answered every statement sent before it, so that
+            // it never waits on the target's connection, decided under a
+            // grant or policy that may be gone when it runs. (Within a
+            // cycle, an error or a cancel skips the rest.) A Flush makes the
+            // target answer an Execute of a cycle not yet synced.
+            let mut rest = plan;
+            while !rest.is_empty() {
+                let cut = rest
+                    .iter()
+                    .position(ends_cycle)
+                    .map_or(rest.len(), |i| i + 1);
+                let later = rest.split_off(cut);
+                let cycle = std::mem::replace(&mut rest, later);
+                if cycle.iter().any(may_change) && shared.results.statements_pending() {
+                    let mut flush = BytesMut::new();
+                    build::flush(&mut flush);
+                    if let Err(e) = target.write_all(&flush).await {
+                        return Ending::Error(PgError::TargetIo {
+                            target: self.session.target.name.clone(),
+                            source: e,
+                        });
+                    }
+                    // Dropped with the session if the target never answers.
+                    shared.results.statements_answered().await;
+                }
+                let (out, terminated, refused) = self
+                    .enforce(cycle, shared, &mut poison_seq, &mut client, &mut buf)
+                    .await;
+                if let Some(reason) = refused {
+                    shared.ending(&reason);
+                    self.target
+                        .terminate_backend(self.backend_pid, self.backend_secret)
+                        .await;
+                    return Ending::Ended(reason);
+                }
+                // While the target skips to a Sync it answers nothing, so a
+                // client that never sends one would grow the queue for ever.
+                if shared.results.len() > MAX_UNANSWERED {
+                    return Ending::Error(PgError::ClientProtocol(format!(
+                        "more than {MAX_UNANSWERED} messages sent without their answers; send Sync"
+                    )));
+                }
+                if let Err(e) = target.write_all(&out).await {
+                    return Ending::Error(PgError::TargetIo {
+                        target: self.session.target.name.clone(),
+                        source: e,
+                    });
+                }
+                if terminated {
+                    let _ = target.shutdown().await;
+                    return Ending::ClientTerminated;
+                }
             }
         }
     }
@@ -1015,13 +1043,7 @@ impl Relay {
         let masker = shared.results.masker();
         let mut expects = Vec::new();
         for item in plan {
-            let ends_cycle = match &item {
-                Planned::Forward { raw, .. } => matches!(raw.first(), Some(b'S' | b'Q')),
-                Planned::Gated { poison, .. } | Planned::Refused { poison, .. } => {
-                    matches!(poison, Poison::Query)
-                }
-                Planned::Terminate(_) => false,
-            };
+            let ends_cycle = ends_cycle(&item);
             match item {
                 Planned::Forward { raw, defines } => {
                     match raw.first() {
@@ -1285,6 +1307,22 @@ fn in_flight(statement: &StatementInfo, decision: &Decision) -> Option<Decided> 
         portcullis_core::Action::Query(statement.clone()),
         decision.clone(),
     )))
+}
+
+/// Whether a planned message ends a cycle: a Query, or a Sync.
+fn ends_cycle(item: &Planned) -> bool {
+    match item {
+        Planned::Forward { raw, .. } => matches!(raw.first(), Some(b'S' | b'Q')),
+        Planned::Gated { poison, .. } | Planned::Refused { poison, .. } => {
+            matches!(poison, Poison::Query)
+        }
+        Planned::Terminate(_) => false,
+    }
+}
+
+/// Whether a planned message runs a statement that may change something.
+fn may_change(item: &Planned) -> bool {
+    matches!(item, Planned::Gated { statements, .. } if !statements.iter().all(only_reads))
 }
 
 /// A statement that changes nothing on the target.
@@ -2330,7 +2368,7 @@ async fn recheck_on_policy_change(
     gate: Gate,
     session: Session,
     shared: Arc<Shared>,
-    (target, backend_pid): (Arc<PgTarget>, i32),
+    (target, backend_pid, backend_secret): (Arc<PgTarget>, i32, i32),
 ) {
     let mut changes = gate.policy_changes();
     // An access grant that starts or ends changes what the policy says too.
@@ -2359,7 +2397,7 @@ async fn recheck_on_policy_change(
             Err(e) => format!("the session is ended: {e}"),
         };
         shared.ending(&reason);
-        target.terminate_backend(backend_pid).await;
+        target.terminate_backend(backend_pid, backend_secret).await;
         shared.end_session(&reason);
         return;
     }

@@ -146,6 +146,11 @@ pub fn parse(out: &mut BytesMut, statement: &str, sql: &str) {
     });
 }
 
+/// Asks the target to send what it has answered so far.
+pub fn flush(out: &mut BytesMut) {
+    message(out, b'H', |_| {});
+}
+
 /// Ends a COPY FROM STDIN in failure: the target rolls the copy back and
 /// reports `reason`.
 pub fn copy_fail(out: &mut BytesMut, reason: &str) {
