@@ -1762,6 +1762,13 @@ async fn bridge(
         for signal in [russh::Sig::HUP, russh::Sig::TERM] {
             let _ = to_target.signal(signal).await;
         }
+        // What ignores those is killed a moment later.
+        let over = tokio::time::timeout(KILL_AFTER, target_done.wait_for(|over| *over))
+            .await
+            .is_ok_and(|over| over.is_ok());
+        if !over {
+            let _ = to_target.signal(russh::Sig::KILL).await;
+        }
     }
     if client_closed {
         // Nothing more goes to the client on this channel. The relay toward
@@ -1777,6 +1784,10 @@ async fn bridge(
         let _ = down.await;
     }
 }
+
+/// How long what a connection the gateway ended had started on the target
+/// is given to end on a hangup and a terminate signal, before it is killed.
+const KILL_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sends the client's `bytes` on to the target, waiting for the target's
 /// window, unless the target's side is over first (`done`): then they are

@@ -579,6 +579,18 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // One that ignores the hangup and the terminate signal.
+    let stubborn = client(&gw, "ssh", &alice)
+        .args([
+            "-p",
+            &port(&gw),
+            "demo-ssh@127.0.0.1",
+            "sh -c 'trap \"\" HUP TERM; sleep 86418'",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let shell = client(&gw, "ssh", &alice)
         .args(["-T", "-p", &port(&gw), "demo-ssh@127.0.0.1"])
         .stdin(Stdio::piped())
@@ -606,11 +618,24 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
         format!("get {endless} /dev/null\n").as_bytes(),
     )
     .unwrap();
-    let started = |e: &serde_json::Value| {
-        e["action"] == "exec" || e["action"] == "shell" || e["sftp"]["path"] == endless.as_str()
-    };
+    // Until all four run.
     for _ in 0..100 {
-        if gw.audit_entries(2000).iter().filter(|e| started(e)).count() >= 3 {
+        let entries = gw.audit_entries(2000);
+        let exec = |part: &str| {
+            entries.iter().any(|e| {
+                e["action"] == "exec"
+                    && e["command"]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains(part))
+            })
+        };
+        if exec("86417")
+            && exec("86418")
+            && entries.iter().any(|e| e["action"] == "shell")
+            && entries
+                .iter()
+                .any(|e| e["sftp"]["path"] == endless.as_str())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -645,23 +670,31 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
         stderr(&out)
     );
     // And it ends on the target too: a command without a terminal, which
-    // writes nothing, would otherwise run on there.
-    let mut running_on = true;
-    for _ in 0..50 {
-        let found = Command::new("pgrep")
-            .args(["-u", &env("DEMO_SSH_USER"), "-f", "^sleep 86417$"])
-            .output()
-            .unwrap();
-        running_on = found.status.success();
-        if !running_on {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // writes nothing, would otherwise run on there; so does one that
+    // ignores the hangup and the terminate signal.
+    let (ended, _) = ends_within_10s(stubborn).await;
     assert!(
-        !running_on,
-        "the command runs on after its connection was ended"
+        ended,
+        "the stubborn command's connection outlived its grant"
     );
+    for command in ["^sleep 86417$", "^sleep 86418$"] {
+        let mut running_on = true;
+        for _ in 0..50 {
+            let found = Command::new("pgrep")
+                .args(["-u", &env("DEMO_SSH_USER"), "-f", command])
+                .output()
+                .unwrap();
+            running_on = found.status.success();
+            if !running_on {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !running_on,
+            "`{command}` runs on after its connection was ended"
+        );
+    }
     let (ended, out) = ends_within_10s(shell).await;
     assert!(ended, "the shell outlived its grant: {}", stderr(&out));
     assert!(
