@@ -573,8 +573,12 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
     // that runs on, a shell waiting for its next line, and a file being
     // read over SFTP.
     let held = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    // Lengths no other run uses, so that what an earlier run left behind
+    // is not taken for what this one started.
+    let long = 100_000 + std::process::id() % 100_000;
+    let (sleeping, stubborn_sleeping) = (format!("sleep {long}"), format!("sleep {}", long + 1));
     let running = client(&gw, "ssh", &alice)
-        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "sleep 86417"])
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", &sleeping])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -585,7 +589,7 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
             "-p",
             &port(&gw),
             "demo-ssh@127.0.0.1",
-            "sh -c 'trap \"\" HUP TERM; sleep 86418'",
+            &format!("sh -c 'trap \"\" HUP TERM; {stubborn_sleeping}'"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -629,8 +633,8 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
                         .is_some_and(|t| t.contains(part))
             })
         };
-        if exec("86417")
-            && exec("86418")
+        if exec(&sleeping)
+            && exec(&stubborn_sleeping)
             && entries.iter().any(|e| e["action"] == "shell")
             && entries
                 .iter()
@@ -665,7 +669,9 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
     let (ended, out) = ends_within_10s(running).await;
     assert!(ended, "the command outlived its grant: {}", stderr(&out));
     assert!(
-        stderr(&out).contains("the command `sleep 86417` this connection holds open"),
+        stderr(&out).contains(&format!(
+            "the command `{sleeping}` this connection holds open"
+        )),
         "{}",
         stderr(&out)
     );
@@ -677,11 +683,11 @@ permit (principal, action == Action::"sftp", resource) when { context has grant 
         ended,
         "the stubborn command's connection outlived its grant"
     );
-    for command in ["^sleep 86417$", "^sleep 86418$"] {
+    for command in [format!("^{sleeping}$"), format!("^{stubborn_sleeping}$")] {
         let mut running_on = true;
         for _ in 0..50 {
             let found = Command::new("pgrep")
-                .args(["-u", &env("DEMO_SSH_USER"), "-f", command])
+                .args(["-u", &env("DEMO_SSH_USER"), "-f", &command])
                 .output()
                 .unwrap();
             running_on = found.status.success();
