@@ -249,7 +249,7 @@ impl PgTarget {
     /// the connection. Logged, not returned: the session's connection is
     /// closed either way.
     pub async fn terminate_backend(&self, pid: i32, secret: i32) {
-        let ended = async {
+        let ending = async {
             let mut connection = self.connect(crate::PINNED_PARAMETERS).await?;
             let rows = connection
                 .query_rows(
@@ -259,8 +259,11 @@ impl PgTarget {
                 .await;
             connection.close().await;
             rows
-        }
-        .await;
+        };
+        // A target that does not answer is not waited on: the session ends.
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), ending)
+            .await
+            .unwrap_or_else(|_| Err(self.protocol("no answer in 5 s")));
         match ended {
             Ok(rows)
                 if rows.first().and_then(|row| row.first()) == Some(&Some("t".to_string())) => {}
