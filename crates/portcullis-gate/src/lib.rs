@@ -67,6 +67,12 @@ pub fn still_allowed(then: &Decision, now: &Decision) -> Result<(), String> {
     }
 }
 
+/// An action and the decision it went under, as [`Gate::first_fallen`]
+/// takes them.
+pub fn held((action, decision): &(Action, Decision)) -> (&Action, &Decision) {
+    (action, decision)
+}
+
 /// How many times the enforced policy and the access grants in force have
 /// changed: equal values saw the same policy and grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,28 +519,39 @@ impl Gate {
         )
     }
 
-    /// Whether actions decided under `seen` still stand, now that they are
-    /// registered where the session's watcher decides them again on every
-    /// change. A change of policy or grants after `seen` may have reached the
-    /// watcher before they were there: then they are decided again here (and
-    /// audited), and the first that no longer stands is returned, with why.
-    pub async fn confirm(
+    /// Decides again, under the policy and grants in force now (audited as
+    /// rechecks), actions a live session holds open or has under way, each
+    /// with the decision it went under; the first that no longer stands,
+    /// with the decision now.
+    pub async fn first_fallen<'a>(
         &self,
         session: &Session,
-        seen: Generations,
-        actions: &[Action],
-        decided: &[Decision],
-    ) -> Result<Option<(usize, String)>, GateError> {
-        if self.generations() == seen {
-            return Ok(None);
-        }
-        for (i, (action, then)) in actions.iter().zip(decided).enumerate() {
+        held: impl IntoIterator<Item = (&'a Action, &'a Decision)>,
+    ) -> Result<Option<(&'a Action, Decision)>, GateError> {
+        for (action, then) in held {
             let now = self.recheck_action(session, action).await?;
             if still_allowed(then, &now).is_err() {
-                return Ok(Some((i, now.reason)));
+                return Ok(Some((action, now)));
             }
         }
         Ok(None)
+    }
+
+    /// Whether actions decided under `seen` still stand, now that they are
+    /// registered where the session's watcher decides them again on every
+    /// change. A change of policy or grants after `seen` may have reached the
+    /// watcher before they were there: then they are decided again here
+    /// ([`Gate::first_fallen`]).
+    pub async fn confirm<'a>(
+        &self,
+        session: &Session,
+        seen: Generations,
+        held: impl IntoIterator<Item = (&'a Action, &'a Decision)>,
+    ) -> Result<Option<(&'a Action, Decision)>, GateError> {
+        if self.generations() == seen {
+            return Ok(None);
+        }
+        self.first_fallen(session, held).await
     }
 
     /// A denial for every action of a live session whose `connect` the
@@ -994,21 +1011,19 @@ mod tests {
         let decided = gate.check_ssh(&mut session, 0, &shell).await.unwrap();
         assert!(decided[0].is_allowed());
         // No change since: nothing is decided again.
-        assert_eq!(
-            gate.confirm(&session, seen, &shell, &decided)
-                .await
-                .unwrap(),
-            None
-        );
+        assert!(gate
+            .confirm(&session, seen, shell.iter().zip(&decided))
+            .await
+            .unwrap()
+            .is_none());
 
         // A change that still allows it.
         gate.replace_policies(policies(open)).await.unwrap();
-        assert_eq!(
-            gate.confirm(&session, seen, &shell, &decided)
-                .await
-                .unwrap(),
-            None
-        );
+        assert!(gate
+            .confirm(&session, seen, shell.iter().zip(&decided))
+            .await
+            .unwrap()
+            .is_none());
 
         // A change that forbids it, made between the decision and the
         // registration.
@@ -1020,12 +1035,12 @@ mod tests {
         .await
         .unwrap();
         let refused = gate
-            .confirm(&session, seen, &shell, &decided)
+            .confirm(&session, seen, shell.iter().zip(&decided))
             .await
             .unwrap();
-        let (which, why) = refused.expect("the shell no longer stands");
-        assert_eq!(which, 0);
-        assert!(why.contains("no policy permits"), "{why}");
+        let (which, now) = refused.expect("the shell no longer stands");
+        assert_eq!(which, &Action::Shell);
+        assert!(now.reason.contains("no policy permits"), "{}", now.reason);
         gate.audit().shutdown().await.unwrap();
     }
 

@@ -450,12 +450,13 @@ impl Relay {
             return None;
         }
         let copying = std::mem::take(&mut self.copying);
-        for (action, then) in &copying.copies {
-            let why = match self.gate.recheck_action(&self.session, action).await {
-                Ok(decision) if portcullis_gate::still_allowed(then, &decision).is_ok() => continue,
-                Ok(decision) => decision.reason,
-                Err(e) => format!("it could not be decided again ({e})"),
-            };
+        let held = copying.copies.iter().map(portcullis_gate::held);
+        let why = match self.gate.first_fallen(&self.session, held).await {
+            Ok(None) => None,
+            Ok(Some((_, decision))) => Some(decision.reason),
+            Err(e) => Some(format!("it could not be decided again ({e})")),
+        };
+        if let Some(why) = why {
             return Some(format!(
                 "portcullis: the COPY is no longer allowed under the policy and access grants in force now: {why}"
             ));
@@ -1338,24 +1339,21 @@ fn only_reads(statement: &StatementInfo) -> bool {
 /// Why the session must end, if a statement it sent and the target has not
 /// run yet is no longer allowed under the policy and grants in force now.
 async fn no_longer_allowed(gate: &Gate, session: &Session, sent: &[Decided]) -> Option<String> {
-    for decided in sent {
-        let (action, then) = decided.as_ref();
-        let text = match action {
-            portcullis_core::Action::Query(statement) => statement.text.as_str(),
-            _ => "",
-        };
-        match gate.recheck_action(session, action).await {
-            Ok(now) if portcullis_gate::still_allowed(then, &now).is_ok() => {}
-            Ok(now) => {
-                return Some(format!(
-                    "`{text}`, sent before the policy or access grants changed and not yet run by the target, is no longer allowed: {}; the session is ended so that it does not run",
-                    now.reason
-                ))
-            }
-            Err(e) => return Some(format!("the session is ended: {e}")),
+    let held = sent.iter().map(Arc::as_ref).map(portcullis_gate::held);
+    match gate.first_fallen(session, held).await {
+        Ok(None) => None,
+        Ok(Some((action, now))) => {
+            let text = match action {
+                portcullis_core::Action::Query(statement) => statement.text.as_str(),
+                _ => "",
+            };
+            Some(format!(
+                "`{text}`, sent before the policy or access grants changed and not yet run by the target, is no longer allowed: {}; the session is ended so that it does not run",
+                now.reason
+            ))
         }
+        Err(e) => Some(format!("the session is ended: {e}")),
     }
-    None
 }
 
 /// What the reviewers decided for a batch's held statements, by decision

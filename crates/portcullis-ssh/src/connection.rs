@@ -271,13 +271,14 @@ impl Authed {
         match self
             .inner
             .gate
-            .confirm(&session, seen, actions, decided)
+            .confirm(&session, seen, actions.iter().zip(decided))
             .await
         {
             Ok(None) => Ok(standing),
-            Ok(Some((i, why))) => Err(format!(
-                "{} is no longer allowed: {why}",
-                held_open(&actions[i])
+            Ok(Some((action, now))) => Err(format!(
+                "{} is no longer allowed: {}",
+                held_open(action),
+                now.reason
             )),
             Err(e) => Err(format!(
                 "the decision could not be recorded, so nothing was run: {e}"
@@ -795,20 +796,19 @@ async fn standing_refused(
     session: &GateSession,
     standing: &Standings,
 ) -> Option<String> {
-    for (action, then) in standing.snapshot() {
-        match gate.recheck_action(session, &action).await {
-            Ok(now) if portcullis_gate::still_allowed(&then, &now).is_ok() => {}
-            Ok(now) => {
-                return Some(format!(
-                    "{} this connection holds open is no longer allowed: {}",
-                    held_open(&action),
-                    now.reason
-                ))
-            }
-            Err(e) => return Some(format!("the session is ended: {e}")),
-        }
+    let held = standing.snapshot();
+    match gate
+        .first_fallen(session, held.iter().map(portcullis_gate::held))
+        .await
+    {
+        Ok(None) => None,
+        Ok(Some((action, now))) => Some(format!(
+            "{} this connection holds open is no longer allowed: {}",
+            held_open(action),
+            now.reason
+        )),
+        Err(e) => Some(format!("the session is ended: {e}")),
     }
-    None
 }
 
 /// What a connection holds open under `action`, in words.
