@@ -128,4 +128,15 @@ pub struct Lineage {
     /// True for an EXPLAIN that counts the buffers or memory its planning
     /// used: what the catalog lookups of planning found cached.
     pub counts_planning: bool,
+    /// Operators the statement applies by name, as written (`###`,
+    /// `public.###` for `OPERATOR(public.###)`), and those its keywords
+    /// stand for (`=` for `IN`, `CASE x WHEN` and joins by `USING`, `~~`
+    /// for `LIKE`, `<`, `<=`, `>`, `>=` for `BETWEEN`): an operator users
+    /// made runs their function. Sorted, no duplicates.
+    pub operators: Vec<String>,
+    /// Types the statement makes values of (casts, typed literals, column
+    /// definition lists), as written (`att_d`, `public.att_d`,
+    /// `pg_catalog.int4` for `int`): making a value of a domain runs its
+    /// checks. Sorted, no duplicates.
+    pub types: Vec<String>,
 }

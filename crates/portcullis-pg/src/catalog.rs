@@ -67,6 +67,15 @@ impl Relation {
     }
 }
 
+/// What making a value of a type runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TypeCode {
+    /// A domain's check, as `SELECT (condition)`.
+    Check(String),
+    /// A cast through a user's function: its name.
+    Cast(String),
+}
+
 /// One reading of the catalog.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -85,6 +94,26 @@ pub struct Snapshot {
     /// runs the user's function behind `###`, which no function name in
     /// the statement shows.
     pub user_operators: HashSet<String>,
+    /// Every operator users made (on any type), by name: the functions
+    /// they run.
+    pub operators: HashMap<String, Vec<String>>,
+    /// Types whose values run users' code as they are made, by name: a
+    /// domain's checks (also of a domain, range, array or composite type
+    /// built on it), a cast through a user's function.
+    pub type_code: HashMap<String, Vec<TypeCode>>,
+    /// Types a user's function casts from, by name (and their arrays'):
+    /// a column of one may be cast with no cast in the text. The
+    /// functions.
+    pub cast_from: HashMap<String, Vec<String>>,
+    /// The name of every operator and every type: a statement applying
+    /// or making one of another name has it from a change made since the
+    /// catalog was read (by a function, which the gateway does not see).
+    known_operators: HashSet<String>,
+    known_types: HashSet<String>,
+    /// The row security policies' conditions of tables that have row
+    /// security on, by relation OID, each as `SELECT (condition)`: a read
+    /// runs them.
+    pub policies: HashMap<u32, Vec<String>>,
     loaded_at: Option<Instant>,
     /// Some view's definition could not be read: it was locked.
     incomplete: bool,
@@ -112,6 +141,30 @@ impl Snapshot {
         functions
             .iter()
             .any(|f| self.is_user_function(f.rsplit('.').next().unwrap_or(f)))
+    }
+
+    /// Adds a relation, as a reading of the catalog would.
+    #[cfg(test)]
+    pub(crate) fn add_relation(&mut self, relation: Relation) {
+        self.by_name
+            .entry(relation.name.clone())
+            .or_default()
+            .push(relation.oid);
+        self.relations.insert(relation.oid, relation);
+    }
+
+    /// Whether a statement applies an operator or makes a value of a type
+    /// that this reading of the catalog does not know.
+    pub fn lacks_names(&self, lineage: &portcullis_core::Lineage) -> bool {
+        let unknown = |names: &[String], known: &HashSet<String>| {
+            names.iter().any(|name| match name.rsplit_once('.') {
+                Some(("pg_catalog", _)) => false,
+                Some((_, name)) => !known.contains(name),
+                None => !known.contains(name.as_str()),
+            })
+        };
+        unknown(&lineage.operators, &self.known_operators)
+            || unknown(&lineage.types, &self.known_types)
     }
 
     /// Whether users made a function named `name` (unqualified).
@@ -365,15 +418,70 @@ const USER_FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_p
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
        WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')";
 
-/// Operators outside the system schemas that no extension installed, with
-/// a built-in type on either side (one on users' types cannot take a
-/// covered column without a cast of the users' own).
-const USER_OPERATORS_SQL: &str = "SELECT DISTINCT o.oprname FROM pg_catalog.pg_operator o \
+/// Operators outside the system schemas that no extension installed: the
+/// name, the function it runs, and whether a built-in type is on either
+/// side (one on users' types cannot take a covered column without a cast
+/// of the users' own).
+const USER_OPERATORS_SQL: &str = "SELECT o.oprname, o.oprcode::pg_catalog.text, \
+     (o.oprleft BETWEEN 1 AND 16383 OR o.oprright BETWEEN 1 AND 16383)::pg_catalog.text \
+     FROM pg_catalog.pg_operator o \
      JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-     AND (o.oprleft BETWEEN 1 AND 16383 OR o.oprright BETWEEN 1 AND 16383) \
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
        WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND d.objid = o.oid AND d.deptype = 'e')";
+
+/// Casts through functions that are not built in, and that no extension
+/// installed: `(castsource, casttarget, castfunc)`.
+macro_rules! user_casts {
+    () => {
+        "(SELECT k.castsource, k.casttarget, k.castfunc::pg_catalog.regproc::pg_catalog.text \
+           FROM pg_catalog.pg_cast k WHERE k.castfunc >= 16384 \
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+             WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND d.objid = k.oid AND d.deptype = 'e')) \
+         AS casts(castsource, casttarget, castfunc)"
+    };
+}
+
+/// For each type whose values run code as they are made, that code: the
+/// checks of domains, the functions of users' casts to or from a type that
+/// is not built in (`5::theirs`, `row(1)::theirs::int`), and what a type
+/// built on such a type inherits from it (a domain over it, its array, a
+/// range over it, a composite type with a field of it).
+const TYPE_CODE_SQL: &str = concat!(
+    "WITH RECURSIVE code(oid, kind, body) AS ( \
+       SELECT c.contypid, 'check', pg_catalog.pg_get_constraintdef(c.oid) \
+         FROM pg_catalog.pg_constraint c WHERE c.contypid <> 0 AND c.contype = 'c' \
+       UNION SELECT side.oid, 'cast', casts.castfunc FROM ",
+    user_casts!(),
+    " CROSS JOIN LATERAL (VALUES (casts.castsource), (casts.casttarget)) AS side(oid) \
+         WHERE side.oid >= 16384 \
+       UNION SELECT t.oid, code.kind, code.body FROM code JOIN pg_catalog.pg_type t \
+         ON t.typbasetype = code.oid OR t.typelem = code.oid \
+         OR EXISTS (SELECT 1 FROM pg_catalog.pg_range r \
+           WHERE r.rngsubtype = code.oid AND t.oid IN (r.rngtypid, r.rngmultitypid)) \
+         OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
+           WHERE a.attrelid = t.typrelid AND a.atttypid = code.oid AND a.attnum > 0 AND NOT a.attisdropped)) \
+     SELECT DISTINCT t.typname, code.kind, code.body FROM code JOIN pg_catalog.pg_type t ON t.oid = code.oid \
+     JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"
+);
+
+/// The types users' casts start from, and their arrays: the names, and the
+/// functions.
+const CAST_FROM_SQL: &str = concat!(
+    "SELECT DISTINCT t.typname, casts.castfunc FROM ",
+    user_casts!(),
+    " JOIN pg_catalog.pg_type t ON t.oid = casts.castsource OR t.typelem = casts.castsource"
+);
+
+const OPERATOR_NAMES_SQL: &str = "SELECT DISTINCT oprname FROM pg_catalog.pg_operator";
+const TYPE_NAMES_SQL: &str = "SELECT DISTINCT typname FROM pg_catalog.pg_type";
+
+/// The conditions of the row security policies of tables with row
+/// security on.
+const POLICIES_SQL: &str = "SELECT p.polrelid, pg_catalog.pg_get_expr(p.polqual, p.polrelid) \
+     FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid \
+     WHERE c.relrowsecurity AND p.polqual IS NOT NULL";
 
 const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
      WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
@@ -387,13 +495,30 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
         let types = connection.query_rows(target, TEXT_TYPES_SQL).await?;
         let functions = connection.query_rows(target, USER_FUNCTIONS_SQL).await?;
         let operators = connection.query_rows(target, USER_OPERATORS_SQL).await?;
+        let code = (
+            connection.query_rows(target, TYPE_CODE_SQL).await?,
+            connection.query_rows(target, CAST_FROM_SQL).await?,
+            connection.query_rows(target, POLICIES_SQL).await?,
+        );
+        let names = (
+            connection.query_rows(target, OPERATOR_NAMES_SQL).await?,
+            connection.query_rows(target, TYPE_NAMES_SQL).await?,
+        );
         // Locked since the check: no definitions this time.
         let views = connection.query_rows(target, VIEWS_SQL).await.ok();
-        Ok::<_, PgError>((relations, types, functions, operators, views))
+        Ok::<_, PgError>((relations, types, functions, operators, code, names, views))
     }
     .await;
     connection.close().await;
-    let (rows, types, functions, operators, views) = result?;
+    let (
+        rows,
+        types,
+        functions,
+        operators,
+        (type_code, cast_from, policies),
+        (operator_names, type_names),
+        views,
+    ) = result?;
     let bad_row = || PgError::TargetProtocol {
         target: target.target.name.clone(),
         message: "unexpected catalog row".into(),
@@ -458,10 +583,65 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
             .collect()
     };
     snapshot.user_functions = first_column(functions);
-    snapshot.user_operators = first_column(operators);
+    snapshot.known_operators = first_column(operator_names);
+    snapshot.known_types = first_column(type_names);
+    for row in operators {
+        let [Some(name), Some(function), Some(builtin_side)] =
+            <[Option<String>; 3]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        if builtin_side == "true" {
+            snapshot.user_operators.insert(name.clone());
+        }
+        snapshot.operators.entry(name).or_default().push(function);
+    }
+    for row in type_code {
+        let [Some(name), Some(kind), Some(body)] =
+            <[Option<String>; 3]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        let code = match kind.as_str() {
+            "check" => TypeCode::Check(check_query(&body)),
+            _ => TypeCode::Cast(body),
+        };
+        snapshot.type_code.entry(name).or_default().push(code);
+    }
+    for row in cast_from {
+        let [Some(name), Some(function)] =
+            <[Option<String>; 2]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        snapshot.cast_from.entry(name).or_default().push(function);
+    }
+    for row in policies {
+        let [Some(oid), Some(condition)] =
+            <[Option<String>; 2]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        let oid: u32 = oid.parse().map_err(|_| bad_row())?;
+        snapshot
+            .policies
+            .entry(oid)
+            .or_default()
+            .push(format!("SELECT ({condition})"));
+    }
     snapshot.text_types = types
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten()?.parse().ok())
         .collect();
     Ok(snapshot)
+}
+
+/// A domain's `CHECK (condition) [NOT VALID]` (`pg_get_constraintdef`) as
+/// `SELECT (condition)`; `VALUE` reads as a column.
+fn check_query(definition: &str) -> String {
+    let condition = definition
+        .strip_prefix("CHECK ")
+        .unwrap_or(definition)
+        .trim_end_matches(" NOT VALID");
+    format!("SELECT {condition}")
 }

@@ -123,6 +123,11 @@ pub struct ResultQueue {
     /// has not been seen outside a transaction since (see
     /// [`crate::catalog::Catalog::change_begins`]).
     changing_schema: std::sync::atomic::AtomicBool,
+    /// The session sent a statement that may change the schema or make
+    /// code (DDL, a DO block, a call) and has not been seen idle since with
+    /// nothing more sent: what its transaction made, the catalog read on a
+    /// connection of the gateway's own does not show.
+    unseen_changes: std::sync::atomic::AtomicBool,
 }
 
 impl ResultQueue {
@@ -135,6 +140,29 @@ impl ResultQueue {
             copy_changed: tokio::sync::Notify::new(),
             answered: tokio::sync::Notify::new(),
             changing_schema: std::sync::atomic::AtomicBool::new(false),
+            unseen_changes: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A statement that may change the schema or make code is on its way.
+    pub fn unseen_change_sent(&self) {
+        self.unseen_changes
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the session's transaction may have made code or changed
+    /// the schema where the catalog does not show it yet.
+    pub fn changes_unseen(&self) -> bool {
+        self.unseen_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The target is idle: what the session made is committed or gone,
+    /// unless more was sent since (that may have begun a transaction).
+    fn idle(&self) {
+        if self.with(|queue| queue.is_empty()) {
+            self.unseen_changes
+                .store(false, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -511,6 +539,7 @@ impl Results {
                 }
                 if body.first() == Some(&b'I') {
                     self.queue.schema_change_settled(&self.target);
+                    self.queue.idle();
                 }
                 // Outside a transaction block no portal is left (cursors
                 // WITH HOLD aside, which the gateway then treats as unknown).

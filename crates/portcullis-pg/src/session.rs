@@ -13,6 +13,7 @@
 use crate::catalog::lacks_relations;
 use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
+use crate::hidden;
 use crate::masking::{
     calls_functions, leaves_traces, reads_counters, reads_statistics, sample_condition,
     shows_other_sessions, Planner, ResultSource,
@@ -383,6 +384,7 @@ impl Relay {
                     }
                 }
             }
+            let plan = self.reveal_unseen_code(plan, shared).await;
             // One cycle (up to a Query or a Sync) at a time: a cycle with a
             // statement that may change something is decided only once the
             // target has answered every statement sent before it, so that
@@ -742,15 +744,9 @@ impl Relay {
         })?;
         let mut statements = Vec::with_capacity(classified.len());
         let mut undo: Vec<Vec<Change>> = Vec::with_capacity(classified.len());
-        let snapshot = self.target.catalog.cached();
         for statement in classified.iter() {
             match resolve(statement, prepared) {
-                Ok(mut resolved) => {
-                    if let Some(snapshot) = &snapshot {
-                        hidden_user_calls(&mut resolved, snapshot);
-                    }
-                    statements.push(resolved)
-                }
+                Ok(resolved) => statements.push(resolved),
                 Err(refusal) => {
                     prepared.undo(undo.into_iter().flatten());
                     return Err(refusal);
@@ -763,6 +759,89 @@ impl Relay {
             });
         }
         Ok((statements, undo))
+    }
+
+    /// Makes each statement that runs code its text does not show (a
+    /// view's definition, a user's operator, a domain's check: see
+    /// `hidden.rs`) the call it is, so that it is decided, held in flight
+    /// and decided again as one. The catalog is read for it when the last
+    /// reading is stale; a statement that needs it when it cannot be read
+    /// is refused.
+    ///
+    /// What the session's own transaction made (DDL, a DO block, a call
+    /// that may have run either) is not in the catalog the gateway reads
+    /// until it commits: until then, every statement that names something
+    /// is a call.
+    async fn reveal_unseen_code(&self, plan: Vec<Planned>, shared: &Shared) -> Vec<Planned> {
+        let gated = || {
+            plan.iter()
+                .filter_map(|item| match item {
+                    Planned::Gated { statements, .. } => Some(statements),
+                    _ => None,
+                })
+                .flatten()
+        };
+        if !gated().any(hidden::names_code) {
+            return plan;
+        }
+        let snapshot = self
+            .target
+            .catalog
+            .snapshot(&self.target, |snapshot| {
+                gated().any(|s| {
+                    lacks_relations(snapshot, &s.lineage.relations)
+                        || snapshot.lacks_names(&s.lineage)
+                })
+            })
+            .await;
+        let mut unseen_changes = shared.results.changes_unseen();
+        plan.into_iter()
+            .map(|item| {
+                let Planned::Gated {
+                    raw,
+                    phase,
+                    mut statements,
+                    undo,
+                    poison,
+                    parameters,
+                } = item
+                else {
+                    return item;
+                };
+                for statement in statements.iter_mut() {
+                    if unseen_changes && hidden::names_code(statement) {
+                        portcullis_sql::calls_unseen(statement, []);
+                    } else if hidden::names_code(statement) {
+                        let snapshot = match &snapshot {
+                            Ok(snapshot) => snapshot,
+                            Err(e) => {
+                                shared.results.prepared().undo(undo.into_iter().flatten());
+                                return Planned::Refused {
+                                    phase,
+                                    text: statement.text.clone(),
+                                    reason: format!("the gateway reads the target's catalog to see what a statement runs that its text does not show (views, operators, domain checks), and cannot: {e}; try again"),
+                                    code: "58000",
+                                    poison,
+                                };
+                            }
+                        };
+                        let unseen = hidden::unseen_code(statement, snapshot, &self.classifier);
+                        if !unseen.is_empty() {
+                            portcullis_sql::calls_unseen(statement, unseen.functions);
+                        }
+                    }
+                    unseen_changes |= may_make_code(statement);
+                }
+                Planned::Gated {
+                    raw,
+                    phase,
+                    statements,
+                    undo,
+                    poison,
+                    parameters,
+                }
+            })
+            .collect()
     }
 
     /// With masking on, refuses statements that would carry covered values
@@ -1039,6 +1118,7 @@ impl Relay {
         }
         let mut out = BytesMut::new();
         let mut terminated = false;
+        let mut changes_unseen = false;
         let mut sent: Vec<Decided> = Vec::new();
         let mut next_decision = 0usize;
         let masker = shared.results.masker();
@@ -1196,6 +1276,12 @@ impl Relay {
                     }
                     if refusal.is_none()
                         && !matches!(poison, Poison::Parse(_))
+                        && statements.iter().any(may_make_code)
+                    {
+                        changes_unseen = true;
+                    }
+                    if refusal.is_none()
+                        && !matches!(poison, Poison::Parse(_))
                         && statements.iter().any(changes_schema)
                     {
                         shared.results.schema_change_sent(&self.target);
@@ -1284,6 +1370,11 @@ impl Relay {
         // INVARIANT: pushed before the bytes are written, so the target side
         // finds them when the answers arrive.
         shared.results.push(expects);
+        // After the push: the target's idle answer to an earlier cycle
+        // must not end it.
+        if changes_unseen {
+            shared.results.unseen_change_sent();
+        }
         // Where the session's watcher finds them from now on. A change of
         // policy or grants it acted on since they were decided may have
         // missed them: they are decided again here.
@@ -1963,6 +2054,17 @@ fn source_of(statement: &StatementInfo) -> ResultSource {
     }
 }
 
+/// Whether a statement may change the schema or make code that other
+/// statements run unseen: DDL, privileges and row security, a DO block, a
+/// call (a function may run DDL).
+fn may_make_code(statement: &StatementInfo) -> bool {
+    use portcullis_core::StatementKind as K;
+    statement
+        .kinds
+        .iter()
+        .any(|kind| matches!(kind, K::Ddl | K::Dcl | K::Other | K::Call))
+}
+
 /// Whether a statement may change relations or views, which masking reads.
 fn changes_schema(statement: &StatementInfo) -> bool {
     statement.kinds.iter().any(|kind| {
@@ -1971,41 +2073,6 @@ fn changes_schema(statement: &StatementInfo) -> bool {
             portcullis_core::StatementKind::Ddl | portcullis_core::StatementKind::Other
         )
     })
-}
-
-/// `c.f` is `f(c)` when `c` has no column `f`: where users made a function
-/// of that name on the target, a statement naming it so calls it, which its
-/// text does not show. It is decided as a call of that function.
-fn hidden_user_calls(statement: &mut StatementInfo, snapshot: &crate::catalog::Snapshot) {
-    if snapshot.user_functions.is_empty() {
-        return;
-    }
-    let lineage = &statement.lineage;
-    let mut hidden: Vec<String> = lineage
-        .columns
-        .iter()
-        .flatten()
-        .flat_map(|column| column.refs.iter())
-        .chain(lineage.conditions.iter())
-        .chain(lineage.written.iter().flat_map(|w| w.refs.iter()))
-        .filter(|r| !r.qualifiers.is_empty())
-        .filter_map(|r| r.column.clone())
-        .filter(|name| snapshot.is_user_function(name))
-        .collect();
-    if hidden.is_empty() {
-        return;
-    }
-    use portcullis_core::StatementKind as K;
-    statement.functions.append(&mut hidden);
-    statement.functions.sort();
-    statement.functions.dedup();
-    if !statement.kinds.contains(&K::Call) {
-        statement.kinds.push(K::Call);
-    }
-    if !matches!(statement.kind, K::Dcl | K::Ddl | K::Other | K::Call) {
-        statement.kind = K::Call;
-    }
-    statement.writes = true;
 }
 
 /// A result whose origin nothing shows.

@@ -100,8 +100,7 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
     let tree_facts = |node: &NodeEnum| -> Result<(Facts, Lineage), ClassifyError> {
         let tree = to_tree(node).map_err(|error| ClassifyError::internal(error.to_string()))?;
         let mut facts = collect(&tree);
-        let relations = std::mem::take(&mut facts.relations);
-        let lineage = statement_lineage(&tree, relations, facts.renames);
+        let lineage = statement_lineage(&tree, &mut facts);
         Ok((facts, lineage))
     };
     let mut analysis = match node {
@@ -126,7 +125,7 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             }
             conditions.sort();
             conditions.dedup();
-            analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage.relations));
+            analysis.lineage = explain_lineage(std::mem::take(&mut analysis.lineage));
             analysis.lineage.written = written;
             analysis.lineage.conditions = conditions;
             analysis.lineage.counts_planning = explain_counts_planning(explain);
@@ -141,8 +140,9 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
             facts.kinds.clear();
             // The planner's row estimates come from the statistics of
             // what the conditions read: samples of their values.
-            let mut explained = explain_lineage(lineage.relations);
-            explained.conditions = lineage.conditions;
+            let conditions = lineage.conditions.clone();
+            let mut explained = explain_lineage(lineage);
+            explained.conditions = conditions;
             explained.counts_planning = explain_counts_planning(explain);
             Analysis {
                 command: command_of(node),
@@ -368,6 +368,26 @@ impl Analysis {
             shape: None,
         }
     }
+}
+
+/// Makes `statement` a call of `functions`: code its text does not show
+/// that runs with it (a view's definition, an operator's function, a
+/// domain's check, found in the target's catalog). `Call` joins its kinds,
+/// and it counts as a write. A statement that did not write (a SELECT, a
+/// COPY TO) becomes a `call`; one that writes keeps its kind, so that a
+/// policy on `update` or `copy` still sees an UPDATE or a COPY FROM.
+pub fn calls_unseen(statement: &mut StatementInfo, functions: impl IntoIterator<Item = String>) {
+    statement.functions.extend(functions);
+    statement.functions.sort();
+    statement.functions.dedup();
+    if !statement.kinds.contains(&StatementKind::Call) {
+        statement.kinds.push(StatementKind::Call);
+        statement.kinds.sort();
+    }
+    if !statement.writes {
+        statement.kind = StatementKind::Call;
+    }
+    statement.writes = true;
 }
 
 /// How strongly an effect characterises a statement: the strongest effect

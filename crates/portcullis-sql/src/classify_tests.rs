@@ -459,3 +459,17 @@ fn settings_a_statement_changes_are_named() {
         assert_eq!(one(sql).settings, *expected, "{sql}");
     }
 }
+
+#[test]
+fn unseen_calls_make_a_read_a_call_and_leave_a_write_its_kind() {
+    let mut read = one("select * from v");
+    crate::calls_unseen(&mut read, ["w".to_owned()]);
+    assert_eq!(read.kind, StatementKind::Call);
+    assert_eq!(read.kinds, [StatementKind::Select, StatementKind::Call]);
+    assert!(read.writes);
+    assert_eq!(read.functions, ["w"]);
+    let mut update = one("update t set a = 1 where b in (select x from v)");
+    crate::calls_unseen(&mut update, []);
+    assert_eq!(update.kind, StatementKind::Update);
+    assert!(update.kinds.contains(&StatementKind::Call));
+}

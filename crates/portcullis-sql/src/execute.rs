@@ -77,6 +77,19 @@ pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> Sta
     } else {
         prepared.lineage.clone()
     };
+    // Both the statement's operators and types and its arguments' (`execute
+    // p(5::checked)`) run.
+    let operators = union(&prepared.lineage.operators, &execute.lineage.operators);
+    let types = union(&prepared.lineage.types, &execute.lineage.types);
+    let lineage = if lineage.operators == operators && lineage.types == types {
+        lineage
+    } else {
+        Arc::new(Lineage {
+            operators,
+            types,
+            ..(*lineage).clone()
+        })
+    };
     StatementInfo {
         kind,
         kinds,

@@ -6,12 +6,11 @@
 //! nor state; any other name makes the statement a `Call`, and the names in
 //! [`PRIVILEGE_FUNCTIONS`] make it `Dcl`.
 //!
-//! The lists assume that users cannot create functions (a DDL effect that
-//! policy should restrict): a user who can create `public.lower(my_type)`
+//! The lists are of built-ins: a user who can create `public.lower(my_type)`
 //! can make `lower(...)` run their code, since an overload with an exact
 //! argument type wins over `pg_catalog`'s. The PostgreSQL gateway checks
-//! names against the functions users made on the target before it trusts
-//! them for masking.
+//! names against the functions users made on the target, and decides a
+//! statement naming one as a call (`portcullis_pg`'s `hidden.rs`).
 
 /// How calling a function affects the statement that calls it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,10 @@
 //! it writes, and its lineage: where each column of its result comes from,
 //! for masking. Input the grammar rejects is an error, never a guess. The
 //! crate is pure: no I/O, no catalog, so it judges functions by name and
-//! cannot see what views, triggers, rules or user-defined operators run.
+//! cannot see what views, triggers, rules or user-defined operators run. It
+//! lists the operators a statement applies and the types it makes values
+//! of, and [`calls_unseen`] lets a caller that reads the catalog make a
+//! statement the call it is.
 //!
 //! Layout:
 //! - `cache.rs`: [`Classifier`], the entry point, with its cache keyed by
@@ -49,7 +52,7 @@ mod tree;
 mod walk;
 
 pub use cache::{Classifier, LONG_QUERY_LEN, MAX_CACHED_QUERY_LEN};
-pub use classify::setting_assignment;
+pub use classify::{calls_unseen, setting_assignment};
 pub use error::ClassifyError;
 pub use execute::resolve_execute;
 pub use functions::{runs_portal_function, runs_query_text_function};

@@ -14,27 +14,22 @@
 //! towards `opaque` and away from `harmless`: the masking covers an opaque
 //! value and lets a harmless one through.
 
-use std::collections::BTreeSet;
-
 use pg_query::protobuf::{SetOperation, SubLinkType};
-use portcullis_core::{
-    ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn, RelationRef,
-};
+use portcullis_core::{ColumnRefName, CopyFormat, CopyOut, CopySource, Lineage, OutputColumn};
 
 use crate::functions::{function_effect, normalise_name, runs_query_text, FunctionEffect};
 use crate::tree::{Struct, Value};
-use crate::walk::{collect, is_set_operation, relation_ref};
+use crate::walk::{collect, is_set_operation, relation_ref, Facts};
 
-/// The lineage of the statement `tree`, given the relations and the
-/// `renames` flag its walk found (see `walk::Facts`).
-pub(crate) fn statement_lineage(
-    tree: &Value,
-    relations: BTreeSet<RelationRef>,
-    renames: bool,
-) -> Lineage {
+/// The lineage of the statement `tree`, given the relations, operators
+/// and types and the `renames` flag its walk found (see `walk::Facts`),
+/// which it takes from `facts`.
+pub(crate) fn statement_lineage(tree: &Value, facts: &mut Facts) -> Lineage {
     let mut lineage = Lineage {
-        relations: relations.into_iter().collect(),
-        renames,
+        relations: std::mem::take(&mut facts.relations).into_iter().collect(),
+        renames: facts.renames,
+        operators: std::mem::take(&mut facts.operators).into_iter().collect(),
+        types: std::mem::take(&mut facts.types).into_iter().collect(),
         ..Lineage::default()
     };
     lineage.catalog_types = casts_to_catalog_type(tree);
@@ -742,14 +737,16 @@ fn sorted(mut refs: Vec<ColumnRefName>) -> Vec<ColumnRefName> {
 /// The lineage of an `EXPLAIN` (with or without ANALYZE): one column of
 /// plan text, which shows the statement's own text and estimates, never a
 /// value read from a table.
-pub(crate) fn explain_lineage(relations: Vec<RelationRef>) -> Lineage {
+pub(crate) fn explain_lineage(explained: Lineage) -> Lineage {
     Lineage {
         columns: Some(vec![OutputColumn {
             refs: Vec::new(),
             harmless: true,
             opaque: false,
         }]),
-        relations,
+        relations: explained.relations,
+        operators: explained.operators,
+        types: explained.types,
         ..Lineage::default()
     }
 }
@@ -757,8 +754,8 @@ pub(crate) fn explain_lineage(relations: Vec<RelationRef>) -> Lineage {
 /// The lineage of a statement found inside another (`COPY (query) TO`), with
 /// its own walk: its relations are those of the inner statement only.
 fn inner_lineage(tree: &Value) -> Lineage {
-    let facts = collect(tree);
-    statement_lineage(tree, facts.relations, facts.renames)
+    let mut facts = collect(tree);
+    statement_lineage(tree, &mut facts)
 }
 
 /// The output columns of a SELECT, VALUES or set operation; `None` when an

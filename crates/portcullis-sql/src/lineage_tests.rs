@@ -201,6 +201,8 @@ fn expected_lineage(row: &Row) -> Lineage {
         conditions: Vec::new(),
         catalog_types: false,
         counts_planning: false,
+        operators: Vec::new(),
+        types: Vec::new(),
     }
 }
 
@@ -219,6 +221,52 @@ fn casts_to_catalog_types_are_found_anywhere() {
         ("select to_regclass('x')", false),
     ] {
         assert_eq!(lineage(sql).catalog_types, expected, "{sql}");
+    }
+}
+
+#[test]
+fn operators_applied_and_types_made_are_found_anywhere() {
+    let classifier = crate::Classifier::new(16);
+    for (sql, operators, types) in [
+        ("select 1 ### 2", &["###"][..], &[][..]),
+        ("select operator(public.###) 2", &["public.###"], &[]),
+        (
+            "select * from t where a between 1 and 2",
+            &["<", "<=", ">", ">="],
+            &[],
+        ),
+        ("select * from t where a not like 'x%'", &["!~~"], &[]),
+        ("select * from t where a in (select b from u)", &["="], &[]),
+        ("select * from t where a = any (array[1])", &["="], &[]),
+        (
+            "select * from t where a ### any (select b from u)",
+            &["###"],
+            &[],
+        ),
+        ("select case a when 1 then 2 end from t", &["="], &[]),
+        ("select * from t join u using (a)", &["="], &[]),
+        ("select * from t natural join u", &["="], &[]),
+        ("select * from t order by a using ###", &["###"], &[]),
+        ("select 5::checked", &[], &["checked"]),
+        ("select cast(5 as public.checked)", &[], &["public.checked"]),
+        ("select checked '5'", &[], &["checked"]),
+        ("select '{5}'::checked[]", &[], &["checked"]),
+        ("select 5::int", &[], &["pg_catalog.int4"]),
+        ("select * from f() as (x checked)", &[], &["checked"]),
+        ("values ((select 1 ### 2))", &["###"], &[]),
+        ("explain select 1 ### 2::checked", &["###"], &["checked"]),
+        (
+            "explain analyze select 1 ### 2::checked",
+            &["###"],
+            &["checked"],
+        ),
+        ("declare c cursor for select 5::checked", &[], &["checked"]),
+        ("select 1", &[], &[]),
+    ] {
+        let statements = classifier.classify(sql).unwrap();
+        let lineage = &statements[0].lineage;
+        assert_eq!(lineage.operators, operators, "{sql}");
+        assert_eq!(lineage.types, types, "{sql}");
     }
 }
 
@@ -244,11 +292,13 @@ fn lineage_table() {
     for row in ROWS {
         let sql = row.0;
         let expected = expected_lineage(row);
-        // What writes store, and the conditions, are checked on their own,
-        // below.
+        // What writes store, the conditions, and the operators and types
+        // are checked on their own, below.
         let actual = Lineage {
             written: None,
             conditions: Vec::new(),
+            operators: Vec::new(),
+            types: Vec::new(),
             ..lineage(sql)
         };
         if actual != expected {

@@ -13,7 +13,9 @@
 
 use std::collections::BTreeSet;
 
-use pg_query::protobuf::{AlterTableType, CmdType, OnConflictAction, SetOperation};
+use pg_query::protobuf::{
+    AExprKind, AlterTableType, CmdType, OnConflictAction, SetOperation, SubLinkType,
+};
 use portcullis_core::{RelationRef, StatementKind};
 
 use crate::functions::normalise_name;
@@ -51,6 +53,11 @@ pub(crate) struct Facts {
     /// `JSON_TABLE` in FROM, a CTE, a set operation, a join that merges or
     /// renames columns, or column aliases.
     pub renames: bool,
+    /// Operators applied by name, and types values are made of: see
+    /// [`portcullis_core::Lineage::operators`] and
+    /// [`portcullis_core::Lineage::types`].
+    pub operators: BTreeSet<String>,
+    pub types: BTreeSet<String>,
 }
 
 impl Default for Facts {
@@ -64,6 +71,8 @@ impl Default for Facts {
             settings: BTreeSet::new(),
             relations: BTreeSet::new(),
             renames: false,
+            operators: BTreeSet::new(),
+            types: BTreeSet::new(),
         }
     }
 }
@@ -262,14 +271,36 @@ impl<'tree> Walker<'tree> {
             | "CommonTableExpr" => {
                 self.facts.renames = true;
             }
-            // `JOIN ... USING` and `NATURAL JOIN` merge two columns into one;
-            // an alias on a join renames the relations inside it.
-            "JoinExpr"
-                if matches!(node.get("is_natural"), Some(Value::Bool(true)))
-                    || !node.list("using_clause").is_empty()
-                    || node.has("alias") =>
-            {
-                self.facts.renames = true;
+            // `JOIN ... USING` and `NATURAL JOIN` merge two columns into one
+            // (compared with `=`); an alias on a join renames the relations
+            // inside it.
+            "JoinExpr" => {
+                let merges = matches!(node.get("is_natural"), Some(Value::Bool(true)))
+                    || !node.list("using_clause").is_empty();
+                if merges {
+                    self.facts.operators.insert("=".to_owned());
+                }
+                if merges || node.has("alias") {
+                    self.facts.renames = true;
+                }
+            }
+            "AExpr" => self.record_operator_expr(node),
+            "SortBy" => self.record_operator(node.list("use_op")),
+            // `x IN (select ...)` is `x = ANY (select ...)`.
+            "SubLink" => match node.list("oper_name") {
+                [] if node.int("sub_link_type") == Some(SubLinkType::AnySublink as i64) => {
+                    self.facts.operators.insert("=".to_owned());
+                }
+                name => self.record_operator(name),
+            },
+            // `CASE x WHEN v` compares `x = v`.
+            "CaseExpr" if node.has("arg") => {
+                self.facts.operators.insert("=".to_owned());
+            }
+            "TypeName" => {
+                if let Some(name) = qualified_name(node.list("names")) {
+                    self.facts.types.insert(name);
+                }
             }
             // `customers c(a, b)`: the columns answer to new names.
             "Alias" if !node.list("colnames").is_empty() => {
@@ -292,6 +323,34 @@ impl<'tree> Walker<'tree> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The operators an `A_Expr` applies: its own name, or those its
+    /// keyword stands for (`BETWEEN` compares with `<=` and `>=`, or `<`
+    /// and `>` when negated).
+    fn record_operator_expr(&mut self, node: &Struct) {
+        let between = [
+            AExprKind::AexprBetween,
+            AExprKind::AexprNotBetween,
+            AExprKind::AexprBetweenSym,
+            AExprKind::AexprNotBetweenSym,
+        ];
+        if between
+            .iter()
+            .any(|kind| node.int("kind") == Some(*kind as i64))
+        {
+            for operator in ["<", "<=", ">", ">="] {
+                self.facts.operators.insert(operator.to_owned());
+            }
+        } else {
+            self.record_operator(node.list("name"));
+        }
+    }
+
+    fn record_operator(&mut self, name: &[Value]) {
+        if let Some(name) = qualified_name(name) {
+            self.facts.operators.insert(name);
         }
     }
 
@@ -318,6 +377,21 @@ impl<'tree> Walker<'tree> {
         self.facts.tables.insert(name);
         self.facts.relations.insert(relation_ref(node));
     }
+}
+
+/// A name given as a list of `String` nodes (`["public", "###"]`), joined
+/// with dots; `None` for an empty list or one holding anything else.
+fn qualified_name(parts: &[Value]) -> Option<String> {
+    let parts: Option<Vec<&str>> = parts
+        .iter()
+        .map(|part| match part {
+            Value::Struct(string) if string.name == "String" => Some(string.str("sval")),
+            _ => None,
+        })
+        .collect();
+    parts
+        .filter(|parts| !parts.is_empty())
+        .map(|parts| parts.join("."))
 }
 
 /// Whether a condition looks at the row it is tested on: names a column,

@@ -786,3 +786,191 @@ when { context.statement.kinds.contains("call") };
     assert!(!read.contains("ERROR"), "{read}");
     gw.stop().await;
 }
+
+/// A read can run code its text does not show: a view's definition, a
+/// table's row security condition, a user's operator, a domain's check, a
+/// cast through a user's function, a user's function that takes a
+/// built-in's name. Each is found in the target's catalog and decided as
+/// the call it is; what runs only built-ins is still a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_that_a_read_runs_unseen_is_decided_as_code() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.cedar"),
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"query", resource);
+@id("no-calls")
+@reason("code whose effect cannot be seen is not run here")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kinds.contains("call") }
+unless { context.statement.kinds.contains("ddl") };
+"#,
+    )
+    .unwrap();
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_unseen_code", SEED).await,
+        Options {
+            policies: dir.path().to_path_buf(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let direct = gw.db.direct().await;
+    // Made by someone who could, as under a grant that has since ended.
+    direct
+        .batch_execute(
+            "create table trail (id int, via text);
+             create function w() returns int language plpgsql as
+               $$ begin insert into trail values (1, 'function'); return 1; end $$;
+             create view v as select w() as x;
+             create view pg_v as select w() as x;
+             create view over_v as select x from v;
+             create view plain_v as select id, name from customers;
+             create function op(a int, b int) returns int language plpgsql as
+               $$ begin insert into trail values (2, 'operator'); return a + b; end $$;
+             create operator ### (leftarg = int, rightarg = int, function = op);
+             create function chk(x int) returns bool language plpgsql as
+               $$ begin insert into trail values (3, 'domain'); return true; end $$;
+             create domain checked as int check (chk(value));
+             create domain over_checked as checked;
+             create type boxed as (a checked);
+             create domain positive as int check (value > 0);
+             create type mood as enum ('ok', 'meh');
+             create table guarded (a int);
+             alter table guarded enable row level security;
+             alter table guarded force row level security;
+             create policy p on guarded using (w() = 1);
+             create type pair as (a int);
+             create function pair_int(pair) returns int language plpgsql as
+               $$ begin insert into trail values (4, 'cast'); return 1; end $$;
+             create cast (pair as int) with function pair_int(pair) as implicit;
+             create table pairs (p pair);
+             insert into pairs values (row(1));
+             create function public.lower(x int) returns int language plpgsql as
+               $$ begin insert into trail values (5, 'shadow'); return 1; end $$;",
+        )
+        .await
+        .unwrap();
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    for sql in [
+        "select * from v",
+        "select x from public.v",
+        "select * from pg_v",
+        "select * from over_v",
+        "select count(*) from customers where id in (select x from v)",
+        "select 1 ### 2",
+        "select operator(public.###) 2",
+        "select 5::checked",
+        "select cast(6 as over_checked)",
+        "select '{7}'::checked[]",
+        "select row(8)::boxed",
+        "select * from (values (1)) t(a) where a::checked = 1",
+        "select count(*) from guarded",
+        "select p + 1 from pairs",
+        "select lower(5)",
+    ] {
+        let simple = client.batch_execute(sql).await.unwrap_err();
+        assert!(
+            db_message(&simple).contains("no-calls"),
+            "{sql}: {}",
+            db_message(&simple)
+        );
+        let extended = client.query(sql, &[]).await.unwrap_err();
+        assert!(
+            db_message(&extended).contains("no-calls"),
+            "{sql}: {}",
+            db_message(&extended)
+        );
+    }
+    // What runs only built-ins is a read.
+    for sql in [
+        "select * from plain_v",
+        "select 5::positive",
+        "select 'ok'::mood",
+        "select upper('abc')",
+        "select 1 where 'a' like 'a%'",
+    ] {
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e)));
+    }
+    // A prepared read is decided as of when it runs, not as of its Parse:
+    // here another session redefines the view in between (these policies
+    // allow DDL; elsewhere it would be under a grant).
+    let prepared = client.prepare("select * from plain_v").await.unwrap();
+    let other = gw.connect(&alice).await.unwrap();
+    other
+        .batch_execute(
+            "create or replace view plain_v as select id + 0 * w() as id, name from customers",
+        )
+        .await
+        .unwrap();
+    let replaced = client.query(&prepared, &[]).await.unwrap_err();
+    assert!(
+        db_message(&replaced).contains("no-calls"),
+        "{}",
+        db_message(&replaced)
+    );
+    // What the session's own transaction made is not in the catalog the
+    // gateway reads until it commits: until then, what the rest of that
+    // transaction names is decided as code, in a later Query...
+    let make = "begin; create function w2(a int, b int) returns int language plpgsql as \
+                $$ begin insert into trail values (6, 'uncommitted'); return 1; end $$; \
+                create operator #### (leftarg = int, rightarg = int, function = w2)";
+    client.batch_execute(make).await.unwrap();
+    let unseen = client.batch_execute("select 1 #### 2").await.unwrap_err();
+    assert!(
+        db_message(&unseen).contains("no-calls"),
+        "{}",
+        db_message(&unseen)
+    );
+    client.batch_execute("rollback").await.unwrap();
+    // ... or in the same one.
+    let unseen = client
+        .batch_execute(&format!("{make}; select 1 #### 2"))
+        .await
+        .unwrap_err();
+    assert!(
+        db_message(&unseen).contains("no-calls"),
+        "{}",
+        db_message(&unseen)
+    );
+    client.batch_execute("rollback").await.unwrap();
+    // Once the transaction is over, reads are reads again.
+    client
+        .batch_execute("select * from customers")
+        .await
+        .unwrap();
+    // A temporary view is in the catalog once made.
+    client
+        .batch_execute("create temp view tv as select w() as x")
+        .await
+        .unwrap();
+    let temporary = client.batch_execute("select * from tv").await.unwrap_err();
+    assert!(
+        db_message(&temporary).contains("no-calls"),
+        "{}",
+        db_message(&temporary)
+    );
+    let temporary = client
+        .batch_execute("select * from pg_temp.tv")
+        .await
+        .unwrap_err();
+    assert!(
+        db_message(&temporary).contains("no-calls"),
+        "{}",
+        db_message(&temporary)
+    );
+    let trail = direct
+        .query("select via from trail", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect::<Vec<_>>();
+    assert!(trail.is_empty(), "{trail:?}");
+    gw.stop().await;
+}

@@ -1,0 +1,337 @@
+//! Code a statement runs that its text does not show: a view's definition,
+//! a table's row security conditions, a user's operator, a domain's check,
+//! a cast through a user's function, a user's function that carries a
+//! built-in's name. The classifier judges a statement by its text alone, so
+//! `select * from v` is a read whatever `v` runs; here the target's catalog
+//! snapshot shows what runs, and a statement that runs code which may write
+//! is decided as the call it is (`portcullis_sql::calls_unseen`).
+//!
+//! What is found is judged as the classifier judges a statement: a view's
+//! definition and a check's condition are classified as SQL, and followed
+//! in turn (a view over a view, a check calling an operator). A user's
+//! function, operator or cast counts as code that may write, as any call of
+//! an unknown function does.
+
+use std::collections::BTreeSet;
+
+use portcullis_core::{Lineage, StatementInfo, StatementKind};
+use portcullis_sql::Classifier;
+
+use crate::catalog::{Snapshot, TypeCode};
+
+/// How deep views over views (and checks calling operators...) are followed;
+/// deeper counts as code that may write.
+const MAX_DEPTH: usize = 16;
+
+/// Code a statement runs that its text does not show, and that may write.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unseen {
+    /// The functions it calls, where they are known.
+    pub functions: BTreeSet<String>,
+    /// Something that cannot be followed: a view whose definition was not
+    /// read, a text that does not parse, nesting deeper than [`MAX_DEPTH`].
+    pub unknown: bool,
+}
+
+impl Unseen {
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty() && !self.unknown
+    }
+}
+
+/// What `statement` runs that its text does not show, and that may write,
+/// as the catalog `snapshot` tells it.
+pub fn unseen_code(
+    statement: &StatementInfo,
+    snapshot: &Snapshot,
+    classifier: &Classifier,
+) -> Unseen {
+    let mut search = Search {
+        snapshot,
+        classifier,
+        followed: Vec::new(),
+        found: Unseen::default(),
+    };
+    search.statement(&statement.lineage, &statement.functions, 0);
+    search.found
+}
+
+/// Whether a statement names anything that may run code it does not show.
+pub fn names_code(statement: &StatementInfo) -> bool {
+    let lineage = &statement.lineage;
+    !lineage.relations.is_empty()
+        || !lineage.operators.is_empty()
+        || !lineage.types.is_empty()
+        || !statement.functions.is_empty()
+}
+
+struct Search<'a> {
+    snapshot: &'a Snapshot,
+    classifier: &'a Classifier,
+    /// Relations whose code was followed (a row security condition may
+    /// read its own table); a few, so a list.
+    followed: Vec<u32>,
+    found: Unseen,
+}
+
+impl Search<'_> {
+    fn statement(&mut self, lineage: &Lineage, functions: &[String], depth: usize) {
+        let snapshot = self.snapshot;
+        // `public.lower(int)` wins over `pg_catalog.lower(text)` for an int.
+        for function in functions {
+            if snapshot.is_user_function(unqualified(function).1) {
+                self.found.functions.insert(function.clone());
+            }
+        }
+        self.hidden_calls(lineage);
+        for operator in &lineage.operators {
+            match unqualified(operator) {
+                (Some("pg_catalog"), _) => {}
+                (_, name) => {
+                    if let Some(functions) = snapshot.operators.get(name) {
+                        self.found.functions.extend(functions.iter().cloned());
+                    }
+                }
+            }
+        }
+        for type_name in &lineage.types {
+            let (schema, name) = unqualified(type_name);
+            if schema == Some("pg_catalog") {
+                continue;
+            }
+            for code in snapshot.type_code.get(name).into_iter().flatten() {
+                match code {
+                    TypeCode::Cast(function) => {
+                        self.found.functions.insert(function.clone());
+                    }
+                    TypeCode::Check(query) => self.query(query, depth),
+                }
+            }
+        }
+        for relation in &lineage.relations {
+            let schema = relation.schema.as_deref();
+            // `pg_temp` is the session's own temporary schema, `pg_temp_N`
+            // in the catalog: any of them may be it.
+            let candidates = match schema {
+                Some("pg_temp") => snapshot
+                    .named(None, &relation.name)
+                    .into_iter()
+                    .filter(|r| r.schema.starts_with("pg_temp_"))
+                    .collect(),
+                _ => snapshot.named(schema, &relation.name),
+            };
+            for relation in candidates {
+                if self.followed.contains(&relation.oid) {
+                    continue;
+                }
+                self.followed.push(relation.oid);
+                if relation.kind == b'v' {
+                    match &relation.definition {
+                        Some(definition) => self.query(definition, depth),
+                        None => self.found.unknown = true,
+                    }
+                }
+                for condition in snapshot.policies.get(&relation.oid).into_iter().flatten() {
+                    self.query(condition, depth);
+                }
+                for column in relation.columns.iter().flatten() {
+                    if let Some(functions) = snapshot.cast_from.get(&column.type_name) {
+                        self.found.functions.extend(functions.iter().cloned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// `c.f` is `f(c)` when `c` has no column `f`: where users made a
+    /// function of that name, a statement naming it so may call it.
+    fn hidden_calls(&mut self, lineage: &Lineage) {
+        if self.snapshot.user_functions.is_empty() {
+            return;
+        }
+        let hidden = lineage
+            .columns
+            .iter()
+            .flatten()
+            .flat_map(|column| column.refs.iter())
+            .chain(lineage.conditions.iter())
+            .chain(lineage.written.iter().flat_map(|w| w.refs.iter()))
+            .filter(|r| !r.qualifiers.is_empty())
+            .filter_map(|r| r.column.clone())
+            .filter(|name| self.snapshot.is_user_function(name));
+        self.found.functions.extend(hidden);
+    }
+
+    /// Code given as SQL (a view's definition, `SELECT (condition)`): what
+    /// it calls when it may write, and what it runs unseen in turn.
+    fn query(&mut self, sql: &str, depth: usize) {
+        if depth >= MAX_DEPTH {
+            self.found.unknown = true;
+            return;
+        }
+        let Ok(statements) = self.classifier.classify(sql) else {
+            self.found.unknown = true;
+            return;
+        };
+        for statement in statements.iter() {
+            let reads =
+                !statement.writes && statement.kinds.iter().all(|k| *k == StatementKind::Select);
+            if reads {
+                self.statement(&statement.lineage, &statement.functions, depth + 1);
+            } else if statement.functions.is_empty() {
+                self.found.unknown = true;
+            } else {
+                self.found
+                    .functions
+                    .extend(statement.functions.iter().cloned());
+            }
+        }
+    }
+}
+
+/// `schema.name` as its schema and name; a name without one as `(None,
+/// name)`.
+fn unqualified(name: &str) -> (Option<&str>, &str) {
+    match name.rsplit_once('.') {
+        Some((schema, name)) => (Some(schema), name),
+        None => (None, name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::catalog::{Column, Relation};
+
+    fn relation(oid: u32, schema: &str, name: &str, definition: Option<&str>) -> Relation {
+        Relation {
+            oid,
+            schema: schema.into(),
+            name: name.into(),
+            kind: if definition.is_some() { b'v' } else { b'r' },
+            columns: vec![Some(Column {
+                name: "a".into(),
+                type_name: "int4".into(),
+            })],
+            definition: definition.map(str::to_owned),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.add_relation(relation(1, "public", "t", None));
+        snapshot.add_relation(relation(2, "public", "writes_v", Some(" SELECT w() AS x;")));
+        snapshot.add_relation(relation(
+            3,
+            "public",
+            "over_v",
+            Some(" SELECT x FROM writes_v;"),
+        ));
+        snapshot.add_relation(relation(
+            4,
+            "public",
+            "plain_v",
+            Some(" SELECT a FROM t WHERE a > 1;"),
+        ));
+        snapshot.add_relation(relation(5, "public", "locked_v", None));
+        snapshot.relations.get_mut(&5).unwrap().kind = b'v';
+        snapshot.add_relation(relation(
+            6,
+            "pg_temp_3",
+            "tv",
+            Some(" SELECT nextval('s');"),
+        ));
+        snapshot.add_relation(relation(7, "public", "guarded", None));
+        snapshot
+            .policies
+            .insert(7, vec!["SELECT (w() = 1)".into(), "SELECT (a > 0)".into()]);
+        snapshot.add_relation(relation(8, "public", "self_ref", None));
+        snapshot
+            .policies
+            .insert(8, vec!["SELECT (EXISTS (SELECT 1 FROM self_ref))".into()]);
+        snapshot.operators.insert("###".into(), vec!["op".into()]);
+        snapshot.type_code.insert(
+            "checked".into(),
+            vec![TypeCode::Check("SELECT (chk(VALUE))".into())],
+        );
+        snapshot.type_code.insert(
+            "positive".into(),
+            vec![TypeCode::Check("SELECT ((VALUE > 0))".into())],
+        );
+        snapshot
+            .type_code
+            .insert("pair".into(), vec![TypeCode::Cast("pair_int".into())]);
+        snapshot.user_functions.insert("lower".into());
+        snapshot
+    }
+
+    fn unseen(sql: &str) -> Unseen {
+        let classifier = Classifier::new(64);
+        let statements = classifier.classify(sql).unwrap();
+        unseen_code(&statements[0], &snapshot(), &classifier)
+    }
+
+    fn calls(sql: &str) -> Vec<String> {
+        let found = unseen(sql);
+        assert!(!found.unknown, "{sql}");
+        found.functions.into_iter().collect()
+    }
+
+    #[test]
+    fn views_policies_operators_types_and_shadows_are_followed() {
+        for (sql, expected) in [
+            ("select * from writes_v", &["w"][..]),
+            ("select * from public.writes_v", &["w"]),
+            ("select * from over_v", &["w"]),
+            ("select * from t where a in (select x from over_v)", &["w"]),
+            ("select * from tv", &["nextval"]),
+            ("select * from pg_temp.tv", &["nextval"]),
+            ("select count(*) from guarded", &["w"]),
+            ("select 1 ### 2", &["op"]),
+            ("select operator(public.###) 2", &["op"]),
+            ("select 5::checked", &["chk"]),
+            ("select '{5}'::checked[]", &["chk"]),
+            ("select row(1)::pair::int", &["pair_int"]),
+            ("select lower(5)", &["lower"]),
+            ("select t.lower from t", &["lower"]),
+        ] {
+            assert_eq!(calls(sql), expected, "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_runs_only_built_ins_is_nothing_unseen() {
+        for sql in [
+            "select * from t",
+            "select * from plain_v",
+            "select * from other.writes_v",
+            "select * from self_ref",
+            "select 5::positive",
+            "select 5::pg_catalog.int4",
+            "select operator(pg_catalog.+) 2",
+            "select upper('a')",
+            "select * from missing",
+        ] {
+            assert_eq!(unseen(sql), Unseen::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_followed_counts_as_code() {
+        assert!(unseen("select * from locked_v").unknown);
+        let mut deep = snapshot();
+        for depth in 0..=MAX_DEPTH as u32 {
+            deep.add_relation(relation(
+                100 + depth,
+                "public",
+                &format!("v{depth}"),
+                Some(&format!("SELECT 1 FROM v{}", depth + 1)),
+            ));
+        }
+        let classifier = Classifier::new(64);
+        let statements = classifier.classify("select * from v0").unwrap();
+        assert!(unseen_code(&statements[0], &deep, &classifier).unknown);
+    }
+}
