@@ -143,9 +143,9 @@ impl Snapshot {
             .any(|f| self.is_user_function(f.rsplit('.').next().unwrap_or(f)))
     }
 
-    /// Adds a relation, as a reading of the catalog would.
-    #[cfg(test)]
-    pub(crate) fn add_relation(&mut self, relation: Relation) {
+    /// Adds a relation, as a reading of the catalog would (for tests and
+    /// benchmarks).
+    pub fn add_relation(&mut self, relation: Relation) {
         self.by_name
             .entry(relation.name.clone())
             .or_default()

@@ -20,7 +20,7 @@ pub mod client;
 pub mod codec;
 mod copy_out;
 mod error;
-mod hidden;
+pub mod hidden;
 pub mod masking;
 mod prepared;
 mod results;
