@@ -122,6 +122,39 @@ fn create_data_dir(data_dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create data directory `{}`", data_dir.display()))
 }
 
+/// Makes the database at `path` readable by the gateway's user alone,
+/// creating it empty if it is not there: SQLite makes the journal and
+/// shared-memory files beside it with its mode, and a copy or backup of the
+/// data directory keeps the files' own modes.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let private = |path: &Path| -> std::io::Result<()> {
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|_| private(path))
+        .with_context(|| format!("cannot make `{}` private to the gateway", path.display()))?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(suffix);
+        let beside = PathBuf::from(beside);
+        if beside.exists() {
+            private(&beside).with_context(|| {
+                format!("cannot make `{}` private to the gateway", beside.display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Says so when others may read a data directory made before the gateway
 /// ran (it creates its own 0700).
 fn warn_if_shared(data_dir: &Path) {
@@ -788,6 +821,13 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
 
     portcullis_audit::check_store_present(data_dir, &audit_path(data_dir))?;
     let key = portcullis_audit::load_or_create_signing_key(data_dir)?;
+    for database in [
+        audit_path(data_dir),
+        data_dir.join("approvals.db"),
+        state_path(data_dir),
+    ] {
+        make_private(&database)?;
+    }
     let recordings = if config.recording.enabled {
         Some(
             portcullis_record::Recordings::open(

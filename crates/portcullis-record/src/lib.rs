@@ -78,7 +78,8 @@ impl Recordings {
         key: SigningKey,
         settings: Settings,
     ) -> Result<Recordings, RecordError> {
-        std::fs::create_dir_all(dir)
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
             .map_err(|e| RecordError::Write(format!("{}: {e}", dir.display())))?;
         // Another gateway writing here would see our open recordings as
         // left by a crash, and seal them under us.

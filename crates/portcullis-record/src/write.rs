@@ -6,6 +6,7 @@ use crate::{RecordError, Recordings};
 use ed25519_dalek::Signer;
 use sha2::{Digest, Sha256};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -64,7 +65,11 @@ impl Recorder {
             return Err(RecordError::Write(format!("`{id}` is not a recording id")));
         }
         let dir = recordings.path(&id);
-        std::fs::create_dir(&dir).map_err(io)?;
+        // What a session showed is for the gateway's user alone.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io)?;
         let mut writer = Writer {
             id,
             dir,
@@ -248,6 +253,7 @@ impl Writer {
                 std::fs::OpenOptions::new()
                     .create_new(true)
                     .append(true)
+                    .mode(0o600)
                     .open(path)
                     .map_err(io)?,
             );

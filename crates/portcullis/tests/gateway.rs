@@ -75,6 +75,28 @@ async fn admin_listener_reports_health_readiness_and_policy_version() {
         "{metrics}"
     );
     assert!(metrics.contains("portcullis_audit_entries "), "{metrics}");
+    // So are its files, wherever they are copied with their modes: the
+    // databases and what SQLite makes beside them, and each recording.
+    let data = &gw.config.gateway.data_dir;
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for file in ["audit.db", "audit.db-wal", "approvals.db", "state.db"] {
+        assert_eq!(mode(data.join(file)), 0o600, "{file}");
+    }
+    let recordings: Vec<_> = std::fs::read_dir(data.join("recordings"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .collect();
+    assert!(!recordings.is_empty());
+    for recording in recordings {
+        assert_eq!(mode(recording.clone()), 0o700, "{}", recording.display());
+    }
     gw.stop().await;
 }
 
