@@ -867,6 +867,9 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         mask_key(data_dir)?,
         approvals.clone(),
     );
+    gate.policy_started()
+        .await
+        .context("cannot write the policy version to the audit log")?;
 
     let dev = dev_issuer(&config)?;
     if let Some(dev) = &dev {

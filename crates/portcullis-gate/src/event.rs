@@ -120,7 +120,8 @@ pub enum AuditEvent<'a> {
         forward: Option<&'a portcullis_core::Forward>,
         decision: DecisionFields<'a>,
     },
-    /// A new policy version is enforced from now on.
+    /// A new policy version is enforced from now on; `previous` is empty
+    /// for the version the gateway started with.
     #[serde(rename = "policy.loaded")]
     PolicyLoaded { previous: &'a str, version: &'a str },
     /// The `unmask` decisions of a session: for each mask rule that applies

@@ -356,6 +356,22 @@ impl Gate {
         self.policies().version().to_string()
     }
 
+    /// Records the policy version the gateway starts with, as a
+    /// `policy.loaded` whose `previous` is empty: a restart onto another
+    /// version (an older commit, a directory edited while stopped) shows in
+    /// the audit log like a change made while it runs.
+    pub async fn policy_started(&self) -> Result<(), GateError> {
+        let version = self.policy_version();
+        self.inner
+            .audit
+            .append(&AuditEvent::PolicyLoaded {
+                previous: "",
+                version: &version,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Replaces the enforced policy with a new, already validated version,
     /// records the change in the audit log, and tells live sessions to
     /// re-check their `connect`.

@@ -75,6 +75,19 @@ async fn admin_listener_reports_health_readiness_and_policy_version() {
         "{metrics}"
     );
     assert!(metrics.contains("portcullis_audit_entries "), "{metrics}");
+    // The version it started with is in the audit log.
+    let tail = stdout(&gw.cli(&["audit", "tail", "-n", "50", "--json"]));
+    let version = status
+        .split("\"policy_version\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    assert!(
+        tail.lines().any(|line| line.contains("\"policy.loaded\"")
+            && line.contains("\"previous\":\"\"")
+            && line.contains(version)),
+        "{tail}"
+    );
     // So are its files, wherever they are copied with their modes: the
     // databases and what SQLite makes beside them, and each recording.
     let data = &gw.config.gateway.data_dir;
