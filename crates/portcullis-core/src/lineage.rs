@@ -139,4 +139,8 @@ pub struct Lineage {
     /// `pg_catalog.int4` for `int`): making a value of a domain runs its
     /// checks. Sorted, no duplicates.
     pub types: Vec<String>,
+    /// The types a protocol Parse gives the statement's parameters that
+    /// are not built in (OID 16384 and above): a value bound to one is made
+    /// of it, which its text does not show. Set by the session.
+    pub parameter_types: Vec<u32>,
 }

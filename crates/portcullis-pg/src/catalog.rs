@@ -20,6 +20,7 @@
 
 use crate::error::PgError;
 use crate::server::PgTarget;
+use portcullis_sql::name_parts;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -101,6 +102,8 @@ pub struct Snapshot {
     /// domain's checks (also of a domain, range, array or composite type
     /// built on it), a cast through a user's function.
     pub type_code: HashMap<String, Vec<TypeCode>>,
+    /// The same, by type OID.
+    pub type_code_by_oid: HashMap<u32, Vec<TypeCode>>,
     /// Types a user's function casts from, by name (and their arrays'):
     /// a column of one may be cast with no cast in the text. The
     /// functions.
@@ -110,6 +113,8 @@ pub struct Snapshot {
     /// catalog was read (by a function, which the gateway does not see).
     known_operators: HashSet<String>,
     known_types: HashSet<String>,
+    /// The OIDs of every type that is not built in.
+    known_type_oids: HashSet<u32>,
     /// The row security policies' conditions of tables that have row
     /// security on, by relation OID, each as `SELECT (condition)`: a read
     /// runs them.
@@ -138,9 +143,11 @@ impl Snapshot {
     /// Whether any of `functions` (names as a statement writes them) may
     /// be a user's function rather than the built-in of that name.
     pub fn shadows(&self, functions: &[String]) -> bool {
-        functions
-            .iter()
-            .any(|f| self.is_user_function(f.rsplit('.').next().unwrap_or(f)))
+        functions.iter().any(|f| {
+            name_parts(f)
+                .last()
+                .is_some_and(|name| self.is_user_function(name))
+        })
     }
 
     /// Adds a relation, as a reading of the catalog would (for tests and
@@ -157,14 +164,18 @@ impl Snapshot {
     /// that this reading of the catalog does not know.
     pub fn lacks_names(&self, lineage: &portcullis_core::Lineage) -> bool {
         let unknown = |names: &[String], known: &HashSet<String>| {
-            names.iter().any(|name| match name.rsplit_once('.') {
-                Some(("pg_catalog", _)) => false,
-                Some((_, name)) => !known.contains(name),
-                None => !known.contains(name.as_str()),
+            names.iter().any(|name| match name_parts(name).as_slice() {
+                [schema, _] if schema == "pg_catalog" => false,
+                [.., name] => !known.contains(name),
+                [] => false,
             })
         };
         unknown(&lineage.operators, &self.known_operators)
             || unknown(&lineage.types, &self.known_types)
+            || lineage
+                .parameter_types
+                .iter()
+                .any(|oid| !self.known_type_oids.contains(oid))
     }
 
     /// Whether users made a function named `name` (unqualified).
@@ -314,6 +325,18 @@ impl Catalog {
         self.invalidate();
     }
 
+    /// A session that may have made code (a call: a function may run DDL)
+    /// was seen outside a transaction: for [`SETTLE`], no snapshot older
+    /// than [`MIN_REFRESH`] is used. Unlike DDL, which has the catalog read
+    /// again at once, a call leaves a snapshot read in the second before it
+    /// in use: calls are many, and a read after each would stall every
+    /// session.
+    pub fn code_may_have_changed(&self) {
+        if let Ok(mut until) = self.settle_until.lock() {
+            *until = Some(Instant::now() + SETTLE);
+        }
+    }
+
     /// That session was seen outside a transaction, or ended.
     pub fn change_ends(&self) {
         self.changing.fetch_sub(1, Ordering::AcqRel);
@@ -461,21 +484,26 @@ const TYPE_CODE_SQL: &str = concat!(
            WHERE r.rngsubtype = code.oid AND t.oid IN (r.rngtypid, r.rngmultitypid)) \
          OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
            WHERE a.attrelid = t.typrelid AND a.atttypid = code.oid AND a.attnum > 0 AND NOT a.attisdropped)) \
-     SELECT DISTINCT t.typname, code.kind, code.body FROM code JOIN pg_catalog.pg_type t ON t.oid = code.oid \
+     SELECT DISTINCT t.oid, t.typname, code.kind, code.body FROM code JOIN pg_catalog.pg_type t ON t.oid = code.oid \
      JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"
 );
 
-/// The types users' casts start from, and their arrays: the names, and the
-/// functions.
+/// The types users' casts start from that are not built in, and the
+/// domains and arrays over them (a cast from a domain's base type applies
+/// to the domain): the names, and the functions.
 const CAST_FROM_SQL: &str = concat!(
-    "SELECT DISTINCT t.typname, casts.castfunc FROM ",
+    "WITH RECURSIVE source(oid, castfunc) AS ( \
+       SELECT casts.castsource, casts.castfunc FROM ",
     user_casts!(),
-    " JOIN pg_catalog.pg_type t ON t.oid = casts.castsource OR t.typelem = casts.castsource"
+    " WHERE casts.castsource >= 16384 \
+       UNION SELECT t.oid, source.castfunc FROM source JOIN pg_catalog.pg_type t \
+         ON t.typbasetype = source.oid OR t.typelem = source.oid) \
+     SELECT DISTINCT t.typname, source.castfunc FROM source JOIN pg_catalog.pg_type t ON t.oid = source.oid"
 );
 
 const OPERATOR_NAMES_SQL: &str = "SELECT DISTINCT oprname FROM pg_catalog.pg_operator";
-const TYPE_NAMES_SQL: &str = "SELECT DISTINCT typname FROM pg_catalog.pg_type";
+const TYPE_NAMES_SQL: &str = "SELECT oid, typname FROM pg_catalog.pg_type";
 
 /// The conditions of the row security policies of tables with row
 /// security on.
@@ -584,7 +612,18 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
     };
     snapshot.user_functions = first_column(functions);
     snapshot.known_operators = first_column(operator_names);
-    snapshot.known_types = first_column(type_names);
+    for row in type_names {
+        let [Some(oid), Some(name)] =
+            <[Option<String>; 2]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        let oid: u32 = oid.parse().map_err(|_| bad_row())?;
+        if oid >= 16384 {
+            snapshot.known_type_oids.insert(oid);
+        }
+        snapshot.known_types.insert(name);
+    }
     for row in operators {
         let [Some(name), Some(function), Some(builtin_side)] =
             <[Option<String>; 3]>::try_from(row).map_err(|_| bad_row())?
@@ -597,15 +636,21 @@ async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
         snapshot.operators.entry(name).or_default().push(function);
     }
     for row in type_code {
-        let [Some(name), Some(kind), Some(body)] =
-            <[Option<String>; 3]>::try_from(row).map_err(|_| bad_row())?
+        let [Some(oid), Some(name), Some(kind), Some(body)] =
+            <[Option<String>; 4]>::try_from(row).map_err(|_| bad_row())?
         else {
             return Err(bad_row());
         };
+        let oid: u32 = oid.parse().map_err(|_| bad_row())?;
         let code = match kind.as_str() {
             "check" => TypeCode::Check(check_query(&body)),
             _ => TypeCode::Cast(body),
         };
+        snapshot
+            .type_code_by_oid
+            .entry(oid)
+            .or_default()
+            .push(code.clone());
         snapshot.type_code.entry(name).or_default().push(code);
     }
     for row in cast_from {

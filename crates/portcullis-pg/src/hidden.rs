@@ -62,6 +62,7 @@ pub fn names_code(statement: &StatementInfo) -> bool {
     !lineage.relations.is_empty()
         || !lineage.operators.is_empty()
         || !lineage.types.is_empty()
+        || !lineage.parameter_types.is_empty()
         || !statement.functions.is_empty()
 }
 
@@ -77,36 +78,36 @@ struct Search<'a> {
 impl Search<'_> {
     fn statement(&mut self, lineage: &Lineage, functions: &[String], depth: usize) {
         let snapshot = self.snapshot;
-        // `public.lower(int)` wins over `pg_catalog.lower(text)` for an int.
         for function in functions {
-            if snapshot.is_user_function(unqualified(function).1) {
+            let (_, name) = unqualified(function);
+            // `public.lower(int)` wins over `pg_catalog.lower(text)` for an
+            // int.
+            if snapshot.is_user_function(&name) {
                 self.found.functions.insert(function.clone());
             }
+            // `f(x)` with no function `f` that takes x's type exactly is a
+            // cast to a type named `f`.
+            self.type_code(snapshot.type_code.get(&name), depth);
         }
         self.hidden_calls(lineage);
         for operator in &lineage.operators {
             match unqualified(operator) {
-                (Some("pg_catalog"), _) => {}
+                (Some(schema), _) if schema == "pg_catalog" => {}
                 (_, name) => {
-                    if let Some(functions) = snapshot.operators.get(name) {
+                    if let Some(functions) = snapshot.operators.get(&name) {
                         self.found.functions.extend(functions.iter().cloned());
                     }
                 }
             }
         }
         for type_name in &lineage.types {
-            let (schema, name) = unqualified(type_name);
-            if schema == Some("pg_catalog") {
-                continue;
+            match unqualified(type_name) {
+                (Some(schema), _) if schema == "pg_catalog" => {}
+                (_, name) => self.type_code(snapshot.type_code.get(&name), depth),
             }
-            for code in snapshot.type_code.get(name).into_iter().flatten() {
-                match code {
-                    TypeCode::Cast(function) => {
-                        self.found.functions.insert(function.clone());
-                    }
-                    TypeCode::Check(query) => self.query(query, depth),
-                }
-            }
+        }
+        for oid in &lineage.parameter_types {
+            self.type_code(snapshot.type_code_by_oid.get(oid), depth);
         }
         for relation in &lineage.relations {
             let schema = relation.schema.as_deref();
@@ -138,7 +139,23 @@ impl Search<'_> {
                     if let Some(functions) = snapshot.cast_from.get(&column.type_name) {
                         self.found.functions.extend(functions.iter().cloned());
                     }
+                    // A row of the relation can be made again from other
+                    // values (`jsonb_populate_record(t, ...)`), checking its
+                    // columns' domains.
+                    self.type_code(snapshot.type_code.get(&column.type_name), depth);
                 }
+            }
+        }
+    }
+
+    /// What making a value of a type runs.
+    fn type_code(&mut self, code: Option<&Vec<TypeCode>>, depth: usize) {
+        for code in code.into_iter().flatten() {
+            match code {
+                TypeCode::Cast(function) => {
+                    self.found.functions.insert(function.clone());
+                }
+                TypeCode::Check(query) => self.query(query, depth),
             }
         }
     }
@@ -189,13 +206,12 @@ impl Search<'_> {
     }
 }
 
-/// `schema.name` as its schema and name; a name without one as `(None,
-/// name)`.
-fn unqualified(name: &str) -> (Option<&str>, &str) {
-    match name.rsplit_once('.') {
-        Some((schema, name)) => (Some(schema), name),
-        None => (None, name),
-    }
+/// A name as a statement lists it (`portcullis_sql::join_name`) as its
+/// schema, if given, and its last part.
+fn unqualified(name: &str) -> (Option<String>, String) {
+    let mut parts = portcullis_sql::name_parts(name);
+    let last = parts.pop().unwrap_or_default();
+    (parts.pop(), last)
 }
 
 #[cfg(test)]

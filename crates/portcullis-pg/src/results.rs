@@ -159,11 +159,12 @@ impl ResultQueue {
 
     /// The target is idle: what the session made is committed or gone,
     /// unless more was sent since (that may have begun a transaction).
-    fn idle(&self) {
-        if self.with(|queue| queue.is_empty()) {
-            self.unseen_changes
-                .store(false, std::sync::atomic::Ordering::Release);
-        }
+    /// Whether the session may have made code that is now committed.
+    fn idle(&self) -> bool {
+        self.with(|queue| queue.is_empty())
+            && self
+                .unseen_changes
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// A statement that may change relations or views is on its way.
@@ -539,7 +540,9 @@ impl Results {
                 }
                 if body.first() == Some(&b'I') {
                     self.queue.schema_change_settled(&self.target);
-                    self.queue.idle();
+                    if self.queue.idle() {
+                        self.target.catalog.code_may_have_changed();
+                    }
                 }
                 // Outside a transaction block no portal is left (cursors
                 // WITH HOLD aside, which the gateway then treats as unknown).

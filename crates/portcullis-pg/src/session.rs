@@ -573,6 +573,18 @@ impl Relay {
                         // it (a named statement that exists, a query that
                         // fails analysis): see `prepared.rs`.
                         statements.truncate(1);
+                        let user_types: Vec<u32> = parse
+                            .parameter_types
+                            .iter()
+                            .copied()
+                            .filter(|oid| *oid >= FIRST_USER_OID)
+                            .collect();
+                        if !user_types.is_empty() {
+                            for statement in &mut statements {
+                                Arc::make_mut(&mut statement.lineage).parameter_types =
+                                    user_types.clone();
+                            }
+                        }
                         let defined = prepared.set_statement(&name, statements.first().cloned());
                         Planned::Gated {
                             raw: frame.raw,
@@ -2089,6 +2101,9 @@ fn opaque_source() -> ResultSource {
         functions: Vec::new(),
     }
 }
+
+/// PostgreSQL's `FirstNormalObjectId`: OIDs below are built in.
+const FIRST_USER_OID: u32 = 16384;
 
 /// How many messages may wait for their answers from the target.
 const MAX_UNANSWERED: usize = 100_000;

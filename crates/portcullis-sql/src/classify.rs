@@ -152,10 +152,20 @@ fn analyse(node: &NodeEnum) -> Result<Analysis, ClassifyError> {
                 objects: SessionObjects::default(),
             }
         }
-        NodeEnum::PrepareStmt(prepare) => Analysis {
-            prepares: Some(prepare.name.clone()),
-            ..analyse(inner(prepare.query.as_deref())?)?
-        },
+        // `PREPARE p (checked) AS ...`: a value EXECUTE gives it is made
+        // of its parameter's type.
+        NodeEnum::PrepareStmt(prepare) => {
+            let mut analysis = analyse(inner(prepare.query.as_deref())?)?;
+            let tree = to_tree(node).map_err(|error| ClassifyError::internal(error.to_string()))?;
+            let mut types: std::collections::BTreeSet<String> =
+                std::mem::take(&mut analysis.lineage.types)
+                    .into_iter()
+                    .collect();
+            types.extend(collect(&tree).types);
+            analysis.lineage.types = types.into_iter().collect();
+            analysis.prepares = Some(prepare.name.clone());
+            analysis
+        }
         // A cursor runs its query as it is fetched: DECLARE reads (or writes)
         // exactly what its query does. psql's FETCH_COUNT sends every SELECT
         // this way, so it must not escape the policies on SELECT.
@@ -349,7 +359,8 @@ impl Analysis {
             .copied()
             .max_by_key(|kind| strength(*kind))
             .unwrap_or(command.kind);
-        let writes = command.writes || kinds.iter().any(|kind| kind_writes(*kind));
+        let writes =
+            command.writes || facts.locks_rows || kinds.iter().any(|kind| kind_writes(*kind));
         StatementInfo {
             kind,
             kinds: kinds.into_iter().collect(),

@@ -24,7 +24,8 @@ const ROWS: &[Row] = &[
     // Plain DML.
     ("select * from t", K::Select, "SELECT", true, false, &["t"]),
     ("select count(*) from t where a > 1", K::Select, "SELECT", true, false, &["t"]),
-    ("select * from t for update", K::Select, "SELECT", true, false, &["t"]),
+    ("select * from t for update", K::Select, "SELECT", true, true, &["t"]),
+    ("select * from t where a in (select b from u for share)", K::Select, "SELECT", true, true, &["t", "u"]),
     ("table s.t", K::Select, "SELECT", true, false, &["s.t"]),
     ("values (1), (2)", K::Select, "SELECT", true, false, &[]),
     ("insert into t values (1)", K::Insert, "INSERT", true, true, &["t"]),

@@ -91,24 +91,58 @@ const QUERY_TEXT_FUNCTIONS: &[&str] = &[
 /// `database_to_xmlschema`, `dblink_get_result`, ...
 const QUERY_TEXT_PREFIXES: &[&str] = &["database_to_xml", "dblink", "schema_to_xml"];
 
-/// Joins the parts of a function name with `.` and drops a leading
-/// `pg_catalog.`, so `pg_catalog.pg_terminate_backend` is reported (and
-/// matched by policies) as `pg_terminate_backend`. A database name before
-/// the schema (`app.pg_catalog.set_config`: PostgreSQL accepts the current
-/// database's) is dropped first.
-///
-/// Only the exact lower-case schema name is dropped: `"PG_CATALOG"` is a
-/// different schema.
+/// A function's name as a statement lists it: a `pg_catalog.` schema
+/// dropped (a built-in is known by its bare name), as is the database of
+/// a three-part name; written by [`join_name`], so that a name holding a
+/// dot (`"pg_catalog.lower"`, a user's function) stays apart from the
+/// built-in it mimics.
 pub(crate) fn normalise_name<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     let mut parts: Vec<&str> = parts.into_iter().collect();
     if parts.len() == 3 {
         parts.remove(0);
     }
-    let joined = parts.join(".");
-    match joined.strip_prefix("pg_catalog.") {
-        Some(rest) => rest.to_owned(),
-        None => joined,
+    if parts.len() == 2 && parts[0] == "pg_catalog" {
+        parts.remove(0);
     }
+    join_name(&parts)
+}
+
+/// A name given in parts (schema, name) as one string: the parts joined
+/// with dots, and a part that holds a dot or a double quote quoted as SQL
+/// quotes it (`public."a.b"`), so that [`name_parts`] gives the parts back.
+pub fn join_name(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|part| {
+            if part.contains(['.', '"']) {
+                format!("\"{}\"", part.replace('"', "\"\""))
+            } else {
+                (*part).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The parts of a name [`join_name`] wrote.
+pub fn name_parts(name: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut chars = name.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                part.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            c => part.push(c),
+        }
+    }
+    parts.push(part);
+    parts
 }
 
 /// Built-ins that can change the session's role (`set_config('role', ...)`
@@ -284,5 +318,24 @@ mod tests {
         assert_eq!(normalise_name(["db", "pg_catalog", "now"]), "now");
         assert_eq!(normalise_name(["db", "public", "f"]), "public.f");
         assert_eq!(normalise_name(["f"]), "f");
+        // A name that holds a dot is no built-in's.
+        assert_eq!(normalise_name(["pg_catalog.lower"]), "\"pg_catalog.lower\"");
+        assert_eq!(
+            normalise_name(["public", "pg_catalog.lower"]),
+            "public.\"pg_catalog.lower\""
+        );
+        assert_eq!(
+            function_effect(&normalise_name(["pg_catalog.lower"])),
+            FunctionEffect::Unknown
+        );
+        for parts in [
+            &["f"][..],
+            &["public", "f"],
+            &["a.b"],
+            &["s.x", "say \"hi\"."],
+            &["pg_catalog", "lower"],
+        ] {
+            assert_eq!(name_parts(&join_name(parts)), parts, "{parts:?}");
+        }
     }
 }

@@ -55,6 +55,6 @@ pub use cache::{Classifier, LONG_QUERY_LEN, MAX_CACHED_QUERY_LEN};
 pub use classify::{calls_unseen, setting_assignment};
 pub use error::ClassifyError;
 pub use execute::resolve_execute;
-pub use functions::{runs_portal_function, runs_query_text_function};
+pub use functions::{join_name, name_parts, runs_portal_function, runs_query_text_function};
 pub use immutable::is_immutable;
 pub use portcullis_core::{StatementInfo, StatementKind};

@@ -203,6 +203,7 @@ fn expected_lineage(row: &Row) -> Lineage {
         counts_planning: false,
         operators: Vec::new(),
         types: Vec::new(),
+        parameter_types: Vec::new(),
     }
 }
 

@@ -58,6 +58,9 @@ pub(crate) struct Facts {
     /// [`portcullis_core::Lineage::types`].
     pub operators: BTreeSet<String>,
     pub types: BTreeSet<String>,
+    /// `SELECT ... FOR UPDATE` / `FOR SHARE` anywhere: it marks the rows
+    /// it locks (PostgreSQL refuses it in a read-only transaction).
+    pub locks_rows: bool,
 }
 
 impl Default for Facts {
@@ -73,6 +76,7 @@ impl Default for Facts {
             renames: false,
             operators: BTreeSet::new(),
             types: BTreeSet::new(),
+            locks_rows: false,
         }
     }
 }
@@ -213,6 +217,9 @@ impl<'tree> Walker<'tree> {
                 }
                 if !node.list("from_clause").is_empty() {
                     self.facts.kinds.insert(StatementKind::Select);
+                }
+                if !node.list("locking_clause").is_empty() {
+                    self.facts.locks_rows = true;
                 }
             }
             "InsertStmt" => {
@@ -379,8 +386,9 @@ impl<'tree> Walker<'tree> {
     }
 }
 
-/// A name given as a list of `String` nodes (`["public", "###"]`), joined
-/// with dots; `None` for an empty list or one holding anything else.
+/// A name given as a list of `String` nodes (`["public", "###"]`), as
+/// [`crate::join_name`] writes it; `None` for an empty list or one holding
+/// anything else.
 fn qualified_name(parts: &[Value]) -> Option<String> {
     let parts: Option<Vec<&str>> = parts
         .iter()
@@ -391,7 +399,7 @@ fn qualified_name(parts: &[Value]) -> Option<String> {
         .collect();
     parts
         .filter(|parts| !parts.is_empty())
-        .map(|parts| parts.join("."))
+        .map(|parts| crate::join_name(&parts))
 }
 
 /// Whether a condition looks at the row it is tested on: names a column,

@@ -870,7 +870,15 @@ async fn a_write_queued_behind_a_slow_statement_does_not_run_after_the_revoke() 
         "select pg_sleep(4); update customers set name = 'queued' where id = 1",
     )])
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Revoked once the target runs the Query (deciding it may have needed
+    // a read of the catalog first).
+    let running = "select count(*) from pg_stat_activity where query like 'select pg_sleep(4)%'";
+    for _ in 0..100 {
+        if count(&gw, running).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     revoke(id);
     let why = first_error(&mut raw).await;
     assert!(

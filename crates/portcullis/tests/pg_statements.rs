@@ -848,7 +848,23 @@ unless { context.statement.kinds.contains("ddl") };
              create table pairs (p pair);
              insert into pairs values (row(1));
              create function public.lower(x int) returns int language plpgsql as
-               $$ begin insert into trail values (5, 'shadow'); return 1; end $$;",
+               $$ begin insert into trail values (5, 'shadow'); return 1; end $$;
+             create domain \"x.checked\" as int check (chk(value));
+             create domain public.\"pg_catalog.checked\" as int check (chk(value));
+             create function public.\"pg_catalog.upper\"(text) returns text language plpgsql as
+               $$ begin insert into trail values (7, 'dotted'); return $1; end $$;
+             create view dotted_v as select \"pg_catalog.upper\"('a') as u;
+             create domain public.isfinite as int check (chk(value));
+             create type mood2 as enum ('a');
+             create function mood2_int(mood2) returns int language plpgsql as
+               $$ begin insert into trail values (8, 'domain cast'); return 1; end $$;
+             create cast (mood2 as int) with function mood2_int(mood2) as implicit;
+             create domain mood2d as mood2;
+             create table moods (m mood2d);
+             insert into moods values ('a');
+             create table held (c checked);
+             insert into held values (1);
+             delete from trail;",
         )
         .await
         .unwrap();
@@ -870,6 +886,17 @@ unless { context.statement.kinds.contains("ddl") };
         "select count(*) from guarded",
         "select p + 1 from pairs",
         "select lower(5)",
+        // Names with dots in them, no schema's.
+        "select 5::\"x.checked\"",
+        "select 5::\"pg_catalog.checked\"",
+        "select \"pg_catalog.upper\"('a')",
+        "select * from dotted_v",
+        // A call of what is a type's name is a cast to it.
+        "select isfinite(5)",
+        // A row of a table made again from other values.
+        "select * from held h, jsonb_populate_record(h, '{\"c\": 7}') j",
+        // A domain over a type a user's cast starts from.
+        "select m + 1 from moods",
     ] {
         let simple = client.batch_execute(sql).await.unwrap_err();
         assert!(
@@ -884,6 +911,18 @@ unless { context.statement.kinds.contains("ddl") };
             db_message(&extended)
         );
     }
+    // A parameter's type, given in the protocol's Parse only.
+    let checked_oid = scalar_i64(&direct, "select 'checked'::regtype::oid::int8").await as u32;
+    let mut raw = RawClient::connect(&gw, &alice).await;
+    raw.send(&[
+        raw::parse_typed("", "select $1", &[checked_oid]),
+        raw::bind_text("", "", &["5"]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    let typed = raw_text(&raw.until_ready().await);
+    assert!(typed.contains("no-calls"), "{typed}");
     // What runs only built-ins is a read.
     for sql in [
         "select * from plain_v",

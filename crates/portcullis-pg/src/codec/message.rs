@@ -13,13 +13,23 @@ pub fn query(body: &[u8]) -> Option<&str> {
 pub struct Parse<'a> {
     pub statement: &'a str,
     pub query: &'a str,
+    /// The parameters' type OIDs the client gives (0: the target infers it).
+    pub parameter_types: Vec<u32>,
 }
 
 pub fn parse(body: &[u8]) -> Option<Parse<'_>> {
     let mut rest = body;
     let statement = take_cstr(&mut rest)?;
     let query = take_cstr(&mut rest)?;
-    Some(Parse { statement, query })
+    let count = usize::try_from(take_i16(&mut rest)?).ok()?;
+    let parameter_types = (0..count)
+        .map(|_| take_i32(&mut rest).map(|oid| oid as u32))
+        .collect::<Option<Vec<u32>>>()?;
+    Some(Parse {
+        statement,
+        query,
+        parameter_types,
+    })
 }
 
 /// Client `B`: the portal and the statement it binds.

@@ -545,6 +545,33 @@ pub mod raw {
         (b'B', body)
     }
 
+    /// A Parse that gives its parameters' types.
+    pub fn parse_typed(name: &str, sql: &str, types: &[u32]) -> (u8, Vec<u8>) {
+        let mut body = Vec::new();
+        cstr(&mut body, name);
+        cstr(&mut body, sql);
+        body.extend_from_slice(&(types.len() as i16).to_be_bytes());
+        for oid in types {
+            body.extend_from_slice(&oid.to_be_bytes());
+        }
+        (b'P', body)
+    }
+
+    /// A Bind of `statement` to `portal` with text parameters, results in text.
+    pub fn bind_text(portal: &str, statement: &str, parameters: &[&str]) -> (u8, Vec<u8>) {
+        let mut body = Vec::new();
+        cstr(&mut body, portal);
+        cstr(&mut body, statement);
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&(parameters.len() as i16).to_be_bytes());
+        for parameter in parameters {
+            body.extend_from_slice(&(parameter.len() as i32).to_be_bytes());
+            body.extend_from_slice(parameter.as_bytes());
+        }
+        body.extend_from_slice(&0i16.to_be_bytes());
+        (b'B', body)
+    }
+
     pub fn execute(portal: &str) -> (u8, Vec<u8>) {
         let mut body = Vec::new();
         cstr(&mut body, portal);
