@@ -5,7 +5,8 @@
 //!
 //! A RowDescription names a column's table by OID and the column by number;
 //! mask rules name them by schema, table and column. The catalog is read with
-//! the gateway's own credentials on a connection of its own, once per target
+//! the gateway's own credentials on a connection of its own (kept between
+//! reads, which are then one round trip), once per target
 //! and again when it is older than [`MAX_AGE`] or misses a relation a result
 //! names (a table created since), at most once per [`MIN_REFRESH`].
 //!
@@ -19,7 +20,7 @@
 //! whole), and the snapshot is read again soon.
 
 use crate::error::PgError;
-use crate::server::PgTarget;
+use crate::server::{PgTarget, Rows, TargetConnection};
 use portcullis_sql::name_parts;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +33,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// A snapshot that lacks some view's definition is read again after this.
 const INCOMPLETE_MAX_AGE: Duration = Duration::from_secs(5);
+/// How long a read on the kept connection may take before it is given up
+/// for a read on a new one (the target may have gone without a word).
+const KEPT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the catalog read waits for a lock before it reads without.
 const LOCK_TIMEOUT: &str = "1s";
 
@@ -217,7 +221,9 @@ impl Snapshot {
 pub struct Catalog {
     snapshot: RwLock<Arc<Snapshot>>,
     /// One reader at a time; the others wait for its result.
-    loading: tokio::sync::Mutex<()>,
+    /// Held by the reader, with the connection it reads on, kept between
+    /// reads: a read is then one round trip, not a login.
+    loading: tokio::sync::Mutex<Option<TargetConnection>>,
     /// Counts the DDL seen run through the gateway: a snapshot read before
     /// the last of them is read again before it is used.
     generation: AtomicU64,
@@ -375,7 +381,7 @@ impl Catalog {
         if usable(&current) {
             return Ok(current);
         }
-        let _loading = self.loading.lock().await;
+        let mut kept = self.loading.lock().await;
         // Another session may have read it while this one waited.
         let current = self.current();
         if usable(&current) {
@@ -384,7 +390,7 @@ impl Catalog {
         let generation = self.generation.load(Ordering::Acquire);
         // Code made from here on is not in this read: the flag stays.
         let code_made = self.code_made.swap(false, Ordering::AcqRel);
-        let mut loaded = match load(target).await {
+        let mut loaded = match load(target, &mut kept).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 if code_made {
@@ -401,6 +407,19 @@ impl Catalog {
         }
         Ok(loaded)
     }
+}
+
+/// Logs in for catalog reads and reads on the new connection.
+async fn fresh_read(
+    target: &PgTarget,
+    kept: &mut Option<TargetConnection>,
+) -> Result<Vec<Result<Rows, PgError>>, PgError> {
+    let mut params = crate::PINNED_PARAMETERS.to_vec();
+    params.push(("lock_timeout", LOCK_TIMEOUT));
+    let mut connection = target.connect(&params).await?;
+    let answers = connection.query_many(target, &QUERIES).await?;
+    *kept = Some(connection);
+    Ok(answers)
 }
 
 /// Reads only the catalog's own tables: it takes no lock a user can block.
@@ -514,39 +533,51 @@ const POLICIES_SQL: &str = "SELECT p.polrelid, pg_catalog.pg_get_expr(p.polqual,
 const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
      WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
 
-async fn load(target: &PgTarget) -> Result<Snapshot, PgError> {
-    let mut params = crate::PINNED_PARAMETERS.to_vec();
-    params.push(("lock_timeout", LOCK_TIMEOUT));
-    let mut connection = target.connect(&params).await?;
-    let result = async {
-        let relations = connection.query_rows(target, RELATIONS_SQL).await?;
-        let types = connection.query_rows(target, TEXT_TYPES_SQL).await?;
-        let functions = connection.query_rows(target, USER_FUNCTIONS_SQL).await?;
-        let operators = connection.query_rows(target, USER_OPERATORS_SQL).await?;
-        let code = (
-            connection.query_rows(target, TYPE_CODE_SQL).await?,
-            connection.query_rows(target, CAST_FROM_SQL).await?,
-            connection.query_rows(target, POLICIES_SQL).await?,
-        );
-        let names = (
-            connection.query_rows(target, OPERATOR_NAMES_SQL).await?,
-            connection.query_rows(target, TYPE_NAMES_SQL).await?,
-        );
-        // Locked since the check: no definitions this time.
-        let views = connection.query_rows(target, VIEWS_SQL).await.ok();
-        Ok::<_, PgError>((relations, types, functions, operators, code, names, views))
-    }
-    .await;
-    connection.close().await;
-    let (
-        rows,
-        types,
-        functions,
-        operators,
-        (type_code, cast_from, policies),
-        (operator_names, type_names),
-        views,
-    ) = result?;
+/// The catalog's queries, sent together.
+const QUERIES: [&str; 10] = [
+    RELATIONS_SQL,
+    TEXT_TYPES_SQL,
+    USER_FUNCTIONS_SQL,
+    USER_OPERATORS_SQL,
+    TYPE_CODE_SQL,
+    CAST_FROM_SQL,
+    POLICIES_SQL,
+    OPERATOR_NAMES_SQL,
+    TYPE_NAMES_SQL,
+    // Last: it may wait for a lock, and give up.
+    VIEWS_SQL,
+];
+
+/// Reads the catalog on the connection `kept` from the last read, or on a
+/// new one (also when the kept one has failed: the target may have ended
+/// an idle session), and keeps it.
+async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<Snapshot, PgError> {
+    let answers = match kept.take() {
+        Some(mut connection) => {
+            let read = connection.query_many(target, &QUERIES);
+            match tokio::time::timeout(KEPT_READ_TIMEOUT, read).await {
+                Ok(Ok(answers)) => {
+                    *kept = Some(connection);
+                    answers
+                }
+                // Dropped: a connection that failed, or stalled, is not
+                // asked again.
+                _ => fresh_read(target, kept).await?,
+            }
+        }
+        None => fresh_read(target, kept).await?,
+    };
+    let mut answers = answers.into_iter();
+    let mut next = || {
+        answers
+            .next()
+            .unwrap_or_else(|| Err(target.protocol("no answer to a catalog query")))
+    };
+    let (rows, types, functions, operators) = (next()?, next()?, next()?, next()?);
+    let (type_code, cast_from, policies) = (next()?, next()?, next()?);
+    let (operator_names, type_names) = (next()?, next()?);
+    // Locked since the check: no definitions this time.
+    let views = next().ok();
     let bad_row = || PgError::TargetProtocol {
         target: target.target.name.clone(),
         message: "unexpected catalog row".into(),

@@ -43,6 +43,9 @@ impl std::fmt::Debug for PgTarget {
     }
 }
 
+/// The rows of a query, each value as text.
+pub type Rows = Vec<Vec<Option<String>>>;
+
 /// A logged-in connection to a target, ready for queries.
 pub struct TargetConnection {
     pub stream: Stream,
@@ -73,7 +76,7 @@ impl PgTarget {
         }
     }
 
-    fn protocol(&self, message: impl Into<String>) -> PgError {
+    pub(crate) fn protocol(&self, message: impl Into<String>) -> PgError {
         PgError::TargetProtocol {
             target: self.target.name.clone(),
             message: message.into(),
@@ -288,20 +291,33 @@ impl PgTarget {
 impl TargetConnection {
     /// Runs one simple-protocol query and returns its rows as text, for the
     /// gateway's own catalog queries. Any error ends the query with `Err`.
-    pub async fn query_rows(
+    pub async fn query_rows(&mut self, target: &PgTarget, sql: &str) -> Result<Rows, PgError> {
+        self.query_many(target, &[sql])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(target.protocol("no answer to a catalog query")))
+    }
+
+    /// Runs simple-protocol queries sent together, in one round trip: each
+    /// is answered on its own, with its rows as text or its error. `Err`
+    /// when the connection fails, which leaves it unusable.
+    pub async fn query_many(
         &mut self,
         target: &PgTarget,
-        sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        queries: &[&str],
+    ) -> Result<Vec<Result<Rows, PgError>>, PgError> {
         let mut out = BytesMut::new();
-        build::query(&mut out, sql);
+        for sql in queries {
+            build::query(&mut out, sql);
+        }
         self.stream
             .write_all(&out)
             .await
             .map_err(|e| target.io(e))?;
+        let mut answers = Vec::with_capacity(queries.len());
         let mut rows = Vec::new();
         let mut error = None;
-        loop {
+        while answers.len() < queries.len() {
             let frame = target
                 .read_frame(&mut self.stream, &mut self.leftover)
                 .await?;
@@ -325,15 +341,14 @@ impl TargetConnection {
                         .to_string();
                     error = Some(target.protocol(format!("catalog query failed: {text}")));
                 }
-                b'Z' => {
-                    return match error {
-                        Some(error) => Err(error),
-                        None => Ok(rows),
-                    }
-                }
+                b'Z' => answers.push(match error.take() {
+                    Some(error) => Err(error),
+                    None => Ok(std::mem::take(&mut rows)),
+                }),
                 _ => {}
             }
         }
+        Ok(answers)
     }
 
     /// Ends the session politely.
