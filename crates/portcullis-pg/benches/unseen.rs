@@ -3,7 +3,7 @@
 //! pgbench's tables, 500 other tables, 50 views and users' code.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use portcullis_pg::catalog::{Column, Relation, Snapshot, TypeCode};
+use portcullis_pg::catalog::{Code, Column, Relation, Snapshot};
 use portcullis_pg::hidden::unseen_code;
 use portcullis_sql::Classifier;
 use std::hint::black_box;
@@ -80,7 +80,7 @@ fn snapshot() -> Snapshot {
     snapshot.operators.insert("###".into(), vec!["op".into()]);
     snapshot.type_code.insert(
         "checked".into(),
-        vec![TypeCode::Check("SELECT (chk(VALUE))".into())],
+        vec![Code::Sql("SELECT (chk(VALUE))".into())],
     );
     snapshot
 }

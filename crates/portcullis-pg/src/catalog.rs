@@ -72,13 +72,16 @@ impl Relation {
     }
 }
 
-/// What making a value of a type runs.
+/// Users' code that runs unseen: making a value of a type (a domain's
+/// check, a cast), or planning a read of a relation (its indexes', checks'
+/// and partition key's functions).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TypeCode {
-    /// A domain's check, as `SELECT (condition)`.
-    Check(String),
-    /// A cast through a user's function: its name.
-    Cast(String),
+pub enum Code {
+    /// SQL, followed as a statement is: a domain's check as `SELECT
+    /// (condition)`, a `LANGUAGE sql` function's body.
+    Sql(String),
+    /// A user's function that counts as a call: its name.
+    Function(String),
 }
 
 /// One reading of the catalog.
@@ -105,9 +108,9 @@ pub struct Snapshot {
     /// Types whose values run users' code as they are made, by name: a
     /// domain's checks (also of a domain, range, array or composite type
     /// built on it), a cast through a user's function.
-    pub type_code: HashMap<String, Vec<TypeCode>>,
+    pub type_code: HashMap<String, Vec<Code>>,
     /// The same, by type OID.
-    pub type_code_by_oid: HashMap<u32, Vec<TypeCode>>,
+    pub type_code_by_oid: HashMap<u32, Vec<Code>>,
     /// Types a user's function casts from, by name (and their arrays'):
     /// a column of one may be cast with no cast in the text. The
     /// functions.
@@ -119,6 +122,12 @@ pub struct Snapshot {
     known_types: HashSet<String>,
     /// The OIDs of every type that is not built in.
     known_type_oids: HashSet<u32>,
+    /// What planning a read of a relation runs, by relation OID: the
+    /// functions that are not volatile (PostgreSQL folds them while it
+    /// plans) in its indexes' expressions and predicates, its CHECK
+    /// constraints, its partition key and its extended statistics, and in
+    /// those of the relations that inherit from it.
+    pub relation_code: HashMap<u32, Vec<Code>>,
     /// The row security policies' conditions of tables that have row
     /// security on, by relation OID, each as `SELECT (condition)`: a read
     /// runs them.
@@ -521,6 +530,36 @@ const CAST_FROM_SQL: &str = concat!(
      SELECT DISTINCT t.typname, source.castfunc FROM source JOIN pg_catalog.pg_type t ON t.oid = source.oid"
 );
 
+/// For each relation, the functions a plan of a read of it folds: see
+/// [`Snapshot::relation_code`]. With each, whether it is `LANGUAGE sql`
+/// with a body given as text (then followed as SQL), and that text.
+const RELATION_CODE_SQL: &str = "WITH RECURSIVE direct(relid, proid) AS ( \
+       SELECT i.indrelid, d.refobjid FROM pg_catalog.pg_depend d \
+         JOIN pg_catalog.pg_index i ON d.objid = i.indexrelid \
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+       UNION SELECT d.objid, d.refobjid FROM pg_catalog.pg_depend d \
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+       UNION SELECT c.conrelid, d.refobjid FROM pg_catalog.pg_depend d \
+         JOIN pg_catalog.pg_constraint c ON d.objid = c.oid \
+         WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND c.conrelid <> 0 \
+         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+       UNION SELECT s.stxrelid, d.refobjid FROM pg_catalog.pg_depend d \
+         JOIN pg_catalog.pg_statistic_ext s ON d.objid = s.oid \
+         WHERE d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass \
+         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass), \
+     up(relid, proid) AS ( \
+       SELECT relid, proid FROM direct \
+       UNION SELECT h.inhparent, up.proid FROM up JOIN pg_catalog.pg_inherits h ON h.inhrelid = up.relid) \
+     SELECT DISTINCT up.relid, p.oid::pg_catalog.regproc::pg_catalog.text, \
+       (l.lanname = 'sql' AND p.prosrc <> '')::pg_catalog.text, p.prosrc \
+     FROM up JOIN pg_catalog.pg_proc p ON p.oid = up.proid \
+     JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
+     WHERE p.oid >= 16384 AND p.provolatile <> 'v' \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
+       WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e')";
+
 const OPERATOR_NAMES_SQL: &str = "SELECT DISTINCT oprname FROM pg_catalog.pg_operator";
 const TYPE_NAMES_SQL: &str = "SELECT oid, typname FROM pg_catalog.pg_type";
 
@@ -534,7 +573,7 @@ const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
      WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
 
 /// The catalog's queries, sent together.
-const QUERIES: [&str; 10] = [
+const QUERIES: [&str; 11] = [
     RELATIONS_SQL,
     TEXT_TYPES_SQL,
     USER_FUNCTIONS_SQL,
@@ -544,6 +583,7 @@ const QUERIES: [&str; 10] = [
     POLICIES_SQL,
     OPERATOR_NAMES_SQL,
     TYPE_NAMES_SQL,
+    RELATION_CODE_SQL,
     // Last: it may wait for a lock, and give up.
     VIEWS_SQL,
 ];
@@ -575,7 +615,7 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
     };
     let (rows, types, functions, operators) = (next()?, next()?, next()?, next()?);
     let (type_code, cast_from, policies) = (next()?, next()?, next()?);
-    let (operator_names, type_names) = (next()?, next()?);
+    let (operator_names, type_names, relation_code) = (next()?, next()?, next()?);
     // Locked since the check: no definitions this time.
     let views = next().ok();
     let bad_row = || PgError::TargetProtocol {
@@ -674,8 +714,8 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
         };
         let oid: u32 = oid.parse().map_err(|_| bad_row())?;
         let code = match kind.as_str() {
-            "check" => TypeCode::Check(check_query(&body)),
-            _ => TypeCode::Cast(body),
+            "check" => Code::Sql(check_query(&body)),
+            _ => Code::Function(body),
         };
         snapshot
             .type_code_by_oid
@@ -683,6 +723,20 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
             .or_default()
             .push(code.clone());
         snapshot.type_code.entry(name).or_default().push(code);
+    }
+    for row in relation_code {
+        let [Some(oid), Some(function), Some(sql), Some(body)] =
+            <[Option<String>; 4]>::try_from(row).map_err(|_| bad_row())?
+        else {
+            return Err(bad_row());
+        };
+        let oid: u32 = oid.parse().map_err(|_| bad_row())?;
+        let code = if sql == "true" {
+            Code::Sql(body)
+        } else {
+            Code::Function(function)
+        };
+        snapshot.relation_code.entry(oid).or_default().push(code);
     }
     for row in cast_from {
         let [Some(name), Some(function)] =

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use portcullis_core::{Lineage, StatementInfo, StatementKind};
 use portcullis_sql::Classifier;
 
-use crate::catalog::{Snapshot, TypeCode};
+use crate::catalog::{Code, Snapshot};
 
 /// How deep views over views (and checks calling operators...) are followed;
 /// deeper counts as code that may write.
@@ -87,7 +87,7 @@ impl Search<'_> {
             }
             // `f(x)` with no function `f` that takes x's type exactly is a
             // cast to a type named `f`.
-            self.type_code(snapshot.type_code.get(&name), depth);
+            self.code(snapshot.type_code.get(&name), depth);
         }
         self.hidden_calls(lineage);
         for operator in &lineage.operators {
@@ -103,11 +103,11 @@ impl Search<'_> {
         for type_name in &lineage.types {
             match unqualified(type_name) {
                 (Some(schema), _) if schema == "pg_catalog" => {}
-                (_, name) => self.type_code(snapshot.type_code.get(&name), depth),
+                (_, name) => self.code(snapshot.type_code.get(&name), depth),
             }
         }
         for oid in &lineage.parameter_types {
-            self.type_code(snapshot.type_code_by_oid.get(oid), depth);
+            self.code(snapshot.type_code_by_oid.get(oid), depth);
         }
         for relation in &lineage.relations {
             let schema = relation.schema.as_deref();
@@ -132,6 +132,7 @@ impl Search<'_> {
                         None => self.found.unknown = true,
                     }
                 }
+                self.code(snapshot.relation_code.get(&relation.oid), depth);
                 for condition in snapshot.policies.get(&relation.oid).into_iter().flatten() {
                     self.query(condition, depth);
                 }
@@ -142,20 +143,20 @@ impl Search<'_> {
                     // A row of the relation can be made again from other
                     // values (`jsonb_populate_record(t, ...)`), checking its
                     // columns' domains.
-                    self.type_code(snapshot.type_code.get(&column.type_name), depth);
+                    self.code(snapshot.type_code.get(&column.type_name), depth);
                 }
             }
         }
     }
 
-    /// What making a value of a type runs.
-    fn type_code(&mut self, code: Option<&Vec<TypeCode>>, depth: usize) {
+    /// Code found in the catalog: SQL followed, a function counted.
+    fn code(&mut self, code: Option<&Vec<Code>>, depth: usize) {
         for code in code.into_iter().flatten() {
             match code {
-                TypeCode::Cast(function) => {
+                Code::Function(function) => {
                     self.found.functions.insert(function.clone());
                 }
-                TypeCode::Check(query) => self.query(query, depth),
+                Code::Sql(query) => self.query(query, depth),
             }
         }
     }
@@ -270,16 +271,24 @@ mod tests {
         snapshot.operators.insert("###".into(), vec!["op".into()]);
         snapshot.type_code.insert(
             "checked".into(),
-            vec![TypeCode::Check("SELECT (chk(VALUE))".into())],
+            vec![Code::Sql("SELECT (chk(VALUE))".into())],
         );
         snapshot.type_code.insert(
             "positive".into(),
-            vec![TypeCode::Check("SELECT ((VALUE > 0))".into())],
+            vec![Code::Sql("SELECT ((VALUE > 0))".into())],
         );
         snapshot
             .type_code
-            .insert("pair".into(), vec![TypeCode::Cast("pair_int".into())]);
+            .insert("pair".into(), vec![Code::Function("pair_int".into())]);
         snapshot.user_functions.insert("lower".into());
+        snapshot.add_relation(relation(9, "public", "indexed", None));
+        snapshot
+            .relation_code
+            .insert(9, vec![Code::Function("folded".into())]);
+        snapshot.add_relation(relation(10, "public", "sql_indexed", None));
+        snapshot
+            .relation_code
+            .insert(10, vec![Code::Sql("select $1 + 1".into())]);
         snapshot
     }
 
@@ -312,6 +321,7 @@ mod tests {
             ("select row(1)::pair::int", &["pair_int"]),
             ("select lower(5)", &["lower"]),
             ("select t.lower from t", &["lower"]),
+            ("select * from indexed", &["folded"]),
         ] {
             assert_eq!(calls(sql), expected, "{sql}");
         }
@@ -324,6 +334,7 @@ mod tests {
             "select * from plain_v",
             "select * from other.writes_v",
             "select * from self_ref",
+            "select * from sql_indexed",
             "select 5::positive",
             "select 5::pg_catalog.int4",
             "select operator(pg_catalog.+) 2",

@@ -143,6 +143,7 @@ fn copies_in(statement: &StatementInfo) -> bool {
     statement.command == "COPY FROM STDIN"
 }
 
+#[derive(Clone)]
 enum Poison {
     Query,
     Parse(String),
@@ -543,6 +544,21 @@ impl Relay {
                     })
                 });
                 match self.statements(classified, prepared, false) {
+                    // An empty query typing a parameter as a user's type:
+                    // a Bind makes a value of it, running its checks, and
+                    // there is no statement to decide.
+                    Ok((statements, _))
+                        if statements.is_empty()
+                            && parse.parameter_types.iter().any(|oid| *oid >= FIRST_USER_OID) =>
+                    {
+                        refused(
+                            "parse",
+                            parse.query,
+                            "an empty statement whose parameters are of types users made is refused: binding a value runs their code, and there is nothing to decide".into(),
+                            "0A000",
+                            poison(),
+                        )
+                    }
                     // An empty query: the name now runs nothing the
                     // gateway can check.
                     Ok((statements, _)) if statements.is_empty() => Planned::Forward {
@@ -807,53 +823,56 @@ impl Relay {
             })
             .await;
         let mut unseen_changes = shared.results.changes_unseen();
-        plan.into_iter()
-            .map(|item| {
-                let Planned::Gated {
-                    raw,
-                    phase,
-                    mut statements,
-                    undo,
-                    poison,
-                    parameters,
-                } = item
-                else {
-                    return item;
-                };
-                for statement in statements.iter_mut() {
-                    if unseen_changes && hidden::names_code(statement) {
-                        portcullis_sql::calls_unseen(statement, []);
-                    } else if hidden::names_code(statement) {
-                        let snapshot = match &snapshot {
-                            Ok(snapshot) => snapshot,
-                            Err(e) => {
-                                shared.results.prepared().undo(undo.into_iter().flatten());
-                                return Planned::Refused {
-                                    phase,
-                                    text: statement.text.clone(),
-                                    reason: format!("the gateway reads the target's catalog to see what a statement runs that its text does not show (views, operators, domain checks), and cannot: {e}; try again"),
-                                    code: "58000",
-                                    poison,
-                                };
+        let mut plan = plan;
+        for item in &mut plan {
+            let Planned::Gated { statements, .. } = item else {
+                continue;
+            };
+            let mut unreadable = None;
+            for statement in statements.iter_mut() {
+                if unseen_changes && hidden::names_code(statement) {
+                    portcullis_sql::calls_unseen(statement, []);
+                } else if hidden::names_code(statement) {
+                    match &snapshot {
+                        Ok(snapshot) => {
+                            let unseen = hidden::unseen_code(statement, snapshot, &self.classifier);
+                            if !unseen.is_empty() {
+                                portcullis_sql::calls_unseen(statement, unseen.functions);
                             }
-                        };
-                        let unseen = hidden::unseen_code(statement, snapshot, &self.classifier);
-                        if !unseen.is_empty() {
-                            portcullis_sql::calls_unseen(statement, unseen.functions);
+                        }
+                        Err(e) => {
+                            unreadable = Some((statement.text.clone(), e.to_string()));
+                            break;
                         }
                     }
-                    unseen_changes |= may_make_code(statement);
                 }
+                unseen_changes |= may_make_code(statement);
+            }
+            if let (
+                Some((text, error)),
                 Planned::Gated {
-                    raw,
-                    phase,
-                    statements,
                     undo,
+                    phase,
                     poison,
-                    parameters,
-                }
-            })
-            .collect()
+                    ..
+                },
+            ) = (unreadable, &mut *item)
+            {
+                shared
+                    .results
+                    .prepared()
+                    .undo(std::mem::take(undo).into_iter().flatten());
+                let (phase, poison) = (*phase, poison.clone());
+                *item = Planned::Refused {
+                    phase,
+                    text,
+                    reason: format!("the gateway reads the target's catalog to see what a statement runs that its text does not show (views, operators, domain checks), and cannot: {error}; try again"),
+                    code: "58000",
+                    poison,
+                };
+            }
+        }
+        plan
     }
 
     /// With masking on, refuses statements that would carry covered values

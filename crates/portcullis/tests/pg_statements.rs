@@ -730,9 +730,8 @@ async fn a_client_that_stops_reading_holds_up_no_one_else() {
 /// as a protocol Execute of its name, is decided as a CALL, not as a read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_of_a_cursor_opened_by_code_is_decided_as_code() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.cedar"),
+    let gw = Gateway::start_with_policy(
+        TestDb::create("e2e_code_cursor", SEED).await,
         r#"
 permit (principal, action == Action::"connect", resource);
 permit (principal, action == Action::"query", resource);
@@ -741,14 +740,6 @@ permit (principal, action == Action::"query", resource);
 forbid (principal, action == Action::"query", resource)
 when { context.statement.kinds.contains("call") };
 "#,
-    )
-    .unwrap();
-    let gw = Gateway::start_with(
-        TestDb::create("e2e_code_cursor", SEED).await,
-        Options {
-            policies: dir.path().to_path_buf(),
-            ..Options::default()
-        },
     )
     .await;
     let alice = gw.token("alice@example.com", &["eng"]);
@@ -794,9 +785,8 @@ when { context.statement.kinds.contains("call") };
 /// the call it is; what runs only built-ins is still a read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_that_a_read_runs_unseen_is_decided_as_code() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.cedar"),
+    let gw = Gateway::start_with_policy(
+        TestDb::create("e2e_unseen_code", SEED).await,
         r#"
 permit (principal, action == Action::"connect", resource);
 permit (principal, action == Action::"query", resource);
@@ -806,14 +796,6 @@ forbid (principal, action == Action::"query", resource)
 when { context.statement.kinds.contains("call") }
 unless { context.statement.kinds.contains("ddl") };
 "#,
-    )
-    .unwrap();
-    let gw = Gateway::start_with(
-        TestDb::create("e2e_unseen_code", SEED).await,
-        Options {
-            policies: dir.path().to_path_buf(),
-            ..Options::default()
-        },
     )
     .await;
     let direct = gw.db.direct().await;
@@ -864,6 +846,15 @@ unless { context.statement.kinds.contains("ddl") };
              insert into moods values ('a');
              create table held (c checked);
              insert into held values (1);
+             create function folded() returns int language plpgsql immutable as
+               $$ begin perform w(); return 1; end $$;
+             create table indexed (a int);
+             create index on indexed ((a + folded()));
+             create table parted (a int) partition by range ((a + folded()));
+             create table parted1 partition of parted for values from (0) to (100);
+             create function next_one(x int) returns int language sql immutable as 'select x + 1';
+             create table plainly_indexed (a int);
+             create index on plainly_indexed ((next_one(a)));
              delete from trail;",
         )
         .await
@@ -897,6 +888,9 @@ unless { context.statement.kinds.contains("ddl") };
         "select * from held h, jsonb_populate_record(h, '{\"c\": 7}') j",
         // A domain over a type a user's cast starts from.
         "select m + 1 from moods",
+        // Planning a read folds the functions of indexes and partition keys.
+        "select * from indexed",
+        "select * from parted",
     ] {
         let simple = client.batch_execute(sql).await.unwrap_err();
         assert!(
@@ -923,9 +917,20 @@ unless { context.statement.kinds.contains("ddl") };
     .await;
     let typed = raw_text(&raw.until_ready().await);
     assert!(typed.contains("no-calls"), "{typed}");
+    // Even with no statement to decide.
+    raw.send(&[
+        raw::parse_typed("", "", &[checked_oid]),
+        raw::bind_text("", "", &["5"]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    let empty = raw_text(&raw.until_ready().await);
+    assert!(empty.contains("empty statement"), "{empty}");
     // What runs only built-ins is a read.
     for sql in [
         "select * from plain_v",
+        "select * from plainly_indexed",
         "select 5::positive",
         "select 'ok'::mood",
         "select upper('abc')",

@@ -139,6 +139,8 @@ pub struct Gateway {
     /// When the config has an `[ssh]` listener.
     pub ssh_addr: Option<std::net::SocketAddr>,
     pub db: TestDb,
+    /// The policy directory made for the gateway, if one was.
+    pub policy_dir: Option<tempfile::TempDir>,
 }
 
 pub struct Options {
@@ -255,7 +257,25 @@ impl Gateway {
             config_path,
             config,
             db,
+            policy_dir: None,
         }
+    }
+
+    /// A gateway deciding by the Cedar policy `cedar` alone.
+    pub async fn start_with_policy(db: TestDb, cedar: &str) -> Gateway {
+        let policies = tempfile::tempdir().unwrap();
+        std::fs::write(policies.path().join("policy.cedar"), cedar).unwrap();
+        let mut gw = Gateway::start_with(
+            db,
+            Options {
+                policies: policies.path().to_path_buf(),
+                ..Options::default()
+            },
+        )
+        .await;
+        // Kept as long as the gateway, which watches it.
+        gw.policy_dir = Some(policies);
+        gw
     }
 
     pub fn token(&self, user: &str, groups: &[&str]) -> String {
