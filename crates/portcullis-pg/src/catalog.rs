@@ -425,6 +425,9 @@ async fn fresh_read(
 ) -> Result<Vec<Result<Rows, PgError>>, PgError> {
     let mut params = crate::PINNED_PARAMETERS.to_vec();
     params.push(("lock_timeout", LOCK_TIMEOUT));
+    // Only the system's names: an operator or function a user put in
+    // `public` must not answer the gateway's own queries.
+    params.push(("search_path", "pg_catalog"));
     let mut connection = target.connect(&params).await?;
     let answers = connection.query_many(target, &QUERIES).await?;
     *kept = Some(connection);
@@ -462,34 +465,63 @@ const VIEWS_SQL: &str =
      SELECT v.oid, CASE WHEN NOT v.locked THEN pg_catalog.pg_get_viewdef(v.oid) END \
      FROM views v";
 
-/// Functions outside the system schemas that no extension installed.
-const USER_FUNCTIONS_SQL: &str = "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
+/// Whether an object (of catalog `$catalog`, OID `$oid`, owned by
+/// `$owner`) is an extension's: a member of one, owned by a superuser. An
+/// extension a user may create (a trusted one) is theirs to add their own
+/// functions to, which stay theirs.
+macro_rules! installed {
+    ($catalog:literal, $oid:literal, $owner:literal) => {
+        concat!(
+            "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
+               WHERE e.classid = 'pg_catalog.",
+            $catalog,
+            "'::pg_catalog.regclass AND e.objid = ",
+            $oid,
+            " AND e.deptype = 'e') \
+             AND ",
+            $owner,
+            " IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper))"
+        )
+    };
+}
+
+/// Functions outside the system schemas that are not an extension's
+/// (see `installed!`).
+const USER_FUNCTIONS_SQL: &str = concat!(
+    "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-       WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid AND d.deptype = 'e')";
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
+    installed!("pg_proc", "p.oid", "p.proowner")
+);
 
 /// Operators outside the system schemas that no extension installed: the
 /// name, the function it runs, and whether a built-in type is on either
 /// side (one on users' types cannot take a covered column without a cast
 /// of the users' own).
-const USER_OPERATORS_SQL: &str = "SELECT o.oprname, o.oprcode::pg_catalog.text, \
+const USER_OPERATORS_SQL: &str = concat!(
+    "SELECT o.oprname, o.oprcode::pg_catalog.text, \
      (o.oprleft BETWEEN 1 AND 16383 OR o.oprright BETWEEN 1 AND 16383)::pg_catalog.text \
      FROM pg_catalog.pg_operator o \
      JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-       WHERE d.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND d.objid = o.oid AND d.deptype = 'e')";
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
+    installed!("pg_operator", "o.oid", "o.oprowner")
+);
 
-/// Casts through functions that are not built in, and that no extension
-/// installed: `(castsource, casttarget, castfunc)`.
+/// Casts through functions that are not built in and are not an
+/// extension's, other than a range's to its multirange (made with the
+/// range): `(castsource, casttarget, castfunc)`.
 macro_rules! user_casts {
     () => {
-        "(SELECT k.castsource, k.casttarget, k.castfunc::pg_catalog.regproc::pg_catalog.text \
-           FROM pg_catalog.pg_cast k WHERE k.castfunc >= 16384 \
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-             WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND d.objid = k.oid AND d.deptype = 'e')) \
-         AS casts(castsource, casttarget, castfunc)"
+        concat!(
+            "(SELECT k.castsource, k.casttarget, k.castfunc::pg_catalog.regproc::pg_catalog.text \
+               FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_proc f ON f.oid = k.castfunc \
+               WHERE k.castfunc >= 16384 \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_range g \
+                 WHERE g.rngtypid = k.castsource AND g.rngmultitypid = k.casttarget) \
+               AND NOT ",
+            installed!("pg_proc", "f.oid", "f.proowner"),
+            ") AS casts(castsource, casttarget, castfunc)"
+        )
     };
 }
 
@@ -530,35 +562,40 @@ const CAST_FROM_SQL: &str = concat!(
      SELECT DISTINCT t.typname, source.castfunc FROM source JOIN pg_catalog.pg_type t ON t.oid = source.oid"
 );
 
-/// For each relation, the functions a plan of a read of it folds: see
-/// [`Snapshot::relation_code`]. With each, whether it is `LANGUAGE sql`
-/// with a body given as text (then followed as SQL), and that text.
-const RELATION_CODE_SQL: &str = "WITH RECURSIVE direct(relid, proid) AS ( \
-       SELECT i.indrelid, d.refobjid FROM pg_catalog.pg_depend d \
+/// For each relation, the functions a plan of a read of it folds (named in
+/// its expressions, or behind an operator there): see
+/// [`Snapshot::relation_code`]. With each, whether it is followed as SQL
+/// (`LANGUAGE sql` with a body given as text, and no type of users' in its
+/// signature, whose checks a call runs), and that text.
+const RELATION_CODE_SQL: &str = concat!(
+    "WITH RECURSIVE uses(relid, refclassid, refobjid) AS ( \
+       SELECT i.indrelid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d \
          JOIN pg_catalog.pg_index i ON d.objid = i.indexrelid \
          WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-       UNION SELECT d.objid, d.refobjid FROM pg_catalog.pg_depend d \
+       UNION SELECT d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d \
          WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-       UNION SELECT c.conrelid, d.refobjid FROM pg_catalog.pg_depend d \
+       UNION SELECT c.conrelid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d \
          JOIN pg_catalog.pg_constraint c ON d.objid = c.oid \
-         WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND c.conrelid <> 0 \
-         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
-       UNION SELECT s.stxrelid, d.refobjid FROM pg_catalog.pg_depend d \
+         WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND c.conrelid OPERATOR(pg_catalog.<>) 0 \
+       UNION SELECT s.stxrelid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d \
          JOIN pg_catalog.pg_statistic_ext s ON d.objid = s.oid \
-         WHERE d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass \
-         AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass), \
+         WHERE d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass), \
+     direct(relid, proid) AS ( \
+       SELECT relid, refobjid FROM uses WHERE refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass \
+       UNION SELECT u.relid, o.oprcode FROM uses u JOIN pg_catalog.pg_operator o ON o.oid = u.refobjid \
+         WHERE u.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass), \
      up(relid, proid) AS ( \
        SELECT relid, proid FROM direct \
        UNION SELECT h.inhparent, up.proid FROM up JOIN pg_catalog.pg_inherits h ON h.inhrelid = up.relid) \
      SELECT DISTINCT up.relid, p.oid::pg_catalog.regproc::pg_catalog.text, \
-       (l.lanname = 'sql' AND p.prosrc <> '')::pg_catalog.text, p.prosrc \
+       (l.lanname = 'sql' AND p.prosrc <> '' AND p.prorettype < 16384 \
+        AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(p.proargtypes::pg_catalog.oid[]) AS a(t) WHERE a.t >= 16384) \
+       )::pg_catalog.text, p.prosrc \
      FROM up JOIN pg_catalog.pg_proc p ON p.oid = up.proid \
      JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
-     WHERE p.oid >= 16384 AND p.provolatile <> 'v' \
-     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
-       WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e')";
+     WHERE p.oid >= 16384 AND p.provolatile <> 'v' AND NOT ",
+    installed!("pg_proc", "p.oid", "p.proowner")
+);
 
 const OPERATOR_NAMES_SQL: &str = "SELECT DISTINCT oprname FROM pg_catalog.pg_operator";
 const TYPE_NAMES_SQL: &str = "SELECT oid, typname FROM pg_catalog.pg_type";

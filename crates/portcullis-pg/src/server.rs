@@ -253,7 +253,9 @@ impl PgTarget {
     /// closed either way.
     pub async fn terminate_backend(&self, pid: i32, secret: i32) {
         let ending = async {
-            let mut connection = self.connect(crate::PINNED_PARAMETERS).await?;
+            let mut params = crate::PINNED_PARAMETERS.to_vec();
+            params.push(("search_path", "pg_catalog"));
+            let mut connection = self.connect(&params).await?;
             let rows = connection
                 .query_rows(
                     self,

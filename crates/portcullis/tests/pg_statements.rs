@@ -855,6 +855,21 @@ unless { context.statement.kinds.contains("ddl") };
              create function next_one(x int) returns int language sql immutable as 'select x + 1';
              create table plainly_indexed (a int);
              create index on plainly_indexed ((next_one(a)));
+             create function folded_plus(a int, b int) returns int language plpgsql immutable as
+               $$ begin perform w(); return a + b; end $$;
+             create operator #@# (leftarg = int, rightarg = int, function = folded_plus);
+             create table op_indexed (a int);
+             create index on op_indexed ((a #@# 1));
+             create function five() returns checked language sql immutable as 'select 5';
+             create table five_indexed (a int);
+             create index on five_indexed ((a + five()));
+             create type span as range (subtype = int);
+             create table spans (s span);
+             -- Would answer the gateway's own catalog queries, were they
+             -- to look in public: nothing would seem to run code.
+             create function public.never(oid, int) returns bool language sql immutable as 'select false';
+             create operator public.>= (leftarg = oid, rightarg = int, function = public.never);
+             create operator public.<> (leftarg = oid, rightarg = int, function = public.never);
              delete from trail;",
         )
         .await
@@ -891,6 +906,9 @@ unless { context.statement.kinds.contains("ddl") };
         // Planning a read folds the functions of indexes and partition keys.
         "select * from indexed",
         "select * from parted",
+        "select * from op_indexed",
+        // A SQL function's result is made of its declared type.
+        "select * from five_indexed",
     ] {
         let simple = client.batch_execute(sql).await.unwrap_err();
         assert!(
@@ -931,6 +949,7 @@ unless { context.statement.kinds.contains("ddl") };
     for sql in [
         "select * from plain_v",
         "select * from plainly_indexed",
+        "select * from spans",
         "select 5::positive",
         "select 'ok'::mood",
         "select upper('abc')",
