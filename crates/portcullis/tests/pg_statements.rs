@@ -870,6 +870,11 @@ unless { context.statement.kinds.contains("ddl") };
              create function public.never(oid, int) returns bool language sql immutable as 'select false';
              create operator public.>= (leftarg = oid, rightarg = int, function = public.never);
              create operator public.<> (leftarg = oid, rightarg = int, function = public.never);
+             -- A trusted extension its creator owns, and so may add to.
+             create extension fuzzystrmatch;
+             create function public.abs(text) returns int language plpgsql as
+               $$ begin insert into trail values (9, 'extension'); return 1; end $$;
+             alter extension fuzzystrmatch add function public.abs(text);
              delete from trail;",
         )
         .await
@@ -909,6 +914,8 @@ unless { context.statement.kinds.contains("ddl") };
         "select * from op_indexed",
         // A SQL function's result is made of its declared type.
         "select * from five_indexed",
+        // Not an extension's for being in one.
+        "select abs('x')",
     ] {
         let simple = client.batch_execute(sql).await.unwrap_err();
         assert!(
