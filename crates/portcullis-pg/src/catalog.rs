@@ -721,11 +721,7 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
     snapshot.user_functions = first_column(functions);
     snapshot.known_operators = first_column(operator_names);
     for row in type_names {
-        let [Some(oid), Some(name)] =
-            <[Option<String>; 2]>::try_from(row).map_err(|_| bad_row())?
-        else {
-            return Err(bad_row());
-        };
+        let [oid, name] = non_null(row).ok_or_else(bad_row)?;
         let oid: u32 = oid.parse().map_err(|_| bad_row())?;
         if oid >= 16384 {
             snapshot.known_type_oids.insert(oid);
@@ -733,22 +729,14 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
         snapshot.known_types.insert(name);
     }
     for row in operators {
-        let [Some(name), Some(function), Some(builtin_side)] =
-            <[Option<String>; 3]>::try_from(row).map_err(|_| bad_row())?
-        else {
-            return Err(bad_row());
-        };
+        let [name, function, builtin_side] = non_null(row).ok_or_else(bad_row)?;
         if builtin_side == "true" {
             snapshot.user_operators.insert(name.clone());
         }
         snapshot.operators.entry(name).or_default().push(function);
     }
     for row in type_code {
-        let [Some(oid), Some(name), Some(kind), Some(body)] =
-            <[Option<String>; 4]>::try_from(row).map_err(|_| bad_row())?
-        else {
-            return Err(bad_row());
-        };
+        let [oid, name, kind, body] = non_null(row).ok_or_else(bad_row)?;
         let oid: u32 = oid.parse().map_err(|_| bad_row())?;
         let code = match kind.as_str() {
             "check" => Code::Sql(check_query(&body)),
@@ -762,11 +750,7 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
         snapshot.type_code.entry(name).or_default().push(code);
     }
     for row in relation_code {
-        let [Some(oid), Some(function), Some(sql), Some(body)] =
-            <[Option<String>; 4]>::try_from(row).map_err(|_| bad_row())?
-        else {
-            return Err(bad_row());
-        };
+        let [oid, function, sql, body] = non_null(row).ok_or_else(bad_row)?;
         let oid: u32 = oid.parse().map_err(|_| bad_row())?;
         let code = if sql == "true" {
             Code::Sql(body)
@@ -776,19 +760,11 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
         snapshot.relation_code.entry(oid).or_default().push(code);
     }
     for row in cast_from {
-        let [Some(name), Some(function)] =
-            <[Option<String>; 2]>::try_from(row).map_err(|_| bad_row())?
-        else {
-            return Err(bad_row());
-        };
+        let [name, function] = non_null(row).ok_or_else(bad_row)?;
         snapshot.cast_from.entry(name).or_default().push(function);
     }
     for row in policies {
-        let [Some(oid), Some(condition)] =
-            <[Option<String>; 2]>::try_from(row).map_err(|_| bad_row())?
-        else {
-            return Err(bad_row());
-        };
+        let [oid, condition] = non_null(row).ok_or_else(bad_row)?;
         let oid: u32 = oid.parse().map_err(|_| bad_row())?;
         snapshot
             .policies
@@ -801,6 +777,14 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
         .filter_map(|row| row.into_iter().next().flatten()?.parse().ok())
         .collect();
     Ok(snapshot)
+}
+
+/// The values of a row none of which may be NULL, `N` of them.
+fn non_null<const N: usize>(row: Vec<Option<String>>) -> Option<[String; N]> {
+    row.into_iter()
+        .collect::<Option<Vec<String>>>()?
+        .try_into()
+        .ok()
 }
 
 /// A domain's `CHECK (condition) [NOT VALID]` (`pg_get_constraintdef`) as
