@@ -161,7 +161,11 @@ impl ResultQueue {
     /// unless more was sent since (that may have begun a transaction).
     /// Whether the session may have made code that is now committed.
     fn idle(&self) -> bool {
-        self.with(|queue| queue.is_empty())
+        // The flag first: most sessions never set it, and the queue's lock
+        // is then not taken on every ReadyForQuery.
+        self.unseen_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.with(|queue| queue.is_empty())
             && self
                 .unseen_changes
                 .swap(false, std::sync::atomic::Ordering::AcqRel)
