@@ -556,7 +556,8 @@ pub fn policy_engine(config: &Config) -> Engine {
     }
 }
 
-/// Watches `dir` and sends on `changed` when anything in it changes. `None`
+/// Watches `dir` and its sub-directories, and sends on `changed` when
+/// anything in them changes. `None`
 /// (with a warning) when the system cannot watch it: polling still works.
 fn watch_directory(
     dir: &Path,
@@ -576,7 +577,7 @@ fn watch_directory(
             return None;
         }
     };
-    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::Recursive) {
         warn!(dir = %dir.display(), error = %e, "cannot watch the policy directory: changes are seen at the next poll");
         return None;
     }

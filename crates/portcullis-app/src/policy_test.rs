@@ -341,17 +341,19 @@ pub fn run(dir: &Path) -> Result<TestRun, PolicyTestError> {
     let classifier = Classifier::new(0);
     let mut cases_by_file = Vec::new();
     let mut errors = Vec::new();
-    for path in case_files(dir)? {
+    for portcullis_policy::files::Found { path, name } in case_files(dir)? {
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyTestError::ReadFile {
             file: path.clone(),
             source,
         })?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         match parse_case_file(&path, &text, &classifier) {
-            Ok(cases) => cases_by_file.push((name, cases)),
+            Ok(mut cases) => {
+                // Named by its path inside the directory, as policies are.
+                for case in &mut cases {
+                    case.file.clone_from(&name);
+                }
+                cases_by_file.push((name, cases))
+            }
             Err(mut file_errors) => errors.append(&mut file_errors),
         }
     }
@@ -467,30 +469,17 @@ fn decide(policies: &Policies, case: Case) -> CaseResult {
     }
 }
 
-/// The `*.cases.toml` files of `dir`, sorted by name.
-fn case_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyTestError> {
-    let read_dir_error = |source| PolicyTestError::ReadDir {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let mut paths = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_dir_error)? {
-        let path = entry.map_err(read_dir_error)?.path();
-        let is_case_file = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(CASE_FILE_SUFFIX));
-        if is_case_file && path.is_file() {
-            paths.push(path);
-        }
-    }
-    if paths.is_empty() {
+/// The `*.cases.toml` files under `dir`, read as the policies beside them
+/// are (sub-directories too), sorted by path.
+fn case_files(dir: &Path) -> Result<Vec<portcullis_policy::files::Found>, PolicyTestError> {
+    let found =
+        portcullis_policy::files::list(dir, &|name: &str| name.ends_with(CASE_FILE_SUFFIX))?;
+    if found.is_empty() {
         return Err(PolicyTestError::NoCaseFiles {
             dir: dir.to_path_buf(),
         });
     }
-    paths.sort();
-    Ok(paths)
+    Ok(found)
 }
 
 /// A case file as written. `deny_unknown_fields` everywhere: a misspelt

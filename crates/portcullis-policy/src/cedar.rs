@@ -336,80 +336,52 @@ impl std::fmt::Debug for CedarPolicies {
     }
 }
 
+/// A policy or mask rule file.
 pub(crate) struct SourceFile {
+    /// Where it is, as errors show it.
     pub(crate) path: PathBuf,
+    /// Its path inside the policy directory (`teams/eng.cedar`): it names
+    /// the policies without an `@id` and enters the content version.
+    pub(crate) name: String,
     pub(crate) text: String,
 }
 
-/// Every `*.<extension>` file of `dir`, sorted by name.
-pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, PolicyError> {
-    let mut paths = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let path = entry
-            .map_err(|source| PolicyError::ReadDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?
-            .path();
-        if path.extension().is_none_or(|e| e != extension) {
-            continue;
-        }
-        // A policy file that cannot be read (a link to nothing, a directory
-        // or a pipe by that name) fails the whole version: left out, the
-        // rules it holds would silently stop applying. A link is followed
-        // only inside the directory (as a mounted config map's are): one
-        // out of it would read, and show in errors, any file the gateway
-        // may read.
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            let inside = match (std::fs::canonicalize(&path), std::fs::canonicalize(dir)) {
-                (Ok(target), Ok(dir)) => target.starts_with(dir),
-                _ => false,
-            };
-            if !inside {
-                return Err(PolicyError::ReadFile {
-                    file: path,
-                    source: std::io::Error::other(
-                        "a symbolic link that leads out of the policy directory (or nowhere)",
-                    ),
-                });
-            }
-        }
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() > MAX_FILE_BYTES => {
-                return Err(PolicyError::ReadFile {
-                    file: path,
-                    source: std::io::Error::other(too_large(meta.len())),
-                })
-            }
-            Ok(meta) if meta.is_file() => paths.push(path),
-            Ok(_) => {
-                return Err(PolicyError::ReadFile {
-                    file: path,
-                    source: std::io::Error::other("not a regular file"),
-                })
-            }
-            Err(source) => return Err(PolicyError::ReadFile { file: path, source }),
+impl SourceFile {
+    /// A file held in memory, shown by its name.
+    pub(crate) fn in_memory(name: &str, text: &str) -> SourceFile {
+        SourceFile {
+            path: PathBuf::from(name),
+            name: name.to_string(),
+            text: text.to_string(),
         }
     }
-    paths.sort();
-    if paths.is_empty() {
+}
+
+/// Every `*.<extension>` file under `dir` (see [`crate::files`]), sorted by
+/// its path inside `dir`.
+pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, PolicyError> {
+    let found = crate::files::list(dir, &|name: &str| {
+        Path::new(name).extension().is_some_and(|e| e == extension)
+    })?;
+    if found.is_empty() {
         return Err(PolicyError::Empty {
             dir: dir.to_path_buf(),
             extension: extension.to_string(),
         });
     }
-    paths
+    read_found(found)
+}
+
+/// The text of each file found.
+pub(crate) fn read_found(found: Vec<crate::files::Found>) -> Result<Vec<SourceFile>, PolicyError> {
+    found
         .into_iter()
-        .map(|path| {
+        .map(|crate::files::Found { path, name }| {
             let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
                 file: path.clone(),
                 source,
             })?;
-            Ok(SourceFile { path, text })
+            Ok(SourceFile { path, name, text })
         })
         .collect()
 }
@@ -613,17 +585,11 @@ pub(crate) fn check_text(
     }
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// `sha256:<12 hex>` over the files' names and contents.
 pub(crate) fn content_version(files: &[SourceFile]) -> String {
     let mut hasher = Sha256::new();
     for file in files {
-        hasher.update(file_name(&file.path).as_bytes());
+        hasher.update(file.name.as_bytes());
         hasher.update([0]);
         hasher.update(file.text.as_bytes());
         hasher.update([0]);
@@ -637,7 +603,7 @@ impl CedarPolicies {
     /// strictly against [`SCHEMA`], and refuses the whole directory on the
     /// first problem.
     pub fn load_dir(dir: &Path) -> Result<CedarPolicies, PolicyError> {
-        CedarPolicies::from_files(read_dir(dir, "cedar")?, "")
+        CedarPolicies::from_files(read_dir(dir, "cedar")?)
     }
 
     /// The version `load_dir` would give, without parsing: a cheap way to
@@ -650,38 +616,12 @@ impl CedarPolicies {
     pub fn from_sources(sources: &[(&str, &str)]) -> Result<CedarPolicies, PolicyError> {
         let files = sources
             .iter()
-            .map(|(name, text)| SourceFile {
-                path: PathBuf::from(name),
-                text: text.to_string(),
-            })
+            .map(|(name, text)| SourceFile::in_memory(name, text))
             .collect();
-        CedarPolicies::from_files(files, "")
+        CedarPolicies::from_files(files)
     }
 
-    /// Loads files read from a Git commit: `(path in the repository, text)`.
-    /// Errors name a file `<commit_prefix><path>`; policies without an `@id`
-    /// are named `file#n` as for a directory.
-    pub(crate) fn from_commit_files(
-        files: Vec<(String, String)>,
-        commit_prefix: &str,
-    ) -> Result<CedarPolicies, PolicyError> {
-        let files = files
-            .into_iter()
-            .map(|(path, text)| SourceFile {
-                path: PathBuf::from(path),
-                text,
-            })
-            .collect();
-        CedarPolicies::from_files(files, commit_prefix)
-    }
-
-    /// `location_prefix` goes before each file's path in errors.
-    pub(crate) fn from_files(
-        files: Vec<SourceFile>,
-        location_prefix: &str,
-    ) -> Result<CedarPolicies, PolicyError> {
-        let shown =
-            |file: &SourceFile| PathBuf::from(format!("{location_prefix}{}", file.path.display()));
+    pub(crate) fn from_files(files: Vec<SourceFile>) -> Result<CedarPolicies, PolicyError> {
         let (schema, _warnings) =
             Schema::from_cedarschema_str(SCHEMA).map_err(|e| PolicyError::Schema(e.to_string()))?;
         let mut policies = PolicySet::new();
@@ -692,8 +632,7 @@ impl CedarPolicies {
         // of them at once.
         let mut problems = Vec::new();
         for (file_idx, file) in files.iter().enumerate() {
-            let file_name = file_name(&file.path);
-            let location = shown(file).display().to_string();
+            let location = file.path.display().to_string();
             if let Err(e) = check_text(&location, &file.text, Language::Cedar) {
                 problems.push(e);
                 continue;
@@ -702,7 +641,7 @@ impl CedarPolicies {
                 Ok(parsed) => parsed,
                 Err(errors) => {
                     problems.extend(errors.iter().map(|e| PolicyError::Invalid {
-                        location: locate(&shown(file), &file.text, e),
+                        location: locate(&file.path, &file.text, e),
                         message: first_line(&e.to_string()),
                     }));
                     continue;
@@ -721,12 +660,12 @@ impl CedarPolicies {
             for (n, policy) in in_file.into_iter().enumerate() {
                 let name = match policy.annotation("id") {
                     Some(id) => id.to_string(),
-                    None => format!("{file_name}#{n}"),
+                    None => format!("{}#{n}", file.name),
                 };
                 let id = PolicyId::new(name.clone());
                 if names.contains_key(&id) {
                     problems.push(PolicyError::Invalid {
-                        location: shown(file).display().to_string(),
+                        location: file.path.display().to_string(),
                         message: format!("policy id `{name}` is used twice"),
                     });
                     continue;
@@ -735,7 +674,7 @@ impl CedarPolicies {
                 let depth = crate::condition::depth(&core.condition());
                 if depth > crate::condition::MAX_DEPTH {
                     problems.push(PolicyError::Invalid {
-                        location: format!("{} (policy `{name}`)", shown(file).display()),
+                        location: format!("{} (policy `{name}`)", file.path.display()),
                         message: format!(
                             "its condition nests {depth} levels deep; at most {} are evaluated \
                              (`a || b || ...` and `else if` nest a level per term): group terms \
@@ -753,7 +692,7 @@ impl CedarPolicies {
                     Ok(None) => {}
                     Err(message) => {
                         problems.push(PolicyError::Invalid {
-                            location: format!("{} (policy `{name}`)", shown(file).display()),
+                            location: format!("{} (policy `{name}`)", file.path.display()),
                             message,
                         });
                         continue;
@@ -761,7 +700,7 @@ impl CedarPolicies {
                 }
                 if let Err(e) = policies.add(policy.new_id(id.clone())) {
                     problems.push(PolicyError::Invalid {
-                        location: shown(file).display().to_string(),
+                        location: file.path.display().to_string(),
                         message: e.to_string(),
                     });
                     continue;
@@ -777,7 +716,7 @@ impl CedarPolicies {
                 let location = origin
                     .get(err.policy_id())
                     .and_then(|idx| files.get(*idx))
-                    .map(|file| locate(&shown(file), &file.text, err))
+                    .map(|file| locate(&file.path, &file.text, err))
                     .unwrap_or_else(|| err.policy_id().to_string());
                 PolicyError::Invalid {
                     location,

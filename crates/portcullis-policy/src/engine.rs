@@ -1,6 +1,6 @@
 //! The policy engines behind one type: what the Gate holds and asks.
 
-use crate::cedar::{content_version, read_dir, CedarPolicies, SourceFile};
+use crate::cedar::{content_version, read_dir, read_found, CedarPolicies, SourceFile};
 use crate::error::PolicyError;
 use crate::rego::RegoPolicies;
 use portcullis_core::{Decision, Request};
@@ -105,8 +105,9 @@ impl Policies {
         let mask_files = read_mask_files(dir)?;
         let version = dir_content_version(&rule_files, &mask_files);
         let rules = on_large_stack(|| match engine {
-            Engine::Cedar => CedarPolicies::from_files(rule_files, "")
-                .map(|p| Rules::Cedar(p.with_version(version))),
+            Engine::Cedar => {
+                CedarPolicies::from_files(rule_files).map(|p| Rules::Cedar(p.with_version(version)))
+            }
             Engine::Rego => RegoPolicies::from_files(rule_files, version).map(Rules::Rego),
         });
         let masks = parse_masks(
@@ -140,7 +141,8 @@ impl Policies {
     }
 
     /// Policies read from a commit: `(path, text)` pairs of rule files and of
-    /// mask rule files, named by the commit.
+    /// mask rule files, each path inside the policy directory; errors name a
+    /// file `<commit_prefix><path>`.
     pub(crate) fn from_commit_files(
         files: Vec<(String, String)>,
         mask_files: Vec<(String, String)>,
@@ -148,19 +150,19 @@ impl Policies {
         version: String,
         engine: Engine,
     ) -> Result<Policies, PolicyError> {
+        let files = files
+            .into_iter()
+            .map(|(name, text)| SourceFile {
+                path: format!("{commit_prefix}{name}").into(),
+                name,
+                text,
+            })
+            .collect();
         let rules = on_large_stack(|| match engine {
-            Engine::Cedar => CedarPolicies::from_commit_files(files, commit_prefix)
-                .map(|p| Rules::Cedar(p.with_version(version))),
-            Engine::Rego => {
-                let files = files
-                    .into_iter()
-                    .map(|(path, text)| SourceFile {
-                        path: format!("{commit_prefix}{path}").into(),
-                        text,
-                    })
-                    .collect();
-                RegoPolicies::from_files(files, version).map(Rules::Rego)
+            Engine::Cedar => {
+                CedarPolicies::from_files(files).map(|p| Rules::Cedar(p.with_version(version)))
             }
+            Engine::Rego => RegoPolicies::from_files(files, version).map(Rules::Rego),
         });
         let masks = parse_masks(
             mask_files
@@ -250,21 +252,9 @@ impl Policies {
     }
 }
 
-/// The mask rule files of `dir`, sorted by name; none is fine.
+/// The mask rule files under `dir`, sorted by path; none is fine.
 fn read_mask_files(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
-    match read_dir(dir, "toml") {
-        Ok(files) => Ok(files
-            .into_iter()
-            .filter(|f| {
-                f.path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(is_mask_file)
-            })
-            .collect()),
-        Err(PolicyError::Empty { .. }) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+    read_found(crate::files::list(dir, &is_mask_file)?)
 }
 
 /// The content version of a directory: its rule files, then its mask files.
@@ -279,6 +269,7 @@ fn dir_content_version(rule_files: &[SourceFile], mask_files: &[SourceFile]) -> 
         .chain(mask_files)
         .map(|f| SourceFile {
             path: f.path.clone(),
+            name: f.name.clone(),
             text: f.text.clone(),
         })
         .collect();

@@ -14,7 +14,7 @@ pub enum PolicyError {
         file: PathBuf,
         source: std::io::Error,
     },
-    #[error("no `*.{extension}` policy files in `{}`", dir.display())]
+    #[error("no `*.{extension}` policy files under `{}`", dir.display())]
     Empty { dir: PathBuf, extension: String },
     #[error("{location}: {message}")]
     Invalid { location: String, message: String },
@@ -44,8 +44,12 @@ pub enum PolicyError {
         commit: String,
         subdir: String,
     },
-    #[error("no `*.cedar` policy files in `{location}` of git repository `{}`", repo.display())]
-    GitEmpty { repo: PathBuf, location: String },
+    #[error("no `*.{extension}` policy files under `{location}` of git repository `{}`", repo.display())]
+    GitEmpty {
+        repo: PathBuf,
+        location: String,
+        extension: String,
+    },
     /// `url` is shown without credentials.
     #[error("cannot fetch from git repository `{url}`: {message}")]
     GitFetch { url: String, message: String },

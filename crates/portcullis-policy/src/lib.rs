@@ -7,6 +7,7 @@
 //! - [`cedar`]: the Cedar engine and its schema (`portcullis.cedarschema`).
 //! - `condition.rs`: a Cedar policy's condition prepared for evaluation.
 //! - [`source`]: where policies come from: a directory or a Git commit.
+//! - [`files`]: which files of a policy directory are read.
 //! - `remote.rs`: a remote Git repository, asked for its refs and fetched
 //!   into a mirror.
 //! - [`engine`]: [`Policies`], either engine behind one type.
@@ -21,6 +22,7 @@ pub mod cedar;
 mod condition;
 pub mod engine;
 mod error;
+pub mod files;
 pub mod rego;
 mod remote;
 pub mod source;

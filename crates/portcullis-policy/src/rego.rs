@@ -42,10 +42,7 @@ impl RegoPolicies {
     pub fn from_sources(sources: &[(&str, &str)]) -> Result<RegoPolicies, PolicyError> {
         let files: Vec<crate::cedar::SourceFile> = sources
             .iter()
-            .map(|(name, text)| crate::cedar::SourceFile {
-                path: (*name).into(),
-                text: text.to_string(),
-            })
+            .map(|(name, text)| crate::cedar::SourceFile::in_memory(name, text))
             .collect();
         let version = crate::cedar::content_version(&files);
         RegoPolicies::from_files(files, version)

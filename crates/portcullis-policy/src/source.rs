@@ -146,7 +146,12 @@ fn load_commit(
         .map_err(|e| ref_error(e.to_string()))?;
     let files = read_commit(repository, repo, commit, subdir, engine.extension())?;
     let mask_files = read_commit_mask_files(repository, repo, commit, subdir)?;
-    let prefix = format!("{}:", commit.to_hex_with_len(SHORT_COMMIT));
+    // Errors name a file `<commit>:<path in the repository>`.
+    let mut prefix = format!("{}:", commit.to_hex_with_len(SHORT_COMMIT));
+    for component in subdir_components(subdir).unwrap_or_default() {
+        prefix.push_str(component);
+        prefix.push('/');
+    }
     Policies::from_commit_files(files, mask_files, &prefix, commit.to_string(), engine)
 }
 
@@ -256,8 +261,8 @@ fn subdir_components(subdir: &str) -> Option<Vec<&str>> {
     Some(components)
 }
 
-/// `(path, text)` of every `*.<extension>` file of `subdir` in `commit`, sorted by
-/// name; the path is the file's in the repository.
+/// `(path, text)` of every `*.<extension>` file under `subdir` in `commit`,
+/// sorted by path; the path is the file's inside `subdir`.
 fn read_commit(
     repository: &gix::Repository,
     repo: &Path,
@@ -274,6 +279,7 @@ fn read_commit(
         return Err(PolicyError::GitEmpty {
             repo: repo.to_path_buf(),
             location: format!("{short}:{prefix}"),
+            extension: extension.to_string(),
         });
     }
     Ok(files)
@@ -289,8 +295,9 @@ fn read_commit_mask_files(
     read_commit_files(repository, repo, commit, subdir, &is_mask_file)
 }
 
-/// `(path, text)` of every regular file of `subdir` in `commit` whose name
-/// `wanted` accepts, sorted by name.
+/// `(path, text)` of every regular file under `subdir` in `commit` whose
+/// name `wanted` accepts, sorted by path; the path is the file's inside
+/// `subdir`.
 fn read_commit_files(
     repository: &gix::Repository,
     repo: &Path,
@@ -342,80 +349,134 @@ fn read_commit_files(
             .find_tree(id)
             .map_err(|e| read_error(&prefix, e.to_string()))?;
     }
-    let path_of = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        }
-    };
     let mut files = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for entry in tree.iter() {
-        let entry = entry.map_err(|e| read_error(&prefix, e.to_string()))?;
-        let raw_name: &[u8] = entry.filename();
-        // A tree that lists a name twice is malformed (`git fsck` says so),
-        // and each tool reads it its own way: `git show` the first, a
-        // checkout the last. Which one counts cannot be told.
-        if !names.insert(raw_name.to_vec()) {
-            return Err(read_error(
-                &path_of(&String::from_utf8_lossy(raw_name)),
-                "listed twice in its directory (a malformed tree, which `git fsck` reports): refused, since what it holds depends on which copy is read".to_string(),
-            ));
-        }
-        // The same files a directory source reads: `.cedar` alone is a
-        // hidden file without an extension.
-        let Ok(name) = std::str::from_utf8(raw_name) else {
-            // Skipping it could silently drop a `forbid`.
-            let lossy = String::from_utf8_lossy(raw_name);
-            if wanted(&lossy) {
-                return Err(read_error(
-                    &path_of(&lossy),
-                    "the file name is not UTF-8".to_string(),
-                ));
-            }
-            continue;
-        };
-        if !wanted(name) {
-            continue;
-        }
-        let path = path_of(name);
-        match entry.kind() {
-            gix::object::tree::EntryKind::Blob | gix::object::tree::EntryKind::BlobExecutable => {}
-            // A directory or a submodule by a policy file's name: skipped,
-            // the rules it stood for would silently stop applying (as a
-            // directory source refuses it, so does this).
-            gix::object::tree::EntryKind::Tree | gix::object::tree::EntryKind::Commit => {
-                return Err(read_error(
-                    &path,
-                    "not a regular file (a directory or a submodule): policy files in git must be regular files".to_string(),
-                ))
-            }
-            // Skipping it could silently drop a `forbid`; following it could
-            // read outside the commit. Neither is safe.
-            gix::object::tree::EntryKind::Link => {
-                return Err(read_error(
-                    &path,
-                    "a symbolic link: policy files in git must be regular files".to_string(),
-                ))
-            }
-        }
-        let size = repository
-            .find_header(entry.object_id())
-            .map_err(|e| read_error(&path, e.to_string()))?
-            .size();
-        if size > crate::cedar::MAX_FILE_BYTES {
-            return Err(read_error(&path, crate::cedar::too_large(size)));
-        }
-        let mut blob = repository
-            .find_blob(entry.object_id())
-            .map_err(|e| read_error(&path, e.to_string()))?;
-        let text = String::from_utf8(blob.take_data())
-            .map_err(|_| read_error(&path, "the file is not UTF-8".to_string()))?;
-        files.push((path, text));
-    }
+    let walk = TreeWalk {
+        repository,
+        wanted,
+        read_error: &read_error,
+    };
+    walk.tree(&tree, &prefix, "", 0, &mut files)?;
     files.sort();
     Ok(files)
+}
+
+/// The files of a commit's policy directory, in its sub-directories too,
+/// read as a directory source reads them (see [`crate::files`]).
+struct TreeWalk<'a> {
+    repository: &'a gix::Repository,
+    wanted: &'a dyn Fn(&str) -> bool,
+    read_error: &'a dyn Fn(&str, String) -> PolicyError,
+}
+
+impl TreeWalk<'_> {
+    /// Adds `(path inside the policy directory, text)` of each wanted file
+    /// of `tree`, which is at `path` in the repository and at `inner` in the
+    /// policy directory.
+    fn tree(
+        &self,
+        tree: &gix::Tree<'_>,
+        path: &str,
+        inner: &str,
+        depth: usize,
+        files: &mut Vec<(String, String)>,
+    ) -> Result<(), PolicyError> {
+        let read_error = self.read_error;
+        let join = |base: &str, name: &str| {
+            if base.is_empty() {
+                name.to_string()
+            } else {
+                format!("{base}/{name}")
+            }
+        };
+        let mut names = std::collections::HashSet::new();
+        for entry in tree.iter() {
+            let entry = entry.map_err(|e| read_error(path, e.to_string()))?;
+            let raw_name: &[u8] = entry.filename();
+            // A tree that lists a name twice is malformed (`git fsck` says so),
+            // and each tool reads it its own way: `git show` the first, a
+            // checkout the last. Which one counts cannot be told.
+            if !names.insert(raw_name.to_vec()) {
+                return Err(read_error(
+                    &join(path, &String::from_utf8_lossy(raw_name)),
+                    "listed twice in its directory (a malformed tree, which `git fsck` reports): refused, since what it holds depends on which copy is read".to_string(),
+                ));
+            }
+            let is_tree = entry.mode().is_tree();
+            if is_tree && raw_name.first() == Some(&b'.') {
+                continue;
+            }
+            // The same files a directory source reads: `.cedar` alone is a
+            // hidden file without an extension.
+            let Ok(name) = std::str::from_utf8(raw_name) else {
+                // Skipping it could silently drop a `forbid`.
+                let lossy = String::from_utf8_lossy(raw_name);
+                if is_tree || (self.wanted)(&lossy) {
+                    return Err(read_error(
+                        &join(path, &lossy),
+                        "the name is not UTF-8".to_string(),
+                    ));
+                }
+                continue;
+            };
+            let file_path = join(path, name);
+            if is_tree {
+                if depth + 1 > crate::files::MAX_DEPTH {
+                    return Err(read_error(
+                        &file_path,
+                        format!(
+                            "sub-directories nest more than {} deep",
+                            crate::files::MAX_DEPTH
+                        ),
+                    ));
+                }
+                let subtree = self
+                    .repository
+                    .find_tree(entry.object_id())
+                    .map_err(|e| read_error(&file_path, e.to_string()))?;
+                self.tree(&subtree, &file_path, &join(inner, name), depth + 1, files)?;
+                continue;
+            }
+            if !(self.wanted)(name) {
+                continue;
+            }
+            match entry.kind() {
+                gix::object::tree::EntryKind::Blob
+                | gix::object::tree::EntryKind::BlobExecutable => {}
+                // A submodule by a policy file's name: skipped, the rules it
+                // stood for would silently stop applying.
+                gix::object::tree::EntryKind::Tree | gix::object::tree::EntryKind::Commit => {
+                    return Err(read_error(
+                        &file_path,
+                        "not a regular file (a submodule): policy files in git must be regular files".to_string(),
+                    ))
+                }
+                // Skipping it could silently drop a `forbid`; following it
+                // could read outside the commit. Neither is safe.
+                gix::object::tree::EntryKind::Link => {
+                    return Err(read_error(
+                        &file_path,
+                        "a symbolic link: policy files in git must be regular files".to_string(),
+                    ))
+                }
+            }
+            let size = self
+                .repository
+                .find_header(entry.object_id())
+                .map_err(|e| read_error(&file_path, e.to_string()))?
+                .size();
+            if size > crate::cedar::MAX_FILE_BYTES {
+                return Err(read_error(&file_path, crate::cedar::too_large(size)));
+            }
+            let mut blob = self
+                .repository
+                .find_blob(entry.object_id())
+                .map_err(|e| read_error(&file_path, e.to_string()))?;
+            let text = String::from_utf8(blob.take_data())
+                .map_err(|_| read_error(&file_path, "the file is not UTF-8".to_string()))?;
+            files.push((join(inner, name), text));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -565,7 +626,6 @@ mod tests {
                 ("policies/access.cedar", PERMIT),
                 ("policies/guardrails.cedar", FORBID),
                 ("policies/README.md", "not a policy"),
-                ("policies/nested/ignored.cedar", INVALID),
                 ("broken.cedar", INVALID),
             ],
             "layout",
@@ -664,7 +724,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains(&format!("no `*.cedar` policy files in `{short}:policies`")),
+            err.contains(&format!(
+                "no `*.cedar` policy files under `{short}:policies`"
+            )),
             "{err}"
         );
 
@@ -697,23 +759,14 @@ mod tests {
     }
 
     #[test]
-    fn git_directory_or_submodule_named_like_a_policy_is_refused() {
-        // A directory by a policy file's name.
-        let repo = Repo::new();
-        repo.write("guardrails.cedar/x.txt", "not a policy");
-        repo.commit(&[("access.cedar", PERMIT)], "a directory");
+    fn git_submodule_named_like_a_policy_is_refused() {
         let refused = |repo: &Repo| {
             repo.source("main", "")
                 .load(Engine::Cedar)
                 .unwrap_err()
                 .to_string()
         };
-        let err = refused(&repo);
-        assert!(
-            err.contains("guardrails.cedar") && err.contains("not a regular file"),
-            "{err}"
-        );
-        // A submodule (a gitlink) by that name.
+        // A submodule (a gitlink) by a policy file's name.
         let repo = Repo::new();
         repo.commit(&[("access.cedar", PERMIT)], "first");
         repo.git(&[
@@ -882,12 +935,62 @@ mod tests {
             let source = PolicySource::Directory(dir.path().to_path_buf());
             let error = source.load(Engine::Cedar).err().unwrap().to_string();
             assert!(error.contains(name), "{error}");
-            // A directory by that name is no policy either.
+            // A directory by that name is a directory: what it holds is read.
             std::fs::remove_file(dir.path().join(name)).unwrap();
             std::fs::create_dir(dir.path().join(name)).unwrap();
-            let error = source.load(Engine::Cedar).err().unwrap().to_string();
-            assert!(error.contains("not a regular file"), "{error}");
+            std::fs::write(
+                dir.path().join(name).join("inner.cedar"),
+                "permit (principal, action, resource);\n",
+            )
+            .unwrap();
+            let policies = source.load(Engine::Cedar).unwrap();
+            assert!(
+                policies
+                    .policy_names()
+                    .contains(&format!("{name}/inner.cedar#0")),
+                "{:?}",
+                policies.policy_names()
+            );
         }
+    }
+
+    #[test]
+    fn sub_directories_are_read_in_git_as_in_a_directory() {
+        let repo = Repo::new();
+        let files = [
+            ("policies/access.cedar", PERMIT),
+            ("policies/guardrails/ddl.cedar", FORBID),
+            ("policies/teams/eng/more.cedar", "permit (principal, action, resource);\n"),
+            ("policies/.github/ignored.cedar", INVALID),
+            (
+                "policies/teams/masks.toml",
+                "[[rule]]\nid = \"email\"\ntargets = [\"demo\"]\ncolumns = [\"customers.email\"]\nstrategy = \"redact\"\n",
+            ),
+            ("other/outside.cedar", INVALID),
+        ];
+        repo.commit(&files, "nested");
+        let from_git = repo.source("main", "policies").load(Engine::Cedar).unwrap();
+        let dir = PolicySource::Directory(repo.path().join("policies"));
+        let from_dir = dir.load(Engine::Cedar).unwrap();
+        for policies in [&from_git, &from_dir] {
+            assert_eq!(
+                policies.policy_names(),
+                ["eng-connects", "no-drop", "teams/eng/more.cedar#0"]
+            );
+            assert_eq!(policies.masks().rules().len(), 1);
+        }
+        // An error names the file by its full path.
+        repo.commit(&[("policies/teams/bad.cedar", INVALID)], "bad");
+        let error = repo
+            .source("main", "policies")
+            .load(Engine::Cedar)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains(":policies/teams/bad.cedar:"),
+            "{error}"
+        );
+        let error = dir.load(Engine::Cedar).unwrap_err().to_string();
+        assert!(error.contains("policies/teams/bad.cedar:"), "{error}");
     }
 
     #[test]

@@ -429,10 +429,53 @@ async fn a_policy_directory_is_watched_not_only_polled() {
         "@id(\"extra\")\nforbid (principal, action == Action::\"query\", resource) when { context.statement.tables.contains(\"secrets\") };\n",
     )
     .unwrap();
-    gw.wait_for("the watched change", |s| {
-        s["policy_version"] != first.as_str()
+    let second = gw
+        .wait_for("the watched change", |s| {
+            s["policy_version"] != first.as_str()
+        })
+        .await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A team's directory moved in (as a checkout does), with a forbid in it:
+    // seen, and enforced.
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
+    let staged = policy_dir.path().join("staged");
+    std::fs::create_dir_all(staged.join("payments")).unwrap();
+    let forbid = |table: &str| {
+        format!(
+            "@id(\"payments-closed\")\nforbid (principal, action == Action::\"query\", resource) \
+             when {{ context.statement.tables.contains(\"{table}\") }};\n"
+        )
+    };
+    std::fs::write(staged.join("payments/closed.cedar"), forbid("orders")).unwrap();
+    std::fs::rename(&staged, policies.join("teams")).unwrap();
+    let third = gw
+        .wait_for("the change in a sub-directory", |s| {
+            s["policy_version"] != second.as_str()
+        })
+        .await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = client
+        .batch_execute("select count(*) from orders")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    // And an edit inside it, two levels down, is seen too.
+    std::fs::write(
+        policies.join("teams/payments/closed.cedar"),
+        forbid("secrets"),
+    )
+    .unwrap();
+    gw.wait_for("the edit in a sub-directory", |s| {
+        s["policy_version"] != third.as_str()
     })
     .await;
+    assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
     gw.stop().await;
 }
 

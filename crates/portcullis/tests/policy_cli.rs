@@ -225,3 +225,60 @@ fn the_same_cases_pass_with_the_rego_policies() {
     );
     assert!(text.contains(" passed, 0 failed"), "{text}");
 }
+
+/// Teams keep their rules in sub-directories: a `forbid` there is enforced
+/// and the cases beside it are run, as at the top. Before, both were
+/// silently left out.
+#[test]
+fn policies_and_cases_in_sub_directories_count() {
+    let dir = policies_with_cases(
+        r#"
+[[case]]
+name = "engineers read"
+principal = { id = "alice@example.com", groups = ["eng"] }
+target = { name = "demo" }
+action = "query"
+statement = "select * from orders"
+expect = "allow"
+"#,
+    );
+    let team = dir.path().join("teams/payments");
+    std::fs::create_dir_all(&team).unwrap();
+    std::fs::write(
+        team.join("orders.cedar"),
+        "@id(\"payments-no-order-reads\")\n\
+         forbid (principal, action == Action::\"query\", resource)\n\
+         when { context.statement.tables.contains(\"orders\") };\n",
+    )
+    .unwrap();
+    std::fs::write(
+        team.join("payments.cases.toml"),
+        r#"
+[[case]]
+name = "orders are closed"
+principal = { id = "alice@example.com", groups = ["eng"] }
+target = { name = "demo" }
+action = "query"
+statement = "select * from orders"
+expect = "deny"
+policy = "payments-no-order-reads"
+"#,
+    )
+    .unwrap();
+    let out = portcullis(&[], dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("test teams/payments/payments.cases.toml::orders are closed ... ok\n"),
+        "{stdout}"
+    );
+    // The top-level case now meets the team's forbid.
+    assert!(
+        stdout.contains("test ci.cases.toml::engineers read ... FAILED\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|line| line == "1 passed, 1 failed"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,231 @@
+//! Which files of a policy directory are read: every file whose name the
+//! caller wants, in the directory and in its sub-directories, except under
+//! hidden ones (`.git`, or the `..data` of a mounted config map, which holds
+//! the same files again).
+//!
+//! Nothing is skipped silently that could hold rules: a file by a wanted
+//! name that cannot be read, a link out of the directory, a name that is not
+//! UTF-8 or directories nested too deeply fail the whole version. Left out,
+//! a `forbid` would stop applying without a word.
+
+use crate::cedar::{too_large, MAX_FILE_BYTES};
+use crate::error::PolicyError;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// How many levels of sub-directories are read.
+pub const MAX_DEPTH: usize = 16;
+
+/// A file found under a policy directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The file's path, as errors show it.
+    pub path: PathBuf,
+    /// Its path inside the directory, `/`-separated (`teams/eng.cedar`).
+    pub name: String,
+}
+
+/// Every regular file under `dir` whose own name `wanted` accepts, sorted by
+/// `name`.
+pub fn list(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Found>, PolicyError> {
+    let root = std::fs::canonicalize(dir).map_err(|source| PolicyError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut walk = Walk {
+        root,
+        wanted,
+        visited: HashSet::new(),
+        found: Vec::new(),
+    };
+    walk.visited.insert(walk.root.clone());
+    walk.dir(dir, "", 0)?;
+    let mut found = walk.found;
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+struct Walk<'a> {
+    /// The directory's canonical path: links are followed only inside it.
+    root: PathBuf,
+    wanted: &'a dyn Fn(&str) -> bool,
+    /// Directories already read (by canonical path): a link to one is not
+    /// read again, and a link to a parent does not loop.
+    visited: HashSet<PathBuf>,
+    found: Vec<Found>,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path, prefix: &str, depth: usize) -> Result<(), PolicyError> {
+        let read_error = |source| PolicyError::ReadDir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            entries.push((entry.file_name(), entry.path()));
+        }
+        // Sorted, so that which of two paths to one directory counts does
+        // not depend on the order the file system lists them in.
+        entries.sort();
+        for (name, path) in entries {
+            let file_error = |message: &str| PolicyError::ReadFile {
+                file: path.clone(),
+                source: std::io::Error::other(message.to_string()),
+            };
+            let is_link = std::fs::symlink_metadata(&path)
+                .map_err(|source| PolicyError::ReadFile {
+                    file: path.clone(),
+                    source,
+                })?
+                .file_type()
+                .is_symlink();
+            let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+            let hidden = name.as_encoded_bytes().first() == Some(&b'.');
+            if is_dir && hidden {
+                continue;
+            }
+            let Some(name) = name.to_str() else {
+                if is_dir || (self.wanted)(&name.to_string_lossy()) {
+                    return Err(file_error("the name is not UTF-8"));
+                }
+                continue;
+            };
+            if !is_dir && !(self.wanted)(name) {
+                continue;
+            }
+            let canonical =
+                if is_link {
+                    // A link is followed only inside the directory (as a mounted
+                    // config map's are): one out of it would read, and show in
+                    // errors, any file the gateway may read.
+                    match std::fs::canonicalize(&path) {
+                        Ok(target) if target.starts_with(&self.root) => Some(target),
+                        _ => return Err(file_error(
+                            "a symbolic link that leads out of the policy directory (or nowhere)",
+                        )),
+                    }
+                } else {
+                    None
+                };
+            let inner = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if is_dir {
+                let canonical = match canonical {
+                    Some(canonical) => canonical,
+                    None => {
+                        std::fs::canonicalize(&path).map_err(|source| PolicyError::ReadDir {
+                            dir: path.clone(),
+                            source,
+                        })?
+                    }
+                };
+                if !self.visited.insert(canonical) {
+                    continue;
+                }
+                if depth + 1 > MAX_DEPTH {
+                    return Err(PolicyError::ReadDir {
+                        dir: path,
+                        source: std::io::Error::other(format!(
+                            "sub-directories nest more than {MAX_DEPTH} deep"
+                        )),
+                    });
+                }
+                self.dir(&path, &inner, depth + 1)?;
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+                    return Err(file_error(&too_large(meta.len())))
+                }
+                Ok(meta) if meta.is_file() => self.found.push(Found { path, name: inner }),
+                Ok(_) => return Err(file_error("not a regular file")),
+                Err(source) => return Err(PolicyError::ReadFile { file: path, source }),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cedar(name: &str) -> bool {
+        Path::new(name).extension().is_some_and(|e| e == "cedar")
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        list(dir, &cedar)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect()
+    }
+
+    fn write(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "permit(principal, action, resource);").unwrap();
+    }
+
+    #[test]
+    fn sub_directories_are_read_and_hidden_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("base.cedar"));
+        write(&dir.path().join("teams/eng/eng.cedar"));
+        write(&dir.path().join("teams/ops.cedar"));
+        write(&dir.path().join(".git/objects/x.cedar"));
+        write(&dir.path().join("..2026_12_02/base.cedar"));
+        write(&dir.path().join("teams/README.md"));
+        assert_eq!(
+            names(dir.path()),
+            ["base.cedar", "teams/eng/eng.cedar", "teams/ops.cedar"]
+        );
+    }
+
+    #[test]
+    fn links_inside_are_followed_once_and_links_out_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("shared/a.cedar"));
+        std::os::unix::fs::symlink("shared", dir.path().join("also")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("shared/loop")).unwrap();
+        // `also` comes first: the directory is read under that name, once.
+        assert_eq!(names(dir.path()), ["also/a.cedar"]);
+
+        let outside = tempfile::tempdir().unwrap();
+        write(&outside.path().join("x.cedar"));
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("vendor")).unwrap();
+        let error = list(dir.path(), &cedar).unwrap_err().to_string();
+        assert!(
+            error.contains("vendor") && error.contains("leads out"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn too_deep_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = dir.path().to_path_buf();
+        for level in 0..MAX_DEPTH {
+            deep.push(format!("d{level}"));
+        }
+        write(&deep.join("ok.cedar"));
+        assert_eq!(names(dir.path()).len(), 1);
+        write(&deep.join("one-more/x.cedar"));
+        let error = list(dir.path(), &cedar).unwrap_err().to_string();
+        assert!(error.contains("nest more than 16 deep"), "{error}");
+    }
+
+    #[test]
+    fn a_wanted_name_that_is_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("a.cedar"));
+        std::os::unix::fs::symlink("gone.cedar", dir.path().join("b.cedar")).unwrap();
+        let error = list(dir.path(), &cedar).unwrap_err().to_string();
+        assert!(error.contains("b.cedar"), "{error}");
+    }
+}
