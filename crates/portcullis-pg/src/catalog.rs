@@ -98,6 +98,12 @@ pub struct Snapshot {
     /// (`public.upper(int)` returning anything), so a call by that name
     /// cannot be followed.
     pub user_functions: HashSet<String>,
+    /// Of those names, the ones every function of which is a plain SQL
+    /// function (see `USER_FUNCTIONS_SQL`): their bodies, which a call
+    /// runs as they read. An extension's SQL wrappers whose owner is no
+    /// superuser (`citext`'s `replace`, on a managed service) are so what
+    /// they do, not users' code of unknown effect.
+    pub sql_bodies: HashMap<String, Vec<String>>,
     /// Symbols of operators made by users on a built-in type: `### id`
     /// runs the user's function behind `###`, which no function name in
     /// the statement shows.
@@ -485,30 +491,87 @@ macro_rules! installed {
     };
 }
 
+/// Whether function `$proc` (an OID) is compiled code installed by a
+/// superuser: a plain function, not built in, in C or `internal`, languages
+/// only a superuser may create functions in. Whoever owns it now (on a
+/// managed service, extensions' objects are owned by an administrator who
+/// is no superuser), its code is what a superuser installed. A built-in
+/// function is not counted: a user's operator over `nextval` still writes.
+/// An aggregate (`internal` too) counts when every function it runs
+/// (through its sort operator too) is such compiled code and its argument
+/// and state types are neither domains nor composite types (whose checks
+/// run as values are made into them).
+macro_rules! compiled {
+    ($proc:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_proc cp WHERE cp.oid = ",
+            $proc,
+            " AND (",
+            compiled!(plain "cp"),
+            " OR (cp.prokind = 'a' AND EXISTS (SELECT 1 FROM pg_catalog.pg_aggregate ca \
+               WHERE ca.aggfnoid = cp.oid \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(ARRAY[ca.aggtransfn, ca.aggfinalfn, \
+                 ca.aggcombinefn, ca.aggserialfn, ca.aggdeserialfn, ca.aggmtransfn, \
+                 ca.aggminvtransfn, ca.aggmfinalfn]::pg_catalog.oid[] \
+                 OPERATOR(pg_catalog.||) ARRAY(SELECT co.oprcode::pg_catalog.oid \
+                   FROM pg_catalog.pg_operator co WHERE co.oid = ca.aggsortop)) AS cf(oid) \
+                 WHERE cf.oid <> 0 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc sp \
+                   WHERE sp.oid = cf.oid AND ",
+            compiled!(plain "sp"),
+            ")) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type ct \
+                 WHERE (ct.oid = ca.aggtranstype \
+                   OR ct.oid = ANY (cp.proargtypes::pg_catalog.oid[])) \
+                 AND ct.typtype IN ('d', 'c'))))))"
+        )
+    };
+    (plain $p:literal) => {
+        concat!(
+            "(", $p, ".oid >= 16384 AND ", $p, ".prokind = 'f' AND ", $p,
+            ".prolang IN (SELECT cl.oid FROM pg_catalog.pg_language cl \
+               WHERE cl.lanname IN ('c', 'internal')))"
+        )
+    };
+}
+
 /// Functions outside the system schemas that are not an extension's
-/// (see `installed!`).
+/// (see `installed!`) or compiled code (see `compiled!`): the name, and
+/// for a plain `LANGUAGE sql` function with a body in text and no domain
+/// or composite type in its signature (whose checks run on the way in and
+/// out), the body.
 const USER_FUNCTIONS_SQL: &str = concat!(
-    "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p \
+    "SELECT DISTINCT p.proname, CASE WHEN p.prokind = 'f' AND p.prosrc <> '' \
+       AND p.prolang IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'sql') \
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type ft \
+         WHERE (ft.oid = p.prorettype OR ft.oid = ANY (p.proargtypes::pg_catalog.oid[])) \
+         AND ft.typtype IN ('d', 'c')) \
+       THEN p.prosrc END \
+     FROM pg_catalog.pg_proc p \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
-    installed!("pg_proc", "p.oid", "p.proowner")
+    installed!("pg_proc", "p.oid", "p.proowner"),
+    " AND NOT ",
+    compiled!("p.oid")
 );
 
-/// Operators outside the system schemas that no extension installed: the
-/// name, the function it runs, and whether a built-in type is on either
-/// side (one on users' types cannot take a covered column without a cast
-/// of the users' own).
+/// Operators outside the system schemas that no extension installed, over
+/// functions that are not compiled code (see `compiled!`): the name, the
+/// function it runs, and whether a built-in type is on either side (one on
+/// users' types cannot take a covered column without a cast of the users'
+/// own).
 const USER_OPERATORS_SQL: &str = concat!(
     "SELECT o.oprname, o.oprcode::pg_catalog.text, \
      (o.oprleft BETWEEN 1 AND 16383 OR o.oprright BETWEEN 1 AND 16383)::pg_catalog.text \
      FROM pg_catalog.pg_operator o \
      JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
-    installed!("pg_operator", "o.oid", "o.oprowner")
+    installed!("pg_operator", "o.oid", "o.oprowner"),
+    " AND NOT ",
+    compiled!("o.oprcode::pg_catalog.oid")
 );
 
-/// Casts through functions that are not built in and are not an
-/// extension's, other than a range's to its multirange (made with the
+/// Casts through functions that are not built in, not an extension's and
+/// not compiled code, other than a range's to its multirange (made with the
 /// range): `(castsource, casttarget, castfunc)`.
 macro_rules! user_casts {
     () => {
@@ -520,6 +583,8 @@ macro_rules! user_casts {
                  WHERE g.rngtypid = k.castsource AND g.rngmultitypid = k.casttarget) \
                AND NOT ",
             installed!("pg_proc", "f.oid", "f.proowner"),
+            " AND NOT ",
+            compiled!("f.oid"),
             ") AS casts(castsource, casttarget, castfunc)"
         )
     };
@@ -594,7 +659,9 @@ const RELATION_CODE_SQL: &str = concat!(
      FROM up JOIN pg_catalog.pg_proc p ON p.oid = up.proid \
      JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
      WHERE p.oid >= 16384 AND p.provolatile <> 'v' AND NOT ",
-    installed!("pg_proc", "p.oid", "p.proowner")
+    installed!("pg_proc", "p.oid", "p.proowner"),
+    " AND NOT ",
+    compiled!("p.oid")
 );
 
 const OPERATOR_NAMES_SQL: &str = "SELECT DISTINCT oprname FROM pg_catalog.pg_operator";
@@ -718,7 +785,22 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
             .filter_map(|row| row.into_iter().next().flatten())
             .collect()
     };
-    snapshot.user_functions = first_column(functions);
+    // Name to the bodies of its functions, `None` once one has none.
+    let mut bodies: HashMap<String, Option<Vec<String>>> = HashMap::new();
+    for row in functions {
+        let mut row = row.into_iter();
+        let name = row.next().flatten().ok_or_else(bad_row)?;
+        let entry = bodies.entry(name).or_insert_with(|| Some(Vec::new()));
+        match (entry.as_mut(), row.next().flatten()) {
+            (Some(list), Some(body)) => list.push(body),
+            _ => *entry = None,
+        }
+    }
+    snapshot.user_functions = bodies.keys().cloned().collect();
+    snapshot.sql_bodies = bodies
+        .into_iter()
+        .filter_map(|(name, bodies)| Some((name, bodies?)))
+        .collect();
     snapshot.known_operators = first_column(operator_names);
     for row in type_names {
         let [oid, name] = non_null(row).ok_or_else(bad_row)?;

@@ -50,6 +50,7 @@ pub fn unseen_code(
         snapshot,
         classifier,
         followed: Vec::new(),
+        functions_followed: Vec::new(),
         found: Unseen::default(),
     };
     search.statement(&statement.lineage, &statement.functions, 0);
@@ -72,6 +73,8 @@ struct Search<'a> {
     /// Relations whose code was followed (a row security condition may
     /// read its own table); a few, so a list.
     followed: Vec<u32>,
+    /// Users' SQL functions whose bodies were followed.
+    functions_followed: Vec<String>,
     found: Unseen,
 }
 
@@ -83,7 +86,12 @@ impl Search<'_> {
             // `public.lower(int)` wins over `pg_catalog.lower(text)` for an
             // int.
             if snapshot.is_user_function(&name) {
-                self.found.functions.insert(function.clone());
+                match snapshot.sql_bodies.get(&name) {
+                    Some(bodies) => self.sql_function(function, &name, bodies, depth),
+                    None => {
+                        self.found.functions.insert(function.clone());
+                    }
+                }
             }
             // `f(x)` with no function `f` that takes x's type exactly is a
             // cast to a type named `f`.
@@ -158,6 +166,25 @@ impl Search<'_> {
                 }
                 Code::Sql(query) => self.query(query, depth),
             }
+        }
+    }
+
+    /// A call of users' SQL functions (every function of that name): what
+    /// their bodies run; the function itself is counted when that may
+    /// write. Each name is followed once: a call of it within its bodies
+    /// (itself, or the built-in it wraps: `pg_catalog.` is not kept in
+    /// names) runs one of the bodies already followed, or the built-in.
+    fn sql_function(&mut self, function: &str, name: &str, bodies: &[String], depth: usize) {
+        if self.functions_followed.iter().any(|f| f == name) {
+            return;
+        }
+        self.functions_followed.push(name.to_owned());
+        let before = (self.found.functions.len(), self.found.unknown);
+        for body in bodies {
+            self.query(body, depth);
+        }
+        if (self.found.functions.len(), self.found.unknown) != before {
+            self.found.functions.insert(function.to_owned());
         }
     }
 
@@ -281,6 +308,19 @@ mod tests {
             .type_code
             .insert("pair".into(), vec![Code::Function("pair_int".into())]);
         snapshot.user_functions.insert("lower".into());
+        // Users' SQL functions named like built-ins: one reads, one writes,
+        // one calls what writes.
+        for (name, body) in [
+            (
+                "replace",
+                "SELECT pg_catalog.replace($1::pg_catalog.text, 'a', 'b')",
+            ),
+            ("strpos", "DELETE FROM t RETURNING 1"),
+            ("translate", "SELECT 1; SELECT * FROM writes_v"),
+        ] {
+            snapshot.user_functions.insert(name.into());
+            snapshot.sql_bodies.insert(name.into(), vec![body.into()]);
+        }
         snapshot.add_relation(relation(9, "public", "indexed", None));
         snapshot
             .relation_code
@@ -322,6 +362,7 @@ mod tests {
             ("select lower(5)", &["lower"]),
             ("select t.lower from t", &["lower"]),
             ("select * from indexed", &["folded"]),
+            ("select translate('a', 'b', 'c')", &["translate", "w"]),
         ] {
             assert_eq!(calls(sql), expected, "{sql}");
         }
@@ -340,6 +381,9 @@ mod tests {
             "select operator(pg_catalog.+) 2",
             "select upper('a')",
             "select * from missing",
+            // A users' SQL function is what its body does.
+            "select replace('abc', 'a', 'b')",
+            "select public.replace('abc', 'a', 'b')",
         ] {
             assert_eq!(unseen(sql), Unseen::default(), "{sql}");
         }
@@ -348,6 +392,12 @@ mod tests {
     #[test]
     fn what_cannot_be_followed_counts_as_code() {
         assert!(unseen("select * from locked_v").unknown);
+        // A SQL function's body that writes, with nothing to name.
+        let found = unseen("select strpos('a', 'b')");
+        assert!(
+            found.unknown && found.functions.contains("strpos"),
+            "{found:?}"
+        );
         let mut deep = snapshot();
         for depth in 0..=MAX_DEPTH as u32 {
             deep.add_relation(relation(

@@ -1044,3 +1044,99 @@ unless { context.statement.kinds.contains("ddl") };
     assert!(trail.is_empty(), "{trail:?}");
     gw.stop().await;
 }
+
+/// On a managed service, extensions' objects are owned by an administrator
+/// who is no superuser. What such an extension runs is still what a
+/// superuser installed: its compiled operators, functions and aggregates,
+/// and its SQL wrappers around built-ins (`citext`'s `replace`). A read
+/// using them stays a read. A user's aggregate over SQL that writes, or a
+/// user's operator over a built-in that writes, is still code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_an_administrator_owns_is_what_it_installed() {
+    let gw = Gateway::start_with_policy(
+        TestDb::create("e2e_managed_extension", SEED).await,
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"query", resource);
+@id("no-calls")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kinds.contains("call") };
+"#,
+    )
+    .await;
+    let direct = gw.db.direct().await;
+    // The extension installed by a superuser, then handed to an
+    // administrator, as a managed service leaves it.
+    gw.db
+        .superuser()
+        .await
+        .batch_execute(
+            "do $$ begin create role managed_admin; exception when duplicate_object then null; end $$;
+             create extension citext;
+             do $$ declare r record; begin
+               for r in select d.classid::regclass::text as catalog, d.objid from pg_depend d
+                 join pg_extension e on e.oid = d.refobjid
+                 where d.deptype = 'e' and e.extname = 'citext' loop
+                 if r.catalog = 'pg_proc' then
+                   execute format('alter routine %s owner to managed_admin', r.objid::regprocedure);
+                 elsif r.catalog = 'pg_operator' then
+                   execute format('alter operator %s owner to managed_admin', r.objid::regoperator);
+                 end if;
+               end loop;
+             end $$;
+             grant create on schema public to managed_admin;",
+        )
+        .await
+        .unwrap();
+    direct
+        .batch_execute(
+            "create table emails (e citext);
+             insert into emails values ('Ann@Example.com');
+             create table trail (id int);
+             create sequence counter;
+             create function sum_and_note(int, int) returns int language sql as
+               'insert into trail values (1); select $1 + $2';
+             create aggregate public.every(int) (sfunc = sum_and_note, stype = int, initcond = '0');
+             create operator public.### (rightarg = regclass, function = nextval);",
+        )
+        .await
+        .unwrap();
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    for (sql, expected) in [
+        ("select count(*) from emails where e = 'ann@example.com'", 1),
+        ("select count(*) from customers where id = 1", 1),
+        ("select count(*) from emails where e like 'ann%'", 1),
+        (
+            "select length(replace(e, 'Ann', 'Bo'))::int8 from emails",
+            14,
+        ),
+        ("select strpos(e, 'EXAMPLE')::int8 from emails", 5),
+        ("select length(max(e))::int8 from emails", 15),
+    ] {
+        let got = scalar_i64(&client, sql).await;
+        assert_eq!(got, expected, "{sql}");
+    }
+    for sql in [
+        "select every(id) from trail",
+        "select ### 'counter'::regclass",
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert!(
+            db_message(&err).contains("no-calls"),
+            "{sql}: {}",
+            db_message(&err)
+        );
+    }
+    assert_eq!(scalar_i64(&direct, "select count(*) from trail").await, 0);
+    assert_eq!(
+        scalar_i64(&direct, "select last_value from counter").await,
+        1
+    );
+    assert!(!direct
+        .query_one("select is_called from counter", &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0));
+    gw.stop().await;
+}

@@ -82,6 +82,23 @@ impl TestDb {
         db
     }
 
+    /// A superuser's client to the database, bypassing the gateway.
+    pub async fn superuser(&self) -> tokio_postgres::Client {
+        let conn = format!(
+            "host={} port={} user={} password={} dbname={}",
+            self.host,
+            self.port,
+            env("PORTCULLIS_TEST_PG_SUPERUSER"),
+            env("PORTCULLIS_TEST_PG_SUPERPASSWORD"),
+            self.name
+        );
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
     /// A client straight to the database, bypassing the gateway.
     pub async fn direct(&self) -> tokio_postgres::Client {
         let conn = format!(
