@@ -536,11 +536,12 @@ macro_rules! compiled {
 
 /// Functions outside the system schemas that are not an extension's
 /// (see `installed!`) or compiled code (see `compiled!`): the name, and
-/// for a plain `LANGUAGE sql` function with a body in text and no domain
-/// or composite type in its signature (whose checks run on the way in and
-/// out), the body.
+/// for a plain `LANGUAGE sql` function with a body in text, no domain or
+/// composite type in its signature (whose checks run on the way in and
+/// out) and no default arguments (expressions a call runs too), the body.
 const USER_FUNCTIONS_SQL: &str = concat!(
     "SELECT DISTINCT p.proname, CASE WHEN p.prokind = 'f' AND p.prosrc <> '' \
+       AND p.pronargdefaults = 0 \
        AND p.prolang IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'sql') \
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type ft \
          WHERE (ft.oid = p.prorettype OR ft.oid = ANY (p.proargtypes::pg_catalog.oid[])) \

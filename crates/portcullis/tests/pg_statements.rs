@@ -1097,7 +1097,9 @@ when { context.statement.kinds.contains("call") };
              create function sum_and_note(int, int) returns int language sql as
                'insert into trail values (1); select $1 + $2';
              create aggregate public.every(int) (sfunc = sum_and_note, stype = int, initcond = '0');
-             create operator public.### (rightarg = regclass, function = nextval);",
+             create operator public.### (rightarg = regclass, function = nextval);
+             create function public.upper(a int, b int default nextval('counter')) returns int
+               language sql as 'select $1';",
         )
         .await
         .unwrap();
@@ -1120,6 +1122,8 @@ when { context.statement.kinds.contains("call") };
     for sql in [
         "select every(id) from trail",
         "select ### 'counter'::regclass",
+        // What its body reads, and its default argument writes.
+        "select upper(5)",
     ] {
         let err = client.batch_execute(sql).await.unwrap_err();
         assert!(
