@@ -30,7 +30,7 @@ use portcullis_core::{Target, TargetKind};
 use portcullis_gate::Gate;
 use portcullis_identity::{DevIssuer, DevIssuerSettings, OidcIssuerSettings, Verifier};
 use portcullis_pg::{CleartextPolicy, PgService, PgTarget, TargetAddr};
-use portcullis_policy::{Engine, Policies, PolicyError, PolicySource};
+use portcullis_policy::{Engine, History, Policies, PolicyError, PolicySource};
 use portcullis_sql::Classifier;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -607,8 +607,9 @@ enum Polled {
     Unreadable(PolicyError),
     /// The version enforced now, or one already known to be invalid.
     Unchanged(String),
-    /// A new valid version (boxed: it is large, and rare).
-    Loaded(Box<Policies>),
+    /// A new valid version (boxed: it is large, and rare), and how it
+    /// relates to the enforced one in Git.
+    Loaded(Box<Policies>, Option<History>),
     /// A new version that does not load, and why.
     Invalid(String, PolicyError),
 }
@@ -696,7 +697,10 @@ async fn reload_policies(
                             Polled::Unchanged(version)
                         }
                         Ok(version) => match poll_source.load(engine) {
-                            Ok(policies) => Polled::Loaded(Box::new(policies)),
+                            Ok(policies) => {
+                                let history = poll_source.history(&enforced, policies.version());
+                                Polled::Loaded(Box::new(policies), history)
+                            }
                             Err(e) => Polled::Invalid(version, e),
                         },
                     }
@@ -740,11 +744,20 @@ async fn reload_policies(
                 source_version.set(Some(version));
                 None
             }
-            Polled::Loaded(policies) => {
+            Polled::Loaded(policies, history) => {
                 let version = policies.version().to_string();
                 known_invalid = None;
                 source_version.set(Some(version.clone()));
-                match gate.replace_policies(*policies).await {
+                let previous = gate.policy_version();
+                match gate.replace_policies_moved(*policies, history).await {
+                    Ok(()) if history == Some(History::Back) => tracing::warn!(
+                        %version, %previous, %source,
+                        "the policy source went back to an older commit: rules taken out since are enforced again"
+                    ),
+                    Ok(()) if history == Some(History::Diverged) => tracing::warn!(
+                        %version, %previous, %source,
+                        "the policy source's history was rewritten: the new commit does not descend from the enforced one"
+                    ),
                     Ok(()) => info!(%version, %source, "new policy version enforced"),
                     Err(e) => {
                         tracing::error!(%version, error = %e, "new policy version enforced, but not audited")

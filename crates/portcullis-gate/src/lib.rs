@@ -367,6 +367,7 @@ impl Gate {
             .append(&AuditEvent::PolicyLoaded {
                 previous: "",
                 version: &version,
+                history: None,
             })
             .await?;
         Ok(())
@@ -376,6 +377,16 @@ impl Gate {
     /// records the change in the audit log, and tells live sessions to
     /// re-check their `connect`.
     pub async fn replace_policies(&self, policies: impl Into<Policies>) -> Result<(), GateError> {
+        self.replace_policies_moved(policies, None).await
+    }
+
+    /// [`Gate::replace_policies`], saying in the audit entry how the new
+    /// Git version relates to the previous one.
+    pub async fn replace_policies_moved(
+        &self,
+        policies: impl Into<Policies>,
+        history: Option<portcullis_policy::History>,
+    ) -> Result<(), GateError> {
         let policies: Policies = policies.into();
         let previous = self.policy_version();
         let version = policies.version().to_string();
@@ -394,6 +405,7 @@ impl Gate {
             .append(&AuditEvent::PolicyLoaded {
                 previous: &previous,
                 version: &version,
+                history: history.map(portcullis_policy::History::as_str),
             })
             .await?;
         Ok(())

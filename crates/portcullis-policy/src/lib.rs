@@ -31,7 +31,7 @@ pub use cedar::{CedarPolicies, SCHEMA};
 pub use engine::{Engine, Policies};
 pub use error::PolicyError;
 pub use rego::RegoPolicies;
-pub use source::PolicySource;
+pub use source::{History, PolicySource};
 
 #[cfg(test)]
 mod tests;

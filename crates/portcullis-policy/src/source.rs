@@ -74,7 +74,59 @@ impl std::fmt::Display for PolicySource {
     }
 }
 
+/// How a new Git version of the policies relates to the one enforced
+/// before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum History {
+    /// The new commit descends from the old one: the ref moved forward.
+    Forward,
+    /// The new commit is an ancestor of the old one: the ref went back (a
+    /// force-push, a tag moved to an older commit), and rules taken out
+    /// since are enforced again.
+    Back,
+    /// Neither descends from the other: the history was rewritten.
+    Diverged,
+}
+
+impl History {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            History::Forward => "forward",
+            History::Back => "back",
+            History::Diverged => "diverged",
+        }
+    }
+}
+
+/// The most commits walked to tell how two versions relate.
+const MAX_HISTORY_WALK: usize = 200_000;
+
 impl PolicySource {
+    /// How commit `new` relates to commit `previous`, for a Git source;
+    /// `None` for a directory, when either commit is not in the repository
+    /// (or its mirror), or when telling would walk more than 200,000
+    /// commits.
+    pub fn history(&self, previous: &str, new: &str) -> Option<History> {
+        let repo = match self {
+            PolicySource::Directory(_) => return None,
+            PolicySource::Git { repo, .. } => repo,
+            PolicySource::Remote { mirror, .. } => mirror,
+        };
+        let repository = open(repo).ok()?;
+        let previous = gix::ObjectId::from_hex(previous.as_bytes()).ok()?;
+        let new = gix::ObjectId::from_hex(new.as_bytes()).ok()?;
+        if previous == new {
+            return None;
+        }
+        if reaches(&repository, new, previous)? {
+            Some(History::Forward)
+        } else if reaches(&repository, previous, new)? {
+            Some(History::Back)
+        } else {
+            Some(History::Diverged)
+        }
+    }
+
     /// The version the source holds now, without parsing any policy: a
     /// content hash for a directory, the full commit id for Git.
     pub fn current_version(&self, engine: Engine) -> Result<String, PolicyError> {
@@ -160,6 +212,25 @@ impl PolicySource {
     pub fn is_remote(&self) -> bool {
         matches!(self, PolicySource::Remote { .. })
     }
+}
+
+/// Whether `ancestor` is `from` or a commit it descends from; `None` when
+/// `from` cannot be walked, or past [`MAX_HISTORY_WALK`] commits.
+fn reaches(
+    repository: &gix::Repository,
+    from: gix::ObjectId,
+    ancestor: gix::ObjectId,
+) -> Option<bool> {
+    let walk = repository.rev_walk([from]).all().ok()?;
+    for (n, commit) in walk.enumerate() {
+        if n >= MAX_HISTORY_WALK {
+            return None;
+        }
+        if commit.ok()?.id == ancestor {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 fn open(repo: &Path) -> Result<gix::Repository, PolicyError> {
@@ -952,6 +1023,23 @@ mod tests {
                 policies.policy_names()
             );
         }
+    }
+
+    #[test]
+    fn history_tells_forward_back_and_rewritten() {
+        let repo = Repo::new();
+        let first = repo.commit(&[("access.cedar", PERMIT)], "first");
+        let second = repo.commit(&[("guardrails.cedar", FORBID)], "second");
+        let source = repo.source("main", "");
+        assert_eq!(source.history(&first, &second), Some(History::Forward));
+        assert_eq!(source.history(&second, &first), Some(History::Back));
+        assert_eq!(source.history(&second, &second), None);
+        repo.git(&["checkout", "-q", "-b", "other", &first]);
+        let other = repo.commit(&[("other.cedar", PERMIT)], "elsewhere");
+        assert_eq!(source.history(&second, &other), Some(History::Diverged));
+        assert_eq!(source.history(&second, "not a commit"), None);
+        let dir = PolicySource::Directory(repo.path().to_path_buf());
+        assert_eq!(dir.history(&first, &second), None);
     }
 
     #[test]

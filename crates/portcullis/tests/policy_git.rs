@@ -256,6 +256,36 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
         fixed.as_str()
     );
 
+    // The branch forced back to the first commit: enforced (it is what the
+    // branch holds), the customer rule gone again, and the audit log marks
+    // the step back, as it marks steps forward.
+    repo.git(&["reset", "-q", "--hard", &first]);
+    gw.wait_for("the branch forced back", |s| {
+        s["policy_version"] == first.as_str()
+    })
+    .await;
+    assert_eq!(
+        scalar_i64(&client, "select count(*) from customers").await,
+        3
+    );
+    let tail = gw.cli(&["audit", "tail", "-n", "500", "--json"]);
+    let loaded: Vec<(String, String, String)> = stdout(&tail)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["entry"].clone())
+        .filter(|entry| entry["event"] == "policy.loaded")
+        .map(|entry| {
+            let field = |name: &str| entry[name].as_str().unwrap_or_default().to_string();
+            (field("previous"), field("version"), field("history"))
+        })
+        .collect();
+    let expected = [
+        (String::new(), first.clone(), String::new()),
+        (first.clone(), second.clone(), "forward".to_string()),
+        (second.clone(), fixed.clone(), "forward".to_string()),
+        (fixed.clone(), first.clone(), "back".to_string()),
+    ];
+    assert_eq!(loaded, expected);
+
     // No gateway, no answer: exit 2 with a message that says so.
     drop(client);
     let config_path = gw.config_path.clone();
