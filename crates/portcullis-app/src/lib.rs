@@ -644,6 +644,20 @@ pub(crate) async fn read_source<T: Send + 'static>(
     tokio::time::timeout(deadline, answered).await.ok()?.ok()
 }
 
+/// Reads and validates the version `source` holds; with `require_cases`,
+/// refuses it unless its test cases all pass.
+fn load_policies(
+    source: &PolicySource,
+    engine: Engine,
+    require_cases: bool,
+) -> Result<Policies, PolicyError> {
+    let policies = source.load(engine)?;
+    if require_cases {
+        policy_test::check_cases(&policies)?;
+    }
+    Ok(policies)
+}
+
 /// Follows the policy source (a directory, or a Git ref): a new valid
 /// version replaces the enforced one (and live sessions re-check their
 /// `connect`); an invalid one never does, and the reason is logged and shown
@@ -652,7 +666,7 @@ pub(crate) async fn read_source<T: Send + 'static>(
 async fn reload_policies(
     gate: Gate,
     source: PolicySource,
-    engine: Engine,
+    (engine, require_cases): (Engine, bool),
     source_version: admin::SourceVersion,
     every: Duration,
 ) {
@@ -696,7 +710,7 @@ async fn reload_policies(
                         Ok(version) if version == enforced || skip.as_ref() == Some(&version) => {
                             Polled::Unchanged(version)
                         }
-                        Ok(version) => match poll_source.load(engine) {
+                        Ok(version) => match load_policies(&poll_source, engine, require_cases) {
                             Ok(policies) => {
                                 let history = poll_source.history(&enforced, policies.version());
                                 Polled::Loaded(Box::new(policies), history)
@@ -810,9 +824,13 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
 
     let source = policy_source(&config);
     let engine = policy_engine(&config);
+    let require_cases = config.policy.require_cases;
     let loading = {
         let source = source.clone();
-        read_source(move || source.load(engine), FIRST_READ_DEADLINE)
+        read_source(
+            move || load_policies(&source, engine, require_cases),
+            FIRST_READ_DEADLINE,
+        )
     };
     let policies = loading
         .await
@@ -939,7 +957,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         tasks.push(tokio::spawn(reload_policies(
             gate.clone(),
             source.clone(),
-            engine,
+            (engine, require_cases),
             source_version.clone(),
             Duration::from_secs(config.policy.reload_interval_seconds),
         )));

@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// The suffix that makes a TOML file in the policy directory a case file.
-pub const CASE_FILE_SUFFIX: &str = ".cases.toml";
+pub use portcullis_policy::CASE_FILE_SUFFIX;
 
 /// How the results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,33 +335,88 @@ fn xml_escape(text: &str, attribute: bool) -> String {
     out
 }
 
-/// Reads every case file of `dir`, loads its policies and decides every
-/// case.
+/// Loads the policies of `dir` and the case files beside them, and decides
+/// every case.
 pub fn run(dir: &Path) -> Result<TestRun, PolicyTestError> {
+    let policies = Policies::load_dir_detected(dir)?;
+    if policies.case_files().is_empty() {
+        return Err(PolicyTestError::NoCaseFiles {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let cases = parse_cases(&policies).map_err(PolicyTestError::CaseFiles)?;
+    Ok(run_cases(&policies, cases))
+}
+
+/// The cases of every case file read with `policies`, by file; or every
+/// problem found in them.
+fn parse_cases(policies: &Policies) -> Result<Vec<(String, Vec<Case>)>, Vec<CaseFileError>> {
     let classifier = Classifier::new(0);
     let mut cases_by_file = Vec::new();
     let mut errors = Vec::new();
-    for portcullis_policy::files::Found { path, name } in case_files(dir)? {
-        let text = std::fs::read_to_string(&path).map_err(|source| PolicyTestError::ReadFile {
-            file: path.clone(),
-            source,
-        })?;
-        match parse_case_file(&path, &text, &classifier) {
+    for file in policies.case_files() {
+        match parse_case_file(&file.path, &file.text, &classifier) {
             Ok(mut cases) => {
                 // Named by its path inside the directory, as policies are.
                 for case in &mut cases {
-                    case.file.clone_from(&name);
+                    case.file.clone_from(&file.name);
                 }
-                cases_by_file.push((name, cases))
+                cases_by_file.push((file.name.clone(), cases))
             }
             Err(mut file_errors) => errors.append(&mut file_errors),
         }
     }
-    if !errors.is_empty() {
-        return Err(PolicyTestError::CaseFiles(errors));
+    if errors.is_empty() {
+        Ok(cases_by_file)
+    } else {
+        Err(errors)
     }
-    let policies = Policies::load_dir_detected(dir)?;
-    Ok(run_cases(&policies, cases_by_file))
+}
+
+/// For `[policy] require_cases`: every case kept beside `policies` passes,
+/// or the version is refused like an invalid one, naming each case that
+/// fails (or cannot be read) and why. A version without cases is refused.
+pub fn check_cases(policies: &Policies) -> Result<(), PolicyError> {
+    let invalid = |location: String, message: String| PolicyError::Invalid { location, message };
+    if policies.case_files().is_empty() {
+        return Err(invalid(
+            "policies".into(),
+            format!("no `*{CASE_FILE_SUFFIX}` test cases beside them, and `[policy] require_cases` is on"),
+        ));
+    }
+    let cases = parse_cases(policies).map_err(|errors| {
+        let problems = errors
+            .into_iter()
+            .map(|e| {
+                let message = match e.case {
+                    Some(case) => format!("{case}: {}", e.message),
+                    None => e.message,
+                };
+                invalid(e.location, message)
+            })
+            .collect();
+        PolicyError::from_problems(problems)
+            .unwrap_or_else(|| invalid("policies".into(), "a case file cannot be read".into()))
+    })?;
+    let run = run_cases(policies, cases);
+    let failures = run
+        .results()
+        .filter(|result| !result.passed())
+        .map(|result| {
+            invalid(
+                format!("{}:{}", result.case.path.display(), result.case.line),
+                format!(
+                    "case `{}` fails: {}",
+                    result.case.name,
+                    result.failures.join("; ")
+                ),
+            )
+        })
+        .collect();
+    match PolicyError::from_problems(failures) {
+        None => Ok(()),
+        Some(error) => Err(error),
+    }
 }
 
 /// Decides every case with `policies`.
@@ -467,19 +522,6 @@ fn decide(policies: &Policies, case: Case) -> CaseResult {
         decision,
         failures,
     }
-}
-
-/// The `*.cases.toml` files under `dir`, read as the policies beside them
-/// are (sub-directories too), sorted by path.
-fn case_files(dir: &Path) -> Result<Vec<portcullis_policy::files::Found>, PolicyTestError> {
-    let found =
-        portcullis_policy::files::list(dir, &|name: &str| name.ends_with(CASE_FILE_SUFFIX))?;
-    if found.is_empty() {
-        return Err(PolicyTestError::NoCaseFiles {
-            dir: dir.to_path_buf(),
-        });
-    }
-    Ok(found)
 }
 
 /// A case file as written. `deny_unknown_fields` everywhere: a misspelt

@@ -385,6 +385,9 @@ pub struct PolicyConfig {
     /// How often the source is checked for a new version; 0 turns
     /// reloading off.
     pub reload_interval_seconds: u64,
+    /// Whether a version is refused (like an invalid one) unless it holds
+    /// test cases (`*.cases.toml`) and every one passes.
+    pub require_cases: bool,
 }
 
 /// `[policy]` as written: exactly one of `dir` and `git`.
@@ -399,6 +402,8 @@ struct RawPolicyConfig {
     git: Option<GitSourceConfig>,
     #[serde(default = "default_reload_interval", deserialize_with = "number")]
     reload_interval_seconds: u64,
+    #[serde(default)]
+    require_cases: bool,
 }
 
 impl TryFrom<RawPolicyConfig> for PolicyConfig {
@@ -424,6 +429,7 @@ impl TryFrom<RawPolicyConfig> for PolicyConfig {
             engine: raw.engine,
             source,
             reload_interval_seconds: raw.reload_interval_seconds,
+            require_cases: raw.require_cases,
         })
     }
 }

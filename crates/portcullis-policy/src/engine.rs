@@ -5,7 +5,7 @@ use crate::error::PolicyError;
 use crate::rego::RegoPolicies;
 use portcullis_core::{Decision, Request};
 use portcullis_mask::MaskRules;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Which language the policies are written in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,12 +25,34 @@ impl Engine {
     }
 }
 
-/// A loaded, validated policy version: the rules of either engine, and the
-/// mask rules kept beside them (`*masks.toml`).
+/// A loaded, validated policy version: the rules of either engine, the
+/// mask rules kept beside them (`*masks.toml`), and the text of the test
+/// cases kept beside them (`*.cases.toml`), read from the same version.
 #[derive(Debug)]
 pub struct Policies {
     rules: Rules,
     masks: MaskRules,
+    cases: Vec<CaseFile>,
+}
+
+/// A test case file of a policy version, as read: cases are parsed and run
+/// by whoever runs them (`portcullis policy test`, or the gateway when
+/// `[policy] require_cases` is on).
+#[derive(Clone, Debug)]
+pub struct CaseFile {
+    /// Its path inside the policy directory (`teams/eng.cases.toml`).
+    pub name: String,
+    /// Where it is, as errors show it.
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// The name test case files end with.
+pub const CASE_FILE_SUFFIX: &str = ".cases.toml";
+
+/// Whether a file name is a test case file.
+pub(crate) fn is_case_file(name: &str) -> bool {
+    name.ends_with(CASE_FILE_SUFFIX)
 }
 
 // One per policy version, behind the gateway's shared reference to it: the
@@ -47,6 +69,7 @@ impl From<CedarPolicies> for Policies {
         Policies {
             rules: Rules::Cedar(policies),
             masks: MaskRules::default(),
+            cases: Vec::new(),
         }
     }
 }
@@ -56,6 +79,7 @@ impl From<RegoPolicies> for Policies {
         Policies {
             rules: Rules::Rego(policies),
             masks: MaskRules::default(),
+            cases: Vec::new(),
         }
     }
 }
@@ -98,12 +122,13 @@ fn failed(message: String) -> PolicyError {
 pub const MASK_FILE: &str = "masks.toml";
 
 impl Policies {
-    /// Loads the `*.cedar` or `*.rego` files of `dir`, and its mask rules.
-    /// The version is a content hash of all of them.
+    /// Loads the `*.cedar` or `*.rego` files of `dir`, its mask rules and
+    /// its test cases. The version is a content hash of all of them.
     pub fn load_dir(dir: &Path, engine: Engine) -> Result<Policies, PolicyError> {
         let rule_files = read_dir(dir, engine.extension())?;
         let mask_files = read_mask_files(dir)?;
-        let version = dir_content_version(&rule_files, &mask_files);
+        let case_files = read_case_files(dir)?;
+        let version = dir_content_version(&rule_files, &mask_files, &case_files);
         let rules = on_large_stack(|| match engine {
             Engine::Cedar => {
                 CedarPolicies::from_files(rule_files).map(|p| Rules::Cedar(p.with_version(version)))
@@ -116,7 +141,15 @@ impl Policies {
                 .map(|f| (f.path.display().to_string(), f.text))
                 .collect(),
         );
-        Policies::combine(rules, masks)
+        let cases = case_files
+            .into_iter()
+            .map(|f| CaseFile {
+                name: f.name,
+                path: f.path,
+                text: f.text,
+            })
+            .collect();
+        Ok(Policies::combine(rules, masks)?.with_cases(cases))
     }
 
     /// Loads `dir` with the engine its files are written for: Cedar when it
@@ -137,6 +170,7 @@ impl Policies {
         Ok(dir_content_version(
             &read_dir(dir, engine.extension())?,
             &read_mask_files(dir)?,
+            &read_case_files(dir)?,
         ))
     }
 
@@ -179,7 +213,11 @@ impl Policies {
         masks: Result<MaskRules, Vec<PolicyError>>,
     ) -> Result<Policies, PolicyError> {
         match (rules, masks) {
-            (Ok(rules), Ok(masks)) => Ok(Policies { rules, masks }),
+            (Ok(rules), Ok(masks)) => Ok(Policies {
+                rules,
+                masks,
+                cases: Vec::new(),
+            }),
             (rules, masks) => {
                 let mut problems = Vec::new();
                 match rules.err() {
@@ -198,6 +236,16 @@ impl Policies {
     /// The same rules with these mask rules.
     pub fn with_masks(self, masks: MaskRules) -> Policies {
         Policies { masks, ..self }
+    }
+
+    /// The test case files read with this version.
+    pub fn case_files(&self) -> &[CaseFile] {
+        &self.cases
+    }
+
+    /// The same rules with these test case files.
+    pub(crate) fn with_cases(self, cases: Vec<CaseFile>) -> Policies {
+        Policies { cases, ..self }
     }
 
     pub fn engine(&self) -> Engine {
@@ -257,16 +305,27 @@ fn read_mask_files(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
     read_found(crate::files::list(dir, &is_mask_file)?)
 }
 
-/// The content version of a directory: its rule files, then its mask files.
-/// Without mask files it is the version the rule files alone give, so adding
-/// this did not change the version of existing policy directories.
-fn dir_content_version(rule_files: &[SourceFile], mask_files: &[SourceFile]) -> String {
-    if mask_files.is_empty() {
+/// The test case files under `dir`, sorted by path; none is fine.
+fn read_case_files(dir: &Path) -> Result<Vec<SourceFile>, PolicyError> {
+    read_found(crate::files::list(dir, &is_case_file)?)
+}
+
+/// The content version of a directory: its rule files, then its mask files,
+/// then its test case files (a fix to a case alone is a new version, which
+/// `[policy] require_cases` checks again). Without mask or case files it is
+/// the version the rule files alone give.
+fn dir_content_version(
+    rule_files: &[SourceFile],
+    mask_files: &[SourceFile],
+    case_files: &[SourceFile],
+) -> String {
+    if mask_files.is_empty() && case_files.is_empty() {
         return content_version(rule_files);
     }
     let all: Vec<SourceFile> = rule_files
         .iter()
         .chain(mask_files)
+        .chain(case_files)
         .map(|f| SourceFile {
             path: f.path.clone(),
             name: f.name.clone(),

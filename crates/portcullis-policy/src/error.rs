@@ -76,7 +76,7 @@ impl PolicyError {
     }
 
     /// No error for no problems, the problem itself for one, `Several` for more.
-    pub(crate) fn from_problems(mut problems: Vec<PolicyError>) -> Option<PolicyError> {
+    pub fn from_problems(mut problems: Vec<PolicyError>) -> Option<PolicyError> {
         match problems.len() {
             0 => None,
             1 => problems.pop(),

@@ -28,7 +28,7 @@ mod remote;
 pub mod source;
 
 pub use cedar::{CedarPolicies, SCHEMA};
-pub use engine::{Engine, Policies};
+pub use engine::{CaseFile, Engine, Policies, CASE_FILE_SUFFIX};
 pub use error::PolicyError;
 pub use rego::RegoPolicies;
 pub use source::{History, PolicySource};

@@ -405,6 +405,86 @@ async fn the_rego_engine_enforces_the_quickstart_policies() {
     gw.stop().await;
 }
 
+/// With `require_cases`, a version whose own test cases fail is refused
+/// like an invalid one: the last one stays enforced, and the error names
+/// the case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_whose_cases_fail_is_refused_when_cases_are_required() {
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policies = policy_dir.path().join("policies");
+    copy_dir(&quickstart_policies_as_shipped(), &policies);
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_required_cases", SEED).await,
+        Options {
+            policy_source: Some(format!(
+                "dir = \"{}\"\nrequire_cases = true",
+                policies.display()
+            )),
+            ..Options::default()
+        },
+    )
+    .await;
+    let first = gw.status().await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    // A rule that takes customers away from engineers, whose cases say
+    // they read them.
+    std::fs::write(
+        policies.join("support.cedar"),
+        "@id(\"support-only\")\nforbid (principal in Group::\"eng\", action == Action::\"query\", resource)\n\
+         when { context.statement.tables.contains(\"customers\") };\n",
+    )
+    .unwrap();
+    let s = gw
+        .wait_for("the refusal", |s| s["policy_error"].is_string())
+        .await;
+    let error = s["policy_error"].as_str().unwrap();
+    assert!(
+        error.contains("quickstart.cases.toml:")
+            && error.contains("case `engineers read` fails: expected `allow`, got `deny`"),
+        "{s}"
+    );
+    assert_eq!(s["policy_version"], first.as_str(), "{s}");
+    assert_eq!(
+        scalar_i64(&client, "select count(*) from customers").await,
+        3
+    );
+    // The cases updated with the rule (the case file alone changes): enforced.
+    let cases = policies.join("quickstart.cases.toml");
+    let text = std::fs::read_to_string(&cases).unwrap();
+    let case = "name = \"engineers read\"\nprincipal = { id = \"alice@example.com\", groups = [\"eng\"] }\naction = \"query\"\nstatement = \"select name, email from customers limit 1\"\nexpect = \"allow\"\npolicy = \"eng-read-write\"";
+    assert!(text.contains(case), "the quickstart's case changed");
+    std::fs::write(
+        &cases,
+        text.replace(
+            case,
+            &case
+                .replace("expect = \"allow\"", "expect = \"deny\"")
+                .replace("eng-read-write", "support-only"),
+        ),
+    )
+    .unwrap();
+    let s = gw
+        .wait_for("the version with its cases", |s| {
+            s["policy_version"] != first.as_str()
+        })
+        .await;
+    assert!(s["policy_error"].is_null(), "{s}");
+    let err = client
+        .batch_execute("select count(*) from customers")
+        .await
+        .unwrap_err();
+    assert!(
+        db_message(&err).contains("support-only"),
+        "{}",
+        db_message(&err)
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_directory_is_watched_not_only_polled() {
     let policy_dir = tempfile::tempdir().unwrap();
