@@ -491,85 +491,29 @@ macro_rules! installed {
     };
 }
 
-/// Whether function `$proc` (an OID) is compiled code installed by a
-/// superuser: a plain function, not built in, in C or `internal`, languages
-/// only a superuser may create functions in. Whoever owns it now (on a
-/// managed service, extensions' objects are owned by an administrator who
-/// is no superuser), its code is what a superuser installed. A built-in
-/// function is not counted: a user's operator over `nextval` still writes.
-/// An aggregate (`internal` too) counts when every function it runs
-/// (through its sort operator too) is such compiled code and its argument
-/// and state types are neither domains nor composite types (whose checks
-/// run as values are made into them).
+/// Whether function `$proc` (an OID) is compiled code no session through
+/// the gateway can have made or changed: a plain function (not an
+/// aggregate, which runs functions of its choosing), not built in, in C or
+/// `internal` (languages only a superuser may create functions in), not
+/// volatile (so declared by whoever wrote it to change nothing), and owned
+/// by a role the gateway's own role cannot act as (an owner may alter a
+/// function's volatility). On a managed service, where an administrator
+/// who is no superuser owns the extensions, their operators and casts are
+/// so what they were installed as. A built-in function is not counted: a
+/// user's operator over `nextval` still writes.
 macro_rules! compiled {
     ($proc:literal) => {
         concat!(
-            "EXISTS (SELECT 1 FROM pg_catalog.pg_proc cp WHERE cp.oid = ",
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_proc cp \
+               JOIN pg_catalog.pg_language cl ON cl.oid = cp.prolang \
+               WHERE cp.oid = ",
             $proc,
-            " AND (",
-            compiled!(plain "cp"),
-            " OR (cp.prokind = 'a' AND EXISTS (SELECT 1 FROM pg_catalog.pg_aggregate ca \
-               WHERE ca.aggfnoid = cp.oid \
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(ARRAY[ca.aggtransfn, ca.aggfinalfn, \
-                 ca.aggcombinefn, ca.aggserialfn, ca.aggdeserialfn, ca.aggmtransfn, \
-                 ca.aggminvtransfn, ca.aggmfinalfn]::pg_catalog.oid[] \
-                 OPERATOR(pg_catalog.||) ARRAY(SELECT co.oprcode::pg_catalog.oid \
-                   FROM pg_catalog.pg_operator co WHERE co.oid = ca.aggsortop)) AS cf(oid) \
-                 WHERE cf.oid <> 0 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc sp \
-                   WHERE sp.oid = cf.oid AND ",
-            compiled!(plain "sp"),
-            ")) \
-               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type ct \
-                 WHERE (ct.oid = ca.aggtranstype \
-                   OR ct.oid = ANY (cp.proargtypes::pg_catalog.oid[])) \
-                 AND ct.typtype IN ('d', 'c'))))))"
-        )
-    };
-    (plain $p:literal) => {
-        concat!(
-            "(", $p, ".oid >= 16384 AND ", $p, ".prokind = 'f' AND ", $p,
-            ".prolang IN (SELECT cl.oid FROM pg_catalog.pg_language cl \
-               WHERE cl.lanname IN ('c', 'internal')))"
+            " AND cp.oid >= 16384 AND cp.prokind = 'f' AND cp.provolatile <> 'v' \
+               AND cl.lanname IN ('c', 'internal') \
+               AND NOT pg_catalog.pg_has_role(CURRENT_USER, cp.proowner, 'MEMBER'))"
         )
     };
 }
-
-/// Functions outside the system schemas that are not an extension's
-/// (see `installed!`) or compiled code (see `compiled!`): the name, and
-/// for a plain `LANGUAGE sql` function with a body in text, no domain or
-/// composite type in its signature (whose checks run on the way in and
-/// out) and no default arguments (expressions a call runs too), the body.
-const USER_FUNCTIONS_SQL: &str = concat!(
-    "SELECT DISTINCT p.proname, CASE WHEN p.prokind = 'f' AND p.prosrc <> '' \
-       AND p.pronargdefaults = 0 \
-       AND p.prolang IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'sql') \
-       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type ft \
-         WHERE (ft.oid = p.prorettype OR ft.oid = ANY (p.proargtypes::pg_catalog.oid[])) \
-         AND ft.typtype IN ('d', 'c')) \
-       THEN p.prosrc END \
-     FROM pg_catalog.pg_proc p \
-     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
-    installed!("pg_proc", "p.oid", "p.proowner"),
-    " AND NOT ",
-    compiled!("p.oid")
-);
-
-/// Operators outside the system schemas that no extension installed, over
-/// functions that are not compiled code (see `compiled!`): the name, the
-/// function it runs, and whether a built-in type is on either side (one on
-/// users' types cannot take a covered column without a cast of the users'
-/// own).
-const USER_OPERATORS_SQL: &str = concat!(
-    "SELECT o.oprname, o.oprcode::pg_catalog.text, \
-     (o.oprleft BETWEEN 1 AND 16383 OR o.oprright BETWEEN 1 AND 16383)::pg_catalog.text \
-     FROM pg_catalog.pg_operator o \
-     JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
-    installed!("pg_operator", "o.oid", "o.oprowner"),
-    " AND NOT ",
-    compiled!("o.oprcode::pg_catalog.oid")
-);
 
 /// Casts through functions that are not built in, not an extension's and
 /// not compiled code, other than a range's to its multirange (made with the
@@ -590,6 +534,64 @@ macro_rules! user_casts {
         )
     };
 }
+
+/// Functions outside the system schemas that are not an extension's
+/// (see `installed!`) or compiled code (see `compiled!`): the name, and
+/// for a plain `LANGUAGE sql` function with a body in text and no default
+/// arguments (expressions a call runs too), whose signature (its result,
+/// its arguments, `OUT` and `TABLE` columns included, and the elements of
+/// any array among them) holds no type a user can make (a domain, an enum,
+/// a composite type, a range or multirange) nor one a user's cast starts or
+/// ends at (code that runs as values are made into, or out of, the type),
+/// the body.
+const USER_FUNCTIONS_SQL: &str = concat!(
+    "SELECT DISTINCT p.proname, CASE WHEN p.prokind = 'f' AND p.prosrc <> '' \
+       AND p.pronargdefaults = 0 \
+       AND p.prolang IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'sql') \
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(pg_catalog.array_append( \
+           COALESCE(p.proallargtypes, p.proargtypes::pg_catalog.oid[]), p.prorettype)) AS sig(oid) \
+         JOIN pg_catalog.pg_type st ON st.oid = sig.oid \
+           OR st.oid = (SELECT e.typelem FROM pg_catalog.pg_type e WHERE e.oid = sig.oid) \
+         WHERE st.typtype IN ('d', 'c', 'e', 'r', 'm') \
+         OR EXISTS (SELECT 1 FROM ",
+    user_casts!(),
+    " WHERE casts.castsource = st.oid OR casts.casttarget = st.oid)) \
+       THEN p.prosrc END \
+     FROM pg_catalog.pg_proc p \
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
+    installed!("pg_proc", "p.oid", "p.proowner"),
+    " AND NOT ",
+    compiled!("p.oid")
+);
+
+/// Operators outside the system schemas that no extension installed, other
+/// than those whose function, negator's and commutator's are compiled code
+/// (see `compiled!`): the name, the
+/// function it runs, and whether a built-in type is on either side (one on
+/// users' types cannot take a covered column without a cast of the users'
+/// own).
+const USER_OPERATORS_SQL: &str = concat!(
+    "SELECT o.oprname, o.oprcode::pg_catalog.text, \
+     (o.oprleft BETWEEN 1 AND 16383 OR o.oprright BETWEEN 1 AND 16383)::pg_catalog.text \
+     FROM pg_catalog.pg_operator o \
+     JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
+    installed!("pg_operator", "o.oid", "o.oprowner"),
+    " AND NOT (",
+    compiled!("o.oprcode::pg_catalog.oid"),
+    // The planner may run an operator's negator (`NOT (a op b)` is
+    // `a negator b`) or commutator instead: each must be compiled too.
+    " AND NOT EXISTS (WITH RECURSIVE linked(oid) AS ( \
+         SELECT o.oid UNION SELECT v.oid FROM linked l \
+         JOIN pg_catalog.pg_operator lo ON lo.oid = l.oid \
+         CROSS JOIN LATERAL (VALUES (lo.oprnegate), (lo.oprcom)) AS v(oid) \
+         WHERE v.oid <> 0) \
+       SELECT 1 FROM linked l JOIN pg_catalog.pg_operator lo ON lo.oid = l.oid \
+       WHERE NOT ",
+    compiled!("lo.oprcode::pg_catalog.oid"),
+    "))"
+);
 
 /// For each type whose values run code as they are made, that code: the
 /// checks of domains, the functions of users' casts to or from a type that

@@ -1754,3 +1754,37 @@ async fn what_a_cursor_reports_as_it_closes_is_withheld() {
     );
     gw.stop().await;
 }
+
+/// Found in attack: a user's aggregate under a built-in's name (`count`),
+/// over an extension's compiled function, over a view that shifts a
+/// covered column's digits past the detectors, gave the column in clear,
+/// since the gateway took the aggregate for the built-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_aggregate_under_a_built_ins_name_is_no_built_in() {
+    let gw = Gateway::start(TestDb::create("e2e_mask_aggregate", SEED).await).await;
+    gw.db
+        .superuser()
+        .await
+        .batch_execute("create extension citext")
+        .await
+        .unwrap();
+    gw.db
+        .direct()
+        .await
+        .batch_execute(
+            "create aggregate public.count(citext) (sfunc = citext_larger, stype = citext);
+             create view shifted_v as select id,
+               translate(national_id, '0123456789', 'abcdefghij')::citext as n from customers",
+        )
+        .await
+        .unwrap();
+    let alice = gw.connect(&alice(&gw)).await.unwrap();
+    let text = format!(
+        "{:?}",
+        alice.simple_query("select count(n) from shifted_v").await
+    );
+    for shifted in ["bcd-ef-ghij", "jih-gf-edcb", "bbb-cc-dddd"] {
+        assert!(!text.contains(shifted), "{text}");
+    }
+    gw.stop().await;
+}

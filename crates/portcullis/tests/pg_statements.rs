@@ -1045,6 +1045,113 @@ unless { context.statement.kinds.contains("ddl") };
     gw.stop().await;
 }
 
+/// Found in attack: pieces the catalog read trusts (compiled functions,
+/// users' SQL functions followed as their bodies) put together by a user
+/// into code that writes. Each is still decided as code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_code_built_from_trusted_pieces_is_still_code() {
+    let gw = Gateway::start_with_policy(
+        TestDb::create("e2e_trusted_pieces", SEED).await,
+        r#"
+permit (principal, action == Action::"connect", resource);
+permit (principal, action == Action::"query", resource);
+@id("no-calls")
+forbid (principal, action == Action::"query", resource)
+when { context.statement.kinds.contains("call") || context.statement.writes };
+"#,
+    )
+    .await;
+    gw.db
+        .superuser()
+        .await
+        .batch_execute("create extension dblink; create extension citext;")
+        .await
+        .unwrap();
+    let db = &gw.db;
+    let connstr = format!(
+        "host={} port={} dbname={} user={} password={}",
+        db.host, db.port, db.name, db.user, db.password
+    );
+    let direct = db.direct().await;
+    direct
+        .batch_execute(&format!(
+            "create table loot (via text);
+             create operator ### (leftarg = text, rightarg = text, function = dblink_exec);
+             create aggregate public.sum(text) (sfunc = dblink_exec, stype = text,
+               initcond = '{connstr}');
+             create function wneg(citext, citext) returns boolean language plpgsql as
+               $$ begin insert into loot values ('negator'); return true; end $$;
+             create operator !~!~ (leftarg = citext, rightarg = citext, function = wneg);
+             create operator ~!~! (leftarg = citext, rightarg = citext, function = citext_eq,
+               negator = !~!~);
+             create table notes (c citext);
+             insert into notes values ('a');
+             create function wdom(int) returns boolean language plpgsql as
+               $$ begin insert into loot values ('domain ' || $1); return true; end $$;
+             create domain posdom as int check (wdom(value));
+             create type posrange as range (subtype = posdom);
+             create table pair (a int, d posdom);
+             create function public.upper(x posdom[], y int) returns text language sql as
+               $$ select 'ok' $$;
+             create function public.initcap(x posrange, y int) returns text language sql as
+               $$ select 'ok' $$;
+             create function public.rtrim(x pair[], y int, z int) returns text language sql as
+               $$ select 'ok' $$;
+             create function public.ltrim(a int, b int, c int, out r1 posdom, out r2 int)
+               language sql as $$ select $1, $2 $$;
+             create function public.btrim(a int, b int, c int) returns table (r1 posdom, r2 int)
+               language sql as $$ select $1, $2 $$;
+             create function public.strpos(a int, b int, c int) returns text language sql as
+               $$ select upper('{{1}}', 1) $$;
+             create type mood as enum ('sad', 'happy');
+             create function mood_text(m mood) returns text language plpgsql as
+               $$ begin insert into loot values ('cast'); return 'x'; end $$;
+             create cast (mood as text) with function mood_text(mood);
+             create function public.lower(x mood, y int) returns text language sql as
+               $$ select $1::text $$;
+             -- Making strpos checked its body's literal already.
+             delete from loot;"
+        ))
+        .await
+        .unwrap();
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    for sql in [
+        // A user's operator and aggregate over a compiled function that
+        // writes.
+        &format!("select '{connstr}' ### 'insert into loot values (''operator'')'"),
+        "select sum(x) from (values ('insert into loot values (''aggregate'')')) v(x)",
+        // A compiled operator whose negator is a user's.
+        "select not (c ~!~! 'b') from notes",
+        // Domain checks behind arrays, ranges, composites, OUT and TABLE
+        // columns, and a followed body calling one.
+        "select upper('{31}', 1)",
+        "select initcap('[32,33)', 1)",
+        "select rtrim('{\"(1,34)\"}', 0, 0)",
+        "select ltrim(35, 0, 0)",
+        "select btrim(36, 0, 0)",
+        "select strpos(1, 2, 3)",
+        // A user's cast inside a followed body.
+        "select lower('happy', 1)",
+    ] {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        assert!(
+            db_message(&err).contains("no-calls"),
+            "{sql}: {}",
+            db_message(&err)
+        );
+    }
+    let loot: Vec<String> = direct
+        .query("select via from loot", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(loot.is_empty(), "{loot:?}");
+    gw.stop().await;
+}
+
 /// On a managed service, extensions' objects are owned by an administrator
 /// who is no superuser. What such an extension runs is still what a
 /// superuser installed: its compiled operators, functions and aggregates,
@@ -1114,7 +1221,6 @@ when { context.statement.kinds.contains("call") };
             14,
         ),
         ("select strpos(e, 'EXAMPLE')::int8 from emails", 5),
-        ("select length(max(e))::int8 from emails", 15),
     ] {
         let got = scalar_i64(&client, sql).await;
         assert_eq!(got, expected, "{sql}");
