@@ -129,27 +129,7 @@ impl Policies {
         let mask_files = read_mask_files(dir)?;
         let case_files = read_case_files(dir)?;
         let version = dir_content_version(&rule_files, &mask_files, &case_files);
-        let rules = on_large_stack(|| match engine {
-            Engine::Cedar => {
-                CedarPolicies::from_files(rule_files).map(|p| Rules::Cedar(p.with_version(version)))
-            }
-            Engine::Rego => RegoPolicies::from_files(rule_files, version).map(Rules::Rego),
-        });
-        let masks = parse_masks(
-            mask_files
-                .into_iter()
-                .map(|f| (f.path.display().to_string(), f.text))
-                .collect(),
-        );
-        let cases = case_files
-            .into_iter()
-            .map(|f| CaseFile {
-                name: f.name,
-                path: f.path,
-                text: f.text,
-            })
-            .collect();
-        Ok(Policies::combine(rules, masks)?.with_cases(cases))
+        Policies::build(rule_files, mask_files, case_files, version, engine)
     }
 
     /// Loads `dir` with the engine its files are written for: Cedar when it
@@ -174,37 +154,63 @@ impl Policies {
         ))
     }
 
-    /// Policies read from a commit: `(path, text)` pairs of rule files and of
-    /// mask rule files, each path inside the policy directory; errors name a
-    /// file `<commit_prefix><path>`.
+    /// Policies read from a commit: `(path, text)` pairs of rule files, mask
+    /// rule files and test case files, each path inside the policy
+    /// directory; errors name a file `<commit_prefix><path>`.
     pub(crate) fn from_commit_files(
-        files: Vec<(String, String)>,
-        mask_files: Vec<(String, String)>,
+        [files, mask_files, case_files]: [Vec<(String, String)>; 3],
         commit_prefix: &str,
         version: String,
         engine: Engine,
     ) -> Result<Policies, PolicyError> {
-        let files = files
-            .into_iter()
-            .map(|(name, text)| SourceFile {
-                path: format!("{commit_prefix}{name}").into(),
-                name,
-                text,
-            })
-            .collect();
+        let named = |files: Vec<(String, String)>| -> Vec<SourceFile> {
+            files
+                .into_iter()
+                .map(|(name, text)| SourceFile {
+                    path: format!("{commit_prefix}{name}").into(),
+                    name,
+                    text,
+                })
+                .collect()
+        };
+        Policies::build(
+            named(files),
+            named(mask_files),
+            named(case_files),
+            version,
+            engine,
+        )
+    }
+
+    /// Parses and validates the rules and mask rules, and keeps the cases.
+    fn build(
+        rule_files: Vec<SourceFile>,
+        mask_files: Vec<SourceFile>,
+        case_files: Vec<SourceFile>,
+        version: String,
+        engine: Engine,
+    ) -> Result<Policies, PolicyError> {
         let rules = on_large_stack(|| match engine {
             Engine::Cedar => {
-                CedarPolicies::from_files(files).map(|p| Rules::Cedar(p.with_version(version)))
+                CedarPolicies::from_files(rule_files).map(|p| Rules::Cedar(p.with_version(version)))
             }
-            Engine::Rego => RegoPolicies::from_files(files, version).map(Rules::Rego),
+            Engine::Rego => RegoPolicies::from_files(rule_files, version).map(Rules::Rego),
         });
         let masks = parse_masks(
             mask_files
                 .into_iter()
-                .map(|(path, text)| (format!("{commit_prefix}{path}"), text))
+                .map(|f| (f.path.display().to_string(), f.text))
                 .collect(),
         );
-        Policies::combine(rules, masks)
+        let cases = case_files
+            .into_iter()
+            .map(|f| CaseFile {
+                name: f.name,
+                path: f.path,
+                text: f.text,
+            })
+            .collect();
+        Ok(Policies::combine(rules, masks)?.with_cases(cases))
     }
 
     /// Both halves, or every problem of both, in file order.

@@ -7,7 +7,7 @@
 //! that commit's tree in the object database: no checkout, no worktree, no
 //! `git` process. What is in the worktree but not committed is never seen.
 
-use crate::engine::{is_case_file, is_mask_file, CaseFile, Engine, Policies};
+use crate::engine::{is_case_file, is_mask_file, Engine, Policies};
 use crate::error::PolicyError;
 use crate::remote;
 use std::path::{Path, PathBuf};
@@ -204,17 +204,12 @@ fn load_commit(
         prefix.push_str(component);
         prefix.push('/');
     }
-    let cases = read_commit_files(repository, repo, commit, subdir, &is_case_file)?
-        .into_iter()
-        .map(|(name, text)| CaseFile {
-            path: format!("{prefix}{name}").into(),
-            name,
-            text,
-        })
-        .collect();
-    Ok(
-        Policies::from_commit_files(files, mask_files, &prefix, commit.to_string(), engine)?
-            .with_cases(cases),
+    let case_files = read_commit_files(repository, repo, commit, subdir, &is_case_file)?;
+    Policies::from_commit_files(
+        [files, mask_files, case_files],
+        &prefix,
+        commit.to_string(),
+        engine,
     )
 }
 
