@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 /// How many levels of sub-directories are read.
 pub const MAX_DEPTH: usize = 16;
 
+/// Why `Guard.CEDAR` is refused: left out, its rules would silently not
+/// apply; read, a directory and a Git checkout on a case-insensitive file
+/// system could disagree.
+pub(crate) const MISCASED: &str =
+    "named like a policy, mask rule or case file but not in lower case: rename it (`.cedar`, `.rego`, `masks.toml`, `.cases.toml`)";
+
 /// A file found under a policy directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -93,6 +99,9 @@ impl Walk<'_> {
                 continue;
             };
             if !is_dir && !(self.wanted)(name) {
+                if (self.wanted)(&name.to_lowercase()) {
+                    return Err(file_error(MISCASED));
+                }
                 continue;
             }
             let canonical =
@@ -218,6 +227,18 @@ mod tests {
         write(&deep.join("one-more/x.cedar"));
         let error = list(dir.path(), &cedar).unwrap_err().to_string();
         assert!(error.contains("nest more than 16 deep"), "{error}");
+    }
+
+    #[test]
+    fn a_name_wanted_but_for_its_case_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("a.cedar"));
+        write(&dir.path().join("teams/Guard.CEDAR"));
+        let error = list(dir.path(), &cedar).unwrap_err().to_string();
+        assert!(
+            error.contains("Guard.CEDAR") && error.contains("lower case"),
+            "{error}"
+        );
     }
 
     #[test]

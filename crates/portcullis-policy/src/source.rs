@@ -514,6 +514,9 @@ impl TreeWalk<'_> {
                 continue;
             }
             if !(self.wanted)(name) {
+                if (self.wanted)(&name.to_lowercase()) {
+                    return Err(read_error(&file_path, crate::files::MISCASED.to_string()));
+                }
                 continue;
             }
             match entry.kind() {
@@ -1085,6 +1088,18 @@ mod tests {
         );
         let error = dir.load(Engine::Cedar).unwrap_err().to_string();
         assert!(error.contains("policies/teams/bad.cedar:"), "{error}");
+        // A rule file whose name is a policy file's but for its case.
+        repo.git(&["rm", "-q", "policies/teams/bad.cedar"]);
+        repo.commit(&[("policies/teams/Guard.CEDAR", FORBID)], "miscased");
+        let error = repo
+            .source("main", "policies")
+            .load(Engine::Cedar)
+            .unwrap_err();
+        assert!(error.to_string().contains("lower case"), "{error}");
+        assert!(
+            error.to_string().contains("policies/teams/Guard.CEDAR"),
+            "{error}"
+        );
     }
 
     #[test]
