@@ -599,19 +599,24 @@ const USER_OPERATORS_SQL: &str = concat!(
 /// built on such a type inherits from it (a domain over it, its array, a
 /// range over it, a composite type with a field of it).
 const TYPE_CODE_SQL: &str = concat!(
-    "WITH RECURSIVE code(oid, kind, body) AS ( \
+    // `built_on`: each type and a type made of it (one join per step of
+    // the recursion, not a scan of every type with a subquery per pair).
+    "WITH RECURSIVE built_on(part, whole) AS ( \
+       SELECT t.typbasetype, t.oid FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0 \
+       UNION ALL SELECT t.typelem, t.oid FROM pg_catalog.pg_type t WHERE t.typelem <> 0 \
+       UNION ALL SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r \
+       UNION ALL SELECT r.rngsubtype, r.rngmultitypid FROM pg_catalog.pg_range r \
+       UNION ALL SELECT a.atttypid, t.oid FROM pg_catalog.pg_type t \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid \
+         WHERE t.typrelid <> 0 AND a.attnum > 0 AND NOT a.attisdropped), \
+     code(oid, kind, body) AS ( \
        SELECT c.contypid, 'check', pg_catalog.pg_get_constraintdef(c.oid) \
          FROM pg_catalog.pg_constraint c WHERE c.contypid <> 0 AND c.contype = 'c' \
        UNION SELECT side.oid, 'cast', casts.castfunc FROM ",
     user_casts!(),
     " CROSS JOIN LATERAL (VALUES (casts.castsource), (casts.casttarget)) AS side(oid) \
          WHERE side.oid >= 16384 \
-       UNION SELECT t.oid, code.kind, code.body FROM code JOIN pg_catalog.pg_type t \
-         ON t.typbasetype = code.oid OR t.typelem = code.oid \
-         OR EXISTS (SELECT 1 FROM pg_catalog.pg_range r \
-           WHERE r.rngsubtype = code.oid AND t.oid IN (r.rngtypid, r.rngmultitypid)) \
-         OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a \
-           WHERE a.attrelid = t.typrelid AND a.atttypid = code.oid AND a.attnum > 0 AND NOT a.attisdropped)) \
+       UNION SELECT b.whole, code.kind, code.body FROM code JOIN built_on b ON b.part = code.oid) \
      SELECT DISTINCT t.oid, t.typname, code.kind, code.body FROM code JOIN pg_catalog.pg_type t ON t.oid = code.oid \
      JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"
