@@ -70,6 +70,12 @@ impl Relation {
     pub fn is_view(&self) -> bool {
         matches!(self.kind, b'v' | b'm')
     }
+
+    /// A foreign table: its rows come from a query on its server (this
+    /// database's own tables, maybe), which the gateway cannot follow.
+    pub fn is_foreign(&self) -> bool {
+        self.kind == b'f'
+    }
 }
 
 /// Users' code that runs unseen: making a value of a type (a domain's
@@ -124,7 +130,7 @@ pub struct Snapshot {
     /// The name of every operator and every type: a statement applying
     /// or making one of another name has it from a change made since the
     /// catalog was read (by a function, which the gateway does not see).
-    known_operators: HashSet<String>,
+    pub(crate) known_operators: HashSet<String>,
     known_types: HashSet<String>,
     /// The OIDs of every type that is not built in.
     known_type_oids: HashSet<u32>,
@@ -491,16 +497,48 @@ macro_rules! installed {
     };
 }
 
-/// Whether function `$proc` (an OID) is compiled code no session through
-/// the gateway can have made or changed: a plain function (not an
-/// aggregate, which runs functions of its choosing), not built in, in C or
-/// `internal` (languages only a superuser may create functions in), not
-/// volatile (so declared by whoever wrote it to change nothing), and owned
-/// by a role the gateway's own role cannot act as (an owner may alter a
-/// function's volatility). On a managed service, where an administrator
-/// who is no superuser owns the extensions, their operators and casts are
-/// so what they were installed as. A built-in function is not counted: a
-/// user's operator over `nextval` still writes.
+/// Whether an object (of catalog `$catalog`, OID `$oid`, owned by `$owner`
+/// when it has an owner) is an administrator's: a member of an extension,
+/// and neither the extension's owner nor its own is a role the gateway's
+/// login role (`SESSION_USER` of the catalog connection: a role default
+/// may set another `CURRENT_USER`) can act as. On a managed service an
+/// administrator who is no superuser owns the extensions; no session
+/// through the gateway can have added to them or changed what is in them.
+/// An extension the gateway's role created (a trusted one) is its own to
+/// add to.
+macro_rules! administered {
+    ($catalog:literal, $oid:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_depend ad \
+               JOIN pg_catalog.pg_extension ax ON ax.oid = ad.refobjid \
+               WHERE ad.classid = 'pg_catalog.",
+            $catalog,
+            "'::pg_catalog.regclass AND ad.objid = ",
+            $oid,
+            " AND ad.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass \
+               AND ad.deptype = 'e' \
+               AND NOT pg_catalog.pg_has_role(SESSION_USER, ax.extowner, 'MEMBER'))"
+        )
+    };
+    ($catalog:literal, $oid:literal, $owner:literal) => {
+        concat!(
+            "(",
+            administered!($catalog, $oid),
+            " AND NOT pg_catalog.pg_has_role(SESSION_USER, ",
+            $owner,
+            ", 'MEMBER'))"
+        )
+    };
+}
+
+/// Whether function `$proc` (an OID) is an administrator's compiled code
+/// (see `administered!`): a plain function (not an aggregate, which runs
+/// functions of its choosing), not built in, in C or `internal` (languages
+/// only a superuser may create functions in), not volatile (declared by
+/// whoever wrote it to change nothing). So an extension's operators and
+/// casts on a managed service are what they were installed as; a user's
+/// operator over an extension's function is not trusted for it (see
+/// `USER_OPERATORS_SQL`), nor one over a built-in (`nextval`).
 macro_rules! compiled {
     ($proc:literal) => {
         concat!(
@@ -509,14 +547,16 @@ macro_rules! compiled {
                WHERE cp.oid = ",
             $proc,
             " AND cp.oid >= 16384 AND cp.prokind = 'f' AND cp.provolatile <> 'v' \
-               AND cl.lanname IN ('c', 'internal') \
-               AND NOT pg_catalog.pg_has_role(CURRENT_USER, cp.proowner, 'MEMBER'))"
+               AND cl.lanname IN ('c', 'internal') AND ",
+            administered!("pg_proc", "cp.oid", "cp.proowner"),
+            ")"
         )
     };
 }
 
-/// Casts through functions that are not built in, not an extension's and
-/// not compiled code, other than a range's to its multirange (made with the
+/// Casts through functions that are not built in, and neither an
+/// extension's nor an administrator's cast through compiled code, other
+/// than a range's to its multirange (made with the
 /// range): `(castsource, casttarget, castfunc)`.
 macro_rules! user_casts {
     () => {
@@ -528,17 +568,22 @@ macro_rules! user_casts {
                  WHERE g.rngtypid = k.castsource AND g.rngmultitypid = k.casttarget) \
                AND NOT ",
             installed!("pg_proc", "f.oid", "f.proowner"),
-            " AND NOT ",
+            " AND NOT (",
+            administered!("pg_cast", "k.oid"),
+            " AND ",
             compiled!("f.oid"),
-            ") AS casts(castsource, casttarget, castfunc)"
+            ")) AS casts(castsource, casttarget, castfunc)"
         )
     };
 }
 
 /// Functions outside the system schemas that are not an extension's
 /// (see `installed!`) or compiled code (see `compiled!`): the name, and
-/// for a plain `LANGUAGE sql` function with a body in text and no default
-/// arguments (expressions a call runs too), whose signature (its result,
+/// for a plain `LANGUAGE sql` function with a body in text, no default
+/// arguments (expressions a call runs too) and no `SET` clause (its
+/// settings apply as the body is parsed: `standard_conforming_strings =
+/// off` splits it into other statements than the gateway reads), whose
+/// signature (its result,
 /// its arguments, `OUT` and `TABLE` columns included, and the elements of
 /// any array among them) holds no type a user can make (a domain, an enum,
 /// a composite type, a range or multirange) nor one a user's cast starts or
@@ -546,7 +591,7 @@ macro_rules! user_casts {
 /// the body.
 const USER_FUNCTIONS_SQL: &str = concat!(
     "SELECT DISTINCT p.proname, CASE WHEN p.prokind = 'f' AND p.prosrc <> '' \
-       AND p.pronargdefaults = 0 \
+       AND p.pronargdefaults = 0 AND p.proconfig IS NULL \
        AND p.prolang IN (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'sql') \
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(pg_catalog.array_append( \
            COALESCE(p.proallargtypes, p.proargtypes::pg_catalog.oid[]), p.prorettype)) AS sig(oid) \
@@ -566,8 +611,9 @@ const USER_FUNCTIONS_SQL: &str = concat!(
 );
 
 /// Operators outside the system schemas that no extension installed, other
-/// than those whose function, negator's and commutator's are compiled code
-/// (see `compiled!`): the name, the
+/// than an administrator's (see `administered!`) whose function, and its
+/// negator's and commutator's (the planner may run those instead), are
+/// compiled code (see `compiled!`): the name, the
 /// function it runs, and whether a built-in type is on either side (one on
 /// users' types cannot take a covered column without a cast of the users'
 /// own).
@@ -579,6 +625,8 @@ const USER_OPERATORS_SQL: &str = concat!(
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
     installed!("pg_operator", "o.oid", "o.oprowner"),
     " AND NOT (",
+    administered!("pg_operator", "o.oid", "o.oprowner"),
+    " AND ",
     compiled!("o.oprcode::pg_catalog.oid"),
     // The planner may run an operator's negator (`NOT (a op b)` is
     // `a negator b`) or commutator instead: each must be compiled too.
@@ -588,9 +636,11 @@ const USER_OPERATORS_SQL: &str = concat!(
          CROSS JOIN LATERAL (VALUES (lo.oprnegate), (lo.oprcom)) AS v(oid) \
          WHERE v.oid <> 0) \
        SELECT 1 FROM linked l JOIN pg_catalog.pg_operator lo ON lo.oid = l.oid \
-       WHERE NOT ",
+       WHERE NOT (",
+    administered!("pg_operator", "lo.oid", "lo.oprowner"),
+    " AND ",
     compiled!("lo.oprcode::pg_catalog.oid"),
-    "))"
+    ")))"
 );
 
 /// For each type whose values run code as they are made, that code: the
@@ -638,8 +688,8 @@ const CAST_FROM_SQL: &str = concat!(
 /// For each relation, the functions a plan of a read of it folds (named in
 /// its expressions, or behind an operator there): see
 /// [`Snapshot::relation_code`]. With each, whether it is followed as SQL
-/// (`LANGUAGE sql` with a body given as text, and no type of users' in its
-/// signature, whose checks a call runs), and that text.
+/// (`LANGUAGE sql` with a body given as text, no `SET` clause, and no type
+/// of users' in its signature, whose checks a call runs), and that text.
 const RELATION_CODE_SQL: &str = concat!(
     "WITH RECURSIVE uses(relid, refclassid, refobjid) AS ( \
        SELECT i.indrelid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d \
@@ -661,7 +711,7 @@ const RELATION_CODE_SQL: &str = concat!(
        SELECT relid, proid FROM direct \
        UNION SELECT h.inhparent, up.proid FROM up JOIN pg_catalog.pg_inherits h ON h.inhrelid = up.relid) \
      SELECT DISTINCT up.relid, p.oid::pg_catalog.regproc::pg_catalog.text, \
-       (l.lanname = 'sql' AND p.prosrc <> '' AND p.prorettype < 16384 \
+       (l.lanname = 'sql' AND p.prosrc <> '' AND p.proconfig IS NULL AND p.prorettype < 16384 \
         AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(p.proargtypes::pg_catalog.oid[]) AS a(t) WHERE a.t >= 16384) \
        )::pg_catalog.text, p.prosrc \
      FROM up JOIN pg_catalog.pg_proc p ON p.oid = up.proid \

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use portcullis_core::{Lineage, StatementInfo, StatementKind};
 use portcullis_sql::Classifier;
 
-use crate::catalog::{Code, Snapshot};
+use crate::catalog::{lacks_relations, Code, Snapshot};
 
 /// How deep views over views (and checks calling operators...) are followed;
 /// deeper counts as code that may write.
@@ -51,6 +51,7 @@ pub fn unseen_code(
         classifier,
         followed: Vec::new(),
         functions_followed: Vec::new(),
+        late_bound: false,
         found: Unseen::default(),
     };
     search.statement(&statement.lineage, &statement.functions, 0);
@@ -75,12 +76,24 @@ struct Search<'a> {
     followed: Vec<u32>,
     /// Users' SQL functions whose bodies were followed.
     functions_followed: Vec<String>,
+    /// Following a function's body, whose names are bound when it runs: a
+    /// name the snapshot lacks may be something made since it was read.
+    late_bound: bool,
     found: Unseen,
 }
 
 impl Search<'_> {
     fn statement(&mut self, lineage: &Lineage, functions: &[String], depth: usize) {
         let snapshot = self.snapshot;
+        // A statement's own names are read again when the snapshot lacks
+        // them (`Catalog::lacks_names`); a function body's are not seen
+        // until it runs, so what it names that the snapshot lacks (a view
+        // made since) cannot be followed.
+        if self.late_bound
+            && (snapshot.lacks_names(lineage) || lacks_relations(snapshot, &lineage.relations))
+        {
+            self.found.unknown = true;
+        }
         for function in functions {
             let (_, name) = unqualified(function);
             // `public.lower(int)` wins over `pg_catalog.lower(text)` for an
@@ -134,13 +147,20 @@ impl Search<'_> {
                     continue;
                 }
                 self.followed.push(relation.oid);
+                // A foreign table's rows come from a query on its server,
+                // which may be this database's own view over anything.
+                if relation.is_foreign() {
+                    self.found.unknown = true;
+                }
                 if relation.kind == b'v' {
                     match &relation.definition {
                         Some(definition) => self.query(definition, depth),
                         None => self.found.unknown = true,
                     }
                 }
-                self.code(snapshot.relation_code.get(&relation.oid), depth);
+                self.late_bound(|search| {
+                    search.code(snapshot.relation_code.get(&relation.oid), depth)
+                });
                 for condition in snapshot.policies.get(&relation.oid).into_iter().flatten() {
                     self.query(condition, depth);
                 }
@@ -180,12 +200,21 @@ impl Search<'_> {
         }
         self.functions_followed.push(name.to_owned());
         let before = (self.found.functions.len(), self.found.unknown);
-        for body in bodies {
-            self.query(body, depth);
-        }
+        self.late_bound(|search| {
+            for body in bodies {
+                search.query(body, depth);
+            }
+        });
         if (self.found.functions.len(), self.found.unknown) != before {
             self.found.functions.insert(function.to_owned());
         }
+    }
+
+    /// Runs `follow` with what it follows taken as a function's body.
+    fn late_bound(&mut self, follow: impl FnOnce(&mut Self)) {
+        let was = std::mem::replace(&mut self.late_bound, true);
+        follow(self);
+        self.late_bound = was;
     }
 
     /// `c.f` is `f(c)` when `c` has no column `f`: where users made a
@@ -321,6 +350,9 @@ mod tests {
             snapshot.user_functions.insert(name.into());
             snapshot.sql_bodies.insert(name.into(), vec![body.into()]);
         }
+        // Names the catalog knows: a function's body naming others is
+        // not followed.
+        snapshot.known_operators.insert("+".into());
         snapshot.add_relation(relation(9, "public", "indexed", None));
         snapshot
             .relation_code
@@ -398,6 +430,23 @@ mod tests {
             found.unknown && found.functions.contains("strpos"),
             "{found:?}"
         );
+        // A function's body naming what the catalog lacks (made since it
+        // was read), or a foreign table.
+        let mut later = snapshot();
+        later.user_functions.insert("initcap".into());
+        later
+            .sql_bodies
+            .insert("initcap".into(), vec!["SELECT x FROM made_since".into()]);
+        later.add_relation(relation(20, "public", "remote", None));
+        later.relations.get_mut(&20).unwrap().kind = b'f';
+        let classifier = Classifier::new(64);
+        for sql in ["select initcap('a')", "select * from remote"] {
+            let statements = classifier.classify(sql).unwrap();
+            assert!(
+                unseen_code(&statements[0], &later, &classifier).unknown,
+                "{sql}"
+            );
+        }
         let mut deep = snapshot();
         for depth in 0..=MAX_DEPTH as u32 {
             deep.add_relation(relation(

@@ -371,6 +371,9 @@ impl Planner<'_> {
                 .view_column_rule(rel, attnum, depth)
                 .map(|rule| (rule, true));
         }
+        if rel.is_foreign() {
+            return self.masker.any_column_rule().map(|rule| (rule, true));
+        }
         let column = rel.column(attnum)?;
         let meta = ColumnMeta {
             schema: &rel.schema,
@@ -386,6 +389,9 @@ impl Planner<'_> {
     fn derived_column_rule(&self, rel: &Relation, attnum: i16, depth: usize) -> Option<RuleIdx> {
         if rel.is_view() {
             return self.view_column_rule(rel, attnum, depth);
+        }
+        if rel.is_foreign() {
+            return self.masker.any_column_rule();
         }
         let column = rel.column(attnum)?;
         self.masker.derived_rule(&ColumnMeta {

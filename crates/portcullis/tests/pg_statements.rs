@@ -1064,7 +1064,11 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
     gw.db
         .superuser()
         .await
-        .batch_execute("create extension dblink; create extension citext;")
+        .batch_execute(&format!(
+            "create extension dblink; create extension citext; create extension postgres_fdw;
+             grant usage on foreign data wrapper postgres_fdw to {};",
+            gw.db.user
+        ))
         .await
         .unwrap();
     let db = &gw.db;
@@ -1109,8 +1113,33 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
              create cast (mood as text) with function mood_text(mood);
              create function public.lower(x mood, y int) returns text language sql as
                $$ select $1::text $$;
+             -- A trusted extension the gateway's role may install itself:
+             -- crosstab2 is a stable C function that runs the query it is
+             -- given.
+             create extension tablefunc;
+             create function w(via text) returns boolean language plpgsql as
+               $$ begin insert into public.loot values (via); return true; end $$;
+             create operator @!@ (rightarg = text, function = crosstab2);
+             -- A body PostgreSQL parses with its own settings.
+             set check_function_bodies = off;
+             create function public.round(a int, b int, c int, d int, e int) returns int
+               language sql set standard_conforming_strings = off set escape_string_warning = off
+               as $body$select 'a\\', '; insert into loot values ($q$settings$q$); select 1 --'$body$;
+             -- A foreign table over this database's own view that writes.
+             create server loopback foreign data wrapper postgres_fdw
+               options (host '{host}', port '{port}', dbname '{name}');
+             create user mapping for current_user server loopback
+               options (user '{user}', password '{password}');
+             create view fdw_v as select w('foreign') as x;
+             create foreign table ft (x boolean) server loopback
+               options (schema_name 'public', table_name 'fdw_v');
              -- Making strpos checked its body's literal already.
-             delete from loot;"
+             delete from loot;",
+            host = db.host,
+            port = db.port,
+            name = db.name,
+            user = db.user,
+            password = db.password,
         ))
         .await
         .unwrap();
@@ -1133,6 +1162,12 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
         "select strpos(1, 2, 3)",
         // A user's cast inside a followed body.
         "select lower('happy', 1)",
+        // An operator over an extension's function that runs a query.
+        "select @!@ 'select w(''crosstab'')::text, ''a''::text, ''b''::text'",
+        // A body split otherwise under the function's own settings.
+        "select round(1, 2, 3, 4, 5)",
+        // A foreign table's rows come from a query on its server.
+        "select * from ft",
     ] {
         let err = client.batch_execute(sql).await.unwrap_err();
         assert!(
