@@ -70,12 +70,6 @@ impl Relation {
     pub fn is_view(&self) -> bool {
         matches!(self.kind, b'v' | b'm')
     }
-
-    /// A foreign table: its rows come from a query on its server (this
-    /// database's own tables, maybe), which the gateway cannot follow.
-    pub fn is_foreign(&self) -> bool {
-        self.kind == b'f'
-    }
 }
 
 /// Users' code that runs unseen: making a value of a type (a domain's
@@ -104,6 +98,9 @@ pub struct Snapshot {
     /// (`public.upper(int)` returning anything), so a call by that name
     /// cannot be followed.
     pub user_functions: HashSet<String>,
+    /// The relations a read of which reads a foreign table (see
+    /// [`Snapshot::reads_foreign`]).
+    pub foreign_reads: HashSet<u32>,
     /// Of those names, the ones every function of which is a plain SQL
     /// function (see `USER_FUNCTIONS_SQL`): their bodies, which a call
     /// runs as they read. An extension's SQL wrappers whose owner is no
@@ -163,6 +160,14 @@ impl Snapshot {
             .filter_map(|oid| self.relations.get(oid))
             .filter(|rel| schema.is_none_or(|s| s == rel.schema))
             .collect()
+    }
+
+    /// Whether reading `relation` reads a foreign table: it is one, or one
+    /// is a partition or an inheritance child of it. Its rows come from a
+    /// query on the table's server (this database, maybe), which the
+    /// gateway cannot follow.
+    pub fn reads_foreign(&self, relation: &Relation) -> bool {
+        relation.kind == b'f' || self.foreign_reads.contains(&relation.oid)
     }
 
     /// Whether any of `functions` (names as a statement writes them) may
@@ -735,7 +740,14 @@ const TEXT_TYPES_SQL: &str = "SELECT t.oid FROM pg_catalog.pg_type t \
      WHERE t.oid >= 16384 AND t.typcategory IN ('S', 'E')";
 
 /// The catalog's queries, sent together.
-const QUERIES: [&str; 11] = [
+/// The relations a read of which reads a foreign table: foreign tables,
+/// and every table they are a partition or an inheritance child of.
+const FOREIGN_READS_SQL: &str = "WITH RECURSIVE up(relid) AS ( \
+       SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relkind = 'f' \
+       UNION SELECT h.inhparent FROM up JOIN pg_catalog.pg_inherits h ON h.inhrelid = up.relid) \
+     SELECT relid FROM up";
+
+const QUERIES: [&str; 12] = [
     RELATIONS_SQL,
     TEXT_TYPES_SQL,
     USER_FUNCTIONS_SQL,
@@ -746,6 +758,7 @@ const QUERIES: [&str; 11] = [
     OPERATOR_NAMES_SQL,
     TYPE_NAMES_SQL,
     RELATION_CODE_SQL,
+    FOREIGN_READS_SQL,
     // Last: it may wait for a lock, and give up.
     VIEWS_SQL,
 ];
@@ -778,6 +791,7 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
     let (rows, types, functions, operators) = (next()?, next()?, next()?, next()?);
     let (type_code, cast_from, policies) = (next()?, next()?, next()?);
     let (operator_names, type_names, relation_code) = (next()?, next()?, next()?);
+    let foreign_reads = next()?;
     // Locked since the check: no definitions this time.
     let views = next().ok();
     let bad_row = || PgError::TargetProtocol {
@@ -911,6 +925,12 @@ async fn load(target: &PgTarget, kept: &mut Option<TargetConnection>) -> Result<
             .entry(oid)
             .or_default()
             .push(format!("SELECT ({condition})"));
+    }
+    for row in foreign_reads {
+        let [oid] = non_null(row).ok_or_else(bad_row)?;
+        snapshot
+            .foreign_reads
+            .insert(oid.parse().map_err(|_| bad_row())?);
     }
     snapshot.text_types = types
         .into_iter()

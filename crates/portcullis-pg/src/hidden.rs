@@ -149,7 +149,7 @@ impl Search<'_> {
                 self.followed.push(relation.oid);
                 // A foreign table's rows come from a query on its server,
                 // which may be this database's own view over anything.
-                if relation.is_foreign() {
+                if snapshot.reads_foreign(relation) {
                     self.found.unknown = true;
                 }
                 if relation.kind == b'v' {
@@ -439,8 +439,15 @@ mod tests {
             .insert("initcap".into(), vec!["SELECT x FROM made_since".into()]);
         later.add_relation(relation(20, "public", "remote", None));
         later.relations.get_mut(&20).unwrap().kind = b'f';
+        // A partitioned table with a foreign partition.
+        later.add_relation(relation(21, "public", "parted_remote", None));
+        later.foreign_reads.insert(21);
         let classifier = Classifier::new(64);
-        for sql in ["select initcap('a')", "select * from remote"] {
+        for sql in [
+            "select initcap('a')",
+            "select * from remote",
+            "select * from parted_remote",
+        ] {
             let statements = classifier.classify(sql).unwrap();
             assert!(
                 unseen_code(&statements[0], &later, &classifier).unknown,

@@ -371,7 +371,7 @@ impl Planner<'_> {
                 .view_column_rule(rel, attnum, depth)
                 .map(|rule| (rule, true));
         }
-        if rel.is_foreign() {
+        if self.snapshot.reads_foreign(rel) {
             return self.masker.any_column_rule().map(|rule| (rule, true));
         }
         let column = rel.column(attnum)?;
@@ -390,7 +390,7 @@ impl Planner<'_> {
         if rel.is_view() {
             return self.view_column_rule(rel, attnum, depth);
         }
-        if rel.is_foreign() {
+        if self.snapshot.reads_foreign(rel) {
             return self.masker.any_column_rule();
         }
         let column = rel.column(attnum)?;

@@ -1133,6 +1133,9 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
              create view fdw_v as select w('foreign') as x;
              create foreign table ft (x boolean) server loopback
                options (schema_name 'public', table_name 'fdw_v');
+             create table parted_ft (x boolean) partition by list (x);
+             create foreign table parted_ft_true partition of parted_ft for values in (true)
+               server loopback options (schema_name 'public', table_name 'fdw_v');
              -- Making strpos checked its body's literal already.
              delete from loot;",
             host = db.host,
@@ -1168,6 +1171,8 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
         "select round(1, 2, 3, 4, 5)",
         // A foreign table's rows come from a query on its server.
         "select * from ft",
+        // Or from a partition of the table read.
+        "select * from parted_ft",
     ] {
         let err = client.batch_execute(sql).await.unwrap_err();
         assert!(
