@@ -506,7 +506,9 @@ macro_rules! installed {
 /// when it has an owner) is an administrator's: a member of an extension,
 /// and neither the extension's owner nor its own is a role the gateway's
 /// login role (`SESSION_USER` of the catalog connection: a role default
-/// may set another `CURRENT_USER`) can act as. On a managed service an
+/// may set another `CURRENT_USER`) can act as, and nothing is when that
+/// role can create roles (`CREATEROLE` may grant itself any role, act as
+/// it, and take the grant back). On a managed service an
 /// administrator who is no superuser owns the extensions; no session
 /// through the gateway can have added to them or changed what is in them.
 /// An extension the gateway's role created (a trusted one) is its own to
@@ -522,7 +524,10 @@ macro_rules! administered {
             $oid,
             " AND ad.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass \
                AND ad.deptype = 'e' \
-               AND NOT pg_catalog.pg_has_role(SESSION_USER, ax.extowner, 'MEMBER'))"
+               AND NOT pg_catalog.pg_has_role(SESSION_USER, ax.extowner, 'MEMBER') \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles cr \
+                 WHERE (cr.rolcreaterole OR cr.rolsuper) \
+                 AND pg_catalog.pg_has_role(SESSION_USER, cr.oid, 'MEMBER')))"
         )
     };
     ($catalog:literal, $oid:literal, $owner:literal) => {
@@ -582,8 +587,9 @@ macro_rules! user_casts {
     };
 }
 
-/// Functions outside the system schemas that are not an extension's
-/// (see `installed!`) or compiled code (see `compiled!`): the name, and
+/// Functions outside the system schemas that are neither an extension's
+/// compiled code (see `installed!`) nor an administrator's (see
+/// `compiled!`): the name, and
 /// for a plain `LANGUAGE sql` function with a body in text, no default
 /// arguments (expressions a call runs too) and no `SET` clause (its
 /// settings apply as the body is parsed: `standard_conforming_strings =
@@ -609,9 +615,15 @@ const USER_FUNCTIONS_SQL: &str = concat!(
        THEN p.prosrc END \
      FROM pg_catalog.pg_proc p \
      JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT ",
+     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND NOT (",
     installed!("pg_proc", "p.oid", "p.proowner"),
-    " AND NOT ",
+    // An extension's SQL or PL/pgSQL resolves the names it does not
+    // qualify on the caller's `search_path`, which a role's default may
+    // put a user's schema first in: such a function is followed (or
+    // counted) as a user's is.
+    " AND p.prolang IN (SELECT l.oid FROM pg_catalog.pg_language l \
+       WHERE l.lanname IN ('c', 'internal'))) AND NOT ",
     compiled!("p.oid")
 );
 

@@ -1136,6 +1136,14 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
              create table parted_ft (x boolean) partition by list (x);
              create foreign table parted_ft_true partition of parted_ft for values in (true)
                server loopback options (schema_name 'public', table_name 'fdw_v');
+             -- An extension's SQL resolves the operators it does not
+             -- qualify on the caller's search_path, which a role default
+             -- puts public first in.
+             create function wcat(a text, b text) returns text language plpgsql as
+               $$ begin insert into public.loot values ('search_path');
+                  return a operator(pg_catalog.||) b; end $$;
+             create operator public.|| (leftarg = text, rightarg = text, function = wcat);
+             alter role {user} set search_path = public, pg_catalog;
              -- Making strpos checked its body's literal already.
              delete from loot;",
             host = db.host,
@@ -1173,6 +1181,8 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
         "select * from ft",
         // Or from a partition of the table read.
         "select * from parted_ft",
+        // citext's regexp_match concatenates with `||`.
+        "select regexp_match(c, c, 'x') from notes",
     ] {
         let err = client.batch_execute(sql).await.unwrap_err();
         assert!(
@@ -1265,6 +1275,28 @@ when { context.statement.kinds.contains("call") };
         let got = scalar_i64(&client, sql).await;
         assert_eq!(got, expected, "{sql}");
     }
+    // A gateway role that may create roles may grant itself the
+    // administrator's and change what it owns: nothing is trusted so.
+    gw.db
+        .superuser()
+        .await
+        .batch_execute(&format!("alter role {} createrole", gw.db.user))
+        .await
+        .unwrap();
+    // DDL through the gateway makes it read the catalog again.
+    client
+        .batch_execute("create table later (a int)")
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("select count(*) from emails where e = 'ann@example.com'")
+        .await
+        .unwrap_err();
+    assert!(
+        db_message(&err).contains("no-calls"),
+        "{}",
+        db_message(&err)
+    );
     for sql in [
         "select every(id) from trail",
         "select ### 'counter'::regclass",
