@@ -566,8 +566,8 @@ macro_rules! compiled {
 
 /// Casts through functions that are not built in, and neither an
 /// extension's nor an administrator's cast through compiled code, other
-/// than a range's to its multirange (made with the
-/// range): `(castsource, casttarget, castfunc)`.
+/// than a range's to its multirange (made with the range): `(castsource,
+/// casttarget, castfunc)`.
 macro_rules! user_casts {
     () => {
         concat!(
@@ -589,17 +589,15 @@ macro_rules! user_casts {
 
 /// Functions outside the system schemas that are neither an extension's
 /// compiled code (see `installed!`) nor an administrator's (see
-/// `compiled!`): the name, and
-/// for a plain `LANGUAGE sql` function with a body in text, no default
-/// arguments (expressions a call runs too) and no `SET` clause (its
-/// settings apply as the body is parsed: `standard_conforming_strings =
-/// off` splits it into other statements than the gateway reads), whose
-/// signature (its result,
-/// its arguments, `OUT` and `TABLE` columns included, and the elements of
-/// any array among them) holds no type a user can make (a domain, an enum,
-/// a composite type, a range or multirange) nor one a user's cast starts or
-/// ends at (code that runs as values are made into, or out of, the type),
-/// the body.
+/// `compiled!`): the name, and the body of a plain `LANGUAGE sql` function
+/// with a body in text, no default arguments (expressions a call runs
+/// too), no `SET` clause (its settings apply as the body is parsed:
+/// `standard_conforming_strings = off` splits it into other statements
+/// than the gateway reads), and a signature (its result, its arguments,
+/// `OUT` and `TABLE` columns included, and the elements of any array among
+/// them) that holds no type a user can make (a domain, an enum, a
+/// composite type, a range or multirange) nor one a user's cast starts or
+/// ends at (code that runs as values are made into, or out of, the type).
 const USER_FUNCTIONS_SQL: &str = concat!(
     "SELECT DISTINCT p.proname, CASE WHEN p.prokind = 'f' AND p.prosrc <> '' \
        AND p.pronargdefaults = 0 AND p.proconfig IS NULL \
