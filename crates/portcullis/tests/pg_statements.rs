@@ -1066,7 +1066,13 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
         .await
         .batch_execute(&format!(
             "create extension dblink; create extension citext; create extension postgres_fdw;
-             grant usage on foreign data wrapper postgres_fdw to {};",
+             grant usage on foreign data wrapper postgres_fdw to {};
+             -- An extension's operator over its SQL, which does not qualify ||.
+             create function public.cat_sql(text, text) returns text language sql
+               as 'select $1 || $2';
+             create operator public.@+@ (leftarg = text, rightarg = text, function = public.cat_sql);
+             alter extension citext add function public.cat_sql(text, text);
+             alter extension citext add operator public.@+@ (text, text);",
             gw.db.user
         ))
         .await
@@ -1183,6 +1189,7 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
         "select * from parted_ft",
         // citext's regexp_match concatenates with `||`.
         "select regexp_match(c, c, 'x') from notes",
+        "select 'a' @+@ 'b'",
     ] {
         let err = client.batch_execute(sql).await.unwrap_err();
         assert!(
