@@ -567,7 +567,12 @@ macro_rules! administered {
 /// whoever wrote it to change nothing). So an extension's operators and
 /// casts on a managed service are what they were installed as; a user's
 /// operator over an extension's function is not trusted for it (see
-/// `USER_OPERATORS_SQL`), nor one over a built-in (`nextval`).
+/// `USER_OPERATORS_SQL`), nor one over a built-in (`nextval`). This holds
+/// while the gateway's role has never been able to act as the
+/// administrator: one that had `CREATEROLE` and gave it up may have added
+/// to the administrator's extensions then (the README says so). Functions
+/// under a built-in's name, and functions a plan folds, are not trusted
+/// this way at all.
 macro_rules! compiled {
     ($proc:literal) => {
         concat!(
@@ -608,9 +613,8 @@ macro_rules! user_casts {
     };
 }
 
-/// Functions outside the system schemas that are neither an extension's
-/// compiled code (see `installed!`) nor an administrator's (see
-/// `compiled!`): the name, and the body of a plain `LANGUAGE sql` function
+/// Functions outside the system schemas that are not an extension's
+/// compiled code (see `installed!`): the name, and the body of a plain `LANGUAGE sql` function
 /// with a body in text, no default arguments (expressions a call runs
 /// too), no `SET` clause (its settings apply as the body is parsed:
 /// `standard_conforming_strings = off` splits it into other statements
@@ -638,10 +642,12 @@ const USER_FUNCTIONS_SQL: &str = concat!(
      WHERE NOT (",
     installed!("pg_proc", "p.oid", "p.proowner"),
     // An extension's SQL or PL/pgSQL is followed (or counted) as a user's.
+    // An administrator's compiled code is not trusted under a built-in's
+    // name: whoever could once act as the administrator (a role that had
+    // CREATEROLE and gave it up) may have renamed one (`md5`, `count`).
     " AND ",
     in_c!("p.oid"),
-    ") AND NOT ",
-    compiled!("p.oid")
+    ")"
 );
 
 /// Operators outside the system schemas (picked first: `OFFSET 0` keeps the
@@ -759,8 +765,9 @@ const RELATION_CODE_SQL: &str = concat!(
     installed!("pg_proc", "p.oid", "p.proowner"),
     " AND ",
     in_c!("p.oid"),
-    ") AND NOT ",
-    compiled!("p.oid")
+    // Not an administrator's either: one the gateway's role could once
+    // act as may have made a writing function immutable for an index.
+    ")"
 );
 
 const OPERATOR_NAMES_SQL: &str = "SELECT DISTINCT oprname FROM pg_catalog.pg_operator";

@@ -1248,7 +1248,9 @@ when { context.statement.kinds.contains("call") };
                  end if;
                end loop;
              end $$;
-             grant create on schema public to managed_admin;",
+             grant create on schema public to managed_admin;
+             -- Renamed by whoever could act as the administrator once.
+             alter function citext_larger(citext, citext) rename to md5;",
         )
         .await
         .unwrap();
@@ -1282,6 +1284,16 @@ when { context.statement.kinds.contains("call") };
         let got = scalar_i64(&client, sql).await;
         assert_eq!(got, expected, "{sql}");
     }
+    // An administrator's compiled code under a built-in's name.
+    let err = client
+        .batch_execute("select md5(e, e) from emails")
+        .await
+        .unwrap_err();
+    assert!(
+        db_message(&err).contains("no-calls"),
+        "{}",
+        db_message(&err)
+    );
     // A gateway role that may create roles may grant itself the
     // administrator's and change what it owns: nothing is trusted so.
     gw.db
