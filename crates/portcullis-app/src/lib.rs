@@ -666,7 +666,8 @@ fn load_policies(
 async fn reload_policies(
     gate: Gate,
     source: PolicySource,
-    (engine, require_cases): (Engine, bool),
+    engine: Engine,
+    require_cases: bool,
     source_version: admin::SourceVersion,
     every: Duration,
 ) {
@@ -957,7 +958,8 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         tasks.push(tokio::spawn(reload_policies(
             gate.clone(),
             source.clone(),
-            (engine, require_cases),
+            engine,
+            require_cases,
             source_version.clone(),
             Duration::from_secs(config.policy.reload_interval_seconds),
         )));
