@@ -1210,11 +1210,13 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
 }
 
 /// On a managed service, extensions' objects are owned by an administrator
-/// who is no superuser. What such an extension runs is still what a
-/// superuser installed: its compiled operators, functions and aggregates,
-/// and its SQL wrappers around built-ins (`citext`'s `replace`). A read
-/// using them stays a read. A user's aggregate over SQL that writes, or a
-/// user's operator over a built-in that writes, is still code.
+/// who is no superuser. Its operators over compiled code are still what a
+/// superuser installed, and its SQL wrappers around built-ins (`citext`'s
+/// `replace`) are what their bodies do: a read using them stays a read. A
+/// user's aggregate over SQL that writes, a user's operator over a
+/// built-in that writes, the administrator's compiled code under a
+/// built-in's name, and anything at all once the gateway's role may create
+/// roles, are code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extension_an_administrator_owns_is_what_it_installed() {
     let gw = Gateway::start_with_policy(
