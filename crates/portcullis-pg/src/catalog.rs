@@ -505,10 +505,12 @@ macro_rules! installed {
     };
 }
 
-/// Whether function `$proc` (an OID) is in C or `internal`. An extension's
-/// SQL or PL/pgSQL resolves the names it does not qualify on the caller's
-/// `search_path`, which a role's default may put a user's schema first in:
-/// only its compiled code is what it installed, whatever runs it.
+/// Whether function `$proc` (an OID) is in C or `internal`, and not
+/// volatile. An extension's SQL or PL/pgSQL resolves the names it does not
+/// qualify on the caller's `search_path`, which a role's default may put a
+/// user's schema first in: only its compiled code is what it installed,
+/// whatever runs it; and only what its author declared changes nothing is
+/// trusted behind an operator, a cast or a built-in's name.
 macro_rules! in_c {
     ($proc:literal) => {
         concat!(
@@ -516,7 +518,7 @@ macro_rules! in_c {
                JOIN pg_catalog.pg_language ll ON ll.oid = lp.prolang \
                WHERE lp.oid = ",
             $proc,
-            " AND ll.lanname IN ('c', 'internal'))"
+            " AND ll.lanname IN ('c', 'internal') AND lp.provolatile <> 'v')"
         )
     };
 }

@@ -1072,7 +1072,10 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
                as 'select $1 || $2';
              create operator public.@+@ (leftarg = text, rightarg = text, function = public.cat_sql);
              alter extension citext add function public.cat_sql(text, text);
-             alter extension citext add operator public.@+@ (text, text);",
+             alter extension citext add operator public.@+@ (text, text);
+             -- And one over its own volatile C function that writes.
+             create operator public.%%% (leftarg = text, rightarg = text, function = dblink_exec);
+             alter extension dblink add operator public.%%% (text, text);",
             gw.db.user
         ))
         .await
@@ -1190,6 +1193,7 @@ when { context.statement.kinds.contains("call") || context.statement.writes };
         // citext's regexp_match concatenates with `||`.
         "select regexp_match(c, c, 'x') from notes",
         "select 'a' @+@ 'b'",
+        &format!("select '{connstr}' %%% 'insert into loot values (''volatile'')'"),
     ] {
         let err = client.batch_execute(sql).await.unwrap_err();
         assert!(
