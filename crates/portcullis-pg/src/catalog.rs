@@ -485,26 +485,6 @@ const VIEWS_SQL: &str =
      SELECT v.oid, CASE WHEN NOT v.locked THEN pg_catalog.pg_get_viewdef(v.oid) END \
      FROM views v";
 
-/// Whether an object (of catalog `$catalog`, OID `$oid`, owned by
-/// `$owner`) is an extension's: a member of one, owned by a superuser. An
-/// extension a user may create (a trusted one) is theirs to add their own
-/// functions to, which stay theirs.
-macro_rules! installed {
-    ($catalog:literal, $oid:literal, $owner:literal) => {
-        concat!(
-            "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
-               WHERE e.classid = 'pg_catalog.",
-            $catalog,
-            "'::pg_catalog.regclass AND e.objid = ",
-            $oid,
-            " AND e.deptype = 'e') \
-             AND ",
-            $owner,
-            " IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper))"
-        )
-    };
-}
-
 /// Whether function `$proc` (an OID) is in C or `internal`, and not
 /// volatile. An extension's SQL or PL/pgSQL resolves the names it does not
 /// qualify on the caller's `search_path`, which a role's default may put a
@@ -519,6 +499,29 @@ macro_rules! in_c {
                WHERE lp.oid = ",
             $proc,
             " AND ll.lanname IN ('c', 'internal') AND lp.provolatile <> 'v')"
+        )
+    };
+}
+
+/// Whether an object (of catalog `$catalog`, OID `$oid`, owned by
+/// `$owner`, running function `$proc`) is an extension's: a member of one,
+/// owned by a superuser, whose code is compiled (see `in_c!`). An
+/// extension a user may create (a trusted one) is theirs to add their own
+/// functions to, which stay theirs.
+macro_rules! installed {
+    ($catalog:literal, $oid:literal, $owner:literal, $proc:literal) => {
+        concat!(
+            "(EXISTS (SELECT 1 FROM pg_catalog.pg_depend e \
+               WHERE e.classid = 'pg_catalog.",
+            $catalog,
+            "'::pg_catalog.regclass AND e.objid = ",
+            $oid,
+            " AND e.deptype = 'e') \
+             AND ",
+            $owner,
+            " IN (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolsuper) AND ",
+            in_c!($proc),
+            ")"
         )
     };
 }
@@ -578,12 +581,11 @@ macro_rules! administered {
 macro_rules! compiled {
     ($proc:literal) => {
         concat!(
-            "EXISTS (SELECT 1 FROM pg_catalog.pg_proc cp \
-               JOIN pg_catalog.pg_language cl ON cl.oid = cp.prolang \
-               WHERE cp.oid = ",
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_proc cp WHERE cp.oid = ",
             $proc,
-            " AND cp.oid >= 16384 AND cp.prokind = 'f' AND cp.provolatile <> 'v' \
-               AND cl.lanname IN ('c', 'internal') AND ",
+            " AND cp.oid >= 16384 AND cp.prokind = 'f' AND ",
+            in_c!("cp.oid"),
+            " AND ",
             administered!("pg_proc", "cp.oid", "cp.proowner"),
             ")"
         )
@@ -602,11 +604,9 @@ macro_rules! user_casts {
                WHERE k.castfunc >= 16384 \
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_range g \
                  WHERE g.rngtypid = k.castsource AND g.rngmultitypid = k.casttarget) \
-               AND NOT (",
-            installed!("pg_proc", "f.oid", "f.proowner"),
-            " AND ",
-            in_c!("f.oid"),
-            ") AND NOT (",
+               AND NOT ",
+            installed!("pg_proc", "f.oid", "f.proowner", "f.oid"),
+            " AND NOT (",
             administered!("pg_cast", "k.oid"),
             " AND ",
             compiled!("f.oid"),
@@ -641,15 +641,12 @@ const USER_FUNCTIONS_SQL: &str = concat!(
      FROM (SELECT p.* FROM pg_catalog.pg_proc p \
        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OFFSET 0) AS p \
-     WHERE NOT (",
-    installed!("pg_proc", "p.oid", "p.proowner"),
+     WHERE NOT ",
     // An extension's SQL or PL/pgSQL is followed (or counted) as a user's.
     // An administrator's compiled code is not trusted under a built-in's
     // name: whoever could once act as the administrator (a role that had
     // CREATEROLE and gave it up) may have renamed one (`md5`, `count`).
-    " AND ",
-    in_c!("p.oid"),
-    ")"
+    installed!("pg_proc", "p.oid", "p.proowner", "p.oid")
 );
 
 /// Operators outside the system schemas (picked first: `OFFSET 0` keeps the
@@ -667,11 +664,14 @@ const USER_OPERATORS_SQL: &str = concat!(
      FROM (SELECT o.* FROM pg_catalog.pg_operator o \
        JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') OFFSET 0) AS o \
-     WHERE NOT (",
-    installed!("pg_operator", "o.oid", "o.oprowner"),
-    " AND ",
-    in_c!("o.oprcode::pg_catalog.oid"),
-    ") AND NOT (",
+     WHERE NOT ",
+    installed!(
+        "pg_operator",
+        "o.oid",
+        "o.oprowner",
+        "o.oprcode::pg_catalog.oid"
+    ),
+    " AND NOT (",
     administered!("pg_operator", "o.oid", "o.oprowner"),
     " AND ",
     compiled!("o.oprcode::pg_catalog.oid"),
@@ -763,13 +763,10 @@ const RELATION_CODE_SQL: &str = concat!(
        )::pg_catalog.text, p.prosrc \
      FROM up JOIN pg_catalog.pg_proc p ON p.oid = up.proid \
      JOIN pg_catalog.pg_language l ON l.oid = p.prolang \
-     WHERE p.oid >= 16384 AND p.provolatile <> 'v' AND NOT (",
-    installed!("pg_proc", "p.oid", "p.proowner"),
-    " AND ",
-    in_c!("p.oid"),
+     WHERE p.oid >= 16384 AND p.provolatile <> 'v' AND NOT ",
     // Not an administrator's either: one the gateway's role could once
     // act as may have made a writing function immutable for an index.
-    ")"
+    installed!("pg_proc", "p.oid", "p.proowner", "p.oid")
 );
 
 const OPERATOR_NAMES_SQL: &str = "SELECT DISTINCT oprname FROM pg_catalog.pg_operator";
