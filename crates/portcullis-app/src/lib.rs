@@ -92,6 +92,49 @@ async fn flush_policy_hits(gate: &Gate, state: &SharedState) {
     }
 }
 
+/// Records `version` as the one enforced, so that the next start compares
+/// its own with it. Statistics only: a failure is logged, never fatal.
+async fn record_enforced(state: Option<&SharedState>, version: &str) {
+    let Some(state) = state.cloned() else {
+        return;
+    };
+    let version = version.to_string();
+    let written = tokio::task::spawn_blocking(move || match state.lock() {
+        Ok(mut store) => store
+            .set_enforced_policy(&version)
+            .map_err(|e| e.to_string()),
+        Err(_) => Err("the state store lock is poisoned".to_string()),
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "the enforced policy version not saved"),
+        Err(e) => warn!(error = %e, "the enforced policy version not saved"),
+    }
+}
+
+/// Logs a step back or a rewritten history of a Git source; `true` when
+/// it did.
+fn warn_if_not_forward(
+    history: Option<History>,
+    version: &str,
+    previous: &str,
+    source: &PolicySource,
+) -> bool {
+    match history {
+        Some(History::Back) => tracing::warn!(
+            %version, %previous, %source,
+            "the policy source went back to an older commit: rules taken out since are enforced again"
+        ),
+        Some(History::Diverged) => tracing::warn!(
+            %version, %previous, %source,
+            "the policy source's history was rewritten: the new commit does not descend from the enforced one"
+        ),
+        Some(History::Forward) | None => return false,
+    }
+    true
+}
+
 impl Running {
     /// Stops the listeners and closes the audit log with a final checkpoint.
     pub async fn shutdown(self) -> Result<()> {
@@ -669,6 +712,7 @@ async fn reload_policies(
     engine: Engine,
     require_cases: bool,
     source_version: admin::SourceVersion,
+    state: Option<SharedState>,
     every: Duration,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -765,19 +809,16 @@ async fn reload_policies(
                 source_version.set(Some(version.clone()));
                 let previous = gate.policy_version();
                 match gate.replace_policies_moved(*policies, history).await {
-                    Ok(()) if history == Some(History::Back) => tracing::warn!(
-                        %version, %previous, %source,
-                        "the policy source went back to an older commit: rules taken out since are enforced again"
-                    ),
-                    Ok(()) if history == Some(History::Diverged) => tracing::warn!(
-                        %version, %previous, %source,
-                        "the policy source's history was rewritten: the new commit does not descend from the enforced one"
-                    ),
-                    Ok(()) => info!(%version, %source, "new policy version enforced"),
+                    Ok(()) => {
+                        if !warn_if_not_forward(history, &version, &previous, &source) {
+                            info!(%version, %source, "new policy version enforced");
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(%version, error = %e, "new policy version enforced, but not audited")
                     }
                 }
+                record_enforced(state.as_ref(), &version).await;
                 None
             }
             Polled::Invalid(version, e) => {
@@ -900,9 +941,30 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         mask_key(data_dir)?,
         approvals.clone(),
     );
-    gate.policy_started()
+    let state = match portcullis_store::StateStore::open(&state_path(data_dir)) {
+        Ok(store) => Some(Arc::new(std::sync::Mutex::new(store))),
+        Err(e) => {
+            warn!(error = %e, "no state store: policy hit counts and the enforced policy version will not be kept");
+            None
+        }
+    };
+    // The version enforced before this start: a restart onto an older
+    // commit is a step back like one made while running.
+    let previous = match state.as_ref().map(|state| state.lock()) {
+        Some(Ok(store)) => store.enforced_policy().unwrap_or_else(|e| {
+            warn!(error = %e, "the policy version enforced before this start is unknown");
+            None
+        }),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let version = gate.policy_version();
+    let history = source.history(&previous, &version);
+    warn_if_not_forward(history, &version, &previous, &source);
+    gate.policy_started(&previous, history)
         .await
         .context("cannot write the policy version to the audit log")?;
+    record_enforced(state.as_ref(), &version).await;
 
     let dev = dev_issuer(&config)?;
     if let Some(dev) = &dev {
@@ -937,13 +999,6 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             remote.is_some(),
         )));
     }
-    let state = match portcullis_store::StateStore::open(&state_path(data_dir)) {
-        Ok(store) => Some(Arc::new(std::sync::Mutex::new(store))),
-        Err(e) => {
-            warn!(error = %e, "no state store: policy hit counts will not be kept");
-            None
-        }
-    };
     if let Some(state) = state.clone() {
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
@@ -961,6 +1016,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             engine,
             require_cases,
             source_version.clone(),
+            state.clone(),
             Duration::from_secs(config.policy.reload_interval_seconds),
         )));
     }

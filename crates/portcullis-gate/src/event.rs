@@ -120,17 +120,20 @@ pub enum AuditEvent<'a> {
         forward: Option<&'a portcullis_core::Forward>,
         decision: DecisionFields<'a>,
     },
-    /// A new policy version is enforced from now on; `previous` is empty
-    /// for the version the gateway started with. For a Git source,
-    /// `history` says how the new commit relates to the previous one:
-    /// `forward`, `back` (an older commit: rules taken out since apply
-    /// again) or `diverged` (a rewritten history).
+    /// A new policy version is enforced from now on. `start` marks the
+    /// version the gateway started with, whose `previous` is the version
+    /// enforced before the restart (empty when none was recorded). For a
+    /// Git source, `history` says how the new commit relates to the
+    /// previous one: `forward`, `back` (an older commit: rules taken out
+    /// since apply again) or `diverged` (a rewritten history).
     #[serde(rename = "policy.loaded")]
     PolicyLoaded {
         previous: &'a str,
         version: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         history: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        start: bool,
     },
     /// The `unmask` decisions of a session: for each mask rule that applies
     /// to its target, whether the principal sees its values in clear.

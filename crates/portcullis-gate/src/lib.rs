@@ -357,17 +357,23 @@ impl Gate {
     }
 
     /// Records the policy version the gateway starts with, as a
-    /// `policy.loaded` whose `previous` is empty: a restart onto another
-    /// version (an older commit, a directory edited while stopped) shows in
-    /// the audit log like a change made while it runs.
-    pub async fn policy_started(&self) -> Result<(), GateError> {
+    /// `policy.loaded` marked `start` whose `previous` is the version
+    /// enforced before the restart (empty when none was recorded): a restart
+    /// onto another version (an older commit, a directory edited while
+    /// stopped) shows in the audit log like a change made while it runs.
+    pub async fn policy_started(
+        &self,
+        previous: &str,
+        history: Option<portcullis_policy::History>,
+    ) -> Result<(), GateError> {
         let version = self.policy_version();
         self.inner
             .audit
             .append(&AuditEvent::PolicyLoaded {
-                previous: "",
+                previous,
                 version: &version,
-                history: None,
+                history: history.map(portcullis_policy::History::as_str),
+                start: true,
             })
             .await?;
         Ok(())
@@ -406,6 +412,7 @@ impl Gate {
                 previous: &previous,
                 version: &version,
                 history: history.map(portcullis_policy::History::as_str),
+                start: false,
             })
             .await?;
         Ok(())

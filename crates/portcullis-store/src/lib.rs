@@ -1,6 +1,8 @@
-//! The gateway's persistent state other than the audit log: today, how often
-//! each policy decided something, per day (for `portcullis policy stale`).
-//! SQLite in the data directory (`state.db`).
+//! The gateway's persistent state other than the audit log: how often each
+//! policy decided something, per day (for `portcullis policy stale`), and
+//! the policy version last enforced (so that a restart onto another version
+//! is recorded as a change from it). SQLite in the data directory
+//! (`state.db`).
 //!
 //! Layout: one module; the schema is created (and migrated) on open.
 //!
@@ -32,7 +34,7 @@ pub struct StateStore {
     path: PathBuf,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 impl StateStore {
     pub fn open(path: &Path) -> Result<StateStore, StoreError> {
@@ -55,6 +57,17 @@ impl StateStore {
                  );",
             )
             .map_err(error)?;
+        }
+        if version < 2 {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS policy_enforced (
+                     id INTEGER PRIMARY KEY CHECK (id = 1),
+                     version TEXT NOT NULL
+                 );",
+            )
+            .map_err(error)?;
+        }
+        if version < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(error)?;
         }
@@ -89,6 +102,30 @@ impl StateStore {
             .map_err(error)?;
         }
         tx.commit().map_err(error)
+    }
+
+    /// The policy version last enforced, if one was recorded.
+    pub fn enforced_policy(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT version FROM policy_enforced WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error(e))
+    }
+
+    /// Records `version` as the policy version enforced now.
+    pub fn set_enforced_policy(&mut self, version: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO policy_enforced (id, version) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                params![version],
+            )
+            .map(drop)
+            .map_err(|e| self.error(e))
     }
 
     /// Hits of `policy` on days from `first_day` on, and its last day ever.
@@ -172,6 +209,38 @@ mod tests {
         // Reopening keeps the data and does not re-create the schema.
         let store = StateStore::open(&dir.path().join("state.db")).unwrap();
         assert_eq!(store.hits_since("a", "2000-01-01").unwrap().hits, 6);
+    }
+
+    #[test]
+    fn the_enforced_policy_version_is_kept_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut store = StateStore::open(&path).unwrap();
+        assert_eq!(store.enforced_policy().unwrap(), None);
+        store.set_enforced_policy("v1").unwrap();
+        store.set_enforced_policy("v2").unwrap();
+        drop(store);
+        let store = StateStore::open(&path).unwrap();
+        assert_eq!(store.enforced_policy().unwrap().as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_store_of_the_first_schema_gains_the_enforced_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE policy_hits (policy TEXT NOT NULL, day TEXT NOT NULL,
+                 hits INTEGER NOT NULL, PRIMARY KEY (policy, day));
+             INSERT INTO policy_hits VALUES ('a', '2026-11-01', 2);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = StateStore::open(&path).unwrap();
+        assert_eq!(store.hits_since("a", "2000-01-01").unwrap().hits, 2);
+        store.set_enforced_policy("v1").unwrap();
+        assert_eq!(store.enforced_policy().unwrap().as_deref(), Some("v1"));
     }
 
     #[test]

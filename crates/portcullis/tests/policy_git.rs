@@ -89,6 +89,26 @@ fn audited_statements(gw: &Gateway, text: &str) -> Vec<serde_json::Value> {
 
 const COUNT_ORDERS: &str = "select count(*) from orders";
 
+/// The `policy.loaded` entries of the audit log: previous, version,
+/// history and whether the gateway started with it.
+fn policy_loads(gw: &Gateway) -> Vec<(String, String, String, bool)> {
+    let tail = gw.cli(&["audit", "tail", "-n", "500", "--json"]);
+    stdout(&tail)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["entry"].clone())
+        .filter(|entry| entry["event"] == "policy.loaded")
+        .map(|entry| {
+            let field = |name: &str| entry[name].as_str().unwrap_or_default().to_string();
+            (
+                field("previous"),
+                field("version"),
+                field("history"),
+                entry["start"] == true,
+            )
+        })
+        .collect()
+}
+
 /// `portcullis policy drift` says the gateway enforces `version`, in sync.
 fn assert_in_sync(gw: &Gateway, version: &str) {
     let drift = gw.cli(&["policy", "drift"]);
@@ -268,26 +288,43 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
         scalar_i64(&client, "select count(*) from customers").await,
         3
     );
-    let tail = gw.cli(&["audit", "tail", "-n", "500", "--json"]);
-    let loaded: Vec<(String, String, String)> = stdout(&tail)
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["entry"].clone())
-        .filter(|entry| entry["event"] == "policy.loaded")
-        .map(|entry| {
-            let field = |name: &str| entry[name].as_str().unwrap_or_default().to_string();
-            (field("previous"), field("version"), field("history"))
-        })
-        .collect();
-    let expected = [
-        (String::new(), first.clone(), String::new()),
-        (first.clone(), second.clone(), "forward".to_string()),
-        (second.clone(), fixed.clone(), "forward".to_string()),
-        (fixed.clone(), first.clone(), "back".to_string()),
-    ];
-    assert_eq!(loaded, expected);
+    let loaded = |previous: &str, version: &str, history: &str, start: bool| {
+        (
+            previous.to_string(),
+            version.to_string(),
+            history.to_string(),
+            start,
+        )
+    };
+    assert_eq!(
+        policy_loads(&gw),
+        [
+            loaded("", &first, "", true),
+            loaded(&first, &second, "forward", false),
+            loaded(&second, &fixed, "forward", false),
+            loaded(&fixed, &first, "back", false),
+        ]
+    );
+
+    // A restart compares the version it starts with against the one
+    // enforced before it: a branch moved while the gateway was down is
+    // marked as one moved while it runs.
+    drop(client);
+    repo.git(&["reset", "-q", "--hard", &fixed]);
+    let gw = gw.restart().await;
+    assert_in_sync(&gw, &fixed);
+    repo.git(&["reset", "-q", "--hard", &second]);
+    let gw = gw.restart().await;
+    assert_in_sync(&gw, &second);
+    assert_eq!(
+        policy_loads(&gw)[4..],
+        [
+            loaded(&first, &fixed, "forward", true),
+            loaded(&fixed, &second, "back", true),
+        ]
+    );
 
     // No gateway, no answer: exit 2 with a message that says so.
-    drop(client);
     let config_path = gw.config_path.clone();
     let _dir = gw.stop().await;
     let drift = Command::new(env!("CARGO_BIN_EXE_portcullis"))

@@ -439,6 +439,23 @@ impl Gateway {
         panic!("timed out waiting for {what}: {}", self.status().await);
     }
 
+    /// Stops the gateway and starts it again on the same configuration file
+    /// (with the admin listener's address, if pinned) and data directory.
+    pub async fn restart(mut self) -> Gateway {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.unwrap();
+        }
+        self.config = Config::load(&self.config_path).unwrap();
+        let running = portcullis_app::start(self.config.clone(), &self.config_path)
+            .await
+            .unwrap();
+        self.pg_addr = running.pg_addr.unwrap();
+        self.admin_addr = running.admin_addr.unwrap();
+        self.ssh_addr = running.ssh_addr;
+        self.running = Some(running);
+        self
+    }
+
     /// Stops the gateway; the returned directory keeps its data until dropped.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(running) = self.running.take() {
