@@ -50,6 +50,8 @@ pub enum PolicyTestError {
     },
     #[error("no `*{CASE_FILE_SUFFIX}` case files in `{}`", dir.display())]
     NoCaseFiles { dir: PathBuf },
+    #[error("no cases in the case files of `{}` ({}): a case is a `[[case]]` table", dir.display(), files.join(", "))]
+    NoCases { dir: PathBuf, files: Vec<String> },
     #[error(transparent)]
     Policies(#[from] PolicyError),
     /// Every problem found in the case files, one per line.
@@ -345,7 +347,22 @@ pub fn run(dir: &Path) -> Result<TestRun, PolicyTestError> {
         });
     }
     let cases = parse_cases(&policies).map_err(PolicyTestError::CaseFiles)?;
+    if cases.iter().all(|(_, cases)| cases.is_empty()) {
+        return Err(PolicyTestError::NoCases {
+            dir: dir.to_path_buf(),
+            files: case_file_names(&policies),
+        });
+    }
     Ok(run_cases(&policies, cases))
+}
+
+/// The case files read with `policies`, by their path inside the directory.
+fn case_file_names(policies: &Policies) -> Vec<String> {
+    policies
+        .case_files()
+        .iter()
+        .map(|file| file.name.clone())
+        .collect()
 }
 
 /// The cases of every case file read with `policies`, by file; or every
@@ -375,7 +392,9 @@ fn parse_cases(policies: &Policies) -> Result<Vec<(String, Vec<Case>)>, Vec<Case
 
 /// For `[policy] require_cases`: every case kept beside `policies` passes,
 /// or the version is refused like an invalid one, naming each case that
-/// fails (or cannot be read) and why. A version without cases is refused.
+/// fails (or cannot be read) and why. A version without cases is refused,
+/// as is one whose case files hold none (an emptied file would otherwise
+/// pass for a tested version).
 pub fn check_cases(policies: &Policies) -> Result<(), PolicyError> {
     let invalid = |location: String, message: String| PolicyError::Invalid { location, message };
     if policies.case_files().is_empty() {
@@ -398,6 +417,15 @@ pub fn check_cases(policies: &Policies) -> Result<(), PolicyError> {
         PolicyError::from_problems(problems)
             .unwrap_or_else(|| invalid("policies".into(), "a case file cannot be read".into()))
     })?;
+    if cases.iter().all(|(_, cases)| cases.is_empty()) {
+        return Err(invalid(
+            "policies".into(),
+            format!(
+                "no cases in the case files ({}), and `[policy] require_cases` is on: a case is a `[[case]]` table",
+                case_file_names(policies).join(", ")
+            ),
+        ));
+    }
     let run = run_cases(policies, cases);
     let failures = run
         .results()

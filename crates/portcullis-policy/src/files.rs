@@ -16,11 +16,31 @@ use std::path::{Path, PathBuf};
 /// How many levels of sub-directories are read.
 pub const MAX_DEPTH: usize = 16;
 
-/// Why `Guard.CEDAR` is refused: left out, its rules would silently not
-/// apply; read, a directory and a Git checkout on a case-insensitive file
-/// system could disagree.
-pub(crate) const MISCASED: &str =
-    "named like a policy, mask rule or case file but not in lower case: rename it (`.cedar`, `.rego`, `masks.toml`, `.cases.toml`)";
+/// Why `Guard.CEDAR`, `guard.cеdar` (with a Cyrillic `е`) or `guard.cedar `
+/// is refused: left out, its rules would silently not apply, while a
+/// listing shows a policy file; read, a directory and a Git checkout on a
+/// case-insensitive file system could disagree.
+pub(crate) const LOOKALIKE: &str =
+    "named like a policy, mask rule or case file but not exactly (another case, a look-alike or invisible character, or a space at an end): rename it (`.cedar`, `.rego`, `masks.toml`, `.cases.toml`)";
+
+/// Whether `name`, which `wanted` refuses, is wanted as a person reads it:
+/// ASCII letters in lower case, other characters as the ASCII they are
+/// confused with (Unicode's confusable skeleton, which also leaves out
+/// invisible characters), spaces at either end left out.
+pub(crate) fn looks_wanted(name: &str, wanted: &dyn Fn(&str) -> bool) -> bool {
+    let mut read = String::with_capacity(name.len());
+    for c in name.trim_matches(char::is_whitespace).chars() {
+        if c.is_ascii() {
+            read.push(c.to_ascii_lowercase());
+        } else {
+            let mut utf8 = [0; 4];
+            read.extend(
+                unicode_security::skeleton(c.encode_utf8(&mut utf8)).flat_map(char::to_lowercase),
+            );
+        }
+    }
+    wanted(&read)
+}
 
 /// A file found under a policy directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +119,8 @@ impl Walk<'_> {
                 continue;
             };
             if !is_dir && !(self.wanted)(name) {
-                if (self.wanted)(&name.to_lowercase()) {
-                    return Err(file_error(MISCASED));
+                if looks_wanted(name, self.wanted) {
+                    return Err(file_error(LOOKALIKE));
                 }
                 continue;
             }
@@ -236,9 +256,37 @@ mod tests {
         write(&dir.path().join("teams/Guard.CEDAR"));
         let error = list(dir.path(), &cedar).unwrap_err().to_string();
         assert!(
-            error.contains("Guard.CEDAR") && error.contains("lower case"),
+            error.contains("Guard.CEDAR") && error.contains("not exactly"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_name_that_only_looks_wanted_is_refused() {
+        for name in [
+            "guard.c\u{435}dar",   // a Cyrillic e
+            "guard.\u{ff43}edar",  // a fullwidth c
+            "guard.ced\u{200b}ar", // a zero-width space
+            "guard.cedar ",
+            "guard.cedar\u{a0}",
+            "guard\u{ff0e}cedar", // a fullwidth full stop
+        ] {
+            assert!(looks_wanted(name, &cedar), "{name:?}");
+            let dir = tempfile::tempdir().unwrap();
+            write(&dir.path().join(name));
+            let error = list(dir.path(), &cedar).unwrap_err().to_string();
+            assert!(error.contains("look-alike"), "{name:?}: {error}");
+        }
+        // Other names, in any script, are left alone.
+        for name in [
+            "README.md",
+            "\u{e9}quipe.txt",
+            "guard.cedar.bak",
+            "notes.toml",
+            "\u{436}.md",
+        ] {
+            assert!(!looks_wanted(name, &cedar), "{name:?}");
+        }
     }
 
     #[test]

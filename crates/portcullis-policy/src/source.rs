@@ -514,8 +514,8 @@ impl TreeWalk<'_> {
                 continue;
             }
             if !(self.wanted)(name) {
-                if (self.wanted)(&name.to_lowercase()) {
-                    return Err(read_error(&file_path, crate::files::MISCASED.to_string()));
+                if crate::files::looks_wanted(name, self.wanted) {
+                    return Err(read_error(&file_path, crate::files::LOOKALIKE.to_string()));
                 }
                 continue;
             }
@@ -1095,9 +1095,24 @@ mod tests {
             .source("main", "policies")
             .load(Engine::Cedar)
             .unwrap_err();
-        assert!(error.to_string().contains("lower case"), "{error}");
+        assert!(error.to_string().contains("not exactly"), "{error}");
         assert!(
             error.to_string().contains("policies/teams/Guard.CEDAR"),
+            "{error}"
+        );
+        // One that only looks like one (a Cyrillic e).
+        repo.git(&["rm", "-q", "policies/teams/Guard.CEDAR"]);
+        repo.commit(
+            &[("policies/teams/guard.c\u{435}dar", FORBID)],
+            "look-alike",
+        );
+        let error = repo
+            .source("main", "policies")
+            .load(Engine::Cedar)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("look-alike") && error.contains("policies/teams/guard.c\u{435}dar"),
             "{error}"
         );
     }

@@ -482,6 +482,32 @@ async fn a_version_whose_cases_fail_is_refused_when_cases_are_required() {
         "{}",
         db_message(&err)
     );
+    // Case files emptied: no version is tested by them, and none enforced.
+    let tested = s["policy_version"].as_str().unwrap().to_string();
+    std::fs::remove_file(policies.join("support.cedar")).unwrap();
+    for file in ["quickstart.cases.toml", "ssh.cases.toml"] {
+        std::fs::write(policies.join(file), "").unwrap();
+    }
+    let s = gw
+        .wait_for("the refusal of a version without cases", |s| {
+            s["policy_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no cases"))
+        })
+        .await;
+    assert!(
+        s["policy_error"]
+            .as_str()
+            .unwrap()
+            .contains("no cases in the case files (quickstart.cases.toml, ssh.cases.toml)"),
+        "{s}"
+    );
+    assert_eq!(s["policy_version"], tested.as_str(), "{s}");
+    let err = client
+        .batch_execute("select count(*) from customers")
+        .await
+        .unwrap_err();
+    assert!(db_message(&err).contains("support-only"));
     gw.stop().await;
 }
 

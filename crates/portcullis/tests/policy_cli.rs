@@ -183,7 +183,7 @@ expect = "allow"
 }
 
 #[test]
-fn a_directory_without_case_files_exits_2() {
+fn a_directory_without_cases_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         quickstart_policies().join("access.cedar"),
@@ -195,6 +195,21 @@ fn a_directory_without_case_files_exits_2() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no `*.cases.toml` case files"), "{stderr}");
+    // Case files that hold no case are no tests either.
+    std::fs::write(dir.path().join("empty.cases.toml"), "# to do\n").unwrap();
+    std::fs::write(
+        dir.path().join("defaults.cases.toml"),
+        "[defaults]\nclient_ip = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let out = portcullis(&[], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no cases in the case files of")
+            && stderr.contains("(defaults.cases.toml, empty.cases.toml)"),
+        "{stderr}"
+    );
 }
 
 /// The quickstart's case table passes against its Rego policies too: one
