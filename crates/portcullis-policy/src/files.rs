@@ -4,9 +4,10 @@
 //! the same files again).
 //!
 //! Nothing is skipped silently that could hold rules: a file by a wanted
-//! name that cannot be read, a link out of the directory, a name that is not
-//! UTF-8 or directories nested too deeply fail the whole version. Left out,
-//! a `forbid` would stop applying without a word.
+//! name that cannot be read, a link out of the directory, a link that leads
+//! nowhere (whatever its name), a name that only looks wanted, a name that
+//! is not UTF-8 or directories nested too deeply fail the whole version.
+//! Left out, a `forbid` would stop applying without a word.
 
 use crate::cedar::{too_large, MAX_FILE_BYTES};
 use crate::error::PolicyError;
@@ -100,15 +101,27 @@ impl Walk<'_> {
                 file: path.clone(),
                 source: std::io::Error::other(message.to_string()),
             };
-            let is_link = std::fs::symlink_metadata(&path)
-                .map_err(|source| PolicyError::ReadFile {
+            let entry =
+                std::fs::symlink_metadata(&path).map_err(|source| PolicyError::ReadFile {
                     file: path.clone(),
                     source,
-                })?
-                .file_type()
-                .is_symlink();
-            let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+                })?;
+            let is_link = entry.file_type().is_symlink();
             let hidden = name.as_encoded_bytes().first() == Some(&b'.');
+            let is_dir =
+                if is_link {
+                    match std::fs::metadata(&path) {
+                        Ok(target) => target.is_dir(),
+                        Err(_) if hidden => continue,
+                        // Whatever its name, it may have stood for a directory
+                        // of rules (a renamed or unmounted one).
+                        Err(_) => return Err(file_error(
+                            "a symbolic link that leads nowhere, or where the gateway cannot look",
+                        )),
+                    }
+                } else {
+                    entry.is_dir()
+                };
             if is_dir && hidden {
                 continue;
             }
@@ -287,6 +300,30 @@ mod tests {
         ] {
             assert!(!looks_wanted(name, &cedar), "{name:?}");
         }
+    }
+
+    #[test]
+    fn a_link_that_leads_nowhere_is_refused_whatever_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("a.cedar"));
+        write(&dir.path().join(".shared/guard/guard.cedar"));
+        std::os::unix::fs::symlink(".shared/guard", dir.path().join("guard")).unwrap();
+        assert_eq!(names(dir.path()), ["a.cedar", "guard/guard.cedar"]);
+        // The directory it stood for renamed: its rules would be gone.
+        std::fs::rename(
+            dir.path().join(".shared/guard"),
+            dir.path().join(".shared/guard-2"),
+        )
+        .unwrap();
+        let error = list(dir.path(), &cedar).unwrap_err().to_string();
+        assert!(
+            error.contains("guard") && error.contains("leads nowhere"),
+            "{error}"
+        );
+        // A hidden one is left out, as a hidden directory is.
+        std::fs::remove_file(dir.path().join("guard")).unwrap();
+        std::os::unix::fs::symlink("gone", dir.path().join("..data")).unwrap();
+        assert_eq!(names(dir.path()), ["a.cedar"]);
     }
 
     #[test]

@@ -429,6 +429,7 @@ fn read_commit_files(
     let mut files = Vec::new();
     let walk = TreeWalk {
         repository,
+        root: &tree,
         wanted,
         read_error: &read_error,
     };
@@ -441,6 +442,8 @@ fn read_commit_files(
 /// read as a directory source reads them (see [`crate::files`]).
 struct TreeWalk<'a> {
     repository: &'a gix::Repository,
+    /// The policy directory's tree, where links are resolved.
+    root: &'a gix::Tree<'a>,
     wanted: &'a dyn Fn(&str) -> bool,
     read_error: &'a dyn Fn(&str, String) -> PolicyError,
 }
@@ -496,6 +499,30 @@ impl TreeWalk<'_> {
                 continue;
             };
             let file_path = join(path, name);
+            let hidden = name.starts_with('.');
+            match entry.kind() {
+                // Its files are in another repository, which a checkout
+                // (`git submodule update`) shows and the commit does not
+                // hold: left out, its rules would silently not apply.
+                gix::object::tree::EntryKind::Commit if !hidden => {
+                    return Err(read_error(
+                        &file_path,
+                        "a submodule: policy files in git must be committed in the policy repository itself".to_string(),
+                    ))
+                }
+                // A checkout follows a link to a directory, and a directory
+                // source reads it; left out here, what CI tested on a
+                // checkout and what is enforced would differ.
+                gix::object::tree::EntryKind::Link
+                    if !hidden && !(self.wanted)(name) && !self.leads_to_a_file(&entry, inner)? =>
+                {
+                    return Err(read_error(
+                        &file_path,
+                        "a symbolic link to a directory, or out of the policy directory, or nowhere: commit the files themselves".to_string(),
+                    ))
+                }
+                _ => {}
+            }
             if is_tree {
                 if depth + 1 > crate::files::MAX_DEPTH {
                     return Err(read_error(
@@ -556,6 +583,44 @@ impl TreeWalk<'_> {
             files.push((join(inner, name), text));
         }
         Ok(())
+    }
+
+    /// Whether the link `entry`, in the directory at `inner` inside the
+    /// policy directory, names a file (not a link, nor a directory) of the
+    /// policy directory in this commit.
+    fn leads_to_a_file(
+        &self,
+        entry: &gix::object::tree::EntryRef<'_, '_>,
+        inner: &str,
+    ) -> Result<bool, PolicyError> {
+        let target = self
+            .repository
+            .find_blob(entry.object_id())
+            .map_err(|e| (self.read_error)(inner, e.to_string()))?
+            .take_data();
+        let Ok(target) = std::str::from_utf8(&target) else {
+            return Ok(false);
+        };
+        if target.starts_with('/') {
+            return Ok(false);
+        }
+        let mut parts: Vec<&str> = inner.split('/').filter(|p| !p.is_empty()).collect();
+        for part in target.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Ok(false);
+                    }
+                }
+                part => parts.push(part),
+            }
+        }
+        let found = self
+            .root
+            .lookup_entry(parts.iter().map(|p| p.as_bytes()))
+            .map_err(|e| (self.read_error)(inner, e.to_string()))?;
+        Ok(found.is_some_and(|found| found.mode().is_blob()))
     }
 }
 
@@ -861,6 +926,67 @@ mod tests {
             err.contains("guardrails.cedar") && err.contains("submodule"),
             "{err}"
         );
+        // Found in attack: one by any other name (a directory of rules
+        // moved to a submodule) was left out without a word.
+        let repo = Repo::new();
+        repo.commit(&[("access.cedar", PERMIT)], "first");
+        repo.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            "160000,1111111111111111111111111111111111111111,guard",
+        ]);
+        repo.git(&["commit", "-q", "-m", "guardrails from a submodule"]);
+        let err = refused(&repo);
+        assert!(
+            err.contains(":guard`") && err.contains("submodule"),
+            "{err}"
+        );
+    }
+
+    /// Found in attack: a link to a directory was left out of a Git source
+    /// while a checkout (what `policy test` in CI reads) followed it.
+    #[test]
+    fn git_links_are_refused_unless_they_name_a_file() {
+        let repo = Repo::new();
+        repo.commit(
+            &[
+                ("policies/access.cedar", PERMIT),
+                ("policies/.shared/guard/guard.cedar", FORBID),
+                ("policies/docs/README.md", "read me"),
+            ],
+            "first",
+        );
+        let source = repo.source("main", "policies");
+        let link = |name: &str, target: &str| {
+            let path = repo.path().join("policies").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(target, path).unwrap();
+            repo.git(&["add", "-A"]);
+            repo.git(&["commit", "-q", "-m", name]);
+        };
+        // To a file: as a checkout reads it (the name is no policy's).
+        link("teams/README.md", "../docs/README.md");
+        assert_eq!(source.load(Engine::Cedar).unwrap().len(), 1);
+        // Hidden: left out, as a directory source leaves it out.
+        link(".current", ".shared/guard");
+        assert_eq!(source.load(Engine::Cedar).unwrap().len(), 1);
+        for (name, target) in [
+            ("guard", ".shared/guard"),
+            ("up", "../../elsewhere"),
+            ("nowhere", "gone"),
+            ("absolute", "/etc"),
+            ("teams/chain", "../guard"),
+        ] {
+            link(name, target);
+            let err = source.load(Engine::Cedar).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(":policies/{name}`")) && err.contains("symbolic link"),
+                "{name}: {err}"
+            );
+            repo.git(&["rm", "-q", &format!("policies/{name}")]);
+            repo.git(&["commit", "-q", "-m", "gone"]);
+        }
     }
 
     /// Found in attack: a tree listing `access.cedar` twice was enforced as
