@@ -647,6 +647,18 @@ impl CedarPolicies {
                     continue;
                 }
             };
+            // A template applies only once linked, and nothing links one:
+            // a `forbid` written as one would never apply.
+            for template in parsed.templates() {
+                let named = template
+                    .annotation("id")
+                    .map(|id| format!("`{id}` "))
+                    .unwrap_or_default();
+                problems.push(PolicyError::Invalid {
+                    location: location.clone(),
+                    message: format!("the policy {named}is a template (`?principal` or `?resource` in its scope), which the gateway never links, so it would never apply: name the principal or resource, or use `principal in Group::\"...\"`"),
+                });
+            }
             let mut in_file: Vec<&Policy> = parsed.policies().collect();
             // INVARIANT: the parser names a file's policies policy0, policy1, ...
             // in order of appearance; sorting by that number keeps `file#n` stable.

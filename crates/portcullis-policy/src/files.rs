@@ -10,6 +10,7 @@
 //! Left out, a `forbid` would stop applying without a word.
 
 use crate::cedar::{too_large, MAX_FILE_BYTES};
+use crate::engine::{CASE_FILE_SUFFIX, MASK_FILE};
 use crate::error::PolicyError;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -40,7 +41,16 @@ pub(crate) fn looks_wanted(name: &str, wanted: &dyn Fn(&str) -> bool) -> bool {
             );
         }
     }
-    wanted(&read)
+    // `pii-masks.toml` for `pii.masks.toml`, `db_cases.toml` for
+    // `db.cases.toml`.
+    let dotted = [MASK_FILE, CASE_FILE_SUFFIX.trim_start_matches('.')]
+        .into_iter()
+        .filter_map(|suffix| {
+            let stem = read.strip_suffix(suffix)?.strip_suffix(['-', '_'])?;
+            Some(format!("{stem}.{suffix}"))
+        })
+        .any(|name| wanted(&name));
+    wanted(&read) || dotted
 }
 
 /// A file found under a policy directory.
@@ -289,6 +299,13 @@ mod tests {
             write(&dir.path().join(name));
             let error = list(dir.path(), &cedar).unwrap_err().to_string();
             assert!(error.contains("look-alike"), "{name:?}: {error}");
+        }
+        // A mask rule or case file with another separator.
+        for name in ["pii-masks.toml", "pii_masks.toml", "db-cases.toml"] {
+            let mask_or_case =
+                |name: &str| crate::engine::is_mask_file(name) || crate::engine::is_case_file(name);
+            assert!(looks_wanted(name, &mask_or_case), "{name:?}");
+            assert!(!looks_wanted(name, &cedar), "{name:?}");
         }
         // Other names, in any script, are left alone.
         for name in [

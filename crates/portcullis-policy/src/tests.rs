@@ -193,6 +193,24 @@ fn invalid_policies_give_file_line_and_column() {
     assert!(err.starts_with("syntax.cedar:2:"), "{err}");
 }
 
+/// Found in attack: a template was parsed, never linked, and so never
+/// applied, without a word.
+#[test]
+fn templates_are_refused() {
+    let err = CedarPolicies::from_sources(&[(
+        "guard.cedar",
+        "permit (principal, action, resource);\n\
+         @id(\"no-truncate\")\nforbid (principal == ?principal, action == Action::\"query\", resource)\n\
+         when { context.statement.command == \"TRUNCATE\" };",
+    )])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("guard.cedar") && err.contains("`no-truncate` is a template"),
+        "{err}"
+    );
+}
+
 #[test]
 fn evaluation_error_fails_closed() {
     // An overflow errors at run time: an erroring forbid must not be skipped
