@@ -24,7 +24,7 @@ pub const SCHEMA: &str = include_str!("portcullis.cedarschema");
 /// value, swapped in whole.
 pub struct CedarPolicies {
     schema: Schema,
-    /// `sha256:<12 hex>` of the files' names and contents, or a commit id.
+    /// `sha256:<64 hex>` of the files' names and contents, or a commit id.
     version: String,
     /// Policy id to the name people see (the `@id` annotation, or `file#n`).
     names: HashMap<PolicyId, String>,
@@ -585,7 +585,9 @@ pub(crate) fn check_text(
     }
 }
 
-/// `sha256:<12 hex>` over the files' names and contents.
+/// `sha256:<64 hex>` over the files' names and contents. Whole: the version
+/// is how a reload tells a directory changed, and what the audit log names;
+/// two sets of rules with one version would pass for each other.
 pub(crate) fn content_version(files: &[SourceFile]) -> String {
     let mut hasher = Sha256::new();
     for file in files {
@@ -594,8 +596,7 @@ pub(crate) fn content_version(files: &[SourceFile]) -> String {
         hasher.update(file.text.as_bytes());
         hasher.update([0]);
     }
-    let digest = hex::encode(hasher.finalize());
-    format!("sha256:{}", digest.get(..12).unwrap_or(&digest))
+    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 impl CedarPolicies {
