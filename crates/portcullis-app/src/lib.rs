@@ -113,8 +113,8 @@ async fn record_enforced(state: Option<&SharedState>, version: &str) {
     }
 }
 
-/// Logs a step back or a rewritten history of a Git source; `true` when
-/// it did.
+/// Logs a step back, a rewritten history or an unknown one of a Git
+/// source; `true` when it did.
 fn warn_if_not_forward(
     history: Option<History>,
     version: &str,
@@ -129,6 +129,10 @@ fn warn_if_not_forward(
         Some(History::Diverged) => tracing::warn!(
             %version, %previous, %source,
             "the policy source's history was rewritten: the new commit does not descend from the enforced one"
+        ),
+        Some(History::Unknown) => tracing::warn!(
+            %version, %previous, %source,
+            "the enforced commit is no longer in the policy source (a force-push, then a garbage collection?): the new commit may be a step back, with rules taken out since enforced again"
         ),
         Some(History::Forward) | None => return false,
     }

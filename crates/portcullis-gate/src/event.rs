@@ -125,7 +125,8 @@ pub enum AuditEvent<'a> {
     /// enforced before the restart (empty when none was recorded). For a
     /// Git source, `history` says how the new commit relates to the
     /// previous one: `forward`, `back` (an older commit: rules taken out
-    /// since apply again) or `diverged` (a rewritten history).
+    /// since apply again), `diverged` (a rewritten history) or `unknown`
+    /// (the previous commit is gone from the repository).
     #[serde(rename = "policy.loaded")]
     PolicyLoaded {
         previous: &'a str,

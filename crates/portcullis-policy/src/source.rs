@@ -86,6 +86,10 @@ pub enum History {
     Back,
     /// Neither descends from the other: the history was rewritten.
     Diverged,
+    /// The old commit is no longer in the repository (a force-push, then a
+    /// garbage collection), or telling would walk more than 200,000
+    /// commits: it may be a step back as well as forward.
+    Unknown,
 }
 
 impl History {
@@ -94,6 +98,7 @@ impl History {
             History::Forward => "forward",
             History::Back => "back",
             History::Diverged => "diverged",
+            History::Unknown => "unknown",
         }
     }
 }
@@ -103,28 +108,37 @@ const MAX_HISTORY_WALK: usize = 200_000;
 
 impl PolicySource {
     /// How commit `new` relates to commit `previous`, for a Git source;
-    /// `None` for a directory, when either commit is not in the repository
-    /// (or its mirror), or when telling would walk more than 200,000
-    /// commits.
+    /// `None` for a directory, when the two are the same, or when either is
+    /// not a commit id. [`History::Unknown`] when the two cannot be related
+    /// (`previous` is gone from the repository, or its mirror).
     pub fn history(&self, previous: &str, new: &str) -> Option<History> {
         let repo = match self {
             PolicySource::Directory(_) => return None,
             PolicySource::Git { repo, .. } => repo,
             PolicySource::Remote { mirror, .. } => mirror,
         };
-        let repository = open(repo).ok()?;
         let previous = gix::ObjectId::from_hex(previous.as_bytes()).ok()?;
         let new = gix::ObjectId::from_hex(new.as_bytes()).ok()?;
         if previous == new {
             return None;
         }
-        if reaches(&repository, new, previous)? {
-            Some(History::Forward)
-        } else if reaches(&repository, previous, new)? {
-            Some(History::Back)
-        } else {
-            Some(History::Diverged)
+        let Ok(repository) = open(repo) else {
+            return Some(History::Unknown);
+        };
+        // A walk from `new` that never meets a missing `previous` would
+        // call a step back onto a commit before it a rewrite, or forward.
+        if repository.find_commit(previous).is_err() {
+            return Some(History::Unknown);
         }
+        Some(match reaches(&repository, new, previous) {
+            Some(true) => History::Forward,
+            Some(false) => match reaches(&repository, previous, new) {
+                Some(true) => History::Back,
+                Some(false) => History::Diverged,
+                None => History::Unknown,
+            },
+            None => History::Unknown,
+        })
     }
 
     /// The version the source holds now, without parsing any policy: a
@@ -1173,6 +1187,10 @@ mod tests {
         let other = repo.commit(&[("other.cedar", PERMIT)], "elsewhere");
         assert_eq!(source.history(&second, &other), Some(History::Diverged));
         assert_eq!(source.history(&second, "not a commit"), None);
+        // Found in attack: the enforced commit gone (a force-push, then a
+        // garbage collection) made a step back look like none.
+        let gone = "1111111111111111111111111111111111111111";
+        assert_eq!(source.history(gone, &first), Some(History::Unknown));
         let dir = PolicySource::Directory(repo.path().to_path_buf());
         assert_eq!(dir.history(&first, &second), None);
     }
@@ -1249,7 +1267,11 @@ mod tests {
         std::fs::write(dir.path().join("access.cedar"), PERMIT).unwrap();
         let source = PolicySource::Directory(dir.path().to_path_buf());
         let version = source.current_version(Engine::Cedar).unwrap();
-        assert!(version.starts_with("sha256:"), "{version}");
+        // The whole digest: two sets of rules must not pass for each other.
+        assert!(
+            version.starts_with("sha256:") && version.len() == "sha256:".len() + 64,
+            "{version}"
+        );
         assert_eq!(source.load(Engine::Cedar).unwrap().version(), version);
     }
 }
