@@ -826,9 +826,13 @@ async fn reload_policies(
                 None
             }
             Polled::Invalid(version, e) => {
+                let error = e.to_string();
+                if let Err(e) = gate.policy_refused(&version, &error).await {
+                    tracing::error!(%version, error = %e, "a refused policy version is not audited");
+                }
                 known_invalid = Some(version.clone());
                 source_version.set(Some(version));
-                Some(e.to_string())
+                Some(error)
             }
             Polled::Unreadable(e) => {
                 known_invalid = None;

@@ -136,6 +136,14 @@ pub enum AuditEvent<'a> {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         start: bool,
     },
+    /// A new policy version was refused (invalid, its cases failing, or
+    /// unreadable in part); `enforced` stays enforced.
+    #[serde(rename = "policy.refused")]
+    PolicyRefused {
+        version: &'a str,
+        enforced: &'a str,
+        error: &'a str,
+    },
     /// The `unmask` decisions of a session: for each mask rule that applies
     /// to its target, whether the principal sees its values in clear.
     #[serde(rename = "session.masking")]

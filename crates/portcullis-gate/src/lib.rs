@@ -418,6 +418,25 @@ impl Gate {
         Ok(())
     }
 
+    /// Records in the audit log that `version` was refused for `error` (the
+    /// first 4 KiB of it): a version tried and taken back leaves a trace.
+    pub async fn policy_refused(&self, version: &str, error: &str) -> Result<(), GateError> {
+        let mut end = error.len().min(4096);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        let enforced = self.policy_version();
+        self.inner
+            .audit
+            .append(&AuditEvent::PolicyRefused {
+                version,
+                enforced: &enforced,
+                error: error.get(..end).unwrap_or_default(),
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Records that a new policy version could not be loaded; the last valid
     /// one stays in force.
     pub fn set_policy_error(&self, error: Option<String>) {

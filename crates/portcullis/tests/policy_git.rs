@@ -236,6 +236,23 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
     assert_eq!(s["policy_version"], second.as_str(), "{s}");
     assert_eq!(s["source_version"], bad.as_str(), "{s}");
     assert_eq!(s["drift"], true, "{s}");
+    // And it is in the audit log, after the source goes back.
+    let tail = gw.cli(&["audit", "tail", "-n", "500", "--json"]);
+    let refused: Vec<serde_json::Value> = stdout(&tail)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["entry"].clone())
+        .filter(|entry| entry["event"] == "policy.refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["version"], bad.as_str());
+    assert_eq!(refused[0]["enforced"], second.as_str());
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("policies/broken.cedar:2:"),
+        "{refused:?}"
+    );
     assert_eq!(scalar_i64(&client, COUNT_ORDERS).await, 4);
     assert_eq!(
         audited_statements(&gw, COUNT_ORDERS).last().unwrap()["decision"]["policy_version"],
