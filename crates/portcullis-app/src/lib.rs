@@ -691,18 +691,31 @@ pub(crate) async fn read_source<T: Send + 'static>(
     tokio::time::timeout(deadline, answered).await.ok()?.ok()
 }
 
-/// Reads and validates the version `source` holds; with `require_cases`,
-/// refuses it unless its test cases all pass.
-fn load_policies(
-    source: &PolicySource,
+/// Where the policies come from, and what a version is checked against.
+#[derive(Clone)]
+struct PolicyLoad {
+    source: PolicySource,
     engine: Engine,
+    /// Refuse a version unless its test cases all pass.
     require_cases: bool,
-) -> Result<Policies, PolicyError> {
-    let policies = source.load(engine)?;
-    if require_cases {
-        policy_test::check_cases(&policies)?;
+    /// The configured targets' names: rules for none of them are warned of.
+    targets: Arc<[String]>,
+}
+
+impl PolicyLoad {
+    /// Reads and validates the version the source holds; with
+    /// `require_cases`, refuses it unless its test cases all pass. Logs what
+    /// of it names targets not configured.
+    fn load(&self) -> Result<Policies, PolicyError> {
+        let policies = self.source.load(self.engine)?;
+        if self.require_cases {
+            policy_test::check_cases(&policies)?;
+        }
+        for unconfigured in policies.unconfigured_targets(&self.targets) {
+            warn!(version = policies.version(), "{unconfigured}");
+        }
+        Ok(policies)
     }
-    Ok(policies)
 }
 
 /// Follows the policy source (a directory, or a Git ref): a new valid
@@ -712,20 +725,19 @@ fn load_policies(
 /// the newest version seen, valid or not.
 async fn reload_policies(
     gate: Gate,
-    source: PolicySource,
-    engine: Engine,
-    require_cases: bool,
+    load: PolicyLoad,
     source_version: admin::SourceVersion,
     state: Option<SharedState>,
     every: Duration,
 ) {
+    let source = &load.source;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     // A directory is also watched, so that a change is seen at once; the
     // interval stays as the fallback (and is all a Git source has).
     let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
-    let _watcher = match &source {
+    let _watcher = match source {
         PolicySource::Directory(dir) => watch_directory(dir, changed),
         PolicySource::Git { .. } | PolicySource::Remote { .. } => None,
     };
@@ -751,17 +763,17 @@ async fn reload_policies(
             Some(in_flight) => in_flight,
             None => {
                 let enforced = gate.policy_version();
-                let poll_source = source.clone();
+                let poll = load.clone();
                 let skip = known_invalid.clone();
                 let task = tokio::task::spawn_blocking(move || {
-                    match poll_source.current_version(engine) {
+                    match poll.source.current_version(poll.engine) {
                         Err(e) => Polled::Unreadable(e),
                         Ok(version) if version == enforced || skip.as_ref() == Some(&version) => {
                             Polled::Unchanged(version)
                         }
-                        Ok(version) => match load_policies(&poll_source, engine, require_cases) {
+                        Ok(version) => match poll.load() {
                             Ok(policies) => {
-                                let history = poll_source.history(&enforced, policies.version());
+                                let history = poll.source.history(&enforced, policies.version());
                                 Polled::Loaded(Box::new(policies), history)
                             }
                             Err(e) => Polled::Invalid(version, e),
@@ -814,7 +826,7 @@ async fn reload_policies(
                 let previous = gate.policy_version();
                 match gate.replace_policies_moved(*policies, history).await {
                     Ok(()) => {
-                        if !warn_if_not_forward(history, &version, &previous, &source) {
+                        if !warn_if_not_forward(history, &version, &previous, source) {
                             info!(%version, %source, "new policy version enforced");
                         }
                     }
@@ -873,14 +885,15 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     warn_if_shared(data_dir);
 
     let source = policy_source(&config);
-    let engine = policy_engine(&config);
-    let require_cases = config.policy.require_cases;
+    let load = PolicyLoad {
+        source: source.clone(),
+        engine: policy_engine(&config),
+        require_cases: config.policy.require_cases,
+        targets: config.targets.iter().map(|t| t.name.clone()).collect(),
+    };
     let loading = {
-        let source = source.clone();
-        read_source(
-            move || load_policies(&source, engine, require_cases),
-            FIRST_READ_DEADLINE,
-        )
+        let load = load.clone();
+        read_source(move || load.load(), FIRST_READ_DEADLINE)
     };
     let policies = loading
         .await
@@ -1020,9 +1033,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     if config.policy.reload_interval_seconds > 0 {
         tasks.push(tokio::spawn(reload_policies(
             gate.clone(),
-            source.clone(),
-            engine,
-            require_cases,
+            load.clone(),
             source_version.clone(),
             state.clone(),
             Duration::from_secs(config.policy.reload_interval_seconds),

@@ -790,6 +790,28 @@ impl CedarPolicies {
         }
     }
 
+    /// `(policy name, target)` for each policy whose resource scope names
+    /// one target (`resource == Target::"x"`), sorted.
+    pub fn scoped_targets(&self) -> Vec<(String, String)> {
+        let mut scoped: Vec<(String, String)> = self
+            .all
+            .members
+            .iter()
+            .filter_map(|member| match &member.scope.resource {
+                Match::Id(target) => Some((
+                    self.names
+                        .get(member.policy.id())
+                        .cloned()
+                        .unwrap_or_else(|| member.policy.id().to_string()),
+                    target.clone(),
+                )),
+                Match::Any | Match::InGroup(_) => None,
+            })
+            .collect();
+        scoped.sort();
+        scoped
+    }
+
     /// The names of every policy (their `@id`, or `file#n`), sorted.
     pub fn policy_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.names.values().cloned().collect();

@@ -266,6 +266,39 @@ impl Policies {
         &self.masks
     }
 
+    /// What of this version names a target not in `configured`: a mask
+    /// rule whose `targets` match none of them (its values would go out in
+    /// clear wherever it was meant to apply), a Cedar policy scoped to one
+    /// target that is not. One line each, for the log. Not refused: one
+    /// policy repository may serve gateways with different targets.
+    pub fn unconfigured_targets(&self, configured: &[String]) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .masks
+            .rules()
+            .iter()
+            .filter(|rule| !configured.iter().any(|t| rule.applies_to_target(t)))
+            .map(|rule| {
+                let targets: Vec<&str> = rule.targets().collect();
+                format!(
+                    "mask rule `{}` ({}) applies to no configured target (`targets = {:?}`): it masks nothing here",
+                    rule.id, rule.location, targets
+                )
+            })
+            .collect();
+        if let Rules::Cedar(cedar) = &self.rules {
+            found.extend(
+                cedar
+                    .scoped_targets()
+                    .into_iter()
+                    .filter(|(_, target)| !configured.contains(target))
+                    .map(|(policy, target)| {
+                        format!("policy `{policy}` is for target `{target}`, which is not configured: it applies to nothing here")
+                    }),
+            );
+        }
+        found
+    }
+
     pub fn decide(&self, request: &Request<'_>) -> Decision {
         match &self.rules {
             Rules::Cedar(p) => p.decide(request),

@@ -1410,3 +1410,33 @@ fn comments_and_strings_neither_hide_nor_count() {
     let header = "# if this, then that: x.y.z + 1 | 2 & 3\n".repeat(100);
     rego(module(&header, "true")).unwrap();
 }
+
+/// Found in attack: a one-letter typo in a mask rule's `targets` returned
+/// its columns in clear, with nothing said.
+#[test]
+fn rules_for_targets_not_configured_are_named() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart/policies");
+    let policies = Policies::load_dir(&dir, Engine::Cedar).unwrap();
+    let configured = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        policies.unconfigured_targets(&configured(&["demo", "demo-ssh"])),
+        Vec::<String>::new()
+    );
+    let found = policies.unconfigured_targets(&configured(&["dmeo", "demo-ssh"]));
+    assert!(
+        found.iter().any(|line| line.starts_with("mask rule `")
+            && line.contains("masks.toml:")
+            && line.contains("`targets = [\"demo\"]`")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|line| line.contains("is for target `demo`, which is not configured")),
+        "{found:#?}"
+    );
+    assert!(
+        !found.iter().any(|line| line.contains("demo-ssh")),
+        "{found:#?}"
+    );
+}
