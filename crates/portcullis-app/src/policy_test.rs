@@ -38,16 +38,6 @@ pub enum Format {
 /// Why the cases could not be run at all (as opposed to a case that fails).
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyTestError {
-    #[error("cannot read directory `{}`: {source}", dir.display())]
-    ReadDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot read case file `{}`: {source}", file.display())]
-    ReadFile {
-        file: PathBuf,
-        source: std::io::Error,
-    },
     #[error("no `*{CASE_FILE_SUFFIX}` case files in `{}`", dir.display())]
     NoCaseFiles { dir: PathBuf },
     #[error("no cases in the case files of `{}` ({}): a case is a `[[case]]` table", dir.display(), files.join(", "))]

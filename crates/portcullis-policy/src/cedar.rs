@@ -379,7 +379,7 @@ pub(crate) fn read_found(found: Vec<crate::files::Found>) -> Result<Vec<SourceFi
         .map(|crate::files::Found { path, name }| {
             let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
                 file: path.clone(),
-                source,
+                error: source,
             })?;
             Ok(SourceFile { path, name, text })
         })

@@ -4,15 +4,14 @@ use std::path::PathBuf;
 /// `file:line:column`; a file read from Git is named `<commit 12 hex>:<path>`.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read policy directory `{}`: {source}", dir.display())]
-    ReadDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot read policy file `{}`: {source}", file.display())]
+    // `error`, not `source`: the message holds it already, and a chain
+    // of sources (anyhow's `{:#}`) would say it twice.
+    #[error("cannot read policy directory `{}`: {error}", dir.display())]
+    ReadDir { dir: PathBuf, error: std::io::Error },
+    #[error("cannot read policy file `{}`: {error}", file.display())]
     ReadFile {
         file: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("no `*.{extension}` policy files under `{}`", dir.display())]
     Empty { dir: PathBuf, extension: String },

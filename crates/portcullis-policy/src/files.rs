@@ -67,7 +67,7 @@ pub struct Found {
 pub fn list(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<Found>, PolicyError> {
     let root = std::fs::canonicalize(dir).map_err(|source| PolicyError::ReadDir {
         dir: dir.to_path_buf(),
-        source,
+        error: source,
     })?;
     let mut walk = Walk {
         root,
@@ -96,7 +96,7 @@ impl Walk<'_> {
     fn dir(&mut self, dir: &Path, prefix: &str, depth: usize) -> Result<(), PolicyError> {
         let read_error = |source| PolicyError::ReadDir {
             dir: dir.to_path_buf(),
-            source,
+            error: source,
         };
         let mut entries = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_error)? {
@@ -109,12 +109,12 @@ impl Walk<'_> {
         for (name, path) in entries {
             let file_error = |message: &str| PolicyError::ReadFile {
                 file: path.clone(),
-                source: std::io::Error::other(message.to_string()),
+                error: std::io::Error::other(message.to_string()),
             };
             let entry =
                 std::fs::symlink_metadata(&path).map_err(|source| PolicyError::ReadFile {
                     file: path.clone(),
-                    source,
+                    error: source,
                 })?;
             let is_link = entry.file_type().is_symlink();
             let hidden = name.as_encoded_bytes().first() == Some(&b'.');
@@ -172,7 +172,7 @@ impl Walk<'_> {
                     None => {
                         std::fs::canonicalize(&path).map_err(|source| PolicyError::ReadDir {
                             dir: path.clone(),
-                            source,
+                            error: source,
                         })?
                     }
                 };
@@ -182,7 +182,7 @@ impl Walk<'_> {
                 if depth + 1 > MAX_DEPTH {
                     return Err(PolicyError::ReadDir {
                         dir: path,
-                        source: std::io::Error::other(format!(
+                        error: std::io::Error::other(format!(
                             "sub-directories nest more than {MAX_DEPTH} deep"
                         )),
                     });
@@ -196,7 +196,12 @@ impl Walk<'_> {
                 }
                 Ok(meta) if meta.is_file() => self.found.push(Found { path, name: inner }),
                 Ok(_) => return Err(file_error("not a regular file")),
-                Err(source) => return Err(PolicyError::ReadFile { file: path, source }),
+                Err(source) => {
+                    return Err(PolicyError::ReadFile {
+                        file: path,
+                        error: source,
+                    })
+                }
             }
         }
         Ok(())

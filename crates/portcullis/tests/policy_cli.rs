@@ -195,6 +195,13 @@ fn a_directory_without_cases_exits_2() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no `*.cases.toml` case files"), "{stderr}");
+    // A file that only looks like a policy file: said once, and why.
+    std::fs::write(dir.path().join("Guard.CEDAR"), "").unwrap();
+    let out = portcullis(&[], dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("not exactly").count(), 1, "{stderr}");
+    std::fs::remove_file(dir.path().join("Guard.CEDAR")).unwrap();
     // Case files that hold no case are no tests either.
     std::fs::write(dir.path().join("empty.cases.toml"), "# to do\n").unwrap();
     std::fs::write(
