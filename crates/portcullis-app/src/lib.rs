@@ -74,21 +74,35 @@ async fn flush_policy_hits(gate: &Gate, state: &SharedState) {
     if hits.is_empty() {
         return;
     }
-    let state = state.clone();
     let day = portcullis_store::day_of(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     );
+    write_state(state.clone(), "policy hit counts not saved", move |store| {
+        store.add_hits(&day, &hits)
+    })
+    .await;
+}
+
+/// Runs `write` on the state store off the runtime's workers; a failure is
+/// logged as `failed`, never fatal (statistics only).
+async fn write_state(
+    state: SharedState,
+    failed: &'static str,
+    write: impl FnOnce(&mut portcullis_store::StateStore) -> Result<(), portcullis_store::StoreError>
+        + Send
+        + 'static,
+) {
     let written = tokio::task::spawn_blocking(move || match state.lock() {
-        Ok(mut store) => store.add_hits(&day, &hits).map_err(|e| e.to_string()),
+        Ok(mut store) => write(&mut store).map_err(|e| e.to_string()),
         Err(_) => Err("the state store lock is poisoned".to_string()),
     })
     .await;
     match written {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "policy hit counts not saved"),
-        Err(e) => warn!(error = %e, "policy hit counts not saved"),
+        Ok(Err(e)) => warn!(error = %e, "{failed}"),
+        Err(e) => warn!(error = %e, "{failed}"),
     }
 }
 
@@ -99,18 +113,12 @@ async fn record_enforced(state: Option<&SharedState>, version: &str) {
         return;
     };
     let version = version.to_string();
-    let written = tokio::task::spawn_blocking(move || match state.lock() {
-        Ok(mut store) => store
-            .set_enforced_policy(&version)
-            .map_err(|e| e.to_string()),
-        Err(_) => Err("the state store lock is poisoned".to_string()),
-    })
+    write_state(
+        state,
+        "the enforced policy version not saved",
+        move |store| store.set_enforced_policy(&version),
+    )
     .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "the enforced policy version not saved"),
-        Err(e) => warn!(error = %e, "the enforced policy version not saved"),
-    }
 }
 
 /// Logs a step back, a rewritten history or an unknown one of a Git

@@ -918,44 +918,30 @@ mod tests {
     }
 
     #[test]
-    fn git_submodule_named_like_a_policy_is_refused() {
-        let refused = |repo: &Repo| {
-            repo.source("main", "")
+    fn git_submodules_are_refused() {
+        // By a policy file's name, and (found in attack) by any other: a
+        // directory of rules moved to a submodule was left out without a
+        // word.
+        for name in ["guardrails.cedar", "guard"] {
+            let repo = Repo::new();
+            repo.commit(&[("access.cedar", PERMIT)], "first");
+            repo.git(&[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("160000,1111111111111111111111111111111111111111,{name}"),
+            ]);
+            repo.git(&["commit", "-q", "-m", "rules from a submodule"]);
+            let err = repo
+                .source("main", "")
                 .load(Engine::Cedar)
                 .unwrap_err()
-                .to_string()
-        };
-        // A submodule (a gitlink) by a policy file's name.
-        let repo = Repo::new();
-        repo.commit(&[("access.cedar", PERMIT)], "first");
-        repo.git(&[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            "160000,1111111111111111111111111111111111111111,guardrails.cedar",
-        ]);
-        repo.git(&["commit", "-q", "-m", "guardrails from a submodule"]);
-        let err = refused(&repo);
-        assert!(
-            err.contains("guardrails.cedar") && err.contains("submodule"),
-            "{err}"
-        );
-        // Found in attack: one by any other name (a directory of rules
-        // moved to a submodule) was left out without a word.
-        let repo = Repo::new();
-        repo.commit(&[("access.cedar", PERMIT)], "first");
-        repo.git(&[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            "160000,1111111111111111111111111111111111111111,guard",
-        ]);
-        repo.git(&["commit", "-q", "-m", "guardrails from a submodule"]);
-        let err = refused(&repo);
-        assert!(
-            err.contains(":guard`") && err.contains("submodule"),
-            "{err}"
-        );
+                .to_string();
+            assert!(
+                err.contains(&format!(":{name}`")) && err.contains("submodule"),
+                "{err}"
+            );
+        }
     }
 
     /// Found in attack: a link to a directory was left out of a Git source
