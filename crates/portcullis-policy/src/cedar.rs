@@ -589,12 +589,14 @@ pub(crate) fn check_text(
 /// is how a reload tells a directory changed, and what the audit log names;
 /// two sets of rules with one version would pass for each other.
 pub(crate) fn content_version(files: &[SourceFile]) -> String {
+    // Each name and text after its length: with separators alone, a text
+    // holding `\0other.cedar\0` read as two files (found in attack).
     let mut hasher = Sha256::new();
     for file in files {
-        hasher.update(file.name.as_bytes());
-        hasher.update([0]);
-        hasher.update(file.text.as_bytes());
-        hasher.update([0]);
+        for part in [file.name.as_bytes(), file.text.as_bytes()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
     }
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }

@@ -1259,5 +1259,22 @@ mod tests {
             "{version}"
         );
         assert_eq!(source.load(Engine::Cedar).unwrap().version(), version);
+        // Found in attack: one file holding another's name and text between
+        // NULs had the version of the two files.
+        let two = tempfile::tempdir().unwrap();
+        std::fs::write(two.path().join("a.cedar"), "// notes\n//").unwrap();
+        std::fs::write(two.path().join("b.cedar"), FORBID).unwrap();
+        let one = tempfile::tempdir().unwrap();
+        std::fs::write(
+            one.path().join("a.cedar"),
+            format!("// notes\n//\0b.cedar\0{FORBID}"),
+        )
+        .unwrap();
+        let version = |dir: &Path| {
+            PolicySource::Directory(dir.to_path_buf())
+                .current_version(Engine::Cedar)
+                .unwrap()
+        };
+        assert_ne!(version(one.path()), version(two.path()));
     }
 }
