@@ -25,6 +25,9 @@ pub const MAX_DEPTH: usize = 16;
 pub(crate) const LOOKALIKE: &str =
     "named like a policy, mask rule or case file but not exactly (another case, a look-alike or invisible character, or a space at an end): rename it (`.cedar`, `.rego`, `masks.toml`, `.cases.toml`)";
 
+/// Why a link that leads nowhere is refused.
+const NOWHERE: &str = "a symbolic link that leads nowhere, or where the gateway cannot look";
+
 /// Whether `name`, which `wanted` refuses, is wanted as a person reads it:
 /// ASCII letters in lower case, other characters as the ASCII they are
 /// confused with (Unicode's confusable skeleton, which also leaves out
@@ -118,20 +121,18 @@ impl Walk<'_> {
                 })?;
             let is_link = entry.file_type().is_symlink();
             let hidden = name.as_encoded_bytes().first() == Some(&b'.');
-            let is_dir =
-                if is_link {
-                    match std::fs::metadata(&path) {
-                        Ok(target) => target.is_dir(),
-                        Err(_) if hidden => continue,
-                        // Whatever its name, it may have stood for a directory
-                        // of rules (a renamed or unmounted one).
-                        Err(_) => return Err(file_error(
-                            "a symbolic link that leads nowhere, or where the gateway cannot look",
-                        )),
-                    }
-                } else {
-                    entry.is_dir()
-                };
+            let is_dir = match (is_link, std::fs::metadata(&path)) {
+                (false, _) => entry.is_dir(),
+                (true, Ok(target)) => target.is_dir(),
+                // A hidden one is left out as a hidden directory is, unless
+                // a file by its name would be read.
+                (true, Err(_)) if hidden && !looks_wanted(&name.to_string_lossy(), self.wanted) => {
+                    continue
+                }
+                // Whatever its name, it may have stood for a directory of
+                // rules (a renamed or unmounted one).
+                (true, Err(_)) => return Err(file_error(NOWHERE)),
+            };
             if is_dir && hidden {
                 continue;
             }
@@ -342,10 +343,15 @@ mod tests {
             error.contains("guard") && error.contains("leads nowhere"),
             "{error}"
         );
-        // A hidden one is left out, as a hidden directory is.
+        // A hidden one is left out, as a hidden directory is...
         std::fs::remove_file(dir.path().join("guard")).unwrap();
         std::os::unix::fs::symlink("gone", dir.path().join("..data")).unwrap();
         assert_eq!(names(dir.path()), ["a.cedar"]);
+        // ...unless a file by its name is read (found in attack: read while
+        // its target was there, left out once it was gone).
+        std::os::unix::fs::symlink("gone.cedar", dir.path().join(".guard.cedar")).unwrap();
+        let error = list(dir.path(), &cedar).unwrap_err().to_string();
+        assert!(error.contains(".guard.cedar"), "{error}");
     }
 
     #[test]
