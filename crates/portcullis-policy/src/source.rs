@@ -601,7 +601,10 @@ impl TreeWalk<'_> {
 
     /// Whether the link `entry`, in the directory at `inner` inside the
     /// policy directory, names a file (not a link, nor a directory) of the
-    /// policy directory in this commit.
+    /// policy directory in this commit. Its target is walked a component at
+    /// a time, as the kernel does in a checkout: a component that is itself
+    /// a link is not followed (`a/..` is not the directory `a` is in when
+    /// `a` is a link), and the answer is no.
     fn leads_to_a_file(
         &self,
         entry: &gix::object::tree::EntryRef<'_, '_>,
@@ -618,8 +621,14 @@ impl TreeWalk<'_> {
         if target.starts_with('/') {
             return Ok(false);
         }
+        // Every component of `inner` is a directory the walk came through.
         let mut parts: Vec<&str> = inner.split('/').filter(|p| !p.is_empty()).collect();
+        let mut is_file = false;
         for part in target.split('/') {
+            if is_file {
+                // `file/...`: no such path in a checkout.
+                return Ok(false);
+            }
             match part {
                 "" | "." => {}
                 ".." => {
@@ -627,14 +636,23 @@ impl TreeWalk<'_> {
                         return Ok(false);
                     }
                 }
-                part => parts.push(part),
+                part => {
+                    parts.push(part);
+                    let found = self
+                        .root
+                        .lookup_entry(parts.iter().map(|p| p.as_bytes()))
+                        .map_err(|e| (self.read_error)(inner, e.to_string()))?;
+                    match found.map(|found| found.mode()) {
+                        Some(mode) if mode.is_tree() => {}
+                        Some(mode) if mode.is_blob() => is_file = true,
+                        // Missing, a link, or a submodule.
+                        _ => return Ok(false),
+                    }
+                }
             }
         }
-        let found = self
-            .root
-            .lookup_entry(parts.iter().map(|p| p.as_bytes()))
-            .map_err(|e| (self.read_error)(inner, e.to_string()))?;
-        Ok(found.is_some_and(|found| found.mode().is_blob()))
+        // A trailing `/` after a file is no file either.
+        Ok(is_file && !target.ends_with('/'))
     }
 }
 
@@ -977,6 +995,10 @@ mod tests {
             ("nowhere", "gone"),
             ("absolute", "/etc"),
             ("teams/chain", "../guard"),
+            // Found in attack: `.current/..` is where `.current` leads, not `.`,
+            // in a checkout; read lexically, `x` was taken for the file.
+            ("g", ".current/../docs/README.md"),
+            ("slash", "../docs/README.md/"),
         ] {
             link(name, target);
             let err = source.load(Engine::Cedar).unwrap_err().to_string();
