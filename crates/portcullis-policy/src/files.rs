@@ -23,27 +23,46 @@ pub const MAX_DEPTH: usize = 16;
 /// listing shows a policy file; read, a directory and a Git checkout on a
 /// case-insensitive file system could disagree.
 pub(crate) const LOOKALIKE: &str =
-    "named like a policy, mask rule or case file but not exactly (another case, a look-alike or invisible character, or a space at an end): rename it (`.cedar`, `.rego`, `masks.toml`, `.cases.toml`)";
+    "named like a policy, mask rule or case file but not exactly (another case, a look-alike, invisible or blank character, a direction change, a space or a dot at the end): rename it (`.cedar`, `.rego`, `masks.toml`, `.cases.toml`)";
 
 /// Why a link that leads nowhere is refused.
 const NOWHERE: &str = "a symbolic link that leads nowhere, or where the gateway cannot look";
 
 /// Whether `name`, which `wanted` refuses, is wanted as a person reads it:
 /// ASCII letters in lower case, other characters as the ASCII they are
-/// confused with (Unicode's confusable skeleton, which also leaves out
-/// invisible characters), spaces at either end left out.
+/// confused with (Unicode's confusable skeleton), with what is drawn as
+/// nothing or as a blank left out (spaces, marks over letters, format and
+/// unassigned characters, the blank braille pattern) and dots at the end
+/// (a Windows checkout drops them). A name that changes the direction text
+/// is shown in (`guard.\u{202e}radec` is drawn as `guard.cedar`) is taken
+/// for wanted whatever it says.
 pub(crate) fn looks_wanted(name: &str, wanted: &dyn Fn(&str) -> bool) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    if name.chars().any(is_bidi_control) {
+        return true;
+    }
     let mut read = String::with_capacity(name.len());
-    for c in name.trim_matches(char::is_whitespace).chars() {
+    for c in name.chars() {
         if c.is_ascii() {
-            read.push(c.to_ascii_lowercase());
-        } else {
+            if c.is_ascii_graphic() {
+                read.push(c.to_ascii_lowercase());
+            }
+            continue;
+        }
+        let drawn_as_nothing = matches!(
+            c.general_category_group(),
+            GeneralCategoryGroup::Mark
+                | GeneralCategoryGroup::Separator
+                | GeneralCategoryGroup::Other
+        ) || c == '\u{2800}';
+        if !drawn_as_nothing {
             let mut utf8 = [0; 4];
             read.extend(
                 unicode_security::skeleton(c.encode_utf8(&mut utf8)).flat_map(char::to_lowercase),
             );
         }
     }
+    let read = read.trim_end_matches('.');
     // `pii-masks.toml` for `pii.masks.toml`, `db_cases.toml` for
     // `db.cases.toml`.
     let dotted = [MASK_FILE, CASE_FILE_SUFFIX.trim_start_matches('.')]
@@ -53,7 +72,12 @@ pub(crate) fn looks_wanted(name: &str, wanted: &dyn Fn(&str) -> bool) -> bool {
             Some(format!("{stem}.{suffix}"))
         })
         .any(|name| wanted(&name));
-    wanted(&read) || dotted
+    wanted(read) || dotted
+}
+
+/// The characters that change the direction text is shown in.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A file found under a policy directory.
@@ -299,6 +323,14 @@ mod tests {
             "guard.cedar ",
             "guard.cedar\u{a0}",
             "guard\u{ff0e}cedar", // a fullwidth full stop
+            // Found in attack round 35b:
+            "guard.\u{202e}radec", // drawn as guard.cedar
+            "guard.cedar\u{2800}", // a blank braille pattern
+            "guard.ced\u{fff9}ar", // an annotation anchor
+            "guard.ce dar",
+            "guard.ced\u{2001}ar", // an em quad
+            "guard.c\u{338}edar",  // a combining solidus
+            "guard.cedar.",
         ] {
             assert!(looks_wanted(name, &cedar), "{name:?}");
             let dir = tempfile::tempdir().unwrap();
