@@ -752,6 +752,8 @@ async fn reload_policies(
     // The newest version that did not load: not parsed again (nor logged
     // again) until the source moves on.
     let mut known_invalid: Option<String> = None;
+    // The reason a directory was last refused as a whole, once audited.
+    let mut unreadable_audited: Option<String> = None;
     let mut in_flight: Option<(tokio::task::JoinHandle<Polled>, tokio::time::Instant)> = None;
     let mut abandoned = 0;
     loop {
@@ -818,6 +820,9 @@ async fn reload_policies(
                 continue;
             }
         };
+        if !matches!(polled, Polled::Unreadable(_)) {
+            unreadable_audited = None;
+        }
         let failure = match polled {
             Polled::Unchanged(version) => {
                 if version == gate.policy_version() {
@@ -857,7 +862,19 @@ async fn reload_policies(
             Polled::Unreadable(e) => {
                 known_invalid = None;
                 source_version.set(None);
-                Some(e.to_string())
+                let error = e.to_string();
+                // A directory refused as a whole (a link that leads nowhere,
+                // a look-alike name) has no version, but is a version tried
+                // all the same; audited once per reason.
+                if matches!(source, PolicySource::Directory(_))
+                    && unreadable_audited.as_ref() != Some(&error)
+                {
+                    if let Err(e) = gate.policy_refused("", &error).await {
+                        tracing::error!(error = %e, "a refused policy directory is not audited");
+                    }
+                    unreadable_audited = Some(error.clone());
+                }
+                Some(error)
             }
         };
         if was_late && failure.is_none() {

@@ -577,11 +577,35 @@ async fn a_policy_directory_is_watched_not_only_polled() {
         forbid("secrets"),
     )
     .unwrap();
-    gw.wait_for("the edit in a sub-directory", |s| {
-        s["policy_version"] != third.as_str()
-    })
-    .await;
+    let fourth = gw
+        .wait_for("the edit in a sub-directory", |s| {
+            s["policy_version"] != third.as_str()
+        })
+        .await["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
+    // The sub-directory moved away behind a link that now leads nowhere:
+    // refused (its rules would be gone), and the refusal audited.
+    std::fs::rename(policies.join("teams"), policy_dir.path().join("teams")).unwrap();
+    std::os::unix::fs::symlink(policy_dir.path().join("gone"), policies.join("teams")).unwrap();
+    let s = gw
+        .wait_for("the refusal", |s| s["policy_error"].is_string())
+        .await;
+    assert!(
+        s["policy_error"]
+            .as_str()
+            .unwrap()
+            .contains("leads nowhere"),
+        "{s}"
+    );
+    assert_eq!(s["policy_version"], fourth.as_str(), "{s}");
+    let refused = gw
+        .audit_entry_within(50, |entry| entry["event"] == "policy.refused")
+        .await;
+    assert_eq!(refused["version"], "", "{refused}");
+    assert_eq!(refused["enforced"], fourth.as_str(), "{refused}");
     gw.stop().await;
 }
 
