@@ -140,7 +140,7 @@ fn warn_if_not_forward(
         ),
         Some(History::Unknown) => tracing::warn!(
             %version, %previous, %source,
-            "the enforced commit is no longer in the policy source (a force-push, then a garbage collection?): the new commit may be a step back, with rules taken out since enforced again"
+            "the new commit cannot be related to the version enforced before it (a commit gone from the repository after a force-push, one not recorded, or not a commit): it may be a step back, with rules taken out since enforced again"
         ),
         Some(History::Forward) | None => return false,
     }
@@ -940,6 +940,8 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     let source_version = admin::SourceVersion::new(Some(policies.version().to_string()));
 
     portcullis_audit::check_store_present(data_dir, &audit_path(data_dir))?;
+    // No audit log yet: a first start, with no version before it.
+    let first_start = !audit_path(data_dir).exists();
     let key = portcullis_audit::load_or_create_signing_key(data_dir)?;
     for database in [
         audit_path(data_dir),
@@ -1005,7 +1007,17 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     }
     .unwrap_or_default();
     let version = gate.policy_version();
-    let history = source.history(&previous, &version);
+    let history = match source {
+        // A Git version whose predecessor is not recorded (state.db new or
+        // removed), is not a commit (the source was a directory), or is
+        // gone: nothing says it is no step back.
+        PolicySource::Git { .. } | PolicySource::Remote { .. }
+            if previous != version && !(first_start && previous.is_empty()) =>
+        {
+            Some(source.history(&previous, &version).unwrap_or(History::Unknown))
+        }
+        _ => source.history(&previous, &version),
+    };
     warn_if_not_forward(history, &version, &previous, &source);
     gate.policy_started(&previous, history)
         .await

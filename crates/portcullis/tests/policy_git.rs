@@ -333,11 +333,16 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
     repo.git(&["reset", "-q", "--hard", &second]);
     let gw = gw.restart().await;
     assert_in_sync(&gw, &second);
+    // With state.db gone (found in attack), what came before is unknown,
+    // and said so rather than shown as a first start.
+    std::fs::remove_file(portcullis_app::state_path(&gw.config.gateway.data_dir)).unwrap();
+    let gw = gw.restart().await;
     assert_eq!(
         policy_loads(&gw)[4..],
         [
             loaded(&first, &fixed, "forward", true),
             loaded(&fixed, &second, "back", true),
+            loaded("", &second, "unknown", true),
         ]
     );
 
