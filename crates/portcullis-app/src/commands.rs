@@ -55,8 +55,8 @@ pub fn audit_verify(config: &Config, key_file: Option<&Path>) -> Result<String> 
 
 /// `portcullis policy validate DIR`: parses and validates a policy directory
 /// against the gateway's schema, without a running gateway.
-pub fn policy_validate(dir: &Path) -> Result<String> {
-    let policies = portcullis_policy::Policies::load_dir_detected(dir)?;
+pub fn policy_validate(dir: &Path, engine: Option<portcullis_policy::Engine>) -> Result<String> {
+    let policies = portcullis_policy::Policies::load_dir_detected(dir, engine)?;
     Ok(format!(
         "{}: {} policies valid, version {}\n",
         dir.display(),

@@ -1014,7 +1014,11 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         PolicySource::Git { .. } | PolicySource::Remote { .. }
             if previous != version && !(first_start && previous.is_empty()) =>
         {
-            Some(source.history(&previous, &version).unwrap_or(History::Unknown))
+            Some(
+                source
+                    .history(&previous, &version)
+                    .unwrap_or(History::Unknown),
+            )
         }
         _ => source.history(&previous, &version),
     };

@@ -13,6 +13,7 @@
 //! the policy directory is invalid), which is a [`PolicyTestError`].
 
 use portcullis_core::{Action, Decision, Effect, Principal, Request, Target, TargetKind};
+pub use portcullis_policy::Engine;
 use portcullis_policy::{Policies, PolicyError};
 use portcullis_sql::Classifier;
 use serde::Deserialize;
@@ -327,10 +328,10 @@ fn xml_escape(text: &str, attribute: bool) -> String {
     out
 }
 
-/// Loads the policies of `dir` and the case files beside them, and decides
-/// every case.
-pub fn run(dir: &Path) -> Result<TestRun, PolicyTestError> {
-    let policies = Policies::load_dir_detected(dir)?;
+/// Loads the policies of `dir` (with `engine`, or the one its files are
+/// written for) and the case files beside them, and decides every case.
+pub fn run(dir: &Path, engine: Option<Engine>) -> Result<TestRun, PolicyTestError> {
+    let policies = Policies::load_dir_detected(dir, engine)?;
     if policies.case_files().is_empty() {
         return Err(PolicyTestError::NoCaseFiles {
             dir: dir.to_path_buf(),

@@ -132,15 +132,23 @@ impl Policies {
         Policies::build(rule_files, mask_files, case_files, version, engine)
     }
 
-    /// Loads `dir` with the engine its files are written for: Cedar when it
-    /// holds `*.cedar` files, Rego when it holds only `*.rego` files. For
-    /// tools that run without a config (`policy validate`, `policy test`).
-    pub fn load_dir_detected(dir: &Path) -> Result<Policies, PolicyError> {
+    /// Loads `dir` with `engine`, or with the engine its files are written
+    /// for: Cedar when it holds `*.cedar` files, Rego when it holds `*.rego`
+    /// files; refused when it holds both, since what a tool checked could
+    /// then be the files the gateway does not read. For tools that run
+    /// without a config (`policy validate`, `policy test`).
+    pub fn load_dir_detected(dir: &Path, engine: Option<Engine>) -> Result<Policies, PolicyError> {
         let has = |extension| read_dir(dir, extension).is_ok_and(|files| !files.is_empty());
-        let engine = if !has("cedar") && has("rego") {
-            Engine::Rego
-        } else {
-            Engine::Cedar
+        let engine = match (engine, has("cedar"), has("rego")) {
+            (Some(engine), _, _) => engine,
+            (None, true, true) => {
+                return Err(PolicyError::Invalid {
+                    location: dir.display().to_string(),
+                    message: "holds both `*.cedar` and `*.rego` files: say which the gateway reads with `--engine cedar` or `--engine rego` (its `[policy] engine`)".into(),
+                })
+            }
+            (None, false, true) => Engine::Rego,
+            (None, _, false) => Engine::Cedar,
         };
         Policies::load_dir(dir, engine)
     }

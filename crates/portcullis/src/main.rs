@@ -256,17 +256,42 @@ enum PolicyCommand {
     /// Parse and validate a policy directory against the gateway's schema;
     /// errors are `file:line:column: message`, the exit status non-zero.
     Validate {
-        /// The directory holding the `*.cedar` files.
+        /// The directory holding the `*.cedar` (or `*.rego`) files.
         dir: PathBuf,
+        /// The engine the gateway reads them with (its `[policy] engine`);
+        /// without it, the one the files are written for.
+        #[arg(long, value_enum)]
+        engine: Option<EngineArg>,
     },
     /// Run the test cases (`*.cases.toml`) kept beside the policies; exit 1
     /// when a case fails, 2 when the cases or policies are invalid.
     Test {
-        /// The directory holding the `*.cedar` and `*.cases.toml` files.
+        /// The directory holding the `*.cedar` (or `*.rego`) and
+        /// `*.cases.toml` files.
         dir: PathBuf,
         #[arg(long, value_enum, default_value = "text")]
         format: TestFormat,
+        /// The engine the gateway reads them with (its `[policy] engine`);
+        /// without it, the one the files are written for.
+        #[arg(long, value_enum)]
+        engine: Option<EngineArg>,
     },
+}
+
+/// A policy engine, as `--engine` names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    Cedar,
+    Rego,
+}
+
+impl From<EngineArg> for portcullis_app::policy_test::Engine {
+    fn from(engine: EngineArg) -> Self {
+        match engine {
+            EngineArg::Cedar => Self::Cedar,
+            EngineArg::Rego => Self::Rego,
+        }
+    }
 }
 
 /// How `policy test` prints its results.
@@ -379,10 +404,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Policy {
-            command: PolicyCommand::Validate { dir },
+            command: PolicyCommand::Validate { dir, engine },
         } => {
             // CI reads `file:line:column: message` as it is, with no prefix.
-            match commands::policy_validate(&dir) {
+            match commands::policy_validate(&dir, engine.map(Into::into)) {
                 Ok(report) => print!("{report}"),
                 Err(e) => {
                     eprintln!("{e:#}");
@@ -391,7 +416,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Policy {
-            command: PolicyCommand::Test { dir, format },
+            command:
+                PolicyCommand::Test {
+                    dir,
+                    format,
+                    engine,
+                },
         } => {
             use portcullis_app::policy_test::{run, Format};
             let format = match format {
@@ -400,7 +430,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             // Exit 1 for a failing case, 2 when the cases cannot run; errors
             // are `file:line: ...` with no prefix, like `policy validate`.
-            match run(&dir) {
+            match run(&dir, engine.map(Into::into)) {
                 Ok(results) => {
                     print!("{}", results.render(format));
                     if results.n_failed() > 0 {

@@ -246,6 +246,27 @@ fn the_same_cases_pass_with_the_rego_policies() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains(" passed, 0 failed"), "{text}");
+    // Found in attack: with Cedar files beside the Rego, the Cedar ones
+    // were tested, whatever the gateway reads. Now the engine is asked for.
+    std::fs::copy(
+        root.join("policies/guardrails.cedar"),
+        dir.path().join("guardrails.cedar"),
+    )
+    .unwrap();
+    let out = portcullis(&[], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("holds both `*.cedar` and `*.rego` files"),
+        "{stderr}"
+    );
+    let out = portcullis(&["--engine", "rego"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" passed, 0 failed"));
 }
 
 /// Teams keep their rules in sub-directories: a `forbid` there is enforced
