@@ -198,6 +198,15 @@ impl Policies {
         version: String,
         engine: Engine,
     ) -> Result<Policies, PolicyError> {
+        let turned: Vec<PolicyError> = rule_files
+            .iter()
+            .chain(&mask_files)
+            .chain(&case_files)
+            .filter_map(crate::files::direction_change)
+            .collect();
+        if let Some(error) = PolicyError::from_problems(turned) {
+            return Err(error);
+        }
         let rules = on_large_stack(|| match engine {
             Engine::Cedar => {
                 CedarPolicies::from_files(rule_files).map(|p| Rules::Cedar(p.with_version(version)))

@@ -75,6 +75,23 @@ pub(crate) fn looks_wanted(name: &str, wanted: &dyn Fn(&str) -> bool) -> bool {
     wanted(read) || dotted
 }
 
+/// Where `file` holds a character that changes the direction text is shown
+/// in: a reviewer could be shown another rule than the one read (a string
+/// drawn as closed, with a comment after it). Refused, as compilers warn of
+/// it.
+pub(crate) fn direction_change(file: &crate::cedar::SourceFile) -> Option<PolicyError> {
+    let (line_idx, line) = file
+        .text
+        .lines()
+        .enumerate()
+        .find(|(_, line)| line.chars().any(is_bidi_control))?;
+    let column = line.chars().take_while(|c| !is_bidi_control(*c)).count() + 1;
+    Some(PolicyError::Invalid {
+        location: format!("{}:{}:{column}", file.path.display(), line_idx + 1),
+        message: "a character that changes the direction text is shown in (U+202A to U+202E, U+2066 to U+2069, U+200E, U+200F or U+061C): what a reviewer sees would not be what is read; remove it".into(),
+    })
+}
+
 /// The characters that change the direction text is shown in.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')

@@ -1440,3 +1440,23 @@ fn rules_for_targets_not_configured_are_named() {
         "{found:#?}"
     );
 }
+
+/// Found in attack: a direction change inside a string made a reviewer see
+/// it closed, with a comment after it (Trojan Source).
+#[test]
+fn direction_changes_in_rule_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("guard.cedar"),
+        "@id(\"no-copy-program\")\nforbid (principal, action, resource)\n\
+         when { context.statement.command like \"COPY * PROGRAM\u{202e} \u{2066}// legacy\u{2069} \u{2066}\" };\n",
+    )
+    .unwrap();
+    let err = Policies::load_dir(dir.path(), Engine::Cedar)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("guard.cedar:3:") && err.contains("changes the direction"),
+        "{err}"
+    );
+}
