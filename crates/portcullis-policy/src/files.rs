@@ -92,6 +92,28 @@ pub(crate) fn direction_change(file: &crate::cedar::SourceFile) -> Option<Policy
     })
 }
 
+/// Why `name`, which `wanted` refuses, is refused rather than left out:
+/// it looks like a wanted name ([`looks_wanted`]), or it is a TOML file
+/// whose name speaks of masks, cases or tests (`mask.toml`,
+/// `x.case.toml`, `x.tests.toml`), which whoever wrote it meant to be read.
+pub(crate) fn near_miss(name: &str, wanted: &dyn Fn(&str) -> bool) -> Option<&'static str> {
+    if looks_wanted(name, wanted) {
+        return Some(LOOKALIKE);
+    }
+    let lower = name.to_lowercase();
+    let meant = !name.starts_with('.')
+        && lower.ends_with(".toml")
+        && ["mask", "case", "test"]
+            .iter()
+            .any(|word| lower.contains(word))
+        && !crate::engine::is_mask_file(name)
+        && !crate::engine::is_case_file(name);
+    meant.then_some(STRAY_TOML)
+}
+
+/// Why `mask.toml` or `x.case.toml` is refused.
+const STRAY_TOML: &str = "a TOML file named like mask rules or test cases, but neither: name mask rule files `masks.toml` or `*.masks.toml` and case files `*.cases.toml`, or keep the file out of the policy directory";
+
 /// The characters that change the direction text is shown in.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
@@ -184,8 +206,8 @@ impl Walk<'_> {
                 continue;
             };
             if !is_dir && !(self.wanted)(name) {
-                if looks_wanted(name, self.wanted) {
-                    return Err(file_error(LOOKALIKE));
+                if let Some(why) = near_miss(name, self.wanted) {
+                    return Err(file_error(why));
                 }
                 continue;
             }
@@ -361,6 +383,27 @@ mod tests {
                 |name: &str| crate::engine::is_mask_file(name) || crate::engine::is_case_file(name);
             assert!(looks_wanted(name, &mask_or_case), "{name:?}");
             assert!(!looks_wanted(name, &cedar), "{name:?}");
+        }
+        // TOML files meant as mask rules or cases, by a name not read
+        // (found in attack).
+        for name in [
+            "mask.toml",
+            "pii.mask.toml",
+            "masking.toml",
+            "cases.toml",
+            "x.case.toml",
+            "x.tests.toml",
+        ] {
+            assert!(near_miss(name, &cedar).is_some(), "{name:?}");
+        }
+        for name in [
+            "masks.toml",
+            "db.cases.toml",
+            "notes.toml",
+            ".taplo.toml",
+            "README.md",
+        ] {
+            assert!(near_miss(name, &cedar).is_none(), "{name:?}");
         }
         // Other names, in any script, are left alone.
         for name in [

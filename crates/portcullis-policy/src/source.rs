@@ -555,8 +555,8 @@ impl TreeWalk<'_> {
                 continue;
             }
             if !(self.wanted)(name) {
-                if crate::files::looks_wanted(name, self.wanted) {
-                    return Err(read_error(&file_path, crate::files::LOOKALIKE.to_string()));
+                if let Some(why) = crate::files::near_miss(name, self.wanted) {
+                    return Err(read_error(&file_path, why.to_string()));
                 }
                 continue;
             }
