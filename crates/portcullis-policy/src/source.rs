@@ -502,9 +502,11 @@ impl TreeWalk<'_> {
             // The same files a directory source reads: `.cedar` alone is a
             // hidden file without an extension.
             let Ok(name) = std::str::from_utf8(raw_name) else {
-                // Skipping it could silently drop a `forbid`.
+                // Skipping it could silently drop a `forbid`: as a
+                // directory, a link or a submodule may stand for one.
                 let lossy = String::from_utf8_lossy(raw_name);
-                if is_tree || (self.wanted)(&lossy) {
+                let mode = entry.mode();
+                if is_tree || mode.is_link() || mode.is_commit() || (self.wanted)(&lossy) {
                     return Err(read_error(
                         &join(path, &lossy),
                         "the name is not UTF-8".to_string(),
@@ -1009,6 +1011,18 @@ mod tests {
             repo.git(&["rm", "-q", &format!("policies/{name}")]);
             repo.git(&["commit", "-q", "-m", "gone"]);
         }
+        // Found in attack: one whose name is not UTF-8 was left out; a
+        // directory source refuses it.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = repo
+            .path()
+            .join("policies")
+            .join(std::ffi::OsStr::from_bytes(b"g\xff"));
+        std::os::unix::fs::symlink(".shared/guard", odd).unwrap();
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", "odd"]);
+        let err = source.load(Engine::Cedar).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
     }
 
     /// Found in attack: a tree listing `access.cedar` twice was enforced as
