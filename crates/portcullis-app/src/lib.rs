@@ -667,6 +667,11 @@ enum Polled {
     Loaded(Box<Policies>, Option<History>),
     /// A new version that does not load, and why.
     Invalid(String, PolicyError),
+    /// A new version that did not load, but the source changed while it
+    /// was read: what failed may not be that version, so it is read again
+    /// rather than remembered as invalid (which would keep it, valid, from
+    /// being enforced until the source moved on).
+    Moving,
 }
 
 /// How long a poll of the policy source may take before it is reported
@@ -786,7 +791,10 @@ async fn reload_policies(
                                 let history = poll.source.history(&enforced, policies.version());
                                 Polled::Loaded(Box::new(policies), history)
                             }
-                            Err(e) => Polled::Invalid(version, e),
+                            Err(e) => match poll.source.current_version(poll.engine) {
+                                Ok(now) if now == version => Polled::Invalid(version, e),
+                                _ => Polled::Moving,
+                            },
                         },
                     }
                 });
@@ -824,6 +832,8 @@ async fn reload_policies(
             unreadable_audited = None;
         }
         let failure = match polled {
+            // Read again at the next tick, or the next change seen.
+            Polled::Moving => continue,
             Polled::Unchanged(version) => {
                 if version == gate.policy_version() {
                     known_invalid = None;
