@@ -70,18 +70,31 @@ impl RegoPolicies {
         let mut names = Vec::new();
         let mut defines = [false; 2];
         for (name, text) in sources {
-            for (slot, rule) in ["permit", "forbid"].iter().enumerate() {
-                if text.lines().any(|line| defines_rule(line, rule)) {
-                    defines[slot] = true;
-                }
-            }
             crate::cedar::check_text(name, text, crate::cedar::Language::Rego)?;
-            engine
+            let package = engine
                 .add_policy(name.clone(), text.to_string())
                 .map_err(|e| PolicyError::Invalid {
                     location: name.clone(),
                     message: first_line(&e.to_string()),
                 })?;
+            let mut has_rules = false;
+            for (slot, rule) in ["permit", "forbid"].iter().enumerate() {
+                if text.lines().any(|line| defines_rule(line, rule)) {
+                    defines[slot] = true;
+                    has_rules = true;
+                }
+            }
+            // Only `data.portcullis.permit` and `.forbid` are asked: rules
+            // by those names elsewhere would be counted, and never apply.
+            if has_rules && package != "data.portcullis" {
+                return Err(PolicyError::Invalid {
+                    location: name.clone(),
+                    message: format!(
+                        "`permit` or `forbid` rules in `package {}`, which the gateway never asks: only those of `package portcullis` decide",
+                        package.trim_start_matches("data.")
+                    ),
+                });
+            }
             names.extend(rule_ids(text));
         }
         names.sort();

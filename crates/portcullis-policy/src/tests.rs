@@ -288,6 +288,30 @@ fn rego_errors_fail_closed_and_bad_files_are_refused() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("bad.rego"), "{err}");
+    // Found in attack: a `forbid` in another package was counted, and
+    // never asked.
+    let err = RegoPolicies::from_sources(&[
+        ("main.rego", "package portcullis\npermit contains \"all\" if { true }\n"),
+        (
+            "guard.rego",
+            "package portcullis.guard\nforbid contains \"no-truncate\" if { input.action == \"query\" }\n",
+        ),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("guard.rego") && err.contains("package portcullis.guard"),
+        "{err}"
+    );
+    // Helpers elsewhere are fine.
+    RegoPolicies::from_sources(&[
+        (
+            "main.rego",
+            "package portcullis\nimport data.helpers\npermit contains \"all\" if { helpers.yes }\n",
+        ),
+        ("helpers.rego", "package helpers\nyes := true\n"),
+    ])
+    .unwrap();
     // `permit` that is not a set cannot give a decision: refused at load.
     let err = RegoPolicies::from_sources(&[("odd.rego", "package portcullis\npermit := 7\n")])
         .unwrap_err()
