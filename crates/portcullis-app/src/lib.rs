@@ -24,7 +24,8 @@ pub mod tls;
 use anyhow::{bail, Context, Result};
 use portcullis_audit::{AuditLog, AuditOptions};
 use portcullis_config::{
-    CleartextPassword, Config, GitRepo, PolicyEngineKind, PolicySourceConfig, TargetTls,
+    CleartextPassword, Config, GitRepo, PolicyEngineKind, PolicySourceConfig, TargetKindConfig,
+    TargetTls,
 };
 use portcullis_core::{Target, TargetKind};
 use portcullis_gate::Gate;
@@ -711,8 +712,9 @@ struct PolicyLoad {
     engine: Engine,
     /// Refuse a version unless its test cases all pass.
     require_cases: bool,
-    /// The configured targets' names: rules for none of them are warned of.
-    targets: Arc<[String]>,
+    /// The configured targets: rules for none of them are warned of, and
+    /// cases are run for them.
+    targets: Arc<[Target]>,
 }
 
 impl PolicyLoad {
@@ -722,9 +724,10 @@ impl PolicyLoad {
     fn load(&self) -> Result<Policies, PolicyError> {
         let policies = self.source.load(self.engine)?;
         if self.require_cases {
-            policy_test::check_cases(&policies)?;
+            policy_test::check_cases(&policies, &self.targets)?;
         }
-        for unconfigured in policies.unconfigured_targets(&self.targets) {
+        let names: Vec<String> = self.targets.iter().map(|t| t.name.clone()).collect();
+        for unconfigured in policies.unconfigured_targets(&names) {
             warn!(version = policies.version(), "{unconfigured}");
         }
         Ok(policies)
@@ -924,7 +927,18 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         source: source.clone(),
         engine: policy_engine(&config),
         require_cases: config.policy.require_cases,
-        targets: config.targets.iter().map(|t| t.name.clone()).collect(),
+        targets: config
+            .targets
+            .iter()
+            .map(|t| Target {
+                name: t.name.clone(),
+                kind: match t.kind {
+                    TargetKindConfig::Postgres => TargetKind::Postgres,
+                    TargetKindConfig::Ssh => TargetKind::Ssh,
+                },
+                labels: t.labels.clone(),
+            })
+            .collect(),
     };
     let loading = {
         let load = load.clone();

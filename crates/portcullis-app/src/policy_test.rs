@@ -386,7 +386,12 @@ fn parse_cases(policies: &Policies) -> Result<Vec<(String, Vec<Case>)>, Vec<Case
 /// fails (or cannot be read) and why. A version without cases is refused,
 /// as is one whose case files hold none (an emptied file would otherwise
 /// pass for a tested version).
-pub fn check_cases(policies: &Policies) -> Result<(), PolicyError> {
+///
+/// Only the cases for `targets`, the gateway's own, are run (a repository
+/// may serve several gateways); a case that describes one of them with
+/// another kind or other labels is refused, since it would not test what
+/// is enforced.
+pub fn check_cases(policies: &Policies, targets: &[Target]) -> Result<(), PolicyError> {
     let invalid = |location: String, message: String| PolicyError::Invalid { location, message };
     if policies.case_files().is_empty() {
         return Err(invalid(
@@ -415,6 +420,45 @@ pub fn check_cases(policies: &Policies) -> Result<(), PolicyError> {
                 "no cases in the case files ({}), and `[policy] require_cases` is on: a case is a `[[case]]` table",
                 case_file_names(policies).join(", ")
             ),
+        ));
+    }
+    let mut unlike = Vec::new();
+    let cases: Vec<(String, Vec<Case>)> = cases
+        .into_iter()
+        .map(|(file, cases)| {
+            let mine = cases
+                .into_iter()
+                .filter(|case| {
+                    let Some(target) = targets.iter().find(|t| t.name == case.target.name) else {
+                        return false;
+                    };
+                    if target.kind != case.target.kind || target.labels != case.target.labels {
+                        unlike.push(invalid(
+                            format!("{}:{}", case.path.display(), case.line),
+                            format!(
+                                "case `{}` describes target `{}` as {} with labels {:?}, but the gateway's is {} with labels {:?}: it does not test what is enforced",
+                                case.name,
+                                target.name,
+                                case.target.kind.as_str(),
+                                case.target.labels,
+                                target.kind.as_str(),
+                                target.labels
+                            ),
+                        ));
+                    }
+                    true
+                })
+                .collect();
+            (file, mine)
+        })
+        .collect();
+    if let Some(error) = PolicyError::from_problems(unlike) {
+        return Err(error);
+    }
+    if cases.iter().all(|(_, cases)| cases.is_empty()) {
+        return Err(invalid(
+            "policies".into(),
+            "no case is for a target of this gateway, and `[policy] require_cases` is on".into(),
         ));
     }
     let run = run_cases(policies, cases);

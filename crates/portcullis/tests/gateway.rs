@@ -413,6 +413,12 @@ async fn a_version_whose_cases_fail_is_refused_when_cases_are_required() {
     let policy_dir = tempfile::tempdir().unwrap();
     let policies = policy_dir.path().join("policies");
     copy_dir(&quickstart_policies_as_shipped(), &policies);
+    // The cases describe `demo` as the test gateway has it.
+    let cases = policies.join("quickstart.cases.toml");
+    let as_shipped = std::fs::read_to_string(&cases).unwrap();
+    let dev = "target = { name = \"demo\", kind = \"postgres\", labels = { env = \"dev\" } }";
+    assert!(as_shipped.contains(dev), "the quickstart's cases changed");
+    std::fs::write(&cases, as_shipped.replace(dev, &dev.replace("dev", "test"))).unwrap();
     let gw = Gateway::start_with(
         TestDb::create("e2e_required_cases", SEED).await,
         Options {
@@ -453,7 +459,6 @@ async fn a_version_whose_cases_fail_is_refused_when_cases_are_required() {
         3
     );
     // The cases updated with the rule (the case file alone changes): enforced.
-    let cases = policies.join("quickstart.cases.toml");
     let text = std::fs::read_to_string(&cases).unwrap();
     let case = "name = \"engineers read\"\nprincipal = { id = \"alice@example.com\", groups = [\"eng\"] }\naction = \"query\"\nstatement = \"select name, email from customers limit 1\"\nexpect = \"allow\"\npolicy = \"eng-read-write\"";
     assert!(text.contains(case), "the quickstart's case changed");
@@ -482,8 +487,20 @@ async fn a_version_whose_cases_fail_is_refused_when_cases_are_required() {
         "{}",
         db_message(&err)
     );
-    // Case files emptied: no version is tested by them, and none enforced.
     let tested = s["policy_version"].as_str().unwrap().to_string();
+    // Cases that describe `demo` otherwise than the gateway has it test
+    // nothing enforced here (found in attack).
+    let text = std::fs::read_to_string(&cases).unwrap();
+    std::fs::write(&cases, text.replace(&dev.replace("dev", "test"), dev)).unwrap();
+    let s = gw
+        .wait_for("the refusal of cases for another demo", |s| {
+            s["policy_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not test what is enforced"))
+        })
+        .await;
+    assert_eq!(s["policy_version"], tested.as_str(), "{s}");
+    // Case files emptied: no version is tested by them, and none enforced.
     std::fs::remove_file(policies.join("support.cedar")).unwrap();
     for file in ["quickstart.cases.toml", "ssh.cases.toml"] {
         std::fs::write(policies.join(file), "").unwrap();
