@@ -39,9 +39,11 @@ impl SourceVersion {
 struct AdminState {
     gate: Gate,
     source_version: SourceVersion,
+    /// The configured targets' names, which the policies are held against.
+    targets: Arc<[String]>,
 }
 
-pub fn router(gate: Gate, source_version: SourceVersion) -> Router {
+pub fn router(gate: Gate, source_version: SourceVersion, targets: Arc<[String]>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -50,6 +52,7 @@ pub fn router(gate: Gate, source_version: SourceVersion) -> Router {
         .with_state(AdminState {
             gate,
             source_version,
+            targets,
         })
 }
 
@@ -149,6 +152,9 @@ async fn status(State(state): State<AdminState>) -> impl IntoResponse {
     Json(json!({
         "policy_version": enforced,
         "policy_error": gate.policy_error(),
+        // Rules of the enforced version for targets this gateway does not
+        // have: a typo in a target's name masks or forbids nothing.
+        "policy_warnings": gate.unconfigured_targets(&state.targets),
         "source_version": source_version,
         "drift": drift,
         "audit_running": gate.audit().is_running(),

@@ -1207,8 +1207,12 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             recording_viewers: config.recording.viewers.clone(),
             ssh: ssh_certificates,
         };
-        let router =
-            admin::router(gate.clone(), source_version.clone()).merge(portcullis_web::router(web));
+        let router = admin::router(
+            gate.clone(),
+            source_version.clone(),
+            config.targets.iter().map(|t| t.name.clone()).collect(),
+        )
+        .merge(portcullis_web::router(web));
         tasks.push(tokio::spawn(async move {
             admin::serve(listener, router).await;
         }));

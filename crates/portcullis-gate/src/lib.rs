@@ -446,6 +446,12 @@ impl Gate {
         }
     }
 
+    /// What of the enforced version names targets not in `configured`, one
+    /// line each (see [`Policies::unconfigured_targets`]).
+    pub fn unconfigured_targets(&self, configured: &[String]) -> Vec<String> {
+        self.policies().unconfigured_targets(configured)
+    }
+
     /// Why the newest policy version on disk is not enforced, if it is not.
     pub fn policy_error(&self) -> Option<String> {
         match self.inner.policy_error.read() {

@@ -56,6 +56,11 @@ async fn admin_listener_reports_health_readiness_and_policy_version() {
     assert!(get("/readyz").ends_with("200"));
     let status = get("/api/v1/status");
     assert!(status.contains("\"policy_version\":\"sha256:"), "{status}");
+    // The quickstart's SSH rules name a target this gateway does not have.
+    assert!(
+        status.contains("is for target `demo-ssh`, which is not configured"),
+        "{status}"
+    );
     let alice = gw.token("alice@example.com", &["eng"]);
     let client = gw.connect(&alice).await.unwrap();
     client.batch_execute("select 1").await.unwrap();
