@@ -138,8 +138,14 @@ impl Policies {
     /// then be the files the gateway does not read. For tools that run
     /// without a config (`policy validate`, `policy test`).
     pub fn load_dir_detected(dir: &Path, engine: Option<Engine>) -> Result<Policies, PolicyError> {
-        let has = |extension| read_dir(dir, extension).is_ok_and(|files| !files.is_empty());
-        let engine = match (engine, has("cedar"), has("rego")) {
+        // A listing that fails is an error, not "none": taken for none, a
+        // file that stops the listing would pick the other engine.
+        let has = |extension| match read_dir(dir, extension) {
+            Ok(files) => Ok(!files.is_empty()),
+            Err(PolicyError::Empty { .. }) => Ok(false),
+            Err(e) => Err(e),
+        };
+        let engine = match (engine, has("cedar")?, has("rego")?) {
             (Some(engine), _, _) => engine,
             (None, true, true) => {
                 return Err(PolicyError::Invalid {
@@ -202,7 +208,7 @@ impl Policies {
             .iter()
             .chain(&mask_files)
             .chain(&case_files)
-            .filter_map(crate::files::direction_change)
+            .filter_map(crate::files::hidden_character)
             .collect();
         if let Some(error) = PolicyError::from_problems(turned) {
             return Err(error);

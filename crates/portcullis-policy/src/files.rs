@@ -75,44 +75,102 @@ pub(crate) fn looks_wanted(name: &str, wanted: &dyn Fn(&str) -> bool) -> bool {
     wanted(read) || dotted
 }
 
-/// Where `file` holds a character that changes the direction text is shown
-/// in: a reviewer could be shown another rule than the one read (a string
-/// drawn as closed, with a comment after it). Refused, as compilers warn of
-/// it.
-pub(crate) fn direction_change(file: &crate::cedar::SourceFile) -> Option<PolicyError> {
+/// Where `file` holds a character that is drawn as nothing or moves what
+/// follows: a direction change (a string drawn as closed, with a comment
+/// after it: Trojan Source), a line or page break other than `\n` (a
+/// comment's rest drawn on a line of its own, which the parser still reads
+/// as comment), a zero-width or other format character (a pattern that
+/// can never match, drawn as one that does), an escape (a terminal asked
+/// to hide a line). Refused: a reviewer would see another rule than the
+/// one read.
+pub(crate) fn hidden_character(file: &crate::cedar::SourceFile) -> Option<PolicyError> {
     let (line_idx, line) = file
         .text
-        .lines()
+        .split('\n')
         .enumerate()
-        .find(|(_, line)| line.chars().any(is_bidi_control))?;
-    let column = line.chars().take_while(|c| !is_bidi_control(*c)).count() + 1;
+        .find(|(_, line)| line.chars().any(is_hidden))?;
+    let column = line.chars().take_while(|c| !is_hidden(*c)).count() + 1;
+    let c = line.chars().find(|c| is_hidden(*c)).unwrap_or_default();
     Some(PolicyError::Invalid {
         location: format!("{}:{}:{column}", file.path.display(), line_idx + 1),
-        message: "a character that changes the direction text is shown in (U+202A to U+202E, U+2066 to U+2069, U+200E, U+200F or U+061C): what a reviewer sees would not be what is read; remove it".into(),
+        message: format!(
+            "U+{:04X}, a character drawn as nothing or that moves what follows (a direction change, a break other than a line feed, a zero-width or format character, an escape): what a reviewer sees would not be what is read; remove it",
+            u32::from(c)
+        ),
     })
 }
 
+/// See [`hidden_character`]. Tabs, line feeds and carriage returns are
+/// text.
+fn is_hidden(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    if matches!(c, '\t' | '\n' | '\r') {
+        return false;
+    }
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// The endings of the files a policy directory is read for: rule files
+/// (of either engine), mask rules, test cases.
+const READ_ENDINGS: [&str; 4] = [".cedar", ".rego", "masks.toml", ".cases.toml"];
+
 /// Why `name`, which `wanted` refuses, is refused rather than left out:
-/// it looks like a wanted name ([`looks_wanted`]), or it is a TOML file
-/// whose name speaks of masks, cases or tests (`mask.toml`,
-/// `x.case.toml`, `x.tests.toml`), which whoever wrote it meant to be read.
+/// - it looks like a wanted name ([`looks_wanted`]), or is drawn like one
+///   of [`READ_ENDINGS`] with ASCII look-alikes (`masks.tomI`,
+///   `rnasks.toml`, `masks.t0ml`) without being it;
+/// - it is the name of such a file with something after it
+///   (`masks.toml.txt`, `guard.cedar~`, `guard.cedar.bak`): a copy whoever
+///   made it may think read;
+/// - it is a configuration file whose name speaks of masks or cases
+///   (`mask.toml`, `x.case.toml`, `masks.yaml`, `x.tests.toml`), which
+///   whoever wrote it meant to be read.
 pub(crate) fn near_miss(name: &str, wanted: &dyn Fn(&str) -> bool) -> Option<&'static str> {
     if looks_wanted(name, wanted) {
         return Some(LOOKALIKE);
     }
     let lower = name.to_lowercase();
-    let meant = !name.starts_with('.')
-        && lower.ends_with(".toml")
-        && ["mask", "case", "test"]
+    let drawn = |text: &str| -> String {
+        unicode_security::skeleton(text)
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let name_drawn = drawn(name.trim_end_matches(['.', ' ']));
+    if READ_ENDINGS
+        .iter()
+        .any(|ending| !lower.ends_with(ending) && name_drawn.ends_with(&drawn(ending)))
+    {
+        return Some(LOOKALIKE);
+    }
+    if READ_ENDINGS.iter().any(|ending| {
+        [".", "~", "#", "-", "_"]
             .iter()
-            .any(|word| lower.contains(word))
+            .any(|after| lower.contains(&format!("{ending}{after}")))
+    }) {
+        return Some(COPY);
+    }
+    let config = [".toml", ".tml", ".yaml", ".yml", ".json"]
+        .iter()
+        .any(|extension| lower.ends_with(extension));
+    let speaks = ["mask", "case"].iter().any(|word| lower.contains(word))
+        || (lower.ends_with(".toml") && lower.contains("test"));
+    let meant = config
+        && speaks
         && !crate::engine::is_mask_file(name)
         && !crate::engine::is_case_file(name);
-    meant.then_some(STRAY_TOML)
+    meant.then_some(STRAY_CONFIG)
 }
 
 /// Why `mask.toml` or `x.case.toml` is refused.
-const STRAY_TOML: &str = "a TOML file named like mask rules or test cases, but neither: name mask rule files `masks.toml` or `*.masks.toml` and case files `*.cases.toml`, or keep the file out of the policy directory";
+const STRAY_CONFIG: &str = "a configuration file named like mask rules or test cases, but neither: name mask rule files `masks.toml` or `*.masks.toml` and case files `*.cases.toml`, or keep the file out of the policy directory";
+
+/// Why `masks.toml.txt` or `guard.cedar~` is refused.
+const COPY: &str = "the name of a policy, mask rule or case file with more after it (a copy or a backup?), which is not read: keep it out of the policy directory";
 
 /// The characters that change the direction text is shown in.
 fn is_bidi_control(c: char) -> bool {
@@ -393,15 +451,30 @@ mod tests {
             "cases.toml",
             "x.case.toml",
             "x.tests.toml",
+            // Found in attack round 35c:
+            "masks.tomI",
+            "rnasks.toml",
+            "masks.t0ml",
+            "quickstart.cases.tomI",
+            "masks.tml",
+            "masks.yaml",
+            ".mask.toml",
+            "masks.toml.txt",
+            "masks.toml~",
+            "guard.cedar.bak",
         ] {
             assert!(near_miss(name, &cedar).is_some(), "{name:?}");
         }
         for name in [
             "masks.toml",
             "db.cases.toml",
+            "x.rego",
             "notes.toml",
             ".taplo.toml",
             "README.md",
+            "schema.cedarschema",
+            "tasks.toml",
+            "package.json",
         ] {
             assert!(near_miss(name, &cedar).is_none(), "{name:?}");
         }

@@ -1468,7 +1468,7 @@ fn rules_for_targets_not_configured_are_named() {
 /// Found in attack: a direction change inside a string made a reviewer see
 /// it closed, with a comment after it (Trojan Source).
 #[test]
-fn direction_changes_in_rule_files_are_refused() {
+fn hidden_characters_in_rule_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("guard.cedar"),
@@ -1480,7 +1480,27 @@ fn direction_changes_in_rule_files_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("guard.cedar:3:") && err.contains("changes the direction"),
+        err.contains("guard.cedar:3:") && err.contains("U+202E"),
         "{err}"
     );
+    // Found in attack round 35c: breaks that draw a comment's rest on a
+    // line of its own, zero-width characters in a pattern, escapes.
+    for hidden in [
+        '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}', '\u{200b}', '\u{ad}', '\u{2060}',
+        '\u{feff}', '\u{7f}', '\u{1b}',
+    ] {
+        std::fs::write(
+            dir.path().join("guard.cedar"),
+            format!("// legacy{hidden}forbid (principal, action, resource);\npermit (principal, action, resource);\n"),
+        )
+        .unwrap();
+        let err = Policies::load_dir(dir.path(), Engine::Cedar)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("guard.cedar:1:10:")
+                && err.contains(&format!("U+{:04X}", u32::from(hidden))),
+            "{hidden:?}: {err}"
+        );
+    }
 }
