@@ -107,17 +107,19 @@ async fn write_state(
     }
 }
 
-/// Records `version` as the one enforced, so that the next start compares
-/// its own with it. Statistics only: a failure is logged, never fatal.
-async fn record_enforced(state: Option<&SharedState>, version: &str) {
+/// Records `version`, read as `load` reads, as the one enforced, so that
+/// the next start compares its own with it. Statistics only: a failure is
+/// logged, never fatal.
+async fn record_enforced(state: Option<&SharedState>, version: &str, load: &PolicyLoad) {
     let Some(state) = state.cloned() else {
         return;
     };
     let version = version.to_string();
+    let read_as = load.read_as();
     write_state(
         state,
         "the enforced policy version not saved",
-        move |store| store.set_enforced_policy(&version),
+        move |store| store.set_enforced_policy(&version, &read_as),
     )
     .await;
 }
@@ -718,6 +720,12 @@ struct PolicyLoad {
 }
 
 impl PolicyLoad {
+    /// What a version is read from and with: a Git version is a commit id,
+    /// which says nothing of the directory in it or the engine that read it.
+    fn read_as(&self) -> String {
+        format!("{}, {} engine", self.source, self.engine.extension())
+    }
+
     /// Reads and validates the version the source holds; with
     /// `require_cases`, refuses it unless its test cases all pass. Logs what
     /// of it names targets not configured.
@@ -860,7 +868,7 @@ async fn reload_policies(
                         tracing::error!(%version, error = %e, "new policy version enforced, but not audited")
                     }
                 }
-                record_enforced(state.as_ref(), &version).await;
+                record_enforced(state.as_ref(), &version, &load).await;
                 None
             }
             Polled::Invalid(version, e) => {
@@ -1022,7 +1030,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     };
     // The version enforced before this start: a restart onto an older
     // commit is a step back like one made while running.
-    let previous = match state.as_ref().map(|state| state.lock()) {
+    let (previous, previous_read_as) = match state.as_ref().map(|state| state.lock()) {
         Some(Ok(store)) => store.enforced_policy().unwrap_or_else(|e| {
             warn!(error = %e, "the policy version enforced before this start is unknown");
             None
@@ -1031,7 +1039,17 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     }
     .unwrap_or_default();
     let version = gate.policy_version();
+    // Read from another source, another directory of it or with another
+    // engine: the two versions say nothing of each other.
+    let moved = !previous_read_as.is_empty() && previous_read_as != load.read_as();
+    if moved {
+        warn!(
+            before = %previous_read_as, now = %load.read_as(),
+            "the policies are not read as they were before this start: what was enforced then and now cannot be compared"
+        );
+    }
     let history = match source {
+        _ if moved => Some(History::Unknown),
         // A Git version whose predecessor is not recorded (state.db new or
         // removed), is not a commit (the source was a directory), or is
         // gone: nothing says it is no step back.
@@ -1050,7 +1068,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     gate.policy_started(&previous, history)
         .await
         .context("cannot write the policy version to the audit log")?;
-    record_enforced(state.as_ref(), &version).await;
+    record_enforced(state.as_ref(), &version, &load).await;
 
     let dev = dev_issuer(&config)?;
     if let Some(dev) = &dev {

@@ -62,7 +62,8 @@ impl StateStore {
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS policy_enforced (
                      id INTEGER PRIMARY KEY CHECK (id = 1),
-                     version TEXT NOT NULL
+                     version TEXT NOT NULL,
+                     source TEXT NOT NULL
                  );",
             )
             .map_err(error)?;
@@ -104,25 +105,27 @@ impl StateStore {
         tx.commit().map_err(error)
     }
 
-    /// The policy version last enforced, if one was recorded.
-    pub fn enforced_policy(&self) -> Result<Option<String>, StoreError> {
+    /// The policy version last enforced and the source it was read from
+    /// (as the gateway describes it), if recorded.
+    pub fn enforced_policy(&self) -> Result<Option<(String, String)>, StoreError> {
         self.conn
             .query_row(
-                "SELECT version FROM policy_enforced WHERE id = 1",
+                "SELECT version, source FROM policy_enforced WHERE id = 1",
                 [],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(|e| self.error(e))
     }
 
-    /// Records `version` as the policy version enforced now.
-    pub fn set_enforced_policy(&mut self, version: &str) -> Result<(), StoreError> {
+    /// Records `version`, read from `source`, as the policy version
+    /// enforced now.
+    pub fn set_enforced_policy(&mut self, version: &str, source: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO policy_enforced (id, version) VALUES (1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET version = excluded.version",
-                params![version],
+                "INSERT INTO policy_enforced (id, version, source) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, source = excluded.source",
+                params![version, source],
             )
             .map(drop)
             .map_err(|e| self.error(e))
@@ -217,11 +220,14 @@ mod tests {
         let path = dir.path().join("state.db");
         let mut store = StateStore::open(&path).unwrap();
         assert_eq!(store.enforced_policy().unwrap(), None);
-        store.set_enforced_policy("v1").unwrap();
-        store.set_enforced_policy("v2").unwrap();
+        store.set_enforced_policy("v1", "s1").unwrap();
+        store.set_enforced_policy("v2", "s2").unwrap();
         drop(store);
         let store = StateStore::open(&path).unwrap();
-        assert_eq!(store.enforced_policy().unwrap().as_deref(), Some("v2"));
+        assert_eq!(
+            store.enforced_policy().unwrap(),
+            Some(("v2".to_string(), "s2".to_string()))
+        );
     }
 
     #[test]
@@ -239,8 +245,11 @@ mod tests {
         drop(conn);
         let mut store = StateStore::open(&path).unwrap();
         assert_eq!(store.hits_since("a", "2000-01-01").unwrap().hits, 2);
-        store.set_enforced_policy("v1").unwrap();
-        assert_eq!(store.enforced_policy().unwrap().as_deref(), Some("v1"));
+        store.set_enforced_policy("v1", "s1").unwrap();
+        assert_eq!(
+            store.enforced_policy().unwrap(),
+            Some(("v1".to_string(), "s1".to_string()))
+        );
     }
 
     #[test]

@@ -337,12 +337,20 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
     // and said so rather than shown as a first start.
     std::fs::remove_file(portcullis_app::state_path(&gw.config.gateway.data_dir)).unwrap();
     let gw = gw.restart().await;
+    // Read another way (another ref, directory or engine; found in attack),
+    // the same commit id says nothing of what was enforced before.
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let moved = text.replace("ref = \"main\"", "ref = \"refs/heads/main\"");
+    assert_ne!(text, moved);
+    std::fs::write(&gw.config_path, moved).unwrap();
+    let gw = gw.restart().await;
     assert_eq!(
         policy_loads(&gw)[4..],
         [
             loaded(&first, &fixed, "forward", true),
             loaded(&fixed, &second, "back", true),
             loaded("", &second, "unknown", true),
+            loaded(&second, &second, "unknown", true),
         ]
     );
 
