@@ -439,6 +439,18 @@ impl Gateway {
         panic!("timed out waiting for {what}: {}", self.status().await);
     }
 
+    /// Waits until a newer policy version is refused for a reason that
+    /// holds `why`, and checks that `enforced` stays enforced.
+    pub async fn wait_for_refusal(&self, why: &str, enforced: &str) -> serde_json::Value {
+        let status = self
+            .wait_for(&format!("a refusal for `{why}`"), |s| {
+                s["policy_error"].as_str().is_some_and(|e| e.contains(why))
+            })
+            .await;
+        assert_eq!(status["policy_version"], enforced, "{status}");
+        status
+    }
+
     /// Stops the gateway and starts it again on the same configuration file
     /// (with the admin listener's address, if pinned) and data directory.
     pub async fn restart(mut self) -> Gateway {
