@@ -41,9 +41,16 @@ struct AdminState {
     source_version: SourceVersion,
     /// The configured targets' names, which the policies are held against.
     targets: Arc<[String]>,
+    /// How the policies are read (source, ref, directory, engine).
+    read_as: Arc<str>,
 }
 
-pub fn router(gate: Gate, source_version: SourceVersion, targets: Arc<[String]>) -> Router {
+pub fn router(
+    gate: Gate,
+    source_version: SourceVersion,
+    targets: Arc<[String]>,
+    read_as: String,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -53,6 +60,7 @@ pub fn router(gate: Gate, source_version: SourceVersion, targets: Arc<[String]>)
             gate,
             source_version,
             targets,
+            read_as: read_as.into(),
         })
 }
 
@@ -151,6 +159,8 @@ async fn status(State(state): State<AdminState>) -> impl IntoResponse {
     let drift = source_version.as_deref() != Some(enforced.as_str());
     Json(json!({
         "policy_version": enforced,
+        // A Git version is a commit id: this says which rules of it.
+        "policy_source": &*state.read_as,
         "policy_error": gate.policy_error(),
         // Rules of the enforced version for targets this gateway does not
         // have: a typo in a target's name masks or forbids nothing.

@@ -607,6 +607,12 @@ pub fn policy_mirror_path(data_dir: &Path, url: &str) -> PathBuf {
 }
 
 /// The policy engine a config names.
+/// How policies are read, as the status API shows it and `policy drift`
+/// compares it: the source (its ref and directory) and the engine.
+pub(crate) fn read_as(source: &PolicySource, engine: Engine) -> String {
+    format!("{source}, {} engine", engine.extension())
+}
+
 pub fn policy_engine(config: &Config) -> Engine {
     match config.policy.engine {
         PolicyEngineKind::Cedar => Engine::Cedar,
@@ -723,7 +729,7 @@ impl PolicyLoad {
     /// What a version is read from and with: a Git version is a commit id,
     /// which says nothing of the directory in it or the engine that read it.
     fn read_as(&self) -> String {
-        format!("{}, {} engine", self.source, self.engine.extension())
+        read_as(&self.source, self.engine)
     }
 
     /// Reads and validates the version the source holds; with
@@ -1229,6 +1235,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             gate.clone(),
             source_version.clone(),
             config.targets.iter().map(|t| t.name.clone()).collect(),
+            load.read_as(),
         )
         .merge(portcullis_web::router(web));
         tasks.push(tokio::spawn(async move {

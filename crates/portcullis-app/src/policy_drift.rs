@@ -25,11 +25,15 @@ pub struct DriftReport {
     pub source: String,
     /// The source's version.
     pub source_version: String,
+    /// How the gateway reads its policies, and how this config reads them,
+    /// when the two differ: one commit id then names other rules (another
+    /// ref, directory or engine).
+    pub read_otherwise: Option<(String, String)>,
 }
 
 impl DriftReport {
     pub fn in_sync(&self) -> bool {
-        self.enforced == self.source_version
+        self.enforced == self.source_version && self.read_otherwise.is_none()
     }
 
     /// 0 in sync, 1 on drift. (2, when there is no answer, is the caller's.)
@@ -49,7 +53,12 @@ impl DriftReport {
         if self.in_sync() {
             out.push_str("in sync\n");
         } else {
-            out.push_str("drift: the gateway does not enforce the source's version\n");
+            match &self.read_otherwise {
+                Some((gateway, here)) => out.push_str(&format!(
+                    "drift: the gateway reads {gateway}; this config reads {here}\n"
+                )),
+                None => out.push_str("drift: the gateway does not enforce the source's version\n"),
+            }
             if let Some(error) = &self.gateway_error {
                 out.push_str(&format!("the gateway says why: {error}\n"));
             }
@@ -121,12 +130,21 @@ pub async fn policy_drift(config: &Config, reference: Option<&str>) -> Result<Dr
         .get("policy_error")
         .and_then(|v| v.as_str())
         .map(str::to_string);
+    // With `--ref`, the ref differs on purpose.
+    let here = crate::read_as(&source, crate::policy_engine(config));
+    let read_otherwise = match status.get("policy_source").and_then(|v| v.as_str()) {
+        Some(gateway) if reference.is_none() && gateway != here => {
+            Some((gateway.to_string(), here))
+        }
+        _ => None,
+    };
     Ok(DriftReport {
         gateway,
         enforced,
         gateway_error,
         source: source.to_string(),
         source_version,
+        read_otherwise,
     })
 }
 
@@ -227,9 +245,21 @@ mod tests {
             gateway_error: None,
             source: "git repository `/srv/policies` at `main`".into(),
             source_version: "a".repeat(40),
+            read_otherwise: None,
         };
         assert_eq!(report.exit_code(), 0);
         assert!(report.render().ends_with("in sync\n"));
+        // One commit, read another way (found in attack): drift.
+        report.read_otherwise = Some(("`a`, directory `x`".into(), "`a`, directory `y`".into()));
+        assert_eq!(report.exit_code(), 1);
+        assert!(
+            report.render().contains(
+                "the gateway reads `a`, directory `x`; this config reads `a`, directory `y`"
+            ),
+            "{}",
+            report.render()
+        );
+        report.read_otherwise = None;
         report.source_version = "b".repeat(40);
         report.gateway_error = Some("bad.cedar:1:1: oops".into());
         assert_eq!(report.exit_code(), 1);

@@ -353,6 +353,28 @@ async fn gateway_follows_a_git_branch_keeps_the_last_good_commit_and_reports_dri
             loaded(&second, &second, "unknown", true),
         ]
     );
+    assert_in_sync(&gw, &second);
+    // The reviewed config reads the same commit another way: drift, though
+    // the commit ids are the same.
+    let other = gw.config_path.with_file_name("reviewed.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&gw.config_path)
+            .unwrap()
+            .replace("ref = \"refs/heads/main\"", "ref = \"main\""),
+    )
+    .unwrap();
+    let drift = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "drift", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let out = stdout(&drift);
+    assert_eq!(drift.status.code(), Some(1), "{out}{}", stderr(&drift));
+    assert!(
+        out.contains("drift: the gateway reads") && out.contains("this config reads"),
+        "{out}"
+    );
 
     // No gateway, no answer: exit 2 with a message that says so.
     let config_path = gw.config_path.clone();
