@@ -609,7 +609,24 @@ pub fn policy_mirror_path(data_dir: &Path, url: &str) -> PathBuf {
 /// The policy engine a config names.
 /// How policies are read, as the status API shows it and `policy drift`
 /// compares it: the source (its ref and directory) and the engine.
+/// Paths are shown canonical: a config given by a relative path names
+/// the same directory from anywhere.
 pub(crate) fn read_as(source: &PolicySource, engine: Engine) -> String {
+    let canonical =
+        |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let source = match source {
+        PolicySource::Directory(dir) => PolicySource::Directory(canonical(dir)),
+        PolicySource::Git {
+            repo,
+            reference,
+            subdir,
+        } => PolicySource::Git {
+            repo: canonical(repo),
+            reference: reference.clone(),
+            subdir: subdir.clone(),
+        },
+        remote @ PolicySource::Remote { .. } => remote.clone(),
+    };
     format!("{source}, {} engine", engine.extension())
 }
 
@@ -1287,6 +1304,27 @@ fn mask_key(data_dir: &Path) -> anyhow::Result<portcullis_mask::HashKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config named by a relative path, or from another directory, reads
+    /// the policies the same way: no false drift, no restart taken for a
+    /// move.
+    #[test]
+    fn how_policies_are_read_names_directories_canonically() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        let read = |path: PathBuf| read_as(&PolicySource::Directory(path), Engine::Cedar);
+        assert_eq!(
+            read(dir.path().join("policies")),
+            read(dir.path().join("policies/../policies/."))
+        );
+        assert_ne!(
+            read(dir.path().join("policies")),
+            read_as(
+                &PolicySource::Directory(dir.path().join("policies")),
+                Engine::Rego
+            )
+        );
+    }
 
     /// Found in attack: a remote that accepted the connection and never
     /// answered held the gateway's start (and `policy drift`) for ever.
