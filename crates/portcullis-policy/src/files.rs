@@ -125,8 +125,8 @@ const READ_ENDINGS: [&str; 4] = [".cedar", ".rego", "masks.toml", ".cases.toml"]
 ///   of [`READ_ENDINGS`] with ASCII look-alikes (`masks.tomI`,
 ///   `rnasks.toml`, `masks.t0ml`) without being it;
 /// - it is the name of such a file with something after it
-///   (`masks.toml.txt`, `guard.cedar~`, `guard.cedar.bak`): a copy whoever
-///   made it may think read;
+///   (`masks.toml.txt`, `guard.cedar~`, `guard.cedar.bak`), not hidden: a
+///   copy whoever made it may think read;
 /// - it is a configuration file whose name speaks of masks or cases
 ///   (`mask.toml`, `x.case.toml`, `masks.yaml`, `x.tests.toml`), which
 ///   whoever wrote it meant to be read.
@@ -147,11 +147,15 @@ pub(crate) fn near_miss(name: &str, wanted: &dyn Fn(&str) -> bool) -> Option<&'s
     {
         return Some(LOOKALIKE);
     }
-    if READ_ENDINGS.iter().any(|ending| {
-        [".", "~", "#", "-", "_"]
-            .iter()
-            .any(|after| lower.contains(&format!("{ending}{after}")))
-    }) {
+    // Hidden ones are an editor's (vim's `.guard.cedar.swp`), not copies
+    // a person would take for read.
+    if !name.starts_with('.')
+        && READ_ENDINGS.iter().any(|ending| {
+            [".", "~", "#", "-", "_"]
+                .iter()
+                .any(|after| lower.contains(&format!("{ending}{after}")))
+        })
+    {
         return Some(COPY);
     }
     let config = [".toml", ".tml", ".yaml", ".yml", ".json"]
@@ -475,6 +479,7 @@ mod tests {
             "schema.cedarschema",
             "tasks.toml",
             "package.json",
+            ".guard.cedar.swp",
         ] {
             assert!(near_miss(name, &cedar).is_none(), "{name:?}");
         }
