@@ -516,21 +516,32 @@ impl TreeWalk<'_> {
             };
             let file_path = join(path, name);
             let hidden = name.starts_with('.');
+            let wanted = (self.wanted)(name);
+            // Every entry but a plain file or a directory, before anything
+            // is left out: a checkout reads what it stands for.
             match entry.kind() {
                 // Its files are in another repository, which a checkout
                 // (`git submodule update`) shows and the commit does not
                 // hold: left out, its rules would silently not apply.
-                gix::object::tree::EntryKind::Commit if !hidden => {
+                gix::object::tree::EntryKind::Commit if !hidden || wanted => {
                     return Err(read_error(
                         &file_path,
                         "a submodule: policy files in git must be committed in the policy repository itself".to_string(),
+                    ))
+                }
+                // By a rule file's name: skipping it could silently drop a
+                // `forbid`; following it could read outside the commit.
+                gix::object::tree::EntryKind::Link if wanted => {
+                    return Err(read_error(
+                        &file_path,
+                        "a symbolic link: policy files in git must be regular files".to_string(),
                     ))
                 }
                 // A checkout follows a link to a directory, and a directory
                 // source reads it; left out here, what CI tested on a
                 // checkout and what is enforced would differ.
                 gix::object::tree::EntryKind::Link
-                    if !hidden && !(self.wanted)(name) && !self.leads_to_a_file(&entry, inner)? =>
+                    if !hidden && !self.leads_to_a_file(&entry, inner)? =>
                 {
                     return Err(read_error(
                         &file_path,
@@ -556,31 +567,11 @@ impl TreeWalk<'_> {
                 self.tree(&subtree, &file_path, &join(inner, name), depth + 1, files)?;
                 continue;
             }
-            if !(self.wanted)(name) {
+            if !wanted {
                 if let Some(why) = crate::files::near_miss(name, self.wanted) {
                     return Err(read_error(&file_path, why.to_string()));
                 }
                 continue;
-            }
-            match entry.kind() {
-                gix::object::tree::EntryKind::Blob
-                | gix::object::tree::EntryKind::BlobExecutable => {}
-                // A submodule by a policy file's name: skipped, the rules it
-                // stood for would silently stop applying.
-                gix::object::tree::EntryKind::Tree | gix::object::tree::EntryKind::Commit => {
-                    return Err(read_error(
-                        &file_path,
-                        "not a regular file (a submodule): policy files in git must be regular files".to_string(),
-                    ))
-                }
-                // Skipping it could silently drop a `forbid`; following it
-                // could read outside the commit. Neither is safe.
-                gix::object::tree::EntryKind::Link => {
-                    return Err(read_error(
-                        &file_path,
-                        "a symbolic link: policy files in git must be regular files".to_string(),
-                    ))
-                }
             }
             let size = self
                 .repository
