@@ -118,7 +118,7 @@ fn is_hidden(c: char) -> bool {
 
 /// The endings of the files a policy directory is read for: rule files
 /// (of either engine), mask rules, test cases.
-const READ_ENDINGS: [&str; 4] = [".cedar", ".rego", "masks.toml", ".cases.toml"];
+const READ_ENDINGS: [&str; 4] = [".cedar", ".rego", MASK_FILE, CASE_FILE_SUFFIX];
 
 /// Why `name`, which `wanted` refuses, is refused rather than left out:
 /// - it looks like a wanted name ([`looks_wanted`]), or is drawn like one
@@ -246,17 +246,19 @@ impl Walk<'_> {
                 })?;
             let is_link = entry.file_type().is_symlink();
             let hidden = name.as_encoded_bytes().first() == Some(&b'.');
-            let is_dir = match (is_link, std::fs::metadata(&path)) {
-                (false, _) => entry.is_dir(),
-                (true, Ok(target)) => target.is_dir(),
+            // A link's target is looked at; a plain entry is what it is.
+            let target = is_link.then(|| std::fs::metadata(&path));
+            let is_dir = match target {
+                None => entry.is_dir(),
+                Some(Ok(target)) => target.is_dir(),
                 // A hidden one is left out as a hidden directory is, unless
                 // a file by its name would be read.
-                (true, Err(_)) if hidden && !looks_wanted(&name.to_string_lossy(), self.wanted) => {
+                Some(Err(_)) if hidden && !looks_wanted(&name.to_string_lossy(), self.wanted) => {
                     continue
                 }
                 // Whatever its name, it may have stood for a directory of
                 // rules (a renamed or unmounted one).
-                (true, Err(_)) => return Err(file_error(NOWHERE)),
+                Some(Err(_)) => return Err(file_error(NOWHERE)),
             };
             if is_dir && hidden {
                 continue;
