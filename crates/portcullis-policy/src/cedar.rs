@@ -357,12 +357,20 @@ impl SourceFile {
     }
 }
 
+/// The files under `dir` whose names end in `.<extension>`, unread.
+pub(crate) fn list_rule_files(
+    dir: &Path,
+    extension: &str,
+) -> Result<Vec<crate::files::Found>, PolicyError> {
+    crate::files::list(dir, &|name: &str| {
+        Path::new(name).extension().is_some_and(|e| e == extension)
+    })
+}
+
 /// Every `*.<extension>` file under `dir` (see [`crate::files`]), sorted by
 /// its path inside `dir`.
 pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, PolicyError> {
-    let found = crate::files::list(dir, &|name: &str| {
-        Path::new(name).extension().is_some_and(|e| e == extension)
-    })?;
+    let found = list_rule_files(dir, extension)?;
     if found.is_empty() {
         return Err(PolicyError::Empty {
             dir: dir.to_path_buf(),

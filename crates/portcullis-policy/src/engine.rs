@@ -138,23 +138,9 @@ impl Policies {
     /// then be the files the gateway does not read. For tools that run
     /// without a config (`policy validate`, `policy test`).
     pub fn load_dir_detected(dir: &Path, engine: Option<Engine>) -> Result<Policies, PolicyError> {
-        // A listing that fails is an error, not "none": taken for none, a
-        // file that stops the listing would pick the other engine.
-        let has = |extension| match read_dir(dir, extension) {
-            Ok(files) => Ok(!files.is_empty()),
-            Err(PolicyError::Empty { .. }) => Ok(false),
-            Err(e) => Err(e),
-        };
-        let engine = match (engine, has("cedar")?, has("rego")?) {
-            (Some(engine), _, _) => engine,
-            (None, true, true) => {
-                return Err(PolicyError::Invalid {
-                    location: dir.display().to_string(),
-                    message: "holds both `*.cedar` and `*.rego` files: say which the gateway reads with `--engine cedar` or `--engine rego` (its `[policy] engine`)".into(),
-                })
-            }
-            (None, false, true) => Engine::Rego,
-            (None, _, false) => Engine::Cedar,
+        let engine = match engine {
+            Some(engine) => engine,
+            None => detect_engine(dir)?,
         };
         Policies::load_dir(dir, engine)
     }
@@ -359,6 +345,24 @@ impl Policies {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The engine `dir`'s rule files are written for, by their names; refused
+/// when it holds both kinds. A listing that fails is an error, not "none":
+/// taken for none, a file that stops the listing would pick the other
+/// engine.
+fn detect_engine(dir: &Path) -> Result<Engine, PolicyError> {
+    let has = |engine: Engine| -> Result<bool, PolicyError> {
+        Ok(!crate::cedar::list_rule_files(dir, engine.extension())?.is_empty())
+    };
+    match (has(Engine::Cedar)?, has(Engine::Rego)?) {
+        (true, true) => Err(PolicyError::Invalid {
+            location: dir.display().to_string(),
+            message: "holds both `*.cedar` and `*.rego` files: say which the gateway reads with `--engine cedar` or `--engine rego` (its `[policy] engine`)".into(),
+        }),
+        (false, true) => Ok(Engine::Rego),
+        (_, false) => Ok(Engine::Cedar),
     }
 }
 
