@@ -24,8 +24,8 @@ pub mod tls;
 use anyhow::{bail, Context, Result};
 use portcullis_audit::{AuditLog, AuditOptions};
 use portcullis_config::{
-    CleartextPassword, Config, GitRepo, PolicyEngineKind, PolicySourceConfig, TargetKindConfig,
-    TargetTls,
+    CleartextPassword, Config, GitRepo, PolicyEngineKind, PolicySourceConfig, TargetConfig,
+    TargetKindConfig, TargetTls,
 };
 use portcullis_core::{Target, TargetKind};
 use portcullis_gate::Gate;
@@ -472,11 +472,7 @@ fn targets(config: &Config, file: &Path) -> Result<HashMap<String, Arc<PgTarget>
             }
         };
         let pg_target = PgTarget {
-            target: Target {
-                name: target.name.clone(),
-                kind: TargetKind::Postgres,
-                labels: target.labels.clone(),
-            },
+            target: policy_target(target),
             addr: TargetAddr {
                 host: target.host.clone(),
                 port: target.port,
@@ -538,11 +534,7 @@ fn ssh_targets(
         targets.insert(
             target.name.clone(),
             Arc::new(portcullis_ssh::SshTarget {
-                target: Target {
-                    name: target.name.clone(),
-                    kind: TargetKind::Ssh,
-                    labels: target.labels.clone(),
-                },
+                target: policy_target(target),
                 host: target.host.clone(),
                 port: target.port,
                 user: target.user.clone(),
@@ -607,6 +599,18 @@ pub fn policy_mirror_path(data_dir: &Path, url: &str) -> PathBuf {
 }
 
 /// The policy engine a config names.
+/// A configured target as policies see it.
+fn policy_target(target: &TargetConfig) -> Target {
+    Target {
+        name: target.name.clone(),
+        kind: match target.kind {
+            TargetKindConfig::Postgres => TargetKind::Postgres,
+            TargetKindConfig::Ssh => TargetKind::Ssh,
+        },
+        labels: target.labels.clone(),
+    }
+}
+
 /// How policies are read, as the status API shows it and `policy drift`
 /// compares it: the source (its ref and directory) and the engine.
 /// Paths are shown canonical: a config given by a relative path names
@@ -958,18 +962,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
         source: source.clone(),
         engine: policy_engine(&config),
         require_cases: config.policy.require_cases,
-        targets: config
-            .targets
-            .iter()
-            .map(|t| Target {
-                name: t.name.clone(),
-                kind: match t.kind {
-                    TargetKindConfig::Postgres => TargetKind::Postgres,
-                    TargetKindConfig::Ssh => TargetKind::Ssh,
-                },
-                labels: t.labels.clone(),
-            })
-            .collect(),
+        targets: config.targets.iter().map(policy_target).collect(),
     };
     let loading = {
         let load = load.clone();
@@ -1064,10 +1057,11 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
     let version = gate.policy_version();
     // Read from another source, another directory of it or with another
     // engine: the two versions say nothing of each other.
-    let moved = !previous_read_as.is_empty() && previous_read_as != load.read_as();
+    let read_as = load.read_as();
+    let moved = !previous_read_as.is_empty() && previous_read_as != read_as;
     if moved {
         warn!(
-            before = %previous_read_as, now = %load.read_as(),
+            before = %previous_read_as, now = %read_as,
             "the policies are not read as they were before this start: what was enforced then and now cannot be compared"
         );
     }
@@ -1252,7 +1246,7 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             gate.clone(),
             source_version.clone(),
             config.targets.iter().map(|t| t.name.clone()).collect(),
-            load.read_as(),
+            read_as.clone(),
         )
         .merge(portcullis_web::router(web));
         tasks.push(tokio::spawn(async move {
