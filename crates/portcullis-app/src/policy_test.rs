@@ -338,13 +338,18 @@ pub fn run(dir: &Path, engine: Option<Engine>) -> Result<TestRun, PolicyTestErro
         });
     }
     let cases = parse_cases(&policies).map_err(PolicyTestError::CaseFiles)?;
-    if cases.iter().all(|(_, cases)| cases.is_empty()) {
+    if holds_no_case(&cases) {
         return Err(PolicyTestError::NoCases {
             dir: dir.to_path_buf(),
             files: case_file_names(&policies),
         });
     }
     Ok(run_cases(&policies, cases))
+}
+
+/// Whether case files, parsed, hold no case at all.
+fn holds_no_case(cases: &[(String, Vec<Case>)]) -> bool {
+    cases.iter().all(|(_, cases)| cases.is_empty())
 }
 
 /// The case files read with `policies`, by their path inside the directory.
@@ -413,7 +418,7 @@ pub fn check_cases(policies: &Policies, targets: &[Target]) -> Result<(), Policy
         PolicyError::from_problems(problems)
             .unwrap_or_else(|| invalid("policies".into(), "a case file cannot be read".into()))
     })?;
-    if cases.iter().all(|(_, cases)| cases.is_empty()) {
+    if holds_no_case(&cases) {
         return Err(invalid(
             "policies".into(),
             format!(
@@ -455,7 +460,7 @@ pub fn check_cases(policies: &Policies, targets: &[Target]) -> Result<(), Policy
     if let Some(error) = PolicyError::from_problems(unlike) {
         return Err(error);
     }
-    if cases.iter().all(|(_, cases)| cases.is_empty()) {
+    if holds_no_case(&cases) {
         return Err(invalid(
             "policies".into(),
             "no case is for a target of this gateway, and `[policy] require_cases` is on".into(),
