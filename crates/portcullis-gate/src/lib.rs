@@ -366,14 +366,25 @@ impl Gate {
         previous: &str,
         history: Option<portcullis_policy::History>,
     ) -> Result<(), GateError> {
-        let version = self.policy_version();
+        self.audit_loaded(previous, &self.policy_version(), history, true)
+            .await
+    }
+
+    /// The `policy.loaded` entry of `version`, enforced after `previous`.
+    async fn audit_loaded(
+        &self,
+        previous: &str,
+        version: &str,
+        history: Option<portcullis_policy::History>,
+        start: bool,
+    ) -> Result<(), GateError> {
         self.inner
             .audit
             .append(&AuditEvent::PolicyLoaded {
                 previous,
-                version: &version,
+                version,
                 history: history.map(portcullis_policy::History::as_str),
-                start: true,
+                start,
             })
             .await?;
         Ok(())
@@ -406,16 +417,7 @@ impl Gate {
         self.inner
             .generation
             .send_modify(|generation| *generation += 1);
-        self.inner
-            .audit
-            .append(&AuditEvent::PolicyLoaded {
-                previous: &previous,
-                version: &version,
-                history: history.map(portcullis_policy::History::as_str),
-                start: false,
-            })
-            .await?;
-        Ok(())
+        self.audit_loaded(&previous, &version, history, false).await
     }
 
     /// Records in the audit log that `version` was refused for `error` (the
