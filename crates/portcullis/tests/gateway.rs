@@ -545,13 +545,8 @@ async fn a_policy_directory_is_watched_not_only_polled() {
     )
     .unwrap();
     let second = gw
-        .wait_for("the watched change", |s| {
-            s["policy_version"] != first.as_str()
-        })
-        .await["policy_version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .wait_for_version_after("the watched change", &first)
+        .await;
     // A team's directory moved in (as a checkout does), with a forbid in it:
     // seen, and enforced.
     let alice = gw.token("alice@example.com", &["eng"]);
@@ -568,13 +563,8 @@ async fn a_policy_directory_is_watched_not_only_polled() {
     std::fs::write(staged.join("payments/closed.cedar"), forbid("orders")).unwrap();
     std::fs::rename(&staged, policies.join("teams")).unwrap();
     let third = gw
-        .wait_for("the change in a sub-directory", |s| {
-            s["policy_version"] != second.as_str()
-        })
-        .await["policy_version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .wait_for_version_after("the change in a sub-directory", &second)
+        .await;
     let err = client
         .batch_execute("select count(*) from orders")
         .await
@@ -587,13 +577,8 @@ async fn a_policy_directory_is_watched_not_only_polled() {
     )
     .unwrap();
     let fourth = gw
-        .wait_for("the edit in a sub-directory", |s| {
-            s["policy_version"] != third.as_str()
-        })
-        .await["policy_version"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .wait_for_version_after("the edit in a sub-directory", &third)
+        .await;
     assert_eq!(scalar_i64(&client, "select count(*) from orders").await, 4);
     // The sub-directory moved away behind a link that now leads nowhere:
     // refused (its rules would be gone), and the refusal audited.

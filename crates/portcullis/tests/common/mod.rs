@@ -439,6 +439,15 @@ impl Gateway {
         panic!("timed out waiting for {what}: {}", self.status().await);
     }
 
+    /// Waits until a version other than `enforced` is enforced, and gives it.
+    pub async fn wait_for_version_after(&self, what: &str, enforced: &str) -> String {
+        self.wait_for(what, |s| s["policy_version"] != enforced)
+            .await["policy_version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Waits until a newer policy version is refused for a reason that
     /// holds `why`, and checks that `enforced` stays enforced.
     pub async fn wait_for_refusal(&self, why: &str, enforced: &str) -> serde_json::Value {
