@@ -800,26 +800,32 @@ impl CedarPolicies {
         }
     }
 
-    /// `(policy name, target)` for each policy whose resource scope names
-    /// one target (`resource == Target::"x"`), sorted.
-    pub fn scoped_targets(&self) -> Vec<(String, String)> {
-        let mut scoped: Vec<(String, String)> = self
+    /// `(policy name, target)` for each target a policy names, in its scope
+    /// or its conditions (`resource == Target::"x"`, `resource in
+    /// [Target::"x", ...]`, `context.target == Target::"x"`), sorted and
+    /// without repeats.
+    pub fn named_targets(&self) -> Vec<(String, String)> {
+        let mut named: Vec<(String, String)> = self
             .all
             .members
             .iter()
-            .filter_map(|member| match &member.scope.resource {
-                Match::Id(target) => Some((
-                    self.names
-                        .get(member.policy.id())
-                        .cloned()
-                        .unwrap_or_else(|| member.policy.id().to_string()),
-                    target.clone(),
-                )),
-                Match::Any | Match::InGroup(_) => None,
+            .flat_map(|member| {
+                let policy = self
+                    .names
+                    .get(member.policy.id())
+                    .cloned()
+                    .unwrap_or_else(|| member.policy.id().to_string());
+                member
+                    .policy
+                    .entity_literals()
+                    .into_iter()
+                    .filter(|uid| uid.type_name().to_string() == "Target")
+                    .map(move |uid| (policy.clone(), uid.id().unescaped().to_string()))
             })
             .collect();
-        scoped.sort();
-        scoped
+        named.sort();
+        named.dedup();
+        named
     }
 
     /// The names of every policy (their `@id`, or `file#n`), sorted.

@@ -277,8 +277,9 @@ impl Policies {
 
     /// What of this version names a target not in `configured`: a mask
     /// rule whose `targets` match none of them (its values would go out in
-    /// clear wherever it was meant to apply), a Cedar policy scoped to one
-    /// target that is not. One line each, for the log. Not refused: one
+    /// clear wherever it was meant to apply), a Cedar policy that names a
+    /// target that is not (in its scope or its conditions: misspelt, it
+    /// applies to nothing). One line each, for the log. Not refused: one
     /// policy repository may serve gateways with different targets.
     pub fn unconfigured_targets(&self, configured: &[String]) -> Vec<String> {
         let mut found: Vec<String> = self
@@ -297,11 +298,11 @@ impl Policies {
         if let Rules::Cedar(cedar) = &self.rules {
             found.extend(
                 cedar
-                    .scoped_targets()
+                    .named_targets()
                     .into_iter()
                     .filter(|(_, target)| !configured.contains(target))
                     .map(|(policy, target)| {
-                        format!("policy `{policy}` is for target `{target}`, which is not configured: it applies to nothing here")
+                        format!("policy `{policy}` names target `{target}`, which is not configured: nothing here is that target")
                     }),
             );
         }

@@ -1456,8 +1456,23 @@ fn rules_for_targets_not_configured_are_named() {
     assert!(
         found
             .iter()
-            .any(|line| line.contains("is for target `demo`, which is not configured")),
+            .any(|line| line.contains("names target `demo`, which is not configured")),
         "{found:#?}"
+    );
+    // Found in attack: a target named in a condition was not looked at.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"@id("in-condition")
+forbid (principal, action, resource) when { resource in [Target::"demo", Target::"dmeo"] };
+@id("in-scope")
+permit (principal, action, resource in Target::"demo-ssh");"#,
+    )
+    .unwrap();
+    let policies = Policies::load_dir(dir.path(), Engine::Cedar).unwrap();
+    assert_eq!(
+        policies.unconfigured_targets(&configured(&["demo", "demo-ssh"])),
+        ["policy `in-condition` names target `dmeo`, which is not configured: nothing here is that target"]
     );
     assert!(
         !found.iter().any(|line| line.contains("demo-ssh")),

@@ -58,7 +58,7 @@ async fn admin_listener_reports_health_readiness_and_policy_version() {
     assert!(status.contains("\"policy_version\":\"sha256:"), "{status}");
     // The quickstart's SSH rules name a target this gateway does not have.
     assert!(
-        status.contains("is for target `demo-ssh`, which is not configured"),
+        status.contains("names target `demo-ssh`, which is not configured"),
         "{status}"
     );
     let alice = gw.token("alice@example.com", &["eng"]);
