@@ -384,12 +384,13 @@ pub(crate) fn read_dir(dir: &Path, extension: &str) -> Result<Vec<SourceFile>, P
 pub(crate) fn read_found(found: Vec<crate::files::Found>) -> Result<Vec<SourceFile>, PolicyError> {
     found
         .into_iter()
-        .map(|crate::files::Found { path, name }| {
-            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::ReadFile {
-                file: path.clone(),
-                error: source,
-            })?;
-            Ok(SourceFile { path, name, text })
+        .map(|found| {
+            let text = crate::files::read(&found)?;
+            Ok(SourceFile {
+                path: found.path,
+                name: found.name,
+                text,
+            })
         })
         .collect()
 }

@@ -188,6 +188,8 @@ pub struct Found {
     pub path: PathBuf,
     /// Its path inside the directory, `/`-separated (`teams/eng.cedar`).
     pub name: String,
+    /// The directory's canonical path: what [`read`] opens must be inside.
+    root: PathBuf,
 }
 
 /// Every regular file under `dir` whose own name `wanted` accepts, sorted by
@@ -322,7 +324,11 @@ impl Walk<'_> {
                 Ok(meta) if meta.len() > MAX_FILE_BYTES => {
                     return Err(file_error(&too_large(meta.len())))
                 }
-                Ok(meta) if meta.is_file() => self.found.push(Found { path, name: inner }),
+                Ok(meta) if meta.is_file() => self.found.push(Found {
+                    path,
+                    name: inner,
+                    root: self.root.clone(),
+                }),
                 Ok(_) => return Err(file_error("not a regular file")),
                 Err(source) => {
                     return Err(PolicyError::ReadFile {
@@ -334,6 +340,53 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
+
+/// The text of a file [`list`] found. Listing and reading are two steps,
+/// and the directory may change between them, so what is opened is checked
+/// again: opened without waiting (a FIFO put in the file's place is refused,
+/// not waited on forever), a regular file, not over the size limit, the file
+/// its path inside the directory names (a link swapped in on the way, to any
+/// file the gateway may read, is refused), and read no further than the
+/// limit (a file that grows while it is read).
+pub(crate) fn read(found: &Found) -> Result<String, PolicyError> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let error = |error| PolicyError::ReadFile {
+        file: found.path.clone(),
+        error,
+    };
+    let refused = |message: &str| error(std::io::Error::other(message.to_string()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&found.path)
+        .map_err(error)?;
+    let opened = file.metadata().map_err(error)?;
+    if !opened.is_file() {
+        return Err(refused("not a regular file"));
+    }
+    if opened.len() > MAX_FILE_BYTES {
+        return Err(refused(&too_large(opened.len())));
+    }
+    let inside = std::fs::canonicalize(&found.path)
+        .ok()
+        .filter(|path| path.starts_with(&found.root))
+        .and_then(|path| std::fs::metadata(path).ok())
+        .is_some_and(|named| (named.dev(), named.ino()) == (opened.dev(), opened.ino()));
+    if !inside {
+        return Err(refused(
+            "changed while it was read (it now leads out of the policy directory, or to another file): read again on the next change",
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(error)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(refused(&too_large(text.len() as u64)));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -533,5 +586,33 @@ mod tests {
         std::os::unix::fs::symlink("gone.cedar", dir.path().join("b.cedar")).unwrap();
         let error = list(dir.path(), &cedar).unwrap_err().to_string();
         assert!(error.contains("b.cedar"), "{error}");
+    }
+
+    #[test]
+    fn what_is_read_is_checked_again_once_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.cedar");
+        write(&path);
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), "a secret").unwrap();
+        let found = || list(dir.path(), &cedar).unwrap().remove(0);
+        assert!(read(&found()).unwrap().starts_with("permit"));
+        // Each swapped in between the listing and the read (an attack round:
+        // a FIFO held the reload forever; a link read any file).
+        let listed = found();
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        assert!(made.unwrap().success());
+        let error = read(&listed).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &path).unwrap();
+        let error = read(&listed).unwrap_err().to_string();
+        assert!(error.contains("changed while it was read"), "{error}");
+        assert!(!error.contains("a secret"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, vec![b'/'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let error = read(&listed).unwrap_err().to_string();
+        assert!(error.contains("MiB"), "{error}");
     }
 }
