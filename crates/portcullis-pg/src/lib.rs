@@ -549,7 +549,6 @@ impl PgService {
             target: target.clone(),
             masking,
             cancels: registration.signal.clone(),
-            binds: std::collections::HashMap::new(),
             recorder: recorder.clone(),
             long_parses: self.long_parses(&principal_id),
             copying: Default::default(),

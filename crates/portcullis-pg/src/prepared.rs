@@ -15,6 +15,18 @@
 use portcullis_core::StatementInfo;
 use std::collections::HashMap;
 
+/// What a Bind or a `DECLARE` made a portal.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The statement it runs; `None` for one the gateway did not see
+    /// prepared.
+    pub statement: Option<StatementInfo>,
+    /// The parameters it was bound with, shown to reviewers and recorded;
+    /// `None` when they cannot all be shown. Kept with the portal, so that a
+    /// Bind the target refuses leaves the values of the one before.
+    pub parameters: Option<Vec<Option<String>>>,
+}
+
 /// One pending change, named by the number it was recorded under.
 #[derive(Debug)]
 pub struct Change(u64);
@@ -23,9 +35,8 @@ pub struct Change(u64);
 enum Op {
     /// Defines (`Some`) or removes (`None`) a prepared statement.
     Statement(String, Option<StatementInfo>),
-    /// Binds (`Some`) or closes (`None`) a portal; a portal bound from a
-    /// statement the gateway does not know holds `Some(None)`.
-    Portal(String, Option<Option<StatementInfo>>),
+    /// Binds (`Some`) or closes (`None`) a portal.
+    Portal(String, Option<Bound>),
     AllStatements,
     AllPortals,
 }
@@ -33,8 +44,9 @@ enum Op {
 /// What a portal runs, as [`Prepared::portal`] says.
 #[derive(Debug, PartialEq)]
 pub enum Portal<'a> {
-    /// Bound from, or declared as, this statement.
-    Bound(&'a StatementInfo),
+    /// Bound from, or declared as, this statement, with these parameters
+    /// (`None`: they cannot all be shown).
+    Bound(&'a StatementInfo, Option<&'a [Option<String>]>),
     /// Bound from a statement the gateway did not see prepared.
     Unchecked,
     /// A close of it is on its way: whether the target will close it is not
@@ -52,7 +64,7 @@ pub enum Portal<'a> {
 #[derive(Default)]
 pub struct Prepared {
     statements: HashMap<String, StatementInfo>,
-    portals: HashMap<String, Option<StatementInfo>>,
+    portals: HashMap<String, Bound>,
     /// Oldest first; with whether a Sync (or the end of a Query) was sent
     /// after it.
     pending: Vec<(u64, Op, bool)>,
@@ -80,9 +92,9 @@ impl Prepared {
 
     /// What the portal `name` runs, as far as the gateway knows.
     pub fn portal(&self, name: &str) -> Portal<'_> {
-        fn bound(value: &Option<StatementInfo>) -> Portal<'_> {
-            match value {
-                Some(statement) => Portal::Bound(statement),
+        fn bound(value: &Bound) -> Portal<'_> {
+            match &value.statement {
+                Some(statement) => Portal::Bound(statement, value.parameters.as_deref()),
                 None => Portal::Unchecked,
             }
         }
@@ -142,8 +154,14 @@ impl Prepared {
     }
 
     /// Binds (`Some`) or closes (`None`) a portal.
-    pub fn set_portal(&mut self, name: &str, statement: Option<Option<StatementInfo>>) -> Change {
-        self.record(Op::Portal(name.to_string(), statement))
+    pub fn set_portal(&mut self, name: &str, bound: Option<Bound>) -> Change {
+        self.record(Op::Portal(name.to_string(), bound))
+    }
+
+    /// How many portals are known and changes pending: what bounds the
+    /// parameters kept.
+    pub fn portals_kept(&self) -> usize {
+        self.portals.len() + self.pending.len()
     }
 
     /// The changes a classified statement of a simple Query makes.
@@ -160,7 +178,11 @@ impl Prepared {
             changes.push(self.set_statement(name, Some(runs)));
         }
         if let Some(name) = &statement.objects.declares {
-            changes.push(self.set_portal(name, Some(Some(statement.clone()))));
+            let declared = Bound {
+                statement: Some(statement.clone()),
+                parameters: Some(Vec::new()),
+            };
+            changes.push(self.set_portal(name, Some(declared)));
         }
         if let Some(name) = &statement.objects.deallocates {
             changes.push(if name == "*" {
@@ -238,6 +260,13 @@ mod tests {
         portcullis_sql::Classifier::new(0).classify(text).unwrap()[0].clone()
     }
 
+    fn bind(text: &str, parameters: &[&str]) -> Option<Bound> {
+        Some(Bound {
+            statement: Some(statement(text)),
+            parameters: Some(parameters.iter().map(|p| Some(p.to_string())).collect()),
+        })
+    }
+
     fn text(prepared: &Prepared, name: &str) -> Option<String> {
         prepared.statement(name).map(|s| s.text.clone())
     }
@@ -295,7 +324,13 @@ mod tests {
     fn deallocate_all_and_discard_all_remove_everything_once_run() {
         let mut prepared = Prepared::default();
         let a = prepared.set_statement("a", Some(statement("select 1")));
-        let c = prepared.set_portal("c", Some(None));
+        let c = prepared.set_portal(
+            "c",
+            Some(Bound {
+                statement: None,
+                parameters: None,
+            }),
+        );
         prepared.confirm([a, c]);
         let discard = prepared.apply(&statement("discard all"));
         assert!(prepared.statement("a").is_none());
@@ -316,7 +351,7 @@ mod tests {
             "declare cur cursor for select email from customers",
         ));
         prepared.confirm(declared);
-        let Portal::Bound(bound) = prepared.portal("cur") else {
+        let Portal::Bound(bound, Some([])) = prepared.portal("cur") else {
             panic!("not bound");
         };
         assert_eq!(bound.lineage.relations[0].name, "customers");
@@ -346,9 +381,9 @@ mod tests {
         assert!(!prepared.statement_unsure("s2"));
         prepared.confirm([fresh]);
         // A portal rebound behind a Sync.
-        let bound = prepared.set_portal("p", Some(Some(statement("delete from t"))));
+        let bound = prepared.set_portal("p", bind("delete from t", &[]));
         prepared.confirm([bound]);
-        prepared.set_portal("p", Some(Some(statement("select 1"))));
+        prepared.set_portal("p", bind("select 1", &[]));
         prepared.fence();
         assert_eq!(prepared.portal("p"), Portal::Unsure);
     }
@@ -359,11 +394,25 @@ mod tests {
     #[test]
     fn a_portal_being_closed_runs_nothing_known() {
         let mut prepared = Prepared::default();
-        let bound = prepared.set_portal("p", Some(Some(statement("delete from t"))));
+        let bound = prepared.set_portal("p", bind("delete from t", &[]));
         prepared.confirm([bound]);
         let closing = prepared.apply(&statement("close p"));
         assert_eq!(prepared.portal("p"), Portal::Closing);
         prepared.undo(closing);
-        assert!(matches!(prepared.portal("p"), Portal::Bound(_)));
+        assert!(matches!(prepared.portal("p"), Portal::Bound(..)));
+    }
+
+    /// Found in attack: a Bind the target refused (a portal that exists,
+    /// inside a transaction) left its values shown to the reviewer of the
+    /// portal's statement, which ran with the values bound before.
+    #[test]
+    fn a_refused_bind_leaves_the_parameters_bound_before() {
+        let mut prepared = Prepared::default();
+        let first = prepared.set_portal("p1", bind("update t set x = $1", &["7"]));
+        prepared.confirm([first]);
+        let decoy = prepared.set_portal("p1", bind("update t set x = $1", &["4500"]));
+        assert!(matches!(prepared.portal("p1"), Portal::Bound(_, Some([Some(v)])) if v == "4500"));
+        prepared.undo([decoy]);
+        assert!(matches!(prepared.portal("p1"), Portal::Bound(_, Some([Some(v)])) if v == "7"));
     }
 }

@@ -18,7 +18,7 @@ use crate::masking::{
     calls_functions, leaves_traces, reads_counters, reads_statistics, sample_condition,
     shows_other_sessions, Planner, ResultSource,
 };
-use crate::prepared::{Change, Portal, Prepared};
+use crate::prepared::{Bound, Change, Portal, Prepared};
 use crate::results::{Decided, Expect, FrameAction, QueryStatement, ResultQueue, Results};
 use crate::server::PgTarget;
 use crate::stream::{ReadSide, Stream, WriteSide};
@@ -160,6 +160,17 @@ impl Poison {
     }
 }
 
+/// A query's statements as they run, resolved against the session's
+/// prepared statements and portals.
+struct Resolved {
+    statements: Vec<StatementInfo>,
+    /// The changes each makes to prepared statements and portals.
+    undo: Vec<Vec<Change>>,
+    /// The values they run with, for reviewers (`None`: they cannot all be
+    /// shown).
+    parameters: Option<Vec<Option<String>>>,
+}
+
 pub struct Relay {
     pub gate: Gate,
     pub classifier: Arc<Classifier>,
@@ -169,9 +180,6 @@ pub struct Relay {
     pub masking: Option<Arc<Masker>>,
     /// Bumped by each cancel request for this session.
     pub cancels: Arc<tokio::sync::watch::Sender<u64>>,
-    /// The parameters each portal was last bound with, for reviewers;
-    /// `None` when they cannot all be shown.
-    pub binds: HashMap<String, Option<Vec<Option<String>>>>,
     /// The session's recording, when sessions are recorded.
     pub recorder: Option<Arc<portcullis_record::Recorder>>,
     /// Shared by the person's sessions: their long texts are parsed one
@@ -198,7 +206,7 @@ pub(crate) struct Copying {
 }
 
 /// How many portals' parameters are kept for reviewers, and how much of each.
-const MAX_BINDS_KEPT: usize = 64;
+const MAX_PORTALS_SHOWN: usize = 64;
 const MAX_PARAMS_SHOWN: usize = 100;
 const MAX_PARAM_SHOWN_LEN: usize = 4096;
 /// While a statement is held, the client is read only to see it leave; it
@@ -510,8 +518,12 @@ impl Relay {
                 // The next Query runs whatever became of this one.
                 prepared.fence();
                 match statements {
-                    Ok((statements, _)) if statements.is_empty() => forward(frame.raw),
-                    Ok((statements, undo)) => {
+                    Ok(Resolved { statements, .. }) if statements.is_empty() => forward(frame.raw),
+                    Ok(Resolved {
+                        statements,
+                        undo,
+                        parameters,
+                    }) => {
                         // A statement's changes to prepared statements and
                         // cursors are kept once the target runs it.
                         Planned::Gated {
@@ -520,7 +532,7 @@ impl Relay {
                             statements,
                             undo,
                             poison: Poison::Query,
-                            parameters: Some(Vec::new()),
+                            parameters,
                         }
                     }
                     Err((reason, code)) => refused("query", sql, reason, code, Poison::Query),
@@ -547,7 +559,7 @@ impl Relay {
                     // An empty query typing a parameter as a user's type:
                     // a Bind makes a value of it, running its checks, and
                     // there is no statement to decide.
-                    Ok((statements, _))
+                    Ok(Resolved { statements, .. })
                         if statements.is_empty()
                             && parse.parameter_types.iter().any(|oid| *oid >= FIRST_USER_OID) =>
                     {
@@ -561,11 +573,11 @@ impl Relay {
                     }
                     // An empty query: the name now runs nothing the
                     // gateway can check.
-                    Ok((statements, _)) if statements.is_empty() => Planned::Forward {
+                    Ok(Resolved { statements, .. }) if statements.is_empty() => Planned::Forward {
                         raw: frame.raw,
                         defines: Some(prepared.set_statement(&name, None)),
                     },
-                    Ok((statements, _)) if statements.len() > 1 => refused(
+                    Ok(Resolved { statements, .. }) if statements.len() > 1 => refused(
                         "parse",
                         parse.query,
                         "cannot insert multiple commands into a prepared statement".into(),
@@ -584,7 +596,7 @@ impl Relay {
                             poison(),
                         )
                     }
-                    Ok((mut statements, _)) => {
+                    Ok(Resolved { mut statements, .. }) => {
                         // Recorded now and taken back if the target refuses
                         // it (a named statement that exists, a query that
                         // fails analysis): see `prepared.rs`.
@@ -625,14 +637,19 @@ impl Relay {
                 if prepared.statement_unsure(bind.statement) {
                     return refused("bind", "", unsure_statement(bind.statement), "26000", Poison::Execute);
                 }
-                let statement = prepared.statement(bind.statement).cloned();
-                let defines = Some(prepared.set_portal(bind.portal, Some(statement)));
-                if self.binds.len() >= MAX_BINDS_KEPT && !self.binds.contains_key(bind.portal) {
-                    self.binds.clear();
-                }
-                let parameters =
-                    message::bind_parameters(frame.body(), MAX_PARAMS_SHOWN, MAX_PARAM_SHOWN_LEN);
-                self.binds.insert(bind.portal.to_string(), parameters);
+                // The values are kept with the portal, taken back with it
+                // if the target refuses the Bind; for so many portals at
+                // most, past which they cannot be shown.
+                let parameters = (prepared.portals_kept() < MAX_PORTALS_SHOWN)
+                    .then(|| {
+                        message::bind_parameters(frame.body(), MAX_PARAMS_SHOWN, MAX_PARAM_SHOWN_LEN)
+                    })
+                    .flatten();
+                let bound = Bound {
+                    statement: prepared.statement(bind.statement).cloned(),
+                    parameters,
+                };
+                let defines = Some(prepared.set_portal(bind.portal, Some(bound)));
                 Planned::Forward {
                     raw: frame.raw,
                     defines,
@@ -645,15 +662,14 @@ impl Relay {
                 if portal.len() > MAX_NAME_LEN {
                     return refused("execute", "", long_name(portal), "42622", Poison::Execute);
                 }
-                let parameters = self.binds.get(portal).cloned().flatten();
                 match prepared.portal(portal) {
-                    Portal::Bound(statement) => Planned::Gated {
+                    Portal::Bound(statement, parameters) => Planned::Gated {
                         raw: frame.raw,
                         phase: "execute",
                         statements: vec![statement.clone()],
                         undo: Vec::new(),
                         poison: Poison::Execute,
-                        parameters,
+                        parameters: parameters.map(<[_]>::to_vec),
                     },
                     // Bound from a statement the gateway does not know, or
                     // being closed by a close the target may yet skip: it
@@ -670,13 +686,15 @@ impl Relay {
                     Portal::Unknown => {
                         let fetch = format!("FETCH ALL FROM \"{}\"", portal.replace('"', "\"\""));
                         match self.statements(self.classify(&fetch), prepared, false) {
-                            Ok((statements, _)) => Planned::Gated {
+                            // What it was opened with is not known: a
+                            // reviewer cannot be shown it.
+                            Ok(Resolved { statements, .. }) => Planned::Gated {
                                 raw: frame.raw,
                                 phase: "execute",
                                 statements,
                                 undo: Vec::new(),
                                 poison: Poison::Execute,
-                                parameters,
+                                parameters: None,
                             },
                             Err((reason, code)) => {
                                 refused("execute", "", reason, code, Poison::Execute)
@@ -763,7 +781,7 @@ impl Relay {
         classified: Result<Arc<[StatementInfo]>, portcullis_sql::ClassifyError>,
         prepared: &mut Prepared,
         apply: bool,
-    ) -> Result<(Vec<StatementInfo>, Vec<Vec<Change>>), Refusal> {
+    ) -> Result<Resolved, Refusal> {
         let classified = classified.map_err(|e| {
             (
                 format!("the gateway refuses what it cannot parse: {e}"),
@@ -772,7 +790,25 @@ impl Relay {
         })?;
         let mut statements = Vec::with_capacity(classified.len());
         let mut undo: Vec<Vec<Change>> = Vec::with_capacity(classified.len());
+        let mut parameters = Some(Vec::new());
+        let mut portals_with_values = 0;
         for statement in classified.iter() {
+            // A FETCH of a portal bound through the protocol runs its
+            // statement with the values it was bound with: a reviewer sees
+            // them, or, when several portals' values would be shown as
+            // one list, none (and is not asked).
+            if let Some(name) = &statement.objects.fetches {
+                if let Portal::Bound(_, values) = prepared.portal(name) {
+                    match values {
+                        Some([]) => {}
+                        Some(values) if portals_with_values == 0 => {
+                            portals_with_values += 1;
+                            parameters = Some(values.to_vec());
+                        }
+                        _ => parameters = None,
+                    }
+                }
+            }
             match resolve(statement, prepared) {
                 Ok(resolved) => statements.push(resolved),
                 Err(refusal) => {
@@ -786,7 +822,11 @@ impl Relay {
                 Vec::new()
             });
         }
-        Ok((statements, undo))
+        Ok(Resolved {
+            statements,
+            undo,
+            parameters,
+        })
     }
 
     /// Makes each statement that runs code its text does not show (a
@@ -1966,7 +2006,7 @@ fn resolve(
         // RETURNING` too), so the statement decided is that one. Its rows
         // are masked as the FETCH's own, of unknown origin.
         return match prepared.portal(name) {
-            Portal::Bound(target) => Ok(StatementInfo {
+            Portal::Bound(target, _) => Ok(StatementInfo {
                 lineage: statement.lineage.clone(),
                 ..portcullis_sql::resolve_execute(target, statement)
             }),

@@ -1530,6 +1530,89 @@ async fn an_extended_protocol_execute_is_held_with_its_parameters() {
     gw.stop().await;
 }
 
+/// Found in attack: a Bind the target refused (a portal that exists, in a
+/// transaction kept by a savepoint) changed the values the reviewer was
+/// shown, while the portal ran with those bound before. And a FETCH of a
+/// bound portal, which runs its statement with its values, showed none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_sees_the_values_a_portal_runs_with() {
+    let policies = policy_dir();
+    let gw = gateway("appr_rebind", &policies, "").await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let dba = gw.token("dba@example.com", &["eng", "dba"]);
+    let mut raw = RawClient::connect(&gw, &alice).await;
+    for messages in [
+        vec![raw::query("begin")],
+        vec![
+            raw::parse("s1", "delete from orders where id = $1"),
+            raw::bind_text("p1", "s1", &["2"]),
+            raw::sync(),
+        ],
+        vec![raw::query("savepoint sp")],
+    ] {
+        raw.send(&messages).await;
+        let answer = raw_text(&raw.until_ready().await);
+        assert!(!answer.contains("E:"), "{answer}");
+    }
+    raw.send(&[raw::bind_text("p1", "s1", &["3"]), raw::sync()])
+        .await;
+    let refused = raw_text(&raw.until_ready().await);
+    assert!(refused.contains("already exists"), "{refused}");
+    raw.send(&[raw::query("rollback to sp")]).await;
+    raw.until_ready().await;
+    raw.send(&[raw::execute("p1"), raw::sync()]).await;
+    let request = pending_request(&gw, &dba, &[]).await;
+    assert_eq!(request["parameters"], serde_json::json!(["2"]), "{request}");
+    let id = request["id"].as_i64().unwrap();
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["approve", &id.to_string(), "--comment", "order 2"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let ran = raw_text(&raw.until_ready().await);
+    assert!(ran.contains("DELETE 1"), "{ran}");
+    raw.send(&[raw::query("commit")]).await;
+    raw.until_ready().await;
+    assert_eq!(
+        count(&gw, "select count(*) from orders where id = 2").await,
+        0
+    );
+
+    // The values a FETCH of a bound portal runs with.
+    raw.send(&[raw::query("begin")]).await;
+    raw.until_ready().await;
+    raw.send(&[
+        raw::parse("s2", "delete from orders where id = $1 returning id"),
+        raw::bind_text("p2", "s2", &["3"]),
+        raw::sync(),
+    ])
+    .await;
+    raw.until_ready().await;
+    raw.send(&[raw::query("fetch all from p2")]).await;
+    let fetch = pending_request(&gw, &dba, &[id]).await;
+    assert_eq!(fetch["parameters"], serde_json::json!(["3"]), "{fetch}");
+    let fetch_id = fetch["id"].as_i64().unwrap();
+    let ok = review_cli(
+        &gw,
+        &dba,
+        &["deny", &fetch_id.to_string(), "--comment", "no"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    raw.until_ready().await;
+    raw.send(&[raw::query("commit")]).await;
+    raw.until_ready().await;
+    assert_eq!(
+        count(&gw, "select count(*) from orders where id = 2").await,
+        0
+    );
+    assert_eq!(
+        count(&gw, "select count(*) from orders where id = 3").await,
+        1
+    );
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_approval_store_a_held_statement_is_refused_not_run() {
     let policies = policy_dir();
