@@ -53,6 +53,123 @@ pub fn audit_verify(config: &Config, key_file: Option<&Path>) -> Result<String> 
     Ok(out)
 }
 
+/// `portcullis audit verify --export FILE...`: checks exports as one log,
+/// away from the gateway.
+pub fn audit_verify_exports(
+    files: &[std::path::PathBuf],
+    key_file: Option<&Path>,
+) -> Result<String> {
+    let key = key_file
+        .map(portcullis_audit::load_verifying_key_file)
+        .transpose()?;
+    let report = portcullis_audit::verify_exports(files, key.as_ref())?;
+    let mut out = format!(
+        "exports intact: entries {} to {} ({} entries, {} signed checkpoints)\n",
+        report.starts_after + 1,
+        report.last_seq,
+        report.entries_checked,
+        report.checkpoints_checked,
+    );
+    if report.entries_checked == 0 {
+        out = format!(
+            "exports intact: no entries after entry {}\n",
+            report.starts_after
+        );
+    }
+    if report.starts_after > 0 {
+        out.push_str(&format!(
+            "the first starts after entry {}: only the export that ends there links it to the log's start\n",
+            report.starts_after
+        ));
+    }
+    for (first, last) in &report.found_unsigned {
+        out.push_str(&format!(
+            "WARNING: entries {first} to {last} had no signed checkpoint when the gateway next started: they are signed as found, and nothing vouches that the gateway wrote them\n"
+        ));
+    }
+    out.push_str(&match (key_file, &key) {
+        (Some(file), Some(key)) => format!(
+            "checked against the key in `{}` (key id {})\n",
+            file.display(),
+            portcullis_audit::key_id(key)
+        ),
+        _ => "checked against the key the first export names; give a copy kept elsewhere with --key to rule out exports signed again with another key\n".to_string(),
+    });
+    Ok(out)
+}
+
+/// `portcullis audit export`: the signed part of the log, after where
+/// `after_export` ends or after entry `after`, to `output` (a new file,
+/// written whole or not at all) or standard output. Returns what to tell on
+/// standard error.
+pub fn audit_export(
+    config: &Config,
+    after_export: Option<&Path>,
+    after: Option<u64>,
+    output: Option<&Path>,
+) -> Result<String> {
+    use portcullis_audit::ExportStart;
+    use std::io::Write;
+    let start = match (after_export, after) {
+        (Some(file), _) => ExportStart::AfterExport(file),
+        (None, Some(seq)) => ExportStart::After(seq),
+        (None, None) => ExportStart::Beginning,
+    };
+    let data_dir = &config.gateway.data_dir;
+    let key = portcullis_audit::load_verifying_key(data_dir)?;
+    let path = crate::audit_path(data_dir);
+    if !path.exists() {
+        bail!("no audit log at `{}`", path.display());
+    }
+    let summary = match output {
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            portcullis_audit::export(&path, &key, start, &mut out)?
+        }
+        Some(output) => {
+            if output.exists() {
+                bail!(
+                    "`{}` exists: an export goes to a new file",
+                    output.display()
+                );
+            }
+            let dir = output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut file = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("cannot write in `{}`", dir.display()))?;
+            let summary = {
+                let mut out = std::io::BufWriter::new(file.as_file_mut());
+                let summary = portcullis_audit::export(&path, &key, start, &mut out)?;
+                out.flush()?;
+                summary
+            };
+            file.as_file().sync_all()?;
+            file.persist_noclobber(output)
+                .with_context(|| format!("cannot write `{}`", output.display()))?;
+            summary
+        }
+    };
+    let to = output.map_or("standard output".to_string(), |o| {
+        format!("`{}`", o.display())
+    });
+    Ok(if summary.entries == 0 {
+        format!(
+            "nothing signed after entry {} yet: {to} holds the export's header only, which the next export continues\n",
+            summary.after
+        )
+    } else {
+        format!(
+            "exported entries {} to {} ({} entries, {} signed checkpoints) to {to}; the next export continues it with --after-export\n",
+            summary.after + 1,
+            summary.last_seq,
+            summary.entries,
+            summary.checkpoints,
+        )
+    })
+}
+
 /// `portcullis policy validate DIR`: parses and validates a policy directory
 /// against the gateway's schema, without a running gateway.
 pub fn policy_validate(dir: &Path, engine: Option<portcullis_policy::Engine>) -> Result<String> {

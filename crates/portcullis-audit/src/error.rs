@@ -167,7 +167,7 @@ pub enum VerifyError {
     /// entries are judged by their age, so a forger who cannot sign would
     /// date them in the future to keep them young.
     #[error(
-        "entry {seq} is dated {minutes_ahead} minutes after this machine's clock: the gateway dates          an entry when it writes it, so it was forged, or this machine's clock is behind the          gateway's (check it, and verify again)"
+        "entry {seq} is dated {minutes_ahead} minutes after this machine's clock: the gateway dates an entry when it writes it, so it was forged, or this machine's clock is behind the gateway's (check it, and verify again)"
     )]
     FromTheFuture { seq: u64, minutes_ahead: u64 },
 
@@ -249,6 +249,71 @@ pub enum VerifyError {
          entry {last_seq}): entries were removed from the end"
     )]
     CheckpointBeyondEnd { seq: u64, last_seq: u64 },
+
+    /// An entry comes again, or before one it should follow (in an export:
+    /// lines reordered or repeated).
+    #[error("entry {seq} comes after entry {after}: entries were reordered or repeated")]
+    OutOfOrder { seq: u64, after: u64 },
+
+    /// A checkpoint is not right after the entry it signs (in an export:
+    /// lines moved).
+    #[error(
+        "the checkpoint at entry {seq} comes after entry {after}, not after the entry it signs"
+    )]
+    CheckpointOutOfPlace { seq: u64, after: u64 },
+
+    /// An export cannot be read.
+    #[error("cannot read the export `{file}`: {source}")]
+    ExportRead {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A line of an export is not what an export holds.
+    #[error("`{file}` line {line}: {detail}")]
+    ExportLine {
+        file: PathBuf,
+        line: u64,
+        detail: String,
+    },
+
+    /// An export does not start where the one before it ended.
+    #[error(
+        "`{file}` does not continue the export before it: it starts after entry {after} (hash \
+         {after_hash}), and the one before ends at entry {expected} (hash {expected_hash})"
+    )]
+    ExportBreak {
+        file: PathBuf,
+        after: u64,
+        after_hash: String,
+        expected: u64,
+        expected_hash: String,
+    },
+
+    /// `audit export --after`: the store ends before the entry an earlier
+    /// export ended at.
+    #[error(
+        "the log ends at entry {last_seq}, before entry {after} where the last export ended: \
+         entries were removed from its end since"
+    )]
+    AfterBeyondEnd { after: u64, last_seq: u64 },
+
+    /// `audit export --after-export`: the store's entry is not the one the
+    /// earlier export ended with.
+    #[error(
+        "entry {seq} is not the one the last export ended with (hash {exported}, the store's \
+         {stored}): the log was rewritten since"
+    )]
+    AfterChanged {
+        seq: u64,
+        exported: String,
+        stored: String,
+    },
+
+    /// Writing an export failed.
+    #[error("cannot write the export: {0}")]
+    ExportWrite(#[source] std::io::Error),
 }
 
 impl VerifyError {
@@ -256,7 +321,13 @@ impl VerifyError {
     /// problem is about one.
     pub fn seq(&self) -> Option<u64> {
         match self {
-            VerifyError::Open { .. } | VerifyError::Read { .. } => None,
+            VerifyError::Open { .. }
+            | VerifyError::Read { .. }
+            | VerifyError::ExportRead { .. }
+            | VerifyError::ExportLine { .. }
+            | VerifyError::ExportWrite(_) => None,
+            VerifyError::ExportBreak { after, .. } => Some(after + 1),
+            VerifyError::AfterBeyondEnd { after, .. } => Some(*after),
             VerifyError::MalformedEntry { seq, .. }
             | VerifyError::MalformedCheckpoint { seq, .. } => u64::try_from(*seq).ok(),
             VerifyError::StartMissing { .. } | VerifyError::BadStart => Some(1),
@@ -268,6 +339,9 @@ impl VerifyError {
             | VerifyError::CheckpointSignature { seq }
             | VerifyError::CheckpointMismatch { seq }
             | VerifyError::CheckpointBeyondEnd { seq, .. }
+            | VerifyError::OutOfOrder { seq, .. }
+            | VerifyError::CheckpointOutOfPlace { seq, .. }
+            | VerifyError::AfterChanged { seq, .. }
             | VerifyError::FromTheFuture { seq, .. } => Some(*seq),
         }
     }

@@ -18,10 +18,12 @@
 //! [`verify`] and [`tail`] are pure reads of the file, for `portcullis audit
 //! verify` and `portcullis audit tail`; they work while the gateway runs.
 //!
-//! What verification cannot see: entries appended after the last checkpoint
-//! and then removed together with nothing else (the report says how many
-//! entries are not covered by a checkpoint yet), and a store replaced
-//! wholesale by an older copy of itself.
+//! What verification of the store alone cannot see: entries appended after
+//! the last checkpoint and then removed together with nothing else (the
+//! report says how many entries are not covered by a checkpoint yet), and a
+//! store replaced wholesale by an older copy of itself. Exports kept
+//! elsewhere ([`export`]) show the second: the next export does not
+//! continue the last one.
 //!
 //! Layout:
 //! - `lib.rs`: [`AuditLog`], the handle the gateway holds, and
@@ -29,7 +31,10 @@
 //! - `chain.rs`: the entry hash and the checkpoint signature formats.
 //! - `writer.rs`: the writer thread and group commit.
 //! - `store.rs`: the SQLite schema and statements, and [`tail`].
-//! - `verify.rs`: [`verify`], the streaming check of a whole store.
+//! - `verify.rs`: [`verify`], the streaming check of a whole store, and the
+//!   chain walk exports are checked with too.
+//! - `export.rs`: [`export`] and [`verify_exports`]: the signed part of the
+//!   log as JSON lines to keep elsewhere, checked there.
 //! - `keys.rs`: the signing key files in the data directory.
 //! - `error.rs`: [`AuditError`] and [`VerifyError`].
 
@@ -39,6 +44,7 @@
 
 mod chain;
 mod error;
+mod export;
 mod keys;
 mod store;
 mod verify;
@@ -57,6 +63,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use chain::{key_id, CHECKPOINT_DOMAIN, ENTRY_DOMAIN};
 pub use error::{AuditError, VerifyError};
+pub use export::{export, verify_exports, ExportStart, ExportSummary, EXPORT_FORMAT};
 pub use keys::{
     check_store_present, load_or_create_signing_key, load_verifying_key, load_verifying_key_file,
     SIGNING_KEY_FILE, VERIFYING_KEY_FILE,

@@ -1,9 +1,11 @@
-//! Verification of a whole store: `portcullis audit verify`.
+//! Verification: `portcullis audit verify`, of a store or of exports.
 //!
-//! One pass over the entries in seq order, one row in memory at a time,
+//! [`Walk`] checks a chain entry by entry, whatever it is read from. A store
+//! is one pass over the entries in seq order, one row in memory at a time,
 //! merged with a second pass over the checkpoints in seq order. Both read
 //! inside one read transaction, so a gateway appending meanwhile does not
-//! disturb the snapshot. The first problem found is the one reported.
+//! disturb the snapshot. Exports are read line by line (`export.rs`). The
+//! first problem found is the one reported.
 
 use std::path::Path;
 
@@ -18,9 +20,12 @@ use crate::store;
 /// What a successful verification checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// The entry the checked ones follow: 0 (the log's start) for a store;
+    /// for exports, where the first one says it continues from.
+    pub starts_after: u64,
     pub entries_checked: u64,
     pub checkpoints_checked: u64,
-    /// The last entry's seq; 0 for an empty log.
+    /// The last entry's seq; `starts_after` when no entry was checked.
     pub last_seq: u64,
     /// The last checkpoint's seq; `None` when there is no checkpoint.
     pub last_checkpoint_seq: Option<u64>,
@@ -36,12 +41,21 @@ pub struct VerifyReport {
     pub found_unsigned: Vec<(u64, u64)>,
 }
 
-struct CheckpointRow {
-    seq: u64,
-    hash: EntryHash,
-    time_ms: u64,
-    signature: [u8; 64],
-    key_id: String,
+pub(crate) struct CheckpointRow {
+    pub(crate) seq: u64,
+    pub(crate) hash: EntryHash,
+    pub(crate) time_ms: u64,
+    pub(crate) signature: [u8; 64],
+    pub(crate) key_id: String,
+}
+
+/// One entry as read, before it is checked.
+pub(crate) struct EntryRow<'a> {
+    pub(crate) seq: u64,
+    pub(crate) time_ms: u64,
+    pub(crate) body: &'a [u8],
+    pub(crate) prev_hash: EntryHash,
+    pub(crate) hash: EntryHash,
 }
 
 /// How long an entry may wait for a signed checkpoint. A running gateway
@@ -56,15 +70,151 @@ const UNSIGNED_GRACE_MS: u64 = 60_000;
 /// a little. An entry dated later was forged (see [`VerifyError::FromTheFuture`]).
 const CLOCK_SKEW_MS: u64 = 5 * 60_000;
 
+/// The time now, in unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A chain checked one entry and one checkpoint at a time, in seq order.
+pub(crate) struct Walk<'k> {
+    key: &'k VerifyingKey,
+    expected_key_id: String,
+    now_ms: u64,
+    prev_hash: EntryHash,
+    /// The time of the first entry no checkpoint covers yet.
+    unsigned_since: Option<u64>,
+    report: VerifyReport,
+}
+
+impl<'k> Walk<'k> {
+    /// A walk that starts after entry `after`, whose hash is `hash` (entry
+    /// 0 and the zero hash: the log's start).
+    pub(crate) fn new(key: &'k VerifyingKey, now_ms: u64, after: u64, hash: EntryHash) -> Self {
+        Walk {
+            key,
+            expected_key_id: chain::key_id(key),
+            now_ms,
+            prev_hash: hash,
+            unsigned_since: None,
+            report: VerifyReport {
+                starts_after: after,
+                entries_checked: 0,
+                checkpoints_checked: 0,
+                last_seq: after,
+                last_checkpoint_seq: None,
+                last_checkpoint_hash: None,
+                entries_after_last_checkpoint: 0,
+                found_unsigned: Vec::new(),
+            },
+        }
+    }
+
+    /// The last entry checked, and its hash.
+    pub(crate) fn head(&self) -> (u64, EntryHash) {
+        (self.report.last_seq, self.prev_hash)
+    }
+
+    /// Checks the entry that should come next.
+    pub(crate) fn entry(&mut self, entry: &EntryRow<'_>) -> Result<(), VerifyError> {
+        let seq = self.report.last_seq + 1;
+        match entry.seq {
+            found if found == seq => {}
+            found if found > seq && seq == 1 => {
+                return Err(VerifyError::StartMissing { first: found })
+            }
+            found if found > seq => {
+                return Err(VerifyError::Gap {
+                    missing: seq,
+                    before: seq - 1,
+                    after: found,
+                })
+            }
+            found => {
+                return Err(VerifyError::OutOfOrder {
+                    seq: found,
+                    after: seq - 1,
+                })
+            }
+        }
+        if entry.prev_hash != self.prev_hash {
+            return Err(if seq == 1 {
+                VerifyError::BadStart
+            } else {
+                VerifyError::BrokenLink {
+                    seq,
+                    previous: seq - 1,
+                }
+            });
+        }
+        let hash = chain::entry_hash(&self.prev_hash, seq, entry.time_ms, entry.body);
+        if hash != entry.hash {
+            return Err(VerifyError::Changed { seq });
+        }
+        if let Some(range) = found_unsigned(entry.body) {
+            self.report.found_unsigned.push(range);
+        }
+        if entry.time_ms > self.now_ms.saturating_add(CLOCK_SKEW_MS) {
+            return Err(VerifyError::FromTheFuture {
+                seq,
+                minutes_ahead: (entry.time_ms - self.now_ms) / 60_000,
+            });
+        }
+        self.unsigned_since = self.unsigned_since.or(Some(entry.time_ms));
+        self.prev_hash = hash;
+        self.report.entries_checked += 1;
+        self.report.last_seq = seq;
+        Ok(())
+    }
+
+    /// Checks a checkpoint of the last entry checked.
+    pub(crate) fn checkpoint(&mut self, checkpoint: &CheckpointRow) -> Result<(), VerifyError> {
+        if checkpoint.seq != self.report.last_seq || self.report.entries_checked == 0 {
+            return Err(VerifyError::CheckpointOutOfPlace {
+                seq: checkpoint.seq,
+                after: self.report.last_seq,
+            });
+        }
+        check_checkpoint(checkpoint, &self.prev_hash, self.key, &self.expected_key_id)?;
+        self.unsigned_since = None;
+        self.report.checkpoints_checked += 1;
+        self.report.last_checkpoint_seq = Some(checkpoint.seq);
+        self.report.last_checkpoint_hash = Some(hex::encode(self.prev_hash));
+        Ok(())
+    }
+
+    /// The entries after the last checkpoint (or the start), first and last.
+    pub(crate) fn unsigned_tail(&self) -> Option<(u64, u64)> {
+        let signed_up_to = (self.report.last_checkpoint_seq).unwrap_or(self.report.starts_after);
+        (self.report.last_seq > signed_up_to).then_some((signed_up_to + 1, self.report.last_seq))
+    }
+
+    /// The report, once every entry was checked. `grace`: whether entries
+    /// no checkpoint covers may be there for [`UNSIGNED_GRACE_MS`] (a live
+    /// store), or not at all (an export ends at a checkpoint).
+    pub(crate) fn finish(mut self, grace: bool) -> Result<VerifyReport, VerifyError> {
+        let report = &mut self.report;
+        let signed_up_to = report.last_checkpoint_seq.unwrap_or(report.starts_after);
+        report.entries_after_last_checkpoint = report.last_seq - signed_up_to;
+        if let Some(since) = self.unsigned_since {
+            if !grace || self.now_ms.saturating_sub(since) > UNSIGNED_GRACE_MS {
+                return Err(VerifyError::Unsigned {
+                    first: signed_up_to + 1,
+                    last: report.last_seq,
+                });
+            }
+        }
+        Ok(self.report)
+    }
+}
+
 /// Checks every entry's link and hash and every checkpoint's key, signature
 /// and position in the chain, against `key`, and that no entry older than
 /// a minute lacks a checkpoint. A pure read of the file: it neither creates
 /// nor changes it.
 pub fn verify(path: &Path, key: &VerifyingKey) -> Result<VerifyReport, VerifyError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    verify_at(path, key, now_ms)
+    verify_at(path, key, now_ms())
 }
 
 fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyReport, VerifyError> {
@@ -76,7 +226,6 @@ fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyRepor
         path: path.to_owned(),
         source,
     })?;
-    let expected_key_id = chain::key_id(key);
     let snapshot = conn.transaction().map_err(read_error)?;
     let mut entry_statement = snapshot
         .prepare("SELECT seq, time_ms, body, prev_hash, hash FROM audit_entries ORDER BY seq")
@@ -91,77 +240,31 @@ fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyRepor
         Some(row) => Some(read_checkpoint(row)?),
         None => None,
     };
-    let mut report = VerifyReport {
-        entries_checked: 0,
-        checkpoints_checked: 0,
-        last_seq: 0,
-        last_checkpoint_seq: None,
-        last_checkpoint_hash: None,
-        entries_after_last_checkpoint: 0,
-        found_unsigned: Vec::new(),
-    };
-    let mut prev_hash = GENESIS_HASH;
-    // The time of the first entry no checkpoint covers yet.
-    let mut unsigned_since: Option<u64> = None;
+    let mut walk = Walk::new(key, now_ms, 0, GENESIS_HASH);
     while let Some(row) = entries.next().map_err(read_error)? {
-        let seq = report.last_seq + 1;
-        let hash = check_entry(row, seq, &prev_hash)?;
-        if let Some(range) = found_unsigned(row) {
-            report.found_unsigned.push(range);
-        }
-        let time_ms = row
-            .get::<_, i64>(1)
-            .ok()
-            .and_then(|t| u64::try_from(t).ok())
-            .unwrap_or(0);
-        if time_ms > now_ms.saturating_add(CLOCK_SKEW_MS) {
-            return Err(VerifyError::FromTheFuture {
-                seq,
-                minutes_ahead: (time_ms - now_ms) / 60_000,
-            });
-        }
-        unsigned_since = unsigned_since.or(Some(time_ms));
+        let seq = walk.head().0 + 1;
+        walk.entry(&read_entry(row, seq)?)?;
         // INVARIANT: checkpoints are read in seq order and every seq below
         // this one was checked, so a pending checkpoint is at `seq` or later.
         if let Some(checkpoint) = next_checkpoint.take_if(|checkpoint| checkpoint.seq == seq) {
-            check_checkpoint(&checkpoint, &hash, key, &expected_key_id)?;
-            unsigned_since = None;
-            report.checkpoints_checked += 1;
-            report.last_checkpoint_seq = Some(seq);
-            report.last_checkpoint_hash = Some(hex::encode(hash));
+            walk.checkpoint(&checkpoint)?;
             next_checkpoint = match checkpoints.next().map_err(read_error)? {
                 Some(row) => Some(read_checkpoint(row)?),
                 None => None,
             };
         }
-        prev_hash = hash;
-        report.entries_checked += 1;
-        report.last_seq = seq;
     }
     if let Some(checkpoint) = next_checkpoint {
         return Err(VerifyError::CheckpointBeyondEnd {
             seq: checkpoint.seq,
-            last_seq: report.last_seq,
+            last_seq: walk.head().0,
         });
     }
-    report.entries_after_last_checkpoint =
-        report.last_seq - report.last_checkpoint_seq.unwrap_or(0);
-    if let Some(since) = unsigned_since {
-        if now_ms.saturating_sub(since) > UNSIGNED_GRACE_MS {
-            return Err(VerifyError::Unsigned {
-                first: report.last_checkpoint_seq.unwrap_or(0) + 1,
-                last: report.last_seq,
-            });
-        }
-    }
-    Ok(report)
+    walk.finish(true)
 }
 
 /// The range an [`crate::UNSIGNED_AT_OPEN`] entry names.
-fn found_unsigned(row: &Row<'_>) -> Option<(u64, u64)> {
-    let Ok(ValueRef::Text(body)) = row.get_ref(2) else {
-        return None;
-    };
+fn found_unsigned(body: &[u8]) -> Option<(u64, u64)> {
     // Cheap test first: nearly no entry is one.
     let marker = crate::UNSIGNED_AT_OPEN.as_bytes();
     if !body.windows(marker.len()).any(|w| w == marker) {
@@ -174,8 +277,11 @@ fn found_unsigned(row: &Row<'_>) -> Option<(u64, u64)> {
     Some((body["first"].as_u64()?, body["last"].as_u64()?))
 }
 
-/// Checks the entry expected at `seq`; returns its hash.
-fn check_entry(row: &Row<'_>, seq: u64, prev_hash: &EntryHash) -> Result<EntryHash, VerifyError> {
+/// The entry in a store's row, expected at `seq`.
+pub(crate) fn read_entry<'row>(
+    row: &'row Row<'_>,
+    seq: u64,
+) -> Result<EntryRow<'row>, VerifyError> {
     let stored_seq = integer(row, 0).map_err(|detail| VerifyError::MalformedEntry {
         seq: i64::try_from(seq).unwrap_or(i64::MAX),
         detail,
@@ -184,48 +290,27 @@ fn check_entry(row: &Row<'_>, seq: u64, prev_hash: &EntryHash) -> Result<EntryHa
         seq: stored_seq,
         detail,
     };
-    // Rows come in ascending seq order, so anything but `seq` here is
-    // larger (an entry is missing) or not positive (the first row).
-    match u64::try_from(stored_seq) {
-        Ok(found) if found == seq => {}
-        Ok(found) if found > seq && seq == 1 => {
-            return Err(VerifyError::StartMissing { first: found });
-        }
-        Ok(found) if found > seq => {
-            return Err(VerifyError::Gap {
-                missing: seq,
-                before: seq - 1,
-                after: found,
-            });
-        }
-        _ => return Err(malformed("sequence numbers start at 1".to_owned())),
-    }
+    // Rows come in ascending seq order: one not positive is the first row.
+    let seq = u64::try_from(stored_seq)
+        .ok()
+        .filter(|seq| *seq >= 1)
+        .ok_or_else(|| malformed("sequence numbers start at 1".to_owned()))?;
     let time_ms = u64::try_from(integer(row, 1).map_err(malformed)?)
         .map_err(|_| malformed("its time is negative".to_owned()))?;
     let body = match row.get_ref(2) {
         Ok(ValueRef::Text(body)) => body,
         _ => return Err(malformed("its body is not text".to_owned())),
     };
-    let stored_prev_hash = hash_column(row, 3, "prev_hash").map_err(malformed)?;
-    let stored_hash = hash_column(row, 4, "hash").map_err(malformed)?;
-    if stored_prev_hash != *prev_hash {
-        return Err(if seq == 1 {
-            VerifyError::BadStart
-        } else {
-            VerifyError::BrokenLink {
-                seq,
-                previous: seq - 1,
-            }
-        });
-    }
-    let hash = chain::entry_hash(prev_hash, seq, time_ms, body);
-    if hash != stored_hash {
-        return Err(VerifyError::Changed { seq });
-    }
-    Ok(hash)
+    Ok(EntryRow {
+        seq,
+        time_ms,
+        body,
+        prev_hash: hash_column(row, 3, "prev_hash").map_err(malformed)?,
+        hash: hash_column(row, 4, "hash").map_err(malformed)?,
+    })
 }
 
-fn read_checkpoint(row: &Row<'_>) -> Result<CheckpointRow, VerifyError> {
+pub(crate) fn read_checkpoint(row: &Row<'_>) -> Result<CheckpointRow, VerifyError> {
     let stored_seq =
         integer(row, 0).map_err(|detail| VerifyError::MalformedCheckpoint { seq: 0, detail })?;
     let malformed = |detail: String| VerifyError::MalformedCheckpoint {
@@ -406,6 +491,7 @@ mod tests {
         assert_eq!(
             report,
             VerifyReport {
+                starts_after: 0,
                 entries_checked: 30,
                 checkpoints_checked: 3,
                 last_seq: 30,

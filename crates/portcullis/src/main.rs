@@ -200,15 +200,45 @@ enum RecordingCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the whole hash chain and the signed checkpoints.
+    /// Check the whole hash chain and the signed checkpoints, of the store or
+    /// of exports.
     Verify {
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(
+            long,
+            short,
+            required_unless_present = "export",
+            conflicts_with = "export"
+        )]
+        config: Option<PathBuf>,
         /// A copy of the public key (`audit-signing.pub`) kept apart from
-        /// the store; without it, the data directory's own copy is used,
-        /// which whoever can change the store can change too.
+        /// the store; without it, the data directory's own copy is used
+        /// (for exports, the key the first one names), which whoever can
+        /// change the store can change too.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Exports (`audit export`) to check as one log, in order, instead
+        /// of the store: each must continue the one before. Needs no
+        /// gateway, config or data directory.
+        #[arg(long, num_args = 1..)]
+        export: Vec<PathBuf>,
+    },
+    /// Write the signed part of the log as JSON lines, to keep elsewhere:
+    /// every entry up to the last checkpoint, after the last export's end.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Continue from where this earlier export ends, once the store is
+        /// seen to still hold its last entry unchanged (a store cut back or
+        /// rewritten since is an error).
+        #[arg(long, conflicts_with = "after")]
+        after_export: Option<PathBuf>,
+        /// Start after this entry.
+        #[arg(long)]
+        after: Option<u64>,
+        /// Write here (a new file, made whole or not at all) instead of to
+        /// standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Print the last entries.
     Tail {
@@ -348,10 +378,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             running.shutdown().await?;
         }
         Command::Audit {
-            command: AuditCommand::Verify { config, key },
+            command:
+                AuditCommand::Verify {
+                    config: Some(config),
+                    key,
+                    ..
+                },
         } => {
             let config = load(&config)?;
             print!("{}", commands::audit_verify(&config, key.as_deref())?);
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { key, export, .. },
+        } => {
+            print!(
+                "{}",
+                commands::audit_verify_exports(&export, key.as_deref())?
+            );
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    config,
+                    after_export,
+                    after,
+                    output,
+                },
+        } => {
+            let config = load(&config)?;
+            eprint!(
+                "{}",
+                commands::audit_export(&config, after_export.as_deref(), after, output.as_deref())?
+            );
         }
         Command::Audit {
             command: AuditCommand::Tail { config, n, json },

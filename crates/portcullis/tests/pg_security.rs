@@ -379,6 +379,146 @@ async fn audit_log_is_write_ahead_and_refuses_when_unwritable() {
     assert!(reordered.contains("entry 2"), "{reordered}");
 }
 
+/// `audit export`: the signed log, in parts that chain, verified with
+/// nothing but the exports and a copy of the key; and a store cut back
+/// after an export, which the store alone does not show, is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_exported_and_verified_elsewhere() {
+    let gw = Gateway::start(TestDb::create("e2e_audit_export", SEED).await).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let client = gw.connect(&alice).await.unwrap();
+    client
+        .batch_execute("select 1; select 'dé\u{202e}jà'")
+        .await
+        .unwrap();
+    let exports = tempfile::tempdir().unwrap();
+    let first = exports.path().join("1.jsonl");
+    let second = exports.path().join("2.jsonl");
+    let kept = exports.path().join("kept.pub");
+    std::fs::copy(
+        gw.audit_db().parent().unwrap().join("audit-signing.pub"),
+        &kept,
+    )
+    .unwrap();
+    let portcullis = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let config = gw.config_path.to_str().unwrap().to_owned();
+    let path = |file: &Path| file.to_str().unwrap().to_owned();
+    // While the gateway runs: what is signed so far (within a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = portcullis(&["audit", "export", "--config", &config, "-o", &path(&first)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exported entries 1 to"),
+        "{}",
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&first).unwrap();
+    assert!(
+        text.is_ascii() && text.contains("d\\u00e9\\u202ej\\u00e0"),
+        "{text}"
+    );
+    // Never over an earlier export.
+    let again = portcullis(&["audit", "export", "--config", &config, "-o", &path(&first)]);
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+
+    client.batch_execute("select 2").await.unwrap();
+    drop(client);
+    let config_path = gw.config_path.clone();
+    let audit_db = gw.audit_db();
+    let _dir = gw.stop().await;
+    let out = portcullis(&[
+        "audit",
+        "export",
+        "--config",
+        &config,
+        "--after-export",
+        &path(&first),
+        "-o",
+        &path(&second),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verify = |files: &[&Path]| {
+        let mut args = vec![
+            "audit".to_owned(),
+            "verify".into(),
+            "--key".into(),
+            path(&kept),
+        ];
+        args.push("--export".into());
+        args.extend(files.iter().map(|f| path(f)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        portcullis(&args)
+    };
+    let ok = verify(&[&first, &second]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains("exports intact: entries 1 to"),
+        "{}",
+        stdout(&ok)
+    );
+    let alone = verify(&[&second]);
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    assert!(
+        stdout(&alone).contains("the first starts after entry"),
+        "{}",
+        stdout(&alone)
+    );
+    let swapped = verify(&[&second, &first]);
+    assert!(
+        stderr(&swapped).contains("does not continue"),
+        "{}",
+        stderr(&swapped)
+    );
+    // A changed export.
+    let exported = std::fs::read_to_string(&second).unwrap();
+    std::fs::write(&second, exported.replace("select 2", "select 3")).unwrap();
+    let changed = verify(&[&first, &second]);
+    assert!(!changed.status.success());
+    assert!(
+        stderr(&changed).contains("was changed"),
+        "{}",
+        stderr(&changed)
+    );
+    std::fs::write(&second, exported).unwrap();
+
+    // The store cut back to a checkpoint before the last export's end:
+    // it verifies alone; the next export says what happened.
+    let conn = rusqlite::Connection::open(&audit_db).unwrap();
+    let first_end: i64 = conn
+        .query_row("select min(seq) from audit_checkpoints", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("delete from audit_entries where seq > ?1", [first_end])
+        .unwrap();
+    conn.execute("delete from audit_checkpoints where seq > ?1", [first_end])
+        .unwrap();
+    drop(conn);
+    let store = portcullis(&["audit", "verify", "--config", config_path.to_str().unwrap()]);
+    assert!(store.status.success(), "{}", stderr(&store));
+    let third = exports.path().join("3.jsonl");
+    let cut = portcullis(&[
+        "audit",
+        "export",
+        "--config",
+        &config,
+        "--after-export",
+        &path(&second),
+        "-o",
+        &path(&third),
+    ]);
+    assert!(!cut.status.success());
+    assert!(
+        stderr(&cut).contains("removed from its end"),
+        "{}",
+        stderr(&cut)
+    );
+    assert!(!third.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ends_when_its_token_expires() {
     let gw = Gateway::start(TestDb::create("e2e_expiry", SEED).await).await;
