@@ -1090,6 +1090,13 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
         Ok(started) => started,
         Err((reason, status)) => return refuse(&to_client, &reason, status).await,
     };
+    // SFTP goes to the target without a terminal: its line discipline would
+    // rewrite the stream after the gateway read it (found in attack: erase
+    // characters in a WRITE's data deleted its header, and the target read
+    // an OPEN and a WRITE of any path that no policy saw).
+    if kind == Kind::Sftp {
+        pty = None;
+    }
     let mut fresh = false;
     let (upstream, target) = loop {
         let upstream = match authed.session_upstream(fresh).await {

@@ -999,6 +999,73 @@ async fn sftp_and_scp_write_only_where_a_policy_allows() {
     gw.stop().await;
 }
 
+/// What `ssh -tt -s ... sftp` types, on a terminal whose line discipline
+/// erases with DEL: a WRITE (passed on undecided) whose data first erases
+/// its own header, then an OPEN and a WRITE of `argv[1]`. The rest of argv
+/// is the ssh command.
+const SFTP_THROUGH_A_TERMINAL: &str = r#"
+import os, pty, sys, time, termios, struct
+def s(b): return struct.pack(">I", len(b)) + b
+def frame(t, body): return struct.pack(">I", 1 + len(body)) + bytes([t]) + body
+target = sys.argv[1].encode()
+opened = frame(3, struct.pack(">I", 100) + s(target) + struct.pack(">I", 0x1a) + struct.pack(">I", 0))
+written = frame(6, struct.pack(">I", 101) + s(b"\0\0\0\0") + struct.pack(">Q", 0) + s(b"undecided\n"))
+handle = b"\0\0\0\0"
+header = 4 + 1 + 4 + 4 + len(handle) + 8 + 4
+carrier = frame(6, struct.pack(">I", 7) + s(handle) + struct.pack(">Q", 0) + s(b"\x7f" * header + opened + written))
+pid, fd = pty.fork()
+if pid == 0:
+    modes = termios.tcgetattr(0)
+    modes[0] = 0; modes[1] = 0; modes[3] = termios.ICANON
+    cc = [b"\0"] * len(modes[6]); cc[termios.VERASE] = b"\x7f"; cc[termios.VMIN] = 1; modes[6] = cc
+    termios.tcsetattr(0, termios.TCSANOW, modes)
+    os.execvp(sys.argv[2], sys.argv[2:])
+time.sleep(4)
+os.write(fd, frame(1, struct.pack(">I", 3)) + carrier)
+time.sleep(3)
+os.kill(pid, 15)
+"#;
+
+/// Found in attack: SFTP asked for with a terminal went to the target
+/// through one, whose line discipline rewrote the stream after the gateway
+/// had read it: any file written, by anyone who may connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_asked_for_with_a_terminal_reaches_the_target_without_one() {
+    let gw = gateway("ssh_sftp_pty", quickstart_policies(), None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let home = format!("/home/{}", env("DEMO_SSH_USER"));
+    let smuggled = format!("{home}/portcullis-pty-sftp-{}", rand_suffix());
+    let ssh = client(&gw, "ssh", &alice);
+    let mut command = Command::new("python3");
+    command
+        .args([
+            "-c",
+            SFTP_THROUGH_A_TERMINAL,
+            &smuggled,
+            "ssh",
+            "-tt",
+            "-e",
+            "none",
+            "-s",
+        ])
+        .args(ssh.get_args())
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "sftp"]);
+    for (name, value) in ssh.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    let out = command.output().unwrap();
+    let written = Path::new(&smuggled).exists();
+    let _ = std::fs::remove_file(&smuggled);
+    assert!(
+        !written,
+        "an SFTP request no policy saw wrote {smuggled}: {}",
+        stderr(&out)
+    );
+    gw.stop().await;
+}
+
 /// Opens one connection (a ControlMaster on `socket`) and returns how to
 /// make an `ssh` command whose channel goes over it.
 /// A gateway and a ControlMaster connection to it as alice (group `eng`):
