@@ -612,6 +612,15 @@ impl Walker {
                             "a command substitution inside `{source}` is not inspected: run it on its own"
                         ));
                     }
+                    // Inside `${ }` the word is text to the parser, and
+                    // `$((` there may be arithmetic on a variable's value
+                    // (`${z:-$((y))}` runs `a[$(...)]` in y) or, unclosed
+                    // as `))`, a command substitution (`${z:-$((cmd) )}`).
+                    if source.starts_with("${") && source.contains("$((") {
+                        return Err(format!(
+                            "arithmetic inside `{source}` is not inspected: compute it on its own"
+                        ));
+                    }
                     if evaluates_values(source) {
                         return Err(format!(
                             "`{source}` evaluates a variable's value as code or arithmetic, which is not inspected"
@@ -692,6 +701,15 @@ fn unreadable(line: &str) -> Option<&'static str> {
     // by bash and another by dash, within double quotes above all; so is
     // where a `${` nested in another ends.
     for (at, _) in line.match_indices("${") {
+        // bash 5.3 runs `${ list; }` and `${| list; }` as commands, which
+        // the parser reads as a parameter: a parameter starts with a name,
+        // a digit or a special parameter.
+        let starts_parameter = line[at + 2..].chars().next().is_some_and(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '#' | '!' | '@' | '*' | '?' | '$' | '-')
+        });
+        if !starts_parameter {
+            return Some("`${` not followed by a parameter's name is a command in bash 5.3 (`${ cmd; }`): not inspected");
+        }
         let mut depth = 1usize;
         let mut inside = line[at + 2..].chars().peekable();
         while depth > 0 {
@@ -1480,6 +1498,24 @@ mod tests {
         }
         // Plain expansions are text.
         assert!(parse("echo $HOME ${USER} ${X:-none} $((1 + 2))").is_ok());
+        assert!(parse("echo ${#x} ${?} ${1} ${_} ${*}").is_ok());
+        // Found in attack: what `${ }` holds is evaluated as code.
+        for line in [
+            "echo ${z:-$((touch /tmp/x) )}",
+            "ls <&${z:-$((touch /tmp/x) )}",
+            "true ${z:=$((touch /tmp/x) )}",
+            "for y in 'a[$(touch /tmp/x)]'; do echo ${z:-$((y))}; done",
+            "echo ${ touch /tmp/x; }",
+            "echo ${|touch /tmp/x; }",
+            "echo ${\ttouch /tmp/x; }",
+            "echo ${\ntouch /tmp/x\n}",
+            "echo ${(touch /tmp/x)}",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        // At the top, `$((cmd) )` is the command substitution bash reads.
+        let commands = parse("echo $((touch /tmp/x) )").unwrap();
+        assert!(commands.iter().any(|c| c.name == "touch"), "{commands:?}");
     }
 
     #[test]

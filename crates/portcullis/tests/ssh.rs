@@ -248,6 +248,17 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
     let out = ssh(&gw, &alice, "echo ${X:-$(rm -rf /)}");
     assert_eq!(out.status.code(), Some(126));
     assert!(stderr(&out).contains("not inspected"), "{}", stderr(&out));
+    // Found in attack: code in arithmetic inside `${ }` ran as one `echo`.
+    for hidden in [
+        "echo ${z:-$((touch {m}) )}",
+        "for y in 'a[$(touch {m})]'; do echo ${z:-$((y))}; done",
+    ] {
+        let marker = scratch("arith");
+        let line = hidden.replace("{m}", &marker.display().to_string());
+        let out = ssh(&gw, &alice, &line);
+        assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
+        assert!(!marker.exists(), "{line}: something ran");
+    }
     // So is what bash and sh read differently: to bash this is one `echo`,
     // to the target's /bin/sh (dash) `echo`, `touch` and `echo`.
     let marker = scratch("dash");
