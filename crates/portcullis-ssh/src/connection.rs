@@ -1155,7 +1155,8 @@ async fn session_channel(authed: Arc<Authed>, channel: Channel<Msg>, handle: ser
         early,
         handle,
     };
-    bridge(authed, kind, client, target, pty.is_some()).await;
+    let followed = pty.as_ref().is_none_or(|pty| modes_followed(&pty.modes));
+    bridge(authed, kind, client, target, pty.is_some(), followed).await;
     drop(upstream);
 }
 
@@ -1475,6 +1476,7 @@ async fn bridge(
     client: ClientSide,
     target: Channel<russh::client::Msg>,
     terminal: bool,
+    followed_modes: bool,
 ) {
     let ClientSide {
         id,
@@ -1638,7 +1640,25 @@ async fn bridge(
     // editing to follow (`rm ... #^Uls` runs rm).
     let mut typed = Typed {
         editing: terminal,
+        unfollowed: !followed_modes,
         ..Typed::default()
+    };
+    // Typed lines are audited in the order typed, by one task; a client
+    // typing faster than the audit log takes them waits.
+    let (typed_lines, typed_writer) = if kind == Kind::Shell {
+        let (lines, mut queue) = tokio::sync::mpsc::channel::<String>(256);
+        let authed = authed.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(line) = queue.recv().await {
+                let detail = serde_json::json!({"line": line, "best_effort": true});
+                if let Err(e) = authed.event(u32::from(id), "shell.typed", detail).await {
+                    warn!(error = %e, "a typed line was not audited");
+                }
+            }
+        });
+        (Some(lines), Some(writer))
+    } else {
+        (None, None)
     };
     let mut early = early.into_iter();
     let mut client_closed = false;
@@ -1713,14 +1733,9 @@ async fn bridge(
                             reason: String::new(),
                             parameters: Vec::new(),
                         });
-                        let authed = authed.clone();
-                        tokio::spawn(async move {
-                            let detail = serde_json::json!({"line": line, "best_effort": true});
-                            if let Err(e) = authed.event(u32::from(id), "shell.typed", detail).await
-                            {
-                                warn!(error = %e, "a typed line was not audited");
-                            }
-                        });
+                        if let Some(typed_lines) = &typed_lines {
+                            let _ = typed_lines.send(line).await;
+                        }
                     }
                 }
                 if !data.is_empty()
@@ -1789,6 +1804,11 @@ async fn bridge(
     let _ = to_target.close().await;
     if !down_done {
         let _ = down.await;
+    }
+    // The channel's typed lines are audited before it is told ended.
+    drop(typed_lines);
+    if let Some(writer) = typed_writer {
+        let _ = writer.await;
     }
 }
 
@@ -1976,19 +1996,36 @@ fn asks_secret(prompt: &str) -> bool {
 /// Lines typed at a prompt, as far as the bytes show them: best effort
 /// (line editing, history and completion happen in the shell, unseen).
 /// Without a terminal (`editing` false) nothing edits the line: every byte
-/// up to a newline is what the shell reads. With one, a line on which keys
-/// the gateway does not follow were pressed (cursor moves, cuts and
-/// yanks, history, completion) is marked as such: what ran may differ.
+/// up to a newline is what the shell reads. With one, a line on which a key
+/// the gateway does not follow was pressed (any control key but Enter,
+/// Backspace and Ctrl-U: cursor moves, cuts and yanks, history, completion,
+/// operate-and-get-next, quoted insert) is marked: what ran may differ. A
+/// line abandoned with Ctrl-C is told, and the next one marked: the
+/// terminal interrupts on Ctrl-C only if its modes say so. A line longer
+/// than [`MAX_TYPED`] is marked as cut. Once the terminal's or the shell's
+/// input settings are not those followed (the client's terminal modes, or
+/// a line typed with `stty`, `set -o`/`+o` or `bind`), every line is marked.
 #[derive(Default)]
 struct Typed {
     line: Vec<u8>,
     escape: bool,
     editing: bool,
     edited: bool,
+    cut: bool,
+    unfollowed: bool,
 }
 
 /// How a line edited with keys [`Typed`] does not follow is marked.
 const EDITED: &str = " [edited with keys the gateway does not follow: what ran may differ]";
+/// How a line longer than [`MAX_TYPED`] is marked.
+const CUT: &str = " [cut: only its first 4096 bytes are kept, what ran may differ]";
+/// How a line abandoned with Ctrl-C is marked.
+const ABANDONED: &str =
+    " [abandoned with Ctrl-C; if the terminal did not interrupt, it ran with the next line]";
+/// How lines typed under input settings [`Typed`] does not follow are
+/// marked.
+const UNFOLLOWED: &str =
+    " [typed under terminal or shell input settings the gateway does not follow: what ran may differ]";
 
 impl Typed {
     fn feed(&mut self, data: &[u8]) -> Vec<String> {
@@ -1996,9 +2033,8 @@ impl Typed {
         for &b in data {
             if !self.editing {
                 match b {
-                    b'\n' => lines.extend(self.finish()),
-                    b if self.line.len() < MAX_TYPED => self.line.push(b),
-                    _ => {}
+                    b'\n' => lines.extend(self.finish("")),
+                    b => self.push(b),
                 }
                 continue;
             }
@@ -2014,44 +2050,94 @@ impl Typed {
                     self.escape = true;
                     self.edited = true;
                 }
-                b'\r' | b'\n' => lines.extend(self.finish()),
+                b'\r' | b'\n' => lines.extend(self.finish("")),
                 0x7f | 0x08 => {
                     // One character: its continuation bytes, then its first.
                     while self.line.pop().is_some_and(|b| b & 0xc0 == 0x80) {}
                 }
-                // Ctrl-C: the line is abandoned.
+                // Ctrl-C: the line is abandoned, if the terminal interrupts.
+                0x03 if self.line.is_empty() && !self.edited => {}
                 0x03 => {
-                    self.line.clear();
-                    self.edited = false;
+                    lines.extend(self.finish(ABANDONED));
+                    self.edited = true;
                 }
-                // Ctrl-U, Ctrl-W, Ctrl-K cut (and Ctrl-Y puts back); Ctrl-A,
-                // Ctrl-E, Ctrl-B, Ctrl-F, Ctrl-T move or swap; Ctrl-D
-                // deletes under the cursor; Ctrl-R, Ctrl-P, Ctrl-N, Tab
-                // bring in text from history or completion.
+                // Ctrl-U: the line is cut.
                 0x15 => {
                     self.line.clear();
                     self.edited = true;
                 }
-                0x01 | 0x02 | 0x04 | 0x05 | 0x06 | 0x09 | 0x0b | 0x0e | 0x10 | 0x12 | 0x14
-                | 0x17 | 0x19 => self.edited = true,
-                b if b >= 0x20 && self.line.len() < MAX_TYPED => self.line.push(b),
-                _ => {}
+                b if b < 0x20 => self.edited = true,
+                b => self.push(b),
             }
         }
         lines
     }
 
-    /// The line ended: as text, marked if it was edited unseen.
-    fn finish(&mut self) -> Option<String> {
-        let bytes = std::mem::take(&mut self.line);
-        let edited = std::mem::take(&mut self.edited);
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        match (text.trim().is_empty(), edited) {
-            (true, false) => None,
-            (_, true) => Some(format!("{text}{EDITED}")),
-            (false, false) => Some(text),
+    fn push(&mut self, b: u8) {
+        if self.line.len() < MAX_TYPED {
+            self.line.push(b);
+        } else {
+            self.cut = true;
         }
     }
+
+    /// The line ended: as text, marked as it needs to be, and `also`.
+    fn finish(&mut self, also: &str) -> Option<String> {
+        let bytes = std::mem::take(&mut self.line);
+        let edited = std::mem::take(&mut self.edited);
+        let cut = std::mem::take(&mut self.cut);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.trim().is_empty() && !edited && !cut && also.is_empty() {
+            return None;
+        }
+        let unfollowed = self.unfollowed;
+        // What changes how later lines are read (best effort: a line can
+        // say so in ways this does not see).
+        let words: Vec<&str> = text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '+')
+            .collect();
+        if words.iter().any(|w| *w == "stty" || *w == "bind")
+            || words.windows(2).any(|w| {
+                w[0] == "set"
+                    && (w[1].starts_with('-') || w[1].starts_with('+'))
+                    && w[1].ends_with('o')
+            })
+        {
+            self.unfollowed = true;
+        }
+        let mut line = text;
+        for (marked, mark) in [
+            (edited, EDITED),
+            (cut, CUT),
+            (unfollowed, UNFOLLOWED),
+            (true, also),
+        ] {
+            if marked {
+                line.push_str(mark);
+            }
+        }
+        Some(line)
+    }
+}
+
+/// Whether a client's terminal modes have the target's terminal read keys
+/// as [`Typed`] follows them: Ctrl-C interrupts, DEL or Backspace erases,
+/// Ctrl-U kills, Ctrl-D ends input, nothing else ends or edits a line (no
+/// printable character is made a control key). A mode not sent keeps the
+/// target's default, which does.
+fn modes_followed(modes: &[(Pty, u32)]) -> bool {
+    let disabled = |value: u32| value == 0 || value == 255;
+    let control = |value: u32| value < 0x20 || value == 0x7f || disabled(value);
+    modes.iter().all(|&(mode, value)| match mode {
+        Pty::VINTR => value == 3,
+        Pty::VERASE => value == 0x7f || value == 8,
+        Pty::VKILL => value == 0x15,
+        Pty::VEOF => value == 4,
+        Pty::VEOL | Pty::VEOL2 => disabled(value),
+        Pty::ISIG | Pty::ICANON => value == 1,
+        mode if (mode as u8) < 30 => control(value),
+        _ => true,
+    })
 }
 
 fn unix_ms() -> u64 {
@@ -2088,7 +2174,17 @@ mod tests {
         };
         assert!(typed.feed(b"ls -x\x7fl").is_empty());
         assert_eq!(typed.feed(b"a\r"), ["ls -la"]);
-        assert_eq!(typed.feed(b"junk\x03whoami\r\r"), ["whoami"]);
+        // Ctrl-C on an empty line is nothing; on a line, it is told, and
+        // the next line marked (found in attack: with the terminal's
+        // interrupt turned off, `touch x #^Cid` ran and `id` was audited).
+        assert!(typed.feed(b"\x03").is_empty());
+        assert_eq!(
+            typed.feed(b"touch x #\x03id\r"),
+            [
+                format!("touch x #{}", super::ABANDONED),
+                format!("id{}", super::EDITED)
+            ]
+        );
         // Text in any script, a character at a time.
         assert_eq!(typed.feed("echo café\x7f\x7fé\r".as_bytes()), ["echo caé"]);
         // Found in attack: cut, move and put back, and what ran was not
@@ -2099,11 +2195,71 @@ mod tests {
             [format!("ls{}", super::EDITED)]
         );
         assert_eq!(typed.feed(b"\x1b[A\r"), [super::EDITED.to_string()]);
+        // Found in attack: Ctrl-O (operate-and-get-next) ran the line and
+        // the backspaces after it erased it from the gateway's copy only;
+        // Ctrl-X Ctrl-X moved the cursor. Every control key not followed
+        // marks the line.
+        for keys in [
+            &b"touch x\x0f\x7f\x7f\x7f\x7f\x7f\x7f\x7fid\r"[..],
+            b"/tmp/x\x18\x18touch \r",
+        ] {
+            let lines = typed.feed(keys);
+            assert!(
+                lines.len() == 1 && lines[0].ends_with(super::EDITED),
+                "{lines:?}"
+            );
+        }
         // Without a terminal nothing edits: what bash reads is the line.
         let mut raw = Typed::default();
         assert_eq!(
             raw.feed(b"id > /tmp/x; ls -la #\x15ls -la\n"),
             ["id > /tmp/x; ls -la #\u{15}ls -la"]
         );
+        // Found in attack: a long line was cut without a word, and what
+        // came after its first 4096 bytes ran unseen.
+        let long = format!("true{}; touch /tmp/x\n", " ".repeat(9000));
+        let lines = raw.feed(long.as_bytes());
+        assert!(
+            lines.len() == 1 && lines[0].ends_with(super::CUT),
+            "{lines:?}"
+        );
+    }
+
+    /// Found in attack: with the client's terminal modes, or `stty` and
+    /// `set +o emacs` typed in the shell, keys do other things than those
+    /// followed: every line after is marked.
+    #[test]
+    fn lines_typed_under_settings_not_followed_are_marked() {
+        use russh::Pty;
+        assert!(super::modes_followed(&[
+            (Pty::VINTR, 3),
+            (Pty::VERASE, 0x7f),
+            (Pty::VEOL, 255),
+            (Pty::ISIG, 1),
+            (Pty::ECHO, 0)
+        ]));
+        for modes in [
+            [(Pty::VINTR, 255)],
+            [(Pty::ISIG, 0)],
+            [(Pty::VEOL, u32::from(b';'))],
+            [(Pty::VWERASE, u32::from(b'a'))],
+            [(Pty::VERASE, 0x15)],
+        ] {
+            assert!(!super::modes_followed(&modes), "{modes:?}");
+        }
+        let mut typed = Typed {
+            editing: true,
+            ..Typed::default()
+        };
+        assert_eq!(typed.feed(b"ls\r"), ["ls"]);
+        let lines = typed.feed(b"stty -echo; set +o emacs\rtouch x\r");
+        assert_eq!(lines[0], "stty -echo; set +o emacs");
+        assert_eq!(lines[1], format!("touch x{}", super::UNFOLLOWED));
+        let mut vi = Typed {
+            editing: true,
+            ..Typed::default()
+        };
+        let lines = vi.feed(b"set -o vi\rls\r");
+        assert_eq!(lines[1], format!("ls{}", super::UNFOLLOWED));
     }
 }

@@ -1275,6 +1275,12 @@ async fn an_interactive_shell_is_recorded_and_replays() {
         "RAB",
     )
     .await;
+    // A line abandoned with Ctrl-C is told, and the next one marked: the
+    // terminal interrupts only if its modes say so.
+    let gone = format!("echo gone-{word}");
+    tmux(&["-S", socket, "send-keys", "-t", session, &gone, "C-c"]);
+    let next = format!("echo next-{word}");
+    typed_until_shown(socket, session, &next, &format!("next-{word}")).await;
     tmux(&["-S", socket, "send-keys", "-t", session, "exit", "Enter"]);
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1343,6 +1349,16 @@ async fn an_interactive_shell_is_recorded_and_replays() {
         && e["detail"]["line"]
             .as_str()
             .is_some_and(|l| l.contains(&word))));
+    let typed = |starts: &str, mark: &str| {
+        entries.iter().any(|e| {
+            e["kind"] == "shell.typed"
+                && e["detail"]["line"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(starts) && l.contains(mark))
+        })
+    };
+    assert!(typed(&gone, "abandoned with Ctrl-C"), "{entries:?}");
+    assert!(typed(&next, "edited with keys"), "{entries:?}");
     gw.stop().await;
 }
 
