@@ -646,6 +646,38 @@ impl server::Handler for Connection {
         }
     }
 
+    /// Forwarding to or from a Unix socket (`ssh -L port:/path`, `-R
+    /// /path:...`) is refused, and the refusal audited: a policy's
+    /// `forward` names a host and a port.
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        socket_forward_refused(
+            self.authed.as_ref(),
+            u32::from(channel.id()),
+            "local",
+            socket_path,
+        )
+        .await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        socket_forward_refused(self.authed.as_ref(), 0, "remote", socket_path).await;
+        Ok(false)
+    }
+
     async fn cancel_tcpip_forward(
         &mut self,
         address: &str,
@@ -848,6 +880,23 @@ async fn forward_allowed(authed: &Arc<Authed>, channel: u32, forward: Forward) -
         Err(reason) => {
             info!(forward = %text, %reason, "forwarding refused");
             None
+        }
+    }
+}
+
+/// Audits a refused forward to or from a Unix socket.
+async fn socket_forward_refused(
+    authed: Option<&Arc<Authed>>,
+    channel: u32,
+    direction: &str,
+    path: &str,
+) {
+    let reason = "forwarding to or from a Unix socket is not supported: forward a TCP port";
+    info!(direction, path, "forwarding refused: {reason}");
+    if let Some(authed) = authed {
+        let detail = serde_json::json!({"direction": direction, "socket": path, "reason": reason});
+        if let Err(e) = authed.event(channel, "forward.refused", detail).await {
+            warn!(error = %e, "a refused forward was not audited");
         }
     }
 }

@@ -863,6 +863,45 @@ when {{ context.forward.direction == "remote" && context.forward.host == "127.0.
         forwards.contains(&("remote".into(), "allow".into(), u64::from(remote_allowed))),
         "{forwards:?}"
     );
+
+    // Found in attack: forwards to and from Unix sockets were refused
+    // without a word in the audit log.
+    let out = client(&gw, "ssh", &alice)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-p", &port(&gw)])
+        .args(["-R", "/tmp/portcullis-remote-socket:127.0.0.1:22"])
+        .arg("demo-ssh@127.0.0.1")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let local_socket = free_port();
+    let mut tunnel = client(&gw, "ssh", &alice)
+        .args(["-N", "-p", &port(&gw)])
+        .args([
+            "-L",
+            &format!("127.0.0.1:{local_socket}:/tmp/portcullis-no-socket"),
+        ])
+        .arg("demo-ssh@127.0.0.1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket_refused = |direction: &str| {
+        gw.audit_entries(2000)
+            .iter()
+            .any(|e| e["kind"] == "forward.refused" && e["detail"]["direction"] == direction)
+    };
+    let mut refused_local = false;
+    for _ in 0..50 {
+        assert_eq!(read_forwarded(local_socket), "");
+        refused_local = socket_refused("local");
+        if refused_local {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    assert!(refused_local);
+    assert!(socket_refused("remote"), "{}", stderr(&out));
     gw.stop().await;
 }
 
