@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::{self, GENESIS_HASH};
 use crate::error::VerifyError;
 use crate::store;
-use crate::verify::{self, CheckpointRow, EntryRow, VerifyReport, Walk};
+use crate::verify::{self, Checked, CheckpointRow, EntryRow, VerifyReport, Walk};
 
 /// The `format` of an export's header.
 pub const EXPORT_FORMAT: &str = "portcullis-audit-export";
@@ -177,73 +177,38 @@ pub fn export(
             after_hash: hex::encode(after_hash),
         },
     )?;
-    let range = [
-        i64::try_from(after).unwrap_or(i64::MAX),
-        i64::try_from(end).unwrap_or(i64::MAX),
-    ];
-    let mut entry_statement = snapshot
-        .prepare(
-            "SELECT seq, time_ms, body, prev_hash, hash FROM audit_entries \
-             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-        )
-        .map_err(read_error)?;
-    let mut checkpoint_statement = snapshot
-        .prepare(
-            "SELECT seq, hash, time_ms, signature, key_id FROM audit_checkpoints \
-             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-        )
-        .map_err(read_error)?;
-    let mut entries = entry_statement.query(range).map_err(read_error)?;
-    let mut checkpoints = checkpoint_statement.query(range).map_err(read_error)?;
-    let mut next_checkpoint = match checkpoints.next().map_err(read_error)? {
-        Some(row) => Some(verify::read_checkpoint(row)?),
-        None => None,
-    };
     let mut walk = Walk::new(key, verify::now_ms(), after, after_hash);
-    while let Some(row) = entries.next().map_err(read_error)? {
-        let seq = walk.head().0 + 1;
-        let entry = verify::read_entry(row, seq)?;
-        walk.entry(&entry)?;
-        let body = std::str::from_utf8(entry.body).map_err(|_| VerifyError::MalformedEntry {
-            seq: i64::try_from(seq).unwrap_or(i64::MAX),
-            detail: "its body is not valid UTF-8".to_owned(),
-        })?;
-        write_line(
-            out,
-            &EntryLine {
-                seq,
-                time_ms: entry.time_ms,
-                body: body.to_owned(),
-                prev_hash: hex::encode(entry.prev_hash),
-                hash: hex::encode(entry.hash),
-            },
-        )?;
-        if let Some(checkpoint) = next_checkpoint.take_if(|checkpoint| checkpoint.seq == seq) {
-            walk.checkpoint(&checkpoint)?;
+    verify::walk_store(&snapshot, path, &mut walk, end, |checked| match checked {
+        Checked::Entry(entry) => {
+            let body =
+                std::str::from_utf8(entry.body).map_err(|_| VerifyError::MalformedEntry {
+                    seq: i64::try_from(entry.seq).unwrap_or(i64::MAX),
+                    detail: "its body is not valid UTF-8".to_owned(),
+                })?;
             write_line(
                 out,
-                &CheckpointLine {
-                    checkpoint: CheckpointFields {
-                        seq,
-                        hash: hex::encode(checkpoint.hash),
-                        time_ms: checkpoint.time_ms,
-                        signature: hex::encode(checkpoint.signature),
-                        key_id: checkpoint.key_id,
-                    },
+                &EntryLine {
+                    seq: entry.seq,
+                    time_ms: entry.time_ms,
+                    body: body.to_owned(),
+                    prev_hash: hex::encode(entry.prev_hash),
+                    hash: hex::encode(entry.hash),
                 },
-            )?;
-            next_checkpoint = match checkpoints.next().map_err(read_error)? {
-                Some(row) => Some(verify::read_checkpoint(row)?),
-                None => None,
-            };
+            )
         }
-    }
-    if let Some(checkpoint) = next_checkpoint {
-        return Err(VerifyError::CheckpointBeyondEnd {
-            seq: checkpoint.seq,
-            last_seq: walk.head().0,
-        });
-    }
+        Checked::Checkpoint(checkpoint) => write_line(
+            out,
+            &CheckpointLine {
+                checkpoint: CheckpointFields {
+                    seq: checkpoint.seq,
+                    hash: hex::encode(checkpoint.hash),
+                    time_ms: checkpoint.time_ms,
+                    signature: hex::encode(checkpoint.signature),
+                    key_id: checkpoint.key_id.clone(),
+                },
+            },
+        ),
+    })?;
     out.flush().map_err(VerifyError::ExportWrite)?;
     let report = walk.finish(false)?;
     Ok(ExportSummary {

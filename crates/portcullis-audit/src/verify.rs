@@ -218,36 +218,68 @@ pub fn verify(path: &Path, key: &VerifyingKey) -> Result<VerifyReport, VerifyErr
 }
 
 fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyReport, VerifyError> {
-    let read_error = |source| VerifyError::Read {
-        path: path.to_owned(),
-        source,
-    };
     let mut conn = store::open_for_reading(path).map_err(|source| VerifyError::Open {
         path: path.to_owned(),
         source,
     })?;
-    let snapshot = conn.transaction().map_err(read_error)?;
+    let snapshot = conn.transaction().map_err(|source| VerifyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut walk = Walk::new(key, now_ms, 0, GENESIS_HASH);
+    walk_store(&snapshot, path, &mut walk, u64::MAX, |_| Ok(()))?;
+    walk.finish(true)
+}
+
+/// What [`walk_store`] checked, handed to its visitor.
+pub(crate) enum Checked<'a> {
+    Entry(&'a EntryRow<'a>),
+    Checkpoint(&'a CheckpointRow),
+}
+
+/// Checks with `walk` the store's entries after the walk's start up to
+/// `end`, and their checkpoints, in seq order, one row in memory at a time;
+/// `visit` sees each once checked.
+pub(crate) fn walk_store(
+    snapshot: &rusqlite::Transaction<'_>,
+    path: &Path,
+    walk: &mut Walk<'_>,
+    end: u64,
+    mut visit: impl FnMut(Checked<'_>) -> Result<(), VerifyError>,
+) -> Result<(), VerifyError> {
+    let read_error = |source| VerifyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let range = [walk.head().0, end].map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
     let mut entry_statement = snapshot
-        .prepare("SELECT seq, time_ms, body, prev_hash, hash FROM audit_entries ORDER BY seq")
+        .prepare(
+            "SELECT seq, time_ms, body, prev_hash, hash FROM audit_entries \
+             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )
         .map_err(read_error)?;
     let mut checkpoint_statement = snapshot
-        .prepare("SELECT seq, hash, time_ms, signature, key_id FROM audit_checkpoints ORDER BY seq")
+        .prepare(
+            "SELECT seq, hash, time_ms, signature, key_id FROM audit_checkpoints \
+             WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )
         .map_err(read_error)?;
-    let mut entries = entry_statement.query([]).map_err(read_error)?;
-    let mut checkpoints = checkpoint_statement.query([]).map_err(read_error)?;
-
+    let mut entries = entry_statement.query(range).map_err(read_error)?;
+    let mut checkpoints = checkpoint_statement.query(range).map_err(read_error)?;
     let mut next_checkpoint = match checkpoints.next().map_err(read_error)? {
         Some(row) => Some(read_checkpoint(row)?),
         None => None,
     };
-    let mut walk = Walk::new(key, now_ms, 0, GENESIS_HASH);
     while let Some(row) = entries.next().map_err(read_error)? {
         let seq = walk.head().0 + 1;
-        walk.entry(&read_entry(row, seq)?)?;
+        let entry = read_entry(row, seq)?;
+        walk.entry(&entry)?;
+        visit(Checked::Entry(&entry))?;
         // INVARIANT: checkpoints are read in seq order and every seq below
         // this one was checked, so a pending checkpoint is at `seq` or later.
         if let Some(checkpoint) = next_checkpoint.take_if(|checkpoint| checkpoint.seq == seq) {
             walk.checkpoint(&checkpoint)?;
+            visit(Checked::Checkpoint(&checkpoint))?;
             next_checkpoint = match checkpoints.next().map_err(read_error)? {
                 Some(row) => Some(read_checkpoint(row)?),
                 None => None,
@@ -260,7 +292,7 @@ fn verify_at(path: &Path, key: &VerifyingKey, now_ms: u64) -> Result<VerifyRepor
             last_seq: walk.head().0,
         });
     }
-    walk.finish(true)
+    Ok(())
 }
 
 /// The range an [`crate::UNSIGNED_AT_OPEN`] entry names.
