@@ -77,6 +77,8 @@ Approve the restart as olga (group ops):
 Then, in another terminal:
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit tail --config $CONFIG
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit verify --config $CONFIG
+  PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN audit export --config $CONFIG -o audit-0001.jsonl
+  $BIN audit verify --key $PORTCULLIS_DATA/audit-signing.pub --export audit-0001.jsonl
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN sessions --config $CONFIG
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN replay --config $CONFIG <session id> --speed 0
   PORTCULLIS_DATA=$PORTCULLIS_DATA $BIN replay --config $CONFIG <ssh session id> --asciicast > shell.cast
