@@ -1620,7 +1620,7 @@ impl Relay {
                         range.start + offset,
                         error_bytes(
                             "54000",
-                            &format!("this statement needs an approval, and its parameters cannot all be shown to a reviewer (more than {MAX_PARAMS_SHOWN}, or one longer than {MAX_PARAM_SHOWN_LEN} bytes); nothing was run"),
+                            &format!("this statement needs an approval, and its parameters cannot all be shown to a reviewer (more than {MAX_PARAMS_SHOWN}, one longer than {MAX_PARAM_SHOWN_LEN} bytes, more than {MAX_PORTALS_SHOWN} portals open, a cursor opened elsewhere, or the values of several portals in one query); nothing was run"),
                             None,
                             None,
                         ),
