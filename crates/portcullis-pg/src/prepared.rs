@@ -25,6 +25,9 @@ pub struct Bound {
     /// `None` when they cannot all be shown. Kept with the portal, so that a
     /// Bind the target refuses leaves the values of the one before.
     pub parameters: Option<Vec<Option<String>>>,
+    /// Declared with SQL `DECLARE`: it may outlive its transaction (`WITH
+    /// HOLD`).
+    pub declared: bool,
 }
 
 /// One pending change, named by the number it was recorded under.
@@ -61,10 +64,20 @@ pub enum Portal<'a> {
     Unknown,
 }
 
+/// How many names of cursors that may have outlived their transaction are
+/// kept; past that, any name may be one.
+const MAX_OUTLIVED: usize = 1024;
+
 #[derive(Default)]
 pub struct Prepared {
     statements: HashMap<String, StatementInfo>,
     portals: HashMap<String, Bound>,
+    /// Cursors declared in a transaction that ended: one declared `WITH
+    /// HOLD` is still open on the target, under a name the gateway no
+    /// longer says what it runs. A Bind of such a name fails there.
+    outlived: std::collections::HashSet<String>,
+    /// More such names than [`MAX_OUTLIVED`] were seen.
+    outlived_overflow: bool,
     /// Oldest first; with whether a Sync (or the end of a Query) was sent
     /// after it.
     pending: Vec<(u64, Op, bool)>,
@@ -101,7 +114,7 @@ impl Prepared {
         let unsure = || {
             self.unsure(
                 |op| matches!(op, Op::Portal(n, _) if n == name) || matches!(op, Op::AllPortals),
-                self.portals.contains_key(name),
+                self.portals.contains_key(name) || self.may_have_outlived(name),
             )
         };
         for (_, op, _) in self.pending.iter().rev() {
@@ -114,6 +127,12 @@ impl Prepared {
             }
         }
         self.portals.get(name).map_or(Portal::Unknown, bound)
+    }
+
+    /// Whether a cursor by this name may still be open on the target from
+    /// an earlier transaction.
+    fn may_have_outlived(&self, name: &str) -> bool {
+        self.outlived_overflow || self.outlived.contains(name)
     }
 
     /// Whether what the statement `name` runs waits on a change the target
@@ -181,6 +200,7 @@ impl Prepared {
             let declared = Bound {
                 statement: Some(statement.clone()),
                 parameters: Some(Vec::new()),
+                declared: true,
             };
             changes.push(self.set_portal(name, Some(declared)));
         }
@@ -216,13 +236,19 @@ impl Prepared {
                     self.statements.remove(&name);
                 }
                 Op::Portal(name, Some(statement)) => {
+                    self.outlived.remove(&name);
                     self.portals.insert(name, statement);
                 }
                 Op::Portal(name, None) => {
+                    self.outlived.remove(&name);
                     self.portals.remove(&name);
                 }
                 Op::AllStatements => self.statements.clear(),
-                Op::AllPortals => self.portals.clear(),
+                Op::AllPortals => {
+                    self.portals.clear();
+                    self.outlived.clear();
+                    self.outlived_overflow = false;
+                }
             }
         }
     }
@@ -244,9 +270,18 @@ impl Prepared {
         }
     }
 
-    /// The transaction ended: its portals are gone.
+    /// The transaction ended: its portals are gone, but for cursors
+    /// declared `WITH HOLD`, whose names are kept as maybe still open.
     pub fn end_transaction(&mut self) {
-        self.portals.clear();
+        for (name, bound) in self.portals.drain() {
+            if bound.declared {
+                if self.outlived.len() < MAX_OUTLIVED {
+                    self.outlived.insert(name);
+                } else {
+                    self.outlived_overflow = true;
+                }
+            }
+        }
     }
 }
 
@@ -264,6 +299,7 @@ mod tests {
         Some(Bound {
             statement: Some(statement(text)),
             parameters: Some(parameters.iter().map(|p| Some(p.to_string())).collect()),
+            declared: false,
         })
     }
 
@@ -329,6 +365,7 @@ mod tests {
             Some(Bound {
                 statement: None,
                 parameters: None,
+                declared: false,
             }),
         );
         prepared.confirm([a, c]);
@@ -414,5 +451,34 @@ mod tests {
         assert!(matches!(prepared.portal("p1"), Portal::Bound(_, Some([Some(v)])) if v == "4500"));
         prepared.undo([decoy]);
         assert!(matches!(prepared.portal("p1"), Portal::Bound(_, Some([Some(v)])) if v == "7"));
+    }
+
+    /// Found in attack: a cursor declared `WITH HOLD` outlived its
+    /// transaction, unknown to the gateway; a Bind of its name, refused by
+    /// the target, was taken for what the name runs behind a Sync.
+    #[test]
+    fn a_cursor_that_may_have_outlived_its_transaction_leaves_its_name_unsure() {
+        let mut prepared = Prepared::default();
+        let declared = prepared.apply(&statement(
+            "declare c cursor with hold for select email from customers",
+        ));
+        prepared.confirm(declared);
+        prepared.end_transaction();
+        assert_eq!(prepared.portal("c"), Portal::Unknown);
+        let refused = prepared.set_portal("c", bind("update t set x = $1", &["4500"]));
+        prepared.fence();
+        assert_eq!(prepared.portal("c"), Portal::Unsure);
+        prepared.undo([refused]);
+        // A name never declared stays what a Bind makes it.
+        let bound = prepared.set_portal("d", bind("update t set x = $1", &["1"]));
+        prepared.fence();
+        assert!(matches!(prepared.portal("d"), Portal::Bound(..)));
+        prepared.confirm([bound]);
+        // Closed: nothing by that name is left.
+        let closed = prepared.apply(&statement("close all"));
+        prepared.confirm(closed);
+        prepared.set_portal("c", bind("update t set x = $1", &["4500"]));
+        prepared.fence();
+        assert!(matches!(prepared.portal("c"), Portal::Bound(..)));
     }
 }

@@ -648,6 +648,7 @@ impl Relay {
                 let bound = Bound {
                     statement: prepared.statement(bind.statement).cloned(),
                     parameters,
+                    declared: false,
                 };
                 let defines = Some(prepared.set_portal(bind.portal, Some(bound)));
                 Planned::Forward {
@@ -821,6 +822,13 @@ impl Relay {
             } else {
                 Vec::new()
             });
+        }
+        // The values are shown for the query as a whole: with other
+        // statements beside the FETCH, a reviewer of one of those would see
+        // them as its own (found in attack: `execute s1(4507 - 4500); fetch
+        // all from p1` showed p1's 4500 for the update that set 7).
+        if portals_with_values > 0 && statements.len() > 1 {
+            parameters = None;
         }
         Ok(Resolved {
             statements,

@@ -1610,6 +1610,33 @@ async fn a_reviewer_sees_the_values_a_portal_runs_with() {
         count(&gw, "select count(*) from orders where id = 3").await,
         1
     );
+
+    // Found in attack: the values of a FETCHed portal were shown for the
+    // other statements of its query. Values that cannot be told apart are
+    // not shown, and a held statement then does not run.
+    for messages in [
+        vec![raw::query("begin")],
+        vec![raw::query(
+            "prepare s3(int) as delete from orders where id = $1",
+        )],
+        vec![
+            raw::parse("s4", "select $1::int"),
+            raw::bind_text("p4", "s4", &["4500"]),
+            raw::sync(),
+        ],
+    ] {
+        raw.send(&messages).await;
+        let answer = raw_text(&raw.until_ready().await);
+        assert!(!answer.contains("E:"), "{answer}");
+    }
+    raw.send(&[raw::query("execute s3(3); fetch all from p4")])
+        .await;
+    let refused = raw_text(&raw.until_ready().await);
+    assert!(refused.contains("cannot all be shown"), "{refused}");
+    assert_eq!(
+        count(&gw, "select count(*) from orders where id = 3").await,
+        1
+    );
     gw.stop().await;
 }
 

@@ -87,7 +87,15 @@ pub fn bind_parameters(
                 }
                 hex
             } else {
-                String::from_utf8_lossy(shown).into_owned()
+                // A text value that starts with a backslash is shown with
+                // one more, so that it cannot pass for a binary one
+                // (`\x41646d696e` typed as text is `\\x41646d696e`).
+                let text = String::from_utf8_lossy(shown);
+                if text.starts_with('\\') {
+                    format!("\\{text}")
+                } else {
+                    text.into_owned()
+                }
             };
             Some(text)
         };
@@ -158,4 +166,33 @@ pub fn parse_param_count(body: &[u8]) -> Option<i16> {
 pub fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     let mut rest = body;
     Some((take_cstr(&mut rest)?, take_cstr(&mut rest)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Found in attack: a binary value and a text one spelled like its hex
+    /// were shown alike to the reviewer.
+    #[test]
+    fn a_text_value_cannot_pass_for_a_binary_one() {
+        let mut body = b"\0\0".to_vec();
+        body.extend_from_slice(&2i16.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&3i16.to_be_bytes());
+        for value in [&b"\\x41"[..], b"A", b"plain"] {
+            body.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            body.extend_from_slice(value);
+        }
+        let shown = super::bind_parameters(&body, 10, 100).unwrap();
+        assert_eq!(
+            shown,
+            [
+                Some("\\\\x41".to_string()),
+                Some("\\x41".to_string()),
+                Some("plain".to_string())
+            ]
+        );
+    }
 }
