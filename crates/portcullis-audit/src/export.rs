@@ -3,10 +3,12 @@
 //!
 //! An export holds a header, then every entry after a given one up to the
 //! store's last checkpoint, each checkpoint on the line after the entry it
-//! signs. It ends at a checkpoint, so it verifies on its own, with nothing
-//! but the public key; the next export starts where it ended, and a chain
-//! of exports verifies as one log. Exported entries were checked as they
-//! were read: a store that does not verify is not exported.
+//! signs, then an end line naming its last entry. It ends at a checkpoint,
+//! so it verifies on its own, with nothing but the public key; the next
+//! export starts where it ended, and a chain of exports verifies as one
+//! log. The range is checked whole before a line is written: entries that
+//! do not verify are not exported. A line is accepted only as `export`
+//! writes it, so that no reader can take it another way than the check.
 //!
 //! Kept elsewhere, exports show what the store alone cannot: a store cut
 //! back to an earlier checkpoint, or rewritten and signed again, no longer
@@ -72,6 +74,24 @@ struct CheckpointFields {
     time_ms: u64,
     signature: String,
     key_id: String,
+}
+
+/// The last line: where the export ends. Without it, an export cut at a
+/// checkpoint would verify as a shorter one.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndLine {
+    end: EndFields,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndFields {
+    /// Its last entry (`after` when it holds none), and that entry's hash.
+    last: u64,
+    last_hash: String,
+    /// How many entries it holds.
+    entries: u64,
 }
 
 /// Where an export starts.
@@ -166,6 +186,12 @@ pub fn export(
         .and_then(|seq| u64::try_from(seq).ok())
         .unwrap_or(0)
         .max(after);
+    // Checked whole before a line is written: standard output cannot take
+    // back what it wrote, and a part of a range that does not verify would
+    // verify on its own.
+    let mut checked = Walk::new(key, verify::now_ms(), after, after_hash);
+    verify::walk_store(&snapshot, path, &mut checked, end, |_| Ok(()))?;
+    checked.finish(false)?;
     write_line(
         out,
         &Header {
@@ -209,8 +235,19 @@ pub fn export(
             },
         ),
     })?;
-    out.flush().map_err(VerifyError::ExportWrite)?;
+    let (last, last_hash) = walk.head();
     let report = walk.finish(false)?;
+    write_line(
+        out,
+        &EndLine {
+            end: EndFields {
+                last,
+                last_hash: hex::encode(last_hash),
+                entries: report.entries_checked,
+            },
+        },
+    )?;
+    out.flush().map_err(VerifyError::ExportWrite)?;
     Ok(ExportSummary {
         after,
         last_seq: report.last_seq,
@@ -254,6 +291,17 @@ fn walk_exports<'k>(
     let mut walk: Option<Walk<'k>> = None;
     for file in files {
         let (header, mut lines) = read_header(file)?;
+        if header_key(&header, file)? != *key {
+            return Err(line_error(
+                file,
+                1,
+                &format!(
+                    "the export names the key {}, not the one it is checked against ({})",
+                    header.key_id,
+                    chain::key_id(key)
+                ),
+            ));
+        }
         let after_hash = chain::decode_hash(&header.after_hash)
             .ok_or_else(|| line_error(file, 1, "`after_hash` is not 64 hex digits"))?;
         if header.after == 0 && after_hash != GENESIS_HASH {
@@ -281,6 +329,8 @@ fn walk_exports<'k>(
         };
         let mut number = 1;
         let mut line = String::new();
+        let mut end = None;
+        let entries_before = walk.entries_checked();
         loop {
             line.clear();
             let read = lines
@@ -293,7 +343,10 @@ fn walk_exports<'k>(
                 break;
             }
             number += 1;
-            read_line(walk, line.trim_end_matches('\n'), file, number)?;
+            if end.is_some() {
+                return Err(line_error(file, number, "a line after the export's end"));
+            }
+            end = read_line(walk, &line, file, number)?;
         }
         if let Some((first, last)) = walk.unsigned_tail() {
             return Err(line_error(
@@ -304,21 +357,49 @@ fn walk_exports<'k>(
                 ),
             ));
         }
+        let (last, last_hash) = walk.head();
+        let entries = walk.entries_checked() - entries_before;
+        match end {
+            Some(end)
+                if end.last == last
+                    && end.last_hash == hex::encode(last_hash)
+                    && end.entries == entries => {}
+            Some(_) => {
+                return Err(line_error(
+                    file,
+                    number,
+                    &format!("the export's end does not name its last entry ({last}) and its {entries} entries: lines were removed or added"),
+                ))
+            }
+            None => {
+                return Err(line_error(
+                    file,
+                    number,
+                    "the export has no end line: it was cut, or is still being written",
+                ))
+            }
+        }
     }
     walk.ok_or_else(no_export)
 }
 
-/// Checks one line after the header: an entry or a checkpoint.
-fn read_line(walk: &mut Walk<'_>, line: &str, file: &Path, number: u64) -> Result<(), VerifyError> {
+/// Checks one line after the header: an entry, a checkpoint, or the end
+/// (returned). Each must be exactly as [`export`] writes it: a line a
+/// reader could take another way (a field twice, of which readers take one
+/// and the check another) is refused.
+fn read_line(
+    walk: &mut Walk<'_>,
+    line: &str,
+    file: &Path,
+    number: u64,
+) -> Result<Option<EndFields>, VerifyError> {
     let error = |detail: String| line_error(file, number, &detail);
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| error(format!("not JSON: {e}")))?;
+    let text = canonical_text(line, file, number)?;
     let hash = |text: &str, name: &str| {
         chain::decode_hash(text).ok_or_else(|| error(format!("`{name}` is not 64 hex digits")))
     };
-    if value.get("checkpoint").is_some() {
-        let CheckpointLine { checkpoint } =
-            serde_json::from_value(value).map_err(|e| error(format!("not a checkpoint: {e}")))?;
+    if text.starts_with("{\"checkpoint\":") {
+        let CheckpointLine { checkpoint } = parse_exact(text, file, number)?;
         let signature = chain::decode_signature(&checkpoint.signature)
             .ok_or_else(|| error("`signature` is not 128 hex digits".to_owned()))?;
         walk.checkpoint(&CheckpointRow {
@@ -327,18 +408,55 @@ fn read_line(walk: &mut Walk<'_>, line: &str, file: &Path, number: u64) -> Resul
             time_ms: checkpoint.time_ms,
             signature,
             key_id: checkpoint.key_id,
-        })
+        })?;
+        Ok(None)
+    } else if text.starts_with("{\"end\":") {
+        let EndLine { end } = parse_exact(text, file, number)?;
+        Ok(Some(end))
     } else {
-        let entry: EntryLine =
-            serde_json::from_value(value).map_err(|e| error(format!("not an entry: {e}")))?;
+        let entry: EntryLine = parse_exact(text, file, number)?;
         walk.entry(&EntryRow {
             seq: entry.seq,
             time_ms: entry.time_ms,
             body: entry.body.as_bytes(),
             prev_hash: hash(&entry.prev_hash, "prev_hash")?,
             hash: hash(&entry.hash, "hash")?,
-        })
+        })?;
+        Ok(None)
     }
+}
+
+/// A line of an export without its line feed, if it holds only what an
+/// export writes: printable ASCII (so that nothing from it shown in an
+/// error can act on a terminal).
+fn canonical_text<'a>(line: &'a str, file: &Path, number: u64) -> Result<&'a str, VerifyError> {
+    let text = line.strip_suffix('\n').unwrap_or(line);
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(line_error(
+            file,
+            number,
+            "a character an export never writes (it is printable ASCII, one line feed a line)",
+        ));
+    }
+    Ok(text)
+}
+
+/// `text` read as `T`, which must be written back exactly as it is.
+fn parse_exact<T: Serialize + for<'de> Deserialize<'de>>(
+    text: &str,
+    file: &Path,
+    number: u64,
+) -> Result<T, VerifyError> {
+    let value: T = serde_json::from_str(text)
+        .map_err(|e| line_error(file, number, &format!("not a line of an export: {e}")))?;
+    if line_text(&value)? != text {
+        return Err(line_error(
+            file,
+            number,
+            "not written as an export writes it (a field twice, in another order, or other spacing or escapes)",
+        ));
+    }
+    Ok(value)
 }
 
 /// An export's header, and the reader at the line after it.
@@ -350,13 +468,21 @@ fn read_header(file: &Path) -> Result<(Header, std::io::BufReader<std::fs::File>
     let mut reader = std::io::BufReader::new(std::fs::File::open(file).map_err(read_error)?);
     let mut line = String::new();
     reader.read_line(&mut line).map_err(read_error)?;
-    let header: Header = serde_json::from_str(line.trim_end_matches('\n')).map_err(|e| {
+    let text = canonical_text(&line, file, 1)?;
+    let header: Header = serde_json::from_str(text).map_err(|e| {
         line_error(
             file,
             1,
             &format!("not the header of an audit export ({EXPORT_FORMAT}): {e}"),
         )
     })?;
+    if line_text(&header)? != text {
+        return Err(line_error(
+            file,
+            1,
+            "not written as an export writes it (a field twice, in another order, or other spacing or escapes)",
+        ));
+    }
     if header.format != EXPORT_FORMAT || header.version != EXPORT_VERSION {
         return Err(line_error(
             file,
@@ -395,15 +521,15 @@ fn line_error(file: &Path, line: u64, detail: &str) -> VerifyError {
     }
 }
 
-/// Writes `value` as one line of ASCII JSON.
-fn write_line(out: &mut dyn Write, value: &impl Serialize) -> Result<(), VerifyError> {
+/// `value` as a line of an export, without its line feed: JSON, in ASCII.
+fn line_text(value: &impl Serialize) -> Result<String, VerifyError> {
     let text = serde_json::to_string(value)
         .map_err(|e| VerifyError::ExportWrite(std::io::Error::other(e)))?;
-    let mut line = String::with_capacity(text.len() + 1);
-    // Outside strings JSON is ASCII; inside, `\u` escapes read back as the
-    // same characters.
+    let mut line = String::with_capacity(text.len());
+    // Outside strings JSON is printable ASCII; inside, `\u` escapes read
+    // back as the same characters (DEL is ASCII, and not printable).
     for c in text.chars() {
-        if c.is_ascii() {
+        if c.is_ascii() && c != '\x7f' {
             line.push(c);
         } else {
             for unit in c.encode_utf16(&mut [0; 2]) {
@@ -411,6 +537,12 @@ fn write_line(out: &mut dyn Write, value: &impl Serialize) -> Result<(), VerifyE
             }
         }
     }
+    Ok(line)
+}
+
+/// Writes `value` as one line of an export.
+fn write_line(out: &mut dyn Write, value: &impl Serialize) -> Result<(), VerifyError> {
+    let mut line = line_text(value)?;
     line.push('\n');
     out.write_all(line.as_bytes())
         .map_err(VerifyError::ExportWrite)
@@ -467,8 +599,8 @@ mod tests {
         let summary = export_to(&path, &key, ExportStart::Beginning, &first).unwrap();
         assert_eq!((summary.after, summary.last_seq), (0, 30));
         assert_eq!((summary.entries, summary.checkpoints), (30, 3));
-        // A header, 30 entries and 3 checkpoints, in ASCII.
-        assert_eq!(lines(&first).len(), 34);
+        // A header, 30 entries, 3 checkpoints and the end, in ASCII.
+        assert_eq!(lines(&first).len(), 35);
         let report = verify_exports(std::slice::from_ref(&first), None).unwrap();
         assert_eq!((report.starts_after, report.last_seq), (0, 30));
 
@@ -476,7 +608,7 @@ mod tests {
         let log =
             AuditLog::open(&path, key.clone(), crate::tests::counted_checkpoints(10)).unwrap();
         for n in 31..=35 {
-            log.append(&json!({"n": n, "text": "s\u{e9}lect \u{202e}1"}))
+            log.append(&json!({"n": n, "text": "s\u{e9}lect \u{202e}1\u{7f}"}))
                 .await
                 .unwrap();
         }
@@ -572,10 +704,57 @@ mod tests {
         write_sealed_store(&forged_store, &other, 30, 10).await;
         export_to(&forged_store, &other, ExportStart::Beginning, &forged).unwrap();
         verify_exports(std::slice::from_ref(&forged), None).unwrap();
+        let error = check(&forged).unwrap_err().to_string();
+        assert!(error.contains("the export names the key"), "{error}");
+        // ...also when its header names the kept key.
+        let kept = hex::encode(key.verifying_key().as_bytes());
+        let other_key = hex::encode(other.verifying_key().as_bytes());
+        rewrite(&forged, |lines| {
+            lines[0] = lines[0].replace(&other_key, &kept)
+        });
         assert!(matches!(
             check(&forged),
             Err(VerifyError::CheckpointKey { seq: 10, .. })
         ));
+        // Found in attack: a field twice, the first read by people and
+        // tools, the last by the check.
+        rewrite(&file, |lines| {
+            lines[5] = lines[5].replacen("{\"seq\"", "{\"body\":\"select 1\",\"seq\"", 1)
+        });
+        let error = check(&file).unwrap_err().to_string();
+        assert!(error.contains("line 6: not a line of an export"), "{error}");
+        restore();
+        // Written another way, or with raw characters an export escapes.
+        for (from, to) in [
+            (":", ": "),
+            ("select 5", "sélect 5"),
+            ("select 5", "select 5\u{1b}[2K"),
+        ] {
+            rewrite(&file, |lines| lines[5] = lines[5].replacen(from, to, 1));
+            let error = check(&file).unwrap_err().to_string();
+            assert!(error.contains("line 6"), "{from:?}: {error}");
+            restore();
+        }
+        // Found in attack: cut at a checkpoint, it verified as a shorter
+        // export. The end line says where it ends.
+        rewrite(&file, |lines| lines.truncate(23));
+        let error = check(&file).unwrap_err().to_string();
+        assert!(error.contains("no end line"), "{error}");
+        restore();
+        rewrite(&file, |lines| {
+            let end = lines.len() - 1;
+            lines.swap(end, end - 1);
+        });
+        let error = check(&file).unwrap_err().to_string();
+        assert!(error.contains("a line after the export's end"), "{error}");
+        restore();
+        rewrite(&file, |lines| {
+            let end = lines.len() - 1;
+            lines[end] = lines[end].replace("\"entries\":30", "\"entries\":31");
+        });
+        let error = check(&file).unwrap_err().to_string();
+        assert!(error.contains("does not name its last entry"), "{error}");
+        restore();
         // A header that names a key other than its id.
         rewrite(&file, |lines| {
             let id = chain::key_id(&key.verifying_key());

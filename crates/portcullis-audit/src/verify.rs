@@ -111,6 +111,11 @@ impl<'k> Walk<'k> {
         }
     }
 
+    /// How many entries were checked.
+    pub(crate) fn entries_checked(&self) -> u64 {
+        self.report.entries_checked
+    }
+
     /// The last entry checked, and its hash.
     pub(crate) fn head(&self) -> (u64, EntryHash) {
         (self.report.last_seq, self.prev_hash)
