@@ -897,6 +897,24 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
         }
         "test" | "[" | "printf" | "read" | "unset" | "declare" | "typeset" | "local" | "export"
         | "readonly" | "mapfile" | "readarray" | "wait" | "getopts" => {
+            // A name known only when it runs may hold a subscript, which is
+            // evaluated (found in attack: `read "$v"` with `v='a[$(cmd)]'`).
+            let named = |option: &str| {
+                argv.iter().enumerate().skip(1).any(|(i, v)| {
+                    (v.text == option && argv.get(i + 1).is_some_and(|name| name.dynamic))
+                        || (v.text.starts_with(option) && v.dynamic)
+                })
+            };
+            let dynamic_name = match program {
+                "test" | "[" => named("-v") || named("-R"),
+                "printf" => named("-v"),
+                _ => argv.iter().skip(1).any(|v| v.dynamic),
+            };
+            if dynamic_name {
+                return Err(format!(
+                    "`{program}` with a name known only when it runs may evaluate a subscript in it: not inspected"
+                ));
+            }
             if args().any(subscripted) {
                 return Err(format!(
                     "`{program}` with a subscripted name evaluates it: not inspected"
@@ -1047,9 +1065,10 @@ fn basename(program: &str) -> &str {
 
 /// Whether an expansion evaluates what a variable holds: arithmetic on
 /// variables (`$((X))`, which runs `a[$(...)]` in X's value), indirection
-/// (`${!X}`), subscripts (`${a[X]}`), substrings (`${X:Y}`) and
-/// transformations (`${X@P}`). Plain `$X`, `${X}` and `${X:-word}` (and
-/// `:=`, `:+`, `:?`, `#`, `%`, `/`) are only text.
+/// (`${!X}`), subscripts (`${a[X]}`), substrings (`${X:Y}`, `${*:Y}`) and
+/// transformations (`${X@P}`). Plain `$X`, `${X}`, `${#X}` and
+/// `${X:-word}` (and `:=`, `:+`, `:?`, `-`, `=`, `+`, `?`, `#`, `%`, `/`,
+/// `^`, `,`) are only text; anything else is taken to evaluate.
 fn evaluates_values(source: &str) -> bool {
     if let Some(expr) = source.strip_prefix("$((") {
         return expr
@@ -1059,15 +1078,42 @@ fn evaluates_values(source: &str) -> bool {
     let Some(inner) = source.strip_prefix("${") else {
         return false;
     };
+    let inner = inner.strip_suffix('}').unwrap_or(inner);
     if inner.starts_with('!') || inner.contains('[') || inner.contains('@') {
         return true;
     }
-    // `${X:...}` other than `:-`, `:=`, `:+`, `:?` is a substring.
-    let name_end = inner
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(inner.len());
-    let rest = &inner[name_end..];
-    rest.starts_with(':') && !matches!(rest.chars().nth(1), Some('-' | '=' | '+' | '?'))
+    // `${#NAME}`: a length.
+    if let Some(name) = inner.strip_prefix('#') {
+        if !name.is_empty() && parameter_len(name) == name.len() {
+            return false;
+        }
+    }
+    let name = parameter_len(inner);
+    if name == 0 {
+        return true;
+    }
+    let rest = &inner[name..];
+    let text_only = rest.is_empty()
+        || [":-", ":=", ":+", ":?"]
+            .iter()
+            .any(|op| rest.starts_with(op))
+        || rest.starts_with(['-', '=', '+', '?', '#', '%', '/', '^', ',']);
+    !text_only
+}
+
+/// How long the parameter's name at the start of `text` is: a variable's
+/// name, a position's digits, or one special parameter (`*`, `#`, `?`,
+/// `$`, `-`); 0 for none.
+fn parameter_len(text: &str) -> usize {
+    let run = |keep: fn(char) -> bool| text.find(|c: char| !keep(c)).unwrap_or(text.len());
+    match text.chars().next() {
+        Some(c) if c.is_ascii_digit() => run(|c| c.is_ascii_digit()),
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+            run(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        Some('*' | '#' | '?' | '$' | '-') => 1,
+        _ => 0,
+    }
 }
 
 fn has_substitution(text: &str) -> bool {
@@ -1512,6 +1558,29 @@ mod tests {
             "echo ${(touch /tmp/x)}",
         ] {
             assert!(parse(line).is_err(), "{line}");
+        }
+        // Found in attack: special parameters have substrings too.
+        for line in [
+            "for y in 'a[$(touch /tmp/x)]'; do echo ${*:y}; done",
+            "echo ${-:y}",
+            "echo ${*:0:y}",
+            "echo ${#:y}",
+            "echo ${?:y} ${$:y}",
+            "echo ${1:y}",
+            "test -v \"$v\"",
+            "[ -v \"$v\" ]",
+            "printf -v \"$v\" x",
+            "read -r \"$v\"",
+            "unset -v \"$v\"",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        for line in [
+            "echo ${#x} ${*} ${x%.txt} ${x^^} ${x/a/b}",
+            "test -f \"$f\"",
+            "printf '%s' \"$x\"",
+        ] {
+            assert!(parse(line).is_ok(), "{line}");
         }
         // At the top, `$((cmd) )` is the command substitution bash reads.
         let commands = parse("echo $((touch /tmp/x) )").unwrap();

@@ -2102,7 +2102,22 @@ impl Typed {
                 b'\r' | b'\n' => lines.extend(self.finish("")),
                 0x7f | 0x08 => {
                     // One character: its continuation bytes, then its first.
-                    while self.line.pop().is_some_and(|b| b & 0xc0 == 0x80) {}
+                    // Over a character outside ASCII, the shell erases a
+                    // character or a byte, as its locale says (found in
+                    // attack: a lone continuation byte, then Backspace).
+                    let mut erased = 0;
+                    while let Some(b) = self.line.pop() {
+                        erased += 1;
+                        if b & 0xc0 != 0x80 {
+                            if b >= 0x80 {
+                                self.edited = true;
+                            }
+                            break;
+                        }
+                    }
+                    if erased > 1 {
+                        self.edited = true;
+                    }
                 }
                 // Ctrl-C: the line is abandoned, if the terminal interrupts.
                 0x03 if self.line.is_empty() && !self.edited => {}
@@ -2142,10 +2157,17 @@ impl Typed {
         let unfollowed = self.unfollowed;
         // What changes how later lines are read (best effort: a line can
         // say so in ways this does not see).
-        let words: Vec<&str> = text
-            .split(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '+')
+        // Quotes and backslashes left out: `st''ty` is `stty` to the shell.
+        let unquoted: String = text
+            .chars()
+            .filter(|c| !matches!(c, '\'' | '"' | '\\'))
             .collect();
-        if words.iter().any(|w| *w == "stty" || *w == "bind")
+        let words: Vec<&str> = unquoted
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '+' && c != '_')
+            .collect();
+        if words
+            .iter()
+            .any(|w| ["stty", "bind", "INPUTRC"].contains(w))
             || words.windows(2).any(|w| {
                 w[0] == "set"
                     && (w[1].starts_with('-') || w[1].starts_with('+'))
@@ -2183,8 +2205,13 @@ fn modes_followed(modes: &[(Pty, u32)]) -> bool {
         Pty::VKILL => value == 0x15,
         Pty::VEOF => value == 4,
         Pty::VEOL | Pty::VEOL2 => disabled(value),
-        Pty::ISIG | Pty::ICANON => value == 1,
         mode if (mode as u8) < 30 => control(value),
+        // What changes the bytes the shell reads: carriage returns dropped
+        // or made line feeds (found in attack: `stty igncr` on the client
+        // joined two typed lines into one command), upper case made lower,
+        // the eighth bit stripped.
+        Pty::ISIG | Pty::ICANON | Pty::ICRNL | Pty::IEXTEN => value == 1,
+        Pty::IGNCR | Pty::INLCR | Pty::IUCLC | Pty::ISTRIP | Pty::XCASE | Pty::PARMRK => value == 0,
         _ => true,
     })
 }
@@ -2234,8 +2261,13 @@ mod tests {
                 format!("id{}", super::EDITED)
             ]
         );
-        // Text in any script, a character at a time.
-        assert_eq!(typed.feed("echo café\x7f\x7fé\r".as_bytes()), ["echo caé"]);
+        // Text in any script; erasing a character outside ASCII marks the
+        // line, as the shell's locale may erase a byte of it instead.
+        assert_eq!(typed.feed("echo café\r".as_bytes()), ["echo café"]);
+        assert_eq!(
+            typed.feed("echo café\x7f\x7fé\r".as_bytes()),
+            [format!("echo caé{}", super::EDITED)]
+        );
         // Found in attack: cut, move and put back, and what ran was not
         // what was shown. Such a line is marked, and so is an arrow key
         // (history).
@@ -2293,6 +2325,9 @@ mod tests {
             [(Pty::VEOL, u32::from(b';'))],
             [(Pty::VWERASE, u32::from(b'a'))],
             [(Pty::VERASE, 0x15)],
+            [(Pty::IGNCR, 1)],
+            [(Pty::IUCLC, 1)],
+            [(Pty::ICRNL, 0)],
         ] {
             assert!(!super::modes_followed(&modes), "{modes:?}");
         }
@@ -2310,5 +2345,23 @@ mod tests {
         };
         let lines = vi.feed(b"set -o vi\rls\r");
         assert_eq!(lines[1], format!("ls{}", super::UNFOLLOWED));
+        let mut quoted = Typed {
+            editing: true,
+            ..Typed::default()
+        };
+        let lines = quoted.feed(b"st''ty igncr\rls\r");
+        assert_eq!(lines[1], format!("ls{}", super::UNFOLLOWED));
+        // Found in attack: Backspace over a byte outside ASCII erases a
+        // character or a byte, as the shell's locale says.
+        let mut bytes = Typed {
+            editing: true,
+            ..Typed::default()
+        };
+        let lines = bytes.feed(b"echo hello;touch x\x80\x7f\r");
+        assert!(lines[0].ends_with(super::EDITED), "{lines:?}");
+        assert_eq!(
+            bytes.feed("echo é\x7f\r".as_bytes())[0],
+            format!("echo {}", super::EDITED)
+        );
     }
 }

@@ -252,6 +252,8 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
     for hidden in [
         "echo ${z:-$((touch {m}) )}",
         "for y in 'a[$(touch {m})]'; do echo ${z:-$((y))}; done",
+        "for y in 'a[$(touch {m})]'; do echo ${*:y}; done",
+        "v='a[$(touch {m})]'; read \"$v\" < /dev/null",
     ] {
         let marker = scratch("arith");
         let line = hidden.replace("{m}", &marker.display().to_string());
