@@ -116,7 +116,9 @@ pub fn audit_export(
         (None, None) => ExportStart::Beginning,
     };
     let data_dir = &config.gateway.data_dir;
-    let key = portcullis_audit::load_verifying_key(data_dir)?;
+    // The private key: an export's end line is signed, so that one cut at
+    // an earlier checkpoint does not verify as a shorter one.
+    let key = portcullis_audit::load_signing_key(data_dir)?;
     let path = crate::audit_path(data_dir);
     if !path.exists() {
         bail!("no audit log at `{}`", path.display());
@@ -206,6 +208,10 @@ fn escaped(text: &str, keep_lines: bool) -> String {
         match c {
             '\n' if keep_lines => out.push(c),
             '\t' => out.push(c),
+            // Escapes start with one: a backslash typed is shown doubled, so
+            // that `\n` typed cannot pass for a line break shown (found in
+            // attack: `-- comment\n where id = 3` read as a WHERE clause).
+            '\\' => out.push_str("\\\\"),
             c if c == '\n' || is_unshown(c) || is_right_to_left(c) => {
                 out.extend(c.escape_default())
             }
@@ -578,6 +584,10 @@ mod printable_tests {
             "systemctl restart cron\\u{a0}# only; echo '\\u{5d0} # ' \\u{5d1}"
         );
         assert_eq!(printable("select 'é'\tx"), "select 'é'\tx");
+        assert_eq!(
+            printable("set total = 0 -- order 3\\n where id = 3\nx"),
+            "set total = 0 -- order 3\\\\n where id = 3\\nx"
+        );
         assert_eq!(
             printable_lines("drop database app /*\r\u{1b}[1A-- allow\n*/"),
             "drop database app /*\\r\\u{1b}[1A-- allow\n*/"

@@ -201,7 +201,9 @@ fn render_line(request: &Request) -> String {
             let shown = value
                 .as_deref()
                 .map_or_else(|| "NULL".into(), portcullis_core::text::sql_literal);
-            parameters.push_str(&format!("       ${} = {}\n", n + 1, printable(&shown)));
+            // An SQL literal with everything that would not print as
+            // itself escaped: shown as it is.
+            parameters.push_str(&format!("       ${} = {shown}\n", n + 1));
         }
     }
     // Approved, the whole query a statement came in runs.
@@ -210,6 +212,21 @@ fn render_line(request: &Request) -> String {
     } = &request.subject
     {
         parameters.push_str(&format!("       sent in one query: {}\n", printable(batch)));
+    }
+    // Why it is held: what the reviewer is asked to judge.
+    if let Subject::Statement {
+        policies,
+        policy_reason,
+        ..
+    } = &request.subject
+    {
+        if !policy_reason.is_empty() {
+            parameters.push_str(&format!(
+                "       held by {}: {}\n",
+                printable(&policies.join(", ")),
+                printable(policy_reason)
+            ));
+        }
     }
     format!(
         "{:>5}  {:<9} {:<9} {} on {} for {}{reason}\n       {what}\n{parameters}",
@@ -250,5 +267,9 @@ mod tests {
         );
         assert!(line.contains("       $2 = NULL\n"), "{line}");
         assert!(line.contains("       $3 = E'7\\'\\n-- done'\n"), "{line}");
+        assert!(
+            line.contains("       held by no-unbounded-writes: why\n"),
+            "{line}"
+        );
     }
 }

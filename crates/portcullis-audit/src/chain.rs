@@ -40,6 +40,37 @@ pub fn checkpoint_message(seq: u64, hash: &EntryHash, time_ms: u64) -> Vec<u8> {
     message
 }
 
+/// What an export's end line signs: where the export starts and ends, and
+/// how many entries it holds. A checkpoint vouches for the entries up to
+/// it; this vouches that the export ends where it says, so that one cut at
+/// an earlier checkpoint does not verify as a shorter export.
+pub const EXPORT_END_DOMAIN: &[u8] = b"portcullis-audit-export-end-v1\n";
+
+/// `EXPORT_END_DOMAIN || after BE || after_hash || last BE || last_hash ||
+/// entries BE`.
+pub fn export_end_message(
+    after: u64,
+    after_hash: &EntryHash,
+    last: u64,
+    last_hash: &EntryHash,
+    entries: u64,
+) -> Vec<u8> {
+    let mut message = Vec::with_capacity(EXPORT_END_DOMAIN.len() + 8 + 32 + 8 + 32 + 8);
+    message.extend_from_slice(EXPORT_END_DOMAIN);
+    message.extend_from_slice(&after.to_be_bytes());
+    message.extend_from_slice(after_hash);
+    message.extend_from_slice(&last.to_be_bytes());
+    message.extend_from_slice(last_hash);
+    message.extend_from_slice(&entries.to_be_bytes());
+    message
+}
+
+/// Checks a signature over `message` strictly.
+pub fn signature_is_valid(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
+    key.verify_strict(message, &Signature::from_bytes(signature))
+        .is_ok()
+}
+
 /// Signs a checkpoint; returns the signature as 64 bytes.
 pub fn sign_checkpoint(key: &SigningKey, seq: u64, hash: &EntryHash, time_ms: u64) -> [u8; 64] {
     key.sign(&checkpoint_message(seq, hash, time_ms)).to_bytes()
@@ -54,9 +85,7 @@ pub fn checkpoint_signature_is_valid(
     time_ms: u64,
     signature: &[u8; 64],
 ) -> bool {
-    let signature = Signature::from_bytes(signature);
-    key.verify_strict(&checkpoint_message(seq, hash, time_ms), &signature)
-        .is_ok()
+    signature_is_valid(key, &checkpoint_message(seq, hash, time_ms), signature)
 }
 
 /// The key id stored with each checkpoint: the public key in lowercase hex.

@@ -20,7 +20,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,10 @@ struct EndFields {
     last_hash: String,
     /// How many entries it holds.
     entries: u64,
+    /// The signing key's signature of where it starts and ends
+    /// ([`chain::export_end_message`]): cut, or its header changed, it no
+    /// longer verifies.
+    signature: String,
 }
 
 /// Where an export starts.
@@ -118,13 +122,16 @@ pub struct ExportSummary {
 }
 
 /// Writes the entries after `start` up to the store's last checkpoint to
-/// `out`, checking each against the chain and `key` as it goes.
+/// `out`, checked against the chain and the store's key, whose private half
+/// `signing` signs where the export ends.
 pub fn export(
     path: &Path,
-    key: &VerifyingKey,
+    signing: &SigningKey,
     start: ExportStart<'_>,
     out: &mut dyn Write,
 ) -> Result<ExportSummary, VerifyError> {
+    let verifying = signing.verifying_key();
+    let key = &verifying;
     let read_error = |source| VerifyError::Read {
         path: path.to_owned(),
         source,
@@ -237,6 +244,8 @@ pub fn export(
     })?;
     let (last, last_hash) = walk.head();
     let report = walk.finish(false)?;
+    let message =
+        chain::export_end_message(after, &after_hash, last, &last_hash, report.entries_checked);
     write_line(
         out,
         &EndLine {
@@ -244,6 +253,7 @@ pub fn export(
                 last,
                 last_hash: hex::encode(last_hash),
                 entries: report.entries_checked,
+                signature: hex::encode(signing.sign(&message).to_bytes()),
             },
         },
     )?;
@@ -302,6 +312,12 @@ fn walk_exports<'k>(
                 ),
             ));
         }
+        if !lower_hex(&header.after_hash)
+            || !lower_hex(&header.public_key)
+            || !lower_hex(&header.key_id)
+        {
+            return Err(line_error(file, 1, "the header's hex is lower case"));
+        }
         let after_hash = chain::decode_hash(&header.after_hash)
             .ok_or_else(|| line_error(file, 1, "`after_hash` is not 64 hex digits"))?;
         if header.after == 0 && after_hash != GENESIS_HASH {
@@ -359,16 +375,23 @@ fn walk_exports<'k>(
         }
         let (last, last_hash) = walk.head();
         let entries = walk.entries_checked() - entries_before;
+        let message =
+            chain::export_end_message(header.after, &after_hash, last, &last_hash, entries);
+        let signed = |end: &EndFields| {
+            chain::decode_signature(&end.signature)
+                .is_some_and(|signature| chain::signature_is_valid(key, &message, &signature))
+        };
         match end {
             Some(end)
                 if end.last == last
                     && end.last_hash == hex::encode(last_hash)
-                    && end.entries == entries => {}
+                    && end.entries == entries
+                    && signed(&end) => {}
             Some(_) => {
                 return Err(line_error(
                     file,
                     number,
-                    &format!("the export's end does not name its last entry ({last}) and its {entries} entries: lines were removed or added"),
+                    &format!("the export's end does not name its last entry ({last}) and its {entries} entries, or its signature does not verify: lines were removed or added, or the export was cut and its end written again"),
                 ))
             }
             None => {
@@ -396,12 +419,17 @@ fn read_line(
     let error = |detail: String| line_error(file, number, &detail);
     let text = canonical_text(line, file, number)?;
     let hash = |text: &str, name: &str| {
-        chain::decode_hash(text).ok_or_else(|| error(format!("`{name}` is not 64 hex digits")))
+        lower_hex(text)
+            .then(|| chain::decode_hash(text))
+            .flatten()
+            .ok_or_else(|| error(format!("`{name}` is not 64 lower-case hex digits")))
     };
     if text.starts_with("{\"checkpoint\":") {
         let CheckpointLine { checkpoint } = parse_exact(text, file, number)?;
-        let signature = chain::decode_signature(&checkpoint.signature)
-            .ok_or_else(|| error("`signature` is not 128 hex digits".to_owned()))?;
+        let signature = lower_hex(&checkpoint.signature)
+            .then(|| chain::decode_signature(&checkpoint.signature))
+            .flatten()
+            .ok_or_else(|| error("`signature` is not 128 lower-case hex digits".to_owned()))?;
         walk.checkpoint(&CheckpointRow {
             seq: checkpoint.seq,
             hash: hash(&checkpoint.hash, "hash")?,
@@ -412,6 +440,11 @@ fn read_line(
         Ok(None)
     } else if text.starts_with("{\"end\":") {
         let EndLine { end } = parse_exact(text, file, number)?;
+        if !lower_hex(&end.last_hash) || !lower_hex(&end.signature) {
+            return Err(error(
+                "the end's hash and signature are lower-case hex".to_owned(),
+            ));
+        }
         Ok(Some(end))
     } else {
         let entry: EntryLine = parse_exact(text, file, number)?;
@@ -424,6 +457,13 @@ fn read_line(
         })?;
         Ok(None)
     }
+}
+
+/// Whether `text` is hex as an export writes it: lower case (a reader
+/// comparing hashes as text would take upper case for another).
+fn lower_hex(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A line of an export without its line feed, if it holds only what an
@@ -573,7 +613,7 @@ mod tests {
         file: &Path,
     ) -> Result<ExportSummary, VerifyError> {
         let mut out = Vec::new();
-        let summary = export(path, &key.verifying_key(), start, &mut out)?;
+        let summary = export(path, key, start, &mut out)?;
         std::fs::write(file, out).unwrap();
         Ok(summary)
     }
@@ -754,6 +794,29 @@ mod tests {
         });
         let error = check(&file).unwrap_err().to_string();
         assert!(error.contains("does not name its last entry"), "{error}");
+        restore();
+        // Found in attack: cut at a checkpoint with its end line written
+        // again from the file's own values. The end is signed.
+        rewrite(&file, |lines| {
+            let end: serde_json::Value = serde_json::from_str(&lines[lines.len() - 1]).unwrap();
+            let twentieth: serde_json::Value = serde_json::from_str(&lines[21]).unwrap();
+            lines.truncate(23);
+            lines.push(format!(
+                "{{\"end\":{{\"last\":20,\"last_hash\":{},\"entries\":20,\"signature\":{}}}}}",
+                twentieth["hash"], end["end"]["signature"]
+            ));
+        });
+        let error = check(&file).unwrap_err().to_string();
+        assert!(error.contains("signature does not verify"), "{error}");
+        restore();
+        // Found in attack: upper-case hex read as the same hash.
+        rewrite(&file, |lines| {
+            let entry: serde_json::Value = serde_json::from_str(&lines[5]).unwrap();
+            let hash = entry["hash"].as_str().unwrap().to_owned();
+            lines[5] = lines[5].replace(&hash, &hash.to_uppercase());
+        });
+        let error = check(&file).unwrap_err().to_string();
+        assert!(error.contains("lower-case"), "{error}");
         restore();
         // A header that names a key other than its id.
         rewrite(&file, |lines| {

@@ -37,6 +37,19 @@ pub fn check_store_present(data_dir: &Path, store: &Path) -> Result<(), AuditErr
     Ok(())
 }
 
+/// Loads the signing key from `<data_dir>/audit-signing.key`, which must
+/// exist (`audit export` signs where an export ends with it).
+pub fn load_signing_key(data_dir: &Path) -> Result<SigningKey, AuditError> {
+    let path = data_dir.join(SIGNING_KEY_FILE);
+    match read_key_file(&path)? {
+        Some(text) => parse_signing_key(&path, &text),
+        None => Err(AuditError::KeyRead {
+            path,
+            source: ErrorKind::NotFound.into(),
+        }),
+    }
+}
+
 /// Loads the signing key from `<data_dir>/audit-signing.key`, or creates it
 /// (and the data directory) when the file does not exist. Writes
 /// `audit-signing.pub` when it is missing, and checks that it matches when

@@ -65,8 +65,8 @@ pub use chain::{key_id, CHECKPOINT_DOMAIN, ENTRY_DOMAIN};
 pub use error::{AuditError, VerifyError};
 pub use export::{export, verify_exports, ExportStart, ExportSummary, EXPORT_FORMAT};
 pub use keys::{
-    check_store_present, load_or_create_signing_key, load_verifying_key, load_verifying_key_file,
-    SIGNING_KEY_FILE, VERIFYING_KEY_FILE,
+    check_store_present, load_or_create_signing_key, load_signing_key, load_verifying_key,
+    load_verifying_key_file, SIGNING_KEY_FILE, VERIFYING_KEY_FILE,
 };
 pub use store::{scan_since, tail, StoredEntry};
 pub use verify::{verify, VerifyReport};

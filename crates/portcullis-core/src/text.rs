@@ -39,10 +39,12 @@ pub fn is_right_to_left(c: char) -> bool {
 }
 
 /// `value` as an SQL string literal on one line: quotes doubled, and
-/// control characters written as escapes in an `E'...'` string, so that one
-/// bound parameter cannot pass for several.
+/// control characters, hidden ones and right-to-left letters written as
+/// escapes in an `E'...'` string, so that one bound parameter cannot pass
+/// for several, and prints as what it holds.
 pub fn sql_literal(value: &str) -> String {
-    if !value.chars().any(char::is_control) {
+    let escaped = |c: char| c.is_control() || is_unshown(c) || is_right_to_left(c);
+    if !value.chars().any(escaped) {
         return format!("'{}'", value.replace('\'', "''"));
     }
     let mut out = String::from("E'");
@@ -53,7 +55,10 @@ pub fn sql_literal(value: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c if escaped(c) && u32::from(c) > 0xFFFF => {
+                out.push_str(&format!("\\U{:08X}", u32::from(c)))
+            }
+            c if escaped(c) => out.push_str(&format!("\\u{:04X}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -106,6 +111,8 @@ mod tests {
         assert!(!is_right_to_left('a') && !is_right_to_left('Я'));
         assert_eq!(sql_literal("it's"), "'it''s'");
         assert_eq!(sql_literal("7'\n--"), "E'7\\'\\n--'");
+        assert_eq!(sql_literal("1 \u{202E}x"), "E'1 \\u202Ex'");
+        assert_eq!(sql_literal("\u{E0041}"), "E'\\U000E0041'");
         assert_eq!(named('\u{202E}'), "[U+202E]");
         assert_eq!(named('\u{E0041}'), "[U+E0041]");
         assert!(has_unshown("delete from t \u{202E}-- 1 = di erehw"));

@@ -1249,7 +1249,7 @@ impl Relay {
                 } => {
                     // Refused anyway; a recording failure ends the session.
                     let refused = recorded_statement(phase, &text, "deny", &[], &reason);
-                    let _ = self.record(refused, &[], shared);
+                    let _ = self.record(refused, Some(&[]), shared);
                     next_decision += 1;
                     expects.push(poison_expect(&poison));
                     let error = error_bytes(code, &format!("refused: {reason}"), None, None);
@@ -1316,7 +1316,7 @@ impl Relay {
                     // Recorded before it goes: a statement the recording
                     // cannot hold is refused, not run unrecorded.
                     let effect = if refusal.is_some() { "deny" } else { "allow" };
-                    let parameters = parameters.unwrap_or_default();
+                    let parameters = parameters.as_deref();
                     let recorded = match &decisions {
                         Ok(decisions) => statements
                             .iter()
@@ -1330,7 +1330,7 @@ impl Relay {
                                         &decision.policies,
                                         &decision.reason,
                                     ),
-                                    &parameters,
+                                    parameters,
                                     shared,
                                 )
                             }),
@@ -1342,7 +1342,7 @@ impl Relay {
                                 &[],
                                 &e.to_string(),
                             );
-                            self.record(denied, &parameters, shared)
+                            self.record(denied, parameters, shared)
                         }),
                     };
                     let refusal = match (refusal, recorded) {
@@ -1847,13 +1847,16 @@ impl Relay {
     fn record(
         &self,
         mut statement: portcullis_record::format::Statement,
-        parameters: &[Option<String>],
+        parameters: Option<&[Option<String>]>,
         shared: &Shared,
     ) -> Result<(), String> {
         let Some(recorder) = &self.recorder else {
             return Ok(());
         };
-        statement.parameters = parameters.to_vec();
+        match parameters {
+            Some(parameters) => statement.parameters = parameters.to_vec(),
+            None => statement.parameters_withheld = true,
+        }
         recorder.statement(&statement).map_err(|e| {
             let message = format!("the session is ended: {e}; nothing was run");
             shared.end_session(&message);
@@ -1968,6 +1971,7 @@ fn recorded_statement(
             reason.to_string()
         },
         parameters: Vec::new(),
+        parameters_withheld: false,
     }
 }
 

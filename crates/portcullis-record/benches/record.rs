@@ -60,6 +60,7 @@ fn record(c: &mut Criterion) {
         policies: vec!["eng-read-write".into()],
         reason: String::new(),
         parameters: vec![Some("4711".into())],
+        parameters_withheld: false,
     };
     let mut group = c.benchmark_group("record");
     group.bench_function("statement event", |b| {

@@ -82,6 +82,10 @@ pub struct Statement {
     /// `None` is SQL NULL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<Option<String>>,
+    /// Values were bound that are not kept (more, or longer, than a
+    /// reviewer is shown): the replay says so rather than show none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parameters_withheld: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

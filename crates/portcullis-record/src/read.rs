@@ -350,7 +350,12 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
                             Some(v) => format!("-- ${} = {v:?}\n", i + 1),
                             None => format!("-- ${} = NULL\n", i + 1),
                         })
-                        .collect();
+                        .collect::<String>()
+                        + if s.parameters_withheld {
+                            "-- (bound values not kept: too many, too long, or not known to the gateway)\n"
+                        } else {
+                            ""
+                        };
                     out.push((
                         record.t_ms,
                         format!(

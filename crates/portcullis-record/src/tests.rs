@@ -21,6 +21,7 @@ fn query(text: &str, parameters: Vec<Option<String>>) -> Statement {
         policies: vec![],
         reason: String::new(),
         parameters,
+        parameters_withheld: false,
     }
 }
 
@@ -340,4 +341,29 @@ fn one_wide_cell_does_not_pad_every_row() {
     let text = crate::read::table(&["v".to_string()], &rows);
     assert!(text.contains(&wide));
     assert!(text.len() < wide.len() + 10_000 * 50, "{}", text.len());
+}
+
+/// Found in attack: values too many or too long to keep were left out of
+/// the recording without a word, and the replay read as if none were bound.
+#[test]
+fn values_not_kept_are_said_so_in_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = recordings(&dir, Settings::default());
+    let recorder = recordings.start(start("withheld")).unwrap();
+    let mut statement = query("update orders set total_cents = $1", Vec::new());
+    statement.parameters_withheld = true;
+    recorder.statement(&statement).unwrap();
+    recorder
+        .statement(&query("select $1", vec![Some("7".into())]))
+        .unwrap();
+    recorder.finish("client terminated").unwrap();
+    let text: String = render(&recordings.records("withheld").unwrap())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        text.contains("update orders set total_cents = $1\n-- (bound values not kept"),
+        "{text}"
+    );
+    assert!(text.contains("select $1\n-- $1 = \"7\"\n"), "{text}");
 }

@@ -1249,6 +1249,7 @@ async fn decide_start(
                             policies: Vec::new(),
                             reason: reason.clone(),
                             parameters: Vec::new(),
+                            parameters_withheld: false,
                         })
                         .map_err(fail)?;
                     return Err((format!("`{line}` refused: {reason}"), REFUSED));
@@ -1505,6 +1506,7 @@ fn statement(phase: &str, text: &str, decision: &Decision) -> Statement {
         policies: decision.policies.clone(),
         reason: decision.reason.clone(),
         parameters: Vec::new(),
+        parameters_withheld: false,
     }
 }
 
@@ -1781,6 +1783,7 @@ async fn bridge(
                             policies: Vec::new(),
                             reason: String::new(),
                             parameters: Vec::new(),
+                            parameters_withheld: false,
                         });
                         if let Some(typed_lines) = &typed_lines {
                             let _ = typed_lines.send(line).await;
