@@ -495,6 +495,12 @@ impl Walker {
                 }
                 T::Duplicate(word) => {
                     let value = self.word(&word.value, wrappers, depth)?;
+                    if value.dynamic {
+                        return Err(
+                            "a redirection to a descriptor or file named only when it runs is not inspected"
+                                .into(),
+                        );
+                    }
                     // `>&file` writes a file; `>&2` and `>&-` do not.
                     let fd = value.text == "-" || value.text.chars().all(|c| c.is_ascii_digit());
                     if !fd && matches!(kind, K::DuplicateOutput | K::Write | K::Append | K::Clobber)
@@ -576,6 +582,14 @@ impl Walker {
             let source = raw.get(piece.start_index..piece.end_index).unwrap_or(raw);
             match &piece.piece {
                 WordPiece::Text(text) => {
+                    // Brace expansion comes first: a `$` it puts beside a
+                    // `{` or `[` is then an expansion the parser read as
+                    // text (found in attack: `{$,x}{y@P}` is `${y@P}`).
+                    if !quoted && text.contains('$') && expands(raw) {
+                        return Err(format!(
+                            "a `$` in a word with brace expansion (`{raw}`) may become an expansion: not inspected"
+                        ));
+                    }
                     if !quoted && expands(text) {
                         value.dynamic = true;
                     }
@@ -725,6 +739,13 @@ fn unreadable(line: &str) -> Option<&'static str> {
                         "quotes and escapes inside `${ }` are read differently by sh and bash",
                     )
                 }
+                // The parser takes `<<` there for a here-document, which
+                // hides the lines after it; bash takes it for text.
+                Some('<' | '>') => {
+                    return Some(
+                        "`<` and `>` inside `${ }` are read differently by bash and the gateway",
+                    )
+                }
                 Some(_) => {}
             }
         }
@@ -809,6 +830,18 @@ fn safe_assignment(name: &str, value: &Value) -> Result<(), String> {
             "setting `{name}` to a locale other than C or UTF-8 is refused: the shell would read the line differently"
         ));
     }
+    // A zone's name (`Europe/Paris`, `UTC`, `EST5EDT`, `<+03>-3`, `:/etc/
+    // localtime`), nothing else: found in attack, `TZ=(['a[$(cmd)]']=1)`
+    // is an array whose subscript bash evaluates.
+    if name == "TZ"
+        && (value.dynamic
+            || !value
+                .text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+-:/.,<>".contains(c)))
+    {
+        return Err("setting `TZ` to anything but a time zone's name is refused".into());
+    }
     Ok(())
 }
 
@@ -873,7 +906,8 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
         // dash expands aliases in `sh -c` too: `alias x='rm -rf /'` then `x`.
         // `fc -s` runs a line from the history (`history -s` puts one
         // there), `compgen -C`/`-W` and `complete -C` run commands.
-        "shopt" | "let" | "enable" | "alias" | "fc" | "compgen" | "complete" => {
+        // `bind -x` runs a command when a key is pressed.
+        "shopt" | "let" | "enable" | "alias" | "fc" | "compgen" | "complete" | "bind" => {
             Err(format!("`{program}` is not inspected"))
         }
         // `jobs -x cmd` runs cmd.
@@ -892,7 +926,19 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
                 "`{program} -n` makes a name stand for another variable: not inspected"
             ))
         }
-        "mapfile" | "readarray" if args().any(|a| a.starts_with("-C")) => {
+        // `declare -i x='a[$(cmd)]'` evaluates what is assigned, and so do
+        // the subscripts of an array's values (`x=([$(cmd)]=1)`).
+        "declare" | "typeset" | "local" | "export" | "readonly"
+            if args().any(|a| {
+                (a.starts_with(['-', '+']) && a.contains('i'))
+                    || (a.contains("=(") && a.contains('['))
+            }) =>
+        {
+            Err(format!(
+                "`{program}` with an integer attribute or array subscripts evaluates what it assigns: not inspected"
+            ))
+        }
+        "mapfile" | "readarray" if args().any(|a| a.starts_with('-') && a.contains('C')) => {
             Err("`mapfile -C` runs a callback: not inspected".into())
         }
         "test" | "[" | "printf" | "read" | "unset" | "declare" | "typeset" | "local" | "export"
@@ -905,9 +951,22 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
                         || (v.text.starts_with(option) && v.dynamic)
                 })
             };
+            // Where an option may stand, a word known only when it runs
+            // may be `-v` (found in attack: `[ $o "$v" ]` with o=-v).
+            let operands: Vec<&Value> = argv
+                .iter()
+                .skip(1)
+                .filter(|v| !(program == "[" && v.text == "]"))
+                .collect();
+            let dynamic_operator = match operands.as_slice() {
+                [op, _] => op.dynamic,
+                [not, op, _] if not.text == "!" => op.dynamic,
+                [_, _, _] | [] | [_] => false,
+                longer => longer.iter().any(|v| v.dynamic),
+            };
             let dynamic_name = match program {
-                "test" | "[" => named("-v") || named("-R"),
-                "printf" => named("-v"),
+                "test" | "[" => named("-v") || named("-R") || dynamic_operator,
+                "printf" => named("-v") || operands.first().is_some_and(|v| v.dynamic),
                 _ => argv.iter().skip(1).any(|v| v.dynamic),
             };
             if dynamic_name {
@@ -1043,6 +1102,13 @@ fn evaluating_builtin(program: &str, argv: &[Value]) -> Result<Option<String>, S
 fn is_system_program(program: &str) -> bool {
     if !program.contains('/') {
         return true;
+    }
+    // `/usr/bin//env` and `/usr/bin/./nice` are the same programs (found in
+    // attack: not looked through as wrappers).
+    let program = program.replace("/./", "/");
+    let mut program = program.as_str().to_owned();
+    while program.contains("//") {
+        program = program.replace("//", "/");
     }
     [
         "/bin/",
@@ -1486,7 +1552,6 @@ mod tests {
         // Inside double quotes, in assignments and redirections too.
         for line in [
             r#"echo "$(rm -rf /)""#,
-            "TZ=$(rm -rf /) true",
             "cat < <(rm -rf /)",
             "echo > $(rm -rf /)",
         ] {
@@ -1579,6 +1644,48 @@ mod tests {
             "echo ${#x} ${*} ${x%.txt} ${x^^} ${x/a/b}",
             "test -f \"$f\"",
             "printf '%s' \"$x\"",
+        ] {
+            assert!(parse(line).is_ok(), "{line}");
+        }
+        // Found in attack (third round).
+        for line in [
+            "echo {$,x}{y:='$(touch F)'}{$,x}{y@P}",
+            "echo {$,x}[y]",
+            "echo ${x#<<true}\ntouch F\ntrue",
+            "echo \"${x:-<<true}\"\ntouch F\ntrue",
+            "TZ=(['a[$(touch F)]']=1) ls",
+            "TZ='a[$(touch F)]' ls",
+            "declare -i x='a[$(touch F)]'",
+            "declare -gi x=1",
+            "local x=([1]=2)",
+            "o=-v; [ $o \"$v\" ]",
+            "test ! $o x",
+            "printf $o x",
+            "mapfile -tC 'touch F' -c 1 z",
+            "bind -x '\"q\": touch F'",
+            "echo hi <&$x",
+            "echo hi >&$x",
+        ] {
+            assert!(parse(line).is_err(), "{line}");
+        }
+        for line in [
+            "/usr/bin//env touch F",
+            "/usr/bin/./nice touch F",
+            "/bin/.//./env touch F",
+        ] {
+            let commands = parse(line).unwrap();
+            assert!(
+                commands.iter().any(|c| c.name == "touch"),
+                "{line}: {commands:?}"
+            );
+        }
+        for line in [
+            "TZ=Europe/Paris date",
+            "TZ='<+03>-3' date",
+            "[ \"$a\" = \"$b\" ]",
+            "[ -f \"$f\" ]",
+            "test -n \"$x\"",
+            "echo {a,b}",
         ] {
             assert!(parse(line).is_ok(), "{line}");
         }

@@ -76,7 +76,7 @@ fn quickstart_cases_pass() {
         "{stdout}"
     );
     assert!(
-        stdout.lines().any(|line| line == "50 passed, 0 failed"),
+        stdout.lines().any(|line| line == "51 passed, 0 failed"),
         "{stdout}"
     );
     assert!(!stdout.contains("FAILED"), "{stdout}");

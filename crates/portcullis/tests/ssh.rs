@@ -254,6 +254,8 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         "for y in 'a[$(touch {m})]'; do echo ${z:-$((y))}; done",
         "for y in 'a[$(touch {m})]'; do echo ${*:y}; done",
         "v='a[$(touch {m})]'; read \"$v\" < /dev/null",
+        "echo {$,x}{y:='$(touch {m})'}{$,x}{y@P}",
+        "echo ${x#<<true}\ntouch {m}\ntrue",
     ] {
         let marker = scratch("arith");
         let line = hidden.replace("{m}", &marker.display().to_string());

@@ -90,6 +90,7 @@ reasons := {
 	"no-recursive-delete-of-root": "recursive deletes of / are refused, and rm of paths known only when it runs",
 	"no-forwarding": "port forwarding to demo-ssh is not allowed",
 	"read-only-programs-stay-read-only": "this option acts on another host or changes the system",
+	"systemctl-without-a-pager": "systemctl pages through less, whose `!` runs a shell: add --no-pager",
 }
 
 # Who sees masked values in clear (masks.toml). Everyone else gets them masked.
@@ -154,6 +155,15 @@ forbid contains "service-changes-need-ops" if {
 
 systemctl_reads if {
 	some verb in ["status", "show", "cat ", "list-", "is-"]
+	startswith(input.context.command.text, concat("", ["systemctl ", verb]))
+}
+
+# On a terminal systemctl pages through `less`, whose `!` runs a shell.
+forbid contains "systemctl-without-a-pager" if {
+	input.action == "exec"
+	input.context.command.name == "systemctl"
+	not "--no-pager" in input.context.command.args
+	some verb in ["status", "show", "cat ", "list-"]
 	startswith(input.context.command.text, concat("", ["systemctl ", verb]))
 }
 
