@@ -316,7 +316,11 @@ fn walk_exports<'k>(
             || !lower_hex(&header.public_key)
             || !lower_hex(&header.key_id)
         {
-            return Err(line_error(file, 1, "the header's hex is lower case"));
+            return Err(line_error(
+                file,
+                1,
+                "the header's hex must be lower case, as an export writes it",
+            ));
         }
         let after_hash = chain::decode_hash(&header.after_hash)
             .ok_or_else(|| line_error(file, 1, "`after_hash` is not 64 hex digits"))?;
@@ -442,7 +446,8 @@ fn read_line(
         let EndLine { end } = parse_exact(text, file, number)?;
         if !lower_hex(&end.last_hash) || !lower_hex(&end.signature) {
             return Err(error(
-                "the end's hash and signature are lower-case hex".to_owned(),
+                "the end's hash and signature must be lower-case hex, as an export writes them"
+                    .to_owned(),
             ));
         }
         Ok(Some(end))
