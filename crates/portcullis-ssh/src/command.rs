@@ -750,6 +750,25 @@ fn unreadable(line: &str) -> Option<&'static str> {
             }
         }
     }
+    // The parser moves what follows `<<` on its line to after the
+    // document, and takes quotes in `<<$((...))` for a quoted delimiter
+    // (found in attack: `cat <<EOF $((cmd) )` ran cmd).
+    for text in line.lines() {
+        if let Some((_, after)) = text.split_once("<<") {
+            if after.contains(['$', '`']) {
+                return Some("`$` or a backquote after `<<` on its line is read differently by bash and the gateway");
+            }
+        }
+    }
+    // `#` inside `$(( ))` is a comment to the parser, not to bash, which
+    // ends the arithmetic at the first `))` after it.
+    for (at, _) in line.match_indices("$((") {
+        let rest = &line[at + 3..];
+        let end = rest.find("))").unwrap_or(rest.len());
+        if rest[..end].contains('#') {
+            return Some("`#` inside `$(( ))` is read differently by bash and the gateway");
+        }
+    }
     let bytes = line.as_bytes();
     for (at, _) in line.match_indices("((") {
         if at == 0 || bytes[at - 1] != b'$' {
@@ -1665,6 +1684,11 @@ mod tests {
             "bind -x '\"q\": touch F'",
             "echo hi <&$x",
             "echo hi >&$x",
+            "cat <<EOF $((sh -c 'id > /tmp/x') )\nEOF",
+            "cat <<EOF \"$((id) )\"\nEOF",
+            "cat <<$(('1'))\n$(('1'))\nid > /tmp/x\n1",
+            "cat <<`x`\nx\nid\n`x`",
+            "true || echo $(( 1 # )); id > /tmp/x\n))",
         ] {
             assert!(parse(line).is_err(), "{line}");
         }

@@ -256,6 +256,8 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         "v='a[$(touch {m})]'; read \"$v\" < /dev/null",
         "echo {$,x}{y:='$(touch {m})'}{$,x}{y@P}",
         "echo ${x#<<true}\ntouch {m}\ntrue",
+        "cat <<EOF $((touch {m}) )\nEOF",
+        "true || echo $(( 1 # )); touch {m}\n))",
     ] {
         let marker = scratch("arith");
         let line = hidden.replace("{m}", &marker.display().to_string());
