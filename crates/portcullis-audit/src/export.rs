@@ -429,7 +429,7 @@ fn read_line(
             .ok_or_else(|| error(format!("`{name}` is not 64 lower-case hex digits")))
     };
     if text.starts_with("{\"checkpoint\":") {
-        let CheckpointLine { checkpoint } = parse_exact(text, file, number)?;
+        let CheckpointLine { checkpoint } = parse_exact(text, file, number, LINE)?;
         let signature = lower_hex(&checkpoint.signature)
             .then(|| chain::decode_signature(&checkpoint.signature))
             .flatten()
@@ -443,7 +443,7 @@ fn read_line(
         })?;
         Ok(None)
     } else if text.starts_with("{\"end\":") {
-        let EndLine { end } = parse_exact(text, file, number)?;
+        let EndLine { end } = parse_exact(text, file, number, LINE)?;
         if !lower_hex(&end.last_hash) || !lower_hex(&end.signature) {
             return Err(error(
                 "the end's hash and signature must be lower-case hex, as an export writes them"
@@ -452,7 +452,7 @@ fn read_line(
         }
         Ok(Some(end))
     } else {
-        let entry: EntryLine = parse_exact(text, file, number)?;
+        let entry: EntryLine = parse_exact(text, file, number, LINE)?;
         walk.entry(&EntryRow {
             seq: entry.seq,
             time_ms: entry.time_ms,
@@ -486,14 +486,18 @@ fn canonical_text<'a>(line: &'a str, file: &Path, number: u64) -> Result<&'a str
     Ok(text)
 }
 
+/// What [`parse_exact`] calls a line after the header.
+const LINE: &str = "a line of an export";
+
 /// `text` read as `T`, which must be written back exactly as it is.
 fn parse_exact<T: Serialize + for<'de> Deserialize<'de>>(
     text: &str,
     file: &Path,
     number: u64,
+    what: &str,
 ) -> Result<T, VerifyError> {
     let value: T = serde_json::from_str(text)
-        .map_err(|e| line_error(file, number, &format!("not a line of an export: {e}")))?;
+        .map_err(|e| line_error(file, number, &format!("not {what}: {e}")))?;
     if line_text(&value)? != text {
         return Err(line_error(
             file,
@@ -514,20 +518,12 @@ fn read_header(file: &Path) -> Result<(Header, std::io::BufReader<std::fs::File>
     let mut line = String::new();
     reader.read_line(&mut line).map_err(read_error)?;
     let text = canonical_text(&line, file, 1)?;
-    let header: Header = serde_json::from_str(text).map_err(|e| {
-        line_error(
-            file,
-            1,
-            &format!("not the header of an audit export ({EXPORT_FORMAT}): {e}"),
-        )
-    })?;
-    if line_text(&header)? != text {
-        return Err(line_error(
-            file,
-            1,
-            "not written as an export writes it (a field twice, in another order, or other spacing or escapes)",
-        ));
-    }
+    let header: Header = parse_exact(
+        text,
+        file,
+        1,
+        &format!("the header of an audit export ({EXPORT_FORMAT})"),
+    )?;
     if header.format != EXPORT_FORMAT || header.version != EXPORT_VERSION {
         return Err(line_error(
             file,

@@ -199,15 +199,12 @@ impl<'k> Walk<'k> {
     /// no checkpoint covers may be there for [`UNSIGNED_GRACE_MS`] (a live
     /// store), or not at all (an export ends at a checkpoint).
     pub(crate) fn finish(mut self, grace: bool) -> Result<VerifyReport, VerifyError> {
-        let report = &mut self.report;
-        let signed_up_to = report.last_checkpoint_seq.unwrap_or(report.starts_after);
-        report.entries_after_last_checkpoint = report.last_seq - signed_up_to;
-        if let Some(since) = self.unsigned_since {
+        let tail = self.unsigned_tail();
+        self.report.entries_after_last_checkpoint =
+            tail.map_or(0, |(first, last)| last - first + 1);
+        if let (Some(since), Some((first, last))) = (self.unsigned_since, tail) {
             if !grace || self.now_ms.saturating_sub(since) > UNSIGNED_GRACE_MS {
-                return Err(VerifyError::Unsigned {
-                    first: signed_up_to + 1,
-                    last: report.last_seq,
-                });
+                return Err(VerifyError::Unsigned { first, last });
             }
         }
         Ok(self.report)
