@@ -152,10 +152,10 @@ impl Walker {
         if let Some(reason) = unreadable(source) {
             return Err(reason.into());
         }
-        let mut parser =
-            brush_parser::Parser::new(std::io::BufReader::new(source.as_bytes()), &self.options);
-        let program = parser
-            .parse_program()
+        let tokens = brush_parser::uncached_tokenize_str(source, &self.options.tokenizer_options())
+            .map_err(|e| format!("the command line does not parse: {e}"))?;
+        read_as_written(source, &tokens)?;
+        let program = brush_parser::parse_tokens(&tokens, &self.options)
             .map_err(|e| format!("the command line does not parse: {e}"))?;
         for list in &program.complete_commands {
             self.compound_list(list, wrappers, depth)?;
@@ -665,6 +665,153 @@ impl Walker {
         });
         Ok(())
     }
+}
+
+/// Checks that the parser's tokens are the line as written: each token's
+/// text is what stands where it says it comes from, no two overlap, and
+/// only blanks, line continuations and comments lie between them.
+///
+/// Where the parser's tokenizer reads a construct otherwise than bash, it
+/// drops or moves text: a comment inside `$(( ))` (bash has none there),
+/// the inside of a `$((` after `<<EOF` moved to after the document. Each
+/// such difference found so far showed here, so a line whose tokens are not
+/// its own text is refused rather than decided on what the parser made of
+/// it.
+fn read_as_written(source: &str, tokens: &[brush_parser::Token]) -> Result<(), String> {
+    use brush_parser::Token;
+    // The tokenizer counts characters; slices take bytes.
+    let offsets: Vec<usize> = source
+        .char_indices()
+        .map(|(at, _)| at)
+        .chain(std::iter::once(source.len()))
+        .collect();
+    let text = |start: usize, end: usize| -> Option<&str> {
+        source.get(*offsets.get(start)?..*offsets.get(end)?)
+    };
+    let differs = |written: &str| {
+        let shown: String = written.chars().take(40).collect();
+        format!("the command line is read differently by bash and the gateway near {shown:?}: not inspected")
+    };
+    let mut spans = Vec::with_capacity(tokens.len());
+    for (i, token) in tokens.iter().enumerate() {
+        let location = token.location();
+        let (start, end) = (location.start.index, location.end.index);
+        let written = text(start, end).ok_or_else(|| differs(""))?;
+        let read = token.to_str();
+        let is_tag = |t: &Token| matches!(t, Token::Word(_, l) if l.start.index == end && l.end.index == end);
+        let same = if start == end {
+            // A here-document's end tag: checked with the body before it.
+            i > 0 && is_tag(token) && tokens[i - 1].location().end.index == end
+        } else if let Some(Token::Word(tag, _)) = tokens.get(i + 1).filter(|t| is_tag(t)) {
+            // A here-document's body, written up to and with its end tag's
+            // line, after `<<` or `<<-` and the delimiter as written.
+            let (Some(Token::Operator(op, _)), Some(Token::Word(delimiter, _))) = (
+                i.checked_sub(2).map(|k| &tokens[k]),
+                i.checked_sub(1).map(|k| &tokens[k]),
+            ) else {
+                return Err(differs(written));
+            };
+            let tabs = match op.as_str() {
+                "<<" => false,
+                "<<-" => true,
+                _ => return Err(differs(written)),
+            };
+            delimiter.replace(['\'', '"'], "") == *tag && here_body(written, read, tag, tabs)
+        } else {
+            // A token after a here-document's tag is placed from the blank
+            // before it.
+            let written = written.trim_start_matches([' ', '\t']);
+            if matches!(token, Token::Operator(op, _) if op == "\n") {
+                // A line's end, with the comment before it.
+                written == "\n"
+                    || (written.starts_with('#')
+                        && written.ends_with('\n')
+                        && written.matches('\n').count() == 1)
+            } else {
+                // Both shells drop a backslash-newline outside single quotes.
+                written == read
+                    || (!written.contains('\'')
+                        && written.contains("\\\n")
+                        && joined(written) == read)
+            }
+        };
+        if !same {
+            return Err(differs(written));
+        }
+        if start < end {
+            spans.push((start, end));
+        }
+    }
+    spans.sort_unstable();
+    let mut at = 0;
+    for (start, end) in spans {
+        if start < at {
+            return Err(differs(text(start, end).unwrap_or_default()));
+        }
+        let gap = text(at, start).unwrap_or_default();
+        if !joined(gap).chars().all(|c| c == ' ' || c == '\t') {
+            return Err(differs(gap));
+        }
+        at = end;
+    }
+    // What follows the last token: blanks, then perhaps a comment.
+    // A comment runs to the line's end: a backslash there continues nothing.
+    let rest = text(at, offsets.len() - 1).unwrap_or_default();
+    let (blank, comment) = rest.split_once('#').unwrap_or((rest, ""));
+    if !joined(blank).chars().all(|c| c == ' ' || c == '\t') || comment.contains('\n') {
+        return Err(differs(rest));
+    }
+    Ok(())
+}
+
+/// `text` without its line continuations (a backslash-newline whose
+/// backslash is not itself escaped).
+fn joined(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\n') => {}
+            Some(next) => {
+                out.push(c);
+                out.push(next);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether a here-document's body as written (its lines, then its end
+/// tag's line) is the body the parser read and ends at the line bash ends
+/// it: the first line that is the tag, after `<<-` without its leading tabs.
+fn here_body(written: &str, read: &str, tag: &str, tabs: bool) -> bool {
+    let mut lines: Vec<&str> = written.split_inclusive('\n').collect();
+    let strip = |line: &str| -> String {
+        if tabs {
+            line.trim_start_matches('\t').to_string()
+        } else {
+            line.to_string()
+        }
+    };
+    let Some(last) = lines.pop() else {
+        return false;
+    };
+    if strip(last).trim_end_matches('\n') != tag {
+        return false;
+    }
+    // No line before the last one ends the document.
+    if lines
+        .iter()
+        .any(|line| strip(line).trim_end_matches('\n') == tag)
+    {
+        return false;
+    }
+    lines.iter().map(|line| strip(line)).collect::<String>() == read
 }
 
 /// What the parser and bash read differently, found in the raw line:
@@ -1507,6 +1654,66 @@ fn shell(name: &str, words: &[&str], argv: &[Value]) -> Result<Unwrapped, String
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    fn as_written(line: &str) -> Result<(), String> {
+        let tokens = brush_parser::uncached_tokenize_str(line, &Default::default())
+            .map_err(|e| e.to_string())?;
+        read_as_written(line, &tokens)
+    }
+
+    #[test]
+    fn the_tokens_must_be_the_line_as_written() {
+        // Found in attack, each first refused by a check of its own: the
+        // tokenizer drops or moves text that bash runs.
+        for line in [
+            "cat <<EOF $((sh -c 'id > /tmp/x') )\nEOF",
+            "cat <<EOF \"$((id) )\"\nEOF",
+            "cat <<$(('1'))\n$(('1'))\nid > /tmp/x\n1",
+            "true || echo $(( 1 # )); id > /tmp/x\n))",
+            "echo ${x#<<true}\ntrue\nid",
+            "echo $((1 # x\n))",
+            "echo ${ touch /tmp/x; }",
+        ] {
+            assert!(as_written(line).is_err(), "{line:?}");
+            assert!(parse(line).is_err(), "{line:?}");
+        }
+        let names: Vec<String> = parse("ls # comment \\\nid")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["ls", "id"]);
+        // bash reads a comment inside `$( )` too; the tokenizer drops it
+        // from the word, which is then not the line.
+        assert!(parse("echo $(ls # all\n)").is_err());
+        for line in [
+            "ls -l /tmp | grep x && echo ok || echo no; id &",
+            "cat <<EOF > out\nbody $x\nEOF\necho after",
+            "cat <<'EOF' <<-X\nbody\nEOF\n\t\tx\n\tX\necho ok",
+            "cat <<\"E\"OF\n\tEOF\nEOF",
+            "cat <<EOF\nEOF",
+            "cat <<EOF\n\nEOF\n",
+            "echo a\\\nb \"e\\\nf\" 'c\\\nd'",
+            "echo a \\\n  b",
+            "# first\nls # then\n\n  id   # last",
+            "ls # comment \\\nid",
+            "echo é 'ü' \"ß\"",
+            "case x in a) ls;; (b) id;; esac",
+            "ls 2>&1 |& cat && { ls; } || (id); ! true",
+            "f() { :; }; echo `ls` \\; $(ls)",
+            "x=1 y=$(ls) ls >>f 3<&0 <>g\n",
+            "\n\tls\t\n",
+        ] {
+            as_written(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        }
+        // The tag ends the document only alone on its line, after `<<-`
+        // without its leading tabs.
+        assert!(here_body("a\nEOF\n", "a\n", "EOF", false));
+        assert!(here_body("\ta\n\tEOF", "a\n", "EOF", true));
+        assert!(!here_body("\ta\n\tEOF", "\ta\n", "EOF", false));
+        assert!(!here_body("a\nEOF\nb\nEOF\n", "a\nEOF\nb\n", "EOF", false));
+        assert!(!here_body("a\nEOF \n", "a\n", "EOF", false));
+    }
 
     fn texts(line: &str) -> Vec<String> {
         parse(line).unwrap().into_iter().map(|c| c.text).collect()
