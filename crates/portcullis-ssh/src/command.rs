@@ -556,6 +556,12 @@ impl Walker {
             text: String::new(),
             dynamic: false,
         };
+        if !pieces_as_written(raw, &pieces, 0, raw.len()) {
+            let shown: String = raw.chars().take(40).collect();
+            return Err(format!(
+                "the word {shown:?} is read differently by bash and the gateway: not inspected"
+            ));
+        }
         self.pieces(raw, &pieces, false, &mut value, wrappers, depth)?;
         // Brace expansion spans quoted pieces (`{"5",rm}`): judged on the
         // whole word, quotes and all.
@@ -762,6 +768,59 @@ fn read_as_written(source: &str, tokens: &[brush_parser::Token]) -> Result<(), S
         return Err(differs(rest));
     }
     Ok(())
+}
+
+/// Whether a word's pieces are the word as written, end to end: each
+/// piece's text is what stands where it says it comes from, and what a
+/// substitution runs is exactly what its parentheses or backquotes hold.
+/// The word parser, like the tokenizer, may read a construct otherwise
+/// than bash; what it would drop or move is refused.
+fn pieces_as_written(
+    raw: &str,
+    pieces: &[brush_parser::word::WordPieceWithSource],
+    from: usize,
+    to: usize,
+) -> bool {
+    let mut at = from;
+    for piece in pieces {
+        let (start, end) = (piece.start_index, piece.end_index);
+        let Some(source) = raw.get(start..end).filter(|_| start == at) else {
+            return false;
+        };
+        at = end;
+        let enclosed = |open: &str, inner: &str, close: &str| {
+            source
+                .strip_prefix(open)
+                .and_then(|s| s.strip_suffix(close))
+                .is_some_and(|s| s == inner)
+        };
+        let same = match &piece.piece {
+            WordPiece::Text(text) | WordPiece::EscapeSequence(text) => source == text,
+            WordPiece::SingleQuotedText(text) => enclosed("'", text, "'"),
+            WordPiece::CommandSubstitution(inner) => enclosed("$(", inner, ")"),
+            WordPiece::BackquotedCommandSubstitution(inner) => enclosed("`", inner, "`"),
+            WordPiece::ArithmeticExpression(expr) => enclosed("$((", &expr.value, "))"),
+            WordPiece::DoubleQuotedSequence(inner) => {
+                source.len() >= 2
+                    && source.starts_with('"')
+                    && source.ends_with('"')
+                    && pieces_as_written(raw, inner, start + 1, end - 1)
+            }
+            WordPiece::GettextDoubleQuotedSequence(inner) => {
+                source.len() >= 3
+                    && source.starts_with("$\"")
+                    && source.ends_with('"')
+                    && pieces_as_written(raw, inner, start + 2, end - 1)
+            }
+            WordPiece::ParameterExpansion(_) => source.starts_with('$'),
+            WordPiece::AnsiCQuotedText(_) => source.starts_with("$'"),
+            WordPiece::TildeExpansion(_) => source.starts_with('~'),
+        };
+        if !same {
+            return false;
+        }
+    }
+    at == to
 }
 
 /// `text` without its line continuations (a backslash-newline whose
@@ -1706,6 +1765,35 @@ mod tests {
         ] {
             as_written(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         }
+        // A word's pieces must be the word: a substitution runs what its
+        // parentheses hold, and no text is skipped.
+        let piece = |piece, start_index, end_index| brush_parser::word::WordPieceWithSource {
+            piece,
+            start_index,
+            end_index,
+        };
+        let word = "a$(ls)b";
+        let substitution = |inner: &str| WordPiece::CommandSubstitution(inner.into());
+        let text = |t: &str| WordPiece::Text(t.into());
+        let pieces = [
+            piece(text("a"), 0, 1),
+            piece(substitution("ls"), 1, 6),
+            piece(text("b"), 6, 7),
+        ];
+        assert!(pieces_as_written(word, &pieces, 0, word.len()));
+        let moved = [
+            piece(text("a"), 0, 1),
+            piece(substitution("id"), 1, 6),
+            piece(text("b"), 6, 7),
+        ];
+        assert!(!pieces_as_written(word, &moved, 0, word.len()));
+        assert!(!pieces_as_written(word, &pieces[..2], 0, word.len()));
+        assert!(!pieces_as_written(
+            word,
+            &[piece(text("a"), 0, 1), piece(text("b"), 6, 7)],
+            0,
+            word.len()
+        ));
         // The tag ends the document only alone on its line, after `<<-`
         // without its leading tabs.
         assert!(here_body("a\nEOF\n", "a\n", "EOF", false));
