@@ -757,15 +757,38 @@ impl server::Handler for Connection {
         _x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let detail =
+            serde_json::json!({"kind": "x11", "reason": "X11 forwarding is not supported"});
+        forward_refused(self.authed.as_ref(), u32::from(channel), detail).await;
         session.channel_failure(channel)
     }
 
     async fn agent_request(
         &mut self,
-        _channel: ChannelId,
+        channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        let detail = serde_json::json!({"kind": "agent", "reason": "agent forwarding is not supported: the gateway holds the target's credentials"});
+        forward_refused(self.authed.as_ref(), u32::from(channel), detail).await;
         Ok(false)
+    }
+
+    /// `ssh -w` (a tunnel device, `tun@openssh.com`) and any other channel
+    /// type the gateway does not know: refused by the SSH library, audited
+    /// here.
+    async fn channel_open_unknown(
+        &mut self,
+        channel_type: &str,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let reason = match channel_type {
+            "tun@openssh.com" => "tunnel devices (`ssh -w`) are not supported".to_string(),
+            _ => format!("channels of type `{channel_type}` are not supported"),
+        };
+        let detail =
+            serde_json::json!({"kind": "channel", "channel_type": channel_type, "reason": reason});
+        forward_refused(self.authed.as_ref(), 0, detail).await;
+        Ok(())
     }
 }
 
@@ -892,9 +915,15 @@ async fn socket_forward_refused(
     path: &str,
 ) {
     let reason = "forwarding to or from a Unix socket is not supported: forward a TCP port";
-    info!(direction, path, "forwarding refused: {reason}");
+    let detail = serde_json::json!({"direction": direction, "socket": path, "reason": reason});
+    forward_refused(authed, channel, detail).await;
+}
+
+/// Audits a forward refused whatever the policy says: agent, X11, a Unix
+/// socket, a tunnel device. `detail` holds its `reason`.
+async fn forward_refused(authed: Option<&Arc<Authed>>, channel: u32, detail: serde_json::Value) {
+    info!(%detail, "forwarding refused");
     if let Some(authed) = authed {
-        let detail = serde_json::json!({"direction": direction, "socket": path, "reason": reason});
         if let Err(e) = authed.event(channel, "forward.refused", detail).await {
             warn!(error = %e, "a refused forward was not audited");
         }

@@ -908,6 +908,53 @@ when {{ context.forward.direction == "remote" && context.forward.host == "127.0.
     let _ = tunnel.wait();
     assert!(refused_local);
     assert!(socket_refused("remote"), "{}", stderr(&out));
+
+    // Agent and X11 forwarding, and tunnel devices, are refused whatever
+    // the policy says, and each refusal is audited.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent = agent_dir.path().join("agent.sock");
+    let mut ssh_agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if agent.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = client(&gw, "ssh", &alice)
+        .env("DISPLAY", "127.0.0.1:99")
+        .env("SSH_AUTH_SOCK", &agent)
+        .args(["-X", "-A"])
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("X11 forwarding request failed"),
+        "{}",
+        stderr(&out)
+    );
+    let tunnel = client(&gw, "ssh", &alice)
+        .args(["-N", "-w", "any", "-o", "ExitOnForwardFailure=yes"])
+        .args(["-p", &port(&gw), "demo-ssh@127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_ne!(tunnel.status.code(), Some(0));
+    let _ = ssh_agent.kill();
+    let _ = ssh_agent.wait();
+    let refused: Vec<String> = gw
+        .audit_entries(2000)
+        .iter()
+        .filter(|e| e["kind"] == "forward.refused")
+        .filter_map(|e| e["detail"]["kind"].as_str().map(str::to_string))
+        .collect();
+    for kind in ["x11", "agent", "channel"] {
+        assert!(refused.iter().any(|k| k == kind), "{kind}: {refused:?}");
+    }
     gw.stop().await;
 }
 

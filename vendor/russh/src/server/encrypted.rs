@@ -2150,7 +2150,7 @@ impl Session {
                 if let Some(ref mut enc) = self.common.encrypted {
                     msg.unknown_type(&mut enc.write)?;
                 }
-                Ok(())
+                handler.channel_open_unknown(typ, self).await
             }
         }
     }

@@ -490,6 +490,18 @@ pub trait Handler: Sized {
         async { Ok(()) }
     }
 
+    /// Called after a channel of a type this library does not know (such
+    /// as `tun@openssh.com`) was refused, so that the refusal can be
+    /// recorded.
+    #[allow(unused_variables)]
+    fn channel_open_unknown(
+        &mut self,
+        channel_type: &str,
+        session: &mut Session,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Called when the client confirmed our request to open a
     /// channel. A channel can only be written to after receiving this
     /// message (this library panics otherwise).
