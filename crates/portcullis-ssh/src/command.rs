@@ -722,7 +722,8 @@ fn read_as_written(source: &str, tokens: &[brush_parser::Token]) -> Result<(), S
                 "<<-" => true,
                 _ => return Err(differs(written)),
             };
-            delimiter.replace(['\'', '"'], "") == *tag && here_body(written, read, tag, tabs)
+            delimiter_as_bash_reads(delimiter).as_deref() == Some(tag.as_str())
+                && here_body(written, read, tag, tabs)
         } else {
             // A token after a here-document's tag is placed from the blank
             // before it.
@@ -821,6 +822,24 @@ fn pieces_as_written(
         }
     }
     at == to
+}
+
+/// A here-document's delimiter as bash reads it: its quotes removed, a
+/// quote of one kind inside the other kept (`"'"x` is `'x`). `None` for
+/// what takes more than quotes to read (escapes; `$` and backquotes are
+/// refused before).
+fn delimiter_as_bash_reads(word: &str) -> Option<String> {
+    let mut out = String::with_capacity(word.len());
+    let mut quote = None;
+    for c in word.chars() {
+        match (quote, c) {
+            (_, '\\') => return None,
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(open), _) if c == open => quote = None,
+            _ => out.push(c),
+        }
+    }
+    quote.is_none().then_some(out)
 }
 
 /// `text` without its line continuations (a backslash-newline whose
@@ -1732,6 +1751,11 @@ mod tests {
             "echo ${x#<<true}\ntrue\nid",
             "echo $((1 # x\n))",
             "echo ${ touch /tmp/x; }",
+            "cat <<EOF \"a\n$((sh -c 'id > /tmp/x') )\"\nEOF",
+            "cat <<EOF 'a\n'$((touch M) )\nEOF",
+            // bash ends this document at `'true`, the tokenizer at `true`.
+            "cat <<\"'\"true\n'true\nid > /tmp/x\ntrue",
+            "cat <<'a\"b'\nab\nid > /tmp/x\na\"b",
         ] {
             assert!(as_written(line).is_err(), "{line:?}");
             assert!(parse(line).is_err(), "{line:?}");
@@ -1794,6 +1818,12 @@ mod tests {
             0,
             word.len()
         ));
+        assert_eq!(
+            delimiter_as_bash_reads("\"'\"true").as_deref(),
+            Some("'true")
+        );
+        assert_eq!(delimiter_as_bash_reads("'E'\"O\"F").as_deref(), Some("EOF"));
+        assert_eq!(delimiter_as_bash_reads("'EOF"), None);
         // The tag ends the document only alone on its line, after `<<-`
         // without its leading tabs.
         assert!(here_body("a\nEOF\n", "a\n", "EOF", false));
