@@ -1118,20 +1118,29 @@ fn redact_values(text: &str) -> String {
         out.truncate(colon + 2);
         out.push_str("***");
     }
-    // Numbers too: `index 123456789 out of valid range`.
+    // Numbers too, and any word with a digit in it, whole: `index
+    // 123456789 out of valid range`, and the bytes of `character with
+    // byte sequence 0xe1 0xbe 0xaa in encoding ...`, whose letters alone
+    // spell a value (found in attack: `0xbe` kept `xbe`).
     let mut redacted = String::with_capacity(out.len());
-    let mut in_number = false;
-    for c in out.chars() {
-        if c.is_ascii_digit() {
-            if !in_number {
-                redacted.push_str("***");
-            }
-            in_number = true;
+    let mut word = String::new();
+    let mut flush = |word: &mut String, redacted: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            redacted.push_str("***");
         } else {
-            in_number = false;
+            redacted.push_str(word);
+        }
+        word.clear();
+    };
+    for c in out.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut redacted);
             redacted.push(c);
         }
     }
+    flush(&mut word, &mut redacted);
     redacted
 }
 
@@ -1215,6 +1224,13 @@ mod tests {
             "date field value out of range: ***"
         );
         assert_eq!(redact_values("division by zero"), "division by zero");
+        assert_eq!(
+            redact_values(
+                "character with byte sequence 0xe1 0xbe 0xaa in encoding \"UTF8\" has no equivalent in encoding \"LATIN1\""
+            ),
+            "character with byte sequence *** *** *** in encoding \"***\""
+        );
+        assert_eq!(redact_values("code point U+1FAA"), "code point U+***");
         assert_eq!(
             redact_values("index 123456789 out of valid range, 0..0"),
             "index *** out of valid range, ***..***"

@@ -219,8 +219,27 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
             }
             return;
         }
-        // A test of nullness says nothing of the value.
-        "NullTest" if node.get("arg").is_some_and(is_bare_column) => return,
+        // CLUSTER (and ALTER TABLE ... CLUSTER ON, which the next bare
+        // CLUSTER follows) stores a table's rows in the order of an index,
+        // which may be a covered column's: every later read without ORDER
+        // BY would return rows in that order. The whole row stands for
+        // the index's columns.
+        "ClusterStmt" => {
+            found.push(ColumnRefName {
+                qualifiers: Vec::new(),
+                column: None,
+            });
+            &[]
+        }
+        "AlterTableCmd"
+            if node.int("subtype") == Some(pg_query::protobuf::AlterTableType::AtClusterOn as i64) =>
+        {
+            found.push(ColumnRefName {
+                qualifiers: Vec::new(),
+                column: None,
+            });
+            &[]
+        }
         "SelectStmt" => {
             // `order by 2`, `group by x`: the output expressions named so
             // choose and order the rows.
@@ -443,15 +462,12 @@ fn named_outputs(select: &Struct) -> Vec<&Value> {
     for branch in set_branches(select) {
         let targets = branch.list("target_list");
         // How many rows are left tells whether computed values were equal
-        // (`distinct id, greatest(g, ascii(email))`); equal columns only
-        // tell that.
+        // (`distinct id, greatest(g, ascii(email))`), and a DISTINCT
+        // PostgreSQL runs as a sort returns its rows in the order of the
+        // values, a column's too (found in attack: probe rows inserted
+        // beside a hidden value show where it sorts).
         if plain_distinct {
-            named.extend(
-                targets
-                    .iter()
-                    .filter_map(target_value)
-                    .filter(|value| !is_bare_column(value)),
-            );
+            named.extend(targets.iter().filter_map(target_value));
         }
         for item in &items {
             let Value::Struct(item) = item else { continue };
@@ -1013,8 +1029,11 @@ impl Scan {
                 // A count of columns tells only how many are not null; a
                 // count of anything else counts whatever that computes
                 // (`count(nullif(ascii(email) > 100, false))`).
-                let harmless =
-                    harmless || (name == "count" && node.list("args").iter().all(is_bare_column));
+                // `count(distinct email)` tells how many values are equal.
+                let harmless = harmless
+                    || (name == "count"
+                        && !matches!(node.get("agg_distinct"), Some(Value::Bool(true)))
+                        && node.list("args").iter().all(is_bare_column));
                 if function_effect(&name) != FunctionEffect::ReadOnly
                     || runs_query_text(&name, node.list("args").len())
                 {

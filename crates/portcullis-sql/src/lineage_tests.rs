@@ -74,6 +74,7 @@ const ROWS: &[Row] = &[
     ("select row(c.*) from customers c", Some(&[(&["c.*"], "")]), &["customers c"], false, false),
     // Values that cannot carry a source value.
     ("select count(email) from customers", Some(&[(&["email"], H)]), &["customers"], false, false),
+    ("select count(distinct email) from customers", Some(&[(&["email"], "")]), &["customers"], false, false),
     ("select pg_catalog.count(*) over (partition by email) from customers", Some(&[(&["email"], H)]), &["customers"], false, false),
     ("select 1, now(), $1", Some(&[(&[], H), (&[], H), (&[], H)]), &[], false, false),
     ("select current_user, 'a' || 'b', lower('X')", Some(&[(&[], H), (&[], H), (&[], H)]), &[], false, false),
@@ -349,7 +350,10 @@ fn conditions_are_everything_but_the_output() {
         ("select case when email > 'j' then 1 else 2 end from customers", &[]),
         ("select count(email) from customers", &[]),
         ("copy (select email from customers) to stdout", &[]),
-        ("select email from customers where email is not null", &[]),
+        ("select email, email is null from customers", &[]),
+        // A nullness test in WHERE lets an index on the column drive the
+        // scan, which returns the rows in the column's order.
+        ("select id from customers where email is not null", &["email"]),
         ("explain select id from customers where email = 'x'", &["email"]),
         ("explain select id, email from customers", &[]),
         // Everything that chooses, counts or orders rows.
@@ -422,9 +426,14 @@ fn conditions_are_everything_but_the_output() {
         ("select email from customers except all select 'x'", &["email"]),
         // Functions written as fields: `(x).unnest` is `unnest(x)`.
         ("select id, (array_fill(1, array[ascii(email)])).unnest from customers", &["email"]),
-        // Plain DISTINCT compares what is computed.
-        ("select distinct id, greatest(g, ascii(email)) from customers, generate_series(1, 9) g", &["email", "g"]),
-        ("select distinct id, email from customers", &[]),
+        // Plain DISTINCT compares what is computed, and sorts by it.
+        ("select distinct id, greatest(g, ascii(email)) from customers, generate_series(1, 9) g", &["email", "g", "id"]),
+        ("select distinct id, email from customers", &["email", "id"]),
+        ("select distinct * from customers", &["*"]),
+        // CLUSTER stores the rows in an index's order.
+        ("cluster customers using customers_email_key", &["*"]),
+        ("alter table customers cluster on customers_email_key", &["*"]),
+        ("cluster", &["*"]),
         // Columns renamed in FROM stand for the whole relation.
         ("select i from customers t(i, n, z) where z like 'j%'", &["t.*", "z"]),
         ("select i from customers t(i, n, z)", &[]),
