@@ -613,7 +613,17 @@ async fn names_the_user_by_the_configured_claim() {
     );
     let mut by_email = idp.settings();
     by_email.user_claim = Some("email".to_owned());
-    assert!(Verifier::new(vec![other, by_email], None).is_ok());
+    assert!(Verifier::new(vec![other, by_email.clone()], None).is_ok());
+    // The dev issuer is another: its `svc-deploy` would be the provider's.
+    let dir = tempfile::tempdir().unwrap();
+    let mut by_sub = idp.settings();
+    by_sub.user_claim = Some("sub".to_owned());
+    let error = Verifier::new(vec![by_sub], Some(dev_issuer(dir.path()))).unwrap_err();
+    assert!(
+        error.to_string().contains("names its users by `sub`"),
+        "{error}"
+    );
+    assert!(Verifier::new(vec![by_email], Some(dev_issuer(dir.path()))).is_ok());
 }
 
 #[tokio::test]

@@ -68,8 +68,11 @@ impl Verifier {
         dev: Option<DevIssuer>,
     ) -> Result<Verifier, IdentityError> {
         // An address is one person wherever it is vouched for; a `sub` or a
-        // user name is only unique at its own provider.
-        if oidc.len() > 1 {
+        // user name is only unique at its own provider. The dev issuer,
+        // which names its users by `sub`, counts as another (found in
+        // attack: a provider's user `svc-deploy` was the dev principal of
+        // that name, its grants included).
+        if oidc.len() + usize::from(dev.is_some()) > 1 {
             if let Some(local) = oidc.iter().find(|s| {
                 s.user_claim
                     .as_deref()
