@@ -36,8 +36,17 @@ impl ApiClient {
         let token = token
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| anyhow!("no token: pass --token or set PORTCULLIS_TOKEN (from `portcullis login` or your identity provider)"))?;
+        let url = reqwest::Url::parse(&base)
+            .with_context(|| format!("`{base}` is not a URL: pass --gateway https://..."))?;
+        if !portcullis_config::credentials_may_go_to(&url) {
+            bail!(
+                "refusing to send your token to `{base}` in clear: reach the gateway over https (TLS in front of its admin listener), or over http on this machine only"
+            );
+        }
+        // A redirect could lead the token elsewhere.
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(ApiClient { base, token, http })
     }
@@ -242,6 +251,30 @@ fn render_line(request: &Request) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_goes_in_clear_only_to_this_machine() {
+        let token = || Some("t".to_string());
+        for url in [
+            "http://192.0.2.2:9090",
+            "http://gateway.example.com",
+            "ftp://127.0.0.1",
+        ] {
+            let error = ApiClient::new(None, Some(url), token()).err().unwrap();
+            assert!(
+                error.to_string().contains("refusing to send your token"),
+                "{url}: {error}"
+            );
+        }
+        for url in [
+            "https://gateway.example.com",
+            "http://127.0.0.1:9090",
+            "http://[::1]:9090",
+            "http://localhost:9090",
+        ] {
+            assert!(ApiClient::new(None, Some(url), token()).is_ok(), "{url}");
+        }
+    }
 
     #[test]
     fn a_reviewer_on_the_cli_sees_every_bound_value_and_every_line_break() {

@@ -905,6 +905,16 @@ impl Config {
                     format!("`{}` is not an http or https URL", console.public_url),
                 ));
             }
+            // Browsers send the session cookie and the OIDC code there.
+            if !url::Url::parse(&console.public_url).is_ok_and(|u| credentials_may_go_to(&u)) {
+                return Err(invalid(
+                    "console.public_url".into(),
+                    format!(
+                        "`{}` would carry reviewers' sessions in clear: use https (TLS in front of the admin listener), or http only on this machine (127.0.0.1, localhost)",
+                        console.public_url
+                    ),
+                ));
+            }
         }
         if self.identity.dev.is_none() && self.identity.oidc.is_empty() {
             return Err(invalid(
@@ -963,3 +973,15 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a credential (an identity token, a session cookie) may travel to
+/// `url`: over TLS, or over plain HTTP to this machine only.
+pub fn credentials_may_go_to(url: &url::Url) -> bool {
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(name))) => name.eq_ignore_ascii_case("localhost"),
+        _ => false,
+    }
+}

@@ -306,3 +306,18 @@ fn credentials_in_a_repository_that_is_no_url_are_not_shown() {
         assert_eq!(redact_url(text), shown);
     }
 }
+
+#[test]
+fn the_console_is_served_in_clear_only_on_this_machine() {
+    let with_console = |url: &str| {
+        parse(&format!(
+            "{BASE}\n[admin]\nlisten = \"127.0.0.1:9090\"\n\n[console]\npublic_url = \"{url}\"\n"
+        ))
+    };
+    let err = with_console("http://gateway.example.com").unwrap_err();
+    assert!(err.to_string().contains("in clear"), "{err}");
+    assert!(with_console("http://10.0.0.2:9090").is_err());
+    assert!(with_console("https://gateway.example.com").is_ok());
+    assert!(with_console("http://127.0.0.1:9090").is_ok());
+    assert!(with_console("http://localhost:9090").is_ok());
+}

@@ -1124,7 +1124,7 @@ fn redact_values(text: &str) -> String {
     // spell a value (found in attack: `0xbe` kept `xbe`).
     let mut redacted = String::with_capacity(out.len());
     let mut word = String::new();
-    let mut flush = |word: &mut String, redacted: &mut String| {
+    let flush = |word: &mut String, redacted: &mut String| {
         if word.chars().any(|c| c.is_ascii_digit()) {
             redacted.push_str("***");
         } else {
