@@ -1756,6 +1756,9 @@ mod tests {
             // bash ends this document at `'true`, the tokenizer at `true`.
             "cat <<\"'\"true\n'true\nid > /tmp/x\ntrue",
             "cat <<'a\"b'\nab\nid > /tmp/x\na\"b",
+            // A newline inside `$((` after `<<` starts the tokenizer's
+            // document there, hiding the `)` that makes bash run `. /???/N`.
+            "( cat <<1 \"\n\" $((\n. /???/37037) \n1\n))\n)",
         ] {
             assert!(as_written(line).is_err(), "{line:?}");
             assert!(parse(line).is_err(), "{line:?}");
