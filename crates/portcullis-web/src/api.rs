@@ -24,6 +24,11 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .route("/api/v1/requests/{id}/revoke", post(revoke))
         .route("/api/v1/ssh/certificate", post(ssh_certificate))
         .with_state(state)
+        // Held statements and their bound values: never cached, never
+        // sniffed into another type.
+        .layer(axum::middleware::map_response(
+            crate::console::security_headers,
+        ))
 }
 
 /// An API error: a status and a sentence.

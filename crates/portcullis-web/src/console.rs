@@ -229,10 +229,10 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .layer(axum::middleware::map_response(security_headers))
 }
 
-/// Every answer of the console, pages, assets, casts and the framework's
-/// own refusals alike: no script from elsewhere, never framed, never
+/// Every answer of the console and the API, pages, assets, casts, JSON and
+/// the framework's own refusals alike: no script from elsewhere, never framed, never
 /// sniffed into another type, never cached.
-async fn security_headers(mut response: Response) -> Response {
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,

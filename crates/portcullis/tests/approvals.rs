@@ -1086,11 +1086,16 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
 
     // Every answer carries the console's headers, the framework's own
     // refusals and the assets too.
-    for (path, status) in [("/requests/abc", 400), ("/static/console.js", 200)] {
+    for (path, status) in [
+        ("/requests/abc", 400),
+        ("/static/console.js", 200),
+        ("/api/v1/requests", 401),
+    ] {
         let answer = reqwest::get(base.join(path).unwrap()).await.unwrap();
         assert_eq!(answer.status().as_u16(), status, "{path}");
         let headers = answer.headers();
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["cache-control"], "no-store", "{path}");
         assert!(
             headers["content-security-policy"]
                 .to_str()
