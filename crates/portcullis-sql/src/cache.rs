@@ -138,8 +138,10 @@ impl Classifier {
 /// comments, which would make that cut differ. Conservative: a `;` or a
 /// comment marker inside a literal also gives `None`.
 fn single_statement(sql: &str) -> Option<&str> {
-    let text = sql.trim();
-    let text = text.strip_suffix(';').map_or(text, str::trim_end);
+    let text = crate::classify::trim_sql(sql);
+    let text = text
+        .strip_suffix(';')
+        .map_or(text, crate::classify::trim_sql);
     let plain =
         !text.is_empty() && !text.contains(';') && !text.contains("--") && !text.contains("/*");
     plain.then_some(text)

@@ -75,7 +75,15 @@ fn statement_text(sql: &str, raw: &RawStmt) -> Result<String, ClassifyError> {
         len => start.checked_add(len).ok_or_else(out_of_bounds)?,
     };
     let text = sql.get(start..end).ok_or_else(out_of_bounds)?;
-    Ok(text.trim().to_owned())
+    Ok(trim_sql(text).to_owned())
+}
+
+/// `text` without the whitespace PostgreSQL's scanner skips around it:
+/// only ASCII. A no-break space (U+00A0) and the like are part of a name
+/// to PostgreSQL (found in attack: `drop table t, <U+00A0>` was shown to
+/// reviewers as `drop table t,`, and dropped a second table).
+pub(crate) fn trim_sql(text: &str) -> &str {
+    text.trim_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c'])
 }
 
 /// One statement, analysed but not yet summarised.

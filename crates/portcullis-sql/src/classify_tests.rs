@@ -474,3 +474,23 @@ fn unseen_calls_make_a_read_a_call_and_leave_a_write_its_kind() {
     assert_eq!(update.kind, StatementKind::Update);
     assert!(update.kinds.contains(&StatementKind::Call));
 }
+
+#[test]
+fn a_name_of_unicode_blanks_stays_in_the_text() {
+    // Found in attack: `trim()` dropped the no-break space PostgreSQL reads
+    // as a second table's name; reviewers saw `drop table scratch_tmp,`.
+    let sql = "drop table scratch_tmp, \u{a0}";
+    let info = one(sql);
+    assert_eq!(info.text, sql);
+    assert!(
+        info.tables.iter().any(|t| t == "\u{a0}"),
+        "{:?}",
+        info.tables
+    );
+    let classifier = crate::Classifier::new(16);
+    for _ in 0..2 {
+        let cached = classifier.classify(sql).unwrap();
+        assert_eq!(cached[0].text, sql);
+    }
+    assert_eq!(one(" \t\nselect 1;\n ").text, "select 1");
+}
