@@ -1240,6 +1240,14 @@ pub async fn start(config: Config, file: &Path) -> Result<Running> {
             recordings: recordings.clone(),
             recordings_remote: remote.clone(),
             recording_viewers: config.recording.viewers.clone(),
+            masked_for: {
+                let gate = gate.clone();
+                let targets: Vec<Target> = config.targets.iter().map(policy_target).collect();
+                Arc::new(move |viewer, name| {
+                    let target = targets.iter().find(|t| t.name == name)?;
+                    Some(gate.masked_for(viewer, target))
+                })
+            },
             ssh: ssh_certificates,
         };
         let router = admin::router(

@@ -161,6 +161,15 @@ fn decision_counters(target: &str) -> Arc<[metrics::Counter; 3]> {
     Arc::new([counter("allow"), counter("deny"), counter("hold")])
 }
 
+/// What a session's results go through: the masker of the rules in force
+/// (none when none is), and the rules that apply which the principal may
+/// `unmask`, whose values it sees in clear.
+#[derive(Default)]
+pub struct Masking {
+    pub masker: Option<Arc<Masker>>,
+    pub unmasked: Vec<String>,
+}
+
 impl Session {
     pub fn new(
         id: SessionId,
@@ -797,8 +806,8 @@ impl Gate {
     /// The masking a session gets under the policy in force: the mask rules
     /// that apply to its target, less those the principal may `unmask`.
     /// Each `unmask` decision is audited (one entry for all of them) before
-    /// the answer; `None` when no rule is in force.
-    pub async fn masking(&self, session: &Session) -> Result<Option<Arc<Masker>>, GateError> {
+    /// the answer; no masker when no rule is in force.
+    pub async fn masking(&self, session: &Session) -> Result<Masking, GateError> {
         let policies = self.policies();
         let masks = policies.masks();
         let applying: Vec<&str> = masks
@@ -806,7 +815,7 @@ impl Gate {
             .map(|rule| rule.id.as_str())
             .collect();
         if applying.is_empty() {
-            return Ok(None);
+            return Ok(Masking::default());
         }
         let decisions: Vec<Decision> = applying
             .iter()
@@ -830,20 +839,48 @@ impl Gate {
                     .collect(),
             })
             .await?;
-        let in_force: Vec<&str> = applying
+        let (in_force, unmasked): (Vec<_>, Vec<_>) = applying
             .iter()
             .zip(&decisions)
-            .filter(|(_, decision)| !decision.is_allowed())
-            .map(|(rule, _)| *rule)
+            .partition(|(_, decision)| !decision.is_allowed());
+        let in_force: Vec<&str> = in_force.into_iter().map(|(rule, _)| *rule).collect();
+        let unmasked = unmasked
+            .into_iter()
+            .map(|(rule, _)| rule.to_string())
             .collect();
-        if in_force.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(Masker::new(
-            masks,
-            &in_force,
-            self.inner.mask_key.clone(),
-        ))))
+        let masker = (!in_force.is_empty())
+            .then(|| Arc::new(Masker::new(masks, &in_force, self.inner.mask_key.clone())));
+        Ok(Masking { masker, unmasked })
+    }
+
+    /// The mask rules that apply to `target` which `viewer` may not
+    /// `unmask`: what a recording shown to them must not hold in clear.
+    /// Asked of the policy in force, left out of the hit counts, not
+    /// audited (nobody reaches the target).
+    pub fn masked_for(&self, viewer: &Principal, target: &Target) -> Vec<String> {
+        let policies = self.policies();
+        let session = Session::new(
+            SessionId::new(format!("viewer-{}", viewer.id)),
+            viewer.clone(),
+            target.clone(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            "",
+        );
+        policies
+            .masks()
+            .for_target(&target.name)
+            .filter(|rule| {
+                !self
+                    .decide_uncounted(
+                        &session,
+                        &Action::Unmask {
+                            rule: rule.id.clone(),
+                        },
+                    )
+                    .is_allowed()
+            })
+            .map(|rule| rule.id.clone())
+            .collect()
     }
 
     /// Records what was masked in one statement's result. Not awaited by the

@@ -183,6 +183,7 @@ impl PgService {
         target_name: &str,
         peer: SocketAddr,
         startup: &[u8],
+        unmasked: &[String],
     ) -> Result<Option<Arc<portcullis_record::Recorder>>, portcullis_record::RecordError> {
         let Some(recordings) = &self.recordings else {
             return Ok(None);
@@ -194,6 +195,11 @@ impl PgService {
             target: target_name.to_string(),
             client_addr: peer.to_string(),
             started_ms: unix_ms(),
+        })?;
+        // What its results hold in clear: the console shows them only to
+        // those who may see as much.
+        recorder.masking(&portcullis_record::format::Masking {
+            unmasked: unmasked.to_vec(),
         })?;
         recorder.to_client(startup)?;
         Ok(Some(Arc::new(recorder)))
@@ -516,23 +522,24 @@ impl PgService {
         codec::build::backend_key_data(&mut out, registration.pid, registration.secret);
         codec::build::ready_for_query(&mut out, b'I');
         // Fail closed: a session that cannot be recorded does not start.
-        let recorder = match self.start_recording(&session, &target_name, peer, &out) {
-            Ok(recorder) => recorder,
-            Err(e) => {
-                warn!(error = %e, "cannot record the session");
-                client::refuse(
-                    &mut startup.stream,
-                    "58030",
-                    &format!("the session cannot be recorded, so it does not start: {e}"),
-                    None,
-                )
-                .await;
-                self.gate
-                    .end(&session, "recording unavailable", &Default::default())
+        let recorder =
+            match self.start_recording(&session, &target_name, peer, &out, &masking.unmasked) {
+                Ok(recorder) => recorder,
+                Err(e) => {
+                    warn!(error = %e, "cannot record the session");
+                    client::refuse(
+                        &mut startup.stream,
+                        "58030",
+                        &format!("the session cannot be recorded, so it does not start: {e}"),
+                        None,
+                    )
                     .await;
-                return;
-            }
-        };
+                    self.gate
+                        .end(&session, "recording unavailable", &Default::default())
+                        .await;
+                    return;
+                }
+            };
         if let Err(e) = startup.stream.write_all(&out).await {
             info!(error = %e, "client left during startup");
             self.gate
@@ -547,7 +554,7 @@ impl PgService {
             classifier: self.classifier.clone(),
             session,
             target: target.clone(),
-            masking,
+            masking: masking.masker,
             cancels: registration.signal.clone(),
             recorder: recorder.clone(),
             long_parses: self.long_parses(&principal_id),

@@ -2534,8 +2534,20 @@ async fn recheck_on_policy_change(
         }
         let reason = match gate.recheck(&session).await {
             Ok(decision) if decision.is_allowed() => match gate.masking(&session).await {
-                Ok(masker) => {
-                    shared.results.set_masker(masker);
+                // The recording says what its results hold in clear before
+                // they do.
+                Ok(masking)
+                    if shared.recorder.as_ref().is_some_and(|r| {
+                        r.masking(&portcullis_record::format::Masking {
+                            unmasked: masking.unmasked.clone(),
+                        })
+                        .is_err()
+                    }) =>
+                {
+                    "the session is ended: its recording cannot be written".to_string()
+                }
+                Ok(masking) => {
+                    shared.results.set_masker(masking.masker);
                     let sent = shared.results.in_flight();
                     match no_longer_allowed(&gate, &session, &sent).await {
                         None => continue,

@@ -37,6 +37,10 @@ pub enum Kind {
     /// JSON [`Resize`]: an SSH channel's terminal size, at its pty request
     /// and at each window change.
     Resize = 7,
+    /// JSON [`Masking`]: the mask rules whose values the session's
+    /// principal sees in clear, at its start and whenever the policy
+    /// changes them.
+    Masking = 8,
 }
 
 impl Kind {
@@ -49,6 +53,7 @@ impl Kind {
             5 => Kind::End,
             6 => Kind::Output,
             7 => Kind::Resize,
+            8 => Kind::Masking,
             _ => return None,
         })
     }
@@ -99,6 +104,13 @@ pub struct Resize {
     pub channel: u32,
     pub cols: u32,
     pub rows: u32,
+}
+
+/// The rules that apply to the session's target which its principal may
+/// `unmask`: the results recorded after it hold their values in clear.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Masking {
+    pub unmasked: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ mod remote;
 mod terminal;
 mod write;
 
-pub use read::{asciicast, render, Summary, VerifyError};
+pub use read::{asciicast, render, unmasked, Summary, VerifyError};
 pub use remote::{Remote, S3Settings};
 pub use write::Recorder;
 

@@ -434,7 +434,7 @@ pub fn render(records: &[Record]) -> Vec<(u32, String)> {
                     out.push((record.t_ms, String::from_utf8_lossy(bytes).into_owned()));
                 }
             }
-            Kind::Resize => {}
+            Kind::Resize | Kind::Masking => {}
             Kind::End => {
                 if let Ok(end) = serde_json::from_slice::<format::End>(&record.payload) {
                     out.push((
@@ -461,6 +461,22 @@ const PLAYABLE_ROWS: u32 = 256;
 
 fn playable(r: &format::Resize) -> (u32, u32) {
     (r.cols.min(PLAYABLE_COLS), r.rows.min(PLAYABLE_ROWS))
+}
+
+/// The mask rules whose values a recording may hold in clear: every rule
+/// its [`format::Masking`] records name. `None` when it has none (a
+/// recording made before they were written): then anything may be.
+pub fn unmasked(records: &[Record]) -> Option<std::collections::BTreeSet<String>> {
+    let mut found: Option<std::collections::BTreeSet<String>> = None;
+    for record in records.iter().filter(|r| r.kind == Kind::Masking) {
+        let set = found.get_or_insert_with(Default::default);
+        match serde_json::from_slice::<format::Masking>(&record.payload) {
+            Ok(masking) => set.extend(masking.unmasked),
+            // Unreadable: it may name any rule.
+            Err(_) => return None,
+        }
+    }
+    found
 }
 
 /// An SSH session's terminals as an asciicast v2 file, which any asciinema

@@ -136,6 +136,12 @@ impl Recorder {
         self.lock().append(Kind::Output, &payload)
     }
 
+    /// Which mask rules the session's principal sees in clear from now on.
+    pub fn masking(&self, masking: &format::Masking) -> Result<(), RecordError> {
+        let payload = serde_json::to_vec(masking).map_err(|e| RecordError::Write(e.to_string()))?;
+        self.lock().append(Kind::Masking, &payload)
+    }
+
     /// An SSH channel's terminal size.
     pub fn resize(&self, resize: &format::Resize) -> Result<(), RecordError> {
         let payload = serde_json::to_vec(resize).map_err(|e| RecordError::Write(e.to_string()))?;

@@ -545,12 +545,20 @@ async fn session_page(
     let terminal = records
         .iter()
         .any(|r| r.kind == portcullis_record::format::Kind::Output);
+    let withheld = withheld_rules(&state, &session.principal, &records);
     let shown: Vec<portcullis_record::format::Record> = records
         .iter()
         .filter(|r| r.kind != portcullis_record::format::Kind::Output)
+        .filter(|r| withheld.is_none() || r.kind != portcullis_record::format::Kind::ToClient)
         .cloned()
         .collect();
-    let mut text: String = portcullis_record::render(&shown)
+    let mut text = String::new();
+    if let Some(rules) = &withheld {
+        text.push_str(&format!(
+            "-- results withheld: this session saw the values of {rules} in clear, and the policy does not let you unmask them\n"
+        ));
+    }
+    let rendered: String = portcullis_record::render(&shown)
         .into_iter()
         .map(|(_, t)| t)
         .take_while(|t| {
@@ -558,6 +566,7 @@ async fn session_page(
             left_cut > 0
         })
         .collect();
+    text.push_str(&rendered);
     if left_out > 0 || left_cut == 0 {
         text.push_str(&format!(
             "-- the page shows the first {} MB of this recording; `portcullis replay {id}` plays all of it\n",
@@ -579,6 +588,53 @@ async fn session_page(
         &session.csrf,
         &format!("{player}{}", html::live_polled(&replay, running)),
     ))
+}
+
+/// The mask rules whose values a PostgreSQL recording holds in clear and
+/// this viewer may not see so, named for the page; `None` when the viewer
+/// may see all it holds. A recording that does not say what it holds in
+/// clear (made before it did) may hold anything.
+fn withheld_rules(
+    state: &State,
+    viewer: &Principal,
+    records: &[portcullis_record::format::Record],
+) -> Option<String> {
+    use portcullis_record::format::{Kind, Start};
+    if !records.iter().any(|r| r.kind == Kind::ToClient) {
+        return None;
+    }
+    let target = records
+        .iter()
+        .find(|r| r.kind == Kind::Start)
+        .and_then(|r| serde_json::from_slice::<Start>(&r.payload).ok())
+        .map(|start| start.target);
+    let masked = target.and_then(|t| (state.web.masked_for)(viewer, &t));
+    let rules = withheld(portcullis_record::unmasked(records), masked)?;
+    if rules.is_empty() {
+        return Some("any mask rule".into());
+    }
+    let named: Vec<String> = rules.iter().map(|r| format!("`{r}`")).collect();
+    Some(format!("mask rule {}", named.join(", ")))
+}
+
+/// The rules a recording holds in clear (`None`: any) that the viewer may
+/// not unmask (`None`: none is known, as for a target no longer
+/// configured, so every rule counts); empty for "any rule".
+fn withheld(
+    unmasked: Option<std::collections::BTreeSet<String>>,
+    masked: Option<Vec<String>>,
+) -> Option<Vec<String>> {
+    let rules: Vec<String> = match (unmasked, masked) {
+        (_, Some(masked)) if masked.is_empty() => return None,
+        (Some(unmasked), Some(masked)) => masked
+            .into_iter()
+            .filter(|r| unmasked.contains(r))
+            .collect(),
+        (Some(unmasked), None) => unmasked.into_iter().collect(),
+        (None, Some(masked)) => return Some(masked),
+        (None, None) => return Some(Vec::new()),
+    };
+    (!rules.is_empty()).then_some(rules)
 }
 
 /// An SSH session's terminal as asciicast v2, for the player.
@@ -1028,6 +1084,27 @@ fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_viewer_sees_recorded_results_only_as_clear_as_they_may() {
+        let set = |rules: &[&str]| Some(rules.iter().map(|r| r.to_string()).collect());
+        let list = |rules: &[&str]| Some(rules.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+        // The recorded principal saw `card` in clear; the viewer may not.
+        assert_eq!(
+            withheld(set(&["card"]), list(&["card", "email"])),
+            list(&["card"])
+        );
+        // Nothing in clear, or nothing the viewer may not see.
+        assert_eq!(withheld(set(&[]), list(&["card"])), None);
+        assert_eq!(withheld(set(&["card"]), list(&["email"])), None);
+        assert_eq!(withheld(None, list(&[])), None);
+        // A recording that does not say: anything the viewer may not see.
+        assert_eq!(withheld(None, list(&["email"])), list(&["email"]));
+        // A target no longer configured: whatever was in clear.
+        assert_eq!(withheld(set(&["card"]), None), list(&["card"]));
+        assert_eq!(withheld(set(&[]), None), None);
+        assert_eq!(withheld(None, None), list(&[]));
+    }
 
     #[test]
     fn a_login_lives_in_its_signed_cookie_and_nowhere_else() {

@@ -35,9 +35,15 @@ pub struct Web {
     /// Where finished recordings are stored, when not in the data directory.
     pub recordings_remote: Option<portcullis_record::Remote>,
     pub recording_viewers: Vec<String>,
+    /// The mask rules of a target a viewer may not `unmask`, asked of the
+    /// policy in force; `None` for a target no longer configured.
+    pub masked_for: MaskedFor,
     /// Signs SSH user certificates, when the SSH listener is on.
     pub ssh: Option<SshCertificates>,
 }
+
+/// See [`Web::masked_for`].
+pub type MaskedFor = Arc<dyn Fn(&Principal, &str) -> Option<Vec<String>> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct SshCertificates {

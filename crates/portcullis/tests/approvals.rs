@@ -1060,6 +1060,20 @@ secret_access_key = {{ file = "{secret}" }}
 async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     let provider = OidcProvider::start().await;
     let policies = policy_dir();
+    // The quickstart's mask rules, which `pii-readers` may unmask.
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/quickstart/policies/masks.toml"
+        ),
+        policies.path().join("masks.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.path().join("unmask.cedar"),
+        "permit (principal in Group::\"pii-readers\", action == Action::\"unmask\", resource);\n",
+    )
+    .unwrap();
     let (gw, console_url, _secret) = console_gateway("appr_csrf", &policies, &provider).await;
     let base = url::Url::parse(&console_url).unwrap();
     let alice = gw.token("alice@example.com", &["eng"]);
@@ -1231,6 +1245,36 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
         "{}",
         replay.body
     );
+    assert!(!replay.body.contains("results withheld"), "{}", replay.body);
+
+    // A session of someone who may unmask is recorded in clear: a viewer
+    // whom the policy does not let unmask sees its statements, not its
+    // results (found in attack).
+    let dana = gw.token("dana@example.com", &["eng", "pii-readers"]);
+    let out = gw.psql(
+        &dana,
+        &["-At", "-c", "select email from customers where id = 1"],
+    );
+    assert_eq!(stdout(&out).trim(), "jane@example.com", "{}", stderr(&out));
+    let end = gw
+        .audit_entry_within(200, |e| {
+            e["event"] == "session.end" && e["principal"] == "dana@example.com"
+        })
+        .await;
+    let dana_session = end["session"].as_str().unwrap().to_string();
+    assert!(emptied(&gw.config.gateway.data_dir.join("recordings")).await);
+    let page = browser
+        .get(&base.join(&format!("/sessions/{dana_session}")).unwrap())
+        .await;
+    assert!(
+        page.body
+            .contains("select email from customers where id = 1")
+            && page.body.contains("results withheld")
+            && page.body.contains("customer-email"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("jane@example.com"), "{}", page.body);
 
     // The provider's refusal is shown only for a login this browser
     // started: another site's link cannot put its words on the console.
