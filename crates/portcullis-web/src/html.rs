@@ -111,7 +111,9 @@ pub(crate) fn folded(text: &str) -> String {
         *blank = 0;
     };
     for line in text.split_inclusive('\n') {
-        if line.trim().is_empty() && line.ends_with('\n') {
+        // Blank as PostgreSQL and the shell read it: a no-break space is
+        // a name to them, and stays on the page with its marker.
+        if line.trim_ascii().is_empty() && line.ends_with('\n') {
             blank += 1;
             continue;
         }
@@ -527,6 +529,11 @@ mod tests {
         );
         assert_eq!(super::folded("a\n\nb\n"), "a\n\nb\n");
         assert_eq!(super::folded("a\n \n\t\nb"), "a\n[2 blank lines]\nb");
+        // A no-break space is a name to PostgreSQL: its lines stay.
+        assert_eq!(
+            super::folded("a\n\u{a0}\n\u{a0}\nb"),
+            "a\n\u{a0}\n\u{a0}\nb"
+        );
     }
 
     use super::*;
