@@ -205,6 +205,17 @@ impl Walker {
                 })
             }
             ast::Command::Function(function) => {
+                // dash has no `function` keyword: under `sh -c` it runs
+                // `function NAME` as a command, expanding NAME (found in
+                // attack: `function $(cmd)`). A name is plain or refused.
+                let name = &function.fname.value;
+                let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !plain {
+                    return Err(format!(
+                        "a function named `{name}` is not inspected: name it with letters, digits and `_`"
+                    ));
+                }
                 let ast::FunctionBody(body, redirects) = &function.body;
                 self.with_redirects(redirects.as_ref(), wrappers, depth, |walker| {
                     walker.compound(body, wrappers, depth)
@@ -615,6 +626,17 @@ impl Walker {
                 WordPiece::BackquotedCommandSubstitution(inner) if inner.contains('\\') => {
                     return Err("escapes inside backquotes are not inspected: use $( )".into());
                 }
+                // bash ends a substitution where its comment lets it, the
+                // tokenizer at the first `)` (found in attack: `$( #)
+                // <<EOF` hid the lines after it).
+                WordPiece::CommandSubstitution(inner)
+                | WordPiece::BackquotedCommandSubstitution(inner)
+                    if holds_comment(inner) =>
+                {
+                    return Err(format!(
+                        "a comment inside `{source}` is not inspected: leave it out"
+                    ));
+                }
                 WordPiece::CommandSubstitution(inner)
                 | WordPiece::BackquotedCommandSubstitution(inner) => {
                     self.substitution(source, wrappers)?;
@@ -796,7 +818,17 @@ fn pieces_as_written(
                 .is_some_and(|s| s == inner)
         };
         let same = match &piece.piece {
-            WordPiece::Text(text) | WordPiece::EscapeSequence(text) => source == text,
+            // A `$` the word parser left as text before `{`, `(` or `[` is
+            // an expansion it could not read, which bash runs (found in
+            // attack: `${y:y:1:1}` evaluates y's value as arithmetic).
+            WordPiece::Text(text) => {
+                source == text
+                    && !source.match_indices('$').any(|(i, _)| {
+                        raw.get(start + i + 1..)
+                            .is_some_and(|after| after.starts_with(['{', '(', '[', '\\']))
+                    })
+            }
+            WordPiece::EscapeSequence(text) => source == text,
             WordPiece::SingleQuotedText(text) => enclosed("'", text, "'"),
             WordPiece::CommandSubstitution(inner) => enclosed("$(", inner, ")"),
             WordPiece::BackquotedCommandSubstitution(inner) => enclosed("`", inner, "`"),
@@ -840,6 +872,45 @@ fn delimiter_as_bash_reads(word: &str) -> Option<String> {
         }
     }
     quote.is_none().then_some(out)
+}
+
+/// Whether shell code holds a comment: a `#` outside quotes at a word's
+/// start (after a blank, an operator, or at the start). Conservative: a
+/// `#` that only looks so (`$(echo a#b)` is none) may count.
+fn holds_comment(code: &str) -> bool {
+    let mut previous = None;
+    let mut chars = code.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' => {
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '#' if previous.is_none_or(|p: char| p.is_whitespace() || ";&|()<>".contains(p)) => {
+                return true;
+            }
+            _ => {}
+        }
+        previous = Some(c);
+    }
+    false
 }
 
 /// `text` without its line continuations (a backslash-newline whose
@@ -904,6 +975,11 @@ fn here_body(written: &str, read: &str, tag: &str, tabs: bool) -> bool {
 /// (`echo $'\' ; rm -rf ~ ; echo ' #'` is one `echo` to bash and three
 /// commands to dash).
 fn unreadable(line: &str) -> Option<&'static str> {
+    // bash reads `$`, a backslash-newline and `(` as `$(`; the tokenizer
+    // does not (found in attack: the substitution became text).
+    if line.contains("$\\\n") {
+        return Some("a backslash-newline after `$` is read differently by bash and the gateway");
+    }
     // Both shells drop a backslash-newline before they read on: `$\` and a
     // newline before `'` is `$'`.
     let joined = line.replace("\\\n", "");
@@ -1769,6 +1845,25 @@ mod tests {
             .map(|c| c.name)
             .collect();
         assert_eq!(names, ["ls", "id"]);
+        // Round 37a: expansions the word parser cannot read became text;
+        // a comment that ends a substitution for bash and not for the
+        // tokenizer; a function name dash expands under `sh -c`.
+        for line in [
+            "for y in 'a[$(touch /tmp/x)]'; do echo ${y:y:1:1}; done",
+            "systemctl status --no-pager ${z:0:1:1}--host=127.0.0.1:29991",
+            "cat < ${z:0:1:1}/dev/tcp/127.0.0.1/29992",
+            "echo \"${y:0:y:}\"",
+            "echo \"$\\\n(id > /tmp/x; echo \"a b\")\"",
+            "echo $( #) <<EOF\nid > /tmp/x\n)\nEOF",
+            "echo $(true  #)",
+            "echo `ls #`",
+            "sh -c 'function $(id > /tmp/x)\n{ true; }'",
+            "sh -c 'function `id`\n{ true; }'",
+        ] {
+            assert!(parse(line).is_err(), "{line:?}");
+        }
+        assert!(parse("echo $(echo 'a #b' \"c #d\" e#f) ${#x} $#").is_ok());
+        assert!(parse("f() { ls; }; f").is_ok());
         // bash reads a comment inside `$( )` too; the tokenizer drops it
         // from the word, which is then not the line.
         assert!(parse("echo $(ls # all\n)").is_err());
