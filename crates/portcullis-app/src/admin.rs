@@ -213,7 +213,11 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
         let _ = stream.set_nodelay(true);
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(portcullis_web::Peer(peer.ip()))),
+        );
         tokio::spawn(async move {
             let _place = place;
             let connection = hyper::server::conn::http1::Builder::new()

@@ -38,6 +38,13 @@ const MAX_CAST_BYTES: usize = 64 << 20;
 const MAX_SESSIONS: usize = 10_000;
 /// At most this many sessions for one person; their oldest gives way.
 const MAX_SESSIONS_PER_PERSON: usize = 8;
+/// Logins whose answer came back, remembered for [`LOGIN_TTL`] so that
+/// each is completed once: at most this many at once.
+const MAX_LOGINS_ANSWERED: usize = 10_000;
+/// Answers one client address may bring back in a minute: each costs a
+/// request to the provider signed with the gateway's client secret, and a
+/// provider may lock a client that sends many bad ones.
+const ANSWERS_PER_MINUTE: u32 = 20;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -49,6 +56,10 @@ pub(crate) struct State {
     /// login in flight is kept in the browser that started it, so that
     /// nobody can crowd out another's by starting many.
     login_key: [u8; 32],
+    /// Logins whose answer came back (their key, when they started).
+    answered: Mutex<HashMap<String, u64>>,
+    /// Answers brought back per client address this minute.
+    answers: Mutex<HashMap<std::net::IpAddr, (Instant, u32)>>,
 }
 
 #[derive(Clone)]
@@ -145,7 +156,48 @@ impl State {
             login_client: tokio::sync::OnceCell::new(),
             sessions: Mutex::new(HashMap::new()),
             login_key,
+            answered: Mutex::new(HashMap::new()),
+            answers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes a login's answer once, and at most [`ANSWERS_PER_MINUTE`]
+    /// from one address; why not, otherwise.
+    fn take_answer(
+        &self,
+        login: &PendingLogin,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<(), (StatusCode, &'static str)> {
+        if let Some(peer) = peer {
+            let mut answers = lock(&self.answers);
+            let minute = Duration::from_secs(60);
+            answers.retain(|_, (since, _)| since.elapsed() < minute);
+            let (_, count) = answers.entry(peer).or_insert((Instant::now(), 0));
+            *count += 1;
+            if *count > ANSWERS_PER_MINUTE {
+                return Err((
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many logins from this address; wait a minute and log in again",
+                ));
+            }
+        }
+        let mut answered = lock(&self.answered);
+        let oldest = now().saturating_sub(LOGIN_TTL.as_secs());
+        answered.retain(|_, started| *started >= oldest);
+        if answered.contains_key(&login.key) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "this login was answered already; log in again",
+            ));
+        }
+        if answered.len() >= MAX_LOGINS_ANSWERED {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins at once; try again in a few minutes",
+            ));
+        }
+        answered.insert(login.key.clone(), login.started);
+        Ok(())
     }
 
     fn public_url(&self) -> &str {
@@ -853,6 +905,7 @@ struct CallbackQuery {
 
 async fn callback(
     AxumState(state): AxumState<Arc<State>>,
+    peer: Option<axum::Extension<crate::Peer>>,
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
@@ -894,6 +947,12 @@ async fn callback(
     let Some(code) = query.code else {
         return fail("the identity provider sent no code".into());
     };
+    // Each login is completed once (found in attack: one login cookie
+    // brought back again and again made the gateway send the provider as
+    // many signed token requests).
+    if let Err((status, why)) = state.take_answer(&pending, peer.map(|p| p.0 .0)) {
+        return Page::Error(status, why.into()).into_response();
+    }
     let tokens = match client.exchange_code(&code, &request).await {
         Ok(tokens) => tokens,
         Err(e) => return fail(format!("the login could not be completed: {e}")),

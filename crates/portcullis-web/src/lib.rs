@@ -42,6 +42,11 @@ pub struct Web {
     pub ssh: Option<SshCertificates>,
 }
 
+/// The client's address, put on each request by the server that runs the
+/// router (the admin listener); absent, limits by address do not apply.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::IpAddr);
+
 /// See [`Web::masked_for`].
 pub type MaskedFor = Arc<dyn Fn(&Principal, &str) -> Option<Vec<String>> + Send + Sync>;
 

@@ -1133,6 +1133,38 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
+    // A login's answer is taken once: each costs the provider a signed
+    // token request (found in attack: one cookie brought back again and
+    // again), and an address brings back a few a minute at most.
+    let answer = |login: &reqwest::Response, code: &str| {
+        let cookie = login.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let location = url::Url::parse(login.headers()["location"].to_str().unwrap()).unwrap();
+        let state = location
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .to_string();
+        let url = base
+            .join(&format!("/auth/callback?state={state}&code={code}"))
+            .unwrap();
+        async move {
+            let answer = reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        }
+    };
+    let (status, body) = answer(&login, "made-up").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("could not be completed"), "{body}");
+    let (status, body) = answer(&login, "made-up-again").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("answered already"), "{body}");
 
     // Logged in through the provider, back on the request's page.
     let page = browser.sign_in_from(first, "dba@example.com").await;
@@ -1307,6 +1339,20 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     assert_eq!(out.status, 303, "{}", out.body);
     let after = copied.get(&base.join("/history").unwrap()).await;
     assert_eq!(after.status, 303, "{}", after.body);
+    let mut limited = false;
+    for _ in 0..25 {
+        let login = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(base.join("/login").unwrap())
+            .send()
+            .await
+            .unwrap();
+        let (status, _) = answer(&login, "made-up").await;
+        limited |= status == 429;
+    }
+    assert!(limited);
     drop(provider);
     gw.stop().await;
 }
