@@ -1516,6 +1516,11 @@ fn has_substitution(text: &str) -> bool {
 fn expands(text: &str) -> bool {
     text.contains(['*', '?', '['])
         || (text.contains('{') && (text.contains(',') || text.contains("..")))
+        // bash expands a tilde after `=` or `:` in any word that looks
+        // like an assignment, an argument too (found in attack: `eval
+        // echo x=~+` ran the name of a directory the user made).
+        || text.contains("=~")
+        || text.contains(":~")
 }
 
 enum Unwrapped {
@@ -1829,6 +1834,7 @@ mod tests {
             "echo ${ touch /tmp/x; }",
             "cat <<EOF \"a\n$((sh -c 'id > /tmp/x') )\"\nEOF",
             "cat <<EOF 'a\n'$((touch M) )\nEOF",
+            "cat <<EOF; echo \"a\n$((id > /tmp/x) )\"\nEOF",
             // bash ends this document at `'true`, the tokenizer at `true`.
             "cat <<\"'\"true\n'true\nid > /tmp/x\ntrue",
             "cat <<'a\"b'\nab\nid > /tmp/x\na\"b",
@@ -1863,6 +1869,14 @@ mod tests {
             assert!(parse(line).is_err(), "{line:?}");
         }
         assert!(parse("echo $(echo 'a #b' \"c #d\" e#f) ${#x} $#").is_ok());
+        assert!(parse("for z in ';ID > /TMP/X'; do eval echo ${z~~}; done").is_err());
+        // A tilde after `=` is expanded: `eval` is not looked through, and
+        // is decided as itself, with words known only when it runs.
+        let commands = parse("env -C '/tmp/d;id>f;' bash -c 'eval echo x=~+'").unwrap();
+        let eval = commands.last().unwrap();
+        assert!(eval.name == "eval" && eval.dynamic, "{commands:?}");
+        let commands = parse("echo x=~+ a:~b").unwrap();
+        assert!(commands[0].dynamic, "{commands:?}");
         assert!(parse("f() { ls; }; f").is_ok());
         // bash reads a comment inside `$( )` too; the tokenizer drops it
         // from the word, which is then not the line.

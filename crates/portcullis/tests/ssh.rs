@@ -258,6 +258,12 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         "echo ${x#<<true}\ntouch {m}\ntrue",
         "cat <<EOF $((touch {m}) )\nEOF",
         "true || echo $(( 1 # )); touch {m}\n))",
+        // Round 37a.
+        "cat <<EOF \"a\n$((touch {m}) )\"\nEOF",
+        "cat <<\"'\"true\n'true\ntouch {m}\ntrue",
+        "for y in 'a[$(touch {m})]'; do echo ${y:y:1:1}; done",
+        "echo \"$\\\n(touch {m}; echo \"a b\")\"",
+        "sh -c 'function $(touch {m})\n{ true; }'",
     ] {
         let marker = scratch("arith");
         let line = hidden.replace("{m}", &marker.display().to_string());
