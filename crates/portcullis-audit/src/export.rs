@@ -195,8 +195,9 @@ pub fn export(
         .max(after);
     // Checked whole before a line is written: standard output cannot take
     // back what it wrote, and a part of a range that does not verify would
-    // verify on its own.
-    let mut checked = Walk::new(key, verify::now_ms(), after, after_hash);
+    // verify on its own. From the log's start: an entry changed in a range
+    // exported before breaks the chain the next export continues.
+    let mut checked = Walk::new(key, verify::now_ms(), 0, GENESIS_HASH);
     verify::walk_store(&snapshot, path, &mut checked, end, |_| Ok(()))?;
     checked.finish(false)?;
     write_line(
@@ -883,6 +884,12 @@ mod tests {
         );
         // A store that does not verify is not exported.
         let conn = rusqlite::Connection::open(&path).unwrap();
+        assert!(export_to(&path, &key, ExportStart::After(20), &next).is_ok());
+        conn.execute("UPDATE audit_entries SET body = '{}' WHERE seq = 3", [])
+            .unwrap();
+        // Nor continued from a range exported before, changed since.
+        let error = export_to(&path, &key, ExportStart::After(20), &next).unwrap_err();
+        assert!(matches!(error, VerifyError::Changed { seq: 3 }), "{error}");
         conn.execute("UPDATE audit_entries SET body = '{}' WHERE seq = 3", [])
             .unwrap();
         let error = export_to(&path, &key, ExportStart::Beginning, &next).unwrap_err();
