@@ -384,7 +384,7 @@ impl Walker {
     fn argv(
         &mut self,
         mut argv: Vec<Value>,
-        redirects: Vec<String>,
+        mut redirects: Vec<String>,
         mut wrappers: Vec<String>,
         depth: usize,
     ) -> Result<(), String> {
@@ -404,6 +404,11 @@ impl Walker {
                 Unwrapped::Runs(skip) => {
                     // `xargs` adds arguments read from its input.
                     forced_dynamic |= name == "xargs";
+                    // On a terminal, `nohup` writes what the command
+                    // prints to `nohup.out` (found in attack).
+                    if name == "nohup" {
+                        redirects.push("nohup.out".into());
+                    }
                     wrappers.push(name);
                     argv.drain(..skip);
                     if argv.is_empty() {
@@ -418,7 +423,7 @@ impl Walker {
                 }
                 Unwrapped::Source(label, source) => {
                     wrappers.push(label);
-                    return self.source(&source, &wrappers, depth + 1);
+                    return self.source_redirected(&source, &wrappers, depth + 1, redirects);
                 }
             }
         }
@@ -434,7 +439,7 @@ impl Walker {
             }
             if let Some(code) = evaluating_builtin(&first.text, &argv)? {
                 wrappers.push("trap".into());
-                return self.source(&code, &wrappers, depth + 1);
+                return self.source_redirected(&code, &wrappers, depth + 1, redirects);
             }
         }
         let dynamic = forced_dynamic || argv.iter().any(|v| v.dynamic);
@@ -447,7 +452,6 @@ impl Walker {
             text.push(' ');
             text.push_str(arg);
         }
-        let mut redirects = redirects;
         redirects.extend(self.inherited.iter().cloned());
         self.out.push(Command {
             // A name known only when it runs stays as written.
@@ -464,6 +468,36 @@ impl Walker {
             dynamic,
             redirects,
         });
+        Ok(())
+    }
+
+    /// Walks the line a wrapper runs (`eval`, `sh -c`, `trap`) with the
+    /// files the wrapper's own redirections write added to every command
+    /// in it (found in attack: `eval echo x > file` wrote the file with
+    /// no redirection decided). A line that runs no command would write
+    /// them unseen: refused.
+    fn source_redirected(
+        &mut self,
+        source: &str,
+        wrappers: &[String],
+        depth: usize,
+        redirects: Vec<String>,
+    ) -> Result<(), String> {
+        if redirects.is_empty() {
+            return self.source(source, wrappers, depth);
+        }
+        let commands = self.out.len();
+        let before = self.inherited.len();
+        self.inherited.extend(redirects);
+        let walked = self.source(source, wrappers, depth);
+        self.inherited.truncate(before);
+        walked?;
+        if self.out.len() == commands {
+            return Err(format!(
+                "`{}` writes a file through its redirection and runs no command: not inspected",
+                wrappers.last().map_or("", String::as_str)
+            ));
+        }
         Ok(())
     }
 
@@ -2443,5 +2477,25 @@ mod tests {
         assert_eq!(c.redirects, ["/etc/cron.d/x"]);
         let c = &parse("echo x >&/etc/passwd 2>&1").unwrap()[0];
         assert_eq!(c.redirects, ["/etc/passwd"]);
+        // Found in attack: the redirections of a wrapper that runs a line
+        // of its own were dropped, and wrote any file.
+        for line in [
+            "eval echo x > /tmp/f",
+            "bash -c 'echo x' > /tmp/f",
+            "sh -c 'echo x' >> /tmp/f",
+            "trap true 'x\nid\n' 2> /tmp/f",
+        ] {
+            let commands = parse(line).unwrap();
+            assert!(
+                commands
+                    .iter()
+                    .any(|c| c.name != "$()" && c.redirects == ["/tmp/f"]),
+                "{line}: {commands:?}"
+            );
+        }
+        assert!(parse("eval '' > /tmp/f").is_err());
+        assert!(parse("sh -c '' > /tmp/f").is_err());
+        let c = &parse("nohup echo x").unwrap()[0];
+        assert_eq!(c.redirects, ["nohup.out"]);
     }
 }

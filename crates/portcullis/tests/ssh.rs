@@ -271,6 +271,21 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
         assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
         assert!(!marker.exists(), "{line}: something ran");
     }
+    // Found in attack (round 37d): a wrapper's own redirections were
+    // dropped. They are decided with the line it runs.
+    for line in ["eval echo x > {m}", "bash -c 'echo x' > {m}"] {
+        let marker = scratch("wrapped");
+        let path = marker.display().to_string();
+        let line = line.replace("{m}", &path);
+        let out = ssh(&gw, &alice, &line);
+        assert_eq!(out.status.code(), Some(0), "{line}: {}", stderr(&out));
+        assert!(
+            gw.audit_entries(200).iter().any(|e| {
+                e["command"]["name"] == "echo" && e["command"]["redirects"][0] == path.as_str()
+            }),
+            "{line}: the write is not in the audit log"
+        );
+    }
     // So is what bash and sh read differently: to bash this is one `echo`,
     // to the target's /bin/sh (dash) `echo`, `touch` and `echo`.
     let marker = scratch("dash");
