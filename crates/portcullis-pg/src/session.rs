@@ -1040,6 +1040,14 @@ impl Relay {
                         "the statement changes `{setting}`: the server's log and debug messages (such as the memory each sort used) measure what statements computed from masked data; they are refused while mask rules apply to you"
                     ));
                 }
+                // Found in attack: `enable_seqscan = off` made the planner
+                // answer `select email from customers` from the email
+                // index, whose rows come in email order.
+                if let Some(setting) = statement.settings.iter().find(|s| planner_setting(s)) {
+                    return Some(format!(
+                        "the statement changes `{setting}`, which steers the planner: a scan it chooses through an index on a masked column returns rows in that column's order, which tells its values; planner settings are refused while mask rules apply to you"
+                    ));
+                }
                 if statement.lineage.counts_planning {
                     return Some("the statement counts the buffers or memory its planning used, which shows what earlier statements left in the catalog's caches, and what one did over masked data would tell the masked values; EXPLAIN without BUFFERS is allowed".into());
                 }
@@ -2564,6 +2572,29 @@ async fn recheck_on_policy_change(
         shared.end_session(&reason);
         return;
     }
+}
+
+/// Settings that steer which plan PostgreSQL chooses: its methods, costs
+/// and search.
+fn planner_setting(name: &str) -> bool {
+    name.starts_with("enable_")
+        || name.ends_with("_cost")
+        || name.starts_with("geqo")
+        || name.starts_with("parallel_")
+        || name.starts_with("min_parallel_")
+        || matches!(
+            name,
+            "effective_cache_size"
+                | "effective_io_concurrency"
+                | "cursor_tuple_fraction"
+                | "from_collapse_limit"
+                | "join_collapse_limit"
+                | "constraint_exclusion"
+                | "max_parallel_workers_per_gather"
+                | "plan_cache_mode"
+                | "default_statistics_target"
+                | "recursive_worktable_factor"
+        )
 }
 
 /// Ten years: longer than any token, and far from overflowing a deadline.

