@@ -88,6 +88,10 @@ pub struct ResultSource {
     /// The functions it calls, as written: one a user made under a
     /// built-in's name cannot be followed.
     pub functions: Vec<String>,
+    /// The statement may end a transaction, which runs the queries of
+    /// cursors WITH HOLD and deferred triggers: what it reports may come
+    /// from anywhere.
+    pub commits: bool,
 }
 
 /// What to do with one column's values.

@@ -1405,13 +1405,25 @@ impl Relay {
                     match (refusal, &poison) {
                         (None, Poison::Query) => {
                             let mut undo = undo.into_iter();
+                            let count = statements.len();
                             let statements = statements
                                 .iter()
-                                .map(|statement| QueryStatement {
-                                    source: source_of(statement),
-                                    undo: undo.next().unwrap_or_default(),
-                                    copy_in: copies_in(statement),
-                                    decided: decided.next().flatten(),
+                                .enumerate()
+                                .map(|(i, statement)| {
+                                    let mut source = source_of(statement);
+                                    // Outside a transaction block, a query
+                                    // of several statements commits while
+                                    // its last one ends, and the commit runs
+                                    // what cursors WITH HOLD left: what it
+                                    // reports may come from anywhere (found
+                                    // in attack).
+                                    source.commits |= count > 1 && i + 1 == count;
+                                    QueryStatement {
+                                        source,
+                                        undo: undo.next().unwrap_or_default(),
+                                        copy_in: copies_in(statement),
+                                        decided: decided.next().flatten(),
+                                    }
                                 })
                                 .collect();
                             expects.extend([Expect::Query(statements), Expect::QueryEnd]);
@@ -2142,6 +2154,7 @@ fn source_of(statement: &StatementInfo) -> ResultSource {
         text: statement.text.as_str().into(),
         changes_schema: changes_schema(statement),
         functions: statement.functions.clone(),
+        commits: false,
     }
 }
 
@@ -2178,6 +2191,7 @@ fn opaque_source() -> ResultSource {
         text: "".into(),
         changes_schema: false,
         functions: Vec::new(),
+        commits: true,
     }
 }
 
