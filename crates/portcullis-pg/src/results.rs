@@ -933,7 +933,11 @@ impl Results {
         // column, data type and constraint fields; users' code
         // (`raise ... using column = ...`) may put anything there.
         let withhold_names = reads_covered && self.target.catalog.has_user_code();
-        let sqlstate = code_of(&fields);
+        let sqlstate = if reads_covered {
+            class_code(code_of(&fields))
+        } else {
+            code_of(&fields).to_string()
+        };
         let mut changed = false;
         let mut out_fields: Vec<(u8, String)> = Vec::with_capacity(fields.len());
         for (code, value) in fields {
@@ -949,10 +953,16 @@ impl Results {
                 // The whole message: PostgreSQL puts some arguments in it
                 // unquoted (found in attack: `to_ascii('x', translate(...))`
                 // failed with a national id spelled in letters as the
-                // encoding's name). Its code still says which error.
+                // encoding's name). Its code says only the class of error:
+                // a CASE choosing among errors by a value told several
+                // bits a statement through the full code.
                 b'M' if reads_covered => {
                     changed = true;
-                    withheld_message(sqlstate)
+                    withheld_message(&sqlstate)
+                }
+                b'C' if reads_covered && value != sqlstate => {
+                    changed = true;
+                    sqlstate.clone()
                 }
                 // Where in PostgreSQL's code the error was raised tells
                 // which of the errors of one SQLSTATE it is (found in
@@ -1123,6 +1133,16 @@ fn code_of<'f>(fields: &[(u8, &'f str)]) -> &'f str {
         .map_or("XX000", |(_, value)| *value)
 }
 
+/// The code an error of a statement that reads covered data is sent with:
+/// its class (`22000` for `22P02`), but the codes clients act on: a
+/// serialization failure or deadlock (retry) and a cancel.
+fn class_code(code: &str) -> String {
+    match code {
+        "40001" | "40P01" | "57014" => code.to_string(),
+        _ => format!("{}000", code.get(..2).unwrap_or("XX")),
+    }
+}
+
 /// What an error or notice of a statement that reads covered data says
 /// instead of its message: its SQLSTATE, and the class PostgreSQL gives it.
 fn withheld_message(code: &str) -> String {
@@ -1227,5 +1247,7 @@ mod tests {
             "data exception (SQLSTATE 22023); the target's message is withheld: the statement reads masked columns, whose values a message can carry"
         );
         assert!(withheld_message("ZZ999").starts_with("error (SQLSTATE ZZ999)"));
+        assert_eq!(super::class_code("22P02"), "22000");
+        assert_eq!(super::class_code("40001"), "40001");
     }
 }

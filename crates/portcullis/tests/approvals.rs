@@ -1120,14 +1120,20 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     }
 
     // The login cookie is HttpOnly and SameSite=Lax.
-    let login = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(base.join("/login").unwrap())
-        .send()
-        .await
-        .unwrap();
+    let start_login = || {
+        let url = base.join("/login").unwrap();
+        async move {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let login = start_login().await;
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
@@ -1341,14 +1347,7 @@ async fn the_console_wants_a_login_and_its_forms_want_their_csrf_token() {
     assert_eq!(after.status, 303, "{}", after.body);
     let mut limited = false;
     for _ in 0..25 {
-        let login = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .get(base.join("/login").unwrap())
-            .send()
-            .await
-            .unwrap();
+        let login = start_login().await;
         let (status, _) = answer(&login, "made-up").await;
         limited |= status == 429;
     }

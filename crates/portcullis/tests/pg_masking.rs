@@ -316,7 +316,7 @@ async fn rows_chosen_or_counted_by_a_masked_column_are_refused() {
         ],
     ] {
         let out = gw.psql(&token, &["-At", "-c", warm_up]);
-        assert!(stderr(&out).contains("42P10"), "{}", stderr(&out));
+        assert!(stderr(&out).contains("SQLSTATE 42000"), "{}", stderr(&out));
         let out = gw.psql(&token, &["-At", "-c", sql]);
         assert!(
             stderr(&out).contains("filters, joins, groups, orders or counts rows by"),
@@ -635,13 +635,13 @@ async fn error_details_do_not_carry_masked_values() {
         ],
     );
     let e = stderr(&out);
-    assert!(e.contains("SQLSTATE 23505"), "{e}");
+    assert!(e.contains("SQLSTATE 23000"), "{e}");
     assert_no_secret("unique violation", &e);
     // A cast error quotes the value in its message.
     let out = gw.psql(&token, &["-c", "select email::int from customers"]);
     let e = stderr(&out);
     assert!(
-        e.contains("SQLSTATE 22P02") && e.contains("withheld"),
+        e.contains("SQLSTATE 22000") && e.contains("withheld"),
         "{e}"
     );
     assert_no_secret("cast error", &e);
@@ -656,7 +656,7 @@ async fn error_details_do_not_carry_masked_values() {
         ],
     );
     let e = stderr(&out);
-    assert!(e.contains("SQLSTATE 22P05"), "{e}");
+    assert!(e.contains("SQLSTATE 22000"), "{e}");
     assert!(!e.contains("be ") && !e.contains("aa "), "{e}");
     // Round 37e: PostgreSQL puts some arguments in a message unquoted:
     // the national id, its digits spelled as letters, as an encoding name.
@@ -738,7 +738,7 @@ async fn error_details_do_not_carry_masked_values() {
         .await
         .unwrap_err();
     let db = error.as_db_error().expect("an error from the target");
-    assert_eq!(db.code().code(), "P0001");
+    assert_eq!(db.code().code(), "P0000");
     assert!(db.message().contains("withheld"), "{}", db.message());
     let fields = format!(
         "{:?} {:?} {:?} {:?} {:?}",
