@@ -902,8 +902,8 @@ impl Results {
         // covered data may quote a value (`invalid input syntax for type
         // integer: "123-45-6789"`, `relation "123-45-6789" does not exist`,
         // the notice of `to_tsquery` on an input without lexemes), or carry
-        // it unquoted: its message says only which error it is (its
-        // SQLSTATE), and its hint, detail and context are withheld.
+        // it unquoted: its message and code say only its class of error,
+        // and its hint, detail, context and source location are withheld.
         // `relation "x" does not exist` naming a relation the statement
         // itself names quotes the user's own text, not a value.
         let undefined = fields
