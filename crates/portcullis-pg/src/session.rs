@@ -2556,24 +2556,23 @@ async fn recheck_on_policy_change(
         }
         let reason = match gate.recheck(&session).await {
             Ok(decision) if decision.is_allowed() => match gate.masking(&session).await {
-                // The recording says what its results hold in clear before
-                // they do.
-                Ok(masking)
-                    if shared.recorder.as_ref().is_some_and(|r| {
-                        r.masking(&portcullis_record::format::Masking {
-                            unmasked: masking.unmasked.clone(),
-                        })
-                        .is_err()
-                    }) =>
-                {
-                    "the session is ended: its recording cannot be written".to_string()
-                }
                 Ok(masking) => {
-                    shared.results.set_masker(masking.masker);
-                    let sent = shared.results.in_flight();
-                    match no_longer_allowed(&gate, &session, &sent).await {
-                        None => continue,
-                        Some(reason) => reason,
+                    // The recording says what its results hold in clear
+                    // before they do.
+                    let recorded = shared.recorder.as_ref().map_or(Ok(()), |r| {
+                        r.masking(&portcullis_record::format::Masking {
+                            unmasked: masking.unmasked,
+                        })
+                    });
+                    if recorded.is_err() {
+                        "the session is ended: its recording cannot be written".to_string()
+                    } else {
+                        shared.results.set_masker(masking.masker);
+                        let sent = shared.results.in_flight();
+                        match no_longer_allowed(&gate, &session, &sent).await {
+                            None => continue,
+                            Some(reason) => reason,
+                        }
                     }
                 }
                 Err(e) => format!("the session is ended: its masking cannot be decided: {e}"),

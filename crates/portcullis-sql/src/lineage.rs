@@ -219,37 +219,10 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
             }
             return;
         }
-        // CLUSTER (and ALTER TABLE ... CLUSTER ON, which the next bare
-        // CLUSTER follows) stores a table's rows in the order of an index,
-        // which may be a covered column's: every later read without ORDER
-        // BY would return rows in that order. The whole row stands for
-        // the index's columns.
-        "ClusterStmt" => {
-            found.push(ColumnRefName {
-                qualifiers: Vec::new(),
-                column: None,
-            });
-            &[]
-        }
-        // ANALYZE's statistics (a column's average width, its common
-        // values) are read back through EXPLAIN: after rows are changed in
-        // a transaction, they describe the rows left (found in attack: the
-        // width of one hidden value).
-        "VacuumStmt"
-            if matches!(node.get("is_vacuumcmd"), Some(Value::Bool(false)) | None)
-                || node.list("options").iter().any(|option| {
-                    matches!(option, Value::Struct(o) if o.name == "DefElem" && o.str("defname") == "analyze")
-                }) =>
-        {
-            found.push(ColumnRefName {
-                qualifiers: Vec::new(),
-                column: None,
-            });
-            &[]
-        }
-        "AlterTableCmd"
-            if node.int("subtype") == Some(pg_query::protobuf::AlterTableType::AtClusterOn as i64) =>
-        {
+        // What stores rows in an index's order or keeps statistics of the
+        // rows left (see `orders_or_samples_rows`): the whole row stands
+        // for the columns it uses.
+        _ if orders_or_samples_rows(node) => {
             found.push(ColumnRefName {
                 qualifiers: Vec::new(),
                 column: None,
@@ -1077,6 +1050,30 @@ impl Scan {
         for (_, value) in &node.fields {
             self.visit(value, harmless);
         }
+    }
+}
+
+/// Whether a statement tells, later, the order or the statistics of a
+/// table's values: CLUSTER (and ALTER TABLE ... CLUSTER ON, which the next
+/// bare CLUSTER follows) stores the rows in an index's order, which may be
+/// a covered column's, and every later read without ORDER BY returns them
+/// so; ANALYZE's statistics (a column's average width, its common values)
+/// are read back through EXPLAIN, and after rows are changed in a
+/// transaction they describe the rows left (found in attack: the width of
+/// one hidden value).
+fn orders_or_samples_rows(node: &Struct) -> bool {
+    match node.name {
+        "ClusterStmt" => true,
+        "AlterTableCmd" => {
+            node.int("subtype") == Some(pg_query::protobuf::AlterTableType::AtClusterOn as i64)
+        }
+        "VacuumStmt" => {
+            matches!(node.get("is_vacuumcmd"), Some(Value::Bool(false)) | None)
+                || node.list("options").iter().any(|option| {
+                    matches!(option, Value::Struct(o) if o.name == "DefElem" && o.str("defname") == "analyze")
+                })
+        }
+        _ => false,
     }
 }
 

@@ -242,6 +242,16 @@ impl Walker {
         for redirect in redirects.iter().flat_map(|r| r.0.iter()) {
             self.redirect(redirect, &mut writes, wrappers, depth)?;
         }
+        self.with_inherited(writes, walk)
+    }
+
+    /// Walks with `writes` added to the files every command written inside
+    /// is taken to write.
+    fn with_inherited(
+        &mut self,
+        writes: Vec<String>,
+        walk: impl FnOnce(&mut Walker) -> Result<(), String>,
+    ) -> Result<(), String> {
         let before = self.inherited.len();
         self.inherited.extend(writes);
         let walked = walk(self);
@@ -487,11 +497,7 @@ impl Walker {
             return self.source(source, wrappers, depth);
         }
         let commands = self.out.len();
-        let before = self.inherited.len();
-        self.inherited.extend(redirects);
-        let walked = self.source(source, wrappers, depth);
-        self.inherited.truncate(before);
-        walked?;
+        self.with_inherited(redirects, |walker| walker.source(source, wrappers, depth))?;
         if self.out.len() == commands {
             return Err(format!(
                 "`{}` writes a file through its redirection and runs no command: not inspected",
@@ -805,6 +811,7 @@ fn read_as_written(source: &str, tokens: &[brush_parser::Token]) -> Result<(), S
             spans.push((start, end));
         }
     }
+    let blank = |text: &str| joined(text).chars().all(|c| c == ' ' || c == '\t');
     spans.sort_unstable();
     let mut at = 0;
     for (start, end) in spans {
@@ -812,7 +819,7 @@ fn read_as_written(source: &str, tokens: &[brush_parser::Token]) -> Result<(), S
             return Err(differs(text(start, end).unwrap_or_default()));
         }
         let gap = text(at, start).unwrap_or_default();
-        if !joined(gap).chars().all(|c| c == ' ' || c == '\t') {
+        if !blank(gap) {
             return Err(differs(gap));
         }
         at = end;
@@ -820,8 +827,8 @@ fn read_as_written(source: &str, tokens: &[brush_parser::Token]) -> Result<(), S
     // What follows the last token: blanks, then perhaps a comment.
     // A comment runs to the line's end: a backslash there continues nothing.
     let rest = text(at, offsets.len() - 1).unwrap_or_default();
-    let (blank, comment) = rest.split_once('#').unwrap_or((rest, ""));
-    if !joined(blank).chars().all(|c| c == ' ' || c == '\t') || comment.contains('\n') {
+    let (before_comment, comment) = rest.split_once('#').unwrap_or((rest, ""));
+    if !blank(before_comment) || comment.contains('\n') {
         return Err(differs(rest));
     }
     Ok(())
