@@ -56,7 +56,7 @@ As alice (group eng: reads and writes, sees personal data masked):
 As dana (groups eng, dba, pii-readers: DDL and DCL too, personal data in clear):
   psql "host=${LISTEN%:*} port=${LISTEN##*:} dbname=demo user=dana password=$DANA"
 
-Try:  select * from customers;   select upper(email) from customer_contacts;
+Try:  select * from customers;   select email from customer_contacts;   select upper(email) from customers;
       delete from orders;   drop table orders;
 alice's "delete from orders" is held for a DBA: psql waits. Approve it as dana:
   PORTCULLIS_TOKEN=$DANA $BIN requests --config $CONFIG

@@ -121,6 +121,14 @@ pub struct Lineage {
     /// `where g = ascii(substr(email, i, 1))` over `generate_series`.
     /// Sorted, no duplicates; a bare `IS [NOT] NULL` test is not listed.
     pub conditions: Vec<ColumnRefName>,
+    /// The column references an output computes over rather than returns
+    /// as they are: every reference in an output expression that is not a
+    /// bare column (`upper(email)`, `email::int`, `1 / (ascii(email) -
+    /// 48)`), but for those under a form that cannot carry a value
+    /// (`count(email)`, `email is null`, `exists (...)`). A computation
+    /// can fail by the value it reads, and whether and where it fails tells
+    /// the value. Sorted, no duplicates.
+    pub computed: Vec<ColumnRefName>,
     /// True when a value is cast to a type that names a catalog object by
     /// its oid (`regclass`, `regtype`, `regproc`, ...): reading or printing
     /// one looks the catalog up by that value.

@@ -499,7 +499,26 @@ impl Planner<'_> {
     /// of the statement (a subquery's or a CTE's, `excluded`) stands for
     /// anything: the name is then matched against every relation.
     pub fn condition_rule<'l>(&self, lineage: &'l Lineage) -> Option<(&'l ColumnRefName, RuleIdx)> {
-        lineage.conditions.iter().find_map(|reference| {
+        self.first_covered(&lineage.conditions, lineage)
+    }
+
+    /// The first column a statement's outputs compute over (see
+    /// `Lineage::computed`) that a rule covers, with the rule: whether and
+    /// where the computation fails would tell the column's values
+    /// (`1 / (ascii(substr(national_id, 1, 1)) - g)` over a series fails
+    /// at the row equal to the character). Matched as conditions are.
+    pub fn computed_rule<'l>(&self, lineage: &'l Lineage) -> Option<(&'l ColumnRefName, RuleIdx)> {
+        self.first_covered(&lineage.computed, lineage)
+    }
+
+    /// The first of `references` (conditions or computed-over columns of a
+    /// statement of this lineage) that a rule covers.
+    fn first_covered<'l>(
+        &self,
+        references: &'l [ColumnRefName],
+        lineage: &Lineage,
+    ) -> Option<(&'l ColumnRefName, RuleIdx)> {
+        references.iter().find_map(|reference| {
             let rule = self
                 .ref_rule(reference, &lineage.relations, 0)
                 .or_else(|| {

@@ -938,7 +938,9 @@ impl Relay {
         let column_rules = masker.has_column_rules();
         let suspicious = |statement: &StatementInfo| {
             statement.lineage.written.is_some()
-                || (column_rules && !statement.lineage.conditions.is_empty())
+                || (column_rules
+                    && !(statement.lineage.conditions.is_empty()
+                        && statement.lineage.computed.is_empty()))
                 || calls_functions(statement)
                 || !statement.functions.is_empty()
                 || statement.lineage.catalog_types
@@ -1003,7 +1005,10 @@ impl Relay {
                     masker.rule_id(rule)
                 ));
             }
-            if column_rules && !statement.lineage.conditions.is_empty() {
+            if column_rules
+                && !(statement.lineage.conditions.is_empty()
+                    && statement.lineage.computed.is_empty())
+            {
                 if let Some(relation) = planner.unknown_relation(&statement.lineage) {
                     return Some(format!(
                         "the statement chooses rows of `{}`, which the gateway does not know (yet), so it cannot tell whether they hold masked values; if it was made earlier in the same query, send that statement on its own first",
@@ -1014,6 +1019,12 @@ impl Relay {
             if let Some((column, rule)) = planner.condition_rule(&statement.lineage) {
                 return Some(format!(
                     "the statement filters, joins, groups, orders or counts rows by `{column}`, which mask rule `{}` covers: the rows would tell its values; use it in the output list only, or ask for the permission to see it unmasked",
+                    masker.rule_id(rule)
+                ));
+            }
+            if let Some((column, rule)) = planner.computed_rule(&statement.lineage) {
+                return Some(format!(
+                    "the statement computes over `{column}`, which mask rule `{}` covers: whether and where a computation over a value fails would tell it; select the column as it is, or ask for the permission to see it unmasked",
                     masker.rule_id(rule)
                 ));
             }

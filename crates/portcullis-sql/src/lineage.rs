@@ -50,8 +50,17 @@ pub(crate) fn statement_lineage(tree: &Value, facts: &mut Facts) -> Lineage {
         // A cursor's rows come from a query another statement declared, a
         // procedure's output parameters from code the text does not show.
         "FetchStmt" | "CallStmt" => lineage.opaque = true,
-        // The session resolves EXECUTE to what was prepared under its name.
-        "ExecuteStmt" => return Lineage::default(),
+        // The session resolves EXECUTE to what was prepared under its name;
+        // what its arguments read (`execute q((select ... from t where
+        // ...))`) is theirs, and is added there.
+        "ExecuteStmt" => {
+            return Lineage {
+                relations: lineage.relations,
+                conditions: arguments_read(tree, conditions_in),
+                computed: arguments_read(tree, |tree, _, found| computed_in(tree, found)),
+                ..Lineage::default()
+            }
+        }
         _ => {}
     }
     let mut conditions = Vec::new();
@@ -62,6 +71,12 @@ pub(crate) fn statement_lineage(tree: &Value, facts: &mut Facts) -> Lineage {
         renamed_in(tree, &mut conditions);
     }
     lineage.conditions = sorted(conditions);
+    let mut computed = Vec::new();
+    computed_in(tree, &mut computed);
+    if !computed.is_empty() {
+        renamed_in(tree, &mut computed);
+    }
+    lineage.computed = sorted(computed);
     // Writes anywhere: a data-modifying CTE, `COPY (UPDATE ... RETURNING)`,
     // the statement itself.
     lineage.written = written_anywhere(tree);
@@ -270,6 +285,43 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
     };
     for (name, field) in &node.fields {
         conditions_in(field, output && keeps_output.contains(name), found);
+    }
+}
+
+/// The references `find` gathers from an EXECUTE's arguments, with a
+/// whole-row reference for each relation they rename (see [`renamed_in`]).
+fn arguments_read(
+    tree: &Value,
+    find: impl Fn(&Value, bool, &mut Vec<ColumnRefName>),
+) -> Vec<ColumnRefName> {
+    let mut found = Vec::new();
+    find(tree, true, &mut found);
+    if !found.is_empty() {
+        renamed_in(tree, &mut found);
+    }
+    sorted(found)
+}
+
+/// The references outputs compute over (see [`Lineage::computed`]): those
+/// of every output expression that is not a bare column, but under forms
+/// that cannot carry a value. Every target list counts, wherever it is;
+/// one that is not the statement's output (a subquery in FROM, a CTE, the
+/// values an UPDATE stores) makes conditions or stored values of its
+/// references anyway.
+fn computed_in(value: &Value, found: &mut Vec<ColumnRefName>) {
+    match value {
+        Value::List(items) => items.iter().for_each(|item| computed_in(item, found)),
+        Value::Struct(node) => {
+            if node.name == "ResTarget" {
+                if let Some(expression) = node.get("val").filter(|v| !is_bare_column(v)) {
+                    found.extend(scan_expression(Some(expression)).exposed_refs);
+                }
+            }
+            for (_, field) in &node.fields {
+                computed_in(field, found);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
     }
 }
 
@@ -971,6 +1023,9 @@ fn scan_opaque(value: Option<&Value>) -> bool {
 struct Scan {
     /// Every column reference under the expression, sub-selects included.
     refs: Vec<ColumnRefName>,
+    /// Those of `refs` outside any form whose value cannot carry a source
+    /// value.
+    exposed_refs: Vec<ColumnRefName>,
     /// A column reference, a sub-select or an opaque call outside any form
     /// whose value cannot carry a source value (`count(...)`, `EXISTS`,
     /// `IS [NOT] NULL`): the value may carry what it reads.
@@ -984,6 +1039,7 @@ struct Scan {
 impl Scan {
     fn merge(&mut self, other: Scan) {
         self.refs.extend(other.refs);
+        self.exposed_refs.extend(other.exposed_refs);
         self.exposed |= other.exposed;
         self.opaque |= other.opaque;
     }
@@ -1007,6 +1063,9 @@ impl Scan {
         let harmless = match node.name {
             "ColumnRef" => {
                 if let Some(reference) = column_ref_name(node) {
+                    if !harmless {
+                        self.exposed_refs.push(reference.clone());
+                    }
                     self.refs.push(reference);
                 }
                 self.exposed |= !harmless;

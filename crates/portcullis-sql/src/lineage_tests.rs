@@ -200,6 +200,7 @@ fn expected_lineage(row: &Row) -> Lineage {
         copy: None,
         written: None,
         conditions: Vec::new(),
+        computed: Vec::new(),
         catalog_types: false,
         counts_planning: false,
         operators: Vec::new(),
@@ -294,11 +295,12 @@ fn lineage_table() {
     for row in ROWS {
         let sql = row.0;
         let expected = expected_lineage(row);
-        // What writes store, the conditions, and the operators and types
-        // are checked on their own, below.
+        // What writes store, the conditions, what outputs compute over,
+        // and the operators and types are checked on their own, below.
         let actual = Lineage {
             written: None,
             conditions: Vec::new(),
+            computed: Vec::new(),
             operators: Vec::new(),
             types: Vec::new(),
             ..lineage(sql)
@@ -332,7 +334,8 @@ fn conditions_are_everything_but_the_output() {
         names
     };
     let rows: &[(&str, &[&str])] = &[
-        // The output list alone: the values are masked there.
+        // The output list alone is no condition (what it computes over is
+        // `computed`, below).
         ("select email, upper(c.name) from customers c", &[]),
         ("select (select email from customers limit 1)", &[]),
         ("select id, (select count(*) from orders o where o.customer_id = c.id) from customers c", &["c.id", "o.customer_id"]),
@@ -455,6 +458,68 @@ fn conditions_are_everything_but_the_output() {
     let mut failures = Vec::new();
     for &(sql, expected) in rows {
         let actual = conditions(sql);
+        if actual != expected {
+            failures.push(format!(
+                "{sql}\n  expected {expected:?}\n  actual   {actual:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The references outputs compute over: a computation can fail by the
+/// value it reads, and whether and where it fails tells the value.
+#[test]
+fn computed_are_the_references_outputs_compute_over() {
+    let computed = |sql: &str| -> Vec<String> {
+        let mut names: Vec<String> = lineage(sql)
+            .computed
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        names.sort();
+        names
+    };
+    let rows: &[(&str, &[&str])] = &[
+        // Returned as they are.
+        ("select email, c.card from customers c", &[]),
+        ("select c from customers c", &[]),
+        ("select * from customers", &[]),
+        ("select (email) as e from customers", &[]),
+        ("delete from orders where id = 1 returning email", &[]),
+        // Under forms that cannot carry a value.
+        ("select count(email), count(*) from customers", &[]),
+        ("select email is null, email from customers", &[]),
+        ("select case when email is null then 1 end from customers", &[]),
+        ("select exists (select 1 from customers)", &[]),
+        // Computed over.
+        ("select upper(email) from customers", &["email"]),
+        ("select email::int from customers", &["email"]),
+        ("select c.email || c.name from customers c", &["c.email", "c.name"]),
+        ("select count(distinct email) from customers", &["email"]),
+        ("select count(ascii(email)) from customers", &["email"]),
+        ("select row_to_json(c) from customers c", &["c"]),
+        ("select profile->>'ssn' from customers", &["profile"]),
+        ("select *, 1 / (ascii(national_id) - 48) from customers", &["national_id"]),
+        (
+            "select 1 / (ascii(substr(national_id, 1, 1)) - g) from customers, generate_series(1, 127) g where id = 1",
+            &["g", "national_id"],
+        ),
+        // A sub-select's own conditions are conditions too.
+        ("select (select 1 / ascii(email) from customers where id = 1)", &["email", "id"]),
+        ("select (select email from customers where id = 1)", &["email", "id"]),
+        ("values ((select ascii(email) from customers limit 1))", &["email"]),
+        ("delete from orders where id = 1 returning 1 / ascii(email)", &["email"]),
+        ("copy (select email::int from customers) to stdout", &["email"]),
+        ("declare c cursor for select email::int from customers", &["email"]),
+        ("prepare q as select email::int from customers", &["email"]),
+        ("execute q((select ascii(email) from customers where id = 1))", &["email"]),
+        // A renamed relation stands whole for its columns.
+        ("select upper(z) from customers t(i, n, z)", &["t.*", "z"]),
+    ];
+    let mut failures = Vec::new();
+    for &(sql, expected) in rows {
+        let actual = computed(sql);
         if actual != expected {
             failures.push(format!(
                 "{sql}\n  expected {expected:?}\n  actual   {actual:?}"
