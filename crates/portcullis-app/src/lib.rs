@@ -316,8 +316,10 @@ async fn upload_recordings(
     }
 }
 
-/// Deletes recordings older than `keep`, hourly and at start; each
-/// deletion is an audit entry naming the recording and its final hash.
+/// Deletes recordings older than `keep`, hourly and at start. Each
+/// deletion is written ahead to the audit log, naming the recording and its
+/// final hash: a recording the log cannot take stays, and a deletion that
+/// then fails is an entry of its own.
 async fn retire_recordings(
     recordings: portcullis_record::Recordings,
     gate: Gate,
@@ -333,20 +335,19 @@ async fn retire_recordings(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let cutoff = now_ms.saturating_sub(keep.as_millis() as u64);
-        let recordings = recordings.clone();
-        let deleted = match tokio::task::spawn_blocking(move || {
-            recordings.delete_ended_before(cutoff, stored_only)
-        })
-        .await
-        {
-            Ok(Ok(deleted)) => deleted,
-            Ok(Err(e)) => {
-                warn!(error = %e, "could not apply the recording retention");
-                continue;
-            }
-            Err(_) => continue,
-        };
-        for (id, final_hash) in deleted {
+        let listing = recordings.clone();
+        let old =
+            match tokio::task::spawn_blocking(move || listing.ended_before(cutoff, stored_only))
+                .await
+            {
+                Ok(Ok(old)) => old,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "could not apply the recording retention");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+        for (id, final_hash) in old {
             let entry = serde_json::json!({
                 "event": "recording.deleted",
                 "recording": id,
@@ -354,7 +355,24 @@ async fn retire_recordings(
                 "reason": format!("older than the retention period ({shown})"),
             });
             if let Err(e) = gate.audit().append(&entry).await {
-                tracing::error!(recording = %id, error = %e, "a deleted recording is not in the audit log");
+                warn!(recording = %id, error = %e, "a recording past its retention is kept: its deletion cannot be audited");
+                continue;
+            }
+            let deleting = recordings.clone();
+            let target = id.clone();
+            let failed = match tokio::task::spawn_blocking(move || deleting.delete(&target)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            warn!(recording = %id, error = %failed, "a recording past its retention could not be deleted");
+            let entry = serde_json::json!({
+                "event": "recording.delete_failed",
+                "recording": id,
+                "error": failed,
+            });
+            if let Err(e) = gate.audit().append(&entry).await {
+                tracing::error!(recording = %id, error = %e, "a failed deletion is not in the audit log");
             }
         }
     }

@@ -707,18 +707,18 @@ pub(crate) fn table(columns: &[String], rows: &[Vec<String>]) -> String {
 }
 
 impl Recordings {
-    /// Deletes the finished recordings that ended before `cutoff_ms` (Unix
-    /// ms); returns each deleted recording's id and final hash, for the
-    /// audit log. Running sessions' recordings are never deleted.
+    /// The finished recordings that ended before `cutoff_ms` (Unix ms):
+    /// each one's id and final hash. Running sessions' recordings are never
+    /// listed.
     ///
     /// With `stored_only` (recordings go to object storage), a recording
-    /// not yet stored is never deleted: its spool copy is the only one.
-    pub fn delete_ended_before(
+    /// not yet stored is never listed: its spool copy is the only one.
+    pub fn ended_before(
         &self,
         cutoff_ms: u64,
         stored_only: bool,
     ) -> Result<Vec<(String, String)>, RecordError> {
-        let mut deleted = Vec::new();
+        let mut old = Vec::new();
         for id in self.ids()? {
             let dir = self.path(&id);
             if stored_only && !dir.join(".stored").exists() {
@@ -727,13 +727,17 @@ impl Recordings {
             let Some(manifest) = manifest(&dir, &id)? else {
                 continue;
             };
-            if manifest.ended_ms >= cutoff_ms {
-                continue;
+            if manifest.ended_ms < cutoff_ms {
+                old.push((id, manifest.final_hash));
             }
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| RecordError::Write(format!("{}: {e}", dir.display())))?;
-            deleted.push((id, manifest.final_hash));
         }
-        Ok(deleted)
+        Ok(old)
+    }
+
+    /// Deletes recording `id` from the data directory.
+    pub fn delete(&self, id: &str) -> Result<(), RecordError> {
+        let dir = self.path(id);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| RecordError::Write(format!("{}: {e}", dir.display())))
     }
 }

@@ -277,20 +277,22 @@ fn rows_over_the_cap_are_left_out_and_said_so() {
 }
 
 #[test]
-fn retention_deletes_only_finished_recordings_that_ended_before_the_cutoff() {
+fn retention_lists_only_finished_recordings_that_ended_before_the_cutoff() {
     let dir = tempfile::tempdir().unwrap();
     let recordings = recordings(&dir, Settings::default());
     let (old, hash) = record_session(&recordings, "old", 1);
     let running = recordings.start(start("running")).unwrap();
     // Everything ended before "now + 1 day" is old enough.
-    let deleted = recordings.delete_ended_before(u64::MAX, false).unwrap();
-    assert_eq!(deleted, vec![(old.clone(), hash)]);
+    let listed = recordings.ended_before(u64::MAX, false).unwrap();
+    assert_eq!(listed, vec![(old.clone(), hash)]);
+    assert!(!recordings.records(&old).unwrap().is_empty());
+    recordings.delete(&old).unwrap();
     assert!(recordings.records(&old).is_err());
     assert!(!recordings.records("running").unwrap().is_empty());
     drop(running);
     // Nothing ended before the epoch.
     record_session(&recordings, "new", 1);
-    assert!(recordings.delete_ended_before(0, false).unwrap().is_empty());
+    assert!(recordings.ended_before(0, false).unwrap().is_empty());
 }
 
 #[test]
