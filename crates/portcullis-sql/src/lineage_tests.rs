@@ -324,15 +324,6 @@ fn lineage_table() {
 /// masked column may not be used in.
 #[test]
 fn conditions_are_everything_but_the_output() {
-    let conditions = |sql: &str| -> Vec<String> {
-        let mut names: Vec<String> = lineage(sql)
-            .conditions
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        names.sort();
-        names
-    };
     let rows: &[(&str, &[&str])] = &[
         // The output list alone is no condition (what it computes over is
         // `computed`, below).
@@ -455,31 +446,13 @@ fn conditions_are_everything_but_the_output() {
         ("update orders set note = 'x' where email = 'y' returning email", &["email"]),
         ("delete from orders using customers c where c.card = orders.card", &["c.card", "orders.card"]),
     ];
-    let mut failures = Vec::new();
-    for &(sql, expected) in rows {
-        let actual = conditions(sql);
-        if actual != expected {
-            failures.push(format!(
-                "{sql}\n  expected {expected:?}\n  actual   {actual:?}"
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_references(rows, |lineage| &lineage.conditions);
 }
 
 /// The references outputs compute over: a computation can fail by the
 /// value it reads, and whether and where it fails tells the value.
 #[test]
 fn computed_are_the_references_outputs_compute_over() {
-    let computed = |sql: &str| -> Vec<String> {
-        let mut names: Vec<String> = lineage(sql)
-            .computed
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        names.sort();
-        names
-    };
     let rows: &[(&str, &[&str])] = &[
         // Returned as they are.
         ("select email, c.card from customers c", &[]),
@@ -517,9 +490,17 @@ fn computed_are_the_references_outputs_compute_over() {
         // A renamed relation stands whole for its columns.
         ("select upper(z) from customers t(i, n, z)", &["t.*", "z"]),
     ];
+    check_references(rows, |lineage| &lineage.computed);
+}
+
+/// Checks, for each statement of `rows`, the references `pick` takes from
+/// its lineage, as SQL and sorted; reports every row that differs.
+fn check_references(rows: &[(&str, &[&str])], pick: fn(&Lineage) -> &Vec<ColumnRefName>) {
     let mut failures = Vec::new();
     for &(sql, expected) in rows {
-        let actual = computed(sql);
+        let lineage = lineage(sql);
+        let mut actual: Vec<String> = pick(&lineage).iter().map(ToString::to_string).collect();
+        actual.sort();
         if actual != expected {
             failures.push(format!(
                 "{sql}\n  expected {expected:?}\n  actual   {actual:?}"
