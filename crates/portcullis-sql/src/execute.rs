@@ -16,6 +16,14 @@ use crate::classify::{kind_writes, strength};
 /// The statement `execute` (an `EXECUTE name(args)`) runs, given the
 /// statement `prepared` under that name.
 pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> StatementInfo {
+    let union = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter()
+            .chain(b)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
     // The EXECUTE's own command counts as `other`; what its arguments do
     // (a call, a privilege change, a read) is what it adds.
     let argument_kinds: Vec<StatementKind> = execute
@@ -71,26 +79,14 @@ pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> Sta
     };
     // Both the statement's operators and types and its arguments' (`execute
     // p(5::checked)`) run.
-    // What the arguments' sub-selects read, compute over and choose rows
-    // by (`execute q((select ... from customers where ...))`) is checked
-    // like the statement's own.
     let operators = union(&prepared.lineage.operators, &execute.lineage.operators);
     let types = union(&prepared.lineage.types, &execute.lineage.types);
-    let arguments = &execute.lineage;
-    let lineage = if lineage.operators == operators
-        && lineage.types == types
-        && arguments.relations.is_empty()
-        && arguments.conditions.is_empty()
-        && arguments.computed.is_empty()
-    {
+    let lineage = if lineage.operators == operators && lineage.types == types {
         lineage
     } else {
         Arc::new(Lineage {
             operators,
             types,
-            relations: union(&lineage.relations, &arguments.relations),
-            conditions: union(&lineage.conditions, &arguments.conditions),
-            computed: union(&lineage.computed, &arguments.computed),
             ..(*lineage).clone()
         })
     };
@@ -114,16 +110,6 @@ pub fn resolve_execute(prepared: &StatementInfo, execute: &StatementInfo) -> Sta
         lineage,
         shape: None,
     }
-}
-
-/// The items of `a` and `b`, sorted, without duplicates.
-fn union<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
-    a.iter()
-        .chain(b)
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
 }
 
 #[cfg(test)]
@@ -171,22 +157,6 @@ mod tests {
             ),
         );
         assert!(stored.lineage.written.as_ref().unwrap().opaque);
-
-        // What an argument's sub-select chooses rows by and computes over
-        // is the statement's.
-        let chooses = resolve_execute(
-            &prepared,
-            &one(
-                &classifier,
-                "execute q((select ascii(email)::text from customers order by email limit 1))",
-            ),
-        );
-        let names = |refs: &[portcullis_core::ColumnRefName]| -> Vec<String> {
-            refs.iter().map(ToString::to_string).collect()
-        };
-        assert_eq!(names(&chooses.lineage.conditions), ["email"]);
-        assert_eq!(names(&chooses.lineage.computed), ["email"]);
-        assert_eq!(chooses.lineage.relations[0].name, "customers");
 
         let explained = resolve_execute(&prepared, &one(&classifier, "explain execute q('x')"));
         assert!(explained.lineage.columns.as_ref().unwrap()[0].harmless);

@@ -50,17 +50,8 @@ pub(crate) fn statement_lineage(tree: &Value, facts: &mut Facts) -> Lineage {
         // A cursor's rows come from a query another statement declared, a
         // procedure's output parameters from code the text does not show.
         "FetchStmt" | "CallStmt" => lineage.opaque = true,
-        // The session resolves EXECUTE to what was prepared under its name;
-        // what its arguments read (`execute q((select ... from t where
-        // ...))`) is theirs, and is added there.
-        "ExecuteStmt" => {
-            return Lineage {
-                relations: lineage.relations,
-                conditions: arguments_read(tree, conditions_in),
-                computed: arguments_read(tree, |tree, _, found| computed_in(tree, found)),
-                ..Lineage::default()
-            }
-        }
+        // The session resolves EXECUTE to what was prepared under its name.
+        "ExecuteStmt" => return Lineage::default(),
         _ => {}
     }
     let mut conditions = Vec::new();
@@ -77,6 +68,12 @@ pub(crate) fn statement_lineage(tree: &Value, facts: &mut Facts) -> Lineage {
         renamed_in(tree, &mut computed);
     }
     lineage.computed = sorted(computed);
+    // `(customers c join orders o on ...) j`: `j` is the joined row, whole.
+    let mut aliases = Vec::new();
+    join_aliases(tree, &mut aliases);
+    if !aliases.is_empty() {
+        through_join_aliases(&mut lineage, &aliases);
+    }
     // Writes anywhere: a data-modifying CTE, `COPY (UPDATE ... RETURNING)`,
     // the statement itself.
     lineage.written = written_anywhere(tree);
@@ -208,6 +205,22 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
             }
             &[]
         }
+        // `ON CONFLICT ON CONSTRAINT customers_email_key` and `ON CONFLICT
+        // DO NOTHING` choose by the columns of an index the text does not
+        // name: the whole row stands for them (found in attack).
+        "OnConflictClause" => {
+            let named = matches!(
+                node.get("infer"),
+                Some(Value::Struct(infer)) if infer.str("conname").is_empty()
+            );
+            if !named {
+                found.push(ColumnRefName {
+                    qualifiers: Vec::new(),
+                    column: None,
+                });
+            }
+            &[]
+        }
         // `ON CONFLICT (email)`: whether a row conflicts tells whether the
         // value exists.
         "IndexElem" => {
@@ -288,18 +301,64 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
     }
 }
 
-/// The references `find` gathers from an EXECUTE's arguments, with a
-/// whole-row reference for each relation they rename (see [`renamed_in`]).
-fn arguments_read(
-    tree: &Value,
-    find: impl Fn(&Value, bool, &mut Vec<ColumnRefName>),
-) -> Vec<ColumnRefName> {
-    let mut found = Vec::new();
-    find(tree, true, &mut found);
-    if !found.is_empty() {
-        renamed_in(tree, &mut found);
+/// The names joins are given (`(a join b) j`, `join b using (x) as u`).
+fn join_aliases(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::List(items) => items.iter().for_each(|item| join_aliases(item, found)),
+        Value::Struct(node) => {
+            if node.name == "JoinExpr" {
+                for field in ["alias", "join_using_alias"] {
+                    if let Some(Value::Struct(alias)) = node.get(field) {
+                        found.push(alias.str("aliasname").to_owned());
+                    }
+                }
+            }
+            for (_, field) in &node.fields {
+                join_aliases(field, found);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
     }
-    sorted(found)
+}
+
+/// Rewrites references through a join's name, which names no relation:
+/// `j` (the whole joined row, every column of every side) becomes `*`, and
+/// `j.email` a bare `email`, matched against every relation. Found in
+/// attack: `where j::text like '%123-45%'` over a named join read every
+/// covered column.
+fn through_join_aliases(lineage: &mut Lineage, aliases: &[String]) {
+    let rewrite = |refs: &mut Vec<ColumnRefName>| {
+        let mut changed = false;
+        for reference in refs.iter_mut() {
+            match reference.qualifiers.as_slice() {
+                [] if reference
+                    .column
+                    .as_ref()
+                    .is_some_and(|column| aliases.contains(column)) =>
+                {
+                    reference.column = None;
+                    changed = true;
+                }
+                [qualifier] if aliases.contains(qualifier) => {
+                    reference.qualifiers.clear();
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if changed {
+            refs.sort_unstable();
+            refs.dedup();
+        }
+    };
+    for column in lineage.columns.iter_mut().flatten() {
+        rewrite(&mut column.refs);
+    }
+    if let Some(written) = lineage.written.as_mut() {
+        rewrite(&mut written.refs);
+    }
+    rewrite(&mut lineage.conditions);
+    rewrite(&mut lineage.computed);
 }
 
 /// The references outputs compute over (see [`Lineage::computed`]): those
@@ -312,10 +371,23 @@ fn computed_in(value: &Value, found: &mut Vec<ColumnRefName>) {
     match value {
         Value::List(items) => items.iter().for_each(|item| computed_in(item, found)),
         Value::Struct(node) => {
-            if node.name == "ResTarget" {
-                if let Some(expression) = node.get("val").filter(|v| !is_bare_column(v)) {
-                    found.extend(scan_expression(Some(expression)).exposed_refs);
-                }
+            let expressions: Vec<&Value> = match node.name {
+                "ResTarget" => node.get("val").into_iter().collect(),
+                // Every row of a VALUES list is computed, under EXISTS too
+                // (found in attack: `exists (values (1 / (ascii(email) -
+                // g)), (1))` failed at the row of the character).
+                "SelectStmt" => node
+                    .list("values_lists")
+                    .iter()
+                    .flat_map(|row| match row {
+                        Value::Struct(row) => row.list("items").iter().collect(),
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for expression in expressions.into_iter().filter(|v| !is_bare_column(v)) {
+                found.extend(scan_expression(Some(expression)).exposed_refs);
             }
             for (_, field) in &node.fields {
                 computed_in(field, found);

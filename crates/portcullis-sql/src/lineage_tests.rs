@@ -124,7 +124,7 @@ const ROWS: &[Row] = &[
     ("select e from customers c(e)", Some(&[(&["e"], "")]), &["customers c"], true, false),
     ("select id from a join b using (id)", Some(&[(&["id"], "")]), &["a", "b"], true, false),
     ("select id from a natural join b", Some(&[(&["id"], "")]), &["a", "b"], true, false),
-    ("select j.id from (a join b on a.id = b.id) j", Some(&[(&["j.id"], "")]), &["a", "b"], true, false),
+    ("select j.id from (a join b on a.id = b.id) j", Some(&[(&["id"], "")]), &["a", "b"], true, false),
     ("select v.a from (values (1), (2)) v(a)", Some(&[(&["v.a"], "")]), &[], true, false),
     ("select g from generate_series(1, 3) g", Some(&[(&["g"], "")]), &[], true, false),
     ("select x from my_srf() x", Some(&[(&["x"], O)]), &[], true, false),
@@ -441,6 +441,12 @@ fn conditions_are_everything_but_the_output() {
         ("select o.id from customers join orders o using (email)", &["email"]),
         ("select 1 from customers natural join orders", &["*"]),
         ("insert into customers (id) values (1) on conflict (email) do nothing", &["email"]),
+        ("insert into customers (id) values (1) on conflict do nothing", &["*"]),
+        ("insert into customers (id) values (1) on conflict on constraint customers_email_key do nothing", &["*"]),
+        // A join's name stands for its whole row, or for a column of any side.
+        ("select 1 from (customers c cross join orders o) j where j::text like '%x%'", &["*"]),
+        ("select 1 from (customers c cross join orders o) j where j.email = 'x'", &["email"]),
+        ("select 1 from (customers c join orders o using (id) as u) where u.id = 1", &["id"]),
         // Writes: which rows change; what RETURNING returns is output.
         ("delete from orders where id = 1 returning email", &["id"]),
         ("update orders set note = 'x' where email = 'y' returning email", &["email"]),
@@ -486,9 +492,13 @@ fn computed_are_the_references_outputs_compute_over() {
         ("copy (select email::int from customers) to stdout", &["email"]),
         ("declare c cursor for select email::int from customers", &["email"]),
         ("prepare q as select email::int from customers", &["email"]),
-        ("execute q((select ascii(email) from customers where id = 1))", &["email"]),
         // A renamed relation stands whole for its columns.
         ("select upper(z) from customers t(i, n, z)", &["t.*", "z"]),
+        // So does a join's name.
+        ("select row_to_json(j) from (customers c cross join orders o) j", &["*"]),
+        // Every row of a VALUES list is computed, under EXISTS too.
+        ("select exists (values (1 / ascii(c.email)), (1)) from customers c", &["c.email"]),
+        ("select exists (select 1 / ascii(c.email)) from customers c", &["c.email"]),
     ];
     check_references(rows, |lineage| &lineage.computed);
 }
