@@ -895,8 +895,7 @@ impl Results {
             .find(|(code, _)| *code == b's')
             .map(|(_, v)| *v);
         let withhold_detail = table.is_some_and(|table| {
-            masker.has_column_rules()
-                && table_has_masked_column(&masker, &self.target, schema, table)
+            masker.covers_columns() && table_has_masked_column(&masker, &self.target, schema, table)
         });
         // An error or a notice raised while running a statement that reads
         // covered data may quote a value (`invalid input syntax for type
@@ -920,7 +919,7 @@ impl Results {
             })
             .flatten();
         let reads_covered =
-            masker.has_column_rules() && self.current_statement_reads_covered(&masker, undefined);
+            masker.covers_columns() && self.current_statement_reads_covered(&masker, undefined);
         // A notice does not stop the statement: hundreds of them, each
         // raised or not by a value (`to_tsquery` of an input without
         // lexemes), spelled a whole column in one statement (found in

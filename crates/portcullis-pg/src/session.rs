@@ -935,16 +935,16 @@ impl Relay {
         // Any function call: a user's function may carry a built-in's
         // name; and an operator a user made runs a function too.
         let cached = self.target.catalog.cached();
-        let column_rules = masker.has_column_rules();
+        let covers_columns = masker.covers_columns();
         let suspicious = |statement: &StatementInfo| {
             statement.lineage.written.is_some()
-                || (column_rules
+                || (covers_columns
                     && !(statement.lineage.conditions.is_empty()
                         && statement.lineage.computed.is_empty()))
                 || calls_functions(statement)
                 || !statement.functions.is_empty()
                 || statement.lineage.catalog_types
-                || (column_rules
+                || (covers_columns
                     && (reads_counters(statement).is_some()
                         || statement.lineage.counts_planning
                         || !statement.settings.is_empty()))
@@ -993,7 +993,7 @@ impl Relay {
                 .kinds
                 .contains(&portcullis_core::StatementKind::Other)
                 || statement.command == "CALL")
-                && masker.has_column_rules()
+                && masker.covers_columns()
             {
                 return Some(
                     "a DO block or a procedure can read masked columns where the gateway cannot see it; it is refused while masking applies".into(),
@@ -1005,7 +1005,7 @@ impl Relay {
                     masker.rule_id(rule)
                 ));
             }
-            if column_rules
+            if covers_columns
                 && !(statement.lineage.conditions.is_empty()
                     && statement.lineage.computed.is_empty())
             {
@@ -1031,7 +1031,7 @@ impl Relay {
             // The planner's statistics and other sessions' statements are
             // masked whole: which of their rows come back would tell what
             // the masks hide as well as their values.
-            if column_rules {
+            if covers_columns {
                 if let Some(function) = statement.functions.iter().find(|f| shows_other_sessions(f))
                 {
                     return Some(format!(

@@ -1988,3 +1988,57 @@ async fn a_joins_name_values_under_exists_and_unnamed_conflict_targets_are_follo
     );
     gw.stop().await;
 }
+
+/// Rules that name columns without masking them whole (a JSON key rule, a
+/// content rule limited to named columns) guard those columns as column
+/// rules do: their rows are not chosen by them, nothing computes over
+/// them, and errors over them are withheld.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_that_name_columns_guard_them_without_column_rules() {
+    let dir = copy_of_quickstart_policies();
+    std::fs::write(
+        dir.path().join("masks.toml"),
+        "[[rule]]\nid = \"profile-secrets\"\ntargets = [\"demo\"]\ncolumns = [\"customers.profile\"]\njson_keys = [\"ssn\"]\nstrategy = \"redact\"\n",
+    )
+    .unwrap();
+    let gw = Gateway::start_with(
+        TestDb::create("e2e_mask_json_only", SEED).await,
+        Options {
+            policies: dir.path().to_path_buf(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let token = alice(&gw);
+    for sql in [
+        "select id from customers where profile->>'ssn' like '123%'",
+        "select (profile->>'ssn')::int from customers",
+        "select id from customers order by profile",
+    ] {
+        let out = gw.psql(&token, &["-At", "-c", sql]);
+        let e = stderr(&out);
+        assert!(
+            e.contains("profile-secrets"),
+            "{sql}: not refused\n{}{e}",
+            stdout(&out)
+        );
+        assert!(!e.contains("123-45"), "{sql}: {e}");
+        assert!(stdout(&out).is_empty(), "{sql}: {}", stdout(&out));
+    }
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select profile, email from customers where id = 1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("123-45"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("jane@example.com"),
+        "{}",
+        stdout(&out)
+    );
+    gw.stop().await;
+}

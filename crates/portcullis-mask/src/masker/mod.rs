@@ -79,8 +79,14 @@ impl Masker {
         self.in_force.is_empty()
     }
 
-    pub fn has_column_rules(&self) -> bool {
-        self.rules_in_force().any(|(_, rule)| rule.is_column_rule())
+    /// Whether a rule in force names columns: a column rule, or a JSON key
+    /// or content rule limited to named columns. Such columns are guarded
+    /// as a whole (their rows are not chosen by them, nothing computes over
+    /// them, errors over them are withheld), whichever part of their
+    /// values the rule masks.
+    pub fn covers_columns(&self) -> bool {
+        self.rules_in_force()
+            .any(|(_, rule)| !rule.columns.is_empty())
     }
 
     pub fn has_content_rules(&self) -> bool {
