@@ -760,10 +760,26 @@ pub fn reads_counters(statement: &StatementInfo) -> Option<&str> {
 /// names, other than one on the columns that hold only names: which of
 /// their rows come back would tell the values they hold.
 pub fn sample_condition(lineage: &Lineage) -> Option<&ColumnRefName> {
+    sample_reference(lineage, &lineage.conditions)
+}
+
+/// A column of the views [`reads_statistics`] names, other than one that
+/// holds only names, that an output of the statement computes over: where
+/// the computation fails would tell the values they hold.
+pub fn sample_computation(lineage: &Lineage) -> Option<&ColumnRefName> {
+    sample_reference(lineage, &lineage.computed)
+}
+
+/// The first of `references` that is no name column of the views
+/// [`reads_statistics`] names, when the statement reads them.
+fn sample_reference<'l>(
+    lineage: &Lineage,
+    references: &'l [ColumnRefName],
+) -> Option<&'l ColumnRefName> {
     if !reads_statistics(lineage) {
         return None;
     }
-    lineage.conditions.iter().find(|reference| {
+    references.iter().find(|reference| {
         !reference.column.as_deref().is_some_and(|column| {
             matches!(
                 column,

@@ -15,8 +15,8 @@ use crate::codec::{build, frame::split_frame, message, result, Frame};
 use crate::error::PgError;
 use crate::hidden;
 use crate::masking::{
-    calls_functions, leaves_traces, reads_counters, reads_statistics, sample_condition,
-    shows_other_sessions, Planner, ResultSource,
+    calls_functions, leaves_traces, reads_counters, reads_statistics, sample_computation,
+    sample_condition, shows_other_sessions, Planner, ResultSource,
 };
 use crate::prepared::{Bound, Change, Portal, Prepared};
 use crate::results::{Decided, Expect, FrameAction, QueryStatement, ResultQueue, Results};
@@ -1070,6 +1070,11 @@ impl Relay {
                 if let Some(column) = sample_condition(&statement.lineage) {
                     return Some(format!(
                         "the statement filters, joins, groups, orders or counts rows of the planner's statistics or of other sessions' statements by `{column}`: they hold values that mask rules cover, and the rows would tell them; choose their rows by schema, table, column or process only"
+                    ));
+                }
+                if let Some(column) = sample_computation(&statement.lineage) {
+                    return Some(format!(
+                        "the statement computes over `{column}` of the planner's statistics or of other sessions' statements: they hold values that mask rules cover, and whether and where a computation over them fails would tell them; select it as it is"
                     ));
                 }
                 // Whether, and with what, a function that is not immutable

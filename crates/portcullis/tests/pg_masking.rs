@@ -1986,6 +1986,37 @@ async fn a_joins_name_values_under_exists_and_unnamed_conflict_targets_are_follo
         scalar_i64(&direct, "select count(*) from customers").await,
         3
     );
+
+    // The planner's samples of covered columns: read as they are (masked),
+    // not computed over.
+    direct.batch_execute("analyze customers").await.unwrap();
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select 1 / (ascii(substr(histogram_bounds::text, 2, 1)) - g) from pg_stats, generate_series(1, 127) g where tablename = 'customers' and attname = 'email'",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("computes over") && stderr(&out).contains("planner's statistics"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let out = gw.psql(
+        &token,
+        &[
+            "-At",
+            "-c",
+            "select attname, histogram_bounds from pg_stats where tablename = 'customers' and attname = 'email'",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // (The statistics views are masked whole.)
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert_no_secret("the planner's samples", &stdout(&out));
     gw.stop().await;
 }
 
