@@ -1102,13 +1102,28 @@ fn unreadable(line: &str) -> Option<&'static str> {
             }
         }
     }
-    // `#` inside `$(( ))` is a comment to the parser, not to bash, which
-    // ends the arithmetic at the first `))` after it.
+    // Inside `$(( ))`, `#` is a comment to the parser, not to bash; quotes
+    // are quotes to bash and the parser, and plain characters to dash,
+    // which ends the arithmetic at the first `))` they hold (found in
+    // attack: `sh -c 'true || echo $(( " )) ; . /proc/self/fd/0 ; : " ))
+    // #"'` ran stdin). Arithmetic may hold numbers, names, operators,
+    // blanks and balanced parentheses only, which every shell reads alike.
     for (at, _) in line.match_indices("$((") {
         let rest = &line[at + 3..];
-        let end = rest.find("))").unwrap_or(rest.len());
-        if rest[..end].contains('#') {
-            return Some("`#` inside `$(( ))` is read differently by bash and the gateway");
+        let Some(body) = arithmetic_body(rest) else {
+            // `$((cmd) )`: bash reads a substitution of a subshell; dash
+            // reads arithmetic up to the next `))`, if any.
+            if rest.contains("))") {
+                return Some("`$((` closed by `) )` and then by a later `))` is read differently by sh and bash");
+            }
+            continue;
+        };
+        if !body.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || c.is_ascii_whitespace()
+                || "_$+-*/%<>=!&|^~?:,(){}".contains(c)
+        }) {
+            return Some("`$(( ))` may hold only numbers, names, operators and parentheses: quotes, escapes and comments there are read differently by sh, bash and the gateway");
         }
     }
     let bytes = line.as_bytes();
@@ -1496,6 +1511,23 @@ fn basename(program: &str) -> &str {
 /// transformations (`${X@P}`). Plain `$X`, `${X}`, `${#X}` and
 /// `${X:-word}` (and `:=`, `:+`, `:?`, `-`, `=`, `+`, `?`, `#`, `%`, `/`,
 /// `^`, `,`) are only text; anything else is taken to evaluate.
+/// What `$((` opens, up to the `))` that closes it with its parentheses
+/// balanced; `None` when a `)` closes what it did not open, or nothing
+/// closes it.
+fn arithmetic_body(rest: &str) -> Option<&str> {
+    let mut depth = 0usize;
+    let mut chars = rest.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            ')' => return chars.next_if(|(_, c)| *c == ')').map(|_| &rest[..at]),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn evaluates_values(source: &str) -> bool {
     if let Some(expr) = source.strip_prefix("$((") {
         return expr
@@ -2167,8 +2199,24 @@ mod tests {
             "cat <<$(('1'))\n$(('1'))\nid > /tmp/x\n1",
             "cat <<`x`\nx\nid\n`x`",
             "true || echo $(( 1 # )); id > /tmp/x\n))",
+            // Round 38c: dash ends the arithmetic at the first `))`.
+            "sh -c 'true || echo $(( \" )) ; . /????/[!0-9]???/??/0 ; : \" )) #\"'",
+            "sh -c \"true || echo \\$(( 1 ' )) ; . /???/38038 ; : ' )) #'\"",
+            "echo $(( 1 \\)) ))",
+            "echo $(( `id` ))",
+            "echo $(( 1 + (2 ))",
+            "echo $((id) ) ; echo ))",
         ] {
             assert!(parse(line).is_err(), "{line}");
+        }
+        // Arithmetic every shell reads alike.
+        for line in [
+            "echo $(( (1 + 2) * 3 ))",
+            "echo $(((1+2)*3))",
+            "echo $((1<<2))",
+        ] {
+            let commands = parse(line).unwrap();
+            assert_eq!(commands.len(), 1, "{line}: {commands:?}");
         }
         for line in [
             "/usr/bin//env touch F",

@@ -312,6 +312,24 @@ when { context.command.name == "rm" && context.command.args.contains("/") };
     let out = ssh(&gw, &alice, &line);
     assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
     assert!(!marker.exists(), "{line}: the hidden command ran");
+    // Round 38c: quotes inside `$(( ))` are plain characters to dash, which
+    // ends the arithmetic at the first `))`: to the gateway, `true` and one
+    // `echo`; to dash, `true`, then `.` of a file with a command in it.
+    // The script's name has no letter, which arithmetic would evaluate.
+    let marker = scratch("dash-arith");
+    let digits = 380_000_000 + std::process::id();
+    let script = PathBuf::from(format!("/tmp/{digits}"));
+    std::fs::write(&script, format!("touch {}\n", marker.display())).unwrap();
+    let line = format!("sh -c 'true || echo $(( \" )) ; . /???/{digits} ; : \" )) #\"'");
+    let out = ssh(&gw, &alice, &line);
+    assert_eq!(out.status.code(), Some(126), "{line}: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`$(( ))` may hold only"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!marker.exists(), "{line}: the hidden command ran");
+    let _ = std::fs::remove_file(&script);
 
     // Shell options that make the shell read another line than the one
     // after -c, or read it differently; a tunnel through /dev/tcp; a locale
