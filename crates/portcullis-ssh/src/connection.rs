@@ -1793,31 +1793,7 @@ async fn bridge(
             }
             ChannelMsg::Data { data } => {
                 if kind == Kind::Shell {
-                    for line in typed.feed(&data) {
-                        // What is typed at a password prompt is not echoed,
-                        // and not kept.
-                        let secret = prompt.lock().is_ok_and(|p| asks_secret(&p));
-                        let line = if secret {
-                            format!(
-                                "(typed at a password prompt: not recorded; {} characters)",
-                                line.chars().count()
-                            )
-                        } else {
-                            line
-                        };
-                        let _ = authed.record(Statement {
-                            phase: "typed".into(),
-                            text: line.clone(),
-                            effect: "unchecked".into(),
-                            policies: Vec::new(),
-                            reason: String::new(),
-                            parameters: Vec::new(),
-                            parameters_withheld: false,
-                        });
-                        if let Some(typed_lines) = &typed_lines {
-                            let _ = typed_lines.send(line).await;
-                        }
-                    }
+                    keep_typed(typed.feed(&data), &prompt, &authed, typed_lines.as_ref()).await;
                 }
                 if !data.is_empty()
                     && send_to_target(&to_target, data, &mut target_done)
@@ -1828,6 +1804,11 @@ async fn bridge(
                 }
             }
             ChannelMsg::Eof => {
+                // A shell runs a last line that has no line end when its
+                // input ends (found in attack: it went unaudited).
+                if kind == Kind::Shell {
+                    keep_typed(typed.end(), &prompt, &authed, typed_lines.as_ref()).await;
+                }
                 let _ = to_target.eof().await;
             }
             ChannelMsg::WindowChange {
@@ -1886,10 +1867,47 @@ async fn bridge(
     if !down_done {
         let _ = down.await;
     }
-    // The channel's typed lines are audited before it is told ended.
+    // The channel's typed lines are audited before it is told ended, a
+    // last one without a line end included.
+    if kind == Kind::Shell {
+        keep_typed(typed.end(), &prompt, &authed, typed_lines.as_ref()).await;
+    }
     drop(typed_lines);
     if let Some(writer) = typed_writer {
         let _ = writer.await;
+    }
+}
+
+/// Records lines typed into a shell, and queues them for the audit log;
+/// what is typed at a password prompt is not echoed, and not kept.
+async fn keep_typed(
+    lines: Vec<String>,
+    prompt: &Mutex<String>,
+    authed: &Authed,
+    audit: Option<&tokio::sync::mpsc::Sender<String>>,
+) {
+    for line in lines {
+        let secret = prompt.lock().is_ok_and(|p| asks_secret(&p));
+        let line = if secret {
+            format!(
+                "(typed at a password prompt: not recorded; {} characters)",
+                line.chars().count()
+            )
+        } else {
+            line
+        };
+        let _ = authed.record(Statement {
+            phase: "typed".into(),
+            text: line.clone(),
+            effect: "unchecked".into(),
+            policies: Vec::new(),
+            reason: String::new(),
+            parameters: Vec::new(),
+            parameters_withheld: false,
+        });
+        if let Some(audit) = audit {
+            let _ = audit.send(line).await;
+        }
     }
 }
 
@@ -2103,6 +2121,8 @@ const CUT: &str = " [cut: only its first 4096 bytes are kept, what ran may diffe
 /// How a line abandoned with Ctrl-C is marked.
 const ABANDONED: &str =
     " [abandoned with Ctrl-C; if the terminal did not interrupt, it ran with the next line]";
+/// How a line the input ended without a line end is marked.
+const AT_END: &str = " [ended by the end of input, without a line end]";
 /// How lines typed under input settings [`Typed`] does not follow are
 /// marked.
 const UNFOLLOWED: &str =
@@ -2167,6 +2187,17 @@ impl Typed {
             }
         }
         lines
+    }
+
+    /// The input ended: a line typed without a line end, which a shell
+    /// reading its input runs then, marked so.
+    fn end(&mut self) -> Vec<String> {
+        let blank = self.line.iter().all(u8::is_ascii_whitespace);
+        if blank && !self.edited && !self.cut {
+            self.line.clear();
+            return Vec::new();
+        }
+        self.finish(AT_END).into_iter().collect()
     }
 
     fn push(&mut self, b: u8) {
@@ -2272,6 +2303,15 @@ mod tests {
         assert!(!super::asks_secret(&line));
         super::current_line(&mut line, b"\r\nEnter PIN: ");
         assert!(super::asks_secret(&line));
+    }
+
+    #[test]
+    fn a_last_line_without_a_line_end_is_kept_when_input_ends() {
+        let mut typed = Typed::default();
+        assert_eq!(typed.feed(b"echo a\ntouch x"), ["echo a"]);
+        assert_eq!(typed.end(), [format!("touch x{}", super::AT_END)]);
+        assert!(typed.end().is_empty());
+        assert!(typed.feed(b"ls\n  ").len() == 1 && typed.end().is_empty());
     }
 
     #[test]

@@ -2203,3 +2203,41 @@ async fn a_command_that_stops_reading_its_input_still_ends() {
     }
     gw.stop().await;
 }
+
+/// A shell without a terminal runs a last line that has no line end when
+/// its input ends (found in attack: it ran unaudited). It is audited,
+/// marked so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_typed_line_without_a_line_end_is_audited() {
+    let shells =
+        format!("{RUN_ANYTHING}permit (principal, action == Action::\"shell\", resource);\n");
+    let (_dir, dir) = policies(&shells);
+    let gw = gateway("ssh_last_line", dir, None).await;
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let marker = scratch("last-line");
+    let input = gw.dir.path().join("typed");
+    let last = format!("touch {}", marker.display());
+    std::fs::write(&input, format!("echo first\n{last}")).unwrap();
+    let mut ssh = client(&gw, "ssh", &alice)
+        .args(["-T", "-p", &port(&gw), "demo-ssh@127.0.0.1"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, out) = ended_within_20s(&mut ssh)
+        .await
+        .expect("the shell never ended");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(out, "first\n");
+    assert!(marker.exists(), "the last line did not run");
+    let entries = gw.audit_entries(200);
+    assert!(
+        entries.iter().any(|e| e["kind"] == "shell.typed"
+            && e["detail"]["line"]
+                .as_str()
+                .is_some_and(|l| l.starts_with(&last) && l.contains("without a line end"))),
+        "{entries:?}"
+    );
+    let _ = std::fs::remove_file(&marker);
+    gw.stop().await;
+}
