@@ -69,10 +69,10 @@ pub(crate) fn statement_lineage(tree: &Value, facts: &mut Facts) -> Lineage {
     }
     lineage.computed = sorted(computed);
     // `(customers c join orders o on ...) j`: `j` is the joined row, whole.
-    let mut aliases = Vec::new();
-    join_aliases(tree, &mut aliases);
-    if !aliases.is_empty() {
-        through_join_aliases(&mut lineage, &aliases);
+    let mut joins = Vec::new();
+    join_names(tree, &mut joins);
+    if !joins.is_empty() {
+        through_join_names(&mut lineage, &joins);
     }
     // Writes anywhere: a data-modifying CTE, `COPY (UPDATE ... RETURNING)`,
     // the statement itself.
@@ -301,55 +301,99 @@ fn conditions_in(value: &Value, output: bool, found: &mut Vec<ColumnRefName>) {
     }
 }
 
-/// The names joins are given (`(a join b) j`, `join b using (x) as u`).
-fn join_aliases(value: &Value, found: &mut Vec<String>) {
+/// A name a join is given (`(a join b) j`, `join b using (x) as u`), and
+/// the names its sides go by inside it.
+struct JoinName {
+    name: String,
+    sides: Vec<String>,
+}
+
+/// Every join's name in `value`.
+fn join_names(value: &Value, found: &mut Vec<JoinName>) {
     match value {
-        Value::List(items) => items.iter().for_each(|item| join_aliases(item, found)),
+        Value::List(items) => items.iter().for_each(|item| join_names(item, found)),
         Value::Struct(node) => {
             if node.name == "JoinExpr" {
+                let mut sides = Vec::new();
+                for arm in ["larg", "rarg"] {
+                    if let Some(arm) = node.get(arm) {
+                        side_names(arm, &mut sides);
+                    }
+                }
                 for field in ["alias", "join_using_alias"] {
                     if let Some(Value::Struct(alias)) = node.get(field) {
-                        found.push(alias.str("aliasname").to_owned());
+                        found.push(JoinName {
+                            name: alias.str("aliasname").to_owned(),
+                            sides: sides.clone(),
+                        });
                     }
                 }
             }
             for (_, field) in &node.fields {
-                join_aliases(field, found);
+                join_names(field, found);
             }
         }
         Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
     }
 }
 
-/// Rewrites references through a join's name, which names no relation:
-/// `j` (the whole joined row, every column of every side) becomes `*`, and
-/// `j.email` a bare `email`, matched against every relation. Found in
-/// attack: `where j::text like '%123-45%'` over a named join read every
-/// covered column.
-fn through_join_aliases(lineage: &mut Lineage, aliases: &[String]) {
-    let rewrite = |refs: &mut Vec<ColumnRefName>| {
-        let mut changed = false;
-        for reference in refs.iter_mut() {
-            match reference.qualifiers.as_slice() {
-                [] if reference
-                    .column
-                    .as_ref()
-                    .is_some_and(|column| aliases.contains(column)) =>
-                {
-                    reference.column = None;
-                    changed = true;
+/// The names the FROM items of one side of a join go by: a relation's
+/// alias or name, a subquery's or a function's alias, and those of the
+/// sides of a join within, itself named or not.
+fn side_names(value: &Value, sides: &mut Vec<String>) {
+    let Value::Struct(node) = value else {
+        return;
+    };
+    let alias = match node.get("alias") {
+        Some(Value::Struct(alias)) => Some(alias.str("aliasname").to_owned()),
+        _ => None,
+    };
+    match node.name {
+        "RangeVar" => sides.push(alias.unwrap_or_else(|| node.str("relname").to_owned())),
+        "JoinExpr" => {
+            sides.extend(alias);
+            for arm in ["larg", "rarg"] {
+                if let Some(arm) = node.get(arm) {
+                    side_names(arm, sides);
                 }
-                [qualifier] if aliases.contains(qualifier) => {
-                    reference.qualifiers.clear();
-                    changed = true;
-                }
-                _ => {}
             }
         }
-        if changed {
-            refs.sort_unstable();
-            refs.dedup();
+        _ => sides.extend(alias),
+    }
+}
+
+/// Rewrites references through a join's name, which names no relation:
+/// `j` (the whole joined row, every column of every side) becomes `*`, and
+/// `j.x` becomes `s.x` for every side `s` of the join, so that `x` is
+/// matched as a column of each, or, where it is none (`j.to_jsonb` is
+/// `to_jsonb(j)`), as a call over the whole row. Found in attack: `where
+/// j::text like '%123-45%'` over a named join read every covered column,
+/// and then `where j.to_jsonb->>'national_id' like '123-%'`.
+fn through_join_names(lineage: &mut Lineage, joins: &[JoinName]) {
+    let rewrite = |refs: &mut Vec<ColumnRefName>| {
+        let mut out = Vec::with_capacity(refs.len());
+        for reference in refs.drain(..) {
+            match reference.qualifiers.as_slice() {
+                [] if joins
+                    .iter()
+                    .any(|j| reference.column.as_ref() == Some(&j.name)) =>
+                {
+                    out.push(ColumnRefName {
+                        qualifiers: Vec::new(),
+                        column: None,
+                    });
+                }
+                [qualifier] => match joins.iter().find(|j| &j.name == qualifier) {
+                    Some(join) => out.extend(join.sides.iter().map(|side| ColumnRefName {
+                        qualifiers: vec![side.clone()],
+                        column: reference.column.clone(),
+                    })),
+                    None => out.push(reference),
+                },
+                _ => out.push(reference),
+            }
         }
+        *refs = sorted(out);
     };
     for column in lineage.columns.iter_mut().flatten() {
         rewrite(&mut column.refs);
