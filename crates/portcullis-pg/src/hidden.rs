@@ -229,6 +229,7 @@ impl Search<'_> {
             .flatten()
             .flat_map(|column| column.refs.iter())
             .chain(lineage.conditions.iter())
+            .chain(lineage.computed.iter())
             .chain(lineage.written.iter().flat_map(|w| w.refs.iter()))
             .filter(|r| !r.qualifiers.is_empty())
             .filter_map(|r| r.column.clone())
@@ -393,6 +394,7 @@ mod tests {
             ("select row(1)::pair::int", &["pair_int"]),
             ("select lower(5)", &["lower"]),
             ("select t.lower from t", &["lower"]),
+            ("select *, t.lower::text from t", &["lower"]),
             ("select * from indexed", &["folded"]),
             ("select translate('a', 'b', 'c')", &["translate", "w"]),
         ] {

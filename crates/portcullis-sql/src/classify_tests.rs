@@ -264,6 +264,48 @@ fn functions_are_listed_without_pg_catalog() {
     assert_eq!(info.functions, ["btrim", "count", "lower", "s.f"]);
 }
 
+/// `q.f` over a function in FROM is `f(q)` where `q` has no column `f`.
+#[test]
+fn a_call_written_as_a_field_of_a_function_in_from_is_a_call() {
+    for (sql, call) in [
+        (
+            "select q.pg_terminate_backend from abs(1) q",
+            "pg_terminate_backend",
+        ),
+        ("select q.ts_stat from lower('select 1') q", "ts_stat"),
+        (
+            "select 1 from abs(1) q where q.pg_sleep is null",
+            "pg_sleep",
+        ),
+        ("select lower.nextval from lower('s')", "nextval"),
+        ("select e.f from jsonb_each('{}') e", "f"),
+    ] {
+        let info = one(sql);
+        assert!(
+            info.functions.iter().any(|f| f == call),
+            "{sql}: {:?}",
+            info.functions
+        );
+        assert!(
+            matches!(info.kind, K::Call | K::Dcl),
+            "{sql}: {:?}",
+            info.kind
+        );
+    }
+    for sql in [
+        "select q.q from abs(1) q",
+        "select e.key, e.value from jsonb_each('{}') e",
+        "select t.a, t.ordinality from generate_series(1, 3) with ordinality t(a)",
+        "select x.a from jsonb_to_record('{}') as x(a int)",
+        "select r.a, r.b from rows from (jsonb_to_record('{}') as (a int), generate_series(1, 2)) r(x, b)",
+        "select generate_series.generate_series from generate_series(1, 2)",
+        "select c.f from customers c",
+    ] {
+        let info = one(sql);
+        assert_ne!(info.kind, K::Call, "{sql}: {:?}", info.functions);
+    }
+}
+
 #[test]
 fn prepare_is_classified_as_its_statement() {
     let info = one("prepare p (int) as delete from t where a = $1");

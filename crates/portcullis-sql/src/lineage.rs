@@ -337,63 +337,67 @@ fn join_names(value: &Value, found: &mut Vec<JoinName>) {
     }
 }
 
-/// The names the FROM items of one side of a join go by: a relation's
-/// alias or name, a subquery's or a function's alias, and those of the
-/// sides of a join within, itself named or not.
+/// The names the FROM items of one side of a join go by, at any depth:
+/// every relation's alias or name, and every other alias (a subquery's, a
+/// function's, a sampled table's, a join's within). More than the side's
+/// own items (those of a subquery inside it too): a name through the join
+/// is matched against each.
 fn side_names(value: &Value, sides: &mut Vec<String>) {
-    let Value::Struct(node) = value else {
-        return;
-    };
-    let alias = match node.get("alias") {
-        Some(Value::Struct(alias)) => Some(alias.str("aliasname").to_owned()),
-        _ => None,
-    };
-    match node.name {
-        "RangeVar" => sides.push(alias.unwrap_or_else(|| node.str("relname").to_owned())),
-        "JoinExpr" => {
-            sides.extend(alias);
-            for arm in ["larg", "rarg"] {
-                if let Some(arm) = node.get(arm) {
-                    side_names(arm, sides);
-                }
+    match value {
+        Value::List(items) => items.iter().for_each(|item| side_names(item, sides)),
+        Value::Struct(node) => {
+            if let Some(Value::Struct(alias)) = node.get("alias") {
+                sides.push(alias.str("aliasname").to_owned());
+            } else if node.name == "RangeVar" {
+                sides.push(node.str("relname").to_owned());
+            }
+            for (_, field) in &node.fields {
+                side_names(field, sides);
             }
         }
-        _ => sides.extend(alias),
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Other | Value::Str(_) => {}
     }
 }
 
-/// Rewrites references through a join's name, which names no relation:
-/// `j` (the whole joined row, every column of every side) becomes `*`, and
-/// `j.x` becomes `s.x` for every side `s` of the join, so that `x` is
-/// matched as a column of each, or, where it is none (`j.to_jsonb` is
-/// `to_jsonb(j)`), as a call over the whole row. Found in attack: `where
-/// j::text like '%123-45%'` over a named join read every covered column,
-/// and then `where j.to_jsonb->>'national_id' like '123-%'`.
+/// Adds to references through a join's name, which names no relation,
+/// what they may stand for: to `j` (the whole joined row, every column of
+/// every side) `*`, and to `j.x`, `s.x` for every side `s` of every join
+/// so named, so that `x` is matched as a column of each, or, where it is
+/// none (`j.to_jsonb` is `to_jsonb(j)`), as a call over the whole row. The
+/// reference itself stays: the name may be a relation's at another level
+/// of the statement. Found in attack: `where j::text like '%123-45%'` over
+/// a named join read every covered column, then `where
+/// j.to_jsonb->>'national_id' like '123-%'`, then `j.email` in a sub-select
+/// over `customers j` beside a join named `j`.
 fn through_join_names(lineage: &mut Lineage, joins: &[JoinName]) {
     let rewrite = |refs: &mut Vec<ColumnRefName>| {
-        let mut out = Vec::with_capacity(refs.len());
-        for reference in refs.drain(..) {
+        let mut added = Vec::new();
+        for reference in refs.iter() {
             match reference.qualifiers.as_slice() {
                 [] if joins
                     .iter()
                     .any(|j| reference.column.as_ref() == Some(&j.name)) =>
                 {
-                    out.push(ColumnRefName {
+                    added.push(ColumnRefName {
                         qualifiers: Vec::new(),
                         column: None,
                     });
                 }
-                [qualifier] => match joins.iter().find(|j| &j.name == qualifier) {
-                    Some(join) => out.extend(join.sides.iter().map(|side| ColumnRefName {
-                        qualifiers: vec![side.clone()],
-                        column: reference.column.clone(),
-                    })),
-                    None => out.push(reference),
-                },
-                _ => out.push(reference),
+                [qualifier] => {
+                    for join in joins.iter().filter(|j| &j.name == qualifier) {
+                        added.extend(join.sides.iter().map(|side| ColumnRefName {
+                            qualifiers: vec![side.clone()],
+                            column: reference.column.clone(),
+                        }));
+                    }
+                }
+                _ => {}
             }
         }
-        *refs = sorted(out);
+        if !added.is_empty() {
+            added.append(refs);
+            *refs = sorted(added);
+        }
     };
     for column in lineage.columns.iter_mut().flatten() {
         rewrite(&mut column.refs);

@@ -124,7 +124,7 @@ const ROWS: &[Row] = &[
     ("select e from customers c(e)", Some(&[(&["e"], "")]), &["customers c"], true, false),
     ("select id from a join b using (id)", Some(&[(&["id"], "")]), &["a", "b"], true, false),
     ("select id from a natural join b", Some(&[(&["id"], "")]), &["a", "b"], true, false),
-    ("select j.id from (a join b on a.id = b.id) j", Some(&[(&["a.id", "b.id"], "")]), &["a", "b"], true, false),
+    ("select j.id from (a join b on a.id = b.id) j", Some(&[(&["a.id", "b.id", "j.id"], "")]), &["a", "b"], true, false),
     ("select v.a from (values (1), (2)) v(a)", Some(&[(&["v.a"], "")]), &[], true, false),
     ("select g from generate_series(1, 3) g", Some(&[(&["g"], "")]), &[], true, false),
     ("select x from my_srf() x", Some(&[(&["x"], O)]), &[], true, false),
@@ -444,15 +444,15 @@ fn conditions_are_everything_but_the_output() {
         ("insert into customers (id) values (1) on conflict do nothing", &["*"]),
         ("insert into customers (id) values (1) on conflict on constraint customers_email_key do nothing", &["*"]),
         // A join's name stands for its whole row, or for a column of any side.
-        ("select 1 from (customers c cross join orders o) j where j::text like '%x%'", &["*"]),
-        ("select 1 from (customers c cross join orders o) j where j.email = 'x'", &["c.email", "o.email"]),
-        ("select 1 from (customers c join orders o using (id) as u) where u.id = 1", &["c.id", "id", "o.id"]),
+        ("select 1 from (customers c cross join orders o) j where j::text like '%x%'", &["*", "j"]),
+        ("select 1 from (customers c cross join orders o) j where j.email = 'x'", &["c.email", "j.email", "o.email"]),
+        ("select 1 from (customers c join orders o using (id) as u) where u.id = 1", &["c.id", "id", "o.id", "u.id"]),
         // `j.to_jsonb` is `to_jsonb(j)`: each side's name with it is
         // matched as a call over that side's row.
-        ("select 1 from (customers c join orders o on true) j where j.to_jsonb->>'x' = 'y'", &["c.to_jsonb", "o.to_jsonb"]),
+        ("select 1 from (customers c join orders o on true) j where j.to_jsonb->>'x' = 'y'", &["c.to_jsonb", "j.to_jsonb", "o.to_jsonb"]),
         (
             "select 1 from ((customers join orders o on true) j cross join (select 1 y) s) k where k.to_jsonb is null",
-            &["customers.to_jsonb", "j.to_jsonb", "o.to_jsonb", "s.to_jsonb"],
+            &["customers.to_jsonb", "j.to_jsonb", "k.to_jsonb", "o.to_jsonb", "s.to_jsonb"],
         ),
         // Writes: which rows change; what RETURNING returns is output.
         ("delete from orders where id = 1 returning email", &["id"]),
@@ -502,7 +502,7 @@ fn computed_are_the_references_outputs_compute_over() {
         // A renamed relation stands whole for its columns.
         ("select upper(z) from customers t(i, n, z)", &["t.*", "z"]),
         // So does a join's name.
-        ("select row_to_json(j) from (customers c cross join orders o) j", &["*"]),
+        ("select row_to_json(j) from (customers c cross join orders o) j", &["*", "j"]),
         // Every row of a VALUES list is computed, under EXISTS too.
         ("select exists (values (1 / ascii(c.email)), (1)) from customers c", &["c.email"]),
         ("select exists (select 1 / ascii(c.email)) from customers c", &["c.email"]),

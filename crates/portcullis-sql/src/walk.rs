@@ -83,12 +83,105 @@ impl Default for Facts {
 
 /// Collects the facts of `tree`.
 pub(crate) fn collect(tree: &Value) -> Facts {
+    let mut function_items = Vec::new();
+    functions_in_from(tree, &mut function_items);
     let mut walker = Walker {
         facts: Facts::default(),
         scope: Vec::new(),
+        function_items,
     };
     walker.visit(tree, "");
     walker.facts
+}
+
+/// A function in FROM, by the name its row goes by (its alias, or its
+/// function's name), with the names of its columns the text shows.
+struct FunctionItem {
+    name: String,
+    columns: Vec<String>,
+}
+
+/// The columns of built-ins in FROM that return rows of several named
+/// columns: `e.key` of `jsonb_each(...) e` is a column, not a call.
+const FUNCTION_COLUMNS: &[(&str, &[&str])] = &[
+    ("json_each", &["key", "value"]),
+    ("json_each_text", &["key", "value"]),
+    ("jsonb_each", &["key", "value"]),
+    ("jsonb_each_text", &["key", "value"]),
+    ("pg_options_to_table", &["option_name", "option_value"]),
+];
+
+/// The names of a column definition list (`f(...) as t(a int, b text)`).
+fn column_definitions(list: &[Value], columns: &mut Vec<String>) {
+    for definition in list {
+        if let Value::Struct(definition) = definition {
+            columns.push(definition.str("colname").to_owned());
+        }
+    }
+}
+
+/// Every function in a FROM clause (`RangeFunction`), anywhere in `value`.
+fn functions_in_from(value: &Value, found: &mut Vec<FunctionItem>) {
+    let node = match value {
+        Value::List(items) => return items.iter().for_each(|item| functions_in_from(item, found)),
+        Value::Struct(node) => node,
+        _ => return,
+    };
+    if node.name == "RangeFunction" {
+        let mut columns = Vec::new();
+        let mut names = Vec::new();
+        if matches!(node.get("ordinality"), Some(Value::Bool(true))) {
+            columns.push("ordinality".to_owned());
+        }
+        column_definitions(node.list("coldeflist"), &mut columns);
+        // `functions` holds, for each function of `ROWS FROM (...)`, the
+        // call and its column definitions.
+        for function in node.list("functions") {
+            let parts = match function {
+                Value::Struct(list) if list.name == "List" => list.list("items"),
+                Value::List(parts) => parts.as_slice(),
+                _ => continue,
+            };
+            for part in parts {
+                match part {
+                    Value::Struct(call) if call.name == "FuncCall" => {
+                        let name = normalise_name(call.list("funcname").iter().map(|p| match p {
+                            Value::Struct(s) if s.name == "String" => s.str("sval"),
+                            _ => "?",
+                        }));
+                        let bare = name.rsplit('.').next().unwrap_or(&name).to_owned();
+                        if let Some((_, known)) = FUNCTION_COLUMNS.iter().find(|(f, _)| *f == bare)
+                        {
+                            columns.extend(known.iter().map(|c| (*c).to_owned()));
+                        }
+                        names.push(bare);
+                    }
+                    Value::Struct(list) if list.name == "List" => {
+                        column_definitions(list.list("items"), &mut columns)
+                    }
+                    Value::List(definitions) => column_definitions(definitions, &mut columns),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(Value::Struct(alias)) = node.get("alias") {
+            names = vec![alias.str("aliasname").to_owned()];
+            for column in alias.list("colnames") {
+                if let Value::Struct(column) = column {
+                    columns.push(column.str("sval").to_owned());
+                }
+            }
+        }
+        // A function returning one value names its column as its row.
+        columns.extend(names.iter().cloned());
+        found.extend(names.into_iter().map(|name| FunctionItem {
+            name,
+            columns: columns.clone(),
+        }));
+    }
+    for (_, field) in &node.fields {
+        functions_in_from(field, found);
+    }
 }
 
 /// Fields whose range variables may name a CTE rather than a relation. A
@@ -107,6 +200,8 @@ struct Walker<'tree> {
     facts: Facts,
     /// Names of the CTEs visible at the current node, innermost last.
     scope: Vec<&'tree str>,
+    /// The functions in FROM clauses of the statement.
+    function_items: Vec<FunctionItem>,
 }
 
 impl<'tree> Walker<'tree> {
@@ -193,6 +288,26 @@ impl<'tree> Walker<'tree> {
             // select on ... to ...`) grants all the same.
             "GrantStmt" | "GrantRoleStmt" | "AlterDefaultPrivilegesStmt" => {
                 self.facts.kinds.insert(StatementKind::Dcl);
+            }
+            // `q.f`, where `q` is a function in FROM, is a column of its
+            // row or, when it has no column `f`, the call `f(q)`: over a
+            // function returning one value, any function of one argument
+            // (found in attack: `select q.pg_terminate_backend from abs(1)
+            // q`, `q.ts_stat` over a text). A name that is no column the
+            // text shows counts as a call.
+            "ColumnRef" => {
+                if let [Value::Struct(item), Value::Struct(field)] = node.list("fields") {
+                    if item.name == "String" && field.name == "String" {
+                        let (item, field) = (item.str("sval"), field.str("sval"));
+                        let calls = self.function_items.iter().any(|function| {
+                            function.name == item
+                                && !function.columns.iter().any(|column| column == field)
+                        });
+                        if calls {
+                            self.facts.functions.insert(normalise_name([field]));
+                        }
+                    }
+                }
             }
             // `(x).f` is a field of x, or, when x has no field f, the call
             // `f(x)`: `(0.5::float8).pg_sleep`, `('select ...'::text).ts_stat`.

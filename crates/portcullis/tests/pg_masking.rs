@@ -1966,6 +1966,15 @@ async fn a_joins_name_values_under_exists_and_unnamed_conflict_targets_are_follo
         "select g, 1 / (ascii(substr(j.to_jsonb->>'email', 1, 1)) - g) from (customers c cross join (select 1 as one) x) j, generate_series(0, 255) g",
         "select j.id from (customers c cross join (select 1 as one) x) j order by j.to_json->>'national_id'",
         "select count(*) from ((customers c join orders o on true) j cross join (select 1 y) s) k where k.row_to_json::text like '%4242%'",
+        // Round 38e: a join's name beside a relation of that name or alias
+        // at another level; a sampled table inside a named join; a call
+        // written as a field of a function in FROM.
+        "select count(*) from (orders a cross join orders b) j where exists (select from customers j where j.email like 'jane%')",
+        "select count(*) from (orders a cross join orders b) j where exists (select from (customers c cross join orders o) j where j.email like 'jane%')",
+        "select count(*) from (orders a cross join orders b) customers where exists (select from customers where customers.national_id like '123%')",
+        "select count(*) from customers j where exists (select from (orders a cross join orders b) j) and j.card_number like '4242%'",
+        "select count(*) from (customers tablesample system (100) join orders o on o.id = 1) j where j.email like 'jane%'",
+        "select q.ts_stat from lower('select national_id::tsvector from customers') q",
         // The character by the rows before the error.
         "select g, exists (values (1 / (ascii(substr(c.email, 1, 1)) - g)), (1)) from customers c, generate_series(0, 255) g where c.id = 1",
         // Which customer holds a guessed email.

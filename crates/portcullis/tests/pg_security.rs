@@ -235,6 +235,9 @@ async fn a_client_cancels_its_own_query_and_no_one_elses() {
         format!("select pg_cancel_backend({victim_pid})"),
         format!("select pg_terminate_backend({victim_pid})"),
         format!("select ({victim_pid}).pg_terminate_backend"),
+        // Found in attack: a call written as a field of a function in FROM.
+        format!("select q.pg_terminate_backend from abs({victim_pid}) q"),
+        format!("select abs.pg_cancel_backend from abs({victim_pid})"),
     ] {
         let err = attacker.batch_execute(&sql).await.unwrap_err();
         assert_eq!(sqlstate(&err), "42501", "{sql}: {err:?}");
