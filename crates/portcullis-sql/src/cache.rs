@@ -83,6 +83,10 @@ impl Classifier {
                 max: self.max_len,
             });
         }
+        // Before any cache: a shape holds no string's text.
+        if sql.contains("\\'") {
+            crate::classify::refuse_backslash_quotes(sql)?;
+        }
         if let Some(hit) = self.cache.as_ref().and_then(|cache| cache.get(sql)) {
             return Ok(hit);
         }
@@ -320,6 +324,35 @@ mod tests {
                 "{sql}: {:?}",
                 after[0].lineage.conditions
             );
+        }
+    }
+
+    #[test]
+    fn a_backslash_before_a_quote_in_a_standard_string_is_refused_shape_or_not() {
+        let classifier = Classifier::new(16);
+        classifier.classify("select 'x' as a").unwrap();
+        for sql in [
+            "select 'a\\' as a",
+            "select 'a\\' || ' ; drop table t; select ' as x -- '",
+            "select N'C:\\dir\\'",
+            "select 'it\\''s'",
+            "select E'\u{3041}\\' ; drop table t; select '",
+        ] {
+            assert_eq!(
+                classifier.classify(sql).unwrap_err(),
+                ClassifyError::BackslashQuote,
+                "{sql}"
+            );
+        }
+        for sql in [
+            "select E'a\\'b'",
+            "select E'\u{3041}\\n'",
+            "select 'a\\b', '\\d+', 'it''s'",
+            "select $$a\\'$$",
+            "select 1 -- don\\'t",
+            "select \"a\\'\" from t",
+        ] {
+            assert!(classifier.classify(sql).is_ok(), "{sql}");
         }
     }
 

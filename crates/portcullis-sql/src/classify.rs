@@ -82,6 +82,49 @@ fn statement_text(sql: &str, raw: &RawStmt) -> Result<String, ClassifyError> {
 /// only ASCII. A no-break space (U+00A0) and the like are part of a name
 /// to PostgreSQL (found in attack: `drop table t, <U+00A0>` was shown to
 /// reviewers as `drop table t,`, and dropped a second table).
+/// Refuses a query with a `'...'` string that holds a backslash before a
+/// quote (`'a\'`): the gateway reads strings with
+/// `standard_conforming_strings` on, and pins it so on the target, but code
+/// it cannot see (SQL given as text to `query_to_xml`, a procedure) may
+/// turn it off there, and a query sent before the gateway hears of that is
+/// read as other statements (found in attack: `select 'a\' || ' ; drop
+/// table t; select ' -- '` ran the DROP). Only such a backslash makes the
+/// two readings end a string apart; in `E'...'`, one after a byte outside
+/// ASCII (a multi-byte `client_encoding` reads the two as one character).
+pub(crate) fn refuse_backslash_quotes(sql: &str) -> Result<(), ClassifyError> {
+    let tokens = pg_query::scan_tokens(sql).map_err(|error| match error {
+        pg_query::Error::Scan(message) => ClassifyError::Syntax {
+            message,
+            position: None,
+        },
+        other => other.into(),
+    })?;
+    // In an `E'...'` string, a backslash after a byte outside ASCII is the
+    // second byte of a character in SJIS, BIG5 or GBK, which the same code
+    // may set as `client_encoding`: the quote after it ends the string.
+    let splits = |raw: &str| {
+        let body = raw.strip_prefix(['N', 'n']).unwrap_or(raw);
+        if body.starts_with('\'') {
+            return body.contains("\\'");
+        }
+        raw.as_bytes()
+            .windows(3)
+            .any(|w| w[0] >= 0x80 && w[1] == b'\\' && w[2] == b'\'')
+    };
+    let refused = tokens.iter().any(|token| {
+        token.token == pg_query::protobuf::Token::Sconst as i32
+            && usize::try_from(token.start)
+                .ok()
+                .zip(usize::try_from(token.end).ok())
+                .and_then(|(start, end)| sql.get(start..end))
+                .is_none_or(splits)
+    });
+    if refused {
+        return Err(ClassifyError::BackslashQuote);
+    }
+    Ok(())
+}
+
 pub(crate) fn trim_sql(text: &str) -> &str {
     text.trim_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c'])
 }

@@ -27,6 +27,12 @@ pub enum ClassifyError {
     /// The parse tree is nested more deeply than the classifier can read.
     #[error("the query is nested too deeply to be classified")]
     TooDeep,
+    /// A `'...'` string holds a backslash before a quote: with
+    /// `standard_conforming_strings` off (which code the gateway cannot see
+    /// may set on the target) it is an escaped quote, and the string, and
+    /// the statements, end elsewhere.
+    #[error("a string in '...' holds a backslash before a quote, which ends the string elsewhere where standard_conforming_strings is off: double the quote (''), or write the string as E'...' or with dollar quotes")]
+    BackslashQuote,
     /// A fault of the classifier, not of the query.
     #[error("internal error while classifying the query: {message}")]
     Internal { message: String },
@@ -77,6 +83,7 @@ mod tests {
                 position: None,
             },
             ClassifyError::NulByte,
+            ClassifyError::BackslashQuote,
             ClassifyError::TooDeep,
             ClassifyError::internal("boom"),
         ];

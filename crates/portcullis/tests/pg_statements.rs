@@ -1311,3 +1311,40 @@ async fn refused_by_no_calls(client: &tokio_postgres::Client, sql: &str) {
         ),
     }
 }
+
+/// Found in attack: code the gateway cannot see (the SQL `query_to_xml`
+/// runs) turned `standard_conforming_strings` off on the target, and a
+/// query pipelined before the gateway heard of it was read there as other
+/// statements. A `'...'` string with a backslash before a quote, the only
+/// text the two readings split apart, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_read_otherwise_without_standard_conforming_strings_is_refused() {
+    let gw = Gateway::start(TestDb::create("e2e_backslash_quote", SEED).await).await;
+    // In the group that writes, and sees values in clear.
+    let erin = gw.token("erin@example.com", &["eng", "pii-readers"]);
+    let mut raw = RawClient::connect(&gw, &erin).await;
+    raw.send(&[
+        raw::parse(
+            "",
+            "select query_to_xml('select set_config(''standard_conforming_strings'', ''off'', false)', true, false, '')",
+        ),
+        raw::bind("", "", 0),
+        raw::execute(""),
+        raw::query("select 'a\\' || ' ; create table pwned_38d (x int); select ' as x -- '"),
+        raw::sync(),
+    ])
+    .await;
+    let answers = raw_text(&raw.until_ready().await);
+    assert!(answers.contains("backslash before a quote"), "{answers}");
+    let direct = gw.db.direct().await;
+    assert_eq!(
+        scalar_i64(
+            &direct,
+            "select count(*) from pg_class where relname = 'pwned_38d'"
+        )
+        .await,
+        0,
+        "{answers}"
+    );
+    gw.stop().await;
+}
