@@ -347,6 +347,28 @@ impl<'tree> Walker<'tree> {
             "DeleteStmt" => self.record_modification(node, StatementKind::Delete),
             "MergeStmt" => {
                 self.facts.kinds.insert(StatementKind::Merge);
+                // MERGE's ON is a join condition (`on true` joins every
+                // row): an UPDATE or DELETE action is bounded by its own
+                // `WHEN MATCHED AND ...` condition, which must look at the
+                // target's row unless ON ties the target to the source.
+                let target = target_name(node);
+                let tied = node
+                    .get("join_condition")
+                    .is_some_and(|on| reads_the_target(on, &target));
+                for clause in node.list("merge_when_clauses") {
+                    let Value::Struct(clause) = clause else {
+                        continue;
+                    };
+                    let changes = [CmdType::CmdUpdate, CmdType::CmdDelete]
+                        .iter()
+                        .any(|cmd| clause.int("command_type") == Some(*cmd as i64));
+                    let bounded = clause.get("condition").is_some_and(|condition| {
+                        reads_the_target(condition, &target) || (tied && reads_a_row(condition))
+                    });
+                    if changes && !bounded {
+                        self.facts.has_where = false;
+                    }
+                }
             }
             "MergeWhenClause" => {
                 let command = node.int("command_type");
@@ -359,14 +381,6 @@ impl<'tree> Walker<'tree> {
                 .find(|(cmd, _)| Some(*cmd as i64) == command);
                 if let Some((_, kind)) = kind {
                     self.facts.kinds.insert(kind);
-                    // MERGE's ON is a join condition (`on true` joins every
-                    // row): an UPDATE or DELETE action is bounded only by
-                    // its own `WHEN MATCHED AND ...` condition.
-                    if kind != StatementKind::Insert
-                        && !node.get("condition").is_some_and(reads_a_row)
-                    {
-                        self.facts.has_where = false;
-                    }
                 }
             }
             "OnConflictClause"
@@ -478,7 +492,20 @@ impl<'tree> Walker<'tree> {
 
     fn record_modification(&mut self, node: &Struct, kind: StatementKind) {
         self.facts.kinds.insert(kind);
-        if !node.get("where_clause").is_some_and(reads_a_row) {
+        // With other relations beside the target (`UPDATE ... FROM`,
+        // `DELETE ... USING`), a condition on them alone is the same for
+        // every row of the target (found in attack: `update orders set
+        // total_cents = 0 from customers c where c.id = 1` changed every
+        // order): it must look at the target's row.
+        let joined = ["from_clause", "using_clause"]
+            .iter()
+            .any(|field| !node.list(field).is_empty());
+        let bounded = match node.get("where_clause") {
+            Some(condition) if joined => reads_the_target(condition, &target_name(node)),
+            Some(condition) => reads_a_row(condition),
+            None => false,
+        };
+        if !bounded {
             self.facts.has_where = false;
         }
     }
@@ -515,6 +542,63 @@ fn qualified_name(parts: &[Value]) -> Option<String> {
     parts
         .filter(|parts| !parts.is_empty())
         .map(|parts| crate::join_name(&parts))
+}
+
+/// The name the target of an UPDATE, DELETE or MERGE goes by in its
+/// statement: its alias, or its name.
+fn target_name(statement: &Struct) -> String {
+    match statement.get("relation") {
+        Some(Value::Struct(relation)) => match relation.get("alias") {
+            Some(Value::Struct(alias)) => alias.str("aliasname").to_owned(),
+            _ => relation.str("relname").to_owned(),
+        },
+        _ => String::new(),
+    }
+}
+
+/// Whether a condition looks at the row of the target named `target`: a
+/// column qualified by its name, anywhere, or one not qualified outside a
+/// sub-select (which may be the target's; inside one it is first the
+/// sub-select's own), or `WHERE CURRENT OF`.
+fn reads_the_target(condition: &Value, target: &str) -> bool {
+    match condition {
+        Value::Struct(node) => match node.name {
+            "CurrentOfExpr" => true,
+            "ColumnRef" => match node.list("fields") {
+                [Value::Struct(only)] => only.name == "String",
+                [Value::Struct(qualifier), ..] => {
+                    qualifier.name == "String" && qualifier.str("sval") == target
+                }
+                _ => false,
+            },
+            "SubLink" => node
+                .get("subselect")
+                .is_some_and(|inner| qualified_by(inner, target)),
+            _ => node
+                .fields
+                .iter()
+                .any(|(_, value)| reads_the_target(value, target)),
+        },
+        Value::List(items) => items.iter().any(|item| reads_the_target(item, target)),
+        _ => false,
+    }
+}
+
+/// Whether anything under `value` is a column qualified by `target`.
+fn qualified_by(value: &Value, target: &str) -> bool {
+    match value {
+        Value::Struct(node) if node.name == "ColumnRef" => matches!(
+            node.list("fields"),
+            [Value::Struct(qualifier), _, ..]
+                if qualifier.name == "String" && qualifier.str("sval") == target
+        ),
+        Value::Struct(node) => node
+            .fields
+            .iter()
+            .any(|(_, value)| qualified_by(value, target)),
+        Value::List(items) => items.iter().any(|item| qualified_by(item, target)),
+        _ => false,
+    }
 }
 
 /// Whether a condition looks at the row it is tested on: names a column,
@@ -696,6 +780,11 @@ mod tests {
             "merge into t using s on t.id = s.id when matched and true then update set a = 1",
             "insert into t select * from t on conflict (id) do update set a = excluded.a",
             "insert into t select * from t where true on conflict (id) do update set a = 1",
+            // Found in attack: conditions on the other relations alone.
+            "update orders set total_cents = 0 from customers c where c.id = 1",
+            "delete from orders using customers c where c.id = 1",
+            "delete from orders o using customers c where c.id = 1 and exists (select id from customers)",
+            "merge into orders o using customers c on true when matched and c.id = 1 then delete",
         ] {
             assert!(!facts(sql).has_where, "{sql}");
         }
@@ -708,6 +797,11 @@ mod tests {
             "insert into t values (1), (2) on conflict (id) do update set a = 1",
             "insert into t select * from s on conflict (id) do nothing",
             "insert into t select * from s",
+            "update orders set total_cents = 0 from customers c where c.id = orders.customer_id",
+            "update orders o set total_cents = 0 from customers c where c.id = o.customer_id",
+            "delete from orders using customers c where c.id = customer_id",
+            "delete from orders o using customers c where exists (select 1 from x where x.id = o.id)",
+            "merge into orders o using customers c on true when matched and o.id = c.id then delete",
         ] {
             assert!(facts(sql).has_where, "{sql}");
         }

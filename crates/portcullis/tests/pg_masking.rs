@@ -1402,18 +1402,21 @@ async fn notices_are_redacted_and_merge_needs_its_own_condition() {
     assert!(stderr(&out).contains("mask rule"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("NOTICE"), "{}", stderr(&out));
     // `on true` joins every row: an unbounded write.
-    let out = gw.psql(
-        &token,
-        &[
-            "-c",
-            "merge into orders o using (select 1) s on true when matched then delete",
-        ],
-    );
-    assert!(
-        stderr(&out).contains("no-unbounded-writes"),
-        "{}",
-        stderr(&out)
-    );
+    // So does a condition on the other relations of a write alone (found
+    // in attack: every order changed).
+    for sql in [
+        "merge into orders o using (select 1) s on true when matched then delete",
+        "update orders set total_cents = 0 from customers c where c.id = 1",
+        "delete from orders using customers c where c.id = 1",
+        "merge into orders o using customers c on true when matched and c.id = 1 then delete",
+    ] {
+        let out = gw.psql(&token, &["-c", sql]);
+        assert!(
+            stderr(&out).contains("no-unbounded-writes"),
+            "{sql}: {}",
+            stderr(&out)
+        );
+    }
     let direct = gw.db.direct().await;
     assert_eq!(scalar_i64(&direct, "select count(*) from orders").await, 4);
     gw.stop().await;
