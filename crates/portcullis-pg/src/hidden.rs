@@ -338,6 +338,9 @@ mod tests {
             .type_code
             .insert("pair".into(), vec![Code::Function("pair_int".into())]);
         snapshot.user_functions.insert("lower".into());
+        // A user's function of a name that is SQL/JSON syntax on newer
+        // servers.
+        snapshot.user_functions.insert("json_serialize".into());
         // Users' SQL functions named like built-ins: one reads, one writes,
         // one calls what writes.
         for (name, body) in [
@@ -395,6 +398,7 @@ mod tests {
             ("select lower(5)", &["lower"]),
             ("select t.lower from t", &["lower"]),
             ("select *, t.lower::text from t", &["lower"]),
+            ("select json_serialize('{}'::json)", &["json_serialize"]),
             ("select * from indexed", &["folded"]),
             ("select translate('a', 'b', 'c')", &["translate", "w"]),
         ] {

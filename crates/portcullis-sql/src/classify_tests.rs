@@ -306,6 +306,31 @@ fn a_call_written_as_a_field_of_a_function_in_from_is_a_call() {
     }
 }
 
+/// SQL/JSON syntax is a call of a function of that name to a target older
+/// than PostgreSQL 16, where a user's function may have it.
+#[test]
+fn sql_json_syntax_counts_as_the_calls_it_is_to_older_targets() {
+    for (sql, call) in [
+        ("select json_serialize('{}'::json)", "json_serialize"),
+        ("select json('{}')", "json"),
+        ("select json_scalar(1)", "json_scalar"),
+        ("select json_value('{}'::jsonb, '$.a')", "json_value"),
+        ("select json_query('{}'::jsonb, '$.a')", "json_query"),
+        ("select json_exists('{}'::jsonb, '$.a')", "json_exists"),
+        ("select json_array(1, 2)", "json_array"),
+        ("select json_object('a': 1)", "json_object"),
+        ("select json_arrayagg(x) from t", "json_arrayagg"),
+    ] {
+        let info = one(sql);
+        assert!(
+            info.functions.iter().any(|f| f == call),
+            "{sql}: {:?}",
+            info.functions
+        );
+        assert_ne!(info.kind, K::Call, "{sql}: a built-in that only reads");
+    }
+}
+
 #[test]
 fn prepare_is_classified_as_its_statement() {
     let info = one("prepare p (int) as delete from t where a = $1");

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use pg_query::protobuf::{
-    AExprKind, AlterTableType, CmdType, OnConflictAction, SetOperation, SubLinkType,
+    AExprKind, AlterTableType, CmdType, JsonExprOp, OnConflictAction, SetOperation, SubLinkType,
 };
 use portcullis_core::{RelationRef, StatementKind};
 
@@ -308,6 +308,38 @@ impl<'tree> Walker<'tree> {
                         }
                     }
                 }
+            }
+            // SQL/JSON syntax to this parser (PostgreSQL 16 and later) is a
+            // plain call of a function of that name to an older target,
+            // which may be a user's (found in attack: `json_serialize(...)`
+            // ran a user's function on PostgreSQL 15 as a SELECT calling
+            // nothing). They count as calls of those names.
+            name @ ("JsonSerializeExpr"
+            | "JsonParseExpr"
+            | "JsonScalarExpr"
+            | "JsonFuncExpr"
+            | "JsonObjectConstructor"
+            | "JsonArrayConstructor"
+            | "JsonArrayQueryConstructor"
+            | "JsonObjectAgg"
+            | "JsonArrayAgg"
+            | "MergeSupportFunc") => {
+                let function = match name {
+                    "JsonSerializeExpr" => "json_serialize",
+                    "JsonParseExpr" => "json",
+                    "JsonScalarExpr" => "json_scalar",
+                    "JsonFuncExpr" => match node.int("op") {
+                        Some(op) if op == JsonExprOp::JsonExistsOp as i64 => "json_exists",
+                        Some(op) if op == JsonExprOp::JsonQueryOp as i64 => "json_query",
+                        _ => "json_value",
+                    },
+                    "JsonObjectConstructor" => "json_object",
+                    "JsonObjectAgg" => "json_objectagg",
+                    "JsonArrayAgg" => "json_arrayagg",
+                    "MergeSupportFunc" => "merge_action",
+                    _ => "json_array",
+                };
+                self.facts.functions.insert(function.to_owned());
             }
             // `(x).f` is a field of x, or, when x has no field f, the call
             // `f(x)`: `(0.5::float8).pg_sleep`, `('select ...'::text).ts_stat`.
