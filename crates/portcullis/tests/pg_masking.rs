@@ -2011,8 +2011,7 @@ async fn a_joins_name_values_under_exists_and_unnamed_conflict_targets_are_follo
         3
     );
 
-    // The planner's samples of covered columns: read as they are (masked),
-    // not computed over.
+    // The planner's samples of covered columns are not computed over.
     direct.batch_execute("analyze customers").await.unwrap();
     let out = gw.psql(
         &token,
@@ -2028,19 +2027,8 @@ async fn a_joins_name_values_under_exists_and_unnamed_conflict_targets_are_follo
         stdout(&out),
         stderr(&out)
     );
+    // (Read as it is, it is masked whole: see the statistics test.)
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
-    let out = gw.psql(
-        &token,
-        &[
-            "-At",
-            "-c",
-            "select attname, histogram_bounds from pg_stats where tablename = 'customers' and attname = 'email'",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    // (The statistics views are masked whole.)
-    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
-    assert_no_secret("the planner's samples", &stdout(&out));
     gw.stop().await;
 }
 
