@@ -337,6 +337,7 @@ mod tests {
             "select N'C:\\dir\\'",
             "select 'it\\''s'",
             "select E'\u{3041}\\' ; drop table t; select '",
+            "select E'\u{c1}\\\\\\' ; drop table t; select ', ' -- '",
         ] {
             assert_eq!(
                 classifier.classify(sql).unwrap_err(),

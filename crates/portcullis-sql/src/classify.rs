@@ -89,8 +89,9 @@ fn statement_text(sql: &str, raw: &RawStmt) -> Result<String, ClassifyError> {
 /// turn it off there, and a query sent before the gateway hears of that is
 /// read as other statements (found in attack: `select 'a\' || ' ; drop
 /// table t; select ' -- '` ran the DROP). Only such a backslash makes the
-/// two readings end a string apart; in `E'...'`, one after a byte outside
-/// ASCII (a multi-byte `client_encoding` reads the two as one character).
+/// two readings end a string apart; in `E'...'`, any backslash after a byte
+/// outside ASCII (a multi-byte `client_encoding` reads the two as one
+/// character).
 pub(crate) fn refuse_backslash_quotes(sql: &str) -> Result<(), ClassifyError> {
     let tokens = pg_query::scan_tokens(sql).map_err(|error| match error {
         pg_query::Error::Scan(message) => ClassifyError::Syntax {
@@ -99,17 +100,19 @@ pub(crate) fn refuse_backslash_quotes(sql: &str) -> Result<(), ClassifyError> {
         },
         other => other.into(),
     })?;
-    // In an `E'...'` string, a backslash after a byte outside ASCII is the
-    // second byte of a character in SJIS, BIG5 or GBK, which the same code
-    // may set as `client_encoding`: the quote after it ends the string.
+    // In an `E'...'` string, a backslash after a byte outside ASCII may be
+    // the second byte of a character in SJIS, BIG5 or GBK, which the same
+    // code may set as `client_encoding`: every escape after it pairs
+    // otherwise, and a quote may end the string (found in attack:
+    // `E'\u{c1}\\\'`).
     let splits = |raw: &str| {
         let body = raw.strip_prefix(['N', 'n']).unwrap_or(raw);
         if body.starts_with('\'') {
             return body.contains("\\'");
         }
         raw.as_bytes()
-            .windows(3)
-            .any(|w| w[0] >= 0x80 && w[1] == b'\\' && w[2] == b'\'')
+            .windows(2)
+            .any(|w| w[0] >= 0x80 && w[1] == b'\\')
     };
     let refused = tokens.iter().any(|token| {
         token.token == pg_query::protobuf::Token::Sconst as i32

@@ -42,8 +42,8 @@ pub(crate) struct Facts {
     pub executes: Option<String>,
     /// Settings the statement sets or resets, lower case: the name of a SET
     /// or RESET (also nested, as in `ALTER ROLE ... SET`), the first argument
-    /// of `set_config`; `*` for RESET ALL or a `set_config` whose setting is
-    /// not a literal.
+    /// of `set_config`; `*` for RESET ALL, a `set_config` whose setting is
+    /// not a literal, or an UPDATE of `pg_settings`.
     pub settings: BTreeSet<String>,
     /// Every relation a range variable names, with its alias, CTE names
     /// excepted; the `relations` of the statement's lineage.
@@ -524,6 +524,15 @@ impl<'tree> Walker<'tree> {
 
     fn record_modification(&mut self, node: &Struct, kind: StatementKind) {
         self.facts.kinds.insert(kind);
+        // An UPDATE of `pg_settings` is `set_config` of the settings it
+        // names (found in attack: `client_encoding` set unseen), `role`
+        // included.
+        if kind == StatementKind::Update
+            && matches!(node.get("relation"), Some(Value::Struct(r)) if r.str("relname") == "pg_settings")
+        {
+            self.facts.settings.insert("*".to_owned());
+            self.facts.kinds.insert(StatementKind::Dcl);
+        }
         // With other relations beside the target (`UPDATE ... FROM`,
         // `DELETE ... USING`), a condition on them alone is the same for
         // every row of the target (found in attack: `update orders set
@@ -820,6 +829,10 @@ mod tests {
         ] {
             assert!(!facts(sql).has_where, "{sql}");
         }
+        let settings = facts(
+            "update pg_catalog.pg_settings set setting = 'SJIS' where name = 'client_encoding'",
+        );
+        assert!(settings.settings.contains("*") && settings.kinds.contains(&StatementKind::Dcl));
         for sql in [
             "update t set a = 1 where a = 1",
             "update t set a = 1 where true and id = 2",

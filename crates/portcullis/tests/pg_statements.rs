@@ -1346,5 +1346,33 @@ async fn a_string_read_otherwise_without_standard_conforming_strings_is_refused(
         0,
         "{answers}"
     );
+    // Round 38f: the settings changed by an UPDATE of pg_settings; and an
+    // E'...' string whose backslashes pair otherwise after a byte that
+    // SJIS reads as the first of a character with the next.
+    let alice = gw.token("alice@example.com", &["eng"]);
+    let out = gw.psql(
+        &alice,
+        &[
+            "-c",
+            "update pg_settings set setting = 'SJIS' where name = 'client_encoding'",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("changes settings it cannot name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = gw.psql(
+        &alice,
+        &[
+            "-c",
+            "select E'\u{c1}\\\\\\' ; create table pwned_38f as select * from customers; select ', ' -- '",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("backslash before a quote"),
+        "{}",
+        stderr(&out)
+    );
     gw.stop().await;
 }
